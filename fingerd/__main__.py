@@ -1,0 +1,5 @@
+"""`python -m fingerd` runs the daemon."""
+
+from fingerd.cli import main
+
+raise SystemExit(main())

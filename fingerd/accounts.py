@@ -1,0 +1,33 @@
+"""The account the worker runs as: resolved at startup, so a typo fails fast."""
+
+import grp
+import pwd
+from dataclasses import dataclass
+
+
+class AccountError(ValueError):
+    """The configured user or group does not exist."""
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    gid: int
+
+
+def resolve_account(config):
+    """The Account for ``[fingerd] user`` and ``group``; raise AccountError."""
+    try:
+        entry = pwd.getpwnam(config.user)
+    except KeyError:
+        raise AccountError(f"{config.where('fingerd', 'user')}: [fingerd] user: "
+                           f"no such account {config.user!r}") from None
+    gid = entry.pw_gid
+    if config.group:
+        try:
+            gid = grp.getgrnam(config.group).gr_gid
+        except KeyError:
+            raise AccountError(f"{config.where('fingerd', 'group')}: [fingerd] group: "
+                               f"no such group {config.group!r}") from None
+    return Account(config.user, entry.pw_uid, gid)

@@ -1,0 +1,277 @@
+"""The configuration file (CONTRACT section 3): parsing and validation, no I/O.
+
+INI syntax read by configparser, with ``;`` and ``#`` comments also at the
+end of a line. Every key has a default; an unknown section or key, or a
+value of the wrong kind, is an error naming the file, the line and the key.
+All errors are collected, so one run of ``fingerd -t`` shows them all.
+Relative paths are taken from the configuration file's directory.
+"""
+
+import configparser
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+
+DEFAULT_PATH = "/etc/fingerd/fingerd.conf"
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; ``errors`` holds ``FILE:LINE: message`` strings."""
+
+    def __init__(self, errors):
+        self.errors = errors
+        super().__init__("\n".join(errors))
+
+
+@dataclass(frozen=True)
+class Address:
+    """A listening address; ``host`` is an IP address literal."""
+
+    host: str
+    port: int
+
+    @property
+    def family(self):
+        return 6 if ":" in self.host else 4
+
+    def __str__(self):
+        return f"[{self.host}]:{self.port}" if self.family == 6 else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    user: str
+    group: str
+    pidfile: str
+    users_file: str
+    reload_interval: float
+    threads: int
+    max_connections: int
+    request_timeout: float
+    backlog: int
+    log_file: str
+    finger_listen: tuple
+    list_users: bool
+    forwarding: bool
+    forward_allow: tuple
+    system_users: bool
+    min_uid: int
+    setter_listen: tuple
+    metrics_listen: tuple
+    key_lines: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def where(self, section, key):
+        """``FILE:LINE`` of a key, or ``FILE`` when it took its default."""
+        line = self.key_lines.get((section, key))
+        return f"{self.path}:{line}" if line else self.path
+
+
+class _Invalid(ValueError):
+    pass
+
+
+def _integer(low, high):
+    def convert(text, base):
+        try:
+            value = int(text)
+        except ValueError:
+            raise _Invalid(f"expected an integer from {low} to {high}") from None
+        if not low <= value <= high:
+            raise _Invalid(f"expected an integer from {low} to {high}")
+        return value
+    return convert
+
+
+def _seconds(low, high):
+    def convert(text, base):
+        try:
+            value = float(text)
+        except ValueError:
+            raise _Invalid(f"expected seconds from {low:g} to {high:g}") from None
+        if not low <= value <= high:
+            raise _Invalid(f"expected seconds from {low:g} to {high:g}")
+        return value
+    return convert
+
+
+def _boolean(text, base):
+    try:
+        return configparser.ConfigParser.BOOLEAN_STATES[text.lower()]
+    except KeyError:
+        raise _Invalid("expected yes or no") from None
+
+
+def _path(text, base):
+    return os.path.normpath(os.path.join(base, text)) if text else ""
+
+
+_ACCOUNT_RE = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*\$?")
+
+
+def _account(required):
+    def convert(text, base):
+        if not text and not required:
+            return ""
+        if not _ACCOUNT_RE.fullmatch(text):
+            raise _Invalid("expected an account name")
+        return text
+    return convert
+
+
+def parse_address(text):
+    """An Address from ``HOST:PORT`` or ``[HOST]:PORT``, HOST an IP address."""
+    host, colon, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        family = 6
+    else:
+        family = 4
+    try:
+        ip = ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        ip = number = None
+    if not colon or ip is None or ip.version != family or not 1 <= number <= 65535:
+        raise _Invalid(f"expected HOST:PORT with an IP address, as 0.0.0.0:79 or [::]:79, "
+                       f"got {text!r}")
+    return Address(str(ip), number)
+
+
+def _addresses(required, loopback_only=False):
+    def convert(text, base):
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if required and not items:
+            raise _Invalid("expected at least one HOST:PORT")
+        addresses = tuple(parse_address(item) for item in items)
+        for address in addresses:
+            if loopback_only and not ipaddress.ip_address(address.host).is_loopback:
+                raise _Invalid(f"{address} is not a loopback address; the setter changes "
+                               f"statuses without authentication and must stay local")
+        if len(set(addresses)) != len(addresses):
+            raise _Invalid("an address is listed twice")
+        return addresses
+    return convert
+
+
+_HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?")
+
+
+def _hosts(text, base):
+    hosts = tuple(item.strip().lower() for item in text.split(",") if item.strip())
+    for host in hosts:
+        if len(host) > 253 or not _HOST_RE.fullmatch(host):
+            raise _Invalid(f"expected host names or addresses, got {host!r}")
+    return hosts
+
+
+def _unsupported(text, base):
+    value = _boolean(text, base)
+    if value:
+        raise _Invalid("not supported by this version of fingerd yet")
+    return value
+
+
+# (section, key, default, converter, Config attribute)
+SCHEMA = (
+    ("fingerd", "user", "nobody", _account(True), "user"),
+    ("fingerd", "group", "", _account(False), "group"),
+    ("fingerd", "pidfile", "/run/fingerd.pid", _path, "pidfile"),
+    ("fingerd", "users_file", "/etc/fingerd/users", _path, "users_file"),
+    ("fingerd", "reload_interval", "30", _seconds(0.1, 86400), "reload_interval"),
+    ("fingerd", "threads", "16", _integer(1, 1024), "threads"),
+    ("fingerd", "max_connections", "256", _integer(1, 65536), "max_connections"),
+    ("fingerd", "request_timeout", "10", _seconds(0.1, 3600), "request_timeout"),
+    ("fingerd", "backlog", "1024", _integer(1, 65535), "backlog"),
+    ("fingerd", "log_file", "", _path, "log_file"),
+    ("finger", "listen", "0.0.0.0:79", _addresses(True), "finger_listen"),
+    ("finger", "list_users", "no", _boolean, "list_users"),
+    ("finger", "forwarding", "no", _unsupported, "forwarding"),
+    ("finger", "forward_allow", "", _hosts, "forward_allow"),
+    ("finger", "system_users", "no", _unsupported, "system_users"),
+    ("finger", "min_uid", "1000", _integer(0, 2**32 - 2), "min_uid"),
+    ("setter", "listen", "127.0.0.1:1079", _addresses(True, loopback_only=True),
+     "setter_listen"),
+    ("metrics", "listen", "127.0.0.1:9179", _addresses(False), "metrics_listen"),
+)
+
+SECTIONS = tuple(dict.fromkeys(section for section, *_ in SCHEMA))
+
+
+def _line_numbers(text):
+    """Map ``(section, key)`` and ``(section, None)`` to the line that holds them."""
+    lines = {}
+    section = None
+    for number, line in enumerate(text.split("\n"), 1):
+        stripped = line.strip()
+        if not stripped or stripped[0] in "#;":
+            continue
+        if stripped.startswith("[") and "]" in stripped:
+            section = stripped[1:stripped.index("]")]
+            lines.setdefault((section, None), number)
+        elif not line[0].isspace():
+            key = re.split(r"[=:]", stripped, maxsplit=1)[0].strip().lower()
+            lines.setdefault((section, key), number)
+    return lines
+
+
+def parse_config(text, path):
+    """A Config from the text of the file at ``path``, or raise ConfigError."""
+    parser = configparser.ConfigParser(
+        interpolation=None, inline_comment_prefixes=("#", ";"), strict=True,
+        default_section="\0no default section")
+    try:
+        parser.read_string(text, source=path)
+    except configparser.ParsingError as exc:
+        raise ConfigError([f"{path}:{line}: cannot parse {bad.strip()[:60]!r}"
+                           for line, bad in exc.errors]) from None
+    except configparser.MissingSectionHeaderError as exc:
+        raise ConfigError([f"{path}:{exc.lineno}: a key before any [section]"]) from None
+    except (configparser.DuplicateSectionError, configparser.DuplicateOptionError) as exc:
+        what = (f"[{exc.section}] {exc.option}" if hasattr(exc, "option")
+                else f"[{exc.section}]")
+        raise ConfigError([f"{path}:{exc.lineno}: {what} given twice"]) from None
+    lines = _line_numbers(text)
+    known = {(section, key) for section, key, *_ in SCHEMA}
+    errors = []
+    for section in parser.sections():
+        if section not in SECTIONS:
+            errors.append(f"{path}:{lines.get((section, None), 0)}: unknown section "
+                          f"[{section}]; known: {', '.join(SECTIONS)}")
+            continue
+        for key in parser[section]:
+            if (section, key) not in known:
+                errors.append(f"{path}:{lines.get((section, key), 0)}: [{section}] "
+                              f"unknown key {key!r}")
+    base = os.path.dirname(os.path.abspath(path))
+    values = {"path": path, "key_lines": lines}
+    for section, key, default, convert, attr in SCHEMA:
+        given = parser.has_option(section, key) if parser.has_section(section) else False
+        raw = parser.get(section, key) if given else default
+        try:
+            values[attr] = convert(raw.strip(), base)
+        except _Invalid as exc:
+            line = lines.get((section, key), 0) if given else 0
+            errors.append(f"{path}:{line}: [{section}] {key}: {exc}")
+    if errors:
+        raise ConfigError(errors)
+    return Config(**values)
+
+
+def load_config(path):
+    """Read and validate the configuration file at ``path``; raise ConfigError."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read configuration: {exc.strerror}"]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: larger than {MAX_CONFIG_BYTES} bytes"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([f"{path}:{line}: not valid UTF-8"]) from None
+    return parse_config(text, path)

@@ -1,0 +1,67 @@
+"""The metrics endpoint: Prometheus text format over a minimal HTTP/1.0 exchange.
+
+It runs on the same bounded machinery as the finger and setter services
+(deadline, size limit, connection gate, pool), so a scraper, or anything
+else that connects, can hold neither a thread nor unbounded memory.
+Only ``GET /metrics`` answers with data; other paths get 404.
+"""
+
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from fingerd.lines import LineTooLong
+from fingerd.server import LineRequestHandler, LineServer
+
+#: Largest HTTP request head read.
+MAX_HEAD_BYTES = 8192
+
+METRICS_PATH = "/metrics"
+
+
+def take_head(buf, eof):
+    """The request line of an HTTP head once it is complete in ``buf``, else None."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        end = buf.find(b"\n\n")
+    if end < 0 and not eof:
+        if len(buf) > MAX_HEAD_BYTES:
+            raise LineTooLong
+        return None
+    head = bytes(buf[:end] if end >= 0 else buf)
+    return [head.split(b"\n", 1)[0].rstrip(b"\r")] if head else []
+
+
+def _response(status, content_type, body):
+    head = (f"HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    return head.encode("ascii") + body
+
+
+class MetricsHandler(LineRequestHandler):
+    def respond(self, lines):
+        parts = lines[0].split()
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+            return "bad_request", _response("400 Bad Request", "text/plain", b"bad request\n")
+        method, target = parts[0], parts[1].split(b"?", 1)[0]
+        if method != b"GET":
+            return "bad_request", _response("405 Method Not Allowed", "text/plain",
+                                            b"only GET\n")
+        if target.decode("latin-1") != METRICS_PATH:
+            return "not_found", _response("404 Not Found", "text/plain", b"not found\n")
+        body = generate_latest(self.server.registry)
+        return "ok", _response("200 OK", CONTENT_TYPE_LATEST, body)
+
+
+class MetricsServer(LineServer):
+    """Serves the registry's metrics at ``/metrics``."""
+
+    service = "metrics"
+
+    def __init__(self, sock, context, registry):
+        super().__init__(sock, MetricsHandler, context)
+        self.registry = registry
+
+    def take_request(self, buf, eof):
+        return take_head(buf, eof)
+
+    def count(self, request):
+        """Scrapes are not client requests; they are not counted."""

@@ -1,0 +1,42 @@
+"""Framing of request lines: pure logic, no I/O.
+
+A request is a fixed number of lines (one for finger, two for the setter),
+each ended by LF with an optional CR before it. Lines are taken from a
+buffer as bytes arrive; the caller never needs to hold more than
+``count * (limit + 2)`` bytes plus one read.
+"""
+
+
+class LineTooLong(ValueError):
+    """A line grew past its limit before it ended."""
+
+
+def take_lines(buf, count, limit, eof):
+    """The first ``count`` lines of ``buf`` without their endings, or None for "need more".
+
+    With ``eof`` the input is complete: the lines found are returned even if
+    fewer than ``count``, a final unended line counting as ended there (so an
+    empty list means the client sent nothing). Raises LineTooLong when a line
+    holds more than ``limit`` bytes.
+    """
+    lines = []
+    start = 0
+    while len(lines) < count:
+        end = buf.find(b"\n", start)
+        if end < 0:
+            rest = bytes(buf[start:])
+            if len(rest) > limit + 1 or (len(rest) > limit and not rest.endswith(b"\r")):
+                raise LineTooLong
+            if not eof:
+                return None
+            if rest:
+                lines.append(rest[:-1] if rest.endswith(b"\r") else rest)
+            return lines
+        line = bytes(buf[start:end])
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if len(line) > limit:
+            raise LineTooLong
+        lines.append(line)
+        start = end + 1
+    return lines

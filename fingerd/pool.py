@@ -1,0 +1,56 @@
+"""A fixed pool of threads that run submitted calls.
+
+Unlike ThreadPoolExecutor it allocates no Future per call, starts every
+thread up front (so a later RLIMIT_NPROC cannot make a submit fail under
+load), and its stop waits a bounded time. Its queue is bounded by the caller:
+the servers submit only connections that passed the connection gate.
+"""
+
+import logging
+import queue
+import threading
+import time
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class Pool:
+    """``size`` daemon threads running ``fn(*args)`` in submission order."""
+
+    def __init__(self, size, name="fingerd-pool"):
+        self._queue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True)
+                         for i in range(size)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn, *args):
+        """Queue ``fn(*args)``; it must catch its own exceptions."""
+        self._queue.put((fn, args))
+
+    def stop(self, timeout):
+        """Let queued calls finish, then end every thread; wait at most ``timeout`` seconds.
+
+        Returns False when some thread was still busy at the deadline (it is a
+        daemon thread, so it cannot keep the process alive).
+        """
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
+
+    def _run(self):
+        get = self._queue.get
+        while True:
+            item = get()
+            if item is _STOP:
+                return
+            fn, args = item
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("unhandled error in pool thread")

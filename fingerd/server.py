@@ -1,0 +1,315 @@
+"""socketserver servers that read requests on a selector and answer them on a pool.
+
+socketserver's ThreadingMixIn starts a thread per connection with no bound,
+and its handler timeout applies to each read rather than to the request. So
+here one thread per listening socket accepts connections and reads their
+request lines on a selector, under a total deadline; only complete requests
+go to the shared bounded pool, where socketserver's usual
+``finish_request`` / RequestHandlerClass / ``handle_error`` /
+``shutdown_request`` sequence answers them. An idle client costs a file
+descriptor and a dict entry, never a thread.
+"""
+
+import collections
+import errno
+import logging
+import selectors
+import socket
+import socketserver
+import threading
+import time
+
+from fingerd.limits import ACCEPTS_PER_TURN, DRAIN_BYTES
+from fingerd.lines import LineTooLong, take_lines
+from fingerd.metrics import (ERROR, REJECT_BUSY, REJECT_NOT_LOCAL, REJECT_RESOURCES,
+                             REJECT_TIMEOUT, REJECT_TOO_LONG)
+
+log = logging.getLogger(__name__)
+
+BUSY = b"Server busy, try again later\r\n"
+INTERNAL_ERROR = b"Internal error in server\r\n"
+
+#: Seconds accepting pauses after the process ran out of descriptors.
+ACCEPT_PAUSE_SECONDS = 0.1
+
+_READ_SIZE = 4096
+_LISTENER = object()
+_WAKER = object()
+_RESOURCE_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+
+
+class ConnectionGate:
+    """Bounds the connections accepted and not yet answered, across every server."""
+
+    def __init__(self, limit, metrics):
+        self._slots = threading.BoundedSemaphore(limit)
+        self._active = metrics.connections_active
+
+    def enter(self):
+        """Take a slot if one is free; never waits."""
+        if self._slots.acquire(blocking=False):
+            self._active.inc()
+            return True
+        return False
+
+    def leave(self):
+        self._active.dec()
+        self._slots.release()
+
+
+class Context:
+    """What every server of one process shares."""
+
+    def __init__(self, pool, gate, metrics, request_timeout):
+        self.pool = pool
+        self.gate = gate
+        self.metrics = metrics
+        self.request_timeout = request_timeout
+
+
+class Request:
+    """An accepted connection and, once read, its request lines."""
+
+    __slots__ = ("sock", "peer", "lines", "buf", "started", "deadline", "outcome", "answered")
+
+    def __init__(self, sock, peer, started, deadline):
+        self.sock = sock
+        self.peer = peer
+        self.lines = None
+        self.buf = bytearray()
+        self.started = started
+        self.deadline = deadline
+        self.outcome = ERROR
+        self.answered = False
+
+
+class LineRequestHandler(socketserver.BaseRequestHandler):
+    """Answers one request whose lines were read already; runs on a pool thread.
+
+    Subclasses implement ``respond(lines)`` returning ``(outcome, bytes)``.
+    """
+
+    def handle(self):
+        request = self.request
+        request.outcome, reply = self.respond(request.lines)
+        request.answered = True
+        send_quietly(request.sock, reply)
+
+    def respond(self, lines):
+        raise NotImplementedError
+
+
+def send_quietly(sock, data):
+    """Send ``data``; a client that went away or stopped reading is its own problem."""
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass
+
+
+class LineServer(socketserver.TCPServer):
+    """A TCP server on a socket bound elsewhere, reading ``lines_per_request`` lines a request.
+
+    ``serve_forever`` runs in a thread of its own; ``shutdown`` from another
+    thread stops it at once. Subclasses set ``service``, ``lines_per_request``
+    and ``max_line_bytes``, and may refuse peers in ``verify_request``.
+    """
+
+    service = None
+    lines_per_request = 1
+    max_line_bytes = 1024
+
+    def __init__(self, sock, handler_class, context):
+        super().__init__(sock.getsockname()[:2], handler_class, bind_and_activate=False)
+        self.socket.close()
+        self.socket = sock
+        self.context = context
+        self._requests = context.metrics.requests
+        self._duration = context.metrics.request_duration
+        self._rejected = context.metrics.connections_rejected
+        self._pending = collections.OrderedDict()
+        self._stopping = False
+        self._stopped = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._accept_paused_until = None
+
+    def server_close(self):
+        super().server_close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def shutdown(self, timeout=5.0):
+        """Stop accepting and reading; connections still being read are closed."""
+        self._stopping = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        if not self._stopped.wait(timeout):
+            log.error("%s server did not stop within %.1f s", self.service, timeout)
+
+    def serve_forever(self, poll_interval=None):
+        self._stopped.clear()
+        self.socket.setblocking(False)
+        self._wake_r.setblocking(False)
+        sel = selectors.DefaultSelector()
+        try:
+            sel.register(self.socket, selectors.EVENT_READ, _LISTENER)
+            sel.register(self._wake_r, selectors.EVENT_READ, _WAKER)
+            while not self._stopping:
+                for key, _ in sel.select(self._next_timeout()):
+                    if key.data is _LISTENER:
+                        self._accept(sel)
+                    elif key.data is _WAKER:
+                        self._wake_r.recv(64)
+                    else:
+                        self._read(sel, key.data)
+                now = time.monotonic()
+                self._expire(sel, now)
+                if self._accept_paused_until is not None and now >= self._accept_paused_until:
+                    self._accept_paused_until = None
+                    sel.register(self.socket, selectors.EVENT_READ, _LISTENER)
+        finally:
+            for request in list(self._pending.values()):
+                self._close_unread(sel, request, None)
+            sel.close()
+            self._stopped.set()
+
+    def _next_timeout(self):
+        timeout = None
+        if self._pending:
+            first = next(iter(self._pending.values()))
+            timeout = max(0.0, first.deadline - time.monotonic())
+        if self._accept_paused_until is not None:
+            pause = max(0.0, self._accept_paused_until - time.monotonic())
+            timeout = pause if timeout is None else min(timeout, pause)
+        return timeout
+
+    def _accept(self, sel):
+        gate = self.context.gate
+        for _ in range(ACCEPTS_PER_TURN):
+            try:
+                sock, peer = self.socket.accept()
+            except (BlockingIOError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno in _RESOURCE_ERRNOS:
+                    self._pause_accepting(sel, exc)
+                else:
+                    log.warning("%s: accept failed: %s", self.service, exc)
+                return
+            if not self.verify_request(sock, peer):
+                self._rejected.labels(REJECT_NOT_LOCAL).inc()
+                sock.close()
+                continue
+            if not gate.enter():
+                self._rejected.labels(REJECT_BUSY).inc()
+                refuse_busy(sock)
+                continue
+            sock.setblocking(False)
+            now = time.monotonic()
+            request = Request(sock, peer, now, now + self.context.request_timeout)
+            self._pending[sock.fileno()] = request
+            sel.register(sock, selectors.EVENT_READ, request)
+
+    def _pause_accepting(self, sel, exc):
+        """Out of descriptors: stop polling the listener briefly instead of spinning on it."""
+        self._rejected.labels(REJECT_RESOURCES).inc()
+        sel.unregister(self.socket)
+        self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE_SECONDS
+        log.warning("%s: cannot accept connections: %s; pausing %.1f s",
+                    self.service, exc.strerror, ACCEPT_PAUSE_SECONDS)
+
+    def _read(self, sel, request):
+        try:
+            chunk = request.sock.recv(_READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        request.buf += chunk
+        try:
+            lines = self.take_request(request.buf, eof=not chunk)
+        except LineTooLong:
+            self._close_unread(sel, request, REJECT_TOO_LONG)
+            return
+        if lines is None:
+            return
+        if not lines:
+            self._close_unread(sel, request, None)
+            return
+        self._forget(sel, request)
+        request.lines = lines
+        request.buf = None
+        self.process_request(request, request.peer)
+
+    def take_request(self, buf, eof):
+        """The request's lines once ``buf`` holds them all, else None; see take_lines."""
+        return take_lines(buf, self.lines_per_request, self.max_line_bytes, eof)
+
+    def _expire(self, sel, now):
+        pending = self._pending
+        while pending:
+            request = next(iter(pending.values()))
+            if request.deadline > now:
+                return
+            self._close_unread(sel, request, REJECT_TIMEOUT)
+
+    def _forget(self, sel, request):
+        del self._pending[request.sock.fileno()]
+        sel.unregister(request.sock)
+
+    def _close_unread(self, sel, request, reason):
+        """Close a connection whose request was never complete, counting why."""
+        self._forget(sel, request)
+        request.sock.close()
+        self.context.gate.leave()
+        if reason is not None:
+            self._rejected.labels(reason).inc()
+
+    def process_request(self, request, client_address):
+        self.context.pool.submit(self._answer, request, client_address)
+
+    def _answer(self, request, client_address):
+        """Runs on a pool thread: answer, count, close, free the connection's slot."""
+        try:
+            request.sock.setblocking(True)
+            request.sock.settimeout(self.context.request_timeout)
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            self.context.gate.leave()
+            self.count(request)
+
+    def count(self, request):
+        """Record an answered request in the metrics."""
+        self._requests.labels(self.service, request.outcome).inc()
+        self._duration.labels(self.service).observe(time.monotonic() - request.started)
+
+    def handle_error(self, request, client_address):
+        """Log the failure once with its traceback, and tell the client if it has no answer."""
+        request.outcome = ERROR
+        log.exception("%s: internal error answering %s", self.service, client_address[0])
+        if not request.answered:
+            request.answered = True
+            send_quietly(request.sock, INTERNAL_ERROR)
+
+    def shutdown_request(self, request):
+        request.sock.close()
+
+
+def refuse_busy(sock):
+    """Tell a client beyond the connection limit so at once, without waiting on it.
+
+    What the client already sent is read and dropped first, so that the close
+    sends FIN and the busy line is not destroyed by a reset.
+    """
+    sock.setblocking(False)
+    try:
+        sock.send(BUSY)
+        sock.recv(DRAIN_BYTES)
+    except OSError:
+        pass
+    sock.close()

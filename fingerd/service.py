@@ -1,0 +1,74 @@
+"""Everything that answers clients, assembled in one process.
+
+Given the configuration, a loaded store and listening sockets bound
+elsewhere, it runs one server thread per socket, the shared pool and the
+watcher, and stops them in order. It never binds and never changes
+privileges, so a privileged parent can hand it its sockets.
+"""
+
+import logging
+import threading
+
+from fingerd.exposition import MetricsServer
+from fingerd.limits import STOP_GRACE_SECONDS
+from fingerd.pool import Pool
+from fingerd.server import ConnectionGate, Context
+from fingerd.services import FingerServer, SetterServer
+from fingerd.watcher import Watcher
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    def __init__(self, config, sockets, store, metrics):
+        self.store = store
+        self.metrics = metrics
+        self._config = config
+        self._sockets = sockets
+        self._pool = None
+        self._servers = []
+        self._threads = []
+        self._watcher = None
+        self.failed = threading.Event()
+
+    def start(self):
+        """Start serving on every socket; returns at once."""
+        config = self._config
+        self._pool = Pool(config.threads)
+        gate = ConnectionGate(config.max_connections, self.metrics)
+        context = Context(self._pool, gate, self.metrics, config.request_timeout)
+        sockets = self._sockets
+        self._servers = (
+            [FingerServer(s, context, self.store, config.list_users) for s in sockets["finger"]]
+            + [SetterServer(s, context, self.store) for s in sockets["setter"]]
+            + [MetricsServer(s, context, self.metrics.registry) for s in sockets["metrics"]])
+        self._watcher = Watcher(self.store, config.reload_interval)
+        self._watcher.start()
+        for server in self._servers:
+            name = f"fingerd-{server.service}-{server.server_address[1]}"
+            thread = threading.Thread(target=self._serve, args=(server,), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _serve(self, server):
+        try:
+            server.serve_forever()
+        except Exception:
+            log.critical("%s server failed; stopping", server.service, exc_info=True)
+            self.failed.set()
+
+    def reload(self):
+        """Read the users file again at once (SIGHUP)."""
+        self._watcher.poke()
+
+    def stop(self, grace=STOP_GRACE_SECONDS):
+        """Stop accepting, let answers in progress finish within ``grace`` seconds, close."""
+        for server in self._servers:
+            server.shutdown()
+        if not self._pool.stop(grace):
+            log.warning("answers still in progress after %.1f s were abandoned", grace)
+        self._watcher.stop(grace)
+        for thread in self._threads:
+            thread.join(grace)
+        for server in self._servers:
+            server.server_close()

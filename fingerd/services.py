@@ -1,0 +1,72 @@
+"""The finger and setter services: what each server reads and how it answers."""
+
+import ipaddress
+import logging
+
+from fingerd import finger
+from fingerd.limits import MAX_QUERY_BYTES, MAX_STATUS_BYTES
+from fingerd.query import parse_query
+from fingerd.server import LineRequestHandler, LineServer
+from fingerd.setter import Refused, parse_set_request
+from fingerd.store import StoreError
+
+log = logging.getLogger(__name__)
+
+SET_OK = "ok"
+SET_REFUSED = "refused"
+SET_FAILED = "failed"
+SETTER_OUTCOMES = (SET_OK, SET_REFUSED, SET_FAILED)
+OUTCOMES = {"finger": finger.OUTCOMES, "setter": SETTER_OUTCOMES}
+
+
+class FingerHandler(LineRequestHandler):
+    def respond(self, lines):
+        server = self.server
+        return finger.answer(parse_query(lines[0]), server.store.users(), server.list_users)
+
+
+class FingerServer(LineServer):
+    """The finger service: one query line, answered from the user store."""
+
+    service = "finger"
+    lines_per_request = 1
+    max_line_bytes = MAX_QUERY_BYTES
+
+    def __init__(self, sock, context, store, list_users):
+        super().__init__(sock, FingerHandler, context)
+        self.store = store
+        self.list_users = list_users
+
+
+class SetterHandler(LineRequestHandler):
+    def respond(self, lines):
+        peer = self.client_address[0]
+        try:
+            name, status = parse_set_request(lines)
+            self.server.store.set_status(name, status)
+        except Refused as exc:
+            log.info("setter: refused request from %s: %s", peer, exc)
+            return SET_REFUSED, f"ERROR {exc}\r\n".encode("ascii")
+        except StoreError as exc:
+            log.error("setter: request from %s failed: %s", peer, exc)
+            return SET_FAILED, f"ERROR {exc}\r\n".encode("utf-8", "replace")
+        log.info("setter: %s set the status of %s", peer, name)
+        return SET_OK, b"OK\r\n"
+
+
+class SetterServer(LineServer):
+    """The setter service: ``user`` and ``status`` lines, for local clients only."""
+
+    service = "setter"
+    lines_per_request = 2
+    max_line_bytes = max(MAX_QUERY_BYTES, MAX_STATUS_BYTES)
+
+    def __init__(self, sock, context, store):
+        super().__init__(sock, SetterHandler, context)
+        self.store = store
+
+    def verify_request(self, request, client_address):
+        """Even if bound to a wildcard by mistake, answer loopback peers only."""
+        address = ipaddress.ip_address(client_address[0])
+        mapped = getattr(address, "ipv4_mapped", None)
+        return (mapped or address).is_loopback

@@ -1,0 +1,132 @@
+"""The user table shared by every service, and its users file.
+
+Readers call ``users()`` and get a dict that is never changed afterwards: one
+attribute load, no lock, and a whole generation of the table. Writers (a
+reload, a setter) hold the store's lock, build the next table aside and
+publish it with one assignment, so a query never waits for a file to be read
+and never sees half a table.
+"""
+
+import logging
+import threading
+import time
+
+from fingerd import fileio
+from fingerd.usersfile import UsersFileError, parse_users, with_status
+
+log = logging.getLogger(__name__)
+
+
+class StoreError(Exception):
+    """A set request that could not be carried out; nothing was changed."""
+
+
+class UserStore:
+    """Lock-protected table of user statuses backed by the users file at ``path``."""
+
+    def __init__(self, path, metrics):
+        self.path = path
+        self._metrics = metrics
+        self._users = {}
+        self._signature = None
+        self._failed_signature = None
+        self._lock = threading.Lock()
+
+    def users(self):
+        """The current table; callers must not change it."""
+        return self._users
+
+    def load(self):
+        """First read at startup: raise UsersFileError or OSError rather than serve a bad file.
+
+        A missing file starts an empty table, with a warning.
+        """
+        with self._lock:
+            try:
+                data, sig = fileio.read_bounded(self.path)
+            except FileNotFoundError:
+                log.warning("%s: no users file; starting with no users", self.path)
+                self._publish({}, None)
+                return
+            self._publish(parse_users(data, self.path), sig)
+            self._count_success()
+
+    def reload(self, force=False):
+        """Read the users file again if it changed (or always, with ``force``).
+
+        A file that cannot be read or parsed keeps every previous entry, is
+        logged once per version and counted as a failed reload. Returns True
+        when a new table was published.
+        """
+        with self._lock:
+            try:
+                data, sig = fileio.read_bounded(self.path)
+            except FileNotFoundError:
+                self._fail("missing", force, f"{self.path}: users file missing; "
+                                             f"keeping {len(self._users)} users")
+                return False
+            except OSError as exc:
+                self._fail(None, force, f"{self.path}: cannot read users file: "
+                                        f"{exc.strerror or exc}")
+                return False
+            if not force and sig is not None and sig in (self._signature, self._failed_signature):
+                return False
+            try:
+                users = parse_users(data, self.path)
+            except UsersFileError as exc:
+                self._fail(sig, force, f"{exc}\n{self.path}: users file rejected; "
+                                       f"keeping {len(self._users)} users")
+                return False
+            self._publish(users, sig)
+            self._count_success()
+            log.info("%s: read %d users", self.path, len(users))
+            return True
+
+    def set_status(self, name, status):
+        """Set ``name``'s status (creating the user), durably, then publish it.
+
+        The file on disk is edited rather than rewritten from memory, so an
+        operator's comments and an edit not yet reloaded are kept. Raises
+        StoreError, with memory and file unchanged, when the file on disk is
+        invalid or cannot be written.
+        """
+        with self._lock:
+            try:
+                data, sig = fileio.read_bounded(self.path)
+            except FileNotFoundError:
+                data, sig = b"", None
+            except OSError as exc:
+                raise StoreError(f"cannot read users file: {exc.strerror or exc}") from exc
+            try:
+                new_data = with_status(data, name, status, self.path)
+            except UsersFileError as exc:
+                raise StoreError("users file on disk has errors; fix it first") from exc
+            try:
+                new_sig = fileio.replace_durably(self.path, new_data)
+            except OSError as exc:
+                log.error("%s: cannot write users file: %s", self.path, exc)
+                raise StoreError(f"cannot write users file: {exc.strerror or exc}") from exc
+            if sig is not None and sig == self._signature:
+                users = dict(self._users)
+                users[name] = status
+            else:
+                users = parse_users(new_data, self.path)
+            self._publish(users, new_sig)
+
+    def _publish(self, users, sig):
+        self._users = users
+        self._signature = sig
+        self._failed_signature = None
+        self._metrics.users.set(len(users))
+
+    def _count_success(self):
+        self._metrics.reloads.labels("success").inc()
+        self._metrics.last_reload_success.set(time.time())
+
+    def _fail(self, sig, force, message):
+        """Log and count a failed reload once per version of the file (every time if forced)."""
+        if sig is not None and sig == self._failed_signature and not force:
+            return
+        self._failed_signature = sig
+        self._metrics.reloads.labels("failure").inc()
+        log.error("%s", message)

@@ -1,0 +1,118 @@
+"""The users file format (CONTRACT section 4): pure logic, no I/O.
+
+One ``user:status`` entry a line, split at the first colon; ``#`` comments
+and blank lines are ignored. Lines are split on LF only (a CR before it is
+dropped), never with ``str.splitlines``, which would also split on
+``\\x1c``, ``\\x85`` or U+2028 and let one status read back as two entries.
+A file with any invalid line is rejected whole.
+"""
+
+import re
+
+from fingerd.limits import MAX_NAME_CHARS, MAX_STATUS_BYTES
+
+NAME_RE = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]{0,%d}" % (MAX_NAME_CHARS - 1))
+
+# Unicode category Cc (C0, DEL, C1) except TAB: never stored, never sent.
+_CONTROL_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+#: How many errors one rejected file reports at most.
+MAX_REPORTED_ERRORS = 20
+
+
+class UsersFileError(ValueError):
+    """A users file was rejected; ``errors`` holds ``(line, message)`` pairs."""
+
+    def __init__(self, filename, errors):
+        self.filename = filename
+        self.errors = errors
+        super().__init__("\n".join(f"{filename}:{line}: {msg}" for line, msg in errors))
+
+
+def is_valid_name(name):
+    """True for 1 to 32 characters of ``A-Z a-z 0-9 . _ -``, not starting with ``-``."""
+    return NAME_RE.fullmatch(name) is not None
+
+
+def status_problem(status):
+    """Why ``status`` may not be stored, or None when it may."""
+    if _CONTROL_RE.search(status):
+        return "status contains a control character"
+    if len(status) * 4 > MAX_STATUS_BYTES and len(status.encode("utf-8")) > MAX_STATUS_BYTES:
+        return f"status longer than {MAX_STATUS_BYTES} bytes"
+    return None
+
+
+def _decode(data, filename):
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UsersFileError(filename, [(line, "not valid UTF-8")]) from None
+
+
+def _entries(text):
+    """Yield ``(index, name, status, error)`` for every entry line of ``text``."""
+    for index, line in enumerate(text.split("\n")):
+        if line.endswith("\r"):
+            line = line[:-1]
+        stripped = line.lstrip(" \t")
+        if not stripped or stripped.startswith("#"):
+            continue
+        name, colon, status = line.partition(":")
+        if not colon:
+            yield index, None, None, "expected user:status"
+        elif not is_valid_name(name):
+            yield index, None, None, f"invalid user name {name[:40]!r}"
+        else:
+            yield index, name, status, status_problem(status)
+
+
+def parse_users(data, filename="users"):
+    """Parse the bytes of a users file into a dict of name to status.
+
+    Raises UsersFileError naming every bad line (up to MAX_REPORTED_ERRORS),
+    never any other exception, whatever ``data`` holds.
+    """
+    users = {}
+    first_line = {}
+    errors = []
+    for index, name, status, error in _entries(_decode(data, filename)):
+        if error is None and name in users:
+            error = f"duplicate user {name} (first on line {first_line[name]})"
+        if error is not None:
+            errors.append((index + 1, error))
+            if len(errors) >= MAX_REPORTED_ERRORS:
+                break
+            continue
+        users[name] = status
+        first_line[name] = index + 1
+    if errors:
+        raise UsersFileError(filename, errors)
+    return users
+
+
+def format_users(users):
+    """The bytes of a users file holding exactly ``users``."""
+    return "".join(f"{name}:{status}\n" for name, status in users.items()).encode("utf-8")
+
+
+def with_status(data, name, status, filename="users"):
+    """``data`` with ``name``'s status set: its line replaced in place, or one appended.
+
+    Comments, blank lines, order and line endings of every other line are
+    kept. Raises UsersFileError when ``data`` itself is not a valid file, so
+    that a broken edit on disk is never overwritten.
+    """
+    parse_users(data, filename)
+    text = data.decode("utf-8")
+    entry = f"{name}:{status}"
+    lines = text.split("\n")
+    for index, found, _status, _error in _entries(text):
+        if found == name:
+            ending = "\r" if lines[index].endswith("\r") else ""
+            lines[index] = entry + ending
+            return "\n".join(lines).encode("utf-8")
+    if text and not text.endswith("\n"):
+        text += "\n"
+    return (text + entry + "\n").encode("utf-8")
