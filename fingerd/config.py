@@ -224,11 +224,11 @@ def parse_config(text, path):
         default_section="\0no default section")
     try:
         parser.read_string(text, source=path)
+    except configparser.MissingSectionHeaderError as exc:
+        raise ConfigError([f"{path}:{exc.lineno}: a key before any [section]"]) from None
     except configparser.ParsingError as exc:
         raise ConfigError([f"{path}:{line}: cannot parse {bad.strip()[:60]!r}"
                            for line, bad in exc.errors]) from None
-    except configparser.MissingSectionHeaderError as exc:
-        raise ConfigError([f"{path}:{exc.lineno}: a key before any [section]"]) from None
     except (configparser.DuplicateSectionError, configparser.DuplicateOptionError) as exc:
         what = (f"[{exc.section}] {exc.option}" if hasattr(exc, "option")
                 else f"[{exc.section}]")

@@ -1,0 +1,136 @@
+"""Configuration parsing and validation."""
+
+import os
+
+import pytest
+
+from fingerd.config import Address, ConfigError, load_config, parse_config, SCHEMA
+from tests.conftest import ROOT
+
+
+def errors(text, path="/etc/fingerd/fingerd.conf"):
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, path)
+    return info.value.errors
+
+
+def test_empty_file_gives_every_default():
+    config = parse_config("", "/etc/fingerd/fingerd.conf")
+    assert config.user == "nobody"
+    assert config.group == ""
+    assert config.pidfile == "/run/fingerd.pid"
+    assert config.users_file == "/etc/fingerd/users"
+    assert config.reload_interval == 30
+    assert config.threads == 16
+    assert config.max_connections == 256
+    assert config.request_timeout == 10
+    assert config.backlog == 1024
+    assert config.log_file == ""
+    assert config.finger_listen == (Address("0.0.0.0", 79),)
+    assert config.list_users is False
+    assert config.forwarding is False
+    assert config.forward_allow == ()
+    assert config.system_users is False
+    assert config.min_uid == 1000
+    assert config.setter_listen == (Address("127.0.0.1", 1079),)
+    assert config.metrics_listen == (Address("127.0.0.1", 9179),)
+
+
+def test_the_shipped_example_is_valid_and_names_every_key():
+    path = os.path.join(ROOT, "init", "fingerd.conf")
+    load_config(path)
+    text = open(path).read()
+    for section, key, *_ in SCHEMA:
+        assert f"[{section}]" in text and f"\n{key} =" in text, (section, key)
+
+
+def test_inline_comments_and_values():
+    config = parse_config("[fingerd]\nthreads = 4   ; small\ngroup =   # none\n"
+                          "[finger]\nlist_users = yes\nlisten = 127.0.0.1:7979, [::1]:7979\n",
+                          "/x/f.conf")
+    assert config.threads == 4
+    assert config.group == ""
+    assert config.list_users is True
+    assert config.finger_listen == (Address("127.0.0.1", 7979), Address("::1", 7979))
+    assert str(config.finger_listen[1]) == "[::1]:7979"
+
+
+def test_relative_paths_are_taken_from_the_configuration_directory():
+    config = parse_config("[fingerd]\nusers_file = users\n", "/etc/fingerd/fingerd.conf")
+    assert config.users_file == "/etc/fingerd/users"
+
+
+def test_metrics_can_be_switched_off():
+    assert parse_config("[metrics]\nlisten =\n", "f").metrics_listen == ()
+
+
+def test_unknown_key_names_file_line_and_key():
+    assert errors("[fingerd]\nuser = nobody\nthread = 4\n") == [
+        "/etc/fingerd/fingerd.conf:3: [fingerd] unknown key 'thread'"]
+
+
+def test_unknown_section_names_its_line():
+    assert errors("\n[finger]\n[fnord]\nx = 1\n")[0].startswith(
+        "/etc/fingerd/fingerd.conf:3: unknown section [fnord]")
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("fingerd", "threads", "many", "expected an integer from 1 to 1024"),
+    ("fingerd", "threads", "0", "expected an integer from 1 to 1024"),
+    ("fingerd", "max_connections", "-1", "expected an integer"),
+    ("fingerd", "reload_interval", "soon", "expected seconds"),
+    ("fingerd", "request_timeout", "0", "expected seconds"),
+    ("fingerd", "backlog", "1e9", "expected an integer"),
+    ("fingerd", "user", "", "expected an account name"),
+    ("fingerd", "group", "a b", "expected an account name"),
+    ("finger", "list_users", "maybe", "expected yes or no"),
+    ("finger", "listen", "", "expected at least one HOST:PORT"),
+    ("finger", "listen", "localhost:79", "expected HOST:PORT with an IP address"),
+    ("finger", "listen", "0.0.0.0:0", "expected HOST:PORT"),
+    ("finger", "listen", "::1:79", "expected HOST:PORT"),
+    ("finger", "listen", "1.2.3.4:79, 1.2.3.4:79", "listed twice"),
+    ("finger", "min_uid", "-5", "expected an integer"),
+    ("finger", "forward_allow", "a b", "expected host names or addresses"),
+    ("setter", "listen", "0.0.0.0:1079", "not a loopback address"),
+    ("metrics", "listen", "127.0.0.1", "expected HOST:PORT"),
+])
+def test_wrong_values_name_file_line_and_key(section, key, value, message):
+    found = errors(f"# comment\n[{section}]\n{key} = {value}\n")
+    assert len(found) == 1
+    assert found[0].startswith(f"/etc/fingerd/fingerd.conf:3: [{section}] {key}: ")
+    assert message in found[0]
+
+
+def test_every_error_is_reported_at_once():
+    assert len(errors("[fingerd]\nthreads = x\nbacklog = y\nfoo = 1\n")) == 3
+
+
+def test_syntax_error_names_its_line():
+    assert errors("[fingerd]\nthreads 4\n")[0].startswith("/etc/fingerd/fingerd.conf:2: ")
+
+
+def test_key_before_any_section():
+    assert errors("threads = 4\n")[0].startswith("/etc/fingerd/fingerd.conf:1: ")
+
+
+def test_duplicate_key():
+    assert errors("[fingerd]\nthreads = 4\nthreads = 5\n") == [
+        "/etc/fingerd/fingerd.conf:3: [fingerd] threads given twice"]
+
+
+def test_where_names_the_line_of_a_key():
+    config = parse_config("[fingerd]\n\nuser = daemon\n", "/f.conf")
+    assert config.where("fingerd", "user") == "/f.conf:3"
+    assert config.where("fingerd", "group") == "/f.conf"
+
+
+def test_missing_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read configuration"):
+        load_config(str(tmp_path / "nope.conf"))
+
+
+def test_non_utf8_file_names_its_line(tmp_path):
+    path = tmp_path / "f.conf"
+    path.write_bytes(b"[fingerd]\nuser = \xff\n")
+    with pytest.raises(ConfigError, match=r"f.conf:2: not valid UTF-8"):
+        load_config(str(path))

@@ -1,0 +1,141 @@
+"""The users file format."""
+
+import pytest
+from hypothesis import given, strategies as st
+
+from fingerd.usersfile import (UsersFileError, format_users, is_valid_name, parse_users,
+                               status_problem, with_status)
+
+
+def test_entries_comments_and_blank_lines():
+    data = b"# a comment\n\nalice:Happy\n  # indented comment\nbob:\n"
+    assert parse_users(data) == {"alice": "Happy", "bob": ""}
+
+
+def test_split_at_first_colon():
+    assert parse_users(b"alice:at 10:30: lunch\n") == {"alice": "at 10:30: lunch"}
+
+
+def test_crlf_line_endings():
+    assert parse_users(b"alice:Happy\r\nbob:Sad\r\n") == {"alice": "Happy", "bob": "Sad"}
+
+
+def test_no_final_newline():
+    assert parse_users(b"alice:Happy") == {"alice": "Happy"}
+
+
+def test_utf8_status():
+    assert parse_users("alice:Grüße ☕\n".encode()) == {"alice": "Grüße ☕"}
+
+
+def test_status_keeps_its_blanks():
+    assert parse_users(b"alice:  spaced  \n") == {"alice": "  spaced  "}
+
+
+def test_status_with_tab_is_valid():
+    assert parse_users(b"alice:a\tb\n") == {"alice": "a\tb"}
+
+
+@pytest.mark.parametrize("name", ["a", "A.b_c-9", "x" * 32, "_x", ".x", "0"])
+def test_valid_names(name):
+    assert is_valid_name(name)
+
+
+@pytest.mark.parametrize("name", ["", "-x", "x" * 33, "a b", "a/b", "é", "a:b", "a\n"])
+def test_invalid_names(name):
+    assert not is_valid_name(name)
+
+
+def errors_of(data):
+    with pytest.raises(UsersFileError) as info:
+        parse_users(data, "/etc/fingerd/users")
+    return str(info.value)
+
+
+def test_line_without_colon_names_file_and_line():
+    assert errors_of(b"alice:ok\n# c\nbroken\n") == "/etc/fingerd/users:3: expected user:status"
+
+
+def test_invalid_name_is_an_error():
+    assert errors_of(b"-alice:x\n").startswith("/etc/fingerd/users:1: invalid user name")
+
+
+def test_duplicate_user_is_an_error():
+    assert errors_of(b"alice:x\nalice:y\n") == \
+        "/etc/fingerd/users:2: duplicate user alice (first on line 1)"
+
+
+def test_invalid_utf8_names_its_line():
+    assert errors_of(b"alice:x\nbob:\xff\n") == "/etc/fingerd/users:2: not valid UTF-8"
+
+
+@pytest.mark.parametrize("status", ["a\rb", "\x1b[2J", "a\x00", "a\x85b", "\x7f"])
+def test_control_characters_in_a_status_are_errors(status):
+    assert "control character" in errors_of(f"alice:{status}\n".encode())
+
+
+def test_lone_cr_cannot_hide_a_second_entry():
+    assert "control character" in errors_of(b"alice:back\rbob:HIJACKED\n")
+
+
+def test_unicode_line_separators_do_not_split_entries():
+    data = "alice:hi\x1ceve:pwned\u2028mallory:x\n".encode()
+    assert "control character" in errors_of(data)
+    assert parse_users("alice:a\u2028b:c\n".encode()) == {"alice": "a\u2028b:c"}
+
+
+def test_status_longer_than_256_bytes_is_an_error():
+    assert "longer than 256 bytes" in errors_of(b"alice:" + "é".encode() * 129 + b"\n")
+    assert parse_users(b"alice:" + "é".encode() * 128 + b"\n")
+
+
+def test_every_bad_line_is_reported():
+    message = errors_of(b"a\nb\nc:ok\nd\n")
+    assert message.splitlines() == [f"/etc/fingerd/users:{n}: expected user:status"
+                                    for n in (1, 2, 4)]
+
+
+def test_status_problem_accepts_a_plain_status():
+    assert status_problem("Out to lunch") is None
+
+
+def test_with_status_replaces_in_place_keeping_comments_and_endings():
+    data = b"# team\r\nalice:old\r\n\nbob:x\n"
+    assert with_status(data, "alice", "new") == b"# team\r\nalice:new\r\n\nbob:x\n"
+
+
+def test_with_status_appends_a_new_user():
+    assert with_status(b"alice:x", "bob", "y") == b"alice:x\nbob:y\n"
+    assert with_status(b"", "bob", "y") == b"bob:y\n"
+
+
+def test_with_status_refuses_an_invalid_file():
+    with pytest.raises(UsersFileError):
+        with_status(b"broken\n", "alice", "x")
+
+
+@given(st.binary(max_size=4096))
+def test_any_bytes_either_parse_or_raise_users_file_error(data):
+    try:
+        users = parse_users(data)
+    except UsersFileError as exc:
+        assert exc.errors
+    else:
+        assert all(is_valid_name(name) for name in users)
+
+
+NAMES = st.from_regex(r"[A-Za-z0-9._][A-Za-z0-9._-]{0,31}", fullmatch=True)
+STATUSES = st.text(max_size=64).filter(lambda s: status_problem(s) is None)
+TABLES = st.dictionaries(NAMES, STATUSES, max_size=30)
+
+
+@given(TABLES)
+def test_a_file_written_from_a_table_parses_back_to_it(table):
+    assert parse_users(format_users(table)) == table
+
+
+@given(TABLES, NAMES, STATUSES)
+def test_with_status_sets_exactly_one_entry(table, name, status):
+    expected = dict(table)
+    expected[name] = status
+    assert parse_users(with_status(format_users(table), name, status)) == expected
