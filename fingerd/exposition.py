@@ -16,6 +16,11 @@ MAX_HEAD_BYTES = 8192
 
 METRICS_PATH = "/metrics"
 
+#: Scrapes in progress at once. The endpoint has a limit of its own so that a
+#: flood of finger clients, the moment an operator most wants metrics, cannot
+#: crowd out the scraper.
+METRICS_MAX_CONNECTIONS = 8
+
 
 def take_head(buf, eof):
     """The request line of an HTTP head once it is complete in ``buf``, else None."""

@@ -39,26 +39,28 @@ _RESOURCE_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
 
 
 class ConnectionGate:
-    """Bounds the connections accepted and not yet answered, across every server."""
+    """Bounds the connections accepted and not yet answered by the servers that share it."""
 
-    def __init__(self, limit, metrics):
+    def __init__(self, limit, active_gauge=None):
         self._slots = threading.BoundedSemaphore(limit)
-        self._active = metrics.connections_active
+        self._active = active_gauge
 
     def enter(self):
         """Take a slot if one is free; never waits."""
         if self._slots.acquire(blocking=False):
-            self._active.inc()
+            if self._active is not None:
+                self._active.inc()
             return True
         return False
 
     def leave(self):
-        self._active.dec()
+        if self._active is not None:
+            self._active.dec()
         self._slots.release()
 
 
 class Context:
-    """What every server of one process shares."""
+    """What the servers sharing one connection limit share."""
 
     def __init__(self, pool, gate, metrics, request_timeout):
         self.pool = pool

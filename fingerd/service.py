@@ -9,7 +9,7 @@ privileges, so a privileged parent can hand it its sockets.
 import logging
 import threading
 
-from fingerd.exposition import MetricsServer
+from fingerd.exposition import METRICS_MAX_CONNECTIONS, MetricsServer
 from fingerd.limits import STOP_GRACE_SECONDS
 from fingerd.pool import Pool
 from fingerd.server import ConnectionGate, Context
@@ -35,13 +35,15 @@ class Service:
         """Start serving on every socket; returns at once."""
         config = self._config
         self._pool = Pool(config.threads)
-        gate = ConnectionGate(config.max_connections, self.metrics)
+        gate = ConnectionGate(config.max_connections, self.metrics.connections_active)
         context = Context(self._pool, gate, self.metrics, config.request_timeout)
+        scrapes = Context(self._pool, ConnectionGate(METRICS_MAX_CONNECTIONS), self.metrics,
+                          config.request_timeout)
         sockets = self._sockets
         self._servers = (
             [FingerServer(s, context, self.store, config.list_users) for s in sockets["finger"]]
             + [SetterServer(s, context, self.store) for s in sockets["setter"]]
-            + [MetricsServer(s, context, self.metrics.registry) for s in sockets["metrics"]])
+            + [MetricsServer(s, scrapes, self.metrics.registry) for s in sockets["metrics"]])
         self._watcher = Watcher(self.store, config.reload_interval)
         self._watcher.start()
         for server in self._servers:

@@ -95,9 +95,16 @@ class Daemon:
             [sys.executable, "-m", "fingerd", "-n", "-c", self.config_file],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr)
         if wait:
-            wait_until(lambda: self._alive() and can_connect(self.finger_port),
-                       what="fingerd to listen")
+            wait_until(lambda: self._alive() and self.ready(), what="fingerd to serve")
         return self
+
+    def ready(self):
+        """True once the metrics endpoint answers: probes by a scrape, which no counter sees."""
+        try:
+            return exchange(self.metrics_port, b"GET /metrics HTTP/1.0\r\n\r\n",
+                            timeout=2).startswith(b"HTTP/1.0 200")
+        except OSError:
+            return False
 
     def _alive(self):
         if self.proc.poll() is not None:

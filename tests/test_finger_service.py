@@ -1,0 +1,148 @@
+"""The finger service over real loopback sockets (CONTRACT section 5)."""
+
+import socket
+import time
+
+import pytest
+
+from tests.conftest import exchange, wait_until
+
+
+def test_known_user(daemon):
+    assert daemon.finger(b"alice\r\n") == b"Happy and well\r\n"
+
+
+def test_verbose_known_user(daemon):
+    assert daemon.finger(b"/W alice\r\n") == b"Happy and well\r\n"
+
+
+def test_unknown_user(daemon):
+    assert daemon.finger(b"carol\r\n") == b"No such user\r\n"
+
+
+def test_bare_lf_query(daemon):
+    assert daemon.finger(b"alice\n") == b"Happy and well\r\n"
+
+
+@pytest.mark.parametrize("query", [b"\r\n", b"/W\r\n", b"/W \r\n", b" \t\r\n"])
+def test_list_denied_by_default(daemon, query):
+    assert daemon.finger(query) == b"Finger online user list denied\r\n"
+
+
+def test_list_when_allowed(make_daemon):
+    d = make_daemon(finger__list_users="yes").start()
+    assert d.finger(b"\r\n") == b"alice: Happy and well\r\nbob: Sleeping\r\n"
+
+
+@pytest.mark.parametrize("query", [b"alice@example.org\r\n", b"@example.org\r\n",
+                                   b"/W alice@a@b\r\n", b"a" + b"@localhost" * 100 + b"\r\n"])
+def test_forwarding_denied_by_default(daemon, query):
+    assert daemon.finger(query) == b"Finger forwarding service denied\r\n"
+
+
+def test_query_ended_by_the_clients_eof_is_answered_at_once(daemon):
+    started = time.monotonic()
+    assert daemon.finger(b"alice", shut_write=True) == b"Happy and well\r\n"
+    assert time.monotonic() - started < 2.5, "waited for request_timeout (3 s)"
+
+
+def test_eof_without_a_query_closes_at_once(daemon):
+    started = time.monotonic()
+    assert daemon.finger(b"", shut_write=True) == b""
+    assert time.monotonic() - started < 2.5, "waited for request_timeout (3 s)"
+
+
+def test_only_the_first_pipelined_query_is_answered(daemon):
+    assert daemon.finger(b"alice\r\nbob\r\n") == b"Happy and well\r\n"
+
+
+def test_line_longer_than_1024_bytes_is_closed_unanswered(daemon):
+    assert daemon.finger(b"a" * 1025 + b"\r\n") == b""
+    assert daemon.metric("fingerd_connections_rejected_total", reason="line_too_long") == 1
+
+
+def test_line_of_1024_bytes_is_answered(daemon):
+    assert daemon.finger(b"a" * 1024 + b"\r\n") == b"No such user\r\n"
+
+
+def test_endless_line_is_cut_off(daemon):
+    with socket.create_connection(("127.0.0.1", daemon.finger_port), timeout=5) as s:
+        sent = 0
+        try:
+            for _ in range(64):
+                sent += s.send(b"x" * 4096)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        wait_until(lambda: s.recv(4096) == b"", what="the server to close", timeout=5)
+
+
+def test_silent_client_is_closed_after_request_timeout(daemon):
+    with socket.create_connection(("127.0.0.1", daemon.finger_port), timeout=10) as s:
+        started = time.monotonic()
+        assert s.recv(100) == b""
+        assert time.monotonic() - started >= 2.5
+    assert daemon.metric("fingerd_connections_rejected_total", reason="timeout") == 1
+
+
+def test_request_timeout_is_a_deadline_not_a_per_read_timeout(daemon):
+    with socket.create_connection(("127.0.0.1", daemon.finger_port), timeout=10) as s:
+        started = time.monotonic()
+        closed = False
+        for _ in range(20):
+            try:
+                s.send(b"a")
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.5)
+        assert closed or s.recv(100) == b""
+        assert time.monotonic() - started < 6
+
+
+def test_connections_beyond_max_connections_are_told_busy(make_daemon):
+    d = make_daemon(fingerd__max_connections="3").start()
+    idle = [socket.create_connection(("127.0.0.1", d.finger_port)) for _ in range(3)]
+    try:
+        wait_until(lambda: d.metric("fingerd_connections_active") == 3, what="3 active")
+        assert d.finger(b"alice\r\n") == b"Server busy, try again later\r\n"
+        assert d.metric("fingerd_connections_rejected_total", reason="max_connections") == 1
+    finally:
+        for s in idle:
+            s.close()
+    wait_until(lambda: d.metric("fingerd_connections_active") == 0, what="slots freed")
+    assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
+
+
+def test_status_is_filtered_before_the_wire(make_daemon):
+    d = make_daemon(users="alice:evil\u202egnp.exe\u2066\n".encode()).start()
+    assert d.finger(b"alice\r\n") == b"evilgnp.exe\r\n"
+
+
+def test_requests_are_counted_by_outcome(daemon):
+    daemon.finger(b"alice\r\n")
+    daemon.finger(b"nobody\r\n")
+    daemon.finger(b"\r\n")
+    assert daemon.metric("fingerd_requests_total", service="finger", outcome="found") == 1
+    assert daemon.metric("fingerd_requests_total", service="finger", outcome="not_found") == 1
+    assert daemon.metric("fingerd_requests_total", service="finger", outcome="refused") == 1
+    assert daemon.metric("fingerd_request_duration_seconds_count", service="finger") == 3
+
+
+def test_ipv6_listener(make_daemon):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this kernel")
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no ::1 on this machine")
+    d = make_daemon()
+    port = d.finger_port
+    with open(d.config_file) as f:
+        text = f.read()
+    with open(d.config_file, "w") as f:
+        f.write(text.replace(f"listen = 127.0.0.1:{port}",
+                             f"listen = 127.0.0.1:{port}, [::1]:{port}"))
+    d.start()
+    assert exchange(port, b"alice\r\n", host="::1") == b"Happy and well\r\n"
+    assert exchange(port, b"alice\r\n") == b"Happy and well\r\n"

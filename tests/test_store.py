@@ -1,0 +1,222 @@
+"""The user store and its users file, in-process."""
+
+import logging
+import os
+import threading
+
+import pytest
+
+from fingerd.metrics import Metrics
+from fingerd.services import OUTCOMES
+from fingerd.store import StoreError, UserStore
+from fingerd.usersfile import UsersFileError, parse_users
+
+
+@pytest.fixture
+def metrics():
+    return Metrics(OUTCOMES)
+
+
+@pytest.fixture
+def path(tmp_path):
+    p = tmp_path / "users"
+    p.write_bytes(b"# staff\nalice:Happy\nbob:Sleeping\n")
+    return str(p)
+
+
+@pytest.fixture
+def store(path, metrics):
+    s = UserStore(path, metrics)
+    s.load()
+    return s
+
+
+def sample(metrics, name, **labels):
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def replace_file(path, data):
+    tmp = path + ".new"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def test_load_reads_the_file(store, metrics):
+    assert store.users() == {"alice": "Happy", "bob": "Sleeping"}
+    assert sample(metrics, "fingerd_users") == 2
+    assert sample(metrics, "fingerd_reloads_total", outcome="success") == 1
+
+
+def test_missing_file_starts_empty_with_a_warning(tmp_path, metrics, caplog):
+    store = UserStore(str(tmp_path / "none"), metrics)
+    with caplog.at_level(logging.WARNING):
+        store.load()
+    assert store.users() == {}
+    assert "no users file" in caplog.text
+
+
+def test_invalid_file_fails_the_first_load(tmp_path, metrics):
+    (tmp_path / "users").write_bytes(b"broken\n")
+    with pytest.raises(UsersFileError):
+        UserStore(str(tmp_path / "users"), metrics).load()
+
+
+def test_unchanged_file_is_not_read_again(store):
+    assert store.reload() is False
+
+
+def test_reload_after_rename(store, path):
+    replace_file(path, b"carol:New\n")
+    assert store.reload() is True
+    assert store.users() == {"carol": "New"}
+
+
+def test_reload_after_edit_in_place(store, path):
+    with open(path, "r+b") as f:
+        f.seek(0, os.SEEK_END)
+        f.write(b"dave:Edited\n")
+    assert store.reload() is True
+    assert store.users()["dave"] == "Edited"
+
+
+def test_forced_reload_reads_an_unchanged_file(store):
+    assert store.reload(force=True) is True
+
+
+def test_bad_file_keeps_every_entry_and_is_reported_once(store, path, metrics, caplog):
+    before = store.users()
+    replace_file(path, b"alice:ok\nbroken line\n")
+    with caplog.at_level(logging.ERROR):
+        for _ in range(3):
+            assert store.reload() is False
+    assert store.users() == before
+    assert sample(metrics, "fingerd_reloads_total", outcome="failure") == 1
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert f"{path}:2: expected user:status" in errors[0].getMessage()
+
+
+def test_fixed_file_is_read_after_a_bad_one(store, path):
+    replace_file(path, b"broken\n")
+    store.reload()
+    replace_file(path, b"alice:fixed\n")
+    assert store.reload() is True
+    assert store.users() == {"alice": "fixed"}
+
+
+def test_removed_file_keeps_the_table(store, path, metrics):
+    os.unlink(path)
+    assert store.reload() is False
+    assert store.users()["alice"] == "Happy"
+    assert sample(metrics, "fingerd_reloads_total", outcome="failure") == 1
+
+
+def test_set_status_edits_the_file_before_publishing(store, path):
+    store.set_status("alice", "Away")
+    assert open(path, "rb").read() == b"# staff\nalice:Away\nbob:Sleeping\n"
+    assert store.users()["alice"] == "Away"
+
+
+def test_set_status_creates_a_user(store, path):
+    store.set_status("carol", "Hello")
+    assert parse_users(open(path, "rb").read())["carol"] == "Hello"
+    assert store.users()["carol"] == "Hello"
+
+
+def test_set_status_creates_a_missing_file(tmp_path, metrics):
+    store = UserStore(str(tmp_path / "users"), metrics)
+    store.load()
+    store.set_status("alice", "Hi")
+    assert (tmp_path / "users").read_bytes() == b"alice:Hi\n"
+
+
+def test_own_write_is_not_read_again(store):
+    store.set_status("alice", "Away")
+    assert store.reload() is False
+
+
+def test_set_status_keeps_the_mode(store, path):
+    os.chmod(path, 0o640)
+    store.set_status("alice", "Away")
+    assert os.stat(path).st_mode & 0o7777 == 0o640
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
+def test_set_status_keeps_the_owner(store, path):
+    os.chown(path, 65534, 65534)
+    store.set_status("alice", "Away")
+    st = os.stat(path)
+    assert (st.st_uid, st.st_gid) == (65534, 65534)
+
+
+def test_set_status_keeps_an_edit_not_yet_reloaded(store, path):
+    replace_file(path, b"alice:Happy\nbob:Sleeping\nzed:Added by hand\n")
+    store.set_status("alice", "Away")
+    assert store.users() == {"alice": "Away", "bob": "Sleeping", "zed": "Added by hand"}
+
+
+def test_set_status_refuses_to_overwrite_an_invalid_file(store, path):
+    replace_file(path, b"broken\n")
+    with pytest.raises(StoreError, match="users file on disk has errors"):
+        store.set_status("alice", "Away")
+    assert open(path, "rb").read() == b"broken\n"
+    assert store.users()["alice"] == "Happy"
+
+
+def test_failed_write_changes_neither_memory_nor_file(store, path, tmp_path):
+    os.chmod(tmp_path, 0o500)
+    try:
+        if os.access(str(tmp_path), os.W_OK):
+            pytest.skip("this user can write a read-only directory (root); see the tmpfs test")
+        with pytest.raises(StoreError, match="cannot write users file"):
+            store.set_status("alice", "Away")
+    finally:
+        os.chmod(tmp_path, 0o700)
+    assert store.users()["alice"] == "Happy"
+    assert b"alice:Happy" in open(path, "rb").read()
+    assert [n for n in os.listdir(tmp_path) if n.endswith(".tmp")] == []
+
+
+def test_concurrent_setters_lose_no_update(store, path):
+    def set_many(t):
+        for i in range(20):
+            store.set_status(f"user{t}_{i}", f"status {t} {i}")
+
+    threads = [threading.Thread(target=set_many, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    on_disk = parse_users(open(path, "rb").read())
+    for t in range(8):
+        for i in range(20):
+            assert on_disk[f"user{t}_{i}"] == f"status {t} {i}"
+            assert store.users()[f"user{t}_{i}"] == f"status {t} {i}"
+
+
+def test_readers_never_see_half_a_table(store, path):
+    versions = [b"".join(b"u%d:%s\n" % (i, v) for i in range(500)) for v in (b"a", b"b")]
+    stop = threading.Event()
+    torn = []
+    replace_file(path, versions[0])
+    store.reload()
+
+    def read():
+        while not stop.is_set():
+            statuses = set(store.users().values())
+            if len(statuses) > 1:
+                torn.append(statuses)
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for r in readers:
+        r.start()
+    try:
+        for n in range(60):
+            replace_file(path, versions[n % 2])
+            assert store.reload(force=True)
+    finally:
+        stop.set()
+        for r in readers:
+            r.join(10)
+    assert torn == []
