@@ -263,17 +263,21 @@ class LineServer(socketserver.TCPServer):
 
     def _close_unread(self, sel, request, reason):
         """Close a connection whose request was never complete, counting why."""
+        if reason is not None:
+            self._rejected.labels(reason).inc()
         self._forget(sel, request)
         request.sock.close()
         self.context.gate.leave()
-        if reason is not None:
-            self._rejected.labels(reason).inc()
 
     def process_request(self, request, client_address):
         self.context.pool.submit(self._answer, request, client_address)
 
     def _answer(self, request, client_address):
-        """Runs on a pool thread: answer, count, close, free the connection's slot."""
+        """Runs on a pool thread: answer, count, close, free the connection's slot.
+
+        Counting comes before the close, so a client that has read its answer
+        finds it counted.
+        """
         try:
             request.sock.setblocking(True)
             request.sock.settimeout(self.context.request_timeout)
@@ -281,9 +285,9 @@ class LineServer(socketserver.TCPServer):
         except Exception:
             self.handle_error(request, client_address)
         finally:
+            self.count(request)
             self.shutdown_request(request)
             self.context.gate.leave()
-            self.count(request)
 
     def count(self, request):
         """Record an answered request in the metrics."""

@@ -1,0 +1,167 @@
+"""The fingerd command line: checking, and failing fast before binding."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from tests.conftest import ROOT, Daemon
+
+
+def run(*args, timeout=30):
+    return subprocess.run([sys.executable, "-m", "fingerd", *args], cwd=ROOT,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def setup(tmp_path):
+    return Daemon(str(tmp_path))
+
+
+def edit(path, old, new):
+    with open(path) as f:
+        text = f.read()
+    assert old in text
+    with open(path, "w") as f:
+        f.write(text.replace(old, new))
+
+
+def test_version():
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("fingerd ")
+
+
+def test_check_valid_configuration(setup):
+    result = run("-t", "-c", setup.config_file)
+    assert result.returncode == 0, result.stderr
+    assert "configuration valid" in result.stdout
+    assert "2 users" in result.stdout
+
+
+def test_check_binds_nothing(setup):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", setup.finger_port))
+        busy.listen(1)
+        assert run("-t", "-c", setup.config_file).returncode == 0
+
+
+def test_check_reports_configuration_errors_with_file_and_line(setup):
+    edit(setup.config_file, "threads = 4", "threads = four\nbogus = 1")
+    result = run("-t", "-c", setup.config_file)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert f"{setup.config_file}:7: [fingerd] threads: expected an integer from 1 to 1024" \
+        in lines
+    assert f"{setup.config_file}:8: [fingerd] unknown key 'bogus'" in lines
+
+
+def test_check_reports_users_file_errors_with_file_and_line(setup):
+    with open(setup.users_file, "ab") as f:
+        f.write(b"no colon here\n")
+    result = run("-t", "-c", setup.config_file)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"{setup.users_file}:3: expected user:status"
+
+
+def test_unknown_user_fails_with_its_line(setup):
+    edit(setup.config_file, "user = nobody", "user = no-such-account-here")
+    result = run("-t", "-c", setup.config_file)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"{setup.config_file}:2: [fingerd] user: "
+                                     f"no such account 'no-such-account-here'")
+
+
+def test_unknown_group_fails(setup):
+    edit(setup.config_file, "user = nobody", "user = nobody\ngroup = no-such-group-here")
+    result = run("-n", "-c", setup.config_file)
+    assert result.returncode == 1
+    assert "no such group 'no-such-group-here'" in result.stderr
+
+
+def test_missing_configuration_fails(tmp_path):
+    result = run("-n", "-c", str(tmp_path / "none.conf"))
+    assert result.returncode == 1
+    assert "cannot read configuration" in result.stderr
+
+
+def test_invalid_users_file_fails_before_binding(setup):
+    with open(setup.users_file, "wb") as f:
+        f.write(b"bad\n")
+    result = run("-n", "-c", setup.config_file)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"{setup.users_file}:1: expected user:status"
+
+
+def test_port_in_use_fails_in_one_line(setup):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", setup.setter_port))
+        busy.listen(1)
+        result = run("-n", "-c", setup.config_file)
+    assert result.returncode == 1
+    assert result.stderr == (f"fingerd: cannot listen on 127.0.0.1:{setup.setter_port} "
+                             f"([setter] listen): address already in use\n")
+
+
+def test_port_in_use_leaves_no_other_port_bound(setup):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", setup.metrics_port))
+        busy.listen(1)
+        assert run("-n", "-c", setup.config_file).returncode == 1
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", setup.finger_port))
+
+
+def privileged_port_config(setup):
+    edit(setup.config_file, f"127.0.0.1:{setup.finger_port}", "127.0.0.1:79")
+    return setup.config_file
+
+
+def test_privileged_port_without_root_names_the_option(setup):
+    config = privileged_port_config(setup)
+    if os.geteuid() != 0:
+        result = run("-n", "-c", config)
+        assert result.returncode == 1
+        stderr = result.stderr
+    else:
+        public = tempfile.mkdtemp(prefix="fingerd-test-")
+        try:
+            os.chmod(public, 0o755)
+            for name in ("fingerd.conf", "users"):
+                shutil.copy(os.path.join(setup.dir, name), public)
+            edit(os.path.join(public, "fingerd.conf"), setup.dir, public)
+            stderr = run_as_nobody_in_a_fork(["-n", "-c", os.path.join(public, "fingerd.conf")])
+        finally:
+            shutil.rmtree(public)
+    assert stderr == ("fingerd: cannot listen on 127.0.0.1:79 ([finger] listen): ports below "
+                      "1024 need root; start as root or set [finger] listen to a port of 1024 "
+                      "or more\n")
+
+
+def run_as_nobody_in_a_fork(argv):
+    """Run cli.main as nobody in a forked child (this interpreter may be unreadable to nobody)."""
+    from fingerd import cli
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.dup2(write_end, 2)
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            sys.stderr = os.fdopen(2, "w", closefd=False)
+            code = cli.main(argv)
+            sys.stderr.flush()
+        finally:
+            os._exit(locals().get("code", 99))
+    os.close(write_end)
+    with os.fdopen(read_end) as f:
+        stderr = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 1, stderr
+    return stderr

@@ -1,0 +1,51 @@
+"""End to end with Debian's own finger client on the real port 79."""
+
+import os
+import shutil
+import socket
+import subprocess
+
+import pytest
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="binding port 79 needs root"),
+    pytest.mark.skipif(shutil.which("finger") is None,
+                       reason="Debian's finger client is not installed (apt-get install finger)"),
+]
+
+
+@pytest.fixture
+def on_port_79(make_daemon):
+    with socket.socket() as probe:
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", 79))
+        except OSError:
+            pytest.skip("something else listens on 127.0.0.1:79")
+    d = make_daemon()
+    with open(d.config_file) as f:
+        text = f.read()
+    with open(d.config_file, "w") as f:
+        f.write(text.replace(f"127.0.0.1:{d.finger_port}", "127.0.0.1:79"))
+    return d.start()
+
+
+def finger(*args):
+    return subprocess.run(["finger", *args], capture_output=True, text=True, timeout=30,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_finger_user_at_localhost_prints_the_status(on_port_79):
+    result = finger("alice@127.0.0.1")
+    assert result.returncode == 0
+    assert "Happy and well" in result.stdout
+
+
+def test_finger_long_list_gets_the_refusal(on_port_79):
+    result = finger("-l", "@127.0.0.1")
+    assert "Finger online user list denied" in result.stdout
+    assert "Happy" not in result.stdout
+
+
+def test_finger_unknown_user(on_port_79):
+    assert "No such user" in finger("carol@127.0.0.1").stdout

@@ -1,0 +1,58 @@
+"""A failure inside a handler: answered, logged once, survived."""
+
+import logging
+import socket
+import threading
+
+import pytest
+
+from fingerd.metrics import Metrics
+from fingerd.pool import Pool
+from fingerd.server import ConnectionGate, Context
+from fingerd.services import OUTCOMES, FingerServer
+from tests.conftest import exchange
+
+
+class FailingOnceStore:
+    """A store whose first read fails, as a bug or a lost file system would make it."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def users(self):
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("store exploded")
+        return {"alice": "Still here"}
+
+
+@pytest.fixture
+def server():
+    metrics = Metrics(OUTCOMES)
+    pool = Pool(2)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    context = Context(pool, ConnectionGate(8, metrics.connections_active), metrics, 5)
+    srv = FingerServer(sock, context, FailingOnceStore(), list_users=False)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv, metrics
+    srv.shutdown()
+    pool.stop(5)
+    thread.join(5)
+    srv.server_close()
+
+
+def test_failure_answers_internal_error_logs_once_and_serves_on(server, caplog):
+    srv, metrics = server
+    port = srv.socket.getsockname()[1]
+    with caplog.at_level(logging.ERROR):
+        assert exchange(port, b"alice\r\n") == b"Internal error in server\r\n"
+        assert exchange(port, b"alice\r\n") == b"Still here\r\n"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].exc_info[0] is RuntimeError
+    value = metrics.registry.get_sample_value
+    assert value("fingerd_requests_total", {"service": "finger", "outcome": "error"}) == 1
+    assert value("fingerd_requests_total", {"service": "finger", "outcome": "found"}) == 1

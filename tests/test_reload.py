@@ -1,0 +1,61 @@
+"""Reloading the users file while serving."""
+
+import os
+import signal
+import time
+
+from tests.conftest import wait_until
+
+
+def replace_file(path, data):
+    with open(path + ".new", "wb") as f:
+        f.write(data)
+    os.replace(path + ".new", path)
+
+
+def answers(d, query, expected):
+    return lambda: d.finger(query) == expected
+
+
+def test_file_replaced_by_rename_is_read(daemon):
+    replace_file(daemon.users_file, b"alice:Renamed in\n")
+    wait_until(answers(daemon, b"alice\r\n", b"Renamed in\r\n"), what="the new status")
+    assert daemon.finger(b"bob\r\n") == b"No such user\r\n"
+
+
+def test_file_edited_in_place_is_read(daemon):
+    with open(daemon.users_file, "ab") as f:
+        f.write(b"carol:Edited in place\n")
+    wait_until(answers(daemon, b"carol\r\n", b"Edited in place\r\n"), what="carol")
+
+
+def test_bad_file_keeps_old_entries_and_is_logged_once(daemon):
+    replace_file(daemon.users_file, b"alice:new\nthis line is bad\n")
+    wait_until(lambda: daemon.metric("fingerd_reloads_total", outcome="failure") == 1,
+               what="the failed reload")
+    assert daemon.finger(b"alice\r\n") == b"Happy and well\r\n"
+    assert daemon.finger(b"bob\r\n") == b"Sleeping\r\n"
+    wait_until(lambda: daemon.log().count("expected user:status") >= 1, what="the log line")
+    assert daemon.metric("fingerd_users") == 2
+    line = f"{daemon.users_file}:2: expected user:status"
+    window = time.monotonic() + 1.0  # five reload intervals of 0.2 s
+    while time.monotonic() < window:
+        assert daemon.log().count(line) == 1
+        assert daemon.metric("fingerd_reloads_total", outcome="failure") == 1
+
+
+def test_sighup_reads_the_file_at_once(make_daemon):
+    d = make_daemon(fingerd__reload_interval="3600").start()
+    with open(d.users_file, "ab") as f:
+        f.write(b"dave:After HUP\n")
+    d.signal(signal.SIGHUP)
+    wait_until(answers(d, b"dave\r\n", b"After HUP\r\n"), timeout=5, what="dave after HUP")
+
+
+def test_missing_users_file_starts_empty_with_a_warning(make_daemon):
+    d = make_daemon(users=None).start()
+    assert d.finger(b"alice\r\n") == b"No such user\r\n"
+    assert "no users file" in d.log()
+    with open(d.users_file, "wb") as f:
+        f.write(b"alice:Arrived\n")
+    wait_until(answers(d, b"alice\r\n", b"Arrived\r\n"), what="the file to appear")

@@ -1,0 +1,181 @@
+"""The setter service over real loopback sockets (CONTRACT section 6)."""
+
+import os
+import socket
+import subprocess
+import threading
+
+import pytest
+
+from fingerd.services import SetterServer
+from fingerd.usersfile import parse_users
+from tests.conftest import wait_until
+
+
+def on_disk(d):
+    with open(d.users_file, "rb") as f:
+        return parse_users(f.read())
+
+
+def test_set_answers_ok_after_the_file_is_written(daemon):
+    assert daemon.setter(b"alice\r\nGone fishing\r\n") == b"OK\r\n"
+    assert on_disk(daemon)["alice"] == "Gone fishing"
+    assert daemon.finger(b"alice\r\n") == b"Gone fishing\r\n"
+
+
+def test_set_creates_a_new_user(daemon):
+    assert daemon.setter(b"carol\r\nNew here\r\n") == b"OK\r\n"
+    assert daemon.finger(b"carol\r\n") == b"New here\r\n"
+    assert on_disk(daemon)["carol"] == "New here"
+
+
+def test_bare_lf_request(daemon):
+    assert daemon.setter(b"alice\nLF only\n") == b"OK\r\n"
+    assert daemon.finger(b"alice\r\n") == b"LF only\r\n"
+
+
+def test_utf8_status(daemon):
+    assert daemon.setter("alice\r\nGrüße ☕\r\n".encode()) == b"OK\r\n"
+    assert daemon.finger(b"alice\r\n") == "Grüße ☕\r\n".encode()
+
+
+def test_client_that_closes_without_reading_still_sets(daemon):
+    with socket.create_connection(("127.0.0.1", daemon.setter_port)) as s:
+        s.sendall(b"bob\r\nAwake\r\n")
+    wait_until(lambda: daemon.finger(b"bob\r\n") == b"Awake\r\n", what="bob's status")
+    assert on_disk(daemon)["bob"] == "Awake"
+
+
+@pytest.mark.parametrize("request_bytes, reason", [
+    (b"alice\r\n", b"ERROR missing status line\r\n"),
+    (b"\r\nhappy\r\n", b"ERROR invalid user name\r\n"),
+    (b"../../etc/passwd\r\nhi\r\n", b"ERROR invalid user name\r\n"),
+    (b"no such\r\nhi\r\n", b"ERROR invalid user name\r\n"),
+    (b"alice\r\n" + b"x" * 300 + b"\r\n", b"ERROR status longer than 256 bytes\r\n"),
+    (b"alice\r\n\x1b]0;owned\x07\r\n", b"ERROR status contains a control character\r\n"),
+    (b"alice\r\nback\rbob:HIJACKED\r\n", b"ERROR status contains a control character\r\n"),
+    (b"alice\r\n\xff\xfe\r\n", b"ERROR status is not valid UTF-8\r\n"),
+    (b"POST / HTTP/1.1\r\nHost: 127.0.0.1:1079\r\n\r\nalice\r\npwned\r\n",
+     b"ERROR invalid user name\r\n"),
+])
+def test_refused_requests_change_nothing(daemon, request_bytes, reason):
+    before = open(daemon.users_file, "rb").read()
+    assert daemon.setter(request_bytes, shut_write=True) == reason
+    assert open(daemon.users_file, "rb").read() == before
+    assert daemon.finger(b"alice\r\n") == b"Happy and well\r\n"
+    assert daemon.metric("fingerd_requests_total", service="setter", outcome="refused") == 1
+
+
+def test_only_the_first_pipelined_request_is_carried_out(daemon):
+    assert daemon.setter(b"alice\r\nA\r\nbob\r\nB\r\n") == b"OK\r\n"
+    assert on_disk(daemon) == {"alice": "A", "bob": "Sleeping"}
+
+
+def test_status_survives_a_reload(daemon):
+    daemon.setter(b"alice\r\nSet by setter\r\n")
+    daemon.signal(__import__("signal").SIGHUP)
+    wait_until(lambda: daemon.metric("fingerd_reloads_total", outcome="success") >= 2,
+               what="the forced reload")
+    assert daemon.finger(b"alice\r\n") == b"Set by setter\r\n"
+
+
+def test_status_survives_a_restart(make_daemon):
+    d = make_daemon().start()
+    d.setter(b"alice\r\nBefore restart\r\n")
+    assert d.stop() == 0
+    d.start()
+    assert d.finger(b"alice\r\n") == b"Before restart\r\n"
+
+
+def test_file_keeps_its_comments_and_mode(make_daemon):
+    d = make_daemon(users=b"# our team\nalice:x\n\nbob:y\n")
+    os.chmod(d.users_file, 0o640)
+    d.start()
+    d.setter(b"bob\r\nz\r\n")
+    assert open(d.users_file, "rb").read() == b"# our team\nalice:x\n\nbob:z\n"
+    assert os.stat(d.users_file).st_mode & 0o7777 == 0o640
+
+
+def test_concurrent_setters_lose_no_update(daemon):
+    errors = []
+
+    def set_many(t):
+        for i in range(10):
+            reply = daemon.setter(f"u{t}x{i}\r\nstatus {t} {i}\r\n".encode())
+            if reply != b"OK\r\n":
+                errors.append(reply)
+
+    threads = [threading.Thread(target=set_many, args=(t,)) for t in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    users = on_disk(daemon)
+    for t in range(10):
+        for i in range(10):
+            assert users[f"u{t}x{i}"] == f"status {t} {i}"
+            assert daemon.finger(f"u{t}x{i}\r\n".encode()) == f"status {t} {i}\r\n".encode()
+
+
+def test_invalid_file_on_disk_is_not_overwritten(daemon):
+    with open(daemon.users_file, "ab") as f:
+        f.write(b"broken line\n")
+    before = open(daemon.users_file, "rb").read()
+    assert daemon.setter(b"alice\r\nx\r\n") == \
+        b"ERROR users file on disk has errors; fix it first\r\n"
+    assert open(daemon.users_file, "rb").read() == before
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 256 KiB tmpfs mounted for the test and always unmounted."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system to fill needs root")
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_disk_refuses_and_keeps_memory_and_file(make_daemon, small_fs):
+    d = make_daemon()
+    users = small_fs / "users"
+    users.write_bytes(b"alice:Happy and well\n")
+    with open(d.config_file) as f:
+        text = f.read().replace(d.users_file, str(users))
+    with open(d.config_file, "w") as f:
+        f.write(text)
+    d.start()
+    filler = small_fs / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for _ in range(1000):
+            os.write(fd, b"\0" * 4096)
+        pytest.fail("a 256 KiB file system took 4 MB")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    reply = d.setter(b"alice\r\n" + b"y" * 200 + b"\r\n")
+    assert reply.startswith(b"ERROR cannot write users file")
+    assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
+    assert users.read_bytes() == b"alice:Happy and well\n"
+    assert [p.name for p in small_fs.iterdir() if p.name.endswith(".tmp")] == []
+    filler.unlink()
+    assert d.setter(b"alice\r\nRoom again\r\n") == b"OK\r\n"
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    assert d.setter(b"alice\r\nRead-only\r\n").startswith(b"ERROR cannot write users file")
+    assert d.finger(b"alice\r\n") == b"Room again\r\n"
+    assert d.metric("fingerd_requests_total", service="setter", outcome="failed") == 2
+
+
+@pytest.mark.parametrize("peer, allowed", [
+    ("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("::ffff:127.0.0.1", True),
+    ("10.0.0.1", False), ("192.0.2.7", False), ("::ffff:192.0.2.7", False), ("2001:db8::1", False),
+])
+def test_setter_answers_loopback_peers_only(peer, allowed):
+    assert SetterServer.verify_request(None, None, (peer, 4242)) is allowed
