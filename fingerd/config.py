@@ -73,28 +73,28 @@ class _Invalid(ValueError):
     pass
 
 
-def _integer(low, high):
+def _number(parse, what, low, high):
     def convert(text, base):
         try:
-            value = int(text)
+            value = parse(text)
         except ValueError:
-            raise _Invalid(f"expected an integer from {low} to {high}") from None
-        if not low <= value <= high:
-            raise _Invalid(f"expected an integer from {low} to {high}")
+            value = None
+        if value is None or not low <= value <= high:
+            raise _Invalid(f"expected {what} from {_plain(low)} to {_plain(high)}")
         return value
     return convert
+
+
+def _plain(number):
+    return str(int(number)) if number == int(number) else str(number)
+
+
+def _integer(low, high):
+    return _number(int, "an integer", low, high)
 
 
 def _seconds(low, high):
-    def convert(text, base):
-        try:
-            value = float(text)
-        except ValueError:
-            raise _Invalid(f"expected seconds from {low:g} to {high:g}") from None
-        if not low <= value <= high:
-            raise _Invalid(f"expected seconds from {low:g} to {high:g}")
-        return value
-    return convert
+    return _number(float, "seconds", low, high)
 
 
 def _boolean(text, base):
