@@ -23,6 +23,9 @@ def resolve_account(config):
     except KeyError:
         raise AccountError(f"{config.where('fingerd', 'user')}: [fingerd] user: "
                            f"no such account {config.user!r}") from None
+    if entry.pw_uid == 0:
+        raise AccountError(f"{config.where('fingerd', 'user')}: [fingerd] user: "
+                           f"{config.user!r} is root; the worker must run unprivileged")
     gid = entry.pw_gid
     if config.group:
         try:

@@ -2,23 +2,21 @@
 
 import argparse
 import logging
-import signal
+import os
 import sys
 
-from fingerd import __version__, logsetup
+from fingerd import __version__, daemonize, logsetup
 from fingerd.accounts import AccountError, resolve_account
 from fingerd.config import DEFAULT_PATH, ConfigError, load_config
-from fingerd.listeners import BindError, bind_all, close_all
+from fingerd.listeners import BindError, bind_all, close_all, privileged_port_problem
 from fingerd.metrics import Metrics
-from fingerd.service import Service
+from fingerd.pidfile import AlreadyRunning, Pidfile
 from fingerd.services import OUTCOMES
 from fingerd.store import UserStore
+from fingerd.supervisor import Supervisor
 from fingerd.usersfile import UsersFileError
 
 log = logging.getLogger("fingerd")
-
-#: Signals the main thread waits for; blocked in every thread, so no handler runs.
-SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
 def parse_args(argv):
@@ -42,56 +40,71 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         config = load_config(args.config)
-        resolve_account(config)
+        account = resolve_account(config)
     except (ConfigError, AccountError) as exc:
         print(exc, file=sys.stderr)
         return 1
-    metrics = Metrics(OUTCOMES)
-    store = UserStore(config.users_file, metrics)
     try:
-        store.load()
+        count = count_users(config)
     except UsersFileError as exc:
         print(exc, file=sys.stderr)
         return 1
     except OSError as exc:
         return fail(f"{config.users_file}: cannot read users file: {exc.strerror or exc}")
     if args.check_config:
-        print(f"{config.path}: configuration valid; {config.users_file}: "
-              f"{len(store.users())} users")
+        print(f"{config.path}: configuration valid; {config.users_file}: {count} users")
         return 0
-    if not args.foreground:
-        return fail("detaching is not available in this version; start with -n")
-    return serve(config, store, metrics)
+    return serve(config, account, args.foreground)
 
 
-def serve(config, store, metrics):
-    """Bind, serve until TERM or INT, and return the exit status."""
+def count_users(config):
+    """Read the users file once to fail fast; the worker reads it again to serve it."""
+    store = UserStore(config.users_file, Metrics(OUTCOMES))
+    store.load()
+    return len(store.users())
+
+
+def serve(config, account, foreground):
+    """Take the pidfile, bind, detach unless ``foreground``, supervise; the exit status."""
+    problem = privileged_port_problem(config)
+    if problem:
+        return fail(problem)
+    pidfile = Pidfile(config.pidfile)
+    try:
+        pidfile.acquire()
+        pidfile.write(os.getpid())
+    except AlreadyRunning as exc:
+        return fail(str(exc))
+    except OSError as exc:
+        return fail(f"{config.pidfile}: cannot open pidfile: {exc.strerror}")
     try:
         sockets = bind_all(config)
     except BindError as exc:
+        pidfile.release()
         return fail(str(exc))
     try:
-        handler = logsetup.configure(config.log_file, foreground=True)
+        handler = logsetup.configure(config.log_file, foreground) if config.log_file else None
     except OSError as exc:
         close_all(sockets)
+        pidfile.release()
         return fail(f"{config.log_file}: cannot open log file: {exc.strerror}")
-    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS + (signal.SIGCHLD,))
-    service = Service(config, sockets, store, metrics)
-    service.start()
-    log.info("fingerd %s serving finger on %s, setter on %s", __version__,
+    report = None
+    if not foreground:
+        keep = [s for socks in sockets.values() for s in socks] + [pidfile.fd]
+        if handler is not None:
+            keep.append(handler.stream)
+        report = daemonize.detach(keep)
+        pidfile.write(os.getpid())
+    if handler is None:
+        handler = logsetup.configure("", foreground)
+    root = os.geteuid() == 0
+    if not root:
+        log.warning("not started as root: the worker keeps this process's user")
+    log.info("fingerd %s starting: finger on %s, setter on %s", __version__,
              ", ".join(map(str, config.finger_listen)), ", ".join(map(str, config.setter_listen)))
-    while not service.failed.is_set():
-        sig = signal.sigtimedwait(SIGNALS, 1.0)
-        if sig is None:
-            continue
-        if sig.si_signo == signal.SIGHUP:
-            log.info("SIGHUP: reading the users file again")
-            service.reload()
-        elif sig.si_signo == signal.SIGUSR1:
-            logsetup.reopen(handler)
-        else:
-            log.info("%s: stopping", signal.Signals(sig.si_signo).name)
-            break
-    service.stop()
-    log.info("stopped")
-    return 1 if service.failed.is_set() else 0
+    try:
+        return Supervisor(config, account if root else None, sockets, handler,
+                          on_ready=report).run()
+    finally:
+        pidfile.release()
+        log.info("stopped")

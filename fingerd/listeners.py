@@ -5,7 +5,10 @@ privileged parent can bind and an unprivileged process serve.
 """
 
 import errno
+import os
 import socket
+
+UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 
 
 class BindError(OSError):
@@ -30,8 +33,7 @@ def bind(address, backlog, option):
 
 def _explain(exc, address, option):
     if exc.errno == errno.EACCES and address.port < 1024:
-        return (f"cannot listen on {address} ({option}): ports below 1024 need root; "
-                f"start as root or set {option} to a port of 1024 or more")
+        return _needs_root(address, option, 1024)
     if exc.errno == errno.EADDRINUSE:
         return f"cannot listen on {address} ({option}): address already in use"
     if exc.errno == errno.EADDRNOTAVAIL:
@@ -39,14 +41,38 @@ def _explain(exc, address, option):
     return f"cannot listen on {address} ({option}): {exc.strerror}"
 
 
-def bind_all(config):
-    """``{service: [socket, ...]}`` for every configured address; all or nothing."""
-    plan = (("finger", "[finger] listen", config.finger_listen),
+def _needs_root(address, option, first_free):
+    return (f"cannot listen on {address} ({option}): ports below {first_free} need root; "
+            f"start as root or set {option} to a port of {first_free} or more")
+
+
+def _plan(config):
+    return (("finger", "[finger] listen", config.finger_listen),
             ("setter", "[setter] listen", config.setter_listen),
             ("metrics", "[metrics] listen", config.metrics_listen))
+
+
+def privileged_port_problem(config):
+    """Why this process may not bind a configured port, or None; checked before anything else."""
+    if os.geteuid() == 0:
+        return None
+    try:
+        with open(UNPRIVILEGED_PORT_START) as f:
+            first_free = int(f.read())
+    except (OSError, ValueError):
+        first_free = 1024
+    for _, option, addresses in _plan(config):
+        for address in addresses:
+            if address.port < first_free:
+                return _needs_root(address, option, first_free)
+    return None
+
+
+def bind_all(config):
+    """``{service: [socket, ...]}`` for every configured address; all or nothing."""
     bound = {}
     try:
-        for service, option, addresses in plan:
+        for service, option, addresses in _plan(config):
             bound[service] = []
             for address in addresses:
                 bound[service].append(bind(address, config.backlog, option))

@@ -24,8 +24,9 @@ class StoreError(Exception):
 class UserStore:
     """Lock-protected table of user statuses backed by the users file at ``path``."""
 
-    def __init__(self, path, metrics):
+    def __init__(self, path, metrics, writer=None):
         self.path = path
+        self._writer = writer or write_status
         self._metrics = metrics
         self._users = {}
         self._signature = None
@@ -85,32 +86,23 @@ class UserStore:
     def set_status(self, name, status):
         """Set ``name``'s status (creating the user), durably, then publish it.
 
-        The file on disk is edited rather than rewritten from memory, so an
-        operator's comments and an edit not yet reloaded are kept. Raises
-        StoreError, with memory and file unchanged, when the file on disk is
-        invalid or cannot be written.
+        The file is written by ``writer`` (``write_status`` in this process,
+        or the privileged parent on the worker's behalf). Raises StoreError,
+        with memory and file unchanged, when it cannot be written.
         """
         with self._lock:
-            try:
-                data, sig = fileio.read_bounded(self.path)
-            except FileNotFoundError:
-                data, sig = b"", None
-            except OSError as exc:
-                raise StoreError(f"cannot read users file: {exc.strerror or exc}") from exc
-            try:
-                new_data = with_status(data, name, status, self.path)
-            except UsersFileError as exc:
-                raise StoreError("users file on disk has errors; fix it first") from exc
-            try:
-                new_sig = fileio.replace_durably(self.path, new_data)
-            except OSError as exc:
-                log.error("%s: cannot write users file: %s", self.path, exc)
-                raise StoreError(f"cannot write users file: {exc.strerror or exc}") from exc
-            if sig is not None and sig == self._signature:
+            old_sig, new_sig = self._writer(self.path, name, status)
+            if old_sig is not None and old_sig == self._signature:
                 users = dict(self._users)
                 users[name] = status
             else:
-                users = parse_users(new_data, self.path)
+                try:
+                    data, new_sig = fileio.read_bounded(self.path)
+                    users = parse_users(data, self.path)
+                except (OSError, UsersFileError):
+                    users = dict(self._users)
+                    users[name] = status
+                    new_sig = None
             self._publish(users, new_sig)
 
     def _publish(self, users, sig):
@@ -130,3 +122,29 @@ class UserStore:
         self._failed_signature = sig
         self._metrics.reloads.labels("failure").inc()
         log.error("%s", message)
+
+
+def write_status(path, name, status):
+    """Durably set ``name``'s status in the users file at ``path``.
+
+    The file on disk is edited rather than rewritten from memory, so an
+    operator's comments and an edit not yet reloaded are kept. Returns the
+    file's signatures before and after the write (``None`` before when it
+    did not exist). Raises StoreError, leaving the file as it was, when the
+    file on disk is invalid or cannot be written.
+    """
+    try:
+        data, old_sig = fileio.read_bounded(path)
+    except FileNotFoundError:
+        data, old_sig = b"", None
+    except OSError as exc:
+        raise StoreError(f"cannot read users file: {exc.strerror or exc}") from exc
+    try:
+        new_data = with_status(data, name, status, path)
+    except UsersFileError as exc:
+        raise StoreError("users file on disk has errors; fix it first") from exc
+    try:
+        return old_sig, fileio.replace_durably(path, new_data)
+    except OSError as exc:
+        log.error("%s: cannot write users file: %s", path, exc)
+        raise StoreError(f"cannot write users file: {exc.strerror or exc}") from exc

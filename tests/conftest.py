@@ -1,10 +1,12 @@
 """Shared fixtures: a real fingerd process on free loopback ports, and clients."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -159,14 +161,23 @@ def _canonical(sample):
 
 
 @pytest.fixture
-def make_daemon(tmp_path):
-    """Build daemons in a temporary directory; every one started is stopped by its pid."""
+def public_dir():
+    """A temporary directory the unprivileged worker can read (pytest's own are 0700)."""
+    path = tempfile.mkdtemp(prefix="fingerd-test-")
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def make_daemon(public_dir):
+    """Build daemons in a readable temporary directory; every one started is stopped by its pid."""
     daemons = []
 
     def make(**kw):
-        directory = tmp_path / f"d{len(daemons)}"
-        directory.mkdir()
-        daemon = Daemon(str(directory), **kw)
+        directory = os.path.join(public_dir, f"d{len(daemons)}")
+        os.mkdir(directory, 0o755)
+        daemon = Daemon(directory, **kw)
         daemons.append(daemon)
         return daemon
 

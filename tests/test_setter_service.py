@@ -1,6 +1,8 @@
 """The setter service over real loopback sockets (CONTRACT section 6)."""
 
 import os
+import pathlib
+import pwd
 import socket
 import subprocess
 import threading
@@ -87,13 +89,19 @@ def test_status_survives_a_restart(make_daemon):
     assert d.finger(b"alice\r\n") == b"Before restart\r\n"
 
 
-def test_file_keeps_its_comments_and_mode(make_daemon):
+def test_file_keeps_its_comments_owner_and_mode(make_daemon):
     d = make_daemon(users=b"# our team\nalice:x\n\nbob:y\n")
     os.chmod(d.users_file, 0o640)
+    if os.geteuid() == 0:
+        os.chown(d.users_file, 0, pwd.getpwnam("nobody").pw_gid)
+    before = os.stat(d.users_file)
     d.start()
-    d.setter(b"bob\r\nz\r\n")
+    assert d.setter(b"bob\r\nz\r\n") == b"OK\r\n"
     assert open(d.users_file, "rb").read() == b"# our team\nalice:x\n\nbob:z\n"
-    assert os.stat(d.users_file).st_mode & 0o7777 == 0o640
+    after = os.stat(d.users_file)
+    assert after.st_ino != before.st_ino, "not replaced by a rename"
+    assert (after.st_mode, after.st_uid, after.st_gid) == \
+        (before.st_mode, before.st_uid, before.st_gid)
 
 
 def test_concurrent_setters_lose_no_update(daemon):
@@ -128,13 +136,14 @@ def test_invalid_file_on_disk_is_not_overwritten(daemon):
 
 
 @pytest.fixture
-def small_fs(tmp_path):
+def small_fs(public_dir):
     """A 256 KiB tmpfs mounted for the test and always unmounted."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small file system to fill needs root")
-    mount = tmp_path / "fs"
+    mount = pathlib.Path(public_dir) / "fs"
     mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(mount)],
+                   check=True)
     try:
         yield mount
     finally:

@@ -1,0 +1,67 @@
+"""Detaching from the terminal without losing the word on whether startup worked.
+
+python-daemon's DaemonContext does the detaching (double fork, setsid,
+umask, working directory, descriptors, standard streams). Its first parent
+exits at once, so, as twistd does, the process the operator started forks
+first and waits on a pipe until the daemon says it serves, or why it could
+not: ``fingerd`` then exits 0 only when the daemon is really up.
+"""
+
+import os
+import select
+import sys
+import time
+
+import daemon
+
+#: Seconds the starting process waits for the daemon's word.
+READY_TIMEOUT = 60.0
+
+
+def detach(preserve):
+    """Become a daemon keeping the descriptors in ``preserve``; returns ``report(reason)``.
+
+    Only the daemon returns. ``report(None)`` tells the waiting process that
+    startup worked, ``report(reason)`` that it failed; it may be called once.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid > 0:
+        os.close(write_end)
+        os._exit(_wait_for_word(read_end, pid))
+    os.close(read_end)
+    context = daemon.DaemonContext(
+        detach_process=True, files_preserve=list(preserve) + [write_end], umask=0o022,
+        working_directory="/", prevent_core=True, signal_map={})
+    context.open()
+
+    def report(reason):
+        message = b"OK\n" if reason is None else f"ERR {reason}\n".encode()
+        try:
+            os.write(write_end, message)
+        finally:
+            os.close(write_end)
+
+    return report
+
+
+def _wait_for_word(fd, child):
+    deadline = time.monotonic() + READY_TIMEOUT
+    data = b""
+    while not data.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            print("fingerd: the daemon did not report within "
+                  f"{READY_TIMEOUT:.0f} s; see its log", file=sys.stderr)
+            return 1
+        chunk = os.read(fd, 512)
+        if not chunk:
+            break
+        data += chunk
+    os.waitpid(child, 0)
+    if data.startswith(b"OK"):
+        return 0
+    reason = data[4:].decode("utf-8", "replace").strip() if data.startswith(b"ERR ") else \
+        "the daemon exited during startup; see its log"
+    print(f"fingerd: {reason}", file=sys.stderr)
+    return 1

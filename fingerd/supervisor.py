@@ -1,0 +1,288 @@
+"""The root parent: holds the listening sockets, keeps one worker alive, handles no client.
+
+It is single-threaded (so forking is safe) and sleeps in one selector that
+watches the signal wake-up socket, the worker's request channel and the
+worker's log pipe. Signal handlers do nothing: Python writes the signal
+number to the wake-up socket, and the loop acts on it, so no work ever runs
+inside a handler.
+
+Worker states follow Supervisor's: STARTING until it says it is ready, then
+RUNNING; a worker that dies is started again at once, and with a growing,
+capped delay when it keeps dying young.
+"""
+
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+
+from fingerd import logsetup, worker
+from fingerd.limits import STOP_GRACE_SECONDS
+from fingerd.logrelay import LogRelay
+from fingerd.monitor import MAX_MESSAGE_BYTES, answer_set, channel, parse_message
+
+log = logging.getLogger("fingerd")
+
+HANDLED_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1,
+                   signal.SIGCHLD)
+
+#: Seconds the first worker has to become ready before startup fails.
+STARTUP_TIMEOUT = 30.0
+#: A worker that lived this long is healthy: its death restarts the next at once.
+HEALTHY_UPTIME = 10.0
+#: Restart delays for workers that keep dying young: first, then doubled up to the cap.
+BACKOFF_FIRST = 0.5
+BACKOFF_CAP = 30.0
+#: Seconds beyond the worker's own grace before a stopping worker is killed.
+KILL_AFTER = STOP_GRACE_SECONDS + 3.0
+
+
+def describe_exit(status):
+    """``exited with status N`` or ``killed by SIGNAME`` from a wait status."""
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with status {os.waitstatus_to_exitcode(status)}"
+
+
+def backoff_delay(failures):
+    """Seconds to wait before the next start after ``failures`` young deaths in a row."""
+    if failures <= 1:
+        return 0.0
+    return min(BACKOFF_FIRST * 2 ** (failures - 2), BACKOFF_CAP)
+
+
+class Supervisor:
+    """Runs workers until TERM or INT; ``run`` returns the exit status."""
+
+    def __init__(self, config, account, sockets, log_handler, on_ready=None):
+        self.config = config
+        self.account = account
+        self.sockets = sockets
+        self.log_handler = log_handler
+        self.on_ready = on_ready
+        self.restarts = 0
+        self.pid = None
+        self.ready = False
+        self.started_at = 0.0
+        self.failures = 0
+        self.respawn_at = None
+        self.kill_at = None
+        self.stopping = False
+        self.startup_failure = None
+        self._sel = selectors.DefaultSelector()
+        self._monitor = None
+        self._relay = None
+
+    def run(self):
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        for signum in HANDLED_SIGNALS:
+            signal.signal(signum, _record_only)
+        signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        self._sel.register(wake_r, selectors.EVENT_READ, self._on_signals)
+        self._spawn()
+        startup_deadline = time.monotonic() + STARTUP_TIMEOUT
+        try:
+            while True:
+                if self.startup_failure is not None:
+                    return self._fail_startup(self.startup_failure)
+                if self.pid is None and self.respawn_at is None:
+                    return 0
+                if not self.ready and self.restarts == 0 and not self.stopping \
+                        and time.monotonic() > startup_deadline:
+                    self.startup_failure = f"worker not ready after {STARTUP_TIMEOUT:.0f} s"
+                    continue
+                for key, _ in self._sel.select(self._timeout()):
+                    key.data(key.fileobj)
+                self._timers()
+        finally:
+            signal.set_wakeup_fd(-1)
+
+    def _timeout(self):
+        deadlines = [d for d in (self.respawn_at, self.kill_at) if d is not None]
+        if not deadlines:
+            return 1.0
+        return max(0.0, min(min(deadlines) - time.monotonic(), 1.0))
+
+    def _timers(self):
+        now = time.monotonic()
+        if self.respawn_at is not None and now >= self.respawn_at and not self.stopping:
+            self.respawn_at = None
+            self._spawn()
+        if self.kill_at is not None and now >= self.kill_at and self.pid is not None:
+            log.warning("worker %d still running %.0f s after TERM; killing it",
+                        self.pid, KILL_AFTER)
+            os.kill(self.pid, signal.SIGKILL)
+            self.kill_at = None
+
+    def _spawn(self):
+        parent_end, worker_end = channel()
+        log_r, log_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 70
+            try:
+                signal.set_wakeup_fd(-1)
+                for signum in HANDLED_SIGNALS:
+                    signal.signal(signum, signal.SIG_DFL)
+                parent_end.close()
+                os.close(log_r)
+                code = worker.run(self.config, self.account, self.sockets, worker_end, log_w,
+                                  self.restarts)
+            except BaseException:
+                log.critical("worker failed", exc_info=True)
+            finally:
+                os._exit(code)
+        worker_end.close()
+        os.close(log_w)
+        os.set_blocking(log_r, False)
+        self.pid = pid
+        self.ready = False
+        self.started_at = time.monotonic()
+        self._monitor = parent_end
+        self._relay = LogRelay(log_r, pid)
+        self._sel.register(parent_end, selectors.EVENT_READ, self._on_monitor)
+        self._sel.register(log_r, selectors.EVENT_READ, self._on_log)
+        log.info("started worker %d", pid)
+
+    def _on_log(self, fd):
+        if not self._relay.feed():
+            self._sel.unregister(fd)
+            os.close(fd)
+            self._relay = None
+
+    def _on_monitor(self, sock):
+        try:
+            data = sock.recv(MAX_MESSAGE_BYTES + 1)
+        except OSError:
+            data = b""
+        if not data:
+            self._sel.unregister(sock)
+            sock.close()
+            self._monitor = None
+            return
+        message = parse_message(data)
+        if message is None:
+            log.error("worker %d sent a malformed request; ignored", self.pid)
+        elif message["op"] == "ready":
+            self._on_worker_ready()
+        else:
+            try:
+                sock.send(answer_set(message, self.config.users_file))
+            except OSError as exc:
+                log.warning("cannot answer worker %d: %s", self.pid, exc)
+
+    def _on_worker_ready(self):
+        self.ready = True
+        log.info("worker %d ready", self.pid)
+        if self.on_ready is not None:
+            self.on_ready(None)
+            self.on_ready = None
+
+    def _on_signals(self, wake):
+        try:
+            data = wake.recv(256)
+        except BlockingIOError:
+            return
+        for signum in dict.fromkeys(data):
+            getattr(self, f"handle_{signal.Signals(signum).name.lower()}")()
+
+    def handle_sighup(self):
+        log.info("SIGHUP: the worker reads the users file again")
+        self._signal_worker(signal.SIGHUP)
+
+    def handle_sigusr1(self):
+        logsetup.reopen(self.log_handler)
+        log.info("SIGUSR1: log file reopened")
+
+    def handle_sigterm(self):
+        if self.stopping:
+            return
+        log.info("stopping")
+        self.stopping = True
+        self.respawn_at = None
+        for socks in self.sockets.values():
+            for sock in socks:
+                sock.close()
+        if self.pid is not None:
+            self._signal_worker(signal.SIGTERM)
+            self.kill_at = time.monotonic() + KILL_AFTER
+
+    handle_sigint = handle_sigterm
+
+    def handle_sigchld(self):
+        while self.pid is not None:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.pid:
+                self._on_worker_exit(status)
+
+    def _on_worker_exit(self, status):
+        uptime = time.monotonic() - self.started_at
+        pid, self.pid = self.pid, None
+        self.kill_at = None
+        self._drain_worker_channels()
+        if self.stopping:
+            log.info("worker %d %s", pid, describe_exit(status))
+            return
+        log.error("worker %d %s after %.1f s", pid, describe_exit(status), uptime)
+        if not self.ready and self.restarts == 0:
+            self.startup_failure = f"worker {describe_exit(status)} during startup"
+            return
+        self.failures = 1 if uptime >= HEALTHY_UPTIME else self.failures + 1
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == worker.EXIT_FATAL:
+            self.failures = max(self.failures, 8)
+        self.restarts += 1
+        delay = backoff_delay(self.failures)
+        if delay:
+            log.warning("worker keeps dying; next start in %.1f s", delay)
+        self.respawn_at = time.monotonic() + delay
+
+    def _drain_worker_channels(self):
+        """Relay the dead worker's last log lines and forget its channels."""
+        if self._relay is not None:
+            try:
+                self._sel.get_key(self._relay.fd)
+                for _ in range(1000):
+                    if not self._relay.feed():
+                        break
+                self._sel.unregister(self._relay.fd)
+                os.close(self._relay.fd)
+            except (KeyError, OSError):
+                pass
+            self._relay = None
+        if self._monitor is not None:
+            try:
+                self._sel.unregister(self._monitor)
+            except KeyError:
+                pass
+            self._monitor.close()
+            self._monitor = None
+
+    def _signal_worker(self, signum):
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def _fail_startup(self, reason):
+        log.error("startup failed: %s", reason)
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            self.pid = None
+        if self.on_ready is not None:
+            self.on_ready(reason)
+        return 1
+
+
+def _record_only(signum, frame):
+    """Python writes ``signum`` to the wake-up socket; the loop does the work."""

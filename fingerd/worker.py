@@ -1,0 +1,108 @@
+"""The worker: the only process that talks to clients, never root.
+
+Forked by the parent with the listening sockets already bound, it closes
+every descriptor it does not need, sheds root for good, reads the users
+file, serves, and tells the parent it is ready. Everything it needs is
+imported before the drop: the interpreter may live where the service user
+cannot read.
+"""
+
+import logging
+import os
+import signal
+
+from fingerd.limits import STOP_GRACE_SECONDS
+from fingerd.logrelay import PipeHandler
+from fingerd.metrics import Metrics
+from fingerd.monitor import MonitorClient
+from fingerd.privdrop import PrivilegeError, drop_privileges
+from fingerd.service import Service
+from fingerd.services import OUTCOMES
+from fingerd.store import UserStore
+from fingerd.usersfile import UsersFileError
+
+log = logging.getLogger("fingerd")
+
+#: Exit status of a worker that must not be restarted at once (EX_CONFIG).
+EXIT_FATAL = 78
+
+#: Signals the worker's main thread waits for; blocked in every thread.
+SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+
+#: Seconds between checks that the parent is still there.
+PARENT_CHECK_SECONDS = 1.0
+
+
+def run(config, account, sockets, monitor_sock, log_fd, restarts):
+    """The worker's life; returns its exit status. Called in the child right after fork."""
+    _log_to_parent(log_fd)
+    keep = {log_fd, monitor_sock.fileno()} | {s.fileno() for ss in sockets.values() for s in ss}
+    _close_other_descriptors(keep)
+    parent = os.getppid()
+    if account is not None:
+        try:
+            drop_privileges(account.uid, account.gid)
+        except PrivilegeError as exc:
+            log.critical("worker: %s", exc)
+            return EXIT_FATAL
+    os.umask(0o027)
+    os.chdir("/")
+    metrics = Metrics(OUTCOMES)
+    metrics.worker_restarts.inc(restarts)
+    monitor = MonitorClient(monitor_sock)
+    store = UserStore(config.users_file, metrics, writer=monitor.write_status)
+    try:
+        store.load()
+    except UsersFileError as exc:
+        log.critical("%s", exc)
+        return EXIT_FATAL
+    except OSError as exc:
+        log.critical("%s: worker cannot read users file: %s", config.users_file,
+                     exc.strerror or exc)
+        return EXIT_FATAL
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    service = Service(config, sockets, store, metrics)
+    service.start()
+    monitor.ready()
+    while not service.failed.is_set() and os.getppid() == parent:
+        sig = signal.sigtimedwait(SIGNALS, PARENT_CHECK_SECONDS)
+        if sig is None:
+            continue
+        if sig.si_signo == signal.SIGHUP:
+            log.info("reading the users file again")
+            service.reload()
+        else:
+            break
+    service.stop(STOP_GRACE_SECONDS)
+    return 1 if service.failed.is_set() else 0
+
+
+#: The parent's log handlers, kept referenced: their descriptors are closed under
+#: them, and a finalizer closing a reused descriptor number would close a client's.
+_inherited_handlers = []
+
+
+def _log_to_parent(fd):
+    handler = PipeHandler(fd)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+        _inherited_handlers.append(old)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def _close_other_descriptors(keep):
+    """Close every inherited descriptor but ``keep``; 0, 1 and 2 become /dev/null."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    keep = keep | {0, 1, 2}
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
