@@ -131,6 +131,8 @@ class LineServer(socketserver.TCPServer):
         self._rejected = context.metrics.connections_rejected
         self._pending = collections.OrderedDict()
         self._stopping = False
+        self._listener_closed = False
+        self._drain_until = None
         self._stopped = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._accept_paused_until = None
@@ -140,15 +142,25 @@ class LineServer(socketserver.TCPServer):
         self._wake_r.close()
         self._wake_w.close()
 
-    def shutdown(self, timeout=5.0):
-        """Stop accepting and reading; connections still being read are closed."""
+    def begin_shutdown(self, grace):
+        """Stop accepting now; requests already being read get ``grace`` seconds to arrive.
+
+        Returns at once; ``wait_stopped`` waits for the loop to end.
+        """
+        self._drain_until = time.monotonic() + grace
         self._stopping = True
         try:
             self._wake_w.send(b"x")
         except OSError:
             pass
+
+    def wait_stopped(self, timeout):
         if not self._stopped.wait(timeout):
             log.error("%s server did not stop within %.1f s", self.service, timeout)
+
+    def shutdown(self):
+        self.begin_shutdown(0.0)
+        self.wait_stopped(5.0)
 
     def serve_forever(self, poll_interval=None):
         self._stopped.clear()
@@ -158,7 +170,7 @@ class LineServer(socketserver.TCPServer):
         try:
             sel.register(self.socket, selectors.EVENT_READ, _LISTENER)
             sel.register(self._wake_r, selectors.EVENT_READ, _WAKER)
-            while not self._stopping:
+            while not (self._stopping and self._stop_accepting(sel) and not self._pending):
                 for key, _ in sel.select(self._next_timeout()):
                     if key.data is _LISTENER:
                         self._accept(sel)
@@ -168,7 +180,8 @@ class LineServer(socketserver.TCPServer):
                         self._read(sel, key.data)
                 now = time.monotonic()
                 self._expire(sel, now)
-                if self._accept_paused_until is not None and now >= self._accept_paused_until:
+                if self._accept_paused_until is not None and now >= self._accept_paused_until \
+                        and not self._stopping:
                     self._accept_paused_until = None
                     sel.register(self.socket, selectors.EVENT_READ, _LISTENER)
         finally:
@@ -176,6 +189,21 @@ class LineServer(socketserver.TCPServer):
                 self._close_unread(sel, request, None)
             sel.close()
             self._stopped.set()
+
+    def _stop_accepting(self, sel):
+        """Close the listening socket once, so new clients are refused rather than queued.
+
+        Returns True, for use in the loop condition.
+        """
+        if not self._listener_closed:
+            self._listener_closed = True
+            if self._accept_paused_until is None:
+                sel.unregister(self.socket)
+            self._accept_paused_until = None
+            self.socket.close()
+            for request in self._pending.values():
+                request.deadline = min(request.deadline, self._drain_until)
+        return True
 
     def _next_timeout(self):
         timeout = None

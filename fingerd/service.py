@@ -8,6 +8,7 @@ privileges, so a privileged parent can hand it its sockets.
 
 import logging
 import threading
+import time
 
 from fingerd.exposition import METRICS_MAX_CONNECTIONS, MetricsServer
 from fingerd.limits import STOP_GRACE_SECONDS
@@ -64,13 +65,24 @@ class Service:
         self._watcher.poke()
 
     def stop(self, grace=STOP_GRACE_SECONDS):
-        """Stop accepting, let answers in progress finish within ``grace`` seconds, close."""
+        """Stop accepting, finish the requests in progress within ``grace`` seconds, close.
+
+        A client already connected still gets its answer if its query arrives
+        within the grace period.
+        """
+        deadline = time.monotonic() + grace
         for server in self._servers:
-            server.shutdown()
-        if not self._pool.stop(grace):
+            server.begin_shutdown(grace)
+        for server in self._servers:
+            server.wait_stopped(_left(deadline) + 1.0)
+        if not self._pool.stop(_left(deadline)):
             log.warning("answers still in progress after %.1f s were abandoned", grace)
-        self._watcher.stop(grace)
+        self._watcher.stop(_left(deadline))
         for thread in self._threads:
-            thread.join(grace)
+            thread.join(_left(deadline))
         for server in self._servers:
             server.server_close()
+
+
+def _left(deadline):
+    return max(0.0, deadline - time.monotonic())

@@ -1,0 +1,132 @@
+"""The ``fingerd-ctl`` command (CONTRACT section 2), with LSB exit statuses."""
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+from fingerd import client, pidfile
+from fingerd.config import DEFAULT_PATH, ConfigError, load_config
+
+#: Seconds ``stop`` waits for the daemon to exit.
+STOP_TIMEOUT = 20.0
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_DEAD = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+EXIT_NO_PERMISSION = 4
+
+
+def say(message, stream=sys.stdout):
+    print(f"fingerd-ctl: {message}", file=stream)
+
+
+def running_pid(config):
+    """``(state, pid)`` of the daemon named by the configured pidfile."""
+    return pidfile.probe(config.pidfile)
+
+
+def cmd_status(config, args):
+    state, pid = running_pid(config)
+    if state == pidfile.RUNNING:
+        print(f"fingerd is running (pid {pid})")
+        return EXIT_OK
+    if state == pidfile.DEAD:
+        print(f"fingerd is not running, but its pidfile {config.pidfile} remains (pid {pid})")
+        return EXIT_DEAD
+    print("fingerd is not running")
+    return EXIT_NOT_RUNNING
+
+
+def cmd_reload(config, args):
+    state, pid = running_pid(config)
+    if state != pidfile.RUNNING or pid is None:
+        say("fingerd is not running", sys.stderr)
+        return EXIT_NOT_RUNNING
+    os.kill(pid, signal.SIGHUP)
+    print(f"fingerd (pid {pid}) is reading its users file again")
+    return EXIT_OK
+
+
+def cmd_stop(config, args):
+    state, pid = running_pid(config)
+    if state != pidfile.RUNNING or pid is None:
+        print("fingerd is not running")
+        return EXIT_OK
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while running_pid(config)[0] == pidfile.RUNNING:
+        if time.monotonic() > deadline:
+            say(f"fingerd (pid {pid}) did not stop within {STOP_TIMEOUT:.0f} s", sys.stderr)
+            return EXIT_FAILED
+        time.sleep(0.05)
+    print(f"fingerd (pid {pid}) stopped")
+    return EXIT_OK
+
+
+def cmd_set(config, args):
+    address = config.setter_listen[0]
+    try:
+        reply = client.exchange(address, f"{args.user}\r\n{args.status}\r\n".encode("utf-8"))
+    except OSError as exc:
+        say(f"cannot reach the setter at {address}: {exc}", sys.stderr)
+        return EXIT_FAILED
+    text = reply.decode("utf-8", "replace").strip()
+    if text == "OK":
+        return EXIT_OK
+    say(f"refused: {text.removeprefix('ERROR ') or 'no answer'}", sys.stderr)
+    return EXIT_FAILED
+
+
+def cmd_get(config, args):
+    address = config.finger_listen[0]
+    try:
+        reply = client.exchange(address, f"{args.user}\r\n".encode("utf-8"))
+    except OSError as exc:
+        say(f"cannot reach the finger service at {address}: {exc}", sys.stderr)
+        return EXIT_FAILED
+    sys.stdout.write(reply.decode("utf-8", "replace").replace("\r\n", "\n"))
+    return EXIT_OK
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="fingerd-ctl", description="control fingerd")
+    parser.add_argument("-c", "--config", default=DEFAULT_PATH, metavar="FILE",
+                        help=f"configuration file (default {DEFAULT_PATH})")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("reload", help="read the users file again (SIGHUP)")
+    commands.add_parser("stop", help="stop the daemon and wait until it has exited")
+    commands.add_parser("status", help="say whether the daemon runs")
+    setter = commands.add_parser("set", help="set USER's status through the setter service")
+    setter.add_argument("user")
+    setter.add_argument("status")
+    getter = commands.add_parser("get", help="print what the finger service answers for USER")
+    getter.add_argument("user")
+    args = parser.parse_args(argv)
+    for value in (getattr(args, "user", ""), getattr(args, "status", "")):
+        if any(ch in value for ch in "\r\n"):
+            parser.error("USER and STATUS must be single lines")
+    return args
+
+
+COMMANDS = {"status": cmd_status, "reload": cmd_reload, "stop": cmd_stop, "set": cmd_set,
+            "get": cmd_get}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_NO_PERMISSION if "Permission denied" in str(exc) else EXIT_FAILED
+    try:
+        return COMMANDS[args.command](config, args)
+    except PermissionError as exc:
+        say(f"{exc.strerror}: run as root", sys.stderr)
+        return EXIT_NO_PERMISSION
+if __name__ == "__main__":
+    raise SystemExit(main())
