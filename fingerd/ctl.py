@@ -58,13 +58,23 @@ def cmd_stop(config, args):
         return EXIT_OK
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
-    while running_pid(config)[0] == pidfile.RUNNING:
+    while running_pid(config)[0] == pidfile.RUNNING or _alive(pid):
         if time.monotonic() > deadline:
             say(f"fingerd (pid {pid}) did not stop within {STOP_TIMEOUT:.0f} s", sys.stderr)
             return EXIT_FAILED
         time.sleep(0.05)
     print(f"fingerd (pid {pid}) stopped")
     return EXIT_OK
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def cmd_set(config, args):

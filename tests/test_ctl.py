@@ -1,0 +1,111 @@
+"""Daemon mode and fingerd-ctl (CONTRACT section 2)."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from fingerd.pidfile import probe, RUNNING
+from tests.conftest import ROOT, wait_until
+
+
+def run(module, *args, timeout=60):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, timeout=timeout,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True)
+
+
+@pytest.fixture
+def detached(make_daemon, public_dir):
+    """A configuration for a detached daemon; whatever it started is ended by its pid."""
+    d = make_daemon(fingerd__log_file=os.path.join(public_dir, "fingerd.log"))
+    d.pidfile = os.path.join(d.dir, "fingerd.pid")
+    yield d
+    state, pid = probe(d.pidfile)
+    if state == RUNNING and pid:
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: probe(d.pidfile)[0] != RUNNING, timeout=20, what="the daemon to end")
+
+
+def fingerd(d, *args):
+    return run("fingerd", "-c", d.config_file, *args)
+
+
+def ctl(d, *args):
+    return run("fingerd.ctl", "-c", d.config_file, *args)
+
+
+def test_detached_daemon_and_every_ctl_command(detached):
+    d = detached
+    started = fingerd(d)
+    assert started.returncode == 0, started.stderr
+    state, pid = probe(d.pidfile)
+    assert state == RUNNING
+    assert pid != os.getpid() and os.path.exists(f"/proc/{pid}")
+    assert ctl(d, "status").stdout == f"fingerd is running (pid {pid})\n"
+    assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
+
+    assert ctl(d, "set", "alice", "Set by ctl").returncode == 0
+    got = ctl(d, "get", "alice")
+    assert (got.returncode, got.stdout) == (0, "Set by ctl\n")
+    refused = ctl(d, "set", "alice", "x" * 300)
+    assert refused.returncode == 1
+    assert "status longer than 256 bytes" in refused.stderr
+
+    with open(d.users_file, "ab") as f:
+        f.write(b"frank:Via reload\n")
+    assert ctl(d, "reload").returncode == 0
+    wait_until(lambda: d.finger(b"frank\r\n") == b"Via reload\r\n", what="the reload")
+
+    again = fingerd(d)
+    assert again.returncode == 1
+    assert f"already running (pid {pid}" in again.stderr
+
+    stopped = ctl(d, "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not os.path.exists(f"/proc/{pid}")
+    assert not os.path.exists(d.pidfile)
+    status = ctl(d, "status")
+    assert (status.returncode, status.stdout) == (3, "fingerd is not running\n")
+    assert ctl(d, "reload").returncode == 3
+    assert ctl(d, "stop").returncode == 0
+
+
+def dead_pid():
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_pidfile_is_reported_then_taken_over(detached):
+    d = detached
+    with open(d.pidfile, "w") as f:
+        f.write(f"{dead_pid()}\n")
+    status = ctl(d, "status")
+    assert status.returncode == 1
+    assert "pidfile" in status.stdout and "remains" in status.stdout
+    assert fingerd(d).returncode == 0
+    assert ctl(d, "status").returncode == 0
+    assert ctl(d, "stop").returncode == 0
+
+
+def test_failed_startup_is_reported_by_the_starting_process(detached):
+    d = detached
+    os.chmod(d.users_file, 0o600)
+    if os.geteuid() != 0:
+        pytest.skip("only an unprivileged worker can fail to read a file its parent read")
+    result = fingerd(d)
+    assert result.returncode == 1
+    assert "worker exited with status 78 during startup" in result.stderr
+    assert not os.path.exists(d.pidfile)
+
+
+def test_get_and_set_when_not_running(detached):
+    assert ctl(detached, "get", "alice").returncode == 1
+    assert ctl(detached, "set", "alice", "x").returncode == 1
+
+
+def test_usage_errors_exit_2(detached):
+    assert ctl(detached, "frobnicate").returncode == 2
+    assert ctl(detached, "set", "alice").returncode == 2

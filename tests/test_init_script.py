@@ -1,0 +1,85 @@
+"""The LSB init script, run from a copy as /etc/init.d/fingerd would be."""
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from fingerd.pidfile import RUNNING, probe
+from tests.conftest import ROOT, wait_until
+
+WRAPPER = """#!/bin/sh
+PYTHONPATH={root} exec {python} -m {module} "$@"
+"""
+
+
+@pytest.fixture
+def init(make_daemon, public_dir):
+    """The init script and fingerd, fingerd-ctl wrappers running this checkout."""
+    d = make_daemon(fingerd__log_file=os.path.join(public_dir, "fingerd.log"))
+    bin_dir = os.path.join(public_dir, "bin")
+    os.mkdir(bin_dir)
+    for name, module in (("fingerd", "fingerd"), ("fingerd-ctl", "fingerd.ctl")):
+        path = os.path.join(bin_dir, name)
+        with open(path, "w") as f:
+            f.write(WRAPPER.format(root=ROOT, python=sys.executable, module=module))
+        os.chmod(path, 0o755)
+    script = os.path.join(public_dir, "fingerd.init")
+    shutil.copy(os.path.join(ROOT, "init", "fingerd"), script)
+    assert os.stat(script).st_mode & stat.S_IXUSR
+    env = {"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", "CONFIG": d.config_file,
+           "FINGERD_DEFAULTS": os.path.join(public_dir, "no-defaults")}
+
+    def action(name):
+        return subprocess.run([script, name], env=env, capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL)
+
+    d.action = action
+    d.pidfile = os.path.join(d.dir, "fingerd.pid")
+    yield d
+    state, pid = probe(d.pidfile)
+    if state == RUNNING and pid:
+        os.kill(pid, 15)
+        wait_until(lambda: probe(d.pidfile)[0] != RUNNING, timeout=20, what="the daemon to end")
+
+
+def test_start_status_reload_stop_status(init):
+    assert init.action("start").returncode == 0
+    assert init.finger(b"alice\r\n") == b"Happy and well\r\n"
+    status = init.action("status")
+    assert status.returncode == 0 and "is running" in status.stdout
+    with open(init.users_file, "ab") as f:
+        f.write(b"gina:Init reload\n")
+    assert init.action("reload").returncode == 0
+    wait_until(lambda: init.finger(b"gina\r\n") == b"Init reload\r\n", what="the reload")
+    assert init.action("start").returncode == 0, "start when running is not an error"
+    assert init.action("stop").returncode == 0
+    assert init.action("status").returncode == 3
+    assert init.action("reload").returncode == 7
+    assert init.action("stop").returncode == 0
+
+
+def test_restart_gives_a_new_daemon(init):
+    assert init.action("start").returncode == 0
+    first = probe(init.pidfile)[1]
+    assert init.action("restart").returncode == 0
+    second = probe(init.pidfile)[1]
+    assert second != first
+    assert init.finger(b"alice\r\n") == b"Happy and well\r\n"
+    assert init.action("force-reload").returncode == 0
+
+
+def test_unknown_action_is_a_usage_error(init):
+    result = init.action("frobnicate")
+    assert result.returncode == 2
+    assert "Usage:" in result.stderr
+
+
+def test_lsb_header():
+    with open(os.path.join(ROOT, "init", "fingerd")) as f:
+        text = f.read()
+    for field in ("Provides:", "Required-Start:", "Default-Start:", "Short-Description:"):
+        assert f"# {field}" in text

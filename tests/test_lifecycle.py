@@ -1,0 +1,67 @@
+"""Signals to the parent and the daemon's stop (CONTRACT section 8)."""
+
+import os
+import signal
+import socket
+
+from tests.conftest import can_connect, wait_until, worker_of
+
+
+def test_sigterm_answers_a_query_in_progress_then_exits_cleanly(daemon):
+    pidfile = os.path.join(daemon.dir, "fingerd.pid")
+    assert open(pidfile).read().strip() == str(daemon.proc.pid)
+    with socket.create_connection(("127.0.0.1", daemon.finger_port), timeout=10) as client:
+        client.sendall(b"ali")
+        wait_until(lambda: daemon.metric("fingerd_connections_active") == 1, what="accepted")
+        daemon.signal(signal.SIGTERM)
+        wait_until(lambda: not can_connect(daemon.finger_port), what="accepting to stop")
+        client.sendall(b"ce\r\n")
+        assert client.recv(100) == b"Happy and well\r\n"
+    assert daemon.proc.wait(15) == 0
+    assert not os.path.exists(pidfile)
+    for port in (daemon.finger_port, daemon.setter_port, daemon.metrics_port):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+            s.listen(1)
+
+
+def test_sigint_stops_like_sigterm(daemon):
+    daemon.signal(signal.SIGINT)
+    assert daemon.proc.wait(15) == 0
+    assert "stopped" in daemon.log()
+
+
+def test_worker_ends_when_the_parent_stops(daemon):
+    worker = worker_of(daemon.proc.pid)
+    assert daemon.stop() == 0
+    wait_until(lambda: not os.path.exists(f"/proc/{worker}"), what="the worker to end")
+
+
+def test_sighup_is_passed_to_the_worker(make_daemon):
+    d = make_daemon(fingerd__reload_interval="3600").start()
+    with open(d.users_file, "ab") as f:
+        f.write(b"erin:Reloaded\n")
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: d.finger(b"erin\r\n") == b"Reloaded\r\n", what="the reload")
+
+
+def test_sigusr1_reopens_the_log_file(make_daemon, public_dir):
+    log_file = os.path.join(public_dir, "fingerd.log")
+    d = make_daemon(fingerd__log_file=log_file).start()
+    wait_until(lambda: os.path.exists(log_file) and "ready" in open(log_file).read(),
+               what="the first log lines")
+    os.rename(log_file, log_file + ".1")
+    d.signal(signal.SIGUSR1)
+    wait_until(lambda: os.path.exists(log_file), what="the log file to be reopened")
+    assert d.setter(b"alice\r\nRotated\r\n") == b"OK\r\n"
+    wait_until(lambda: "set the status of alice" in open(log_file).read(),
+               what="the worker's line in the new file")
+    assert "set the status of alice" not in open(log_file + ".1").read()
+
+
+def test_worker_log_lines_reach_the_log_with_the_worker_pid(daemon):
+    worker = worker_of(daemon.proc.pid)
+    daemon.setter(b"alice\r\nx\x01\r\n")
+    wait_until(lambda: f"fingerd[{worker}]: INFO setter: refused" in daemon.log(),
+               what="the worker's log line")

@@ -1,0 +1,140 @@
+"""Privilege separation on the real ports 79 and 1079 (CONTRACT section 8)."""
+
+import os
+import pwd
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from tests.conftest import needs_root, proc_status, wait_until, worker_of
+
+pytestmark = needs_root
+
+NOBODY = pwd.getpwnam("nobody")
+
+
+@pytest.fixture
+def real(make_daemon):
+    """A daemon as root on 127.0.0.1:79 and 127.0.0.1:1079, worker as nobody."""
+    for port in (79, 1079):
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                pytest.skip(f"something else listens on 127.0.0.1:{port}")
+    d = make_daemon()
+    with open(d.config_file) as f:
+        text = f.read()
+    text = text.replace(f"127.0.0.1:{d.finger_port}", "127.0.0.1:79")
+    text = text.replace(f"127.0.0.1:{d.setter_port}", "127.0.0.1:1079")
+    with open(d.config_file, "w") as f:
+        f.write(text)
+    d.finger_port, d.setter_port = 79, 1079
+    return d.start()
+
+
+def ids(status, field):
+    return [int(x) for x in status[field].split()]
+
+
+def test_worker_runs_with_every_id_of_the_configured_user(real):
+    status = proc_status(worker_of(real.proc.pid))
+    assert ids(status, "Uid") == [NOBODY.pw_uid] * 4
+    assert ids(status, "Gid") == [NOBODY.pw_gid] * 4
+    assert status["Groups"].strip() == ""
+    assert status["NoNewPrivs"].strip() == "1"
+    assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0
+
+
+def test_parent_is_the_only_root_process(real):
+    assert ids(proc_status(real.proc.pid), "Uid") == [0] * 4
+    worker = worker_of(real.proc.pid)
+    assert 0 not in ids(proc_status(worker), "Uid")
+
+
+def socket_inode(local_port, remote_port):
+    """The inode of the server's end of a loopback connection, from /proc/net/tcp."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1], fields[2]
+            if local.endswith(f":{local_port:04X}") and remote.endswith(f":{remote_port:04X}"):
+                return fields[9]
+    return None
+
+
+def holds(pid, inode):
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def test_accepted_connections_are_held_by_the_worker_not_the_parent(real):
+    worker = worker_of(real.proc.pid)
+    with socket.create_connection(("127.0.0.1", 79)) as client:
+        inode = socket_inode(79, client.getsockname()[1])
+        assert inode is not None
+        wait_until(lambda: holds(worker, inode), what="the worker to accept")
+        assert not holds(real.proc.pid, inode)
+
+
+class Hammer(threading.Thread):
+    """Queries port 79 in a loop, bounded in count and time, recording what happens."""
+
+    def __init__(self, seconds=20.0, count=20000):
+        super().__init__(daemon=True)
+        self.deadline = time.monotonic() + seconds
+        self.count = count
+        self.stop = threading.Event()
+        self.refused = 0
+        self.answered = 0
+        self.cut = 0
+
+    def run(self):
+        for _ in range(self.count):
+            if self.stop.is_set() or time.monotonic() > self.deadline:
+                return
+            try:
+                with socket.create_connection(("127.0.0.1", 79), timeout=5) as s:
+                    s.sendall(b"alice\r\n")
+                    reply = s.recv(100)
+            except ConnectionRefusedError:
+                self.refused += 1
+                continue
+            except OSError:
+                reply = b""
+            if reply.startswith(b"Set before the kill"):
+                self.answered += 1
+            else:
+                self.cut += 1
+
+
+def test_killed_worker_is_replaced_with_no_refused_connection(real):
+    assert real.setter(b"alice\r\nSet before the kill\r\n") == b"OK\r\n"
+    first = worker_of(real.proc.pid)
+    hammer = Hammer()
+    hammer.start()
+    try:
+        wait_until(lambda: hammer.answered >= 50, what="queries before the kill")
+        os.kill(first, signal.SIGKILL)
+        second = worker_of(real.proc.pid, other_than=first)
+        answered = hammer.answered
+        wait_until(lambda: hammer.answered >= answered + 50, what="queries after the kill")
+    finally:
+        hammer.stop.set()
+        hammer.join(30)
+    assert hammer.refused == 0
+    assert real.finger(b"alice\r\n") == b"Set before the kill\r\n"
+    status = proc_status(second)
+    assert ids(status, "Uid") == [NOBODY.pw_uid] * 4
+    assert status["NoNewPrivs"].strip() == "1"
+    assert real.metric("fingerd_worker_restarts_total") == 1
+    assert "killed by SIGKILL" in real.log()
