@@ -65,3 +65,29 @@ def test_worker_log_lines_reach_the_log_with_the_worker_pid(daemon):
     daemon.setter(b"alice\r\nx\x01\r\n")
     wait_until(lambda: f"fingerd[{worker}]: INFO setter: refused" in daemon.log(),
                what="the worker's log line")
+
+
+def test_worker_holds_neither_the_pidfile_nor_the_log_file(make_daemon, public_dir):
+    log_file = os.path.join(public_dir, "fingerd.log")
+    d = make_daemon(fingerd__log_file=log_file).start()
+    worker = worker_of(d.proc.pid)
+    targets = set()
+    for fd in os.listdir(f"/proc/{worker}/fd"):
+        try:
+            targets.add(os.readlink(f"/proc/{worker}/fd/{fd}"))
+        except OSError:
+            pass
+    pidfile = os.path.join(d.dir, "fingerd.pid")
+    assert pidfile not in targets and log_file not in targets
+    assert not any(t.startswith("/") and t != os.devnull for t in targets), targets
+
+
+def test_a_worker_that_keeps_dying_is_restarted_with_growing_delays(daemon):
+    pid = worker_of(daemon.proc.pid)
+    for _ in range(3):
+        os.kill(pid, signal.SIGKILL)
+        pid = worker_of(daemon.proc.pid, other_than=pid)
+    assert "worker keeps dying; next start in 0.5 s" in daemon.log()
+    assert "worker keeps dying; next start in 1.0 s" in daemon.log()
+    assert daemon.finger(b"alice\r\n") == b"Happy and well\r\n"
+    assert daemon.metric("fingerd_worker_restarts_total") == 3

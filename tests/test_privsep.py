@@ -138,3 +138,4 @@ def test_killed_worker_is_replaced_with_no_refused_connection(real):
     assert status["NoNewPrivs"].strip() == "1"
     assert real.metric("fingerd_worker_restarts_total") == 1
     assert "killed by SIGKILL" in real.log()
+
