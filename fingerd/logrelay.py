@@ -40,6 +40,7 @@ class LogRelay:
         self.pid = pid
         self._buf = b""
         self._logger = logger or logging.getLogger("fingerd.worker")
+        self.last_error = None
 
     def feed(self):
         """Relay what is readable now; False once the worker closed the pipe."""
@@ -61,6 +62,8 @@ class LogRelay:
             level, message = int(item["level"]), str(item["message"])
         except (ValueError, KeyError, TypeError):
             level, message = logging.WARNING, f"unreadable log line: {line[:200]!r}"
+        if level >= logging.ERROR:
+            self.last_error = message.splitlines()[0] if message else message
         record = self._logger.makeRecord(self._logger.name, level, "(worker)", 0, "%s",
                                          (message,), None)
         record.process = self.pid

@@ -150,9 +150,13 @@ class Supervisor:
 
     def _on_log(self, fd):
         if not self._relay.feed():
-            self._sel.unregister(fd)
-            os.close(fd)
-            self._relay = None
+            self._close_log(self._relay)
+
+    def _close_log(self, relay):
+        if relay.fd is not None:
+            self._sel.unregister(relay.fd)
+            os.close(relay.fd)
+            relay.fd = None
 
     def _on_monitor(self, sock):
         try:
@@ -228,13 +232,14 @@ class Supervisor:
         uptime = time.monotonic() - self.started_at
         pid, self.pid = self.pid, None
         self.kill_at = None
-        self._drain_worker_channels()
+        last_error = self._drain_worker_channels()
         if self.stopping:
             log.info("worker %d %s", pid, describe_exit(status))
             return
         log.error("worker %d %s after %.1f s", pid, describe_exit(status), uptime)
         if not self.ready and self.restarts == 0:
-            self.startup_failure = f"worker {describe_exit(status)} during startup"
+            self.startup_failure = f"worker {describe_exit(status)} during startup" + (
+                f": {last_error}" if last_error else "")
             return
         self.failures = 1 if uptime >= HEALTHY_UPTIME else self.failures + 1
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == worker.EXIT_FATAL:
@@ -246,17 +251,14 @@ class Supervisor:
         self.respawn_at = time.monotonic() + delay
 
     def _drain_worker_channels(self):
-        """Relay the dead worker's last log lines and forget its channels."""
+        """Relay the dead worker's last log lines, forget its channels; its last error."""
+        last_error = None
         if self._relay is not None:
-            try:
-                self._sel.get_key(self._relay.fd)
-                for _ in range(1000):
-                    if not self._relay.feed():
-                        break
-                self._sel.unregister(self._relay.fd)
-                os.close(self._relay.fd)
-            except (KeyError, OSError):
-                pass
+            for _ in range(1000):
+                if self._relay.fd is None or not self._relay.feed():
+                    break
+            self._close_log(self._relay)
+            last_error = self._relay.last_error
             self._relay = None
         if self._monitor is not None:
             try:
@@ -265,6 +267,7 @@ class Supervisor:
                 pass
             self._monitor.close()
             self._monitor = None
+        return last_error
 
     def _signal_worker(self, signum):
         if self.pid is not None:

@@ -97,7 +97,8 @@ def test_failed_startup_is_reported_by_the_starting_process(detached):
         pytest.skip("only an unprivileged worker can fail to read a file its parent read")
     result = fingerd(d)
     assert result.returncode == 1
-    assert "worker exited with status 78 during startup" in result.stderr
+    assert "worker exited with status 78 during startup: " in result.stderr
+    assert "worker cannot read users file: Permission denied" in result.stderr
     assert not os.path.exists(d.pidfile)
 
 

@@ -57,13 +57,14 @@ def test_parent_is_the_only_root_process(real):
 
 
 def socket_inode(local_port, remote_port):
-    """The inode of the server's end of a loopback connection, from /proc/net/tcp."""
+    """The inode of the server's end of an established loopback connection (/proc/net/tcp)."""
     with open("/proc/net/tcp") as f:
         for line in f.readlines()[1:]:
             fields = line.split()
-            local, remote = fields[1], fields[2]
-            if local.endswith(f":{local_port:04X}") and remote.endswith(f":{remote_port:04X}"):
-                return fields[9]
+            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+            if local.endswith(f":{local_port:04X}") and remote.endswith(f":{remote_port:04X}") \
+                    and state == "01" and inode != "0":
+                return inode
     return None
 
 
@@ -80,9 +81,9 @@ def holds(pid, inode):
 def test_accepted_connections_are_held_by_the_worker_not_the_parent(real):
     worker = worker_of(real.proc.pid)
     with socket.create_connection(("127.0.0.1", 79)) as client:
-        inode = socket_inode(79, client.getsockname()[1])
-        assert inode is not None
-        wait_until(lambda: holds(worker, inode), what="the worker to accept")
+        inode = wait_until(lambda: socket_inode(79, client.getsockname()[1]),
+                           what="the connection to be accepted")
+        assert holds(worker, inode)
         assert not holds(real.proc.pid, inode)
 
 
