@@ -77,12 +77,19 @@ def _alive(pid):
     return True
 
 
-def cmd_set(config, args):
-    address = config.setter_listen[0]
+def _ask(address, data, service):
+    """The answer of the service at ``address`` to ``data``, or None (reason printed)."""
     try:
-        reply = client.exchange(address, f"{args.user}\r\n{args.status}\r\n".encode("utf-8"))
+        return client.exchange(address, data)
     except OSError as exc:
-        say(f"cannot reach the setter at {address}: {exc}", sys.stderr)
+        say(f"cannot reach the {service} at {address}: {exc}", sys.stderr)
+        return None
+
+
+def cmd_set(config, args):
+    reply = _ask(config.setter_listen[0], f"{args.user}\r\n{args.status}\r\n".encode("utf-8"),
+                 "setter")
+    if reply is None:
         return EXIT_FAILED
     text = reply.decode("utf-8", "replace").strip()
     if text == "OK":
@@ -92,11 +99,8 @@ def cmd_set(config, args):
 
 
 def cmd_get(config, args):
-    address = config.finger_listen[0]
-    try:
-        reply = client.exchange(address, f"{args.user}\r\n".encode("utf-8"))
-    except OSError as exc:
-        say(f"cannot reach the finger service at {address}: {exc}", sys.stderr)
+    reply = _ask(config.finger_listen[0], f"{args.user}\r\n".encode("utf-8"), "finger service")
+    if reply is None:
         return EXIT_FAILED
     sys.stdout.write(reply.decode("utf-8", "replace").replace("\r\n", "\n"))
     return EXIT_OK

@@ -221,3 +221,12 @@ def worker_of(daemon_pid, other_than=None):
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="privilege separation is only exercised as root")
+
+
+def end_by_pidfile(path):
+    """Stop a detached daemon a test started, by the pid in its pidfile."""
+    from fingerd.pidfile import RUNNING, probe
+    state, pid = probe(path)
+    if state == RUNNING and pid:
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: probe(path)[0] != RUNNING, timeout=20, what="the daemon to end")

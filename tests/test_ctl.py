@@ -1,14 +1,13 @@
 """Daemon mode and fingerd-ctl (CONTRACT section 2)."""
 
 import os
-import signal
 import subprocess
 import sys
 
 import pytest
 
 from fingerd.pidfile import probe, RUNNING
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, end_by_pidfile, wait_until
 
 
 def run(module, *args, timeout=60):
@@ -22,10 +21,7 @@ def detached(make_daemon, public_dir):
     d = make_daemon(fingerd__log_file=os.path.join(public_dir, "fingerd.log"))
     d.pidfile = os.path.join(d.dir, "fingerd.pid")
     yield d
-    state, pid = probe(d.pidfile)
-    if state == RUNNING and pid:
-        os.kill(pid, signal.SIGTERM)
-        wait_until(lambda: probe(d.pidfile)[0] != RUNNING, timeout=20, what="the daemon to end")
+    end_by_pidfile(d.pidfile)
 
 
 def fingerd(d, *args):

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from fingerd.pidfile import RUNNING, probe
-from tests.conftest import ROOT, wait_until
+from fingerd.pidfile import probe
+from tests.conftest import ROOT, end_by_pidfile, wait_until
 
 WRAPPER = """#!/bin/sh
 PYTHONPATH={root} exec {python} -m {module} "$@"
@@ -40,10 +40,7 @@ def init(make_daemon, public_dir):
     d.action = action
     d.pidfile = os.path.join(d.dir, "fingerd.pid")
     yield d
-    state, pid = probe(d.pidfile)
-    if state == RUNNING and pid:
-        os.kill(pid, 15)
-        wait_until(lambda: probe(d.pidfile)[0] != RUNNING, timeout=20, what="the daemon to end")
+    end_by_pidfile(d.pidfile)
 
 
 def test_start_status_reload_stop_status(init):
