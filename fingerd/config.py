@@ -53,6 +53,8 @@ class Config:
     request_timeout: float
     backlog: int
     log_file: str
+    access_log: bool
+    log_queries: bool
     finger_listen: tuple
     list_users: bool
     forwarding: bool
@@ -186,6 +188,8 @@ SCHEMA = (
     ("fingerd", "request_timeout", "10", _seconds(0.1, 3600), "request_timeout"),
     ("fingerd", "backlog", "1024", _integer(1, 65535), "backlog"),
     ("fingerd", "log_file", "", _path, "log_file"),
+    ("fingerd", "access_log", "yes", _boolean, "access_log"),
+    ("fingerd", "log_queries", "no", _boolean, "log_queries"),
     ("finger", "listen", "0.0.0.0:79", _addresses(True), "finger_listen"),
     ("finger", "list_users", "no", _boolean, "list_users"),
     ("finger", "forwarding", "no", _unsupported, "forwarding"),

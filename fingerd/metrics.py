@@ -5,7 +5,10 @@ global state. Label values come from small fixed sets declared by the
 services; a user name or an address is never a label value.
 """
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info,
+                               ProcessCollector)
+
+from fingerd import __version__
 
 SERVICES = ("finger", "setter")
 
@@ -25,11 +28,18 @@ REJECT_REASONS = (REJECT_BUSY, REJECT_TOO_LONG, REJECT_TIMEOUT, REJECT_RESOURCES
 #: Outcome of a request that failed inside the server.
 ERROR = "error"
 
+#: Kinds of finger query (RFC 1288 2.3).
+QUERY_KINDS = ("user", "verbose", "list", "forwarding")
+
 
 class Metrics:
-    """The daemon's metrics; ``outcomes`` maps each service to its outcome label values."""
+    """The daemon's metrics; ``outcomes`` maps each service to its outcome label values.
 
-    def __init__(self, outcomes, registry=None):
+    ``parent_pid`` adds the process metrics of the privileged parent, as
+    ``fingerd_parent_process_*``, beside the worker's own ``process_*``.
+    """
+
+    def __init__(self, outcomes, registry=None, parent_pid=None):
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -54,8 +64,25 @@ class Metrics:
             "Unix time of the last successful read of the users file.", registry=r)
         self.worker_restarts = Counter(
             "fingerd_worker_restarts", "Workers started again after one died.", registry=r)
+        self.queries = Counter(
+            "fingerd_queries", "Finger queries read, by kind.", ["kind"], registry=r)
+        self.answer_bytes = Counter(
+            "fingerd_answer_bytes", "Bytes of answers sent, by service.", ["service"],
+            registry=r)
+        self.pool_busy = Gauge(
+            "fingerd_pool_threads_busy", "Pool threads answering a request now.", registry=r)
+        self.pool_queued = Gauge(
+            "fingerd_pool_queue_depth", "Complete requests waiting for a pool thread.",
+            registry=r)
+        Info("fingerd_build", "The running fingerd.", registry=r).info({"version": __version__})
+        ProcessCollector(registry=r)
+        if parent_pid is not None:
+            ProcessCollector(namespace="fingerd_parent", pid=lambda: parent_pid, registry=r)
+        for kind in QUERY_KINDS:
+            self.queries.labels(kind)
         for service, values in outcomes.items():
             self.request_duration.labels(service)
+            self.answer_bytes.labels(service)
             for outcome in (*values, ERROR):
                 self.requests.labels(service, outcome)
         for reason in REJECT_REASONS:

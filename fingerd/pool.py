@@ -21,7 +21,9 @@ class Pool:
 
     def __init__(self, size, name="fingerd-pool"):
         self._queue = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True)
+        self._busy = [False] * size
+        self._threads = [threading.Thread(target=self._run, args=(i,), name=f"{name}-{i}",
+                                          daemon=True)
                          for i in range(size)]
         for thread in self._threads:
             thread.start()
@@ -43,14 +45,26 @@ class Pool:
             thread.join(max(0.0, deadline - time.monotonic()))
         return not any(thread.is_alive() for thread in self._threads)
 
-    def _run(self):
+    def busy(self):
+        """Threads running a call now (a reading for metrics, not a synchronisation)."""
+        return sum(self._busy)
+
+    def queued(self):
+        """Calls waiting for a thread."""
+        return self._queue.qsize()
+
+    def _run(self, index):
         get = self._queue.get
+        busy = self._busy
         while True:
             item = get()
             if item is _STOP:
                 return
             fn, args = item
+            busy[index] = True
             try:
                 fn(*args)
             except Exception:
                 log.exception("unhandled error in pool thread")
+            finally:
+                busy[index] = False

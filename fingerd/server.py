@@ -62,17 +62,19 @@ class ConnectionGate:
 class Context:
     """What the servers sharing one connection limit share."""
 
-    def __init__(self, pool, gate, metrics, request_timeout):
+    def __init__(self, pool, gate, metrics, request_timeout, access_log=None):
         self.pool = pool
         self.gate = gate
         self.metrics = metrics
         self.request_timeout = request_timeout
+        self.access_log = access_log
 
 
 class Request:
     """An accepted connection and, once read, its request lines."""
 
-    __slots__ = ("sock", "peer", "lines", "buf", "started", "deadline", "outcome", "answered")
+    __slots__ = ("sock", "peer", "lines", "buf", "started", "deadline", "outcome", "answered",
+                 "kind", "name", "sent")
 
     def __init__(self, sock, peer, started, deadline):
         self.sock = sock
@@ -83,6 +85,9 @@ class Request:
         self.deadline = deadline
         self.outcome = ERROR
         self.answered = False
+        self.kind = None
+        self.name = None
+        self.sent = 0
 
 
 class LineRequestHandler(socketserver.BaseRequestHandler):
@@ -96,6 +101,7 @@ class LineRequestHandler(socketserver.BaseRequestHandler):
         request.outcome, reply = self.respond(request.lines)
         request.answered = True
         send_quietly(request.sock, reply)
+        request.sent = len(reply)
 
     def respond(self, lines):
         raise NotImplementedError
@@ -128,6 +134,7 @@ class LineServer(socketserver.TCPServer):
         self.context = context
         self._requests = context.metrics.requests
         self._duration = context.metrics.request_duration
+        self._answer_bytes = context.metrics.answer_bytes
         self._rejected = context.metrics.connections_rejected
         self._pending = collections.OrderedDict()
         self._stopping = False
@@ -318,9 +325,13 @@ class LineServer(socketserver.TCPServer):
             self.context.gate.leave()
 
     def count(self, request):
-        """Record an answered request in the metrics."""
+        """Record an answered request in the metrics and, if enabled, the access log."""
+        seconds = time.monotonic() - request.started
         self._requests.labels(self.service, request.outcome).inc()
-        self._duration.labels(self.service).observe(time.monotonic() - request.started)
+        self._duration.labels(self.service).observe(seconds)
+        self._answer_bytes.labels(self.service).inc(request.sent)
+        if self.context.access_log is not None:
+            self.context.access_log.log(self.service, request, seconds)
 
     def handle_error(self, request, client_address):
         """Log the failure once with its traceback, and tell the client if it has no answer."""
@@ -329,6 +340,7 @@ class LineServer(socketserver.TCPServer):
         if not request.answered:
             request.answered = True
             send_quietly(request.sock, INTERNAL_ERROR)
+            request.sent = len(INTERNAL_ERROR)
 
     def shutdown_request(self, request):
         request.sock.close()

@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 
+from fingerd.accesslog import AccessLog
 from fingerd.exposition import METRICS_MAX_CONNECTIONS, MetricsServer
 from fingerd.limits import STOP_GRACE_SECONDS
 from fingerd.pool import Pool
@@ -36,8 +37,11 @@ class Service:
         """Start serving on every socket; returns at once."""
         config = self._config
         self._pool = Pool(config.threads)
+        self.metrics.pool_busy.set_function(self._pool.busy)
+        self.metrics.pool_queued.set_function(self._pool.queued)
+        access_log = AccessLog(config.log_queries) if config.access_log else None
         gate = ConnectionGate(config.max_connections, self.metrics.connections_active)
-        context = Context(self._pool, gate, self.metrics, config.request_timeout)
+        context = Context(self._pool, gate, self.metrics, config.request_timeout, access_log)
         scrapes = Context(self._pool, ConnectionGate(METRICS_MAX_CONNECTIONS), self.metrics,
                           config.request_timeout)
         sockets = self._sockets

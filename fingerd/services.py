@@ -5,7 +5,7 @@ import logging
 
 from fingerd import finger
 from fingerd.limits import MAX_QUERY_BYTES, MAX_STATUS_BYTES
-from fingerd.query import parse_query
+from fingerd.query import FORWARD, LIST, USER, parse_query
 from fingerd.server import LineRequestHandler, LineServer
 from fingerd.setter import Refused, parse_set_request
 from fingerd.store import StoreError
@@ -18,11 +18,21 @@ SET_FAILED = "failed"
 SETTER_OUTCOMES = (SET_OK, SET_REFUSED, SET_FAILED)
 OUTCOMES = {"finger": finger.OUTCOMES, "setter": SETTER_OUTCOMES}
 
+#: Query kinds of the grammar, as the metrics and the access log name them.
+QUERY_KIND = {USER: "user", LIST: "list", FORWARD: "forwarding"}
+
 
 class FingerHandler(LineRequestHandler):
     def respond(self, lines):
         server = self.server
-        return finger.answer(parse_query(lines[0]), server.store.users(), server.list_users)
+        query = parse_query(lines[0])
+        kind = QUERY_KIND[query.kind]
+        if kind == "user" and query.verbose:
+            kind = "verbose"
+        self.request.kind = kind
+        self.request.name = query.user
+        server.queries.labels(kind).inc()
+        return finger.answer(query, server.store.users(), server.list_users)
 
 
 class FingerServer(LineServer):
@@ -36,13 +46,16 @@ class FingerServer(LineServer):
         super().__init__(sock, FingerHandler, context)
         self.store = store
         self.list_users = list_users
+        self.queries = context.metrics.queries
 
 
 class SetterHandler(LineRequestHandler):
     def respond(self, lines):
         peer = self.client_address[0]
+        self.request.kind = "set"
         try:
             name, status = parse_set_request(lines)
+            self.request.name = name
             self.server.store.set_status(name, status)
         except Refused as exc:
             log.info("setter: refused request from %s: %s", peer, exc)

@@ -47,7 +47,7 @@ def run(config, account, sockets, monitor_sock, log_fd, restarts):
             return EXIT_FATAL
     os.umask(0o027)
     os.chdir("/")
-    metrics = Metrics(OUTCOMES)
+    metrics = Metrics(OUTCOMES, parent_pid=parent)
     metrics.worker_restarts.inc(restarts)
     monitor = MonitorClient(monitor_sock)
     store = UserStore(config.users_file, metrics, writer=monitor.write_status)

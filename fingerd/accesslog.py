@@ -1,0 +1,44 @@
+"""One log line per request, that no client can forge.
+
+Fields are ``key=value``; the only free text, the user name asked for, is
+written only when ``log_queries`` is on (RFC 1288 3.2.7 leaves that to the
+operator) and always quoted with every control character, quote, backslash
+and non-ASCII character escaped, so a query holding a newline or an escape
+sequence stays one inert line.
+"""
+
+import logging
+
+log = logging.getLogger("fingerd.access")
+
+#: Most characters of a queried name written to the log.
+MAX_LOGGED_NAME = 64
+
+
+def escape(text):
+    """``text`` as printable ASCII inside double quotes."""
+    out = []
+    for ch in text[:MAX_LOGGED_NAME]:
+        code = ord(ch)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif 0x20 <= code < 0x7F:
+            out.append(ch)
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(f"\\u{code:04x}")
+    suffix = "..." if len(text) > MAX_LOGGED_NAME else ""
+    return '"' + "".join(out) + suffix + '"'
+
+
+class AccessLog:
+    def __init__(self, log_queries):
+        self.log_queries = log_queries
+
+    def log(self, service, request, seconds):
+        line = (f"access service={service} peer={request.peer[0]} kind={request.kind or '-'} "
+                f"outcome={request.outcome} bytes={request.sent} seconds={seconds:.6f}")
+        if self.log_queries and request.name is not None:
+            line += f" user={escape(request.name)}"
+        log.info("%s", line)
