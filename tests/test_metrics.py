@@ -1,0 +1,167 @@
+"""The metrics endpoint (CONTRACT section 7), checked by Prometheus's own tools."""
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from tests.conftest import exchange, free_port, wait_until
+
+CONTRACT = {
+    "fingerd_requests_total": "counter",
+    "fingerd_request_duration_seconds": "histogram",
+    "fingerd_connections_active": "gauge",
+    "fingerd_connections_rejected_total": "counter",
+    "fingerd_users": "gauge",
+    "fingerd_reloads_total": "counter",
+    "fingerd_last_reload_success_timestamp_seconds": "gauge",
+    "fingerd_worker_restarts_total": "counter",
+}
+
+
+def scrape(d, path="/metrics"):
+    return exchange(d.metrics_port, f"GET {path} HTTP/1.0\r\n\r\n".encode())
+
+
+def body(d):
+    reply = scrape(d)
+    assert reply.startswith(b"HTTP/1.0 200 OK\r\n")
+    return reply.split(b"\r\n\r\n", 1)[1].decode()
+
+
+def types(text):
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            found[name] = kind
+    return found
+
+
+def samples(text):
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def test_every_contract_family_is_exported_with_its_type(daemon):
+    exported = types(body(daemon))
+    for name, kind in CONTRACT.items():
+        assert exported.get(name) == kind, name
+
+
+def test_no_created_series_clutter_the_output(daemon):
+    assert "_created" not in body(daemon)
+
+
+def test_every_family_has_help(daemon):
+    text = body(daemon)
+    for family in types(text):
+        assert f"# HELP {family} " in text
+
+
+def test_label_values_never_carry_names_or_addresses(daemon):
+    daemon.finger(b"alice\r\n")
+    daemon.finger(b"mallory\r\n")
+    daemon.setter(b"carol\r\nhi\r\n")
+    for line in samples(body(daemon)):
+        assert "alice" not in line and "mallory" not in line and "carol" not in line
+        assert "127.0.0.1" not in line
+
+
+def test_query_kinds_and_answer_bytes_are_counted(daemon):
+    daemon.finger(b"alice\r\n")
+    daemon.finger(b"/W alice\r\n")
+    daemon.finger(b"\r\n")
+    daemon.finger(b"a@b\r\n")
+    for kind in ("user", "verbose", "list", "forwarding"):
+        assert daemon.metric("fingerd_queries_total", kind=kind) == 1
+    assert daemon.metric("fingerd_answer_bytes_total", service="finger") == \
+        2 * len(b"Happy and well\r\n") + len(b"Finger online user list denied\r\n") + \
+        len(b"Finger forwarding service denied\r\n")
+
+
+def test_pool_and_process_metrics(daemon):
+    assert daemon.metric("fingerd_pool_queue_depth") == 0
+    assert daemon.metric("fingerd_pool_threads_busy") >= 1  # this scrape
+    assert daemon.metric("process_cpu_seconds_total") > 0
+    assert daemon.metric("fingerd_parent_process_cpu_seconds_total") > 0
+    assert daemon.metric("fingerd_build_info", version=__import__("fingerd").__version__) == 1
+
+
+def test_other_paths_are_not_found_and_other_methods_not_allowed(daemon):
+    assert scrape(daemon, "/").startswith(b"HTTP/1.0 404 ")
+    assert scrape(daemon, "/metricsx").startswith(b"HTTP/1.0 404 ")
+    assert b"fingerd_" not in scrape(daemon, "/other")
+    assert exchange(daemon.metrics_port, b"POST /metrics HTTP/1.0\r\n\r\n").startswith(
+        b"HTTP/1.0 405 ")
+    assert exchange(daemon.metrics_port, b"garbage\r\n\r\n").startswith(b"HTTP/1.0 400 ")
+
+
+def test_query_string_is_ignored(daemon):
+    assert scrape(daemon, "/metrics?x=1").startswith(b"HTTP/1.0 200 OK")
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None,
+                    reason="promtool is not installed (Debian package prometheus)")
+def test_promtool_finds_nothing_to_report(daemon):
+    daemon.finger(b"alice\r\n")
+    daemon.setter(b"alice\r\nx\r\n")
+    result = subprocess.run(["promtool", "check", "metrics"], input=body(daemon).encode(),
+                            capture_output=True, timeout=60)
+    assert result.returncode == 0
+    assert result.stdout == b"" and result.stderr == b""
+
+
+@pytest.fixture
+def prometheus(daemon, public_dir):
+    """A real Prometheus server scraping the daemon every second; stopped by its pid."""
+    if shutil.which("prometheus") is None:
+        pytest.skip("the Prometheus server is not installed (Debian package prometheus)")
+    port = free_port()
+    config = os.path.join(public_dir, "prometheus.yml")
+    with open(config, "w") as f:
+        f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                "scrape_configs:\n  - job_name: fingerd\n    static_configs:\n"
+                f"      - targets: ['127.0.0.1:{daemon.metrics_port}']\n")
+    log = open(os.path.join(public_dir, "prometheus.log"), "wb")
+    proc = subprocess.Popen(
+        ["prometheus", f"--config.file={config}",
+         f"--storage.tsdb.path={os.path.join(public_dir, 'tsdb')}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+def query_prometheus(port, expr):
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            data = json.load(response)
+    except OSError:
+        return None
+    result = data.get("data", {}).get("result", [])
+    return float(result[0]["value"][1]) if result else None
+
+
+def test_a_real_prometheus_sees_requests_rise(daemon, prometheus):
+    expr = 'sum(fingerd_requests_total{service="finger"})'
+    before = wait_until(lambda: query_prometheus(prometheus, expr) is not None and
+                        [query_prometheus(prometheus, expr)], timeout=60,
+                        what="Prometheus's first scrape")[0]
+    for _ in range(5):
+        daemon.finger(b"alice\r\n")
+    wait_until(lambda: (query_prometheus(prometheus, expr) or 0) >= before + 5, timeout=60,
+               what="Prometheus to see the new requests")
+    assert query_prometheus(prometheus, 'up{job="fingerd"}') == 1
