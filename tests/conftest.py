@@ -230,3 +230,11 @@ def end_by_pidfile(path):
     if state == RUNNING and pid:
         os.kill(pid, signal.SIGTERM)
         wait_until(lambda: probe(path)[0] != RUNNING, timeout=20, what="the daemon to end")
+
+
+def needs_tool(name, package):
+    """Skip a test when the command ``name`` is missing, except in CI, where .ci/run
+    installs it and its absence is a failure rather than a silent skip."""
+    missing = shutil.which(name) is None and not os.environ.get("CI")
+    return pytest.mark.skipif(missing, reason=f"{name} is not installed (Debian package "
+                                              f"{package})")

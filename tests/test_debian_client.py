@@ -1,16 +1,16 @@
 """End to end with Debian's own finger client on the real port 79."""
 
 import os
-import shutil
 import socket
 import subprocess
 
 import pytest
 
+from tests.conftest import needs_tool
+
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="binding port 79 needs root"),
-    pytest.mark.skipif(shutil.which("finger") is None,
-                       reason="Debian's finger client is not installed (apt-get install finger)"),
+    needs_tool("finger", "finger"),
 ]
 
 

@@ -3,19 +3,18 @@
 import json
 import os
 import re
-import shutil
 import subprocess
 
 import pytest
 
 from fingerd.config import SCHEMA
-from tests.conftest import ROOT, exchange
+from tests.conftest import ROOT, exchange, needs_tool
 
 DOCS = os.path.join(ROOT, "docs")
 MAN_PAGES = ("fingerd.8", "fingerd-ctl.8", "fingerd.conf.5")
 
 
-@pytest.mark.skipif(shutil.which("man") is None, reason="man-db is not installed")
+@needs_tool("man", "man-db")
 @pytest.mark.parametrize("page", MAN_PAGES)
 def test_man_page_renders_without_warnings(page):
     result = subprocess.run(["man", "--warnings", "-l", os.path.join(DOCS, page)],
@@ -50,8 +49,7 @@ def test_every_configuration_key_is_in_the_readme_or_example():
         assert re.search(rf"^{key} =", example, re.M), (section, key)
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None,
-                    reason="promtool is not installed (Debian package prometheus)")
+@needs_tool("promtool", "prometheus")
 def test_alert_rules_pass_promtool():
     result = subprocess.run(["promtool", "check", "rules", os.path.join(DOCS, "alerts.yml")],
                             capture_output=True, text=True, timeout=60)

@@ -2,14 +2,13 @@
 
 import json
 import os
-import shutil
 import subprocess
 import urllib.parse
 import urllib.request
 
 import pytest
 
-from tests.conftest import exchange, free_port, wait_until
+from tests.conftest import exchange, free_port, needs_tool, wait_until
 
 CONTRACT = {
     "fingerd_requests_total": "counter",
@@ -105,8 +104,7 @@ def test_query_string_is_ignored(daemon):
     assert scrape(daemon, "/metrics?x=1").startswith(b"HTTP/1.0 200 OK")
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None,
-                    reason="promtool is not installed (Debian package prometheus)")
+@needs_tool("promtool", "prometheus")
 def test_promtool_finds_nothing_to_report(daemon):
     daemon.finger(b"alice\r\n")
     daemon.setter(b"alice\r\nx\r\n")
@@ -119,8 +117,6 @@ def test_promtool_finds_nothing_to_report(daemon):
 @pytest.fixture
 def prometheus(daemon, public_dir):
     """A real Prometheus server scraping the daemon every second; stopped by its pid."""
-    if shutil.which("prometheus") is None:
-        pytest.skip("the Prometheus server is not installed (Debian package prometheus)")
     port = free_port()
     config = os.path.join(public_dir, "prometheus.yml")
     with open(config, "w") as f:
@@ -156,6 +152,7 @@ def query_prometheus(port, expr):
     return float(result[0]["value"][1]) if result else None
 
 
+@needs_tool("prometheus", "prometheus")
 def test_a_real_prometheus_sees_requests_rise(daemon, prometheus):
     expr = 'sum(fingerd_requests_total{service="finger"})'
     before = wait_until(lambda: query_prometheus(prometheus, expr) is not None and
