@@ -1,10 +1,15 @@
-"""Minimal clients of the finger and setter protocols, for fingerd-ctl."""
+"""A finger client, bounded in time and size: for forwarding and for fingerd-ctl."""
 
 import socket
 import time
 
-#: Most bytes of an answer read.
+
+#: Most bytes of an answer fingerd-ctl reads.
 MAX_ANSWER_BYTES = 64 * 1024
+
+
+class NoAnswer(Exception):
+    """The server could not be reached, or did not answer in time; the text says which."""
 
 
 def local_host(address):
@@ -12,22 +17,39 @@ def local_host(address):
     return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address.host, address.host)
 
 
-def exchange(address, data, timeout=10.0):
-    """Send ``data`` to ``address`` and return the answer, read until the server closes.
+def exchange(host, port, data, timeout, max_bytes):
+    """``(answer, cut)``: send ``data`` and read until the server closes.
 
-    Bounded in size (MAX_ANSWER_BYTES) and in time (``timeout`` for the whole
-    exchange); raises OSError when the server cannot be reached or is silent.
+    At most ``max_bytes`` are read (``cut`` tells whether there was more) and
+    the whole exchange, name lookup aside, takes at most ``timeout`` seconds.
+    Raises NoAnswer.
     """
     deadline = time.monotonic() + timeout
-    with socket.create_connection((local_host(address), address.port), timeout=timeout) as s:
-        s.sendall(data)
-        chunks = []
-        size = 0
-        while size < MAX_ANSWER_BYTES:
-            s.settimeout(max(0.01, deadline - time.monotonic()))
-            chunk = s.recv(MAX_ANSWER_BYTES - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    return b"".join(chunks)
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.sendall(data)
+            chunks = []
+            size = 0
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout
+                s.settimeout(left)
+                chunk = s.recv(min(65536, max_bytes + 1 - size))
+                if not chunk:
+                    return b"".join(chunks), False
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > max_bytes:
+                    return b"".join(chunks)[:max_bytes], True
+    except socket.timeout:
+        raise NoAnswer(f"no answer within {timeout:g} s") from None
+    except (socket.gaierror, UnicodeError):
+        raise NoAnswer("unknown host") from None
+    except OSError as exc:
+        raise NoAnswer(exc.strerror or str(exc)) from None
+
+
+def finger(host, port, line, timeout, max_bytes):
+    """``(answer, cut)`` of a finger server for one query line."""
+    return exchange(host, port, (line + "\r\n").encode("utf-8"), timeout, max_bytes)

@@ -13,6 +13,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from fingerd.output import HIGH_BYTES_POLICIES
+
 DEFAULT_PATH = "/etc/fingerd/fingerd.conf"
 MAX_CONFIG_BYTES = 1024 * 1024
 
@@ -59,10 +61,16 @@ class Config:
     list_users: bool
     forwarding: bool
     forward_allow: tuple
+    forward_timeout: float
     system_users: bool
     min_uid: int
+    plan_files: tuple
+    plan_max_bytes: int
+    utmp_file: str
     setter_listen: tuple
     metrics_listen: tuple
+    high_bytes: str
+    replacements: tuple
     key_lines: dict = field(default_factory=dict, compare=False, repr=False)
 
     def where(self, section, key):
@@ -169,11 +177,42 @@ def _hosts(text, base):
     return hosts
 
 
-def _unsupported(text, base):
-    value = _boolean(text, base)
-    if value:
-        raise _Invalid("not supported by this version of fingerd yet")
-    return value
+_FILE_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def _file_names(text, base):
+    names = tuple(item.strip() for item in text.split(",") if item.strip())
+    for name in names:
+        if name in (".", "..") or not _FILE_NAME_RE.fullmatch(name):
+            raise _Invalid(f"expected file names in the home directory, got {name!r}")
+    return names
+
+
+def _choice(*choices):
+    def convert(text, base):
+        if text not in choices:
+            raise _Invalid(f"expected one of {', '.join(choices)}")
+        return text
+    return convert
+
+
+#: Most replacement rules in [output] replace.
+MAX_REPLACEMENTS = 64
+
+
+def _replacements(text, base):
+    """``OLD => NEW`` pairs, one a line (continuation lines indented under ``replace =``)."""
+    rules = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        old, arrow, new = line.strip().partition(" => ")
+        if not arrow or not old:
+            raise _Invalid(f"expected OLD => NEW on each line, got {line.strip()[:60]!r}")
+        rules.append((old, new))
+    if len(rules) > MAX_REPLACEMENTS:
+        raise _Invalid(f"at most {MAX_REPLACEMENTS} replacements")
+    return tuple(rules)
 
 
 # (section, key, default, converter, Config attribute)
@@ -192,13 +231,19 @@ SCHEMA = (
     ("fingerd", "log_queries", "no", _boolean, "log_queries"),
     ("finger", "listen", "0.0.0.0:79", _addresses(True), "finger_listen"),
     ("finger", "list_users", "no", _boolean, "list_users"),
-    ("finger", "forwarding", "no", _unsupported, "forwarding"),
+    ("finger", "forwarding", "no", _boolean, "forwarding"),
     ("finger", "forward_allow", "", _hosts, "forward_allow"),
-    ("finger", "system_users", "no", _unsupported, "system_users"),
+    ("finger", "forward_timeout", "10", _seconds(0.1, 300), "forward_timeout"),
+    ("finger", "system_users", "no", _boolean, "system_users"),
     ("finger", "min_uid", "1000", _integer(0, 2**32 - 2), "min_uid"),
+    ("finger", "plan_files", ".plan, .project, .pgpkey", _file_names, "plan_files"),
+    ("finger", "plan_max_bytes", "16384", _integer(0, 1024 * 1024), "plan_max_bytes"),
+    ("finger", "utmp_file", "/var/run/utmp", _path, "utmp_file"),
     ("setter", "listen", "127.0.0.1:1079", _addresses(True, loopback_only=True),
      "setter_listen"),
     ("metrics", "listen", "127.0.0.1:9179", _addresses(False), "metrics_listen"),
+    ("output", "high_bytes", "pass", _choice(*HIGH_BYTES_POLICIES), "high_bytes"),
+    ("output", "replace", "", _replacements, "replacements"),
 )
 
 SECTIONS = tuple(dict.fromkeys(section for section, *_ in SCHEMA))

@@ -77,11 +77,16 @@ def _alive(pid):
     return True
 
 
+#: Seconds a set or get may take.
+CLIENT_TIMEOUT = 15.0
+
+
 def _ask(address, data, service):
     """The answer of the service at ``address`` to ``data``, or None (reason printed)."""
     try:
-        return client.exchange(address, data)
-    except OSError as exc:
+        return client.exchange(client.local_host(address), address.port, data,
+                               CLIENT_TIMEOUT, client.MAX_ANSWER_BYTES)[0]
+    except client.NoAnswer as exc:
         say(f"cannot reach the {service} at {address}: {exc}", sys.stderr)
         return None
 

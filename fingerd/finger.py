@@ -1,7 +1,13 @@
-"""What the finger service answers (CONTRACT section 5): pure logic, no I/O."""
+"""What the finger service answers (CONTRACT section 5), given where users come from.
+
+The decisions are pure: the directory of users, the forwarder and the
+renderer are handed in, so the rules are tested without sockets, accounts
+or other servers.
+"""
+
+from dataclasses import dataclass
 
 from fingerd.limits import MAX_LIST_BYTES
-from fingerd.output import wire_lines
 from fingerd.query import FORWARD, LIST
 
 NO_SUCH_USER = "No such user"
@@ -13,41 +19,45 @@ FOUND = "found"
 NOT_FOUND = "not_found"
 LISTED = "listed"
 REFUSED = "refused"
-OUTCOMES = (FOUND, NOT_FOUND, LISTED, REFUSED)
-
-_NO_SUCH_USER = wire_lines([NO_SUCH_USER])
-_LIST_DENIED = wire_lines([LIST_DENIED])
-_FORWARD_DENIED = wire_lines([FORWARD_DENIED])
+FORWARDED = "forwarded"
+FORWARD_FAILED = "forward_failed"
+OUTCOMES = (FOUND, NOT_FOUND, LISTED, REFUSED, FORWARDED, FORWARD_FAILED)
 
 
-def answer(query, users, list_users):
-    """``(outcome, wire bytes)`` for ``query`` against the ``users`` table.
+@dataclass(frozen=True)
+class Rules:
+    """The operator's choices for the finger service."""
 
-    ``users`` maps names to statuses and is only read. Forwarding is always
-    refused here (RFC 1288 3.2.1).
+    list_users: bool = False
+    forwarding: bool = False
+    forward_allow: tuple = ()
+
+
+def may_forward(query, rules):
+    """Forward only when on, for exactly one host (one hop), and one the operator allows,
+    compared as written without regard to case (RFC 1288 3.2.1, CVE-1999-0105)."""
+    if not rules.forwarding or len(query.hosts) != 1 or not query.hosts[0]:
+        return False
+    return not rules.forward_allow or query.hosts[0].lower() in rules.forward_allow
+
+
+def answer(query, directory, rules, renderer, forward=None):
+    """``(outcome, wire bytes)`` for ``query``.
+
+    ``directory`` looks users up and lists them; ``forward(query)`` returns
+    ``(ok, lines)`` from the remote host; ``renderer`` turns lines into bytes.
     """
     kind = query.kind
     if kind is FORWARD:
-        return REFUSED, _FORWARD_DENIED
+        if not may_forward(query, rules):
+            return REFUSED, renderer.render([FORWARD_DENIED])
+        ok, lines = forward(query)
+        return (FORWARDED if ok else FORWARD_FAILED), renderer.render(lines)
     if kind is LIST:
-        if not list_users:
-            return REFUSED, _LIST_DENIED
-        return LISTED, user_list(users)
-    status = users.get(query.user)
-    if status is None:
-        return NOT_FOUND, _NO_SUCH_USER
-    return FOUND, wire_lines([status])
-
-
-def user_list(users, limit=MAX_LIST_BYTES):
-    """One ``user: status`` line a user, cut with a closing note past ``limit`` bytes."""
-    lines = []
-    size = 0
-    for shown, (name, status) in enumerate(users.items()):
-        line = f"{name}: {status}"
-        size += len(line) + 2
-        if size > limit:
-            lines.append(f"({len(users) - shown} more users not shown)")
-            break
-        lines.append(line)
-    return wire_lines(lines)
+        if not rules.list_users:
+            return REFUSED, renderer.render([LIST_DENIED])
+        return LISTED, renderer.render(directory.listing(MAX_LIST_BYTES))
+    lines = directory.lookup(query.user, query.verbose)
+    if lines is None:
+        return NOT_FOUND, renderer.render([NO_SUCH_USER])
+    return FOUND, renderer.render(lines)

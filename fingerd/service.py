@@ -11,6 +11,10 @@ import threading
 import time
 
 from fingerd.accesslog import AccessLog
+from fingerd.finger import Rules
+from fingerd.forward import Forwarder
+from fingerd.output import Renderer
+from fingerd.sources import Directory, FileSource, SystemSource
 from fingerd.exposition import METRICS_MAX_CONNECTIONS, MetricsServer
 from fingerd.limits import STOP_GRACE_SECONDS
 from fingerd.pool import Pool
@@ -45,8 +49,13 @@ class Service:
         scrapes = Context(self._pool, ConnectionGate(METRICS_MAX_CONNECTIONS), self.metrics,
                           config.request_timeout)
         sockets = self._sockets
+        directory = build_directory(config, self.store)
+        rules = Rules(config.list_users, config.forwarding, config.forward_allow)
+        renderer = Renderer(config.replacements, config.high_bytes)
+        forward = Forwarder(config.forward_timeout) if config.forwarding else None
         self._servers = (
-            [FingerServer(s, context, self.store, config.list_users) for s in sockets["finger"]]
+            [FingerServer(s, context, directory, rules, renderer, forward)
+             for s in sockets["finger"]]
             + [SetterServer(s, context, self.store) for s in sockets["setter"]]
             + [MetricsServer(s, scrapes, self.metrics.registry) for s in sockets["metrics"]])
         self._watcher = Watcher(self.store, config.reload_interval)
@@ -90,3 +99,12 @@ class Service:
 
 def _left(deadline):
     return max(0.0, deadline - time.monotonic())
+
+
+def build_directory(config, store):
+    """The users file first, then, with ``system_users``, the system's accounts."""
+    sources = [FileSource(store)]
+    if config.system_users:
+        sources.append(SystemSource(config.min_uid, config.plan_files, config.plan_max_bytes,
+                                    config.utmp_file))
+    return Directory(sources)

@@ -32,20 +32,23 @@ class FingerHandler(LineRequestHandler):
         self.request.kind = kind
         self.request.name = query.user
         server.queries.labels(kind).inc()
-        return finger.answer(query, server.store.users(), server.list_users)
+        return finger.answer(query, server.directory, server.rules, server.renderer,
+                             server.forward)
 
 
 class FingerServer(LineServer):
-    """The finger service: one query line, answered from the user store."""
+    """The finger service: one query line, answered from the directory of users."""
 
     service = "finger"
     lines_per_request = 1
     max_line_bytes = MAX_QUERY_BYTES
 
-    def __init__(self, sock, context, store, list_users):
+    def __init__(self, sock, context, directory, rules, renderer, forward=None):
         super().__init__(sock, FingerHandler, context)
-        self.store = store
-        self.list_users = list_users
+        self.directory = directory
+        self.rules = rules
+        self.renderer = renderer
+        self.forward = forward
         self.queries = context.metrics.queries
 
 

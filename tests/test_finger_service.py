@@ -12,8 +12,8 @@ def test_known_user(daemon):
     assert daemon.finger(b"alice\r\n") == b"Happy and well\r\n"
 
 
-def test_verbose_known_user(daemon):
-    assert daemon.finger(b"/W alice\r\n") == b"Happy and well\r\n"
+def test_verbose_known_user_gets_name_and_status(daemon):
+    assert daemon.finger(b"/W alice\r\n") == b"Login: alice\r\nStatus: Happy and well\r\n"
 
 
 def test_unknown_user(daemon):

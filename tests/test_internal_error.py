@@ -6,24 +6,26 @@ import threading
 
 import pytest
 
+from fingerd.finger import Rules
 from fingerd.metrics import Metrics
+from fingerd.output import Renderer
 from fingerd.pool import Pool
 from fingerd.server import ConnectionGate, Context
 from fingerd.services import OUTCOMES, FingerServer
 from tests.conftest import exchange
 
 
-class FailingOnceStore:
-    """A store whose first read fails, as a bug or a lost file system would make it."""
+class FailingOnceDirectory:
+    """A directory whose first lookup fails, as a bug or a lost file system would make it."""
 
     def __init__(self):
         self.calls = 0
 
-    def users(self):
+    def lookup(self, name, verbose):
         self.calls += 1
         if self.calls == 1:
-            raise RuntimeError("store exploded")
-        return {"alice": "Still here"}
+            raise RuntimeError("directory exploded")
+        return ["Still here"]
 
 
 @pytest.fixture
@@ -34,7 +36,7 @@ def server():
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
     context = Context(pool, ConnectionGate(8, metrics.connections_active), metrics, 5)
-    srv = FingerServer(sock, context, FailingOnceStore(), list_users=False)
+    srv = FingerServer(sock, context, FailingOnceDirectory(), Rules(), Renderer())
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield srv, metrics

@@ -78,8 +78,8 @@ def test_query_kinds_and_answer_bytes_are_counted(daemon):
     for kind in ("user", "verbose", "list", "forwarding"):
         assert daemon.metric("fingerd_queries_total", kind=kind) == 1
     assert daemon.metric("fingerd_answer_bytes_total", service="finger") == \
-        2 * len(b"Happy and well\r\n") + len(b"Finger online user list denied\r\n") + \
-        len(b"Finger forwarding service denied\r\n")
+        len(b"Happy and well\r\n") + len(b"Login: alice\r\nStatus: Happy and well\r\n") + \
+        len(b"Finger online user list denied\r\n") + len(b"Finger forwarding service denied\r\n")
 
 
 def test_pool_and_process_metrics(daemon):

@@ -1,0 +1,54 @@
+"""Forwarding a query to another finger server (RFC 1288 2.4), one hop, bounded.
+
+The right-most host is removed and the rest of the query sent to that host's
+port 79; its answer is relayed, cut at MAX_FORWARD_BYTES and filtered like
+local output by the renderer. Every failure (an unknown or malformed host,
+a refusal, silence past the timeout) becomes one line of answer, never an
+exception and never a hang.
+"""
+
+import ipaddress
+import re
+
+from fingerd import client
+from fingerd.output import split_lines
+
+FINGER_PORT = 79
+
+#: Most bytes of an upstream answer relayed.
+MAX_FORWARD_BYTES = 64 * 1024
+
+_HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62}\.?)*")
+
+
+def valid_host(host):
+    """A host name or IP address literal fit to be resolved."""
+    if len(host) > 253:
+        return False
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return _HOST_RE.fullmatch(host) is not None
+
+
+class Forwarder:
+    def __init__(self, timeout, port=FINGER_PORT, max_bytes=MAX_FORWARD_BYTES):
+        self.timeout = timeout
+        self.port = port
+        self.max_bytes = max_bytes
+
+    def __call__(self, query):
+        """``(ok, lines)``: the upstream's answer, or one line saying why there is none."""
+        host = query.hosts[-1]
+        if not valid_host(host):
+            return False, [f"{host[:64]}: not a host name"]
+        line = ("/W " if query.verbose else "") + query.user
+        try:
+            data, cut = client.finger(host, self.port, line, self.timeout, self.max_bytes)
+        except client.NoAnswer as exc:
+            return False, [f"{host}: {exc}"]
+        lines = split_lines(data.decode("utf-8", "replace"))
+        if cut:
+            lines.append(f"(answer from {host} cut at {self.max_bytes} bytes)")
+        return True, lines

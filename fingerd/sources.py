@@ -1,0 +1,161 @@
+"""Where answers about users come from: the users file, then the system's accounts.
+
+A source has two calls: ``lookup(name, verbose)`` gives the answer lines for
+a user or None, and ``listing()`` yields ``(name, line)`` for the online
+list. The Directory asks its sources in order, so the users file wins over
+an account of the same name, and a new source needs no change to the
+servers.
+"""
+
+import os
+import pwd
+import time
+
+from fingerd.homefiles import opted_out, read_user_file
+from fingerd.output import split_lines
+from fingerd.usersfile import is_valid_name
+from fingerd.utmp import parse_utmp
+
+#: How a plan-like file is introduced in a long answer.
+FILE_TITLES = {".plan": "Plan:", ".project": "Project:", ".pgpkey": "PGP key:"}
+
+
+class FileSource:
+    """The users file, through the store."""
+
+    def __init__(self, store):
+        self._store = store
+
+    def lookup(self, name, verbose):
+        status = self._store.users().get(name)
+        if status is None:
+            return None
+        return [f"Login: {name}", f"Status: {status}"] if verbose else [status]
+
+    def listing(self):
+        for name, status in self._store.users().items():
+            yield name, f"{name}: {status}"
+
+
+class SystemSource:
+    """The system's own accounts with uid >= ``min_uid`` that have no ``~/.nofinger``.
+
+    The short answer gives the login and full name (GECOS); the long one
+    (``/W``) adds home, shell, sessions from utmp and the user's plan files.
+    No external program is run.
+    """
+
+    def __init__(self, min_uid, plan_files, plan_max_bytes, utmp_file, clock=time.time):
+        self.min_uid = min_uid
+        self.plan_files = plan_files
+        self.plan_max_bytes = plan_max_bytes
+        self.utmp_file = utmp_file
+        self._clock = clock
+
+    def _account(self, name):
+        if not is_valid_name(name):
+            return None
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            return None
+        if entry.pw_uid < self.min_uid or opted_out(entry.pw_dir):
+            return None
+        return entry
+
+    def lookup(self, name, verbose):
+        entry = self._account(name)
+        if entry is None:
+            return None
+        lines = [f"Login: {entry.pw_name:<24} Name: {full_name(entry)}"]
+        if verbose:
+            lines.append(f"Directory: {entry.pw_dir:<20} Shell: {entry.pw_shell}")
+            lines.extend(self._sessions(entry.pw_name))
+            lines.extend(self._files(entry))
+        return lines
+
+    def listing(self):
+        seen = set()
+        for session in self.sessions():
+            if session.user in seen:
+                continue
+            seen.add(session.user)
+            entry = self._account(session.user)
+            if entry is not None:
+                yield entry.pw_name, f"{entry.pw_name}: {full_name(entry)} ({session.line})"
+
+    def sessions(self):
+        try:
+            with open(self.utmp_file, "rb") as f:
+                return parse_utmp(f.read(4096 * 384))
+        except OSError:
+            return []
+
+    def _sessions(self, login):
+        lines = []
+        for session in self.sessions():
+            if session.user == login:
+                since = time.strftime("%a %b %d %H:%M (%Z)", time.localtime(session.login_time))
+                lines.append(f"On since {since} on {session.line}{self._idle(session.line)}")
+        return lines or ["Not logged in."]
+
+    def _idle(self, line):
+        try:
+            seconds = int(self._clock() - os.stat(os.path.join("/dev", line)).st_atime)
+        except (OSError, ValueError):
+            return ""
+        if seconds < 60:
+            return ""
+        return f", idle {seconds // 3600}:{seconds // 60 % 60:02d}"
+
+    def _files(self, entry):
+        lines = []
+        for name in self.plan_files:
+            found = read_user_file(entry.pw_dir, name, entry.pw_uid, self.plan_max_bytes)
+            if found is None:
+                if name == ".plan":
+                    lines.append("No Plan.")
+                continue
+            text, cut = found
+            lines.append(FILE_TITLES.get(name, f"{name}:"))
+            lines.extend(split_lines(text))
+            if cut:
+                lines.append(f"({name} cut at {self.plan_max_bytes} bytes)")
+        return lines
+
+
+def full_name(entry):
+    """The full name from GECOS: its first field, ``&`` standing for the login capitalised."""
+    return entry.pw_gecos.split(",", 1)[0].replace("&", entry.pw_name.capitalize())
+
+
+class Directory:
+    """Sources asked in order: the first that knows a name answers."""
+
+    def __init__(self, sources):
+        self.sources = tuple(sources)
+
+    def lookup(self, name, verbose):
+        for source in self.sources:
+            lines = source.lookup(name, verbose)
+            if lines is not None:
+                return lines
+        return None
+
+    def listing(self, limit):
+        """One line a user across every source (first source wins a name), cut past
+        ``limit`` characters with a closing note."""
+        lines = []
+        seen = set()
+        size = 0
+        for source in self.sources:
+            for name, line in source.listing():
+                if name in seen:
+                    continue
+                seen.add(name)
+                size += len(line) + 2
+                if size > limit:
+                    lines.append("(more users not shown)")
+                    return lines
+                lines.append(line)
+        return lines
