@@ -134,3 +134,33 @@ def test_non_utf8_file_names_its_line(tmp_path):
     path.write_bytes(b"[fingerd]\nuser = \xff\n")
     with pytest.raises(ConfigError, match=r"f.conf:2: not valid UTF-8"):
         load_config(str(path))
+
+
+def test_source_forwarding_and_output_defaults():
+    config = parse_config("", "/etc/fingerd/fingerd.conf")
+    assert config.forward_timeout == 10
+    assert config.plan_files == (".plan", ".project", ".pgpkey")
+    assert config.plan_max_bytes == 16384
+    assert config.utmp_file == "/var/run/utmp"
+    assert config.high_bytes == "pass"
+    assert config.replacements == ()
+    assert config.access_log is True and config.log_queries is False
+
+
+def test_replacements_one_a_line():
+    config = parse_config("[output]\nhigh_bytes = caret\nreplace =\n    secret => [x]\n"
+                          "    Tuesday => Tue\n", "f")
+    assert config.replacements == (("secret", "[x]"), ("Tuesday", "Tue"))
+    assert config.high_bytes == "caret"
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("output", "high_bytes", "maybe", "expected one of pass, strip, caret"),
+    ("output", "replace", "no arrow", "expected OLD => NEW"),
+    ("finger", "plan_files", ".plan, ../etc/shadow", "expected file names"),
+    ("finger", "forward_timeout", "0", "expected seconds"),
+])
+def test_new_keys_are_validated(section, key, value, message):
+    found = errors(f"[{section}]\n{key} = {value}\n")
+    assert found[0].startswith(f"/etc/fingerd/fingerd.conf:2: [{section}] {key}: ")
+    assert message in found[0]

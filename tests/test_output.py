@@ -2,7 +2,8 @@
 
 from hypothesis import given, strategies as st
 
-from fingerd.output import sanitize, wire_lines, wire_text
+from fingerd.output import (HIGH_BYTES_POLICIES, Renderer, caret, sanitize, wire_lines,
+                            wire_text)
 
 
 def test_tab_and_printable_text_pass():
@@ -36,3 +37,27 @@ def test_nothing_but_tab_cr_lf_below_space_ever_reaches_the_wire(text):
     assert b"\x7f" not in data
     assert all(line.endswith(b"\r") for line in data.split(b"\n")[:-1])
     assert data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n")
+
+
+def test_caret_shows_utf8_bytes_as_cat_v_does():
+    assert caret("é") == "M-CM-)"
+    assert caret("a\u00ffb") == "aM-CM-?b"
+
+
+def test_renderer_policies():
+    assert Renderer(high_bytes="strip").render(["Grüße ☕!"]) == b"Gre !\r\n"
+    assert Renderer(high_bytes="caret").render(["é"]) == b"M-CM-)\r\n"
+    assert Renderer().render(["é"]) == "é\r\n".encode()
+
+
+def test_replacements_apply_in_order_and_cannot_add_controls():
+    renderer = Renderer([("secret", "[redacted]"), ("[redacted]", "XX"), ("bell", "\x07")])
+    assert renderer.render(["a secret bell"]) == b"a XX \r\n"
+
+
+@given(st.text(), st.sampled_from(HIGH_BYTES_POLICIES))
+def test_no_policy_lets_a_control_character_through(text, policy):
+    data = Renderer(high_bytes=policy).render([text])
+    assert not any(b < 0x20 and b not in (9, 10, 13) for b in data)
+    if policy != "pass":
+        assert all(b < 0x80 for b in data)
