@@ -105,6 +105,6 @@ def build_directory(config, store):
     """The users file first, then, with ``system_users``, the system's accounts."""
     sources = [FileSource(store)]
     if config.system_users:
-        sources.append(SystemSource(config.min_uid, config.plan_files, config.plan_max_bytes,
-                                    config.utmp_file))
+        sources.append(SystemSource(config.min_uid, config.max_uid, config.plan_files,
+                                    config.plan_max_bytes, config.utmp_file))
     return Directory(sources)

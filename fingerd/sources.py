@@ -38,15 +38,17 @@ class FileSource:
 
 
 class SystemSource:
-    """The system's own accounts with uid >= ``min_uid`` that have no ``~/.nofinger``.
+    """The system's accounts with a uid from ``min_uid`` to ``max_uid`` and no ``~/.nofinger``.
 
     The short answer gives the login and full name (GECOS); the long one
     (``/W``) adds home, shell, sessions from utmp and the user's plan files.
     No external program is run.
     """
 
-    def __init__(self, min_uid, plan_files, plan_max_bytes, utmp_file, clock=time.time):
+    def __init__(self, min_uid, max_uid, plan_files, plan_max_bytes, utmp_file,
+                 clock=time.time):
         self.min_uid = min_uid
+        self.max_uid = max_uid
         self.plan_files = plan_files
         self.plan_max_bytes = plan_max_bytes
         self.utmp_file = utmp_file
@@ -59,7 +61,7 @@ class SystemSource:
             entry = pwd.getpwnam(name)
         except KeyError:
             return None
-        if entry.pw_uid < self.min_uid or opted_out(entry.pw_dir):
+        if not self.min_uid <= entry.pw_uid <= self.max_uid or opted_out(entry.pw_dir):
             return None
         return entry
 

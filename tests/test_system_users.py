@@ -1,0 +1,132 @@
+"""System accounts and their plan files, with real accounts made for the test."""
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from fingerd.utmp import Session, pack_session
+from tests.conftest import needs_root
+
+pytestmark = needs_root
+
+PREFIX = "fgtest"
+
+
+def useradd(name, uid, home, gecos):
+    subprocess.run(["useradd", "--uid", str(uid), "--home-dir", home, "--no-create-home",
+                    "--comment", gecos, "--shell", "/bin/sh", "--no-user-group", name],
+                   check=True, capture_output=True)
+    os.mkdir(home, 0o755)
+    os.chown(home, uid, 100)
+
+
+def write_as(path, data, uid):
+    with open(path, "wb") as f:
+        f.write(data)
+    os.chown(path, uid, 100)
+    os.chmod(path, 0o644)
+
+
+@pytest.fixture
+def accounts(public_dir):
+    """Accounts fgtest1..fgtest6 (uid 42001..), always removed."""
+    made = []
+    homes = os.path.join(public_dir, "home")
+    os.mkdir(homes, 0o755)
+    try:
+        for i, gecos in enumerate(["Ada Lovelace,Room 1,,", "& Plan-less", "Linked Plan",
+                                   "Big Plan", "Hidden Person", "Closed Home"], 1):
+            name = f"{PREFIX}{i}"
+            subprocess.run(["userdel", name], capture_output=True)
+            useradd(name, 42000 + i, os.path.join(homes, name), gecos)
+            made.append(name)
+        yield {name: (42000 + i, os.path.join(homes, name)) for i, name in enumerate(made, 1)}
+    finally:
+        for name in made:
+            subprocess.run(["userdel", name], capture_output=True)
+
+
+@pytest.fixture
+def system(make_daemon, accounts, public_dir):
+    uid, home = accounts["fgtest1"]
+    write_as(os.path.join(home, ".plan"), b"Analytical engine.\nSecond \x1b[2Jline\x07\n", uid)
+    write_as(os.path.join(home, ".project"), b"Notes on the engine\n", uid)
+    uid3, home3 = accounts["fgtest3"]
+    os.symlink("/etc/shadow", os.path.join(home3, ".plan"))
+    uid4, home4 = accounts["fgtest4"]
+    write_as(os.path.join(home4, ".plan"), b"x" * 50000, uid4)
+    uid5, home5 = accounts["fgtest5"]
+    write_as(os.path.join(home5, ".nofinger"), b"", uid5)
+    write_as(os.path.join(home5, ".plan"), b"secret plan\n", uid5)
+    uid6, home6 = accounts["fgtest6"]
+    os.chmod(home6, 0o700)
+    utmp = os.path.join(public_dir, "utmp")
+    with open(utmp, "wb") as f:
+        f.write(pack_session(Session("fgtest1", "pts/9", "", int(time.time()) - 60)))
+    return make_daemon(users=b"alice:Happy and well\nfgtest2:From the users file\n",
+                       finger__system_users="yes", finger__utmp_file=utmp,
+                       finger__list_users="yes").start()
+
+
+def text(d, query):
+    return d.finger(query).decode()
+
+
+def test_account_answers_with_its_full_name(system):
+    assert text(system, b"fgtest1\r\n") == "Login: fgtest1" + " " * 18 + "Name: Ada Lovelace\r\n"
+
+
+def test_long_answer_has_home_shell_session_and_plan_files_filtered(system, accounts):
+    answer = text(system, b"/W fgtest1\r\n")
+    home = accounts["fgtest1"][1]
+    assert f"Directory: {home}" in answer and "Shell: /bin/sh" in answer
+    assert "on pts/9" in answer
+    assert "Plan:\r\nAnalytical engine.\r\nSecond [2Jline\r\n" in answer
+    assert "Project:\r\nNotes on the engine\r\n" in answer
+    assert "\x1b" not in answer and "\x07" not in answer
+
+
+def test_users_file_wins_over_an_account_of_the_same_name(system):
+    assert text(system, b"fgtest2\r\n") == "From the users file\r\n"
+
+
+def test_plan_symlinked_to_shadow_discloses_nothing(system):
+    answer = text(system, b"/W fgtest3\r\n")
+    assert "No Plan." in answer
+    assert "root:" not in answer
+
+
+def test_oversized_plan_is_cut(system):
+    answer = text(system, b"/W fgtest4\r\n")
+    assert "x" * 16384 in answer and "x" * 16385 not in answer
+    assert "(.plan cut at 16384 bytes)" in answer
+
+
+def test_nofinger_hides_the_user(system):
+    assert text(system, b"fgtest5\r\n") == "No such user\r\n"
+    assert text(system, b"/W fgtest5\r\n") == "No such user\r\n"
+
+
+def test_a_home_closed_to_the_worker_hides_the_user(system):
+    assert text(system, b"fgtest6\r\n") == "No such user\r\n"
+
+
+def test_plan_owned_by_someone_else_is_not_shown(system, accounts):
+    uid, home = accounts["fgtest2"]
+    write_as(os.path.join(home, ".plan"), b"planted by root\n", 0)
+    assert text(system, b"fgtest2\r\n") == "From the users file\r\n"
+    uid4, home4 = accounts["fgtest4"]
+    os.chown(os.path.join(home4, ".plan"), 0, 0)
+    assert "No Plan." in text(system, b"/W fgtest4\r\n")
+
+
+def test_accounts_outside_min_uid_to_max_uid_are_never_shown(system):
+    for name in (b"root", b"daemon", b"nobody"):
+        assert text(system, name + b"\r\n") == "No such user\r\n"
+
+
+def test_list_has_file_users_then_logged_in_accounts(system):
+    assert text(system, b"\r\n") == ("alice: Happy and well\r\nfgtest2: From the users file\r\n"
+                                     "fgtest1: Ada Lovelace (pts/9)\r\n")
