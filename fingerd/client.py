@@ -1,7 +1,13 @@
 """A finger client, bounded in time and size: for forwarding and for fingerd-ctl."""
 
+import encodings.idna  # noqa: F401
 import socket
 import time
+
+# getaddrinfo encodes host names with the idna codec, which Python imports on
+# first use; importing it here, before the worker sheds root, spares the
+# unprivileged worker from reading the interpreter's files, which it may not
+# be allowed to.
 
 
 #: Most bytes of an answer fingerd-ctl reads.

@@ -1,0 +1,199 @@
+"""Forwarding to real finger servers on loopback addresses' port 79."""
+
+import os
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.conftest import needs_root, needs_tool
+
+pytestmark = needs_root
+
+
+def free_on_79(host):
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, 79))
+        except OSError:
+            pytest.skip(f"something else listens on {host}:79")
+
+
+def on_host(daemon, host):
+    """Move a daemon's finger service to HOST:79 before it starts."""
+    free_on_79(host)
+    with open(daemon.config_file) as f:
+        text = f.read()
+    with open(daemon.config_file, "w") as f:
+        f.write(text.replace(f"127.0.0.1:{daemon.finger_port}", f"{host}:79"))
+    return daemon
+
+
+class FakeUpstream(threading.Thread):
+    """A finger server on HOST:79 that answers every connection with ``reply``, or never."""
+
+    def __init__(self, host, reply=None):
+        super().__init__(daemon=True)
+        free_on_79(host)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 79))
+        self.sock.listen(16)
+        self.reply = reply
+        self.received = []
+        self.held = []
+
+    def run(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.settimeout(5)
+            try:
+                self.received.append(conn.recv(1024))
+                if self.reply is None:
+                    self.held.append(conn)
+                    continue
+                conn.sendall(self.reply)
+            except OSError:
+                pass
+            conn.close()
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self.join(10)
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.fixture
+def upstreams():
+    made = []
+
+    def make(host, reply=None):
+        upstream = FakeUpstream(host, reply)
+        upstream.start()
+        made.append(upstream)
+        return upstream
+
+    yield make
+    for upstream in made:
+        upstream.close()
+
+
+@pytest.fixture
+def forwarder(make_daemon):
+    return make_daemon(finger__forwarding="yes", finger__forward_timeout="2").start()
+
+
+def test_forwards_to_a_second_fingerd(make_daemon, forwarder):
+    on_host(make_daemon(users=b"alice:Upstream alice\n"), "127.0.0.2").start()
+    assert forwarder.finger(b"alice@127.0.0.2\r\n") == b"Upstream alice\r\n"
+    assert forwarder.finger(b"/W alice@127.0.0.2\r\n") == \
+        b"Login: alice\r\nStatus: Upstream alice\r\n"
+    assert forwarder.finger(b"alice\r\n") == b"Happy and well\r\n"
+    assert forwarder.metric("fingerd_requests_total", service="finger",
+                            outcome="forwarded") == 2
+
+
+def test_the_upstream_receives_the_query_without_its_host(forwarder, upstreams):
+    upstream = upstreams("127.0.0.3", b"ok\r\n")
+    assert forwarder.finger(b"/W bob@127.0.0.3\r\n") == b"ok\r\n"
+    assert upstream.received == [b"/W bob\r\n"]
+
+
+def test_more_than_one_hop_is_refused_and_nothing_is_asked(forwarder, upstreams):
+    upstream = upstreams("127.0.0.3", b"ok\r\n")
+    for query in (b"bob@127.0.0.3@127.0.0.3\r\n", b"a" + b"@127.0.0.3" * 50 + b"\r\n"):
+        assert forwarder.finger(query) == b"Finger forwarding service denied\r\n"
+    assert upstream.received == []
+
+
+def test_hosts_outside_the_allow_list_are_refused(make_daemon, upstreams):
+    d = make_daemon(finger__forwarding="yes", finger__forward_allow="Host-Two, 127.0.0.3")
+    d.start()
+    upstream = upstreams("127.0.0.3", b"allowed\r\n")
+    assert d.finger(b"x@127.0.0.3\r\n") == b"allowed\r\n"
+    assert d.finger(b"x@127.0.0.4\r\n") == b"Finger forwarding service denied\r\n"
+    assert d.finger(b"x@127.1\r\n") == b"Finger forwarding service denied\r\n"
+    assert len(upstream.received) == 1
+
+
+def test_a_silent_upstream_gets_a_one_line_error_not_a_hang(forwarder, upstreams):
+    upstreams("127.0.0.5")
+    started = time.monotonic()
+    assert forwarder.finger(b"x@127.0.0.5\r\n") == b"127.0.0.5: no answer within 2 s\r\n"
+    assert time.monotonic() - started < 6
+    assert forwarder.metric("fingerd_requests_total", service="finger",
+                            outcome="forward_failed") == 1
+
+
+def test_a_refusing_or_unknown_host_gets_a_one_line_error(forwarder):
+    assert forwarder.finger(b"x@127.0.0.9\r\n") == b"127.0.0.9: Connection refused\r\n"
+    answer = forwarder.finger(b"x@" + b"a" * 64 + b".invalid\r\n")
+    assert answer.endswith(b": unknown host\r\n") or answer.endswith(b": not a host name\r\n")
+    assert forwarder.finger(b"x@..\r\n") == b"..: not a host name\r\n"
+
+
+def test_a_huge_hostile_answer_is_cut_and_filtered(forwarder, upstreams):
+    upstreams("127.0.0.6", b"\x1b]0;owned\x07\x1b[2J" + b"y" * 200000)
+    answer = forwarder.finger(b"x@127.0.0.6\r\n")
+    assert b"\x1b" not in answer and b"\x07" not in answer
+    assert answer.endswith(b"(answer from 127.0.0.6 cut at 65536 bytes)\r\n")
+    assert len(answer) < 66000
+
+
+def test_forwarding_to_itself_ends_after_one_hop(make_daemon):
+    d = on_host(make_daemon(finger__forwarding="yes"), "127.0.0.7").start()
+    d.finger_port = 79
+    assert exchange_79("127.0.0.7", b"alice@127.0.0.7\r\n") == b"Happy and well\r\n"
+
+
+def exchange_79(host, data):
+    with socket.create_connection((host, 79), timeout=10) as s:
+        s.sendall(data)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@needs_tool("in.fingerd", "fingerd")
+def test_forwards_to_debian_in_fingerd(forwarder):
+    """Debian's netkit in.fingerd, run per connection as inetd would, as nobody."""
+    free_on_79("127.0.0.8")
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.8", 79))
+    listener.listen(4)
+
+    def launch_one():
+        conn, _ = listener.accept()
+        with conn:
+            subprocess.run([in_fingerd()], stdin=conn.fileno(), stdout=conn.fileno(),
+                           stderr=subprocess.DEVNULL, user="nobody", timeout=20)
+
+    launcher = threading.Thread(target=launch_one, daemon=True)
+    launcher.start()
+    try:
+        answer = forwarder.finger(b"nobody@127.0.0.8\r\n").decode()
+    finally:
+        launcher.join(30)
+        listener.close()
+    assert "Login: nobody" in answer and "Name: nobody" in answer
+    assert all(line.replace("\t", " ").isprintable() for line in answer.split("\r\n"))
+
+
+def in_fingerd():
+    for path in ("/usr/sbin/in.fingerd", "/usr/bin/in.fingerd"):
+        if os.path.exists(path):
+            return path
+    pytest.fail("in.fingerd is not installed")
