@@ -228,7 +228,7 @@ SCHEMA = (
     ("fingerd", "request_timeout", "10", _seconds(0.1, 3600), "request_timeout"),
     ("fingerd", "backlog", "1024", _integer(1, 65535), "backlog"),
     ("fingerd", "log_file", "", _path, "log_file"),
-    ("fingerd", "access_log", "yes", _boolean, "access_log"),
+    ("fingerd", "access_log", "no", _boolean, "access_log"),
     ("fingerd", "log_queries", "no", _boolean, "log_queries"),
     ("finger", "listen", "0.0.0.0:79", _addresses(True), "finger_listen"),
     ("finger", "list_users", "no", _boolean, "list_users"),

@@ -39,24 +39,30 @@ _RESOURCE_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
 
 
 class ConnectionGate:
-    """Bounds the connections accepted and not yet answered by the servers that share it."""
+    """Bounds the connections accepted and not yet answered by the servers that share it.
+
+    A plain counter under a lock: threading.BoundedSemaphore is written in
+    Python and costs several times more on every connection.
+    """
 
     def __init__(self, limit, active_gauge=None):
-        self._slots = threading.BoundedSemaphore(limit)
-        self._active = active_gauge
+        self.limit = limit
+        self.active = 0
+        self._lock = threading.Lock()
+        if active_gauge is not None:
+            active_gauge.set_function(lambda: self.active)
 
     def enter(self):
         """Take a slot if one is free; never waits."""
-        if self._slots.acquire(blocking=False):
-            if self._active is not None:
-                self._active.inc()
+        with self._lock:
+            if self.active >= self.limit:
+                return False
+            self.active += 1
             return True
-        return False
 
     def leave(self):
-        if self._active is not None:
-            self._active.dec()
-        self._slots.release()
+        with self._lock:
+            self.active -= 1
 
 
 class Context:
@@ -74,7 +80,7 @@ class Request:
     """An accepted connection and, once read, its request lines."""
 
     __slots__ = ("sock", "peer", "lines", "buf", "started", "deadline", "outcome", "answered",
-                 "kind", "name", "sent")
+                 "kind", "name", "sent", "inline", "unsent")
 
     def __init__(self, sock, peer, started, deadline):
         self.sock = sock
@@ -88,20 +94,22 @@ class Request:
         self.kind = None
         self.name = None
         self.sent = 0
+        self.inline = False
+        self.unsent = None
 
 
 class LineRequestHandler(socketserver.BaseRequestHandler):
-    """Answers one request whose lines were read already; runs on a pool thread.
+    """Answers one request whose lines were read already.
 
-    Subclasses implement ``respond(lines)`` returning ``(outcome, bytes)``.
+    It runs on a pool thread, or on the reading thread itself when the
+    server says the answer cannot block. Subclasses implement
+    ``respond(lines)`` returning ``(outcome, bytes)``.
     """
 
     def handle(self):
         request = self.request
         request.outcome, reply = self.respond(request.lines)
-        request.answered = True
-        send_quietly(request.sock, reply)
-        request.sent = len(reply)
+        self.server.deliver(request, reply)
 
     def respond(self, lines):
         raise NotImplementedError
@@ -133,8 +141,9 @@ class LineServer(socketserver.TCPServer):
         self.socket = sock
         self.context = context
         self._requests = context.metrics.requests
-        self._duration = context.metrics.request_duration
-        self._answer_bytes = context.metrics.answer_bytes
+        self._by_outcome = {}
+        self._duration = context.metrics.request_duration.labels(self.service)
+        self._answer_bytes = context.metrics.answer_bytes.labels(self.service)
         self._rejected = context.metrics.connections_rejected
         self._pending = collections.OrderedDict()
         self._stopping = False
@@ -224,6 +233,7 @@ class LineServer(socketserver.TCPServer):
 
     def _accept(self, sel):
         gate = self.context.gate
+        timeout = self.context.request_timeout
         for _ in range(ACCEPTS_PER_TURN):
             try:
                 sock, peer = self.socket.accept()
@@ -245,9 +255,7 @@ class LineServer(socketserver.TCPServer):
                 continue
             sock.setblocking(False)
             now = time.monotonic()
-            request = Request(sock, peer, now, now + self.context.request_timeout)
-            self._pending[sock.fileno()] = request
-            sel.register(sock, selectors.EVENT_READ, request)
+            self._read(sel, Request(sock, peer, now, now + timeout), watched=False)
 
     def _pause_accepting(self, sel, exc):
         """Out of descriptors: stop polling the listener briefly instead of spinning on it."""
@@ -257,10 +265,14 @@ class LineServer(socketserver.TCPServer):
         log.warning("%s: cannot accept connections: %s; pausing %.1f s",
                     self.service, exc.strerror, ACCEPT_PAUSE_SECONDS)
 
-    def _read(self, sel, request):
+    def _read(self, sel, request, watched=True):
+        """Read what has arrived; on a new connection, before watching it, since the
+        query has often arrived with it and needs no trip through the selector."""
         try:
             chunk = request.sock.recv(_READ_SIZE)
         except BlockingIOError:
+            if not watched:
+                self._watch(sel, request)
             return
         except OSError:
             chunk = b""
@@ -268,17 +280,34 @@ class LineServer(socketserver.TCPServer):
         try:
             lines = self.take_request(request.buf, eof=not chunk)
         except LineTooLong:
-            self._close_unread(sel, request, REJECT_TOO_LONG)
+            self._close_unread(sel, request, REJECT_TOO_LONG, watched)
             return
         if lines is None:
+            if not watched:
+                self._watch(sel, request)
             return
         if not lines:
-            self._close_unread(sel, request, None)
+            self._close_unread(sel, request, None, watched)
             return
-        self._forget(sel, request)
+        if watched:
+            self._forget(sel, request)
         request.lines = lines
         request.buf = None
-        self.process_request(request, request.peer)
+        if self.answers_inline(request):
+            self._answer_inline(request)
+        else:
+            self.process_request(request, request.peer)
+
+    def _watch(self, sel, request):
+        self._pending[request.sock.fileno()] = request
+        sel.register(request.sock, selectors.EVENT_READ, request)
+
+    def answers_inline(self, request):
+        """Whether answering ``request`` cannot block, so the reading thread may do it.
+
+        Anything that may wait (a file, another server, an fsync) goes to the pool.
+        """
+        return False
 
     def take_request(self, buf, eof):
         """The request's lines once ``buf`` holds them all, else None; see take_lines."""
@@ -296,11 +325,12 @@ class LineServer(socketserver.TCPServer):
         del self._pending[request.sock.fileno()]
         sel.unregister(request.sock)
 
-    def _close_unread(self, sel, request, reason):
+    def _close_unread(self, sel, request, reason, watched=True):
         """Close a connection whose request was never complete, counting why."""
         if reason is not None:
             self._rejected.labels(reason).inc()
-        self._forget(sel, request)
+        if watched:
+            self._forget(sel, request)
         request.sock.close()
         self.context.gate.leave()
 
@@ -308,11 +338,7 @@ class LineServer(socketserver.TCPServer):
         self.context.pool.submit(self._answer, request, client_address)
 
     def _answer(self, request, client_address):
-        """Runs on a pool thread: answer, count, close, free the connection's slot.
-
-        Counting comes before the close, so a client that has read its answer
-        finds it counted.
-        """
+        """Runs on a pool thread: answer with blocking writes under the timeout, then finish."""
         try:
             request.sock.setblocking(True)
             request.sock.settimeout(self.context.request_timeout)
@@ -320,16 +346,65 @@ class LineServer(socketserver.TCPServer):
         except Exception:
             self.handle_error(request, client_address)
         finally:
-            self.count(request)
-            self.shutdown_request(request)
-            self.context.gate.leave()
+            self._finish(request)
+
+    def _answer_inline(self, request):
+        """Answer on the reading thread; an answer too big for the socket's buffer is
+        finished by the pool."""
+        request.inline = True
+        try:
+            self.finish_request(request, request.peer)
+        except Exception:
+            self.handle_error(request, request.peer)
+        if request.unsent is None:
+            self._finish(request)
+        else:
+            self.context.pool.submit(self._send_rest, request)
+
+    def deliver(self, request, reply):
+        """Send ``reply``; on the reading thread never wait, leaving the rest in ``unsent``."""
+        request.answered = True
+        request.sent = len(reply)
+        if not request.inline:
+            send_quietly(request.sock, reply)
+            return
+        try:
+            sent = request.sock.send(reply)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return
+        if sent < len(reply):
+            request.unsent = reply[sent:]
+
+    def _send_rest(self, request):
+        try:
+            request.sock.setblocking(True)
+            request.sock.settimeout(self.context.request_timeout)
+            send_quietly(request.sock, request.unsent)
+        finally:
+            self._finish(request)
+
+    def _finish(self, request):
+        """Count, close and free the connection's slot.
+
+        Counting comes before the close, so a client that has read its answer
+        finds it counted.
+        """
+        self.count(request)
+        self.shutdown_request(request)
+        self.context.gate.leave()
 
     def count(self, request):
         """Record an answered request in the metrics and, if enabled, the access log."""
         seconds = time.monotonic() - request.started
-        self._requests.labels(self.service, request.outcome).inc()
-        self._duration.labels(self.service).observe(seconds)
-        self._answer_bytes.labels(self.service).inc(request.sent)
+        counter = self._by_outcome.get(request.outcome)
+        if counter is None:
+            counter = self._by_outcome[request.outcome] = self._requests.labels(
+                self.service, request.outcome)
+        counter.inc()
+        self._duration.observe(seconds)
+        self._answer_bytes.inc(request.sent)
         if self.context.access_log is not None:
             self.context.access_log.log(self.service, request, seconds)
 
@@ -338,9 +413,7 @@ class LineServer(socketserver.TCPServer):
         request.outcome = ERROR
         log.exception("%s: internal error answering %s", self.service, client_address[0])
         if not request.answered:
-            request.answered = True
-            send_quietly(request.sock, INTERNAL_ERROR)
-            request.sent = len(INTERNAL_ERROR)
+            self.deliver(request, INTERNAL_ERROR)
 
     def shutdown_request(self, request):
         request.sock.close()

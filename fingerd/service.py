@@ -54,7 +54,8 @@ class Service:
         renderer = Renderer(config.replacements, config.high_bytes)
         forward = Forwarder(config.forward_timeout) if config.forwarding else None
         self._servers = (
-            [FingerServer(s, context, directory, rules, renderer, forward)
+            [FingerServer(s, context, directory, rules, renderer, forward,
+                          lookups_block=config.system_users)
              for s in sockets["finger"]]
             + [SetterServer(s, context, self.store) for s in sockets["setter"]]
             + [MetricsServer(s, scrapes, self.metrics.registry) for s in sockets["metrics"]])

@@ -43,13 +43,20 @@ class FingerServer(LineServer):
     lines_per_request = 1
     max_line_bytes = MAX_QUERY_BYTES
 
-    def __init__(self, sock, context, directory, rules, renderer, forward=None):
+    def __init__(self, sock, context, directory, rules, renderer, forward=None,
+                 lookups_block=False):
         super().__init__(sock, FingerHandler, context)
         self.directory = directory
         self.rules = rules
         self.renderer = renderer
         self.forward = forward
+        self.lookups_block = lookups_block
         self.queries = context.metrics.queries
+
+    def answers_inline(self, request):
+        """From the users file alone, answers never wait; a forward or an account lookup
+        (NSS, plan files) may, and goes to the pool."""
+        return not self.lookups_block and b"@" not in request.lines[0]
 
 
 class SetterHandler(LineRequestHandler):

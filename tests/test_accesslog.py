@@ -19,7 +19,8 @@ def test_escape_makes_any_text_one_printable_line():
     assert escape("x" * 100) == '"' + "x" * 64 + '..."'
 
 
-def test_one_line_per_request_without_names_by_default(daemon):
+def test_one_line_per_request_without_names_unless_asked(make_daemon):
+    daemon = make_daemon(fingerd__access_log="yes").start()
     daemon.finger(b"alice\r\n")
     daemon.finger(b"nobody\r\n")
     daemon.setter(b"bob\r\nAway\r\n")
@@ -32,15 +33,15 @@ def test_one_line_per_request_without_names_by_default(daemon):
 
 
 def test_names_are_logged_escaped_with_log_queries(make_daemon):
-    d = make_daemon(fingerd__log_queries="yes").start()
+    d = make_daemon(fingerd__access_log="yes", fingerd__log_queries="yes").start()
     d.finger(b"evil\rfingerd[1]: INFO forged\x1b[2J\r\n")
     line = access_lines(d, 1)[0]
     assert line.endswith(' user="evil\\x0dfingerd[1]: INFO forged\\x1b[2J"')
     assert "\r" not in d.log() and "\x1b" not in d.log()
 
 
-def test_access_log_can_be_turned_off_but_setter_changes_are_always_logged(make_daemon):
-    d = make_daemon(fingerd__access_log="no").start()
+def test_access_log_is_off_by_default_but_setter_changes_are_always_logged(make_daemon):
+    d = make_daemon().start()
     d.finger(b"alice\r\n")
     d.setter(b"bob\r\nAway\r\n")
     wait_until(lambda: "setter: 127.0.0.1 set the status of bob" in d.log(),

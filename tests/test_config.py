@@ -144,7 +144,7 @@ def test_source_forwarding_and_output_defaults():
     assert config.utmp_file == "/var/run/utmp"
     assert config.high_bytes == "pass"
     assert config.replacements == ()
-    assert config.access_log is True and config.log_queries is False
+    assert config.access_log is False and config.log_queries is False
 
 
 def test_replacements_one_a_line():

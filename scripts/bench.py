@@ -1,0 +1,323 @@
+#!/usr/bin/env python3
+"""Benchmark fingerd against the Twisted tutorial's server and a ThreadingTCPServer.
+
+One TCP connection a query, every answer checked. For each number of
+concurrent clients the servers are run in turn, round after round
+(interleaved), and each point reports queries/s, latency percentiles,
+errors and the server's CPU time per query read from /proc (parent and
+worker together for fingerd). Writes a Markdown table and a PNG chart.
+
+    python3 scripts/bench.py [--clients 1,16,128] [--queries 20000] [--rounds 2]
+
+Needs Twisted and matplotlib (pip install '.[bench]'). Loopback only.
+"""
+
+import argparse
+import multiprocessing
+import os
+import platform
+import selectors
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+TICKS = os.sysconf("SC_CLK_TCK")
+USER, STATUS = b"alice", b"Happy and well"
+QUERY, ANSWER = USER + b"\r\n", STATUS + b"\r\n"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def process_tree_cpu(pid):
+    """CPU seconds used so far by ``pid`` and its children."""
+    total = 0.0
+    pids = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / TICKS
+        except OSError:
+            pass
+    return total
+
+
+def wait_for_answer(port, deadline=30.0):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.sendall(QUERY)
+                if s.recv(100) == ANSWER:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"server on {port} did not answer")
+
+
+class Server:
+    """A server under test, started and ended by its pid."""
+
+    def __init__(self, name, directory):
+        self.name = name
+        self.dir = directory
+        self.port = free_port()
+        self.users = os.path.join(directory, "users")
+        self.proc = None
+
+    def command(self):
+        raise NotImplementedError
+
+    def start(self):
+        self.log = open(os.path.join(self.dir, "server.log"), "ab")
+        self.proc = subprocess.Popen(self.command(), cwd=ROOT, stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=self.log)
+        wait_for_answer(self.port)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+
+class Fingerd(Server):
+    def __init__(self, name, directory, **settings):
+        super().__init__(name, directory)
+        self.config = os.path.join(directory, "fingerd.conf")
+        fingerd = {"user": "nobody", "pidfile": os.path.join(directory, "fingerd.pid"),
+                   "users_file": self.users, "max_connections": "4096",
+                   "log_file": os.path.join(directory, "fingerd.log")}
+        fingerd.update(settings)
+        with open(self.config, "w") as f:
+            f.write("[fingerd]\n" + "".join(f"{k} = {v}\n" for k, v in fingerd.items()))
+            f.write(f"[finger]\nlisten = 127.0.0.1:{self.port}\n")
+            f.write(f"[setter]\nlisten = 127.0.0.1:{free_port()}\n")
+            f.write(f"[metrics]\nlisten = 127.0.0.1:{free_port()}\n")
+
+    def command(self):
+        return [sys.executable, "-m", "fingerd", "-n", "-c", self.config]
+
+
+class Twisted(Server):
+    def command(self):
+        return [sys.executable, os.path.join(HERE, "baselines", "twisted_finger.py"),
+                str(self.port), self.users]
+
+
+class Threading(Server):
+    def command(self):
+        return [sys.executable, os.path.join(HERE, "baselines", "threading_finger.py"),
+                str(self.port), self.users]
+
+
+def client_process(port, concurrency, count, start_at, results):
+    """Keep ``concurrency`` queries in flight until ``count`` are done; report latencies."""
+    sel = selectors.DefaultSelector()
+    latencies = []
+    errors = 0
+    started = 0
+    in_flight = 0
+    while time.time() < start_at:
+        time.sleep(0.001)
+    began = time.monotonic()
+    deadline = began + 300
+
+    def launch():
+        nonlocal started, in_flight
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        sel.register(s, selectors.EVENT_WRITE, [time.monotonic(), b""])
+        started += 1
+        in_flight += 1
+
+    while started < count and in_flight < concurrency:
+        launch()
+    while in_flight and time.monotonic() < deadline:
+        for key, mask in sel.select(5):
+            s, state = key.fileobj, key.data
+            done = False
+            try:
+                if mask & selectors.EVENT_WRITE:
+                    s.send(QUERY)
+                    sel.modify(s, selectors.EVENT_READ, state)
+                    continue
+                chunk = s.recv(4096)
+                if chunk:
+                    state[1] += chunk
+                    continue
+                done = True
+                if state[1] == ANSWER:
+                    latencies.append(time.monotonic() - state[0])
+                else:
+                    errors += 1
+            except OSError:
+                done = True
+                errors += 1
+            if done:
+                sel.unregister(s)
+                s.close()
+                in_flight -= 1
+                if started < count:
+                    launch()
+    errors += in_flight
+    results.put((latencies, errors, time.monotonic() - began))
+
+
+def run_point(server, clients, queries):
+    processes = min(clients, 2)
+    results = multiprocessing.Queue()
+    start_at = time.time() + 0.5
+    share = [queries // processes + (i < queries % processes) for i in range(processes)]
+    conc = [clients // processes + (i < clients % processes) for i in range(processes)]
+    workers = [multiprocessing.Process(target=client_process,
+                                       args=(server.port, conc[i], share[i], start_at, results))
+               for i in range(processes)]
+    for w in workers:
+        w.start()
+    while time.time() < start_at:
+        time.sleep(0.001)
+    cpu_before = process_tree_cpu(server.proc.pid)
+    gathered = [results.get(timeout=400) for _ in workers]
+    cpu = process_tree_cpu(server.proc.pid) - cpu_before
+    for w in workers:
+        w.join(30)
+    latencies = sorted(lat for got in gathered for lat in got[0])
+    errors = sum(got[1] for got in gathered)
+    elapsed = max(got[2] for got in gathered)
+    done = len(latencies)
+
+    def pct(p):
+        return latencies[min(done - 1, int(p * done))] * 1000 if done else float("nan")
+
+    return {"server": server.name, "clients": clients, "qps": done / elapsed,
+            "p50": pct(0.50), "p99": pct(0.99), "max": latencies[-1] * 1000 if done else 0,
+            "errors": errors, "cpu_us": cpu / max(done, 1) * 1e6}
+
+
+def median_point(points):
+    best = {key: statistics.median(p[key] for p in points)
+            for key in ("qps", "p50", "p99", "max", "cpu_us")}
+    best.update(server=points[0]["server"], clients=points[0]["clients"],
+                errors=sum(p["errors"] for p in points))
+    return best
+
+
+def machine():
+    with open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f
+                      if line.startswith("model name")), platform.machine())
+    return (f"{os.cpu_count()} cores, {model}, Linux {platform.release()}, "
+            f"Python {platform.python_version()}")
+
+
+def table(rows, baseline):
+    out = ["| server | clients | queries/s | p50 ms | p99 ms | max ms | errors | "
+           "server CPU µs/query | CPU vs Twisted | q/s vs Twisted |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        base = baseline.get(r["clients"])
+        cpu_ratio = f"{r['cpu_us'] / base['cpu_us']:.2f}" if base else "-"
+        qps_ratio = f"{r['qps'] / base['qps']:.2f}" if base else "-"
+        out.append(f"| {r['server']} | {r['clients']} | {r['qps']:.0f} | {r['p50']:.2f} | "
+                   f"{r['p99']:.2f} | {r['max']:.1f} | {r['errors']} | {r['cpu_us']:.0f} | "
+                   f"{cpu_ratio} | {qps_ratio} |")
+    return "\n".join(out)
+
+
+def chart(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    for name in dict.fromkeys(r["server"] for r in rows):
+        mine = [r for r in rows if r["server"] == name]
+        xs = [r["clients"] for r in mine]
+        for ax, key in zip(axes, ("qps", "cpu_us", "p99")):
+            ax.plot(xs, [r[key] for r in mine], marker="o", label=name)
+    for ax, title in zip(axes, ("queries/s", "server CPU µs per query", "p99 latency, ms")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent clients")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[1].set_yscale("log")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", default="1,16,128")
+    parser.add_argument("--queries", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", default=os.path.join(ROOT, "docs", "bench"))
+    parser.add_argument("--servers", default="fingerd,fingerd-nolog,twisted,threading")
+    args = parser.parse_args()
+    clients = [int(c) for c in args.clients.split(",")]
+    work = tempfile.mkdtemp(prefix="fingerd-bench-")
+    os.chmod(work, 0o755)
+    makers = {
+        "fingerd": lambda d: Fingerd("fingerd", d),
+        "fingerd-nolog": lambda d: Fingerd("fingerd-nolog", d, access_log="no"),
+        "twisted": lambda d: Twisted("twisted", d),
+        "threading": lambda d: Threading("threading", d),
+    }
+    servers = []
+    for name in args.servers.split(","):
+        directory = os.path.join(work, name)
+        os.mkdir(directory, 0o755)
+        with open(os.path.join(directory, "users"), "wb") as f:
+            f.write(USER + b":" + STATUS + b"\n" + b"".join(b"user%d:status %d\n" % (i, i)
+                                                           for i in range(1000)))
+        servers.append(makers[name](directory))
+    rows = []
+    try:
+        for server in servers:
+            server.start()
+        for n in clients:
+            points = {s.name: [] for s in servers}
+            for _ in range(args.rounds):
+                for server in servers:
+                    points[server.name].append(run_point(server, n, args.queries))
+                    print(f"  {server.name:>14} {n:>4} clients: "
+                          f"{points[server.name][-1]['qps']:8.0f} q/s "
+                          f"{points[server.name][-1]['cpu_us']:6.0f} µs/q", file=sys.stderr)
+            rows.extend(median_point(points[s.name]) for s in servers)
+    finally:
+        for server in servers:
+            server.stop()
+    baseline = {r["clients"]: r for r in rows if r["server"] == "twisted"}
+    rows.sort(key=lambda r: (list(makers).index(r["server"]), r["clients"]))
+    text = (f"Measured {time.strftime('%Y-%m-%d')} on {machine()}; {args.queries} queries a "
+            f"point, median of {args.rounds} interleaved rounds.\n\n{table(rows, baseline)}\n")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "latest.md"), "w") as f:
+        f.write(text)
+    chart(rows, os.path.join(args.out, "latest.png"))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
