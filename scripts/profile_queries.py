@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Profile fingerd's per-query path: where a finger query's server time goes.
+
+Runs the finger service in this process on a loopback port (no privilege
+separation; the per-query path is the same), sends QUERIES queries from a
+client process, and prints the functions of the reading thread by own time.
+
+    python3 scripts/profile_queries.py [QUERIES]
+"""
+
+import cProfile
+import multiprocessing
+import os
+import pstats
+import socket
+import sys
+import tempfile
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fingerd.config import parse_config  # noqa: E402
+from fingerd.listeners import bind_all  # noqa: E402
+from fingerd.metrics import Metrics  # noqa: E402
+from fingerd.service import Service  # noqa: E402
+from fingerd.services import OUTCOMES, FingerServer  # noqa: E402
+from fingerd.store import UserStore  # noqa: E402
+
+
+def client(port, count):
+    for _ in range(count):
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"alice\r\n")
+            while s.recv(4096):
+                pass
+
+
+def main():
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
+    work = tempfile.mkdtemp()
+    with open(os.path.join(work, "users"), "w") as f:
+        f.write("alice:Happy and well\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = parse_config(f"[fingerd]\nusers_file = users\n[finger]\nlisten = 127.0.0.1:{port}\n"
+                          "[setter]\nlisten = 127.0.0.1:0\n[metrics]\nlisten =\n"
+                          .replace("127.0.0.1:0", f"127.0.0.1:{port + 1}"),
+                          os.path.join(work, "fingerd.conf"))
+    metrics = Metrics(OUTCOMES)
+    store = UserStore(config.users_file, metrics)
+    store.load()
+    profile = cProfile.Profile()
+    original = FingerServer.serve_forever
+
+    def profiled(self, poll_interval=None):
+        profile.enable()
+        try:
+            original(self, poll_interval)
+        finally:
+            profile.disable()
+
+    FingerServer.serve_forever = profiled
+    service = Service(config, bind_all(config), store, metrics)
+    service.start()
+    worker = multiprocessing.Process(target=client, args=(port, count))
+    worker.start()
+    worker.join()
+    service.stop()
+    stats = pstats.Stats(profile)
+    total = stats.total_tt
+    print(f"{count} queries, {total / count * 1e6:.1f} µs of profiled reading-thread time "
+          "a query (profiling roughly doubles it)\n")
+    stats.sort_stats("tottime").print_stats(18)
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "main"
+    main()
