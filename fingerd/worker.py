@@ -7,6 +7,7 @@ imported before the drop: the interpreter may live where the service user
 cannot read.
 """
 
+import gc
 import logging
 import os
 import signal
@@ -63,6 +64,7 @@ def run(config, account, sockets, monitor_sock, log_fd, restarts):
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     service = Service(config, sockets, store, metrics)
     service.start()
+    gc.freeze()
     monitor.ready()
     while not service.failed.is_set() and os.getppid() == parent:
         sig = signal.sigtimedwait(SIGNALS, PARENT_CHECK_SECONDS)

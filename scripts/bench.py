@@ -273,14 +273,14 @@ def main():
     parser.add_argument("--queries", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "bench"))
-    parser.add_argument("--servers", default="fingerd,fingerd-nolog,twisted,threading")
+    parser.add_argument("--servers", default="fingerd,fingerd-accesslog,twisted,threading")
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     work = tempfile.mkdtemp(prefix="fingerd-bench-")
     os.chmod(work, 0o755)
     makers = {
         "fingerd": lambda d: Fingerd("fingerd", d),
-        "fingerd-nolog": lambda d: Fingerd("fingerd-nolog", d, access_log="no"),
+        "fingerd-accesslog": lambda d: Fingerd("fingerd-accesslog", d, access_log="yes"),
         "twisted": lambda d: Twisted("twisted", d),
         "threading": lambda d: Threading("threading", d),
     }
