@@ -3,6 +3,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
+from fingerd import usersfile
 from fingerd.usersfile import (UsersFileError, format_users, is_valid_name, parse_users,
                                status_problem, with_status)
 
@@ -139,3 +140,28 @@ def test_with_status_sets_exactly_one_entry(table, name, status):
     expected = dict(table)
     expected[name] = status
     assert parse_users(with_status(format_users(table), name, status)) == expected
+
+
+@given(st.lists(st.sampled_from(["alice:x", "bob:y", "# c", "", "  ", "bad", "-x:y", "a b:c",
+                                 "alice:z", "c:\x1b", "d:\u2028", "e:\r", "x" * 33 + ":y",
+                                 "f:" + "é" * 200]), max_size=12),
+       st.sampled_from(["\n", "\r\n"]), st.booleans())
+def test_fast_and_line_by_line_readings_agree(lines, ending, final):
+    text = ending.join(lines) + (ending if final else "")
+    data = text.encode()
+    try:
+        expected = usersfile._parse_lines(text, "users")
+    except UsersFileError:
+        expected = None
+    fast = usersfile._parse_fast(text.replace("\r\n", "\n"))
+    assert fast is None or fast == expected
+    assert (parse_users(data) if expected is not None else None) == expected
+
+
+def test_a_file_larger_than_a_chunk_reads_whole(monkeypatch):
+    monkeypatch.setattr(usersfile, "CHUNK_CHARS", 64)
+    data = b"".join(b"u%d:s%d\n" % (i, i) for i in range(500))
+    users = parse_users(data)
+    assert len(users) == 500 and users["u499"] == "s499"
+    with pytest.raises(UsersFileError, match="duplicate user u1"):
+        parse_users(data + b"u1:again\n")
