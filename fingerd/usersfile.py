@@ -93,7 +93,7 @@ def parse_users(data, filename="users"):
 #: Characters of the file one pass of the fast path reads. Regular expressions
 #: hold the GIL while they run; between chunks the serving threads get it
 #: back, so a reload of a huge file never stalls queries for long.
-CHUNK_CHARS = 256 * 1024
+CHUNK_CHARS = 64 * 1024
 
 
 def _chunks(text):

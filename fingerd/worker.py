@@ -11,6 +11,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 
 from fingerd.limits import STOP_GRACE_SECONDS
 from fingerd.logrelay import PipeHandler
@@ -32,6 +33,13 @@ SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
 
 #: Seconds between checks that the parent is still there.
 PARENT_CHECK_SECONDS = 1.0
+
+#: How long a thread may hold the GIL while another waits for it (Python's
+#: default is 5 ms). A reading thread gives the GIL up at every system call;
+#: while a reload keeps another thread busy, each of those costs it up to
+#: this long to get it back, so the default let a reload of a large users
+#: file add hundreds of milliseconds to a query.
+SWITCH_INTERVAL = 0.0005
 
 
 def run(config, account, sockets, monitor_sock, log_fd, restarts):
@@ -63,6 +71,7 @@ def run(config, account, sockets, monitor_sock, log_fd, restarts):
         return EXIT_FATAL
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     service = Service(config, sockets, store, metrics)
+    sys.setswitchinterval(SWITCH_INTERVAL)
     service.start()
     gc.freeze()
     monitor.ready()
