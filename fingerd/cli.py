@@ -3,6 +3,7 @@
 import argparse
 import logging
 import os
+import signal
 import sys
 
 from fingerd import __version__, daemonize, logsetup
@@ -13,7 +14,7 @@ from fingerd.metrics import Metrics
 from fingerd.pidfile import AlreadyRunning, Pidfile
 from fingerd.services import OUTCOMES
 from fingerd.store import UserStore
-from fingerd.supervisor import Supervisor
+from fingerd.supervisor import HANDLED_SIGNALS, Supervisor
 from fingerd.usersfile import UsersFileError
 
 log = logging.getLogger("fingerd")
@@ -69,6 +70,8 @@ def serve(config, account, foreground):
     problem = privileged_port_problem(config)
     if problem:
         return fail(problem)
+    # Until the supervisor handles them, signals wait rather than kill a starting daemon.
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     pidfile = Pidfile(config.pidfile)
     try:
         pidfile.acquire()

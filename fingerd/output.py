@@ -71,16 +71,3 @@ class Renderer:
     def render(self, lines):
         """The wire bytes of ``lines`` (strings without line endings), each ended by CRLF."""
         return "".join(self.line(text) + "\r\n" for text in lines).encode("utf-8")
-
-
-_PLAIN = Renderer()
-
-
-def wire_lines(lines):
-    """The wire bytes of ``lines`` under no output rules."""
-    return _PLAIN.render(lines)
-
-
-def wire_text(text):
-    """The wire bytes of free text with any line endings, re-ended in CRLF."""
-    return _PLAIN.render(split_lines(text))

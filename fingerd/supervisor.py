@@ -82,6 +82,7 @@ class Supervisor:
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, _record_only)
         signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
         self._sel.register(wake_r, selectors.EVENT_READ, self._on_signals)
         self._spawn()
         startup_deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -121,7 +122,12 @@ class Supervisor:
     def _spawn(self):
         parent_end, worker_end = channel()
         log_r, log_w = os.pipe()
+        # The child starts with the worker's signals blocked: one sent before it is
+        # ready to wait for it stays pending instead of killing it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, worker.SIGNALS)
         pid = os.fork()
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, worker.SIGNALS)
         if pid == 0:
             code = 70
             try:

@@ -160,11 +160,6 @@ def _parse_lines(text, filename):
     return users
 
 
-def format_users(users):
-    """The bytes of a users file holding exactly ``users``."""
-    return "".join(f"{name}:{status}\n" for name, status in users.items()).encode("utf-8")
-
-
 def with_status(data, name, status, filename="users"):
     """``data`` with ``name``'s status set: its line replaced in place, or one appended.
 

@@ -39,8 +39,3 @@ def parse_utmp(data):
                 break
     return sessions
 
-
-def pack_session(session, pid=1):
-    """The utmp record of ``session``; for tests and tools that write utmp files."""
-    return RECORD.pack(USER_PROCESS, pid, session.line.encode(), b"", session.user.encode(),
-                       session.host.encode(), 0, 0, 0, session.login_time, 0, 0, 0, 0, 0)

@@ -91,3 +91,17 @@ def test_a_worker_that_keeps_dying_is_restarted_with_growing_delays(daemon):
     assert "worker keeps dying; next start in 1.0 s" in daemon.log()
     assert daemon.finger(b"alice\r\n") == b"Happy and well\r\n"
     assert daemon.metric("fingerd_worker_restarts_total") == 3
+
+
+def test_signals_during_startup_wait_instead_of_killing(make_daemon):
+    """As soon as the pidfile names it (what fingerd-ctl reads), a HUP is safe."""
+    d = make_daemon()
+    d.start(wait=False)
+    pidfile = os.path.join(d.dir, "fingerd.pid")
+    wait_until(lambda: os.path.exists(pidfile) and open(pidfile).read().strip(),
+               what="the pidfile")
+    for _ in range(3):
+        d.signal(signal.SIGHUP)
+    wait_until(lambda: d.proc.poll() is None and d.ready(), what="fingerd to serve")
+    assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
+    assert "started worker" in d.log() and d.log().count("started worker") == 1

@@ -2,8 +2,15 @@
 
 from hypothesis import given, strategies as st
 
-from fingerd.output import (HIGH_BYTES_POLICIES, Renderer, caret, sanitize, wire_lines,
-                            wire_text)
+from fingerd.output import HIGH_BYTES_POLICIES, Renderer, caret, sanitize, split_lines
+
+
+def wire_lines(lines):
+    return Renderer().render(lines)
+
+
+def wire_text(text):
+    return Renderer().render(split_lines(text))
 
 
 def test_tab_and_printable_text_pass():

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from fingerd.utmp import Session, pack_session
+from fingerd.utmp import Session
+from tests.test_utmp import pack_session
 from tests.conftest import needs_root
 
 pytestmark = needs_root

@@ -4,8 +4,13 @@ import pytest
 from hypothesis import given, strategies as st
 
 from fingerd import usersfile
-from fingerd.usersfile import (UsersFileError, format_users, is_valid_name, parse_users,
-                               status_problem, with_status)
+from fingerd.usersfile import (UsersFileError, is_valid_name, parse_users, status_problem,
+                               with_status)
+
+
+def format_users(users):
+    """The bytes of a users file holding exactly ``users``."""
+    return "".join(f"{name}:{status}\n" for name, status in users.items()).encode("utf-8")
 
 
 def test_entries_comments_and_blank_lines():

@@ -2,7 +2,13 @@
 
 from hypothesis import given, strategies as st
 
-from fingerd.utmp import RECORD, Session, pack_session, parse_utmp
+from fingerd.utmp import RECORD, USER_PROCESS, Session, parse_utmp
+
+
+def pack_session(session, pid=1):
+    """The utmp record of ``session``, as login(1) would write it."""
+    return RECORD.pack(USER_PROCESS, pid, session.line.encode(), b"", session.user.encode(),
+                       session.host.encode(), 0, 0, 0, session.login_time, 0, 0, 0, 0, 0)
 
 
 def test_record_is_glibc_size():
