@@ -72,7 +72,8 @@ class SetterHandler(LineRequestHandler):
             log.info("setter: refused request from %s: %s", peer, exc)
             return SET_REFUSED, f"ERROR {exc}\r\n".encode("ascii")
         except StoreError as exc:
-            log.error("setter: request from %s failed: %s", peer, exc)
+            log.error("setter: request from %s failed: %s: %s", peer, self.server.store.path,
+                      exc)
             return SET_FAILED, f"ERROR {exc}\r\n".encode("utf-8", "replace")
         log.info("setter: %s set the status of %s", peer, name)
         return SET_OK, b"OK\r\n"

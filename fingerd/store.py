@@ -146,5 +146,4 @@ def write_status(path, name, status):
     try:
         return old_sig, fileio.replace_durably(path, new_data)
     except OSError as exc:
-        log.error("%s: cannot write users file: %s", path, exc)
         raise StoreError(f"cannot write users file: {exc.strerror or exc}") from exc
