@@ -85,33 +85,40 @@ def parse_users(data, filename="users"):
     second); any doubt falls back to the line-by-line reading that names
     the bad lines.
     """
-    text = _decode(data, filename)
-    users = _parse_fast(text.replace("\r\n", "\n"))
-    return users if users is not None else _parse_lines(text, filename)
+    users = _parse_fast(data)
+    return users if users is not None else _parse_lines(_decode(data, filename), filename)
 
 
-#: Characters of the file one pass of the fast path reads. Regular expressions
+#: Bytes of the file one pass of the fast path reads. Regular expressions
 #: hold the GIL while they run; between chunks the serving threads get it
 #: back, so a reload of a huge file never stalls queries for long.
-CHUNK_CHARS = 64 * 1024
+CHUNK_BYTES = 64 * 1024
 
 
-def _chunks(text):
+def _chunks(data):
     start = 0
-    while start < len(text):
-        end = text.find("\n", start + CHUNK_CHARS)
-        end = len(text) if end < 0 else end + 1
-        yield text[start:end]
+    while start < len(data):
+        end = data.find(b"\n", start + CHUNK_BYTES)
+        end = len(data) if end < 0 else end + 1
+        yield data[start:end]
         start = end
 
 
-def _parse_fast(text):
-    """The table of a valid file in a few passes of C code a chunk; None when anything
-    looks wrong, for the line-by-line reading to name it."""
+def _parse_fast(data):
+    """The table of a valid file, a chunk of whole lines at a time, each in a few passes
+    of C code; None when anything looks wrong, for the line-by-line reading to name it.
+
+    Splitting the bytes at LF is safe before decoding: no UTF-8 sequence holds
+    that byte.
+    """
     users = {}
     count = 0
-    for chunk in _chunks(text):
-        entries = _entries_fast(chunk)
+    for chunk in _chunks(data):
+        try:
+            text = chunk.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        entries = _entries_fast(text.replace("\r\n", "\n"))
         if entries is None:
             return None
         users.update(entries)

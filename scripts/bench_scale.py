@@ -67,14 +67,16 @@ def load_times(path, rounds=3):
 
 
 def with_reloads(server, clients, queries, every=2.0):
-    """A load point while the daemon is sent SIGHUP every ``every`` seconds."""
+    """A load point while the daemon is sent SIGHUP as it starts and every ``every`` seconds."""
     stop = threading.Event()
     sent = [0]
 
     def hup():
-        while not stop.wait(every):
+        delay = 0.6
+        while not stop.wait(delay):
             server.proc.send_signal(signal.SIGHUP)
             sent[0] += 1
+            delay = every
 
     thread = threading.Thread(target=hup, daemon=True)
     thread.start()

@@ -220,3 +220,30 @@ def test_readers_never_see_half_a_table(store, path):
         for r in readers:
             r.join(10)
     assert torn == []
+
+
+def test_a_replaced_table_is_emptied_once_nobody_reads_it(store, path):
+    replace_file(path, b"carol:New\n")
+    assert store.reload()
+    replace_file(path, b"dave:Newer\n")
+    held = store.users()
+    assert store.reload()
+    assert held == {"carol": "New"}, "a table a reader holds must never change"
+
+
+class CountingTable(dict):
+    popped = 0
+
+    def popitem(self):
+        CountingTable.popped += 1
+        return super().popitem()
+
+
+def test_release_waits_for_the_last_reader_and_frees_otherwise():
+    from fingerd.store import release_gradually
+    table = CountingTable((f"u{i}", "s") for i in range(50000))
+    release_gradually([table], wait=0.05)
+    assert len(table) == 50000 and CountingTable.popped == 0, "held here: left whole"
+    holder = [CountingTable((f"u{i}", "s") for i in range(50000))]
+    release_gradually(holder, wait=0.05)
+    assert CountingTable.popped == 50000
