@@ -237,7 +237,7 @@ SCHEMA = (
     ("finger", "forward_timeout", "10", _seconds(0.1, 300), "forward_timeout"),
     ("finger", "system_users", "no", _boolean, "system_users"),
     ("finger", "min_uid", "1000", _integer(0, 2**32 - 2), "min_uid"),
-    ("finger", "max_uid", "59999", _integer(0, 2**32 - 2), "max_uid"),
+    ("finger", "max_uid", "65533", _integer(0, 2**32 - 2), "max_uid"),
     ("finger", "plan_files", ".plan, .project, .pgpkey", _file_names, "plan_files"),
     ("finger", "plan_max_bytes", "16384", _integer(0, 1024 * 1024), "plan_max_bytes"),
     ("finger", "utmp_file", "/var/run/utmp", _path, "utmp_file"),
