@@ -3,11 +3,11 @@
 socketserver's ThreadingMixIn starts a thread per connection with no bound,
 and its handler timeout applies to each read rather than to the request. So
 here one thread per listening socket accepts connections and reads their
-request lines on a selector, under a total deadline; only complete requests
-go to the shared bounded pool, where socketserver's usual
-``finish_request`` / RequestHandlerClass / ``handle_error`` /
-``shutdown_request`` sequence answers them. An idle client costs a file
-descriptor and a dict entry, never a thread.
+request lines on a selector, under a total deadline. A complete request
+whose answer cannot block is answered on that thread; any other goes to the
+shared bounded pool. Both use socketserver's ``finish_request`` /
+RequestHandlerClass / ``handle_error`` / ``shutdown_request`` sequence. An
+idle client costs a file descriptor and a dict entry, never a thread.
 """
 
 import collections
@@ -152,6 +152,7 @@ class LineServer(socketserver.TCPServer):
         self._stopped = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._accept_paused_until = None
+        self._starved = False
 
     def server_close(self):
         super().server_close()
@@ -245,6 +246,9 @@ class LineServer(socketserver.TCPServer):
                 else:
                     log.warning("%s: accept failed: %s", self.service, exc)
                 return
+            if self._starved:
+                self._starved = False
+                log.info("%s: accepting connections again", self.service)
             if not self.verify_request(sock, peer):
                 self._rejected.labels(REJECT_NOT_LOCAL).inc()
                 sock.close()
@@ -258,12 +262,18 @@ class LineServer(socketserver.TCPServer):
             self._read(sel, Request(sock, peer, now, now + timeout), watched=False)
 
     def _pause_accepting(self, sel, exc):
-        """Out of descriptors: stop polling the listener briefly instead of spinning on it."""
+        """Out of descriptors: stop polling the listener briefly instead of spinning on it.
+
+        Logged once when it starts and once when accepting works again, not at
+        every pause.
+        """
         self._rejected.labels(REJECT_RESOURCES).inc()
         sel.unregister(self.socket)
         self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE_SECONDS
-        log.warning("%s: cannot accept connections: %s; pausing %.1f s",
-                    self.service, exc.strerror, ACCEPT_PAUSE_SECONDS)
+        if not self._starved:
+            self._starved = True
+            log.warning("%s: cannot accept connections: %s; retrying every %.1f s",
+                        self.service, exc.strerror, ACCEPT_PAUSE_SECONDS)
 
     def _read(self, sel, request, watched=True):
         """Read what has arrived; on a new connection, before watching it, since the

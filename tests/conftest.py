@@ -2,6 +2,7 @@
 
 import os
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -111,11 +112,17 @@ class Daemon:
                 f.writelines(f"{k} = {v}\n" for k, v in values.items())
         self.proc = None
 
-    def start(self, wait=True):
+    def start(self, wait=True, max_files=None):
+        """Run fingerd -n; ``max_files`` lowers its RLIMIT_NOFILE."""
         self._stderr = open(self.log_file, "ab")
+        limit = None
+        if max_files is not None:
+            def limit():
+                resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, max_files))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fingerd", "-n", "-c", self.config_file],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr)
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr,
+            preexec_fn=limit)
         if wait:
             wait_until(lambda: self._alive() and self.ready(), what="fingerd to serve")
         return self
