@@ -1,6 +1,7 @@
 """System accounts and their plan files, with real accounts made for the test."""
 
 import os
+import shutil
 import subprocess
 import time
 
@@ -13,10 +14,12 @@ from tests.conftest import needs_root
 pytestmark = needs_root
 
 PREFIX = "fgtest"
+USERADD = shutil.which("useradd") or "/usr/sbin/useradd"
+USERDEL = shutil.which("userdel") or "/usr/sbin/userdel"
 
 
 def useradd(name, uid, home, gecos):
-    subprocess.run(["useradd", "--uid", str(uid), "--home-dir", home, "--no-create-home",
+    subprocess.run([USERADD, "--uid", str(uid), "--home-dir", home, "--no-create-home",
                     "--comment", gecos, "--shell", "/bin/sh", "--no-user-group", name],
                    check=True, capture_output=True)
     os.mkdir(home, 0o755)
@@ -40,13 +43,13 @@ def accounts(public_dir):
         for i, gecos in enumerate(["Ada Lovelace,Room 1,,", "& Plan-less", "Linked Plan",
                                    "Big Plan", "Hidden Person", "Closed Home"], 1):
             name = f"{PREFIX}{i}"
-            subprocess.run(["userdel", name], capture_output=True)
+            subprocess.run([USERDEL, name], capture_output=True)
             useradd(name, 42000 + i, os.path.join(homes, name), gecos)
             made.append(name)
         yield {name: (42000 + i, os.path.join(homes, name)) for i, name in enumerate(made, 1)}
     finally:
         for name in made:
-            subprocess.run(["userdel", name], capture_output=True)
+            subprocess.run([USERDEL, name], capture_output=True)
 
 
 @pytest.fixture
