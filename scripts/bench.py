@@ -131,56 +131,63 @@ class Threading(Server):
                 str(self.port), self.users]
 
 
+def open_query(sel, port):
+    """Start one query on a new non-blocking connection, watched by ``sel``."""
+    s = socket.socket()
+    s.setblocking(False)
+    s.connect_ex(("127.0.0.1", port))
+    sel.register(s, selectors.EVENT_WRITE, [time.monotonic(), b""])
+
+
+def advance(sel, key, mask):
+    """One step of a query: None while it goes on, else ``(reply, seconds)``, the reply
+    None when the connection failed. A finished connection is closed."""
+    s, state = key.fileobj, key.data
+    try:
+        if mask & selectors.EVENT_WRITE:
+            s.send(QUERY)
+            sel.modify(s, selectors.EVENT_READ, state)
+            return None
+        chunk = s.recv(4096)
+        if chunk:
+            state[1] += chunk
+            return None
+        reply = state[1]
+    except OSError:
+        reply = None
+    sel.unregister(s)
+    s.close()
+    return reply, time.monotonic() - state[0]
+
+
 def client_process(port, concurrency, count, start_at, results):
     """Keep ``concurrency`` queries in flight until ``count`` are done; report latencies."""
     sel = selectors.DefaultSelector()
     latencies = []
     errors = 0
-    started = 0
-    in_flight = 0
     while time.time() < start_at:
         time.sleep(0.001)
     began = time.monotonic()
     deadline = began + 300
-
-    def launch():
-        nonlocal started, in_flight
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex(("127.0.0.1", port))
-        sel.register(s, selectors.EVENT_WRITE, [time.monotonic(), b""])
-        started += 1
-        in_flight += 1
-
-    while started < count and in_flight < concurrency:
-        launch()
+    started = min(concurrency, count)
+    for _ in range(started):
+        open_query(sel, port)
+    in_flight = started
     while in_flight and time.monotonic() < deadline:
         for key, mask in sel.select(5):
-            s, state = key.fileobj, key.data
-            done = False
-            try:
-                if mask & selectors.EVENT_WRITE:
-                    s.send(QUERY)
-                    sel.modify(s, selectors.EVENT_READ, state)
-                    continue
-                chunk = s.recv(4096)
-                if chunk:
-                    state[1] += chunk
-                    continue
-                done = True
-                if state[1] == ANSWER:
-                    latencies.append(time.monotonic() - state[0])
-                else:
-                    errors += 1
-            except OSError:
-                done = True
+            done = advance(sel, key, mask)
+            if done is None:
+                continue
+            reply, seconds = done
+            if reply == ANSWER:
+                latencies.append(seconds)
+            else:
                 errors += 1
-            if done:
-                sel.unregister(s)
-                s.close()
-                in_flight -= 1
-                if started < count:
-                    launch()
+            in_flight -= 1
+            if started < count:
+                open_query(sel, port)
+                started += 1
+                in_flight += 1
     errors += in_flight
     results.put((latencies, errors, time.monotonic() - began))
 

@@ -26,7 +26,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import ANSWER, QUERY, STATUS, USER, Fingerd, machine, run_point  # noqa: E402
+from bench import (ANSWER, STATUS, USER, Fingerd, advance, machine, open_query,  # noqa: E402
+                   run_point)
 from fingerd.metrics import Metrics  # noqa: E402
 from fingerd.services import OUTCOMES  # noqa: E402
 from fingerd.store import UserStore  # noqa: E402
@@ -94,33 +95,18 @@ def burst(port, count, timeout=30.0):
     sel = selectors.DefaultSelector()
     outcome = {"answered": 0, "busy": 0, "other": 0, "hanging": 0}
     for _ in range(count):
-        s = socket.socket()
-        s.setblocking(False)
-        s.connect_ex(("127.0.0.1", port))
-        sel.register(s, selectors.EVENT_WRITE, [b""])
+        open_query(sel, port)
     deadline = time.monotonic() + timeout
     open_count = count
     while open_count and time.monotonic() < deadline:
         for key, mask in sel.select(1):
-            s, state = key.fileobj, key.data
-            try:
-                if mask & selectors.EVENT_WRITE:
-                    s.send(QUERY)
-                    sel.modify(s, selectors.EVENT_READ, state)
-                    continue
-                chunk = s.recv(4096)
-            except OSError:
-                chunk = b""
-                state[0] = state[0] or b"reset"
-            if chunk:
-                state[0] += chunk
+            done = advance(sel, key, mask)
+            if done is None:
                 continue
-            reply = state[0]
+            reply = done[0]
             kind = ("answered" if reply == ANSWER else
                     "busy" if reply == b"Server busy, try again later\r\n" else "other")
             outcome[kind] += 1
-            sel.unregister(s)
-            s.close()
             open_count -= 1
     outcome["hanging"] = open_count
     for key in list(sel.get_map().values()):
