@@ -69,8 +69,8 @@ class UserStore:
                                              f"keeping {len(self._users)} users")
                 return False
             except OSError as exc:
-                self._fail(None, force, f"{self.path}: cannot read users file: "
-                                        f"{exc.strerror or exc}")
+                self._fail(("unreadable", exc.errno), force,
+                           f"{self.path}: cannot read users file: {exc.strerror or exc}")
                 return False
             if not force and sig is not None and sig in (self._signature, self._failed_signature):
                 return False

@@ -247,3 +247,18 @@ def test_release_waits_for_the_last_reader_and_frees_otherwise():
     holder = [CountingTable((f"u{i}", "s") for i in range(50000))]
     release_gradually(holder, wait=0.05)
     assert CountingTable.popped == 50000
+
+
+def test_an_unreadable_file_is_reported_once(store, path, metrics, caplog):
+    os.unlink(path)
+    os.mkdir(path)
+    try:
+        with caplog.at_level(logging.ERROR):
+            for _ in range(3):
+                assert store.reload() is False
+        assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+            f"{path}: cannot read users file: Is a directory"]
+        assert sample(metrics, "fingerd_reloads_total", outcome="failure") == 1
+        assert store.users()["alice"] == "Happy"
+    finally:
+        os.rmdir(path)
