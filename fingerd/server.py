@@ -188,13 +188,17 @@ class LineServer(socketserver.TCPServer):
             sel.register(self.socket, selectors.EVENT_READ, _LISTENER)
             sel.register(self._wake_r, selectors.EVENT_READ, _WAKER)
             while not (self._stopping and self._stop_accepting(sel) and not self._pending):
+                accept = False
                 for key, _ in sel.select(self._next_timeout()):
                     if key.data is _LISTENER:
-                        self._accept(sel)
+                        accept = True
                     elif key.data is _WAKER:
                         self._wake_r.recv(64)
                     else:
                         self._read(sel, key.data)
+                if accept:
+                    # After the connections already waiting: new ones must not jump ahead.
+                    self._accept(sel)
                 now = time.monotonic()
                 self._expire(sel, now)
                 if self._accept_paused_until is not None and now >= self._accept_paused_until \

@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -192,24 +193,64 @@ def client_process(port, concurrency, count, start_at, results):
     results.put((latencies, errors, time.monotonic() - began))
 
 
-def run_point(server, clients, queries):
+def build_loadgen(directory):
+    """Compile the C load generator; None (with a warning) when there is no compiler."""
+    binary = os.path.join(directory, "loadgen")
+    result = subprocess.run(["cc", "-O2", "-o", binary, os.path.join(HERE, "loadgen.c")],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"cannot build loadgen.c, using the slower Python client:\n{result.stderr}",
+              file=sys.stderr)
+        return None
+    return binary
+
+
+def run_loadgen(loadgen, port, conc, share, start_at):
+    """``(latencies, errors, elapsed)`` from C load generator processes started together."""
+    procs = [subprocess.Popen([loadgen, str(port), str(c), str(n), repr(start_at),
+                               QUERY.decode(), ANSWER.decode()],
+                              stdout=subprocess.PIPE, text=True)
+             for c, n in zip(conc, share)]
+    gathered = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=400)
+        head, *rest = out.split("\n")
+        errors, elapsed = head.split()
+        gathered.append(([int(x) / 1e6 for x in rest if x], int(errors), float(elapsed)))
+    return gathered
+
+
+def run_point(server, clients, queries, loadgen=None):
     processes = min(clients, 2)
-    results = multiprocessing.Queue()
     start_at = time.time() + 0.5
     share = [queries // processes + (i < queries % processes) for i in range(processes)]
     conc = [clients // processes + (i < clients % processes) for i in range(processes)]
-    workers = [multiprocessing.Process(target=client_process,
-                                       args=(server.port, conc[i], share[i], start_at, results))
-               for i in range(processes)]
-    for w in workers:
-        w.start()
-    while time.time() < start_at:
-        time.sleep(0.001)
-    cpu_before = process_tree_cpu(server.proc.pid)
-    gathered = [results.get(timeout=400) for _ in workers]
+    cpu_before = None
+    if loadgen:
+        result = {}
+        runner = threading.Thread(target=lambda: result.update(
+            got=run_loadgen(loadgen, server.port, conc, share, start_at)))
+        runner.start()
+        while time.time() < start_at:
+            time.sleep(0.001)
+        cpu_before = process_tree_cpu(server.proc.pid)
+        runner.join()
+        gathered = result["got"]
+    else:
+        results = multiprocessing.Queue()
+        workers = [multiprocessing.Process(target=client_process,
+                                           args=(server.port, conc[i], share[i], start_at,
+                                                 results))
+                   for i in range(processes)]
+        for w in workers:
+            w.start()
+        while time.time() < start_at:
+            time.sleep(0.001)
+        cpu_before = process_tree_cpu(server.proc.pid)
+        gathered = [results.get(timeout=400) for _ in workers]
+        for w in workers:
+            w.join(30)
     cpu = process_tree_cpu(server.proc.pid) - cpu_before
-    for w in workers:
-        w.join(30)
     latencies = sorted(lat for got in gathered for lat in got[0])
     errors = sum(got[1] for got in gathered)
     elapsed = max(got[2] for got in gathered)
@@ -299,6 +340,7 @@ def main():
             f.write(USER + b":" + STATUS + b"\n" + b"".join(b"user%d:status %d\n" % (i, i)
                                                            for i in range(1000)))
         servers.append(makers[name](directory))
+    loadgen = build_loadgen(work)
     rows = []
     try:
         for server in servers:
@@ -307,7 +349,7 @@ def main():
             points = {s.name: [] for s in servers}
             for _ in range(args.rounds):
                 for server in servers:
-                    points[server.name].append(run_point(server, n, args.queries))
+                    points[server.name].append(run_point(server, n, args.queries, loadgen))
                     print(f"  {server.name:>14} {n:>4} clients: "
                           f"{points[server.name][-1]['qps']:8.0f} q/s "
                           f"{points[server.name][-1]['cpu_us']:6.0f} µs/q", file=sys.stderr)
@@ -317,8 +359,10 @@ def main():
             server.stop()
     baseline = {r["clients"]: r for r in rows if r["server"] == "twisted"}
     rows.sort(key=lambda r: (list(makers).index(r["server"]), r["clients"]))
+    client = "the C load generator (scripts/loadgen.c)" if loadgen else "the Python client"
     text = (f"Measured {time.strftime('%Y-%m-%d')} on {machine()}; {args.queries} queries a "
-            f"point, median of {args.rounds} interleaved rounds.\n\n{table(rows, baseline)}\n")
+            f"point, median of {args.rounds} interleaved rounds, load from {client} in "
+            f"{min(clients[-1], 2)} processes.\n\n{table(rows, baseline)}\n")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "latest.md"), "w") as f:
         f.write(text)
