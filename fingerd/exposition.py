@@ -60,6 +60,7 @@ class MetricsServer(LineServer):
     """Serves the registry's metrics at ``/metrics``."""
 
     service = "metrics"
+    counted = False
 
     def __init__(self, sock, context, registry):
         super().__init__(sock, MetricsHandler, context)
@@ -67,6 +68,3 @@ class MetricsServer(LineServer):
 
     def take_request(self, buf, eof):
         return take_head(buf, eof)
-
-    def count(self, request):
-        """Scrapes are not client requests; they are not counted."""

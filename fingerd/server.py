@@ -134,6 +134,8 @@ class LineServer(socketserver.TCPServer):
     service = None
     lines_per_request = 1
     max_line_bytes = 1024
+    #: Whether requests are counted in the metrics and the access log.
+    counted = True
 
     def __init__(self, sock, handler_class, context):
         super().__init__(sock.getsockname()[:2], handler_class, bind_and_activate=False)
@@ -142,8 +144,9 @@ class LineServer(socketserver.TCPServer):
         self.context = context
         self._requests = context.metrics.requests
         self._by_outcome = {}
-        self._duration = context.metrics.request_duration.labels(self.service)
-        self._answer_bytes = context.metrics.answer_bytes.labels(self.service)
+        if self.counted:
+            self._duration = context.metrics.request_duration.labels(self.service)
+            self._answer_bytes = context.metrics.answer_bytes.labels(self.service)
         self._rejected = context.metrics.connections_rejected
         self._pending = collections.OrderedDict()
         self._stopping = False
@@ -411,6 +414,8 @@ class LineServer(socketserver.TCPServer):
 
     def count(self, request):
         """Record an answered request in the metrics and, if enabled, the access log."""
+        if not self.counted:
+            return
         seconds = time.monotonic() - request.started
         counter = self._by_outcome.get(request.outcome)
         if counter is None:

@@ -55,6 +55,11 @@ def test_no_created_series_clutter_the_output(daemon):
     assert "_created" not in body(daemon)
 
 
+def test_scrapes_are_not_counted_as_a_service(daemon):
+    body(daemon)
+    assert 'service="metrics"' not in body(daemon)
+
+
 def test_every_family_has_help(daemon):
     text = body(daemon)
     for family in types(text):
