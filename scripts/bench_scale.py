@@ -26,8 +26,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import (ANSWER, STATUS, USER, Fingerd, advance, machine, open_query,  # noqa: E402
-                   run_point)
+from bench import (ANSWER, STATUS, USER, Fingerd, advance, build_loadgen,  # noqa: E402
+                   machine, open_query, run_point)
 from fingerd.metrics import Metrics  # noqa: E402
 from fingerd.services import OUTCOMES  # noqa: E402
 from fingerd.store import UserStore  # noqa: E402
@@ -67,7 +67,7 @@ def load_times(path, rounds=3):
     return statistics.median(loads), statistics.median(reloads), len(store.users())
 
 
-def with_reloads(server, clients, queries, every=2.0):
+def with_reloads(server, clients, queries, loadgen, every=2.0):
     """A load point while the daemon is sent SIGHUP as it starts and every ``every`` seconds."""
     stop = threading.Event()
     sent = [0]
@@ -82,7 +82,7 @@ def with_reloads(server, clients, queries, every=2.0):
     thread = threading.Thread(target=hup, daemon=True)
     thread.start()
     try:
-        point = run_point(server, clients, queries)
+        point = run_point(server, clients, queries, loadgen)
     finally:
         stop.set()
         thread.join(5)
@@ -136,7 +136,9 @@ def main():
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="fingerd-scale-")
     os.chmod(work, 0o755)
-    lines = [f"Measured {time.strftime('%Y-%m-%d')} on {machine()}.", ""]
+    loadgen = build_loadgen(work)
+    client = "the C load generator" if loadgen else "the Python client"
+    lines = [f"Measured {time.strftime('%Y-%m-%d')} on {machine()}, load from {client}.", ""]
 
     big = os.path.join(work, "big")
     os.mkdir(big, 0o755)
@@ -147,8 +149,8 @@ def main():
     server = Fingerd("fingerd", big, threads="4")
     server.start()
     try:
-        calm = run_point(server, 16, args.queries)
-        busy = with_reloads(server, 16, args.queries)
+        calm = run_point(server, 16, args.queries, loadgen)
+        busy = with_reloads(server, 16, args.queries, loadgen)
         lines.append(f"- 16 clients on that table: p50 {calm['p50']:.2f} ms, p99 "
                      f"{calm['p99']:.2f} ms, max {calm['max']:.1f} ms without reloads; "
                      f"p50 {busy['p50']:.2f} ms, p99 {busy['p99']:.2f} ms, max "
@@ -177,10 +179,10 @@ def main():
     server = Fingerd("fingerd", small, max_connections="4096", request_timeout="60")
     server.start()
     try:
-        alone = run_point(server, 16, args.queries)
+        alone = run_point(server, 16, args.queries, loadgen)
         idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(300)]
         try:
-            beside = run_point(server, 16, args.queries)
+            beside = run_point(server, 16, args.queries, loadgen)
         finally:
             for s in idle:
                 s.close()
