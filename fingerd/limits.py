@@ -17,7 +17,7 @@ MAX_LIST_BYTES = 64 * 1024
 
 #: Accepts taken from one listening socket per turn of the loop, so that one
 #: busy service cannot starve pending reads on the same loop.
-ACCEPTS_PER_TURN = 8
+ACCEPTS_PER_TURN = 32
 
 #: Bytes of unread client input discarded before a close, so that the close
 #: sends FIN rather than a reset that would destroy the answer in flight.
