@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import platform
 import selectors
+import shutil
 import signal
 import socket
 import statistics
@@ -58,6 +59,18 @@ def process_tree_cpu(pid):
     return total
 
 
+#: With two cores or more, servers run on one and the C client on another, so that
+#: neither preempts the other and runs measure the servers rather than the scheduler.
+SERVER_CPU, CLIENT_CPU = 0, 1
+
+
+def pinned(cpu):
+    """A taskset prefix that keeps a command on ``cpu``, when that is possible."""
+    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+        return ["taskset", "-c", str(cpu)]
+    return []
+
+
 def wait_for_answer(port, deadline=30.0):
     end = time.monotonic() + deadline
     while time.monotonic() < end:
@@ -87,8 +100,9 @@ class Server:
 
     def start(self):
         self.log = open(os.path.join(self.dir, "server.log"), "ab")
-        self.proc = subprocess.Popen(self.command(), cwd=ROOT, stdin=subprocess.DEVNULL,
-                                     stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen(pinned(SERVER_CPU) + self.command(), cwd=ROOT,
+                                     stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=self.log)
         wait_for_answer(self.port)
 
     def stop(self):
@@ -207,8 +221,9 @@ def build_loadgen(directory):
 
 def run_loadgen(loadgen, port, conc, share, start_at):
     """``(latencies, errors, elapsed)`` from C load generator processes started together."""
-    procs = [subprocess.Popen([loadgen, str(port), str(c), str(n), repr(start_at),
-                               QUERY.decode(), ANSWER.decode()],
+    procs = [subprocess.Popen(pinned(CLIENT_CPU) + [loadgen, str(port), str(c), str(n),
+                                                    repr(start_at), QUERY.decode(),
+                                                    ANSWER.decode()],
                               stdout=subprocess.PIPE, text=True)
              for c, n in zip(conc, share)]
     gathered = []
