@@ -146,18 +146,28 @@ class Directory:
 
     def listing(self, limit):
         """One line a user across every source (first source wins a name), cut past
-        ``limit`` characters with a closing note."""
+        ``limit`` characters with a closing note.
+
+        Each source's lines are sorted by name. Only the lines taken are
+        sorted, so the cost follows the size of the answer, not of the table.
+        """
         lines = []
         seen = set()
         size = 0
         for source in self.sources:
+            taken = []
             for name, line in source.listing():
                 if name in seen:
                     continue
                 seen.add(name)
                 size += len(line) + 2
                 if size > limit:
-                    lines.append("(more users not shown)")
-                    return lines
-                lines.append(line)
+                    return lines + by_name(taken) + ["(more users not shown)"]
+                taken.append((name, line))
+            lines += by_name(taken)
         return lines
+
+
+def by_name(entries):
+    """The lines of ``(name, line)`` pairs, in the order of their names."""
+    return [line for _name, line in sorted(entries)]

@@ -1,10 +1,10 @@
 """The user table shared by every service, and its users file.
 
-Readers call ``users()`` and get a dict that is never changed afterwards: one
-attribute load, no lock, and a whole generation of the table. Writers (a
-reload, a setter) hold the store's lock, build the next table aside and
-publish it with one assignment, so a query never waits for a file to be read
-and never sees half a table.
+Readers call ``users()`` and get a UserTable that is never changed
+afterwards: one attribute load, no lock, and a whole generation of the table.
+Writers (a reload, a setter) hold the store's lock, build the next table
+aside and publish it with one assignment, so a query never waits for a file
+to be read and never sees half a table.
 """
 
 import gc
@@ -14,6 +14,7 @@ import threading
 import time
 
 from fingerd import fileio
+from fingerd.table import UserTable
 from fingerd.usersfile import UsersFileError, parse_users, with_status
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ class UserStore:
         self.path = path
         self._writer = writer or write_status
         self._metrics = metrics
-        self._users = {}
+        self._users = UserTable()
         self._signature = None
         self._failed_signature = None
         self._lock = threading.Lock()
@@ -49,7 +50,7 @@ class UserStore:
                 data, sig = fileio.read_bounded(self.path)
             except FileNotFoundError:
                 log.warning("%s: no users file; starting with no users", self.path)
-                self._publish({}, None)
+                self._publish(UserTable(), None)
                 return
             self._publish(parse_users(data, self.path), sig)
             self._count_success()
@@ -97,15 +98,13 @@ class UserStore:
         with self._lock:
             old_sig, new_sig = self._writer(self.path, name, status)
             if old_sig is not None and old_sig == self._signature:
-                users = dict(self._users)
-                users[name] = status
+                users = self._users.with_status(name, status)
             else:
                 try:
                     data, new_sig = fileio.read_bounded(self.path)
                     users = parse_users(data, self.path)
                 except (OSError, UsersFileError):
-                    users = dict(self._users)
-                    users[name] = status
+                    users = self._users.with_status(name, status)
                     new_sig = None
             self._publish(users, new_sig)
 
@@ -153,8 +152,6 @@ def write_status(path, name, status):
         raise StoreError(f"cannot write users file: {exc.strerror or exc}") from exc
 
 
-#: Entries of an old table freed between two chances for other threads to run.
-RELEASE_BATCH = 20000
 #: Seconds a reload waits for readers of the table it replaced to let go of it.
 RELEASE_WAIT = 1.0
 
@@ -176,14 +173,12 @@ def parse_quietly(data, path):
 
 
 def release_gradually(holder, wait=RELEASE_WAIT):
-    """Free the replaced table in ``holder`` in batches rather than in one long deallocation.
+    """Free the replaced table in ``holder`` entry by entry (``UserTable.release``).
 
-    Dropping a million-entry dict at once frees every entry inside one C
-    call that holds the GIL; popping batches lets the serving threads in
-    between. A table is never changed while a reader still holds it: once
-    it is replaced no reader can take it again, so this waits (at most
-    ``wait`` seconds) until only its own reference is left, and otherwise
-    leaves the freeing to the last reader.
+    A table is never changed while a reader still holds it: once it is
+    replaced no reader can take it again, so this waits (at most ``wait``
+    seconds) until only its own reference is left, and otherwise leaves the
+    freeing to the last reader.
     """
     table = holder.pop()
     deadline = time.monotonic() + wait
@@ -191,7 +186,4 @@ def release_gradually(holder, wait=RELEASE_WAIT):
         if time.monotonic() > deadline:
             return
         time.sleep(0.001)
-    while table:
-        for _ in range(min(RELEASE_BATCH, len(table))):
-            table.popitem()
-        time.sleep(0)
+    table.release()

@@ -11,6 +11,7 @@ import re
 from itertools import repeat
 
 from fingerd.limits import MAX_NAME_CHARS, MAX_STATUS_BYTES
+from fingerd.table import UserTable
 
 NAME_RE = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]{0,%d}" % (MAX_NAME_CHARS - 1))
 
@@ -23,6 +24,11 @@ _CONTROL_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _ENTRY_RE = re.compile(r"^([^#\s:][^:\n]*):(.*)$", re.M)
 _NAME_BAD_RE = re.compile(r"[^A-Za-z0-9._\n-]")
 _FILE_CONTROL_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: Every byte but C0 controls (except TAB and LF) and DEL: deleting these from
+#: a chunk leaves its control bytes, a pass several times faster than a search.
+_NOT_CONTROL_BYTES = bytes(b for b in range(256) if b in b"\t\n" or 0x20 <= b != 0x7F)
+#: Lead byte of the UTF-8 encodings of U+0080 to U+00BF, C1 controls among them.
+_C1_LEAD = b"\xc2"
 
 #: How many errors one rejected file reports at most.
 MAX_REPORTED_ERRORS = 20
@@ -77,7 +83,7 @@ def _entries(text):
 
 
 def parse_users(data, filename="users"):
-    """Parse the bytes of a users file into a dict of name to status.
+    """Parse the bytes of a users file into a UserTable of name to status.
 
     Raises UsersFileError naming every bad line (up to MAX_REPORTED_ERRORS),
     never any other exception, whatever ``data`` holds. A valid file is read
@@ -104,6 +110,10 @@ def _chunks(data):
         start = end
 
 
+class _Doubt(Exception):
+    """The fast path saw something it leaves to the line-by-line reading."""
+
+
 def _parse_fast(data):
     """The table of a valid file, a chunk of whole lines at a time, each in a few passes
     of C code; None when anything looks wrong, for the line-by-line reading to name it.
@@ -111,24 +121,32 @@ def _parse_fast(data):
     Splitting the bytes at LF is safe before decoding: no UTF-8 sequence holds
     that byte.
     """
-    users = {}
-    count = 0
-    for chunk in _chunks(data):
-        try:
-            text = chunk.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-        entries = _entries_fast(text.replace("\r\n", "\n"))
-        if entries is None:
-            return None
-        users.update(entries)
-        count += len(entries)
-    return users if len(users) == count else None
+    counts = []
+
+    def entries():
+        for chunk in _chunks(data):
+            chunk = chunk.replace(b"\r\n", b"\n")
+            try:
+                text = chunk.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _Doubt from None
+            if chunk.translate(None, _NOT_CONTROL_BYTES) or (
+                    _C1_LEAD in chunk and _FILE_CONTROL_RE.search(text)):
+                raise _Doubt
+            found = _entries_fast(text)
+            if found is None:
+                raise _Doubt
+            counts.append(len(found))
+            yield from found
+
+    try:
+        users = UserTable(entries())
+    except _Doubt:
+        return None
+    return users if len(users) == sum(counts) else None
 
 
 def _entries_fast(text):
-    if _FILE_CONTROL_RE.search(text):
-        return None
     entries = _ENTRY_RE.findall(text)
     lines = text.split("\n")
     if lines[-1] == "":
@@ -164,7 +182,7 @@ def _parse_lines(text, filename):
         first_line[name] = index + 1
     if errors:
         raise UsersFileError(filename, errors)
-    return users
+    return UserTable(users.items())
 
 
 def with_status(data, name, status, filename="users"):

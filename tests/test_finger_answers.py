@@ -118,3 +118,10 @@ def test_output_rules_apply_to_every_answer():
     renderer = Renderer([("Happy", "Glad"), ("user", "person")], "caret")
     assert ask(b"alice", renderer=renderer)[1] == b"Glad and well\r\n"
     assert ask(b"carol", renderer=renderer)[1] == b"No such person\r\n"
+
+
+def test_list_is_in_name_order_within_each_source():
+    users = {"zoe": "z", "adam": "a", "mia": "m"}
+    lines = Directory([FileSource(Store(users)), Extra()]).listing(4096)
+    assert lines == ["adam: a", "mia: m", "zoe: z", "alice: from the second source",
+                     "zed: second"]

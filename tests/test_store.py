@@ -9,6 +9,7 @@ import pytest
 from fingerd.metrics import Metrics
 from fingerd.services import OUTCOMES
 from fingerd.store import StoreError, UserStore
+from fingerd.table import UserTable
 from fingerd.usersfile import UsersFileError, parse_users
 
 
@@ -231,22 +232,24 @@ def test_a_replaced_table_is_emptied_once_nobody_reads_it(store, path):
     assert held == {"carol": "New"}, "a table a reader holds must never change"
 
 
-class CountingTable(dict):
-    popped = 0
+RELEASED = []
 
-    def popitem(self):
-        CountingTable.popped += 1
-        return super().popitem()
+
+class RecordingTable(UserTable):
+    __slots__ = ()
+
+    def release(self):
+        RELEASED.append(len(self))
+        super().release()
 
 
 def test_release_waits_for_the_last_reader_and_frees_otherwise():
     from fingerd.store import release_gradually
-    table = CountingTable((f"u{i}", "s") for i in range(50000))
+    table = RecordingTable((f"u{i}", "s") for i in range(50000))
     release_gradually([table], wait=0.05)
-    assert len(table) == 50000 and CountingTable.popped == 0, "held here: left whole"
-    holder = [CountingTable((f"u{i}", "s") for i in range(50000))]
-    release_gradually(holder, wait=0.05)
-    assert CountingTable.popped == 50000
+    assert len(table) == 50000 and RELEASED == [], "held here: left whole"
+    release_gradually([RecordingTable((f"u{i}", "s") for i in range(50000))], wait=0.05)
+    assert RELEASED == [50000]
 
 
 def test_an_unreadable_file_is_reported_once(store, path, metrics, caplog):
