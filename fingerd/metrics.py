@@ -5,8 +5,14 @@ global state. Label values come from small fixed sets declared by the
 services; a user name or an address is never a label value.
 """
 
-from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info,
-                               ProcessCollector, disable_created_metrics)
+import threading
+from bisect import bisect_left
+from itertools import accumulate
+from operator import add
+
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Info, ProcessCollector,
+                               disable_created_metrics)
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from fingerd import __version__
 
@@ -17,6 +23,7 @@ disable_created_metrics()
 #: Buckets for a finger answer: most take well under a millisecond.
 DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BUCKET_NAMES = (*map(str, DURATION_BUCKETS), "+Inf")
 
 # Why a connection was closed before it made a request.
 REJECT_BUSY = "max_connections"
@@ -44,13 +51,8 @@ class Metrics:
     def __init__(self, outcomes, registry=None, parent_pid=None):
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "fingerd_requests", "Requests answered, by service and outcome.",
-            ["service", "outcome"], registry=r)
-        self.request_duration = Histogram(
-            "fingerd_request_duration_seconds",
-            "Time from accepting a connection to handing over its answer.",
-            ["service"], buckets=DURATION_BUCKETS, registry=r)
+        self.requests = RequestCounts(outcomes)
+        r.register(self.requests)
         self.connections_active = Gauge(
             "fingerd_connections_active",
             "Connections accepted and not yet answered, all services.", registry=r)
@@ -66,11 +68,6 @@ class Metrics:
             "Unix time of the last successful read of the users file.", registry=r)
         self.worker_restarts = Counter(
             "fingerd_worker_restarts", "Workers started again after one died.", registry=r)
-        self.queries = Counter(
-            "fingerd_queries", "Finger queries read, by kind.", ["kind"], registry=r)
-        self.answer_bytes = Counter(
-            "fingerd_answer_bytes", "Bytes of answers sent, by service.", ["service"],
-            registry=r)
         self.pool_busy = Gauge(
             "fingerd_pool_threads_busy", "Pool threads answering a request now.", registry=r)
         self.pool_queued = Gauge(
@@ -80,14 +77,86 @@ class Metrics:
         ProcessCollector(registry=r)
         if parent_pid is not None:
             ProcessCollector(namespace="fingerd_parent", pid=lambda: parent_pid, registry=r)
-        for kind in QUERY_KINDS:
-            self.queries.labels(kind)
-        for service, values in outcomes.items():
-            self.request_duration.labels(service)
-            self.answer_bytes.labels(service)
-            for outcome in (*values, ERROR):
-                self.requests.labels(service, outcome)
         for reason in REJECT_REASONS:
             self.connections_rejected.labels(reason)
         for outcome in ("success", "failure"):
             self.reloads.labels(outcome)
+
+
+class Tally:
+    """One thread's request counts, written by that thread alone."""
+
+    __slots__ = ("requests", "buckets", "seconds", "bytes", "queries")
+
+    def __init__(self, outcomes):
+        self.requests = {(service, outcome): 0 for service, values in outcomes.items()
+                         for outcome in (*values, ERROR)}
+        self.buckets = {service: [0] * len(BUCKET_NAMES) for service in outcomes}
+        self.seconds = dict.fromkeys(outcomes, 0.0)
+        self.bytes = dict.fromkeys(outcomes, 0)
+        self.queries = dict.fromkeys(QUERY_KINDS, 0)
+
+
+class RequestCounts:
+    """The per-request families: fingerd_requests_total, fingerd_request_duration_seconds,
+    fingerd_answer_bytes_total and fingerd_queries_total.
+
+    prometheus_client takes a lock for every increment and walks the
+    histogram's buckets in Python: about 7 µs a query, one seventh of its
+    server CPU. Here each thread that answers adds plain integers to a tally
+    of its own, with no lock since no other thread writes it, and a scrape
+    sums the tallies. Every label set is shown from the start, at zero.
+    """
+
+    def __init__(self, outcomes):
+        self._outcomes = outcomes
+        self._zero = Tally(outcomes)
+        self._local = threading.local()
+        self._tallies = []
+        self._lock = threading.Lock()
+
+    def record(self, service, outcome, seconds, sent, kind):
+        """Count one answered request; ``kind`` is a finger query's kind, or anything else."""
+        try:
+            tally = self._local.tally
+        except AttributeError:
+            tally = self._local.tally = Tally(self._outcomes)
+            with self._lock:
+                self._tallies.append(tally)
+        tally.requests[service, outcome] += 1
+        tally.buckets[service][bisect_left(DURATION_BUCKETS, seconds)] += 1
+        tally.seconds[service] += seconds
+        tally.bytes[service] += sent
+        if kind in tally.queries:
+            tally.queries[kind] += 1
+
+    def collect(self):
+        with self._lock:
+            tallies = list(self._tallies)
+        yield self._counter("fingerd_requests", "Requests answered, by service and outcome.",
+                            ["service", "outcome"], tallies, "requests")
+        duration = HistogramMetricFamily(
+            "fingerd_request_duration_seconds",
+            "Time from accepting a connection to handing over its answer.",
+            labels=["service"])
+        for service in self._outcomes:
+            counts = [0] * len(BUCKET_NAMES)
+            for tally in tallies:
+                counts = list(map(add, counts, tally.buckets[service]))
+            duration.add_metric([service], list(zip(BUCKET_NAMES, accumulate(counts))),
+                                sum(tally.seconds[service] for tally in tallies))
+        yield duration
+        yield self._counter("fingerd_answer_bytes", "Bytes of answers sent, by service.",
+                            ["service"], tallies, "bytes")
+        yield self._counter("fingerd_queries", "Finger queries read, by kind.", ["kind"],
+                            tallies, "queries")
+
+    def _counter(self, name, documentation, labels, tallies, field):
+        family = CounterMetricFamily(name, documentation, labels=labels)
+        totals = dict.fromkeys(getattr(self._zero, field), 0)
+        for tally in tallies:
+            for key, value in list(getattr(tally, field).items()):
+                totals[key] += value
+        for key, value in totals.items():
+            family.add_metric(key if isinstance(key, tuple) else (key,), value)
+        return family

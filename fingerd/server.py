@@ -143,10 +143,6 @@ class LineServer(socketserver.TCPServer):
         self.socket = sock
         self.context = context
         self._requests = context.metrics.requests
-        self._by_outcome = {}
-        if self.counted:
-            self._duration = context.metrics.request_duration.labels(self.service)
-            self._answer_bytes = context.metrics.answer_bytes.labels(self.service)
         self._rejected = context.metrics.connections_rejected
         self._pending = collections.OrderedDict()
         self._stopping = False
@@ -264,7 +260,6 @@ class LineServer(socketserver.TCPServer):
                 self._rejected.labels(REJECT_BUSY).inc()
                 refuse_busy(sock)
                 continue
-            sock.setblocking(False)
             now = time.monotonic()
             self._read(sel, Request(sock, peer, now, now + timeout), watched=False)
 
@@ -284,9 +279,14 @@ class LineServer(socketserver.TCPServer):
 
     def _read(self, sel, request, watched=True):
         """Read what has arrived; on a new connection, before watching it, since the
-        query has often arrived with it and needs no trip through the selector."""
+        query has often arrived with it and needs no trip through the selector.
+
+        Accepted sockets are left blocking: this thread reads and sends with
+        MSG_DONTWAIT instead, which saves a system call a connection, and the
+        pool sets a timeout before it writes.
+        """
         try:
-            chunk = request.sock.recv(_READ_SIZE)
+            chunk = request.sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
         except BlockingIOError:
             if not watched:
                 self._watch(sel, request)
@@ -386,7 +386,7 @@ class LineServer(socketserver.TCPServer):
             send_quietly(request.sock, reply)
             return
         try:
-            sent = request.sock.send(reply)
+            sent = request.sock.send(reply, socket.MSG_DONTWAIT)
         except BlockingIOError:
             sent = 0
         except OSError:
@@ -417,13 +417,8 @@ class LineServer(socketserver.TCPServer):
         if not self.counted:
             return
         seconds = time.monotonic() - request.started
-        counter = self._by_outcome.get(request.outcome)
-        if counter is None:
-            counter = self._by_outcome[request.outcome] = self._requests.labels(
-                self.service, request.outcome)
-        counter.inc()
-        self._duration.observe(seconds)
-        self._answer_bytes.inc(request.sent)
+        self._requests.record(self.service, request.outcome, seconds, request.sent,
+                              request.kind)
         if self.context.access_log is not None:
             self.context.access_log.log(self.service, request, seconds)
 

@@ -5,7 +5,6 @@ import logging
 
 from fingerd import finger
 from fingerd.limits import MAX_QUERY_BYTES, MAX_STATUS_BYTES
-from fingerd.metrics import QUERY_KINDS
 from fingerd.query import FORWARD, LIST, USER, parse_query
 from fingerd.server import LineRequestHandler, LineServer
 from fingerd.setter import Refused, parse_set_request
@@ -32,7 +31,6 @@ class FingerHandler(LineRequestHandler):
             kind = "verbose"
         self.request.kind = kind
         self.request.name = query.user
-        server.queries[kind].inc()
         return finger.answer(query, server.directory, server.rules, server.renderer,
                              server.forward)
 
@@ -52,7 +50,6 @@ class FingerServer(LineServer):
         self.renderer = renderer
         self.forward = forward
         self.lookups_block = lookups_block
-        self.queries = {kind: context.metrics.queries.labels(kind) for kind in QUERY_KINDS}
 
     def answers_inline(self, request):
         """From the users file alone, answers never wait; a forward or an account lookup

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark fingerd against the Twisted tutorial's server and a ThreadingTCPServer.
+"""Benchmark fingerd against the Twisted tutorial's server, a ThreadingTCPServer and C.
 
 One TCP connection a query, every answer checked. For each number of
 concurrent clients the servers are run in turn, round after round
@@ -140,6 +140,16 @@ class Twisted(Server):
                 str(self.port), self.users]
 
 
+class EpollC(Server):
+    """The minimal C server (baselines/epoll_finger.c): the floor for CPU per query."""
+
+    def command(self):
+        binary = compile_c(os.path.join(HERE, "baselines", "epoll_finger.c"), self.dir)
+        if binary is None:
+            raise RuntimeError("cannot build the C baseline; leave it out with --servers")
+        return [binary, str(self.port), self.users]
+
+
 class Threading(Server):
     def command(self):
         return [sys.executable, os.path.join(HERE, "baselines", "threading_finger.py"),
@@ -207,16 +217,21 @@ def client_process(port, concurrency, count, start_at, results):
     results.put((latencies, errors, time.monotonic() - began))
 
 
-def build_loadgen(directory):
-    """Compile the C load generator; None (with a warning) when there is no compiler."""
-    binary = os.path.join(directory, "loadgen")
-    result = subprocess.run(["cc", "-O2", "-o", binary, os.path.join(HERE, "loadgen.c")],
-                            capture_output=True, text=True)
+def compile_c(source, directory):
+    """The binary built from ``source`` in ``directory``; None (with a warning) when it
+    cannot be built."""
+    binary = os.path.join(directory, os.path.splitext(os.path.basename(source))[0])
+    result = subprocess.run(["cc", "-O2", "-o", binary, source], capture_output=True,
+                            text=True)
     if result.returncode != 0:
-        print(f"cannot build loadgen.c, using the slower Python client:\n{result.stderr}",
-              file=sys.stderr)
+        print(f"cannot build {source}:\n{result.stderr}", file=sys.stderr)
         return None
     return binary
+
+
+def build_loadgen(directory):
+    """The C load generator, or None: the slower Python client is used instead."""
+    return compile_c(os.path.join(HERE, "loadgen.c"), directory)
 
 
 def run_loadgen(loadgen, port, conc, share, start_at):
@@ -297,17 +312,21 @@ def machine():
             f"Python {platform.python_version()}")
 
 
-def table(rows, baseline):
+def table(rows, baseline, floor):
+    """The Markdown table; ratios are to the Twisted server and, for CPU, to the C server."""
     out = ["| server | clients | queries/s | p50 ms | p99 ms | max ms | errors | "
-           "server CPU µs/query | CPU vs Twisted | q/s vs Twisted |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "server CPU µs/query | CPU vs Twisted | q/s vs Twisted | CPU vs C |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def ratio(row, base, key):
+        return f"{row[key] / base[key]:.2f}" if base else "-"
+
     for r in rows:
-        base = baseline.get(r["clients"])
-        cpu_ratio = f"{r['cpu_us'] / base['cpu_us']:.2f}" if base else "-"
-        qps_ratio = f"{r['qps'] / base['qps']:.2f}" if base else "-"
+        base, c = baseline.get(r["clients"]), floor.get(r["clients"])
         out.append(f"| {r['server']} | {r['clients']} | {r['qps']:.0f} | {r['p50']:.2f} | "
                    f"{r['p99']:.2f} | {r['max']:.1f} | {r['errors']} | {r['cpu_us']:.0f} | "
-                   f"{cpu_ratio} | {qps_ratio} |")
+                   f"{ratio(r, base, 'cpu_us')} | {ratio(r, base, 'qps')} | "
+                   f"{ratio(r, c, 'cpu_us')} |")
     return "\n".join(out)
 
 
@@ -338,7 +357,8 @@ def main():
     parser.add_argument("--queries", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "bench"))
-    parser.add_argument("--servers", default="fingerd,fingerd-accesslog,twisted,threading")
+    parser.add_argument("--servers",
+                        default="fingerd,fingerd-accesslog,twisted,threading,c-epoll")
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     work = tempfile.mkdtemp(prefix="fingerd-bench-")
@@ -348,6 +368,7 @@ def main():
         "fingerd-accesslog": lambda d: Fingerd("fingerd-accesslog", d, access_log="yes"),
         "twisted": lambda d: Twisted("twisted", d),
         "threading": lambda d: Threading("threading", d),
+        "c-epoll": lambda d: EpollC("c-epoll", d),
     }
     servers = []
     for name in args.servers.split(","):
@@ -375,12 +396,13 @@ def main():
         for server in servers:
             server.stop()
     baseline = {r["clients"]: r for r in rows if r["server"] == "twisted"}
+    floor = {r["clients"]: r for r in rows if r["server"] == "c-epoll"}
     rows.sort(key=lambda r: (list(makers).index(r["server"]), r["clients"]))
     client = "the C load generator (scripts/loadgen.c)" if loadgen else "the Python client"
     text = (f"Measured {time.strftime('%Y-%m-%d')} on {machine()}; {args.queries} queries a "
             f"point, median of {args.rounds} interleaved rounds, load from {client} in "
             f"{1 if loadgen else min(clients[-1], 2)} process(es).\n\n"
-            f"{table(rows, baseline)}\n")
+            f"{table(rows, baseline, floor)}\n")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "latest.md"), "w") as f:
         f.write(text)
