@@ -7,7 +7,7 @@ concurrent clients the servers are run in turn, round after round
 errors and the server's CPU time per query read from /proc (parent and
 worker together for fingerd). Writes a Markdown table and a PNG chart.
 
-    python3 scripts/bench.py [--clients 1,16,128] [--queries 20000] [--rounds 2]
+    python3 scripts/bench.py [--clients 1,16,128] [--queries 50000] [--rounds 5]
 
 Needs Twisted and matplotlib (pip install '.[bench]'). Loopback only.
 """
@@ -297,10 +297,12 @@ def run_point(server, clients, queries, loadgen=None):
 
 
 def median_point(points):
+    """The median of each figure over the rounds, and the range of p99, the noisiest."""
     best = {key: statistics.median(p[key] for p in points)
             for key in ("qps", "p50", "p99", "max", "cpu_us")}
     best.update(server=points[0]["server"], clients=points[0]["clients"],
-                errors=sum(p["errors"] for p in points))
+                errors=sum(p["errors"] for p in points),
+                p99_range=(min(p["p99"] for p in points), max(p["p99"] for p in points)))
     return best
 
 
@@ -314,19 +316,21 @@ def machine():
 
 def table(rows, baseline, floor):
     """The Markdown table; ratios are to the Twisted server and, for CPU, to the C server."""
-    out = ["| server | clients | queries/s | p50 ms | p99 ms | max ms | errors | "
-           "server CPU µs/query | CPU vs Twisted | q/s vs Twisted | CPU vs C |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = ["| server | clients | queries/s | p50 ms | p99 ms (range over rounds) | max ms | "
+           "errors | server CPU µs/query | CPU vs Twisted | q/s vs Twisted | "
+           "p99 vs Twisted | CPU vs C |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def ratio(row, base, key):
         return f"{row[key] / base[key]:.2f}" if base else "-"
 
     for r in rows:
         base, c = baseline.get(r["clients"]), floor.get(r["clients"])
+        low, high = r["p99_range"]
         out.append(f"| {r['server']} | {r['clients']} | {r['qps']:.0f} | {r['p50']:.2f} | "
-                   f"{r['p99']:.2f} | {r['max']:.1f} | {r['errors']} | {r['cpu_us']:.0f} | "
-                   f"{ratio(r, base, 'cpu_us')} | {ratio(r, base, 'qps')} | "
-                   f"{ratio(r, c, 'cpu_us')} |")
+                   f"{r['p99']:.2f} ({low:.2f}-{high:.2f}) | {r['max']:.1f} | {r['errors']} | "
+                   f"{r['cpu_us']:.0f} | {ratio(r, base, 'cpu_us')} | {ratio(r, base, 'qps')} | "
+                   f"{ratio(r, base, 'p99')} | {ratio(r, c, 'cpu_us')} |")
     return "\n".join(out)
 
 
@@ -354,8 +358,8 @@ def chart(rows, path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", default="1,16,128")
-    parser.add_argument("--queries", type=int, default=20000)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--queries", type=int, default=50000)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "bench"))
     parser.add_argument("--servers",
                         default="fingerd,fingerd-accesslog,twisted,threading,c-epoll")
