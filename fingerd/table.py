@@ -14,9 +14,19 @@ from itertools import chain
 #: Shards of every table; a power of two, so a hash picks one with a mask.
 SHARDS = 64
 _MASK = SHARDS - 1
-#: References to a shard held by its one table while ``release`` looks at it:
-#: the table's tuple, the loop variable and ``getrefcount``'s argument.
-_UNSHARED_REFERENCES = 3
+
+
+def _unshared_references():
+    """What ``release`` sees as the reference count of a shard only its table holds.
+
+    Measured the way ``release`` measures (the table's tuple, the loop
+    variable, ``getrefcount``'s argument), so that how an interpreter
+    counts borrowed references cannot make a shared shard look unshared.
+    """
+    return [sys.getrefcount(shard) for shard in ({},)][0]
+
+
+_UNSHARED_REFERENCES = _unshared_references()
 #: Entries ``release`` pops from one shard before moving to the next.
 _RELEASE_SLICE = 64
 
