@@ -16,6 +16,7 @@ import argparse
 import multiprocessing
 import os
 import platform
+import resource
 import selectors
 import shutil
 import signal
@@ -255,6 +256,7 @@ def run_point(server, clients, queries, loadgen=None):
     # to the server; the Python client needs two.
     processes = 1 if loadgen else min(clients, 2)
     start_at = time.time() + 0.5
+    clients_before = client_cpu()
     share = [queries // processes + (i < queries % processes) for i in range(processes)]
     conc = [clients // processes + (i < clients % processes) for i in range(processes)]
     cpu_before = None
@@ -283,6 +285,7 @@ def run_point(server, clients, queries, loadgen=None):
         for w in workers:
             w.join(30)
     cpu = process_tree_cpu(server.proc.pid) - cpu_before
+    client_seconds = client_cpu() - clients_before
     latencies = sorted(lat for got in gathered for lat in got[0])
     errors = sum(got[1] for got in gathered)
     elapsed = max(got[2] for got in gathered)
@@ -293,13 +296,21 @@ def run_point(server, clients, queries, loadgen=None):
 
     return {"server": server.name, "clients": clients, "qps": done / elapsed,
             "p50": pct(0.50), "p99": pct(0.99), "max": latencies[-1] * 1000 if done else 0,
-            "errors": errors, "cpu_us": cpu / max(done, 1) * 1e6}
+            "errors": errors, "cpu_us": cpu / max(done, 1) * 1e6,
+            "client_busy": client_seconds / elapsed * 100}
+
+
+def client_cpu():
+    """CPU seconds used by the finished client processes so far; a point's clients are
+    the only children that end during it."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def median_point(points):
     """The median of each figure over the rounds, and the range of p99, the noisiest."""
     best = {key: statistics.median(p[key] for p in points)
-            for key in ("qps", "p50", "p99", "max", "cpu_us")}
+            for key in ("qps", "p50", "p99", "max", "cpu_us", "client_busy")}
     best.update(server=points[0]["server"], clients=points[0]["clients"],
                 errors=sum(p["errors"] for p in points),
                 p99_range=(min(p["p99"] for p in points), max(p["p99"] for p in points)))
@@ -318,8 +329,8 @@ def table(rows, baseline, floor):
     """The Markdown table; ratios are to the Twisted server and, for CPU, to the C server."""
     out = ["| server | clients | queries/s | p50 ms | p99 ms (range over rounds) | max ms | "
            "errors | server CPU µs/query | CPU vs Twisted | q/s vs Twisted | "
-           "p99 vs Twisted | CPU vs C |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "p99 vs Twisted | CPU vs C | client core busy |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def ratio(row, base, key):
         return f"{row[key] / base[key]:.2f}" if base else "-"
@@ -330,7 +341,8 @@ def table(rows, baseline, floor):
         out.append(f"| {r['server']} | {r['clients']} | {r['qps']:.0f} | {r['p50']:.2f} | "
                    f"{r['p99']:.2f} ({low:.2f}-{high:.2f}) | {r['max']:.1f} | {r['errors']} | "
                    f"{r['cpu_us']:.0f} | {ratio(r, base, 'cpu_us')} | {ratio(r, base, 'qps')} | "
-                   f"{ratio(r, base, 'p99')} | {ratio(r, c, 'cpu_us')} |")
+                   f"{ratio(r, base, 'p99')} | {ratio(r, c, 'cpu_us')} | "
+                   f"{r['client_busy']:.0f}% |")
     return "\n".join(out)
 
 
