@@ -42,8 +42,8 @@ def free_port():
 
 
 def process_tree_cpu(pid):
-    """CPU seconds used so far by ``pid`` and its children."""
-    total = 0.0
+    """``(user, system)`` CPU seconds used so far by ``pid`` and its children."""
+    user = system = 0.0
     pids = [pid]
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -54,10 +54,11 @@ def process_tree_cpu(pid):
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / TICKS
+            user += int(fields[11]) / TICKS
+            system += int(fields[12]) / TICKS
         except OSError:
             pass
-    return total
+    return user, system
 
 
 #: With two cores or more, servers run on one and the C client on another, so that
@@ -284,7 +285,8 @@ def run_point(server, clients, queries, loadgen=None):
         gathered = [results.get(timeout=400) for _ in workers]
         for w in workers:
             w.join(30)
-    cpu = process_tree_cpu(server.proc.pid) - cpu_before
+    user, system = (after - before for after, before in
+                    zip(process_tree_cpu(server.proc.pid), cpu_before))
     client_seconds = client_cpu() - clients_before
     latencies = sorted(lat for got in gathered for lat in got[0])
     errors = sum(got[1] for got in gathered)
@@ -296,7 +298,8 @@ def run_point(server, clients, queries, loadgen=None):
 
     return {"server": server.name, "clients": clients, "qps": done / elapsed,
             "p50": pct(0.50), "p99": pct(0.99), "max": latencies[-1] * 1000 if done else 0,
-            "errors": errors, "cpu_us": cpu / max(done, 1) * 1e6,
+            "errors": errors, "cpu_us": (user + system) / max(done, 1) * 1e6,
+            "user_us": user / max(done, 1) * 1e6,
             "client_busy": client_seconds / elapsed * 100}
 
 
@@ -310,7 +313,7 @@ def client_cpu():
 def median_point(points):
     """The median of each figure over the rounds, and the range of p99, the noisiest."""
     best = {key: statistics.median(p[key] for p in points)
-            for key in ("qps", "p50", "p99", "max", "cpu_us", "client_busy")}
+            for key in ("qps", "p50", "p99", "max", "cpu_us", "user_us", "client_busy")}
     best.update(server=points[0]["server"], clients=points[0]["clients"],
                 errors=sum(p["errors"] for p in points),
                 p99_range=(min(p["p99"] for p in points), max(p["p99"] for p in points)))
@@ -328,7 +331,7 @@ def machine():
 def table(rows, baseline, floor):
     """The Markdown table; ratios are to the Twisted server and, for CPU, to the C server."""
     out = ["| server | clients | queries/s | p50 ms | p99 ms (range over rounds) | max ms | "
-           "errors | server CPU µs/query | CPU vs Twisted | q/s vs Twisted | "
+           "errors | server CPU µs/query (user+system) | CPU vs Twisted | q/s vs Twisted | "
            "p99 vs Twisted | CPU vs C | client core busy |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
@@ -340,7 +343,8 @@ def table(rows, baseline, floor):
         low, high = r["p99_range"]
         out.append(f"| {r['server']} | {r['clients']} | {r['qps']:.0f} | {r['p50']:.2f} | "
                    f"{r['p99']:.2f} ({low:.2f}-{high:.2f}) | {r['max']:.1f} | {r['errors']} | "
-                   f"{r['cpu_us']:.0f} | {ratio(r, base, 'cpu_us')} | {ratio(r, base, 'qps')} | "
+                   f"{r['cpu_us']:.0f} ({r['user_us']:.0f}+{r['cpu_us'] - r['user_us']:.0f}) | "
+                   f"{ratio(r, base, 'cpu_us')} | {ratio(r, base, 'qps')} | "
                    f"{ratio(r, base, 'p99')} | {ratio(r, c, 'cpu_us')} | "
                    f"{r['client_busy']:.0f}% |")
     return "\n".join(out)
