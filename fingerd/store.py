@@ -9,12 +9,11 @@ to be read and never sees half a table.
 
 import gc
 import logging
-import sys
 import threading
 import time
 
 from fingerd import fileio
-from fingerd.table import UserTable
+from fingerd.table import ONE_HOLDER, UserTable, references
 from fingerd.usersfile import UsersFileError, parse_users, with_status
 
 log = logging.getLogger(__name__)
@@ -182,7 +181,7 @@ def release_gradually(holder, wait=RELEASE_WAIT):
     """
     table = holder.pop()
     deadline = time.monotonic() + wait
-    while sys.getrefcount(table) > 2:
+    while references(table) > ONE_HOLDER:
         if time.monotonic() > deadline:
             return
         time.sleep(0.001)

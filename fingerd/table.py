@@ -94,3 +94,18 @@ class UserTable(Mapping):
                 for _ in range(min(_RELEASE_SLICE, len(shard))):
                     shard.popitem()
             shards = [shard for shard in shards if shard]
+
+
+def references(table):
+    """The reference count of ``table`` as a caller that holds it in one variable sees it."""
+    return sys.getrefcount(table)
+
+
+def _one_holder():
+    table = UserTable._of(())
+    return references(table)
+
+
+#: ``references`` of a table held by the caller's one variable and nothing else,
+#: measured rather than assumed, like ``_UNSHARED_REFERENCES``.
+ONE_HOLDER = _one_holder()
