@@ -13,7 +13,7 @@ import threading
 import time
 
 from fingerd import fileio
-from fingerd.table import ONE_HOLDER, UserTable, references
+from fingerd.table import UserTable, free_gradually
 from fingerd.usersfile import UsersFileError, parse_users, with_status
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class UserStore:
             self._publish(users, sig)
             self._count_success()
             log.info("%s: read %d users", self.path, len(users))
-        release_gradually(replaced)
+        free_gradually(replaced)
         return True
 
     def set_status(self, name, status):
@@ -151,10 +151,6 @@ def write_status(path, name, status):
         raise StoreError(f"cannot write users file: {exc.strerror or exc}") from exc
 
 
-#: Seconds a reload waits for readers of the table it replaced to let go of it.
-RELEASE_WAIT = 1.0
-
-
 def parse_quietly(data, path):
     """parse_users with the cyclic garbage collector held off.
 
@@ -169,20 +165,3 @@ def parse_quietly(data, path):
     finally:
         if enabled:
             gc.enable()
-
-
-def release_gradually(holder, wait=RELEASE_WAIT):
-    """Free the replaced table in ``holder`` entry by entry (``UserTable.release``).
-
-    A table is never changed while a reader still holds it: once it is
-    replaced no reader can take it again, so this waits (at most ``wait``
-    seconds) until only its own reference is left, and otherwise leaves the
-    freeing to the last reader.
-    """
-    table = holder.pop()
-    deadline = time.monotonic() + wait
-    while references(table) > ONE_HOLDER:
-        if time.monotonic() > deadline:
-            return
-        time.sleep(0.001)
-    table.release()

@@ -7,45 +7,50 @@ holds 1/SHARDS of the entries, so no single step of a build holds the GIL
 for long, and setting one status copies one shard rather than the table.
 """
 
-import sys
+import time
+import weakref
 from collections.abc import Mapping
-from itertools import chain
 
 #: Shards of every table; a power of two, so a hash picks one with a mask.
 SHARDS = 64
 _MASK = SHARDS - 1
+#: Entries ``free_gradually`` pops from one shard before moving to the next.
+_FREE_SLICE = 64
+#: Seconds ``free_gradually`` waits for the last reader of a replaced table.
+FREE_WAIT = 1.0
 
 
-def _unshared_references():
-    """What ``release`` sees as the reference count of a shard only its table holds.
+class _Generation:
+    """Shared by a built table and every table derived from it; alive while any of them is.
 
-    Measured the way ``release`` measures (the table's tuple, the loop
-    variable, ``getrefcount``'s argument), so that how an interpreter
-    counts borrowed references cannot make a shared shard look unshared.
+    Shards are shared only within a generation (``with_status``), so once
+    it is gone nothing but its freer can reach the shards of its tables.
     """
-    return [sys.getrefcount(shard) for shard in ({},)][0]
 
-
-_UNSHARED_REFERENCES = _unshared_references()
-#: Entries ``release`` pops from one shard before moving to the next.
-_RELEASE_SLICE = 64
+    __slots__ = ("__weakref__",)
 
 
 class UserTable(Mapping):
-    """Name to status; never changed once built, so readers need no lock."""
+    """Name to status; never changed once built, so readers need no lock.
 
-    __slots__ = ("_shards",)
+    An iteration holds the table itself, not only its shards, so that the
+    table's generation outlives every reader.
+    """
+
+    __slots__ = ("_shards", "_generation")
 
     def __init__(self, entries=()):
         shards = tuple({} for _ in range(SHARDS))
         for name, status in entries:
             shards[hash(name) & _MASK][name] = status
         self._shards = shards
+        self._generation = _Generation()
 
     @classmethod
-    def _of(cls, shards):
+    def _of(cls, shards, generation):
         table = cls.__new__(cls)
         table._shards = shards
+        table._generation = generation
         return table
 
     def get(self, name, default=None):
@@ -58,54 +63,53 @@ class UserTable(Mapping):
         return name in self._shards[hash(name) & _MASK]
 
     def __iter__(self):
-        return chain.from_iterable(self._shards)
+        for shard in self._shards:
+            yield from shard
 
     def __len__(self):
         return sum(map(len, self._shards))
 
     def items(self):
-        return chain.from_iterable(shard.items() for shard in self._shards)
+        for shard in self._shards:
+            yield from shard.items()
 
     def values(self):
-        return chain.from_iterable(shard.values() for shard in self._shards)
+        for shard in self._shards:
+            yield from shard.values()
 
     def with_status(self, name, status):
         """A new table with ``name`` set to ``status``; it shares every other shard."""
         index = hash(name) & _MASK
         shard = dict(self._shards[index])
         shard[name] = status
-        return UserTable._of(self._shards[:index] + (shard,) + self._shards[index + 1:])
-
-    def release(self):
-        """Empty this table entry by entry; only for a table no reader can reach any more.
-
-        Dropping a million entries at once frees them in one C call that
-        holds the GIL. Popped one by one, other threads get the GIL back at
-        every switch interval. Popping a slice of every shard in turn frees
-        entries in about the order they were made, so the allocator hands
-        back its arenas as it goes rather than all at the last shard (a
-        15 ms pause at a million entries). A shard that an older table
-        still shares (see ``with_status``) is left alone.
-        """
-        shards = [shard for shard in self._shards
-                  if sys.getrefcount(shard) <= _UNSHARED_REFERENCES]
-        while shards:
-            for shard in shards:
-                for _ in range(min(_RELEASE_SLICE, len(shard))):
-                    shard.popitem()
-            shards = [shard for shard in shards if shard]
+        return UserTable._of(self._shards[:index] + (shard,) + self._shards[index + 1:],
+                             self._generation)
 
 
-def references(table):
-    """The reference count of ``table`` as a caller that holds it in one variable sees it."""
-    return sys.getrefcount(table)
+def free_gradually(holder, wait=FREE_WAIT):
+    """Free the replaced table in ``holder`` a few entries at a time, once no reader has it.
 
-
-def _one_holder():
-    table = UserTable._of(())
-    return references(table)
-
-
-#: ``references`` of a table held by the caller's one variable and nothing else,
-#: measured rather than assumed, like ``_UNSHARED_REFERENCES``.
-ONE_HOLDER = _one_holder()
+    Dropping a million entries at once frees them in one C call that holds
+    the GIL for tens of milliseconds. A published table is never changed, so
+    this first lets go of the table and waits (at most ``wait`` seconds)
+    until its generation is gone: then no table that could hold these shards
+    exists, and they are this function's alone. It empties them a slice of
+    each in turn, so other threads get the GIL between slices and the
+    allocator hands arenas back as it goes (entries leave newest first
+    across the whole file), rather than in one burst at the last shard. If a
+    reader still holds the generation at ``wait``, the shards are left to it.
+    """
+    table = holder.pop()
+    shards = list(table._shards)
+    generation = weakref.ref(table._generation)
+    del table
+    deadline = time.monotonic() + wait
+    while generation() is not None:
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.001)
+    while shards:
+        for shard in shards:
+            for _ in range(min(_FREE_SLICE, len(shard))):
+                shard.popitem()
+        shards = [shard for shard in shards if shard]

@@ -1,9 +1,11 @@
-"""The sharded user table: a read-only mapping that is built, derived and released."""
+"""The sharded user table: a read-only mapping that is built and derived, never changed."""
+
+import weakref
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fingerd.table import SHARDS, UserTable
+from fingerd.table import SHARDS, UserTable, free_gradually
 
 NAMES = st.text("abcdefgh.-_0123", min_size=1, max_size=8)
 ENTRIES = st.dictionaries(NAMES, st.text(max_size=5), max_size=200)
@@ -33,16 +35,36 @@ def test_a_large_table_is_spread_over_every_shard():
     assert min(sizes) > 0 and max(sizes) < 300, sizes
 
 
-def test_release_empties_the_table():
+def test_an_iteration_holds_the_table_until_it_ends():
+    table = UserTable((f"u{i}", "s") for i in range(1000))
+    gone = weakref.ref(table._generation)
+    iterations = [iter(table), table.items(), table.values()]
+    for it in iterations:
+        next(it)
+    del table
+    assert gone() is not None, "an iterating reader must keep the table's generation alive"
+    assert [len([*it]) for it in iterations] == [999, 999, 999]
+    del it, iterations
+    assert gone() is None
+
+
+def test_free_gradually_empties_a_table_nobody_holds():
+    holder = [UserTable((f"u{i}", "s") for i in range(5000))]
+    shards = holder[0]._shards
+    free_gradually(holder, wait=0.05)
+    assert not any(shards), "every entry freed"
+
+
+def test_free_gradually_leaves_a_table_that_a_reader_iterates():
     table = UserTable((f"u{i}", "s") for i in range(5000))
-    table.release()
-    assert len(table) == 0 and table == {}
+    listing = table.items()
+    first = next(listing)
+    free_gradually([table], wait=0.05)
+    assert len(table) == 5000 and len([first, *listing]) == 5000
 
 
-def test_release_leaves_shards_that_an_older_table_shares():
+def test_free_gradually_leaves_a_derived_table_whole():
     older = UserTable((f"u{i}", "s") for i in range(5000))
     newer = older.with_status("u1", "changed")
-    newer.release()
-    assert older == {f"u{i}": "s" for i in range(5000)}, "a reader of the older table saw it change"
-    own = len(older._shards[hash("u1") % SHARDS])
-    assert "u1" not in newer and len(newer) == 5000 - own, "its own shard is freed"
+    free_gradually([older], wait=0.05)
+    assert newer == {**{f"u{i}": "s" for i in range(5000)}, "u1": "changed"}
