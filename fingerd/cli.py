@@ -1,4 +1,4 @@
-"""The ``fingerd`` command line (CONTRACT section 2)."""
+"""The ``fingerd`` command line (see fingerd(8))."""
 
 import argparse
 import logging
@@ -6,16 +6,15 @@ import os
 import signal
 import sys
 
-from fingerd import __version__, daemonize, logsetup
-from fingerd.accounts import AccountError, resolve_account
+from fingerd import __version__, logsetup
 from fingerd.config import DEFAULT_PATH, ConfigError, load_config
-from fingerd.listeners import BindError, bind_all, close_all, privileged_port_problem
-from fingerd.metrics import Metrics
-from fingerd.pidfile import AlreadyRunning, Pidfile
-from fingerd.services import OUTCOMES
-from fingerd.store import UserStore
-from fingerd.supervisor import HANDLED_SIGNALS, Supervisor
-from fingerd.usersfile import UsersFileError
+from fingerd.process import daemonize
+from fingerd.process.accounts import AccountError, resolve_account
+from fingerd.process.listeners import BindError, bind_all, close_all, privileged_port_problem
+from fingerd.process.pidfile import AlreadyRunning, Pidfile
+from fingerd.process.supervisor import HANDLED_SIGNALS, Supervisor
+from fingerd.users import fileio
+from fingerd.users.usersfile import UsersFileError, parse_users
 
 log = logging.getLogger("fingerd")
 
@@ -46,7 +45,7 @@ def main(argv=None):
         print(exc, file=sys.stderr)
         return 1
     try:
-        count = count_users(config)
+        count = count_users(config.users_file)
     except UsersFileError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -58,11 +57,16 @@ def main(argv=None):
     return serve(config, account, args.foreground)
 
 
-def count_users(config):
-    """Read the users file once to fail fast; the worker reads it again to serve it."""
-    store = UserStore(config.users_file, Metrics(OUTCOMES))
-    store.load()
-    return len(store.users())
+def count_users(path):
+    """Read the users file once to fail fast; the worker reads it again to serve it.
+
+    A missing file counts as no users, as it does when the worker starts.
+    """
+    try:
+        data, _signature = fileio.read_bounded(path)
+    except FileNotFoundError:
+        return 0
+    return len(parse_users(data, path))
 
 
 def serve(config, account, foreground):

@@ -1,4 +1,4 @@
-"""The configuration file (CONTRACT section 3): parsing and validation, no I/O.
+"""The configuration file (see fingerd.conf(5)): parsing and validation, no I/O.
 
 INI syntax read by configparser, with ``;`` and ``#`` comments also at the
 end of a line. Every key has a default; an unknown section or key, or a
@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from fingerd.output import HIGH_BYTES_POLICIES
+from fingerd.finger.output import HIGH_BYTES_POLICIES
 
 DEFAULT_PATH = "/etc/fingerd/fingerd.conf"
 MAX_CONFIG_BYTES = 1024 * 1024

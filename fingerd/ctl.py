@@ -1,4 +1,4 @@
-"""The ``fingerd-ctl`` command (CONTRACT section 2), with LSB exit statuses."""
+"""The ``fingerd-ctl`` command (see fingerd-ctl(8)), with LSB exit statuses."""
 
 import argparse
 import os
@@ -6,8 +6,9 @@ import signal
 import sys
 import time
 
-from fingerd import client, pidfile
 from fingerd.config import DEFAULT_PATH, ConfigError, load_config
+from fingerd.finger import client
+from fingerd.process import pidfile
 
 #: Seconds ``stop`` waits for the daemon to exit.
 STOP_TIMEOUT = 20.0

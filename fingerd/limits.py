@@ -6,7 +6,7 @@ MAX_QUERY_BYTES = 1024
 #: Longest status the setter accepts or the users file may hold, in UTF-8 bytes.
 MAX_STATUS_BYTES = 256
 
-#: Longest user name (CONTRACT section 4).
+#: Longest user name (README, "The users file").
 MAX_NAME_CHARS = 32
 
 #: Largest users file read; a larger one is rejected like an invalid one.

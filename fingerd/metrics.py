@@ -1,4 +1,4 @@
-"""The metric families of CONTRACT section 7, in a registry of their own.
+"""The metric families (README, "Metrics and logs"), in a registry of their own.
 
 Each Metrics object owns its registry, so tests and the worker never share
 global state. Label values come from small fixed sets declared by the

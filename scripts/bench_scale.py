@@ -26,11 +26,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import (ANSWER, STATUS, USER, Fingerd, advance, build_loadgen,  # noqa: E402
-                   machine, open_query, run_point)
+from bench import (ANSWER, STATUS, USER, Fingerd, advance, build_loadgen, machine,  # noqa: E402
+                   open_query, run_point)
+
 from fingerd.metrics import Metrics  # noqa: E402
-from fingerd.services import OUTCOMES  # noqa: E402
-from fingerd.store import UserStore  # noqa: E402
+from fingerd.serving.handlers import OUTCOMES  # noqa: E402
+from fingerd.users.store import UserStore  # noqa: E402
 
 
 def write_users(path, count):

@@ -26,12 +26,12 @@ import timeit
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fingerd.config import parse_config  # noqa: E402
-from fingerd.listeners import bind_all  # noqa: E402
 from fingerd.metrics import Metrics  # noqa: E402
-from fingerd.service import Service  # noqa: E402
-from fingerd.server import Request  # noqa: E402
-from fingerd.services import OUTCOMES, FingerServer  # noqa: E402
-from fingerd.store import UserStore  # noqa: E402
+from fingerd.process.listeners import bind_all  # noqa: E402
+from fingerd.serving.assembly import Service  # noqa: E402
+from fingerd.serving.handlers import OUTCOMES, FingerServer  # noqa: E402
+from fingerd.serving.loop import Request  # noqa: E402
+from fingerd.users.store import UserStore  # noqa: E402
 
 
 def client(port, count):

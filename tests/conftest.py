@@ -252,7 +252,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0,
 
 def end_by_pidfile(path):
     """Stop a detached daemon a test started, by the pid in its pidfile."""
-    from fingerd.pidfile import RUNNING, probe
+    from fingerd.process.pidfile import RUNNING, probe
     state, pid = probe(path)
     if state == RUNNING and pid:
         os.kill(pid, signal.SIGTERM)

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from fingerd.config import Address, ConfigError, load_config, parse_config, SCHEMA
+from fingerd.config import SCHEMA, Address, ConfigError, load_config, parse_config
 from tests.conftest import ROOT
 
 

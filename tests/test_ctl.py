@@ -1,4 +1,4 @@
-"""Daemon mode and fingerd-ctl (CONTRACT section 2)."""
+"""Daemon mode and fingerd-ctl (fingerd-ctl(8))."""
 
 import os
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from fingerd.pidfile import probe, RUNNING
+from fingerd.process.pidfile import RUNNING, probe
 from tests.conftest import ROOT, end_by_pidfile, wait_until
 
 

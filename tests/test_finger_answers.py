@@ -1,9 +1,9 @@
 """What the finger service answers, without sockets."""
 
-from fingerd.finger import Rules, answer, may_forward
-from fingerd.output import Renderer
-from fingerd.query import parse_query
-from fingerd.sources import Directory, FileSource
+from fingerd.finger.answer import Rules, answer, may_forward
+from fingerd.finger.output import Renderer
+from fingerd.finger.query import parse_query
+from fingerd.finger.sources import Directory, FileSource
 
 
 class Store:

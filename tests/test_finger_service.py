@@ -1,4 +1,4 @@
-"""The finger service over real loopback sockets (CONTRACT section 5)."""
+"""The finger service over real loopback sockets (README, "What it answers")."""
 
 import socket
 import time

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from fingerd.pidfile import probe
+from fingerd.process.pidfile import probe
 from tests.conftest import ROOT, end_by_pidfile, wait_until
 
 WRAPPER = """#!/bin/sh

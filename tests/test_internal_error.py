@@ -6,12 +6,12 @@ import threading
 
 import pytest
 
-from fingerd.finger import Rules
+from fingerd.finger.answer import Rules
+from fingerd.finger.output import Renderer
 from fingerd.metrics import Metrics
-from fingerd.output import Renderer
-from fingerd.pool import Pool
-from fingerd.server import ConnectionGate, Context
-from fingerd.services import OUTCOMES, FingerServer
+from fingerd.serving.handlers import OUTCOMES, FingerServer
+from fingerd.serving.loop import ConnectionGate, Context
+from fingerd.serving.pool import Pool
 from tests.conftest import exchange
 
 

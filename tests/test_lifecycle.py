@@ -1,4 +1,4 @@
-"""Signals to the parent and the daemon's stop (CONTRACT section 8)."""
+"""Signals to the parent and the daemon's stop (README, "Processes and signals")."""
 
 import os
 import signal

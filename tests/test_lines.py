@@ -1,9 +1,10 @@
 """Framing of request lines."""
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from fingerd.lines import LineTooLong, take_lines
+from fingerd.serving.lines import LineTooLong, take_lines
 
 
 def test_needs_more_until_the_line_ends():

@@ -1,4 +1,4 @@
-"""The metrics endpoint (CONTRACT section 7), checked by Prometheus's own tools."""
+"""The metrics endpoint (README, "Metrics and logs"), checked by Prometheus's own tools."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import exchange, free_port, needs_tool, wait_until
 
-CONTRACT = {
+REQUIRED_FAMILIES = {
     "fingerd_requests_total": "counter",
     "fingerd_request_duration_seconds": "histogram",
     "fingerd_connections_active": "gauge",
@@ -47,7 +47,7 @@ def samples(text):
 
 def test_every_contract_family_is_exported_with_its_type(daemon):
     exported = types(body(daemon))
-    for name, kind in CONTRACT.items():
+    for name, kind in REQUIRED_FAMILIES.items():
         assert exported.get(name) == kind, name
 
 

@@ -1,8 +1,9 @@
 """What may reach the wire."""
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from fingerd.output import HIGH_BYTES_POLICIES, Renderer, caret, sanitize, split_lines
+from fingerd.finger.output import HIGH_BYTES_POLICIES, Renderer, caret, sanitize, split_lines
 
 
 def wire_lines(lines):

@@ -1,4 +1,4 @@
-"""Privilege separation on the real ports 79 and 1079 (CONTRACT section 8)."""
+"""Privilege separation on the real ports 79 and 1079 (README, "Processes and signals")."""
 
 import os
 import pwd

@@ -1,8 +1,9 @@
 """The RFC 1288 query grammar."""
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from fingerd.query import FORWARD, LIST, USER, Query, parse_query
+from fingerd.finger.query import FORWARD, LIST, USER, Query, parse_query
 
 
 def test_plain_user():

@@ -5,7 +5,7 @@ import threading
 from prometheus_client import generate_latest
 
 from fingerd.metrics import DURATION_BUCKETS, Metrics
-from fingerd.services import OUTCOMES
+from fingerd.serving.handlers import OUTCOMES
 
 
 def value(metrics, name, **labels):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fingerd.setter import Refused, parse_set_request
+from fingerd.users.setter_request import Refused, parse_set_request
 
 
 def test_valid_request():

@@ -1,4 +1,4 @@
-"""The setter service over real loopback sockets (CONTRACT section 6)."""
+"""The setter service over real loopback sockets (README, "What it answers")."""
 
 import os
 import pathlib
@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from fingerd.services import SetterServer
-from fingerd.usersfile import parse_users
+from fingerd.serving.handlers import SetterServer
+from fingerd.users.usersfile import parse_users
 from tests.conftest import wait_until
 
 

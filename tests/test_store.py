@@ -7,12 +7,12 @@ import threading
 
 import pytest
 
+from fingerd.finger.sources import FileSource
 from fingerd.metrics import Metrics
-from fingerd.services import OUTCOMES
-from fingerd.sources import FileSource
-from fingerd.store import StoreError, UserStore
-from fingerd.table import UserTable
-from fingerd.usersfile import UsersFileError, parse_users
+from fingerd.serving.handlers import OUTCOMES
+from fingerd.users.editing import StoreError
+from fingerd.users.store import UserStore
+from fingerd.users.usersfile import UsersFileError, parse_users
 
 
 @pytest.fixture
@@ -201,7 +201,7 @@ def test_concurrent_setters_lose_no_update(store, path):
 @pytest.fixture
 def worker_switch_interval():
     """The worker's GIL switch interval, under which readers and reloads interleave finely."""
-    from fingerd.worker import SWITCH_INTERVAL
+    from fingerd.process.worker import SWITCH_INTERVAL
     before = sys.getswitchinterval()
     sys.setswitchinterval(SWITCH_INTERVAL)
     yield

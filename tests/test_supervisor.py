@@ -3,7 +3,7 @@
 import os
 import signal
 
-from fingerd.supervisor import BACKOFF_CAP, backoff_delay, describe_exit
+from fingerd.process.supervisor import BACKOFF_CAP, backoff_delay, describe_exit
 
 
 def test_first_death_restarts_at_once():

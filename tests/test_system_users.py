@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from fingerd.utmp import Session
-from tests.test_utmp import pack_session
+from fingerd.finger.utmp import Session
 from tests.conftest import needs_root
+from tests.test_utmp import pack_session
 
 pytestmark = needs_root
 

@@ -5,7 +5,7 @@ import weakref
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fingerd.table import SHARDS, UserTable, free_gradually
+from fingerd.users.table import SHARDS, UserTable, free_gradually
 
 NAMES = st.text("abcdefgh.-_0123", min_size=1, max_size=8)
 ENTRIES = st.dictionaries(NAMES, st.text(max_size=5), max_size=200)

@@ -1,11 +1,12 @@
 """The users file format."""
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from fingerd import usersfile
-from fingerd.usersfile import (UsersFileError, is_valid_name, parse_users, status_problem,
-                               with_status)
+from fingerd.users import usersfile
+from fingerd.users.usersfile import (UsersFileError, is_valid_name, parse_users, status_problem,
+                                     with_status)
 
 
 def format_users(users):

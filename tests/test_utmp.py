@@ -1,8 +1,9 @@
 """Parsing utmp records."""
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from fingerd.utmp import RECORD, USER_PROCESS, Session, parse_utmp
+from fingerd.finger.utmp import RECORD, USER_PROCESS, Session, parse_utmp
 
 
 def pack_session(session, pid=1):

@@ -1,6 +1,6 @@
-"""The setter's request (CONTRACT section 6): pure logic, no I/O."""
+"""The setter's request (README, "What it answers"): pure logic, no I/O."""
 
-from fingerd.usersfile import is_valid_name, status_problem
+from fingerd.users.usersfile import is_valid_name, status_problem
 
 
 class Refused(ValueError):

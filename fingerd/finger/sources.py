@@ -11,10 +11,10 @@ import os
 import pwd
 import time
 
-from fingerd.homefiles import opted_out, read_user_file
-from fingerd.output import split_lines
-from fingerd.usersfile import is_valid_name
-from fingerd.utmp import parse_utmp
+from fingerd.finger.homefiles import opted_out, read_user_file
+from fingerd.finger.output import split_lines
+from fingerd.finger.utmp import parse_utmp
+from fingerd.users.usersfile import is_valid_name
 
 #: How a plan-like file is introduced in a long answer.
 FILE_TITLES = {".plan": "Plan:", ".project": "Project:", ".pgpkey": "PGP key:"}

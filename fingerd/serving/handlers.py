@@ -3,12 +3,12 @@
 import ipaddress
 import logging
 
-from fingerd import finger
+from fingerd.finger import answer as finger
+from fingerd.finger.query import FORWARD, LIST, USER, parse_query
 from fingerd.limits import MAX_QUERY_BYTES, MAX_STATUS_BYTES
-from fingerd.query import FORWARD, LIST, USER, parse_query
-from fingerd.server import LineRequestHandler, LineServer
-from fingerd.setter import Refused, parse_set_request
-from fingerd.store import StoreError
+from fingerd.serving.loop import LineRequestHandler, LineServer
+from fingerd.users.editing import StoreError
+from fingerd.users.setter_request import Refused, parse_set_request
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ exception and never a hang.
 import ipaddress
 import re
 
-from fingerd import client
-from fingerd.output import split_lines
+from fingerd.finger import client
+from fingerd.finger.output import split_lines
 
 FINGER_PORT = 79
 

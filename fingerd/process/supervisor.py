@@ -18,10 +18,11 @@ import signal
 import socket
 import time
 
-from fingerd import logsetup, worker
+from fingerd import logsetup
 from fingerd.limits import STOP_GRACE_SECONDS
-from fingerd.logrelay import LogRelay
-from fingerd.monitor import MAX_MESSAGE_BYTES, answer_set, channel, parse_message
+from fingerd.process import worker
+from fingerd.process.channel import MAX_MESSAGE_BYTES, answer_set, channel, parse_message
+from fingerd.process.logrelay import LogRelay
 
 log = logging.getLogger("fingerd")
 

@@ -14,14 +14,14 @@ import signal
 import sys
 
 from fingerd.limits import STOP_GRACE_SECONDS
-from fingerd.logrelay import PipeHandler
 from fingerd.metrics import Metrics
-from fingerd.monitor import MonitorClient
-from fingerd.privdrop import PrivilegeError, drop_privileges
-from fingerd.service import Service
-from fingerd.services import OUTCOMES
-from fingerd.store import UserStore
-from fingerd.usersfile import UsersFileError
+from fingerd.process.channel import MonitorClient
+from fingerd.process.logrelay import PipeHandler
+from fingerd.process.privdrop import PrivilegeError, drop_privileges
+from fingerd.serving.assembly import Service
+from fingerd.serving.handlers import OUTCOMES
+from fingerd.users.store import UserStore
+from fingerd.users.usersfile import UsersFileError
 
 log = logging.getLogger("fingerd")
 

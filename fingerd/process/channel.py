@@ -17,8 +17,8 @@ import json
 import socket
 import threading
 
-from fingerd.store import StoreError, write_status
-from fingerd.usersfile import is_valid_name, status_problem
+from fingerd.users.editing import StoreError, write_status
+from fingerd.users.usersfile import is_valid_name, status_problem
 
 MAX_MESSAGE_BYTES = 4096
 

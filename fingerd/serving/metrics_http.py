@@ -8,8 +8,8 @@ Only ``GET /metrics`` answers with data; other paths get 404.
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from fingerd.lines import LineTooLong
-from fingerd.server import LineRequestHandler, LineServer
+from fingerd.serving.lines import LineTooLong
+from fingerd.serving.loop import LineRequestHandler, LineServer
 
 #: Largest HTTP request head read.
 MAX_HEAD_BYTES = 8192

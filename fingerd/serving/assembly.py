@@ -11,16 +11,16 @@ import threading
 import time
 
 from fingerd.accesslog import AccessLog
-from fingerd.finger import Rules
-from fingerd.forward import Forwarder
-from fingerd.output import Renderer
-from fingerd.sources import Directory, FileSource, SystemSource
-from fingerd.exposition import METRICS_MAX_CONNECTIONS, MetricsServer
+from fingerd.finger.answer import Rules
+from fingerd.finger.forward import Forwarder
+from fingerd.finger.output import Renderer
+from fingerd.finger.sources import Directory, FileSource, SystemSource
 from fingerd.limits import STOP_GRACE_SECONDS
-from fingerd.pool import Pool
-from fingerd.server import ConnectionGate, Context
-from fingerd.services import FingerServer, SetterServer
-from fingerd.watcher import Watcher
+from fingerd.serving.handlers import FingerServer, SetterServer
+from fingerd.serving.loop import ConnectionGate, Context
+from fingerd.serving.metrics_http import METRICS_MAX_CONNECTIONS, MetricsServer
+from fingerd.serving.pool import Pool
+from fingerd.users.watcher import Watcher
 
 log = logging.getLogger(__name__)
 

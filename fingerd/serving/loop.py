@@ -20,9 +20,9 @@ import threading
 import time
 
 from fingerd.limits import ACCEPTS_PER_TURN, DRAIN_BYTES
-from fingerd.lines import LineTooLong, take_lines
 from fingerd.metrics import (ERROR, REJECT_BUSY, REJECT_NOT_LOCAL, REJECT_RESOURCES,
                              REJECT_TIMEOUT, REJECT_TOO_LONG)
+from fingerd.serving.lines import LineTooLong, take_lines
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""What the finger service answers (CONTRACT section 5), given where users come from.
+"""What the finger service answers (README, "What it answers"), given where users come from.
 
 The decisions are pure: the directory of users, the forwarder and the
 renderer are handed in, so the rules are tested without sockets, accounts
@@ -7,8 +7,8 @@ or other servers.
 
 from dataclasses import dataclass
 
+from fingerd.finger.query import FORWARD, LIST
 from fingerd.limits import MAX_LIST_BYTES
-from fingerd.query import FORWARD, LIST
 
 NO_SUCH_USER = "No such user"
 LIST_DENIED = "Finger online user list denied"

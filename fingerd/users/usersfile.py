@@ -1,4 +1,4 @@
-"""The users file format (CONTRACT section 4): pure logic, no I/O.
+"""The users file format (README, "The users file"): pure logic, no I/O.
 
 One ``user:status`` entry a line, split at the first colon; ``#`` comments
 and blank lines are ignored. Lines are split on LF only (a CR before it is
@@ -11,7 +11,7 @@ import re
 from itertools import repeat
 
 from fingerd.limits import MAX_NAME_CHARS, MAX_STATUS_BYTES
-from fingerd.table import UserTable
+from fingerd.users.table import UserTable
 
 NAME_RE = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]{0,%d}" % (MAX_NAME_CHARS - 1))
 

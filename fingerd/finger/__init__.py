@@ -1,0 +1,1 @@
+"""What a finger query is answered with: the grammar, the sources, the output."""

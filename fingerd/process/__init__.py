@@ -1,0 +1,1 @@
+"""The root parent and the worker: processes, privileges, files they hold."""

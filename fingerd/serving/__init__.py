@@ -1,0 +1,1 @@
+"""The serving loop and what plugs into it: handlers, pool, framing, endpoints."""

@@ -1,0 +1,1 @@
+"""The users file and the user table: format, store, reloads, the setter's request."""
