@@ -36,9 +36,10 @@ class AccessLog:
     def __init__(self, log_queries):
         self.log_queries = log_queries
 
-    def log(self, service, request, seconds):
-        line = (f"access service={service} peer={request.peer[0]} kind={request.kind or '-'} "
-                f"outcome={request.outcome} bytes={request.sent} seconds={seconds:.6f}")
-        if self.log_queries and request.name is not None:
-            line += f" user={escape(request.name)}"
+    def log(self, service, peer, answer, seconds):
+        """One line for ``answer`` (a serving.loop.Answer) sent to ``peer``."""
+        line = (f"access service={service} peer={peer[0]} kind={answer.kind or '-'} "
+                f"outcome={answer.outcome} bytes={len(answer.data)} seconds={seconds:.6f}")
+        if self.log_queries and answer.name is not None:
+            line += f" user={escape(answer.name)}"
         log.info("%s", line)

@@ -1,8 +1,7 @@
 """The metric families (README, "Metrics and logs"), in a registry of their own.
 
 Each Metrics object owns its registry, so tests and the worker never share
-global state. Label values come from small fixed sets declared by the
-services; a user name or an address is never a label value.
+global state. Label values come from the small fixed sets of outcomes.py.
 """
 
 import threading
@@ -15,6 +14,7 @@ from prometheus_client import (CollectorRegistry, Counter, Gauge, Info, ProcessC
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from fingerd import __version__
+from fingerd.outcomes import BY_SERVICE, ERROR, QUERY_KINDS, REJECT_REASONS
 
 # A ``_created`` series beside every counter doubles the output for a value
 # that process_start_time_seconds already gives.
@@ -25,30 +25,15 @@ DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
                     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BUCKET_NAMES = (*map(str, DURATION_BUCKETS), "+Inf")
 
-# Why a connection was closed before it made a request.
-REJECT_BUSY = "max_connections"
-REJECT_TOO_LONG = "line_too_long"
-REJECT_TIMEOUT = "timeout"
-REJECT_RESOURCES = "accept_failed"
-REJECT_NOT_LOCAL = "not_local"
-REJECT_REASONS = (REJECT_BUSY, REJECT_TOO_LONG, REJECT_TIMEOUT, REJECT_RESOURCES,
-                  REJECT_NOT_LOCAL)
-
-#: Outcome of a request that failed inside the server.
-ERROR = "error"
-
-#: Kinds of finger query (RFC 1288 2.3).
-QUERY_KINDS = ("user", "verbose", "list", "forwarding")
-
 
 class Metrics:
-    """The daemon's metrics; ``outcomes`` maps each service to its outcome label values.
+    """The daemon's metrics; ``outcomes`` maps each counted service to its outcome labels.
 
     ``parent_pid`` adds the process metrics of the privileged parent, as
     ``fingerd_parent_process_*``, beside the worker's own ``process_*``.
     """
 
-    def __init__(self, outcomes, registry=None, parent_pid=None):
+    def __init__(self, outcomes=BY_SERVICE, registry=None, parent_pid=None):
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.requests = RequestCounts(outcomes)

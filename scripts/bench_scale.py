@@ -30,7 +30,6 @@ from bench import (ANSWER, STATUS, USER, Fingerd, advance, build_loadgen, machin
                    open_query, run_point)
 
 from fingerd.metrics import Metrics  # noqa: E402
-from fingerd.serving.handlers import OUTCOMES  # noqa: E402
 from fingerd.users.store import UserStore  # noqa: E402
 
 
@@ -58,7 +57,7 @@ def rss_mib(pid):
 def load_times(path, rounds=3):
     loads, reloads = [], []
     for _ in range(rounds):
-        store = UserStore(path, Metrics(OUTCOMES))
+        store = UserStore(path, Metrics())
         started = time.perf_counter()
         store.load()
         loads.append(time.perf_counter() - started)

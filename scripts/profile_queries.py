@@ -15,7 +15,6 @@ import cProfile
 import multiprocessing
 import os
 import pstats
-import selectors
 import socket
 import sys
 import tempfile
@@ -29,8 +28,8 @@ from fingerd.config import parse_config  # noqa: E402
 from fingerd.metrics import Metrics  # noqa: E402
 from fingerd.process.listeners import bind_all  # noqa: E402
 from fingerd.serving.assembly import Service  # noqa: E402
-from fingerd.serving.handlers import OUTCOMES, FingerServer  # noqa: E402
-from fingerd.serving.loop import Request  # noqa: E402
+from fingerd.serving.handlers import FingerServer  # noqa: E402
+from fingerd.serving.loop import Connection  # noqa: E402
 from fingerd.users.store import UserStore  # noqa: E402
 
 
@@ -54,16 +53,16 @@ def main():
                           "[setter]\nlisten = 127.0.0.1:0\n[metrics]\nlisten =\n"
                           .replace("127.0.0.1:0", f"127.0.0.1:{port + 1}"),
                           os.path.join(work, "fingerd.conf"))
-    metrics = Metrics(OUTCOMES)
+    metrics = Metrics()
     store = UserStore(config.users_file, metrics)
     store.load()
     profile = cProfile.Profile()
     original = FingerServer.serve_forever
 
-    def profiled(self, poll_interval=None):
+    def profiled(self):
         profile.enable()
         try:
-            original(self, poll_interval)
+            original(self)
         finally:
             profile.disable()
 
@@ -89,6 +88,9 @@ class StubSocket:
 
     __slots__ = ()
 
+    def fileno(self):
+        return -1
+
     def recv(self, size, flags=0):
         return b"alice\r\n"
 
@@ -101,14 +103,13 @@ class StubSocket:
 
 def python_part(server, runs=100_000):
     """µs of one query's path from its accept to its close, minus the system calls."""
-    sel = selectors.DefaultSelector()
     gate = server.context.gate
     peer = ("127.0.0.1", 1)
 
     def one():
         gate.enter()
         now = time.monotonic()
-        server._read(sel, Request(StubSocket(), peer, now, now + 10), watched=False)
+        server._read(Connection(StubSocket(), peer, now, now + 10))
 
     return min(timeit.repeat(one, number=runs, repeat=7)) / runs * 1e6
 

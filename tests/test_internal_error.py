@@ -9,8 +9,9 @@ import pytest
 from fingerd.finger.answer import Rules
 from fingerd.finger.output import Renderer
 from fingerd.metrics import Metrics
-from fingerd.serving.handlers import OUTCOMES, FingerServer
-from fingerd.serving.loop import ConnectionGate, Context
+from fingerd.serving.gate import ConnectionGate
+from fingerd.serving.handlers import FingerServer
+from fingerd.serving.loop import Context
 from fingerd.serving.pool import Pool
 from tests.conftest import exchange
 
@@ -30,7 +31,7 @@ class FailingOnceDirectory:
 
 @pytest.fixture
 def server():
-    metrics = Metrics(OUTCOMES)
+    metrics = Metrics()
     pool = Pool(2)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -40,15 +41,16 @@ def server():
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield srv, metrics
-    srv.shutdown()
+    srv.begin_shutdown(0.0)
+    srv.wait_stopped(5.0)
     pool.stop(5)
     thread.join(5)
-    srv.server_close()
+    srv.close()
 
 
 def test_failure_answers_internal_error_logs_once_and_serves_on(server, caplog):
     srv, metrics = server
-    port = srv.socket.getsockname()[1]
+    port = srv.address[1]
     with caplog.at_level(logging.ERROR):
         assert exchange(port, b"alice\r\n") == b"Internal error in server\r\n"
         assert exchange(port, b"alice\r\n") == b"Still here\r\n"

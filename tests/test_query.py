@@ -3,7 +3,8 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fingerd.finger.query import FORWARD, LIST, USER, Query, parse_query
+from fingerd.finger.query import Query, parse_query
+from fingerd.outcomes import FORWARDING, LIST, USER, VERBOSE
 
 
 def test_plain_user():
@@ -49,7 +50,7 @@ def test_forward_query():
 def test_forward_list_query():
     query = parse_query(b"@example.org")
     assert query == Query(False, "", ("example.org",))
-    assert query.kind == FORWARD
+    assert query.kind == FORWARDING
 
 
 def test_verbose_forward_query():
@@ -62,6 +63,7 @@ def test_any_number_of_hosts_in_order_written():
 
 def test_user_kind():
     assert parse_query(b"bob").kind == USER
+    assert parse_query(b"/W bob").kind == VERBOSE
 
 
 @given(st.binary(max_size=2048))

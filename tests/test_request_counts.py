@@ -5,7 +5,6 @@ import threading
 from prometheus_client import generate_latest
 
 from fingerd.metrics import DURATION_BUCKETS, Metrics
-from fingerd.serving.handlers import OUTCOMES
 
 
 def value(metrics, name, **labels):
@@ -13,7 +12,7 @@ def value(metrics, name, **labels):
 
 
 def test_every_label_set_is_shown_at_zero():
-    metrics = Metrics(OUTCOMES)
+    metrics = Metrics()
     assert value(metrics, "fingerd_requests_total", service="setter", outcome="error") == 0
     assert value(metrics, "fingerd_queries_total", kind="forwarding") == 0
     assert value(metrics, "fingerd_request_duration_seconds_bucket", service="finger",
@@ -22,7 +21,7 @@ def test_every_label_set_is_shown_at_zero():
 
 
 def test_counts_from_many_threads_add_up():
-    metrics = Metrics(OUTCOMES)
+    metrics = Metrics()
     counts = metrics.requests
     per_thread = 2000
 
@@ -48,7 +47,7 @@ def test_counts_from_many_threads_add_up():
 
 
 def test_a_value_on_a_bucket_bound_is_counted_in_that_bucket():
-    metrics = Metrics(OUTCOMES)
+    metrics = Metrics()
     metrics.requests.record("setter", "ok", 0.001, 4, "set")
     assert value(metrics, "fingerd_request_duration_seconds_bucket", service="setter",
                  le="0.0005") == 0

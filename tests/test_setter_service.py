@@ -187,4 +187,4 @@ def test_full_disk_refuses_and_keeps_memory_and_file(make_daemon, small_fs):
     ("10.0.0.1", False), ("192.0.2.7", False), ("::ffff:192.0.2.7", False), ("2001:db8::1", False),
 ])
 def test_setter_answers_loopback_peers_only(peer, allowed):
-    assert SetterServer.verify_request(None, None, (peer, 4242)) is allowed
+    assert SetterServer.accepts(None, (peer, 4242)) is allowed

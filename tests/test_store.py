@@ -9,7 +9,6 @@ import pytest
 
 from fingerd.finger.sources import FileSource
 from fingerd.metrics import Metrics
-from fingerd.serving.handlers import OUTCOMES
 from fingerd.users.editing import StoreError
 from fingerd.users.store import UserStore
 from fingerd.users.usersfile import UsersFileError, parse_users
@@ -17,7 +16,7 @@ from fingerd.users.usersfile import UsersFileError, parse_users
 
 @pytest.fixture
 def metrics():
-    return Metrics(OUTCOMES)
+    return Metrics()
 
 
 @pytest.fixture

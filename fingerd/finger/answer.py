@@ -7,21 +7,13 @@ or other servers.
 
 from dataclasses import dataclass
 
-from fingerd.finger.query import FORWARD, LIST
 from fingerd.limits import MAX_LIST_BYTES
+from fingerd.outcomes import (FORWARD_FAILED, FORWARDED, FORWARDING, FOUND, LIST, LISTED,
+                              NOT_FOUND, REFUSED)
 
 NO_SUCH_USER = "No such user"
 LIST_DENIED = "Finger online user list denied"
 FORWARD_DENIED = "Finger forwarding service denied"
-
-# Outcomes, the values of the metrics' ``outcome`` label for this service.
-FOUND = "found"
-NOT_FOUND = "not_found"
-LISTED = "listed"
-REFUSED = "refused"
-FORWARDED = "forwarded"
-FORWARD_FAILED = "forward_failed"
-OUTCOMES = (FOUND, NOT_FOUND, LISTED, REFUSED, FORWARDED, FORWARD_FAILED)
 
 
 @dataclass(frozen=True)
@@ -48,7 +40,7 @@ def answer(query, directory, rules, renderer, forward=None):
     ``(ok, lines)`` from the remote host; ``renderer`` turns lines into bytes.
     """
     kind = query.kind
-    if kind is FORWARD:
+    if kind is FORWARDING:
         if not may_forward(query, rules):
             return REFUSED, renderer.render([FORWARD_DENIED])
         ok, lines = forward(query)

@@ -13,11 +13,9 @@ parser's: ``/Walice`` or ``-l`` are just names that no user has.
 
 from dataclasses import dataclass
 
-_BLANKS = " \t"
+from fingerd.outcomes import FORWARDING, LIST, USER, VERBOSE
 
-LIST = "list"
-USER = "user"
-FORWARD = "forward"
+_BLANKS = " \t"
 
 
 @dataclass(frozen=True)
@@ -30,10 +28,12 @@ class Query:
 
     @property
     def kind(self):
-        """LIST for {C}, FORWARD for any {Q2}, USER otherwise."""
+        """LIST for {C}, FORWARDING for any {Q2}, else VERBOSE or USER: the metrics' kinds."""
         if self.hosts:
-            return FORWARD
-        return USER if self.user else LIST
+            return FORWARDING
+        if not self.user:
+            return LIST
+        return VERBOSE if self.verbose else USER
 
 
 def parse_query(line):

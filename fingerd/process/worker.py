@@ -19,7 +19,6 @@ from fingerd.process.channel import MonitorClient
 from fingerd.process.logrelay import PipeHandler
 from fingerd.process.privdrop import PrivilegeError, drop_privileges
 from fingerd.serving.assembly import Service
-from fingerd.serving.handlers import OUTCOMES
 from fingerd.users.store import UserStore
 from fingerd.users.usersfile import UsersFileError
 
@@ -56,7 +55,7 @@ def run(config, account, sockets, monitor_sock, log_fd, restarts):
             return EXIT_FATAL
     os.umask(0o027)
     os.chdir("/")
-    metrics = Metrics(OUTCOMES, parent_pid=parent)
+    metrics = Metrics(parent_pid=parent)
     metrics.worker_restarts.inc(restarts)
     monitor = MonitorClient(monitor_sock)
     store = UserStore(config.users_file, metrics, writer=monitor.write_status)

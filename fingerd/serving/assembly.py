@@ -16,8 +16,9 @@ from fingerd.finger.forward import Forwarder
 from fingerd.finger.output import Renderer
 from fingerd.finger.sources import Directory, FileSource, SystemSource
 from fingerd.limits import STOP_GRACE_SECONDS
+from fingerd.serving.gate import ConnectionGate
 from fingerd.serving.handlers import FingerServer, SetterServer
-from fingerd.serving.loop import ConnectionGate, Context
+from fingerd.serving.loop import Context
 from fingerd.serving.metrics_http import METRICS_MAX_CONNECTIONS, MetricsServer
 from fingerd.serving.pool import Pool
 from fingerd.users.watcher import Watcher
@@ -62,7 +63,7 @@ class Service:
         self._watcher = Watcher(self.store, config.reload_interval)
         self._watcher.start()
         for server in self._servers:
-            name = f"fingerd-{server.service}-{server.server_address[1]}"
+            name = f"fingerd-{server.service}-{server.address[1]}"
             thread = threading.Thread(target=self._serve, args=(server,), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -95,7 +96,7 @@ class Service:
         for thread in self._threads:
             thread.join(_left(deadline))
         for server in self._servers:
-            server.server_close()
+            server.close()
 
 
 def _left(deadline):

@@ -1,68 +1,69 @@
-"""socketserver servers that read requests on a selector and answer them on a pool.
+"""The serving loop: a thread per listening socket that accepts, reads, answers and closes.
 
 socketserver's ThreadingMixIn starts a thread per connection with no bound,
-and its handler timeout applies to each read rather than to the request. So
-here one thread per listening socket accepts connections and reads their
-request lines on a selector, under a total deadline. A complete request
-whose answer cannot block is answered on that thread; any other goes to the
-shared bounded pool. Both use socketserver's ``finish_request`` /
-RequestHandlerClass / ``handle_error`` / ``shutdown_request`` sequence. An
-idle client costs a file descriptor and a dict entry, never a thread.
+and its timeout applies to each read rather than to the request. Here one
+thread per listening socket accepts connections and reads their requests on
+a selector under one deadline (``request_timeout``). A complete request goes
+to the service's handler, a socketserver request handler that turns the
+request into an immutable Answer and never touches the connection: on this
+thread when the answer cannot block, else on the shared bounded pool. The
+loop alone owns a connection: ``_finish`` counts the answer, closes the
+socket and frees the slot. An idle client costs a descriptor and a dict
+entry, never a thread.
 """
 
-import collections
 import errno
+import functools
 import logging
 import selectors
 import socket
 import socketserver
 import threading
 import time
+from typing import NamedTuple, Optional
 
 from fingerd.limits import ACCEPTS_PER_TURN, DRAIN_BYTES
-from fingerd.metrics import (ERROR, REJECT_BUSY, REJECT_NOT_LOCAL, REJECT_RESOURCES,
-                             REJECT_TIMEOUT, REJECT_TOO_LONG)
+from fingerd.outcomes import (ERROR, REJECT_BUSY, REJECT_NOT_LOCAL, REJECT_RESOURCES,
+                              REJECT_TIMEOUT, REJECT_TOO_LONG)
 from fingerd.serving.lines import LineTooLong, take_lines
 
 log = logging.getLogger(__name__)
 
 BUSY = b"Server busy, try again later\r\n"
-INTERNAL_ERROR = b"Internal error in server\r\n"
 
 #: Seconds accepting pauses after the process ran out of descriptors.
 ACCEPT_PAUSE_SECONDS = 0.1
 
 _READ_SIZE = 4096
-_LISTENER = object()
-_WAKER = object()
 _RESOURCE_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
 
-class ConnectionGate:
-    """Bounds the connections accepted and not yet answered by the servers that share it.
+class Answer(NamedTuple):
+    """What a handler made of one request: the outcome label, the bytes to send, and
+    for the metrics and the access log the request's kind and the name it asked for."""
 
-    A plain counter under a lock: threading.BoundedSemaphore is written in
-    Python and costs several times more on every connection.
+    outcome: str
+    data: bytes
+    kind: Optional[str] = None
+    name: Optional[str] = None
+
+
+INTERNAL_ERROR = Answer(ERROR, b"Internal error in server\r\n")
+
+
+class RequestHandler(socketserver.BaseRequestHandler):
+    """One request's protocol logic, and nothing else.
+
+    ``self.request`` is the complete request as the server framed it (its
+    lines), ``self.client_address`` the peer. Subclasses implement
+    ``respond``; its Answer is left in ``self.answer`` for the loop.
     """
 
-    def __init__(self, limit, active_gauge=None):
-        self.limit = limit
-        self.active = 0
-        self._lock = threading.Lock()
-        if active_gauge is not None:
-            active_gauge.set_function(lambda: self.active)
+    def handle(self):
+        self.answer = self.respond(self.request)
 
-    def enter(self):
-        """Take a slot if one is free; never waits."""
-        with self._lock:
-            if self.active >= self.limit:
-                return False
-            self.active += 1
-            return True
-
-    def leave(self):
-        with self._lock:
-            self.active -= 1
+    def respond(self, request):
+        raise NotImplementedError
 
 
 class Context:
@@ -76,90 +77,94 @@ class Context:
         self.access_log = access_log
 
 
-class Request:
-    """An accepted connection and, once read, its request lines."""
+class Connection:
+    """An accepted connection: the loop's thread owns it until its request is complete,
+    then the thread that answers it does."""
 
-    __slots__ = ("sock", "peer", "lines", "buf", "started", "deadline", "outcome", "answered",
-                 "kind", "name", "sent", "inline", "unsent")
+    __slots__ = ("sock", "fd", "peer", "started", "deadline", "buf")
 
     def __init__(self, sock, peer, started, deadline):
         self.sock = sock
+        self.fd = sock.fileno()
         self.peer = peer
-        self.lines = None
-        self.buf = bytearray()
         self.started = started
         self.deadline = deadline
-        self.outcome = ERROR
-        self.answered = False
-        self.kind = None
-        self.name = None
-        self.sent = 0
-        self.inline = False
-        self.unsent = None
+        self.buf = b""
 
 
-class LineRequestHandler(socketserver.BaseRequestHandler):
-    """Answers one request whose lines were read already.
+class Server:
+    """Serves one listening socket bound elsewhere; one subclass a service.
 
-    It runs on a pool thread, or on the reading thread itself when the
-    server says the answer cannot block. Subclasses implement
-    ``respond(lines)`` returning ``(outcome, bytes)``.
-    """
-
-    def handle(self):
-        request = self.request
-        request.outcome, reply = self.respond(request.lines)
-        self.server.deliver(request, reply)
-
-    def respond(self, lines):
-        raise NotImplementedError
-
-
-def send_quietly(sock, data):
-    """Send ``data``; a client that went away or stopped reading is its own problem."""
-    try:
-        sock.sendall(data)
-    except OSError:
-        pass
-
-
-class LineServer(socketserver.TCPServer):
-    """A TCP server on a socket bound elsewhere, reading ``lines_per_request`` lines a request.
-
-    ``serve_forever`` runs in a thread of its own; ``shutdown`` from another
-    thread stops it at once. Subclasses set ``service``, ``lines_per_request``
-    and ``max_line_bytes``, and may refuse peers in ``verify_request``.
+    Subclasses set ``service`` and ``handler_class`` and the framing
+    (``lines_per_request``, ``max_line_bytes`` or their own
+    ``take_request``), and may refuse peers in ``accepts`` and answer
+    requests on the reading thread in ``answers_inline``.
+    ``serve_forever`` runs in a thread of its own; ``begin_shutdown`` and
+    ``wait_stopped`` stop it from another.
     """
 
     service = None
+    handler_class = None
     lines_per_request = 1
     max_line_bytes = 1024
-    #: Whether requests are counted in the metrics and the access log.
+    #: Whether answers are counted in the metrics and the access log.
     counted = True
 
-    def __init__(self, sock, handler_class, context):
-        super().__init__(sock.getsockname()[:2], handler_class, bind_and_activate=False)
-        self.socket.close()
+    def __init__(self, sock, context):
         self.socket = sock
+        self.address = sock.getsockname()
         self.context = context
-        self._requests = context.metrics.requests
+        self._record = context.metrics.requests.record
         self._rejected = context.metrics.connections_rejected
-        self._pending = collections.OrderedDict()
+        self._selector = selectors.DefaultSelector()
+        #: Connections waiting for the rest of their request, by descriptor, in
+        #: order of deadline (the timeout is the same for all).
+        self._pending = {}
+        self._listening = True
+        self._paused_until = None
+        self._starved = False
         self._stopping = False
-        self._listener_closed = False
         self._drain_until = None
         self._stopped = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
-        self._accept_paused_until = None
-        self._starved = False
 
-    def server_close(self):
-        super().server_close()
-        self._wake_r.close()
-        self._wake_w.close()
+    # What a service chooses.
+
+    def accepts(self, peer):
+        """Whether to serve a client at ``peer`` at all."""
+        return True
+
+    def take_request(self, buf, eof):
+        """The request's lines once ``buf`` holds them all, else None; see take_lines."""
+        return take_lines(buf, self.lines_per_request, self.max_line_bytes, eof)
+
+    def answers_inline(self, request):
+        """Whether answering ``request`` cannot block, so the reading thread may do it.
+
+        Anything that may wait (a file, another server, an fsync) goes to the pool.
+        """
+        return False
+
+    # Running and stopping.
+
+    def serve_forever(self):
+        sel = self._selector
+        self.socket.setblocking(False)
+        self._wake_r.setblocking(False)
+        sel.register(self.socket, selectors.EVENT_READ, self._accept)
+        sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+        try:
+            while self._listening or self._pending:
+                for key, _ in sel.select(self._next_timeout()):
+                    key.data()
+                self._on_time(time.monotonic())
+        finally:
+            for conn in list(self._pending.values()):
+                self._close_unanswered(conn, None)
+            self._stopped.set()
 
     def begin_shutdown(self, grace):
-        """Stop accepting now; requests already being read get ``grace`` seconds to arrive.
+        """Stop accepting now; requests being read get ``grace`` seconds to arrive.
 
         Returns at once; ``wait_stopped`` waits for the loop to end.
         """
@@ -174,68 +179,55 @@ class LineServer(socketserver.TCPServer):
         if not self._stopped.wait(timeout):
             log.error("%s server did not stop within %.1f s", self.service, timeout)
 
-    def shutdown(self):
-        self.begin_shutdown(0.0)
-        self.wait_stopped(5.0)
+    def close(self):
+        """Free the loop's own descriptors once it has stopped."""
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        self.socket.close()
 
-    def serve_forever(self, poll_interval=None):
-        self._stopped.clear()
-        self.socket.setblocking(False)
-        self._wake_r.setblocking(False)
-        sel = selectors.DefaultSelector()
+    def _on_wake(self):
+        """A stop was asked for: close the listening socket, so that new clients are
+        refused rather than queued, and give requests being read until the drain ends."""
         try:
-            sel.register(self.socket, selectors.EVENT_READ, _LISTENER)
-            sel.register(self._wake_r, selectors.EVENT_READ, _WAKER)
-            while not (self._stopping and self._stop_accepting(sel) and not self._pending):
-                accept = False
-                for key, _ in sel.select(self._next_timeout()):
-                    if key.data is _LISTENER:
-                        accept = True
-                    elif key.data is _WAKER:
-                        self._wake_r.recv(64)
-                    else:
-                        self._read(sel, key.data)
-                if accept:
-                    # After the connections already waiting: new ones must not jump ahead.
-                    self._accept(sel)
-                now = time.monotonic()
-                self._expire(sel, now)
-                if self._accept_paused_until is not None and now >= self._accept_paused_until \
-                        and not self._stopping:
-                    self._accept_paused_until = None
-                    sel.register(self.socket, selectors.EVENT_READ, _LISTENER)
-        finally:
-            for request in list(self._pending.values()):
-                self._close_unread(sel, request, None)
-            sel.close()
-            self._stopped.set()
-
-    def _stop_accepting(self, sel):
-        """Close the listening socket once, so new clients are refused rather than queued.
-
-        Returns True, for use in the loop condition.
-        """
-        if not self._listener_closed:
-            self._listener_closed = True
-            if self._accept_paused_until is None:
-                sel.unregister(self.socket)
-            self._accept_paused_until = None
-            self.socket.close()
-            for request in self._pending.values():
-                request.deadline = min(request.deadline, self._drain_until)
-        return True
+            self._wake_r.recv(64)
+        except OSError:
+            pass
+        if not self._stopping or not self._listening:
+            return
+        self._listening = False
+        if self._paused_until is None:
+            self._selector.unregister(self.socket)
+        self._paused_until = None
+        self.socket.close()
+        for conn in self._pending.values():
+            conn.deadline = min(conn.deadline, self._drain_until)
 
     def _next_timeout(self):
-        timeout = None
-        if self._pending:
-            first = next(iter(self._pending.values()))
-            timeout = max(0.0, first.deadline - time.monotonic())
-        if self._accept_paused_until is not None:
-            pause = max(0.0, self._accept_paused_until - time.monotonic())
-            timeout = pause if timeout is None else min(timeout, pause)
-        return timeout
+        deadline = None
+        for conn in self._pending.values():
+            deadline = conn.deadline
+            break
+        if self._paused_until is not None and (deadline is None
+                                               or self._paused_until < deadline):
+            deadline = self._paused_until
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
 
-    def _accept(self, sel):
+    def _on_time(self, now):
+        """Close connections whose request did not arrive in time; accept again after a pause."""
+        pending = self._pending
+        while pending:
+            conn = next(iter(pending.values()))
+            if conn.deadline > now:
+                break
+            self._close_unanswered(conn, REJECT_TIMEOUT)
+        if self._paused_until is not None and now >= self._paused_until:
+            self._paused_until = None
+            self._selector.register(self.socket, selectors.EVENT_READ, self._accept)
+
+    # A connection's life, in order.
+
+    def _accept(self):
         gate = self.context.gate
         timeout = self.context.request_timeout
         for _ in range(ACCEPTS_PER_TURN):
@@ -245,14 +237,14 @@ class LineServer(socketserver.TCPServer):
                 return
             except OSError as exc:
                 if exc.errno in _RESOURCE_ERRNOS:
-                    self._pause_accepting(sel, exc)
+                    self._pause_accepting(exc)
                 else:
                     log.warning("%s: accept failed: %s", self.service, exc)
                 return
             if self._starved:
                 self._starved = False
                 log.info("%s: accepting connections again", self.service)
-            if not self.verify_request(sock, peer):
+            if not self.accepts(peer):
                 self._rejected.labels(REJECT_NOT_LOCAL).inc()
                 sock.close()
                 continue
@@ -261,176 +253,125 @@ class LineServer(socketserver.TCPServer):
                 refuse_busy(sock)
                 continue
             now = time.monotonic()
-            self._read(sel, Request(sock, peer, now, now + timeout), watched=False)
+            # The query has often arrived with the connection: read before watching.
+            self._read(Connection(sock, peer, now, now + timeout))
 
-    def _pause_accepting(self, sel, exc):
+    def _pause_accepting(self, exc):
         """Out of descriptors: stop polling the listener briefly instead of spinning on it.
 
-        Logged once when it starts and once when accepting works again, not at
-        every pause.
+        Logged when it starts and when accepting works again, not at every pause.
         """
         self._rejected.labels(REJECT_RESOURCES).inc()
-        sel.unregister(self.socket)
-        self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE_SECONDS
+        self._selector.unregister(self.socket)
+        self._paused_until = time.monotonic() + ACCEPT_PAUSE_SECONDS
         if not self._starved:
             self._starved = True
             log.warning("%s: cannot accept connections: %s; retrying every %.1f s",
                         self.service, exc.strerror, ACCEPT_PAUSE_SECONDS)
 
-    def _read(self, sel, request, watched=True):
-        """Read what has arrived; on a new connection, before watching it, since the
-        query has often arrived with it and needs no trip through the selector.
+    def _read(self, conn):
+        """Read what has arrived; watch for more, or pass the complete request on.
 
-        Accepted sockets are left blocking: this thread reads and sends with
-        MSG_DONTWAIT instead, which saves a system call a connection, and the
-        pool sets a timeout before it writes.
+        Accepted sockets stay blocking: this thread reads and sends with
+        MSG_DONTWAIT, which saves a system call a connection, and a pool
+        thread sets a timeout before it writes.
         """
         try:
-            chunk = request.sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
+            chunk = conn.sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
         except BlockingIOError:
-            if not watched:
-                self._watch(sel, request)
+            self._watch(conn)
             return
         except OSError:
             chunk = b""
-        request.buf += chunk
+        conn.buf += chunk
         try:
-            lines = self.take_request(request.buf, eof=not chunk)
+            request = self.take_request(conn.buf, eof=not chunk)
         except LineTooLong:
-            self._close_unread(sel, request, REJECT_TOO_LONG, watched)
+            self._close_unanswered(conn, REJECT_TOO_LONG)
             return
-        if lines is None:
-            if not watched:
-                self._watch(sel, request)
+        if request is None:
+            self._watch(conn)
             return
-        if not lines:
-            self._close_unread(sel, request, None, watched)
-            return
-        if watched:
-            self._forget(sel, request)
-        request.lines = lines
-        request.buf = None
-        if self.answers_inline(request):
-            self._answer_inline(request)
+        self._unwatch(conn)
+        if not request:
+            self._close_unanswered(conn, None)
+        elif self.answers_inline(request):
+            self._answer_inline(conn, request)
         else:
-            self.process_request(request, request.peer)
+            self.context.pool.submit(self._answer_on_pool, conn, request)
 
-    def _watch(self, sel, request):
-        self._pending[request.sock.fileno()] = request
-        sel.register(request.sock, selectors.EVENT_READ, request)
+    def _watch(self, conn):
+        if conn.fd not in self._pending:
+            self._pending[conn.fd] = conn
+            self._selector.register(conn.sock, selectors.EVENT_READ,
+                                    functools.partial(self._read, conn))
 
-    def answers_inline(self, request):
-        """Whether answering ``request`` cannot block, so the reading thread may do it.
+    def _unwatch(self, conn):
+        if self._pending.pop(conn.fd, None) is not None:
+            self._selector.unregister(conn.sock)
 
-        Anything that may wait (a file, another server, an fsync) goes to the pool.
-        """
-        return False
-
-    def take_request(self, buf, eof):
-        """The request's lines once ``buf`` holds them all, else None; see take_lines."""
-        return take_lines(buf, self.lines_per_request, self.max_line_bytes, eof)
-
-    def _expire(self, sel, now):
-        pending = self._pending
-        while pending:
-            request = next(iter(pending.values()))
-            if request.deadline > now:
-                return
-            self._close_unread(sel, request, REJECT_TIMEOUT)
-
-    def _forget(self, sel, request):
-        del self._pending[request.sock.fileno()]
-        sel.unregister(request.sock)
-
-    def _close_unread(self, sel, request, reason, watched=True):
-        """Close a connection whose request was never complete, counting why."""
-        if reason is not None:
-            self._rejected.labels(reason).inc()
-        if watched:
-            self._forget(sel, request)
-        request.sock.close()
-        self.context.gate.leave()
-
-    def process_request(self, request, client_address):
-        self.context.pool.submit(self._answer, request, client_address)
-
-    def _answer(self, request, client_address):
-        """Runs on a pool thread: answer with blocking writes under the timeout, then finish."""
+    def _respond(self, conn, request):
+        """The handler's Answer; a failure is logged once with its traceback and
+        answered ``Internal error in server``."""
         try:
-            request.sock.setblocking(True)
-            request.sock.settimeout(self.context.request_timeout)
-            self.finish_request(request, client_address)
+            return self.handler_class(request, conn.peer, self).answer
         except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            self._finish(request)
+            log.exception("%s: internal error answering %s", self.service, conn.peer[0])
+            return INTERNAL_ERROR
 
-    def _answer_inline(self, request):
-        """Answer on the reading thread; an answer too big for the socket's buffer is
-        finished by the pool."""
-        request.inline = True
+    def _answer_inline(self, conn, request):
+        """Answer on the reading thread, never waiting: an answer too big for the
+        socket's buffer is finished by the pool."""
+        answer = self._respond(conn, request)
         try:
-            self.finish_request(request, request.peer)
-        except Exception:
-            self.handle_error(request, request.peer)
-        if request.unsent is None:
-            self._finish(request)
-        else:
-            self.context.pool.submit(self._send_rest, request)
-
-    def deliver(self, request, reply):
-        """Send ``reply``; on the reading thread never wait, leaving the rest in ``unsent``."""
-        request.answered = True
-        request.sent = len(reply)
-        if not request.inline:
-            send_quietly(request.sock, reply)
-            return
-        try:
-            sent = request.sock.send(reply, socket.MSG_DONTWAIT)
+            sent = conn.sock.send(answer.data, socket.MSG_DONTWAIT)
         except BlockingIOError:
             sent = 0
         except OSError:
-            return
-        if sent < len(reply):
-            request.unsent = reply[sent:]
+            sent = len(answer.data)
+        if sent < len(answer.data):
+            self.context.pool.submit(self._send, conn, answer, sent)
+        else:
+            self._finish(conn, answer)
 
-    def _send_rest(self, request):
+    def _answer_on_pool(self, conn, request):
+        self._send(conn, self._respond(conn, request), 0)
+
+    def _send(self, conn, answer, offset):
+        """On a pool thread: send the answer from ``offset`` with blocking writes under
+        the timeout; a client that went away or stopped reading is its own problem."""
         try:
-            request.sock.setblocking(True)
-            request.sock.settimeout(self.context.request_timeout)
-            send_quietly(request.sock, request.unsent)
-        finally:
-            self._finish(request)
+            conn.sock.settimeout(self.context.request_timeout)
+            conn.sock.sendall(memoryview(answer.data)[offset:])
+        except OSError:
+            pass
+        self._finish(conn, answer)
 
-    def _finish(self, request):
-        """Count, close and free the connection's slot.
+    def _finish(self, conn, answer):
+        """Count, close and free the connection's slot: the one end of every answer.
 
         Counting comes before the close, so a client that has read its answer
         finds it counted.
         """
-        self.count(request)
-        self.shutdown_request(request)
+        try:
+            if self.counted:
+                seconds = time.monotonic() - conn.started
+                self._record(self.service, answer.outcome, seconds, len(answer.data),
+                             answer.kind)
+                access_log = self.context.access_log
+                if access_log is not None:
+                    access_log.log(self.service, conn.peer, answer, seconds)
+        finally:
+            conn.sock.close()
+            self.context.gate.leave()
+
+    def _close_unanswered(self, conn, reason):
+        """Close a connection whose request never came whole, counting why."""
+        if reason is not None:
+            self._rejected.labels(reason).inc()
+        self._unwatch(conn)
+        conn.sock.close()
         self.context.gate.leave()
-
-    def count(self, request):
-        """Record an answered request in the metrics and, if enabled, the access log."""
-        if not self.counted:
-            return
-        seconds = time.monotonic() - request.started
-        self._requests.record(self.service, request.outcome, seconds, request.sent,
-                              request.kind)
-        if self.context.access_log is not None:
-            self.context.access_log.log(self.service, request, seconds)
-
-    def handle_error(self, request, client_address):
-        """Log the failure once with its traceback, and tell the client if it has no answer."""
-        request.outcome = ERROR
-        log.exception("%s: internal error answering %s", self.service, client_address[0])
-        if not request.answered:
-            self.deliver(request, INTERNAL_ERROR)
-
-    def shutdown_request(self, request):
-        request.sock.close()
 
 
 def refuse_busy(sock):

@@ -9,7 +9,7 @@ Only ``GET /metrics`` answers with data; other paths get 404.
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from fingerd.serving.lines import LineTooLong
-from fingerd.serving.loop import LineRequestHandler, LineServer
+from fingerd.serving.loop import Answer, RequestHandler, Server
 
 #: Largest HTTP request head read.
 MAX_HEAD_BYTES = 8192
@@ -41,29 +41,31 @@ def _response(status, content_type, body):
     return head.encode("ascii") + body
 
 
-class MetricsHandler(LineRequestHandler):
+class MetricsHandler(RequestHandler):
     def respond(self, lines):
         parts = lines[0].split()
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
-            return "bad_request", _response("400 Bad Request", "text/plain", b"bad request\n")
+            return Answer("bad_request", _response("400 Bad Request", "text/plain",
+                                                   b"bad request\n"))
         method, target = parts[0], parts[1].split(b"?", 1)[0]
         if method != b"GET":
-            return "bad_request", _response("405 Method Not Allowed", "text/plain",
-                                            b"only GET\n")
+            return Answer("bad_request", _response("405 Method Not Allowed", "text/plain",
+                                                   b"only GET\n"))
         if target.decode("latin-1") != METRICS_PATH:
-            return "not_found", _response("404 Not Found", "text/plain", b"not found\n")
+            return Answer("not_found", _response("404 Not Found", "text/plain", b"not found\n"))
         body = generate_latest(self.server.registry)
-        return "ok", _response("200 OK", CONTENT_TYPE_LATEST, body)
+        return Answer("ok", _response("200 OK", CONTENT_TYPE_LATEST, body))
 
 
-class MetricsServer(LineServer):
-    """Serves the registry's metrics at ``/metrics``."""
+class MetricsServer(Server):
+    """Serves the registry's metrics at ``/metrics``; scrapes are not counted."""
 
     service = "metrics"
+    handler_class = MetricsHandler
     counted = False
 
     def __init__(self, sock, context, registry):
-        super().__init__(sock, MetricsHandler, context)
+        super().__init__(sock, context)
         self.registry = registry
 
     def take_request(self, buf, eof):

@@ -1,0 +1,44 @@
+"""Every value of the metrics' ``outcome``, ``reason`` and ``kind`` labels, defined once.
+
+The access log uses the same words. A user name or an address is never a
+label value: each set here is small and fixed, so every series can be shown
+from the start, at zero.
+"""
+
+# How a finger query was answered.
+FOUND = "found"
+NOT_FOUND = "not_found"
+LISTED = "listed"
+REFUSED = "refused"
+FORWARDED = "forwarded"
+FORWARD_FAILED = "forward_failed"
+
+# How a set request was answered (REFUSED: invalid or not allowed).
+SET_OK = "ok"
+SET_FAILED = "failed"
+
+#: A request that failed inside the server, in any service.
+ERROR = "error"
+
+#: The outcomes of each service whose requests are counted, ERROR aside.
+BY_SERVICE = {
+    "finger": (FOUND, NOT_FOUND, LISTED, REFUSED, FORWARDED, FORWARD_FAILED),
+    "setter": (SET_OK, REFUSED, SET_FAILED),
+}
+
+# Why a connection was closed before it made a request.
+REJECT_BUSY = "max_connections"
+REJECT_TOO_LONG = "line_too_long"
+REJECT_TIMEOUT = "timeout"
+REJECT_RESOURCES = "accept_failed"
+REJECT_NOT_LOCAL = "not_local"
+REJECT_REASONS = (REJECT_BUSY, REJECT_TOO_LONG, REJECT_TIMEOUT, REJECT_RESOURCES,
+                  REJECT_NOT_LOCAL)
+
+# Kinds of request: the finger query kinds (RFC 1288 2.3), then the setter's.
+USER = "user"
+VERBOSE = "verbose"
+LIST = "list"
+FORWARDING = "forwarding"
+QUERY_KINDS = (USER, VERBOSE, LIST, FORWARDING)
+SET_KIND = "set"
