@@ -69,6 +69,16 @@ def count_users(path):
     return len(parse_users(data, path))
 
 
+def _pidfile_gone_before_failure(report, pidfile):
+    """``report`` for the starting process, but a failure only once the pidfile is
+    removed: it exits on the word, and whoever started it may look at once."""
+    def report_startup(failure):
+        if failure is not None:
+            pidfile.release()
+        report(failure)
+    return report_startup
+
+
 def serve(config, account, foreground):
     """Take the pidfile, bind, detach unless ``foreground``, supervise; the exit status."""
     problem = privileged_port_problem(config)
@@ -100,7 +110,7 @@ def serve(config, account, foreground):
         keep = [s for socks in sockets.values() for s in socks] + [pidfile.fd]
         if handler is not None:
             keep.append(handler.stream)
-        report = daemonize.detach(keep)
+        report = _pidfile_gone_before_failure(daemonize.detach(keep), pidfile)
         pidfile.write(os.getpid())
     if handler is None:
         handler = logsetup.configure("", foreground)
