@@ -15,6 +15,9 @@ MAX_USERS_FILE_BYTES = 256 * 1024 * 1024
 #: Most bytes of user list one empty query gets before the list is cut.
 MAX_LIST_BYTES = 64 * 1024
 
+#: Bytes of query lines and answers each finger listener keeps rendered (AnswerCache).
+MAX_CACHED_ANSWER_BYTES = 1024 * 1024
+
 #: Accepts taken from one listening socket per turn of the loop, so that one
 #: busy service cannot starve pending reads on the same loop.
 ACCEPTS_PER_TURN = 32

@@ -18,6 +18,7 @@ def answers(d, query, expected):
 
 
 def test_file_replaced_by_rename_is_read(daemon):
+    assert daemon.finger(b"bob\r\n") == b"Sleeping\r\n", "an answer made before the reload"
     replace_file(daemon.users_file, b"alice:Renamed in\n")
     wait_until(answers(daemon, b"alice\r\n", b"Renamed in\r\n"), what="the new status")
     assert daemon.finger(b"bob\r\n") == b"No such user\r\n"

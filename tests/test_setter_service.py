@@ -20,6 +20,7 @@ def on_disk(d):
 
 
 def test_set_answers_ok_after_the_file_is_written(daemon):
+    assert daemon.finger(b"alice\r\n") == b"Happy and well\r\n", "an answer made before the set"
     assert daemon.setter(b"alice\r\nGone fishing\r\n") == b"OK\r\n"
     assert on_disk(daemon)["alice"] == "Gone fishing"
     assert daemon.finger(b"alice\r\n") == b"Gone fishing\r\n"

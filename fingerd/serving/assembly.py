@@ -56,7 +56,7 @@ class Service:
         forward = Forwarder(config.forward_timeout) if config.forwarding else None
         self._servers = (
             [FingerServer(s, context, directory, rules, renderer, forward,
-                          lookups_block=config.system_users)
+                          lookups_block=config.system_users, users=self.store.users)
              for s in sockets["finger"]]
             + [SetterServer(s, context, self.store) for s in sockets["setter"]]
             + [MetricsServer(s, scrapes, self.metrics.registry) for s in sockets["metrics"]])

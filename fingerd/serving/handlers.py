@@ -5,8 +5,9 @@ import logging
 
 from fingerd.finger.answer import answer
 from fingerd.finger.query import parse_query
-from fingerd.limits import MAX_QUERY_BYTES, MAX_STATUS_BYTES
+from fingerd.limits import MAX_CACHED_ANSWER_BYTES, MAX_QUERY_BYTES, MAX_STATUS_BYTES
 from fingerd.outcomes import REFUSED, SET_FAILED, SET_KIND, SET_OK
+from fingerd.serving.answer_cache import AnswerCache
 from fingerd.serving.loop import Answer, RequestHandler, Server
 from fingerd.users.editing import StoreError
 from fingerd.users.setter_request import Refused, parse_set_request
@@ -29,20 +30,30 @@ class FingerServer(Server):
     service = "finger"
     handler_class = FingerHandler
     max_line_bytes = MAX_QUERY_BYTES
+    defers_accept = True
 
     def __init__(self, sock, context, directory, rules, renderer, forward=None,
-                 lookups_block=False):
+                 lookups_block=False, users=None):
         super().__init__(sock, context)
         self.directory = directory
         self.rules = rules
         self.renderer = renderer
         self.forward = forward
         self.lookups_block = lookups_block
+        self._cache = AnswerCache(users, MAX_CACHED_ANSWER_BYTES) if users else None
 
     def answers_inline(self, lines):
         """From the users file alone, answers never wait; a forward or an account lookup
         (NSS, plan files) may, and goes to the pool."""
         return not self.lookups_block and b"@" not in lines[0]
+
+    def respond(self, lines, peer):
+        """An answer from the users file alone is made once per table (``users()``, the
+        store's current one) and line; only the reading thread makes those."""
+        handle = super().respond
+        if self._cache is None or not self.answers_inline(lines):
+            return handle(lines, peer)
+        return self._cache.get(lines[0], handle, lines, peer)
 
 
 class SetterHandler(RequestHandler):

@@ -3,23 +3,30 @@
 socketserver's ThreadingMixIn starts a thread per connection with no bound,
 and its timeout applies to each read rather than to the request. Here one
 thread per listening socket accepts connections and reads their requests on
-a selector under one deadline (``request_timeout``). A complete request goes
+epoll under one deadline (``request_timeout``). A complete request goes
 to the service's handler, a socketserver request handler that turns the
 request into an immutable Answer and never touches the connection: on this
 thread when the answer cannot block, else on the shared bounded pool. The
 loop alone owns a connection: ``_finish`` counts the answer, closes the
 socket and frees the slot. An idle client costs a descriptor and a dict
 entry, never a thread.
+
+Per query this is the whole cost in Python, so it is lean on purpose:
+epoll directly rather than selectors, accepted connections as the C socket
+type (see ``_accept``), and on the finger port TCP_DEFER_ACCEPT, so that a
+connection usually arrives with its query and is answered without ever
+being watched.
 """
 
 import errno
 import functools
 import logging
-import selectors
+import select
 import socket
 import socketserver
 import threading
 import time
+from _socket import socket as raw_socket
 from typing import NamedTuple, Optional
 
 from fingerd.limits import ACCEPTS_PER_TURN, DRAIN_BYTES
@@ -33,6 +40,11 @@ BUSY = b"Server busy, try again later\r\n"
 
 #: Seconds accepting pauses after the process ran out of descriptors.
 ACCEPT_PAUSE_SECONDS = 0.1
+
+#: Seconds the kernel holds a silent new connection where a service defers
+#: accepting: long enough to spare the loop a wake-up for most connections,
+#: short enough that a silent client's deadline still holds.
+DEFER_ACCEPT_SECONDS = 1
 
 _READ_SIZE = 4096
 _RESOURCE_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
@@ -109,16 +121,28 @@ class Server:
     max_line_bytes = 1024
     #: Whether answers are counted in the metrics and the access log.
     counted = True
+    #: Whether the kernel may hold a new connection until its first bytes arrive
+    #: (TCP_DEFER_ACCEPT), for protocols where the client speaks first.
+    defers_accept = False
 
     def __init__(self, sock, context):
         self.socket = sock
         self.address = sock.getsockname()
         self.context = context
+        self._family = sock.family
         self._record = context.metrics.requests.record
         self._rejected = context.metrics.connections_rejected
-        self._selector = selectors.DefaultSelector()
+        #: Seconds a silent client may already have waited in the kernel when
+        #: it is accepted; its deadline is counted from its connect.
+        self._deferral = 0
+        if self.defers_accept and context.request_timeout >= DEFER_ACCEPT_SECONDS:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)
+            self._deferral = DEFER_ACCEPT_SECONDS
+        self._epoll = select.epoll()
+        #: What to call when a descriptor is readable: the one callback style.
+        self._callbacks = {}
         #: Connections waiting for the rest of their request, by descriptor, in
-        #: order of deadline (the timeout is the same for all).
+        #: order of arrival: of deadline, within the deferral (see ``_watch``).
         self._pending = {}
         self._listening = True
         self._paused_until = None
@@ -145,18 +169,26 @@ class Server:
         """
         return False
 
+    def respond(self, request, peer):
+        """The Answer to a complete request: the handler's."""
+        return self.handler_class(request, peer, self).answer
+
     # Running and stopping.
 
     def serve_forever(self):
-        sel = self._selector
         self.socket.setblocking(False)
         self._wake_r.setblocking(False)
-        sel.register(self.socket, selectors.EVENT_READ, self._accept)
-        sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+        self._register(self.socket.fileno(), self._accept)
+        self._register(self._wake_r.fileno(), self._on_wake)
+        callbacks = self._callbacks
+        poll = self._epoll.poll
         try:
             while self._listening or self._pending:
-                for key, _ in sel.select(self._next_timeout()):
-                    key.data()
+                for fd, _events in poll(self._next_timeout()):
+                    # Gone when an earlier callback of this turn closed it.
+                    callback = callbacks.get(fd)
+                    if callback is not None:
+                        callback()
                 self._on_time(time.monotonic())
         finally:
             for conn in list(self._pending.values()):
@@ -181,7 +213,7 @@ class Server:
 
     def close(self):
         """Free the loop's own descriptors once it has stopped."""
-        self._selector.close()
+        self._epoll.close()
         self._wake_r.close()
         self._wake_w.close()
         self.socket.close()
@@ -197,7 +229,7 @@ class Server:
             return
         self._listening = False
         if self._paused_until is None:
-            self._selector.unregister(self.socket)
+            self._unregister(self.socket.fileno())
         self._paused_until = None
         self.socket.close()
         for conn in self._pending.values():
@@ -211,7 +243,15 @@ class Server:
         if self._paused_until is not None and (deadline is None
                                                or self._paused_until < deadline):
             deadline = self._paused_until
-        return None if deadline is None else max(0.0, deadline - time.monotonic())
+        return -1 if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def _register(self, fd, callback):
+        self._epoll.register(fd, select.EPOLLIN)
+        self._callbacks[fd] = callback
+
+    def _unregister(self, fd):
+        self._epoll.unregister(fd)
+        del self._callbacks[fd]
 
     def _on_time(self, now):
         """Close connections whose request did not arrive in time; accept again after a pause."""
@@ -223,16 +263,25 @@ class Server:
             self._close_unanswered(conn, REJECT_TIMEOUT)
         if self._paused_until is not None and now >= self._paused_until:
             self._paused_until = None
-            self._selector.register(self.socket, selectors.EVENT_READ, self._accept)
+            self._register(self.socket.fileno(), self._accept)
 
     # A connection's life, in order.
 
     def _accept(self):
+        """Accept what is waiting, up to ACCEPTS_PER_TURN.
+
+        socket.accept wraps each connection in socket.socket, whose Python
+        constructor and checks cost more than the rest of a query's Python
+        time; the C socket type that ``_accept``'s descriptor is wrapped in
+        here has every method the loop uses.
+        """
         gate = self.context.gate
         timeout = self.context.request_timeout
+        accept = self.socket._accept
+        family = self._family
         for _ in range(ACCEPTS_PER_TURN):
             try:
-                sock, peer = self.socket.accept()
+                fd, peer = accept()
             except (BlockingIOError, ConnectionAbortedError):
                 return
             except OSError as exc:
@@ -241,6 +290,7 @@ class Server:
                 else:
                     log.warning("%s: accept failed: %s", self.service, exc)
                 return
+            sock = raw_socket(family, socket.SOCK_STREAM, 0, fd)
             if self._starved:
                 self._starved = False
                 log.info("%s: accepting connections again", self.service)
@@ -262,7 +312,7 @@ class Server:
         Logged when it starts and when accepting works again, not at every pause.
         """
         self._rejected.labels(REJECT_RESOURCES).inc()
-        self._selector.unregister(self.socket)
+        self._unregister(self.socket.fileno())
         self._paused_until = time.monotonic() + ACCEPT_PAUSE_SECONDS
         if not self._starved:
             self._starved = True
@@ -301,20 +351,23 @@ class Server:
             self.context.pool.submit(self._answer_on_pool, conn, request)
 
     def _watch(self, conn):
+        """Wait for the rest of the request. A connection accepted with nothing to read
+        was held by the kernel for the deferral first: its deadline counts from its connect."""
         if conn.fd not in self._pending:
+            if not conn.buf:
+                conn.deadline -= self._deferral
             self._pending[conn.fd] = conn
-            self._selector.register(conn.sock, selectors.EVENT_READ,
-                                    functools.partial(self._read, conn))
+            self._register(conn.fd, functools.partial(self._read, conn))
 
     def _unwatch(self, conn):
         if self._pending.pop(conn.fd, None) is not None:
-            self._selector.unregister(conn.sock)
+            self._unregister(conn.fd)
 
     def _respond(self, conn, request):
         """The handler's Answer; a failure is logged once with its traceback and
         answered ``Internal error in server``."""
         try:
-            return self.handler_class(request, conn.peer, self).answer
+            return self.respond(request, conn.peer)
         except Exception:
             log.exception("%s: internal error answering %s", self.service, conn.peer[0])
             return INTERNAL_ERROR

@@ -37,7 +37,7 @@ class UserTable(Mapping):
     table's generation outlives every reader.
     """
 
-    __slots__ = ("_shards", "_generation")
+    __slots__ = ("_shards", "_generation", "__weakref__")
 
     def __init__(self, entries=()):
         shards = tuple({} for _ in range(SHARDS))
