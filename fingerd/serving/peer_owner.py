@@ -1,0 +1,190 @@
+"""Which local account owns the other end of a connection, as the kernel tells it.
+
+On a loopback TCP connection the client's socket is a socket of this host:
+one NETLINK_SOCK_DIAG request naming the exact four-tuple returns its
+owner's uid (sock_diag(7); no privilege needed, about 0.06 ms). Where the
+kernel has no sock_diag, /proc/net/tcp and tcp6 say the same, at a cost that
+grows with every socket on the host, so that path is counted. On a Unix
+socket, SO_PEERCRED gives the peer's credentials at connect time.
+
+The owner is None whenever it cannot be told: no such socket (the client is
+gone, or in another network namespace), or a socket reporting uid 0 with
+inode 0, which is a closed or half-open socket and never root. Message
+encoding and decoding are pure functions, tested apart from the kernel.
+"""
+
+import errno
+import ipaddress
+import socket
+import struct
+
+#: NETLINK_SOCK_DIAG; Python 3.11's socket module lacks the constant.
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLM_F_REQUEST = 1
+NLMSG_ERROR = 2
+#: Every TCP state: the lookup is by the exact four-tuple, whatever the state.
+_ALL_STATES = 0xFFFFFFFF
+#: INET_DIAG_NOCOOKIE, both words.
+_NO_COOKIE = (0xFFFFFFFF, 0xFFFFFFFF)
+#: The uid user namespaces show for an id they cannot map: never a real user.
+OVERFLOW_UID = 65534
+
+_NLMSGHDR = struct.Struct("=IHHII")
+#: inet_diag_req_v2: family, protocol, ext, pad, states, then inet_diag_sockid:
+#: sport and dport (big-endian), src and dst (16 bytes each), interface, cookie.
+_REQUEST = struct.Struct("=BBBBI")
+_SOCKID = struct.Struct("!HH16s16s")
+_SOCKID_TAIL = struct.Struct("=III")
+#: inet_diag_msg after its sockid: expires, rqueue, wqueue, uid, inode.
+_MESSAGE_HEAD = struct.Struct("=BBBB")
+_MESSAGE_TAIL = struct.Struct("=IIIII")
+_SOCKID_SIZE = _SOCKID.size + _SOCKID_TAIL.size
+_MESSAGE_SIZE = _MESSAGE_HEAD.size + _SOCKID_SIZE + _MESSAGE_TAIL.size
+_ERROR = struct.Struct("=i")
+
+#: errno values that mean the kernel has no sock_diag for us.
+_NO_SOCK_DIAG = frozenset((errno.EPROTONOSUPPORT, errno.EOPNOTSUPP, errno.ECONNREFUSED,
+                           errno.EACCES, errno.EAFNOSUPPORT))
+
+_SO_PEERCRED = struct.Struct("=iII")
+
+
+class SockDiagError(OSError):
+    """A sock_diag answer that tells nothing: an error, or not a reply at all."""
+
+
+class NoSockDiag(SockDiagError):
+    """This kernel answers no sock_diag request: the /proc scan must do."""
+
+
+def _malformed(what):
+    return SockDiagError(errno.EPROTO, f"sock_diag: {what}")
+
+
+def _packed(address):
+    """An address as the 16 bytes of an inet_diag_sockid field, and its family."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if ip.version == 4:
+        return socket.AF_INET, ip.packed + bytes(12)
+    return socket.AF_INET6, ip.packed
+
+
+def encode_request(client, server, sequence=1):
+    """The netlink message asking for the socket whose local end is ``client`` and
+    whose remote end is ``server`` (``(host, port)`` pairs as getpeername and
+    getsockname give them, from the server's side)."""
+    family, src = _packed(client[0])
+    _family, dst = _packed(server[0])
+    body = (_REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, _ALL_STATES)
+            + _SOCKID.pack(client[1], server[1], src, dst)
+            + _SOCKID_TAIL.pack(0, *_NO_COOKIE))
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST,
+                          sequence, 0) + body
+
+
+def decode_reply(data):
+    """The owner's uid from the kernel's reply to ``encode_request``, or None when the
+    socket was not found or is closed or half-open. Raises SockDiagError."""
+    if len(data) < _NLMSGHDR.size:
+        raise _malformed("short netlink header")
+    length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data)
+    if length > len(data) or length < _NLMSGHDR.size:
+        raise _malformed("netlink length beyond the datagram")
+    if kind == NLMSG_ERROR:
+        if length < _NLMSGHDR.size + _ERROR.size:
+            raise _malformed("short netlink error")
+        (code,) = _ERROR.unpack_from(data, _NLMSGHDR.size)
+        if -code == errno.ENOENT:
+            return None
+        if -code in _NO_SOCK_DIAG:
+            raise NoSockDiag(-code, "sock_diag: not available")
+        raise SockDiagError(-code, f"sock_diag: error {-code}")
+    if kind != SOCK_DIAG_BY_FAMILY or length < _NLMSGHDR.size + _MESSAGE_SIZE:
+        raise _malformed(f"unexpected netlink message type {kind}")
+    offset = _NLMSGHDR.size + _MESSAGE_HEAD.size + _SOCKID_SIZE
+    _expires, _rqueue, _wqueue, uid, inode = _MESSAGE_TAIL.unpack_from(data, offset)
+    return _known(uid, inode)
+
+
+def _known(uid, inode):
+    if inode == 0 or uid == OVERFLOW_UID:
+        return None
+    return uid
+
+
+def owner_by_sock_diag(client, server):
+    """Ask the kernel; raises NoSockDiag where it has no sock_diag."""
+    try:
+        nl = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
+    except OSError as exc:
+        raise NoSockDiag(exc.errno, exc.strerror) from None
+    with nl:
+        nl.settimeout(1.0)
+        try:
+            nl.send(encode_request(client, server))
+            reply = nl.recv(8192)
+        except OSError as exc:
+            if exc.errno in _NO_SOCK_DIAG:
+                raise NoSockDiag(exc.errno, exc.strerror) from None
+            raise SockDiagError(exc.errno, exc.strerror) from None
+        return decode_reply(reply)
+
+
+def _proc_address(text, version):
+    """An address as /proc/net/tcp{,6} prints it (32-bit words in host byte order)."""
+    host, _, port = text.partition(":")
+    raw = bytes.fromhex(host)
+    words = [raw[i:i + 4] for i in range(0, len(raw), 4)]
+    packed = b"".join(struct.pack("=I", int.from_bytes(w, "big")) for w in words)
+    ip = ipaddress.ip_address(packed)
+    if version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip, int(port, 16)
+
+
+def owner_in_proc_table(lines, client, server, version):
+    """The owner of the socket whose local end is ``client`` and remote end ``server``,
+    from the lines of /proc/net/tcp (``version`` 4) or tcp6 (6); None if absent."""
+    want_local = (_plain(client[0]), client[1])
+    want_remote = (_plain(server[0]), server[1])
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 10 or fields[0] == "sl":
+            continue
+        try:
+            local = _proc_address(fields[1], version)
+            remote = _proc_address(fields[2], version)
+            uid, inode = int(fields[7]), int(fields[9])
+        except ValueError:
+            continue
+        if local == want_local and remote == want_remote:
+            return _known(uid, inode)
+    return None
+
+
+def _plain(address):
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    return ip.ipv4_mapped if ip.version == 6 and ip.ipv4_mapped is not None else ip
+
+
+def owner_by_proc(client, server):
+    """The slow path: scan /proc/net/tcp and tcp6."""
+    for version, path in ((4, "/proc/net/tcp"), (6, "/proc/net/tcp6")):
+        try:
+            with open(path) as f:
+                uid = owner_in_proc_table(f, client, server, version)
+        except OSError:
+            continue
+        if uid is not None:
+            return uid
+    return None
+
+
+def owner_of_unix_peer(sock):
+    """The uid of the process that connected to the Unix socket ``sock`` (SO_PEERCRED)."""
+    data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _SO_PEERCRED.size)
+    if len(data) != _SO_PEERCRED.size:
+        return None
+    _pid, uid, _gid = _SO_PEERCRED.unpack(data)
+    return None if uid == OVERFLOW_UID else uid

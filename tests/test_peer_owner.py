@@ -1,0 +1,145 @@
+"""Who owns the other end of a connection: sock_diag messages, /proc tables, real sockets."""
+
+import errno
+import os
+import socket
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fingerd.serving import peer_owner
+from fingerd.serving.peer_owner import (SOCK_DIAG_BY_FAMILY, SockDiagError, decode_reply,
+                                        encode_request, owner_by_proc, owner_by_sock_diag,
+                                        owner_in_proc_table, owner_of_unix_peer)
+
+
+def reply(uid, inode, kind=SOCK_DIAG_BY_FAMILY):
+    body = struct.pack("=BBBB", socket.AF_INET, 1, 0, 0) + bytes(48) + struct.pack(
+        "=IIIII", 0, 0, 0, uid, inode)
+    return struct.pack("=IHHII", 16 + len(body), kind, 0, 1, 0) + body
+
+
+def error_reply(code):
+    return struct.pack("=IHHII", 20, 2, 0, 1, 0) + struct.pack("=i", -code)
+
+
+def test_request_names_the_exact_four_tuple_client_end_first():
+    data = encode_request(("127.0.0.1", 40000), ("127.0.0.2", 1079), sequence=7)
+    length, kind, flags, sequence, _pid = struct.unpack_from("=IHHII", data)
+    assert (length, kind, flags, sequence) == (len(data), 20, 1, 7) and len(data) == 72
+    family, protocol, _ext, _pad, states = struct.unpack_from("=BBBBI", data, 16)
+    assert (family, protocol, states) == (socket.AF_INET, socket.IPPROTO_TCP, 0xFFFFFFFF)
+    sport, dport, src, dst = struct.unpack_from("!HH16s16s", data, 24)
+    assert (sport, dport) == (40000, 1079)
+    assert src == bytes([127, 0, 0, 1]) + bytes(12) and dst == bytes([127, 0, 0, 2]) + bytes(12)
+    assert struct.unpack_from("=III", data, 60) == (0, 0xFFFFFFFF, 0xFFFFFFFF)
+
+
+def test_request_for_ipv6_and_mapped_peers_uses_the_ipv6_family():
+    for client in ("::1", "::ffff:127.0.0.1"):
+        data = encode_request((client, 1), ("::1", 2))
+        assert data[16] == socket.AF_INET6
+        assert data[28:44] == socket.inet_pton(socket.AF_INET6, client)
+
+
+def test_reply_gives_the_owner():
+    assert decode_reply(reply(1000, 4242)) == 1000
+    assert decode_reply(reply(0, 77)) == 0, "root with a real socket is root"
+
+
+def test_a_closed_or_half_open_socket_is_unknown_never_root():
+    assert decode_reply(reply(0, 0)) is None
+
+
+def test_an_unmapped_uid_is_unknown():
+    assert decode_reply(reply(65534, 5)) is None
+
+
+def test_not_found_is_unknown():
+    assert decode_reply(error_reply(errno.ENOENT)) is None
+
+
+def test_other_errors_and_garbage_raise_the_modules_error():
+    with pytest.raises(SockDiagError):
+        decode_reply(error_reply(errno.EINVAL))
+    with pytest.raises(peer_owner.NoSockDiag):
+        decode_reply(error_reply(errno.EOPNOTSUPP))
+    with pytest.raises(SockDiagError):
+        decode_reply(reply(1000, 1, kind=3))
+    with pytest.raises(SockDiagError):
+        decode_reply(reply(1000, 1)[:40])
+
+
+@given(st.binary(max_size=200))
+def test_any_reply_decodes_or_raises_the_modules_error(data):
+    try:
+        uid = decode_reply(data)
+    except SockDiagError:
+        return
+    assert uid is None or 0 <= uid < 2 ** 32
+
+
+PROC_TCP = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:0437 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1111 1
+   1: 0100007F:9C40 0100007F:0437 01 00000000:00000000 00:00000000 00000000  1000        0 2222 1
+   2: 0100007F:9C41 0100007F:0437 06 00000000:00000000 03:00000F8B 00000000     0        0 0 3
+"""
+
+PROC_TCP6 = """\
+  sl  local_address                         remote_address                        st
+   0: 0000000000000000FFFF00000100007F:9C42 0000000000000000FFFF00000100007F:0437 01 00000000:00000000 00:00000000 00000000  1001        0 3333 1
+   1: 00000000000000000000000001000000:9C43 00000000000000000000000001000000:0437 01 00000000:00000000 00:00000000 00000000  1002        0 4444 1
+"""
+
+
+@pytest.mark.skipif(struct.pack("=I", 1)[0] != 1, reason="the sample tables are little-endian")
+def test_proc_tables_are_read_by_the_exact_four_tuple():
+    lines = PROC_TCP.splitlines()
+    assert owner_in_proc_table(lines, ("127.0.0.1", 40000), ("127.0.0.1", 1079), 4) == 1000
+    assert owner_in_proc_table(lines, ("127.0.0.1", 1079), ("127.0.0.1", 40000), 4) is None
+    assert owner_in_proc_table(lines, ("127.0.0.1", 40001), ("127.0.0.1", 1079), 4) is None, \
+        "TIME_WAIT: uid 0, inode 0"
+    six = PROC_TCP6.splitlines()
+    assert owner_in_proc_table(six, ("::ffff:127.0.0.1", 40002), ("::ffff:127.0.0.1", 1079),
+                               6) == 1001
+    assert owner_in_proc_table(six, ("::1", 40003), ("::1", 1079), 6) == 1002
+
+
+@pytest.fixture(params=[("127.0.0.1", "127.0.0.1"), ("::1", "::1"), ("::", "127.0.0.1")],
+                ids=["ipv4", "ipv6", "ipv4-mapped"])
+def connection(request):
+    """A real loopback connection: the server's end, the client's end."""
+    host, target = request.param
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as listener:
+        listener.bind((host, 0))
+        listener.listen()
+        client = socket.create_connection((target, listener.getsockname()[1]))
+        server, _peer = listener.accept()
+    yield server, client
+    server.close()
+    client.close()
+
+
+def test_the_kernel_names_the_clients_owner(connection):
+    server, _client = connection
+    ends = (server.getpeername(), server.getsockname())
+    assert owner_by_sock_diag(*ends) == os.geteuid()
+    assert owner_by_proc(*ends) == os.geteuid()
+
+
+def test_a_client_gone_is_unknown(connection):
+    server, client = connection
+    ends = (server.getpeername(), server.getsockname())
+    client.close()
+    assert owner_by_sock_diag(*ends) is None
+    assert owner_by_proc(*ends) is None
+
+
+def test_unix_peer_credentials():
+    a, b = socket.socketpair()
+    with a, b:
+        assert owner_of_unix_peer(a) == os.geteuid()
