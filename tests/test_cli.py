@@ -9,7 +9,8 @@ import tempfile
 
 import pytest
 
-from tests.conftest import ROOT, Daemon
+from tests.support import ROOT
+from tests.support.daemon import Daemon
 
 
 def run(*args, timeout=30):

@@ -7,7 +7,9 @@ import sys
 import pytest
 
 from fingerd.process.pidfile import RUNNING, probe
-from tests.conftest import ROOT, end_by_pidfile, wait_until
+from tests.support import ROOT
+from tests.support.daemon import end_by_pidfile
+from tests.support.polling import wait_until
 
 
 def run(module, *args, timeout=60):

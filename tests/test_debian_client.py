@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import needs_tool
+from tests.support.markers import needs_tool
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="binding port 79 needs root"),

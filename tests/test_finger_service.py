@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from tests.conftest import exchange, wait_until
+from tests.support.net import exchange
+from tests.support.polling import wait_until
 
 
 def test_known_user(daemon):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.conftest import needs_root, needs_tool
+from tests.support.markers import needs_root, needs_tool
 
 pytestmark = needs_root
 

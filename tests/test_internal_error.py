@@ -12,7 +12,7 @@ from fingerd.metrics import Metrics
 from fingerd.serving.handlers import OUTCOMES, FingerServer
 from fingerd.serving.loop import ConnectionGate, Context
 from fingerd.serving.pool import Pool
-from tests.conftest import exchange
+from tests.support.net import exchange
 
 
 class FailingOnceDirectory:

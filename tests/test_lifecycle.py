@@ -4,7 +4,9 @@ import os
 import signal
 import socket
 
-from tests.conftest import can_connect, wait_until, worker_of
+from tests.support.net import can_connect
+from tests.support.polling import wait_until
+from tests.support.procfs import worker_of
 
 
 def test_sigterm_answers_a_query_in_progress_then_exits_cleanly(daemon):

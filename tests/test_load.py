@@ -5,7 +5,8 @@ import socket
 import threading
 import time
 
-from tests.conftest import exchange, wait_until
+from tests.support.net import exchange
+from tests.support.polling import wait_until
 
 
 def test_one_hundred_concurrent_clients_are_all_answered(make_daemon):

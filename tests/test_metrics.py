@@ -8,7 +8,9 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import exchange, free_port, needs_tool, wait_until
+from tests.support.markers import needs_tool
+from tests.support.net import exchange, free_port
+from tests.support.polling import wait_until
 
 REQUIRED_FAMILIES = {
     "fingerd_requests_total": "counter",

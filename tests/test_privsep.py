@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from tests.conftest import needs_root, proc_status, wait_until, worker_of
+from tests.support.markers import needs_root
+from tests.support.polling import wait_until
+from tests.support.procfs import proc_status, worker_of
 
 pytestmark = needs_root
 

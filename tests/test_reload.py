@@ -4,7 +4,7 @@ import os
 import signal
 import time
 
-from tests.conftest import wait_until
+from tests.support.polling import wait_until
 
 
 def replace_file(path, data):

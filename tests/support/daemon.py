@@ -1,0 +1,128 @@
+"""A real fingerd process for a test, and the end of a detached one."""
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ROOT
+from tests.support.net import exchange, free_port
+from tests.support.polling import wait_until
+
+
+class Daemon:
+    """A ``fingerd -n`` process with a configuration written for the test."""
+
+    def __init__(self, directory, users=b"alice:Happy and well\nbob:Sleeping\n", **settings):
+        self.dir = directory
+        self.finger_port = free_port()
+        self.setter_port = free_port()
+        self.metrics_port = free_port()
+        self.users_file = os.path.join(directory, "users")
+        self.config_file = os.path.join(directory, "fingerd.conf")
+        self.log_file = os.path.join(directory, "stderr.log")
+        if users is not None:
+            with open(self.users_file, "wb") as f:
+                f.write(users)
+        sections = {
+            "fingerd": {"user": "nobody", "pidfile": os.path.join(directory, "fingerd.pid"),
+                        "users_file": self.users_file, "reload_interval": "0.2",
+                        "request_timeout": "3", "threads": "4"},
+            "finger": {"listen": f"127.0.0.1:{self.finger_port}"},
+            "setter": {"listen": f"127.0.0.1:{self.setter_port}"},
+            "metrics": {"listen": f"127.0.0.1:{self.metrics_port}"},
+        }
+        for key, value in settings.items():
+            section, _, name = key.partition("__")
+            sections[section][name] = value
+        with open(self.config_file, "w") as f:
+            for section, values in sections.items():
+                f.write(f"[{section}]\n")
+                f.writelines(f"{k} = {v}\n" for k, v in values.items())
+        self.proc = None
+
+    def start(self, wait=True, max_files=None):
+        """Run fingerd -n; ``max_files`` lowers its RLIMIT_NOFILE."""
+        self._stderr = open(self.log_file, "ab")
+        limit = None
+        if max_files is not None:
+            def limit():
+                resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, max_files))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fingerd", "-n", "-c", self.config_file],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr,
+            preexec_fn=limit)
+        if wait:
+            wait_until(lambda: self._alive() and self.ready(), what="fingerd to serve")
+        return self
+
+    def ready(self):
+        """True once the metrics endpoint answers: probes by a scrape, which no counter sees."""
+        try:
+            return exchange(self.metrics_port, b"GET /metrics HTTP/1.0\r\n\r\n",
+                            timeout=2).startswith(b"HTTP/1.0 200")
+        except OSError:
+            return False
+
+    def _alive(self):
+        if self.proc.poll() is not None:
+            pytest.fail(f"fingerd exited with {self.proc.returncode}:\n{self.log()}")
+        return True
+
+    def log(self):
+        with open(self.log_file, errors="replace") as f:
+            return f.read()
+
+    def finger(self, data, **kw):
+        return exchange(self.finger_port, data, **kw)
+
+    def setter(self, data, **kw):
+        return exchange(self.setter_port, data, **kw)
+
+    def metric(self, name, **labels):
+        """The value of one sample on the metrics endpoint, or None."""
+        text = exchange(self.metrics_port, b"GET /metrics HTTP/1.0\r\n\r\n").decode()
+        want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+                       if labels else "")
+        for line in text.splitlines():
+            sample, _, value = line.rpartition(" ")
+            if sample and not line.startswith("#") and _canonical(sample) == want:
+                return float(value)
+        return None
+
+    def signal(self, signum):
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout=10):
+        """TERM, then KILL after ``timeout``; returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        self._stderr.close()
+        return self.proc.returncode
+
+
+def _canonical(sample):
+    name, brace, labels = sample.partition("{")
+    if not brace:
+        return name
+    pairs = sorted(p for p in labels.rstrip("}").split(",") if p)
+    return name + "{" + ",".join(pairs) + "}"
+
+
+def end_by_pidfile(path):
+    """Stop a detached daemon a test started, by the pid in its pidfile."""
+    from fingerd.process.pidfile import RUNNING, probe
+    state, pid = probe(path)
+    if state == RUNNING and pid:
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: probe(path)[0] != RUNNING, timeout=20, what="the daemon to end")
