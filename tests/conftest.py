@@ -10,6 +10,13 @@ import tempfile
 import pytest
 
 from tests.support.daemon import Daemon
+from tests.support.net import Ports
+
+
+@pytest.fixture(scope="session")
+def ports():
+    """The session's free loopback ports: none is handed out twice."""
+    return Ports()
 
 
 @pytest.fixture
@@ -22,14 +29,14 @@ def public_dir():
 
 
 @pytest.fixture
-def make_daemon(public_dir):
+def make_daemon(public_dir, ports):
     """Build daemons in a readable temporary directory; every one started is stopped by its pid."""
     daemons = []
 
     def make(**kw):
         directory = os.path.join(public_dir, f"d{len(daemons)}")
         os.mkdir(directory, 0o755)
-        daemon = Daemon(directory, **kw)
+        daemon = Daemon(directory, ports, **kw)
         daemons.append(daemon)
         return daemon
 

@@ -20,8 +20,8 @@ def run(*args, timeout=30):
 
 
 @pytest.fixture
-def setup(tmp_path):
-    return Daemon(str(tmp_path))
+def setup(tmp_path, ports):
+    return Daemon(str(tmp_path), ports)
 
 
 def edit(path, old, new):

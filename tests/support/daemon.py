@@ -9,18 +9,23 @@ import sys
 import pytest
 
 from tests.support import ROOT
-from tests.support.net import exchange, free_port
+from tests.support.net import exchange
 from tests.support.polling import wait_until
 
 
 class Daemon:
-    """A ``fingerd -n`` process with a configuration written for the test."""
+    """A ``fingerd -n`` process with a configuration written for the test.
 
-    def __init__(self, directory, users=b"alice:Happy and well\nbob:Sleeping\n", **settings):
+    Its three services listen on ports taken from ``ports`` (a ``net.Ports``);
+    ``settings`` are ``section__key=value`` lines for the configuration.
+    """
+
+    def __init__(self, directory, ports, users=b"alice:Happy and well\nbob:Sleeping\n",
+                 **settings):
         self.dir = directory
-        self.finger_port = free_port()
-        self.setter_port = free_port()
-        self.metrics_port = free_port()
+        self.finger_port = ports.take()
+        self.setter_port = ports.take()
+        self.metrics_port = ports.take()
         self.users_file = os.path.join(directory, "users")
         self.config_file = os.path.join(directory, "fingerd.conf")
         self.log_file = os.path.join(directory, "stderr.log")

@@ -4,30 +4,47 @@ import random
 import socket
 import time
 
-_handed_out = set()
 
-
-def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now.
+class Ports:
+    """Hands out TCP ports on 127.0.0.1 that nothing listens on, none of them twice.
 
     Chosen below the kernel's ephemeral range, so that no client connection
-    made meanwhile can take it before the daemon binds it.
+    made meanwhile can take one before the daemon binds it. The ports handed
+    out and the random choice are this object's own: a session's ``ports``
+    fixture owns one, so what a test gets never depends on module state that
+    other tests changed, nor on the global ``random``, which Hypothesis seeds.
     """
-    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-        first_ephemeral = int(f.read().split()[0])
-    for _ in range(200):
-        port = random.randrange(10000, min(first_ephemeral, 30000))
-        if port in _handed_out:
-            continue
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            _handed_out.add(port)
-            return port
-    raise RuntimeError("no free port below the ephemeral range")
+
+    LOWEST = 10000
+    HIGHEST = 30000
+    ATTEMPTS = 200
+
+    def __init__(self):
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            first_ephemeral = int(f.read().split()[0])
+        self._range = range(self.LOWEST, min(first_ephemeral, self.HIGHEST))
+        self._random = random.Random()
+        self._handed_out = set()
+
+    def take(self):
+        """A port that is free now and that this object never handed out before."""
+        for _ in range(self.ATTEMPTS):
+            port = self._random.choice(self._range)
+            if port not in self._handed_out and is_free("127.0.0.1", port):
+                self._handed_out.add(port)
+                return port
+        raise RuntimeError("no free port below the ephemeral range")
+
+
+def is_free(host, port):
+    """True when ``host:port`` can be bound now (a port in TIME_WAIT counts as free)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def exchange(port, data, host="127.0.0.1", timeout=10.0, shut_write=False):
