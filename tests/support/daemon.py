@@ -1,5 +1,6 @@
 """A real fingerd process for a test, and the end of a detached one."""
 
+import functools
 import os
 import resource
 import signal
@@ -54,8 +55,8 @@ class Daemon:
         self._stderr = open(self.log_file, "ab")
         limit = None
         if max_files is not None:
-            def limit():
-                resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, max_files))
+            limit = functools.partial(resource.setrlimit, resource.RLIMIT_NOFILE,
+                                      (max_files, max_files))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fingerd", "-n", "-c", self.config_file],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr,
