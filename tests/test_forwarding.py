@@ -4,7 +4,6 @@ import os
 import socket
 import subprocess
 import threading
-import time
 
 import pytest
 
@@ -129,9 +128,8 @@ def test_hosts_outside_the_allow_list_are_refused(make_daemon, upstreams):
 
 def test_a_silent_upstream_gets_a_one_line_error_not_a_hang(forwarder, upstreams):
     upstreams("127.0.0.5")
-    started = time.monotonic()
-    assert forwarder.finger(b"x@127.0.0.5\r\n") == b"127.0.0.5: no answer within 2 s\r\n"
-    assert time.monotonic() - started < 6
+    answer = forwarder.finger(b"x@127.0.0.5\r\n", timeout=6)  # three forward timeouts
+    assert answer == b"127.0.0.5: no answer within 2 s\r\n"
     assert forwarder.metric("fingerd_requests_total", service="finger",
                             outcome="forward_failed") == 1
 
