@@ -159,11 +159,6 @@ def test_ipv6_listener(make_daemon):
         pytest.skip("no ::1 on this machine")
     d = make_daemon()
     port = d.finger_port
-    with open(d.config_file) as f:
-        text = f.read()
-    with open(d.config_file, "w") as f:
-        f.write(text.replace(f"listen = 127.0.0.1:{port}",
-                             f"listen = 127.0.0.1:{port}, [::1]:{port}"))
-    d.start()
+    d.listen("finger", f"127.0.0.1:{port}", f"[::1]:{port}").start()
     assert exchange(port, b"alice\r\n", host="::1") == b"Happy and well\r\n"
     assert exchange(port, b"alice\r\n") == b"Happy and well\r\n"

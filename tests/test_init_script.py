@@ -40,7 +40,6 @@ def init(make_daemon, public_dir):
                               timeout=60, stdin=subprocess.DEVNULL)
 
     d.action = action
-    d.pidfile = os.path.join(d.dir, "fingerd.pid")
     yield d
     end_by_pidfile(d.pidfile)
 

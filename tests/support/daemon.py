@@ -33,7 +33,7 @@ class Daemon:
         if users is not None:
             with open(self.users_file, "wb") as f:
                 f.write(users)
-        sections = {
+        self._sections = {
             "fingerd": {"user": "nobody", "pidfile": os.path.join(directory, "fingerd.pid"),
                         "users_file": self.users_file, "reload_interval": "0.2",
                         "request_timeout": "3", "threads": "4"},
@@ -43,12 +43,25 @@ class Daemon:
         }
         for key, value in settings.items():
             section, _, name = key.partition("__")
-            sections[section][name] = value
+            self._sections[section][name] = value
+        self.pidfile = self._sections["fingerd"]["pidfile"]
+        self._write_config()
+        self.proc = None
+
+    def _write_config(self):
         with open(self.config_file, "w") as f:
-            for section, values in sections.items():
+            for section, values in self._sections.items():
                 f.write(f"[{section}]\n")
                 f.writelines(f"{k} = {v}\n" for k, v in values.items())
-        self.proc = None
+
+    def listen(self, service, *addresses):
+        """Before start: move ``service`` from its free port to ``addresses``, each
+        ``HOST:PORT`` as the configuration writes it. ``finger``, ``setter`` and
+        ``metric`` go on connecting to 127.0.0.1, at the first address's port."""
+        self._sections[service]["listen"] = ", ".join(addresses)
+        setattr(self, f"{service}_port", int(addresses[0].rpartition(":")[2]))
+        self._write_config()
+        return self
 
     def start(self, wait=True, max_files=None):
         """Run fingerd -n; ``max_files`` lowers its RLIMIT_NOFILE."""

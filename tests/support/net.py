@@ -4,6 +4,8 @@ import random
 import socket
 import time
 
+import pytest
+
 
 class Ports:
     """Hands out TCP ports on 127.0.0.1 that nothing listens on, none of them twice.
@@ -45,6 +47,12 @@ def is_free(host, port):
         except OSError:
             return False
         return True
+
+
+def skip_unless_free(host, port):
+    """Skip the test when something else listens on ``host:port`` (a fixed port, 79)."""
+    if not is_free(host, port):
+        pytest.skip(f"something else listens on {host}:{port}")
 
 
 def exchange(port, data, host="127.0.0.1", timeout=10.0, shut_write=False):
