@@ -11,7 +11,9 @@ class Ports:
     """Hands out TCP ports on 127.0.0.1 that nothing listens on, none of them twice.
 
     Chosen below the kernel's ephemeral range, so that no client connection
-    made meanwhile can take one before the daemon binds it. The ports handed
+    made meanwhile can take one before the daemon binds it, and free of any
+    socket, even one in TIME_WAIT, so that a test may bind one itself without
+    SO_REUSEADDR (as test_cli does to make a port busy). The ports handed
     out and the random choice are this object's own: a session's ``ports``
     fixture owns one, so what a test gets never depends on module state that
     other tests changed, nor on the global ``random``, which Hypothesis seeds.
@@ -32,16 +34,18 @@ class Ports:
         """A port that is free now and that this object never handed out before."""
         for _ in range(self.ATTEMPTS):
             port = self._random.choice(self._range)
-            if port not in self._handed_out and is_free("127.0.0.1", port):
+            if port not in self._handed_out and _bindable("127.0.0.1", port, reuse=False):
                 self._handed_out.add(port)
                 return port
         raise RuntimeError("no free port below the ephemeral range")
 
 
-def is_free(host, port):
-    """True when ``host:port`` can be bound now (a port in TIME_WAIT counts as free)."""
+def _bindable(host, port, reuse):
+    """Whether ``host:port`` can be bound now, with SO_REUSEADDR if ``reuse``: only
+    without it does a connection of a past test, in TIME_WAIT, make the port busy."""
     with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -50,8 +54,10 @@ def is_free(host, port):
 
 
 def skip_unless_free(host, port):
-    """Skip the test when something else listens on ``host:port`` (a fixed port, 79)."""
-    if not is_free(host, port):
+    """Skip the test when something else listens on ``host:port`` (a fixed port, 79).
+
+    Connections that ended there are no obstacle: fingerd binds with SO_REUSEADDR."""
+    if not _bindable(host, port, reuse=True):
         pytest.skip(f"something else listens on {host}:{port}")
 
 
