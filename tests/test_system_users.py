@@ -9,7 +9,7 @@ import pytest
 
 from fingerd.finger.utmp import Session
 from tests.support.markers import needs_root
-from tests.test_utmp import pack_session
+from tests.support.utmp import pack_session
 
 pytestmark = needs_root
 

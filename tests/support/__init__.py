@@ -5,6 +5,7 @@
 - ``daemon``: a real ``fingerd`` process configured for one test.
 - ``procfs``: processes as /proc shows them.
 - ``markers``: skips for root-only tests and missing tools.
+- ``utmp``: login records as login(1) writes them.
 
 Pytest fixtures built from these live in ``tests/conftest.py``; tests import
 helpers from here, never from conftest.
