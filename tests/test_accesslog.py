@@ -3,7 +3,7 @@
 import re
 
 from fingerd.accesslog import escape
-from tests.conftest import wait_until
+from tests.support.polling import wait_until
 
 LINE = re.compile(r"access service=(\w+) peer=127\.0\.0\.1 kind=([\w-]+) outcome=(\w+) "
                   r"bytes=(\d+) seconds=\d+\.\d{6}( user=\".*\")?$")

@@ -9,7 +9,8 @@ import tempfile
 
 import pytest
 
-from tests.conftest import ROOT, Daemon
+from tests.support import ROOT
+from tests.support.daemon import Daemon
 
 
 def run(*args, timeout=30):
@@ -19,8 +20,8 @@ def run(*args, timeout=30):
 
 
 @pytest.fixture
-def setup(tmp_path):
-    return Daemon(str(tmp_path))
+def setup(tmp_path, ports):
+    return Daemon(str(tmp_path), ports)
 
 
 def edit(path, old, new):

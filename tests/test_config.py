@@ -5,7 +5,7 @@ import os
 import pytest
 
 from fingerd.config import SCHEMA, Address, ConfigError, load_config, parse_config
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 
 def errors(text, path="/etc/fingerd/fingerd.conf"):

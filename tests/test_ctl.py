@@ -7,7 +7,9 @@ import sys
 import pytest
 
 from fingerd.process.pidfile import RUNNING, probe
-from tests.conftest import ROOT, end_by_pidfile, wait_until
+from tests.support import ROOT
+from tests.support.daemon import end_by_pidfile
+from tests.support.polling import wait_until
 
 
 def run(module, *args, timeout=60):
@@ -19,7 +21,6 @@ def run(module, *args, timeout=60):
 def detached(make_daemon, public_dir):
     """A configuration for a detached daemon; whatever it started is ended by its pid."""
     d = make_daemon(fingerd__log_file=os.path.join(public_dir, "fingerd.log"))
-    d.pidfile = os.path.join(d.dir, "fingerd.pid")
     yield d
     end_by_pidfile(d.pidfile)
 

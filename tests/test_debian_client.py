@@ -1,12 +1,12 @@
 """End to end with Debian's own finger client on the real port 79."""
 
 import os
-import socket
 import subprocess
 
 import pytest
 
-from tests.conftest import needs_tool
+from tests.support.markers import needs_tool
+from tests.support.net import skip_unless_free
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="binding port 79 needs root"),
@@ -16,18 +16,8 @@ pytestmark = [
 
 @pytest.fixture
 def on_port_79(make_daemon):
-    with socket.socket() as probe:
-        try:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(("127.0.0.1", 79))
-        except OSError:
-            pytest.skip("something else listens on 127.0.0.1:79")
-    d = make_daemon()
-    with open(d.config_file) as f:
-        text = f.read()
-    with open(d.config_file, "w") as f:
-        f.write(text.replace(f"127.0.0.1:{d.finger_port}", "127.0.0.1:79"))
-    return d.start()
+    skip_unless_free("127.0.0.1", 79)
+    return make_daemon().listen("finger", "127.0.0.1:79").start()
 
 
 def finger(*args):

@@ -8,7 +8,9 @@ import subprocess
 import pytest
 
 from fingerd.config import SCHEMA
-from tests.conftest import ROOT, exchange, needs_tool
+from tests.support import ROOT
+from tests.support.markers import needs_tool
+from tests.support.net import exchange
 
 DOCS = os.path.join(ROOT, "docs")
 MAN_PAGES = ("fingerd.8", "fingerd-ctl.8", "fingerd.conf.5")

@@ -9,7 +9,9 @@ import sys
 import pytest
 
 from fingerd.process.pidfile import probe
-from tests.conftest import ROOT, end_by_pidfile, wait_until
+from tests.support import ROOT
+from tests.support.daemon import end_by_pidfile
+from tests.support.polling import wait_until
 
 WRAPPER = """#!/bin/sh
 PYTHONPATH={root} exec {python} -m {module} "$@"
@@ -38,7 +40,6 @@ def init(make_daemon, public_dir):
                               timeout=60, stdin=subprocess.DEVNULL)
 
     d.action = action
-    d.pidfile = os.path.join(d.dir, "fingerd.pid")
     yield d
     end_by_pidfile(d.pidfile)
 

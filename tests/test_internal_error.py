@@ -13,7 +13,7 @@ from fingerd.serving.gate import ConnectionGate
 from fingerd.serving.handlers import FingerServer
 from fingerd.serving.loop import Context
 from fingerd.serving.pool import Pool
-from tests.conftest import exchange
+from tests.support.net import exchange
 
 
 class FailingOnceDirectory:

@@ -4,12 +4,13 @@ import os
 import signal
 import socket
 
-from tests.conftest import can_connect, wait_until, worker_of
+from tests.support.net import can_connect
+from tests.support.polling import wait_until
+from tests.support.procfs import worker_of
 
 
 def test_sigterm_answers_a_query_in_progress_then_exits_cleanly(daemon):
-    pidfile = os.path.join(daemon.dir, "fingerd.pid")
-    assert open(pidfile).read().strip() == str(daemon.proc.pid)
+    assert open(daemon.pidfile).read().strip() == str(daemon.proc.pid)
     with socket.create_connection(("127.0.0.1", daemon.finger_port), timeout=10) as client:
         client.sendall(b"ali")
         wait_until(lambda: daemon.metric("fingerd_connections_active") == 1, what="accepted")
@@ -18,7 +19,7 @@ def test_sigterm_answers_a_query_in_progress_then_exits_cleanly(daemon):
         client.sendall(b"ce\r\n")
         assert client.recv(100) == b"Happy and well\r\n"
     assert daemon.proc.wait(15) == 0
-    assert not os.path.exists(pidfile)
+    assert not os.path.exists(daemon.pidfile)
     for port in (daemon.finger_port, daemon.setter_port, daemon.metrics_port):
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -77,8 +78,7 @@ def test_worker_holds_neither_the_pidfile_nor_the_log_file(make_daemon, public_d
             targets.add(os.readlink(f"/proc/{worker}/fd/{fd}"))
         except OSError:
             pass
-    pidfile = os.path.join(d.dir, "fingerd.pid")
-    assert pidfile not in targets and log_file not in targets
+    assert d.pidfile not in targets and log_file not in targets
     assert not any(t.startswith("/") and t != os.devnull for t in targets), targets
 
 
@@ -97,8 +97,7 @@ def test_signals_during_startup_wait_instead_of_killing(make_daemon):
     """As soon as the pidfile names it (what fingerd-ctl reads), a HUP is safe."""
     d = make_daemon()
     d.start(wait=False)
-    pidfile = os.path.join(d.dir, "fingerd.pid")
-    wait_until(lambda: os.path.exists(pidfile) and open(pidfile).read().strip(),
+    wait_until(lambda: os.path.exists(d.pidfile) and open(d.pidfile).read().strip(),
                what="the pidfile")
     for _ in range(3):
         d.signal(signal.SIGHUP)

@@ -1,11 +1,12 @@
 """Many clients at once, and idle clients beside honest ones."""
 
-import os
+import re
 import socket
 import threading
 import time
 
-from tests.conftest import exchange, wait_until
+from tests.support.net import exchange
+from tests.support.polling import during, wait_until
 
 
 def test_one_hundred_concurrent_clients_are_all_answered(make_daemon):
@@ -56,32 +57,40 @@ def test_three_hundred_idle_clients_do_not_delay_an_honest_query(make_daemon):
     wait_until(lambda: d.metric("fingerd_connections_active") == 0, what="idle ones closed")
 
 
-def worker_cpu_seconds(parent):
-    with open(f"/proc/{parent}/task/{parent}/children") as f:
-        worker = int(f.read().split()[0])
-    with open(f"/proc/{worker}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+REJECTED = "fingerd_connections_rejected_total"
 
 
 def test_running_out_of_descriptors_pauses_accepting_instead_of_spinning(make_daemon):
+    """Out of descriptors, the worker stops polling its listener for the pause it
+    announces, then tries again, rather than spinning on accept(): every failed
+    accept is counted as accept_failed, so there is at most one a pause. The
+    shortage is reported once and its end once, and clients are answered again
+    once descriptors are free."""
     d = make_daemon(fingerd__request_timeout="60").start(max_files=64)
+    failed_before = d.metric(REJECTED, reason="accept_failed")
+    started = time.monotonic()
     held = []
     try:
         for _ in range(80):
             held.append(socket.create_connection(("127.0.0.1", d.finger_port), timeout=5))
         wait_until(lambda: "cannot accept connections: Too many open files" in d.log(),
                    what="accept to fail for want of descriptors")
-        before = worker_cpu_seconds(d.proc.pid)
-        window = time.monotonic() + 1.0
-        while time.monotonic() < window:
+        for _ in during(1.0):
             assert d.proc.poll() is None
-        assert worker_cpu_seconds(d.proc.pid) - before < 0.5, "the accept loop spins"
+            assert "accepting connections again" not in d.log(), "descriptors came back"
     finally:
         for s in held:
             s.close()
     wait_until(lambda: d.finger(b"alice\r\n", timeout=5) == b"Happy and well\r\n",
                what="service after descriptors came back")
-    assert d.metric("fingerd_connections_rejected_total", reason="accept_failed") >= 1
     wait_until(lambda: "finger: accepting connections again" in d.log(), what="the recovery")
+    starved = time.monotonic() - started
+    announced = re.search(r"finger: cannot accept connections: .*; retrying every ([0-9.]+) s",
+                          d.log())
+    assert announced, "the shortage is reported with the pause between retries"
+    pause = float(announced.group(1))
+    assert pause > 0, "retrying without a pause is spinning"
+    failed = d.metric(REJECTED, reason="accept_failed") - failed_before
+    assert 1 <= failed <= starved / pause + 1, \
+        f"{failed:.0f} failed accepts in {starved:.1f} s: not one every {pause} s at most"
     assert d.log().count("finger: cannot accept connections") == 1, "reported once, not each pause"

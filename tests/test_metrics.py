@@ -8,7 +8,9 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import exchange, free_port, needs_tool, wait_until
+from tests.support.markers import needs_tool
+from tests.support.net import exchange
+from tests.support.polling import wait_until
 
 REQUIRED_FAMILIES = {
     "fingerd_requests_total": "counter",
@@ -120,9 +122,9 @@ def test_promtool_finds_nothing_to_report(daemon):
 
 
 @pytest.fixture
-def prometheus(daemon, public_dir):
+def prometheus(daemon, public_dir, ports):
     """A real Prometheus server scraping the daemon every second; stopped by its pid."""
-    port = free_port()
+    port = ports.take()
     config = os.path.join(public_dir, "prometheus.yml")
     with open(config, "w") as f:
         f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"

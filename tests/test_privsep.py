@@ -9,7 +9,10 @@ import time
 
 import pytest
 
-from tests.conftest import needs_root, proc_status, wait_until, worker_of
+from tests.support.markers import needs_root
+from tests.support.net import skip_unless_free
+from tests.support.polling import wait_until
+from tests.support.procfs import proc_status, worker_of
 
 pytestmark = needs_root
 
@@ -20,20 +23,8 @@ NOBODY = pwd.getpwnam("nobody")
 def real(make_daemon):
     """A daemon as root on 127.0.0.1:79 and 127.0.0.1:1079, worker as nobody."""
     for port in (79, 1079):
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                pytest.skip(f"something else listens on 127.0.0.1:{port}")
-    d = make_daemon()
-    with open(d.config_file) as f:
-        text = f.read()
-    text = text.replace(f"127.0.0.1:{d.finger_port}", "127.0.0.1:79")
-    text = text.replace(f"127.0.0.1:{d.setter_port}", "127.0.0.1:1079")
-    with open(d.config_file, "w") as f:
-        f.write(text)
-    d.finger_port, d.setter_port = 79, 1079
+        skip_unless_free("127.0.0.1", port)
+    d = make_daemon().listen("finger", "127.0.0.1:79").listen("setter", "127.0.0.1:1079")
     return d.start()
 
 

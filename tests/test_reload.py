@@ -2,9 +2,8 @@
 
 import os
 import signal
-import time
 
-from tests.conftest import wait_until
+from tests.support.polling import during, wait_until
 
 
 def replace_file(path, data):
@@ -39,8 +38,7 @@ def test_bad_file_keeps_old_entries_and_is_logged_once(daemon):
     wait_until(lambda: daemon.log().count("expected user:status") >= 1, what="the log line")
     assert daemon.metric("fingerd_users") == 2
     line = f"{daemon.users_file}:2: expected user:status"
-    window = time.monotonic() + 1.0  # five reload intervals of 0.2 s
-    while time.monotonic() < window:
+    for _ in during(1.0):  # five reload intervals of 0.2 s
         assert daemon.log().count(line) == 1
         assert daemon.metric("fingerd_reloads_total", outcome="failure") == 1
 

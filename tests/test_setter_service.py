@@ -11,7 +11,7 @@ import pytest
 
 from fingerd.serving.handlers import SetterServer
 from fingerd.users.usersfile import parse_users
-from tests.conftest import wait_until
+from tests.support.polling import wait_until
 
 
 def on_disk(d):

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from fingerd.finger.utmp import Session
-from tests.conftest import needs_root
-from tests.test_utmp import pack_session
+from tests.support.markers import needs_root
+from tests.support.utmp import pack_session
 
 pytestmark = needs_root
 

@@ -3,13 +3,8 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fingerd.finger.utmp import RECORD, USER_PROCESS, Session, parse_utmp
-
-
-def pack_session(session, pid=1):
-    """The utmp record of ``session``, as login(1) would write it."""
-    return RECORD.pack(USER_PROCESS, pid, session.line.encode(), b"", session.user.encode(),
-                       session.host.encode(), 0, 0, 0, session.login_time, 0, 0, 0, 0, 0)
+from fingerd.finger.utmp import RECORD, Session, parse_utmp
+from tests.support.utmp import pack_session
 
 
 def test_record_is_glibc_size():

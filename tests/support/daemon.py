@@ -1,0 +1,147 @@
+"""A real fingerd process for a test, and the end of a detached one."""
+
+import functools
+import os
+import resource
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ROOT
+from tests.support.net import exchange
+from tests.support.polling import wait_until
+
+
+class Daemon:
+    """A ``fingerd -n`` process with a configuration written for the test.
+
+    Its three services listen on ports taken from ``ports`` (a ``net.Ports``);
+    ``settings`` are ``section__key=value`` lines for the configuration.
+    """
+
+    def __init__(self, directory, ports, users=b"alice:Happy and well\nbob:Sleeping\n",
+                 **settings):
+        self.dir = directory
+        self.finger_port = ports.take()
+        self.setter_port = ports.take()
+        self.metrics_port = ports.take()
+        self.users_file = os.path.join(directory, "users")
+        self.config_file = os.path.join(directory, "fingerd.conf")
+        self.log_file = os.path.join(directory, "stderr.log")
+        if users is not None:
+            with open(self.users_file, "wb") as f:
+                f.write(users)
+        self._sections = {
+            "fingerd": {"user": "nobody", "pidfile": os.path.join(directory, "fingerd.pid"),
+                        "users_file": self.users_file, "reload_interval": "0.2",
+                        "request_timeout": "3", "threads": "4"},
+            "finger": {"listen": f"127.0.0.1:{self.finger_port}"},
+            "setter": {"listen": f"127.0.0.1:{self.setter_port}"},
+            "metrics": {"listen": f"127.0.0.1:{self.metrics_port}"},
+        }
+        for key, value in settings.items():
+            section, _, name = key.partition("__")
+            self._sections[section][name] = value
+        self.pidfile = self._sections["fingerd"]["pidfile"]
+        self._write_config()
+        self.proc = None
+
+    def _write_config(self):
+        with open(self.config_file, "w") as f:
+            for section, values in self._sections.items():
+                f.write(f"[{section}]\n")
+                f.writelines(f"{k} = {v}\n" for k, v in values.items())
+
+    def listen(self, service, *addresses):
+        """Before start: move ``service`` from its free port to ``addresses``, each
+        ``HOST:PORT`` as the configuration writes it. ``finger``, ``setter`` and
+        ``metric`` go on connecting to 127.0.0.1, at the first address's port."""
+        self._sections[service]["listen"] = ", ".join(addresses)
+        setattr(self, f"{service}_port", int(addresses[0].rpartition(":")[2]))
+        self._write_config()
+        return self
+
+    def start(self, wait=True, max_files=None):
+        """Run fingerd -n; ``max_files`` lowers its RLIMIT_NOFILE."""
+        self._stderr = open(self.log_file, "ab")
+        limit = None
+        if max_files is not None:
+            limit = functools.partial(resource.setrlimit, resource.RLIMIT_NOFILE,
+                                      (max_files, max_files))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fingerd", "-n", "-c", self.config_file],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr,
+            preexec_fn=limit)
+        if wait:
+            wait_until(lambda: self._alive() and self.ready(), what="fingerd to serve")
+        return self
+
+    def ready(self):
+        """True once the metrics endpoint answers: probes by a scrape, which no counter sees."""
+        try:
+            return exchange(self.metrics_port, b"GET /metrics HTTP/1.0\r\n\r\n",
+                            timeout=2).startswith(b"HTTP/1.0 200")
+        except OSError:
+            return False
+
+    def _alive(self):
+        if self.proc.poll() is not None:
+            pytest.fail(f"fingerd exited with {self.proc.returncode}:\n{self.log()}")
+        return True
+
+    def log(self):
+        with open(self.log_file, errors="replace") as f:
+            return f.read()
+
+    def finger(self, data, **kw):
+        return exchange(self.finger_port, data, **kw)
+
+    def setter(self, data, **kw):
+        return exchange(self.setter_port, data, **kw)
+
+    def metric(self, name, **labels):
+        """The value of one sample on the metrics endpoint, or None."""
+        text = exchange(self.metrics_port, b"GET /metrics HTTP/1.0\r\n\r\n").decode()
+        want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+                       if labels else "")
+        for line in text.splitlines():
+            sample, _, value = line.rpartition(" ")
+            if sample and not line.startswith("#") and _canonical(sample) == want:
+                return float(value)
+        return None
+
+    def signal(self, signum):
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout=10):
+        """TERM, then KILL after ``timeout``; returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        self._stderr.close()
+        return self.proc.returncode
+
+
+def _canonical(sample):
+    name, brace, labels = sample.partition("{")
+    if not brace:
+        return name
+    pairs = sorted(p for p in labels.rstrip("}").split(",") if p)
+    return name + "{" + ",".join(pairs) + "}"
+
+
+def end_by_pidfile(path):
+    """Stop a detached daemon a test started, by the pid in its pidfile."""
+    from fingerd.process.pidfile import RUNNING, probe
+    state, pid = probe(path)
+    if state == RUNNING and pid:
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: probe(path)[0] != RUNNING, timeout=20, what="the daemon to end")

@@ -1,0 +1,33 @@
+"""Processes as /proc shows them: status fields, children, the daemon's worker."""
+
+import os
+
+from tests.support.polling import wait_until
+
+
+def proc_status(pid):
+    """``/proc/PID/status`` as a dict of field to value."""
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def children(pid):
+    """Pids of the live processes whose parent is ``pid``."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                status = proc_status(int(name))
+            except OSError:
+                continue
+            if status.get("PPid") == str(pid) and status.get("State", "")[:1] != "Z":
+                found.append(int(name))
+    return found
+
+
+def worker_of(daemon_pid, other_than=None):
+    """The pid of the daemon's one worker, waiting until there is one (and not ``other_than``)."""
+    def find():
+        pids = [p for p in children(daemon_pid) if p != other_than]
+        return pids[0] if len(pids) == 1 else None
+    return wait_until(find, what="the worker process")
