@@ -40,6 +40,8 @@ class AccessLog:
         """One line for ``answer`` (a serving.loop.Answer) sent to ``peer``."""
         line = (f"access service={service} peer={peer[0]} kind={answer.kind or '-'} "
                 f"outcome={answer.outcome} bytes={len(answer.data)} seconds={seconds:.6f}")
+        if answer.asker is not None:
+            line += f" login={escape(answer.asker)}"
         if self.log_queries and answer.name is not None:
             line += f" user={escape(answer.name)}"
         log.info("%s", line)

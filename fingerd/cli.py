@@ -10,7 +10,8 @@ from fingerd import __version__, logsetup
 from fingerd.config import DEFAULT_PATH, ConfigError, load_config
 from fingerd.process import daemonize
 from fingerd.process.accounts import AccountError, resolve_account
-from fingerd.process.listeners import BindError, bind_all, close_all, privileged_port_problem
+from fingerd.process.listeners import (BindError, bind_all, close_all, privileged_port_problem,
+                                       remove_unix_sockets, unix_socket_paths)
 from fingerd.process.pidfile import AlreadyRunning, Pidfile
 from fingerd.process.supervisor import HANDLED_SIGNALS, Supervisor
 from fingerd.users import fileio
@@ -69,12 +70,12 @@ def count_users(path):
     return len(parse_users(data, path))
 
 
-def _pidfile_gone_before_failure(report, pidfile):
-    """``report`` for the starting process, but a failure only once the pidfile is
-    removed: it exits on the word, and whoever started it may look at once."""
+def _released_before_failure(report, release):
+    """``report`` for the starting process, but a failure only once the pidfile and the
+    sockets are gone: it exits on the word, and whoever started it may look at once."""
     def report_startup(failure):
         if failure is not None:
-            pidfile.release()
+            release()
         report(failure)
     return report_startup
 
@@ -99,29 +100,36 @@ def serve(config, account, foreground):
     except BindError as exc:
         pidfile.release()
         return fail(str(exc))
+
+    def release():
+        """Leave nothing behind: the sockets closed, the Unix ones removed, the pidfile."""
+        close_all(sockets)
+        remove_unix_sockets(config)
+        pidfile.release()
+
     try:
         handler = logsetup.configure(config.log_file, foreground) if config.log_file else None
     except OSError as exc:
-        close_all(sockets)
-        pidfile.release()
+        release()
         return fail(f"{config.log_file}: cannot open log file: {exc.strerror}")
     report = None
     if not foreground:
         keep = [s for socks in sockets.values() for s in socks] + [pidfile.fd]
         if handler is not None:
             keep.append(handler.stream)
-        report = _pidfile_gone_before_failure(daemonize.detach(keep), pidfile)
+        report = _released_before_failure(daemonize.detach(keep), release)
         pidfile.write(os.getpid())
     if handler is None:
         handler = logsetup.configure("", foreground)
     root = os.geteuid() == 0
     if not root:
         log.warning("not started as root: the worker keeps this process's user")
+    setters = [*map(str, config.setter_listen), *unix_socket_paths(config)]
     log.info("fingerd %s starting: finger on %s, setter on %s", __version__,
-             ", ".join(map(str, config.finger_listen)), ", ".join(map(str, config.setter_listen)))
+             ", ".join(map(str, config.finger_listen)), ", ".join(setters))
     try:
         return Supervisor(config, account if root else None, sockets, handler,
                           on_ready=report).run()
     finally:
-        pidfile.release()
+        release()
         log.info("stopped")

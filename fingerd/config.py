@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from fingerd.finger.output import HIGH_BYTES_POLICIES
+from fingerd.users.setter_request import POLICIES
 
 DEFAULT_PATH = "/etc/fingerd/fingerd.conf"
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -69,6 +70,9 @@ class Config:
     plan_max_bytes: int
     utmp_file: str
     setter_listen: tuple
+    setter_policy: str
+    setter_admin_group: str
+    setter_socket: str
     metrics_listen: tuple
     high_bytes: str
     replacements: tuple
@@ -159,8 +163,8 @@ def _addresses(required, loopback_only=False):
         addresses = tuple(parse_address(item) for item in items)
         for address in addresses:
             if loopback_only and not ipaddress.ip_address(address.host).is_loopback:
-                raise _Invalid(f"{address} is not a loopback address; the setter changes "
-                               f"statuses without authentication and must stay local")
+                raise _Invalid(f"{address} is not a loopback address; the setter must stay "
+                               f"local: only a local client's account can be told")
         if len(set(addresses)) != len(addresses):
             raise _Invalid("an address is listed twice")
         return addresses
@@ -243,6 +247,9 @@ SCHEMA = (
     ("finger", "utmp_file", "/var/run/utmp", _path, "utmp_file"),
     ("setter", "listen", "127.0.0.1:1079", _addresses(True, loopback_only=True),
      "setter_listen"),
+    ("setter", "policy", "own", _choice(*POLICIES), "setter_policy"),
+    ("setter", "admin_group", "", _account(False), "setter_admin_group"),
+    ("setter", "socket", "", _path, "setter_socket"),
     ("metrics", "listen", "127.0.0.1:9179", _addresses(False), "metrics_listen"),
     ("output", "high_bytes", "pass", _choice(*HIGH_BYTES_POLICIES), "high_bytes"),
     ("output", "replace", "", _replacements, "replacements"),

@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import pwd
 import signal
 import sys
 import time
@@ -93,8 +94,23 @@ def _ask(address, data, service):
 
 
 def cmd_set(config, args):
-    reply = _ask(config.setter_listen[0], f"{args.user}\r\n{args.status}\r\n".encode("utf-8"),
-                 "setter")
+    """Through the setter's Unix socket when there is one, else its first TCP address.
+    ``set STATUS`` alone sets the status of the account running this command."""
+    if args.status is None:
+        args.user, args.status = _own_login(), args.user
+        if args.user is None:
+            say("this account has no login name to set the status of", sys.stderr)
+            return EXIT_FAILED
+    request = f"{args.user}\r\n{args.status}\r\n".encode("utf-8")
+    if config.setter_socket:
+        try:
+            reply = client.exchange_unix(config.setter_socket, request, CLIENT_TIMEOUT,
+                                         client.MAX_ANSWER_BYTES)[0]
+        except client.NoAnswer as exc:
+            say(f"cannot reach the setter at {config.setter_socket}: {exc}", sys.stderr)
+            reply = None
+    else:
+        reply = _ask(config.setter_listen[0], request, "setter")
     if reply is None:
         return EXIT_FAILED
     text = reply.decode("utf-8", "replace").strip()
@@ -102,6 +118,13 @@ def cmd_set(config, args):
         return EXIT_OK
     say(f"refused: {text.removeprefix('ERROR ') or 'no answer'}", sys.stderr)
     return EXIT_FAILED
+
+
+def _own_login():
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return None
 
 
 def cmd_get(config, args):
@@ -120,14 +143,16 @@ def parse_args(argv):
     commands.add_parser("reload", help="read the users file again (SIGHUP)")
     commands.add_parser("stop", help="stop the daemon and wait until it has exited")
     commands.add_parser("status", help="say whether the daemon runs")
-    setter = commands.add_parser("set", help="set USER's status through the setter service")
-    setter.add_argument("user")
-    setter.add_argument("status")
+    setter = commands.add_parser(
+        "set", help="set USER's status through the setter service (without USER: your own)",
+        usage="fingerd-ctl set [USER] STATUS")
+    setter.add_argument("user", metavar="[USER]")
+    setter.add_argument("status", nargs="?", metavar="STATUS")
     getter = commands.add_parser("get", help="print what the finger service answers for USER")
     getter.add_argument("user")
     args = parser.parse_args(argv)
     for value in (getattr(args, "user", ""), getattr(args, "status", "")):
-        if any(ch in value for ch in "\r\n"):
+        if value and any(ch in value for ch in "\r\n"):
             parser.error("USER and STATUS must be single lines")
     return args
 

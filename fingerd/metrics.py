@@ -14,7 +14,7 @@ from prometheus_client import (CollectorRegistry, Counter, Gauge, Info, ProcessC
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from fingerd import __version__
-from fingerd.outcomes import BY_SERVICE, ERROR, QUERY_KINDS, REJECT_REASONS
+from fingerd.outcomes import BY_SERVICE, ERROR, OWNER_LOOKUPS, QUERY_KINDS, REJECT_REASONS
 
 # A ``_created`` series beside every counter doubles the output for a value
 # that process_start_time_seconds already gives.
@@ -62,6 +62,12 @@ class Metrics:
         ProcessCollector(registry=r)
         if parent_pid is not None:
             ProcessCollector(namespace="fingerd_parent", pid=lambda: parent_pid, registry=r)
+        self.owner_lookups = Counter(
+            "fingerd_setter_owner_lookups",
+            "How the account behind a setter client was found, by method.", ["method"],
+            registry=r)
+        for method in OWNER_LOOKUPS:
+            self.owner_lookups.labels(method)
         for reason in REJECT_REASONS:
             self.connections_rejected.labels(reason)
         for outcome in ("success", "failure"):

@@ -13,8 +13,9 @@ REFUSED = "refused"
 FORWARDED = "forwarded"
 FORWARD_FAILED = "forward_failed"
 
-# How a set request was answered (REFUSED: invalid or not allowed).
+# How a set request was answered (REFUSED: invalid; DENIED: not this client's to set).
 SET_OK = "ok"
+SET_DENIED = "denied"
 SET_FAILED = "failed"
 
 #: A request that failed inside the server, in any service.
@@ -23,7 +24,7 @@ ERROR = "error"
 #: The outcomes of each service whose requests are counted, ERROR aside.
 BY_SERVICE = {
     "finger": (FOUND, NOT_FOUND, LISTED, REFUSED, FORWARDED, FORWARD_FAILED),
-    "setter": (SET_OK, REFUSED, SET_FAILED),
+    "setter": (SET_OK, REFUSED, SET_DENIED, SET_FAILED),
 }
 
 # Why a connection was closed before it made a request.
@@ -42,3 +43,9 @@ LIST = "list"
 FORWARDING = "forwarding"
 QUERY_KINDS = (USER, VERBOSE, LIST, FORWARDING)
 SET_KIND = "set"
+
+# How the account behind a setter client was found (PROC: the slow fallback).
+SOCK_DIAG = "sock_diag"
+PROC = "proc"
+PEERCRED = "peercred"
+OWNER_LOOKUPS = (SOCK_DIAG, PROC, PEERCRED)

@@ -1,12 +1,16 @@
 """The access log: one unforgeable line per request."""
 
+import os
+import pwd
 import re
 
 from fingerd.accesslog import escape
 from tests.support.polling import wait_until
 
 LINE = re.compile(r"access service=(\w+) peer=127\.0\.0\.1 kind=([\w-]+) outcome=(\w+) "
-                  r"bytes=(\d+) seconds=\d+\.\d{6}( user=\".*\")?$")
+                  r"bytes=(\d+) seconds=\d+\.\d{6}( login=\"[^\"]*\")?( user=\".*\")?$")
+#: The login the setter's lines name: the account this suite runs as.
+ME = pwd.getpwuid(os.geteuid()).pw_name
 
 
 def access_lines(d, count):
@@ -26,9 +30,9 @@ def test_one_line_per_request_without_names_unless_asked(make_daemon):
     daemon.setter(b"bob\r\nAway\r\n")
     lines = access_lines(daemon, 3)
     parsed = [LINE.match(line).groups() for line in lines]
-    assert parsed == [("finger", "user", "found", "16", None),
-                      ("finger", "user", "not_found", "14", None),
-                      ("setter", "set", "ok", "4", None)]
+    assert parsed == [("finger", "user", "found", "16", None, None),
+                      ("finger", "user", "not_found", "14", None, None),
+                      ("setter", "set", "ok", "4", f' login="{ME}"', None)]
     assert "alice" not in "".join(lines)
 
 
@@ -44,6 +48,7 @@ def test_access_log_is_off_by_default_but_setter_changes_are_always_logged(make_
     d = make_daemon().start()
     d.finger(b"alice\r\n")
     d.setter(b"bob\r\nAway\r\n")
-    wait_until(lambda: "setter: 127.0.0.1 set the status of bob" in d.log(),
+    wait_until(lambda: f"setter: 127.0.0.1 (uid {os.geteuid()}, {ME}) set the status of bob"
+               in d.log(),
                what="the setter's line")
     assert " access " not in d.log()

@@ -106,4 +106,5 @@ def test_get_and_set_when_not_running(detached):
 
 def test_usage_errors_exit_2(detached):
     assert ctl(detached, "frobnicate").returncode == 2
-    assert ctl(detached, "set", "alice").returncode == 2
+    assert ctl(detached, "set").returncode == 2
+    assert ctl(detached, "set", "alice", "x", "y").returncode == 2

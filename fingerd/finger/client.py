@@ -28,11 +28,31 @@ def exchange(host, port, data, timeout, max_bytes):
 
     At most ``max_bytes`` are read (``cut`` tells whether there was more) and
     the whole exchange, name lookup aside, takes at most ``timeout`` seconds.
-    Raises NoAnswer.
+    The connection stays open until the answer is read: a server that asks
+    the kernel who owns this end finds it. Raises NoAnswer.
     """
+    return _exchange(lambda: socket.create_connection((host, port), timeout=timeout), data,
+                     timeout, max_bytes)
+
+
+def exchange_unix(path, data, timeout, max_bytes):
+    """``exchange`` with the server at the Unix socket ``path``."""
+    def connect():
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.settimeout(timeout)
+            s.connect(path)
+        except BaseException:
+            s.close()
+            raise
+        return s
+    return _exchange(connect, data, timeout, max_bytes)
+
+
+def _exchange(connect, data, timeout, max_bytes):
     deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
+        with connect() as s:
             s.sendall(data)
             chunks = []
             size = 0

@@ -17,7 +17,8 @@ class Account:
 
 
 def resolve_account(config):
-    """The Account for ``[fingerd] user`` and ``group``; raise AccountError."""
+    """The Account for ``[fingerd] user`` and ``group``; raise AccountError, for those
+    and for a ``[setter] admin_group`` that does not exist."""
     try:
         entry = pwd.getpwnam(config.user)
     except KeyError:
@@ -33,4 +34,10 @@ def resolve_account(config):
         except KeyError:
             raise AccountError(f"{config.where('fingerd', 'group')}: [fingerd] group: "
                                f"no such group {config.group!r}") from None
+    if config.setter_admin_group:
+        try:
+            grp.getgrnam(config.setter_admin_group)
+        except KeyError:
+            raise AccountError(f"{config.where('setter', 'admin_group')}: [setter] admin_group: "
+                               f"no such group {config.setter_admin_group!r}") from None
     return Account(config.user, entry.pw_uid, gid)

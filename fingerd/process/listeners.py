@@ -7,6 +7,7 @@ privileged parent can bind and an unprivileged process serve.
 import errno
 import os
 import socket
+import stat
 
 UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 
@@ -68,6 +69,53 @@ def privileged_port_problem(config):
     return None
 
 
+#: Mode of the setter's Unix socket: any local user may connect; the setter's
+#: policy, not the file's mode, decides what each may do.
+UNIX_SOCKET_MODE = 0o666
+
+
+def bind_unix(path, backlog, option):
+    """A listening Unix stream socket at ``path``, replacing a stale one left by a dead
+    daemon; its directory is created if missing."""
+    try:
+        os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+        _remove_stale(path, option)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise BindError(f"cannot listen on {path} ({option}): {exc.strerror}") from None
+    try:
+        sock.bind(path)
+        os.chmod(path, UNIX_SOCKET_MODE)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"cannot listen on {path} ({option}): {exc.strerror}") from None
+    return sock
+
+
+def _remove_stale(path, option):
+    """Remove a socket nobody listens on; refuse to touch anything else at ``path``."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise BindError(f"cannot listen on {path} ({option}): a file that is not a socket "
+                        f"is in the way")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            os.unlink(path)
+            return
+    raise BindError(f"cannot listen on {path} ({option}): another process serves it")
+
+
+def unix_socket_paths(config):
+    """The Unix sockets the parent creates, to be removed at stop."""
+    return [config.setter_socket] if config.setter_socket else []
+
+
 def bind_all(config):
     """``{service: [socket, ...]}`` for every configured address; all or nothing."""
     bound = {}
@@ -76,10 +124,23 @@ def bind_all(config):
             bound[service] = []
             for address in addresses:
                 bound[service].append(bind(address, config.backlog, option))
+        for path in unix_socket_paths(config):
+            bound["setter"].append(bind_unix(path, config.backlog, "[setter] socket"))
     except BindError:
         close_all(bound)
+        remove_unix_sockets(config)
         raise
     return bound
+
+
+def remove_unix_sockets(config):
+    """Once this process's sockets are closed, remove its Unix sockets from the file
+    system: any still there that nobody serves. One another daemon serves is left alone."""
+    for path in unix_socket_paths(config):
+        try:
+            _remove_stale(path, "[setter] socket")
+        except (BindError, OSError):
+            pass
 
 
 def close_all(bound):

@@ -21,6 +21,7 @@ from fingerd.serving.handlers import FingerServer, SetterServer
 from fingerd.serving.loop import Context
 from fingerd.serving.metrics_http import METRICS_MAX_CONNECTIONS, MetricsServer
 from fingerd.serving.pool import Pool
+from fingerd.serving.requesters import Requesters
 from fingerd.users.watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -54,16 +55,18 @@ class Service:
         rules = Rules(config.list_users, config.forwarding, config.forward_allow)
         renderer = Renderer(config.replacements, config.high_bytes)
         forward = Forwarder(config.forward_timeout) if config.forwarding else None
+        requesters = Requesters(config.setter_admin_group)
         self._servers = (
             [FingerServer(s, context, directory, rules, renderer, forward,
                           lookups_block=config.system_users, users=self.store.users)
              for s in sockets["finger"]]
-            + [SetterServer(s, context, self.store) for s in sockets["setter"]]
+            + [SetterServer(s, context, self.store, config.setter_policy, requesters)
+               for s in sockets["setter"]]
             + [MetricsServer(s, scrapes, self.metrics.registry) for s in sockets["metrics"]])
         self._watcher = Watcher(self.store, config.reload_interval)
         self._watcher.start()
         for server in self._servers:
-            name = f"fingerd-{server.service}-{server.address[1]}"
+            name = f"fingerd-{server.service}-{server.where}"
             thread = threading.Thread(target=self._serve, args=(server,), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)

@@ -2,15 +2,19 @@
 
 import ipaddress
 import logging
+import socket
+from typing import NamedTuple, Optional
 
 from fingerd.finger.answer import answer
 from fingerd.finger.query import parse_query
 from fingerd.limits import MAX_CACHED_ANSWER_BYTES, MAX_QUERY_BYTES, MAX_STATUS_BYTES
-from fingerd.outcomes import REFUSED, SET_FAILED, SET_KIND, SET_OK
+from fingerd.outcomes import REFUSED, SET_DENIED, SET_FAILED, SET_KIND, SET_OK
 from fingerd.serving.answer_cache import AnswerCache
 from fingerd.serving.loop import Answer, RequestHandler, Server
+from fingerd.serving.peer_owner import OwnerLookup
+from fingerd.serving.requesters import Requesters
 from fingerd.users.editing import StoreError
-from fingerd.users.setter_request import Refused, parse_set_request
+from fingerd.users.setter_request import OWN, Refused, may_set, parse_set_request
 
 log = logging.getLogger(__name__)
 
@@ -56,39 +60,89 @@ class FingerServer(Server):
         return self._cache.get(lines[0], handle, lines, peer)
 
 
+class SetterClient(NamedTuple):
+    """A setter's client: its address (``unix`` on the Unix socket) and the uid that owns
+    its end, None when the kernel could not tell."""
+
+    host: str
+    port: int
+    uid: Optional[int]
+
+
 class SetterHandler(RequestHandler):
+    """Sets a status when the policy lets this client, and says so once in the log."""
+
     def respond(self, lines):
-        peer = self.client_address[0]
+        server = self.server
+        client = self.client_address
         try:
             name, status = parse_set_request(lines)
         except Refused as exc:
-            log.info("setter: refused request from %s: %s", peer, exc)
+            log.info("setter: refused request from %s: %s", who(client, None), exc)
             return Answer(REFUSED, f"ERROR {exc}\r\n".encode("ascii"), SET_KIND)
-        store = self.server.store
+        requester = server.requesters.of(client.uid)
+        asker = describe(client.uid, requester)
+        if not may_set(server.policy, name, requester):
+            log.warning("setter: denied %s setting the status of %s", who(client, requester),
+                        name)
+            return Answer(SET_DENIED, b"ERROR permission denied\r\n", SET_KIND, name, asker)
         try:
-            store.set_status(name, status)
+            server.store.set_status(name, status)
         except StoreError as exc:
-            log.error("setter: request from %s failed: %s: %s", peer, store.path, exc)
+            log.error("setter: request from %s failed: %s: %s", who(client, requester),
+                      server.store.path, exc)
             return Answer(SET_FAILED, f"ERROR {exc}\r\n".encode("utf-8", "replace"), SET_KIND,
-                          name)
-        log.info("setter: %s set the status of %s", peer, name)
-        return Answer(SET_OK, b"OK\r\n", SET_KIND, name)
+                          name, asker)
+        log.info("setter: %s set the status of %s", who(client, requester), name)
+        return Answer(SET_OK, b"OK\r\n", SET_KIND, name, asker)
+
+
+def describe(uid, requester):
+    """An account as the log and the access log name it: its login, else its uid."""
+    if uid is None:
+        return "unknown"
+    if requester is not None and requester.login is not None:
+        return requester.login
+    return f"uid {uid}"
+
+
+def who(client, requester):
+    """A setter client for the log: address, uid and login."""
+    if client.uid is None:
+        return f"{client.host} (account unknown)"
+    return f"{client.host} (uid {client.uid}, {describe(client.uid, requester)})"
 
 
 class SetterServer(Server):
-    """The setter service: ``user`` and ``status`` lines, for local clients only."""
+    """The setter service: ``user`` and ``status`` lines, from local clients only, on a
+    loopback TCP port or a Unix socket. Who owns the client's end is asked of the
+    kernel right after accept, while the client is surely still there."""
 
     service = "setter"
     handler_class = SetterHandler
     lines_per_request = 2
     max_line_bytes = max(MAX_QUERY_BYTES, MAX_STATUS_BYTES)
 
-    def __init__(self, sock, context, store):
+    def __init__(self, sock, context, store, policy=OWN, requesters=None):
         super().__init__(sock, context)
         self.store = store
+        self.policy = policy
+        self.requesters = requesters or Requesters()
+        lookups = context.metrics.owner_lookups
+        self._owners = OwnerLookup(lambda method: lookups.labels(method).inc())
+        self._unix = sock.family == socket.AF_UNIX
 
     def accepts(self, peer):
         """Even if bound to a wildcard by mistake, answer loopback peers only."""
-        address = ipaddress.ip_address(peer[0])
-        mapped = getattr(address, "ipv4_mapped", None)
-        return (mapped or address).is_loopback
+        return self._unix or is_loopback(peer[0])
+
+    def identify(self, sock, peer):
+        if self._unix:
+            return SetterClient("unix", 0, self._owners.of_unix(sock))
+        return SetterClient(peer[0], peer[1], self._owners.of_tcp(peer, sock.getsockname()))
+
+
+def is_loopback(host):
+    address = ipaddress.ip_address(host)
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback

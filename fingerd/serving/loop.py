@@ -52,12 +52,14 @@ _RESOURCE_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
 
 class Answer(NamedTuple):
     """What a handler made of one request: the outcome label, the bytes to send, and
-    for the metrics and the access log the request's kind and the name it asked for."""
+    for the metrics and the access log the request's kind, the name it asked for and,
+    where the service knows it, the local account that asked."""
 
     outcome: str
     data: bytes
     kind: Optional[str] = None
     name: Optional[str] = None
+    asker: Optional[str] = None
 
 
 INTERNAL_ERROR = Answer(ERROR, b"Internal error in server\r\n")
@@ -128,6 +130,9 @@ class Server:
     def __init__(self, sock, context):
         self.socket = sock
         self.address = sock.getsockname()
+        #: How the log names this server's socket: HOST:PORT, or a Unix socket's path.
+        self.where = (self.address if isinstance(self.address, str)
+                      else f"{self.address[0]}:{self.address[1]}")
         self.context = context
         self._family = sock.family
         self._record = context.metrics.requests.record
@@ -157,6 +162,11 @@ class Server:
     def accepts(self, peer):
         """Whether to serve a client at ``peer`` at all."""
         return True
+
+    def identify(self, sock, peer):
+        """What the handler and the access log know the client by: its address, or more
+        that must be learnt right after accept, before reading."""
+        return peer
 
     def take_request(self, buf, eof):
         """The request's lines once ``buf`` holds them all, else None; see take_lines."""
@@ -304,7 +314,7 @@ class Server:
                 continue
             now = time.monotonic()
             # The query has often arrived with the connection: read before watching.
-            self._read(Connection(sock, peer, now, now + timeout))
+            self._read(Connection(sock, self.identify(sock, peer), now, now + timeout))
 
     def _pause_accepting(self, exc):
         """Out of descriptors: stop polling the listener briefly instead of spinning on it.

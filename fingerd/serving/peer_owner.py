@@ -15,8 +15,13 @@ encoding and decoding are pure functions, tested apart from the kernel.
 
 import errno
 import ipaddress
+import logging
 import socket
 import struct
+
+from fingerd.outcomes import PEERCRED, PROC, SOCK_DIAG
+
+log = logging.getLogger(__name__)
 
 #: NETLINK_SOCK_DIAG; Python 3.11's socket module lacks the constant.
 NETLINK_SOCK_DIAG = 4
@@ -188,3 +193,52 @@ def owner_of_unix_peer(sock):
         return None
     _pid, uid, _gid = _SO_PEERCRED.unpack(data)
     return None if uid == OVERFLOW_UID else uid
+
+
+class OwnerLookup:
+    """Finds the owner of a client's end for one server's thread.
+
+    sock_diag first; once the kernel says it has none, /proc for good, said
+    once in the log. ``count(method)`` is called for every lookup, so that an
+    operator sees the slow path being taken. Any other failure makes the
+    owner unknown, logged once.
+    """
+
+    def __init__(self, count):
+        self._count = count
+        self._proc_only = False
+        self._failed = False
+
+    def of_tcp(self, client, server):
+        """The uid owning the socket at ``client`` connected to ``server``, or None."""
+        if not self._proc_only:
+            try:
+                uid = owner_by_sock_diag(client, server)
+            except NoSockDiag as exc:
+                self._proc_only = True
+                log.warning("no sock_diag in this kernel (%s): finding setter clients' "
+                            "accounts in /proc/net/tcp, which is slow on a busy host",
+                            exc.strerror)
+            except SockDiagError as exc:
+                self._report(exc)
+                return None
+            else:
+                self._count(SOCK_DIAG)
+                return uid
+        self._count(PROC)
+        return owner_by_proc(client, server)
+
+    def of_unix(self, sock):
+        """The uid of the process at the other end of the Unix socket ``sock``, or None."""
+        self._count(PEERCRED)
+        try:
+            return owner_of_unix_peer(sock)
+        except OSError as exc:
+            self._report(exc)
+            return None
+
+    def _report(self, exc):
+        if not self._failed:
+            self._failed = True
+            log.error("cannot tell who owns a setter client's socket: %s; such clients "
+                      "are treated as unknown", exc)

@@ -1,6 +1,36 @@
-"""The setter's request (README, "What it answers"): pure logic, no I/O."""
+"""The setter's request and who may make it (README, "What it answers"): pure logic, no I/O."""
+
+from dataclasses import dataclass
+from typing import Optional
 
 from fingerd.users.usersfile import is_valid_name, status_problem
+
+#: Policies: local users set their own status only, or anyone sets any.
+OWN = "own"
+ANY = "any"
+POLICIES = (OWN, ANY)
+
+
+@dataclass(frozen=True)
+class Requester:
+    """The local account that owns the client's end, as the kernel told it."""
+
+    uid: int
+    login: Optional[str]
+    admin: bool = False
+
+
+def may_set(policy, name, requester):
+    """Whether ``requester`` (None: it could not be told) may set ``name``'s status.
+
+    Under ``own`` only the account of that login name, root, or a member of
+    the admin group may; an account that could not be told may not.
+    """
+    if policy == ANY:
+        return True
+    if requester is None:
+        return False
+    return requester.uid == 0 or requester.admin or requester.login == name
 
 
 class Refused(ValueError):
