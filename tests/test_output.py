@@ -26,6 +26,11 @@ def test_c1_controls_and_bidi_overrides_are_removed():
     assert sanitize("a\u009bb\u202ec\u2066d\x7f") == "abcd"
 
 
+def test_separators_direction_marks_and_bom_are_removed():
+    assert sanitize("a\u2028b\u2029c\u200ed\u200fe\u061cf\ufeffg") == "abcdefg"
+    assert Renderer(high_bytes="pass").render(["x\u2028y\ufeff"]) == b"xy\r\n"
+
+
 def test_lines_end_in_crlf():
     assert wire_lines(["a", "b"]) == b"a\r\nb\r\n"
 

@@ -10,11 +10,14 @@ characters beyond ASCII.
 
 import re
 
-# Cc (C0, DEL, C1) except TAB, and the bidirectional overrides and isolates
-# that can make a line display as something other than what it holds.
+# Cc (C0, DEL, C1) except TAB; the bidirectional overrides, isolates and marks
+# (LRM, RLM, ALM) that can make a line display as something other than what it
+# holds; the line and paragraph separators, which some terminals and viewers
+# break lines at; and the byte order mark, invisible anywhere but at the start.
 _REMOVED = dict.fromkeys(
     [*range(0x00, 0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0),
-     *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+     0x061C, 0x200E, 0x200F, 0x2028, 0x2029,
+     *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0xFEFF]
 )
 
 _LINE_BREAK_RE = re.compile(r"\r\n|\r|\n")
