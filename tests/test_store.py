@@ -9,6 +9,7 @@ import pytest
 
 from fingerd.finger.sources import FileSource
 from fingerd.metrics import Metrics
+from fingerd.users import fileio
 from fingerd.users.editing import StoreError
 from fingerd.users.store import UserStore
 from fingerd.users.usersfile import UsersFileError, parse_users
@@ -277,3 +278,29 @@ def test_an_unreadable_file_is_reported_once(store, path, metrics, caplog):
         assert store.users()["alice"] == "Happy"
     finally:
         os.rmdir(path)
+
+
+@pytest.mark.parametrize("make", [os.mkfifo, lambda p: os.symlink("/dev/zero", p)],
+                         ids=["fifo", "device"])
+def test_a_fifo_or_device_at_the_path_is_an_unreadable_file_never_a_hang(store, path, metrics,
+                                                                          make, caplog):
+    os.unlink(path)
+    make(path)
+    outcome = []
+    reader = threading.Thread(target=lambda: outcome.append(store.reload()), daemon=True)
+    reader.start()
+    reader.join(10)
+    assert outcome == [False], "the reload returned, having read nothing"
+    assert "not a regular file" in caplog.text
+    assert store.users()["alice"] == "Happy"
+    with pytest.raises(StoreError, match="not a regular file"):
+        store.set_status("alice", "Blocked?")
+    assert sample(metrics, "fingerd_reloads_total", outcome="failure") == 1
+
+
+def test_a_file_whose_signature_is_known_is_not_read(path):
+    data, sig = fileio.read_bounded(path)
+    assert data == b"# staff\nalice:Happy\nbob:Sleeping\n"
+    assert fileio.read_bounded(path, unless=(sig,)) == (None, sig)
+    replace_file(path, b"carol:New\n")
+    assert fileio.read_bounded(path, unless=(sig,))[0] == b"carol:New\n"

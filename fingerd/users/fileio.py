@@ -1,6 +1,8 @@
 """Reading and durably replacing the users file."""
 
+import errno
 import os
+import stat
 import tempfile
 
 from fingerd.limits import MAX_USERS_FILE_BYTES
@@ -13,18 +15,31 @@ class FileTooLarge(OSError):
     """A file larger than the daemon agrees to read."""
 
 
+class NotRegularFile(OSError):
+    """A FIFO, device or directory where a file should be: never read, it could block."""
+
+
 def signature(st):
     """What identifies one version of a file: a rename or an in-place edit changes it."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def read_bounded(path, limit=MAX_USERS_FILE_BYTES):
+def read_bounded(path, limit=MAX_USERS_FILE_BYTES, unless=()):
     """``(bytes, signature)`` of ``path``; the signature is None if it changed while read.
 
-    Raises FileNotFoundError, FileTooLarge or another OSError.
+    Opened without blocking and read only when it is a regular file, so a
+    FIFO or a device at the path cannot hang the reader. When the file's
+    signature is one of ``unless`` it is not read at all: ``(None, signature)``.
+    Raises FileNotFoundError, NotRegularFile, FileTooLarge or another OSError.
     """
-    with open(path, "rb") as f:
-        before = signature(os.fstat(f.fileno()))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(errno.EINVAL, "not a regular file")
+        before = signature(st)
+        if before in unless:
+            return None, before
         data = f.read(limit + 1)
         if len(data) > limit:
             raise FileTooLarge(f"{path}: larger than {limit} bytes")

@@ -30,6 +30,8 @@ class UserStore:
         self._users = UserTable()
         self._signature = None
         self._failed_signature = None
+        #: Tables published so far, so that a reload can tell one came in meanwhile.
+        self._published = 0
         self._lock = threading.Lock()
 
     def users(self):
@@ -56,31 +58,36 @@ class UserStore:
 
         A file that cannot be read or parsed keeps every previous entry, is
         logged once per version and counted as a failed reload. Returns True
-        when a new table was published.
+        when a new table was published. The file is read and parsed without
+        the lock, so a set never waits for the disk; if a set publishes
+        meanwhile, this reload gives way and the next check reads again.
         """
         with self._lock:
-            try:
-                data, sig = fileio.read_bounded(self.path)
-            except FileNotFoundError:
-                self._fail("missing", force, f"{self.path}: users file missing; "
-                                             f"keeping {len(self._users)} users")
-                return False
-            except OSError as exc:
-                self._fail(("unreadable", exc.errno), force,
-                           f"{self.path}: cannot read users file: {exc.strerror or exc}")
-                return False
-            if not force and sig is not None and sig in (self._signature, self._failed_signature):
-                return False
-            try:
-                users = parse_quietly(data, self.path)
-            except UsersFileError as exc:
-                self._fail(sig, force, f"{exc}\n{self.path}: users file rejected; "
-                                       f"keeping {len(self._users)} users")
+            seen = () if force else tuple(
+                sig for sig in (self._signature, self._failed_signature) if sig is not None)
+            published = self._published
+        try:
+            data, sig = fileio.read_bounded(self.path, unless=seen)
+        except FileNotFoundError:
+            return self._fail("missing", force, f"{self.path}: users file missing; "
+                                                f"keeping {len(self._users)} users")
+        except OSError as exc:
+            return self._fail(("unreadable", exc.errno), force,
+                              f"{self.path}: cannot read users file: {exc.strerror or exc}")
+        if data is None:
+            return False
+        try:
+            users = parse_quietly(data, self.path)
+        except UsersFileError as exc:
+            return self._fail(sig, force, f"{exc}\n{self.path}: users file rejected; "
+                                          f"keeping {len(self._users)} users")
+        with self._lock:
+            if self._published != published:
                 return False
             replaced = [self._users]
             self._publish(users, sig)
             self._count_success()
-            log.info("%s: read %d users", self.path, len(users))
+        log.info("%s: read %d users", self.path, len(users))
         free_gradually(replaced)
         return True
 
@@ -108,6 +115,7 @@ class UserStore:
         self._users = users
         self._signature = sig
         self._failed_signature = None
+        self._published += 1
         self._metrics.users.set(len(users))
 
     def _count_success(self):
@@ -115,12 +123,15 @@ class UserStore:
         self._metrics.last_reload_success.set(time.time())
 
     def _fail(self, sig, force, message):
-        """Log and count a failed reload once per version of the file (every time if forced)."""
-        if sig is not None and sig == self._failed_signature and not force:
-            return
-        self._failed_signature = sig
+        """Log and count a failed reload once per version of the file (every time if
+        forced); False, for ``reload`` to return."""
+        with self._lock:
+            if sig is not None and sig == self._failed_signature and not force:
+                return False
+            self._failed_signature = sig
         self._metrics.reloads.labels("failure").inc()
         log.error("%s", message)
+        return False
 
 
 def parse_quietly(data, path):
