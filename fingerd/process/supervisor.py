@@ -98,7 +98,10 @@ class Supervisor:
                     self.startup_failure = f"worker not ready after {STARTUP_TIMEOUT:.0f} s"
                     continue
                 for key, _ in self._sel.select(self._timeout()):
-                    key.data(key.fileobj)
+                    # Skip a key an earlier callback of this turn unregistered: a worker's
+                    # death, read before its channels' EOF, closes them.
+                    if self._sel.get_map().get(key.fd) is key:
+                        key.data(key.fileobj)
                 self._timers()
         finally:
             signal.set_wakeup_fd(-1)
