@@ -187,13 +187,15 @@ class Supervisor:
 
     def _on_log(self, fd):
         if not self._relay.feed():
-            self._close_log(self._relay)
+            self._unwatch(fd)
+            self._relay.fd = None
 
-    def _close_log(self, relay):
-        if relay.fd is not None:
-            self._sel.unregister(relay.fd)
-            os.close(relay.fd)
-            relay.fd = None
+    def _unwatch(self, channel_end):
+        self._sel.unregister(channel_end)
+        if isinstance(channel_end, int):
+            os.close(channel_end)
+        else:
+            channel_end.close()
 
     def _on_monitor(self, sock):
         try:
@@ -201,8 +203,7 @@ class Supervisor:
         except OSError:
             data = b""
         if not data:
-            self._sel.unregister(sock)
-            sock.close()
+            self._unwatch(sock)
             self._monitor = None
             return
         message = parse_message(data)
@@ -290,22 +291,15 @@ class Supervisor:
 
     def _drain_worker_channels(self):
         """Relay the dead worker's last log lines, forget its channels; its last error."""
-        last_error = None
-        if self._relay is not None:
+        relay, monitor, self._relay, self._monitor = self._relay, self._monitor, None, None
+        if relay.fd is not None:
             for _ in range(1000):
-                if self._relay.fd is None or not self._relay.feed():
+                if not relay.feed():
                     break
-            self._close_log(self._relay)
-            last_error = self._relay.last_error
-            self._relay = None
-        if self._monitor is not None:
-            try:
-                self._sel.unregister(self._monitor)
-            except KeyError:
-                pass
-            self._monitor.close()
-            self._monitor = None
-        return last_error
+            self._unwatch(relay.fd)
+        if monitor is not None:
+            self._unwatch(monitor)
+        return relay.last_error
 
     def _signal_worker(self, signum):
         if self.pid is not None:
