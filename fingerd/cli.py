@@ -10,6 +10,7 @@ from fingerd import __version__, logsetup
 from fingerd.config import DEFAULT_PATH, ConfigError, load_config
 from fingerd.process import daemonize
 from fingerd.process.accounts import AccountError, resolve_account
+from fingerd.process.forking import ForkedWorkers
 from fingerd.process.listeners import BindError, bind_all, close_all, privileged_port_problem
 from fingerd.process.pidfile import AlreadyRunning, Pidfile
 from fingerd.process.supervisor import HANDLED_SIGNALS, Supervisor
@@ -110,8 +111,8 @@ def serve(config, account, foreground):
     log.info("fingerd %s starting: finger on %s, setter on %s", __version__,
              ", ".join(map(str, config.finger_listen)), ", ".join(map(str, config.setter_listen)))
     try:
-        return Supervisor(config, account if root else None, sockets, handler,
-                          on_ready=report).run()
+        workers = ForkedWorkers(config, account if root else None, sockets)
+        return Supervisor(config, sockets, workers, handler, on_ready=report).run()
     finally:
         pidfile.release()
         log.info("stopped")

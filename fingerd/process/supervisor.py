@@ -7,7 +7,8 @@ number to the wake-up socket, and the loop acts on it, so no work ever runs
 inside a handler.
 
 The worker's life is Supervisor's state machine: ``State`` names the states,
-``NEXT`` the moves.
+``NEXT`` the moves. The clock and the worker processes (``forking``) are
+arguments, so that tests drive it in process.
 """
 
 import enum
@@ -21,7 +22,7 @@ import time
 from fingerd import logsetup
 from fingerd.limits import STOP_GRACE_SECONDS
 from fingerd.process import worker
-from fingerd.process.channel import MAX_MESSAGE_BYTES, answer_set, channel, parse_message
+from fingerd.process.channel import MAX_MESSAGE_BYTES, answer_set, parse_message
 from fingerd.process.logrelay import LogRelay
 
 log = logging.getLogger("fingerd")
@@ -81,12 +82,14 @@ def backoff_delay(failures):
 class Supervisor:
     """Runs workers until TERM or INT; ``run`` returns the exit status."""
 
-    def __init__(self, config, account, sockets, log_handler, on_ready=None):
+    def __init__(self, config, sockets, workers, log_handler, on_ready=None,
+                 clock=time.monotonic):
         self.config = config
-        self.account = account
         self.sockets = sockets
+        self.workers = workers
         self.log_handler = log_handler
         self.on_ready = on_ready
+        self.clock = clock
         self.state = State.STOPPED
         self.deadline = None
         self.restarts = 0
@@ -111,7 +114,7 @@ class Supervisor:
         signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
         self._sel.register(wake_r, selectors.EVENT_READ, self._on_signals)
-        self._spawn()
+        self.start_worker()
         try:
             while self.exit_status is None:
                 self.step(self._timeout())
@@ -126,11 +129,11 @@ class Supervisor:
             # death, read before its channels' EOF, closes them.
             if self._sel.get_map().get(key.fd) is key:
                 key.data(key.fileobj)
-        if self.deadline is not None and time.monotonic() >= self.deadline:
+        if self.deadline is not None and self.clock() >= self.deadline:
             self._on_deadline()
 
     def _timeout(self):
-        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+        return None if self.deadline is None else max(0.0, self.deadline - self.clock())
 
     def _move(self, state, deadline=None):
         """The one place the state changes; ``deadline`` is when it ends by itself."""
@@ -142,45 +145,22 @@ class Supervisor:
         if self.state is State.STARTING:
             self._fail_startup(f"worker not ready after {STARTUP_TIMEOUT:.0f} s")
         elif self.state is State.BACKOFF:
-            self._spawn()
+            self.start_worker()
         elif self.state is State.STOPPING:
             log.warning("worker %d still running %.0f s after TERM; killing it",
                         self.pid, KILL_AFTER)
-            os.kill(self.pid, signal.SIGKILL)
+            self.workers.kill(self.pid, signal.SIGKILL)
             self.deadline = None  # a killed worker ends; wait for it with no further deadline
 
-    def _spawn(self):
-        parent_end, worker_end = channel()
-        log_r, log_w = os.pipe()
-        # The child starts with the worker's signals blocked: one sent before it is
-        # ready to wait for it stays pending instead of killing it.
-        signal.pthread_sigmask(signal.SIG_BLOCK, worker.SIGNALS)
-        pid = os.fork()
-        if pid != 0:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, worker.SIGNALS)
-        if pid == 0:
-            code = 70
-            try:
-                signal.set_wakeup_fd(-1)
-                for signum in HANDLED_SIGNALS:
-                    signal.signal(signum, signal.SIG_DFL)
-                parent_end.close()
-                os.close(log_r)
-                code = worker.run(self.config, self.account, self.sockets, worker_end, log_w,
-                                  self.restarts)
-            except BaseException:
-                log.critical("worker failed", exc_info=True)
-            finally:
-                os._exit(code)
-        worker_end.close()
-        os.close(log_w)
-        os.set_blocking(log_r, False)
+    def start_worker(self):
+        """Fork the next worker; only the first one's startup can fail the daemon."""
+        pid, monitor, log_fd = self.workers.spawn(self.restarts)
         self.pid = pid
-        self.started_at = time.monotonic()
-        self._monitor = parent_end
-        self._relay = LogRelay(log_r, pid)
-        self._sel.register(parent_end, selectors.EVENT_READ, self._on_monitor)
-        self._sel.register(log_r, selectors.EVENT_READ, self._on_log)
+        self.started_at = self.clock()
+        self._monitor = monitor
+        self._relay = LogRelay(log_fd, pid)
+        self._sel.register(monitor, selectors.EVENT_READ, self._on_monitor)
+        self._sel.register(log_fd, selectors.EVENT_READ, self._on_log)
         log.info("started worker %d", pid)
         first = self.restarts == 0
         self._move(State.STARTING, self.started_at + STARTUP_TIMEOUT if first else None)
@@ -235,7 +215,8 @@ class Supervisor:
 
     def handle_sighup(self):
         log.info("SIGHUP: the worker reads the users file again")
-        self._signal_worker(signal.SIGHUP)
+        if self.pid is not None:
+            self.workers.kill(self.pid, signal.SIGHUP)
 
     def handle_sigusr1(self):
         logsetup.reopen(self.log_handler)
@@ -251,24 +232,18 @@ class Supervisor:
         if self.pid is None:
             self._move(State.STOPPED)
             return
-        self._signal_worker(signal.SIGTERM)
-        self._move(State.STOPPING, time.monotonic() + KILL_AFTER)
+        self.workers.kill(self.pid, signal.SIGTERM)
+        self._move(State.STOPPING, self.clock() + KILL_AFTER)
 
     handle_sigint = handle_sigterm
 
     def handle_sigchld(self):
-        while self.pid is not None:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in self.workers.reap():
             if pid == self.pid:
                 self._on_worker_exit(status)
 
     def _on_worker_exit(self, status):
-        uptime = time.monotonic() - self.started_at
+        uptime = self.clock() - self.started_at
         pid, self.pid = self.pid, None
         last_error = self._drain_worker_channels()
         if self.state is State.STOPPING:
@@ -287,7 +262,7 @@ class Supervisor:
         delay = backoff_delay(self.failures)
         if delay:
             log.warning("worker keeps dying; next start in %.1f s", delay)
-        self._move(State.BACKOFF, time.monotonic() + delay)
+        self._move(State.BACKOFF, self.clock() + delay)
 
     def _drain_worker_channels(self):
         """Relay the dead worker's last log lines, forget its channels; its last error."""
@@ -301,18 +276,11 @@ class Supervisor:
             self._unwatch(monitor)
         return relay.last_error
 
-    def _signal_worker(self, signum):
-        if self.pid is not None:
-            try:
-                os.kill(self.pid, signum)
-            except ProcessLookupError:
-                pass
-
     def _fail_startup(self, reason):
         log.error("startup failed: %s", reason)
         if self.pid is not None:
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
+            self.workers.kill(self.pid, signal.SIGKILL)
+            self.workers.wait(self.pid)
             self.pid = None
         self._move(State.FATAL)
         if self.on_ready is not None:
