@@ -110,9 +110,17 @@ def serve(config, account, foreground):
         log.warning("not started as root: the worker keeps this process's user")
     log.info("fingerd %s starting: finger on %s, setter on %s", __version__,
              ", ".join(map(str, config.finger_listen)), ", ".join(map(str, config.setter_listen)))
+
+    def on_ready(reason):
+        # A failed start leaves no pidfile once the starting process hears of it.
+        if reason is not None:
+            pidfile.release()
+        if report is not None:
+            report(reason)
+
     try:
         workers = ForkedWorkers(config, account if root else None, sockets)
-        return Supervisor(config, sockets, workers, handler, on_ready=report).run()
+        return Supervisor(config, sockets, workers, handler, on_ready=on_ready).run()
     finally:
         pidfile.release()
         log.info("stopped")
