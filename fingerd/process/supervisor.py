@@ -37,7 +37,7 @@ HEALTHY_UPTIME = 10.0
 #: Restart delays for workers that keep dying young: first, then doubled up to the cap.
 BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 30.0
-#: Young deaths counted for a worker that exits with EXIT_FATAL: it waits near the cap.
+#: Young deaths counted for a worker that exits with EXIT_FATAL: it waits the longest delay.
 FATAL_EXIT_FAILURES = 8
 #: Seconds beyond the worker's own grace before a stopping worker is killed.
 KILL_AFTER = STOP_GRACE_SECONDS + 3.0
