@@ -10,6 +10,7 @@ from fingerd import __version__, logsetup
 from fingerd.config import DEFAULT_PATH, ConfigError, load_config
 from fingerd.process import daemonize
 from fingerd.process.accounts import AccountError, resolve_account
+from fingerd.process.forking import ForkedWorkers
 from fingerd.process.listeners import (BindError, bind_all, close_all, privileged_port_problem,
                                        remove_unix_sockets, unix_socket_paths)
 from fingerd.process.pidfile import AlreadyRunning, Pidfile
@@ -70,16 +71,6 @@ def count_users(path):
     return len(parse_users(data, path))
 
 
-def _released_before_failure(report, release):
-    """``report`` for the starting process, but a failure only once the pidfile and the
-    sockets are gone: it exits on the word, and whoever started it may look at once."""
-    def report_startup(failure):
-        if failure is not None:
-            release()
-        report(failure)
-    return report_startup
-
-
 def serve(config, account, foreground):
     """Take the pidfile, bind, detach unless ``foreground``, supervise; the exit status."""
     problem = privileged_port_problem(config)
@@ -117,7 +108,7 @@ def serve(config, account, foreground):
         keep = [s for socks in sockets.values() for s in socks] + [pidfile.fd]
         if handler is not None:
             keep.append(handler.stream)
-        report = _released_before_failure(daemonize.detach(keep), release)
+        report = daemonize.detach(keep)
         pidfile.write(os.getpid())
     if handler is None:
         handler = logsetup.configure("", foreground)
@@ -127,9 +118,18 @@ def serve(config, account, foreground):
     setters = [*map(str, config.setter_listen), *unix_socket_paths(config)]
     log.info("fingerd %s starting: finger on %s, setter on %s", __version__,
              ", ".join(map(str, config.finger_listen)), ", ".join(setters))
+
+    def on_ready(reason):
+        # A failed start leaves nothing behind once the starting process hears of it:
+        # it exits on the word, and whoever started it may look at once.
+        if reason is not None:
+            release()
+        if report is not None:
+            report(reason)
+
     try:
-        return Supervisor(config, account if root else None, sockets, handler,
-                          on_ready=report).run()
+        workers = ForkedWorkers(config, account if root else None, sockets)
+        return Supervisor(config, sockets, workers, handler, on_ready=on_ready).run()
     finally:
         release()
         log.info("stopped")

@@ -1,9 +1,17 @@
-"""The parent's pure decisions."""
+"""The parent's decisions, driven in process with a fake clock and fake workers."""
 
+import logging
 import os
 import signal
+import socket
 
-from fingerd.process.supervisor import BACKOFF_CAP, backoff_delay, describe_exit
+import pytest
+
+from fingerd.process.channel import MonitorClient, channel
+from fingerd.process.logrelay import PipeHandler
+from fingerd.process.supervisor import (BACKOFF_CAP, HEALTHY_UPTIME, KILL_AFTER, STARTUP_TIMEOUT,
+                                        State, Supervisor, backoff_delay, describe_exit)
+from fingerd.process.worker import EXIT_FATAL
 
 
 def test_first_death_restarts_at_once():
@@ -29,3 +37,234 @@ def wait_status_of(code=None, sig=None):
 def test_exit_statuses_are_described_by_code_or_signal():
     assert describe_exit(wait_status_of(code=3)) == "exited with status 3"
     assert describe_exit(wait_status_of(sig=signal.SIGKILL)) == "killed by SIGKILL"
+
+
+def exited(code):
+    """The wait status of a process that exited with ``code`` (Linux's encoding)."""
+    return code << 8
+
+
+def killed(signum):
+    """The wait status of a process killed by ``signum`` (Linux's encoding)."""
+    return int(signum)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class FakeWorkers:
+    """Starts no process: the supervisor gets real channels, the test holds their far ends."""
+
+    def __init__(self):
+        self.pids = []
+        self.sent = []
+        self.waited = []
+        self._ends = {}
+        self._ended = []
+
+    def spawn(self, restarts):
+        pid = 4000 + len(self.pids)
+        parent_end, worker_end = channel()
+        log_r, log_w = os.pipe()
+        os.set_blocking(log_r, False)
+        self.pids.append(pid)
+        self._ends[pid] = (worker_end, log_w)
+        return pid, parent_end, log_r
+
+    def kill(self, pid, signum):
+        self.sent.append((pid, signum))
+
+    def reap(self):
+        ended, self._ended = self._ended, []
+        return ended
+
+    def wait(self, pid):
+        self.waited.append(pid)
+
+    @property
+    def pid(self):
+        """The newest worker's."""
+        return self.pids[-1]
+
+    def ready(self):
+        MonitorClient(self._ends[self.pid][0]).ready()
+
+    def log_error(self, message):
+        record = logging.makeLogRecord({"levelno": logging.ERROR, "msg": message})
+        PipeHandler(self._ends[self.pid][1]).emit(record)
+
+    def end(self, status):
+        """The newest worker ends: its ends close, and the parent can reap it."""
+        self._close(self.pid)
+        self._ended.append((self.pid, status))
+
+    def _close(self, pid):
+        worker_end, log_w = self._ends.pop(pid)
+        worker_end.close()
+        os.close(log_w)
+
+    def close(self):
+        for pid in list(self._ends):
+            self._close(pid)
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def workers():
+    fake = FakeWorkers()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def listener():
+    with socket.socket() as sock:
+        yield sock
+
+
+@pytest.fixture
+def reports():
+    return []
+
+
+@pytest.fixture
+def supervisor(clock, workers, listener, reports):
+    sup = Supervisor(None, {"finger": [listener]}, workers, None, on_ready=reports.append,
+                     clock=clock)
+    sup.start_worker()
+    return sup
+
+
+@pytest.fixture
+def running(supervisor, workers):
+    workers.ready()
+    supervisor.step(0)
+    return supervisor
+
+
+def die(sup, workers, status=exited(1)):
+    workers.end(status)
+    sup.handle_sigchld()
+
+
+def test_a_worker_that_says_it_is_ready_is_running_and_startup_is_reported(
+        supervisor, workers, reports):
+    assert supervisor.state is State.STARTING
+    workers.ready()
+    supervisor.step(0)
+    assert supervisor.state is State.RUNNING
+    assert reports == [None]
+    assert supervisor.exit_status is None
+
+
+def test_workers_that_keep_dying_young_wait_longer_each_time_up_to_the_cap(
+        running, workers, clock):
+    delays = []
+    for _ in range(9):
+        die(running, workers)
+        assert running.state is State.BACKOFF
+        delays.append(running.deadline - clock.now)
+        clock.now = running.deadline
+        running.step(0)
+        assert running.state is State.STARTING
+    assert delays == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, BACKOFF_CAP, BACKOFF_CAP]
+    assert len(workers.pids) == 10 and running.restarts == 9
+
+
+def test_a_healthy_workers_death_restarts_the_next_at_once(running, workers, clock):
+    for _ in range(3):
+        die(running, workers)
+        clock.now = running.deadline
+        running.step(0)
+    workers.ready()
+    running.step(0)
+    clock.now += HEALTHY_UPTIME
+    die(running, workers)
+    assert running.deadline == clock.now
+    running.step(0)
+    assert running.state is State.STARTING and len(workers.pids) == 5
+    die(running, workers)
+    assert running.deadline - clock.now == 0.5
+
+
+def test_a_worker_exiting_with_exit_fatal_waits_the_longest_even_after_a_healthy_life(
+        running, workers, clock):
+    clock.now += HEALTHY_UPTIME
+    die(running, workers, exited(EXIT_FATAL))
+    assert running.state is State.BACKOFF
+    assert running.deadline - clock.now == BACKOFF_CAP
+
+
+def test_only_the_first_workers_startup_can_fail(running, workers, clock):
+    die(running, workers)
+    running.step(0)
+    assert running.state is State.STARTING and running.deadline is None
+    die(running, workers)
+    assert running.state is State.BACKOFF
+
+
+def test_sighup_is_passed_to_the_worker(running, workers):
+    running.handle_sighup()
+    assert workers.sent == [(workers.pid, signal.SIGHUP)]
+
+
+def test_term_stops_the_worker_and_kills_it_if_it_lingers(running, workers, clock, listener):
+    running.handle_sigterm()
+    assert running.state is State.STOPPING
+    assert listener.fileno() == -1
+    assert workers.sent == [(workers.pid, signal.SIGTERM)]
+    clock.now += KILL_AFTER - 0.1
+    running.step(0)
+    assert workers.sent[-1][1] == signal.SIGTERM
+    clock.now += 0.1
+    running.step(0)
+    assert workers.sent[-1] == (workers.pid, signal.SIGKILL)
+    running.step(0)
+    assert workers.sent.count((workers.pid, signal.SIGKILL)) == 1
+    die(running, workers, killed(signal.SIGKILL))
+    assert running.state is State.STOPPED
+    assert running.exit_status == 0
+
+
+def test_term_during_backoff_stops_without_starting_another(running, workers, clock):
+    die(running, workers)
+    running.step(0)
+    die(running, workers)
+    assert running.state is State.BACKOFF and running.deadline > clock.now
+    running.handle_sigterm()
+    assert running.exit_status == 0
+    clock.now += BACKOFF_CAP
+    running.step(0)
+    assert len(workers.pids) == 2 and workers.sent == []
+
+
+def test_a_first_worker_dying_before_it_is_ready_fails_startup_with_its_last_error(
+        supervisor, workers, reports):
+    workers.log_error("worker cannot read users file: Permission denied")
+    die(supervisor, workers, exited(EXIT_FATAL))
+    assert supervisor.state is State.FATAL
+    assert supervisor.exit_status == 1
+    assert reports == ["worker exited with status 78 during startup: "
+                       "worker cannot read users file: Permission denied"]
+    assert len(workers.pids) == 1
+
+
+def test_a_first_worker_not_ready_in_time_is_killed_and_startup_fails(
+        supervisor, workers, clock, reports):
+    clock.now += STARTUP_TIMEOUT - 0.1
+    supervisor.step(0)
+    assert supervisor.state is State.STARTING
+    clock.now += 0.1
+    supervisor.step(0)
+    assert supervisor.exit_status == 1
+    assert reports == [f"worker not ready after {STARTUP_TIMEOUT:.0f} s"]
+    assert workers.sent == [(workers.pid, signal.SIGKILL)] and workers.waited == [workers.pid]

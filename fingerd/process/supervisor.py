@@ -6,11 +6,12 @@ worker's log pipe. Signal handlers do nothing: Python writes the signal
 number to the wake-up socket, and the loop acts on it, so no work ever runs
 inside a handler.
 
-Worker states follow Supervisor's: STARTING until it says it is ready, then
-RUNNING; a worker that dies is started again at once, and with a growing,
-capped delay when it keeps dying young.
+The worker's life is Supervisor's state machine: ``State`` names the states,
+``NEXT`` the moves. The clock and the worker processes (``forking``) are
+arguments, so that tests drive it in process.
 """
 
+import enum
 import logging
 import os
 import selectors
@@ -21,7 +22,7 @@ import time
 from fingerd import logsetup
 from fingerd.limits import STOP_GRACE_SECONDS
 from fingerd.process import worker
-from fingerd.process.channel import MAX_MESSAGE_BYTES, answer_set, channel, parse_message
+from fingerd.process.channel import MAX_MESSAGE_BYTES, answer_set, parse_message
 from fingerd.process.logrelay import LogRelay
 
 log = logging.getLogger("fingerd")
@@ -36,8 +37,32 @@ HEALTHY_UPTIME = 10.0
 #: Restart delays for workers that keep dying young: first, then doubled up to the cap.
 BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 30.0
+#: Young deaths counted for a worker that exits with EXIT_FATAL: it waits the longest delay.
+FATAL_EXIT_FAILURES = 8
 #: Seconds beyond the worker's own grace before a stopping worker is killed.
 KILL_AFTER = STOP_GRACE_SECONDS + 3.0
+
+
+class State(enum.Enum):
+    """The worker's state. The supervisor's ``deadline`` means what the state says."""
+
+    STOPPED = "stopped"      # none yet, or stopped on request: the loop returns 0
+    STARTING = "starting"    # forked, not ready; the first one fails at its deadline
+    RUNNING = "running"      # said it is ready
+    BACKOFF = "backoff"      # died; the next starts at the deadline
+    STOPPING = "stopping"    # sent TERM; killed at the deadline
+    FATAL = "fatal"          # the first worker never became ready: the loop returns 1
+
+
+#: The only moves ``Supervisor._move`` makes.
+NEXT = {
+    State.STOPPED: {State.STARTING},
+    State.STARTING: {State.RUNNING, State.BACKOFF, State.STOPPING, State.FATAL},
+    State.RUNNING: {State.BACKOFF, State.STOPPING},
+    State.BACKOFF: {State.STARTING, State.STOPPED},
+    State.STOPPING: {State.STOPPED},
+    State.FATAL: set(),
+}
 
 
 def describe_exit(status):
@@ -57,24 +82,28 @@ def backoff_delay(failures):
 class Supervisor:
     """Runs workers until TERM or INT; ``run`` returns the exit status."""
 
-    def __init__(self, config, account, sockets, log_handler, on_ready=None):
+    def __init__(self, config, sockets, workers, log_handler, on_ready=None,
+                 clock=time.monotonic):
         self.config = config
-        self.account = account
         self.sockets = sockets
+        self.workers = workers
         self.log_handler = log_handler
         self.on_ready = on_ready
+        self.clock = clock
+        self.state = State.STOPPED
+        self.deadline = None
         self.restarts = 0
-        self.pid = None
-        self.ready = False
-        self.started_at = 0.0
         self.failures = 0
-        self.respawn_at = None
-        self.kill_at = None
-        self.stopping = False
-        self.startup_failure = None
+        self.pid = None
+        self.started_at = 0.0
         self._sel = selectors.DefaultSelector()
         self._monitor = None
         self._relay = None
+
+    @property
+    def exit_status(self):
+        """None while there is a worker to keep; 0 once stopped, 1 once startup failed."""
+        return {State.STOPPED: 0, State.FATAL: 1}.get(self.state)
 
     def run(self):
         wake_r, wake_w = socket.socketpair()
@@ -85,88 +114,68 @@ class Supervisor:
         signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
         self._sel.register(wake_r, selectors.EVENT_READ, self._on_signals)
-        self._spawn()
-        startup_deadline = time.monotonic() + STARTUP_TIMEOUT
+        self.start_worker()
         try:
-            while True:
-                if self.startup_failure is not None:
-                    return self._fail_startup(self.startup_failure)
-                if self.pid is None and self.respawn_at is None:
-                    return 0
-                if not self.ready and self.restarts == 0 and not self.stopping \
-                        and time.monotonic() > startup_deadline:
-                    self.startup_failure = f"worker not ready after {STARTUP_TIMEOUT:.0f} s"
-                    continue
-                for key, _ in self._sel.select(self._timeout()):
-                    # Skipped when an earlier callback of this turn closed it
-                    # (a worker's death closes its log pipe and channel).
-                    if self._sel.get_map().get(key.fd) is key:
-                        key.data(key.fileobj)
-                self._timers()
+            while self.exit_status is None:
+                self.step(self._timeout())
+            return self.exit_status
         finally:
             signal.set_wakeup_fd(-1)
 
-    def _timeout(self):
-        deadlines = [d for d in (self.respawn_at, self.kill_at) if d is not None]
-        if not deadlines:
-            return 1.0
-        return max(0.0, min(min(deadlines) - time.monotonic(), 1.0))
+    def step(self, timeout):
+        """One turn of the loop: what is readable within ``timeout`` s, then the deadline."""
+        for key, _ in self._sel.select(timeout):
+            # Skip a key an earlier callback of this turn unregistered: a worker's
+            # death, read before its channels' EOF, closes them.
+            if self._sel.get_map().get(key.fd) is key:
+                key.data(key.fileobj)
+        if self.deadline is not None and self.clock() >= self.deadline:
+            self._on_deadline()
 
-    def _timers(self):
-        now = time.monotonic()
-        if self.respawn_at is not None and now >= self.respawn_at and not self.stopping:
-            self.respawn_at = None
-            self._spawn()
-        if self.kill_at is not None and now >= self.kill_at and self.pid is not None:
+    def _timeout(self):
+        return None if self.deadline is None else max(0.0, self.deadline - self.clock())
+
+    def _move(self, state, deadline=None):
+        """The one place the state changes; ``deadline`` is when it ends by itself."""
+        assert state in NEXT[self.state], f"worker {self.state.value} cannot be {state.value}"
+        self.state = state
+        self.deadline = deadline
+
+    def _on_deadline(self):
+        if self.state is State.STARTING:
+            self._fail_startup(f"worker not ready after {STARTUP_TIMEOUT:.0f} s")
+        elif self.state is State.BACKOFF:
+            self.start_worker()
+        elif self.state is State.STOPPING:
             log.warning("worker %d still running %.0f s after TERM; killing it",
                         self.pid, KILL_AFTER)
-            os.kill(self.pid, signal.SIGKILL)
-            self.kill_at = None
+            self.workers.kill(self.pid, signal.SIGKILL)
+            self.deadline = None  # a killed worker ends; wait for it with no further deadline
 
-    def _spawn(self):
-        parent_end, worker_end = channel()
-        log_r, log_w = os.pipe()
-        # The child starts with the worker's signals blocked: one sent before it is
-        # ready to wait for it stays pending instead of killing it.
-        signal.pthread_sigmask(signal.SIG_BLOCK, worker.SIGNALS)
-        pid = os.fork()
-        if pid != 0:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, worker.SIGNALS)
-        if pid == 0:
-            code = 70
-            try:
-                signal.set_wakeup_fd(-1)
-                for signum in HANDLED_SIGNALS:
-                    signal.signal(signum, signal.SIG_DFL)
-                parent_end.close()
-                os.close(log_r)
-                code = worker.run(self.config, self.account, self.sockets, worker_end, log_w,
-                                  self.restarts)
-            except BaseException:
-                log.critical("worker failed", exc_info=True)
-            finally:
-                os._exit(code)
-        worker_end.close()
-        os.close(log_w)
-        os.set_blocking(log_r, False)
+    def start_worker(self):
+        """Fork the next worker; only the first one's startup can fail the daemon."""
+        pid, monitor, log_fd = self.workers.spawn(self.restarts)
         self.pid = pid
-        self.ready = False
-        self.started_at = time.monotonic()
-        self._monitor = parent_end
-        self._relay = LogRelay(log_r, pid)
-        self._sel.register(parent_end, selectors.EVENT_READ, self._on_monitor)
-        self._sel.register(log_r, selectors.EVENT_READ, self._on_log)
+        self.started_at = self.clock()
+        self._monitor = monitor
+        self._relay = LogRelay(log_fd, pid)
+        self._sel.register(monitor, selectors.EVENT_READ, self._on_monitor)
+        self._sel.register(log_fd, selectors.EVENT_READ, self._on_log)
         log.info("started worker %d", pid)
+        first = self.restarts == 0
+        self._move(State.STARTING, self.started_at + STARTUP_TIMEOUT if first else None)
 
     def _on_log(self, fd):
         if not self._relay.feed():
-            self._close_log(self._relay)
+            self._unwatch(fd)
+            self._relay.fd = None
 
-    def _close_log(self, relay):
-        if relay.fd is not None:
-            self._sel.unregister(relay.fd)
-            os.close(relay.fd)
-            relay.fd = None
+    def _unwatch(self, channel_end):
+        self._sel.unregister(channel_end)
+        if isinstance(channel_end, int):
+            os.close(channel_end)
+        else:
+            channel_end.close()
 
     def _on_monitor(self, sock):
         try:
@@ -174,8 +183,7 @@ class Supervisor:
         except OSError:
             data = b""
         if not data:
-            self._sel.unregister(sock)
-            sock.close()
+            self._unwatch(sock)
             self._monitor = None
             return
         message = parse_message(data)
@@ -190,8 +198,9 @@ class Supervisor:
                 log.warning("cannot answer worker %d: %s", self.pid, exc)
 
     def _on_worker_ready(self):
-        self.ready = True
         log.info("worker %d ready", self.pid)
+        if self.state is State.STARTING:
+            self._move(State.RUNNING)
         if self.on_ready is not None:
             self.on_ready(None)
             self.on_ready = None
@@ -206,95 +215,76 @@ class Supervisor:
 
     def handle_sighup(self):
         log.info("SIGHUP: the worker reads the users file again")
-        self._signal_worker(signal.SIGHUP)
+        if self.pid is not None:
+            self.workers.kill(self.pid, signal.SIGHUP)
 
     def handle_sigusr1(self):
         logsetup.reopen(self.log_handler)
         log.info("SIGUSR1: log file reopened")
 
     def handle_sigterm(self):
-        if self.stopping:
+        if self.state not in (State.STARTING, State.RUNNING, State.BACKOFF):
             return
         log.info("stopping")
-        self.stopping = True
-        self.respawn_at = None
         for socks in self.sockets.values():
             for sock in socks:
                 sock.close()
-        if self.pid is not None:
-            self._signal_worker(signal.SIGTERM)
-            self.kill_at = time.monotonic() + KILL_AFTER
+        if self.pid is None:
+            self._move(State.STOPPED)
+            return
+        self.workers.kill(self.pid, signal.SIGTERM)
+        self._move(State.STOPPING, self.clock() + KILL_AFTER)
 
     handle_sigint = handle_sigterm
 
     def handle_sigchld(self):
-        while self.pid is not None:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in self.workers.reap():
             if pid == self.pid:
                 self._on_worker_exit(status)
 
     def _on_worker_exit(self, status):
-        uptime = time.monotonic() - self.started_at
+        uptime = self.clock() - self.started_at
         pid, self.pid = self.pid, None
-        self.kill_at = None
         last_error = self._drain_worker_channels()
-        if self.stopping:
+        if self.state is State.STOPPING:
             log.info("worker %d %s", pid, describe_exit(status))
+            self._move(State.STOPPED)
             return
         log.error("worker %d %s after %.1f s", pid, describe_exit(status), uptime)
-        if not self.ready and self.restarts == 0:
-            self.startup_failure = f"worker {describe_exit(status)} during startup" + (
-                f": {last_error}" if last_error else "")
+        if self.state is State.STARTING and self.restarts == 0:
+            self._fail_startup(f"worker {describe_exit(status)} during startup" + (
+                f": {last_error}" if last_error else ""))
             return
         self.failures = 1 if uptime >= HEALTHY_UPTIME else self.failures + 1
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == worker.EXIT_FATAL:
-            self.failures = max(self.failures, 8)
+            self.failures = max(self.failures, FATAL_EXIT_FAILURES)
         self.restarts += 1
         delay = backoff_delay(self.failures)
         if delay:
             log.warning("worker keeps dying; next start in %.1f s", delay)
-        self.respawn_at = time.monotonic() + delay
+        self._move(State.BACKOFF, self.clock() + delay)
 
     def _drain_worker_channels(self):
         """Relay the dead worker's last log lines, forget its channels; its last error."""
-        last_error = None
-        if self._relay is not None:
+        relay, monitor, self._relay, self._monitor = self._relay, self._monitor, None, None
+        if relay.fd is not None:
             for _ in range(1000):
-                if self._relay.fd is None or not self._relay.feed():
+                if not relay.feed():
                     break
-            self._close_log(self._relay)
-            last_error = self._relay.last_error
-            self._relay = None
-        if self._monitor is not None:
-            try:
-                self._sel.unregister(self._monitor)
-            except KeyError:
-                pass
-            self._monitor.close()
-            self._monitor = None
-        return last_error
-
-    def _signal_worker(self, signum):
-        if self.pid is not None:
-            try:
-                os.kill(self.pid, signum)
-            except ProcessLookupError:
-                pass
+            self._unwatch(relay.fd)
+        if monitor is not None:
+            self._unwatch(monitor)
+        return relay.last_error
 
     def _fail_startup(self, reason):
         log.error("startup failed: %s", reason)
         if self.pid is not None:
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
+            self.workers.kill(self.pid, signal.SIGKILL)
+            self.workers.wait(self.pid)
             self.pid = None
+        self._move(State.FATAL)
         if self.on_ready is not None:
             self.on_ready(reason)
-        return 1
 
 
 def _record_only(signum, frame):
