@@ -53,6 +53,7 @@ class Config:
     reload_interval: float
     threads: int
     max_connections: int
+    max_per_source: int
     request_timeout: float
     backlog: int
     log_file: str
@@ -229,6 +230,7 @@ SCHEMA = (
     ("fingerd", "reload_interval", "30", _seconds(0.1, 86400), "reload_interval"),
     ("fingerd", "threads", "16", _integer(1, 1024), "threads"),
     ("fingerd", "max_connections", "256", _integer(1, 65536), "max_connections"),
+    ("fingerd", "max_per_source", "32", _integer(0, 65536), "max_per_source"),
     ("fingerd", "request_timeout", "10", _seconds(0.1, 3600), "request_timeout"),
     ("fingerd", "backlog", "1024", _integer(1, 65535), "backlog"),
     ("fingerd", "log_file", "", _path, "log_file"),

@@ -26,5 +26,9 @@ ACCEPTS_PER_TURN = 32
 #: sends FIN rather than a reset that would destroy the answer in flight.
 DRAIN_BYTES = 4096
 
+#: Descriptors the worker keeps for itself besides connections: listeners,
+#: the pool's files, the log pipe, the channel, a users file being read.
+RESERVED_DESCRIPTORS = 64
+
 #: Seconds a graceful stop waits for answers in progress.
 STOP_GRACE_SECONDS = 5.0

@@ -107,9 +107,9 @@ def python_part(server, runs=100_000):
     peer = ("127.0.0.1", 1)
 
     def one():
-        gate.enter()
+        gate.enter("127.0.0.1")
         now = time.monotonic()
-        server._read(Connection(StubSocket(), peer, now, now + 10))
+        server._read(Connection(StubSocket(), peer, "127.0.0.1", now, now + 10))
 
     return min(timeit.repeat(one, number=runs, repeat=7)) / runs * 1e6
 

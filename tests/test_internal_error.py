@@ -36,7 +36,7 @@ def server():
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
-    context = Context(pool, ConnectionGate(8, metrics.connections_active), metrics, 5)
+    context = Context(pool, ConnectionGate(8), metrics, 5)
     srv = FingerServer(sock, context, FailingOnceDirectory(), Rules(), Renderer())
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()

@@ -1,10 +1,19 @@
-"""Many clients at once, and idle clients beside honest ones."""
+"""Many clients at once, idle clients beside honest ones, and too few descriptors."""
 
-import re
+import errno
+import logging
 import socket
 import threading
 import time
 
+from fingerd.finger.answer import Rules
+from fingerd.finger.output import Renderer
+from fingerd.finger.sources import Directory
+from fingerd.metrics import Metrics
+from fingerd.serving.gate import ConnectionGate
+from fingerd.serving.handlers import FingerServer
+from fingerd.serving.loop import ACCEPT_PAUSE_SECONDS, Context
+from fingerd.serving.pool import Pool
 from tests.support.net import exchange
 from tests.support.polling import during, wait_until
 
@@ -41,7 +50,7 @@ def still_open(s):
 
 def test_three_hundred_idle_clients_do_not_delay_an_honest_query(make_daemon):
     d = make_daemon(fingerd__threads="2", fingerd__max_connections="1024",
-                    fingerd__request_timeout="60").start()
+                    fingerd__max_per_source="0", fingerd__request_timeout="60").start()
     idle = []
     try:
         for _ in range(300):
@@ -60,37 +69,80 @@ def test_three_hundred_idle_clients_do_not_delay_an_honest_query(make_daemon):
 REJECTED = "fingerd_connections_rejected_total"
 
 
-def test_running_out_of_descriptors_pauses_accepting_instead_of_spinning(make_daemon):
-    """Out of descriptors, the worker stops polling its listener for the pause it
-    announces, then tries again, rather than spinning on accept(): every failed
-    accept is counted as accept_failed, so there is at most one a pause. The
-    shortage is reported once and its end once, and clients are answered again
-    once descriptors are free."""
-    d = make_daemon(fingerd__request_timeout="60").start(max_files=64)
-    failed_before = d.metric(REJECTED, reason="accept_failed")
-    started = time.monotonic()
+def test_a_descriptor_limit_too_small_lowers_max_connections_and_clients_hear_busy(make_daemon):
+    """Over-committed, a server would leave clients to time out when accept fails;
+    instead the worker serves as many connections as its descriptors allow, says so
+    at start, and tells the rest they are busy at once."""
+    d = make_daemon(fingerd__request_timeout="60", fingerd__max_per_source="0").start(
+        max_files=120)
+    assert "max_connections = 256 needs more descriptors than the limit of 120 allows; " \
+           "serving at most 48 connections" in d.log()
     held = []
     try:
-        for _ in range(80):
+        for _ in range(60):
             held.append(socket.create_connection(("127.0.0.1", d.finger_port), timeout=5))
-        wait_until(lambda: "cannot accept connections: Too many open files" in d.log(),
-                   what="accept to fail for want of descriptors")
-        for _ in during(1.0):
-            assert d.proc.poll() is None
-            assert "accepting connections again" not in d.log(), "descriptors came back"
+        wait_until(lambda: d.metric("fingerd_connections_active") == 42,
+                   what="finger's share of 48 held", timeout=15)
+        assert d.finger(b"alice\r\n", timeout=5) == b"Server busy, try again later\r\n"
+        assert d.metric(REJECTED, reason="accept_failed") == 0, "no accept ran out"
     finally:
         for s in held:
             s.close()
     wait_until(lambda: d.finger(b"alice\r\n", timeout=5) == b"Happy and well\r\n",
-               what="service after descriptors came back")
-    wait_until(lambda: "finger: accepting connections again" in d.log(), what="the recovery")
-    starved = time.monotonic() - started
-    announced = re.search(r"finger: cannot accept connections: .*; retrying every ([0-9.]+) s",
-                          d.log())
-    assert announced, "the shortage is reported with the pause between retries"
-    pause = float(announced.group(1))
-    assert pause > 0, "retrying without a pause is spinning"
-    failed = d.metric(REJECTED, reason="accept_failed") - failed_before
-    assert 1 <= failed <= starved / pause + 1, \
-        f"{failed:.0f} failed accepts in {starved:.1f} s: not one every {pause} s at most"
-    assert d.log().count("finger: cannot accept connections") == 1, "reported once, not each pause"
+               what="service once the held connections closed")
+
+
+class StarvedListener(socket.socket):
+    """A listening socket whose accepts fail for want of descriptors while ``starved``."""
+
+    starved = True
+    failures = 0
+
+    def _accept(self):
+        if self.starved:
+            self.failures += 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return super()._accept()
+
+
+def test_running_out_of_descriptors_pauses_accepting_instead_of_spinning(caplog):
+    """Should accept still run out of descriptors, the loop stops polling its listener
+    for the pause it announces rather than spinning, counts each failure, reports the
+    shortage once and its end once, and serves again once descriptors are back."""
+    listener = StarvedListener()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    metrics = Metrics()
+    pool = Pool(1)
+    server = FingerServer(listener, Context(pool, ConnectionGate(8), metrics, 5),
+                          Directory([]), Rules(), Renderer())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    waiting = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        with caplog.at_level(logging.INFO):
+            wait_until(lambda: listener.failures >= 1, what="accept to fail")
+            started = time.monotonic()
+            for _ in during(1.0):
+                assert thread.is_alive()
+            failed = listener.failures
+            assert 2 <= failed <= (time.monotonic() - started) / ACCEPT_PAUSE_SECONDS + 2, \
+                f"{failed} failed accepts in a second: not one a pause"
+            listener.starved = False
+            waiting.sendall(b"alice\r\n")
+            waiting.settimeout(5)
+            assert waiting.recv(100) == b"No such user\r\n", "served once descriptors are back"
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum("cannot accept connections: Too many open files" in m
+                   for m in messages) == 1, "reported once, not each pause"
+        assert sum("accepting connections again" in m for m in messages) == 1
+        assert metrics.registry.get_sample_value(REJECTED, {"reason": "accept_failed"}) == \
+            listener.failures
+    finally:
+        waiting.close()
+        server.begin_shutdown(0.0)
+        server.wait_stopped(5.0)
+        pool.stop(5)
+        thread.join(5)
+        server.close()

@@ -81,6 +81,8 @@ def bind_unix(path, backlog, option):
         os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
         _remove_stale(path, option)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    except BindError:
+        raise
     except OSError as exc:
         raise BindError(f"cannot listen on {path} ({option}): {exc.strerror}") from None
     try:
@@ -103,11 +105,15 @@ def _remove_stale(path, option):
         raise BindError(f"cannot listen on {path} ({option}): a file that is not a socket "
                         f"is in the way")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        # Non-blocking: a live server with a full backlog must not hang the start.
+        probe.setblocking(False)
         try:
             probe.connect(path)
         except (ConnectionRefusedError, FileNotFoundError):
             os.unlink(path)
             return
+        except BlockingIOError:
+            pass
     raise BindError(f"cannot listen on {path} ({option}): another process serves it")
 
 

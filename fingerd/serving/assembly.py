@@ -7,6 +7,7 @@ privileges, so a privileged parent can hand it its sockets.
 """
 
 import logging
+import resource
 import threading
 import time
 
@@ -15,7 +16,7 @@ from fingerd.finger.answer import Rules
 from fingerd.finger.forward import Forwarder
 from fingerd.finger.output import Renderer
 from fingerd.finger.sources import Directory, FileSource, SystemSource
-from fingerd.limits import STOP_GRACE_SECONDS
+from fingerd.limits import RESERVED_DESCRIPTORS, STOP_GRACE_SECONDS
 from fingerd.serving.gate import ConnectionGate
 from fingerd.serving.handlers import FingerServer, SetterServer
 from fingerd.serving.loop import Context
@@ -46,10 +47,15 @@ class Service:
         self.metrics.pool_busy.set_function(self._pool.busy)
         self.metrics.pool_queued.set_function(self._pool.queued)
         access_log = AccessLog(config.log_queries) if config.access_log else None
-        gate = ConnectionGate(config.max_connections, self.metrics.connections_active)
-        context = Context(self._pool, gate, self.metrics, config.request_timeout, access_log)
-        scrapes = Context(self._pool, ConnectionGate(METRICS_MAX_CONNECTIONS), self.metrics,
-                          config.request_timeout)
+        gates = budgets(affordable_connections(config.max_connections), config.max_per_source)
+        # Scrapes are not counted, so that a scrape does not see itself.
+        self.metrics.connections_active.set_function(
+            lambda: gates["finger"].active + gates["setter"].active)
+
+        def context(service):
+            return Context(self._pool, gates[service], self.metrics, config.request_timeout,
+                           access_log if service != "metrics" else None)
+
         sockets = self._sockets
         directory = build_directory(config, self.store)
         rules = Rules(config.list_users, config.forwarding, config.forward_allow)
@@ -57,12 +63,13 @@ class Service:
         forward = Forwarder(config.forward_timeout) if config.forwarding else None
         requesters = Requesters(config.setter_admin_group)
         self._servers = (
-            [FingerServer(s, context, directory, rules, renderer, forward,
+            [FingerServer(s, context("finger"), directory, rules, renderer, forward,
                           lookups_block=config.system_users, users=self.store.users)
              for s in sockets["finger"]]
-            + [SetterServer(s, context, self.store, config.setter_policy, requesters)
+            + [SetterServer(s, context("setter"), self.store, config.setter_policy, requesters)
                for s in sockets["setter"]]
-            + [MetricsServer(s, scrapes, self.metrics.registry) for s in sockets["metrics"]])
+            + [MetricsServer(s, context("metrics"), self.metrics.registry)
+               for s in sockets["metrics"]])
         self._watcher = Watcher(self.store, config.reload_interval)
         self._watcher.start()
         for server in self._servers:
@@ -104,6 +111,35 @@ class Service:
 
 def _left(deadline):
     return max(0.0, deadline - time.monotonic())
+
+
+def budgets(max_connections, per_source):
+    """Each service's own gate, so that no service's clients can take another's slots.
+
+    ``max_connections`` is shared out: the setter gets an eighth (at least
+    one), finger the rest (at least one); the metrics endpoint has
+    METRICS_MAX_CONNECTIONS beside them, so a flood of finger clients
+    cannot hide it from the scraper.
+    """
+    setter = max(1, max_connections // 8)
+    return {"finger": ConnectionGate(max(1, max_connections - setter), per_source),
+            "setter": ConnectionGate(setter, per_source),
+            "metrics": ConnectionGate(METRICS_MAX_CONNECTIONS)}
+
+
+def affordable_connections(max_connections, descriptors=None):
+    """``max_connections``, lowered with a warning when the descriptor limit cannot hold
+    that many connections besides the daemon's own: an over-committed server would
+    leave clients to time out instead of telling them it is busy."""
+    if descriptors is None:
+        descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    room = descriptors - RESERVED_DESCRIPTORS - METRICS_MAX_CONNECTIONS
+    if descriptors == resource.RLIM_INFINITY or max_connections <= room:
+        return max_connections
+    lowered = max(1, room)
+    log.warning("max_connections = %d needs more descriptors than the limit of %d allows; "
+                "serving at most %d connections", max_connections, descriptors, lowered)
+    return lowered
 
 
 def build_directory(config, store):

@@ -1,30 +1,60 @@
-"""The bound on connections accepted and not yet answered, shared by the servers."""
+"""The bounds on connections accepted and not yet answered: in all, and from one source."""
 
+import socket
 import threading
+
+from fingerd.outcomes import REJECT_BUSY, REJECT_PER_SOURCE
+
+
+def source_of(host):
+    """What ``max_per_source`` counts by: an IPv4 address, an IPv6 /64 (IPv6 clients get
+    a /64 each, and a host may take any address in it), an IPv4-mapped address as the
+    IPv4 address it maps."""
+    if ":" not in host:
+        return host
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    try:
+        return socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])[:8]
+    except OSError:
+        return host
 
 
 class ConnectionGate:
-    """At most ``limit`` connections hold a slot at once; taking one never waits.
+    """At most ``limit`` connections hold a slot at once, and at most ``per_source`` (0:
+    no such bound) from one source; taking a slot never waits.
 
     A plain counter under a lock: threading.BoundedSemaphore is written in
     Python and costs several times more on every connection.
     """
 
-    def __init__(self, limit, active_gauge=None):
+    def __init__(self, limit, per_source=0):
         self.limit = limit
+        self.per_source = per_source
         self.active = 0
+        self._by_source = {}
         self._lock = threading.Lock()
-        if active_gauge is not None:
-            active_gauge.set_function(lambda: self.active)
 
-    def enter(self):
-        """Take a slot if one is free; False when all are taken."""
+    def enter(self, source):
+        """Take a slot for a client from ``source``: None, or why there is none (the
+        rejection reason)."""
         with self._lock:
             if self.active >= self.limit:
-                return False
+                return REJECT_BUSY
+            if self.per_source:
+                held = self._by_source.get(source, 0)
+                if held >= self.per_source:
+                    return REJECT_PER_SOURCE
+                self._by_source[source] = held + 1
             self.active += 1
-            return True
+            return None
 
-    def leave(self):
+    def leave(self, source):
         with self._lock:
             self.active -= 1
+            if self.per_source:
+                held = self._by_source[source] - 1
+                if held:
+                    self._by_source[source] = held
+                else:
+                    del self._by_source[source]

@@ -30,8 +30,9 @@ from _socket import socket as raw_socket
 from typing import NamedTuple, Optional
 
 from fingerd.limits import ACCEPTS_PER_TURN, DRAIN_BYTES
-from fingerd.outcomes import (ERROR, REJECT_BUSY, REJECT_NOT_LOCAL, REJECT_RESOURCES,
-                              REJECT_TIMEOUT, REJECT_TOO_LONG)
+from fingerd.outcomes import (ERROR, REJECT_NOT_LOCAL, REJECT_RESOURCES, REJECT_TIMEOUT,
+                              REJECT_TOO_LONG)
+from fingerd.serving.gate import source_of
 from fingerd.serving.lines import LineTooLong, take_lines
 
 log = logging.getLogger(__name__)
@@ -95,12 +96,13 @@ class Connection:
     """An accepted connection: the loop's thread owns it until its request is complete,
     then the thread that answers it does."""
 
-    __slots__ = ("sock", "fd", "peer", "started", "deadline", "buf")
+    __slots__ = ("sock", "fd", "peer", "source", "started", "deadline", "buf")
 
-    def __init__(self, sock, peer, started, deadline):
+    def __init__(self, sock, peer, source, started, deadline):
         self.sock = sock
         self.fd = sock.fileno()
         self.peer = peer
+        self.source = source
         self.started = started
         self.deadline = deadline
         self.buf = b""
@@ -126,6 +128,8 @@ class Server:
     #: Whether the kernel may hold a new connection until its first bytes arrive
     #: (TCP_DEFER_ACCEPT), for protocols where the client speaks first.
     defers_accept = False
+    #: What a client beyond a connection limit is told, in the service's protocol.
+    busy_answer = BUSY
 
     def __init__(self, sock, context):
         self.socket = sock
@@ -308,13 +312,15 @@ class Server:
                 self._rejected.labels(REJECT_NOT_LOCAL).inc()
                 sock.close()
                 continue
-            if not gate.enter():
-                self._rejected.labels(REJECT_BUSY).inc()
-                refuse_busy(sock)
+            source = source_of(peer[0]) if peer else ""
+            refused = gate.enter(source)
+            if refused is not None:
+                self._rejected.labels(refused).inc()
+                refuse_busy(sock, self.busy_answer)
                 continue
             now = time.monotonic()
             # The query has often arrived with the connection: read before watching.
-            self._read(Connection(sock, self.identify(sock, peer), now, now + timeout))
+            self._read(Connection(sock, self.identify(sock, peer), source, now, now + timeout))
 
     def _pause_accepting(self, exc):
         """Out of descriptors: stop polling the listener briefly instead of spinning on it.
@@ -426,7 +432,7 @@ class Server:
                     access_log.log(self.service, conn.peer, answer, seconds)
         finally:
             conn.sock.close()
-            self.context.gate.leave()
+            self.context.gate.leave(conn.source)
 
     def _close_unanswered(self, conn, reason):
         """Close a connection whose request never came whole, counting why."""
@@ -434,18 +440,18 @@ class Server:
             self._rejected.labels(reason).inc()
         self._unwatch(conn)
         conn.sock.close()
-        self.context.gate.leave()
+        self.context.gate.leave(conn.source)
 
 
-def refuse_busy(sock):
-    """Tell a client beyond the connection limit so at once, without waiting on it.
+def refuse_busy(sock, answer):
+    """Tell a client beyond a connection limit so at once, without waiting on it.
 
     What the client already sent is read and dropped first, so that the close
     sends FIN and the busy line is not destroyed by a reset.
     """
     sock.setblocking(False)
     try:
-        sock.send(BUSY)
+        sock.send(answer)
         sock.recv(DRAIN_BYTES)
     except OSError:
         pass

@@ -1,0 +1,51 @@
+"""The connection gate: bounds in all and per source, and what a source is."""
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fingerd.serving.assembly import affordable_connections, budgets
+from fingerd.serving.gate import ConnectionGate, source_of
+
+
+def test_a_source_is_an_ipv4_address_or_an_ipv6_slash_64():
+    assert source_of("192.0.2.7") == "192.0.2.7"
+    assert source_of("::ffff:192.0.2.7") == "192.0.2.7", "IPv4-mapped counts as IPv4"
+    assert source_of("2001:db8:1:2::1") == source_of("2001:db8:1:2:ffff::9")
+    assert source_of("2001:db8:1:2::1") != source_of("2001:db8:1:3::1")
+    assert source_of("fe80::1%eth0") == source_of("fe80::2")
+
+
+@given(st.text(max_size=60))
+def test_any_host_text_gives_some_source(host):
+    assert source_of(host) is not None
+
+
+def test_the_limit_and_the_per_source_limit():
+    gate = ConnectionGate(3, per_source=2)
+    assert [gate.enter("a"), gate.enter("a"), gate.enter("a")] == [None, None, "per_source"]
+    assert gate.enter("b") is None
+    assert gate.enter("c") == "max_connections"
+    gate.leave("a")
+    assert gate.enter("c") is None and gate.active == 3
+    for source in ("a", "b", "c"):
+        gate.leave(source)
+    assert gate.active == 0 and gate._by_source == {}, "nothing kept for gone sources"
+
+
+def test_no_per_source_bound_with_zero():
+    gate = ConnectionGate(5, per_source=0)
+    assert all(gate.enter("a") is None for _ in range(5))
+    assert gate.enter("a") == "max_connections"
+
+
+def test_each_service_has_its_own_share():
+    gates = budgets(256, 32)
+    assert (gates["finger"].limit, gates["setter"].limit, gates["metrics"].limit) == (224, 32, 8)
+    assert gates["finger"].per_source == gates["setter"].per_source == 32
+    assert (budgets(4, 0)["finger"].limit, budgets(4, 0)["setter"].limit) == (3, 1)
+
+
+def test_max_connections_is_lowered_to_what_descriptors_allow(caplog):
+    assert affordable_connections(256, descriptors=1024) == 256
+    assert affordable_connections(2000, descriptors=1024) == 1024 - 64 - 8
+    assert "serving at most 952 connections" in caplog.text
