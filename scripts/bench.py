@@ -158,28 +158,34 @@ class Threading(Server):
                 str(self.port), self.users]
 
 
-def open_query(sel, port):
-    """Start one query on a new non-blocking connection, watched by ``sel``."""
+#: Most bytes of a reply a benchmark client keeps.
+MAX_REPLY = 4096
+
+
+def open_query(sel, port, data=QUERY):
+    """Start one request on a new non-blocking connection, watched by ``sel``."""
     s = socket.socket()
     s.setblocking(False)
     s.connect_ex(("127.0.0.1", port))
-    sel.register(s, selectors.EVENT_WRITE, [time.monotonic(), b""])
+    sel.register(s, selectors.EVENT_WRITE, [time.monotonic(), data, b""])
 
 
 def advance(sel, key, mask):
-    """One step of a query: None while it goes on, else ``(reply, seconds)``, the reply
-    None when the connection failed. A finished connection is closed."""
+    """One step of a request: None while it goes on, else ``(reply, seconds)``, the reply
+    None when the connection failed. The client's end stays open until the server has
+    answered and closed; then it is closed."""
     s, state = key.fileobj, key.data
     try:
         if mask & selectors.EVENT_WRITE:
-            s.send(QUERY)
-            sel.modify(s, selectors.EVENT_READ, state)
+            state[1] = state[1][s.send(state[1]):]
+            if not state[1]:
+                sel.modify(s, selectors.EVENT_READ, state)
             return None
         chunk = s.recv(4096)
-        if chunk:
-            state[1] += chunk
+        if chunk and len(state[2]) < MAX_REPLY:
+            state[2] += chunk
             return None
-        reply = state[1]
+        reply = state[2]
     except OSError:
         reply = None
     sel.unregister(s)
@@ -187,35 +193,53 @@ def advance(sel, key, mask):
     return reply, time.monotonic() - state[0]
 
 
-def client_process(port, concurrency, count, start_at, results):
-    """Keep ``concurrency`` queries in flight until ``count`` are done; report latencies."""
+def keep_in_flight(port, concurrency, count, expected, deadline, request=lambda i: QUERY,
+                   request_timeout=None):
+    """Send ``count`` requests (the i-th is ``request(i)``), ``concurrency`` at a time,
+    each on a new connection, until ``deadline``; ``(latencies, errors)``, an error being
+    a reply other than ``expected``, a request older than ``request_timeout`` or one
+    never finished."""
     sel = selectors.DefaultSelector()
     latencies = []
     errors = 0
-    while time.time() < start_at:
-        time.sleep(0.001)
-    began = time.monotonic()
-    deadline = began + 300
     started = min(concurrency, count)
-    for _ in range(started):
-        open_query(sel, port)
+    for i in range(started):
+        open_query(sel, port, request(i))
     in_flight = started
     while in_flight and time.monotonic() < deadline:
-        for key, mask in sel.select(5):
+        for key, mask in sel.select(1):
             done = advance(sel, key, mask)
             if done is None:
                 continue
             reply, seconds = done
-            if reply == ANSWER:
+            if reply == expected:
                 latencies.append(seconds)
             else:
                 errors += 1
             in_flight -= 1
             if started < count:
-                open_query(sel, port)
+                open_query(sel, port, request(started))
                 started += 1
                 in_flight += 1
-    errors += in_flight
+        if request_timeout is not None:
+            now = time.monotonic()
+            for key in list(sel.get_map().values()):
+                if now - key.data[0] > request_timeout:
+                    sel.unregister(key.fileobj)
+                    key.fileobj.close()
+                    errors += 1
+                    in_flight -= 1
+    for key in list(sel.get_map().values()):
+        key.fileobj.close()
+    return latencies, errors + in_flight + (count - started)
+
+
+def client_process(port, concurrency, count, start_at, results):
+    """Keep ``concurrency`` queries in flight until ``count`` are done; report latencies."""
+    while time.time() < start_at:
+        time.sleep(0.001)
+    began = time.monotonic()
+    latencies, errors = keep_in_flight(port, concurrency, count, ANSWER, began + 300)
     results.put((latencies, errors, time.monotonic() - began))
 
 
