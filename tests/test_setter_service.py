@@ -190,3 +190,10 @@ def test_full_disk_refuses_and_keeps_memory_and_file(make_daemon, small_fs):
 ])
 def test_setter_answers_loopback_peers_only(peer, allowed):
     assert is_loopback(peer) is allowed
+
+
+def test_a_refused_request_is_logged_with_the_clients_account(daemon):
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    assert daemon.setter(b"no such\r\nhi\r\n") == b"ERROR invalid user name\r\n"
+    wait_until(lambda: f"setter: refused request from 127.0.0.1 (uid {os.geteuid()}, {me}): "
+               f"invalid user name" in daemon.log(), what="the refusal logged once")

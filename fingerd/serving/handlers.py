@@ -75,13 +75,13 @@ class SetterHandler(RequestHandler):
     def respond(self, lines):
         server = self.server
         client = self.client_address
+        requester = server.requesters.of(client.uid)
+        asker = describe(client.uid, requester)
         try:
             name, status = parse_set_request(lines)
         except Refused as exc:
-            log.info("setter: refused request from %s: %s", who(client, None), exc)
-            return Answer(REFUSED, f"ERROR {exc}\r\n".encode("ascii"), SET_KIND)
-        requester = server.requesters.of(client.uid)
-        asker = describe(client.uid, requester)
+            log.info("setter: refused request from %s: %s", who(client, requester), exc)
+            return Answer(REFUSED, f"ERROR {exc}\r\n".encode("ascii"), SET_KIND, None, asker)
         if not may_set(server.policy, name, requester):
             log.warning("setter: denied %s setting the status of %s", who(client, requester),
                         name)
