@@ -74,6 +74,7 @@ class Config:
     setter_policy: str
     setter_admin_group: str
     setter_socket: str
+    setter_rate_limit: float
     metrics_listen: tuple
     high_bytes: str
     replacements: tuple
@@ -252,6 +253,8 @@ SCHEMA = (
     ("setter", "policy", "own", _choice(*POLICIES), "setter_policy"),
     ("setter", "admin_group", "", _account(False), "setter_admin_group"),
     ("setter", "socket", "", _path, "setter_socket"),
+    ("setter", "rate_limit", "5", _number(float, "sets a second", 0, 10000),
+     "setter_rate_limit"),
     ("metrics", "listen", "127.0.0.1:9179", _addresses(False), "metrics_listen"),
     ("output", "high_bytes", "pass", _choice(*HIGH_BYTES_POLICIES), "high_bytes"),
     ("output", "replace", "", _replacements, "replacements"),

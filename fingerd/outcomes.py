@@ -13,9 +13,11 @@ REFUSED = "refused"
 FORWARDED = "forwarded"
 FORWARD_FAILED = "forward_failed"
 
-# How a set request was answered (REFUSED: invalid; DENIED: not this client's to set).
+# How a set request was answered (REFUSED: invalid; DENIED: not this client's to set;
+# LIMITED: beyond the rate one account or address may set at).
 SET_OK = "ok"
 SET_DENIED = "denied"
+SET_LIMITED = "limited"
 SET_FAILED = "failed"
 
 #: A request that failed inside the server, in any service.
@@ -24,7 +26,7 @@ ERROR = "error"
 #: The outcomes of each service whose requests are counted, ERROR aside.
 BY_SERVICE = {
     "finger": (FOUND, NOT_FOUND, LISTED, REFUSED, FORWARDED, FORWARD_FAILED),
-    "setter": (SET_OK, REFUSED, SET_DENIED, SET_FAILED),
+    "setter": (SET_OK, REFUSED, SET_DENIED, SET_LIMITED, SET_FAILED),
 }
 
 # Why a connection was closed before it made a request.

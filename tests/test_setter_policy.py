@@ -605,3 +605,17 @@ def test_a_live_socket_with_a_full_backlog_fails_the_start_without_hanging(publi
             client.close()
     assert not probe.is_alive(), "the probe of a full backlog hung"
     assert outcome and outcome[0].endswith("another process serves it")
+
+
+def test_one_account_setting_too_fast_is_told_so_and_others_are_not(make_daemon, accounts):
+    d = make_daemon(users=users_bytes(accounts), setter__rate_limit="0.1").start()
+    own, other = accounts.own, accounts.other
+    assert set_as(own, accounts, tcp(d), own.name, "First") == b"OK\r\n"
+    assert set_as(own, accounts, tcp(d), own.name, "Second") == b"ERROR too many requests\r\n"
+    assert set_as(own, accounts, tcp(d), own.name, "Third") == b"ERROR too many requests\r\n"
+    assert set_as(other, accounts, tcp(d), other.name, "Not rationed") == b"OK\r\n"
+    assert answer(d, own.name) == b"First\r\n", "a refused set changes nothing"
+    assert requests(d, "limited") == 2
+    wait_until(lambda: log_lines(d, "sets faster than 0.1 a second"), what="the warning")
+    assert len(log_lines(d, "sets faster than")) == 1, "logged once for a run of refusals"
+    assert d.setter(f"{own.name}\r\nRoot is not rationed\r\n".encode()) == b"OK\r\n"

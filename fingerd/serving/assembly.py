@@ -22,6 +22,7 @@ from fingerd.serving.handlers import FingerServer, SetterServer
 from fingerd.serving.loop import Context
 from fingerd.serving.metrics_http import METRICS_MAX_CONNECTIONS, MetricsServer
 from fingerd.serving.pool import Pool
+from fingerd.serving.rate_limit import RateLimit
 from fingerd.serving.requesters import Requesters
 from fingerd.users.watcher import Watcher
 
@@ -62,11 +63,13 @@ class Service:
         renderer = Renderer(config.replacements, config.high_bytes)
         forward = Forwarder(config.forward_timeout) if config.forwarding else None
         requesters = Requesters(config.setter_admin_group)
+        rate_limit = RateLimit(config.setter_rate_limit) if config.setter_rate_limit else None
         self._servers = (
             [FingerServer(s, context("finger"), directory, rules, renderer, forward,
                           lookups_block=config.system_users, users=self.store.users)
              for s in sockets["finger"]]
-            + [SetterServer(s, context("setter"), self.store, config.setter_policy, requesters)
+            + [SetterServer(s, context("setter"), self.store, config.setter_policy, requesters,
+                            rate_limit)
                for s in sockets["setter"]]
             + [MetricsServer(s, context("metrics"), self.metrics.registry)
                for s in sockets["metrics"]])

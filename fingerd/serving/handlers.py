@@ -8,7 +8,7 @@ from typing import NamedTuple, Optional
 from fingerd.finger.answer import answer
 from fingerd.finger.query import parse_query
 from fingerd.limits import MAX_CACHED_ANSWER_BYTES, MAX_QUERY_BYTES, MAX_STATUS_BYTES
-from fingerd.outcomes import REFUSED, SET_DENIED, SET_FAILED, SET_KIND, SET_OK
+from fingerd.outcomes import REFUSED, SET_DENIED, SET_FAILED, SET_KIND, SET_LIMITED, SET_OK
 from fingerd.serving.answer_cache import AnswerCache
 from fingerd.serving.loop import Answer, RequestHandler, Server
 from fingerd.serving.peer_owner import OwnerLookup
@@ -82,6 +82,17 @@ class SetterHandler(RequestHandler):
         except Refused as exc:
             log.info("setter: refused request from %s: %s", who(client, requester), exc)
             return Answer(REFUSED, f"ERROR {exc}\r\n".encode("ascii"), SET_KIND, None, asker)
+        # Root is not rationed: it may rewrite the file itself, and scripts it runs may
+        # set many statuses at once.
+        if server.rate_limit is not None and client.uid != 0:
+            allowed, first = server.rate_limit.allow(
+                client.uid if server.policy == OWN and client.uid is not None else client.host)
+            if not allowed:
+                if first:
+                    log.warning("setter: %s sets faster than %g a second; refusing until it "
+                                "slows down", who(client, requester), server.rate_limit.rate)
+                return Answer(SET_LIMITED, b"ERROR too many requests\r\n", SET_KIND, name,
+                              asker)
         if not may_set(server.policy, name, requester):
             log.warning("setter: denied %s setting the status of %s", who(client, requester),
                         name)
@@ -123,11 +134,14 @@ class SetterServer(Server):
     lines_per_request = 2
     max_line_bytes = max(MAX_QUERY_BYTES, MAX_STATUS_BYTES)
 
-    def __init__(self, sock, context, store, policy=OWN, requesters=None):
+    def __init__(self, sock, context, store, policy=OWN, requesters=None, rate_limit=None):
         super().__init__(sock, context)
         self.store = store
         self.policy = policy
         self.requesters = requesters or Requesters()
+        #: Shared by every setter server, so that one account's sets are counted
+        #: together on TCP and on the Unix socket.
+        self.rate_limit = rate_limit
         lookups = context.metrics.owner_lookups
         self._owners = OwnerLookup(lambda method: lookups.labels(method).inc())
         self._unix = sock.family == socket.AF_UNIX
