@@ -96,7 +96,9 @@ class FakeWorkers:
 
     def log_error(self, message):
         record = logging.makeLogRecord({"levelno": logging.ERROR, "msg": message})
-        PipeHandler(self._ends[self.pid][1]).emit(record)
+        handler = PipeHandler(self._ends[self.pid][1])
+        handler.emit(record)
+        handler.close()
 
     def end(self, status):
         """The newest worker ends: its ends close, and the parent can reap it."""

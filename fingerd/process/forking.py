@@ -31,7 +31,7 @@ class ForkedWorkers:
         signal.pthread_sigmask(signal.SIG_BLOCK, worker.SIGNALS)
         pid = os.fork()
         if pid == 0:
-            code = 70
+            code = worker.EXIT_SOFTWARE
             try:
                 signal.set_wakeup_fd(-1)
                 for signum in HANDLED_SIGNALS:

@@ -9,27 +9,79 @@ worker's pid.
 import json
 import logging
 import os
+import queue
+import threading
 
 #: Longest record relayed; the rest of a longer one is cut.
 MAX_RECORD_BYTES = 16384
+#: Records waiting for the pipe at most; past it, records are dropped and counted.
+MAX_QUEUED_RECORDS = 1024
+
+
+def _line(level, message):
+    return (json.dumps({"level": level, "message": message}) + "\n").encode()
 
 
 class PipeHandler(logging.Handler):
-    """Worker side: one JSON line a record, written whole under the handler's lock."""
+    """Worker side: one JSON line a record, written by a thread of its own.
 
-    def __init__(self, fd):
+    Logging never blocks serving: a thread that logs only queues the line.
+    When the parent does not keep up and the queue is full, records are
+    dropped, and the next one that fits is preceded by a warning saying how
+    many were lost, once for each run of losses.
+    """
+
+    def __init__(self, fd, capacity=MAX_QUEUED_RECORDS):
         super().__init__()
         self.fd = fd
+        self._queue = queue.Queue(capacity)
+        self._dropped = 0
+        self._writer = threading.Thread(target=self._write, name="fingerd-log-relay",
+                                        daemon=True)
+        self._writer.start()
 
     def emit(self, record):
+        """Called under the handler's lock, so ``_dropped`` needs no other."""
         try:
-            message = self.format(record)[:MAX_RECORD_BYTES]
-            data = (json.dumps({"level": record.levelno, "message": message}) + "\n").encode()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.fd, view):]
+            data = _line(record.levelno, self.format(record)[:MAX_RECORD_BYTES])
+            if self._dropped:
+                self._queue.put_nowait(self._dropped_notice())
+                self._dropped = 0
+            self._queue.put_nowait(data)
+        except queue.Full:
+            self._dropped += 1
         except Exception:
             self.handleError(record)
+
+    def _dropped_notice(self):
+        return _line(logging.WARNING, f"{self._dropped} log records dropped: the parent "
+                                      f"did not read them in time")
+
+    def _write(self):
+        while True:
+            data = self._queue.get()
+            if data is None:
+                return
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self.fd, view):]
+            except OSError:
+                return
+
+    def close(self, timeout=2.0):
+        """Write what is queued and say what was lost, waiting at most ``timeout``
+        seconds, and stop the thread."""
+        try:
+            with self.lock:
+                if self._dropped:
+                    self._queue.put(self._dropped_notice(), timeout=timeout)
+                    self._dropped = 0
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            pass
+        self._writer.join(timeout)
+        super().close()
 
 
 class LogRelay:

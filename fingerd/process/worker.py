@@ -26,6 +26,8 @@ log = logging.getLogger("fingerd")
 
 #: Exit status of a worker that must not be restarted at once (EX_CONFIG).
 EXIT_FATAL = 78
+#: Exit status of a worker that failed for a reason of its own (EX_SOFTWARE).
+EXIT_SOFTWARE = 70
 
 #: Signals the worker's main thread waits for; blocked in every thread.
 SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
@@ -42,8 +44,21 @@ SWITCH_INTERVAL = 0.0005
 
 
 def run(config, account, sockets, monitor_sock, log_fd, restarts):
-    """The worker's life; returns its exit status. Called in the child right after fork."""
-    _log_to_parent(log_fd)
+    """The worker's life; returns its exit status. Called in the child right after fork.
+
+    Whatever happens, the log lines queued for the parent are written before it ends.
+    """
+    relay = _log_to_parent(log_fd)
+    try:
+        return _live(config, account, sockets, monitor_sock, log_fd, restarts)
+    except BaseException:
+        log.critical("worker failed", exc_info=True)
+        return EXIT_SOFTWARE
+    finally:
+        relay.close()
+
+
+def _live(config, account, sockets, monitor_sock, log_fd, restarts):
     keep = {log_fd, monitor_sock.fileno()} | {s.fileno() for ss in sockets.values() for s in ss}
     _close_other_descriptors(keep)
     parent = os.getppid()
@@ -101,6 +116,7 @@ def _log_to_parent(fd):
         _inherited_handlers.append(old)
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    return handler
 
 
 def _close_other_descriptors(keep):
