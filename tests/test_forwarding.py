@@ -9,6 +9,7 @@ import pytest
 
 from tests.support.markers import needs_root, needs_tool
 from tests.support.net import exchange, skip_unless_free
+from tests.support.polling import wait_until
 
 pytestmark = needs_root
 
@@ -173,3 +174,21 @@ def in_fingerd():
         if os.path.exists(path):
             return path
     pytest.fail("in.fingerd is not installed")
+
+
+def test_a_scrape_never_waits_behind_forwarding_on_the_pool(make_daemon, upstreams):
+    d = make_daemon(fingerd__threads="1", finger__forwarding="yes",
+                    finger__forward_timeout="5").start()
+    upstreams("127.0.0.6")
+    answers = []
+    asker = threading.Thread(target=lambda: answers.append(d.finger(b"x@127.0.0.6\r\n",
+                                                                     timeout=20)))
+    asker.start()
+    try:
+        wait_until(lambda: d.metric("fingerd_pool_threads_busy") == 1,
+                   what="the only pool thread waiting on the silent upstream")
+        assert d.ready(), "the scrape is answered while the pool is busy"
+        assert answers == [], "and before the forward is over"
+    finally:
+        asker.join(20)
+    assert answers == [b"127.0.0.6: no answer within 5 s\r\n"]

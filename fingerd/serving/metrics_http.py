@@ -72,5 +72,11 @@ class MetricsServer(Server):
         super().__init__(sock, context)
         self.registry = registry
 
+    def answers_inline(self, request):
+        """A scrape reads memory and /proc, never waiting on a client or a remote host:
+        answered on the endpoint's own thread, it never queues behind the pool's work
+        (forwarding, account lookups, sets), when an operator most wants to see it."""
+        return True
+
     def take_request(self, buf, eof):
         return take_head(buf, eof)
