@@ -32,12 +32,13 @@ BY_SERVICE = {
 # Why a connection was closed before it made a request.
 REJECT_BUSY = "max_connections"
 REJECT_PER_SOURCE = "per_source"
+REJECT_SHED = "shed"
 REJECT_TOO_LONG = "line_too_long"
 REJECT_TIMEOUT = "timeout"
 REJECT_RESOURCES = "accept_failed"
 REJECT_NOT_LOCAL = "not_local"
-REJECT_REASONS = (REJECT_BUSY, REJECT_PER_SOURCE, REJECT_TOO_LONG, REJECT_TIMEOUT,
-                  REJECT_RESOURCES, REJECT_NOT_LOCAL)
+REJECT_REASONS = (REJECT_BUSY, REJECT_PER_SOURCE, REJECT_SHED, REJECT_TOO_LONG,
+                  REJECT_TIMEOUT, REJECT_RESOURCES, REJECT_NOT_LOCAL)
 
 # Kinds of request: the finger query kinds (RFC 1288 2.3), then the setter's.
 USER = "user"

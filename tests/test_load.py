@@ -81,6 +81,7 @@ def test_a_descriptor_limit_too_small_lowers_max_connections_and_clients_hear_bu
     try:
         for _ in range(60):
             held.append(socket.create_connection(("127.0.0.1", d.finger_port), timeout=5))
+            held[-1].sendall(b"al")  # begun, so not silent: none is shed to make room
         wait_until(lambda: d.metric("fingerd_connections_active") == 42,
                    what="finger's share of 48 held", timeout=15)
         assert d.finger(b"alice\r\n", timeout=5) == b"Server busy, try again later\r\n"

@@ -31,8 +31,8 @@ from _socket import socket as raw_socket
 from typing import NamedTuple, Optional
 
 from fingerd.limits import ACCEPTS_PER_TURN, DRAIN_BYTES
-from fingerd.outcomes import (ERROR, REJECT_NOT_LOCAL, REJECT_RESOURCES, REJECT_TIMEOUT,
-                              REJECT_TOO_LONG)
+from fingerd.outcomes import (ERROR, REJECT_BUSY, REJECT_NOT_LOCAL, REJECT_RESOURCES,
+                              REJECT_SHED, REJECT_TIMEOUT, REJECT_TOO_LONG)
 from fingerd.serving.gate import source_of
 from fingerd.serving.lines import LineTooLong, take_lines
 
@@ -320,6 +320,8 @@ class Server:
                 continue
             source = source_of(peer[0]) if peer else ""
             refused = gate.enter(source)
+            if refused == REJECT_BUSY and self._shed_idle():
+                refused = gate.enter(source)
             if refused is not None:
                 self._rejected.labels(refused).inc()
                 refuse_busy(sock, self.busy_answer)
@@ -327,6 +329,19 @@ class Server:
             now = time.monotonic()
             # The query has often arrived with the connection: read before watching.
             self._read(Connection(sock, self.identify(sock, peer), source, now, now + timeout))
+
+    def _shed_idle(self):
+        """Full: close the oldest connection that has sent nothing yet, to make room.
+
+        Holding slots with silent connections then costs an attacker a new
+        connection for each one shed, rather than costing everyone else their
+        answers. True when one was closed.
+        """
+        for conn in self._pending.values():
+            if not conn.buf:
+                self._close_unanswered(conn, REJECT_SHED)
+                return True
+        return False
 
     def _queued(self):
         """How many connections wait to be accepted: on TCP the listener's accept queue
