@@ -119,18 +119,23 @@ class Server:
 
 
 class Fingerd(Server):
-    def __init__(self, name, directory, **settings):
+    """fingerd on free loopback ports; ``settings`` go to [fingerd], ``setter`` to [setter]."""
+
+    def __init__(self, name, directory, setter=None, **settings):
         super().__init__(name, directory)
         self.config = os.path.join(directory, "fingerd.conf")
+        self.setter_port = free_port()
+        self.metrics_port = free_port()
         fingerd = {"user": "nobody", "pidfile": os.path.join(directory, "fingerd.pid"),
                    "users_file": self.users, "max_connections": "4096",
                    "log_file": os.path.join(directory, "fingerd.log")}
         fingerd.update(settings)
+        setter = {"listen": f"127.0.0.1:{self.setter_port}", **(setter or {})}
         with open(self.config, "w") as f:
             f.write("[fingerd]\n" + "".join(f"{k} = {v}\n" for k, v in fingerd.items()))
             f.write(f"[finger]\nlisten = 127.0.0.1:{self.port}\n")
-            f.write(f"[setter]\nlisten = 127.0.0.1:{free_port()}\n")
-            f.write(f"[metrics]\nlisten = 127.0.0.1:{free_port()}\n")
+            f.write("[setter]\n" + "".join(f"{k} = {v}\n" for k, v in setter.items()))
+            f.write(f"[metrics]\nlisten = 127.0.0.1:{self.metrics_port}\n")
 
     def command(self):
         return [sys.executable, "-m", "fingerd", "-n", "-c", self.config]

@@ -41,7 +41,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
-from bench import (CLIENT_CPU, STATUS, USER, Fingerd, free_port,  # noqa: E402
+from bench import (CLIENT_CPU, STATUS, USER, Fingerd,  # noqa: E402
                    keep_in_flight, machine, process_tree_cpu)
 
 from fingerd.serving.peer_owner import owner_by_sock_diag  # noqa: E402
@@ -57,22 +57,11 @@ REQUEST_TIMEOUT = 10.0
 
 
 class SetterFingerd(Fingerd):
-    """fingerd as bench.py starts it, with a setter policy and known setter and metrics
-    ports."""
+    """fingerd as bench.py starts it, with a setter policy."""
 
     def __init__(self, name, directory, policy):
-        super().__init__(name, directory)
+        super().__init__(name, directory, setter={"policy": policy})
         self.policy = policy
-        self.setter_port = free_port()
-        self.metrics_port = free_port()
-        settings = {"user": "nobody", "pidfile": os.path.join(directory, "fingerd.pid"),
-                    "users_file": self.users, "max_connections": "4096",
-                    "log_file": os.path.join(directory, "fingerd.log")}
-        with open(self.config, "w") as f:
-            f.write("[fingerd]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items()))
-            f.write(f"[finger]\nlisten = 127.0.0.1:{self.port}\n")
-            f.write(f"[setter]\nlisten = 127.0.0.1:{self.setter_port}\npolicy = {policy}\n")
-            f.write(f"[metrics]\nlisten = 127.0.0.1:{self.metrics_port}\n")
 
     def worker_pid(self):
         """The worker's pid (the parent's one child), or the parent's when there is none."""

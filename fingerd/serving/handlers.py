@@ -51,13 +51,12 @@ class FingerServer(Server):
         (NSS, plan files) may, and goes to the pool."""
         return not self.lookups_block and b"@" not in lines[0]
 
-    def respond(self, lines, peer):
+    def respond_inline(self, lines, peer):
         """An answer from the users file alone is made once per table (``users()``, the
         store's current one) and line; only the reading thread makes those."""
-        handle = super().respond
-        if self._cache is None or not self.answers_inline(lines):
-            return handle(lines, peer)
-        return self._cache.get(lines[0], handle, lines, peer)
+        if self._cache is None:
+            return self.respond(lines, peer)
+        return self._cache.get(lines[0], self.respond, lines, peer)
 
 
 class SetterClient(NamedTuple):

@@ -192,6 +192,10 @@ class Server:
         """The Answer to a complete request: the handler's."""
         return self.handler_class(request, peer, self).answer
 
+    def respond_inline(self, request, peer):
+        """The Answer to a request ``answers_inline`` took, on the reading thread."""
+        return self.respond(request, peer)
+
     # Running and stopping.
 
     def serve_forever(self):
@@ -413,11 +417,11 @@ class Server:
         if self._pending.pop(conn.fd, None) is not None:
             self._unregister(conn.fd)
 
-    def _respond(self, conn, request):
-        """The handler's Answer; a failure is logged once with its traceback and
+    def _respond(self, conn, request, respond):
+        """``respond``'s Answer; a failure is logged once with its traceback and
         answered ``Internal error in server``."""
         try:
-            return self.respond(request, conn.peer)
+            return respond(request, conn.peer)
         except Exception:
             log.exception("%s: internal error answering %s", self.service, conn.peer[0])
             return INTERNAL_ERROR
@@ -425,7 +429,7 @@ class Server:
     def _answer_inline(self, conn, request):
         """Answer on the reading thread, never waiting: an answer too big for the
         socket's buffer is finished by the pool."""
-        answer = self._respond(conn, request)
+        answer = self._respond(conn, request, self.respond_inline)
         try:
             sent = conn.sock.send(answer.data, socket.MSG_DONTWAIT)
         except BlockingIOError:
@@ -438,7 +442,7 @@ class Server:
             self._finish(conn, answer)
 
     def _answer_on_pool(self, conn, request):
-        self._send(conn, self._respond(conn, request), 0)
+        self._send(conn, self._respond(conn, request, self.respond), 0)
 
     def _send(self, conn, answer, offset):
         """On a pool thread: send the answer from ``offset`` with blocking writes under
