@@ -55,6 +55,7 @@ class Config:
     max_connections: int
     max_per_source: int
     request_timeout: float
+    first_byte_timeout: float
     backlog: int
     log_file: str
     access_log: bool
@@ -233,6 +234,7 @@ SCHEMA = (
     ("fingerd", "max_connections", "256", _integer(1, 65536), "max_connections"),
     ("fingerd", "max_per_source", "32", _integer(0, 65536), "max_per_source"),
     ("fingerd", "request_timeout", "10", _seconds(0.1, 3600), "request_timeout"),
+    ("fingerd", "first_byte_timeout", "3", _seconds(0.1, 3600), "first_byte_timeout"),
     ("fingerd", "backlog", "1024", _integer(1, 65535), "backlog"),
     ("fingerd", "log_file", "", _path, "log_file"),
     ("fingerd", "access_log", "no", _boolean, "access_log"),

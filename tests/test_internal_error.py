@@ -37,7 +37,7 @@ def server():
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
     context = Context(pool, ConnectionGate(8), metrics, 5)
-    srv = FingerServer(sock, context, FailingOnceDirectory(), Rules(), Renderer())
+    srv = FingerServer([sock], context, FailingOnceDirectory(), Rules(), Renderer())
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield srv, metrics
@@ -50,7 +50,7 @@ def server():
 
 def test_failure_answers_internal_error_logs_once_and_serves_on(server, caplog):
     srv, metrics = server
-    port = srv.address[1]
+    port = srv.listeners[0].sock.getsockname()[1]
     with caplog.at_level(logging.ERROR):
         assert exchange(port, b"alice\r\n") == b"Internal error in server\r\n"
         assert exchange(port, b"alice\r\n") == b"Still here\r\n"

@@ -115,7 +115,7 @@ def test_running_out_of_descriptors_pauses_accepting_instead_of_spinning(caplog)
     listener.listen(16)
     metrics = Metrics()
     pool = Pool(1)
-    server = FingerServer(listener, Context(pool, ConnectionGate(8), metrics, 5),
+    server = FingerServer([listener], Context(pool, ConnectionGate(8), metrics, 5),
                           Directory([]), Rules(), Renderer())
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -28,7 +28,7 @@ from fingerd.serving import peer_owner
 from fingerd.serving.peer_owner import NoSockDiag, OwnerLookup
 from fingerd.users.usersfile import parse_users
 from tests.support import ROOT
-from tests.support.markers import needs_root, needs_tool
+from tests.support.markers import needs_ipv6, needs_root, needs_tool
 from tests.support.net import can_connect
 from tests.support.polling import during, wait_until
 
@@ -436,18 +436,6 @@ def test_fingerd_ctl_set_as_a_normal_user(make_daemon, accounts, public_dir, tra
 
 
 # 6: IPv6 and IPv4-mapped peers.
-
-
-def _ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-needs_ipv6 = pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback (::1) here")
 
 
 @needs_ipv6

@@ -55,7 +55,8 @@ class Service:
 
         def context(service):
             return Context(self._pool, gates[service], self.metrics, config.request_timeout,
-                           access_log if service != "metrics" else None)
+                           access_log if service != "metrics" else None,
+                           config.first_byte_timeout)
 
         sockets = self._sockets
         directory = build_directory(config, self.store)
@@ -64,19 +65,21 @@ class Service:
         forward = Forwarder(config.forward_timeout) if config.forwarding else None
         requesters = Requesters(config.setter_admin_group)
         rate_limit = RateLimit(config.setter_rate_limit) if config.setter_rate_limit else None
-        self._servers = (
-            [FingerServer(s, context("finger"), directory, rules, renderer, forward,
-                          lookups_block=config.system_users, users=self.store.users)
-             for s in sockets["finger"]]
-            + [SetterServer(s, context("setter"), self.store, config.setter_policy, requesters,
-                            rate_limit)
-               for s in sockets["setter"]]
-            + [MetricsServer(s, context("metrics"), self.metrics.registry)
-               for s in sockets["metrics"]])
+        self._servers = []
+        if sockets["finger"]:
+            self._servers.append(FingerServer(
+                sockets["finger"], context("finger"), directory, rules, renderer, forward,
+                lookups_block=config.system_users, users=self.store.users))
+        if sockets["setter"]:
+            self._servers.append(SetterServer(sockets["setter"], context("setter"), self.store,
+                                              config.setter_policy, requesters, rate_limit))
+        if sockets["metrics"]:
+            self._servers.append(MetricsServer(sockets["metrics"], context("metrics"),
+                                               self.metrics.registry))
         self._watcher = Watcher(self.store, config.reload_interval)
         self._watcher.start()
         for server in self._servers:
-            name = f"fingerd-{server.service}-{server.where}"
+            name = f"fingerd-{server.service}"
             thread = threading.Thread(target=self._serve, args=(server,), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)

@@ -49,6 +49,11 @@ class ConnectionGate:
             self.active += 1
             return None
 
+    def crowded(self):
+        """Whether at least half the slots are taken: the connections that have sent
+        nothing then get a shorter deadline. A plain read, no lock: a hint, not a count."""
+        return self.active * 2 >= self.limit
+
     def leave(self, source):
         with self._lock:
             self.active -= 1

@@ -2,7 +2,6 @@
 
 import ipaddress
 import logging
-import socket
 from typing import NamedTuple, Optional
 
 from fingerd.finger.answer import answer
@@ -36,9 +35,9 @@ class FingerServer(Server):
     max_line_bytes = MAX_QUERY_BYTES
     defers_accept = True
 
-    def __init__(self, sock, context, directory, rules, renderer, forward=None,
+    def __init__(self, socks, context, directory, rules, renderer, forward=None,
                  lookups_block=False, users=None):
-        super().__init__(sock, context)
+        super().__init__(socks, context)
         self.directory = directory
         self.rules = rules
         self.renderer = renderer
@@ -133,24 +132,23 @@ class SetterServer(Server):
     lines_per_request = 2
     max_line_bytes = max(MAX_QUERY_BYTES, MAX_STATUS_BYTES)
 
-    def __init__(self, sock, context, store, policy=OWN, requesters=None, rate_limit=None):
-        super().__init__(sock, context)
+    def __init__(self, socks, context, store, policy=OWN, requesters=None, rate_limit=None):
+        super().__init__(socks, context)
         self.store = store
         self.policy = policy
         self.requesters = requesters or Requesters()
-        #: Shared by every setter server, so that one account's sets are counted
-        #: together on TCP and on the Unix socket.
+        #: One for TCP and the Unix socket, so that one account's sets count together.
         self.rate_limit = rate_limit
         lookups = context.metrics.owner_lookups
         self._owners = OwnerLookup(lambda method: lookups.labels(method).inc())
-        self._unix = sock.family == socket.AF_UNIX
 
     def accepts(self, peer):
-        """Even if bound to a wildcard by mistake, answer loopback peers only."""
-        return self._unix or is_loopback(peer[0])
+        """Even if bound to a wildcard by mistake, answer loopback peers only. A peer on
+        the Unix socket has no address (an empty one)."""
+        return not peer or is_loopback(peer[0])
 
     def identify(self, sock, peer):
-        if self._unix:
+        if not peer:
             return SetterClient("unix", 0, self._owners.of_unix(sock))
         return SetterClient(peer[0], peer[1], self._owners.of_tcp(peer, sock.getsockname()))
 

@@ -1,8 +1,8 @@
-"""The serving loop: a thread per listening socket that accepts, reads, answers and closes.
+"""The serving loop: a thread per service that accepts, reads, answers and closes.
 
 socketserver's ThreadingMixIn starts a thread per connection with no bound,
 and its timeout applies to each read rather than to the request. Here one
-thread per listening socket accepts connections and reads their requests on
+thread per service accepts connections on all of its listening sockets and reads their requests on
 epoll under one deadline (``request_timeout``). A complete request goes
 to the service's handler, a socketserver request handler that turns the
 request into an immutable Answer and never touches the connection: on this
@@ -31,8 +31,8 @@ from _socket import socket as raw_socket
 from typing import NamedTuple, Optional
 
 from fingerd.limits import ACCEPTS_PER_TURN, DRAIN_BYTES
-from fingerd.outcomes import (ERROR, REJECT_BUSY, REJECT_NOT_LOCAL, REJECT_RESOURCES,
-                              REJECT_SHED, REJECT_TIMEOUT, REJECT_TOO_LONG)
+from fingerd.outcomes import (ERROR, REJECT_BUSY, REJECT_NOT_LOCAL, REJECT_RESOURCES, REJECT_SHED,
+                              REJECT_TIMEOUT, REJECT_TOO_LONG)
 from fingerd.serving.gate import source_of
 from fingerd.serving.lines import LineTooLong, take_lines
 
@@ -42,6 +42,10 @@ BUSY = b"Server busy, try again later\r\n"
 
 #: Seconds accepting pauses after the process ran out of descriptors.
 ACCEPT_PAUSE_SECONDS = 0.1
+
+#: Seconds between looks for silent connections past ``first_byte_timeout`` while
+#: a service is crowded: the look walks the oldest connections, so it is rationed.
+SWEEP_SECONDS = 0.25
 
 #: Seconds the kernel holds a silent new connection where a service defers
 #: accepting: long enough to spare the loop a wake-up for most connections,
@@ -89,12 +93,16 @@ class RequestHandler(socketserver.BaseRequestHandler):
 class Context:
     """What the servers sharing one connection limit share."""
 
-    def __init__(self, pool, gate, metrics, request_timeout, access_log=None):
+    def __init__(self, pool, gate, metrics, request_timeout, access_log=None,
+                 first_byte_timeout=None):
         self.pool = pool
         self.gate = gate
         self.metrics = metrics
         self.request_timeout = request_timeout
         self.access_log = access_log
+        #: Seconds from its connect a connection may send nothing while the gate is
+        #: crowded; never more than ``request_timeout``.
+        self.first_byte_timeout = min(first_byte_timeout or request_timeout, request_timeout)
 
 
 class Connection:
@@ -113,8 +121,26 @@ class Connection:
         self.buf = b""
 
 
+class Listener:
+    """One listening socket of a service, bound elsewhere."""
+
+    __slots__ = ("sock", "fd", "family", "where")
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.family = sock.family
+        address = sock.getsockname()
+        #: How the log names it: HOST:PORT, or a Unix socket's path.
+        self.where = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
+
+
 class Server:
-    """Serves one listening socket bound elsewhere; one subclass a service.
+    """Serves one service on its listening sockets, bound elsewhere; one subclass a service.
+
+    All of a service's connections are in one place, so that its share of
+    connections, its per-source bounds and its shedding hold across its
+    addresses (IPv4 and IPv6, TCP and a Unix socket).
 
     Subclasses set ``service`` and ``handler_class`` and the framing
     (``lines_per_request``, ``max_line_bytes`` or their own
@@ -136,21 +162,19 @@ class Server:
     #: What a client beyond a connection limit is told, in the service's protocol.
     busy_answer = BUSY
 
-    def __init__(self, sock, context):
-        self.socket = sock
-        self.address = sock.getsockname()
-        #: How the log names this server's socket: HOST:PORT, or a Unix socket's path.
-        self.where = (self.address if isinstance(self.address, str)
-                      else f"{self.address[0]}:{self.address[1]}")
+    def __init__(self, socks, context):
+        self.listeners = [Listener(sock) for sock in socks]
+        self.where = ", ".join(listener.where for listener in self.listeners)
         self.context = context
-        self._family = sock.family
         self._record = context.metrics.requests.record
         self._rejected = context.metrics.connections_rejected
         #: Seconds a silent client may already have waited in the kernel when
         #: it is accepted; its deadline is counted from its connect.
         self._deferral = 0
         if self.defers_accept and context.request_timeout >= DEFER_ACCEPT_SECONDS:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)
+            for listener in self.listeners:
+                listener.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT,
+                                         DEFER_ACCEPT_SECONDS)
             self._deferral = DEFER_ACCEPT_SECONDS
         self._epoll = select.epoll()
         #: What to call when a descriptor is readable: the one callback style.
@@ -163,6 +187,7 @@ class Server:
         self._starved = False
         self._stopping = False
         self._drain_until = None
+        self._next_sweep = 0.0
         self._stopped = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
 
@@ -199,9 +224,10 @@ class Server:
     # Running and stopping.
 
     def serve_forever(self):
-        self.socket.setblocking(False)
+        for listener in self.listeners:
+            listener.sock.setblocking(False)
         self._wake_r.setblocking(False)
-        self._register(self.socket.fileno(), self._accept)
+        self._listen()
         self._register(self._wake_r.fileno(), self._on_wake)
         callbacks = self._callbacks
         poll = self._epoll.poll
@@ -240,10 +266,11 @@ class Server:
         self._epoll.close()
         self._wake_r.close()
         self._wake_w.close()
-        self.socket.close()
+        for listener in self.listeners:
+            listener.sock.close()
 
     def _on_wake(self):
-        """A stop was asked for: close the listening socket, so that new clients are
+        """A stop was asked for: close the listening sockets, so that new clients are
         refused rather than queued, and give requests being read until the drain ends."""
         try:
             self._wake_r.recv(64)
@@ -253,9 +280,10 @@ class Server:
             return
         self._listening = False
         if self._paused_until is None:
-            self._unregister(self.socket.fileno())
+            self._deafen()
         self._paused_until = None
-        self.socket.close()
+        for listener in self.listeners:
+            listener.sock.close()
         for conn in self._pending.values():
             conn.deadline = min(conn.deadline, self._drain_until)
 
@@ -267,6 +295,9 @@ class Server:
         if self._paused_until is not None and (deadline is None
                                                or self._paused_until < deadline):
             deadline = self._paused_until
+        if deadline is not None and self._next_sweep < deadline and \
+                self.context.gate.crowded():
+            deadline = self._next_sweep
         return -1 if deadline is None else max(0.0, deadline - time.monotonic())
 
     def _register(self, fd, callback):
@@ -277,6 +308,14 @@ class Server:
         self._epoll.unregister(fd)
         del self._callbacks[fd]
 
+    def _listen(self):
+        for listener in self.listeners:
+            self._register(listener.fd, functools.partial(self._accept, listener))
+
+    def _deafen(self):
+        for listener in self.listeners:
+            self._unregister(listener.fd)
+
     def _on_time(self, now):
         """Close connections whose request did not arrive in time; accept again after a pause."""
         pending = self._pending
@@ -285,14 +324,31 @@ class Server:
             if conn.deadline > now:
                 break
             self._close_unanswered(conn, REJECT_TIMEOUT)
+        if pending and now >= self._next_sweep and self.context.gate.crowded():
+            self._sweep_silent(now)
         if self._paused_until is not None and now >= self._paused_until:
             self._paused_until = None
-            self._register(self.socket.fileno(), self._accept)
+            self._listen()
+
+    def _sweep_silent(self, now):
+        """Crowded: close the connections that have sent nothing for ``first_byte_timeout``
+        since their connect, so that holding slots costs an attacker more than it costs
+        everyone else (counted as timeouts, which they are, early)."""
+        self._next_sweep = now + SWEEP_SECONDS
+        connected_before = now - self.context.first_byte_timeout + self._deferral
+        silent = []
+        for conn in self._pending.values():
+            if conn.started > connected_before:
+                break
+            if not conn.buf:
+                silent.append(conn)
+        for conn in silent:
+            self._close_unanswered(conn, REJECT_TIMEOUT)
 
     # A connection's life, in order.
 
-    def _accept(self):
-        """Accept what is waiting, up to ACCEPTS_PER_TURN.
+    def _accept(self, listener):
+        """Accept what is waiting on ``listener``, up to ACCEPTS_PER_TURN.
 
         socket.accept wraps each connection in socket.socket, whose Python
         constructor and checks cost more than the rest of a query's Python
@@ -301,9 +357,9 @@ class Server:
         """
         gate = self.context.gate
         timeout = self.context.request_timeout
-        accept = self.socket._accept
-        family = self._family
-        for _ in range(min(self._queued(), ACCEPTS_PER_TURN)):
+        accept = listener.sock._accept
+        family = listener.family
+        for _ in range(min(self._queued(listener), ACCEPTS_PER_TURN)):
             try:
                 fd, peer = accept()
             except (BlockingIOError, ConnectionAbortedError):
@@ -347,26 +403,26 @@ class Server:
                 return True
         return False
 
-    def _queued(self):
+    def _queued(self, listener):
         """How many connections wait to be accepted: on TCP the listener's accept queue
         (Linux reports it as tcpi_unacked), at least 1 since the listener was readable.
 
         Accepting exactly that many spares the accept that fails with EAGAIN, which
         costs as much as the rest of a query's system calls together.
         """
-        if self._family == socket.AF_UNIX:
+        if listener.family == socket.AF_UNIX:
             return ACCEPTS_PER_TURN
-        info = self.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES)
+        info = listener.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES)
         return max(1, _UNACKED.unpack_from(info, _UNACKED_OFFSET)[0]) \
             if len(info) >= _TCP_INFO_BYTES else ACCEPTS_PER_TURN
 
     def _pause_accepting(self, exc):
-        """Out of descriptors: stop polling the listener briefly instead of spinning on it.
+        """Out of descriptors: stop polling the listeners briefly instead of spinning on them.
 
         Logged when it starts and when accepting works again, not at every pause.
         """
         self._rejected.labels(REJECT_RESOURCES).inc()
-        self._unregister(self.socket.fileno())
+        self._deafen()
         self._paused_until = time.monotonic() + ACCEPT_PAUSE_SECONDS
         if not self._starved:
             self._starved = True

@@ -68,8 +68,8 @@ class MetricsServer(Server):
                    b"Content-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n"
                    b"\r\nbusy\n")
 
-    def __init__(self, sock, context, registry):
-        super().__init__(sock, context)
+    def __init__(self, socks, context, registry):
+        super().__init__(socks, context)
         self.registry = registry
 
     def answers_inline(self, request):

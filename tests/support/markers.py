@@ -1,7 +1,8 @@
-"""Skip markers: tests that need root, and tests that need a tool installed."""
+"""Skip markers: tests that need root, IPv6 loopback, or a tool installed."""
 
 import os
 import shutil
+import socket
 
 import pytest
 
@@ -15,3 +16,15 @@ def needs_tool(name, package):
     missing = shutil.which(name) is None and not os.environ.get("CI")
     return pytest.mark.skipif(missing, reason=f"{name} is not installed (Debian package "
                                               f"{package})")
+
+
+def _ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+needs_ipv6 = pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback (::1) here")
