@@ -1,7 +1,7 @@
 """Everything that answers clients, assembled in one process.
 
 Given the configuration, a loaded store and listening sockets bound
-elsewhere, it runs one server thread per socket, the shared pool and the
+elsewhere, it runs one server thread per service, the shared pool and the
 watcher, and stops them in order. It never binds and never changes
 privileges, so a privileged parent can hand it its sockets.
 """

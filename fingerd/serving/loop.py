@@ -2,8 +2,9 @@
 
 socketserver's ThreadingMixIn starts a thread per connection with no bound,
 and its timeout applies to each read rather than to the request. Here one
-thread per service accepts connections on all of its listening sockets and reads their requests on
-epoll under one deadline (``request_timeout``). A complete request goes
+thread per service accepts connections on all of its listening sockets and
+reads their requests on epoll under one deadline (``request_timeout``). A
+complete request goes
 to the service's handler, a socketserver request handler that turns the
 request into an immutable Answer and never touches the connection: on this
 thread when the answer cannot block, else on the shared bounded pool. The
