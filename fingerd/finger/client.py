@@ -23,14 +23,17 @@ def local_host(address):
     return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address.host, address.host)
 
 
-def exchange(host, port, data, timeout, max_bytes):
+def exchange(host, port, data, timeout, max_bytes, dialer=None):
     """``(answer, cut)``: send ``data`` and read until the server closes.
 
     At most ``max_bytes`` are read (``cut`` tells whether there was more) and
-    the whole exchange, name lookup aside, takes at most ``timeout`` seconds.
+    the whole exchange takes at most ``timeout`` seconds: with a ``dialer``
+    (see dialer.py) its name lookup too, without one all but the lookup.
     The connection stays open until the answer is read: a server that asks
     the kernel who owns this end finds it. Raises NoAnswer.
     """
+    if dialer is not None:
+        return _exchange(lambda: dialer.connect(host, port, timeout), data, timeout, max_bytes)
     return _exchange(lambda: socket.create_connection((host, port), timeout=timeout), data,
                      timeout, max_bytes)
 
@@ -76,6 +79,6 @@ def _exchange(connect, data, timeout, max_bytes):
         raise NoAnswer(exc.strerror or str(exc)) from None
 
 
-def finger(host, port, line, timeout, max_bytes):
+def finger(host, port, line, timeout, max_bytes, dialer=None):
     """``(answer, cut)`` of a finger server for one query line."""
-    return exchange(host, port, (line + "\r\n").encode("utf-8"), timeout, max_bytes)
+    return exchange(host, port, (line + "\r\n").encode("utf-8"), timeout, max_bytes, dialer)

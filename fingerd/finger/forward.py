@@ -11,6 +11,7 @@ import ipaddress
 import re
 
 from fingerd.finger import client
+from fingerd.finger.dialer import Dialer
 from fingerd.finger.output import split_lines
 
 FINGER_PORT = 79
@@ -33,10 +34,14 @@ def valid_host(host):
 
 
 class Forwarder:
-    def __init__(self, timeout, port=FINGER_PORT, max_bytes=MAX_FORWARD_BYTES):
+    """Asks upstream servers; its name lookups are bounded in time and in number
+    (dialer.py), so that no forwarded query holds a pool thread past ``timeout``."""
+
+    def __init__(self, timeout, port=FINGER_PORT, max_bytes=MAX_FORWARD_BYTES, dialer=None):
         self.timeout = timeout
         self.port = port
         self.max_bytes = max_bytes
+        self.dialer = dialer or Dialer()
 
     def __call__(self, query):
         """``(ok, lines)``: the upstream's answer, or one line saying why there is none."""
@@ -45,7 +50,8 @@ class Forwarder:
             return False, [f"{host[:64]}: not a host name"]
         line = ("/W " if query.verbose else "") + query.user
         try:
-            data, cut = client.finger(host, self.port, line, self.timeout, self.max_bytes)
+            data, cut = client.finger(host, self.port, line, self.timeout, self.max_bytes,
+                                      self.dialer)
         except client.NoAnswer as exc:
             return False, [f"{host}: {exc}"]
         lines = split_lines(data.decode("utf-8", "replace"))
