@@ -54,7 +54,10 @@ def main(argv=None):
     except OSError as exc:
         return fail(f"{config.users_file}: cannot read users file: {exc.strerror or exc}")
     if args.check_config:
-        print(f"{config.path}: configuration valid; {config.users_file}: {count} users")
+        if count is None:
+            print(f"fingerd: {config.users_file}: no users file; starting with no users",
+                  file=sys.stderr)
+        print(f"{config.path}: configuration valid; {config.users_file}: {count or 0} users")
         return 0
     return serve(config, account, args.foreground)
 
@@ -62,12 +65,12 @@ def main(argv=None):
 def count_users(path):
     """Read the users file once to fail fast; the worker reads it again to serve it.
 
-    A missing file counts as no users, as it does when the worker starts.
+    None for a missing file, which the worker starts with as an empty table.
     """
     try:
         data, _signature = fileio.read_bounded(path)
     except FileNotFoundError:
-        return 0
+        return None
     return len(parse_users(data, path))
 
 

@@ -8,6 +8,7 @@ Relative paths are taken from the configuration file's directory.
 """
 
 import configparser
+import difflib
 import ipaddress
 import os
 import re
@@ -152,9 +153,11 @@ def parse_address(text):
         number = int(port)
     except ValueError:
         ip = number = None
-    if not colon or ip is None or ip.version != family or not 1 <= number <= 65535:
+    if not colon or ip is None or ip.version != family:
         raise _Invalid(f"expected HOST:PORT with an IP address, as 0.0.0.0:79 or [::]:79, "
                        f"got {text!r}")
+    if not 1 <= number <= 65535:
+        raise _Invalid(f"port {number} out of range 1 to 65535 in {text!r}")
     return Address(str(ip), number)
 
 
@@ -309,7 +312,7 @@ def parse_config(text, path):
         for key in parser[section]:
             if (section, key) not in known:
                 errors.append(f"{path}:{lines.get((section, key), 0)}: [{section}] "
-                              f"unknown key {key!r}")
+                              f"unknown key {key!r}" + _suggestion(section, key))
     base = os.path.dirname(os.path.abspath(path))
     values = {"path": path, "key_lines": lines}
     for section, key, default, convert, attr in SCHEMA:
@@ -320,9 +323,48 @@ def parse_config(text, path):
         except _Invalid as exc:
             line = lines.get((section, key), 0) if given else 0
             errors.append(f"{path}:{line}: [{section}] {key}: {exc}")
+    if not errors:
+        errors.extend(_shared_addresses(values, lines, path))
     if errors:
         raise ConfigError(errors)
     return Config(**values)
+
+
+def _suggestion(section, key):
+    """``; did you mean 'KEY'?`` for the nearest known key of ``section``, or nothing."""
+    keys = [known for known_section, known, *_ in SCHEMA if known_section == section]
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+#: The services' listening keys, by the Config attribute that holds their addresses.
+_LISTENERS = tuple((attr, section, key) for section, key, _d, _c, attr in SCHEMA
+                   if key == "listen")
+
+
+def _shared_addresses(values, lines, path):
+    """Errors for two services given one address: the second bind would fail at start.
+
+    A wildcard takes its port on every address of its family (IPv6 sockets
+    are bound IPv6-only), so it clashes with any other address there.
+    """
+    errors = []
+    seen = []
+    for attr, section, key in _LISTENERS:
+        for address in values[attr]:
+            for other_section, other in seen:
+                if other_section != section and _clash(address, other):
+                    errors.append(f"{path}:{lines.get((section, key), 0)}: [{section}] {key}: "
+                                  f"{address} is also [{other_section}]'s {other}")
+            seen.append((section, address))
+    return errors
+
+
+def _clash(a, b):
+    if a.port != b.port or a.family != b.family:
+        return False
+    return a.host == b.host or ipaddress.ip_address(a.host).is_unspecified or \
+        ipaddress.ip_address(b.host).is_unspecified
 
 
 def load_config(path):

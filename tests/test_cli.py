@@ -45,6 +45,14 @@ def test_check_valid_configuration(setup):
     assert "2 users" in result.stdout
 
 
+def test_check_warns_of_a_missing_users_file_as_start_does(setup):
+    os.unlink(setup.users_file)
+    result = run("-t", "-c", setup.config_file)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"fingerd: {setup.users_file}: no users file; starting with no users\n"
+    assert "0 users" in result.stdout
+
+
 def test_check_binds_nothing(setup):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", setup.finger_port))

@@ -66,7 +66,7 @@ def test_metrics_can_be_switched_off():
 
 def test_unknown_key_names_file_line_and_key():
     assert errors("[fingerd]\nuser = nobody\nthread = 4\n") == [
-        "/etc/fingerd/fingerd.conf:3: [fingerd] unknown key 'thread'"]
+        "/etc/fingerd/fingerd.conf:3: [fingerd] unknown key 'thread'; did you mean 'threads'?"]
 
 
 def test_unknown_section_names_its_line():
@@ -86,7 +86,8 @@ def test_unknown_section_names_its_line():
     ("finger", "list_users", "maybe", "expected yes or no"),
     ("finger", "listen", "", "expected at least one HOST:PORT"),
     ("finger", "listen", "localhost:79", "expected HOST:PORT with an IP address"),
-    ("finger", "listen", "0.0.0.0:0", "expected HOST:PORT"),
+    ("finger", "listen", "0.0.0.0:0", "port 0 out of range 1 to 65535"),
+    ("finger", "listen", "0.0.0.0:65536", "port 65536 out of range 1 to 65535"),
     ("finger", "listen", "::1:79", "expected HOST:PORT"),
     ("finger", "listen", "1.2.3.4:79, 1.2.3.4:79", "listed twice"),
     ("finger", "min_uid", "-5", "expected an integer"),
@@ -99,6 +100,29 @@ def test_wrong_values_name_file_line_and_key(section, key, value, message):
     assert len(found) == 1
     assert found[0].startswith(f"/etc/fingerd/fingerd.conf:3: [{section}] {key}: ")
     assert message in found[0]
+
+
+def test_an_unknown_key_far_from_any_known_one_suggests_nothing():
+    assert errors("[fingerd]\nfrobnicate = 1\n") == [
+        "/etc/fingerd/fingerd.conf:2: [fingerd] unknown key 'frobnicate'"]
+
+
+@pytest.mark.parametrize("finger, other, clash", [
+    ("127.0.0.1:7979", "[setter]\nlisten = 127.0.0.1:7979", "127.0.0.1:7979"),
+    ("0.0.0.0:7979", "[setter]\nlisten = 127.0.0.1:7979", "0.0.0.0:7979"),
+    ("127.0.0.1:7979, [::1]:7980", "[metrics]\nlisten = [::]:7980", "[::1]:7980"),
+])
+def test_two_services_on_one_address_are_refused(finger, other, clash):
+    found = errors(f"[finger]\nlisten = {finger}\n{other}\n")
+    assert len(found) == 1
+    assert found[0].startswith("/etc/fingerd/fingerd.conf:4: [")
+    assert found[0].endswith(f"is also [finger]'s {clash}")
+
+
+def test_services_on_one_port_of_different_addresses_or_families_are_fine():
+    parse_config("[finger]\nlisten = 127.0.0.1:7979, [::]:7980\n"
+                 "[setter]\nlisten = 127.0.0.2:7979\n[metrics]\nlisten = 127.0.0.1:7980\n",
+                 "/f.conf")
 
 
 def test_every_error_is_reported_at_once():
