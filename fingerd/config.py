@@ -18,6 +18,7 @@ from fingerd.finger.output import HIGH_BYTES_POLICIES
 from fingerd.users.setter_request import POLICIES
 
 DEFAULT_PATH = "/etc/fingerd/fingerd.conf"
+DEFAULT_PIDFILE = "/run/fingerd.pid"
 MAX_CONFIG_BYTES = 1024 * 1024
 
 
@@ -230,7 +231,7 @@ def _replacements(text, base):
 SCHEMA = (
     ("fingerd", "user", "nobody", _account(True), "user"),
     ("fingerd", "group", "", _account(False), "group"),
-    ("fingerd", "pidfile", "/run/fingerd.pid", _path, "pidfile"),
+    ("fingerd", "pidfile", DEFAULT_PIDFILE, _path, "pidfile"),
     ("fingerd", "users_file", "/etc/fingerd/users", _path, "users_file"),
     ("fingerd", "reload_interval", "30", _seconds(0.1, 86400), "reload_interval"),
     ("fingerd", "threads", "16", _integer(1, 1024), "threads"),
@@ -365,6 +366,25 @@ def _clash(a, b):
         return False
     return a.host == b.host or ipaddress.ip_address(a.host).is_unspecified or \
         ipaddress.ip_address(b.host).is_unspecified
+
+
+def pidfile_setting(text, path):
+    """The ``[fingerd] pidfile`` of a configuration that may be invalid, or None.
+
+    Read line by line, ignoring everything else, so that a daemon can still
+    be found and stopped when a typo elsewhere makes the file fail to load.
+    """
+    section = None
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if stripped.startswith("[") and "]" in stripped:
+            section = stripped[1:stripped.index("]")]
+        elif section == "fingerd" and not line[:1].isspace():
+            key, sep, value = stripped.partition("=")
+            if sep and key.strip().lower() == "pidfile":
+                value = re.split(r"\s[#;]", " " + value)[0].strip()
+                return _path(value, os.path.dirname(os.path.abspath(path))) or None
+    return None
 
 
 def load_config(path):

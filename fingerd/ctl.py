@@ -7,7 +7,8 @@ import signal
 import sys
 import time
 
-from fingerd.config import DEFAULT_PATH, ConfigError, load_config
+from fingerd.config import (DEFAULT_PATH, DEFAULT_PIDFILE, MAX_CONFIG_BYTES, ConfigError,
+                            load_config, pidfile_setting)
 from fingerd.finger import client
 from fingerd.process import pidfile
 
@@ -26,25 +27,20 @@ def say(message, stream=sys.stdout):
     print(f"fingerd-ctl: {message}", file=stream)
 
 
-def running_pid(config):
-    """``(state, pid)`` of the daemon named by the configured pidfile."""
-    return pidfile.probe(config.pidfile)
-
-
-def cmd_status(config, args):
-    state, pid = running_pid(config)
+def cmd_status(path, args):
+    state, pid = pidfile.probe(path)
     if state == pidfile.RUNNING:
         print(f"fingerd is running (pid {pid})")
         return EXIT_OK
     if state == pidfile.DEAD:
-        print(f"fingerd is not running, but its pidfile {config.pidfile} remains (pid {pid})")
+        print(f"fingerd is not running, but its pidfile {path} remains (pid {pid})")
         return EXIT_DEAD
     print("fingerd is not running")
     return EXIT_NOT_RUNNING
 
 
-def cmd_reload(config, args):
-    state, pid = running_pid(config)
+def cmd_reload(path, args):
+    state, pid = pidfile.probe(path)
     if state != pidfile.RUNNING or pid is None:
         say("fingerd is not running", sys.stderr)
         return EXIT_NOT_RUNNING
@@ -53,14 +49,14 @@ def cmd_reload(config, args):
     return EXIT_OK
 
 
-def cmd_stop(config, args):
-    state, pid = running_pid(config)
+def cmd_stop(path, args):
+    state, pid = pidfile.probe(path)
     if state != pidfile.RUNNING or pid is None:
         print("fingerd is not running")
         return EXIT_OK
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
-    while running_pid(config)[0] == pidfile.RUNNING or _alive(pid):
+    while pidfile.probe(path)[0] == pidfile.RUNNING or _alive(pid):
         if time.monotonic() > deadline:
             say(f"fingerd (pid {pid}) did not stop within {STOP_TIMEOUT:.0f} s", sys.stderr)
             return EXIT_FAILED
@@ -139,6 +135,10 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="fingerd-ctl", description="control fingerd")
     parser.add_argument("-c", "--config", default=DEFAULT_PATH, metavar="FILE",
                         help=f"configuration file (default {DEFAULT_PATH})")
+    parser.add_argument("--pidfile", metavar="FILE",
+                        help="for status, stop and reload when the configuration does not "
+                             "load and has no [fingerd] pidfile line: the pidfile to use "
+                             f"(default {DEFAULT_PIDFILE})")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("reload", help="read the users file again (SIGHUP)")
     commands.add_parser("stop", help="stop the daemon and wait until it has exited")
@@ -157,8 +157,25 @@ def parse_args(argv):
     return args
 
 
-COMMANDS = {"status": cmd_status, "reload": cmd_reload, "stop": cmd_stop, "set": cmd_set,
-            "get": cmd_get}
+#: Commands that need only the pidfile, so that they work with a broken configuration.
+PIDFILE_COMMANDS = {"status": cmd_status, "reload": cmd_reload, "stop": cmd_stop}
+COMMANDS = {"set": cmd_set, "get": cmd_get}
+
+
+def fallback_pidfile(args):
+    """The pidfile for a configuration that does not load, and where that choice came from:
+    the file's own pidfile line, else ``--pidfile``, else the default."""
+    try:
+        with open(args.config, "rb") as f:
+            text = f.read(MAX_CONFIG_BYTES).decode("utf-8", "replace")
+    except OSError:
+        text = ""
+    found = pidfile_setting(text, args.config)
+    if found:
+        return found, "its pidfile line"
+    if args.pidfile:
+        return args.pidfile, "--pidfile"
+    return DEFAULT_PIDFILE, "the default"
 
 
 def main(argv=None):
@@ -167,11 +184,24 @@ def main(argv=None):
         config = load_config(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
-        return EXIT_NO_PERMISSION if "Permission denied" in str(exc) else EXIT_FAILED
+        if args.command not in PIDFILE_COMMANDS:
+            return EXIT_NO_PERMISSION if "Permission denied" in str(exc) else EXIT_FAILED
+        path, source = fallback_pidfile(args)
+        say(f"the configuration does not load; using the pidfile {path} ({source})",
+            sys.stderr)
+        return _run(PIDFILE_COMMANDS[args.command], path, args)
+    if args.command in PIDFILE_COMMANDS:
+        return _run(PIDFILE_COMMANDS[args.command], config.pidfile, args)
+    return _run(COMMANDS[args.command], config, args)
+
+
+def _run(command, target, args):
     try:
-        return COMMANDS[args.command](config, args)
+        return command(target, args)
     except PermissionError as exc:
         say(f"{exc.strerror}: run as root", sys.stderr)
         return EXIT_NO_PERMISSION
+
+
 if __name__ == "__main__":
     raise SystemExit(main())

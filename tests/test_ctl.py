@@ -108,3 +108,44 @@ def test_usage_errors_exit_2(detached):
     assert ctl(detached, "frobnicate").returncode == 2
     assert ctl(detached, "set").returncode == 2
     assert ctl(detached, "set", "alice", "x", "y").returncode == 2
+
+
+def break_config(d, pidfile_line=True):
+    """A typo in the running daemon's configuration; without ``pidfile_line``, the
+    pidfile line goes too."""
+    with open(d.config_file) as f:
+        lines = f.read().splitlines()
+    if not pidfile_line:
+        lines = [line for line in lines if not line.startswith("pidfile")]
+    with open(d.config_file, "w") as f:
+        f.write("\n".join(lines + ["treads = 4"]) + "\n")
+
+
+def test_status_reload_and_stop_work_from_the_pidfile_when_the_configuration_breaks(
+        detached):
+    d = detached
+    assert fingerd(d).returncode == 0
+    pid = probe(d.pidfile)[1]
+    break_config(d)
+    status = ctl(d, "status")
+    assert (status.returncode, status.stdout) == (0, f"fingerd is running (pid {pid})\n")
+    assert "unknown key 'treads'" in status.stderr
+    assert f"using the pidfile {d.pidfile} (its pidfile line)" in status.stderr
+    assert ctl(d, "set", "alice", "x").returncode == 1, "set needs the configuration"
+    stopped = ctl(d, "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not os.path.exists(f"/proc/{pid}")
+
+
+def test_without_a_pidfile_line_the_pidfile_option_then_the_default_is_used(detached):
+    d = detached
+    assert fingerd(d).returncode == 0
+    pid = probe(d.pidfile)[1]
+    break_config(d, pidfile_line=False)
+    default = ctl(d, "status")
+    assert "using the pidfile /run/fingerd.pid (the default)" in default.stderr
+    given = ctl(d, "--pidfile", d.pidfile, "status")
+    assert (given.returncode, given.stdout) == (0, f"fingerd is running (pid {pid})\n")
+    assert f"using the pidfile {d.pidfile} (--pidfile)" in given.stderr
+    assert ctl(d, "--pidfile", d.pidfile, "stop").returncode == 0
+    assert not os.path.exists(f"/proc/{pid}")

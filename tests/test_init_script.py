@@ -81,3 +81,21 @@ def test_lsb_header():
         text = f.read()
     for field in ("Provides:", "Required-Start:", "Default-Start:", "Short-Description:"):
         assert f"# {field}" in text
+
+
+def test_a_broken_configuration_neither_locks_out_nor_stops_the_running_daemon(init):
+    assert init.action("start").returncode == 0
+    pid = probe(init.pidfile)[1]
+    with open(init.config_file, "a") as f:
+        f.write("treads = 4\n")
+    status = init.action("status")
+    assert status.returncode == 0 and "is running" in status.stdout
+    for action in ("restart", "start"):
+        refused = init.action(action)
+        assert refused.returncode == 1, action
+        assert "unknown key 'treads'" in refused.stderr, action
+        assert probe(init.pidfile)[1] == pid, f"{action} left the daemon running"
+    assert init.finger(b"alice\r\n") == b"Happy and well\r\n"
+    assert init.action("stop").returncode == 0
+    assert not os.path.exists(f"/proc/{pid}")
+    assert init.action("status").returncode == 3
