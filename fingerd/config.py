@@ -67,6 +67,8 @@ class Config:
     forwarding: bool
     forward_allow: tuple
     forward_timeout: float
+    finger_proxy_protocol: bool
+    finger_proxy_from: tuple
     system_users: bool
     min_uid: int
     max_uid: int
@@ -189,6 +191,16 @@ def _hosts(text, base):
     return hosts
 
 
+def _networks(text, base):
+    """Addresses or networks (``10.0.0.0/8``), comma-separated."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        return tuple(ipaddress.ip_network(item) for item in items)
+    except ValueError:
+        raise _Invalid(f"expected IP addresses or networks, got {text.strip()[:60]!r}") \
+            from None
+
+
 _FILE_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 
 
@@ -248,6 +260,8 @@ SCHEMA = (
     ("finger", "forwarding", "no", _boolean, "forwarding"),
     ("finger", "forward_allow", "", _hosts, "forward_allow"),
     ("finger", "forward_timeout", "10", _seconds(0.1, 300), "forward_timeout"),
+    ("finger", "proxy_protocol", "no", _boolean, "finger_proxy_protocol"),
+    ("finger", "proxy_from", "127.0.0.1, ::1", _networks, "finger_proxy_from"),
     ("finger", "system_users", "no", _boolean, "system_users"),
     ("finger", "min_uid", "1000", _integer(0, 2**32 - 2), "min_uid"),
     ("finger", "max_uid", "65533", _integer(0, 2**32 - 2), "max_uid"),

@@ -37,8 +37,9 @@ REJECT_TOO_LONG = "line_too_long"
 REJECT_TIMEOUT = "timeout"
 REJECT_RESOURCES = "accept_failed"
 REJECT_NOT_LOCAL = "not_local"
+REJECT_PROXY = "proxy"
 REJECT_REASONS = (REJECT_BUSY, REJECT_PER_SOURCE, REJECT_SHED, REJECT_TOO_LONG,
-                  REJECT_TIMEOUT, REJECT_RESOURCES, REJECT_NOT_LOCAL)
+                  REJECT_TIMEOUT, REJECT_RESOURCES, REJECT_NOT_LOCAL, REJECT_PROXY)
 
 # Kinds of request: the finger query kinds (RFC 1288 2.3), then the setter's.
 USER = "user"

@@ -69,7 +69,8 @@ class Service:
         if sockets["finger"]:
             self._servers.append(FingerServer(
                 sockets["finger"], context("finger"), directory, rules, renderer, forward,
-                lookups_block=config.system_users, users=self.store.users))
+                lookups_block=config.system_users, users=self.store.users,
+                proxy_from=config.finger_proxy_from if config.finger_proxy_protocol else None))
         if sockets["setter"]:
             self._servers.append(SetterServer(sockets["setter"], context("setter"), self.store,
                                               config.setter_policy, requesters, rate_limit))

@@ -16,7 +16,7 @@ def source_of(host):
         return host[7:]
     try:
         return socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])[:8]
-    except OSError:
+    except (OSError, ValueError):
         return host
 
 
@@ -37,16 +37,29 @@ class ConnectionGate:
 
     def enter(self, source):
         """Take a slot for a client from ``source``: None, or why there is none (the
-        rejection reason)."""
+        rejection reason). A ``source`` of None is not known yet (a PROXY protocol
+        header will tell): the slot is taken, and ``claim`` counts the source later."""
         with self._lock:
             if self.active >= self.limit:
                 return REJECT_BUSY
-            if self.per_source:
+            if self.per_source and source is not None:
                 held = self._by_source.get(source, 0)
                 if held >= self.per_source:
                     return REJECT_PER_SOURCE
                 self._by_source[source] = held + 1
             self.active += 1
+            return None
+
+    def claim(self, source):
+        """Count a slot taken with an unknown source against ``source``: None, or
+        REJECT_PER_SOURCE, when the slot stays unclaimed (leave it with None)."""
+        if not self.per_source:
+            return None
+        with self._lock:
+            held = self._by_source.get(source, 0)
+            if held >= self.per_source:
+                return REJECT_PER_SOURCE
+            self._by_source[source] = held + 1
             return None
 
     def crowded(self):
@@ -57,7 +70,7 @@ class ConnectionGate:
     def leave(self, source):
         with self._lock:
             self.active -= 1
-            if self.per_source:
+            if self.per_source and source is not None:
                 held = self._by_source[source] - 1
                 if held:
                     self._by_source[source] = held

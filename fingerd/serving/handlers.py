@@ -36,8 +36,9 @@ class FingerServer(Server):
     defers_accept = True
 
     def __init__(self, socks, context, directory, rules, renderer, forward=None,
-                 lookups_block=False, users=None):
+                 lookups_block=False, users=None, proxy_from=None):
         super().__init__(socks, context)
+        self.proxy_from = proxy_from
         self.directory = directory
         self.rules = rules
         self.renderer = renderer

@@ -32,10 +32,11 @@ from _socket import socket as raw_socket
 from typing import NamedTuple, Optional
 
 from fingerd.limits import ACCEPTS_PER_TURN, DRAIN_BYTES
-from fingerd.outcomes import (ERROR, REJECT_BUSY, REJECT_NOT_LOCAL, REJECT_RESOURCES, REJECT_SHED,
-                              REJECT_TIMEOUT, REJECT_TOO_LONG)
+from fingerd.outcomes import (ERROR, REJECT_BUSY, REJECT_NOT_LOCAL, REJECT_PROXY, REJECT_RESOURCES,
+                              REJECT_SHED, REJECT_TIMEOUT, REJECT_TOO_LONG)
 from fingerd.serving.gate import source_of
 from fingerd.serving.lines import LineTooLong, take_lines
+from fingerd.serving.proxy_header import ProxyHeaderError, parse_proxy_header, trusted
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,9 @@ class Server:
     defers_accept = False
     #: What a client beyond a connection limit is told, in the service's protocol.
     busy_answer = BUSY
+    #: Networks whose connections begin with a PROXY protocol header, which names the
+    #: client; None where the service does not take one.
+    proxy_from = None
 
     def __init__(self, socks, context):
         self.listeners = [Listener(sock) for sock in socks]
@@ -383,7 +387,14 @@ class Server:
                 self._rejected.labels(REJECT_NOT_LOCAL).inc()
                 sock.close()
                 continue
-            source = source_of(peer[0]) if peer else ""
+            if self.proxy_from is None:
+                source = source_of(peer[0]) if peer else ""
+            elif trusted(peer[0], self.proxy_from):
+                source = None  # the header will tell
+            else:
+                self._rejected.labels(REJECT_PROXY).inc()
+                sock.close()
+                continue
             refused = gate.enter(source)
             if refused == REJECT_BUSY and self._shed_idle():
                 refused = gate.enter(source)
@@ -449,6 +460,8 @@ class Server:
         except OSError:
             chunk = b""
         conn.buf += chunk
+        if conn.source is None and not self._take_proxy_header(conn, eof=not chunk):
+            return
         try:
             request = self.take_request(conn.buf, eof=not chunk)
         except LineTooLong:
@@ -464,6 +477,35 @@ class Server:
             self._answer_inline(conn, request)
         else:
             self.context.pool.submit(self._answer_on_pool, conn, request)
+
+    def _take_proxy_header(self, conn, eof):
+        """Behind a proxy: take the header from the start of the request and count the
+        client it names against ``max_per_source``. True once it has; otherwise the
+        connection is watched for the rest or closed, without an answer."""
+        try:
+            header = parse_proxy_header(conn.buf)
+        except ProxyHeaderError:
+            header = None
+            eof = True
+        if header is None:
+            if eof:
+                self._close_unanswered(conn, REJECT_PROXY)
+            else:
+                self._watch(conn)
+            return False
+        conn.buf = conn.buf[header.length:]
+        if header.client is not None:
+            conn.peer = header.client
+        source = source_of(conn.peer[0])
+        refused = self.context.gate.claim(source)
+        if refused is not None:
+            self._rejected.labels(refused).inc()
+            self._unwatch(conn)
+            refuse_busy(conn.sock, self.busy_answer)
+            self.context.gate.leave(None)
+            return False
+        conn.source = source
+        return True
 
     def _watch(self, conn):
         """Wait for the rest of the request. A connection accepted with nothing to read

@@ -134,6 +134,14 @@ def _parse_v2(data):
     return ProxyHeader(end, (host, int.from_bytes(payload[2 * size:2 * size + 2], "big")))
 
 
+def trusted(host, networks):
+    """Whether a connection from ``host`` may send a header: its address (an IPv4-mapped
+    one as its IPv4 address) in one of ``networks``."""
+    address = ipaddress.ip_address(host.split("%", 1)[0])
+    address = getattr(address, "ipv4_mapped", None) or address
+    return any(address in network for network in networks)
+
+
 def _check_tlvs(data):
     """Each TLV is a type byte, a 2-byte length and that many bytes, to the end exactly."""
     offset = 0
