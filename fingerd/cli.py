@@ -85,7 +85,8 @@ def serve(config, account, foreground):
     except AlreadyRunning as exc:
         return fail(str(exc))
     except OSError as exc:
-        return fail(f"{config.pidfile}: cannot open pidfile: {exc.strerror}")
+        where = f" ({exc.filename})" if exc.filename and exc.filename != config.pidfile else ""
+        return fail(f"{config.pidfile}: cannot take the pidfile{where}: {exc.strerror}")
     try:
         sockets = bind_all(config)
     except BindError as exc:
