@@ -47,10 +47,13 @@ def main(argv=None):
         print(exc, file=sys.stderr)
         return 1
     try:
+        fileio.check_users_file(config.users_file)
         count = count_users(config.users_file)
     except UsersFileError as exc:
         print(exc, file=sys.stderr)
         return 1
+    except fileio.UnsafeUsersFile as exc:
+        return fail(f"users file {config.users_file}: {exc.strerror}")
     except OSError as exc:
         return fail(f"{config.users_file}: cannot read users file: {exc.strerror or exc}")
     if args.check_config:
