@@ -182,3 +182,32 @@ def test_a_second_start_is_still_refused(make_daemon):
     again = fingerd(d.config_file, "-n")
     assert again.returncode == 1
     assert f"already running (pid {d.proc.pid}" in again.stderr
+
+
+@needs_root
+def test_only_root_can_tell_whether_a_root_daemon_runs(make_daemon):
+    """The price of a lock no one else can take: fingerd-ctl status needs root (exit 4)."""
+    from fingerd import ctl
+    d = make_daemon().start()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setresgid(NOBODY, NOBODY, NOBODY)
+            os.setresuid(NOBODY, NOBODY, NOBODY)
+            os.dup2(write_end, 2)
+            sys.stderr = os.fdopen(2, "w", closefd=False)
+            code = ctl.main(["-c", d.config_file, "status"])
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as f:
+        stderr = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert (os.waitstatus_to_exitcode(status), stderr) == (
+        4, "fingerd-ctl: Permission denied: run as root\n")
+    assert probe(d.pidfile) == (RUNNING, d.proc.pid)

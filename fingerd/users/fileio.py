@@ -5,8 +5,9 @@ change the file or its directory could make root write where they choose.
 As OpenSSH's StrictModes does, the parent refuses (``UnsafeUsersFile``, its
 message saying what to fix):
 
-- a symbolic link at the file's path, or as the directory's last component:
-  neither is ever followed (``O_NOFOLLOW``), by the parent or the worker;
+- a symbolic link at the file's path, which no reader follows either (the
+  worker's reads are ``O_NOFOLLOW`` too), or as the directory's last
+  component;
 - a file or a directory that someone else than root could write: owned by
   another user, or writable by its group or by others (a POSIX ACL granting
   write shows in the group bits, and is refused with them). When the daemon
