@@ -47,10 +47,13 @@ def main(argv=None):
         print(exc, file=sys.stderr)
         return 1
     try:
+        fileio.check_users_file(config.users_file)
         count = count_users(config.users_file)
     except UsersFileError as exc:
         print(exc, file=sys.stderr)
         return 1
+    except fileio.UnsafeUsersFile as exc:
+        return fail(f"users file {config.users_file}: {exc.strerror}")
     except OSError as exc:
         return fail(f"{config.users_file}: cannot read users file: {exc.strerror or exc}")
     if args.check_config:
@@ -88,7 +91,8 @@ def serve(config, account, foreground):
     except AlreadyRunning as exc:
         return fail(str(exc))
     except OSError as exc:
-        return fail(f"{config.pidfile}: cannot open pidfile: {exc.strerror}")
+        where = f" ({exc.filename})" if exc.filename and exc.filename != config.pidfile else ""
+        return fail(f"{config.pidfile}: cannot take the pidfile{where}: {exc.strerror}")
     try:
         sockets = bind_all(config)
     except BindError as exc:

@@ -32,3 +32,20 @@ RESERVED_DESCRIPTORS = 64
 
 #: Seconds a graceful stop waits for answers in progress.
 STOP_GRACE_SECONDS = 5.0
+
+#: Longest worker log message the parent writes, after escaping; a longer one
+#: keeps its beginning and its end, cut in the middle with a marker.
+MAX_WORKER_LOG_CHARS = 2048
+
+#: Bytes of the worker's log pipe the parent reads a turn of its loop, so that a
+#: flood of log lines cannot keep it from signals and the worker's requests.
+WORKER_LOG_READ_BYTES = 65536
+
+#: Worker log lines the parent writes a second on average, and at once. A line
+#: costs one per WORKER_LOG_TOKEN_BYTES of its message begun; lines over the
+#: limit are dropped and counted. With access_log on, every request is a line.
+WORKER_LOG_RATE = 200
+WORKER_LOG_BURST = 2000
+WORKER_LOG_RATE_ACCESS_LOG = 20000
+WORKER_LOG_BURST_ACCESS_LOG = 40000
+WORKER_LOG_TOKEN_BYTES = 256

@@ -15,7 +15,8 @@ ME = pwd.getpwuid(os.geteuid()).pw_name
 
 def access_lines(d, count):
     wait_until(lambda: d.log().count(" access ") >= count, what=f"{count} access lines")
-    return [line.split(": INFO ", 1)[1] for line in d.log().splitlines() if " access " in line]
+    return [re.sub(r"^worker\[\d+\]: ", "", line.split(": INFO ", 1)[1])
+            for line in d.log().splitlines() if " access " in line]
 
 
 def test_escape_makes_any_text_one_printable_line():

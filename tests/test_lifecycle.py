@@ -61,11 +61,11 @@ def test_sigusr1_reopens_the_log_file(make_daemon, public_dir):
     assert "set the status of alice" not in open(log_file + ".1").read()
 
 
-def test_worker_log_lines_reach_the_log_with_the_worker_pid(daemon):
+def test_worker_log_lines_are_written_by_the_parent_tagged_with_the_worker_pid(daemon):
     worker = worker_of(daemon.proc.pid)
     daemon.setter(b"alice\r\nx\x01\r\n")
-    wait_until(lambda: f"fingerd[{worker}]: INFO setter: refused" in daemon.log(),
-               what="the worker's log line")
+    wait_until(lambda: f"fingerd[{daemon.proc.pid}]: INFO worker[{worker}]: setter: refused"
+               in daemon.log(), what="the worker's log line")
 
 
 def test_worker_holds_neither_the_pidfile_nor_the_log_file(make_daemon, public_dir):

@@ -145,12 +145,14 @@ def test_set_status_keeps_the_mode(store, path):
     assert os.stat(path).st_mode & 0o7777 == 0o640
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
-def test_set_status_keeps_the_owner(store, path):
-    os.chown(path, 65534, 65534)
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's group needs root")
+def test_set_status_keeps_the_owner_and_group(store, path):
+    # The owner is root: a file another user could write is refused (test_users_file_safety).
+    os.chown(path, 0, 65534)
+    os.chmod(path, 0o640)
     store.set_status("alice", "Away")
     st = os.stat(path)
-    assert (st.st_uid, st.st_gid) == (65534, 65534)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 65534, 0o640)
 
 
 def test_set_status_keeps_an_edit_not_yet_reloaded(store, path):
@@ -280,10 +282,13 @@ def test_an_unreadable_file_is_reported_once(store, path, metrics, caplog):
         os.rmdir(path)
 
 
-@pytest.mark.parametrize("make", [os.mkfifo, lambda p: os.symlink("/dev/zero", p)],
-                         ids=["fifo", "device"])
+@pytest.mark.parametrize("make, problem", [
+    (os.mkfifo, "not a regular file"),
+    (lambda p: os.symlink("/dev/zero", p), "is a symbolic link, which fingerd does not follow"),
+], ids=["fifo", "link-to-device"])
 def test_a_fifo_or_device_at_the_path_is_an_unreadable_file_never_a_hang(store, path, metrics,
-                                                                          make, caplog):
+                                                                          make, problem,
+                                                                          caplog):
     os.unlink(path)
     make(path)
     outcome = []
@@ -291,9 +296,9 @@ def test_a_fifo_or_device_at_the_path_is_an_unreadable_file_never_a_hang(store, 
     reader.start()
     reader.join(10)
     assert outcome == [False], "the reload returned, having read nothing"
-    assert "not a regular file" in caplog.text
+    assert problem in caplog.text
     assert store.users()["alice"] == "Happy"
-    with pytest.raises(StoreError, match="not a regular file"):
+    with pytest.raises(StoreError, match=problem):
         store.set_status("alice", "Blocked?")
     assert sample(metrics, "fingerd_reloads_total", outcome="failure") == 1
 

@@ -2,8 +2,16 @@
 
 The worker cannot reopen a root-owned log file after logrotate, nor should
 it hold one open for writing; so it writes each record as one JSON line to a
-pipe, and the parent writes it to wherever the daemon logs, under the
-worker's pid.
+pipe, and the parent writes it to wherever the daemon logs.
+
+The parent trusts nothing in that pipe: the worker may be hostile. Of a
+record it keeps a level, reduced to one of the five standard ones, and a
+message, which it escapes (no control character, newline or invisible
+formatting character reaches the log: one record is one line), cuts to a
+bounded length and tags ``worker[PID]: ``, so that no worker line reads as
+the parent's. Lines beyond a rate are dropped and counted, the count written
+as a line of the parent's own. The parent reads a bounded slice of the pipe
+a turn of its loop.
 """
 
 import json
@@ -11,6 +19,9 @@ import logging
 import os
 import queue
 import threading
+import time
+
+from fingerd import limits
 
 #: Longest record relayed; the rest of a longer one is cut.
 MAX_RECORD_BYTES = 16384
@@ -84,39 +95,180 @@ class PipeHandler(logging.Handler):
         super().close()
 
 
-class LogRelay:
-    """Parent side: reads the pipe and logs each record as the worker's."""
+#: The levels a worker record keeps; any other is written at ODD_LEVEL.
+KNOWN_LEVELS = frozenset({logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR,
+                          logging.CRITICAL})
+ODD_LEVEL = logging.WARNING
+#: Longest last error kept for the startup-failure message.
+MAX_LAST_ERROR_CHARS = 512
+#: Seconds at least between two notices of lines dropped by the rate limit.
+DROP_NOTICE_INTERVAL = 10.0
 
-    def __init__(self, fd, pid, logger=None):
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+log = logging.getLogger("fingerd")
+
+
+def _escape_char(ch):
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    if ch.isprintable():
+        return ch
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def clean(text, limit=limits.MAX_WORKER_LOG_CHARS):
+    """``text`` as one inert line of at most about ``limit`` characters.
+
+    Control characters (newlines included), Unicode format characters
+    (direction overrides, zero-width ones), separators other than the space,
+    surrogates and unassigned code points are written as backslash escapes
+    (a backslash itself is left alone: text escaped already, as the access
+    log's, stays as it was). A longer text keeps its beginning and its end
+    (where a traceback says what went wrong) around ``[... N characters cut
+    ...]``. The work is bounded by ``limit``, whatever the length of ``text``.
+    """
+    if len(text) <= limit and text.isprintable():
+        return text
+    budget = limit // 2
+    head, used = [], 0
+    for ch in text:
+        piece = _escape_char(ch)
+        if used + len(piece) > budget:
+            break
+        head.append(piece)
+        used += len(piece)
+    if len(head) == len(text):
+        return "".join(head)
+    budget = limit - used - 40
+    tail, used = [], 0
+    for ch in reversed(text[len(head):]):
+        piece = _escape_char(ch)
+        if used + len(piece) > budget:
+            break
+        tail.append(piece)
+        used += len(piece)
+    cut = len(text) - len(head) - len(tail)
+    if cut == 0:
+        return "".join(head) + "".join(reversed(tail))
+    return f"{''.join(head)} [... {cut} characters cut ...] {''.join(reversed(tail))}"
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` at once."""
+
+    def __init__(self, rate, burst, clock=time.monotonic):
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self.tokens = float(burst)
+        self._stamp = clock()
+
+    def refill(self):
+        """Add the tokens earned since the last refill."""
+        now = self._clock()
+        self.tokens = min(self.burst, self.tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def take(self, cost):
+        """True, and ``cost`` tokens fewer, if there are that many."""
+        if self.tokens >= cost:
+            self.tokens -= cost
+            return True
+        return False
+
+
+class LogRelay:
+    """Parent side: reads the pipe and writes each record as a line of its own,
+    tagged as the worker's, escaped, bounded and rate-limited."""
+
+    def __init__(self, fd, pid, logger=None, rate=limits.WORKER_LOG_RATE,
+                 burst=limits.WORKER_LOG_BURST, clock=time.monotonic, notices=None):
         self.fd = fd
         self.pid = pid
         self._buf = b""
         self._logger = logger or logging.getLogger("fingerd.worker")
+        self._notices = notices or log
+        self._bucket = TokenBucket(rate, burst, clock)
+        self._clock = clock
+        self._dropped = 0
+        self._noticed_at = None
         self.last_error = None
 
+    @classmethod
+    def for_config(cls, config, fd, pid, **kw):
+        """A relay whose rate fits ``config``: with the access log on, each request
+        is a line, and the limit is a hundred times higher."""
+        if getattr(config, "access_log", False):
+            kw.setdefault("rate", limits.WORKER_LOG_RATE_ACCESS_LOG)
+            kw.setdefault("burst", limits.WORKER_LOG_BURST_ACCESS_LOG)
+        return cls(fd, pid, **kw)
+
     def feed(self):
-        """Relay what is readable now; False once the worker closed the pipe."""
+        """Relay what one read of the pipe gives (at most WORKER_LOG_READ_BYTES);
+        False once the worker closed the pipe, when lines dropped are told."""
         try:
-            chunk = os.read(self.fd, 65536)
+            chunk = os.read(self.fd, limits.WORKER_LOG_READ_BYTES)
         except BlockingIOError:
             return True
         if not chunk:
+            self._notice_drops()
             return False
         lines = (self._buf + chunk).split(b"\n")
         self._buf = lines.pop()[-4 * MAX_RECORD_BYTES:]
-        for line in lines:
+        self._bucket.refill()
+        for i, line in enumerate(lines):
+            if self._bucket.tokens < 1:
+                # The rest of this slice is over the limit: counted, never looked at.
+                self._dropped += len(lines) - i
+                break
             self._emit(line)
         return True
 
     def _emit(self, line):
-        try:
-            item = json.loads(line)
-            level, message = int(item["level"]), str(item["message"])
-        except (ValueError, KeyError, TypeError):
-            level, message = logging.WARNING, f"unreadable log line: {line[:200]!r}"
+        # Counted before it is parsed: a line over the limit costs the parent nothing more.
+        cost = 1 + min(len(line), limits.MAX_WORKER_LOG_CHARS) // limits.WORKER_LOG_TOKEN_BYTES
+        if not self._bucket.take(cost):
+            self._dropped += 1
+            return
+        level, message = _parse(line)
+        if not self._logger.isEnabledFor(level):
+            return
+        if self._dropped and (self._noticed_at is None or
+                              self._clock() - self._noticed_at >= DROP_NOTICE_INTERVAL):
+            self._notice_drops()
         if level >= logging.ERROR:
-            self.last_error = message.splitlines()[0] if message else message
-        record = self._logger.makeRecord(self._logger.name, level, "(worker)", 0, "%s",
-                                         (message,), None)
-        record.process = self.pid
+            first = message.split("\n", 1)[0]
+            self.last_error = clean(first, MAX_LAST_ERROR_CHARS)
+        text = f"worker[{self.pid}]: {clean(message)}"
+        # The text is the message itself, never a format: nothing of the worker's is
+        # interpolated, and the record has no attribute the worker chose.
+        record = self._logger.makeRecord(self._logger.name, level, "(worker)", 0, text, (),
+                                         None)
         self._logger.handle(record)
+
+    def _notice_drops(self):
+        if self._dropped:
+            self._notices.warning("worker %d: %d log lines dropped (rate limit)", self.pid,
+                                  self._dropped)
+            self._dropped = 0
+            self._noticed_at = self._clock()
+
+
+def _parse(line):
+    """``(level, message)`` of one line from the worker; anything odd is a warning."""
+    try:
+        item = json.loads(line)
+        level, message = item["level"], item["message"]
+        if not isinstance(message, str):
+            raise TypeError("message")
+    except Exception:  # a hostile line may raise anything json can: RecursionError too
+        return ODD_LEVEL, "unreadable log line: " + line[:200].decode("ascii", "replace")
+    if type(level) is not int or level not in KNOWN_LEVELS:
+        level = ODD_LEVEL
+    return level, message

@@ -1,79 +1,226 @@
-"""The pidfile, held with flock for the daemon's whole life.
+"""The pidfile, and the lock held for the daemon's whole life.
 
 A lock, unlike a pid alone, cannot be fooled by a recycled pid and is
-released by the kernel when the holder dies, so a stale file is told from a
-live daemon without guessing.
+released by the kernel when the holder dies, so a stale pidfile is told from
+a live daemon without guessing.
+
+The lock is not taken on the pidfile, which everyone may read: ``flock``
+needs no more than a descriptor, and anyone who could open the pidfile
+could hold a shared lock on it and keep the next daemon from starting.
+It is taken on a file of its own beside it, ``PIDFILE.lock``: a regular
+file of the daemon's user, mode 0600, that no other user can open.
+Anything else found at that path (a symbolic link, a file of another
+user's or one others may open, a hard link) is removed and replaced, never
+followed or locked.
+
+The pidfile holds the pid for whoever wants it (``fingerd-ctl``, the init
+script, monitoring). It is written to a new file beside it, renamed into
+place, so whatever was at its path, a symbolic link included, is replaced
+rather than followed or written through.
 """
 
+import errno
 import fcntl
 import os
+import secrets
+import stat
 
 RUNNING = "running"
 DEAD = "dead"
 NOT_RUNNING = "not running"
+
+#: The lock file is the pidfile's path with this after it.
+LOCK_SUFFIX = ".lock"
+
+#: Mode of the pidfile: the pid is public.
+PIDFILE_MODE = 0o644
+
+#: Times the lock file is opened again when what is at its path changes meanwhile.
+OPEN_ATTEMPTS = 8
 
 
 class AlreadyRunning(RuntimeError):
     pass
 
 
+def lock_path(path):
+    """The lock file of the pidfile at ``path``."""
+    return path + LOCK_SUFFIX
+
+
 class Pidfile:
     def __init__(self, path):
         self.path = path
+        self.lock_path = lock_path(path)
         self.fd = None
 
     def acquire(self):
-        """Take the lock or raise AlreadyRunning; raise OSError if the file cannot be opened.
+        """Take the lock or raise AlreadyRunning; raise OSError if it cannot be taken.
 
-        The descriptor is inherited across fork, and the lock with it, so the
-        process that detaches keeps holding it.
+        ``fd`` is then the lock file's descriptor. It is inherited across
+        fork, and the lock with it, so the process that detaches keeps
+        holding it.
         """
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = _read_pid(fd)
+        for _ in range(OPEN_ATTEMPTS):
+            fd = _open_private(self.lock_path)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                pid = read_pid(self.path)
+                raise AlreadyRunning(f"already running (pid {pid}, pidfile {self.path})") \
+                    from None
+            # A daemon stopping meanwhile removes the file it held: the lock just taken
+            # would then be on a file no longer at the path, and another start would
+            # take another. Only a lock on the file at the path counts.
+            if _same_file(fd, self.lock_path):
+                self.fd = fd
+                return
             os.close(fd)
-            raise AlreadyRunning(f"already running (pid {pid}, pidfile {self.path})") from None
-        self.fd = fd
+        raise OSError(errno.EAGAIN, "the lock file keeps being replaced", self.lock_path)
 
     def write(self, pid):
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{pid}\n".encode("ascii"), 0)
+        """Put a pidfile naming ``pid`` in place, replacing whatever is at the path."""
+        directory, name = os.path.split(os.path.abspath(self.path))
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            tmp = f".{name}.{secrets.token_hex(6)}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
+                         os.O_CLOEXEC, PIDFILE_MODE, dir_fd=dir_fd)
+            try:
+                os.fchmod(fd, PIDFILE_MODE)
+                os.write(fd, f"{pid}\n".encode("ascii"))
+                os.close(fd)
+                fd = -1
+                os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                if fd >= 0:
+                    os.close(fd)
+                os.unlink(tmp, dir_fd=dir_fd)
+                raise
+        finally:
+            os.close(dir_fd)
 
     def release(self):
-        """Remove the file if it still names this process, then let go of the lock."""
+        """Remove the pidfile if it still names this process, and the lock file, then
+        let go of the lock."""
         if self.fd is None:
             return
         try:
-            if _read_pid(self.fd) == os.getpid():
+            if read_pid(self.path) == os.getpid():
                 os.unlink(self.path)
+        except OSError:
+            pass
+        try:
+            if _same_file(self.fd, self.lock_path):
+                os.unlink(self.lock_path)
         except OSError:
             pass
         os.close(self.fd)
         self.fd = None
 
 
-def _read_pid(fd):
+def _private(st):
+    """Whether ``st`` is of a file only this user can open: the lock file's rule."""
+    return (stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
+            and st.st_mode & 0o077 == 0 and st.st_nlink == 1)
+
+
+def _open_private(path):
+    """A read-write descriptor of the private regular file at ``path``, created if
+    missing; whatever else is there (see ``_private``) is removed first, never
+    followed or opened for good."""
+    for _ in range(OPEN_ATTEMPTS):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK |
+                         os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            # ELOOP: a symbolic link. EACCES: another user's file (in a sticky directory
+            # the kernel refuses even root: fs.protected_regular).
+            if exc.errno not in (errno.ELOOP, errno.EACCES, errno.EPERM, errno.ENXIO):
+                raise
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if _private(st):
+                raise
+            _remove(path, st)
+            continue
+        st = os.fstat(fd)
+        if _private(st):
+            return fd
+        os.close(fd)
+        _remove(path, st)
+    raise OSError(errno.EAGAIN, "the lock file keeps being replaced", path)
+
+
+def _remove(path, st):
+    """Unlink ``path`` if it is still the file ``st`` describes."""
     try:
-        return int(os.pread(fd, 32, 0).decode("ascii").strip())
-    except ValueError:
+        now = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+        os.unlink(path)
+
+
+def _same_file(fd, path):
+    st = os.fstat(fd)
+    try:
+        at_path = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return (st.st_dev, st.st_ino) == (at_path.st_dev, at_path.st_ino)
+
+
+def read_pid(path):
+    """The pid in the pidfile at ``path``; None if there is none or it holds no pid.
+
+    Raises PermissionError if it cannot be read. A symbolic link at the path is
+    not followed.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
         return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return int(os.read(fd, 32).decode("ascii").strip())
+    except (ValueError, UnicodeDecodeError):
+        return None
+    finally:
+        os.close(fd)
 
 
 def probe(path):
-    """``(state, pid)``: RUNNING while the lock is held, DEAD if the file outlived its
-    holder, NOT_RUNNING without a file. Raises PermissionError if unreadable."""
+    """``(state, pid)``: RUNNING while the lock is held, DEAD if the pidfile outlived
+    its holder, NOT_RUNNING without one. Raises PermissionError if the lock file
+    cannot be opened (it is the daemon's user's alone: run as that user, root)."""
+    held = False
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(lock_path(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK |
+                     os.O_CLOEXEC)
     except FileNotFoundError:
-        return NOT_RUNNING, None
-    try:
-        pid = _read_pid(fd)
+        pass
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:  # a symbolic link is no lock of the daemon's
+            raise
+    else:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return RUNNING, pid
+            held = True
+        finally:
+            os.close(fd)
+    pid = read_pid(path)
+    if held:
+        return RUNNING, pid
+    if pid is not None or os.path.lexists(path):
         return DEAD, pid
-    finally:
-        os.close(fd)
+    return NOT_RUNNING, None

@@ -158,7 +158,7 @@ class Supervisor:
         self.pid = pid
         self.started_at = self.clock()
         self._monitor = monitor
-        self._relay = LogRelay(log_fd, pid)
+        self._relay = LogRelay.for_config(self.config, log_fd, pid)
         self._sel.register(monitor, selectors.EVENT_READ, self._on_monitor)
         self._sel.register(log_fd, selectors.EVENT_READ, self._on_log)
         log.info("started worker %d", pid)

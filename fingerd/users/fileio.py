@@ -1,9 +1,31 @@
-"""Reading and durably replacing the users file."""
+"""Reading and durably replacing the users file, and the rules root keeps when it does.
+
+The root parent writes the users file on the worker's behalf, so whoever can
+change the file or its directory could make root write where they choose.
+As OpenSSH's StrictModes does, the parent refuses (``UnsafeUsersFile``, its
+message saying what to fix):
+
+- a symbolic link at the file's path, which no reader follows either (the
+  worker's reads are ``O_NOFOLLOW`` too), or as the directory's last
+  component;
+- a file or a directory that someone else than root could write: owned by
+  another user, or writable by its group or by others (a POSIX ACL granting
+  write shows in the group bits, and is refused with them). When the daemon
+  does not run as root, its own user counts as root does. The worker's
+  account never does: the worker asks the parent to write, it only reads.
+
+The parent checks at startup (``fingerd`` and ``fingerd -t``) and at each
+write, which goes through a descriptor of the directory opened once: the
+temporary file is created in it, renamed within it and the directory
+fsynced, so a directory swapped meanwhile cannot redirect the write.
+The directory's own ancestors are not checked.
+"""
 
 import errno
 import os
+import pwd
+import secrets
 import stat
-import tempfile
 
 from fingerd.limits import MAX_USERS_FILE_BYTES
 
@@ -19,20 +41,44 @@ class NotRegularFile(OSError):
     """A FIFO, device or directory where a file should be: never read, it could block."""
 
 
+class UnsafeUsersFile(OSError):
+    """A symbolic link at the users file's path, or a file or directory others than
+    root could change; ``strerror`` says what to fix."""
+
+    def __init__(self, message):
+        super().__init__(errno.EPERM, message)
+
+
 def signature(st):
     """What identifies one version of a file: a rename or an in-place edit changes it."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _split(path):
+    return os.path.split(os.path.abspath(path))
+
+
+def _symlink_refused(path):
+    return UnsafeUsersFile(f"the path is a symbolic link, which fingerd does not follow; "
+                           f"put the file itself at {path}")
 
 
 def read_bounded(path, limit=MAX_USERS_FILE_BYTES, unless=()):
     """``(bytes, signature)`` of ``path``; the signature is None if it changed while read.
 
     Opened without blocking and read only when it is a regular file, so a
-    FIFO or a device at the path cannot hang the reader. When the file's
-    signature is one of ``unless`` it is not read at all: ``(None, signature)``.
-    Raises FileNotFoundError, NotRegularFile, FileTooLarge or another OSError.
+    FIFO or a device at the path cannot hang the reader; a symbolic link at
+    the path is never followed. When the file's signature is one of
+    ``unless`` it is not read at all: ``(None, signature)``. Raises
+    FileNotFoundError, UnsafeUsersFile (a symbolic link), NotRegularFile,
+    FileTooLarge or another OSError.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and _is_symlink(path):
+            raise _symlink_refused(path) from None
+        raise
     with open(fd, "rb") as f:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -47,43 +93,135 @@ def read_bounded(path, limit=MAX_USERS_FILE_BYTES, unless=()):
     return data, (before if before == after else None)
 
 
+def _is_symlink(path):
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def check_users_file(path):
+    """Raise UnsafeUsersFile unless root may write the users file at ``path`` safely.
+
+    A missing file is fine (the setter creates it), its directory is checked;
+    a missing directory has nothing to check (a write then fails). Raises
+    another OSError when the directory cannot be opened or the file looked at.
+    """
+    directory, name = _split(path)
+    try:
+        dir_fd = _open_directory(directory)
+    except FileNotFoundError:
+        return
+    try:
+        _check_in(dir_fd, directory, name, path)
+    finally:
+        os.close(dir_fd)
+
+
+def _open_directory(directory):
+    try:
+        return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        # O_DIRECTORY | O_NOFOLLOW on a symbolic link: ENOTDIR on Linux, ELOOP elsewhere.
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_symlink(directory):
+            raise UnsafeUsersFile(
+                f"directory {directory} is a symbolic link, which fingerd does not "
+                f"follow; name the real directory in users_file") from None
+        raise
+
+
+def _check_in(dir_fd, directory, name, path):
+    """The users file's ``lstat`` (None when missing) once both it and its directory,
+    open as ``dir_fd``, pass; else raise UnsafeUsersFile or NotRegularFile."""
+    problem = _problem(f"directory {directory}", directory, os.fstat(dir_fd))
+    if problem:
+        raise UnsafeUsersFile(problem)
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        raise _symlink_refused(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularFile(errno.EINVAL, "not a regular file")
+    problem = _problem("the file", path, st)
+    if problem:
+        raise UnsafeUsersFile(problem)
+    return st
+
+
+def _problem(what, path, st):
+    """What makes ``st`` changeable by someone else than root (and this process's
+    user), as a sentence that says how to fix it; None when nothing does."""
+    me = os.geteuid()
+    if st.st_uid not in (0, me):
+        trusted = "root" if me == 0 else f"root or {_user(me)}"
+        return (f"{what} is owned by {_user(st.st_uid)}, not by {trusted}; "
+                f"run chown {_user(me) if me else 'root'} {path}")
+    who = [name for bit, name in ((stat.S_IWGRP, "group"), (stat.S_IWOTH, "others"))
+           if st.st_mode & bit]
+    if who:
+        flags = "".join(name[0] for name in who)
+        return f"{what} is writable by {' and '.join(who)}; run chmod {flags}-w {path}"
+    return None
+
+
+def _user(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
 def replace_durably(path, data):
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file whole.
 
-    The new file is written beside the old one, takes its mode and owner,
-    is fsynced, renamed over it, and the directory is fsynced. Returns the
-    new file's signature. On any error the old file is untouched and the
-    temporary file removed.
+    First the rules of this module are checked (UnsafeUsersFile). The new
+    file is written beside the old one through a descriptor of the
+    directory, takes the old one's owner and permission bits (setuid,
+    setgid and sticky bits dropped), is fsynced, renamed over it within
+    that directory, and the directory is fsynced. Returns the new file's
+    signature. On any error the old file is untouched and the temporary
+    file removed.
     """
-    directory = os.path.dirname(os.path.abspath(path))
+    directory, name = _split(path)
+    dir_fd = _open_directory(directory)
     try:
-        old = os.stat(path)
-    except FileNotFoundError:
-        old = None
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
-    try:
-        if old is None:
-            os.fchmod(fd, NEW_FILE_MODE)
-        else:
-            os.fchmod(fd, old.st_mode & 0o7777)
-            if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
-                os.fchown(fd, old.st_uid, old.st_gid)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, path)
-    except BaseException:
-        if fd >= 0:
+        old = _check_in(dir_fd, directory, name, path)
+        tmp = _create_temporary(dir_fd, name)
+        fd = tmp[1]
+        try:
+            if old is None:
+                os.fchmod(fd, NEW_FILE_MODE)
+            else:
+                if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+                    os.fchown(fd, old.st_uid, old.st_gid)
+                os.fchmod(fd, old.st_mode & 0o777)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
             os.close(fd)
-        os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
+            fd = -1
+            os.rename(tmp[0], name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            os.unlink(tmp[0], dir_fd=dir_fd)
+            raise
         os.fsync(dir_fd)
+        return signature(os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
     finally:
         os.close(dir_fd)
-    return signature(os.stat(path))
+
+
+def _create_temporary(dir_fd, name):
+    """``(name, fd)`` of a new private file in the directory ``dir_fd``."""
+    for _ in range(100):
+        tmp = f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
+                                os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", name)

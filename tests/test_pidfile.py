@@ -1,0 +1,213 @@
+"""The pidfile and its lock (README, "Running"): no other user can keep a start from
+happening, and no link at either path is followed."""
+
+import contextlib
+import fcntl
+import os
+import signal
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from fingerd.process.pidfile import (DEAD, NOT_RUNNING, RUNNING, AlreadyRunning, Pidfile,
+                                     lock_path, probe)
+from tests.support import ROOT
+from tests.support.markers import needs_root
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def path(tmp_path):
+    return str(tmp_path / "fingerd.pid")
+
+
+def test_the_lock_is_a_private_file_beside_a_public_pidfile(path):
+    pidfile = Pidfile(path)
+    pidfile.acquire()
+    pidfile.write(4321)
+    try:
+        lock = os.stat(lock_path(path))
+        assert stat.S_ISREG(lock.st_mode) and lock.st_mode & 0o777 == 0o600
+        assert lock.st_uid == os.geteuid()
+        assert os.stat(path).st_mode & 0o777 == 0o644
+        assert open(path).read() == "4321\n"
+        assert probe(path) == (RUNNING, 4321)
+        with pytest.raises(AlreadyRunning, match=r"already running \(pid 4321"):
+            Pidfile(path).acquire()
+    finally:
+        pidfile.release()
+    assert probe(path) == (DEAD, 4321), "the pidfile names another process: it stays"
+
+
+def test_release_leaves_nothing_behind(path):
+    pidfile = Pidfile(path)
+    pidfile.acquire()
+    pidfile.write(os.getpid())
+    pidfile.release()
+    assert not os.path.lexists(path) and not os.path.lexists(lock_path(path))
+    assert probe(path) == (NOT_RUNNING, None)
+
+
+def test_a_pidfile_without_its_lock_is_dead_and_taken_over(path):
+    with open(path, "w") as f:
+        f.write("99999999\n")
+    assert probe(path) == (DEAD, 99999999)
+    pidfile = Pidfile(path)
+    pidfile.acquire()
+    pidfile.write(os.getpid())
+    assert probe(path) == (RUNNING, os.getpid())
+    pidfile.release()
+
+
+def test_a_symlink_at_the_pidfile_path_is_replaced_never_followed(path, tmp_path):
+    target = tmp_path / "precious"
+    target.write_text("not a pid\n")
+    os.symlink(target, path)
+    assert probe(path) == (DEAD, None)
+    pidfile = Pidfile(path)
+    pidfile.acquire()
+    pidfile.write(os.getpid())
+    assert not os.path.islink(path) and open(path).read() == f"{os.getpid()}\n"
+    assert target.read_text() == "not a pid\n"
+    pidfile.release()
+    assert target.read_text() == "not a pid\n" and not os.path.lexists(path)
+
+
+def test_a_symlink_at_the_lock_path_is_removed_never_followed(path, tmp_path):
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    os.chmod(target, 0o600)
+    os.symlink(target, lock_path(path))
+    os.symlink(tmp_path / "dangling", path)
+    assert probe(path) == (DEAD, None), "a symlink is no lock"
+    pidfile = Pidfile(path)
+    pidfile.acquire()
+    try:
+        assert not os.path.islink(lock_path(path))
+        assert target.read_text() == "keep me\n"
+        with open(target) as f:  # the daemon's lock is not on the target
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert not (tmp_path / "dangling").exists()
+    finally:
+        pidfile.release()
+
+
+def test_a_lock_file_others_could_open_is_replaced(path):
+    with open(lock_path(path), "w"):
+        pass
+    os.chmod(lock_path(path), 0o644)
+    before = os.stat(lock_path(path)).st_ino
+    with open(lock_path(path)) as other:
+        fcntl.flock(other, fcntl.LOCK_SH)
+        pidfile = Pidfile(path)
+        pidfile.acquire()
+        try:
+            after = os.stat(lock_path(path))
+            assert after.st_ino != before and after.st_mode & 0o777 == 0o600
+        finally:
+            pidfile.release()
+
+
+@contextlib.contextmanager
+def shared_lock_as_nobody(*paths):
+    """A child process that has dropped to nobody and holds a shared flock on each of
+    ``paths`` it can open; yields what it managed (``{path: "locked" or "EACCES"}``),
+    and ends it by its pid."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setresgid(NOBODY, NOBODY, NOBODY)
+            os.setresuid(NOBODY, NOBODY, NOBODY)
+            report = []
+            for p in paths:
+                try:
+                    fd = os.open(p, os.O_RDONLY)
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    report.append("locked")
+                except OSError as exc:
+                    report.append(os.strerror(exc.errno))
+            os.write(write_end, ("\n".join(report) + "\n").encode())
+            while True:
+                signal.pause()
+        finally:
+            os._exit(1)
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end) as f:
+            outcome = [f.readline().strip() for _ in paths]
+        yield dict(zip(paths, outcome))
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def fingerd(config, *args):
+    return subprocess.run([sys.executable, "-m", "fingerd", "-c", config, *args], cwd=ROOT,
+                          timeout=60, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+
+
+@needs_root
+def test_a_shared_lock_held_by_another_user_does_not_block_a_start(make_daemon):
+    """The review's finding: nobody, reading a leftover pidfile, held LOCK_SH on it and
+    no daemon could start. Now the lock is elsewhere, and nobody cannot open it."""
+    d = make_daemon()
+    d.start()
+    pid = d.proc.pid
+    assert d.stop() == 0
+    with open(d.pidfile, "w") as f:  # a leftover pidfile, readable by all
+        f.write(f"{pid}\n")
+    os.chmod(d.pidfile, 0o644)
+    # A leftover lock file of the old kind, that others could open, too.
+    with open(lock_path(d.pidfile), "w"):
+        pass
+    os.chmod(lock_path(d.pidfile), 0o644)
+    with shared_lock_as_nobody(d.pidfile, lock_path(d.pidfile)) as held:
+        assert held == {d.pidfile: "locked", lock_path(d.pidfile): "locked"}
+        d.start()
+        state, running = probe(d.pidfile)
+        assert (state, running) == (RUNNING, d.proc.pid)
+        with shared_lock_as_nobody(d.pidfile, lock_path(d.pidfile)) as again:
+            assert again[lock_path(d.pidfile)] == "Permission denied"
+        assert d.stop() == 0
+
+
+def test_a_second_start_is_still_refused(make_daemon):
+    d = make_daemon().start()
+    again = fingerd(d.config_file, "-n")
+    assert again.returncode == 1
+    assert f"already running (pid {d.proc.pid}" in again.stderr
+
+
+@needs_root
+def test_only_root_can_tell_whether_a_root_daemon_runs(make_daemon):
+    """The price of a lock no one else can take: fingerd-ctl status needs root (exit 4)."""
+    from fingerd import ctl
+    d = make_daemon().start()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setresgid(NOBODY, NOBODY, NOBODY)
+            os.setresuid(NOBODY, NOBODY, NOBODY)
+            os.dup2(write_end, 2)
+            sys.stderr = os.fdopen(2, "w", closefd=False)
+            code = ctl.main(["-c", d.config_file, "status"])
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as f:
+        stderr = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert (os.waitstatus_to_exitcode(status), stderr) == (
+        4, "fingerd-ctl: Permission denied: run as root\n")
+    assert probe(d.pidfile) == (RUNNING, d.proc.pid)
