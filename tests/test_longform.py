@@ -70,8 +70,8 @@ def test_ampersand_in_the_name_is_the_login_capitalised():
 @pytest.mark.parametrize("seconds, text", [
     (0, ""), (30, "30 seconds idle"), (3000, "50 minutes idle"),
     (4000, "1 hour 6 minutes idle"), (3599, "59 minutes 59 seconds idle"),
-    (7200, "2 hours idle"), (86460, "1 day idle"), (86400 * 5 + 3600 * 3 + 120, "5 days 3 hours idle"),
-    (-5, ""),
+    (7200, "2 hours idle"), (86460, "1 day idle"),
+    (86400 * 5 + 3600 * 3 + 120, "5 days 3 hours idle"), (-5, ""),
 ])
 def test_idle_time_counts_the_two_largest_units(seconds, text):
     assert idle_text(seconds) == text
