@@ -115,18 +115,17 @@ def office_lines(gecos):
     if gecos.home_phone:
         fields.append(f"Home Phone: {phone(gecos.home_phone)}")
     lines = []
+    alone = None  # the field alone on the last line, which the next may join
     for field in fields:
-        if not lines or lines[-1][1]:
-            lines.append([field, False])
+        column = (max(5 * TAB_LEN, len(alone or "")) // TAB_LEN + 1) * TAB_LEN
+        if alone is None or column + len(field) > LINE_LEN:
+            lines.append(field)
+            alone = field
             continue
-        left = lines[-1][0]
-        column = (max(5 * TAB_LEN, len(left)) // TAB_LEN + 1) * TAB_LEN
-        if column + len(field) > LINE_LEN:
-            lines.append([field, False])
-            continue
-        tabs = max(0, -(-(4 * TAB_LEN - len(left)) // TAB_LEN))
-        lines[-1] = [left + "\t" * (tabs + 1) + field, True]
-    return [text for text, _ in lines]
+        tabs = 1 + max(0, -(-(4 * TAB_LEN - len(alone)) // TAB_LEN))
+        lines[-1] = alone + "\t" * tabs + field
+        alone = None
+    return lines
 
 
 def stamp(when, year=True):
