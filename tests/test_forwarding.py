@@ -1,12 +1,12 @@
 """Forwarding to real finger servers on loopback addresses' port 79."""
 
-import os
 import socket
 import subprocess
 import threading
 
 import pytest
 
+from tests.support import in_fingerd
 from tests.support.markers import needs_root, needs_tool
 from tests.support.net import exchange, skip_unless_free
 from tests.support.polling import wait_until
@@ -155,7 +155,7 @@ def test_forwards_to_debian_in_fingerd(forwarder):
     def launch_one():
         conn, _ = listener.accept()
         with conn:
-            subprocess.run([in_fingerd()], stdin=conn.fileno(), stdout=conn.fileno(),
+            subprocess.run([in_fingerd.path()], stdin=conn.fileno(), stdout=conn.fileno(),
                            stderr=subprocess.DEVNULL, user="nobody", timeout=20)
 
     launcher = threading.Thread(target=launch_one, daemon=True)
@@ -167,13 +167,6 @@ def test_forwards_to_debian_in_fingerd(forwarder):
         listener.close()
     assert "Login: nobody" in answer and "Name: nobody" in answer
     assert all(line.replace("\t", " ").isprintable() for line in answer.split("\r\n"))
-
-
-def in_fingerd():
-    for path in ("/usr/sbin/in.fingerd", "/usr/bin/in.fingerd"):
-        if os.path.exists(path):
-            return path
-    pytest.fail("in.fingerd is not installed")
 
 
 def test_a_scrape_never_waits_behind_forwarding_on_the_pool(make_daemon, upstreams):

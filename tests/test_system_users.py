@@ -1,36 +1,18 @@
 """System accounts and their plan files, with real accounts made for the test."""
 
 import os
-import shutil
-import subprocess
 import time
 
 import pytest
 
 from fingerd.finger.utmp import Session
+from tests.support.accounts import useradd, userdel, write_as
 from tests.support.markers import needs_root
 from tests.support.utmp import pack_session
 
 pytestmark = needs_root
 
 PREFIX = "fgtest"
-USERADD = shutil.which("useradd") or "/usr/sbin/useradd"
-USERDEL = shutil.which("userdel") or "/usr/sbin/userdel"
-
-
-def useradd(name, uid, home, gecos):
-    subprocess.run([USERADD, "--uid", str(uid), "--home-dir", home, "--no-create-home",
-                    "--comment", gecos, "--shell", "/bin/sh", "--no-user-group", name],
-                   check=True, capture_output=True)
-    os.mkdir(home, 0o755)
-    os.chown(home, uid, 100)
-
-
-def write_as(path, data, uid):
-    with open(path, "wb") as f:
-        f.write(data)
-    os.chown(path, uid, 100)
-    os.chmod(path, 0o644)
 
 
 @pytest.fixture
@@ -43,13 +25,12 @@ def accounts(public_dir):
         for i, gecos in enumerate(["Ada Lovelace,Room 1,,", "& Plan-less", "Linked Plan",
                                    "Big Plan", "Hidden Person", "Closed Home"], 1):
             name = f"{PREFIX}{i}"
-            subprocess.run([USERDEL, name], capture_output=True)
             useradd(name, 42000 + i, os.path.join(homes, name), gecos)
             made.append(name)
         yield {name: (42000 + i, os.path.join(homes, name)) for i, name in enumerate(made, 1)}
     finally:
         for name in made:
-            subprocess.run([USERDEL, name], capture_output=True)
+            userdel(name)
 
 
 @pytest.fixture
@@ -85,10 +66,10 @@ def test_account_answers_with_its_full_name(system):
 def test_long_answer_has_home_shell_session_and_plan_files_filtered(system, accounts):
     answer = text(system, b"/W fgtest1\r\n")
     home = accounts["fgtest1"][1]
-    assert f"Directory: {home}" in answer and "Shell: /bin/sh" in answer
-    assert "on pts/9" in answer
-    assert "Plan:\r\nAnalytical engine.\r\nSecond [2Jline\r\n" in answer
-    assert "Project:\r\nNotes on the engine\r\n" in answer
+    assert f"Directory: {home:<25}\tShell: /bin/sh\r\nOffice: Room 1\r\n" in answer
+    assert " on pts/9" in answer
+    assert answer.endswith("Project:\r\nNotes on the engine\r\n"
+                           "Plan:\r\nAnalytical engine.\r\nSecond [2Jline\r\n")
     assert "\x1b" not in answer and "\x07" not in answer
 
 

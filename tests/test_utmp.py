@@ -1,9 +1,9 @@
-"""Parsing utmp records."""
+"""Parsing utmp and wtmp records."""
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fingerd.finger.utmp import RECORD, Session, parse_utmp
+from fingerd.finger.utmp import RECORD, Session, last_session, parse_utmp
 from tests.support.utmp import pack_session
 
 
@@ -26,3 +26,19 @@ def test_other_record_types_and_partial_records_are_ignored():
 @given(st.binary(max_size=2000))
 def test_any_bytes_parse_without_error(data):
     assert isinstance(parse_utmp(data), list)
+
+
+def test_last_session_is_the_users_latest_login_record():
+    logout = RECORD.pack(8, 1, b"pts/1", b"", b"", b"", 0, 0, 0, 40, 0, 0, 0, 0, 0)
+    data = b"".join([pack_session(Session("carol", "pts/1", "", 10)),
+                     pack_session(Session("carol", "pts/2", "h", 20)),
+                     pack_session(Session("caroline", "pts/3", "", 30)), logout])
+    assert last_session(data + b"\0" * 100, "carol") == Session("carol", "pts/2", "h", 20)
+    assert last_session(data, "dave") is None
+    assert last_session(b"", "carol") is None
+
+
+@given(st.binary(max_size=2000), st.text(min_size=1, max_size=32))
+def test_any_bytes_give_a_last_session_or_none(data, user):
+    found = last_session(data, user)
+    assert found is None or found.user == user

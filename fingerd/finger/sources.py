@@ -7,17 +7,14 @@ an account of the same name, and a new source needs no change to the
 servers.
 """
 
-import os
 import pwd
 import time
 
+from fingerd.finger import logins
 from fingerd.finger.homefiles import opted_out, read_user_file
-from fingerd.finger.output import split_lines
+from fingerd.finger.longform import Person, Where, long_answer, parse_gecos
 from fingerd.finger.utmp import parse_utmp
 from fingerd.users.usersfile import is_valid_name
-
-#: How a plan-like file is introduced in a long answer.
-FILE_TITLES = {".plan": "Plan:", ".project": "Project:", ".pgpkey": "PGP key:"}
 
 
 class FileSource:
@@ -41,17 +38,23 @@ class SystemSource:
     """The system's accounts with a uid from ``min_uid`` to ``max_uid`` and no ``~/.nofinger``.
 
     The short answer gives the login and full name (GECOS); the long one
-    (``/W``) adds home, shell, sessions from utmp and the user's plan files.
-    No external program is run.
+    (``/W``) is laid out as Debian's in.fingerd lays it out (longform): office
+    and phones, sessions from utmp or the last login (lastlog, else wtmp),
+    the mail spool's state and the user's plan files. No external program
+    is run.
     """
 
     def __init__(self, min_uid, max_uid, plan_files, plan_max_bytes, utmp_file,
-                 clock=time.time):
+                 clock=time.time, lastlog_file=logins.LASTLOG_FILE,
+                 wtmp_file=logins.WTMP_FILE, mail_dir=logins.MAIL_DIR):
         self.min_uid = min_uid
         self.max_uid = max_uid
         self.plan_files = plan_files
         self.plan_max_bytes = plan_max_bytes
         self.utmp_file = utmp_file
+        self.lastlog_file = lastlog_file
+        self.wtmp_file = wtmp_file
+        self.mail_dir = mail_dir
         self._clock = clock
 
     def _account(self, name):
@@ -69,12 +72,24 @@ class SystemSource:
         entry = self._account(name)
         if entry is None:
             return None
-        lines = [f"Login: {entry.pw_name:<24} Name: {full_name(entry)}"]
-        if verbose:
-            lines.append(f"Directory: {entry.pw_dir:<20} Shell: {entry.pw_shell}")
-            lines.extend(self._sessions(entry.pw_name))
-            lines.extend(self._files(entry))
-        return lines
+        if not verbose:
+            return [f"Login: {entry.pw_name:<24} Name: {full_name(entry)}"]
+        now = self._clock()
+        return long_answer(self._person(entry, now), now)
+
+    def _person(self, entry, now):
+        login = entry.pw_name
+        return Person(
+            login, parse_gecos(entry.pw_gecos, login), entry.pw_dir, entry.pw_shell,
+            sessions=tuple(Where(s.line, s.host, s.login_time, *logins.terminal(s.line, now))
+                           for s in self.sessions() if s.user == login),
+            last_login=logins.last_login(entry.pw_uid, login, self.lastlog_file,
+                                         self.wtmp_file),
+            mail=logins.mail_state(login, self.mail_dir),
+            files=tuple((name, read_user_file(entry.pw_dir, name, entry.pw_uid,
+                                              self.plan_max_bytes))
+                        for name in self.plan_files),
+            max_bytes=self.plan_max_bytes)
 
     def listing(self):
         seen = set()
@@ -93,42 +108,10 @@ class SystemSource:
         except OSError:
             return []
 
-    def _sessions(self, login):
-        lines = []
-        for session in self.sessions():
-            if session.user == login:
-                since = time.strftime("%a %b %d %H:%M (%Z)", time.localtime(session.login_time))
-                lines.append(f"On since {since} on {session.line}{self._idle(session.line)}")
-        return lines or ["Not logged in."]
-
-    def _idle(self, line):
-        try:
-            seconds = int(self._clock() - os.stat(os.path.join("/dev", line)).st_atime)
-        except (OSError, ValueError):
-            return ""
-        if seconds < 60:
-            return ""
-        return f", idle {seconds // 3600}:{seconds // 60 % 60:02d}"
-
-    def _files(self, entry):
-        lines = []
-        for name in self.plan_files:
-            found = read_user_file(entry.pw_dir, name, entry.pw_uid, self.plan_max_bytes)
-            if found is None:
-                if name == ".plan":
-                    lines.append("No Plan.")
-                continue
-            text, cut = found
-            lines.append(FILE_TITLES.get(name, f"{name}:"))
-            lines.extend(split_lines(text))
-            if cut:
-                lines.append(f"({name} cut at {self.plan_max_bytes} bytes)")
-        return lines
-
 
 def full_name(entry):
     """The full name from GECOS: its first field, ``&`` standing for the login capitalised."""
-    return entry.pw_gecos.split(",", 1)[0].replace("&", entry.pw_name.capitalize())
+    return parse_gecos(entry.pw_gecos, entry.pw_name).name
 
 
 class Directory:

@@ -1,4 +1,9 @@
-"""Login sessions from utmp: pure parsing of glibc's ``struct utmp`` (Linux, 384 bytes)."""
+"""Login sessions from utmp and wtmp: pure parsing of glibc's ``struct utmp`` (Linux, 384
+bytes).
+
+wtmp holds the same records, a login (USER_PROCESS) and a logout each,
+oldest first; it is read from its end, a piece at a time.
+"""
 
 import struct
 from dataclasses import dataclass
@@ -21,7 +26,8 @@ class Session:
     login_time: int
 
 
-def _text(raw):
+def text_field(raw):
+    """A NUL-padded text field, invalid UTF-8 replaced."""
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
@@ -32,10 +38,23 @@ def parse_utmp(data):
         fields = RECORD.unpack_from(data, offset)
         if fields[0] != USER_PROCESS:
             continue
-        user = _text(fields[4])
+        user = text_field(fields[4])
         if user:
-            sessions.append(Session(user, _text(fields[2]), _text(fields[5]), fields[9]))
+            sessions.append(Session(user, text_field(fields[2]), text_field(fields[5]), fields[9]))
             if len(sessions) >= MAX_SESSIONS:
                 break
     return sessions
 
+
+
+def last_session(data, user):
+    """The latest USER_PROCESS record of ``user`` in the bytes of a piece of wtmp, or None.
+
+    ``data`` holds whole records; a trailing partial record is ignored.
+    """
+    wanted = user.encode("utf-8")
+    for offset in range((len(data) // RECORD.size - 1) * RECORD.size, -1, -RECORD.size):
+        fields = RECORD.unpack_from(data, offset)
+        if fields[0] == USER_PROCESS and fields[4].split(b"\0", 1)[0] == wanted:
+            return Session(user, text_field(fields[2]), text_field(fields[5]), fields[9])
+    return None

@@ -5,7 +5,11 @@
 - ``daemon``: a real ``fingerd`` process configured for one test.
 - ``procfs``: processes as /proc shows them.
 - ``markers``: skips for root-only tests and missing tools.
-- ``utmp``: login records as login(1) writes them.
+- ``utmp``: utmp, wtmp and lastlog records as login(1) writes them.
+- ``accounts``: real accounts made with useradd, and their files.
+- ``in_fingerd``: Debian's in.fingerd run for one query as inetd runs it.
+- ``system_logins``: login records and spools written where the system keeps them,
+  and put back.
 
 Pytest fixtures built from these live in ``tests/conftest.py``; tests import
 helpers from here, never from conftest.

@@ -1,0 +1,112 @@
+"""An account's last login, terminals and mail spool, read as the worker may read them.
+
+Every read is bounded: one lastlog record, at most ``WTMP_TAIL_BYTES`` of
+wtmp's end (read backwards a piece at a time, so a huge wtmp costs no more
+than a small one), one ``lstat`` of the spool and one ``stat`` a terminal.
+Only regular files are read, opened without blocking on a FIFO. The spool,
+which its owner may replace, is looked at without following a link.
+"""
+
+import os
+import stat
+
+from fingerd.finger import lastlog, utmp
+from fingerd.finger.longform import Mail, Where
+
+LASTLOG_FILE = "/var/log/lastlog"
+WTMP_FILE = "/var/log/wtmp"
+MAIL_DIR = "/var/mail"
+
+#: Most bytes read from the end of wtmp for one last login: about 2700 records.
+WTMP_TAIL_BYTES = 1024 * 1024
+#: Bytes read from wtmp at a time, whole records.
+WTMP_PIECE_BYTES = 170 * utmp.RECORD.size
+
+#: A terminal's mode bits that must both be set for write(1) to reach it (in.fingerd).
+TALKABLE = 0o220
+
+_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def _open_regular(path):
+    """A descriptor of ``path`` and its size if it is a regular file, else None."""
+    try:
+        fd = os.open(path, _FLAGS)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return None
+    return fd, st.st_size
+
+
+def last_login(uid, login, lastlog_file=LASTLOG_FILE, wtmp_file=WTMP_FILE):
+    """The last login as lastlog has it; where lastlog has none (a system without
+    lastlog), the latest login of ``login`` in the end of wtmp; else None."""
+    return from_lastlog(lastlog_file, uid) or from_wtmp(wtmp_file, login)
+
+
+def from_lastlog(path, uid):
+    """The lastlog record of ``uid`` as a Where, or None."""
+    opened = _open_regular(path)
+    if opened is None:
+        return None
+    fd, _size = opened
+    try:
+        record = lastlog.parse_lastlog(os.pread(fd, lastlog.RECORD.size,
+                                                lastlog.record_offset(uid)))
+    except (OSError, OverflowError):
+        return None
+    finally:
+        os.close(fd)
+    return None if record is None else Where(*record)
+
+
+def from_wtmp(path, login, limit=WTMP_TAIL_BYTES):
+    """The latest login of ``login`` in the last ``limit`` bytes of wtmp, or None."""
+    opened = _open_regular(path)
+    if opened is None:
+        return None
+    fd, size = opened
+    try:
+        end = size - size % utmp.RECORD.size
+        floor = max(0, end - (limit - limit % utmp.RECORD.size))
+        while end > floor:
+            start = max(floor, end - WTMP_PIECE_BYTES)
+            session = utmp.last_session(os.pread(fd, end - start, start), login)
+            if session is not None:
+                return Where(session.line, session.host, session.login_time)
+            end = start
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return None
+
+
+def mail_state(login, mail_dir=MAIL_DIR):
+    """The times of the spool ``mail_dir/login``; None when it is missing, empty or not a
+    regular file (a link is not followed)."""
+    try:
+        st = os.lstat(os.path.join(mail_dir, login))
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+        return None
+    return Mail(int(st.st_mtime), int(st.st_atime))
+
+
+def terminal(line, now):
+    """``(idle seconds, writable)`` of ``/dev/LINE``; ``(0, False)`` when it cannot be
+    told, as in.fingerd has it. A line that would leave /dev has no terminal."""
+    if not line or ".." in line.split("/"):
+        return 0, False
+    try:
+        st = os.stat("/dev/" + line)
+    except (OSError, ValueError):
+        return 0, False
+    return int(now - st.st_atime), st.st_mode & TALKABLE == TALKABLE

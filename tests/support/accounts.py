@@ -1,0 +1,34 @@
+"""Real accounts for tests, made with useradd and always removed with userdel."""
+
+import os
+import shutil
+import subprocess
+
+USERADD = shutil.which("useradd") or "/usr/sbin/useradd"
+USERDEL = shutil.which("userdel") or "/usr/sbin/userdel"
+
+#: The group the test accounts' files belong to (Debian's "users").
+GROUP = 100
+
+
+def useradd(name, uid, home, gecos):
+    """Account ``name`` with its own new home; a leftover of the same name is removed
+    first."""
+    userdel(name)
+    subprocess.run([USERADD, "--uid", str(uid), "--home-dir", home, "--no-create-home",
+                    "--comment", gecos, "--shell", "/bin/sh", "--no-user-group", name],
+                   check=True, capture_output=True)
+    os.mkdir(home, 0o755)
+    os.chown(home, uid, GROUP)
+
+
+def userdel(name):
+    subprocess.run([USERDEL, name], capture_output=True)
+
+
+def write_as(path, data, uid):
+    """A file of ``uid``'s, readable by all, as a user's own ~/.plan is."""
+    with open(path, "wb") as f:
+        f.write(data)
+    os.chown(path, uid, GROUP)
+    os.chmod(path, 0o644)
