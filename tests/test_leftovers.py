@@ -123,3 +123,18 @@ def test_a_pid_seen_before_is_not_killed_once_another_process_has_it():
         os.waitpid(pid, 0)
         return alive
     assert in_child(body).value is True
+
+
+def test_a_zombie_child_is_seen_and_reaped():
+    def body():
+        before = descendants.has_children()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        deadline = time.monotonic() + 10
+        while descendants.stat(pid).state != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen = descendants.has_children()
+        left = descendants.kill_leftovers()
+        return [before, seen, left, descendants.has_children(), descendants.stat(pid)]
+    assert in_child(body).value == [False, True, [[], []], False, None]
