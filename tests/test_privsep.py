@@ -1,5 +1,6 @@
 """Privilege separation on the real ports 79 and 1079 (README, "Processes and signals")."""
 
+import ctypes
 import os
 import pwd
 import signal
@@ -39,6 +40,43 @@ def test_worker_runs_with_every_id_of_the_configured_user(real):
     assert status["Groups"].strip() == ""
     assert status["NoNewPrivs"].strip() == "1"
     assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0
+
+
+def confinement(pid):
+    """What /proc says of the confinement of each of ``pid``'s threads."""
+    fields = ("NoNewPrivs", "Seccomp", "CapBnd", "CapAmb")
+    return {tuple(proc_status(f"{pid}/task/{tid}")[f].strip() for f in fields)
+            for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+CONFINED = ("1", "2", "0" * 16, "0" * 16)
+
+
+def test_every_thread_of_the_worker_is_confined(real):
+    worker = worker_of(real.proc.pid)
+    assert len(os.listdir(f"/proc/{worker}/task")) > 1
+    assert confinement(worker) == {CONFINED}
+    assert real.finger(b"alice\r\n") == b"Happy and well\r\n"  # threads answer
+    assert "not applied" not in real.log()
+
+
+def drop_setpcap():
+    """In the daemon's child before exec: as a unit whose bounding set lacks CAP_SETPCAP."""
+    assert ctypes.CDLL(None).prctl(24, 8, 0, 0, 0) == 0  # PR_CAPBSET_DROP, CAP_SETPCAP
+
+
+def test_a_layer_the_kernel_refuses_is_logged_once_and_the_others_hold(make_daemon):
+    d = make_daemon().start(preexec=drop_setpcap)
+    first = worker_of(d.proc.pid)
+    seen = confinement(first)
+    nnp, seccomp, bounding, _ = seen.pop()
+    assert not seen and (nnp, seccomp) == ("1", "2") and int(bounding, 16) != 0
+    os.kill(first, signal.SIGKILL)
+    second = worker_of(d.proc.pid, other_than=first)
+    wait_until(lambda: d.ready(), what="the second worker to serve")
+    assert confinement(second) == {(nnp, seccomp, bounding, "0" * 16)}
+    assert d.log().count("empty capability bounding set not applied") == 1
+    assert "lacks CAP_SETPCAP" in d.log()
 
 
 def test_parent_is_the_only_root_process(real):
@@ -127,7 +165,7 @@ def test_killed_worker_is_replaced_with_no_refused_connection(real):
     assert real.finger(b"alice\r\n") == b"Set before the kill\r\n"
     status = proc_status(second)
     assert ids(status, "Uid") == [NOBODY.pw_uid] * 4
-    assert status["NoNewPrivs"].strip() == "1"
+    assert confinement(second) == {CONFINED}
     assert real.metric("fingerd_worker_restarts_total") == 1
     assert "killed by SIGKILL" in real.log()
 

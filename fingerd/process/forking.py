@@ -1,13 +1,15 @@
 """Forking, signalling and reaping the worker: all the supervisor does to processes.
 
 Kept apart from the supervisor's decisions, so that tests hand it fake workers.
+This process is its descendants' subreaper: whatever a worker leaves behind
+is killed once the worker is reaped, and again before the next is forked.
 """
 
 import logging
 import os
 import signal
 
-from fingerd.process import worker
+from fingerd.process import descendants, worker
 from fingerd.process.channel import channel
 from fingerd.process.supervisor import HANDLED_SIGNALS
 
@@ -15,15 +17,28 @@ log = logging.getLogger("fingerd")
 
 
 class ForkedWorkers:
-    """The real workers, forked from this process to run ``worker.run``."""
+    """The real workers, forked from this process to run ``worker.run``.
+
+    This process must fork no other child: every child but the live worker
+    is taken for something a worker left behind, and killed.
+    """
 
     def __init__(self, config, account, sockets):
         self.config = config
         self.account = account
         self.sockets = sockets
+        self.worker = None  # the live worker's pid
+        self._subreaper = None
 
     def spawn(self, restarts):
         """Fork a worker; in the parent, ``(pid, request channel, log pipe's read end)``."""
+        if self._subreaper is None:
+            refused = descendants.become_subreaper()
+            self._subreaper = refused is None
+            if refused:
+                log.warning("child subreaper not applied: %s; what a dead worker leaves "
+                            "behind is not killed", refused)
+        self._kill_leftovers(None)
         parent_end, worker_end = channel()
         log_r, log_w = os.pipe()
         # The child starts with the worker's signals blocked: one sent before it is
@@ -44,6 +59,7 @@ class ForkedWorkers:
                 log.critical("worker failed", exc_info=True)
             finally:
                 os._exit(code)
+        self.worker = pid
         signal.pthread_sigmask(signal.SIG_UNBLOCK, worker.SIGNALS)
         worker_end.close()
         os.close(log_w)
@@ -58,7 +74,10 @@ class ForkedWorkers:
             pass
 
     def reap(self):
-        """``(pid, wait status)`` of each child that has ended, without blocking."""
+        """``(pid, wait status)`` of each child that has ended, without blocking.
+
+        A worker's pid comes once what it left behind is dead.
+        """
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -66,8 +85,28 @@ class ForkedWorkers:
                 return
             if pid == 0:
                 return
+            self._reaped(pid)
             yield pid, status
 
     def wait(self, pid):
-        """Block until ``pid`` has ended, and reap it."""
+        """Block until ``pid`` has ended, and reap it and what it left behind."""
         os.waitpid(pid, 0)
+        self._reaped(pid)
+
+    def _reaped(self, pid):
+        if pid == self.worker:
+            self.worker = None
+            self._kill_leftovers(pid)
+
+    def _kill_leftovers(self, pid):
+        """Kill every descendant of this process: none is a worker now."""
+        if not self._subreaper or self.worker is not None:
+            return
+        killed, remaining = descendants.kill_leftovers()
+        whose = f"worker {pid}" if pid is not None else "an earlier worker"
+        if killed:
+            log.warning("killed %d process%s left behind by %s: %s", len(killed),
+                        "" if len(killed) == 1 else "es", whose, " ".join(map(str, killed)))
+        if remaining:
+            log.error("processes left behind by %s still there after SIGKILL: %s", whose,
+                      " ".join(map(str, remaining)))

@@ -1,10 +1,11 @@
 """The worker: the only process that talks to clients, never root.
 
-Forked by the parent with the listening sockets already bound, it closes
-every descriptor it does not need, sheds root for good, reads the users
-file, serves, and tells the parent it is ready. Everything it needs is
-imported before the drop: the interpreter may live where the service user
-cannot read.
+Forked by the parent with the listening sockets already bound, it sheds
+root for good and confines itself (``confine.shed_root``: no capability,
+no child process, no program, no reaching into other processes), closes
+every descriptor it does not need, reads the users file, serves, and tells
+the parent it is ready. Everything it needs is imported before the drop:
+the interpreter may live where the service user cannot read.
 """
 
 import gc
@@ -15,9 +16,10 @@ import sys
 
 from fingerd.limits import STOP_GRACE_SECONDS
 from fingerd.metrics import Metrics
+from fingerd.process import confine
 from fingerd.process.channel import MonitorClient
 from fingerd.process.logrelay import PipeHandler
-from fingerd.process.privdrop import PrivilegeError, drop_privileges
+from fingerd.process.privdrop import PrivilegeError
 from fingerd.serving.assembly import Service
 from fingerd.users.store import UserStore
 from fingerd.users.usersfile import UsersFileError
@@ -48,9 +50,23 @@ def run(config, account, sockets, monitor_sock, log_fd, restarts):
 
     Whatever happens, the log lines queued for the parent are written before it ends.
     """
+    parent = os.getppid()
+    # First of all, while this process has one thread: the capability bounding set,
+    # no_new_privs and the seccomp filter are each thread's own, and the log relay
+    # starts one.
+    try:
+        refused, failure = confine.shed_root(account), None
+    except PrivilegeError as exc:
+        refused, failure = [], exc
     relay = _log_to_parent(log_fd)
     try:
-        return _live(config, account, sockets, monitor_sock, log_fd, restarts)
+        if failure is not None:
+            log.critical("worker: %s", failure)
+            return EXIT_FATAL
+        if restarts == 0:  # every worker meets the same kernel: said once
+            for layer in refused:
+                log.warning("worker confinement: %s; the other layers apply", layer)
+        return _live(config, parent, sockets, monitor_sock, log_fd, restarts)
     except BaseException:
         log.critical("worker failed", exc_info=True)
         return EXIT_SOFTWARE
@@ -58,16 +74,9 @@ def run(config, account, sockets, monitor_sock, log_fd, restarts):
         relay.close()
 
 
-def _live(config, account, sockets, monitor_sock, log_fd, restarts):
+def _live(config, parent, sockets, monitor_sock, log_fd, restarts):
     keep = {log_fd, monitor_sock.fileno()} | {s.fileno() for ss in sockets.values() for s in ss}
     _close_other_descriptors(keep)
-    parent = os.getppid()
-    if account is not None:
-        try:
-            drop_privileges(account.uid, account.gid)
-        except PrivilegeError as exc:
-            log.critical("worker: %s", exc)
-            return EXIT_FATAL
     os.umask(0o027)
     os.chdir("/")
     metrics = Metrics(parent_pid=parent)

@@ -4,6 +4,7 @@
 - ``polling``: waiting for a condition with a deadline.
 - ``daemon``: a real ``fingerd`` process configured for one test.
 - ``procfs``: processes as /proc shows them.
+- ``children``: a function run in a forked child, its result brought back.
 - ``markers``: skips for root-only tests and missing tools.
 - ``utmp``: utmp, wtmp and lastlog records as login(1) writes them.
 - ``accounts``: real accounts made with useradd, and their files.

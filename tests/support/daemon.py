@@ -63,17 +63,18 @@ class Daemon:
         self._write_config()
         return self
 
-    def start(self, wait=True, max_files=None):
-        """Run fingerd -n; ``max_files`` lowers its RLIMIT_NOFILE."""
+    def start(self, wait=True, max_files=None, preexec=None):
+        """Run fingerd -n; ``max_files`` lowers its RLIMIT_NOFILE; ``preexec`` runs in
+        the child before the exec."""
         self._stderr = open(self.log_file, "ab")
-        limit = None
+        steps = [preexec] if preexec is not None else []
         if max_files is not None:
-            limit = functools.partial(resource.setrlimit, resource.RLIMIT_NOFILE,
-                                      (max_files, max_files))
+            steps.append(functools.partial(resource.setrlimit, resource.RLIMIT_NOFILE,
+                                           (max_files, max_files)))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fingerd", "-n", "-c", self.config_file],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr,
-            preexec_fn=limit)
+            preexec_fn=(lambda: [step() for step in steps]) if steps else None)
         if wait:
             wait_until(lambda: self._alive() and self.ready(), what="fingerd to serve")
         return self
