@@ -75,6 +75,9 @@ class Config:
     plan_files: tuple
     plan_max_bytes: int
     utmp_file: str
+    wtmp_file: str
+    lastlog_file: str
+    mail_dir: str
     setter_listen: tuple
     setter_policy: str
     setter_admin_group: str
@@ -268,6 +271,9 @@ SCHEMA = (
     ("finger", "plan_files", ".plan, .project, .pgpkey", _file_names, "plan_files"),
     ("finger", "plan_max_bytes", "16384", _integer(0, 1024 * 1024), "plan_max_bytes"),
     ("finger", "utmp_file", "/var/run/utmp", _path, "utmp_file"),
+    ("finger", "wtmp_file", "/var/log/wtmp", _path, "wtmp_file"),
+    ("finger", "lastlog_file", "/var/log/lastlog", _path, "lastlog_file"),
+    ("finger", "mail_dir", "/var/mail", _path, "mail_dir"),
     ("setter", "listen", "127.0.0.1:1079", _addresses(True, loopback_only=True),
      "setter_listen"),
     ("setter", "policy", "own", _choice(*POLICIES), "setter_policy"),

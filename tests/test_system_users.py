@@ -50,8 +50,17 @@ def system(make_daemon, accounts, public_dir):
     utmp = os.path.join(public_dir, "utmp")
     with open(utmp, "wb") as f:
         f.write(pack_session(Session("fgtest1", "pts/9", "", int(time.time()) - 60)))
+    wtmp = os.path.join(public_dir, "wtmp")
+    with open(wtmp, "wb") as f:
+        f.write(pack_session(Session("fgtest4", "pts/7", "", int(time.time()) - 3600)))
+    mail = os.path.join(public_dir, "mail")
+    os.mkdir(mail, 0o755)
+    write_as(os.path.join(mail, "fgtest4"), b"From nobody\n\nHello.\n", uid4)
+    os.utime(os.path.join(mail, "fgtest4"), (time.time() - 60, time.time() - 600))
     return make_daemon(users=b"alice:Happy and well\nfgtest2:From the users file\n",
                        finger__system_users="yes", finger__utmp_file=utmp,
+                       finger__wtmp_file=wtmp, finger__mail_dir=mail,
+                       finger__lastlog_file=os.path.join(public_dir, "no-lastlog"),
                        finger__list_users="yes").start()
 
 
@@ -71,6 +80,14 @@ def test_long_answer_has_home_shell_session_and_plan_files_filtered(system, acco
     assert answer.endswith("Project:\r\nNotes on the engine\r\n"
                            "Plan:\r\nAnalytical engine.\r\nSecond [2Jline\r\n")
     assert "\x1b" not in answer and "\x07" not in answer
+
+
+def test_last_login_and_mail_come_from_the_configured_files(system):
+    answer = text(system, b"/W fgtest4\r\n")
+    assert "\r\nLast login " in answer and " on pts/7\r\n" in answer
+    assert "\r\nMail last read " in answer
+    other = text(system, b"/W fgtest3\r\n")
+    assert "\r\nNever logged in.\r\n" in other and "\r\nNo mail.\r\n" in other
 
 
 def test_users_file_wins_over_an_account_of_the_same_name(system):

@@ -154,5 +154,7 @@ def build_directory(config, store):
     sources = [FileSource(store)]
     if config.system_users:
         sources.append(SystemSource(config.min_uid, config.max_uid, config.plan_files,
-                                    config.plan_max_bytes, config.utmp_file))
+                                    config.plan_max_bytes, config.utmp_file,
+                                    lastlog_file=config.lastlog_file,
+                                    wtmp_file=config.wtmp_file, mail_dir=config.mail_dir))
     return Directory(sources)
