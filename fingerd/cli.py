@@ -20,6 +20,12 @@ from fingerd.users.usersfile import UsersFileError, parse_users
 
 log = logging.getLogger("fingerd")
 
+#: The overflow uid that ``nobody`` has on Linux, shared by every service that uses it.
+SHARED_ACCOUNT_UID = 65534
+#: How to create the account the example configuration names.
+CREATE_ACCOUNT = ("useradd --system --user-group --no-create-home --home-dir /nonexistent "
+                  "--shell /usr/sbin/nologin fingerd")
+
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="fingerd", description="finger daemon (RFC 1288)")
@@ -122,6 +128,11 @@ def serve(config, account, foreground):
     root = os.geteuid() == 0
     if not root:
         log.warning("not started as root: the worker keeps this process's user")
+    elif account.uid == SHARED_ACCOUNT_UID or config.user == "nobody":
+        log.warning("%s: [fingerd] user = %s: every other service running as it can stop or "
+                    "kill the worker and read what it reads; give fingerd an account of its "
+                    "own: %s, then user = fingerd", config.where("fingerd", "user"),
+                    config.user, CREATE_ACCOUNT)
     setters = [*map(str, config.setter_listen), *unix_socket_paths(config)]
     log.info("fingerd %s starting: finger on %s, setter on %s", __version__,
              ", ".join(map(str, config.finger_listen)), ", ".join(setters))

@@ -169,3 +169,17 @@ def test_killed_worker_is_replaced_with_no_refused_connection(real):
     assert real.metric("fingerd_worker_restarts_total") == 1
     assert "killed by SIGKILL" in real.log()
 
+
+
+def test_starting_as_nobody_warns_once_and_names_the_account_to_create(real):
+    wait_until(lambda: "give fingerd an account of its own" in real.log(), what="the warning")
+    assert real.log().count("give fingerd an account of its own") == 1
+    assert "[fingerd] user = nobody: every other service running as it can stop or kill " \
+        "the worker" in real.log()
+    assert "useradd --system --user-group" in real.log()
+
+
+def test_an_account_of_its_own_is_not_warned_about(make_daemon):
+    d = make_daemon(fingerd__user="daemon").start()
+    assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
+    assert "give fingerd an account of its own" not in d.log()
