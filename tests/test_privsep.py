@@ -170,7 +170,6 @@ def test_killed_worker_is_replaced_with_no_refused_connection(real):
     assert "killed by SIGKILL" in real.log()
 
 
-
 def test_starting_as_nobody_warns_once_and_names_the_account_to_create(real):
     wait_until(lambda: "give fingerd an account of its own" in real.log(), what="the warning")
     assert real.log().count("give fingerd an account of its own") == 1

@@ -12,6 +12,7 @@ import signal
 from fingerd.process import descendants, worker
 from fingerd.process.channel import channel
 from fingerd.process.supervisor import HANDLED_SIGNALS
+from fingerd.users import snapshot
 
 log = logging.getLogger("fingerd")
 
@@ -29,6 +30,8 @@ class ForkedWorkers:
         self.sockets = sockets
         self.worker = None  # the live worker's pid
         self._subreaper = None
+        #: Inherited by every worker: the table the last one served (users/snapshot.py).
+        self.snapshot_fd = snapshot.create()
 
     def spawn(self, restarts):
         """Fork a worker; in the parent, ``(pid, request channel, log pipe's read end)``."""
@@ -54,7 +57,7 @@ class ForkedWorkers:
                 parent_end.close()
                 os.close(log_r)
                 code = worker.run(self.config, self.account, self.sockets, worker_end, log_w,
-                                  restarts)
+                                  restarts, self.snapshot_fd)
             except BaseException:
                 log.critical("worker failed", exc_info=True)
             finally:

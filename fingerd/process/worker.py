@@ -21,6 +21,7 @@ from fingerd.process.channel import MonitorClient
 from fingerd.process.logrelay import PipeHandler
 from fingerd.process.privdrop import PrivilegeError
 from fingerd.serving.assembly import Service
+from fingerd.users.snapshot import Snapshot
 from fingerd.users.store import UserStore
 from fingerd.users.usersfile import UsersFileError
 
@@ -45,7 +46,7 @@ PARENT_CHECK_SECONDS = 1.0
 SWITCH_INTERVAL = 0.0005
 
 
-def run(config, account, sockets, monitor_sock, log_fd, restarts):
+def run(config, account, sockets, monitor_sock, log_fd, restarts, snapshot_fd=None):
     """The worker's life; returns its exit status. Called in the child right after fork.
 
     Whatever happens, the log lines queued for the parent are written before it ends.
@@ -66,7 +67,7 @@ def run(config, account, sockets, monitor_sock, log_fd, restarts):
         if restarts == 0:  # every worker meets the same kernel: said once
             for layer in refused:
                 log.warning("worker confinement: %s; the other layers apply", layer)
-        return _live(config, parent, sockets, monitor_sock, log_fd, restarts)
+        return _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd)
     except BaseException:
         log.critical("worker failed", exc_info=True)
         return EXIT_SOFTWARE
@@ -74,15 +75,17 @@ def run(config, account, sockets, monitor_sock, log_fd, restarts):
         relay.close()
 
 
-def _live(config, parent, sockets, monitor_sock, log_fd, restarts):
-    keep = {log_fd, monitor_sock.fileno()} | {s.fileno() for ss in sockets.values() for s in ss}
+def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd):
+    keep = {log_fd, monitor_sock.fileno(), snapshot_fd} | {
+        s.fileno() for ss in sockets.values() for s in ss}
     _close_other_descriptors(keep)
     os.umask(0o027)
     os.chdir("/")
     metrics = Metrics(parent_pid=parent)
     metrics.worker_restarts.inc(restarts)
     monitor = MonitorClient(monitor_sock)
-    store = UserStore(config.users_file, metrics, writer=monitor.write_status)
+    store = UserStore(config.users_file, metrics, writer=monitor.write_status,
+                      snapshot=Snapshot(snapshot_fd) if snapshot_fd is not None else None)
     try:
         store.load()
     except UsersFileError as exc:

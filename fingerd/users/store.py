@@ -9,6 +9,7 @@ to be read and never sees half a table.
 
 import gc
 import logging
+import os
 import threading
 import time
 
@@ -23,9 +24,11 @@ log = logging.getLogger(__name__)
 class UserStore:
     """Lock-protected table of user statuses backed by the users file at ``path``."""
 
-    def __init__(self, path, metrics, writer=None):
+    def __init__(self, path, metrics, writer=None, snapshot=None):
         self.path = path
         self._writer = writer or write_status
+        #: Where the last good table is kept for the next worker (snapshot.py), or None.
+        self._snapshot = snapshot
         self._metrics = metrics
         self._users = UserTable()
         self._signature = None
@@ -46,12 +49,49 @@ class UserStore:
         with self._lock:
             try:
                 data, sig = fileio.read_bounded(self.path)
-            except FileNotFoundError:
+                users = parse_users(data, self.path)
+            except (OSError, UsersFileError) as exc:
+                if self._load_snapshot(exc):
+                    return
+                if not isinstance(exc, FileNotFoundError):
+                    raise
                 log.warning("%s: no users file; starting with no users", self.path)
                 self._publish(UserTable(), None)
                 return
-            self._publish(parse_users(data, self.path), sig)
+            self._publish(users, sig)
+            self._keep(lambda snapshot: snapshot.save(data))
             self._count_success()
+
+    def _load_snapshot(self, problem):
+        """After ``problem`` with the file at a start: serve the table the previous worker
+        served, if it left one, logging the problem once and counting a failed reload."""
+        data = self._snapshot.load() if self._snapshot is not None else None
+        if data is None:
+            return False
+        try:
+            users = parse_users(data, "the previous worker's table")
+        except UsersFileError:
+            return False
+        self._publish(users, None)
+        if isinstance(problem, UsersFileError):
+            reason, self._failed_signature = problem, _signature_of(self.path)
+        elif isinstance(problem, FileNotFoundError):
+            reason, self._failed_signature = f"{self.path}: users file missing", "missing"
+        else:
+            reason = f"{self.path}: cannot read users file: {problem.strerror or problem}"
+            self._failed_signature = ("unreadable", problem.errno)
+        self._metrics.reloads.labels("failure").inc()
+        log.error("%s\n%s: serving the %d users the previous worker served", reason,
+                  self.path, len(users))
+        return True
+
+    def _keep(self, save):
+        """Keep a table for the next worker with ``save(snapshot)``; never fails a reload."""
+        if self._snapshot is not None:
+            try:
+                save(self._snapshot)
+            except OSError as exc:
+                log.warning("cannot keep the table for the next worker: %s", exc)
 
     def reload(self, force=False):
         """Read the users file again if it changed (or always, with ``force``).
@@ -87,6 +127,7 @@ class UserStore:
             replaced = [self._users]
             self._publish(users, sig)
             self._count_success()
+        self._keep(lambda snapshot: snapshot.save(data))
         log.info("%s: read %d users", self.path, len(users))
         free_gradually(replaced)
         return True
@@ -128,10 +169,25 @@ class UserStore:
         with self._lock:
             if sig is not None and sig == self._failed_signature and not force:
                 return False
+            first = self._failed_signature is None
             self._failed_signature = sig
+            users = self._users
         self._metrics.reloads.labels("failure").inc()
         log.error("%s", message)
+        if first:
+            # The file went bad: keep what is served now, sets since the last read
+            # included, for a worker that starts before it is fixed.
+            self._keep(lambda snapshot: snapshot.save_table(users))
         return False
+
+
+def _signature_of(path):
+    """The signature of what is at ``path`` now, or None: so that a file that stays bad
+    is reported once, not again by the first reload."""
+    try:
+        return fileio.signature(os.stat(path))
+    except OSError:
+        return None
 
 
 def parse_quietly(data, path):
