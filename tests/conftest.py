@@ -1,4 +1,6 @@
-"""Shared fixtures: a real fingerd process on free loopback ports, and its directory.
+"""Shared fixtures: a real fingerd process on free loopback ports, and its directory;
+and the Hypothesis profile of this run (``tests/support/fuzzing.py``: 1,000 examples
+a property under ``CI=true``).
 
 The helpers they are built from are in ``tests/support``.
 """
@@ -10,7 +12,10 @@ import tempfile
 import pytest
 
 from tests.support.daemon import Daemon
+from tests.support.fuzzing import register_profiles
 from tests.support.net import Ports
+
+register_profiles()
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,17 @@
 """Configuration parsing and validation."""
 
+import configparser
+import ipaddress
 import os
+import re
+import string
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from fingerd.config import SCHEMA, Address, ConfigError, load_config, parse_config
+from fingerd.config import SCHEMA, SECTIONS, Address, ConfigError, load_config, parse_config
+from fingerd.finger.output import HIGH_BYTES_POLICIES
 from tests.support import ROOT
 
 
@@ -188,3 +195,121 @@ def test_new_keys_are_validated(section, key, value, message):
     found = errors(f"[{section}]\n{key} = {value}\n")
     assert found[0].startswith(f"/etc/fingerd/fingerd.conf:2: [{section}] {key}: ")
     assert message in found[0]
+
+
+PATH = "/etc/fingerd/fingerd.conf"
+KEYS = sorted({key for _, key, *_ in SCHEMA})
+#: Values of every kind the keys take, and values that are none of them.
+VALUES = st.one_of(
+    st.sampled_from(["", "0", "1", "-1", "4", "1e3", "0x10", "nan", "inf", "yes", "No", "on",
+                     "127.0.0.1:79", "[::1]:79", "::1:79", "0.0.0.0:0", "[::]:65536", "a, b", ",",
+                     "own", "any", "pass", "caret", "x => y", "..", "/tmp/x", "nobody", "x$",
+                     "%(x)s", "a # b", "a ; b", "[fingerd]"]),
+    st.text(max_size=40))
+ONE_LINE_VALUES = VALUES.map(lambda value: value.replace("\n", " ").replace("\r", " "))
+LINES = st.one_of(
+    st.sampled_from(SECTIONS).map("[{}]".format),
+    st.sampled_from(["[]", "[nope]", "[fingerd", "fingerd]", "[ fingerd ]", "[FINGERD]",
+                     "[fingerd] x", "[\0]"]),
+    st.builds("{}{}{}{}".format, st.sampled_from(["", "", " ", "\t"]),
+              st.one_of(st.sampled_from(KEYS), st.sampled_from(["", "nope", "THREADS", "a b"])),
+              st.sampled_from([" = ", "=", ": ", " : ", " ", " =  "]), VALUES),
+    st.sampled_from(["", "# c", "; c", "  # c", "\t"]),
+    st.text(max_size=40))
+TEXTS = st.one_of(st.text(max_size=500), st.lists(LINES, max_size=15).map("\n".join))
+
+
+@given(TEXTS)
+def test_any_text_is_a_configuration_or_errors_naming_their_lines(text):
+    try:
+        config = parse_config(text, PATH)
+    except ConfigError as exc:
+        assert exc.errors
+        for error in exc.errors:
+            line = re.match(re.escape(PATH) + r":(\d+): ", error)
+            assert line and 0 <= int(line.group(1)) <= text.count("\n") + 1, error
+    else:
+        assert isinstance(config.threads, int) and config.finger_listen
+
+
+@st.composite
+def plain_configurations(draw):
+    """The lines of a file of known sections, each once, and their keys, each once,
+    with one-line values."""
+    lines = []
+    for section in draw(st.lists(st.sampled_from(SECTIONS), unique=True, max_size=3)):
+        lines.append(f"[{section}]")
+        keys = [key for name, key, *_ in SCHEMA if name == section]
+        for key in draw(st.lists(st.sampled_from(keys), unique=True, max_size=4)):
+            lines.append(f"{key} = {draw(ONE_LINE_VALUES)}")
+    return lines
+
+
+def outcome(text):
+    """The Config, or the errors without their line numbers."""
+    try:
+        return parse_config(text, PATH)
+    except ConfigError as exc:
+        return sorted(error.split(": ", 1)[1] for error in exc.errors)
+
+
+@given(plain_configurations(), st.lists(st.tuples(st.integers(1, 40), st.sampled_from(
+    ["", "  ", "# note", "; note", "  # indented note"])), max_size=6),
+    st.lists(st.booleans(), max_size=40), st.sampled_from([" = ", "=", " : ", "  =\t"]))
+def test_comments_blank_lines_and_spacing_change_nothing(lines, inserts, upper, delimiter):
+    plain = outcome("\n".join(lines))
+    noisy = list(lines)
+    for i, line in enumerate(noisy):
+        if not line.startswith("["):
+            key, _, value = line.partition(" = ")
+            shout = i < len(upper) and upper[i]
+            noisy[i] = f"{key.upper() if shout else key}{delimiter}{value}  # said {i}"
+    for at, extra in sorted(inserts, reverse=True):
+        if at <= len(noisy):
+            noisy.insert(at, extra)
+    assert outcome("\n".join(noisy)) == plain
+
+
+#: Listening addresses as written, and as read (IP addresses made from numbers, which
+#: Hypothesis draws much faster than its ip_addresses()).
+ADDRESSES = st.lists(st.one_of(
+    st.tuples(st.integers(0, 2 ** 32 - 1).map(lambda n: str(ipaddress.IPv4Address(n))),
+              st.integers(1, 65535)).map(lambda a: (f"{a[0]}:{a[1]}", Address(*a))),
+    st.tuples(st.integers(0, 2 ** 128 - 1).map(lambda n: str(ipaddress.IPv6Address(n))),
+              st.integers(1, 65535)).map(lambda a: (f"[{a[0]}]:{a[1]}", Address(*a)))),
+    min_size=1, max_size=4, unique_by=lambda a: a[1])
+ALNUM = string.ascii_letters + string.digits
+HOSTS = st.builds(lambda first, middle: first + (middle + "z" if middle else ""),
+                  st.text(ALNUM, min_size=1, max_size=5), st.text(ALNUM + ".-", max_size=15))
+#: Keys with the values they take as written, and as read: ``(section, key, attribute,
+#: strategy of (text, value))``.
+TYPED = [
+    ("fingerd", "threads", "threads", st.integers(1, 1024).map(lambda n: (str(n), n))),
+    ("fingerd", "max_per_source", "max_per_source",
+     st.integers(0, 65536).map(lambda n: (f"  {n}\t", n))),
+    ("fingerd", "request_timeout", "request_timeout",
+     st.floats(0.1, 3600).map(lambda s: (repr(s), s))),
+    ("finger", "list_users", "list_users",
+     st.sampled_from(sorted(configparser.ConfigParser.BOOLEAN_STATES.items())).map(
+         lambda word: (word[0].upper(), word[1]))),
+    ("finger", "listen", "finger_listen",
+     ADDRESSES.map(lambda items: (", ".join(t for t, _ in items), tuple(a for _, a in items)))),
+    ("finger", "forward_allow", "forward_allow",
+     st.lists(HOSTS, max_size=4).map(lambda hosts: (",".join(hosts),
+                                                    tuple(h.lower() for h in hosts)))),
+    ("output", "high_bytes", "high_bytes",
+     st.sampled_from(HIGH_BYTES_POLICIES).map(lambda p: (p, p))),
+]
+
+
+@given(st.lists(st.sampled_from(TYPED), unique=True).flatmap(
+    lambda keys: st.tuples(st.just(keys), st.tuples(*[strategy for *_, strategy in keys]))))
+def test_a_configuration_written_from_valid_values_reads_back_to_them(case):
+    keys, values = case
+    sections = {}
+    for (section, key, _, _), (written, _) in zip(keys, values):
+        sections.setdefault(section, []).append(f"{key} = {written}\n")
+    config = parse_config("".join(f"[{section}]\n" + "".join(lines)
+                                  for section, lines in sections.items()), PATH)
+    for (_, _, attribute, _), (_, value) in zip(keys, values):
+        assert getattr(config, attribute) == value

@@ -4,7 +4,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fingerd.limits import MAX_QUERY_BYTES
+from fingerd.serving.handlers import SetterServer
 from fingerd.serving.lines import LineTooLong, take_lines
+from tests.support.fuzzing import byte_by_byte, fed, pieces, tokens
 
 
 def test_needs_more_until_the_line_ends():
@@ -66,3 +69,46 @@ def test_any_input_gives_lines_none_or_line_too_long(buf, count, eof):
     if lines is not None:
         assert len(lines) <= count
         assert all(len(line) <= 1024 and b"\n" not in line for line in lines)
+
+
+#: The limits of the finger and setter services, and small ones that random input reaches.
+LIMITS = st.sampled_from([1, 4, 16, MAX_QUERY_BYTES, SetterServer.max_line_bytes])
+
+
+def inputs(limit):
+    """Bytes for a line limit: random, made of line pieces, or a line about the limit long."""
+    pieces = [b"a", b"alice", b"\r", b"\n", b"\r\n", b"\n\r", b"\r\r\n", b"\x00", b"\xff", b" "]
+    return st.one_of(
+        st.binary(max_size=3 * limit + 10),
+        tokens(pieces),
+        st.builds(lambda n, tail: b"x" * n + tail, st.integers(max(0, limit - 2), limit + 2),
+                  tokens([b"\r", b"\n", b"x"], max_size=4)))
+
+
+CASES = LIMITS.flatmap(lambda limit: st.tuples(st.just(limit), inputs(limit)))
+
+
+def reference_lines(data, count, limit):
+    """The first ``count`` lines of a complete request, read the slow and obvious way."""
+    *ended, rest = data.split(b"\n")
+    lines = ended[:count] + ([rest] if rest and len(ended) < count else [])
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    return LineTooLong if any(len(line) > limit for line in lines) else lines
+
+
+@given(CASES, st.integers(1, 2), st.lists(st.integers(1, 3000), max_size=8))
+def test_lines_are_the_same_whole_byte_by_byte_or_cut_anywhere(case, count, cuts):
+    """As the loop reads them, arriving at once or a byte at a time, and as the obvious
+    reading of the whole request has them."""
+    limit, data = case
+
+    def take(buf, eof):
+        return take_lines(buf, count, limit, eof)
+
+    whole = fed(take, [data], LineTooLong)
+    if whole is not LineTooLong:
+        assert len(whole) <= count and all(len(line) <= limit and b"\n" not in line
+                                           for line in whole)
+    assert whole == reference_lines(data, count, limit)
+    assert fed(take, byte_by_byte(data), LineTooLong) == whole
+    assert fed(take, pieces(data, cuts), LineTooLong) == whole

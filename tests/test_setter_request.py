@@ -1,8 +1,15 @@
-"""The setter's request, without sockets."""
+"""The setter's request, without sockets: framed as its loop frames it, then parsed."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from fingerd.limits import MAX_STATUS_BYTES
+from fingerd.serving.handlers import SetterServer
+from fingerd.serving.lines import LineTooLong, take_lines
 from fingerd.users.setter_request import Refused, parse_set_request
+from fingerd.users.usersfile import is_valid_name, parse_users, status_problem, with_status
+from tests.support.fuzzing import NAMES, fed, pieces, tokens
 
 
 def test_valid_request():
@@ -29,3 +36,57 @@ def test_empty_status_is_allowed():
 def test_refusals(lines, reason):
     with pytest.raises(Refused, match=reason):
         parse_set_request(lines)
+
+
+#: What setter requests are made of: names good and bad, line endings and CR games,
+#: statuses with controls, separators, invalid UTF-8, and the size limits' edges.
+REQUESTS = st.one_of(
+    st.binary(max_size=600),
+    tokens([b"alice", b"bob", b"-x", b"\r\n", b"\n", b"\r", b"Happy", b" ", b"\t", b":", b"\x00",
+            b"\x1b[2J", b"\xff", "é".encode(), "\u2028".encode(), "\u202e".encode(), b"\xc2\x85",
+            b"x" * 200]),
+    st.builds(lambda name, end, n, tail: name + end + b"s" * n + tail,
+              st.sampled_from([b"alice", b"", b"a" * 32, b"a" * 33]),
+              st.sampled_from([b"\n", b"\r\n", b"\r", b"\r\r\n"]),
+              st.integers(MAX_STATUS_BYTES - 2, SetterServer.max_line_bytes + 2),
+              tokens([b"\r", b"\n", b"s"], max_size=4)))
+
+
+def framed(data, cuts=()):
+    """The request lines as the setter's loop frames ``data`` arriving in pieces."""
+    def take(buf, eof):
+        return take_lines(buf, SetterServer.lines_per_request, SetterServer.max_line_bytes, eof)
+    return fed(take, pieces(data, cuts), LineTooLong)
+
+
+@given(REQUESTS, st.lists(st.integers(1, 600), max_size=6))
+def test_any_request_is_a_set_or_refused_and_what_is_set_the_file_keeps(data, cuts):
+    lines = framed(data)
+    assert framed(data, cuts) == lines
+    if lines is LineTooLong:
+        return
+    try:
+        name, status = parse_set_request(lines)
+    except Refused as exc:
+        assert str(exc)
+        return
+    assert is_valid_name(name) and status_problem(status) is None
+    assert parse_users(with_status(b"alice:x\nbob:y\n", name, status))[name] == status
+
+
+#: Statuses as a client would write them: any text but CR and LF, which end lines.
+ONE_LINE = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\r\n"),
+                   max_size=300)
+
+
+@given(NAMES, ONE_LINE, st.sampled_from([b"\n", b"\r\n"]))
+def test_a_request_written_by_a_client_reads_back(name, status, ending):
+    data = name.encode() + ending + status.encode() + ending
+    lines = framed(data)
+    if lines is LineTooLong:
+        assert len(status.encode()) > SetterServer.max_line_bytes
+    elif status_problem(status) is None:
+        assert parse_set_request(lines) == (name, status)
+    else:
+        with pytest.raises(Refused):
+            parse_set_request(lines)

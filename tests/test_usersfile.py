@@ -1,5 +1,7 @@
 """The users file format."""
 
+from unittest import mock
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -7,11 +9,7 @@ from hypothesis import strategies as st
 from fingerd.users import usersfile
 from fingerd.users.usersfile import (UsersFileError, is_valid_name, parse_users, status_problem,
                                      with_status)
-
-
-def format_users(users):
-    """The bytes of a users file holding exactly ``users``."""
-    return "".join(f"{name}:{status}\n" for name, status in users.items()).encode("utf-8")
+from tests.support.fuzzing import NAMES, tokens
 
 
 def test_entries_comments_and_blank_lines():
@@ -121,18 +119,47 @@ def test_with_status_refuses_an_invalid_file():
         with_status(b"broken\n", "alice", "x")
 
 
-@given(st.binary(max_size=4096))
+#: What users files are made of: entries good and bad, comments, blanks, control and
+#: separator characters, long names and statuses, invalid UTF-8.
+LINES = ["alice:x", "bob:y", "# c", "", "  ", "bad", "-x:y", "a b:c", "alice:z", "c:\x1b",
+         "d:\u2028", "e:\r", "x" * 33 + ":y", "f:" + "é" * 200, "  # indented", "\t", ":x",
+         "g:a:b", "h:#", "i: spaced ", "j:\t", "k:\x85", "l:\ufeff", "é:x", "m:\x00",
+         "n:" + "z" * 256]
+
+
+def joined(lines, ending, final):
+    return (ending.join(lines) + (ending if final else "")).encode()
+
+
+FILES = st.one_of(
+    st.binary(max_size=4096),
+    st.builds(joined, st.lists(st.sampled_from(LINES), max_size=12),
+              st.sampled_from(["\n", "\r\n"]), st.booleans()),
+    tokens([b"alice", b"bob", b":", b"#", b" ", b"\t", b"\n", b"\r\n", b"\r", b"\x00", b"\xff",
+            b"\xc2\x85", b"\xe2\x80\xa8", b"\xed\xa0\x80", b"-", b"x" * 40]))
+
+
+@given(FILES)
 def test_any_bytes_either_parse_or_raise_users_file_error(data):
     try:
         users = parse_users(data)
     except UsersFileError as exc:
-        assert exc.errors
+        assert 1 <= len(exc.errors) <= usersfile.MAX_REPORTED_ERRORS
+        assert all(1 <= line <= data.count(b"\n") + 1 for line, _ in exc.errors)
     else:
         assert all(is_valid_name(name) for name in users)
+        assert all(status_problem(status) is None for status in users.values())
 
 
-NAMES = st.from_regex(r"[A-Za-z0-9._][A-Za-z0-9._-]{0,31}", fullmatch=True)
-STATUSES = st.text(max_size=64).filter(lambda s: status_problem(s) is None)
+def format_users(users):
+    """The bytes of a users file holding exactly ``users``."""
+    return "".join(f"{name}:{status}\n" for name, status in users.items()).encode("utf-8")
+
+
+#: Statuses a users file may hold: no control character but TAB (category Cc), and
+#: at most 64 characters, so never more than 256 bytes.
+STATUSES = st.text(st.characters(exclude_categories=("Cc", "Cs"), include_characters="\t"),
+                   max_size=64)
 TABLES = st.dictionaries(NAMES, STATUSES, max_size=30)
 
 
@@ -148,20 +175,39 @@ def test_with_status_sets_exactly_one_entry(table, name, status):
     assert parse_users(with_status(format_users(table), name, status)) == expected
 
 
-@given(st.lists(st.sampled_from(["alice:x", "bob:y", "# c", "", "  ", "bad", "-x:y", "a b:c",
-                                 "alice:z", "c:\x1b", "d:\u2028", "e:\r", "x" * 33 + ":y",
-                                 "f:" + "é" * 200]), max_size=12),
-       st.sampled_from(["\n", "\r\n"]), st.booleans())
-def test_fast_and_line_by_line_readings_agree(lines, ending, final):
-    text = ending.join(lines) + (ending if final else "")
-    data = text.encode()
+@given(FILES, st.one_of(st.sampled_from(["alice", "bob", "g"]), NAMES), STATUSES)
+def test_with_status_changes_one_line_of_any_valid_file_and_refuses_others(data, name, status):
+    """Comments, blank lines, order and line endings of every other line are kept."""
     try:
-        expected = usersfile._parse_lines(text, "users")
+        users = parse_users(data)
     except UsersFileError:
+        with pytest.raises(UsersFileError):
+            with_status(data, name, status)
+        return
+    new = with_status(data, name, status)
+    assert parse_users(new) == {**users, name: status}
+    old_lines, new_lines = data.split(b"\n"), new.split(b"\n")
+    if name in users:
+        changed = [i for i, (a, b) in enumerate(zip(old_lines, new_lines)) if a != b]
+        assert len(old_lines) == len(new_lines) and len(changed) == 1
+        ending = b"\r" if old_lines[changed[0]].endswith(b"\r") else b""
+        assert new_lines[changed[0]] == f"{name}:{status}".encode() + ending
+    else:
+        kept = data + (b"\n" if data and not data.endswith(b"\n") else b"")
+        assert new == kept + f"{name}:{status}\n".encode()
+
+
+@given(FILES, st.sampled_from([16, 64, usersfile.CHUNK_BYTES]))
+def test_fast_and_line_by_line_readings_agree(data, chunk_bytes):
+    """The fast reading, a chunk at a time, gives up or finds what the slow one does."""
+    try:
+        expected = usersfile._parse_lines(data.decode("utf-8"), "users")
+    except (UnicodeDecodeError, UsersFileError):
         expected = None
-    fast = usersfile._parse_fast(data)
-    assert fast is None or fast == expected
-    assert (parse_users(data) if expected is not None else None) == expected
+    with mock.patch.object(usersfile, "CHUNK_BYTES", chunk_bytes):
+        fast = usersfile._parse_fast(data)
+        assert fast is None or fast == expected
+        assert (parse_users(data) if expected is not None else None) == expected
 
 
 def test_a_file_larger_than_a_chunk_reads_whole(monkeypatch):

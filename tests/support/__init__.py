@@ -11,6 +11,7 @@
 - ``in_fingerd``: Debian's in.fingerd run for one query as inetd runs it.
 - ``system_logins``: login records and spools written where the system keeps them,
   and put back.
+- ``fuzzing``: the Hypothesis profiles, and feeding a parser as the loop does.
 
 Pytest fixtures built from these live in ``tests/conftest.py``; tests import
 helpers from here, never from conftest.
@@ -20,3 +21,9 @@ import os
 
 #: The source tree the tests run fingerd from.
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def in_ci():
+    """Whether the suite runs in CI (``.ci/run`` sets ``CI=true``): then a missing tool
+    fails its test rather than skipping it, and properties try 1,000 examples each."""
+    return bool(os.environ.get("CI"))

@@ -6,6 +6,8 @@ import socket
 
 import pytest
 
+from tests.support import in_ci
+
 needs_root = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="privilege separation is only exercised as root")
 
@@ -13,7 +15,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0,
 def needs_tool(name, package):
     """Skip a test when the command ``name`` is missing, except in CI, where .ci/run
     installs it and its absence is a failure rather than a silent skip."""
-    missing = shutil.which(name) is None and not os.environ.get("CI")
+    missing = shutil.which(name) is None and not in_ci()
     return pytest.mark.skipif(missing, reason=f"{name} is not installed (Debian package "
                                               f"{package})")
 
