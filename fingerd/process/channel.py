@@ -71,20 +71,35 @@ def _signature(value):
 
 
 def parse_message(data):
-    """The request in a datagram from the worker as a dict, or None if malformed."""
+    """The request in a datagram from the worker as a dict, or None if malformed.
+
+    Never raises: nesting deeper than json's recursion limit, and text that no
+    UTF-8 file can hold (a lone surrogate, which JSON can carry), are malformed too.
+    """
     if len(data) > MAX_MESSAGE_BYTES:
         return None
     try:
         message = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(message, dict) or message.get("op") not in ("ready", "set"):
         return None
     if message["op"] == "set" and not (
-            isinstance(message.get("id"), int) and isinstance(message.get("name"), str)
-            and isinstance(message.get("status"), str)):
+            isinstance(message.get("id"), int) and _utf8(message.get("name"))
+            and _utf8(message.get("status"))):
         return None
     return message
+
+
+def _utf8(value):
+    """Whether ``value`` is text that UTF-8 can encode."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def answer_set(message, users_file):

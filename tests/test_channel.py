@@ -1,0 +1,99 @@
+"""What the root parent makes of the worker's messages: it trusts nothing in them."""
+
+import json
+import os
+import tempfile
+import uuid
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fingerd.process.channel import MAX_MESSAGE_BYTES, answer_set, parse_message
+from tests.support.fuzzing import NAMES, tokens
+
+#: A users file in a directory that does not exist: the parent's answer is worked
+#: out in full, and its write fails, so no example writes a file.
+NOWHERE = os.path.join(tempfile.gettempdir(), f"fingerd-test-{uuid.uuid4().hex}", "users")
+
+
+def set_message(name, status, request_id=1):
+    return json.dumps({"op": "set", "id": request_id, "name": name, "status": status}).encode()
+
+
+def test_ready_and_set_requests():
+    assert parse_message(b'{"op": "ready"}') == {"op": "ready"}
+    assert parse_message(set_message("alice", "Happy")) == {
+        "op": "set", "id": 1, "name": "alice", "status": "Happy"}
+
+
+def test_malformed_requests_are_none():
+    for data in (b"", b"\xff", b"null", b"[]", b'{"op": "exec"}', b'{"op": "set", "id": 1}',
+                 b'{"op": "set", "id": "1", "name": "a", "status": "b"}',
+                 set_message("alice", "x" * MAX_MESSAGE_BYTES)):
+        assert parse_message(data) is None, data
+
+
+def test_a_deeply_nested_request_is_malformed_not_a_crash():
+    """json.loads raises RecursionError, not ValueError, past its nesting limit: the
+    parent's loop must not end on a worker's message."""
+    for opening in (b"[", b'{"a":'):
+        assert parse_message(opening * (MAX_MESSAGE_BYTES // len(opening))) is None
+
+
+def test_a_request_with_a_lone_surrogate_is_malformed_not_a_crash():
+    """JSON can carry a lone surrogate ("\\ud800"), which no UTF-8 file can hold:
+    writing it would raise UnicodeEncodeError in the parent."""
+    assert parse_message(set_message("alice", "\ud800")) is None
+    assert parse_message(set_message("alice", "x\udfff" * 70)) is None
+    assert parse_message(set_message("\ud800", "x")) is None
+
+
+SURROGATES = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+#: Text that JSON can carry: any code point, lone surrogates included.
+TEXT = st.builds(lambda head, odd, tail: head + odd + tail, st.text(max_size=30),
+                 st.text(SURROGATES, max_size=2), st.text(max_size=30))
+JSON = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), TEXT),
+                    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                            st.dictionaries(st.text(max_size=5), inner,
+                                                            max_size=3)),
+                    max_leaves=5)
+#: Requests as a worker, honest or not, could write them: sets of any text, and
+#: requests of any shape.
+REQUESTS = st.one_of(
+    st.fixed_dictionaries({"op": st.just("set"), "id": st.integers(),
+                           "name": st.one_of(NAMES, TEXT), "status": TEXT}),
+    st.fixed_dictionaries(
+        {"op": st.sampled_from(["ready", "set", "SET", ""])},
+        optional={"id": st.one_of(st.integers(), JSON), "name": st.one_of(NAMES, JSON),
+                  "status": st.one_of(TEXT, JSON), "extra": JSON}))
+DATAGRAMS = st.one_of(
+    st.binary(max_size=MAX_MESSAGE_BYTES + 2),
+    tokens([b"{", b"}", b"[", b"]", b'"op"', b'"set"', b'"ready"', b":", b",", b'"id"', b"1",
+            b'"name"', b'"status"', b'"alice"', b'"\\ud800"', b'"\\u0000"', b"\xff", b"1e999",
+            b"-0", b"NaN", b" "]),
+    st.integers(1, MAX_MESSAGE_BYTES).map(lambda depth: b"[" * depth),
+    JSON.map(lambda value: json.dumps(value).encode()),
+    REQUESTS.map(lambda value: json.dumps(value).encode()),
+    REQUESTS.map(lambda value: json.dumps(value, ensure_ascii=False).encode("utf-8",
+                                                                             "surrogatepass")))
+
+
+@given(DATAGRAMS)
+def test_any_datagram_is_a_request_answered_or_none(data):
+    message = parse_message(data)
+    if message is None:
+        return
+    assert message["op"] in ("ready", "set")
+    if message["op"] == "set":
+        reply = json.loads(answer_set(message, NOWHERE))
+        assert reply["id"] == message["id"] and reply["ok"] is False and reply["error"]
+
+
+@given(st.text(max_size=100), st.text(max_size=300), st.integers(1, 2 ** 63))
+def test_what_an_honest_worker_sends_reads_back(name, status, request_id):
+    data = set_message(name, status, request_id)
+    message = parse_message(data)
+    if len(data) <= MAX_MESSAGE_BYTES:
+        assert message == {"op": "set", "id": request_id, "name": name, "status": status}
+    else:
+        assert message is None
