@@ -23,15 +23,23 @@ METRICS_MAX_CONNECTIONS = 8
 
 
 def take_head(buf, eof):
-    """The request line of an HTTP head once it is complete in ``buf``, else None."""
-    end = buf.find(b"\r\n\r\n")
+    """The request line of an HTTP head once it is complete in ``buf``, else None.
+
+    The head ends at its first blank line (CRLF CRLF or LF LF); one longer than
+    MAX_HEAD_BYTES raises LineTooLong, whether it came in one read or many.
+    """
+    ends = [end for end in (buf.find(b"\r\n\r\n"), buf.find(b"\n\n")) if end >= 0]
+    end = min(ends, default=-1)
     if end < 0:
-        end = buf.find(b"\n\n")
-    if end < 0 and not eof:
-        if len(buf) > MAX_HEAD_BYTES:
+        # The last 3 bytes may yet be the start of the blank line.
+        if len(buf) > MAX_HEAD_BYTES + 3:
             raise LineTooLong
-        return None
-    head = bytes(buf[:end] if end >= 0 else buf)
+        if not eof:
+            return None
+        end = len(buf)
+    if end > MAX_HEAD_BYTES:
+        raise LineTooLong
+    head = bytes(buf[:end])
     return [head.split(b"\n", 1)[0].rstrip(b"\r")] if head else []
 
 
