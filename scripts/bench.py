@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -119,26 +120,56 @@ class Server:
 
 
 class Fingerd(Server):
-    """fingerd on free loopback ports; ``settings`` go to [fingerd], ``setter`` to [setter]."""
+    """fingerd on free loopback ports; ``settings`` go to [fingerd], ``finger`` and
+    ``setter`` to those sections."""
 
-    def __init__(self, name, directory, setter=None, **settings):
+    def __init__(self, name, directory, setter=None, finger=None, **settings):
         super().__init__(name, directory)
         self.config = os.path.join(directory, "fingerd.conf")
         self.setter_port = free_port()
         self.metrics_port = free_port()
+        self.log_file = os.path.join(directory, "fingerd.log")
         fingerd = {"user": "nobody", "pidfile": os.path.join(directory, "fingerd.pid"),
                    "users_file": self.users, "max_connections": "4096",
-                   "log_file": os.path.join(directory, "fingerd.log")}
+                   "log_file": self.log_file}
         fingerd.update(settings)
+        finger = {"listen": f"127.0.0.1:{self.port}", **(finger or {})}
         setter = {"listen": f"127.0.0.1:{self.setter_port}", **(setter or {})}
         with open(self.config, "w") as f:
             f.write("[fingerd]\n" + "".join(f"{k} = {v}\n" for k, v in fingerd.items()))
-            f.write(f"[finger]\nlisten = 127.0.0.1:{self.port}\n")
+            f.write("[finger]\n" + "".join(f"{k} = {v}\n" for k, v in finger.items()))
             f.write("[setter]\n" + "".join(f"{k} = {v}\n" for k, v in setter.items()))
             f.write(f"[metrics]\nlisten = 127.0.0.1:{self.metrics_port}\n")
 
     def command(self):
         return [sys.executable, "-m", "fingerd", "-n", "-c", self.config]
+
+    def worker_pid(self):
+        """The worker's pid (the parent's one child), or the parent's when there is none."""
+        pid = self.proc.pid
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                return int(f.read().split()[0])
+        except (OSError, IndexError, ValueError):
+            return pid
+
+    def metrics(self):
+        """``{sample name with labels: value}`` from the metrics endpoint; empty on failure."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                text = reply.read().decode("utf-8", "replace")
+        except OSError:
+            return {}
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                try:
+                    samples[name] = float(value)
+                except ValueError:
+                    pass
+        return samples
 
 
 class Twisted(Server):

@@ -34,7 +34,6 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -62,33 +61,6 @@ class SetterFingerd(Fingerd):
     def __init__(self, name, directory, policy):
         super().__init__(name, directory, setter={"policy": policy})
         self.policy = policy
-
-    def worker_pid(self):
-        """The worker's pid (the parent's one child), or the parent's when there is none."""
-        pid = self.proc.pid
-        try:
-            with open(f"/proc/{pid}/task/{pid}/children") as f:
-                return int(f.read().split()[0])
-        except (OSError, IndexError, ValueError):
-            return pid
-
-    def metrics(self):
-        """``{sample name with labels: value}`` from the metrics endpoint; empty on failure."""
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as reply:
-                text = reply.read().decode("utf-8", "replace")
-        except OSError:
-            return {}
-        samples = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                try:
-                    samples[name] = float(value)
-                except ValueError:
-                    pass
-        return samples
 
 
 def write_users(path):
