@@ -18,6 +18,10 @@ MAX_LIST_BYTES = 64 * 1024
 #: Bytes of query lines and answers each finger listener keeps rendered (AnswerCache).
 MAX_CACHED_ANSWER_BYTES = 1024 * 1024
 
+#: Seconds a browser or proxy may reuse a web answer without asking again (then it
+#: asks with its entity tag): short, so a changed status is seen soon.
+WEB_MAX_AGE_SECONDS = 10
+
 #: Accepts taken from one listening socket per turn of the loop, so that one
 #: busy service cannot starve pending reads on the same loop.
 ACCEPTS_PER_TURN = 32

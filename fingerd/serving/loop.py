@@ -167,6 +167,8 @@ class Server:
     defers_accept = False
     #: What a client beyond a connection limit is told, in the service's protocol.
     busy_answer = BUSY
+    #: The Answer to a request whose handler failed, in the service's protocol.
+    internal_error = INTERNAL_ERROR
     #: Networks whose connections begin with a PROXY protocol header, which names the
     #: client; None where the service does not take one.
     proxy_from = None
@@ -527,7 +529,7 @@ class Server:
             return respond(request, conn.peer)
         except Exception:
             log.exception("%s: internal error answering %s", self.service, conn.peer[0])
-            return INTERNAL_ERROR
+            return self.internal_error
 
     def _answer_inline(self, conn, request):
         """Answer on the reading thread, never waiting: an answer too big for the

@@ -8,11 +8,8 @@ Only ``GET /metrics`` answers with data; other paths get 404.
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from fingerd.serving.lines import LineTooLong
+from fingerd.serving.http_head import REASONS, HeadError, take_request
 from fingerd.serving.loop import Answer, RequestHandler, Server
-
-#: Largest HTTP request head read.
-MAX_HEAD_BYTES = 8192
 
 METRICS_PATH = "/metrics"
 
@@ -22,19 +19,6 @@ METRICS_PATH = "/metrics"
 METRICS_MAX_CONNECTIONS = 8
 
 
-def take_head(buf, eof):
-    """The request line of an HTTP head once it is complete in ``buf``, else None."""
-    end = buf.find(b"\r\n\r\n")
-    if end < 0:
-        end = buf.find(b"\n\n")
-    if end < 0 and not eof:
-        if len(buf) > MAX_HEAD_BYTES:
-            raise LineTooLong
-        return None
-    head = bytes(buf[:end] if end >= 0 else buf)
-    return [head.split(b"\n", 1)[0].rstrip(b"\r")] if head else []
-
-
 def _response(status, content_type, body):
     head = (f"HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
@@ -42,16 +26,14 @@ def _response(status, content_type, body):
 
 
 class MetricsHandler(RequestHandler):
-    def respond(self, lines):
-        parts = lines[0].split()
-        if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
-            return Answer("bad_request", _response("400 Bad Request", "text/plain",
-                                                   b"bad request\n"))
-        method, target = parts[0], parts[1].split(b"?", 1)[0]
-        if method != b"GET":
+    def respond(self, head):
+        if isinstance(head, HeadError):
+            return Answer("bad_request", _response(f"{head.status} {REASONS[head.status]}",
+                                                   "text/plain", f"{head}\n".encode()))
+        if head.method != "GET":
             return Answer("bad_request", _response("405 Method Not Allowed", "text/plain",
                                                    b"only GET\n"))
-        if target.decode("latin-1") != METRICS_PATH:
+        if head.path != METRICS_PATH:
             return Answer("not_found", _response("404 Not Found", "text/plain", b"not found\n"))
         body = generate_latest(self.server.registry)
         return Answer("ok", _response("200 OK", CONTENT_TYPE_LATEST, body))
@@ -79,4 +61,4 @@ class MetricsServer(Server):
         return True
 
     def take_request(self, buf, eof):
-        return take_head(buf, eof)
+        return take_request(buf, eof)
