@@ -30,6 +30,10 @@ ACCEPTS_PER_TURN = 32
 #: sends FIN rather than a reset that would destroy the answer in flight.
 DRAIN_BYTES = 4096
 
+#: Bytes of unread input a service that lingers (the web: its client may send more
+#: than is read) discards before a close, for the same reason.
+LINGER_DRAIN_BYTES = 65536
+
 #: Descriptors the worker keeps for itself besides connections: listeners,
 #: the pool's files, the log pipe, the channel, a users file being read.
 RESERVED_DESCRIPTORS = 64

@@ -45,6 +45,7 @@ class MetricsServer(Server):
     service = "metrics"
     handler_class = MetricsHandler
     counted = False
+    lingers = True
     #: Beyond its connection limit a scraper is told so in HTTP, never the finger line.
     busy_answer = (b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 1\r\n"
                    b"Content-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n"

@@ -52,6 +52,7 @@ class WebServer(Server):
     service = "web"
     handler_class = WebHandler
     defers_accept = True
+    lingers = True
     busy_answer = response(503, TEXT, b"Server busy, try again later\n",
                            ("Retry-After: 1", NO_STORE))
     internal_error = Answer(ERROR, response(500, TEXT, b"Internal error in server\n",
