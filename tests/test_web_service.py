@@ -357,7 +357,8 @@ def test_web_requests_are_counted_with_their_outcomes(web):
     get(web, "/users/alice")
     get(web, "/users/carol")
     get(web, "/")
-    get(web, "/users/alice", headers=[f"If-None-Match: {get(web, '/users/alice').headers['etag']}"])
+    tag = get(web, "/users/alice").headers["etag"]
+    get(web, "/users/alice", headers=[f"If-None-Match: {tag}"])
     request(web, "/", method="POST")
     for outcome, count in (("found", 2), ("not_found", 1), ("listed", 1), ("not_modified", 1),
                            ("bad_request", 1)):
