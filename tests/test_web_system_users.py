@@ -9,7 +9,7 @@ import time
 import pytest
 
 from fingerd.finger.utmp import Session
-from tests.support.accounts import useradd, userdel, write_as
+from tests.support.accounts import made_accounts, write_as
 from tests.support.markers import needs_root
 from tests.support.utmp import pack_session
 
@@ -23,19 +23,10 @@ FIRST_UID = 42101
 @pytest.fixture
 def accounts(public_dir):
     """fgweb1 (below min_uid), fgweb2 (.nofinger), fgweb3 (a plan with escapes), fgweb4."""
-    homes = os.path.join(public_dir, "home")
-    os.mkdir(homes, 0o755)
-    made = {}
-    try:
-        for i, gecos in enumerate(["Below Min", "Hidden Person", "Ada <Lovelace>", "Plain"], 1):
-            name, uid = f"{PREFIX}{i}", FIRST_UID + i - 1
-            home = os.path.join(homes, name)
-            useradd(name, uid, home, gecos)
-            made[name] = (uid, home)
+    gecos = {f"{PREFIX}{i}": text for i, text in
+             enumerate(["Below Min", "Hidden Person", "Ada <Lovelace>", "Plain"], 1)}
+    with made_accounts(os.path.join(public_dir, "home"), gecos, FIRST_UID) as made:
         yield made
-    finally:
-        for name in made:
-            userdel(name)
 
 
 def start(make_daemon, ports, public_dir, accounts, list_users):
