@@ -134,8 +134,9 @@ def serve(config, account, foreground):
                     "own: %s, then user = fingerd", config.where("fingerd", "user"),
                     config.user, CREATE_ACCOUNT)
     setters = [*map(str, config.setter_listen), *unix_socket_paths(config)]
-    log.info("fingerd %s starting: finger on %s, setter on %s", __version__,
-             ", ".join(map(str, config.finger_listen)), ", ".join(setters))
+    log.info("fingerd %s starting: finger on %s, setter on %s%s", __version__,
+             ", ".join(map(str, config.finger_listen)), ", ".join(setters),
+             ", web on " + ", ".join(map(str, config.web_listen)) if config.web_listen else "")
 
     def on_ready(reason):
         # A failed start leaves nothing behind once the starting process hears of it:

@@ -84,6 +84,9 @@ class Config:
     setter_socket: str
     setter_rate_limit: float
     metrics_listen: tuple
+    web_listen: tuple
+    web_proxy_protocol: bool
+    web_proxy_from: tuple
     high_bytes: str
     replacements: tuple
     key_lines: dict = field(default_factory=dict, compare=False, repr=False)
@@ -282,6 +285,9 @@ SCHEMA = (
     ("setter", "rate_limit", "5", _number(float, "sets a second", 0, 10000),
      "setter_rate_limit"),
     ("metrics", "listen", "127.0.0.1:9179", _addresses(False), "metrics_listen"),
+    ("web", "listen", "", _addresses(False), "web_listen"),
+    ("web", "proxy_protocol", "no", _boolean, "web_proxy_protocol"),
+    ("web", "proxy_from", "127.0.0.1, ::1", _networks, "web_proxy_from"),
     ("output", "high_bytes", "pass", _choice(*HIGH_BYTES_POLICIES), "high_bytes"),
     ("output", "replace", "", _replacements, "replacements"),
 )

@@ -18,6 +18,10 @@ MAX_LIST_BYTES = 64 * 1024
 #: Bytes of query lines and answers each finger listener keeps rendered (AnswerCache).
 MAX_CACHED_ANSWER_BYTES = 1024 * 1024
 
+#: Seconds a browser or proxy may reuse a web answer without asking again (then it
+#: asks with its entity tag): short, so a changed status is seen soon.
+WEB_MAX_AGE_SECONDS = 10
+
 #: Accepts taken from one listening socket per turn of the loop, so that one
 #: busy service cannot starve pending reads on the same loop.
 ACCEPTS_PER_TURN = 32
@@ -25,6 +29,10 @@ ACCEPTS_PER_TURN = 32
 #: Bytes of unread client input discarded before a close, so that the close
 #: sends FIN rather than a reset that would destroy the answer in flight.
 DRAIN_BYTES = 4096
+
+#: Bytes of unread input a service that lingers (the web: its client may send more
+#: than is read) discards before a close, for the same reason.
+LINGER_DRAIN_BYTES = 65536
 
 #: Descriptors the worker keeps for itself besides connections: listeners,
 #: the pool's files, the log pipe, the channel, a users file being read.

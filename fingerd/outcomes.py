@@ -20,6 +20,15 @@ SET_DENIED = "denied"
 SET_LIMITED = "limited"
 SET_FAILED = "failed"
 
+# How a web request was answered, besides FOUND, NOT_FOUND, LISTED and REFUSED (the
+# list denied): the lookup form, a redirect to a user's page, the stylesheet, a
+# revalidated answer (304), and a request the site does not serve (400, 405, 431, 505).
+FORM = "form"
+REDIRECTED = "redirected"
+ASSET = "asset"
+NOT_MODIFIED = "not_modified"
+BAD_REQUEST = "bad_request"
+
 #: A request that failed inside the server, in any service.
 ERROR = "error"
 
@@ -27,6 +36,8 @@ ERROR = "error"
 BY_SERVICE = {
     "finger": (FOUND, NOT_FOUND, LISTED, REFUSED, FORWARDED, FORWARD_FAILED),
     "setter": (SET_OK, REFUSED, SET_DENIED, SET_LIMITED, SET_FAILED),
+    "web": (FOUND, NOT_FOUND, LISTED, REFUSED, FORM, REDIRECTED, ASSET, NOT_MODIFIED,
+            BAD_REQUEST),
 }
 
 # Why a connection was closed before it made a request.
@@ -41,13 +52,17 @@ REJECT_PROXY = "proxy"
 REJECT_REASONS = (REJECT_BUSY, REJECT_PER_SOURCE, REJECT_SHED, REJECT_TOO_LONG,
                   REJECT_TIMEOUT, REJECT_RESOURCES, REJECT_NOT_LOCAL, REJECT_PROXY)
 
-# Kinds of request: the finger query kinds (RFC 1288 2.3), then the setter's.
+# Kinds of request: the finger query kinds (RFC 1288 2.3), then the setter's and the web's.
 USER = "user"
 VERBOSE = "verbose"
 LIST = "list"
 FORWARDING = "forwarding"
 QUERY_KINDS = (USER, VERBOSE, LIST, FORWARDING)
 SET_KIND = "set"
+# Kinds of web answer: a page, JSON (the API), the stylesheet.
+PAGE_KIND = "page"
+API_KIND = "api"
+ASSET_KIND = "asset"
 
 # How the account behind a setter client was found (PROC: the slow fallback).
 SOCK_DIAG = "sock_diag"

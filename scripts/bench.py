@@ -7,7 +7,11 @@ concurrent clients the servers are run in turn, round after round
 errors and the server's CPU time per query read from /proc (parent and
 worker together for fingerd). Writes a Markdown table and a PNG chart.
 
-    python3 scripts/bench.py [--clients 1,16,128] [--queries 50000] [--rounds 5]
+    python3 scripts/bench.py [--clients 1,16,128] [--queries 50000] [--rounds 5] [--web]
+
+With --web, fingerd's web directory is measured beside them: GET
+/api/users/NAME (JSON) and GET /users/NAME (the HTML page), each a request
+on its own connection, every reply checked (status line and body).
 
 Needs Twisted and matplotlib (pip install '.[bench]'). Loopback only.
 """
@@ -34,6 +38,8 @@ ROOT = os.path.dirname(HERE)
 TICKS = os.sysconf("SC_CLK_TCK")
 USER, STATUS = b"alice", b"Happy and well"
 QUERY, ANSWER = USER + b"\r\n", STATUS + b"\r\n"
+#: Most bytes of a reply a benchmark client keeps.
+MAX_REPLY = 4096
 
 
 def free_port():
@@ -74,14 +80,35 @@ def pinned(cpu):
     return []
 
 
-def wait_for_answer(port, deadline=30.0):
+def answered(reply, expected):
+    """Whether ``reply`` is ``expected``: bytes, or ``(start, end)`` for a reply that begins
+    and ends so (HTTP: the status line and the body, the Date between them changing)."""
+    if isinstance(expected, bytes):
+        return reply == expected
+    start, end = expected
+    return reply is not None and len(reply) >= len(start) + len(end) and \
+        reply.startswith(start) and reply.endswith(end)
+
+
+def ask(port, query, timeout=2):
+    """The whole reply to ``query`` on a new connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(query)
+        reply = b""
+        while len(reply) < MAX_REPLY:
+            chunk = s.recv(MAX_REPLY)
+            if not chunk:
+                break
+            reply += chunk
+        return reply
+
+
+def wait_for_answer(port, deadline=30.0, query=QUERY, expected=ANSWER):
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                s.sendall(QUERY)
-                if s.recv(100) == ANSWER:
-                    return
+            if answered(ask(port, query), expected):
+                return
         except OSError:
             pass
         time.sleep(0.05)
@@ -89,7 +116,11 @@ def wait_for_answer(port, deadline=30.0):
 
 
 class Server:
-    """A server under test, started and ended by its pid."""
+    """A server under test, started and ended by its pid; ``query`` is what each client
+    sends, ``expected`` what it must get back (see ``answered``)."""
+
+    query = QUERY
+    expected = ANSWER
 
     def __init__(self, name, directory):
         self.name = name
@@ -106,7 +137,7 @@ class Server:
         self.proc = subprocess.Popen(pinned(SERVER_CPU) + self.command(), cwd=ROOT,
                                      stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=self.log)
-        wait_for_answer(self.port)
+        wait_for_answer(self.port, query=self.query, expected=self.expected)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -126,9 +157,11 @@ class Fingerd(Server):
     def __init__(self, name, directory, setter=None, finger=None, **settings):
         super().__init__(name, directory)
         self.config = os.path.join(directory, "fingerd.conf")
+        self.finger_port = self.port
         self.setter_port = free_port()
         self.metrics_port = free_port()
         self.log_file = os.path.join(directory, "fingerd.log")
+        self.web_port = free_port()
         fingerd = {"user": "nobody", "pidfile": os.path.join(directory, "fingerd.pid"),
                    "users_file": self.users, "max_connections": "4096",
                    "log_file": self.log_file}
@@ -140,6 +173,7 @@ class Fingerd(Server):
             f.write("[finger]\n" + "".join(f"{k} = {v}\n" for k, v in finger.items()))
             f.write("[setter]\n" + "".join(f"{k} = {v}\n" for k, v in setter.items()))
             f.write(f"[metrics]\nlisten = 127.0.0.1:{self.metrics_port}\n")
+            f.write(f"[web]\nlisten = 127.0.0.1:{self.web_port}\n")
 
     def command(self):
         return [sys.executable, "-m", "fingerd", "-n", "-c", self.config]
@@ -172,6 +206,24 @@ class Fingerd(Server):
         return samples
 
 
+class FingerdWeb(Fingerd):
+    """fingerd's web directory asked for ``path``: every reply must be 200 with the body
+    of the first one, which must show the user's status."""
+
+    def __init__(self, name, directory, path):
+        super().__init__(name, directory)
+        self.port = self.web_port
+        self.query = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+
+    def start(self):
+        self.expected = (b"HTTP/1.1 200 OK\r\n", b"")
+        super().start()
+        body = ask(self.port, self.query).partition(b"\r\n\r\n")[2]
+        if b"Status: " + STATUS not in body:
+            raise RuntimeError(f"{self.name}: unexpected answer {body[:200]!r}")
+        self.expected = (b"HTTP/1.1 200 OK\r\n", b"\r\n\r\n" + body)
+
+
 class Twisted(Server):
     def command(self):
         return [sys.executable, os.path.join(HERE, "baselines", "twisted_finger.py"),
@@ -192,10 +244,6 @@ class Threading(Server):
     def command(self):
         return [sys.executable, os.path.join(HERE, "baselines", "threading_finger.py"),
                 str(self.port), self.users]
-
-
-#: Most bytes of a reply a benchmark client keeps.
-MAX_REPLY = 4096
 
 
 def open_query(sel, port, data=QUERY):
@@ -248,7 +296,7 @@ def keep_in_flight(port, concurrency, count, expected, deadline, request=lambda 
             if done is None:
                 continue
             reply, seconds = done
-            if reply == expected:
+            if answered(reply, expected):
                 latencies.append(seconds)
             else:
                 errors += 1
@@ -270,12 +318,13 @@ def keep_in_flight(port, concurrency, count, expected, deadline, request=lambda 
     return latencies, errors + in_flight + (count - started)
 
 
-def client_process(port, concurrency, count, start_at, results):
+def client_process(port, concurrency, count, start_at, results, query, expected):
     """Keep ``concurrency`` queries in flight until ``count`` are done; report latencies."""
     while time.time() < start_at:
         time.sleep(0.001)
     began = time.monotonic()
-    latencies, errors = keep_in_flight(port, concurrency, count, ANSWER, began + 300)
+    latencies, errors = keep_in_flight(port, concurrency, count, expected, began + 300,
+                                       request=lambda i: query)
     results.put((latencies, errors, time.monotonic() - began))
 
 
@@ -296,11 +345,14 @@ def build_loadgen(directory):
     return compile_c(os.path.join(HERE, "loadgen.c"), directory)
 
 
-def run_loadgen(loadgen, port, conc, share, start_at):
+def run_loadgen(loadgen, server, conc, share, start_at):
     """``(latencies, errors, elapsed)`` from C load generator processes started together."""
-    procs = [subprocess.Popen(pinned(CLIENT_CPU) + [loadgen, str(port), str(c), str(n),
-                                                    repr(start_at), QUERY.decode(),
-                                                    ANSWER.decode()],
+    expected = server.expected
+    check = [expected.decode()] if isinstance(expected, bytes) else \
+        [expected[1].decode(), expected[0].decode()]
+    procs = [subprocess.Popen(pinned(CLIENT_CPU) + [loadgen, str(server.port), str(c), str(n),
+                                                    repr(start_at), server.query.decode(),
+                                                    *check],
                               stdout=subprocess.PIPE, text=True)
              for c, n in zip(conc, share)]
     gathered = []
@@ -324,7 +376,7 @@ def run_point(server, clients, queries, loadgen=None):
     if loadgen:
         result = {}
         runner = threading.Thread(target=lambda: result.update(
-            got=run_loadgen(loadgen, server.port, conc, share, start_at)))
+            got=run_loadgen(loadgen, server, conc, share, start_at)))
         runner.start()
         while time.time() < start_at:
             time.sleep(0.001)
@@ -335,7 +387,7 @@ def run_point(server, clients, queries, loadgen=None):
         results = multiprocessing.Queue()
         workers = [multiprocessing.Process(target=client_process,
                                            args=(server.port, conc[i], share[i], start_at,
-                                                 results))
+                                                 results, server.query, server.expected))
                    for i in range(processes)]
         for w in workers:
             w.start()
@@ -439,7 +491,11 @@ def main():
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "bench"))
     parser.add_argument("--servers",
                         default="fingerd,fingerd-accesslog,twisted,threading,c-epoll")
+    parser.add_argument("--web", action="store_true",
+                        help="also fingerd-web-api and fingerd-web-page: the web directory")
     args = parser.parse_args()
+    if args.web:
+        args.servers += ",fingerd-web-api,fingerd-web-page"
     clients = [int(c) for c in args.clients.split(",")]
     work = tempfile.mkdtemp(prefix="fingerd-bench-")
     os.chmod(work, 0o755)
@@ -449,6 +505,10 @@ def main():
         "twisted": lambda d: Twisted("twisted", d),
         "threading": lambda d: Threading("threading", d),
         "c-epoll": lambda d: EpollC("c-epoll", d),
+        "fingerd-web-api": lambda d: FingerdWeb("fingerd-web-api", d,
+                                                "/api/users/" + USER.decode()),
+        "fingerd-web-page": lambda d: FingerdWeb("fingerd-web-page", d,
+                                                 "/users/" + USER.decode()),
     }
     servers = []
     for name in args.servers.split(","):

@@ -3,9 +3,11 @@
  * answer checked, COUNT queries with CONCURRENCY in flight, on loopback.
  * Written in C so that the client is not what limits a 2-core machine.
  *
- *   loadgen PORT CONCURRENCY COUNT START_AT QUERY EXPECTED
+ *   loadgen PORT CONCURRENCY COUNT START_AT QUERY EXPECTED [START]
  *
  * START_AT is a Unix time to begin at (to start several processes together).
+ * A reply must be EXPECTED; with START, it must begin with START and end with
+ * EXPECTED (HTTP: the status line and the body, a Date header between them).
  * Prints "ERRORS ELAPSED_SECONDS" then one latency in microseconds a line.
  */
 #define _GNU_SOURCE
@@ -21,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_REPLY 256
+#define MAX_REPLY 4096
 #define DEADLINE_SECONDS 300.0
 
 struct query {
@@ -57,14 +59,17 @@ static int launch(int ep, struct sockaddr_in *addr, struct query *q)
 
 int main(int argc, char **argv)
 {
-	if (argc != 7) {
-		fprintf(stderr, "usage: loadgen PORT CONCURRENCY COUNT START_AT QUERY EXPECTED\n");
+	if (argc != 7 && argc != 8) {
+		fprintf(stderr, "usage: loadgen PORT CONCURRENCY COUNT START_AT QUERY EXPECTED "
+			"[START]\n");
 		return 2;
 	}
 	int port = atoi(argv[1]), concurrency = atoi(argv[2]), count = atoi(argv[3]);
 	double start_at = atof(argv[4]);
 	const char *query = argv[5], *expected = argv[6];
+	const char *start = argc == 8 ? argv[7] : NULL;
 	size_t query_len = strlen(query), expected_len = strlen(expected);
+	size_t start_len = start ? strlen(start) : 0;
 	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(port) };
 	inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
 
@@ -111,8 +116,12 @@ int main(int argc, char **argv)
 					q->got += got;
 				} else {
 					finished = 1;
-					ok = got == 0 && q->got == expected_len &&
-					     memcmp(q->reply, expected, expected_len) == 0;
+					ok = got == 0 && (start ? q->got >= start_len + expected_len &&
+							  memcmp(q->reply, start, start_len) == 0 &&
+							  memcmp(q->reply + q->got - expected_len,
+								 expected, expected_len) == 0
+							: q->got == expected_len &&
+							  memcmp(q->reply, expected, expected_len) == 0);
 				}
 			}
 			if (!finished)

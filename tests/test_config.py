@@ -118,6 +118,7 @@ def test_an_unknown_key_far_from_any_known_one_suggests_nothing():
     ("127.0.0.1:7979", "[setter]\nlisten = 127.0.0.1:7979", "127.0.0.1:7979"),
     ("0.0.0.0:7979", "[setter]\nlisten = 127.0.0.1:7979", "0.0.0.0:7979"),
     ("127.0.0.1:7979, [::1]:7980", "[metrics]\nlisten = [::]:7980", "[::1]:7980"),
+    ("0.0.0.0:8079", "[web]\nlisten = 127.0.0.1:8079", "0.0.0.0:8079"),
 ])
 def test_two_services_on_one_address_are_refused(finger, other, clash):
     found = errors(f"[finger]\nlisten = {finger}\n{other}\n")
@@ -313,3 +314,12 @@ def test_a_configuration_written_from_valid_values_reads_back_to_them(case):
                                   for section, lines in sections.items()), PATH)
     for (_, _, attribute, _), (_, value) in zip(keys, values):
         assert getattr(config, attribute) == value
+def test_the_web_directory_is_off_by_default_and_takes_its_own_proxy_settings():
+    config = parse_config("", "/f.conf")
+    assert config.web_listen == () and config.web_proxy_protocol is False
+    config = parse_config("[web]\nlisten = 0.0.0.0:8079, [::]:8079\nproxy_protocol = yes\n"
+                          "proxy_from = 10.0.0.0/8\n", "/f.conf")
+    assert config.web_listen == (Address("0.0.0.0", 8079), Address("::", 8079))
+    assert config.web_proxy_protocol is True
+    assert [str(n) for n in config.web_proxy_from] == ["10.0.0.0/8"]
+    assert config.finger_proxy_protocol is False

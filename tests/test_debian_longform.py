@@ -14,7 +14,7 @@ import pytest
 
 from fingerd.finger.utmp import Session
 from tests.support import in_fingerd
-from tests.support.accounts import useradd, userdel, write_as
+from tests.support.accounts import made_accounts, write_as
 from tests.support.markers import needs_root, needs_tool
 from tests.support.system_logins import UTMP_FILE, SystemLogins
 
@@ -34,17 +34,8 @@ FIRST_UID = 42301
 @pytest.fixture
 def accounts(public_dir):
     """name: (uid, home) for every account in GECOS, always removed."""
-    homes = os.path.join(public_dir, "home")
-    os.mkdir(homes, 0o755)
-    made = {}
-    try:
-        for uid, (name, gecos) in enumerate(GECOS.items(), FIRST_UID):
-            made[name] = (uid, os.path.join(homes, name))
-            useradd(name, uid, made[name][1], gecos)
+    with made_accounts(os.path.join(public_dir, "home"), GECOS, FIRST_UID) as made:
         yield made
-    finally:
-        for name in made:
-            userdel(name)
 
 
 @pytest.fixture

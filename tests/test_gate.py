@@ -45,6 +45,15 @@ def test_each_service_has_its_own_share():
     assert (budgets(4, 0)["finger"].limit, budgets(4, 0)["setter"].limit) == (3, 1)
 
 
+def test_the_web_directory_takes_a_quarter_only_when_it_listens():
+    gates = budgets(256, 32, web=True)
+    assert (gates["finger"].limit, gates["web"].limit, gates["setter"].limit) == (160, 64, 32)
+    assert gates["web"].per_source == 32
+    assert budgets(256, 32)["web"].limit == 0
+    small = budgets(3, 0, web=True)
+    assert (small["finger"].limit, small["web"].limit, small["setter"].limit) == (1, 1, 1)
+
+
 def test_max_connections_is_lowered_to_what_descriptors_allow(caplog):
     assert affordable_connections(256, descriptors=1024) == 256
     assert affordable_connections(2000, descriptors=1024) == 1024 - 64 - 8

@@ -170,3 +170,9 @@ def test_a_real_prometheus_sees_requests_rise(daemon, prometheus):
     wait_until(lambda: (query_prometheus(prometheus, expr) or 0) >= before + 5, timeout=60,
                what="Prometheus to see the new requests")
     assert query_prometheus(prometheus, 'up{job="fingerd"}') == 1
+
+
+def test_a_head_over_8_kib_is_answered_431(daemon):
+    reply = exchange(daemon.metrics_port, b"GET /metrics HTTP/1.0\r\nX: " + b"x" * 9000
+                     + b"\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.0 431 ")

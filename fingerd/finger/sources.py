@@ -2,9 +2,9 @@
 
 A source has two calls: ``lookup(name, verbose)`` gives the answer lines for
 a user or None, and ``listing()`` yields ``(name, line)`` for the online
-list. The Directory asks its sources in order, so the users file wins over
-an account of the same name, and a new source needs no change to the
-servers.
+list, each line ``NAME: DETAIL``. The Directory asks its sources in order,
+so the users file wins over an account of the same name, and a new source
+needs no change to the servers.
 """
 
 import pwd
@@ -114,6 +114,10 @@ def full_name(entry):
     return parse_gecos(entry.pw_gecos, entry.pw_name).name
 
 
+#: The list's last line when it is cut.
+MORE_USERS = "(more users not shown)"
+
+
 class Directory:
     """Sources asked in order: the first that knows a name answers."""
 
@@ -129,12 +133,18 @@ class Directory:
 
     def listing(self, limit):
         """One line a user across every source (first source wins a name), cut past
-        ``limit`` characters with a closing note.
+        ``limit`` characters with a closing note."""
+        entries, cut = self.entries(limit)
+        return [line for _name, line in entries] + ([MORE_USERS] if cut else [])
+
+    def entries(self, limit):
+        """``([(name, line), ...], cut)``: the users ``listing`` shows, and whether it
+        leaves some out.
 
         Each source's lines are sorted by name. Only the lines taken are
         sorted, so the cost follows the size of the answer, not of the table.
         """
-        lines = []
+        entries = []
         seen = set()
         size = 0
         for source in self.sources:
@@ -145,12 +155,9 @@ class Directory:
                 seen.add(name)
                 size += len(line) + 2
                 if size > limit:
-                    return lines + by_name(taken) + ["(more users not shown)"]
+                    return entries + sorted(taken), True
                 taken.append((name, line))
-            lines += by_name(taken)
-        return lines
+            entries += sorted(taken)
+        return entries, False
 
 
-def by_name(entries):
-    """The lines of ``(name, line)`` pairs, in the order of their names."""
-    return [line for _name, line in sorted(entries)]

@@ -50,7 +50,8 @@ def _needs_root(address, option, first_free):
 def _plan(config):
     return (("finger", "[finger] listen", config.finger_listen),
             ("setter", "[setter] listen", config.setter_listen),
-            ("metrics", "[metrics] listen", config.metrics_listen))
+            ("metrics", "[metrics] listen", config.metrics_listen),
+            ("web", "[web] listen", config.web_listen))
 
 
 def privileged_port_problem(config):

@@ -8,6 +8,7 @@ privileges, so a privileged parent can hand it its sockets.
 
 import logging
 import resource
+import socket
 import threading
 import time
 
@@ -15,7 +16,9 @@ from fingerd.accesslog import AccessLog
 from fingerd.finger.answer import Rules
 from fingerd.finger.forward import Forwarder
 from fingerd.finger.output import Renderer
+from fingerd.finger.pages import Pages
 from fingerd.finger.sources import Directory, FileSource, SystemSource
+from fingerd.finger.web import Site
 from fingerd.limits import RESERVED_DESCRIPTORS, STOP_GRACE_SECONDS
 from fingerd.serving.gate import ConnectionGate
 from fingerd.serving.handlers import FingerServer, SetterServer
@@ -24,6 +27,7 @@ from fingerd.serving.metrics_http import METRICS_MAX_CONNECTIONS, MetricsServer
 from fingerd.serving.pool import Pool
 from fingerd.serving.rate_limit import RateLimit
 from fingerd.serving.requesters import Requesters
+from fingerd.serving.web import WebServer
 from fingerd.users.watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -47,18 +51,19 @@ class Service:
         self._pool = Pool(config.threads)
         self.metrics.pool_busy.set_function(self._pool.busy)
         self.metrics.pool_queued.set_function(self._pool.queued)
+        sockets = self._sockets
         access_log = AccessLog(config.log_queries) if config.access_log else None
-        gates = budgets(affordable_connections(config.max_connections), config.max_per_source)
+        gates = budgets(affordable_connections(config.max_connections), config.max_per_source,
+                        web=bool(sockets["web"]))
         # Scrapes are not counted, so that a scrape does not see itself.
         self.metrics.connections_active.set_function(
-            lambda: gates["finger"].active + gates["setter"].active)
+            lambda: gates["finger"].active + gates["setter"].active + gates["web"].active)
 
         def context(service):
             return Context(self._pool, gates[service], self.metrics, config.request_timeout,
                            access_log if service != "metrics" else None,
                            config.first_byte_timeout)
 
-        sockets = self._sockets
         directory = build_directory(config, self.store)
         rules = Rules(config.list_users, config.forwarding, config.forward_allow)
         renderer = Renderer(config.replacements, config.high_bytes)
@@ -77,6 +82,11 @@ class Service:
         if sockets["metrics"]:
             self._servers.append(MetricsServer(sockets["metrics"], context("metrics"),
                                                self.metrics.registry))
+        if sockets["web"]:
+            site = Site(directory, rules, renderer, Pages(site_name()))
+            self._servers.append(WebServer(
+                sockets["web"], context("web"), site, lookups_block=config.system_users,
+                proxy_from=config.web_proxy_from if config.web_proxy_protocol else None))
         self._watcher = Watcher(self.store, config.reload_interval)
         self._watcher.start()
         for server in self._servers:
@@ -120,18 +130,26 @@ def _left(deadline):
     return max(0.0, deadline - time.monotonic())
 
 
-def budgets(max_connections, per_source):
+def budgets(max_connections, per_source, web=False):
     """Each service's own gate, so that no service's clients can take another's slots.
 
     ``max_connections`` is shared out: the setter gets an eighth (at least
-    one), finger the rest (at least one); the metrics endpoint has
+    one), the web directory, when it listens, a quarter (at least one),
+    finger the rest (at least one); the metrics endpoint has
     METRICS_MAX_CONNECTIONS beside them, so a flood of finger clients
     cannot hide it from the scraper.
     """
     setter = max(1, max_connections // 8)
-    return {"finger": ConnectionGate(max(1, max_connections - setter), per_source),
+    web = max(1, max_connections // 4) if web else 0
+    return {"finger": ConnectionGate(max(1, max_connections - setter - web), per_source),
             "setter": ConnectionGate(setter, per_source),
+            "web": ConnectionGate(web, per_source),
             "metrics": ConnectionGate(METRICS_MAX_CONNECTIONS)}
+
+
+def site_name():
+    """What the web pages call the site: this host's finger directory."""
+    return f"Finger directory of {socket.gethostname()}"
 
 
 def affordable_connections(max_connections, descriptors=None):

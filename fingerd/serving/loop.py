@@ -31,7 +31,7 @@ import time
 from _socket import socket as raw_socket
 from typing import NamedTuple, Optional
 
-from fingerd.limits import ACCEPTS_PER_TURN, DRAIN_BYTES
+from fingerd.limits import ACCEPTS_PER_TURN, DRAIN_BYTES, LINGER_DRAIN_BYTES
 from fingerd.outcomes import (ERROR, REJECT_BUSY, REJECT_NOT_LOCAL, REJECT_PROXY, REJECT_RESOURCES,
                               REJECT_SHED, REJECT_TIMEOUT, REJECT_TOO_LONG)
 from fingerd.serving.gate import source_of
@@ -167,6 +167,13 @@ class Server:
     defers_accept = False
     #: What a client beyond a connection limit is told, in the service's protocol.
     busy_answer = BUSY
+    #: The Answer to a request whose handler failed, in the service's protocol.
+    internal_error = INTERNAL_ERROR
+    #: Whether a client may still be sending when it is answered (HTTP: a head past its
+    #: bound, a body): then the answer goes out at once rather than held back for the
+    #: close (MSG_MORE), and the close reads and drops what the client sent meanwhile,
+    #: since closing with input unread sends a reset, which destroys the answer.
+    lingers = False
     #: Networks whose connections begin with a PROXY protocol header, which names the
     #: client; None where the service does not take one.
     proxy_from = None
@@ -197,6 +204,7 @@ class Server:
         self._stopping = False
         self._drain_until = None
         self._next_sweep = 0.0
+        self._send_flags = socket.MSG_DONTWAIT if self.lingers else _SEND_LAST
         self._stopped = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
 
@@ -527,14 +535,14 @@ class Server:
             return respond(request, conn.peer)
         except Exception:
             log.exception("%s: internal error answering %s", self.service, conn.peer[0])
-            return INTERNAL_ERROR
+            return self.internal_error
 
     def _answer_inline(self, conn, request):
         """Answer on the reading thread, never waiting: an answer too big for the
         socket's buffer is finished by the pool."""
         answer = self._respond(conn, request, self.respond_inline)
         try:
-            sent = conn.sock.send(answer.data, _SEND_LAST)
+            sent = conn.sock.send(answer.data, self._send_flags)
         except BlockingIOError:
             sent = 0
         except OSError:
@@ -572,6 +580,8 @@ class Server:
                 if access_log is not None:
                     access_log.log(self.service, conn.peer, answer, seconds)
         finally:
+            if self.lingers:
+                drain(conn.sock)
             conn.sock.close()
             self.context.gate.leave(conn.source)
 
@@ -582,6 +592,18 @@ class Server:
         self._unwatch(conn)
         conn.sock.close()
         self.context.gate.leave(conn.source)
+
+
+def drain(sock):
+    """Send FIN after the answer, then read and drop up to LINGER_DRAIN_BYTES of what the
+    client sent that was never read, without waiting for more."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        for _ in range(LINGER_DRAIN_BYTES // DRAIN_BYTES):
+            if not sock.recv(DRAIN_BYTES, socket.MSG_DONTWAIT):
+                return
+    except OSError:
+        pass
 
 
 def refuse_busy(sock, answer):

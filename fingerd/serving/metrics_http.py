@@ -8,11 +8,8 @@ Only ``GET /metrics`` answers with data; other paths get 404.
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from fingerd.serving.lines import LineTooLong
+from fingerd.serving.http_head import REASONS, HeadError, take_request
 from fingerd.serving.loop import Answer, RequestHandler, Server
-
-#: Largest HTTP request head read.
-MAX_HEAD_BYTES = 8192
 
 METRICS_PATH = "/metrics"
 
@@ -22,27 +19,6 @@ METRICS_PATH = "/metrics"
 METRICS_MAX_CONNECTIONS = 8
 
 
-def take_head(buf, eof):
-    """The request line of an HTTP head once it is complete in ``buf``, else None.
-
-    The head ends at its first blank line (CRLF CRLF or LF LF); one longer than
-    MAX_HEAD_BYTES raises LineTooLong, whether it came in one read or many.
-    """
-    ends = [end for end in (buf.find(b"\r\n\r\n"), buf.find(b"\n\n")) if end >= 0]
-    end = min(ends, default=-1)
-    if end < 0:
-        # The last 3 bytes may yet be the start of the blank line.
-        if len(buf) > MAX_HEAD_BYTES + 3:
-            raise LineTooLong
-        if not eof:
-            return None
-        end = len(buf)
-    if end > MAX_HEAD_BYTES:
-        raise LineTooLong
-    head = bytes(buf[:end])
-    return [head.split(b"\n", 1)[0].rstrip(b"\r")] if head else []
-
-
 def _response(status, content_type, body):
     head = (f"HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
@@ -50,16 +26,14 @@ def _response(status, content_type, body):
 
 
 class MetricsHandler(RequestHandler):
-    def respond(self, lines):
-        parts = lines[0].split()
-        if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
-            return Answer("bad_request", _response("400 Bad Request", "text/plain",
-                                                   b"bad request\n"))
-        method, target = parts[0], parts[1].split(b"?", 1)[0]
-        if method != b"GET":
+    def respond(self, head):
+        if isinstance(head, HeadError):
+            return Answer("bad_request", _response(f"{head.status} {REASONS[head.status]}",
+                                                   "text/plain", f"{head}\n".encode()))
+        if head.method != "GET":
             return Answer("bad_request", _response("405 Method Not Allowed", "text/plain",
                                                    b"only GET\n"))
-        if target.decode("latin-1") != METRICS_PATH:
+        if head.path != METRICS_PATH:
             return Answer("not_found", _response("404 Not Found", "text/plain", b"not found\n"))
         body = generate_latest(self.server.registry)
         return Answer("ok", _response("200 OK", CONTENT_TYPE_LATEST, body))
@@ -71,6 +45,7 @@ class MetricsServer(Server):
     service = "metrics"
     handler_class = MetricsHandler
     counted = False
+    lingers = True
     #: Beyond its connection limit a scraper is told so in HTTP, never the finger line.
     busy_answer = (b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 1\r\n"
                    b"Content-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n"
@@ -87,4 +62,4 @@ class MetricsServer(Server):
         return True
 
     def take_request(self, buf, eof):
-        return take_head(buf, eof)
+        return take_request(buf, eof)

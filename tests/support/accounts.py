@@ -1,5 +1,6 @@
 """Real accounts for tests, made with useradd and always removed with userdel."""
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -32,3 +33,19 @@ def write_as(path, data, uid):
         f.write(data)
     os.chown(path, uid, GROUP)
     os.chmod(path, 0o644)
+
+
+@contextlib.contextmanager
+def made_accounts(homes, gecos_by_name, first_uid):
+    """``{name: (uid, home)}`` for an account a name of ``gecos_by_name``, with uids from
+    ``first_uid`` in order and homes in the new directory ``homes``; always removed."""
+    os.mkdir(homes, 0o755)
+    made = {}
+    try:
+        for uid, (name, gecos) in enumerate(gecos_by_name.items(), first_uid):
+            made[name] = (uid, os.path.join(homes, name))
+            useradd(name, uid, made[name][1], gecos)
+        yield made
+    finally:
+        for name in made:
+            userdel(name)

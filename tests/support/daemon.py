@@ -43,7 +43,7 @@ class Daemon:
         }
         for key, value in settings.items():
             section, _, name = key.partition("__")
-            self._sections[section][name] = value
+            self._sections.setdefault(section, {})[name] = value
         self.pidfile = self._sections["fingerd"]["pidfile"]
         self._write_config()
         self.proc = None
@@ -56,9 +56,9 @@ class Daemon:
 
     def listen(self, service, *addresses):
         """Before start: move ``service`` from its free port to ``addresses``, each
-        ``HOST:PORT`` as the configuration writes it. ``finger``, ``setter`` and
-        ``metric`` go on connecting to 127.0.0.1, at the first address's port."""
-        self._sections[service]["listen"] = ", ".join(addresses)
+        ``HOST:PORT`` as the configuration writes it. ``finger``, ``setter``, ``web``
+        and ``metric`` go on connecting to 127.0.0.1, at the first address's port."""
+        self._sections.setdefault(service, {})["listen"] = ", ".join(addresses)
         setattr(self, f"{service}_port", int(addresses[0].rpartition(":")[2]))
         self._write_config()
         return self
@@ -101,6 +101,10 @@ class Daemon:
 
     def setter(self, data, **kw):
         return exchange(self.setter_port, data, **kw)
+
+    def web(self, data, **kw):
+        """The raw reply of the web directory (``listen("web", ...)``) to ``data``."""
+        return exchange(self.web_port, data, **kw)
 
     def metric(self, name, **labels):
         """The value of one sample on the metrics endpoint, or None."""

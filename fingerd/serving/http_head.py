@@ -1,0 +1,144 @@
+"""An HTTP/1.x request head, read strictly: pure logic, no I/O.
+
+The web directory and the metrics endpoint both read their requests here.
+A head is taken from a buffer as bytes arrive and is read the same however
+they arrive: whole or a byte at a time, its lines ended by CRLF or a bare
+LF (RFC 9112 2.2), its size bounded across reads. What is not a request
+this parser can vouch for (RFC 9112 3 and 5: the request line, field
+names and values, obsolete line folding, a bare CR, Host) raises HeadError
+with the status to answer; so does a head over MAX_HEAD_BYTES. Only the
+head is read: each connection carries one request and is closed after it,
+so a body that follows is never taken for another request.
+"""
+
+import re
+from typing import NamedTuple
+
+#: Largest request head read, its blank line included.
+MAX_HEAD_BYTES = 8192
+
+#: Reason phrases of the statuses the daemon's HTTP services send.
+REASONS = {
+    200: "OK", 303: "See Other", 304: "Not Modified", 400: "Bad Request", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error", 503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+}
+
+_LEADING_BLANK_LINES = re.compile(rb"(?:\r?\n)*")
+_END = re.compile(rb"\n\r?\n")
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
+#: A field value: visible characters and obs-text, blanks only between them.
+_VALUE = rb"[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*"
+_FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _VALUE + rb")?[ \t]*")
+_ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?]*")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+class HeadError(ValueError):
+    """A request answered with an error ``status`` (400, 431, 505); the message says why."""
+
+    def __init__(self, status, reason):
+        super().__init__(reason)
+        self.status = status
+
+
+class Head(NamedTuple):
+    """A request head. ``path`` and ``query`` are as sent (percent-encoded); ``fields`` are
+    ``(name in lower case, value)`` pairs in the order sent."""
+
+    method: str
+    path: str
+    query: str
+    version: tuple
+    fields: tuple
+
+    def field(self, name):
+        """The value of field ``name`` (lower case), repeats joined by commas; None if absent."""
+        values = [value for key, value in self.fields if key == name]
+        return ", ".join(values) if values else None
+
+
+def take_head(buf, eof):
+    """The Head once ``buf`` holds a whole one, else None; raise HeadError.
+
+    With ``eof`` the input is complete: a head left unfinished is an error,
+    and None means the client sent nothing but blank lines.
+    """
+    start = _LEADING_BLANK_LINES.match(buf).end()
+    end = _END.search(buf, start)
+    if end is None:
+        if len(buf) >= MAX_HEAD_BYTES:
+            raise HeadError(431, "request head over 8 KiB")
+        if eof and start < len(buf):
+            raise HeadError(400, "request head not ended by a blank line")
+        return None
+    if end.end() > MAX_HEAD_BYTES:
+        raise HeadError(431, "request head over 8 KiB")
+    lines = [line[:-1] if line.endswith(b"\r") else line
+             for line in bytes(buf[start:end.start()]).split(b"\n")]
+    for line in lines:
+        if b"\r" in line:
+            raise HeadError(400, "bare CR in the request head")
+    return _parse(lines)
+
+
+def _parse(lines):
+    request = _REQUEST_LINE.fullmatch(lines[0])
+    if request is None:
+        raise HeadError(400, "malformed request line")
+    method, target = request.group(1).decode("ascii"), request.group(2).decode("ascii")
+    version = (int(request.group(3)), int(request.group(4)))
+    if version[0] != 1:
+        raise HeadError(505, "only HTTP/1.0 and HTTP/1.1 are served")
+    path, query = _split_target(target)
+    fields = []
+    for line in lines[1:]:
+        field = _FIELD.fullmatch(line)
+        if field is None:
+            raise HeadError(400, "malformed header field" if line[:1] not in b" \t"
+                            else "obsolete line folding")
+        value = field.group(2) or b""
+        fields.append((field.group(1).decode("ascii").lower(), value.decode("latin-1")))
+    head = Head(method, path, query, version, tuple(fields))
+    _check_fields(head)
+    return head
+
+
+def _split_target(target):
+    """``(path, query)`` of an origin-form target, or of an absolute-form one (RFC 9112
+    3.2.2); ``*`` stands for itself. Anything else, or a fragment, is malformed."""
+    if target != "*" and not target.startswith("/"):
+        absolute = _ABSOLUTE.match(target)
+        if absolute is None:
+            raise HeadError(400, "malformed request target")
+        target = target[absolute.end():] or "/"
+        if not target.startswith(("/", "?")):
+            raise HeadError(400, "malformed request target")
+        if target.startswith("?"):
+            target = "/" + target
+    if "#" in target:
+        raise HeadError(400, "a fragment in the request target")
+    path, _, query = target.partition("?")
+    return path, query
+
+
+def _check_fields(head):
+    hosts = [value for name, value in head.fields if name == "host"]
+    if len(hosts) > 1 or (head.version >= (1, 1) and not hosts):
+        raise HeadError(400, "an HTTP/1.1 request needs exactly one Host field")
+    lengths = [value for name, value in head.fields if name == "content-length"]
+    if len(lengths) > 1 or (lengths and not _DIGITS.fullmatch(lengths[0])):
+        raise HeadError(400, "malformed Content-Length")
+
+
+def take_request(buf, eof):
+    """``take_head`` for a serving loop's ``take_request``: the Head, or the HeadError to
+    answer, once either is known; None while more may come; an empty list when the
+    client closed having sent nothing."""
+    try:
+        head = take_head(buf, eof)
+    except HeadError as exc:
+        return exc
+    return [] if head is None and eof else head

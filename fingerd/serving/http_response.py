@@ -1,0 +1,57 @@
+"""HTTP/1.1 responses of the web directory: pure logic, no I/O.
+
+Every response closes its connection and carries the headers that keep a
+browser from reading more into it than it says: no type sniffing, no
+script, no referrer sent on. Validators are entity tags of the body, so an
+answer that has not changed is confirmed with 304 and no body.
+"""
+
+import hashlib
+
+from fingerd.serving.http_head import REASONS
+
+#: What every response says besides its own headers: take the type as given, run no
+#: script and load nothing from elsewhere, send no referrer, be no one's frame.
+SECURITY_HEADERS = (
+    "X-Content-Type-Options: nosniff",
+    "Content-Security-Policy: default-src 'none'; style-src 'self'; img-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    "Referrer-Policy: no-referrer",
+)
+
+NO_STORE = "Cache-Control: no-store"
+TEXT = "text/plain; charset=utf-8"
+
+
+def response(status, content_type=None, body=b"", headers=(), with_body=True):
+    """The bytes of a response; ``with_body`` false for HEAD, which gets the same head.
+
+    A 304 has neither type nor length: it stands for the answer the client has.
+    """
+    lines = [f"HTTP/1.1 {status} {REASONS[status]}"]
+    if status != 304:
+        if content_type is not None:
+            lines.append(f"Content-Type: {content_type}")
+        lines.append(f"Content-Length: {len(body)}")
+    lines += headers
+    lines += SECURITY_HEADERS
+    lines.append("Connection: close\r\n\r\n")
+    head = "\r\n".join(lines).encode("latin-1")
+    return head + body if with_body and status != 304 else head
+
+
+def entity_tag(body):
+    """A strong entity tag of ``body``: the same for the same bytes, in any worker."""
+    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+
+
+def none_match(if_none_match, tag):
+    """Whether an If-None-Match field value matches ``tag`` (weak comparison, RFC 9110
+    13.1.2): ``*`` or a listed tag with or without ``W/``."""
+    if if_none_match is None:
+        return False
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == tag:
+            return True
+    return False

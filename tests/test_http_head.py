@@ -1,0 +1,200 @@
+"""The HTTP request head parser shared by the web directory and the metrics endpoint: the
+forms it takes, what it refuses and with which status, and properties over any bytes."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fingerd.serving.http_head import MAX_HEAD_BYTES, Head, HeadError, take_head, take_request
+
+
+def head(data, eof=False):
+    return take_head(data, eof)
+
+
+def status_of(data, eof=False):
+    with pytest.raises(HeadError) as caught:
+        take_head(data, eof)
+    return caught.value.status
+
+
+def test_a_curl_request():
+    assert head(b"GET /api/users/alice HTTP/1.1\r\nHost: 127.0.0.1:8079\r\n"
+                b"User-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n") == Head(
+        "GET", "/api/users/alice", "", (1, 1),
+        (("host", "127.0.0.1:8079"), ("user-agent", "curl/7.88.1"), ("accept", "*/*")))
+
+
+def test_http_1_0_needs_no_host_and_lines_may_end_in_a_bare_lf():
+    assert head(b"HEAD /users?name=bob HTTP/1.0\n\n") == Head("HEAD", "/users", "name=bob",
+                                                           (1, 0), ())
+
+
+def test_needs_more_until_the_blank_line():
+    assert head(b"GET / HTTP/1.1\r\nHost: x\r\n") is None
+    assert head(b"GET / HTTP/1.1\r\nHost: x\r\n\r") is None
+
+
+def test_bytes_after_the_head_are_not_read():
+    assert head(b"GET / HTTP/1.0\r\n\r\nGET /other HTTP/1.0\r\n\r\n").path == "/"
+
+
+def test_blank_lines_before_the_request_line_are_skipped():
+    assert head(b"\r\n\n\r\nGET / HTTP/1.0\r\n\r\n").path == "/"
+
+
+def test_field_values_lose_surrounding_blanks_and_keep_inner_ones():
+    got = head(b"GET / HTTP/1.1\r\nHost:x\r\nIf-None-Match: \t\"a\", W/\"b\" \r\n"
+               b"X-Empty:\r\nX-Obs: caf\xe9\r\n\r\n")
+    assert got.field("if-none-match") == '"a", W/"b"'
+    assert got.field("x-empty") == "" and got.field("x-obs") == "caf\xe9"
+    assert got.field("absent") is None
+
+
+def test_repeated_fields_are_joined():
+    got = head(b"GET / HTTP/1.0\r\nIf-None-Match: \"a\"\r\nif-none-match: \"b\"\r\n\r\n")
+    assert got.field("if-none-match") == '"a", "b"'
+
+
+@pytest.mark.parametrize("target, path, query", [
+    (b"/", "/", ""),
+    (b"/users/al%69ce?x=1&y", "/users/al%69ce", "x=1&y"),
+    (b"http://example.org/users/alice?q", "/users/alice", "q"),
+    (b"HTTP://example.org:8079", "/", ""),
+    (b"http://example.org?name=bob", "/", "name=bob"),
+    (b"*", "*", ""),
+])
+def test_request_targets(target, path, query):
+    got = head(b"OPTIONS " + target + b" HTTP/1.0\r\n\r\n")
+    assert (got.path, got.query) == (path, query)
+
+
+def test_any_token_is_a_method_and_minor_versions_above_1_are_read():
+    got = head(b"BREW /pot HTTP/1.7\r\nHost: x\r\n\r\n")
+    assert (got.method, got.version) == ("BREW", (1, 7))
+
+
+@pytest.mark.parametrize("data", [
+    b"garbage\r\n\r\n",
+    b"GET /\r\n\r\n",                                      # HTTP/0.9
+    b"GET / http/1.1\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1\r\n\r\n",
+    b"GET / HTTP/1.10\r\n\r\n",
+    b"GET  / HTTP/1.0\r\n\r\n",
+    b"GET / HTTP/1.0 \r\n\r\n",
+    b" GET / HTTP/1.0\r\n\r\n",
+    b"GET\t/ HTTP/1.0\r\n\r\n",
+    b"G(T / HTTP/1.0\r\n\r\n",
+    b"GET users HTTP/1.0\r\n\r\n",
+    b"GET /caf\xc3\xa9 HTTP/1.0\r\n\r\n",
+    b"GET /#top HTTP/1.0\r\n\r\n",
+    b"GET ftp:/x HTTP/1.0\r\n\r\n",
+    b"GET / HTTP/1.0\rX: y\r\n\r\n",                        # bare CR
+    b"GET / HTTP/1.0\r\r\n\r\n",
+    b"GET / HTTP/1.0\r\nNo colon\r\n\r\n",
+    b"GET / HTTP/1.0\r\nName : value\r\n\r\n",
+    b"GET / HTTP/1.0\r\n: value\r\n\r\n",
+    b"GET / HTTP/1.0\r\nX: a\r\n folded\r\n\r\n",
+    b"GET / HTTP/1.0\r\nX: a\x00b\r\n\r\n",
+    b"GET / HTTP/1.0\r\nX: \x1b[2J\r\n\r\n",
+    b"GET / HTTP/1.1\r\n\r\n",                              # no Host
+    b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"GET / HTTP/1.0\r\nContent-Length: -1\r\n\r\n",
+    b"GET / HTTP/1.0\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+])
+def test_malformed_heads_are_400(data):
+    assert status_of(data) == 400
+
+
+@pytest.mark.parametrize("version", [b"HTTP/2.0", b"HTTP/0.9", b"HTTP/3.0"])
+def test_other_major_versions_are_505(version):
+    assert status_of(b"GET / " + version + b"\r\n\r\n") == 505
+
+
+def test_a_head_of_exactly_8_kib_is_read_and_one_byte_more_is_431():
+    start = b"GET / HTTP/1.0\r\nX: "
+    exact = start + b"x" * (MAX_HEAD_BYTES - len(start) - 4) + b"\r\n\r\n"
+    assert len(exact) == MAX_HEAD_BYTES and head(exact).path == "/"
+    assert status_of(exact[:-4] + b"x\r\n\r\n") == 431
+
+
+def test_an_endless_head_is_431_as_soon_as_it_passes_the_bound():
+    assert head(b"GET / HTTP/1.0\r\nX: " + b"x" * (MAX_HEAD_BYTES - 20)) is None
+    assert status_of(b"GET / HTTP/1.0\r\nX: " + b"x" * MAX_HEAD_BYTES) == 431
+    assert status_of(b"\r\n" * (MAX_HEAD_BYTES // 2)) == 431
+
+
+def test_at_the_end_of_input_an_unended_head_is_400_and_nothing_is_no_request():
+    assert status_of(b"GET / HTTP/1.0\r\n", eof=True) == 400
+    assert head(b"", eof=True) is None and head(b"\r\n", eof=True) is None
+
+
+def test_take_request_gives_errors_as_values_and_an_empty_list_for_nothing():
+    assert take_request(b"GET / HTTP/1.0\r\n\r\n", False).path == "/"
+    assert take_request(b"GET / HTTP/1.0\r\n", False) is None
+    assert take_request(b"", True) == []
+    error = take_request(b"nonsense\r\n\r\n", False)
+    assert isinstance(error, HeadError) and error.status == 400
+
+
+# Properties: any bytes, fed whole or in pieces, CRLF or LF.
+
+def outcome(data, chunks=None):
+    """What a loop that reads ``data`` in pieces ending at ``chunks`` and then sees the end
+    of input makes of it: the Head, ("error", status, message) or None."""
+    ends = sorted(set(chunks or ())) + [len(data)]
+    try:
+        for end in ends:
+            got = take_head(data[:end], eof=False)
+            if got is not None:
+                return got
+        return take_head(data, eof=True)
+    except HeadError as exc:
+        return ("error", exc.status, str(exc))
+
+
+lines = st.one_of(
+    st.sampled_from([b"GET / HTTP/1.1", b"HEAD /users/alice HTTP/1.0", b"POST /x HTTP/1.1",
+                     b"GET http://h/api/users?x HTTP/1.1", b"GET / HTTP/2.0", b"",
+                     b"Host: example.org", b"If-None-Match: \"abc\"", b"X: a b",
+                     b" folded", b"Bad line", b"X:\x00", b"Content-Length: 12"]),
+    st.binary(max_size=12))
+heads = st.lists(lines, max_size=8)
+
+
+@given(st.binary(max_size=400), st.booleans())
+def test_any_bytes_parse_or_raise_the_modules_own_error(data, eof):
+    try:
+        got = take_head(data, eof)
+    except HeadError as exc:
+        assert exc.status in (400, 431, 505)
+    else:
+        assert got is None or isinstance(got, Head)
+
+
+@given(heads, st.sampled_from([b"\r\n", b"\n"]), st.binary(max_size=20),
+       st.lists(st.integers(0, 300), max_size=6))
+def test_fed_whole_in_pieces_or_byte_by_byte_a_head_reads_the_same(lines, ending, rest,
+                                                                 chunks):
+    data = b"".join(line + ending for line in lines) + ending + rest
+    whole = outcome(data)
+    assert outcome(data, chunks) == whole
+    assert outcome(data, range(len(data))) == whole
+
+
+@given(heads)
+def test_crlf_and_bare_lf_endings_read_the_same(lines):
+    crlf = b"".join(line + b"\r\n" for line in lines) + b"\r\n"
+    lf = b"".join(line + b"\n" for line in lines) + b"\n"
+    if not any(b"\r" in line or b"\n" in line for line in lines):
+        assert outcome(crlf) == outcome(lf)
+
+
+@given(st.integers(MAX_HEAD_BYTES - 40, MAX_HEAD_BYTES + 40),
+       st.lists(st.integers(0, MAX_HEAD_BYTES + 40), max_size=4))
+def test_the_bound_holds_across_reads(size, chunks):
+    start = b"GET / HTTP/1.0\r\nX: "
+    data = start + b"x" * max(0, size - len(start) - 4) + b"\r\n\r\n"
+    got = outcome(data, chunks)
+    assert got == outcome(data)
+    assert (got[:2] == ("error", 431)) == (len(data) > MAX_HEAD_BYTES)
