@@ -11,6 +11,7 @@
 - ``in_fingerd``: Debian's in.fingerd run for one query as inetd runs it.
 - ``system_logins``: login records and spools written where the system keeps them,
   and put back.
+- ``source_tree``: a copy of the checkout to build an sdist or a Debian package from.
 
 Pytest fixtures built from these live in ``tests/conftest.py``; tests import
 helpers from here, never from conftest.
