@@ -34,7 +34,7 @@ exit 101
 pytestmark = [needs_root, needs_tool("dpkg-buildpackage", "dpkg-dev"),
               needs_tool("dh", "debhelper"), needs_tool("lintian", "lintian"),
               needs_tool("logrotate", "logrotate"), needs_tool("finger", "finger"),
-              needs_tool("in.fingerd", "fingerd")]
+              needs_tool("in.fingerd", "fingerd"), needs_tool("systemd-analyze", "systemd")]
 
 
 def run(*argv, timeout=120, **kw):
@@ -149,6 +149,8 @@ def test_install_serve_set_rotate_remove_purge(installed, tmp_path):
         "/var/log/fingerd": (0o750, "root", "adm"),
     }
     assert {path: mode_owner(path) for path in expect} == expect
+    verify = run("systemd-analyze", "verify", "/lib/systemd/system/fingerd.service")
+    assert verify.returncode == 0 and verify.stdout + verify.stderr == "", verify.stderr
     conffiles = run("dpkg-query", "-W", "-f=${Conffiles}", PACKAGE).stdout
     for conffile in ("/etc/fingerd/fingerd.conf", "/etc/default/fingerd",
                      "/etc/init.d/fingerd", "/etc/logrotate.d/fingerd"):
