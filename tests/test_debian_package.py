@@ -185,6 +185,8 @@ def test_install_serve_set_rotate_remove_purge(installed, tmp_path):
             return "set the status of bob" in f.read()
 
     wait_until(logged_after_rotation, what="the reopened log file")
+    assert mode_owner("/var/log/fingerd/fingerd.log.1") == (0o640, "root", "root")
+    assert mode_owner("/var/log/fingerd/fingerd.log") == (0o640, "root", "adm")
     # Remove stops the daemon and keeps the configuration and the statuses.
     pid = daemon_pid()
     result = apt_get("remove", PACKAGE)
