@@ -9,16 +9,29 @@ from bisect import bisect_left
 from itertools import accumulate
 from operator import add
 
-from prometheus_client import (CollectorRegistry, Counter, Gauge, Info, ProcessCollector,
-                               disable_created_metrics)
+import prometheus_client.metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from fingerd import __version__
 from fingerd.outcomes import BY_SERVICE, ERROR, OWNER_LOOKUPS, QUERY_KINDS, REJECT_REASONS
 
-# A ``_created`` series beside every counter doubles the output for a value
-# that process_start_time_seconds already gives.
-disable_created_metrics()
+
+def _disable_created_series():
+    """Leave out the ``_created`` series beside every counter and histogram: they
+    double the output for a value that process_start_time_seconds already gives.
+
+    prometheus-client 0.18 has a function for it; 0.16 and 0.17 (Debian 12 ships
+    0.16.0) only the module flag that function sets.
+    """
+    switch = getattr(prometheus_client, "disable_created_metrics", None)
+    if switch is not None:
+        switch()
+    else:
+        prometheus_client.metrics._use_created = False
+
+
+_disable_created_series()
 
 #: Buckets for a finger answer: most take well under a millisecond.
 DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,

@@ -12,6 +12,7 @@
 - ``system_logins``: login records and spools written where the system keeps them,
   and put back.
 - ``fuzzing``: the Hypothesis profiles, and feeding a parser as the loop does.
+- ``source_tree``: a copy of the checkout to build an sdist or a Debian package from.
 
 Pytest fixtures built from these live in ``tests/conftest.py``; tests import
 helpers from here, never from conftest.
