@@ -140,6 +140,51 @@ def bind_all(config):
     return bound
 
 
+def rebind_all(config, current):
+    """For a configuration read again: ``(sockets, unused)``.
+
+    ``sockets`` is ``bind_all``'s answer for ``config``, made of the sockets in
+    ``current`` wherever an address stays (so nothing queued on them is lost,
+    and a service may move to another service's address) and of new ones for
+    new addresses; ``unused`` are those of ``current`` no longer configured,
+    for the caller to close once no worker serves them. All or nothing: on
+    BindError the new sockets are closed and ``current`` is untouched.
+    """
+    by_address = {_address_of(sock): sock for socks in current.values() for sock in socks}
+    bound = {}
+    fresh = []
+
+    def take(key, make):
+        sock = by_address.pop(key, None)
+        if sock is None:
+            sock = make()
+            fresh.append(sock)
+        else:
+            sock.listen(config.backlog)
+        return sock
+
+    try:
+        for service, option, addresses in _plan(config):
+            bound[service] = [
+                take(("tcp", address.host, address.port),
+                     lambda address=address, option=option: bind(address, config.backlog,
+                                                                  option))
+                for address in addresses]
+        for path in unix_socket_paths(config):
+            bound["setter"].append(take(("unix", path), lambda path=path: bind_unix(
+                path, config.backlog, "[setter] socket")))
+    except BindError:
+        for sock in fresh:
+            sock.close()
+        raise
+    return bound, list(by_address.values())
+
+
+def _address_of(sock):
+    name = sock.getsockname()
+    return ("unix", name) if sock.family == socket.AF_UNIX else ("tcp", name[0], name[1])
+
+
 def remove_unix_sockets(config):
     """Once this process's sockets are closed, remove its Unix sockets from the file
     system: any still there that nobody serves. One another daemon serves is left alone."""
