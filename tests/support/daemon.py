@@ -43,7 +43,7 @@ class Daemon:
         }
         for key, value in settings.items():
             section, _, name = key.partition("__")
-            self._sections[section][name] = value
+            self._sections.setdefault(section, {})[name] = value
         self.pidfile = self._sections["fingerd"]["pidfile"]
         self._write_config()
         self.proc = None
