@@ -46,14 +46,45 @@ SCAN_BATCH = 1000
 SET_CONNECTIONS = 4
 
 
-def connect(url, max_connections=SET_CONNECTIONS):
-    """A client for ``url`` whose every call and connection gives up after
-    STORE_TIMEOUT_SECONDS, and is never retried behind the caller's back."""
+#: Fields one HSET of ``replace_users`` carries, all in one transaction.
+IMPORT_BATCH = 10000
+
+
+def connect(url, max_connections=SET_CONNECTIONS, timeout=STORE_TIMEOUT_SECONDS):
+    """A client for ``url`` whose every call and connection gives up after ``timeout``
+    seconds, and is never retried behind the caller's back."""
     pool = redis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=STORE_TIMEOUT_SECONDS,
-        socket_timeout=STORE_TIMEOUT_SECONDS, socket_connect_timeout=STORE_TIMEOUT_SECONDS,
-        socket_keepalive=True, retry=Retry(NoBackoff(), 0))
+        url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout,
+        socket_connect_timeout=min(timeout, STORE_TIMEOUT_SECONDS), socket_keepalive=True,
+        retry=Retry(NoBackoff(), 0))
     return redis.Redis(connection_pool=pool)
+
+
+def replace_users(client, prefix, users):
+    """Make the hash hold exactly ``users`` (a checked UserTable) in one transaction
+    (MULTI, DEL, HSET..., EXEC), then hint every fingerd to read it all again."""
+    key = users_key(prefix)
+    items = list(users.items())
+    with client.pipeline(transaction=True) as pipe:
+        pipe.delete(key)
+        for start in range(0, len(items), IMPORT_BATCH):
+            pipe.hset(key, mapping=dict(items[start:start + IMPORT_BATCH]))
+        pipe.publish(changes_channel(prefix), EVERYTHING)
+        pipe.execute()
+
+
+def read_users(client, prefix, max_entries=MAX_STORE_ENTRIES):
+    """``(users, unservable)``: the servable entries of the hash as a name to status dict,
+    and the others' fields with the reason each is skipped."""
+    users = {}
+    unservable = {}
+    for field, value in read_hash(client, users_key(prefix), max_entries).items():
+        name, status, problem = entry_problem(field, value)
+        if problem is None:
+            users[name] = status
+        else:
+            unservable[field] = problem
+    return users, unservable
 
 
 class HashTooLarge(redis.RedisError):
@@ -88,6 +119,7 @@ class RedisStore:
         #: What logs and the setter's errors name as the store.
         self.path = f"{redacted(url)} {users_key(prefix)}"
         self._url = url
+        self._prefix = prefix
         self._key = users_key(prefix)
         self._channel = changes_channel(prefix)
         self._metrics = metrics
@@ -214,19 +246,11 @@ class RedisStore:
     def _read_all(self):
         """Read the whole hash and publish it, the unservable entries left out."""
         try:
-            entries = read_hash(self._client, self._key, self._max_entries)
+            users, unservable = read_users(self._client, self._prefix, self._max_entries)
         except HashTooLarge as exc:
             self._count(False)
             log.error("%s: %s; keeping %d users", self.path, exc, len(self._users))
             return
-        users = {}
-        unservable = {}
-        for field, value in entries.items():
-            name, status, problem = entry_problem(field, value)
-            if problem is None:
-                users[name] = status
-            else:
-                unservable[field] = problem
         self._report(unservable, replace=True)
         if _same(self._users, users):
             self._count(True)  # unchanged: the answers made from it stay good
