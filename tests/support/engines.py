@@ -1,10 +1,12 @@
 """Real Redis and HAProxy processes for tests, on loopback, each ended by its pid."""
 
 import os
+import re
 import shutil
 import socket
 import subprocess
 
+from tests.support import ROOT
 from tests.support.polling import wait_until
 
 
@@ -54,33 +56,23 @@ class RedisServer:
 
 
 class HAProxy:
-    """``haproxy`` in TCP mode on 127.0.0.1:``port``, sending a PROXY v2 header to each of
-    ``servers`` (finger ports), with health checks, retries and redispatch."""
+    """``haproxy`` run from the shipped example ``init/haproxy-fingerd.cfg``, listening on
+    127.0.0.1:``port`` and balancing over fingerd finger ports ``servers`` on loopback;
+    its checks run every ``inter`` and one failure takes a server out."""
 
-    CONFIG = """global
-    maxconn 512
-defaults
-    mode tcp
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-    retries 3
-    option redispatch 1
-frontend finger
-    bind 127.0.0.1:{port}
-    default_backend fingerd
-backend fingerd
-    balance roundrobin
-    default-server send-proxy-v2 check inter 200ms fall 1 rise 2
-{servers}
-"""
+    EXAMPLE = os.path.join(ROOT, "init", "haproxy-fingerd.cfg")
 
-    def __init__(self, directory, port, servers):
+    def __init__(self, directory, port, servers, inter="100ms"):
         self.port = port
         self.config = os.path.join(directory, "haproxy.cfg")
-        lines = "\n".join(f"    server fingerd{i} 127.0.0.1:{p}" for i, p in enumerate(servers))
+        with open(self.EXAMPLE) as f:
+            text = f.read()
+        text = re.sub(r"(?m)^    server .*\n", "", text)
+        text = re.sub(r"(?m)^    bind :79$", f"    bind 127.0.0.1:{port}", text)
+        text = text.replace("check inter 2s fall 2", f"check inter {inter} fall 1")
+        text += "".join(f"    server fingerd{i} 127.0.0.1:{p}\n" for i, p in enumerate(servers))
         with open(self.config, "w") as f:
-            f.write(self.CONFIG.format(port=port, servers=lines))
+            f.write(text)
         self.proc = None
 
     def start(self):
