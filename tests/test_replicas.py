@@ -3,14 +3,13 @@ hosts"): one directory, a replica that dies unnoticed by clients, the real clien
 
 import os
 import signal
-import socket
 import threading
-import time
 
 import pytest
 
 from tests.support.engines import HAProxy, RedisServer
 from tests.support.markers import needs_tool
+from tests.support.net import ask_from
 from tests.support.polling import wait_until
 from tests.support.procfs import worker_of
 
@@ -25,23 +24,9 @@ HEADER = b"PROXY TCP4 127.0.0.1 127.0.0.1 40000 79\r\n"
 SPREAD_SECONDS = 1.0
 
 
-def ask(port, line, timeout=5.0):
+def ask(port, line):
     """What the server at ``port`` answers ``line``, asked from CLIENT; b"" for a reset."""
-    with socket.socket() as s:
-        s.settimeout(timeout)
-        s.bind((CLIENT, 0))
-        try:
-            s.connect(("127.0.0.1", port))
-            s.sendall(line)
-            chunks = []
-            for _ in range(64):
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        except OSError:
-            return b""
-        return b"".join(chunks)
+    return ask_from(CLIENT, port, line)
 
 
 @pytest.fixture
