@@ -1,6 +1,7 @@
 """One fingerd with ``[store] backend = redis``, and fingerd-ctl import and export."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -72,6 +73,16 @@ def test_the_setter_refuses_while_redis_is_down_and_works_when_it_is_back(config
     assert d.finger(b"alice\r\n") == b"Back\r\n"
     log = d.log()
     assert log.count("store unavailable: ") == 1 and log.count("store reachable") == 2
+
+
+def test_hup_reads_the_whole_hash_again(make_daemon, redis_server, direct):
+    d = make_daemon(fingerd__reload_interval="3600", store__backend="redis",
+                    store__redis_url=redis_server.url, store__redis_prefix="dir").start()
+    direct.hset("dir:users", "carol", "Written without a hint")
+    assert d.finger(b"carol\r\n") == b"No such user\r\n"
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: d.finger(b"carol\r\n") == b"Written without a hint\r\n",
+               what="the whole hash read on HUP")
 
 
 def ctl(d, *args):

@@ -85,9 +85,9 @@ def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd):
     metrics = Metrics(parent_pid=parent)
     metrics.worker_restarts.inc(restarts)
     monitor = MonitorClient(monitor_sock)
-    store = open_store(config, metrics, writer=monitor.write_status,
-                       snapshot=Snapshot(snapshot_fd) if snapshot_fd is not None else None)
     try:
+        store = open_store(config, metrics, writer=monitor.write_status,
+                           snapshot=Snapshot(snapshot_fd) if snapshot_fd is not None else None)
         store.load()
     except (UsersFileError, StoreError) as exc:
         log.critical("%s", exc)
