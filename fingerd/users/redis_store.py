@@ -42,10 +42,9 @@ HINT_WAIT = 0.1
 HINT_BATCH = 1000
 #: Fields one HSCAN call asks for.
 SCAN_BATCH = 1000
-#: Connections the setters may hold to Redis at once; more wait for one.
+#: Connections one store holds to Redis at most: the subscription, the follower's reads
+#: and the setters'; a set that finds none free waits for one (within the timeout).
 SET_CONNECTIONS = 4
-
-
 #: Fields one HSET of ``replace_users`` carries, all in one transaction.
 IMPORT_BATCH = 10000
 
@@ -142,10 +141,6 @@ class RedisStore:
     def users(self):
         """The current table; callers must not change it."""
         return self._users
-
-    @property
-    def up(self):
-        return self._up
 
     def load(self):
         """Read the whole hash, then follow it in a thread of its own.
