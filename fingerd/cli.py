@@ -1,6 +1,7 @@
 """The ``fingerd`` command line (see fingerd(8))."""
 
 import argparse
+import importlib
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ from fingerd.process.listeners import (BindError, bind_all, close_all, privilege
 from fingerd.process.pidfile import AlreadyRunning, Pidfile
 from fingerd.process.supervisor import HANDLED_SIGNALS, Supervisor
 from fingerd.users import fileio
+from fingerd.users.redis_schema import redacted, users_key
 from fingerd.users.usersfile import UsersFileError, parse_users
 
 log = logging.getLogger("fingerd")
@@ -52,6 +54,15 @@ def main(argv=None):
     except (ConfigError, AccountError) as exc:
         print(exc, file=sys.stderr)
         return 1
+    if config.store_backend == "redis":
+        problem = redis_problem()
+        if problem:
+            return fail(f"{config.where('store', 'backend')}: {problem}")
+        if args.check_config:
+            print(f"{config.path}: configuration valid; statuses in Redis "
+                  f"({describe_redis(config)}), users_file is not read")
+            return 0
+        return serve(config, account, args.foreground)
     try:
         fileio.check_users_file(config.users_file)
         count = count_users(config.users_file)
@@ -69,6 +80,21 @@ def main(argv=None):
         print(f"{config.path}: configuration valid; {config.users_file}: {count or 0} users")
         return 0
     return serve(config, account, args.foreground)
+
+
+def redis_problem():
+    """Why the Redis store cannot be used here, or None. Imports it in this process, so
+    that the worker has it before it drops root."""
+    try:
+        importlib.import_module("fingerd.users.redis_store")
+    except ImportError as exc:
+        return (f"backend = redis needs the redis client library ({exc}): "
+                f"pip install 'fingerd[redis]'")
+    return None
+
+
+def describe_redis(config):
+    return f"{redacted(config.redis_url)}, hash {users_key(config.redis_prefix)}"
 
 
 def count_users(path):

@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from fingerd.finger.output import HIGH_BYTES_POLICIES
 from fingerd.users.setter_request import POLICIES
@@ -87,6 +88,9 @@ class Config:
     web_listen: tuple
     web_proxy_protocol: bool
     web_proxy_from: tuple
+    store_backend: str
+    redis_url: str
+    redis_prefix: str
     high_bytes: str
     replacements: tuple
     key_lines: dict = field(default_factory=dict, compare=False, repr=False)
@@ -226,6 +230,38 @@ def _choice(*choices):
     return convert
 
 
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _redis_url(text, base):
+    """``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]``, ``rediss://`` (TLS) or
+    ``unix:///PATH[?db=DB]``, as the redis client library reads them."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        parts = port = None
+    if parts is None or parts.scheme not in _REDIS_SCHEMES:
+        raise _Invalid("expected redis://HOST[:PORT][/DB], rediss://... or unix:///PATH")
+    if parts.scheme == "unix":
+        if not parts.path.startswith("/"):
+            raise _Invalid("expected unix:///PATH, an absolute path")
+    elif not parts.hostname or (port is not None and not 1 <= port <= 65535):
+        raise _Invalid("expected a host and a port from 1 to 65535")
+    elif parts.path.strip("/") and not parts.path.strip("/").isdigit():
+        raise _Invalid(f"expected a database number after the host, got {parts.path!r}")
+    return text
+
+
+_PREFIX_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def _redis_prefix(text, base):
+    if not _PREFIX_RE.fullmatch(text):
+        raise _Invalid("expected 1 to 64 characters of A-Z a-z 0-9 . _ : -")
+    return text
+
+
 #: Most replacement rules in [output] replace.
 MAX_REPLACEMENTS = 64
 
@@ -288,6 +324,9 @@ SCHEMA = (
     ("web", "listen", "", _addresses(False), "web_listen"),
     ("web", "proxy_protocol", "no", _boolean, "web_proxy_protocol"),
     ("web", "proxy_from", "127.0.0.1, ::1", _networks, "web_proxy_from"),
+    ("store", "backend", "file", _choice("file", "redis"), "store_backend"),
+    ("store", "redis_url", "redis://127.0.0.1:6379/0", _redis_url, "redis_url"),
+    ("store", "redis_prefix", "fingerd", _redis_prefix, "redis_prefix"),
     ("output", "high_bytes", "pass", _choice(*HIGH_BYTES_POLICIES), "high_bytes"),
     ("output", "replace", "", _replacements, "replacements"),
 )

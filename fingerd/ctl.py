@@ -1,6 +1,7 @@
 """The ``fingerd-ctl`` command (see fingerd-ctl(8)), with LSB exit statuses."""
 
 import argparse
+import importlib
 import os
 import pwd
 import signal
@@ -10,7 +11,10 @@ import time
 from fingerd.config import (DEFAULT_PATH, DEFAULT_PIDFILE, MAX_CONFIG_BYTES, ConfigError,
                             load_config, pidfile_setting)
 from fingerd.finger import client
+from fingerd.limits import MAX_USERS_FILE_BYTES
 from fingerd.process import pidfile
+from fingerd.users.redis_schema import redacted, shown_field, users_key
+from fingerd.users.usersfile import UsersFileError, parse_users
 
 #: Seconds ``stop`` waits for the daemon to exit.
 STOP_TIMEOUT = 20.0
@@ -131,6 +135,82 @@ def cmd_get(config, args):
     return EXIT_OK
 
 
+#: Seconds one call to Redis may take for import and export, which move the whole hash.
+STORE_TIMEOUT = 60.0
+
+
+def _redis_store(config, command):
+    """The Redis store's module (imported here only: it imports the client library), or
+    None (reason printed)."""
+    if config.store_backend != "redis":
+        say(f"{command} needs [store] backend = redis in {config.path}", sys.stderr)
+        return None
+    try:
+        return importlib.import_module("fingerd.users.redis_store")
+    except ImportError as exc:
+        say(f"{command} needs the redis client library ({exc}): pip install 'fingerd[redis]'",
+            sys.stderr)
+        return None
+
+
+def cmd_import(config, args):
+    """Check FILE as fingerd checks a users file; only if it is valid, make the Redis hash
+    hold exactly its entries, in one transaction."""
+    store = _redis_store(config, "import")
+    if store is None:
+        return EXIT_FAILED
+    try:
+        with open(args.file, "rb") as f:
+            data = f.read(MAX_USERS_FILE_BYTES + 1)
+        if len(data) > MAX_USERS_FILE_BYTES:
+            raise UsersFileError(args.file, [(0, f"larger than {MAX_USERS_FILE_BYTES} bytes")])
+        users = parse_users(data, args.file)
+    except OSError as exc:
+        say(f"{args.file}: cannot read: {exc.strerror or exc}", sys.stderr)
+        return EXIT_FAILED
+    except UsersFileError as exc:
+        print(exc, file=sys.stderr)
+        say(f"{args.file} is not a valid users file; nothing imported", sys.stderr)
+        return EXIT_FAILED
+    conn = store.connect(config.redis_url, max_connections=1, timeout=STORE_TIMEOUT)
+    try:
+        store.replace_users(conn, config.redis_prefix, users)
+    except store.redis.RedisError as exc:
+        say(f"{_store_name(config)}: store unavailable: {exc}; nothing imported", sys.stderr)
+        return EXIT_FAILED
+    finally:
+        conn.close()
+    print(f"{_store_name(config)}: {len(users)} users imported from {args.file}")
+    return EXIT_OK
+
+
+def cmd_export(config, args):
+    """Print the Redis hash as a users file; entries fingerd would not serve are left out,
+    named on standard error, and make the exit status 1."""
+    store = _redis_store(config, "export")
+    if store is None:
+        return EXIT_FAILED
+    conn = store.connect(config.redis_url, max_connections=1, timeout=STORE_TIMEOUT)
+    try:
+        users, unservable = store.read_users(conn, config.redis_prefix)
+    except store.redis.RedisError as exc:
+        say(f"{_store_name(config)}: store unavailable: {exc}", sys.stderr)
+        return EXIT_FAILED
+    finally:
+        conn.close()
+    sys.stdout.buffer.write("".join(f"{name}:{users[name]}\n" for name in sorted(users))
+                            .encode("utf-8"))
+    sys.stdout.flush()
+    for field, problem in sorted(unservable.items()):
+        say(f"{_store_name(config)}: entry {shown_field(field)} left out: {problem}",
+            sys.stderr)
+    return EXIT_FAILED if unservable else EXIT_OK
+
+
+def _store_name(config):
+    return f"{redacted(config.redis_url)} {users_key(config.redis_prefix)}"
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="fingerd-ctl", description="control fingerd")
     parser.add_argument("-c", "--config", default=DEFAULT_PATH, metavar="FILE",
@@ -150,6 +230,12 @@ def parse_args(argv):
     setter.add_argument("status", nargs="?", metavar="STATUS")
     getter = commands.add_parser("get", help="print what the finger service answers for USER")
     getter.add_argument("user")
+    importer = commands.add_parser(
+        "import", help="[store] backend = redis: check FILE as a users file and, if valid, "
+                       "replace the statuses in Redis with it in one transaction")
+    importer.add_argument("file", metavar="FILE")
+    commands.add_parser("export", help="[store] backend = redis: print the statuses in Redis "
+                                       "as a users file")
     args = parser.parse_args(argv)
     for value in (getattr(args, "user", ""), getattr(args, "status", "")):
         if value and any(ch in value for ch in "\r\n"):
@@ -159,7 +245,7 @@ def parse_args(argv):
 
 #: Commands that need only the pidfile, so that they work with a broken configuration.
 PIDFILE_COMMANDS = {"status": cmd_status, "reload": cmd_reload, "stop": cmd_stop}
-COMMANDS = {"set": cmd_set, "get": cmd_get}
+COMMANDS = {"set": cmd_set, "get": cmd_get, "import": cmd_import, "export": cmd_export}
 
 
 def fallback_pidfile(args):

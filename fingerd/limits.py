@@ -12,6 +12,13 @@ MAX_NAME_CHARS = 32
 #: Largest users file read; a larger one is rejected like an invalid one.
 MAX_USERS_FILE_BYTES = 256 * 1024 * 1024
 
+#: Most entries read from the Redis hash; a larger hash is refused like a too large file,
+#: keeping the table served. Its bytes are bounded by MAX_USERS_FILE_BYTES.
+MAX_STORE_ENTRIES = 4 * 1024 * 1024
+
+#: Seconds any one Redis call, or the connection to Redis, may take.
+STORE_TIMEOUT_SECONDS = 2.0
+
 #: Most bytes of user list one empty query gets before the list is cut.
 MAX_LIST_BYTES = 64 * 1024
 

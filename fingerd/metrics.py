@@ -64,6 +64,10 @@ class Metrics:
         self.last_reload_success = Gauge(
             "fingerd_last_reload_success_timestamp_seconds",
             "Unix time of the last successful read of the users file.", registry=r)
+        self.store_up = Gauge(
+            "fingerd_store_up", "1 while the store of statuses is reachable, 0 otherwise.",
+            registry=r)
+        self.store_up.set(1)
         self.worker_restarts = Counter(
             "fingerd_worker_restarts", "Workers started again after one died.", registry=r)
         self.pool_busy = Gauge(

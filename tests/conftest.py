@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.daemon import Daemon
 from tests.support.fuzzing import register_profiles
+from tests.support.engines import RedisServer
 from tests.support.net import Ports
 
 register_profiles()
@@ -53,3 +54,11 @@ def make_daemon(public_dir, ports):
 @pytest.fixture
 def daemon(make_daemon):
     return make_daemon().start()
+
+
+@pytest.fixture
+def redis_server(public_dir, ports):
+    """A real redis-server of the test's own on a free loopback port, ended by its pid."""
+    server = RedisServer(public_dir, ports.take())
+    yield server.start()
+    server.stop()

@@ -137,3 +137,67 @@ def test_any_proc_table_gives_an_owner_or_none(table):
     for client in (("127.0.0.1", 40000), ("::ffff:127.0.0.1", 40002)):
         uid = owner_in_proc_table(lines, client, ("127.0.0.1", 1079), version)
         assert uid is None or isinstance(uid, int)
+
+
+PROC_TCP = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:0437 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1111 1
+   1: 0100007F:9C40 0100007F:0437 01 00000000:00000000 00:00000000 00000000  1000        0 2222 1
+   2: 0100007F:9C41 0100007F:0437 06 00000000:00000000 03:00000F8B 00000000     0        0 0 3
+"""
+
+PROC_TCP6 = """\
+  sl  local_address                         remote_address                        st
+   0: 0000000000000000FFFF00000100007F:9C42 0000000000000000FFFF00000100007F:0437 01 00000000:00000000 00:00000000 00000000  1001        0 3333 1
+   1: 00000000000000000000000001000000:9C43 00000000000000000000000001000000:0437 01 00000000:00000000 00:00000000 00000000  1002        0 4444 1
+"""
+
+
+@pytest.mark.skipif(struct.pack("=I", 1)[0] != 1, reason="the sample tables are little-endian")
+def test_proc_tables_are_read_by_the_exact_four_tuple():
+    lines = PROC_TCP.splitlines()
+    assert owner_in_proc_table(lines, ("127.0.0.1", 40000), ("127.0.0.1", 1079), 4) == 1000
+    assert owner_in_proc_table(lines, ("127.0.0.1", 1079), ("127.0.0.1", 40000), 4) is None
+    assert owner_in_proc_table(lines, ("127.0.0.1", 40001), ("127.0.0.1", 1079), 4) is None, \
+        "TIME_WAIT: uid 0, inode 0"
+    six = PROC_TCP6.splitlines()
+    assert owner_in_proc_table(six, ("::ffff:127.0.0.1", 40002), ("::ffff:127.0.0.1", 1079),
+                               6) == 1001
+    assert owner_in_proc_table(six, ("::1", 40003), ("::1", 1079), 6) == 1002
+
+
+@pytest.fixture(params=[("127.0.0.1", "127.0.0.1"), ("::1", "::1"), ("::", "127.0.0.1")],
+                ids=["ipv4", "ipv6", "ipv4-mapped"])
+def connection(request):
+    """A real loopback connection: the server's end, the client's end."""
+    host, target = request.param
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as listener:
+        listener.bind((host, 0))
+        listener.listen()
+        client = socket.create_connection((target, listener.getsockname()[1]))
+        server, _peer = listener.accept()
+    yield server, client
+    server.close()
+    client.close()
+
+
+def test_the_kernel_names_the_clients_owner(connection):
+    server, _client = connection
+    ends = (server.getpeername(), server.getsockname())
+    assert owner_by_sock_diag(*ends) == os.geteuid()
+    assert owner_by_proc(*ends) == os.geteuid()
+
+
+def test_a_client_gone_is_unknown(connection):
+    server, client = connection
+    ends = (server.getpeername(), server.getsockname())
+    client.close()
+    assert owner_by_sock_diag(*ends) is None
+    assert owner_by_proc(*ends) is None
+
+
+def test_unix_peer_credentials():
+    a, b = socket.socketpair()
+    with a, b:
+        assert owner_of_unix_peer(a) == os.geteuid()

@@ -21,8 +21,9 @@ from fingerd.process.channel import MonitorClient
 from fingerd.process.logrelay import PipeHandler
 from fingerd.process.privdrop import PrivilegeError
 from fingerd.serving.assembly import Service
+from fingerd.users.backends import open_store
+from fingerd.users.editing import StoreError
 from fingerd.users.snapshot import Snapshot
-from fingerd.users.store import UserStore
 from fingerd.users.usersfile import UsersFileError
 
 log = logging.getLogger("fingerd")
@@ -84,11 +85,11 @@ def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd):
     metrics = Metrics(parent_pid=parent)
     metrics.worker_restarts.inc(restarts)
     monitor = MonitorClient(monitor_sock)
-    store = UserStore(config.users_file, metrics, writer=monitor.write_status,
-                      snapshot=Snapshot(snapshot_fd) if snapshot_fd is not None else None)
     try:
+        store = open_store(config, metrics, writer=monitor.write_status,
+                           snapshot=Snapshot(snapshot_fd) if snapshot_fd is not None else None)
         store.load()
-    except UsersFileError as exc:
+    except (UsersFileError, StoreError) as exc:
         log.critical("%s", exc)
         return EXIT_FATAL
     except OSError as exc:

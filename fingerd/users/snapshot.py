@@ -11,6 +11,7 @@ already serve, and a worker's successor checks it as it checks the file.
 import os
 
 from fingerd.limits import MAX_USERS_FILE_BYTES
+from fingerd.users.usersfile import UsersFileError, parse_users
 
 
 def create():
@@ -51,3 +52,13 @@ class Snapshot:
             chunks.append(chunk)
             offset += len(chunk)
         return b"".join(chunks)
+
+    def load_table(self):
+        """The saved table, or None when nothing valid was saved."""
+        data = self.load()
+        if data is None:
+            return None
+        try:
+            return parse_users(data, "the previous worker's table")
+        except UsersFileError:
+            return None

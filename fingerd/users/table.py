@@ -82,6 +82,18 @@ class UserTable(Mapping):
         index = hash(name) & _MASK
         shard = dict(self._shards[index])
         shard[name] = status
+        return self._with_shard(index, shard)
+
+    def without(self, name):
+        """A new table without ``name`` (this one if it has no such user)."""
+        index = hash(name) & _MASK
+        if name not in self._shards[index]:
+            return self
+        shard = dict(self._shards[index])
+        del shard[name]
+        return self._with_shard(index, shard)
+
+    def _with_shard(self, index, shard):
         return UserTable._of(self._shards[:index] + (shard,) + self._shards[index + 1:],
                              self._generation)
 

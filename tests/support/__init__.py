@@ -3,6 +3,7 @@
 - ``net``: free loopback ports and a client's exchange with a server.
 - ``polling``: waiting for a condition with a deadline.
 - ``daemon``: a real ``fingerd`` process configured for one test.
+- ``engines``: a real redis-server and HAProxy (from the shipped example), on loopback.
 - ``procfs``: processes as /proc shows them.
 - ``children``: a function run in a forked child, its result brought back.
 - ``markers``: skips for root-only tests and missing tools.

@@ -80,6 +80,26 @@ def exchange(port, data, host="127.0.0.1", timeout=10.0, shut_write=False):
         raise AssertionError("server did not close the connection")
 
 
+def ask_from(source, port, data, timeout=5.0):
+    """What the server on 127.0.0.1:``port`` answers ``data`` sent from the local address
+    ``source``, until it closes; b"" when the connection is refused or reset."""
+    with socket.socket() as s:
+        s.settimeout(timeout)
+        s.bind((source, 0))
+        chunks = []
+        try:
+            s.connect(("127.0.0.1", port))
+            s.sendall(data)
+            for _ in range(64):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except OSError:
+            return b""
+        return b"".join(chunks)
+
+
 def can_connect(port, host="127.0.0.1"):
     try:
         socket.create_connection((host, port), timeout=1).close()

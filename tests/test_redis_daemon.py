@@ -1,0 +1,129 @@
+"""One fingerd with ``[store] backend = redis``, and fingerd-ctl import and export."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ROOT
+from tests.support.markers import needs_tool
+from tests.support.polling import wait_until
+
+redis = pytest.importorskip("redis")
+pytestmark = needs_tool("redis-server", "redis-server")
+
+
+def run(module, *args, timeout=60):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, timeout=timeout,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True)
+
+
+@pytest.fixture
+def direct(redis_server):
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=5)
+    client.hset("dir:users", mapping={"alice": "From Redis", "bob": "Also from Redis"})
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def configured(make_daemon, redis_server, direct):
+    """A daemon whose users file is invalid: with backend = redis it is never read."""
+    return make_daemon(users=b"not a users file\n", store__backend="redis",
+                       store__redis_url=redis_server.url, store__redis_prefix="dir")
+
+
+def test_statuses_come_from_redis_and_the_users_file_is_not_read(configured, direct):
+    d = configured.start()
+    assert d.finger(b"alice\r\n") == b"From Redis\r\n"
+    assert d.metric("fingerd_users") == 2
+    assert d.metric("fingerd_store_up") == 1
+    assert d.setter(b"carol\r\nSet through the setter\r\n") == b"OK\r\n"
+    assert direct.hget("dir:users", "carol") == b"Set through the setter"
+    assert d.finger(b"carol\r\n") == b"Set through the setter\r\n"
+
+
+def test_check_config_says_the_users_file_is_not_read(configured):
+    checked = run("fingerd", "-t", "-c", configured.config_file)
+    assert checked.returncode == 0, checked.stderr
+    assert "users_file is not read" in checked.stdout
+    assert "dir:users" in checked.stdout
+
+
+def test_a_first_start_without_redis_fails_with_the_reason(make_daemon, ports):
+    d = make_daemon(store__backend="redis",
+                    store__redis_url=f"redis://127.0.0.1:{ports.take()}/0")
+    started = run("fingerd", "-n", "-c", d.config_file)
+    assert started.returncode != 0
+    assert "store unavailable" in started.stderr
+
+
+def test_the_setter_refuses_while_redis_is_down_and_works_when_it_is_back(configured,
+                                                                           redis_server):
+    d = configured.start()
+    redis_server.stop()
+    wait_until(lambda: d.metric("fingerd_store_up") == 0, what="fingerd_store_up 0")
+    assert d.setter(b"alice\r\nLost\r\n") == b"ERROR store unavailable\r\n"
+    assert d.finger(b"alice\r\n") == b"From Redis\r\n"
+    redis_server.start()
+    wait_until(lambda: d.setter(b"alice\r\nBack\r\n") == b"OK\r\n", what="a set accepted")
+    assert d.metric("fingerd_store_up") == 1
+    assert d.finger(b"alice\r\n") == b"Back\r\n"
+    log = d.log()
+    assert log.count("store unavailable: ") == 1 and log.count("store reachable") == 2
+
+
+def test_hup_reads_the_whole_hash_again(make_daemon, redis_server, direct):
+    d = make_daemon(fingerd__reload_interval="3600", store__backend="redis",
+                    store__redis_url=redis_server.url, store__redis_prefix="dir").start()
+    direct.hset("dir:users", "carol", "Written without a hint")
+    assert d.finger(b"carol\r\n") == b"No such user\r\n"
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: d.finger(b"carol\r\n") == b"Written without a hint\r\n",
+               what="the whole hash read on HUP")
+
+
+def ctl(d, *args):
+    return run("fingerd.ctl", "-c", d.config_file, *args)
+
+
+def test_import_replaces_the_hash_and_every_fingerd_serves_it(configured, direct, tmp_path):
+    d = configured.start()
+    good = tmp_path / "good"
+    good.write_bytes(b"# new directory\ncarol:Imported\ndave:Also imported\n")
+    imported = ctl(d, "import", str(good))
+    assert imported.returncode == 0, imported.stderr
+    assert "2 users imported" in imported.stdout
+    assert direct.hgetall("dir:users") == {b"carol": b"Imported", b"dave": b"Also imported"}
+    wait_until(lambda: d.finger(b"alice\r\n") == b"No such user\r\n", what="alice gone")
+    assert d.finger(b"carol\r\n") == b"Imported\r\n"
+
+
+def test_an_invalid_file_is_not_imported(configured, direct, tmp_path):
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"carol:Fine\n-dave:Bad name\n")
+    refused = ctl(configured, "import", str(bad))
+    assert refused.returncode == 1
+    assert f"{bad}:2: invalid user name" in refused.stderr
+    assert "nothing imported" in refused.stderr
+    assert direct.hgetall("dir:users") == {b"alice": b"From Redis", b"bob": b"Also from Redis"}
+
+
+def test_export_prints_a_users_file_and_names_what_it_left_out(configured, direct):
+    direct.hset("dir:users", "eve", "two\nlines")
+    exported = ctl(configured, "export")
+    assert exported.stdout == "alice:From Redis\nbob:Also from Redis\n"
+    assert "'eve' left out: status contains a control character" in exported.stderr
+    assert exported.returncode == 1
+    direct.hdel("dir:users", "eve")
+    assert ctl(configured, "export").returncode == 0
+
+
+def test_import_and_export_need_the_redis_backend(make_daemon):
+    d = make_daemon()
+    refused = ctl(d, "export")
+    assert refused.returncode == 1
+    assert "export needs [store] backend = redis" in refused.stderr
+    assert os.path.exists(d.users_file)

@@ -1,0 +1,68 @@
+"""What fingerd keeps in Redis and which entries it serves: pure, no Redis needed."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fingerd.config import ConfigError, parse_config
+from fingerd.users.redis_schema import entry_problem, redacted, shown_field
+from fingerd.users.usersfile import parse_users
+
+
+@given(st.binary(max_size=40), st.binary(max_size=300))
+def test_an_entry_is_served_only_if_it_reads_back_as_the_same_users_file_line(field, value):
+    name, status, problem = entry_problem(field, value)
+    if problem is None:
+        assert dict(parse_users(f"{name}:{status}\n".encode()).items()) == {name: status}
+    else:
+        assert name is None and status is None
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    (b"-alice", b"x", "invalid user name"),
+    (b"a" * 33, b"x", "invalid user name"),
+    (b"alice", b"two\nlines", "status contains a control character"),
+    (b"alice", b"x" * 257, "status longer than 256 bytes"),
+    (b"al\xffice", b"x", "not valid UTF-8"),
+])
+def test_entries_the_users_file_would_refuse_are_not_served(field, value, problem):
+    assert entry_problem(field, value) == (None, None, problem)
+
+
+def test_a_url_shows_no_password():
+    assert redacted("redis://:secret@10.0.0.1:6380/2") == "redis://:***@10.0.0.1:6380/2"
+    assert redacted("redis://u:secret@[::1]/0") == "redis://u:***@[::1]/0"
+    assert redacted("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_a_field_is_shown_escaped_and_short():
+    assert shown_field(b"x\n\xff" + b"y" * 100) == repr("x\n\\xff" + "y" * 37)
+
+
+def store_config(**keys):
+    return parse_config("[store]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items()), "f")
+
+
+def test_the_store_defaults_to_the_users_file():
+    config = parse_config("", "f")
+    assert (config.store_backend, config.redis_url, config.redis_prefix) == (
+        "file", "redis://127.0.0.1:6379/0", "fingerd")
+
+
+@pytest.mark.parametrize("url", ["redis://h", "redis://:pw@10.0.0.1:6380/3",
+                                 "rediss://h:6379/0", "unix:///run/redis/redis.sock"])
+def test_redis_urls_the_client_library_reads_are_accepted(url):
+    assert store_config(backend="redis", redis_url=url).redis_url == url
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("backend", "mysql", "expected one of file, redis"),
+    ("redis_url", "http://h/", "expected redis://HOST"),
+    ("redis_url", "redis://h/users", "expected a database number"),
+    ("redis_url", "unix://relative", "expected unix:///PATH"),
+    ("redis_prefix", "has space", "expected 1 to 64 characters"),
+])
+def test_invalid_store_settings_name_the_line_and_key(key, value, message):
+    with pytest.raises(ConfigError) as caught:
+        store_config(**{key: value})
+    assert f"f:2: [store] {key}: {message}" in str(caught.value)

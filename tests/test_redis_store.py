@@ -1,0 +1,162 @@
+"""The Redis store, in-process, against a real redis-server of the test's own."""
+
+import logging
+
+import pytest
+
+from fingerd.metrics import Metrics
+from fingerd.users.editing import StoreError
+from fingerd.users.snapshot import Snapshot, create
+from fingerd.users.table import UserTable
+from tests.support.markers import needs_tool
+from tests.support.polling import wait_until
+
+redis = pytest.importorskip("redis")
+pytestmark = needs_tool("redis-server", "redis-server")
+
+from fingerd.users.redis_store import RedisStore  # noqa: E402  (needs the library)
+
+KEY = "test:users"
+CHANNEL = "test:changes"
+
+
+@pytest.fixture
+def direct(redis_server):
+    """A client of the test's own, to write Redis behind the store's back."""
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=5)
+    client.hset(KEY, mapping={"alice": "Happy", "bob": "Sleeping"})
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def open_store(redis_server, direct):
+    stores = []
+
+    def make(metrics=None, **kw):
+        store = RedisStore(redis_server.url, "test", metrics or Metrics(), **kw)
+        stores.append(store)
+        store.load()
+        return store
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+def sample(metrics, name, **labels):
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def test_load_reads_the_whole_hash(open_store):
+    metrics = Metrics()
+    store = open_store(metrics)
+    assert dict(store.users().items()) == {"alice": "Happy", "bob": "Sleeping"}
+    assert sample(metrics, "fingerd_users") == 2
+    assert sample(metrics, "fingerd_store_up") == 1
+    assert sample(metrics, "fingerd_reloads_total", outcome="success") == 1
+
+
+def test_a_set_is_acknowledged_by_redis_served_here_and_by_every_other_store(open_store,
+                                                                            direct):
+    here, there = open_store(), open_store()
+    here.set_status("carol", "New here")
+    assert direct.hget(KEY, "carol") == b"New here"
+    assert here.users()["carol"] == "New here"
+    wait_until(lambda: there.users().get("carol") == "New here", timeout=2,
+               what="the other store to serve the set")
+
+
+def test_a_hint_makes_every_store_read_the_name_again(open_store, direct):
+    store = open_store()
+    direct.hset(KEY, "dave", "Away")
+    direct.publish(CHANNEL, "dave")
+    wait_until(lambda: store.users().get("dave") == "Away", what="dave served")
+    direct.hdel(KEY, "alice")
+    direct.publish(CHANNEL, "alice")
+    wait_until(lambda: "alice" not in store.users(), what="alice gone")
+
+
+def test_what_was_changed_without_a_hint_is_read_on_reload(open_store, direct):
+    store = open_store()
+    direct.hset(KEY, "erin", "Quiet")
+    direct.hdel(KEY, "bob")
+    store.reload(force=True)
+    wait_until(lambda: dict(store.users().items()) == {"alice": "Happy", "erin": "Quiet"},
+               what="the whole hash read again")
+
+
+def test_invalid_entries_are_never_served_and_reported_once(open_store, direct, caplog):
+    direct.hset(KEY, mapping={"-bad": "x", "frank": "two\nlines", "ok": "fine",
+                              "gina": b"\xff"})
+    with caplog.at_level(logging.ERROR):
+        store = open_store()
+        assert dict(store.users().items()) == {"alice": "Happy", "bob": "Sleeping",
+                                               "ok": "fine"}
+        for _ in range(2):
+            store.reload(force=True)
+            direct.hset(KEY, "alice", "Sad")
+            direct.publish(CHANNEL, "alice")
+            wait_until(lambda: store.users()["alice"] == "Sad", what="alice read again")
+            direct.hset(KEY, "alice", "Happy")
+        direct.hset(KEY, "alice", "bell\x07")
+        direct.publish(CHANNEL, "alice")
+        wait_until(lambda: "alice" not in store.users(), what="alice no longer served")
+    skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(skipped) == 4, skipped
+    assert any("'-bad'" in m and "invalid user name" in m for m in skipped)
+    assert any("'frank'" in m and "control character" in m for m in skipped)
+    assert any("'gina'" in m and "UTF-8" in m for m in skipped)
+    assert any("'alice'" in m for m in skipped)
+
+
+def test_while_redis_is_down_the_last_copy_is_served_and_sets_are_refused(
+        open_store, redis_server, direct, caplog):
+    metrics = Metrics()
+    store = open_store(metrics)
+    with caplog.at_level(logging.INFO):
+        redis_server.stop()
+        wait_until(lambda: sample(metrics, "fingerd_store_up") == 0, what="store down")
+        with pytest.raises(StoreError, match="^store unavailable$"):
+            store.set_status("alice", "Gone")
+        assert dict(store.users().items()) == {"alice": "Happy", "bob": "Sleeping"}
+        redis_server.start()  # no persistence: an empty Redis
+        wait_until(lambda: sample(metrics, "fingerd_store_up") == 1, what="store up")
+        wait_until(lambda: len(store.users()) == 0, what="the empty hash read")
+        store.set_status("alice", "Back")
+    assert direct.hget(KEY, "alice") == b"Back"
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("store unavailable" in m and "retrying" in m for m in messages) == 1
+    assert sum("store reachable" in m for m in messages) == 1
+
+
+def test_a_first_start_without_redis_fails(ports, tmp_path):
+    store = RedisStore(f"redis://127.0.0.1:{ports.take()}/0", "test", Metrics())
+    with pytest.raises(StoreError, match="store unavailable"):
+        store.load()
+
+
+def test_a_restarted_worker_serves_its_predecessors_table_until_redis_is_back(ports):
+    snapshot = Snapshot(create())
+    snapshot.save_table(UserTable([("alice", "Kept")]))
+    metrics = Metrics()
+    store = RedisStore(f"redis://127.0.0.1:{ports.take()}/0", "test", metrics,
+                       snapshot=snapshot)
+    try:
+        store.load()
+        assert dict(store.users().items()) == {"alice": "Kept"}
+        assert sample(metrics, "fingerd_store_up") == 0
+    finally:
+        store.close()
+
+
+def test_a_hash_too_large_is_refused_and_the_table_kept(open_store, direct, caplog):
+    metrics = Metrics()
+    store = open_store(metrics, max_entries=3)
+    direct.hset(KEY, mapping={f"u{i}": "x" for i in range(5)})
+    with caplog.at_level(logging.ERROR):
+        store.reload()
+        wait_until(lambda: sample(metrics, "fingerd_reloads_total", outcome="failure") == 1,
+                   what="the read refused")
+    assert dict(store.users().items()) == {"alice": "Happy", "bob": "Sleeping"}
+    assert "more than 3 entries" in caplog.text
