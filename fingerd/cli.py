@@ -142,6 +142,11 @@ def serve(config, account, foreground):
     except OSError as exc:
         release()
         return fail(f"{config.log_file}: cannot open log file: {exc.strerror}")
+    problem = None if foreground or handler is not None else logsetup.syslog_problem()
+    if problem is not None:
+        release()
+        return fail(f"cannot log to syslog: {problem}; set log_file in [fingerd], or run "
+                    f"in the foreground with -n")
     report = None
     if not foreground:
         keep = [s for socks in sockets.values() for s in socks] + [pidfile.fd]

@@ -1,8 +1,15 @@
-"""Where log records go: ``log_file``, else standard error in the foreground, else syslog."""
+"""Where log records go: ``log_file``, else standard error in the foreground, else syslog.
+
+In the foreground under systemd, standard error is the journal's stream: each
+line then starts with its syslog priority (``<3>``), as sd-daemon(3) says, so
+that journald files errors as errors, and a record of several lines is kept on
+one (its newlines written as ``\\n``), so that it stays one entry.
+"""
 
 import logging
 import logging.handlers
 import os
+import socket
 import sys
 
 _FORMAT = "%(asctime)s fingerd[%(process)d]: %(levelname)s %(message)s"
@@ -20,6 +27,42 @@ class LogFileHandler(logging.handlers.WatchedFileHandler):
         return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
 
 
+#: Syslog priorities of the logging levels, for journald's ``<N>`` prefixes.
+_PRIORITIES = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
+               logging.DEBUG: 7}
+SYSLOG_SOCKET = "/dev/log"
+
+
+class JournalFormatter(logging.Formatter):
+    """One line a record, led by its syslog priority; journald adds the time and pid."""
+
+    def format(self, record):
+        priority = _PRIORITIES.get(record.levelno, 4)
+        return f"<{priority}>" + super().format(record).replace("\n", "\\n")
+
+
+def stderr_is_journal():
+    """Whether standard error is the journal's stream ($JOURNAL_STREAM names its device
+    and inode), not merely inherited from a process that had one."""
+    try:
+        device, inode = (int(part) for part in os.environ["JOURNAL_STREAM"].split(":"))
+        st = os.fstat(sys.stderr.fileno())
+    except (KeyError, ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (device, inode)
+
+
+def syslog_problem():
+    """Why records could not reach syslog now, or None: checked before detaching, while
+    there is still a terminal to say so on."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(SYSLOG_SOCKET)
+        except OSError as exc:
+            return f"{SYSLOG_SOCKET}: {exc.strerror}"
+    return None
+
+
 def configure(log_file, foreground):
     """Send the root logger's records to one destination and return its handler."""
     if log_file:
@@ -27,10 +70,11 @@ def configure(log_file, foreground):
         handler.setFormatter(logging.Formatter(_FORMAT))
     elif foreground:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(_FORMAT))
+        handler.setFormatter(JournalFormatter("%(levelname)s %(message)s")
+                             if stderr_is_journal() else logging.Formatter(_FORMAT))
     else:
         handler = logging.handlers.SysLogHandler(
-            "/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+            SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
         handler.setFormatter(logging.Formatter("fingerd[%(process)d]: %(message)s"))
     root = logging.getLogger()
     for old in root.handlers[:]:

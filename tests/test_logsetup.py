@@ -2,9 +2,15 @@
 
 import logging
 import os
+import socket
 import stat
+import subprocess
+import sys
 
 from fingerd import logsetup
+from tests.support import ROOT
+from tests.support.markers import needs_root, needs_tool
+from tests.support.polling import wait_until
 
 
 def write(handler, message):
@@ -41,3 +47,43 @@ def test_an_existing_log_file_keeps_its_mode(tmp_path):
         handler.close()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert "a line" in path.read_text()
+
+
+def test_journald_lines_carry_their_priority_and_a_record_stays_one_line(make_daemon):
+    d = make_daemon()
+    open(d.log_file, "ab").close()
+    st = os.stat(d.log_file)
+    stream = f"{st.st_dev}:{st.st_ino}"
+    d.start(preexec=lambda: os.environ.__setitem__("JOURNAL_STREAM", stream))
+    with open(d.users_file, "ab") as f:
+        f.write(b"first bad line\nsecond bad line\n")
+    wait_until(lambda: "users file rejected" in d.log(), what="the reload failure")
+    lines = d.log().splitlines()
+    assert any(line.startswith("<6>INFO fingerd ") for line in lines), lines[:3]
+    rejected = [line for line in lines if "users file rejected" in line]
+    assert len(rejected) == 1 and rejected[0].startswith("<3>ERROR ")
+    assert ":3: expected user:status\\n" in rejected[0] and ":4: expected user:status" in \
+        rejected[0], "the record's lines are one entry"
+
+
+def test_without_the_journal_stderr_keeps_the_plain_format(make_daemon):
+    d = make_daemon().start(preexec=lambda: os.environ.__setitem__("JOURNAL_STREAM", "1:1"))
+    assert d.log().splitlines()[0].split(" ", 2)[2].startswith("fingerd[")
+    assert "<6>" not in d.log()
+
+
+@needs_root
+@needs_tool("unshare", "util-linux")
+def test_detached_without_syslog_or_log_file_refuses_to_start_and_says_why(make_daemon):
+    d = make_daemon()
+    hide_syslog = ("if [ -e /dev/log ]; then mount --bind /dev/null /dev/log; fi; "
+                   f"exec {sys.executable} -m fingerd -c {d.config_file}")
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                             hide_syslog], cwd=ROOT, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.startswith("fingerd: cannot log to syslog: /dev/log: ")
+    assert "set log_file in [fingerd], or run in the foreground with -n" in result.stderr
+    assert not os.path.exists(d.pidfile)
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", d.finger_port))
