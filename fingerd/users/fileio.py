@@ -53,7 +53,9 @@ def replace_durably(path, data):
     The new file is written beside the old one, takes its mode and owner,
     is fsynced, renamed over it, and the directory is fsynced. Returns the
     new file's signature. On any error the old file is untouched and the
-    temporary file removed.
+    temporary file removed. ``data`` is the new content, or a function that
+    writes it to the descriptor it is given (to copy parts of another file
+    in the kernel rather than through memory).
     """
     directory = os.path.dirname(os.path.abspath(path))
     try:
@@ -69,9 +71,12 @@ def replace_durably(path, data):
             os.fchmod(fd, old.st_mode & 0o7777)
             if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
                 os.fchown(fd, old.st_uid, old.st_gid)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        if callable(data):
+            data(fd)
+        else:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
         os.fsync(fd)
         os.close(fd)
         fd = -1
