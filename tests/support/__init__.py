@@ -6,6 +6,7 @@
 - ``procfs``: processes as /proc shows them.
 - ``markers``: skips for root-only tests and missing tools.
 - ``utmp``: login records as login(1) writes them.
+- ``users_files``: Hypothesis strategies for names, statuses and valid users files.
 
 Pytest fixtures built from these live in ``tests/conftest.py``; tests import
 helpers from here, never from conftest.
