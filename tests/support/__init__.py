@@ -7,6 +7,7 @@
 - ``markers``: skips for root-only tests and missing tools.
 - ``utmp``: login records as login(1) writes them.
 - ``users_files``: Hypothesis strategies for names, statuses and valid users files.
+- ``hostile_parent``: a real parent whose workers run test bodies (run as a script).
 
 Pytest fixtures built from these live in ``tests/conftest.py``; tests import
 helpers from here, never from conftest.
