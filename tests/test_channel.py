@@ -8,7 +8,7 @@ import uuid
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fingerd.process.channel import MAX_MESSAGE_BYTES, answer_set, parse_message
+from fingerd.process.channel import MAX_MESSAGE_BYTES, error_reply, parse_message, set_problem
 from tests.support.fuzzing import NAMES, tokens
 
 #: A users file in a directory that does not exist: the parent's answer is worked
@@ -85,7 +85,9 @@ def test_any_datagram_is_a_request_answered_or_none(data):
         return
     assert message["op"] in ("ready", "set")
     if message["op"] == "set":
-        reply = json.loads(answer_set(message, NOWHERE))
+        problem = set_problem(message)
+        assert problem is None or isinstance(problem, str)
+        reply = json.loads(error_reply(message["id"], problem or "cannot write users file"))
         assert reply["id"] == message["id"] and reply["ok"] is False and reply["error"]
 
 

@@ -138,3 +138,22 @@ def test_a_zombie_child_is_seen_and_reaped():
         left = descendants.kill_leftovers()
         return [before, seen, left, descendants.has_children(), descendants.stat(pid)]
     assert in_child(body).value == [False, True, [[], []], False, None]
+
+
+def test_a_child_the_parent_keeps_is_spared_and_the_others_are_killed():
+    """The supervisor's file writer is the parent's own child, not a worker's leftover."""
+    def body():
+        kept = os.fork()
+        if kept == 0:
+            while True:
+                time.sleep(60)
+        stray = os.fork()
+        if stray == 0:
+            while True:
+                time.sleep(60)
+        killed, remaining = descendants.kill_leftovers(spare={kept})
+        alive = descendants.stat(kept) is not None and descendants.stat(kept).state != "Z"
+        os.kill(kept, signal.SIGKILL)
+        os.waitpid(kept, 0)
+        return [killed == [stray], remaining, alive, descendants.stat(stray)]
+    assert in_child(body).value == [True, [], True, None]

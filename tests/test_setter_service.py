@@ -137,6 +137,28 @@ def test_invalid_file_on_disk_is_not_overwritten(daemon):
     assert open(daemon.users_file, "rb").read() == before
 
 
+@pytest.mark.parametrize("edit", ["in place", "renamed over"])
+def test_an_edit_made_after_a_set_is_validated_at_the_next_set(daemon, edit):
+    """The parent trusts the file it wrote itself, not one changed since."""
+    assert daemon.setter(b"alice\r\nFirst\r\n") == b"OK\r\n"
+    broken = open(daemon.users_file, "rb").read() + b"broken line\n"
+    if edit == "in place":
+        with open(daemon.users_file, "r+b") as f:
+            f.write(broken)
+    else:
+        with open(daemon.users_file + ".new", "wb") as f:
+            f.write(broken)
+        os.replace(daemon.users_file + ".new", daemon.users_file)
+    assert daemon.setter(b"alice\r\nSecond\r\n") == \
+        b"ERROR users file on disk has errors; fix it first\r\n"
+    assert open(daemon.users_file, "rb").read() == broken
+    with open(daemon.users_file, "wb") as f:
+        f.write(b"# fixed by hand\nalice:First\ndave:Hand-made\n")
+    assert daemon.setter(b"alice\r\nThird\r\n") == b"OK\r\n"
+    assert open(daemon.users_file, "rb").read() == \
+        b"# fixed by hand\nalice:Third\ndave:Hand-made\n"
+
+
 @pytest.fixture
 def small_fs(public_dir):
     """A 256 KiB tmpfs mounted for the test and always unmounted."""

@@ -1,17 +1,22 @@
 """The parent's decisions, driven in process with a fake clock and fake workers."""
 
+import json
 import logging
 import os
 import signal
 import socket
+import time
+from types import SimpleNamespace
 
 import pytest
 
-from fingerd.process.channel import MonitorClient, channel
+from fingerd.process.channel import MAX_QUEUED_REPLIES, MonitorClient, channel
 from fingerd.process.logrelay import PipeHandler
-from fingerd.process.supervisor import (BACKOFF_CAP, HEALTHY_UPTIME, KILL_AFTER, STARTUP_TIMEOUT,
-                                        State, Supervisor, backoff_delay, describe_exit)
+from fingerd.process.supervisor import (BACKOFF_CAP, HEALTHY_UPTIME, KILL_AFTER,
+                                        MAX_WAITING_SETS, STARTUP_TIMEOUT, State, Supervisor,
+                                        backoff_delay, describe_exit)
 from fingerd.process.worker import EXIT_FATAL
+from fingerd.users import fileio
 
 
 def test_first_death_restarts_at_once():
@@ -270,3 +275,180 @@ def test_a_first_worker_not_ready_in_time_is_killed_and_startup_fails(
     assert supervisor.exit_status == 1
     assert reports == [f"worker not ready after {STARTUP_TIMEOUT:.0f} s"]
     assert workers.sent == [(workers.pid, signal.SIGKILL)] and workers.waited == [workers.pid]
+
+
+# The channel: the parent never waits on the worker (README, "Processes and signals").
+
+def send_request(workers, message):
+    workers._ends[workers.pid][0].send(json.dumps(message).encode())
+
+
+def invalid_set(n):
+    return {"op": "set", "id": n, "name": "-not a name", "status": "x"}
+
+
+def valid_set(n):
+    return {"op": "set", "id": n, "name": "alice", "status": f"status {n}"}
+
+
+def kills(workers):
+    return [sent for sent in workers.sent if sent[1] == signal.SIGKILL]
+
+
+def test_a_refused_set_is_answered_at_once_without_a_write(running, workers):
+    send_request(workers, invalid_set(7))
+    running.step(0)
+    reply = json.loads(workers._ends[workers.pid][0].recv(4096))
+    assert reply == {"id": 7, "ok": False, "error": "invalid user name"}
+    assert not running.writes.busy
+
+
+def test_a_worker_that_stops_reading_its_replies_is_killed_and_that_is_logged_once(
+        running, workers, caplog):
+    first = workers.pid
+    with caplog.at_level(logging.ERROR):
+        for n in range(5000):
+            send_request(workers, invalid_set(n))
+            running.step(0)
+            if kills(workers):
+                break
+        for _ in range(10):
+            running.step(0)
+    assert kills(workers) == [(first, signal.SIGKILL)]
+    assert caplog.text.count("killing it") == 1
+    assert f"worker {first} stopped reading its channel ({MAX_QUEUED_REPLIES} replies " \
+           f"waiting); killing it" in caplog.text
+    die(running, workers, killed(signal.SIGKILL))
+    assert running.state is State.BACKOFF
+    running.step(0)
+    assert running.state is State.STARTING and workers.pid != first
+
+
+def test_replies_wait_while_the_workers_buffer_is_full_and_go_once_it_reads(running, workers):
+    end = workers._ends[workers.pid][0]
+    sent = 0
+    while not running._channel.waiting:
+        send_request(workers, invalid_set(sent))
+        running.step(0)
+        sent += 1
+    for _ in range(MAX_QUEUED_REPLIES - 1):
+        send_request(workers, invalid_set(sent))
+        running.step(0)
+        sent += 1
+    end.settimeout(5)
+    ids = []
+    while len(ids) < sent:
+        ids.append(json.loads(end.recv(4096))["id"])
+        running.step(0)
+    assert ids == list(range(sent))
+    assert not running._channel.waiting and kills(workers) == []
+
+
+@pytest.fixture
+def users_file(tmp_path, monkeypatch):
+    path = tmp_path / "users"
+    path.write_bytes(b"alice:Happy\n")
+    return str(path)
+
+
+@pytest.fixture
+def slow_writes(monkeypatch):
+    """Each write waits a second first (in the writing child, which inherits the patch)."""
+    real = fileio.replace_durably
+
+    def slow(path, data):
+        time.sleep(1.0)
+        return real(path, data)
+
+    monkeypatch.setattr(fileio, "replace_durably", slow)
+
+
+@pytest.fixture
+def writing(clock, workers, listener, users_file):
+    """A running supervisor with a users file its writer writes for real."""
+    sup = Supervisor(SimpleNamespace(users_file=users_file), {"finger": [listener]}, workers,
+                     None, clock=clock)
+    sup.start_worker()
+    workers.ready()
+    sup.step(0)
+    yield sup
+    sup.writes.close()
+    deadline = time.monotonic() + 20
+    while sup.writes.busy and time.monotonic() < deadline:
+        sup.step(0.05)
+        sup.handle_sigchld()
+
+
+def test_a_set_is_answered_once_its_write_is_done(writing, workers, users_file):
+    send_request(workers, valid_set(1))
+    end = workers._ends[workers.pid][0]
+    end.setblocking(False)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        writing.step(0.05)
+        try:
+            reply = json.loads(end.recv(4096))
+            break
+        except BlockingIOError:
+            pass
+    assert reply["id"] == 1 and reply["ok"]
+    assert open(users_file, "rb").read() == b"alice:status 1\n"
+
+
+def test_a_worker_that_floods_set_requests_is_killed(writing, workers, slow_writes, caplog):
+    with caplog.at_level(logging.ERROR):
+        for n in range(MAX_WAITING_SETS + 2):
+            send_request(workers, valid_set(n))
+            writing.step(0)
+    assert kills(workers) == [(workers.pid, signal.SIGKILL)]
+    assert caplog.text.count("killing it") == 1
+    assert f"sent more than {MAX_WAITING_SETS} set requests without waiting for their " \
+           f"answers" in caplog.text
+    assert writing.writes.waiting == 0, "its requests not yet begun are dropped"
+
+
+def test_the_answer_to_a_dead_workers_set_is_not_sent_to_the_next(writing, workers, clock,
+                                                                 slow_writes, users_file):
+    send_request(workers, valid_set(1))
+    writing.step(0)
+    assert writing.writes.busy
+    die(writing, workers)
+    clock.now = writing.deadline
+    writing.step(0)
+    workers.ready()
+    writing.step(0)
+    deadline = time.monotonic() + 20
+    while writing.writes.writing and time.monotonic() < deadline:
+        writing.step(0.05)
+    end = workers._ends[workers.pid][0]
+    end.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        end.recv(4096)
+    assert open(users_file, "rb").read() == b"alice:status 1\n", "the write itself is done"
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"not json", "sent a malformed request"),
+    (json.dumps({"op": "ready"}).encode(), "said it was ready twice"),
+])
+def test_a_worker_that_sends_what_no_worker_sends_is_killed(running, workers, caplog, data,
+                                                            reason):
+    with caplog.at_level(logging.ERROR):
+        workers._ends[workers.pid][0].send(data)
+        running.step(0)
+    assert kills(workers) == [(workers.pid, signal.SIGKILL)]
+    assert f"worker {workers.pid} {reason}; killing it" in caplog.text
+
+
+def test_the_loop_lets_an_idle_writer_go_at_its_deadline(writing, workers, clock, users_file):
+    send_request(workers, valid_set(1))
+    deadline = time.monotonic() + 20
+    while writing.writes.deadline is None and time.monotonic() < deadline:
+        writing.step(0.05)
+    assert writing._timeout() == pytest.approx(writing.writes.deadline - clock.now)
+    clock.now = writing.writes.deadline
+    writing.step(0)
+    while writing.writes.busy and time.monotonic() < deadline:
+        writing.step(0.05)
+        writing.handle_sigchld()
+    assert not writing.writes.busy

@@ -7,9 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fingerd.users import usersfile
-from fingerd.users.usersfile import (UsersFileError, is_valid_name, parse_users, status_problem,
-                                     with_status)
-from tests.support.fuzzing import NAMES, tokens
+from fingerd.users.usersfile import (UsersFileError, check_users, is_valid_name, parse_users,
+                                     splice_status, status_problem, with_status)
+from tests.support.fuzzing import tokens
+from tests.support.users_files import NAMES, STATUSES, TABLES, valid_files
+
+
+def format_users(users):
+    """The bytes of a users file holding exactly ``users``."""
+    return "".join(f"{name}:{status}\n" for name, status in users.items()).encode("utf-8")
 
 
 def test_entries_comments_and_blank_lines():
@@ -151,16 +157,6 @@ def test_any_bytes_either_parse_or_raise_users_file_error(data):
         assert all(status_problem(status) is None for status in users.values())
 
 
-def format_users(users):
-    """The bytes of a users file holding exactly ``users``."""
-    return "".join(f"{name}:{status}\n" for name, status in users.items()).encode("utf-8")
-
-
-#: Statuses a users file may hold: no control character but TAB (category Cc), and
-#: at most 64 characters, so never more than 256 bytes.
-STATUSES = st.text(st.characters(exclude_categories=("Cc", "Cs"), include_characters="\t"),
-                   max_size=64)
-TABLES = st.dictionaries(NAMES, STATUSES, max_size=30)
 
 
 @given(TABLES)
@@ -217,3 +213,86 @@ def test_a_file_larger_than_a_chunk_reads_whole(monkeypatch):
     assert len(users) == 500 and users["u499"] == "s499"
     with pytest.raises(UsersFileError, match="duplicate user u1"):
         parse_users(data + b"u1:again\n")
+
+
+@pytest.mark.parametrize("data, name, status, expected", [
+    (b"alice:old\nbob:x\n", "alice", "new", b"alice:new\nbob:x\n"),
+    (b"alice:old\nbob:x\n", "bob", "new", b"alice:old\nbob:new\n"),
+    (b"# team\r\nalice:old\r\n\nbob:x\n", "alice", "new", b"# team\r\nalice:new\r\n\nbob:x\n"),
+    (b"alice:old\r", "alice", "new", b"alice:new\r"),
+    (b"alice:old", "alice", "new", b"alice:new"),
+    (b"alice:", "alice", "", b"alice:"),
+    (b"alice:x", "bob", "y", b"alice:x\nbob:y\n"),
+    (b"alice:x\r", "bob", "y", b"alice:x\r\nbob:y\n"),
+    (b"", "bob", "y", b"bob:y\n"),
+    (b"# only a comment\n", "bob", "y", b"# only a comment\nbob:y\n"),
+])
+def test_splice_sets_one_line_as_with_status_does(data, name, status, expected):
+    assert splice_status(data, name, status) == expected
+    assert with_status(data, name, status) == expected
+
+
+@pytest.mark.parametrize("data", [
+    b"al:x\nalice:old\n",             # a name that is the start of another's
+    b"xalice:x\nalice:old\n",         # a name that ends with another
+    b"# alice:comment\nalice:old\n",  # the name in a comment
+    b"  # alice:indented\nalice:old\n",
+    b"bob:alice:x\nalice:old\n",      # the name in another's status
+    b"bob:x\n\nalice:old\n",
+    b"Alice:x\nalice:old\n",          # names are case-sensitive
+])
+def test_splice_finds_the_entry_not_a_look_alike(data):
+    assert splice_status(data, "alice", "new") == data.replace(b"alice:old", b"alice:new")
+
+
+def test_splice_keeps_a_status_with_colons_and_non_ascii():
+    assert splice_status(b"alice:x\n", "alice", "at 10:30: Grüße ☕") == \
+        "alice:at 10:30: Grüße ☕\n".encode()
+
+
+@given(valid_files(), st.data(), STATUSES)
+def test_splice_equals_with_status_on_valid_files(file, data, status):
+    content, table = file
+    names = st.sampled_from(sorted(table)) if table else NAMES
+    name = data.draw(st.one_of(names, NAMES))
+    assert parse_users(content) == table
+    assert splice_status(content, name, status) == with_status(content, name, status)
+
+
+@given(st.binary(max_size=512), NAMES, STATUSES)
+def test_splice_equals_with_status_on_any_bytes_that_parse(content, name, status):
+    try:
+        expected = with_status(content, name, status)
+    except UsersFileError:
+        return
+    assert splice_status(content, name, status) == expected
+
+
+def outcome(check, data):
+    try:
+        check(data, "users")
+    except UsersFileError as exc:
+        return str(exc)
+    return None
+
+
+@given(st.lists(st.sampled_from(["alice:x", "bob:y", "# c", "", "  ", "bad", "-x:y", "a b:c",
+                                 "alice:z", "c:\x1b", "d:\u2028", "e:\r", "x" * 33 + ":y",
+                                 "f:" + "é" * 200, "g:\xff"]), max_size=12),
+       st.sampled_from(["\n", "\r\n"]), st.booleans())
+def test_check_users_refuses_exactly_what_parse_users_refuses(lines, ending, final):
+    data = (ending.join(lines) + (ending if final else "")).encode()
+    assert outcome(check_users, data) == outcome(parse_users, data)
+
+
+@given(st.binary(max_size=512))
+def test_check_users_agrees_with_parse_users_on_any_bytes(data):
+    assert outcome(check_users, data) == outcome(parse_users, data)
+
+
+def test_check_users_finds_a_duplicate_across_chunks(monkeypatch):
+    monkeypatch.setattr(usersfile, "CHUNK_BYTES", 64)
+    data = b"".join(b"u%d:s%d\n" % (i, i) for i in range(500))
+    check_users(data)
+    with pytest.raises(UsersFileError, match="duplicate user u1 "):
+        check_users(data + b"u1:again\n")

@@ -10,20 +10,32 @@ written.
 
 Messages are datagrams on an AF_UNIX SOCK_SEQPACKET socketpair, so each
 arrives whole or not at all.
+
+Nor does the parent ever wait on the worker (``ParentEnd``): its end is
+non-blocking, replies the worker does not read wait in a short queue, and a
+worker that lets that queue fill, or sends what no worker of ours sends, is
+told so by ``WorkerMisbehaved``, for the parent to kill it.
 """
 
+import collections
 import itertools
 import json
 import socket
 import threading
 
-from fingerd.users.editing import StoreError, write_status
+from fingerd.users.editing import StoreError
 from fingerd.users.usersfile import is_valid_name, status_problem
 
 MAX_MESSAGE_BYTES = 4096
 
 #: Seconds the worker waits for the parent to write the users file.
 REPLY_TIMEOUT = 10.0
+
+#: Replies the parent keeps for a worker whose socket buffer is full (some
+#: hundred small replies) before it gives up on it. The worker has at most
+#: one request waiting (MonitorClient holds its lock until the answer), so
+#: it never has more than one reply to read.
+MAX_QUEUED_REPLIES = 32
 
 
 def channel():
@@ -102,18 +114,80 @@ def _utf8(value):
     return True
 
 
-def answer_set(message, users_file):
-    """Carry out a validated set request on the configured users file; the reply bytes."""
-    name, status = message["name"], message["status"]
-    reply = {"id": message["id"], "ok": False}
-    problem = None if is_valid_name(name) else "invalid user name"
-    problem = problem or status_problem(status)
-    if problem:
-        reply["error"] = problem
-    else:
+def set_problem(message):
+    """Why the set request ``message`` is refused before any write, or None."""
+    if not is_valid_name(message["name"]):
+        return "invalid user name"
+    return status_problem(message["status"])
+
+
+def set_reply(request_id, old, new):
+    """The reply to a set carried out: the file's signatures before and after."""
+    return json.dumps({"id": request_id, "ok": True, "old": old, "new": new}).encode()
+
+
+def error_reply(request_id, error):
+    """The reply to a set refused or failed, with the reason the setter's client is told."""
+    return json.dumps({"id": request_id, "ok": False, "error": error}).encode()
+
+
+class WorkerMisbehaved(Exception):
+    """The worker did what no worker of ours does; the message says what, for the log."""
+
+
+class ParentEnd:
+    """The parent's end of the channel: never blocks, holds a bounded queue of replies.
+
+    ``receive`` and ``flush`` are for the parent's selector, which watches
+    for writing only while ``waiting`` (replies the socket did not take).
+    """
+
+    def __init__(self, sock, max_replies=MAX_QUEUED_REPLIES):
+        sock.setblocking(False)
+        self.sock = sock
+        self.max_replies = max_replies
+        self._replies = collections.deque()
+        #: Whether the worker has said it serves: it says so once.
+        self.said_ready = False
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    @property
+    def waiting(self):
+        """True while replies wait for room in the worker's socket buffer."""
+        return bool(self._replies)
+
+    def receive(self):
+        """The next datagram, None when none has come, b"" once the worker's end is closed."""
         try:
-            old, new = write_status(users_file, name, status)
-            reply.update(ok=True, old=old, new=new)
-        except StoreError as exc:
-            reply["error"] = str(exc)
-    return json.dumps(reply).encode()
+            return self.sock.recv(MAX_MESSAGE_BYTES + 1)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""
+
+    def send(self, reply):
+        """Send ``reply`` or queue it; raise WorkerMisbehaved when the queue is full."""
+        if len(self._replies) >= self.max_replies:
+            raise WorkerMisbehaved(f"stopped reading its channel ({len(self._replies)} "
+                                   f"replies waiting)")
+        self._replies.append(reply)
+        self.flush()
+
+    def flush(self):
+        """Send what the socket takes now, oldest first."""
+        while self._replies:
+            try:
+                self.sock.send(self._replies[0])
+            except BlockingIOError:
+                return
+            except OSError:
+                # The worker is gone: its end is read as closed, and its exit reaped.
+                self._replies.clear()
+                return
+            self._replies.popleft()
+
+    def close(self):
+        self._replies.clear()
+        self.sock.close()

@@ -4,7 +4,7 @@ With ``PR_SET_CHILD_SUBREAPER`` an orphan among the parent's descendants (a
 worker's child once the worker died, a grandchild whose parent exited after
 ``setsid``) becomes the parent's child instead of init's, whatever session
 or process group it moved to. The parent forks nothing but workers, one at
-a time, so once its worker is dead and reaped, each of its children, and
+a time, and the child that writes the users file (which it spares), so once its worker is dead and reaped, each of its children, and
 theirs, is something a worker left behind: ``kill_leftovers`` finds them
 through the parent links of ``/proc/PID/stat``, kills them with SIGKILL and
 reaps them. (The worker's seccomp filter keeps it from forking at all; this
@@ -33,10 +33,11 @@ def become_subreaper():
     return None
 
 
-def kill_leftovers(timeout=KILL_TIMEOUT):
-    """SIGKILL every descendant of this process and reap it; ``(killed, remaining)`` pids.
+def kill_leftovers(timeout=KILL_TIMEOUT, spare=frozenset()):
+    """SIGKILL every descendant of this process but the children in ``spare`` and reap
+    it; ``(killed, remaining)`` pids.
 
-    Only for when this process has no child it means to keep. Each turn kills
+    Only for when this process has no other child it means to keep. Each turn kills
     what it finds at every depth and reaps this process's own children; a
     killed process's children become this process's own as it ends, and the
     next turn reaps them. Gives up after ``timeout`` seconds.
@@ -45,7 +46,8 @@ def kill_leftovers(timeout=KILL_TIMEOUT):
     killed = set()
     deadline = time.monotonic() + timeout
     while True:
-        found = descendants(me) if has_children() else []
+        found = [proc for proc in (descendants(me) if has_children() else [])
+                 if proc.pid not in spare]
         if not found or time.monotonic() >= deadline:
             return sorted({pid for pid, _ in killed}), sorted(p.pid for p in found)
         for proc in found:

@@ -20,8 +20,9 @@ log = logging.getLogger("fingerd")
 class ForkedWorkers:
     """The real workers, forked from this process to run ``worker.run``.
 
-    This process must fork no other child: every child but the live worker
-    is taken for something a worker left behind, and killed.
+    This process must fork no other child but those ``spare`` names: every
+    other child but the live worker is taken for something a worker left
+    behind, and killed.
     """
 
     def __init__(self, config, account, sockets):
@@ -32,6 +33,9 @@ class ForkedWorkers:
         self._subreaper = None
         #: Inherited by every worker: the table the last one served (users/snapshot.py).
         self.snapshot_fd = snapshot.create()
+        #: The pids of this process's children that are not leftovers (the supervisor's
+        #: file writer), asked for whenever leftovers are killed.
+        self.spare = frozenset
 
     def spawn(self, restarts):
         """Fork a worker; in the parent, ``(pid, request channel, log pipe's read end)``."""
@@ -105,7 +109,7 @@ class ForkedWorkers:
         """Kill every descendant of this process: none is a worker now."""
         if not self._subreaper or self.worker is not None:
             return
-        killed, remaining = descendants.kill_leftovers()
+        killed, remaining = descendants.kill_leftovers(spare=frozenset(self.spare()))
         whose = f"worker {pid}" if pid is not None else "an earlier worker"
         if killed:
             log.warning("killed %d process%s left behind by %s: %s", len(killed),

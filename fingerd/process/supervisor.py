@@ -1,10 +1,16 @@
 """The root parent: holds the listening sockets, keeps one worker alive, handles no client.
 
 It is single-threaded (so forking is safe) and sleeps in one selector that
-watches the signal wake-up socket, the worker's request channel and the
-worker's log pipe. Signal handlers do nothing: Python writes the signal
-number to the wake-up socket, and the loop acts on it, so no work ever runs
-inside a handler.
+watches the signal wake-up socket, the worker's request channel, the
+worker's log pipe and the pipe of the child writing the users file. Signal
+handlers do nothing: Python writes the signal number to the wake-up socket,
+and the loop acts on it, so no work ever runs inside a handler.
+
+Nothing in the loop waits on the worker or the disk: the channel is
+non-blocking with a bounded queue of replies (a worker that floods it with
+requests or stops reading its replies is killed, and the next one started
+as after any death), and the users file is written by a child of its own
+(``filewriter``).
 
 The worker's life is Supervisor's state machine: ``State`` names the states,
 ``NEXT`` the moves. The clock and the worker processes (``forking``) are
@@ -22,7 +28,9 @@ import time
 from fingerd import logsetup
 from fingerd.limits import STOP_GRACE_SECONDS
 from fingerd.process import worker
-from fingerd.process.channel import MAX_MESSAGE_BYTES, answer_set, parse_message
+from fingerd.process.channel import (ParentEnd, WorkerMisbehaved, error_reply, parse_message,
+                                     set_problem)
+from fingerd.process.filewriter import FileWriter
 from fingerd.process.logrelay import LogRelay
 
 log = logging.getLogger("fingerd")
@@ -41,6 +49,12 @@ BACKOFF_CAP = 30.0
 FATAL_EXIT_FAILURES = 8
 #: Seconds beyond the worker's own grace before a stopping worker is killed.
 KILL_AFTER = STOP_GRACE_SECONDS + 3.0
+#: Seconds a write of the users file still going on when the worker has stopped is
+#: waited for before its child is killed (the file is then the old one or the new one).
+WRITE_STOP_WAIT = STOP_GRACE_SECONDS
+#: Set requests a worker may have waiting behind the write in progress. It asks for
+#: one at a time, so a worker with more is flooding the parent: it is killed.
+MAX_WAITING_SETS = 8
 
 
 class State(enum.Enum):
@@ -97,8 +111,12 @@ class Supervisor:
         self.pid = None
         self.started_at = 0.0
         self._sel = selectors.DefaultSelector()
-        self._monitor = None
+        self._channel = None
+        self._channel_events = 0
         self._relay = None
+        self.writes = FileWriter(self._sel, clock=clock)
+        # The writer's child is the parent's own, not something a worker left behind.
+        workers.spare = self.writes.pids
 
     @property
     def exit_status(self):
@@ -118,12 +136,13 @@ class Supervisor:
         try:
             while self.exit_status is None:
                 self.step(self._timeout())
+            self._finish_writes()
             return self.exit_status
         finally:
             signal.set_wakeup_fd(-1)
 
     def step(self, timeout):
-        """One turn of the loop: what is readable within ``timeout`` s, then the deadline."""
+        """One turn of the loop: what is readable within ``timeout`` s, then the deadlines."""
         for key, _ in self._sel.select(timeout):
             # Skip a key an earlier callback of this turn unregistered: a worker's
             # death, read before its channels' EOF, closes them.
@@ -131,9 +150,12 @@ class Supervisor:
                 key.data(key.fileobj)
         if self.deadline is not None and self.clock() >= self.deadline:
             self._on_deadline()
+        if self.writes.deadline is not None and self.clock() >= self.writes.deadline:
+            self.writes.on_deadline()
 
     def _timeout(self):
-        return None if self.deadline is None else max(0.0, self.deadline - self.clock())
+        deadlines = [d for d in (self.deadline, self.writes.deadline) if d is not None]
+        return max(0.0, min(deadlines) - self.clock()) if deadlines else None
 
     def _move(self, state, deadline=None):
         """The one place the state changes; ``deadline`` is when it ends by itself."""
@@ -157,9 +179,10 @@ class Supervisor:
         pid, monitor, log_fd = self.workers.spawn(self.restarts)
         self.pid = pid
         self.started_at = self.clock()
-        self._monitor = monitor
+        self._channel = ParentEnd(monitor)
+        self._channel_events = selectors.EVENT_READ
         self._relay = LogRelay.for_config(self.config, log_fd, pid)
-        self._sel.register(monitor, selectors.EVENT_READ, self._on_monitor)
+        self._sel.register(self._channel, selectors.EVENT_READ, self._on_channel)
         self._sel.register(log_fd, selectors.EVENT_READ, self._on_log)
         log.info("started worker %d", pid)
         first = self.restarts == 0
@@ -177,25 +200,70 @@ class Supervisor:
         else:
             channel_end.close()
 
-    def _on_monitor(self, sock):
-        try:
-            data = sock.recv(MAX_MESSAGE_BYTES + 1)
-        except OSError:
-            data = b""
-        if not data:
-            self._unwatch(sock)
-            self._monitor = None
+    def _on_channel(self, channel):
+        """One request from the worker, and what the worker's socket now takes of the
+        replies waiting; one request a turn, so that signals are seen between them."""
+        channel.flush()
+        data = channel.receive()
+        if data == b"":
+            self._unwatch(channel)
+            self._channel = None
             return
+        try:
+            if data is not None:
+                self._on_request(channel, data)
+        except WorkerMisbehaved as exc:
+            self._kill_misbehaving(str(exc))
+            return
+        self._watch_replies(channel)
+
+    def _on_request(self, channel, data):
         message = parse_message(data)
         if message is None:
-            log.error("worker %d sent a malformed request; ignored", self.pid)
-        elif message["op"] == "ready":
+            raise WorkerMisbehaved("sent a malformed request")
+        if message["op"] == "ready":
+            if channel.said_ready:
+                raise WorkerMisbehaved("said it was ready twice")
+            channel.said_ready = True
             self._on_worker_ready()
+            return
+        problem = set_problem(message)
+        if problem:
+            channel.send(error_reply(message["id"], problem))
+        elif self.writes.waiting >= MAX_WAITING_SETS:
+            raise WorkerMisbehaved(f"sent more than {MAX_WAITING_SETS} set requests "
+                                   f"without waiting for their answers")
         else:
-            try:
-                sock.send(answer_set(message, self.config.users_file))
-            except OSError as exc:
-                log.warning("cannot answer worker %d: %s", self.pid, exc)
+            self.writes.submit(self.config.users_file, message,
+                               lambda reply: self._reply(channel, reply))
+
+    def _reply(self, channel, reply):
+        """Send a write's reply to the worker that asked, if it is still there."""
+        if channel is not self._channel:
+            return
+        try:
+            channel.send(reply)
+        except WorkerMisbehaved as exc:
+            self._kill_misbehaving(str(exc))
+            return
+        self._watch_replies(channel)
+
+    def _watch_replies(self, channel):
+        """Watch the channel for room to write while replies wait, and only then."""
+        if channel is not self._channel:
+            return  # the worker was killed meanwhile
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if channel.waiting else 0)
+        if events != self._channel_events:
+            self._sel.modify(channel, events, self._on_channel)
+            self._channel_events = events
+
+    def _kill_misbehaving(self, reason):
+        """Kill the worker, once: its death is then handled as any other's."""
+        log.error("worker %d %s; killing it", self.pid, reason)
+        self.workers.kill(self.pid, signal.SIGKILL)
+        self._unwatch(self._channel)
+        self._channel = None
+        self.writes.discard_queued()
 
     def _on_worker_ready(self):
         log.info("worker %d ready", self.pid)
@@ -238,9 +306,12 @@ class Supervisor:
     handle_sigint = handle_sigterm
 
     def handle_sigchld(self):
+        self.writes.reap()
         for pid, status in self.workers.reap():
             if pid == self.pid:
                 self._on_worker_exit(status)
+            else:
+                self.writes.reaped(pid, status)
 
     def _on_worker_exit(self, status):
         uptime = self.clock() - self.started_at
@@ -265,16 +336,32 @@ class Supervisor:
         self._move(State.BACKOFF, self.clock() + delay)
 
     def _drain_worker_channels(self):
-        """Relay the dead worker's last log lines, forget its channels; its last error."""
-        relay, monitor, self._relay, self._monitor = self._relay, self._monitor, None, None
+        """Relay the dead worker's last log lines, forget its channels and the sets it
+        asked for that are not yet being written; its last error."""
+        relay, channel, self._relay, self._channel = self._relay, self._channel, None, None
         if relay.fd is not None:
             for _ in range(1000):
                 if not relay.feed():
                     break
             self._unwatch(relay.fd)
-        if monitor is not None:
-            self._unwatch(monitor)
+        if channel is not None:
+            self._unwatch(channel)
+        self.writes.discard_queued()
         return relay.last_error
+
+    def _finish_writes(self):
+        """Once the worker is gone for good: wait for the write in progress, if any, and
+        reap its child; kill it if it is not done within WRITE_STOP_WAIT seconds."""
+        self.writes.close()
+        deadline = self.clock() + WRITE_STOP_WAIT
+        while self.writes.busy:
+            self.writes.reap()
+            if deadline is not None and self.clock() >= deadline:
+                log.warning("users file still being written %.0f s after the worker "
+                            "stopped; killing the writer", WRITE_STOP_WAIT)
+                self.writes.kill()
+                deadline = None
+            self.step(None if deadline is None else max(0.0, deadline - self.clock()))
 
     def _fail_startup(self, reason):
         log.error("startup failed: %s", reason)

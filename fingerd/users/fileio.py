@@ -182,7 +182,9 @@ def replace_durably(path, data):
     setgid and sticky bits dropped), is fsynced, renamed over it within
     that directory, and the directory is fsynced. Returns the new file's
     signature. On any error the old file is untouched and the temporary
-    file removed.
+    file removed. ``data`` is the new content, or a function that writes it
+    to the descriptor it is given (to copy parts of another file in the
+    kernel rather than through memory).
     """
     directory, name = _split(path)
     dir_fd = _open_directory(directory)
@@ -197,9 +199,12 @@ def replace_durably(path, data):
                 if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
                     os.fchown(fd, old.st_uid, old.st_gid)
                 os.fchmod(fd, old.st_mode & 0o777)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            if callable(data):
+                data(fd)
+            else:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
             os.fsync(fd)
             os.close(fd)
             fd = -1

@@ -14,7 +14,7 @@ import threading
 import time
 
 from fingerd.users import fileio
-from fingerd.users.editing import write_status
+from fingerd.users.editing import StatusWriter
 from fingerd.users.table import UserTable, free_gradually
 from fingerd.users.usersfile import UsersFileError, parse_users
 
@@ -26,7 +26,7 @@ class UserStore:
 
     def __init__(self, path, metrics, writer=None, snapshot=None):
         self.path = path
-        self._writer = writer or write_status
+        self._writer = writer or StatusWriter()
         #: Where the last good table is kept for the next worker (snapshot.py), or None.
         self._snapshot = snapshot
         self._metrics = metrics
@@ -135,7 +135,7 @@ class UserStore:
     def set_status(self, name, status):
         """Set ``name``'s status (creating the user), durably, then publish it.
 
-        The file is written by ``writer`` (``write_status`` in this process,
+        The file is written by ``writer`` (a StatusWriter in this process,
         or the privileged parent on the worker's behalf). Raises StoreError,
         with memory and file unchanged, when it cannot be written.
         """

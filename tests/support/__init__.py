@@ -14,6 +14,8 @@
   and put back.
 - ``fuzzing``: the Hypothesis profiles, and feeding a parser as the loop does.
 - ``source_tree``: a copy of the checkout to build an sdist or a Debian package from.
+- ``users_files``: Hypothesis strategies for names, statuses and valid users files.
+- ``hostile_parent``: a real parent whose workers run test bodies (run as a script).
 
 Pytest fixtures built from these live in ``tests/conftest.py``; tests import
 helpers from here, never from conftest.

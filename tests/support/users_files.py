@@ -1,0 +1,28 @@
+"""Hypothesis strategies for the users file: names, statuses, tables and valid files."""
+
+from hypothesis import strategies as st
+
+from fingerd.users.usersfile import status_problem
+
+NAMES = st.from_regex(r"[A-Za-z0-9._][A-Za-z0-9._-]{0,31}", fullmatch=True)
+STATUSES = st.text(max_size=64).filter(lambda s: status_problem(s) is None)
+TABLES = st.dictionaries(NAMES, STATUSES, max_size=30)
+
+#: Lines of a valid file other than entries: comments (indented too, holding colons
+#: and what looks like an entry) and blank lines.
+OTHER_LINES = st.sampled_from(["", "# c", "#", "  # alice:not me", "\t", "   ", "# x:y\r"])
+ENDINGS = st.sampled_from(["\n", "\r\n"])
+
+
+@st.composite
+def valid_files(draw):
+    """``(bytes, table)``: a valid users file holding ``table``, its entries, comments and
+    blank lines mixed, LF and CRLF endings mixed, with or without a final line ending."""
+    table = draw(TABLES)
+    lines = [f"{name}:{status}" for name, status in table.items()]
+    for _ in range(draw(st.integers(0, 6))):
+        lines.insert(draw(st.integers(0, len(lines))), draw(OTHER_LINES))
+    endings = [draw(ENDINGS) for _ in lines]
+    if lines and draw(st.booleans()):
+        endings[-1] = ""
+    return "".join(line + ending for line, ending in zip(lines, endings)).encode("utf-8"), table

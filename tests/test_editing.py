@@ -1,0 +1,262 @@
+"""Setting a status in the users file on disk: validated once, spliced, written durably."""
+
+import errno
+import os
+import tempfile
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fingerd.users import editing, fileio
+from fingerd.users.editing import StatusWriter, StoreError, write_status
+from fingerd.users.usersfile import with_status
+from tests.support.users_files import NAMES, STATUSES, valid_files
+
+
+@pytest.fixture
+def path(tmp_path):
+    p = tmp_path / "users"
+    p.write_bytes(b"# staff\r\nalice:Happy\r\nbob:Sleeping\n")
+    return str(p)
+
+
+@pytest.fixture
+def validations(monkeypatch):
+    """How many times a whole file was validated."""
+    calls = []
+    real = editing.check_users
+
+    def counting(data, filename="users"):
+        calls.append(filename)
+        return real(data, filename)
+
+    monkeypatch.setattr(editing, "check_users", counting)
+    return calls
+
+
+def signature_of(path):
+    return fileio.signature(os.stat(path))
+
+
+def test_a_set_is_spliced_in_keeping_comments_and_line_endings(path):
+    before = signature_of(path)
+    old, new = write_status(path, "alice", "Gone fishing")
+    assert open(path, "rb").read() == b"# staff\r\nalice:Gone fishing\r\nbob:Sleeping\n"
+    assert old == before and new == signature_of(path)
+
+
+def test_an_untrusted_file_is_validated_and_a_trusted_one_is_not(path, validations):
+    old, new = write_status(path, "alice", "one")
+    assert validations == [path]
+    write_status(path, "alice", "two", trusted=new)
+    assert validations == [path]
+    assert open(path, "rb").read() == b"# staff\r\nalice:two\r\nbob:Sleeping\n"
+
+
+def test_the_writer_validates_once_then_trusts_what_it_wrote(path, validations):
+    writer = StatusWriter()
+    for i in range(3):
+        writer(path, "carol", f"status {i}")
+    assert validations == [path]
+    assert writer.trusted == signature_of(path)
+    assert open(path, "rb").read().endswith(b"bob:Sleeping\ncarol:status 2\n")
+
+
+def replace_file(path, data):
+    tmp = path + ".edit"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def test_an_operators_valid_edit_is_validated_again_and_kept(path, validations):
+    writer = StatusWriter()
+    writer(path, "alice", "one")
+    replace_file(path, b"# edited\nalice:one\ndave:New\n")
+    writer(path, "alice", "two")
+    assert validations == [path, path]
+    assert open(path, "rb").read() == b"# edited\nalice:two\ndave:New\n"
+
+
+@pytest.mark.parametrize("edit", ["rename", "in place"])
+def test_an_operators_broken_edit_refuses_the_set_and_is_left_as_it_is(path, edit):
+    writer = StatusWriter()
+    writer(path, "alice", "one")
+    broken = b"alice:one\nbroken line\n"
+    if edit == "rename":
+        replace_file(path, broken)
+    else:
+        with open(path, "r+b") as f:
+            f.truncate(0)
+            f.write(broken)
+    before = signature_of(path)
+    with pytest.raises(StoreError, match="users file on disk has errors; fix it first"):
+        writer(path, "alice", "two")
+    assert open(path, "rb").read() == broken
+    assert signature_of(path) == before
+    assert writer.trusted is None
+
+
+def test_a_failed_write_forgets_the_trusted_version(path, monkeypatch, validations):
+    writer = StatusWriter()
+    writer(path, "alice", "one")
+
+    def disk_full(path, data):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fileio, "replace_durably", disk_full)
+        with pytest.raises(StoreError, match="cannot write users file: No space left"):
+            writer(path, "alice", "two")
+    assert writer.trusted is None
+    writer(path, "alice", "three")
+    assert validations == [path, path]
+
+
+def test_a_missing_file_is_created_with_the_one_entry(tmp_path):
+    path = str(tmp_path / "new-users")
+    old, new = StatusWriter()(path, "alice", "First")
+    assert old is None and new == signature_of(path)
+    assert open(path, "rb").read() == b"alice:First\n"
+    assert os.stat(path).st_mode & 0o777 == fileio.NEW_FILE_MODE
+
+
+def test_mode_is_kept_across_trusted_writes(path):
+    os.chmod(path, 0o640)
+    writer = StatusWriter()
+    writer(path, "alice", "one")
+    writer(path, "alice", "two")
+    assert os.stat(path).st_mode & 0o777 == 0o640
+
+
+# The write: unchanged parts copied in the kernel, a bounded piece a call.
+
+def test_the_unchanged_parts_are_copied_in_the_kernel_in_bounded_pieces(path, monkeypatch):
+    monkeypatch.setattr(editing, "COPY_CHUNK", 7)
+    calls = []
+    real = os.copy_file_range
+
+    def spying(src, dst, count, offset_src=None, *args):
+        calls.append(count)
+        return real(src, dst, count, offset_src, *args)
+
+    monkeypatch.setattr(os, "copy_file_range", spying)
+    expected = with_status(open(path, "rb").read(), "alice", "Gone fishing")
+    write_status(path, "alice", "Gone fishing")
+    assert open(path, "rb").read() == expected
+    assert calls and max(calls) <= 7
+
+
+@pytest.mark.parametrize("error", [errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL])
+def test_without_a_copy_in_the_kernel_the_parts_are_written_from_memory(path, monkeypatch,
+                                                                          error):
+    def refuse(*args):
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    expected = with_status(open(path, "rb").read(), "bob", "Awake")
+    write_status(path, "bob", "Awake")
+    assert open(path, "rb").read() == expected
+
+
+@pytest.fixture
+def edit_while_copying(path, monkeypatch):
+    """Make the first kernel copy overwrite the start of the file with the bytes given."""
+    real = os.copy_file_range
+    edit = []
+
+    def edit_then_copy(src, dst, count, offset_src=None, *args):
+        if edit and edit[0] is not None:
+            with open(path, "r+b") as f:
+                f.write(edit[0])
+            edit[0] = None
+        return real(src, dst, count, offset_src, *args)
+
+    monkeypatch.setattr(os, "copy_file_range", edit_then_copy)
+    monkeypatch.setattr(editing, "COPY_CHUNK", 4)
+    return edit
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_a_file_edited_in_place_while_copied_is_read_again_and_its_edit_kept(
+        path, edit_while_copying, trusted):
+    writer = StatusWriter()
+    if trusted:
+        writer(path, "alice", "Happy")
+    edit_while_copying.append(b"# STAFF")
+    writer(path, "bob", "Awake")
+    assert edit_while_copying == [None]
+    assert open(path, "rb").read() == b"# STAFF\r\nalice:Happy\r\nbob:Awake\n"
+
+
+def test_a_file_broken_while_copied_is_left_broken_and_the_set_refused(path,
+                                                                        edit_while_copying):
+    edit_while_copying.append(b"broken\n")
+    with pytest.raises(StoreError, match="users file on disk has errors"):
+        write_status(path, "bob", "Awake")
+    assert open(path, "rb").read().startswith(b"broken\n")
+
+
+def test_a_replaced_file_is_not_copied_from(path, monkeypatch):
+    """The file read is the one copied from: a file renamed over it between the read and
+    the copy is not (its own write may come later, and wins then)."""
+    real_read = fileio.read_bounded
+
+    def read_then_replace(*args, **kw):
+        result = real_read(*args, **kw)
+        replace_file(path, b"carol:someone else's\n")
+        return result
+
+    monkeypatch.setattr(fileio, "read_bounded", read_then_replace)
+    before = open(path, "rb").read()
+    write_status(path, "bob", "Awake")
+    assert open(path, "rb").read() == with_status(before, "bob", "Awake")
+
+
+@settings(max_examples=60, deadline=None)
+@given(valid_files(), st.data(), STATUSES, st.booleans())
+def test_a_write_gives_the_file_with_status_gives(file, data, status, trusted):
+    content, table = file
+    name = data.draw(st.one_of(st.sampled_from(sorted(table)), NAMES) if table else NAMES)
+    with tempfile.TemporaryDirectory() as directory:
+        target = os.path.join(directory, "users")
+        with open(target, "wb") as f:
+            f.write(content)
+        write_status(target, name, status, signature_of(target) if trusted else None)
+        assert open(target, "rb").read() == with_status(content, name, status)
+
+
+def test_a_trusted_version_is_read_only_where_searched(path, monkeypatch):
+    writer = StatusWriter()
+    writer(path, "alice", "one")
+    reads = []
+    real = os.pread
+
+    def spying(fd, count, offset):
+        reads.append(count)
+        return real(fd, count, offset)
+
+    monkeypatch.setattr(os, "pread", spying)
+    monkeypatch.setattr(editing, "COPY_CHUNK", 8)
+    writer(path, "bob", "two")
+    assert reads and max(reads) <= 8 + len(b"\nbob:") - 1
+    assert open(path, "rb").read() == b"# staff\r\nalice:one\r\nbob:two\n"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64), st.binary(min_size=1, max_size=6), st.integers(0, 70),
+       st.integers(1, 9))
+def test_a_file_view_finds_what_bytes_find(content, sub, start, chunk):
+    saved = editing.COPY_CHUNK
+    editing.COPY_CHUNK = chunk
+    try:
+        with tempfile.TemporaryFile() as f:
+            f.write(content)
+            f.flush()
+            view = editing._FileView(f.fileno(), len(content))
+            assert view.find(sub, start) == content.find(sub, start)
+            assert view[start:start + chunk] == content[start:start + chunk]
+            assert len(view) == len(content)
+    finally:
+        editing.COPY_CHUNK = saved

@@ -1,0 +1,270 @@
+"""The parent's writes of the users file, each in a child of its own, driven in process."""
+
+import json
+import logging
+import os
+import selectors
+import signal
+import time
+
+import pytest
+
+from fingerd.process.channel import REPLY_TIMEOUT
+from fingerd.process.filewriter import LINGER_SECONDS, FileWriter
+from fingerd.users import fileio
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def path(tmp_path):
+    p = tmp_path / "users"
+    p.write_bytes(b"# staff\nalice:Happy\nbob:Sleeping\n")
+    return str(p)
+
+
+@pytest.fixture
+def sel():
+    s = selectors.DefaultSelector()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def writer(sel, clock):
+    w = FileWriter(sel, clock=clock)
+    yield w
+    w.close()
+    settle(sel, w, until=lambda: not w.busy, timeout_ok=True)
+    if w.busy:
+        w.kill()
+        settle(sel, w)
+
+
+def settle(sel, writer, until=None, seconds=20.0, timeout_ok=False):
+    """Run the writer's callbacks (and reap, as SIGCHLD would) until ``until()``, or,
+    without it, until no write is in progress; bounded in time."""
+    done = until or (lambda: not writer.writing and not writer.waiting)
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        for key, _ in sel.select(0.05):
+            key.data(key.fileobj)
+        writer.reap()
+    assert done() or timeout_ok, "the writer did not finish in time"
+
+
+def idle(sel, writer):
+    """Let the lingering child go, as the parent's loop does at the writer's deadline,
+    and wait until it is reaped."""
+    writer.on_deadline()
+    settle(sel, writer, until=lambda: not writer.busy)
+
+
+def request(n, name="alice", status="Gone fishing"):
+    return {"op": "set", "id": n, "name": name, "status": status}
+
+
+@pytest.fixture
+def replies():
+    got = []
+
+    def on_done(reply):
+        got.append(json.loads(reply))
+    on_done.got = got
+    return on_done
+
+
+@pytest.fixture
+def slow_writes(monkeypatch):
+    """Each write waits this many seconds before it starts (in the child, which
+    inherits the patch)."""
+    delay = [0.0]
+    real = fileio.replace_durably
+
+    def slow(path, data):
+        time.sleep(delay[0])
+        return real(path, data)
+
+    monkeypatch.setattr(fileio, "replace_durably", slow)
+    return delay
+
+
+def children(pid=None):
+    pid = pid or os.getpid()
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def test_a_set_is_written_by_a_child_and_answered_with_the_signatures(sel, writer, path,
+                                                                      replies):
+    before = fileio.signature(os.stat(path))
+    writer.submit(path, request(1), replies)
+    assert writer.busy
+    settle(sel, writer)
+    assert replies.got == [{"id": 1, "ok": True, "old": list(before),
+                            "new": list(fileio.signature(os.stat(path)))}]
+    assert open(path, "rb").read() == b"# staff\nalice:Gone fishing\nbob:Sleeping\n"
+
+
+def test_writes_are_made_one_at_a_time_in_order(sel, writer, path, replies, slow_writes):
+    slow_writes[0] = 0.2
+    for n in range(1, 4):
+        writer.submit(path, request(n, status=f"status {n}"), replies)
+    seen = set()
+    settle(sel, writer, until=lambda: seen.update(children()) or len(replies.got) == 3)
+    assert [r["id"] for r in replies.got] == [1, 2, 3]
+    assert all(r["ok"] for r in replies.got)
+    assert replies.got[1]["old"] == replies.got[0]["new"]
+    assert replies.got[2]["old"] == replies.got[1]["new"]
+    assert len(seen) == 1, "one child serves a run of sets"
+    assert b"alice:status 3\n" in open(path, "rb").read()
+
+
+def test_writes_never_overlap(sel, writer, path, replies, monkeypatch, tmp_path):
+    spans = tmp_path / "spans"
+    real = fileio.replace_durably
+
+    def recorded(target, data):
+        started = time.monotonic()
+        time.sleep(0.1)
+        result = real(target, data)
+        with open(spans, "a") as f:
+            f.write(f"{started} {time.monotonic()}\n")
+        return result
+
+    monkeypatch.setattr(fileio, "replace_durably", recorded)
+    for n in range(1, 5):
+        writer.submit(path, request(n, status=f"status {n}"), replies)
+    settle(sel, writer)
+    intervals = sorted(tuple(map(float, line.split())) for line in spans.read_text().splitlines())
+    assert len(intervals) == 4 and len(replies.got) == 4
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(intervals, intervals[1:]))
+
+
+def test_requests_waiting_are_counted_and_the_one_in_progress_is_not(writer, path, replies,
+                                                                     slow_writes):
+    slow_writes[0] = 0.5
+    for n in range(1, 4):
+        writer.submit(path, request(n), replies)
+    assert writer.waiting == 2
+
+
+def test_a_request_that_waited_longer_than_the_worker_waits_is_not_written(
+        sel, writer, path, replies, clock, slow_writes):
+    slow_writes[0] = 0.2
+    writer.submit(path, request(1, status="first"), replies)
+    writer.submit(path, request(2, status="too late"), replies)
+    clock.now += REPLY_TIMEOUT
+    assert writer.waiting == 0
+    settle(sel, writer)
+    assert replies.got[0]["ok"] and replies.got[1] == {
+        "id": 2, "ok": False, "error": "the users file was not written in time"}
+    assert b"alice:first\n" in open(path, "rb").read()
+
+
+def test_an_operators_broken_edit_after_a_write_refuses_the_next_set(sel, writer, path,
+                                                                      replies):
+    writer.submit(path, request(1, status="one"), replies)
+    settle(sel, writer)
+    with open(path, "ab") as f:
+        f.write(b"broken line\n")
+    before = open(path, "rb").read()
+    writer.submit(path, request(2, status="two"), replies)
+    settle(sel, writer)
+    assert replies.got[1] == {"id": 2, "ok": False,
+                              "error": "users file on disk has errors; fix it first"}
+    assert open(path, "rb").read() == before
+
+
+def test_the_child_finishes_its_write_whatever_signal_the_parent_is_sent(
+        sel, writer, path, replies, slow_writes):
+    slow_writes[0] = 0.5
+    writer.submit(path, request(1), replies)
+    [child] = children()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+        os.kill(child, signum)
+    settle(sel, writer)
+    assert replies.got[0]["ok"]
+    assert b"alice:Gone fishing\n" in open(path, "rb").read()
+
+
+def test_a_killed_child_leaves_the_file_whole_and_is_answered_with_an_error(
+        sel, writer, path, replies, slow_writes, caplog):
+    slow_writes[0] = 30.0
+    before = open(path, "rb").read()
+    writer.submit(path, request(1), replies)
+    writer.submit(path, request(2, status="after"), replies)
+    [child] = children()
+    slow_writes[0] = 0.0  # for the next child only
+    with caplog.at_level(logging.WARNING):
+        writer.kill()
+        settle(sel, writer)
+    assert replies.got[0] == {"id": 1, "ok": False,
+                              "error": "cannot write users file: the write was cut short"}
+    assert f"users file writer {child} killed by SIGKILL" in caplog.text
+    assert replies.got[1]["ok"], "the next request is carried out, the file validated again"
+    assert open(path, "rb").read() == before.replace(b"alice:Happy", b"alice:after")
+    assert [n for n in os.listdir(os.path.dirname(path)) if n.endswith(".tmp")] == []
+
+
+def test_discarded_requests_are_neither_written_nor_answered(sel, writer, path, replies,
+                                                             slow_writes):
+    slow_writes[0] = 0.2
+    writer.submit(path, request(1, status="first"), replies)
+    writer.submit(path, request(2, status="dropped"), replies)
+    writer.discard_queued()
+    settle(sel, writer)
+    assert [r["id"] for r in replies.got] == [1]
+    assert b"dropped" not in open(path, "rb").read()
+
+
+def test_a_child_reaped_by_someone_else_is_not_waited_for_again(sel, writer, path, replies):
+    writer.submit(path, request(1), replies)
+    settle(sel, writer)
+    [child] = children()
+    writer.on_deadline()
+    _, status = os.waitpid(child, 0)
+    assert writer.reaped(child, status)
+    assert not writer.reaped(child + 100000, 0)
+    settle(sel, writer, until=lambda: not writer.busy)
+    assert replies.got[0]["ok"]
+
+
+def test_the_child_lingers_for_the_next_set_then_is_let_go(sel, writer, path, replies, clock):
+    writer.submit(path, request(1, status="one"), replies)
+    settle(sel, writer)
+    assert writer.deadline == clock.now + LINGER_SECONDS
+    [child] = children()
+    writer.submit(path, request(2, status="two"), replies)
+    assert writer.deadline is None
+    settle(sel, writer)
+    assert children() == [child] and [r["ok"] for r in replies.got] == [True, True]
+    idle(sel, writer)
+    assert children() == [] and writer.deadline is None
+    writer.submit(path, request(3, status="three"), replies)
+    settle(sel, writer)
+    assert replies.got[2]["ok"] and children() != [child]
+    assert b"alice:three\n" in open(path, "rb").read()
+
+
+def test_close_lets_the_write_in_progress_finish_then_ends_the_child(sel, writer, path,
+                                                                     replies, slow_writes):
+    slow_writes[0] = 0.3
+    writer.submit(path, request(1), replies)
+    writer.submit(path, request(2, status="never"), replies)
+    writer.close()
+    settle(sel, writer, until=lambda: not writer.busy)
+    assert [r["id"] for r in replies.got] == [1] and replies.got[0]["ok"]
+    assert children() == []
+    assert b"never" not in open(path, "rb").read()
