@@ -123,6 +123,12 @@ class RequestCounts:
         self._tallies = []
         self._lock = threading.Lock()
 
+    def answered(self):
+        """Requests answered so far, by every service (a reading, not a synchronisation)."""
+        with self._lock:
+            tallies = list(self._tallies)
+        return sum(sum(tally.requests.values()) for tally in tallies)
+
     def record(self, service, outcome, seconds, sent, kind):
         """Count one answered request; ``kind`` is a finger query's kind, or anything else."""
         try:

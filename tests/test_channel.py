@@ -99,3 +99,11 @@ def test_what_an_honest_worker_sends_reads_back(name, status, request_id):
         assert message == {"op": "set", "id": request_id, "name": name, "status": status}
     else:
         assert message is None
+
+
+def test_a_heartbeat_carries_a_count_of_requests_answered():
+    assert parse_message(b'{"op": "alive", "served": 3}') == {"op": "alive", "served": 3}
+    for bad in (b'{"op": "alive"}', b'{"op": "alive", "served": -1}',
+                b'{"op": "alive", "served": true}', b'{"op": "alive", "served": "3"}',
+                b'{"op": "alive", "served": 1.5}'):
+        assert parse_message(bad) is None, bad

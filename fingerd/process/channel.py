@@ -57,6 +57,19 @@ class MonitorClient:
         with self._lock:
             self._sock.send(json.dumps({"op": "ready"}).encode())
 
+    def alive(self, served):
+        """Tell the parent the worker lives and has answered ``served`` requests so far.
+
+        Without the lock, which a set holds while it waits for its reply: a
+        datagram is sent whole or not at all. Never waits: a parent that does not
+        read misses the beat, which is the parent's problem to judge.
+        """
+        try:
+            self._sock.send(json.dumps({"op": "alive", "served": served}).encode(),
+                            socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+
     def write_status(self, path, name, status):
         """Ask the parent to set the status; returns its signatures or raises StoreError."""
         with self._lock:
@@ -94,7 +107,10 @@ def parse_message(data):
         message = json.loads(data)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(message, dict) or message.get("op") not in ("ready", "set"):
+    if not isinstance(message, dict) or message.get("op") not in ("ready", "set", "alive"):
+        return None
+    if message["op"] == "alive" and not (
+            type(message.get("served")) is int and message["served"] >= 0):
         return None
     if message["op"] == "set" and not (
             isinstance(message.get("id"), int) and _utf8(message.get("name"))

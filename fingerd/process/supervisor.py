@@ -49,6 +49,9 @@ BACKOFF_CAP = 30.0
 FATAL_EXIT_FAILURES = 8
 #: Seconds beyond the worker's own grace before a stopping worker is killed.
 KILL_AFTER = STOP_GRACE_SECONDS + 3.0
+#: Seconds a running worker may go without a heartbeat (it sends one a second) before
+#: it is taken for stopped or wedged, and killed.
+HEARTBEAT_TIMEOUT = 5.0
 #: Seconds a write of the users file still going on when the worker has stopped is
 #: waited for before its child is killed (the file is then the old one or the new one).
 WRITE_STOP_WAIT = STOP_GRACE_SECONDS
@@ -108,6 +111,8 @@ class Supervisor:
         self.deadline = None
         self.restarts = 0
         self.failures = 0
+        #: Whether the live worker has said, in a heartbeat, that it answered a request.
+        self.served = False
         self.pid = None
         self.started_at = 0.0
         self._sel = selectors.DefaultSelector()
@@ -173,12 +178,18 @@ class Supervisor:
                         self.pid, KILL_AFTER)
             self.workers.kill(self.pid, signal.SIGKILL)
             self.deadline = None  # a killed worker ends; wait for it with no further deadline
+        elif self.state is State.RUNNING:
+            log.error("worker %d gave no sign of life for %.0f s (stopped or wedged); "
+                      "killing it", self.pid, HEARTBEAT_TIMEOUT)
+            self.workers.kill(self.pid, signal.SIGKILL)
+            self.deadline = None
 
     def start_worker(self):
         """Fork the next worker; only the first one's startup can fail the daemon."""
         pid, monitor, log_fd = self.workers.spawn(self.restarts)
         self.pid = pid
         self.started_at = self.clock()
+        self.served = False
         self._channel = ParentEnd(monitor)
         self._channel_events = selectors.EVENT_READ
         self._relay = LogRelay.for_config(self.config, log_fd, pid)
@@ -227,6 +238,13 @@ class Supervisor:
             channel.said_ready = True
             self._on_worker_ready()
             return
+        if message["op"] == "alive":
+            if self.state is State.RUNNING:
+                self.deadline = self.clock() + HEARTBEAT_TIMEOUT
+                if message["served"] and not self.served:
+                    self.served = True
+                    log.info("worker %d has answered requests", self.pid)
+            return
         problem = set_problem(message)
         if problem:
             channel.send(error_reply(message["id"], problem))
@@ -268,7 +286,7 @@ class Supervisor:
     def _on_worker_ready(self):
         log.info("worker %d ready", self.pid)
         if self.state is State.STARTING:
-            self._move(State.RUNNING)
+            self._move(State.RUNNING, self.clock() + HEARTBEAT_TIMEOUT)
         if self.on_ready is not None:
             self.on_ready(None)
             self.on_ready = None
@@ -326,7 +344,10 @@ class Supervisor:
             self._fail_startup(f"worker {describe_exit(status)} during startup" + (
                 f": {last_error}" if last_error else ""))
             return
-        self.failures = 1 if uptime >= HEALTHY_UPTIME else self.failures + 1
+        # A worker that served was healthy, however short its life: a series of
+        # kills from outside does not push the next start back.
+        healthy = uptime >= HEALTHY_UPTIME or self.served
+        self.failures = 1 if healthy else self.failures + 1
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == worker.EXIT_FATAL:
             self.failures = max(self.failures, FATAL_EXIT_FAILURES)
         self.restarts += 1

@@ -36,7 +36,7 @@ EXIT_SOFTWARE = 70
 #: Signals the worker's main thread waits for; blocked in every thread.
 SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
 
-#: Seconds between checks that the parent is still there.
+#: Seconds between checks that the parent is still there, each a heartbeat to it.
 PARENT_CHECK_SECONDS = 1.0
 
 #: How long a thread may hold the GIL while another waits for it (Python's
@@ -103,6 +103,7 @@ def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd):
     gc.freeze()
     monitor.ready()
     while not service.failed.is_set() and os.getppid() == parent:
+        monitor.alive(metrics.requests.answered())
         sig = signal.sigtimedwait(SIGNALS, PARENT_CHECK_SECONDS)
         if sig is None:
             continue

@@ -1,0 +1,35 @@
+"""The parent hears from its worker every second: a worker stopped or wedged is replaced,
+and one that served is not held back by the restart backoff when killed from outside."""
+
+import os
+import signal
+
+from tests.support.polling import wait_until
+from tests.support.procfs import proc_status, worker_of
+
+
+def test_a_stopped_worker_is_killed_and_replaced(make_daemon):
+    d = make_daemon(fingerd__request_timeout="3").start()
+    first = worker_of(d.proc.pid)
+    os.kill(first, signal.SIGSTOP)
+    second = worker_of(d.proc.pid, other_than=first)
+    wait_until(d.ready, what="the new worker serving", timeout=20)
+    assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
+    assert f"worker {first} gave no sign of life for 5 s (stopped or wedged); killing it" \
+        in d.log()
+    assert f"worker {first} killed by SIGKILL" in d.log()
+    assert proc_status(second)["State"].startswith(("S", "R"))
+
+
+def test_a_worker_that_served_is_restarted_at_once_however_often_it_is_killed(make_daemon):
+    d = make_daemon().start()
+    worker = worker_of(d.proc.pid)
+    for _ in range(4):
+        assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
+        wait_until(lambda: f"worker {worker} has answered requests" in d.log(),
+                   what="a heartbeat telling the parent the worker served")
+        os.kill(worker, signal.SIGKILL)
+        worker = worker_of(d.proc.pid, other_than=worker)
+        wait_until(d.ready, what="the next worker serving")
+    assert "keeps dying" not in d.log()
+    assert d.metric("fingerd_worker_restarts_total") == 4
