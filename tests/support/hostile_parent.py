@@ -80,8 +80,10 @@ def one_set(sock, parent):
         result = {"ok": True, "reply": list(reply)}
     except Exception as exc:
         result = {"ok": False, "error": str(exc)}
-    with open(os.path.join(DIRECTORY, "reply"), "w") as f:
+    path = os.path.join(DIRECTORY, "reply")
+    with open(path + ".tmp", "w") as f:
         json.dump(result, f)
+    os.replace(path + ".tmp", path)  # whole when the test sees it
     idle(sock, parent)
 
 
