@@ -2,16 +2,37 @@
 and one that served is not held back by the restart backoff when killed from outside."""
 
 import os
+import pwd
 import signal
 
+from tests.support.markers import needs_root
 from tests.support.polling import wait_until
 from tests.support.procfs import proc_status, worker_of
 
 
-def test_a_stopped_worker_is_killed_and_replaced(make_daemon):
+def stop_as_the_workers_account(pid):
+    """``kill -STOP pid`` from another process of the worker's account (nobody), as any
+    other service running as that account could."""
+    nobody = pwd.getpwnam("nobody").pw_uid
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            os.setgroups([])
+            os.setresgid(nobody, nobody, nobody)
+            os.setresuid(nobody, nobody, nobody)
+            os.kill(pid, signal.SIGSTOP)
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitpid(child, 0)[1] == 0, "nobody could not stop the worker"
+
+
+@needs_root
+def test_a_worker_stopped_by_another_process_of_its_account_is_replaced(make_daemon):
     d = make_daemon(fingerd__request_timeout="3").start()
     first = worker_of(d.proc.pid)
-    os.kill(first, signal.SIGSTOP)
+    stop_as_the_workers_account(first)
     second = worker_of(d.proc.pid, other_than=first)
     wait_until(d.ready, what="the new worker serving", timeout=20)
     assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
