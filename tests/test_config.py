@@ -256,8 +256,10 @@ def outcome(text):
 
 @given(plain_configurations(), st.lists(st.tuples(st.integers(1, 40), st.sampled_from(
     ["", "  ", "# note", "; note", "  # indented note"])), max_size=6),
-    st.lists(st.booleans(), max_size=40), st.sampled_from([" = ", "=", " : ", "  =\t"]))
+    st.lists(st.booleans(), max_size=40), st.sampled_from([" = ", "= ", " : ", "  =\t"]))
 def test_comments_blank_lines_and_spacing_change_nothing(lines, inserts, upper, delimiter):
+    """Every delimiter ends in a blank: ``key=;x`` holds the value ``;x``, ``key = ;x``
+    none, since ; and # begin a comment only after a blank."""
     plain = outcome("\n".join(lines))
     noisy = list(lines)
     for i, line in enumerate(noisy):
