@@ -4,16 +4,19 @@
 Starts fingerd as scripts/bench.py does (its real process model: started as
 root, the worker runs as nobody), on free loopback ports, with a temporary
 directory of its own: configuration, users file, the setter on TCP and on a
-Unix socket, the metrics endpoint, the list of users on and a
-request_timeout of 2 s. Then sends it --inputs inputs, each on a new
+Unix socket, the metrics endpoint, the web directory, the list of users on
+and a request_timeout of 2 s. Then sends it --inputs inputs, each on a new
 connection, a few dozen in flight, shared out among the finger port, the
-setter's TCP port and Unix socket and the metrics endpoint:
+setter's TCP port and Unix socket, the metrics endpoint and the web
+directory:
 
 - random bytes, from none to 64 KiB;
 - each port's valid requests, mutated: bits flipped, bytes changed, inserted,
   removed or repeated, truncations, lines made huge, CR/LF games, NULs, UTF-8
   oddities (overlong forms, surrogates, a BOM, separators, bidi controls,
   bytes no UTF-8 holds), `@` chains, `/W` variants, pieces of other requests;
+- well-formed web requests for generated paths (percent escapes, NULs,
+  slashes, dots, markup, long names);
 - each sent whole, in pieces, then half-closed or not, or cut off by the client
   with a reset or a close before it reads, or a connection that sends nothing.
 
@@ -22,13 +25,14 @@ inputs meet is the parsers, not the per-source limit. Every answer is sorted
 by kind. After every --batch inputs, with none in flight, honest clients
 check that the daemon still answers correctly: a known user's status, `No
 such user` for an unknown one, a status set through the setter (TCP and Unix
-socket in turn) and read back by finger, and a scrape; that the worker is
+socket in turn) and read back by finger, the known user's JSON on the web
+directory, and a scrape; that the worker is
 the one it started with (same pid, `fingerd_worker_restarts_total` 0); that
 its resident memory (VmRSS) has not grown by more than --max-rss-growth MiB;
 and that the daemon's log holds no traceback.
 
-A failure is any of: a failed check, `Internal error in server`, a control
-character in a finger answer, a setter or metrics answer not in its
+A failure is any of: a failed check, `Internal error in server` (or a 500),
+a control character in a finger answer, a setter or HTTP answer not in its
 protocol, a connection refused or never closed by the daemon (it must close
 each one within request_timeout, plus a margin). At the end it prints a
 summary (inputs per port, duration, answers by kind, errors, RSS at start,
@@ -68,10 +72,10 @@ from bench_scale import rss_mib  # noqa: E402
 from fingerd.finger.answer import FORWARD_DENIED, LIST_DENIED, NO_SUCH_USER  # noqa: E402
 from fingerd.serving.loop import BUSY, INTERNAL_ERROR  # noqa: E402
 
-FINGER, SETTER, SETTER_UNIX, METRICS = "finger", "setter", "setter-unix", "metrics"
-PORTS = (FINGER, SETTER, SETTER_UNIX, METRICS)
+FINGER, SETTER, SETTER_UNIX, METRICS, WEB = "finger", "setter", "setter-unix", "metrics", "web"
+PORTS = (FINGER, SETTER, SETTER_UNIX, METRICS, WEB)
 #: How inputs are shared out among the ports.
-WEIGHTS = (50, 20, 10, 20)
+WEIGHTS = (45, 15, 8, 12, 20)
 #: The daemon's request_timeout: a request never completed is closed after it.
 REQUEST_TIMEOUT = 2.0
 #: Seconds beyond request_timeout within which the daemon must have closed a connection.
@@ -96,6 +100,14 @@ SEEDS = {
               b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: */*\r\n\r\n",
               b"GET / HTTP/1.0\r\n\r\n", b"POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
               b"GET /metrics?name[]=x HTTP/1.0\n\n", b"HEAD /metrics HTTP/1.0\r\n\r\n"],
+    WEB: [b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+          b"GET /users/alice HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\n\r\n",
+          b"GET /api/users/alice HTTP/1.0\r\n\r\n", b"GET /api/users HTTP/1.0\r\n\r\n",
+          b'HEAD /users/bob HTTP/1.1\r\nHost: x\r\nIf-None-Match: W/"1", *\r\n\r\n',
+          b"GET /users?name=alice HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /style.css HTTP/1.0\n\n",
+          b"GET /users/%61lice%00%2F.. HTTP/1.1\r\nHost: x\r\n\r\n",
+          b"POST /users/alice HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+          b"GET http://127.0.0.1/api/users/bob?x#y HTTP/1.1\r\nHost: a\r\n b\r\n\r\n"],
 }
 SEEDS[SETTER_UNIX] = SEEDS[SETTER]
 ALL_SEEDS = [seed for port in PORTS for seed in SEEDS[port]]
@@ -163,18 +175,37 @@ def mutate(rng, data):
     return bytes(data)
 
 
+#: What the web directory's paths are made of, for requests well formed but for them.
+WEB_PATHS = [b"/users/", b"/api/users/", b"/users?name=", b"/", b"/api/users", b"/style.css",
+             b"//", b"/users/../", b"/api/users/alice/", b"/users/alice?", b"*"]
+WEB_PIECES = [b"alice", b"bob", b"%61lice", b"%00", b"%2F", b"%2e%2e", b"%", b"%zz", b"%c3%a9",
+              b"%ed%a0%80", b"%e2%80%ae", b"%ff", b"+", b"&name=", b"#", b"..", b"/", b"<b>",
+              b"\"", b"'", b";", b"x" * 40, b"%25"]
+
+
+def web_request(rng):
+    """A well-formed request for a generated path: the site's logic, not HTTP's."""
+    target = rng.choice(WEB_PATHS) + b"".join(
+        rng.choice(WEB_PIECES) for _ in range(rng.choice((0, 1, 2, 3, 8, 200))))
+    method = rng.choice((b"GET", b"GET", b"HEAD", b"OPTIONS"))
+    fields = rng.choice((b"", b"If-None-Match: *\r\n", b'If-None-Match: "x", W/"y"\r\n'))
+    return method + b" " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" + fields + b"\r\n"
+
+
 def next_input(rng, port):
     """An input for ``port``: ``(bytes, origin)``."""
     if rng.random() < 0.3:
         return random_bytes(rng), "random"
+    if port == WEB and rng.random() < 0.4:
+        return web_request(rng), "generated web path"
     return mutate(rng, rng.choice(SEEDS[port])), "mutated"
 
 
 def complete(port, data):
     """Whether ``data`` holds a whole request for ``port``, so the daemon answers without
     waiting for more."""
-    if port == METRICS:
-        return b"\n\n" in data or b"\r\n\r\n" in data
+    if port in (METRICS, WEB):
+        return b"\n\n" in data or b"\n\r\n" in data
     return data.count(b"\n") >= (1 if port == FINGER else 2)
 
 
@@ -233,8 +264,8 @@ class Fuzzer:
         self.sel = selectors.DefaultSelector()
         self.conns = {}
         self.inflight = collections.Counter()
-        self.limits = {FINGER: max(1, concurrency - 12), SETTER: 4, SETTER_UNIX: 3,
-                       METRICS: 5}
+        self.limits = {FINGER: max(1, concurrency - 20), SETTER: 4, SETTER_UNIX: 3,
+                       METRICS: 5, WEB: 8}
         self.sent = collections.Counter()
         self.origins = collections.Counter()
         self.modes = collections.Counter()
@@ -295,8 +326,8 @@ class Fuzzer:
                 raise
             sock.setblocking(False)
             return sock
-        number = {FINGER: self.daemon.port, SETTER: self.daemon.setter_port,
-                  METRICS: self.daemon.metrics_port}[port]
+        number = {FINGER: self.daemon.finger_port, SETTER: self.daemon.setter_port,
+                  METRICS: self.daemon.metrics_port, WEB: self.daemon.web_port}[port]
         sock = socket.socket()
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -422,7 +453,7 @@ class Fuzzer:
             self.end(conn, "reset by the daemon, nothing answered" if reset
                      else "closed unanswered")
             return
-        kind = {FINGER: self.finger_kind, METRICS: self.metrics_kind}.get(
+        kind = {FINGER: self.finger_kind, METRICS: self.http_kind, WEB: self.http_kind}.get(
             conn.port, self.setter_kind)(conn, reply, reset)
         self.end(conn, kind + (" (then reset)" if reset else ""))
 
@@ -458,13 +489,18 @@ class Fuzzer:
             return reply[:-2].decode("utf-8", "replace")[:60]
         return self.bad(conn, "not a setter answer", reply)
 
-    def metrics_kind(self, conn, reply, reset):
+    def http_kind(self, conn, reply, reset):
+        """The status of an HTTP answer: the metrics endpoint's HTTP/1.0, the web's 1.1."""
         head, blank, body = reply.partition(b"\r\n\r\n")
         status = head.split(b"\r\n", 1)[0]
-        if not status.startswith(b"HTTP/1.0 ") or not blank:
+        version = b"HTTP/1.0 " if conn.port == METRICS else b"HTTP/1.1 "
+        if not status.startswith(version) or not blank:
             return self.bad(conn, "not an HTTP answer", reply)
+        if status[9:12] == b"500":
+            return self.bad(conn, "internal error", reply)
         length = [line for line in head.split(b"\r\n") if line.startswith(b"Content-Length: ")]
-        if not reset and len(reply) < MAX_REPLY and (
+        # A HEAD request is answered the head alone, a 304 no length.
+        if not reset and len(reply) < MAX_REPLY and body and (
                 not length or int(length[0].split(b" ")[1]) != len(body)):
             return self.bad(conn, "Content-Length is not the body's", reply)
         return "HTTP " + status[9:].decode("ascii", "replace")
@@ -508,26 +544,28 @@ class Checks:
         return connect
 
     def ask(self, connect, data, expected, what, failures):
-        """One honest request; a busy answer is asked again, a few times."""
+        """One honest request; a busy answer is asked again, a few times. ``expected`` is
+        the answer, or a function that says whether an answer is right."""
         for _ in range(5):
             try:
                 reply = exchange(connect, data)
             except OSError as exc:
                 reply = f"<{exc}>".encode()
-            if reply != BUSY:
+            if reply != BUSY and not reply.startswith(b"HTTP/1.1 503 "):
                 break
             self.busy_retries += 1
             time.sleep(0.2)
-        if reply == expected:
+        if reply == expected or (callable(expected) and expected(reply)):
             self.passed += 1
             return True
         self.failed += 1
-        failures.append(f"check {what}: expected {expected!r}, got {reply[:120]!r}")
+        failures.append(f"check {what}: expected {getattr(expected, '__doc__', expected)!r}, "
+                        f"got {reply[:120]!r}")
         return False
 
     def run(self, batch):
         failures = []
-        finger = self.tcp(self.daemon.port)
+        finger = self.tcp(self.daemon.finger_port)
         self.ask(finger, KNOWN + b"\r\n", KNOWN_STATUS + b"\r\n", "a known user's status",
                  failures)
         self.ask(finger, b"nobody-%d\r\n" % self.rng.randrange(10 ** 9), b"No such user\r\n",
@@ -539,6 +577,20 @@ class Checks:
                     f"a set on the setter's {how}", failures):
             self.ask(finger, SET_BY_CHECKS + b"\r\n", status + b"\r\n",
                      "the status just set, read back", failures)
+
+        def known_json(reply):
+            """200 and the known user's JSON"""
+            head, _, body = reply.partition(b"\r\n\r\n")
+            try:
+                value = json.loads(body)
+            except ValueError:
+                return False
+            return head.startswith(b"HTTP/1.1 200 OK\r\n") and value == {
+                "user": KNOWN.decode(), "found": True,
+                "answer": f"Login: {KNOWN.decode()}\nStatus: {KNOWN_STATUS.decode()}"}
+        self.ask(self.tcp(self.daemon.web_port),
+                 b"GET /api/users/" + KNOWN + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                 known_json, "a known user's JSON on the web directory", failures)
         return failures
 
 

@@ -63,9 +63,10 @@ REQUESTS = st.one_of(
     st.fixed_dictionaries({"op": st.just("set"), "id": st.integers(),
                            "name": st.one_of(NAMES, TEXT), "status": TEXT}),
     st.fixed_dictionaries(
-        {"op": st.sampled_from(["ready", "set", "SET", ""])},
+        {"op": st.sampled_from(["ready", "set", "alive", "SET", ""])},
         optional={"id": st.one_of(st.integers(), JSON), "name": st.one_of(NAMES, JSON),
-                  "status": st.one_of(TEXT, JSON), "extra": JSON}))
+                  "status": st.one_of(TEXT, JSON), "served": st.one_of(st.integers(), JSON),
+                  "extra": JSON}))
 DATAGRAMS = st.one_of(
     st.binary(max_size=MAX_MESSAGE_BYTES + 2),
     tokens([b"{", b"}", b"[", b"]", b'"op"', b'"set"', b'"ready"', b":", b",", b'"id"', b"1",
@@ -83,7 +84,9 @@ def test_any_datagram_is_a_request_answered_or_none(data):
     message = parse_message(data)
     if message is None:
         return
-    assert message["op"] in ("ready", "set")
+    assert message["op"] in ("ready", "set", "alive")
+    if message["op"] == "alive":
+        assert type(message["served"]) is int and message["served"] >= 0
     if message["op"] == "set":
         problem = set_problem(message)
         assert problem is None or isinstance(problem, str)

@@ -20,6 +20,6 @@ def test_a_short_run_fuzzes_every_port_and_finds_the_daemon_well(tmp_path):
     summary = json.loads(summary_file.read_text())
     assert summary["ok"] and summary["inputs"] == 400 and summary["batches"] == 2
     assert all(summary["inputs_by_port"].values()), summary["inputs_by_port"]
-    assert summary["checks"]["passed"] == 8 and summary["checks"]["failed"] == 0
+    assert summary["checks"]["passed"] == 10 and summary["checks"]["failed"] == 0
     assert summary["worker"]["pid_unchanged"] and summary["worker"]["restarts"] == 0
     assert "result: OK" in run.stdout

@@ -79,7 +79,7 @@ def inputs(limit):
     """Bytes for a line limit: random, made of line pieces, or a line about the limit long."""
     pieces = [b"a", b"alice", b"\r", b"\n", b"\r\n", b"\n\r", b"\r\r\n", b"\x00", b"\xff", b" "]
     return st.one_of(
-        st.binary(max_size=3 * limit + 10),
+        st.binary(max_size=min(3 * limit + 10, limit + 80)),
         tokens(pieces),
         st.builds(lambda n, tail: b"x" * n + tail, st.integers(max(0, limit - 2), limit + 2),
                   tokens([b"\r", b"\n", b"x"], max_size=4)))

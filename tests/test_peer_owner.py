@@ -118,14 +118,14 @@ def proc_lines(addresses, text):
                      st.sampled_from(["0:", "sl", "1:"]),
                      st.lists(st.sampled_from(addresses), min_size=2, max_size=2),
                      st.lists(fields, max_size=12))
-    return st.lists(st.one_of(line, text), max_size=4)
+    return st.lists(st.one_of(line, text), max_size=3)
 
 
 #: tcp6's addresses are always 32 hex digits: a shorter one reads as an IPv4 address,
 #: which has no ``ipv4_mapped``, so random text is only tried as tcp.
 PROC_TABLES = st.one_of(
     st.tuples(st.just(4), proc_lines(["0100007F:0437", "0100007F:9C40", "00000000:0000"],
-                                     st.text(max_size=80))),
+                                     st.text(max_size=40))),
     st.tuples(st.just(6), proc_lines(["0000000000000000FFFF00000100007F:9C42",
                                       "0000000000000000FFFF00000100007F:0437",
                                       "00000000000000000000000000000000:0000"], st.nothing())))

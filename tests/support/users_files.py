@@ -2,11 +2,13 @@
 
 from hypothesis import strategies as st
 
-from fingerd.users.usersfile import status_problem
+from tests.support.fuzzing import NAMES
 
-NAMES = st.from_regex(r"[A-Za-z0-9._][A-Za-z0-9._-]{0,31}", fullmatch=True)
-STATUSES = st.text(max_size=64).filter(lambda s: status_problem(s) is None)
-TABLES = st.dictionaries(NAMES, STATUSES, max_size=30)
+#: Statuses a users file may hold: no control character but TAB (category Cc), and at
+#: most 64 characters, so never more than 256 bytes; drawn as such, not filtered.
+STATUSES = st.text(st.characters(exclude_categories=("Cc", "Cs"), include_characters="\t"),
+                   max_size=64)
+TABLES = st.dictionaries(NAMES, STATUSES, max_size=15)
 
 #: Lines of a valid file other than entries: comments (indented too, holding colons
 #: and what looks like an entry) and blank lines.
