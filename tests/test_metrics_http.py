@@ -16,7 +16,8 @@ def answer(line):
     """What the endpoint answers a request of this line alone, as the loop frames it."""
     server = types.SimpleNamespace(registry=CollectorRegistry())
     head = take_request(line + b"\r\n\r\n", eof=True)
-    assume(head != [])  # nothing sent: the loop closes without asking the handler
+    if head == []:
+        return None  # nothing sent: the loop closes without asking the handler
     return MetricsHandler(head, ("127.0.0.1", 40000), server).answer
 
 
@@ -32,6 +33,7 @@ def test_a_scrape_and_what_is_not_one():
                          b"\x00", b"\xff", b"\xc3\xa9"])))
 def test_any_request_line_gets_a_whole_http_answer(line):
     reply = answer(line)
+    assume(reply is not None)
     head, blank, body = reply.data.partition(b"\r\n\r\n")
     status = head.split(b"\r\n", 1)[0]
     assert blank and status.split(b" ", 2)[:2] in (
