@@ -10,6 +10,7 @@ import tempfile
 import pytest
 
 from tests.support import ROOT
+from tests.support.accounts import become_nobody
 from tests.support.daemon import Daemon
 
 
@@ -160,9 +161,7 @@ def run_as_nobody_in_a_fork(argv):
     if pid == 0:
         try:
             os.dup2(write_end, 2)
-            os.setgroups([])
-            os.setresgid(65534, 65534, 65534)
-            os.setresuid(65534, 65534, 65534)
+            become_nobody()
             sys.stderr = os.fdopen(2, "w", closefd=False)
             code = cli.main(argv)
             sys.stderr.flush()

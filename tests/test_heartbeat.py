@@ -2,9 +2,9 @@
 and one that served is not held back by the restart backoff when killed from outside."""
 
 import os
-import pwd
 import signal
 
+from tests.support.accounts import become_nobody
 from tests.support.markers import needs_root
 from tests.support.polling import wait_until
 from tests.support.procfs import proc_status, worker_of
@@ -13,14 +13,11 @@ from tests.support.procfs import proc_status, worker_of
 def stop_as_the_workers_account(pid):
     """``kill -STOP pid`` from another process of the worker's account (nobody), as any
     other service running as that account could."""
-    nobody = pwd.getpwnam("nobody").pw_uid
     child = os.fork()
     if child == 0:
         code = 1
         try:
-            os.setgroups([])
-            os.setresgid(nobody, nobody, nobody)
-            os.setresuid(nobody, nobody, nobody)
+            become_nobody()
             os.kill(pid, signal.SIGSTOP)
             code = 0
         finally:

@@ -14,9 +14,8 @@ import pytest
 from fingerd.process.pidfile import (DEAD, NOT_RUNNING, RUNNING, AlreadyRunning, Pidfile,
                                      lock_path, probe)
 from tests.support import ROOT
+from tests.support.accounts import become_nobody
 from tests.support.markers import needs_root
-
-NOBODY = 65534
 
 
 @pytest.fixture
@@ -121,9 +120,7 @@ def shared_lock_as_nobody(*paths):
     if pid == 0:
         try:
             os.close(read_end)
-            os.setgroups([])
-            os.setresgid(NOBODY, NOBODY, NOBODY)
-            os.setresuid(NOBODY, NOBODY, NOBODY)
+            become_nobody()
             report = []
             for p in paths:
                 try:
@@ -195,9 +192,7 @@ def test_only_root_can_tell_whether_a_root_daemon_runs(make_daemon):
         code = 99
         try:
             os.close(read_end)
-            os.setgroups([])
-            os.setresgid(NOBODY, NOBODY, NOBODY)
-            os.setresuid(NOBODY, NOBODY, NOBODY)
+            become_nobody()
             os.dup2(write_end, 2)
             sys.stderr = os.fdopen(2, "w", closefd=False)
             code = ctl.main(["-c", d.config_file, "status"])

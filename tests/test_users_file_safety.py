@@ -12,10 +12,9 @@ import pytest
 from fingerd.users import fileio
 from fingerd.users.editing import StoreError, write_status
 from tests.support import ROOT
+from tests.support.accounts import NOBODY, become_nobody
 from tests.support.markers import needs_root
 from tests.support.polling import wait_until
-
-NOBODY = 65534
 
 
 def fingerd(config, *args):
@@ -171,9 +170,7 @@ def in_a_child_as_nobody(function):
     if pid == 0:
         try:
             os.close(read_end)
-            os.setgroups([])
-            os.setresgid(NOBODY, NOBODY, NOBODY)
-            os.setresuid(NOBODY, NOBODY, NOBODY)
+            become_nobody()
             try:
                 function()
                 outcome = "ok"

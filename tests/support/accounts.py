@@ -49,3 +49,15 @@ def made_accounts(homes, gecos_by_name, first_uid):
     finally:
         for name in made:
             userdel(name)
+
+
+#: nobody's uid and gid on Debian: the worker's default account.
+NOBODY = 65534
+
+
+def become_nobody():
+    """In a forked child: drop every id to nobody's, as another process of the worker's
+    default account would run."""
+    os.setgroups([])
+    os.setresgid(NOBODY, NOBODY, NOBODY)
+    os.setresuid(NOBODY, NOBODY, NOBODY)
