@@ -1,22 +1,24 @@
 """The ``fingerd`` command line (see fingerd(8))."""
 
 import argparse
-import importlib
 import logging
 import os
 import signal
 import sys
+from types import SimpleNamespace
 
 from fingerd import __version__, logsetup
 from fingerd.config import DEFAULT_PATH, ConfigError, load_config
-from fingerd.process import daemonize
+from fingerd.process import daemonize, reloading
 from fingerd.process.accounts import AccountError, resolve_account
 from fingerd.process.forking import ForkedWorkers
 from fingerd.process.listeners import (BindError, bind_all, close_all, privileged_port_problem,
                                        remove_unix_sockets, unix_socket_paths)
 from fingerd.process.pidfile import AlreadyRunning, Pidfile
+from fingerd.process.reload_status import ReloadStatus
 from fingerd.process.supervisor import HANDLED_SIGNALS, Supervisor
 from fingerd.users import fileio
+from fingerd.users.backends import redis_problem
 from fingerd.users.redis_schema import redacted, users_key
 from fingerd.users.usersfile import UsersFileError, parse_users
 
@@ -82,17 +84,6 @@ def main(argv=None):
     return serve(config, account, args.foreground)
 
 
-def redis_problem():
-    """Why the Redis store cannot be used here, or None. Imports it in this process, so
-    that the worker has it before it drops root."""
-    try:
-        importlib.import_module("fingerd.users.redis_store")
-    except ImportError as exc:
-        return (f"backend = redis needs the redis client library ({exc}): "
-                f"pip install 'fingerd[redis]'")
-    return None
-
-
 def describe_redis(config):
     return f"{redacted(config.redis_url)}, hash {users_key(config.redis_prefix)}"
 
@@ -130,11 +121,16 @@ def serve(config, account, foreground):
     except BindError as exc:
         pidfile.release()
         return fail(str(exc))
+    reloads = ReloadStatus(config.pidfile)
+    # What is served: the configuration and its sockets, then the supervisor, whose
+    # reloads replace them (``release`` sees the name's last value).
+    serving = SimpleNamespace(config=config, sockets=sockets)
 
     def release():
         """Leave nothing behind: the sockets closed, the Unix ones removed, the pidfile."""
-        close_all(sockets)
-        remove_unix_sockets(config)
+        close_all(serving.sockets)
+        remove_unix_sockets(serving.config)
+        reloads.remove()
         pidfile.release()
 
     try:
@@ -177,9 +173,18 @@ def serve(config, account, foreground):
         if report is not None:
             report(reason)
 
+    def on_reload(applied, message):
+        workers.config_reloads.record("success" if applied else "failure")
+        try:
+            reloads.record(applied, message)
+        except OSError as exc:
+            log.error("%s: cannot write the reload's outcome: %s", reloads.path, exc.strerror)
+
+    workers = ForkedWorkers(config, account if root else None, sockets)
+    serving = Supervisor(config, sockets, workers, handler, on_ready=on_ready,
+                         reloader=reloading.prepare, on_reload=on_reload)
     try:
-        workers = ForkedWorkers(config, account if root else None, sockets)
-        return Supervisor(config, sockets, workers, handler, on_ready=on_ready).run()
+        return serving.run()
     finally:
         release()
         log.info("stopped")

@@ -12,12 +12,15 @@ from fingerd.config import (DEFAULT_PATH, DEFAULT_PIDFILE, MAX_CONFIG_BYTES, Con
                             load_config, pidfile_setting)
 from fingerd.finger import client
 from fingerd.limits import MAX_USERS_FILE_BYTES
-from fingerd.process import pidfile
+from fingerd.process import pidfile, reload_status
+from fingerd.process.supervisor import STARTUP_TIMEOUT
 from fingerd.users.redis_schema import redacted, shown_field, users_key
 from fingerd.users.usersfile import UsersFileError, parse_users
 
 #: Seconds ``stop`` waits for the daemon to exit.
 STOP_TIMEOUT = 20.0
+#: Seconds ``reload`` waits for its outcome: a new worker has STARTUP_TIMEOUT to be ready.
+RELOAD_TIMEOUT = STARTUP_TIMEOUT + 10.0
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -48,9 +51,34 @@ def cmd_reload(path, args):
     if state != pidfile.RUNNING or pid is None:
         say("fingerd is not running", sys.stderr)
         return EXIT_NOT_RUNNING
+    before = reload_status.read(path)
     os.kill(pid, signal.SIGHUP)
-    print(f"fingerd (pid {pid}) is reading its users file again")
-    return EXIT_OK
+    if args.no_wait:
+        print(f"fingerd (pid {pid}) was asked to read its configuration and users file again")
+        return EXIT_OK
+    deadline = time.monotonic() + RELOAD_TIMEOUT
+    while time.monotonic() < deadline:
+        status = reload_status.read(path)
+        if _newer(status, before, pid):
+            if status["applied"]:
+                print(f"fingerd (pid {pid}): {status['message']}")
+                return EXIT_OK
+            say(f"reload refused: {status['message']}", sys.stderr)
+            return EXIT_FAILED
+        if not _alive(pid):
+            say(f"fingerd (pid {pid}) exited during the reload", sys.stderr)
+            return EXIT_FAILED
+        time.sleep(0.05)
+    say(f"fingerd (pid {pid}) gave no outcome of the reload within {RELOAD_TIMEOUT:.0f} s "
+        f"({reload_status.path_for(path)}); see its log", sys.stderr)
+    return EXIT_FAILED
+
+
+def _newer(status, before, pid):
+    """Whether ``status`` is the outcome of a reload of ``pid`` made after ``before``."""
+    if status is None or status["pid"] != pid:
+        return False
+    return before is None or before["pid"] != pid or status["reload"] > before["reload"]
 
 
 def cmd_stop(path, args):
@@ -220,7 +248,11 @@ def parse_args(argv):
                              "load and has no [fingerd] pidfile line: the pidfile to use "
                              f"(default {DEFAULT_PIDFILE})")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("reload", help="read the users file again (SIGHUP)")
+    reloader = commands.add_parser(
+        "reload", help="read the configuration and the users file again (SIGHUP) and say "
+                       "whether the configuration was applied")
+    reloader.add_argument("--no-wait", action="store_true",
+                          help="only send the signal; do not wait for the outcome")
     commands.add_parser("stop", help="stop the daemon and wait until it has exited")
     commands.add_parser("status", help="say whether the daemon runs")
     setter = commands.add_parser(

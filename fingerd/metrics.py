@@ -43,10 +43,13 @@ class Metrics:
     """The daemon's metrics; ``outcomes`` maps each counted service to its outcome labels.
 
     ``parent_pid`` adds the process metrics of the privileged parent, as
-    ``fingerd_parent_process_*``, beside the worker's own ``process_*``.
+    ``fingerd_parent_process_*``, beside the worker's own ``process_*``;
+    ``config_reloads`` the parent's count of configuration reloads
+    (process/parent_counts.py).
     """
 
-    def __init__(self, outcomes=BY_SERVICE, registry=None, parent_pid=None):
+    def __init__(self, outcomes=BY_SERVICE, registry=None, parent_pid=None,
+                 config_reloads=None):
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.requests = RequestCounts(outcomes)
@@ -89,6 +92,23 @@ class Metrics:
             self.connections_rejected.labels(reason)
         for outcome in ("success", "failure"):
             self.reloads.labels(outcome)
+        if config_reloads is not None:
+            r.register(ConfigReloadsCollector(config_reloads))
+
+
+class ConfigReloadsCollector:
+    """``fingerd_config_reloads_total``, read from the parent's counts at each scrape."""
+
+    def __init__(self, counts):
+        self._counts = counts
+
+    def collect(self):
+        family = CounterMetricFamily(
+            "fingerd_config_reloads", "Reloads of the configuration (SIGHUP), by outcome.",
+            labels=["outcome"])
+        for outcome, count in self._counts.read().items():
+            family.add_metric([outcome], count)
+        yield family
 
 
 class Tally:

@@ -95,6 +95,10 @@ def test_a_broken_configuration_neither_locks_out_nor_stops_the_running_daemon(i
         assert refused.returncode == 1, action
         assert "unknown key 'treads'" in refused.stderr, action
         assert probe(init.pidfile)[1] == pid, f"{action} left the daemon running"
+    refused = init.action("reload")
+    assert refused.returncode == 1
+    assert "reload refused: " in refused.stderr and "unknown key 'treads'" in refused.stderr
+    assert probe(init.pidfile)[1] == pid
     assert init.finger(b"alice\r\n") == b"Happy and well\r\n"
     assert init.action("stop").returncode == 0
     assert not os.path.exists(f"/proc/{pid}")

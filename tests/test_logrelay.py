@@ -301,7 +301,7 @@ FLOOD = (json.dumps({"level": 50, "message": "F\n" * 8000}) + "\n").encode() * 8
 class HostileWorkers(ForkedWorkers):
     '''Forks a worker body that floods its log pipe with forged and oversized records.'''
 
-    def spawn(self, restarts):
+    def spawn(self, restarts, strict=False):
         parent_end, worker_end = channel()
         log_r, log_w = os.pipe()
         pid = os.fork()

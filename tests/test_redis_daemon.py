@@ -127,3 +127,21 @@ def test_import_and_export_need_the_redis_backend(make_daemon):
     assert refused.returncode == 1
     assert "export needs [store] backend = redis" in refused.stderr
     assert os.path.exists(d.users_file)
+
+
+def test_a_reload_moves_the_statuses_to_redis_and_back(make_daemon, redis_server, direct, ports):
+    d = make_daemon().start()
+    assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
+    d.reconfigure(store__backend="redis", store__redis_url=redis_server.url,
+                  store__redis_prefix="dir")
+    moved = run("fingerd.ctl", "-c", d.config_file, "reload")
+    assert moved.returncode == 0, moved.stderr
+    assert d.finger(b"alice\r\n") == b"From Redis\r\n"
+    d.reconfigure(store__redis_url=f"redis://127.0.0.1:{ports.take()}/0")
+    refused = run("fingerd.ctl", "-c", d.config_file, "reload")
+    assert refused.returncode == 1 and "store unavailable" in refused.stderr
+    assert d.finger(b"alice\r\n") == b"From Redis\r\n", "the worker serving stays"
+    d.reconfigure(store__backend="file")
+    back = run("fingerd.ctl", "-c", d.config_file, "reload")
+    assert back.returncode == 0, back.stderr
+    assert d.finger(b"alice\r\n") == b"Happy and well\r\n"

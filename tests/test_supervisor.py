@@ -12,8 +12,9 @@ import pytest
 
 from fingerd.process.channel import MAX_QUEUED_REPLIES, MonitorClient, channel
 from fingerd.process.logrelay import PipeHandler
-from fingerd.process.supervisor import (BACKOFF_CAP, HEALTHY_UPTIME, KILL_AFTER,
-                                        MAX_WAITING_SETS, STARTUP_TIMEOUT, State, Supervisor,
+from fingerd.process.reloading import Plan
+from fingerd.process.supervisor import (BACKOFF_CAP, HEALTHY_UPTIME, KILL_AFTER, MAX_WAITING_SETS,
+                                        STARTUP_TIMEOUT, ReloadRefused, State, Supervisor,
                                         backoff_delay, describe_exit)
 from fingerd.process.worker import EXIT_FATAL
 from fingerd.users import fileio
@@ -69,11 +70,20 @@ class FakeWorkers:
         self.pids = []
         self.sent = []
         self.waited = []
+        self.configured = []
+        self.strict = []
         self._ends = {}
         self._ended = []
+        self.plan = None
 
-    def spawn(self, restarts):
+    def configure(self, plan):
+        previous, self.plan = self.plan, plan
+        self.configured.append(plan)
+        return previous
+
+    def spawn(self, restarts, strict=False):
         pid = 4000 + len(self.pids)
+        self.strict.append(strict)
         parent_end, worker_end = channel()
         log_r, log_w = os.pipe()
         os.set_blocking(log_r, False)
@@ -96,8 +106,8 @@ class FakeWorkers:
         """The newest worker's."""
         return self.pids[-1]
 
-    def ready(self):
-        MonitorClient(self._ends[self.pid][0]).ready()
+    def ready(self, pid=None):
+        MonitorClient(self._ends[pid or self.pid][0]).ready()
 
     def log_error(self, message):
         record = logging.makeLogRecord({"levelno": logging.ERROR, "msg": message})
@@ -105,10 +115,11 @@ class FakeWorkers:
         handler.emit(record)
         handler.close()
 
-    def end(self, status):
-        """The newest worker ends: its ends close, and the parent can reap it."""
-        self._close(self.pid)
-        self._ended.append((self.pid, status))
+    def end(self, status, pid=None):
+        """The newest worker (or ``pid``) ends: its ends close, and the parent can reap it."""
+        pid = pid or self.pid
+        self._close(pid)
+        self._ended.append((pid, status))
 
     def _close(self, pid):
         worker_end, log_w = self._ends.pop(pid)
@@ -327,7 +338,7 @@ def test_a_worker_that_stops_reading_its_replies_is_killed_and_that_is_logged_on
 def test_replies_wait_while_the_workers_buffer_is_full_and_go_once_it_reads(running, workers):
     end = workers._ends[workers.pid][0]
     sent = 0
-    while not running._channel.waiting:
+    while not running.live.channel.waiting:
         send_request(workers, invalid_set(sent))
         running.step(0)
         sent += 1
@@ -341,7 +352,7 @@ def test_replies_wait_while_the_workers_buffer_is_full_and_go_once_it_reads(runn
         ids.append(json.loads(end.recv(4096))["id"])
         running.step(0)
     assert ids == list(range(sent))
-    assert not running._channel.waiting and kills(workers) == []
+    assert not running.live.channel.waiting and kills(workers) == []
 
 
 @pytest.fixture
@@ -452,3 +463,233 @@ def test_the_loop_lets_an_idle_writer_go_at_its_deadline(writing, workers, clock
         writing.step(0.05)
         writing.handle_sigchld()
     assert not writing.writes.busy
+
+
+# Reloading the configuration (HUP): the new worker starts beside the old one.
+
+class Reloader:
+    """Stands for reloading.prepare: hands out the plans a test queues, or refuses."""
+
+    def __init__(self):
+        self.plans = []
+        self.asked = 0
+
+    def __call__(self, config, sockets):
+        self.asked += 1
+        plan = self.plans.pop(0)
+        if isinstance(plan, str):
+            raise ReloadRefused(plan)
+        return plan
+
+
+@pytest.fixture
+def reloads():
+    return []
+
+
+@pytest.fixture
+def reloader():
+    return Reloader()
+
+
+@pytest.fixture
+def reloading(clock, workers, listener, reloader, reloads, users_file):
+    workers.plan = Plan(SimpleNamespace(path="fingerd.conf", name="first",
+                                        users_file=users_file), None, {"finger": [listener]})
+    sup = Supervisor(workers.plan.config, workers.plan.sockets, workers,
+                     None, clock=clock, reloader=reloader,
+                     on_reload=lambda applied, message: reloads.append((applied, message)))
+    sup.start_worker()
+    workers.ready()
+    sup.step(0)
+    return sup
+
+
+def new_plan(name="second"):
+    """A plan with a socket kept, one fresh and one no longer configured."""
+    fresh, unused = socket.socket(), socket.socket()
+    return Plan(SimpleNamespace(path="fingerd.conf", name=name), None,
+                {"finger": [fresh]}, unused=(unused,), fresh=(fresh,))
+
+
+def test_an_invalid_configuration_changes_nothing_and_the_users_file_is_read_again(
+        reloading, workers, reloader, reloads):
+    reloader.plans.append("fingerd.conf:3: [finger] listen: not HOST:PORT")
+    reloading.handle_sighup()
+    assert reloads == [(False, "fingerd.conf:3: [finger] listen: not HOST:PORT")]
+    assert reloading.state is State.RUNNING and len(workers.pids) == 1
+    assert workers.sent == [(workers.pid, signal.SIGHUP)]
+    assert workers.configured == []
+
+
+def test_a_valid_configuration_starts_a_new_worker_and_the_old_retires_once_it_is_ready(
+        reloading, workers, reloader, reloads, clock):
+    old = workers.pid
+    plan = new_plan()
+    reloader.plans.append(plan)
+    reloading.handle_sighup()
+    new = workers.pid
+    assert new != old and workers.configured == [plan]
+    assert workers.strict == [False, True], "a reload's worker must read its users file"
+    assert reloading.state is State.REPLACING and reloading.config is plan.config
+    assert workers.sent == [], "the old worker serves until the new one is ready"
+    workers.ready(new)
+    reloading.step(0)
+    assert reloading.state is State.RUNNING and reloading.live.pid == new
+    assert workers.sent == [(old, signal.SIGTERM)]
+    assert reloads == [(True, f"configuration fingerd.conf applied: worker {new} serves it")]
+    assert plan.unused[0].fileno() != -1, "dropped sockets stay open while the old one lives"
+    workers.end(exited(0), pid=old)
+    reloading.handle_sigchld()
+    assert plan.unused[0].fileno() == -1 and plan.fresh[0].fileno() != -1
+    assert reloading.retiring == [] and reloading.state is State.RUNNING
+
+
+def test_a_retiring_worker_that_lingers_is_killed(reloading, workers, reloader, clock):
+    old = workers.pid
+    reloader.plans.append(new_plan())
+    reloading.handle_sighup()
+    workers.ready()
+    reloading.step(0)
+    clock.now += KILL_AFTER - 0.1
+    reloading.step(0)
+    assert [signum for pid, signum in workers.sent if pid == old] == [signal.SIGTERM]
+    clock.now += 0.1
+    reloading.step(0)
+    assert [signum for pid, signum in workers.sent if pid == old] == [signal.SIGTERM,
+                                                                      signal.SIGKILL]
+
+
+def test_a_new_worker_that_dies_before_it_is_ready_is_a_refused_reload(
+        reloading, workers, reloader, reloads):
+    old, first = workers.pid, workers.plan
+    plan = new_plan()
+    reloader.plans.append(plan)
+    reloading.handle_sighup()
+    new = workers.pid
+    workers.log_error("worker cannot read users file: Permission denied")
+    workers.end(exited(EXIT_FATAL), pid=new)
+    reloading.handle_sigchld()
+    assert reloads == [(False, f"the new worker {new} exited with status 78: worker cannot "
+                               f"read users file: Permission denied")]
+    assert reloading.state is State.RUNNING and reloading.live.pid == old
+    assert reloading.config is first.config and reloading.sockets is first.sockets
+    assert workers.plan is first, "the next worker is started as before"
+    assert plan.fresh[0].fileno() == -1 and plan.unused[0].fileno() != -1
+    assert workers.sent == []
+
+
+def test_a_new_worker_not_ready_in_time_is_killed_and_the_reload_refused(
+        reloading, workers, reloader, reloads, clock):
+    old = workers.pid
+    reloader.plans.append(new_plan())
+    reloading.handle_sighup()
+    new = workers.pid
+    clock.now += STARTUP_TIMEOUT
+    reloading.step(0)
+    assert workers.sent == [(new, signal.SIGKILL)]
+    workers.end(killed(signal.SIGKILL), pid=new)
+    reloading.handle_sigchld()
+    assert reloads == [(False, f"the new worker {new} not ready after "
+                               f"{STARTUP_TIMEOUT:.0f} s")]
+    assert reloading.live.pid == old and reloading.state is State.RUNNING
+
+
+def test_a_hup_during_a_reload_reloads_again_once_the_old_worker_is_gone(
+        reloading, workers, reloader, reloads):
+    first = workers.pid
+    reloader.plans += [new_plan("second"), new_plan("third")]
+    reloading.handle_sighup()
+    reloading.handle_sighup()
+    assert reloader.asked == 1
+    workers.ready()
+    reloading.step(0)
+    assert reloader.asked == 1, "not while the old worker still finishes its work"
+    workers.end(exited(0), pid=first)
+    reloading.handle_sigchld()
+    assert reloader.asked == 2 and reloading.state is State.REPLACING
+    assert reloading.config.name == "third"
+
+
+def test_term_during_a_reload_stops_both_workers(reloading, workers, reloader, listener):
+    old = workers.pid
+    plan = new_plan()
+    reloader.plans.append(plan)
+    reloading.handle_sighup()
+    new = workers.pid
+    reloading.handle_sigterm()
+    assert sorted(workers.sent) == sorted([(old, signal.SIGTERM), (new, signal.SIGTERM)])
+    assert plan.fresh[0].fileno() == -1 and plan.unused[0].fileno() == -1
+    workers.end(exited(0), pid=new)
+    reloading.handle_sigchld()
+    assert reloading.state is State.STOPPING
+    workers.end(exited(0), pid=old)
+    reloading.handle_sigchld()
+    assert reloading.exit_status == 0
+
+
+def test_a_reload_while_no_worker_runs_applies_and_starts_the_next_at_once(
+        reloading, workers, reloader, reloads, clock):
+    for _ in range(3):
+        die(reloading, workers)
+        clock.now = reloading.deadline
+        reloading.step(0)
+    die(reloading, workers)
+    assert reloading.state is State.BACKOFF and reloading.deadline > clock.now
+    reloader.plans.append(new_plan())
+    reloading.handle_sighup()
+    assert reloads and reloads[0][0] is True
+    reloading.step(0)
+    assert reloading.state is State.STARTING and len(workers.pids) == 5
+
+
+def test_a_status_set_through_the_old_worker_during_a_reload_is_read_by_the_new_one(
+        reloading, workers, reloader, users_file):
+    old = workers.pid
+    reloader.plans.append(new_plan())
+    reloading.handle_sighup()
+    new = workers.pid
+    end = workers._ends[old][0]
+    end.send(json.dumps(valid_set(1)).encode())
+    end.setblocking(False)
+    deadline = time.monotonic() + 20
+    reply = None
+    while reply is None and time.monotonic() < deadline:
+        reloading.step(0.05)
+        try:
+            reply = json.loads(end.recv(4096))
+        except BlockingIOError:
+            pass
+    assert reply == {"id": 1, "ok": True, "old": reply["old"], "new": reply["new"]}
+    assert open(users_file, "rb").read() == b"alice:status 1\n"
+    assert (new, signal.SIGHUP) in workers.sent and (old, signal.SIGHUP) not in workers.sent
+    reloading.writes.close()
+    while reloading.writes.busy and time.monotonic() < deadline:
+        reloading.step(0.05)
+        reloading.handle_sigchld()
+
+
+def test_a_hup_while_a_restarted_worker_starts_reloads_once_it_is_ready(
+        reloading, workers, reloader):
+    die(reloading, workers)
+    reloading.step(0)
+    assert reloading.state is State.STARTING
+    reloader.plans.append(new_plan())
+    reloading.handle_sighup()
+    assert reloader.asked == 0
+    workers.ready()
+    reloading.step(0)
+    assert reloader.asked == 1 and reloading.state is State.REPLACING
+
+
+def test_a_reloader_that_fails_unexpectedly_is_a_refused_reload_and_the_parent_goes_on(
+        reloading, workers, reloads, caplog):
+    def broken(config, sockets):
+        raise OSError(5, "Input/output error")
+
+    reloading.reloader = broken
+    with caplog.at_level(logging.ERROR):
+        reloading.handle_sighup()
+    assert reloads == [(False, "reading the configuration again failed: "
+                               "OSError(5, 'Input/output error')")]
+    assert reloading.state is State.RUNNING and "Traceback" in caplog.text

@@ -41,6 +41,7 @@ def analyze(*args, cwd):
 def test_the_unit_has_what_the_issue_asks(tmp_path):
     unit = settings()
     assert unit["ExecStart"][0].split()[0] == "fingerd", "no fixed path such as /usr/local"
+    assert unit["ExecReload"] == ["fingerd-ctl -c ${CONFIG} reload"], "waits for the outcome"
     assert "/usr/local" not in open(UNIT).read().split("[Service]")[1].split("#")[0]
     assert unit["EnvironmentFile"] == ["-/etc/default/fingerd"]
     assert unit["RestrictAddressFamilies"] == ["AF_INET AF_INET6 AF_UNIX AF_NETLINK"]
@@ -56,8 +57,10 @@ def test_systemd_analyze_verify_reports_nothing(tmp_path):
     with open(UNIT) as f:
         text = f.read()
     copy = tmp_path / "fingerd.service"
-    copy.write_text(re.sub(r"^ExecStart=fingerd ", f"ExecStart={sys.executable} -m fingerd ",
-                           text, flags=re.M))
+    text = re.sub(r"^ExecStart=fingerd ", f"ExecStart={sys.executable} -m fingerd ", text,
+                  flags=re.M)
+    copy.write_text(re.sub(r"^ExecReload=fingerd-ctl ",
+                           f"ExecReload={sys.executable} -m fingerd.ctl ", text, flags=re.M))
     result = analyze("verify", "--man=no", str(copy), cwd=tmp_path)
     assert result.returncode == 0 and result.stdout + result.stderr == "", result.stderr
 

@@ -57,13 +57,14 @@ WRITER_NICENESS = 10
 
 
 class _Request:
-    __slots__ = ("path", "message", "on_done", "received")
+    __slots__ = ("path", "message", "on_done", "received", "owner")
 
-    def __init__(self, path, message, on_done, received):
+    def __init__(self, path, message, on_done, received, owner):
         self.path = path
         self.message = message
         self.on_done = on_done
         self.received = received
+        self.owner = owner
 
 
 class _Child:
@@ -126,15 +127,18 @@ class FileWriter:
         """True while a child lives, or has ended and is not yet reaped."""
         return self._child is not None or bool(self._unreaped)
 
-    def submit(self, path, message, on_done):
+    def submit(self, path, message, on_done, owner=None):
         """Queue the set request ``message`` (its name and status valid) on the users file
-        at ``path``; ``on_done(reply)`` once it is written or has failed."""
-        self._queue.append(_Request(path, message, on_done, self._clock()))
+        at ``path``, for the worker ``owner``; ``on_done(reply)`` once it is written or
+        has failed."""
+        self._queue.append(_Request(path, message, on_done, self._clock(), owner))
         self._start_next()
 
-    def discard_queued(self):
-        """Forget the requests not yet started (their worker is gone): never written."""
-        self._queue.clear()
+    def discard_queued(self, owner=None):
+        """Forget the requests of ``owner`` (every one's when None) not yet started:
+        their worker is gone, they are never written."""
+        self._queue = collections.deque(
+            request for request in self._queue if owner is not None and request.owner != owner)
 
     def close(self):
         """At stop: drop the queue, and let the child go once its write is done."""

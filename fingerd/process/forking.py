@@ -11,6 +11,8 @@ import signal
 
 from fingerd.process import descendants, worker
 from fingerd.process.channel import channel
+from fingerd.process.parent_counts import ConfigReloads
+from fingerd.process.reloading import Plan
 from fingerd.process.supervisor import HANDLED_SIGNALS
 from fingerd.users import snapshot
 
@@ -21,24 +23,39 @@ class ForkedWorkers:
     """The real workers, forked from this process to run ``worker.run``.
 
     This process must fork no other child but those ``spare`` names: every
-    other child but the live worker is taken for something a worker left
-    behind, and killed.
+    other child but the workers is taken for something a worker left
+    behind, and killed once no worker is left.
     """
 
     def __init__(self, config, account, sockets):
         self.config = config
         self.account = account
         self.sockets = sockets
-        self.worker = None  # the live worker's pid
+        self.workers = set()  # the pids of the workers not yet reaped
         self._subreaper = None
         #: Inherited by every worker: the table the last one served (users/snapshot.py).
         self.snapshot_fd = snapshot.create()
+        #: Inherited by every worker, which exports them: the reloads of the configuration.
+        self.config_reloads = ConfigReloads()
         #: The pids of this process's children that are not leftovers (the supervisor's
         #: file writer), asked for whenever leftovers are killed.
         self.spare = frozenset
 
-    def spawn(self, restarts):
-        """Fork a worker; in the parent, ``(pid, request channel, log pipe's read end)``."""
+    def configure(self, plan):
+        """Start the next workers with ``plan``'s configuration, account and sockets; the
+        Plan of those used until now."""
+        previous = Plan(self.config, self.account, self.sockets)
+        if (plan.config.users_file, plan.config.store_backend) != (
+                self.config.users_file, self.config.store_backend):
+            # Another file or store: the table the last worker served is not its own.
+            os.close(self.snapshot_fd)
+            self.snapshot_fd = snapshot.create()
+        self.config, self.account, self.sockets = plan.config, plan.account, plan.sockets
+        return previous
+
+    def spawn(self, restarts, strict=False):
+        """Fork a worker; in the parent, ``(pid, request channel, log pipe's read end)``.
+        ``strict``: it fails rather than serve the last worker's table (worker.run)."""
         if self._subreaper is None:
             refused = descendants.become_subreaper()
             self._subreaper = refused is None
@@ -61,12 +78,12 @@ class ForkedWorkers:
                 parent_end.close()
                 os.close(log_r)
                 code = worker.run(self.config, self.account, self.sockets, worker_end, log_w,
-                                  restarts, self.snapshot_fd)
+                                  restarts, self.snapshot_fd, self.config_reloads.fd, strict)
             except BaseException:
                 log.critical("worker failed", exc_info=True)
             finally:
                 os._exit(code)
-        self.worker = pid
+        self.workers.add(pid)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, worker.SIGNALS)
         worker_end.close()
         os.close(log_w)
@@ -83,7 +100,8 @@ class ForkedWorkers:
     def reap(self):
         """``(pid, wait status)`` of each child that has ended, without blocking.
 
-        A worker's pid comes once what it left behind is dead.
+        Once no worker is left, what they left behind is dead before the last one's
+        pid comes.
         """
         while True:
             try:
@@ -101,13 +119,13 @@ class ForkedWorkers:
         self._reaped(pid)
 
     def _reaped(self, pid):
-        if pid == self.worker:
-            self.worker = None
+        if pid in self.workers:
+            self.workers.discard(pid)
             self._kill_leftovers(pid)
 
     def _kill_leftovers(self, pid):
         """Kill every descendant of this process: none is a worker now."""
-        if not self._subreaper or self.worker is not None:
+        if not self._subreaper or self.workers:
             return
         killed, remaining = descendants.kill_leftovers(spare=frozenset(self.spare()))
         whose = f"worker {pid}" if pid is not None else "an earlier worker"

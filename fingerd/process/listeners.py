@@ -195,6 +195,18 @@ def remove_unix_sockets(config):
             pass
 
 
+def close_sockets(socks):
+    """Close ``socks``, and remove from the file system the Unix ones nobody serves then."""
+    for sock in socks:
+        path = sock.getsockname() if sock.family == socket.AF_UNIX else None
+        sock.close()
+        if path:
+            try:
+                _remove_stale(path, "[setter] socket")
+            except (BindError, OSError):
+                pass
+
+
 def close_all(bound):
     for socks in bound.values():
         for sock in socks:

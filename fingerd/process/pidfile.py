@@ -81,25 +81,7 @@ class Pidfile:
 
     def write(self, pid):
         """Put a pidfile naming ``pid`` in place, replacing whatever is at the path."""
-        directory, name = os.path.split(os.path.abspath(self.path))
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            tmp = f".{name}.{secrets.token_hex(6)}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
-                         os.O_CLOEXEC, PIDFILE_MODE, dir_fd=dir_fd)
-            try:
-                os.fchmod(fd, PIDFILE_MODE)
-                os.write(fd, f"{pid}\n".encode("ascii"))
-                os.close(fd)
-                fd = -1
-                os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            except BaseException:
-                if fd >= 0:
-                    os.close(fd)
-                os.unlink(tmp, dir_fd=dir_fd)
-                raise
-        finally:
-            os.close(dir_fd)
+        replace_file(self.path, f"{pid}\n".encode("ascii"))
 
     def release(self):
         """Remove the pidfile if it still names this process, and the lock file, then
@@ -118,6 +100,30 @@ class Pidfile:
             pass
         os.close(self.fd)
         self.fd = None
+
+
+def replace_file(path, data, mode=PIDFILE_MODE):
+    """Put a file holding ``data`` at ``path``: written beside it, renamed into place, so
+    that whatever was there, a symbolic link included, is replaced, never written through."""
+    directory, name = os.path.split(os.path.abspath(path))
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        tmp = f".{name}.{secrets.token_hex(6)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
+                     os.O_CLOEXEC, mode, dir_fd=dir_fd)
+        try:
+            os.fchmod(fd, mode)
+            os.write(fd, data)
+            os.close(fd)
+            fd = -1
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            os.unlink(tmp, dir_fd=dir_fd)
+            raise
+    finally:
+        os.close(dir_fd)
 
 
 def _private(st):

@@ -19,6 +19,7 @@ from fingerd.metrics import Metrics
 from fingerd.process import confine
 from fingerd.process.channel import MonitorClient
 from fingerd.process.logrelay import PipeHandler
+from fingerd.process.parent_counts import ConfigReloads
 from fingerd.process.privdrop import PrivilegeError
 from fingerd.serving.assembly import Service
 from fingerd.users.backends import open_store
@@ -47,8 +48,13 @@ PARENT_CHECK_SECONDS = 1.0
 SWITCH_INTERVAL = 0.0005
 
 
-def run(config, account, sockets, monitor_sock, log_fd, restarts, snapshot_fd=None):
+def run(config, account, sockets, monitor_sock, log_fd, restarts, snapshot_fd=None,
+        counts_fd=None, strict=False):
     """The worker's life; returns its exit status. Called in the child right after fork.
+
+    A worker that cannot read its users file (or store) at its start serves
+    the table the previous one left in the snapshot, unless ``strict`` (a
+    reload's): it then exits with EXIT_FATAL, and the reload is refused.
 
     Whatever happens, the log lines queued for the parent are written before it ends.
     """
@@ -68,7 +74,8 @@ def run(config, account, sockets, monitor_sock, log_fd, restarts, snapshot_fd=No
         if restarts == 0:  # every worker meets the same kernel: said once
             for layer in refused:
                 log.warning("worker confinement: %s; the other layers apply", layer)
-        return _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd)
+        return _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd,
+                     counts_fd, strict)
     except BaseException:
         log.critical("worker failed", exc_info=True)
         return EXIT_SOFTWARE
@@ -76,19 +83,21 @@ def run(config, account, sockets, monitor_sock, log_fd, restarts, snapshot_fd=No
         relay.close()
 
 
-def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd):
-    keep = {log_fd, monitor_sock.fileno(), snapshot_fd} | {
+def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd, counts_fd,
+          strict):
+    keep = {log_fd, monitor_sock.fileno(), snapshot_fd, counts_fd} | {
         s.fileno() for ss in sockets.values() for s in ss}
     _close_other_descriptors(keep)
     os.umask(0o027)
     os.chdir("/")
-    metrics = Metrics(parent_pid=parent)
+    metrics = Metrics(parent_pid=parent, config_reloads=(
+        ConfigReloads(counts_fd) if counts_fd is not None else None))
     metrics.worker_restarts.inc(restarts)
     monitor = MonitorClient(monitor_sock)
     try:
         store = open_store(config, metrics, writer=monitor.write_status,
                            snapshot=Snapshot(snapshot_fd) if snapshot_fd is not None else None)
-        store.load()
+        store.load(fallback=not strict)
     except (UsersFileError, StoreError) as exc:
         log.critical("%s", exc)
         return EXIT_FATAL

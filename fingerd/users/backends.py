@@ -1,6 +1,8 @@
 """Which store holds the statuses: the users file, or a Redis hash shared by several hosts
 (``[store] backend``)."""
 
+import importlib
+
 from fingerd.users.editing import StoreError
 from fingerd.users.store import UserStore
 
@@ -19,3 +21,14 @@ def open_store(config, metrics, writer=None, snapshot=None):
                              f"pip install 'fingerd[redis]'") from None
         return RedisStore(config.redis_url, config.redis_prefix, metrics, snapshot=snapshot)
     return UserStore(config.users_file, metrics, writer=writer, snapshot=snapshot)
+
+
+def redis_problem():
+    """Why the Redis store cannot be used here, or None. Imports it in this process, so
+    that a worker forked from it has it before it drops root."""
+    try:
+        importlib.import_module("fingerd.users.redis_store")
+    except ImportError as exc:
+        return (f"backend = redis needs the redis client library ({exc}): "
+                f"pip install 'fingerd[redis]'")
+    return None

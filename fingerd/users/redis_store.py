@@ -142,19 +142,20 @@ class RedisStore:
         """The current table; callers must not change it."""
         return self._users
 
-    def load(self):
+    def load(self, fallback=True):
         """Read the whole hash, then follow it in a thread of its own.
 
         When Redis cannot be read, a restarted worker serves the table its
-        predecessor left (the follower keeps trying); a first start raises
-        StoreError rather than serve an empty table.
+        predecessor left (the follower keeps trying), with ``fallback``; a
+        first start, or one without, raises StoreError rather than serve an
+        empty table.
         """
         try:
             self._open()
             self._read_all()
         except redis.RedisError as exc:
             self._close()
-            if not self._load_snapshot(exc):
+            if not (fallback and self._load_snapshot(exc)):
                 raise StoreError(f"{self.path}: {UNAVAILABLE}: {exc}") from None
         else:
             self._set_up(True)

@@ -41,17 +41,18 @@ class UserStore:
         """The current table; callers must not change it."""
         return self._users
 
-    def load(self):
+    def load(self, fallback=True):
         """First read at startup: raise UsersFileError or OSError rather than serve a bad file.
 
-        A missing file starts an empty table, with a warning.
+        A missing file starts an empty table, with a warning. With ``fallback``, a
+        file that cannot be read or parsed serves the snapshot's table instead, if any.
         """
         with self._lock:
             try:
                 data, sig = fileio.read_bounded(self.path)
                 users = parse_users(data, self.path)
             except (OSError, UsersFileError) as exc:
-                if self._load_snapshot(exc):
+                if fallback and self._load_snapshot(exc):
                     return
                 if not isinstance(exc, FileNotFoundError):
                     raise

@@ -54,6 +54,18 @@ class Daemon:
                 f.write(f"[{section}]\n")
                 f.writelines(f"{k} = {v}\n" for k, v in values.items())
 
+    def reconfigure(self, **settings):
+        """Rewrite the configuration with ``section__key=value`` changes (None removes
+        the key), for a reload; the ports the helpers connect to are unchanged."""
+        for key, value in settings.items():
+            section, _, name = key.partition("__")
+            if value is None:
+                self._sections.get(section, {}).pop(name, None)
+            else:
+                self._sections.setdefault(section, {})[name] = value
+        self._write_config()
+        return self
+
     def listen(self, service, *addresses):
         """Before start: move ``service`` from its free port to ``addresses``, each
         ``HOST:PORT`` as the configuration writes it. ``finger``, ``setter``, ``web``

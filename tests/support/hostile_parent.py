@@ -98,7 +98,7 @@ class TestWorkers(ForkedWorkers):
         super().__init__(None, None, {})
         self.body = body
 
-    def spawn(self, restarts):
+    def spawn(self, restarts, strict=False):
         parent_end, worker_end = channel()
         log_r, log_w = os.pipe()
         parent = os.getpid()

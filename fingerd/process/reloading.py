@@ -1,0 +1,92 @@
+"""Reading the configuration again for a reload (HUP), checked whole before anything changes.
+
+``prepare`` is what the supervisor calls: it reads and validates the file,
+the account and the store as a start would, and binds the new listening
+addresses, keeping the sockets of addresses that stay (their queued clients
+included). Either it returns a Plan and nothing served has changed yet, or
+it raises ReloadRefused and nothing at all has changed.
+
+Two settings cannot change while the daemon runs: the pidfile (its lock is
+held for the daemon's whole life) and the log file (the parent's own log,
+opened before it detached). A reload that changes them applies the rest and
+says, once, that these wait for a restart.
+"""
+
+import dataclasses
+import logging
+import os
+
+from fingerd.config import ConfigError, load_config
+from fingerd.process import listeners
+from fingerd.process.accounts import AccountError, resolve_account
+from fingerd.process.supervisor import ReloadRefused
+from fingerd.users.backends import redis_problem
+
+log = logging.getLogger("fingerd")
+
+#: ``(section, key)`` of the settings a reload keeps as they are.
+RESTART_ONLY = (("fingerd", "pidfile"), ("fingerd", "log_file"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A configuration to serve, with its account and sockets; ``unused`` are the
+    sockets of addresses no longer configured, ``fresh`` those bound for it."""
+
+    config: object
+    account: object
+    sockets: dict
+    unused: tuple = ()
+    fresh: tuple = ()
+
+    def close_unused(self):
+        """Once no worker serves them: close the sockets of addresses dropped."""
+        listeners.close_sockets(self.unused)
+
+    def close_fresh(self):
+        """The plan is given up: close what was bound for it."""
+        listeners.close_sockets(self.fresh)
+
+
+def prepare(current, sockets, privileged=None):
+    """The Plan for the configuration file of ``current`` read again, served until now
+    with ``sockets``; raises ReloadRefused. ``privileged``: whether the worker drops to
+    the configured account (as at start: when the daemon runs as root)."""
+    if privileged is None:
+        privileged = os.geteuid() == 0
+    try:
+        config = load_config(current.path)
+        account = resolve_account(config)
+    except ConfigError as exc:
+        raise ReloadRefused("; ".join(exc.errors)) from None
+    except AccountError as exc:
+        raise ReloadRefused(str(exc)) from None
+    if config.store_backend == "redis":
+        problem = redis_problem()
+        if problem:
+            raise ReloadRefused(f"{config.where('store', 'backend')}: {problem}")
+    config = _keep_restart_only(current, config)
+    problem = listeners.privileged_port_problem(config)
+    if problem:
+        raise ReloadRefused(problem)
+    try:
+        bound, unused = listeners.rebind_all(config, sockets)
+    except listeners.BindError as exc:
+        raise ReloadRefused(str(exc)) from None
+    kept = {id(sock) for socks in sockets.values() for sock in socks}
+    fresh = tuple(sock for socks in bound.values() for sock in socks if id(sock) not in kept)
+    return Plan(config, account if privileged else None, bound, tuple(unused), fresh)
+
+
+def _keep_restart_only(current, config):
+    """``config`` with the settings a reload cannot change as they are in ``current``;
+    each one changed is named in the log."""
+    kept = {}
+    for section, key in RESTART_ONLY:
+        old, new = getattr(current, key), getattr(config, key)
+        if old != new:
+            log.warning("%s: [%s] %s = %s takes effect at the next restart; %s stays in use "
+                        "until then", config.where(section, key), section, key, new or "(empty)",
+                        old or "(empty)")
+            kept[key] = old
+    return dataclasses.replace(config, **kept) if kept else config

@@ -1,0 +1,277 @@
+"""Reloading the configuration (HUP, ``fingerd-ctl reload``) on a real daemon, as root on
+port 79, under a loop of queries: no client sees a refused connection or a lost answer."""
+
+import grp
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from tests.support import ROOT
+from tests.support.net import can_connect, exchange, skip_unless_free
+from tests.support.polling import wait_until
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="binding port 79 needs root")
+
+#: Bounds of one query loop: it is stopped long before either in a passing test.
+LOOP_SECONDS = 60.0
+LOOP_QUERIES = 50_000
+
+
+class QueryLoop:
+    """A thread asking the finger service on 127.0.0.1:``port`` ``query`` again and again,
+    each on a new connection, counting each answer and keeping every failure."""
+
+    def __init__(self, port, query=b"alice\r\n"):
+        self.port = port
+        self.query = query
+        self.answers = Counter()
+        self.failures = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        wait_until(lambda: sum(self.answers.values()) + len(self.failures) >= 20,
+                   what="the query loop to run")
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(LOOP_SECONDS)
+
+    def _run(self):
+        deadline = time.monotonic() + LOOP_SECONDS
+        for _ in range(LOOP_QUERIES):
+            if self._stop.is_set() or time.monotonic() > deadline:
+                return
+            try:
+                answer = exchange(self.port, self.query, timeout=5)
+                if answer:
+                    self.answers[answer] += 1
+                else:
+                    self.failures.append("connection closed without an answer")
+            except (OSError, AssertionError) as exc:  # refused, reset, or never closed
+                self.failures.append(repr(exc))
+
+    @property
+    def count(self):
+        return sum(self.answers.values()) + len(self.failures)
+
+    def wait_for_more(self, queries=20):
+        """Until ``queries`` more were asked: the loop ran on after a change."""
+        target = self.count + queries
+        wait_until(lambda: self.count >= target, what="more queries")
+
+
+def ctl(daemon, *args):
+    return subprocess.run([sys.executable, "-m", "fingerd.ctl", "-c", daemon.config_file, *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+def served_by(result):
+    """The pid of the worker ``fingerd-ctl reload`` says serves the configuration applied."""
+    return int(re.search(r"worker (\d+) serves it", result.stdout).group(1))
+
+
+def tasks(pid):
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+@pytest.fixture
+def on_port_79(make_daemon):
+    skip_unless_free("127.0.0.1", 79)
+    return make_daemon().listen("finger", "127.0.0.1:79").start()
+
+
+def reload_under_queries(daemon, query=b"alice\r\n", **changes):
+    """Change the configuration and reload it while queries run; the loop's answers and
+    what ``fingerd-ctl reload`` printed."""
+    with QueryLoop(79, query) as loop:
+        daemon.reconfigure(**changes)
+        result = ctl(daemon, "reload")
+        loop.wait_for_more()
+    assert loop.failures == [], f"{len(loop.failures)} of {loop.count} queries failed"
+    return loop, result
+
+
+def test_output_rules_change_without_a_failed_query(on_port_79):
+    loop, result = reload_under_queries(on_port_79, output__replace="Happy => Glad")
+    assert result.returncode == 0, result.stderr
+    assert set(loop.answers) == {b"Happy and well\r\n", b"Glad and well\r\n"}
+    assert on_port_79.finger(b"alice\r\n") == b"Glad and well\r\n"
+    assert on_port_79.metric("fingerd_config_reloads_total", outcome="success") == 1
+    assert on_port_79.metric("fingerd_config_reloads_total", outcome="failure") == 0
+
+
+def test_list_users_changes_without_a_failed_query(on_port_79):
+    before = on_port_79.finger(b"\r\n")
+    loop, result = reload_under_queries(on_port_79, query=b"\r\n", finger__list_users="yes")
+    assert result.returncode == 0, result.stderr
+    after = on_port_79.finger(b"\r\n")
+    assert b"alice" not in before and b"alice" in after and b"bob" in after
+    assert set(loop.answers) == {before, after}
+
+
+def test_threads_change_without_a_failed_query(on_port_79):
+    old = on_port_79.metric("fingerd_worker_restarts_total")
+    first = int(re.search(r"started worker (\d+)", on_port_79.log()).group(1))
+    before = tasks(first)
+    loop, result = reload_under_queries(on_port_79, fingerd__threads="12")
+    assert result.returncode == 0, result.stderr
+    new = served_by(result)
+    assert new != first and tasks(new) - before == 12 - 4
+    wait_until(lambda: not os.path.exists(f"/proc/{first}"), what="the old worker to exit")
+    assert on_port_79.metric("fingerd_worker_restarts_total") == old, "no restart counted"
+
+
+def test_a_listen_address_added_and_one_removed_without_a_failed_query(make_daemon, ports):
+    skip_unless_free("127.0.0.1", 79)
+    dropped, added = ports.take(), ports.take()
+    daemon = make_daemon().listen("finger", "127.0.0.1:79", f"127.0.0.1:{dropped}").start()
+    assert daemon.finger(b"alice\r\n") == b"Happy and well\r\n"
+    assert not can_connect(added)
+    loop, result = reload_under_queries(daemon, finger__listen=f"127.0.0.1:79, 127.0.0.1:{added}")
+    assert result.returncode == 0, result.stderr
+    assert set(loop.answers) == {b"Happy and well\r\n"}
+    daemon.finger_port = added
+    assert daemon.finger(b"alice\r\n") == b"Happy and well\r\n"
+    wait_until(lambda: not can_connect(dropped), what="the dropped address to be closed")
+
+
+def test_an_invalid_configuration_is_refused_and_the_old_one_kept(on_port_79):
+    first = int(re.search(r"started worker (\d+)", on_port_79.log()).group(1))
+    loop, result = reload_under_queries(on_port_79, output__replace="Happy => Glad",
+                                        finger__list_users="maybe")
+    assert result.returncode == 1
+    problem = f"{on_port_79.config_file}:"
+    assert "reload refused: " + problem in result.stderr and "[finger] list_users" in result.stderr
+    assert set(loop.answers) == {b"Happy and well\r\n"}, "the old rules still apply"
+    assert os.path.exists(f"/proc/{first}"), "the worker serving goes on serving"
+    assert on_port_79.metric("fingerd_config_reloads_total", outcome="failure") == 1
+    assert on_port_79.metric("fingerd_config_reloads_total", outcome="success") == 0
+    errors = [line for line in on_port_79.log().splitlines() if "reload refused" in line]
+    assert len(errors) == 1 and re.search(r"ERROR \S+fingerd\.conf:\d+: \[finger\] list_users",
+                                          errors[0])
+
+
+def test_an_address_another_process_holds_is_refused_and_nothing_changes(on_port_79, ports):
+    taken = ports.take()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", taken))
+        holder.listen()
+        loop, result = reload_under_queries(
+            on_port_79, finger__listen=f"127.0.0.1:79, 127.0.0.1:{taken}",
+            output__replace="Happy => Glad")
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{taken} ([finger] listen): address already in use" \
+        in result.stderr
+    assert set(loop.answers) == {b"Happy and well\r\n"}
+
+
+def test_statuses_set_during_reloads_are_not_lost(on_port_79):
+    """Sets in a loop while the configuration is reloaded three times: each one answered
+    OK is served after, whichever worker took it."""
+    done = []
+    stop = threading.Event()
+
+    def set_statuses():
+        for n in range(2000):
+            if stop.is_set():
+                return
+            status = f"status {n}"
+            answer = on_port_79.setter(f"alice\r\n{status}\r\n".encode())
+            if answer == b"OK\r\n":
+                done.append(status)
+
+    setter = threading.Thread(target=set_statuses, daemon=True)
+    setter.start()
+    try:
+        for threads in ("5", "6", "7"):
+            wait_until(lambda n=len(done): len(done) > n, what="a set")
+            on_port_79.reconfigure(fingerd__threads=threads)
+            assert ctl(on_port_79, "reload").returncode == 0
+        wait_until(lambda n=len(done): len(done) > n + 3, what="sets after the reloads")
+    finally:
+        stop.set()
+        setter.join(30)
+    last = done[-1].encode()
+    wait_until(lambda: on_port_79.finger(b"alice\r\n") == last + b"\r\n",
+               what=f"the last status set ({last!r}) to be served")
+    with open(on_port_79.users_file, "rb") as f:
+        assert b"alice:" + last + b"\n" in f.read()
+
+
+def test_the_pidfile_and_log_file_wait_for_a_restart_and_the_rest_applies(on_port_79):
+    moved = os.path.join(on_port_79.dir, "elsewhere.pid")
+    on_port_79.reconfigure(fingerd__pidfile=moved, output__replace="Happy => Glad")
+    on_port_79.signal(signal.SIGHUP)
+    wait_until(lambda: on_port_79.finger(b"alice\r\n") == b"Glad and well\r\n",
+               what="the rest of the change")
+    assert not os.path.exists(moved) and os.path.exists(on_port_79.pidfile)
+    line = [line for line in on_port_79.log().splitlines() if "next restart" in line]
+    assert len(line) == 1 and f"[fingerd] pidfile = {moved} takes effect at the next restart" \
+        in line[0]
+
+
+def test_reload_without_waiting_only_sends_the_signal(on_port_79):
+    result = ctl(on_port_79, "reload", "--no-wait")
+    assert result.returncode == 0
+    assert "was asked to read its configuration and users file again" in result.stdout
+    wait_until(lambda: "applied: worker" in on_port_79.log(), what="the reload")
+
+
+def test_an_account_that_cannot_read_the_users_file_is_refused(on_port_79):
+    """The users file is the old account's group's alone: the new worker, as `daemon`,
+    cannot read it, and the reload is refused rather than served from the old table."""
+    os.chown(on_port_79.users_file, 0, grp.getgrnam("nogroup").gr_gid)
+    os.chmod(on_port_79.users_file, 0o640)
+    loop, result = reload_under_queries(on_port_79, fingerd__user="daemon",
+                                        output__replace="Happy => Glad")
+    assert result.returncode == 1
+    assert re.search(r"reload refused: the new worker \d+ exited with status 78: "
+                     r"\S+/users: worker cannot read users file: Permission denied",
+                     result.stderr), result.stderr
+    assert set(loop.answers) == {b"Happy and well\r\n"}
+
+
+def test_an_invalid_users_file_refuses_the_reload(on_port_79):
+    with open(on_port_79.users_file, "ab") as f:
+        f.write(b"not a valid line\n")
+    loop, result = reload_under_queries(on_port_79, output__replace="Happy => Glad")
+    assert result.returncode == 1
+    assert "reload refused: the new worker" in result.stderr
+    assert f"{on_port_79.users_file}:3:" in result.stderr
+    assert set(loop.answers) == {b"Happy and well\r\n"}
+
+
+def test_a_client_the_old_worker_holds_gets_its_answer_after_the_switch(on_port_79):
+    """Connected before the reload, its query finished only once the new worker serves:
+    the old worker, retiring, still answers it, by the rules it had."""
+    with socket.create_connection(("127.0.0.1", 79), timeout=10) as held:
+        held.sendall(b"ali")
+        wait_until(lambda: on_port_79.metric("fingerd_connections_active") == 1,
+                   what="the old worker to hold the client")
+        on_port_79.reconfigure(output__replace="Happy => Glad")
+        result = ctl(on_port_79, "reload")
+        assert result.returncode == 0, result.stderr
+        old = int(re.search(r"started worker (\d+)", on_port_79.log()).group(1))
+        assert os.path.exists(f"/proc/{old}"), "the old worker waits for its client"
+        held.sendall(b"ce\r\n")
+        answer = b""
+        for _ in range(64):
+            chunk = held.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer == b"Happy and well\r\n"
+    assert on_port_79.finger(b"alice\r\n") == b"Glad and well\r\n"
+    wait_until(lambda: not os.path.exists(f"/proc/{old}"), what="the old worker to exit")
