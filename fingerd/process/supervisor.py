@@ -108,7 +108,7 @@ def backoff_delay(failures):
     return min(BACKOFF_FIRST * 2 ** (failures - 2), BACKOFF_CAP)
 
 
-class Worker:
+class WorkerHandle:
     """A worker as the parent sees it: its pid and channels, and the configuration it
     was started with (its sets go to that configuration's users file)."""
 
@@ -261,8 +261,9 @@ class Supervisor:
         replacing = self.state is State.RUNNING
         pid, monitor, log_fd = (self.workers.spawn(self.restarts, strict=True) if replacing
                                 else self.workers.spawn(self.restarts))
-        started = Worker(pid, ParentEnd(monitor), LogRelay.for_config(self.config, log_fd, pid),
-                         self.config, self.clock())
+        started = WorkerHandle(pid, ParentEnd(monitor),
+                               LogRelay.for_config(self.config, log_fd, pid), self.config,
+                               self.clock())
         self.live = started
         self._sel.register(started.channel, selectors.EVENT_READ,
                            lambda channel: self._on_channel(started))
