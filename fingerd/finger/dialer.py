@@ -3,15 +3,16 @@
 ``getaddrinfo`` cannot be interrupted: a slow or silent DNS server holds its
 caller for as long as the resolver's own retries take, which is beyond the
 daemon's control. A forwarded query must not hold a pool thread that long,
-so each lookup runs on a thread of its own while the caller waits at most
-what is left of its deadline. At most ``max_lookups`` lookups run at once,
-those abandoned by their callers included: when that many are stuck, a new
-lookup fails at once rather than adding threads.
+so each lookup is a bounded call (bounded.py): on a thread of its own, waited
+for at most what is left of the query's deadline, at most ``max_lookups`` at
+once, those abandoned by their callers included.
 """
 
+import functools
 import socket
-import threading
 import time
+
+from fingerd.finger.bounded import BoundedCalls, Unfinished
 
 
 class NoRoute(OSError):
@@ -26,7 +27,7 @@ class Dialer:
     """``connect(host, port, timeout)``: a connected TCP socket, or NoRoute."""
 
     def __init__(self, max_lookups=MAX_LOOKUPS, getaddrinfo=socket.getaddrinfo):
-        self._slots = threading.BoundedSemaphore(max_lookups)
+        self._lookups = BoundedCalls(max_lookups, "name lookup")
         self._getaddrinfo = getaddrinfo
 
     def connect(self, host, port, timeout):
@@ -59,27 +60,8 @@ class Dialer:
                                      flags=socket.AI_NUMERICHOST)
         except socket.gaierror:
             pass
-        if not self._slots.acquire(blocking=False):
-            raise NoRoute("too many name lookups in progress")
-        outcome = []
-        done = threading.Event()
-
-        def run():
-            try:
-                outcome.append(self._getaddrinfo(host, port, type=socket.SOCK_STREAM))
-            except Exception as exc:
-                outcome.append(exc)
-            finally:
-                self._slots.release()
-                done.set()
-
         try:
-            threading.Thread(target=run, name="fingerd-lookup", daemon=True).start()
-        except RuntimeError:
-            self._slots.release()
-            raise NoRoute("cannot start a name lookup") from None
-        if not done.wait(timeout):
-            raise NoRoute(f"name lookup took longer than {timeout:g} s")
-        if isinstance(outcome[0], Exception):
-            raise outcome[0]
-        return outcome[0]
+            return self._lookups.call(timeout, functools.partial(
+                self._getaddrinfo, host, port, type=socket.SOCK_STREAM))
+        except Unfinished as exc:
+            raise NoRoute(str(exc)) from None

@@ -4,17 +4,23 @@ A source has two calls: ``lookup(name, verbose)`` gives the answer lines for
 a user or None, and ``listing()`` yields ``(name, line)`` for the online
 list, each line ``NAME: DETAIL``. The Directory asks its sources in order,
 so the users file wins over an account of the same name, and a new source
-needs no change to the servers.
+needs no change to the servers. A source that may block beyond the daemon's
+control is asked through a BoundedSource.
 """
 
+import logging
 import pwd
+import threading
 import time
 
 from fingerd.finger import logins
+from fingerd.finger.bounded import BoundedCalls, Unfinished
 from fingerd.finger.homefiles import opted_out, read_user_file
 from fingerd.finger.longform import Person, Where, long_answer, parse_gecos
 from fingerd.finger.utmp import parse_utmp
 from fingerd.users.usersfile import is_valid_name
+
+log = logging.getLogger(__name__)
 
 
 class FileSource:
@@ -107,6 +113,54 @@ class SystemSource:
                 return parse_utmp(f.read(4096 * 384))
         except OSError:
             return []
+
+
+class BoundedSource:
+    """``source`` asked within ``timeout`` seconds: each whole answer is one bounded call
+    (bounded.py), at most ``limit`` unfinished at once, stuck ones included.
+
+    For the system's accounts, whose every answer may block for good: NSS
+    (an LDAP or sssd server that hangs), the home directory (a hung NFS
+    server), the login records. An answer not made in time, or refused
+    because ``limit`` are unfinished, raises Unfinished, which the servers
+    answer as an internal error. The first of a streak is logged, naming
+    what hung; the rest are not, until an answer is made in time again with
+    no call left stuck, which is logged once too.
+    """
+
+    def __init__(self, source, timeout, limit):
+        self.source = source
+        self.timeout = timeout
+        self._calls = BoundedCalls(limit, "account lookup")
+        self._lock = threading.Lock()
+        self._failing = False
+
+    def lookup(self, name, verbose):
+        return self._bounded(f"looking up {name!r}", self.source.lookup, name, verbose)
+
+    def listing(self):
+        return self._bounded("listing the logged-in accounts", self._listed)
+
+    def _listed(self):
+        return list(self.source.listing())
+
+    def _bounded(self, what, fn, *args):
+        try:
+            value = self._calls.call(self.timeout, fn, *args)
+        except Unfinished as exc:
+            with self._lock:
+                first, self._failing = not self._failing, True
+            if first:
+                log.warning("system accounts: %s: %s (answered 'Internal error in server'; "
+                            "more such failures are not logged until lookups finish in time "
+                            "again)", what, exc)
+            raise
+        if self._failing and self._calls.abandoned() == 0:
+            with self._lock:
+                recovered, self._failing = self._failing, False
+            if recovered:
+                log.info("system accounts: lookups finish in time again")
+        return value
 
 
 def full_name(entry):

@@ -17,7 +17,7 @@ from fingerd.finger.answer import Rules
 from fingerd.finger.forward import Forwarder
 from fingerd.finger.output import Renderer
 from fingerd.finger.pages import Pages
-from fingerd.finger.sources import Directory, FileSource, SystemSource
+from fingerd.finger.sources import BoundedSource, Directory, FileSource, SystemSource
 from fingerd.finger.web import Site
 from fingerd.limits import RESERVED_DESCRIPTORS, STOP_GRACE_SECONDS
 from fingerd.serving.gate import ConnectionGate
@@ -168,11 +168,18 @@ def affordable_connections(max_connections, descriptors=None):
 
 
 def build_directory(config, store):
-    """The users file first, then, with ``system_users``, the system's accounts."""
+    """The users file first, then, with ``system_users``, the system's accounts.
+
+    An account's answer is made within ``request_timeout``, and at most half
+    the pool's threads wait on such answers at once, stuck ones included, so
+    that a hung NSS or home directory leaves the other half to the users file.
+    """
     sources = [FileSource(store)]
     if config.system_users:
-        sources.append(SystemSource(config.min_uid, config.max_uid, config.plan_files,
-                                    config.plan_max_bytes, config.utmp_file,
-                                    lastlog_file=config.lastlog_file,
-                                    wtmp_file=config.wtmp_file, mail_dir=config.mail_dir))
+        sources.append(BoundedSource(
+            SystemSource(config.min_uid, config.max_uid, config.plan_files,
+                         config.plan_max_bytes, config.utmp_file,
+                         lastlog_file=config.lastlog_file, wtmp_file=config.wtmp_file,
+                         mail_dir=config.mail_dir),
+            config.request_timeout, max(1, config.threads // 2)))
     return Directory(sources)

@@ -31,6 +31,7 @@ import time
 from _socket import socket as raw_socket
 from typing import NamedTuple, Optional
 
+from fingerd.finger.bounded import Unfinished
 from fingerd.limits import ACCEPTS_PER_TURN, DRAIN_BYTES, LINGER_DRAIN_BYTES
 from fingerd.outcomes import (ERROR, REJECT_BUSY, REJECT_NOT_LOCAL, REJECT_PROXY, REJECT_RESOURCES,
                               REJECT_SHED, REJECT_TIMEOUT, REJECT_TOO_LONG)
@@ -530,9 +531,12 @@ class Server:
 
     def _respond(self, conn, request, respond):
         """``respond``'s Answer; a failure is logged once with its traceback and
-        answered ``Internal error in server``."""
+        answered ``Internal error in server``. So is a call that may block and did not
+        finish in time (Unfinished), but it is logged where it was made, once a streak."""
         try:
             return respond(request, conn.peer)
+        except Unfinished:
+            return self.internal_error
         except Exception:
             log.exception("%s: internal error answering %s", self.service, conn.peer[0])
             return self.internal_error

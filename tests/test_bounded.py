@@ -1,0 +1,70 @@
+"""A call that may block is waited for at most its deadline, and stuck ones are bounded."""
+
+import threading
+
+import pytest
+
+from fingerd.finger.bounded import BoundedCalls, Unfinished
+from tests.support.polling import wait_until
+
+
+class Stuck:
+    """A call that never returns until released, as an account lookup behind a hung
+    LDAP server; it notes each thread that made it."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.threads = []
+
+    def __call__(self, value):
+        self.threads.append(threading.current_thread())
+        self.release.wait(30)
+        return value
+
+
+@pytest.fixture
+def stuck():
+    call = Stuck()
+    yield call
+    call.release.set()
+
+
+def test_a_call_that_never_returns_costs_the_caller_only_its_deadline(stuck):
+    calls = BoundedCalls(2, "account lookup")
+    with pytest.raises(Unfinished, match=r"^account lookup took longer than 0.2 s$"):
+        calls.call(0.2, stuck, "x")
+    assert calls.abandoned() == 1
+    assert len(stuck.threads) == 1
+    assert stuck.threads[0] is not threading.current_thread()
+    assert stuck.threads[0].daemon, "an abandoned call must not keep the process alive"
+
+
+def test_beyond_the_limit_a_call_fails_at_once_without_a_thread(stuck):
+    calls = BoundedCalls(2, "plan read")
+    for _ in range(2):
+        with pytest.raises(Unfinished, match="took longer"):
+            calls.call(0.1, stuck, "x")
+    with pytest.raises(Unfinished, match=r"^too many plan reads in progress$"):
+        calls.call(30, stuck, "x")
+    assert len(stuck.threads) == 2, "no third call was started"
+    assert sum(t.name == "fingerd-plan-read" for t in threading.enumerate()) == 2
+
+
+def test_calls_are_possible_again_once_the_stuck_ones_finish(stuck):
+    calls = BoundedCalls(1, "account lookup")
+    with pytest.raises(Unfinished, match="took longer"):
+        calls.call(0.1, stuck, "x")
+    with pytest.raises(Unfinished, match="too many"):
+        calls.call(0.1, str, "y")
+    stuck.release.set()
+    wait_until(lambda: calls.abandoned() == 0, what="the stuck call to finish")
+    assert calls.call(5, str.upper, "ada") == "ADA"
+
+
+def test_what_the_call_raises_reaches_the_caller():
+    calls = BoundedCalls(1, "account lookup")
+    with pytest.raises(KeyError, match="getpwnam"):
+        calls.call(5, {}.__getitem__, "getpwnam")
+    assert calls.call(5, len, "free again") == 10
+    assert calls.abandoned() == 0
+
