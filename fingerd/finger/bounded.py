@@ -6,11 +6,19 @@ pool thread that made one itself could be held for good, and enough of them
 would hold the whole pool. So each such call runs on a daemon thread of its
 own, which the caller waits for at most its deadline and then abandons (no
 stop waits for it). At most ``limit`` calls run at once, abandoned ones
-included: when that many are unfinished, a new call fails at once rather than
-adding threads.
+included. A call beyond that waits for one to finish, within its own
+deadline, while every one running is younger than STUCK_AFTER: a burst of
+quick (or merely slow) calls only queues. Once one has run that long,
+something hangs: a new call fails at once rather than add a thread or hold
+its caller, so that the callers' other work goes on.
 """
 
+import itertools
 import threading
+import time
+
+#: Seconds after which a call still running is taken for hung, for ``limit``'s sake.
+STUCK_AFTER = 1.0
 
 
 class Unfinished(Exception):
@@ -23,10 +31,13 @@ class BoundedCalls:
     ``timeout`` seconds, or Unfinished. ``what`` names one call in the errors
     (``name lookup``). Any thread may call."""
 
-    def __init__(self, limit, what):
+    def __init__(self, limit, what, stuck_after=STUCK_AFTER):
         self.what = what
-        self._slots = threading.BoundedSemaphore(limit)
-        self._lock = threading.Lock()
+        self.limit = limit
+        self.stuck_after = stuck_after
+        self._cond = threading.Condition()
+        self._ids = itertools.count()
+        self._started = {}  # when each call running began
         self._abandoned = 0
 
     def abandoned(self):
@@ -34,8 +45,8 @@ class BoundedCalls:
         return self._abandoned
 
     def call(self, timeout, fn, *args):
-        if not self._slots.acquire(blocking=False):
-            raise Unfinished(f"too many {self.what}s in progress")
+        deadline = time.monotonic() + timeout
+        slot = self._take_slot(deadline)
         outcome = []
         done = threading.Event()
         abandoned = False
@@ -46,20 +57,23 @@ class BoundedCalls:
             except BaseException as exc:
                 outcome.append((False, exc))
             finally:
-                with self._lock:
+                with self._cond:
                     done.set()
+                    del self._started[slot]
                     if abandoned:
                         self._abandoned -= 1
-                self._slots.release()
+                    self._cond.notify()
 
         try:
             threading.Thread(target=run, name="fingerd-" + self.what.replace(" ", "-"),
                              daemon=True).start()
         except RuntimeError:
-            self._slots.release()
+            with self._cond:
+                del self._started[slot]
+                self._cond.notify()
             raise Unfinished(f"{self.what}: cannot start a thread") from None
-        if not done.wait(timeout):
-            with self._lock:
+        if not done.wait(max(0.0, deadline - time.monotonic())):
+            with self._cond:
                 if not done.is_set():
                     abandoned = True
                     self._abandoned += 1
@@ -68,3 +82,17 @@ class BoundedCalls:
         if returned:
             return value
         raise value
+
+    def _take_slot(self, deadline):
+        """A slot for one more call, once fewer than ``limit`` run; Unfinished at once
+        when one running is stuck, or at ``deadline``."""
+        with self._cond:
+            while len(self._started) >= self.limit:
+                now = time.monotonic()
+                hung_at = min(self._started.values()) + self.stuck_after
+                if now >= hung_at or now >= deadline:
+                    raise Unfinished(f"too many {self.what}s in progress")
+                self._cond.wait(min(hung_at, deadline) - now)
+            slot = next(self._ids)
+            self._started[slot] = time.monotonic()
+            return slot

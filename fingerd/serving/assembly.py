@@ -171,8 +171,9 @@ def build_directory(config, store):
     """The users file first, then, with ``system_users``, the system's accounts.
 
     An account's answer is made within ``request_timeout``, and at most half
-    the pool's threads wait on such answers at once, stuck ones included, so
-    that a hung NSS or home directory leaves the other half to the users file.
+    the pool's threads make such answers at once, stuck ones included (the
+    next waits while none is stuck: finger/bounded.py), so that a hung NSS or
+    home directory leaves the other half to the users file.
     """
     sources = [FileSource(store)]
     if config.system_users:
