@@ -70,13 +70,19 @@ def test_what_the_call_raises_reaches_the_caller():
 
 
 
+def occupy(calls, stuck):
+    """Start a call of ``stuck`` on a thread of the test's own, once it runs: that thread."""
+    first = threading.Thread(target=calls.call, args=(30, stuck, "first"), daemon=True)
+    first.start()
+    wait_until(lambda: len(stuck.threads) == 1, what="the first call to run")
+    return first
+
+
 def test_beyond_the_limit_a_call_waits_while_the_running_ones_are_in_time(stuck):
     """A burst is no hang: with every slot taken by calls still within their deadline,
     the next call waits for one to finish rather than fail."""
     calls = BoundedCalls(1, "account lookup", stuck_after=30)
-    first = threading.Thread(target=calls.call, args=(30, stuck, "first"), daemon=True)
-    first.start()
-    wait_until(lambda: len(stuck.threads) == 1, what="the first call to run")
+    first = occupy(calls, stuck)
     answers = []
     second = threading.Thread(target=lambda: answers.append(calls.call(30, str.upper, "b")),
                               daemon=True)
@@ -90,9 +96,7 @@ def test_beyond_the_limit_a_call_waits_while_the_running_ones_are_in_time(stuck)
 
 def test_a_call_waiting_for_a_slot_fails_at_its_own_deadline(stuck):
     calls = BoundedCalls(1, "account lookup", stuck_after=30)
-    first = threading.Thread(target=calls.call, args=(30, stuck, "first"), daemon=True)
-    first.start()
-    wait_until(lambda: len(stuck.threads) == 1, what="the first call to run")
+    occupy(calls, stuck)
     with pytest.raises(Unfinished, match=r"^too many account lookups in progress$"):
         calls.call(0.1, str, "waits")
     assert len(stuck.threads) == 1 and calls.abandoned() == 0
@@ -101,9 +105,7 @@ def test_a_call_waiting_for_a_slot_fails_at_its_own_deadline(stuck):
 def test_once_a_running_call_is_stuck_a_call_beyond_the_limit_fails_at_once(stuck):
     """Stuck: running longer than stuck_after, though not yet abandoned by its caller."""
     calls = BoundedCalls(1, "account lookup", stuck_after=0.2)
-    first = threading.Thread(target=calls.call, args=(30, stuck, "first"), daemon=True)
-    first.start()
-    wait_until(lambda: len(stuck.threads) == 1, what="the first call to run")
+    occupy(calls, stuck)
     with pytest.raises(Unfinished, match=r"^too many account lookups in progress$"):
         calls.call(30, str, "waits at most until the first is stuck")
     assert calls.abandoned() == 0 and len(stuck.threads) == 1
