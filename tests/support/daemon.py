@@ -75,9 +75,9 @@ class Daemon:
         self._write_config()
         return self
 
-    def start(self, wait=True, max_files=None, preexec=None):
+    def start(self, wait=True, max_files=None, preexec=None, env=None):
         """Run fingerd -n; ``max_files`` lowers its RLIMIT_NOFILE; ``preexec`` runs in
-        the child before the exec."""
+        the child before the exec; ``env`` adds to the environment it inherits."""
         self._stderr = open(self.log_file, "ab")
         steps = [preexec] if preexec is not None else []
         if max_files is not None:
@@ -86,6 +86,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fingerd", "-n", "-c", self.config_file],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr,
+            env=dict(os.environ, **env) if env else None,
             preexec_fn=(lambda: [step() for step in steps]) if steps else None)
         if wait:
             wait_until(lambda: self._alive() and self.ready(), what="fingerd to serve")
