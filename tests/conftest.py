@@ -11,9 +11,10 @@ import tempfile
 
 import pytest
 
+from tests.support import hang_nss
 from tests.support.daemon import Daemon
-from tests.support.fuzzing import register_profiles
 from tests.support.engines import RedisServer
+from tests.support.fuzzing import register_profiles
 from tests.support.net import Ports
 
 register_profiles()
@@ -49,6 +50,13 @@ def make_daemon(public_dir, ports):
     yield make
     for daemon in daemons:
         daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def hang_nss_library(tmp_path_factory):
+    """The library that makes a real daemon's lookups of ``hung...`` names hang
+    (``tests/support/hang_nss.c``), compiled once a session."""
+    return hang_nss.build(str(tmp_path_factory.mktemp("hang_nss")))
 
 
 @pytest.fixture

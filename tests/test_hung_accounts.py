@@ -4,8 +4,9 @@ server``, everyone else is served meanwhile, the hang is logged once a streak, a
 daemon stops with the lookups still stuck.
 
 In process, ``pwd.getpwnam`` hangs as behind a silent LDAP server, through the real
-service (assembly.Service) on real sockets; in a real daemon, the utmp file is a FIFO
-with no writer, which a read blocks on for good, as on a hung NFS server.
+service (assembly.Service) on real sockets; in a real daemon, the C library's
+``getpwnam_r`` does, for names beginning with ``hung``: a library preloaded into it
+(tests/support/hang_nss.c) never answers them.
 """
 
 import logging
@@ -24,7 +25,7 @@ from fingerd.metrics import Metrics
 from fingerd.serving.assembly import Service
 from fingerd.users.store import UserStore
 from tests.support.accounts import made_accounts
-from tests.support.markers import needs_root
+from tests.support.markers import needs_root, needs_tool
 from tests.support.net import exchange
 from tests.support.polling import wait_until
 from tests.support.procfs import worker_of
@@ -222,50 +223,53 @@ def test_a_stop_does_not_wait_for_stuck_lookups(serve, nss, caplog):
         "no answer was in progress at the stop"
 
 
-def fifo_openers(pid):
-    """Threads of process ``pid`` waiting in open(2) for a FIFO to get a writer."""
+def stuck_in_nss(pid):
+    """Threads of process ``pid`` waiting in hang_nss.c's pause(2), each a lookup stuck."""
     waiting = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/wchan") as f:
-                waiting += f.read() == "wait_for_partner"
+                waiting += f.read().endswith("sys_pause")
         except OSError:
             pass
     return waiting
 
 
 @needs_root
-def test_a_daemon_whose_utmp_hangs_answers_the_rest_and_stops_with_lookups_stuck(
-        make_daemon, ports, public_dir):
-    utmp = os.path.join(public_dir, "utmp")
-    os.mkfifo(utmp)
-    os.chmod(utmp, 0o644)
+@needs_tool("cc", "gcc")
+def test_a_daemon_whose_nss_hangs_answers_the_rest_and_stops_with_lookups_stuck(
+        make_daemon, ports, public_dir, hang_nss_library):
     missing = os.path.join(public_dir, "missing")
-    short = b"Login: fghung1" + b" " * 18 + b"Name: Ada Lovelace\r\n"
-    with made_accounts(os.path.join(public_dir, "home"), {"fghung1": "Ada Lovelace"},
-                       42201):
+    short = b"Login: fgnss1" + b" " * 19 + b"Name: Ada Lovelace\r\n"
+    with made_accounts(os.path.join(public_dir, "home"), {"fgnss1": "Ada Lovelace"},
+                       42201) as made:
         d = make_daemon(fingerd__threads="4", fingerd__request_timeout="1",
                         finger__system_users="yes", finger__list_users="yes",
-                        finger__utmp_file=utmp, finger__wtmp_file=missing,
+                        finger__utmp_file=missing, finger__wtmp_file=missing,
                         finger__lastlog_file=missing, finger__mail_dir=missing) \
-            .listen("web", f"127.0.0.1:{ports.take()}").start()
+            .listen("web", f"127.0.0.1:{ports.take()}") \
+            .start(env={"LD_PRELOAD": hang_nss_library})
         worker = worker_of(d.proc.pid)
-        assert d.finger(b"/W fghung1\r\n") == INTERNAL_ERROR
-        assert d.finger(b"fghung1\r\n") == short, "a short answer reads no utmp"
-        clients = [sent(d.finger_port, b"/W fghung1\r\n") for _ in range(4)]
+        assert d.finger(b"/W hung1\r\n") == INTERNAL_ERROR
+        assert d.finger(b"fgnss1\r\n") == short, "another account is answered meanwhile"
+        assert d.finger(b"/W fgnss1\r\n") == \
+            b"Login: fgnss1         \t\t\tName: Ada Lovelace\r\nDirectory: " + \
+            made["fgnss1"][1].encode() + b"\tShell: /bin/sh\r\nNever logged in.\r\n" \
+            b"No mail.\r\nNo Plan.\r\n"
+        clients = [sent(d.finger_port, b"/W hung2\r\n") for _ in range(4)]
         assert [answer_of(c) for c in clients] == [INTERNAL_ERROR] * 4, \
             "more hung queries than pool threads, each answered"
-        assert d.finger(b"\r\n") == INTERNAL_ERROR, "the list reads utmp too"
+        assert d.finger(b"\r\n") == INTERNAL_ERROR, "the list looks accounts up too"
         assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
         assert d.web(b"GET /users/alice HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200 ")
-        assert d.web(b"GET /users/fghung1 HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 500 ")
-        assert d.finger(b"fghung1\r\n") == INTERNAL_ERROR, \
+        assert d.web(b"GET /users/hung1 HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 500 ")
+        assert d.finger(b"fgnss1\r\n") == INTERNAL_ERROR, \
             "with half the pool's worth of lookups stuck, every account is refused at once"
         assert d.metric("fingerd_requests_total", service="finger", outcome="error") == 7
         assert d.metric("fingerd_requests_total", service="web", outcome="error") == 1
-        assert fifo_openers(worker) == 2, "two lookups stuck on utmp, the rest refused"
+        assert stuck_in_nss(worker) == 2, "two lookups stuck in NSS, the rest refused"
         warnings = [line for line in d.log().splitlines() if "system accounts:" in line]
-        assert len(warnings) == 1 and "looking up 'fghung1'" in warnings[0], d.log()
+        assert len(warnings) == 1 and "looking up 'hung1'" in warnings[0], d.log()
         assert d.stop() == 0
         assert not os.path.exists(f"/proc/{worker}")
         assert "killing it" not in d.log()

@@ -9,6 +9,7 @@
 - ``markers``: skips for root-only tests and missing tools.
 - ``utmp``: utmp, wtmp and lastlog records as login(1) writes them.
 - ``accounts``: real accounts made with useradd, and their files.
+- ``hang_nss``: a library preloaded into a real daemon whose account lookups then hang.
 - ``in_fingerd``: Debian's in.fingerd run for one query as inetd runs it.
 - ``system_logins``: login records and spools written where the system keeps them,
   and put back.
