@@ -6,6 +6,7 @@ import time
 from fingerd.finger import logins
 from fingerd.finger.longform import Mail, Where
 from fingerd.finger.utmp import RECORD, Session
+from tests.support.children import in_child
 from tests.support.utmp import pack_lastlog, pack_session
 
 
@@ -13,6 +14,24 @@ def write_lastlog(path, uid, record):
     with open(path, "ab") as f:
         f.truncate(uid * 292)
         f.write(record)
+
+
+def test_utmp_sessions_of_a_regular_file(tmp_path):
+    path = tmp_path / "utmp"
+    path.write_bytes(pack_session(Session("ada", "pts/1", "192.0.2.7", 1700000000)) +
+                     b"\0" * 100)
+    assert logins.sessions(str(path)) == [Session("ada", "pts/1", "192.0.2.7", 1700000000)]
+    assert logins.sessions(str(tmp_path / "missing")) == []
+
+
+def test_utmp_that_is_not_a_regular_file_gives_no_sessions_without_blocking(tmp_path):
+    """A FIFO with no writer, a directory and a device: no sessions, read in a child
+    that is killed if it blocks, so that a reader that waits fails the test."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    paths = [str(fifo), str(tmp_path), "/dev/zero"]
+    result = in_child(lambda: [logins.sessions(path) for path in paths], timeout=5)
+    assert result.value == [[], [], []], result
 
 
 def test_lastlog_record_of_the_uid(tmp_path):

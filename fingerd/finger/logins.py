@@ -1,10 +1,13 @@
-"""An account's last login, terminals and mail spool, read as the worker may read them.
+"""Who is logged in, an account's last login, terminals and mail spool, read as the
+worker may read them.
 
-Every read is bounded: one lastlog record, at most ``WTMP_TAIL_BYTES`` of
-wtmp's end (read backwards a piece at a time, so a huge wtmp costs no more
-than a small one), one ``lstat`` of the spool and one ``stat`` a terminal.
-Only regular files are read, opened without blocking on a FIFO. The spool,
-which its owner may replace, is looked at without following a link.
+Every read is bounded: at most ``UTMP_MAX_BYTES`` of utmp, one lastlog
+record, at most ``WTMP_TAIL_BYTES`` of wtmp's end (read backwards a piece at
+a time, so a huge wtmp costs no more than a small one), one ``lstat`` of the
+spool and one ``stat`` a terminal. Only regular files are read, opened
+without blocking on a FIFO: a FIFO, a device or a directory where a login
+record should be reads as no record, at once. The spool, which its owner may
+replace, is looked at without following a link.
 """
 
 import os
@@ -17,6 +20,8 @@ LASTLOG_FILE = "/var/log/lastlog"
 WTMP_FILE = "/var/log/wtmp"
 MAIL_DIR = "/var/mail"
 
+#: Most bytes read from utmp: as many records as ``parse_utmp`` takes sessions.
+UTMP_MAX_BYTES = utmp.MAX_SESSIONS * utmp.RECORD.size
 #: Most bytes read from the end of wtmp for one last login: about 2700 records.
 WTMP_TAIL_BYTES = 1024 * 1024
 #: Bytes read from wtmp at a time, whole records.
@@ -42,6 +47,21 @@ def _open_regular(path):
         os.close(fd)
         return None
     return fd, st.st_size
+
+
+def sessions(path, limit=UTMP_MAX_BYTES):
+    """The sessions in the first ``limit`` bytes of utmp at ``path``; none when it is not
+    a regular file or cannot be read."""
+    opened = _open_regular(path)
+    if opened is None:
+        return []
+    fd, _size = opened
+    try:
+        return utmp.parse_utmp(os.pread(fd, limit, 0))
+    except OSError:
+        return []
+    finally:
+        os.close(fd)
 
 
 def last_login(uid, login, lastlog_file=LASTLOG_FILE, wtmp_file=WTMP_FILE):

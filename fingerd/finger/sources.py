@@ -17,7 +17,6 @@ from fingerd.finger import logins
 from fingerd.finger.bounded import BoundedCalls, Unfinished
 from fingerd.finger.homefiles import opted_out, read_user_file
 from fingerd.finger.longform import Person, Where, long_answer, parse_gecos
-from fingerd.finger.utmp import parse_utmp
 from fingerd.users.usersfile import is_valid_name
 
 log = logging.getLogger(__name__)
@@ -108,11 +107,7 @@ class SystemSource:
                 yield entry.pw_name, f"{entry.pw_name}: {full_name(entry)} ({session.line})"
 
     def sessions(self):
-        try:
-            with open(self.utmp_file, "rb") as f:
-                return parse_utmp(f.read(4096 * 384))
-        except OSError:
-            return []
+        return logins.sessions(self.utmp_file)
 
 
 class BoundedSource:
