@@ -1,6 +1,7 @@
 """The finger service behind a proxy: the PROXY protocol header names the client, from
 configured addresses only; and behind a real HAProxy."""
 
+import errno
 import os
 import shutil
 import socket
@@ -27,7 +28,8 @@ def v2_tcp4(client, port=40000, command=1):
 
 def ask(port, data, source="127.0.0.1", timeout=10):
     """Everything the server answers ``data`` sent from ``source`` and then the end of
-    the stream; a connection reset is no answer."""
+    the stream; a connection reset (seen by the send, the shutdown or a read) is no
+    answer."""
     with socket.socket() as s:
         s.settimeout(timeout)
         s.bind((source, 0))
@@ -41,8 +43,9 @@ def ask(port, data, source="127.0.0.1", timeout=10):
                 if not chunk:
                     break
                 chunks.append(chunk)
-        except ConnectionResetError:
-            pass
+        except OSError as exc:
+            if exc.errno not in (errno.ECONNRESET, errno.ENOTCONN, errno.EPIPE):
+                raise
         return b"".join(chunks)
 
 
