@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from bench import CLIENT_CPU, SERVER_CPU, machine  # noqa: E402
 from bench_scale import write_users  # noqa: E402
+from bench_sets import pct  # noqa: E402
 
 from fingerd.process import priority  # noqa: E402
 from fingerd.users.editing import StatusWriter  # noqa: E402
@@ -188,11 +189,6 @@ def run_round(path, users, policy, seconds, interval, with_hog):
             os.close(fd)
 
 
-def pct(values, p):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(p * len(values)))] if values else float("nan")
-
-
 def table(rows):
     out = ["| round | writer | load before | wake-ups | late by p50 / p99 / max ms | "
            "sets/s |", "|---:|---|---|---:|---:|---:|"]
@@ -204,6 +200,15 @@ def table(rows):
                    f"{pct(delays, 0.5):.2f} / {pct(delays, 0.99):.2f} / "
                    f"{max(delays, default=float('nan')):.2f} | {sets} |")
     return "\n".join(out)
+
+
+def heading(args, size):
+    return (f"Measured {time.strftime('%Y-%m-%d')} on {machine()}; a users file of "
+            f"{args.users + 1} entries ({size / 1e6:.1f} MB); the probe and the writer on "
+            f"one core, {'with a process spinning on it too, ' if args.hog else ''}"
+            f"the clock on another; a wake-up every {args.interval:g} ms for "
+            f"{args.seconds:g} s a round; load is the 1-minute load average before "
+            f"the round.")
 
 
 def main():
@@ -240,12 +245,7 @@ def main():
         size = os.path.getsize(path)
     finally:
         shutil.rmtree(work)
-    text = (f"Measured {time.strftime('%Y-%m-%d')} on {machine()}; a users file of "
-            f"{args.users + 1} entries ({size / 1e6:.1f} MB); the probe and the writer on "
-            f"one core, {'with a process spinning on it too, ' if args.hog else ''}"
-            f"the clock on another; a wake-up every {args.interval:g} ms for "
-            f"{args.seconds:g} s a round; load is the 1-minute load average before "
-            f"the round.\n\n{table(rows)}\n")
+    text = f"{heading(args, size)}\n\n{table(rows)}\n"
     print(text)
     if args.out:
         with open(args.out, "w") as f:
