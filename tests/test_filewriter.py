@@ -1,5 +1,6 @@
 """The parent's writes of the users file, each in a child of its own, driven in process."""
 
+import errno
 import json
 import logging
 import os
@@ -329,5 +330,28 @@ def test_where_it_cannot_run_idle_the_child_writes_at_its_niceness_said_once(
             idle(sel, writer)
     assert [r["ok"] for r in replies.got] == [True, True]
     assert [r.getMessage() for r in caplog.records] == [
-        f"users file writer at niceness +{WRITER_NICENESS} only, not at SCHED_IDLE: "
-        f"no ioprio_set number for {platform.machine()}"]
+        f"users file writer not at SCHED_IDLE: no ioprio_set number for "
+        f"{platform.machine()}; it runs at niceness {writer_niceness()}"]
+
+
+def test_where_its_priority_cannot_be_set_the_child_writes_at_the_parents_said_once(
+        sel, writer, path, replies, monkeypatch, caplog):
+    """As under a seccomp filter that refuses setpriority (systemd's ~@resources)."""
+    def refused(*args):
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "setpriority", refused)
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    with caplog.at_level(logging.WARNING):
+        for n in (1, 2):
+            writer.submit(path, request(n, status=f"status {n}"), replies)
+            [child] = children()
+            assert os.sched_getscheduler(child) == os.SCHED_OTHER
+            assert os.getpriority(os.PRIO_PROCESS, child) == own
+            settle(sel, writer)
+            idle(sel, writer)
+    assert [r["ok"] for r in replies.got] == [True, True]
+    assert b"alice:status 2\n" in open(path, "rb").read()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"users file writer not at SCHED_IDLE: setpriority: {os.strerror(errno.EPERM)}; it "
+        f"runs at niceness {own}, as the parent"]

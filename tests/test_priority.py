@@ -81,5 +81,6 @@ def test_without_the_right_to_promote_a_child_runs_at_its_niceness_only():
     result = in_child(as_nobody)
     assert result.error is None
     why, policy, added = result.value
-    assert why == "no CAP_SYS_NICE nor RLIMIT_NICE to promote a late write"
+    assert why == (f"neither CAP_SYS_NICE nor an RLIMIT_NICE that lets a late write be "
+                   f"promoted; it runs at niceness {min(19, niceness(0) + 10)}")
     assert policy == os.SCHED_OTHER and added == min(10, 19 - niceness(0))

@@ -280,8 +280,7 @@ class FileWriter:
         os.set_blocking(reports_r, False)
         self._sel.register(reports_r, selectors.EVENT_READ, self._on_reports)
         why = priority.run_behind(pid, WRITER_NICENESS)
-        self._note(why and f"users file writer at niceness +{WRITER_NICENESS} only, not at "
-                           f"SCHED_IDLE: {why}")
+        self._note(why and f"users file writer not at SCHED_IDLE: {why}")
         return _Child(pid, requests_w, reports_r, yields=why is None)
 
     def _serve_in_child(self, requests, reports):

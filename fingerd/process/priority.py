@@ -18,7 +18,9 @@ runs at ``SCHED_IDLE``, with two consequences handled here:
   (sched(7)).
 
 Where either cannot be had (no ``ioprio_set`` number for the machine, no
-right to promote), the writer runs at its niceness alone, as it did before.
+right to promote), the writer runs at its niceness alone, as it did before;
+where even that is refused (a seccomp filter such as systemd's
+``SystemCallFilter=~@resources``), at the parent's.
 """
 
 import ctypes
@@ -44,17 +46,24 @@ _libc.syscall.restype = ctypes.c_long
 def run_behind(pid, niceness):
     """Put the process ``pid`` (a child not yet at work) ``niceness`` above this one's
     niceness and, where it can be promoted later, at ``SCHED_IDLE`` with its I/O best
-    effort at the lowest level. None when it runs at ``SCHED_IDLE``; else why not."""
-    nice = min(MAX_NICENESS, os.getpriority(os.PRIO_PROCESS, 0) + niceness)
+    effort at the lowest level. None when it runs at ``SCHED_IDLE``; else why not, and
+    at what niceness it runs."""
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    nice = min(MAX_NICENESS, own + niceness)
     try:
         os.setpriority(os.PRIO_PROCESS, pid, nice)
     except OSError as exc:
-        return f"setpriority: {exc.strerror}"
+        return f"setpriority: {exc.strerror}; it runs at niceness {own}, as the parent"
+    why = _why_not_idle(pid, nice)
+    return None if why is None else f"{why}; it runs at niceness {nice}"
+
+
+def _why_not_idle(pid, nice):
     number = IOPRIO_SET.get(platform.machine())
     if number is None:
         return f"no ioprio_set number for {platform.machine()}"
     if not _may_leave_idle(nice):
-        return "no CAP_SYS_NICE nor RLIMIT_NICE to promote a late write"
+        return "neither CAP_SYS_NICE nor an RLIMIT_NICE that lets a late write be promoted"
     value = IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT | IOPRIO_BE_LOWEST
     if _libc.syscall(ctypes.c_long(number), ctypes.c_long(IOPRIO_WHO_PROCESS),
                      ctypes.c_long(pid), ctypes.c_long(value)) != 0:
