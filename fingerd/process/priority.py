@@ -2,10 +2,11 @@
 
 A set's copy of a large users file takes tens of milliseconds of CPU. At a
 positive niceness (``SCHED_OTHER``, or ``SCHED_BATCH`` at niceness 19) a
-process that wakes on the writer's core still waits for the writer's slice
-to end, up to a scheduler tick (4 ms at 250 Hz), each time; a
-``SCHED_IDLE`` process gives way at once (docs/bench/sets.md). So the writer
-runs at ``SCHED_IDLE``, with two consequences handled here:
+process that wakes on the writer's core while the writer runs still waits
+for the writer's slice to end, up to a scheduler tick (4 ms at 250 Hz); a
+``SCHED_IDLE`` process gives way at once (scripts/bench_wakeups.py,
+docs/bench/sets.md). So the writer runs at ``SCHED_IDLE``, with two
+consequences handled here:
 
 - the kernel derives the idle I/O class from ``SCHED_IDLE``, under which the
   writer's fsync would wait behind everyone else's I/O (for seconds, under
