@@ -1,17 +1,22 @@
 """The parent's writes of the users file, each in a child of its own, driven in process."""
 
+import errno
 import json
 import logging
 import os
+import platform
 import selectors
 import signal
 import time
 
 import pytest
 
+from fingerd.process import priority
 from fingerd.process.channel import REPLY_TIMEOUT
-from fingerd.process.filewriter import LINGER_SECONDS, FileWriter
+from fingerd.process.filewriter import LINGER_SECONDS, PROMOTE_AFTER, WRITER_NICENESS, FileWriter
 from fingerd.users import fileio
+from tests.support.markers import needs_root, needs_tool
+from tests.support.procfs import scheduling
 
 
 class Clock:
@@ -246,8 +251,10 @@ def test_the_child_lingers_for_the_next_set_then_is_let_go(sel, writer, path, re
     settle(sel, writer)
     assert writer.deadline == clock.now + LINGER_SECONDS
     [child] = children()
+    linger_end = writer.deadline
+    clock.now += LINGER_SECONDS / 4
     writer.submit(path, request(2, status="two"), replies)
-    assert writer.deadline is None
+    assert writer.deadline != linger_end, "a child writing is not let go"
     settle(sel, writer)
     assert children() == [child] and [r["ok"] for r in replies.got] == [True, True]
     idle(sel, writer)
@@ -268,3 +275,83 @@ def test_close_lets_the_write_in_progress_finish_then_ends_the_child(sel, writer
     assert [r["id"] for r in replies.got] == [1] and replies.got[0]["ok"]
     assert children() == []
     assert b"never" not in open(path, "rb").read()
+
+
+def writer_niceness():
+    return min(19, os.getpriority(os.PRIO_PROCESS, 0) + WRITER_NICENESS)
+
+
+@needs_root
+@needs_tool("ionice", "util-linux")
+def test_the_child_writes_at_sched_idle_its_io_best_effort_at_the_lowest_level(
+        sel, writer, path, replies):
+    writer.submit(path, request(1), replies)
+    [child] = children()
+    assert scheduling(child) == (os.SCHED_IDLE, writer_niceness(), "best-effort: prio 7")
+    settle(sel, writer)
+    assert replies.got[0]["ok"] and children() == [child]
+    assert os.sched_getscheduler(child) == os.SCHED_IDLE
+
+
+@needs_root
+def test_a_late_write_is_finished_at_the_writers_niceness_and_the_next_starts_idle(
+        sel, writer, path, replies, clock, slow_writes):
+    slow_writes[0] = 0.5
+    writer.submit(path, request(1, status="late"), replies)
+    [child] = children()
+    assert writer.deadline == clock.now + PROMOTE_AFTER
+    clock.now = writer.deadline
+    writer.on_deadline()
+    assert os.sched_getscheduler(child) == os.SCHED_OTHER
+    assert os.getpriority(os.PRIO_PROCESS, child) == writer_niceness()
+    assert writer.deadline is None and writer.writing
+    settle(sel, writer)
+    assert replies.got[0]["ok"] and children() == [child]
+    assert os.sched_getscheduler(child) == os.SCHED_IDLE
+    slow_writes[0] = 0.0
+    writer.submit(path, request(2, status="on time"), replies)
+    assert writer.deadline == clock.now + PROMOTE_AFTER
+    settle(sel, writer)
+    assert [r["ok"] for r in replies.got] == [True, True] and children() == [child]
+    assert b"alice:on time\n" in open(path, "rb").read()
+
+
+def test_where_it_cannot_run_idle_the_child_writes_at_its_niceness_said_once(
+        sel, writer, path, replies, clock, monkeypatch, caplog):
+    monkeypatch.setattr(priority, "IOPRIO_SET", {})
+    with caplog.at_level(logging.WARNING):
+        for n in (1, 2):
+            writer.submit(path, request(n, status=f"status {n}"), replies)
+            [child] = children()
+            assert writer.deadline is None, "nothing to promote"
+            assert os.sched_getscheduler(child) == os.SCHED_OTHER
+            assert os.getpriority(os.PRIO_PROCESS, child) == writer_niceness()
+            settle(sel, writer)
+            idle(sel, writer)
+    assert [r["ok"] for r in replies.got] == [True, True]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"users file writer not at SCHED_IDLE: no ioprio_set number for "
+        f"{platform.machine()}; it runs at niceness {writer_niceness()}"]
+
+
+def test_where_its_priority_cannot_be_set_the_child_writes_at_the_parents_said_once(
+        sel, writer, path, replies, monkeypatch, caplog):
+    """As under a seccomp filter that refuses setpriority (systemd's ~@resources)."""
+    def refused(*args):
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "setpriority", refused)
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    with caplog.at_level(logging.WARNING):
+        for n in (1, 2):
+            writer.submit(path, request(n, status=f"status {n}"), replies)
+            [child] = children()
+            assert os.sched_getscheduler(child) == os.SCHED_OTHER
+            assert os.getpriority(os.PRIO_PROCESS, child) == own
+            settle(sel, writer)
+            idle(sel, writer)
+    assert [r["ok"] for r in replies.got] == [True, True]
+    assert b"alice:status 2\n" in open(path, "rb").read()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"users file writer not at SCHED_IDLE: setpriority: {os.strerror(errno.EPERM)}; it "
+        f"runs at niceness {own}, as the parent"]

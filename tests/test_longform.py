@@ -155,6 +155,12 @@ def test_times_out_of_range_are_shown_as_such():
         "New mail received (time out of range)"
 
 
+def test_a_line_break_in_a_gecos_field_is_left_out():
+    fields = parse_gecos("Ada\nLovelace,Room\r\n1,\u2028555\x001234,", "ada")
+    assert fields == parse_gecos("AdaLovelace,Room1,5551234,", "ada")
+    assert office_lines(parse_gecos(",\n", "x")) == []
+
+
 @given(st.text(max_size=300), st.text(min_size=1, max_size=32))
 def test_any_gecos_parses_and_lays_out(gecos, login):
     fields = parse_gecos(gecos, login)

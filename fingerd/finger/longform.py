@@ -9,6 +9,7 @@ its spacing and its wording are kept, the control characters it shows as
 """
 
 import time
+import unicodedata
 from dataclasses import dataclass
 
 from fingerd.finger.output import split_lines
@@ -76,9 +77,16 @@ class Person:
 
 def parse_gecos(gecos, login):
     """Name, office, office phone and home phone: the first four comma-separated fields,
-    ``&`` in the name standing for the login capitalised."""
-    fields = (gecos.split(",") + ["", "", ""])[:4]
+    ``&`` in the name standing for the login capitalised. A field from NSS (LDAP) may
+    hold a line break or another control character: each is left out, so that a field
+    stays on its line."""
+    fields = (_one_line(gecos).split(",") + ["", "", ""])[:4]
     return Gecos(fields[0].replace("&", login.capitalize()), *fields[1:])
+
+
+def _one_line(text):
+    return "".join(ch for ch in text
+                   if unicodedata.category(ch) not in ("Cc", "Zl", "Zp"))
 
 
 def phone(number):

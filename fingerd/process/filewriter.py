@@ -23,6 +23,13 @@ which bounds it). A request that waited longer than the worker waits for
 its answer (a write was slow) is answered with an error and not carried
 out, since the setter's client was already told the set failed.
 
+The child runs behind the processes that serve (``priority``): at
+``SCHED_IDLE``, so that it takes only CPU time no one else wants. A write
+not done within PROMOTE_AFTER seconds (the machine is busy, or the whole
+file is being validated) is finished at WRITER_NICENESS instead, so that no
+set waits for idle time that never comes; so is a child let go, which has
+only to end.
+
 The child knows the version of the file it last wrote (``StatusWriter``),
 and says so in each report: the parent hands it to the next child, so a set
 reads and validates the whole file only when someone else has changed it.
@@ -36,6 +43,7 @@ import selectors
 import signal
 import time
 
+from fingerd.process import priority
 from fingerd.process.channel import REPLY_TIMEOUT, error_reply, set_reply
 from fingerd.users.editing import StatusWriter, StoreError
 
@@ -51,9 +59,14 @@ LINGER_SECONDS = 1.0
 #: Most bytes of reports waiting to be read; a report is a few hundred.
 MAX_REPORT_BYTES = 4096
 
-#: Niceness a writing child adds to the parent's: on a busy machine the worker's
-#: answers come before a write.
+#: Niceness a writing child adds to the parent's: what it competes at once promoted,
+#: or always where it cannot run at SCHED_IDLE.
 WRITER_NICENESS = 10
+
+#: Seconds a write may take at SCHED_IDLE before its child is promoted: a set on a
+#: million lines that the child wrote itself takes a fifth of that, on a core shared
+#: with the worker; one that validates the whole file takes seconds.
+PROMOTE_AFTER = 1.0
 
 
 class _Request:
@@ -69,17 +82,21 @@ class _Request:
 
 class _Child:
     """The writing child as the parent sees it: its pid, the parent's ends of its two
-    pipes (``requests`` None once closed, which ends it), the request it is writing."""
+    pipes (``requests`` None once closed, which ends it), the request it is writing,
+    whether it runs at SCHED_IDLE (``yields``) and is promoted for now."""
 
-    __slots__ = ("pid", "requests", "reports", "report", "writing", "reaped")
+    __slots__ = ("pid", "requests", "reports", "report", "writing", "reaped", "yields",
+                 "promoted")
 
-    def __init__(self, pid, requests, reports):
+    def __init__(self, pid, requests, reports, yields):
         self.pid = pid
         self.requests = requests
         self.reports = reports
         self.report = b""
         self.writing = None
         self.reaped = False
+        self.yields = yields
+        self.promoted = False
 
 
 class FileWriter:
@@ -90,7 +107,8 @@ class FileWriter:
     ``on_done`` is called once with its reply, from that callback (or from
     ``submit``, for a request that expired while waiting), unless
     ``discard_queued`` or ``close`` drops it first. ``deadline`` is when
-    the parent's loop must call ``on_deadline`` (to let an idle child go).
+    the parent's loop must call ``on_deadline`` (to promote a late write, or
+    let an idle child go).
     """
 
     def __init__(self, selector, clock=time.monotonic, expire_after=REPLY_TIMEOUT,
@@ -104,7 +122,8 @@ class FileWriter:
         self._child = None
         self._unreaped = set()
         self._closing = False
-        #: When the idle child is let go; None while there is none.
+        self._noted = None
+        #: When a write is late or the idle child is let go; None while neither can be.
         self.deadline = None
 
     @property
@@ -148,9 +167,14 @@ class FileWriter:
             self._let_go()
 
     def on_deadline(self):
-        """The idle child has lingered long enough: let it go."""
+        """The write in progress is late: promote its child. Or the idle child has
+        lingered long enough: let it go."""
         self.deadline = None
-        if self._child is not None and self._child.writing is None:
+        if self._child is None:
+            return
+        if self._child.writing is not None:
+            self._promote(self._child)
+        else:
             self._let_go()
 
     def kill(self):
@@ -197,8 +221,8 @@ class FileWriter:
                     self._queue.appendleft(request)  # the one let go ends first
                     return
                 self._child = self._fork()
-            self.deadline = None
             self._child.writing = request
+            self.deadline = self._clock() + PROMOTE_AFTER if self._child.yields else None
             line = json.dumps({"path": request.path, "name": request.message["name"],
                                "status": request.message["status"]}).encode() + b"\n"
             try:
@@ -211,6 +235,32 @@ class FileWriter:
         os.close(self._child.requests)
         self._child.requests = None
         self.deadline = None
+        self._promote(self._child)
+
+    def _promote(self, child):
+        if child.yields and not child.promoted:
+            child.promoted = True
+            self._change_priority(priority.promote, child.pid)
+
+    def _demote(self, child):
+        if child.promoted:
+            child.promoted = False
+            self._change_priority(priority.demote, child.pid)
+
+    def _change_priority(self, change, pid):
+        try:
+            change(pid)
+        except ProcessLookupError:
+            pass  # it has ended: its reports' pipe says so
+        except OSError as exc:
+            self._note(f"cannot change the users file writer's scheduling policy: "
+                       f"{exc.strerror}")
+
+    def _note(self, problem):
+        """Log ``problem`` unless it is the one logged last."""
+        if problem is not None and problem != self._noted:
+            log.warning("%s", problem)
+        self._noted = problem
 
     def _fork(self):
         requests_r, requests_w = os.pipe()
@@ -233,7 +283,9 @@ class FileWriter:
         os.set_blocking(requests_w, False)
         os.set_blocking(reports_r, False)
         self._sel.register(reports_r, selectors.EVENT_READ, self._on_reports)
-        return _Child(pid, requests_w, reports_r)
+        why = priority.run_behind(pid, WRITER_NICENESS)
+        self._note(why and f"users file writer not at SCHED_IDLE: {why}")
+        return _Child(pid, requests_w, reports_r, yields=why is None)
 
     def _serve_in_child(self, requests, reports):
         """The child's life: a write for each request line until the pipe closes; its exit
@@ -248,7 +300,6 @@ class FileWriter:
         os.closerange(3, low)
         os.closerange(low + 1, high)
         os.closerange(high + 1, max(os.sysconf("SC_OPEN_MAX"), high + 2))
-        os.nice(WRITER_NICENESS)
         pending = b""
         while True:
             chunk = os.read(requests, 65536)
@@ -311,6 +362,7 @@ class FileWriter:
                 return
             reply = error_reply(request.message["id"],
                                 "cannot write users file: the write was cut short")
+        self._demote(child)
         request.on_done(reply)
         if self._closing and child.requests is not None:
             self._let_go()

@@ -1,6 +1,8 @@
-"""Processes as /proc shows them: status fields, children, the daemon's worker."""
+"""Processes as /proc shows them: status fields, children, the daemon's worker, how
+they are scheduled."""
 
 import os
+import subprocess
 
 from tests.support.polling import wait_until
 
@@ -31,3 +33,11 @@ def worker_of(daemon_pid, other_than=None):
         pids = [p for p in children(daemon_pid) if p != other_than]
         return pids[0] if len(pids) == 1 else None
     return wait_until(find, what="the worker process")
+
+
+def scheduling(pid):
+    """``(policy, niceness, I/O priority)`` of ``pid``: the last as ``ionice -p`` says it
+    (``best-effort: prio 7``)."""
+    io = subprocess.run(["ionice", "-p", str(pid)], capture_output=True, text=True,
+                        check=True, timeout=10).stdout.strip()
+    return os.sched_getscheduler(pid), os.getpriority(os.PRIO_PROCESS, pid), io
