@@ -102,7 +102,7 @@ def test_a_failed_write_forgets_the_trusted_version(path, monkeypatch, validatio
     writer = StatusWriter()
     writer(path, "alice", "one")
 
-    def disk_full(path, data):
+    def disk_full(path, data, before_rename=None):
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as patch:

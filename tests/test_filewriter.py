@@ -13,7 +13,8 @@ import pytest
 
 from fingerd.process import priority
 from fingerd.process.channel import REPLY_TIMEOUT
-from fingerd.process.filewriter import LINGER_SECONDS, PROMOTE_AFTER, WRITER_NICENESS, FileWriter
+from fingerd.process.filewriter import (COMMIT_MARGIN, LINGER_SECONDS, PROMOTE_AFTER,
+                                        WRITER_NICENESS, FileWriter)
 from fingerd.users import fileio
 from tests.support.markers import needs_root, needs_tool
 from tests.support.procfs import scheduling
@@ -97,9 +98,9 @@ def slow_writes(monkeypatch):
     delay = [0.0]
     real = fileio.replace_durably
 
-    def slow(path, data):
+    def slow(path, data, before_rename=None):
         time.sleep(delay[0])
-        return real(path, data)
+        return real(path, data, before_rename)
 
     monkeypatch.setattr(fileio, "replace_durably", slow)
     return delay
@@ -140,10 +141,10 @@ def test_writes_never_overlap(sel, writer, path, replies, monkeypatch, tmp_path)
     spans = tmp_path / "spans"
     real = fileio.replace_durably
 
-    def recorded(target, data):
+    def recorded(target, data, before_rename=None):
         started = time.monotonic()
         time.sleep(0.1)
-        result = real(target, data)
+        result = real(target, data, before_rename)
         with open(spans, "a") as f:
             f.write(f"{started} {time.monotonic()}\n")
         return result
@@ -176,6 +177,34 @@ def test_a_request_that_waited_longer_than_the_worker_waits_is_not_written(
     assert replies.got[0]["ok"] and replies.got[1] == {
         "id": 2, "ok": False, "error": "the users file was not written in time"}
     assert b"alice:first\n" in open(path, "rb").read()
+
+
+def test_a_write_not_renamed_in_time_is_called_off_and_the_file_left_as_it_was(
+        sel, clock, path, replies, monkeypatch):
+    """The worker stops waiting REPLY_TIMEOUT after it asked, and its client is told the
+    set failed: a write whose new file is ready only after COMMIT_MARGIN before then is
+    never renamed into place."""
+    real = fileio.replace_durably
+    before = open(path, "rb").read()
+
+    def slow_copy(target, data, before_rename=None):
+        def copy_slowly(fd):
+            time.sleep(0.6)  # the copy of a large file on a busy machine
+            data(fd)
+        return real(target, copy_slowly, before_rename)
+
+    monkeypatch.setattr(fileio, "replace_durably", slow_copy)
+    writer = FileWriter(sel, clock=clock, expire_after=COMMIT_MARGIN + 0.3)
+    try:
+        writer.submit(path, request(1), replies)
+        settle(sel, writer)
+    finally:
+        writer.close()
+        settle(sel, writer, until=lambda: not writer.busy)
+    assert replies.got == [{"id": 1, "ok": False,
+                            "error": "the users file was not written in time"}]
+    assert open(path, "rb").read() == before
+    assert [name for name in os.listdir(os.path.dirname(path)) if name.endswith(".tmp")] == []
 
 
 def test_an_operators_broken_edit_after_a_write_refuses_the_next_set(sel, writer, path,

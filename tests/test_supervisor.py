@@ -367,9 +367,9 @@ def slow_writes(monkeypatch):
     """Each write waits a second first (in the writing child, which inherits the patch)."""
     real = fileio.replace_durably
 
-    def slow(path, data):
+    def slow(path, data, before_rename=None):
         time.sleep(1.0)
-        return real(path, data)
+        return real(path, data, before_rename)
 
     monkeypatch.setattr(fileio, "replace_durably", slow)
 

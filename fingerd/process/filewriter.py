@@ -21,7 +21,8 @@ queue; the worker asks for one set at a time, so the queue holds more than
 one only for a worker that does not behave (``waiting`` tells the parent,
 which bounds it). A request that waited longer than the worker waits for
 its answer (a write was slow) is answered with an error and not carried
-out, since the setter's client was already told the set failed.
+out, since the setter's client was already told the set failed; so is a
+write that could not be renamed into place COMMIT_MARGIN before then.
 
 The child runs behind the processes that serve (``priority``): at
 ``SCHED_IDLE``, so that it takes only CPU time no one else wants. A write
@@ -58,6 +59,14 @@ LINGER_SECONDS = 1.0
 
 #: Most bytes of reports waiting to be read; a report is a few hundred.
 MAX_REPORT_BYTES = 4096
+
+#: Seconds before the worker stops waiting for a set's answer by which the file must be
+#: renamed, or the write is called off: a set the setter's client is told failed must
+#: change nothing, and the answer needs a moment to reach the worker.
+COMMIT_MARGIN = 1.0
+
+#: The error of a set not written before the worker stops waiting for it.
+NOT_IN_TIME = "the users file was not written in time"
 
 #: Niceness a writing child adds to the parent's: what it competes at once promoted,
 #: or always where it cannot run at SCHED_IDLE.
@@ -213,8 +222,7 @@ class FileWriter:
         while self._queue and (self._child is None or self._child.writing is None):
             request = self._queue.popleft()
             if request.received <= self._clock() - self._expire_after:
-                request.on_done(error_reply(request.message["id"],
-                                            "the users file was not written in time"))
+                request.on_done(error_reply(request.message["id"], NOT_IN_TIME))
                 continue
             if self._child is None or self._child.requests is None:
                 if self._child is not None:
@@ -223,8 +231,11 @@ class FileWriter:
                 self._child = self._fork()
             self._child.writing = request
             self.deadline = self._clock() + PROMOTE_AFTER if self._child.yields else None
+            commit_within = request.received + self._expire_after - COMMIT_MARGIN - \
+                self._clock()
             line = json.dumps({"path": request.path, "name": request.message["name"],
-                               "status": request.message["status"]}).encode() + b"\n"
+                               "status": request.message["status"],
+                               "commit_within": commit_within}).encode() + b"\n"
             try:
                 # One short line into an empty pipe: it never blocks, and is written whole.
                 os.write(self._child.requests, line)
@@ -313,8 +324,15 @@ class FileWriter:
                     data = data[os.write(reports, data):]
 
     def _write_one(self, request):
+        commit_by = time.monotonic() + request["commit_within"]
+
+        def in_time():
+            if time.monotonic() > commit_by:
+                raise StoreError(NOT_IN_TIME)
+
         try:
-            old, new = self._writer(request["path"], request["name"], request["status"])
+            old, new = self._writer(request["path"], request["name"], request["status"],
+                                    before_rename=in_time)
             report = {"ok": True, "old": old, "new": new}
         except StoreError as exc:
             report = {"ok": False, "error": str(exc)}

@@ -36,7 +36,7 @@ class _Changed(Exception):
     """The file changed while it was being copied: the copy is thrown away."""
 
 
-def write_status(path, name, status, trusted=None):
+def write_status(path, name, status, trusted=None, before_rename=None):
     """Durably set ``name``'s status in the users file at ``path``.
 
     The file on disk is edited rather than rewritten from memory, so an
@@ -51,18 +51,19 @@ def write_status(path, name, status, trusted=None):
     wrote itself (the new signature this returns is one). A file that
     anyone else has changed since has another signature, so it is read and
     validated again; so is a file changed while it was copied.
+    ``before_rename`` is replace_durably's: it may call the write off.
     """
     try:
-        return _write_status(path, name, status, trusted)
+        return _write_status(path, name, status, trusted, before_rename)
     except _Changed:
         pass
     try:
-        return _write_status(path, name, status, None)
+        return _write_status(path, name, status, None, before_rename)
     except _Changed:
         raise StoreError("users file changed while it was written; try again") from None
 
 
-def _write_status(path, name, status, trusted):
+def _write_status(path, name, status, trusted, before_rename):
     try:
         data, old_sig = fileio.read_bounded(path, unless=(trusted,) if trusted else ())
     except FileNotFoundError:
@@ -83,7 +84,8 @@ def _write_status(path, name, status, trusted):
         plan = splice_plan(data, name, status)
         try:
             return old_sig, fileio.replace_durably(
-                path, functools.partial(_write_spliced, source, data, old_sig, plan))
+                path, functools.partial(_write_spliced, source, data, old_sig, plan),
+                before_rename)
         except OSError as exc:
             raise StoreError(f"cannot write users file: {exc.strerror or exc}") from exc
     finally:
@@ -201,9 +203,9 @@ class StatusWriter:
         #: Signature of the file as this writer last wrote it; None: validate.
         self.trusted = None
 
-    def __call__(self, path, name, status):
+    def __call__(self, path, name, status, before_rename=None):
         try:
-            old, new = write_status(path, name, status, self.trusted)
+            old, new = write_status(path, name, status, self.trusted, before_rename)
         except StoreError:
             self.trusted = None
             raise

@@ -173,7 +173,7 @@ def _user(uid):
         return f"uid {uid}"
 
 
-def replace_durably(path, data):
+def replace_durably(path, data, before_rename=None):
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file whole.
 
     First the rules of this module are checked (UnsafeUsersFile). The new
@@ -184,7 +184,9 @@ def replace_durably(path, data):
     signature. On any error the old file is untouched and the temporary
     file removed. ``data`` is the new content, or a function that writes it
     to the descriptor it is given (to copy parts of another file in the
-    kernel rather than through memory).
+    kernel rather than through memory). ``before_rename()``, called once the
+    new file is on disk, may still call the write off by raising: the rename
+    is the moment the file changes.
     """
     directory, name = _split(path)
     dir_fd = _open_directory(directory)
@@ -208,6 +210,8 @@ def replace_durably(path, data):
             os.fsync(fd)
             os.close(fd)
             fd = -1
+            if before_rename is not None:
+                before_rename()
             os.rename(tmp[0], name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
             if fd >= 0:
