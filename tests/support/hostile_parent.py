@@ -133,9 +133,9 @@ def main():
     if delay:
         real = fileio.replace_durably
 
-        def slow(path, data):
+        def slow(path, data, before_rename=None):
             time.sleep(delay)
-            return real(path, data)
+            return real(path, data, before_rename)
 
         fileio.replace_durably = slow
     handler = logsetup.configure(os.path.join(DIRECTORY, "parent.log"), True)
