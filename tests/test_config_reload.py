@@ -15,7 +15,7 @@ from collections import Counter
 import pytest
 
 from tests.support import ROOT
-from tests.support.net import can_connect, exchange, skip_unless_free
+from tests.support.net import answer_of, can_connect, exchange, skip_unless_free
 from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="binding port 79 needs root")
@@ -256,7 +256,8 @@ def test_an_invalid_users_file_refuses_the_reload(on_port_79):
 def test_a_client_the_old_worker_holds_gets_its_answer_after_the_switch(on_port_79):
     """Connected before the reload, its query finished only once the new worker serves:
     the old worker, retiring, still answers it, by the rules it had."""
-    with socket.create_connection(("127.0.0.1", 79), timeout=10) as held:
+    held = socket.create_connection(("127.0.0.1", 79), timeout=10)
+    with held:
         held.sendall(b"ali")
         wait_until(lambda: on_port_79.metric("fingerd_connections_active") == 1,
                    what="the old worker to hold the client")
@@ -266,13 +267,7 @@ def test_a_client_the_old_worker_holds_gets_its_answer_after_the_switch(on_port_
         old = int(re.search(r"started worker (\d+)", on_port_79.log()).group(1))
         assert os.path.exists(f"/proc/{old}"), "the old worker waits for its client"
         held.sendall(b"ce\r\n")
-        answer = b""
-        for _ in range(64):
-            chunk = held.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-    assert answer == b"Happy and well\r\n"
+        assert answer_of(held) == b"Happy and well\r\n"
     assert on_port_79.finger(b"alice\r\n") == b"Glad and well\r\n"
     wait_until(lambda: not os.path.exists(f"/proc/{old}"), what="the old worker to exit")
 

@@ -26,7 +26,7 @@ from fingerd.serving.assembly import Service
 from fingerd.users.store import UserStore
 from tests.support.accounts import made_accounts
 from tests.support.markers import needs_root, needs_tool
-from tests.support.net import exchange
+from tests.support.net import answer_of, exchange
 from tests.support.polling import wait_until
 from tests.support.procfs import worker_of
 from tests.support.utmp import pack_session
@@ -141,17 +141,6 @@ def sent(port, query):
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     s.sendall(query)
     return s
-
-
-def answer_of(s, most=64):
-    """What the server sends ``s`` until it closes, in at most ``most`` reads."""
-    chunks = []
-    with s:
-        for _ in range(most):
-            chunks.append(s.recv(4096))
-            if not chunks[-1]:
-                return b"".join(chunks)
-    raise AssertionError("the server did not close the connection")
 
 
 def test_hung_lookups_hold_half_the_pool_at_most_and_the_rest_is_served(serve, nss):

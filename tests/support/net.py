@@ -80,6 +80,18 @@ def exchange(port, data, host="127.0.0.1", timeout=10.0, shut_write=False):
         raise AssertionError("server did not close the connection")
 
 
+def answer_of(s, most=64):
+    """What the server sends the connected socket ``s`` until it closes, in at most
+    ``most`` reads; ``s`` is closed after."""
+    chunks = []
+    with s:
+        for _ in range(most):
+            chunks.append(s.recv(4096))
+            if not chunks[-1]:
+                return b"".join(chunks)
+    raise AssertionError("the server did not close the connection")
+
+
 def ask_from(source, port, data, timeout=5.0):
     """What the server on 127.0.0.1:``port`` answers ``data`` sent from the local address
     ``source``, until it closes; b"" when the connection is refused or reset."""
