@@ -2,13 +2,14 @@
 
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
 
 import pytest
 
-from fingerd.process.pidfile import probe
+from fingerd.process.pidfile import RUNNING, probe
 from tests.support import ROOT
 from tests.support.daemon import end_by_pidfile
 from tests.support.polling import wait_until
@@ -35,9 +36,9 @@ def init(make_daemon, public_dir):
     env = {"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", "CONFIG": d.config_file,
            "FINGERD_DEFAULTS": os.path.join(public_dir, "no-defaults")}
 
-    def action(name):
-        return subprocess.run([script, name], env=env, capture_output=True, text=True,
-                              timeout=60, stdin=subprocess.DEVNULL)
+    def action(name, stderr=subprocess.PIPE):
+        return subprocess.run([script, name], env=env, stdout=subprocess.PIPE,
+                              stderr=stderr, text=True, timeout=60, stdin=subprocess.DEVNULL)
 
     d.action = action
     yield d
@@ -90,11 +91,18 @@ def test_a_broken_configuration_neither_locks_out_nor_stops_the_running_daemon(i
         f.write("treads = 4\n")
     status = init.action("status")
     assert status.returncode == 0 and "is running" in status.stdout
-    for action in ("restart", "start"):
-        refused = init.action(action)
-        assert refused.returncode == 1, action
-        assert "unknown key 'treads'" in refused.stderr, action
-        assert probe(init.pidfile)[1] == pid, f"{action} left the daemon running"
+    refused = init.action("restart")
+    assert refused.returncode == 1
+    assert "unknown key 'treads'" in refused.stderr
+    assert probe(init.pidfile)[1] == pid, "restart left the daemon running"
+    # start on a running daemon succeeds whatever the file says, and points it out.
+    started = init.action("start")
+    assert started.returncode == 0
+    assert "already running" in started.stdout
+    assert "configtest" in started.stderr
+    assert probe(init.pidfile)[1] == pid
+    tested = init.action("configtest")
+    assert tested.returncode == 1 and "unknown key 'treads'" in tested.stderr
     refused = init.action("reload")
     assert refused.returncode == 1
     assert "reload refused: " in refused.stderr and "unknown key 'treads'" in refused.stderr
@@ -103,3 +111,25 @@ def test_a_broken_configuration_neither_locks_out_nor_stops_the_running_daemon(i
     assert init.action("stop").returncode == 0
     assert not os.path.exists(f"/proc/{pid}")
     assert init.action("status").returncode == 3
+
+
+def test_configtest_says_a_valid_file_is_valid(init):
+    tested = init.action("configtest")
+    assert tested.returncode == 0
+    assert f"{init.config_file} is valid" in tested.stdout
+
+
+def test_a_failed_start_says_why_on_a_line_of_its_own(init):
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", init.metrics_port))
+        holder.listen(1)
+        failed = init.action("start", stderr=subprocess.STDOUT)
+    assert failed.returncode == 1
+    lines = failed.stdout.splitlines()
+    progress = [line for line in lines if line.startswith("Starting finger daemon")]
+    assert progress and all("fingerd:" not in line.split("fingerd", 1)[1]
+                            for line in progress), failed.stdout
+    reason = [line for line in lines if line.startswith("fingerd: ")]
+    assert reason and str(init.metrics_port) in reason[0], failed.stdout
+    assert probe(init.pidfile)[0] != RUNNING
