@@ -3,6 +3,7 @@ tree, checked by lintian, installed with apt beside netkit's fingerd, serving, r
 purged as an operator would."""
 
 import contextlib
+import glob
 import grp
 import os
 import pwd
@@ -11,8 +12,9 @@ import subprocess
 
 import pytest
 
+from tests.support import ROOT
 from tests.support.markers import needs_root, needs_tool
-from tests.support.net import skip_unless_free
+from tests.support.net import exchange, skip_unless_free
 from tests.support.polling import wait_until
 from tests.support.procfs import proc_status, worker_of
 from tests.support.source_tree import copy_source
@@ -42,16 +44,47 @@ def run(*argv, timeout=120, **kw):
                           stdin=subprocess.DEVNULL, **kw)
 
 
+#: A python3 (and python3.X) first on the builder's PATH that lacks Debian's build
+#: modules, as pyenv's do: debian/rules must build with Debian's own.
+FOREIGN_PYTHON = """#!/bin/sh
+exec /usr/bin/{name} -S "$@"
+"""
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """``dpkg-buildpackage -b -us -uc`` in a copy of the tree: the .deb and .changes."""
+    """``dpkg-buildpackage -b -us -uc`` in a copy of the tree, with a foreign python3
+    first on the PATH: the .deb and .changes, and the tree after the build."""
     top = tmp_path_factory.mktemp("deb")
     tree = copy_source(top / "fingerd")
-    result = run("dpkg-buildpackage", "-b", "-us", "-uc", cwd=tree, timeout=600)
+    foreign = top / "foreign-bin"
+    foreign.mkdir()
+    for interpreter in glob.glob("/usr/bin/python3*"):
+        name = os.path.basename(interpreter)
+        if name.startswith("python3") and not name.endswith("-config"):
+            (foreign / name).write_text(FOREIGN_PYTHON.format(name=name))
+            (foreign / name).chmod(0o755)
+    result = subprocess.run(["dpkg-buildpackage", "-b", "-us", "-uc"], cwd=tree,
+                            env={**ENV, "PATH": f"{foreign}:{ENV['PATH']}"},
+                            capture_output=True, text=True, timeout=600,
+                            stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     debs = list(top.glob(f"{PACKAGE}_*_all.deb"))
     assert len(debs) == 1
-    return debs[0], next(top.glob(f"{PACKAGE}_*.changes"))
+    return debs[0], next(top.glob(f"{PACKAGE}_*.changes")), tree
+
+
+def test_what_the_build_leaves_in_the_tree_is_ignored_by_git(built):
+    tree = built[2]
+    source = set(subprocess.run(["git", "-C", ROOT, "ls-files"], capture_output=True,
+                                text=True, check=True).stdout.splitlines())
+    left = sorted(str(path.relative_to(tree)) for path in tree.rglob("*")
+                  if path.is_file() and str(path.relative_to(tree)) not in source)
+    assert left, "the build left nothing: the check would be empty"
+    checked = subprocess.run(["git", "-C", ROOT, "check-ignore", "--no-index", "--stdin"],
+                             input="\n".join(left), capture_output=True, text=True)
+    ignored = set(checked.stdout.splitlines())
+    assert [path for path in left if path not in ignored] == []
 
 
 def test_lintian_reports_nothing(built):
@@ -155,9 +188,11 @@ def test_install_serve_set_rotate_remove_purge(installed, tmp_path):
     for conffile in ("/etc/fingerd/fingerd.conf", "/etc/default/fingerd",
                      "/etc/init.d/fingerd", "/etc/logrotate.d/fingerd"):
         assert conffile in conffiles
-    # The postinst started the service: a root parent and a worker as fingerd.
+    # The postinst started the service: a root parent and a worker as fingerd, logging
+    # to a file as logrotate would have created it.
     assert "Starting finger daemon" in installed.stdout
     pid = wait_until(daemon_pid, what="the packaged daemon")
+    assert mode_owner("/var/log/fingerd/fingerd.log") == (0o640, "root", "adm")
     worker = worker_of(pid)
     assert proc_status(worker)["Uid"].split()[0] == str(account.pw_uid)
     # The setter writes the state directory's users file; Debian's finger reads it back.
@@ -166,6 +201,7 @@ def test_install_serve_set_rotate_remove_purge(installed, tmp_path):
     with open("/var/lib/fingerd/users") as f:
         assert "alice:Installed from the package\n" in f.read()
     assert "Installed from the package" in finger("alice@localhost")
+    assert "Installed from the package" in exchange(79, b"alice\r\n", host="::1").decode()
     assert mode_owner("/var/lib/fingerd/users") == (0o644, "root", "root")
     # The init script stops and starts it.
     assert run("/etc/init.d/fingerd", "stop").returncode == 0
@@ -185,7 +221,7 @@ def test_install_serve_set_rotate_remove_purge(installed, tmp_path):
             return "set the status of bob" in f.read()
 
     wait_until(logged_after_rotation, what="the reopened log file")
-    assert mode_owner("/var/log/fingerd/fingerd.log.1") == (0o640, "root", "root")
+    assert mode_owner("/var/log/fingerd/fingerd.log.1") == (0o640, "root", "adm")
     assert mode_owner("/var/log/fingerd/fingerd.log") == (0o640, "root", "adm")
     # Remove stops the daemon and keeps the configuration and the statuses.
     pid = daemon_pid()
