@@ -1,4 +1,4 @@
-"""The worker's confinement, tried from inside (README, "Processes and signals").
+"""The worker's confinement, tried from inside (docs/guide.md, "Processes and signals").
 
 Each test forks a child that sheds root as the worker does, with the very
 function the worker calls (``confine.shed_root``), and then tries what a

@@ -1,6 +1,6 @@
-"""The Debian package fingerd-py (README, "The Debian package"): built from a copy of the
-tree, checked by lintian, installed with apt beside netkit's fingerd, serving, removed and
-purged as an operator would."""
+"""The Debian package fingerd-py (docs/guide.md, "The Debian package"): built from a
+copy of the tree, checked by lintian, installed with apt beside netkit's fingerd,
+serving, removed and purged as an operator would."""
 
 import contextlib
 import glob
@@ -177,6 +177,12 @@ def test_install_serve_set_rotate_remove_purge(installed, tmp_path):
         "/usr/share/man/man5/fingerd.conf.5.gz": (0o644, "root", "root"),
         "/usr/share/doc/fingerd-py/alerts.yml": (0o644, "root", "root"),
         "/usr/share/doc/fingerd-py/grafana-dashboard.json.gz": (0o644, "root", "root"),
+        # What an operator reads: how the package differs, and the guide.
+        "/usr/share/doc/fingerd-py/README.Debian": (0o644, "root", "root"),
+        "/usr/share/doc/fingerd-py/README.md.gz": (0o644, "root", "root"),
+        "/usr/share/doc/fingerd-py/guide.md.gz": (0o644, "root", "root"),
+        "/usr/share/doc/fingerd-py/hosts.md.gz": (0o644, "root", "root"),
+        "/usr/share/doc/fingerd-py/examples/haproxy-fingerd.cfg": (0o644, "root", "root"),
         "/var/lib/fingerd": (0o755, "root", "root"),
         "/var/lib/fingerd/users": (0o644, "root", "root"),
         "/var/log/fingerd": (0o750, "root", "adm"),

@@ -1,4 +1,4 @@
-"""What pip users get (README, "Installing on Debian"): an sdist with the operator's files
+"""What pip users get (docs/guide.md, "Installing"): an sdist with the operator's files
 and the tests, a LICENSE, and the virtual environment path with the init script."""
 
 import configparser
@@ -18,6 +18,8 @@ SDIST_CARRIES = ("LICENSE", "README.md", "pyproject.toml", "setup.cfg", "setup.p
                  "init/fingerd", "init/fingerd.service", "init/fingerd.default",
                  "init/fingerd.conf", "init/users", "docs/fingerd.8", "docs/fingerd-ctl.8",
                  "docs/fingerd.conf.5", "docs/alerts.yml", "docs/grafana-dashboard.json",
+                 "docs/guide.md", "docs/hosts.md", "docs/speed.md", "docs/fuzzing.md",
+                 "docs/design.md", "docs/web.png",
                  "tests/conftest.py", "tests/support/daemon.py", "fingerd/cli.py")
 
 
@@ -62,8 +64,8 @@ def test_the_sdist_carries_init_docs_and_tests(sdist):
 
 
 def test_the_readme_venv_path_serves_through_the_init_script(sdist, make_daemon, public_dir):
-    """README's steps with the sdist: a venv in /opt/fingerd's place, FINGERD= and
-    FINGERD_CTL= set in the defaults file as README's sed sets them, the init script."""
+    """docs/guide.md's steps with the sdist: a venv in /opt/fingerd's place, FINGERD= and
+    FINGERD_CTL= set in the defaults file as the guide's sed sets them, the init script."""
     venv = os.path.join(public_dir, "opt-fingerd")
     subprocess.run(["/usr/bin/python3", "-m", "venv", "--system-site-packages", venv],
                    check=True, timeout=120)

@@ -1,4 +1,4 @@
-"""The finger service over real loopback sockets (README, "What it answers")."""
+"""The finger service over real loopback sockets (docs/guide.md, "What it answers")."""
 
 import select
 import socket

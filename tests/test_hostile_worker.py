@@ -1,4 +1,4 @@
-"""A worker that does not behave cannot make the root parent wait (README, "Processes
+"""A worker that does not behave cannot make the root parent wait (docs/guide.md, "Processes
 and signals"): a real parent, its signals and selector, with test bodies as workers
 (tests/support/hostile_parent.py)."""
 

@@ -1,4 +1,4 @@
-"""Nothing a worker started outlives it (README, "Processes and signals").
+"""Nothing a worker started outlives it (docs/guide.md, "Processes and signals").
 
 The parent is a child subreaper: a process a worker leaves behind becomes
 the parent's child whatever session it moved to, and is killed once the

@@ -1,4 +1,4 @@
-"""Signals to the parent and the daemon's stop (README, "Processes and signals")."""
+"""Signals to the parent and the daemon's stop (docs/guide.md, "Processes and signals")."""
 
 import os
 import signal

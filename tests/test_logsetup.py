@@ -1,4 +1,4 @@
-"""The log file fingerd writes (README, "Metrics and logs")."""
+"""The log file fingerd writes (docs/guide.md, "Metrics and logs")."""
 
 import logging
 import os

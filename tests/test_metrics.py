@@ -1,4 +1,5 @@
-"""The metrics endpoint (README, "Metrics and logs"), checked by Prometheus's own tools."""
+"""The metrics endpoint (docs/guide.md, "Metrics and logs"), checked by Prometheus's own
+tools."""
 
 import json
 import os

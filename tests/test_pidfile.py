@@ -1,4 +1,4 @@
-"""The pidfile and its lock (README, "Running"): no other user can keep a start from
+"""The pidfile and its lock (docs/guide.md, "Running"): no other user can keep a start from
 happening, and no link at either path is followed."""
 
 import contextlib

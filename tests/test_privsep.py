@@ -1,4 +1,5 @@
-"""Privilege separation on the real ports 79 and 1079 (README, "Processes and signals")."""
+"""Privilege separation on the real ports 79 and 1079 (docs/guide.md, "Processes and
+signals")."""
 
 import ctypes
 import os

@@ -1,5 +1,5 @@
-"""Several fingerd replicas sharing one Redis behind a real HAProxy (README, "Several
-hosts"): one directory, a replica that dies unnoticed by clients, the real client seen."""
+"""Several fingerd replicas sharing one Redis behind a real HAProxy (docs/hosts.md):
+one directory, a replica that dies unnoticed by clients, the real client seen."""
 
 import os
 import signal
@@ -31,7 +31,7 @@ def ask(port, line):
 
 @pytest.fixture
 def redis_aof(public_dir, ports):
-    """A redis-server with the durable settings README documents, ended by its pid."""
+    """A redis-server with the durable settings docs/hosts.md documents, ended by its pid."""
     server = RedisServer(public_dir, ports.take(), "--appendonly", "yes",
                          "--appendfsync", "always")
     yield server.start()

@@ -1,4 +1,4 @@
-"""The setter service over real loopback sockets (README, "What it answers")."""
+"""The setter service over real loopback sockets (docs/guide.md, "What it answers")."""
 
 import os
 import pathlib

@@ -288,7 +288,7 @@ def test_a_first_worker_not_ready_in_time_is_killed_and_startup_fails(
     assert workers.sent == [(workers.pid, signal.SIGKILL)] and workers.waited == [workers.pid]
 
 
-# The channel: the parent never waits on the worker (README, "Processes and signals").
+# The channel: the parent never waits on the worker (docs/guide.md, "Processes and signals").
 
 def send_request(workers, message):
     workers._ends[workers.pid][0].send(json.dumps(message).encode())

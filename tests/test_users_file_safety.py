@@ -1,4 +1,4 @@
-"""The users file as the root parent touches it (README, "The users file"): no symbolic
+"""The users file as the root parent touches it (docs/guide.md, "The users file"): no symbolic
 link is followed, no file or directory another user could change is written, and a
 write goes through the directory it checked."""
 
