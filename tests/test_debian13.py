@@ -1,0 +1,132 @@
+"""fingerd on Debian 13 "trixie", the current stable: Python 3.13, python3-daemon 3.1,
+python3-prometheus-client 0.21, in a chroot made with debootstrap. The daemon tests run
+there with deprecation warnings as errors, and the Debian package is built there,
+installed, started by its init script, answers, and is purged."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+from tests.support import ROOT
+from tests.support.chroot import Chroot
+from tests.support.markers import needs_root, needs_tool
+from tests.support.net import exchange, skip_unless_free
+from tests.support.polling import wait_until
+
+RELEASE = "trixie"
+#: What the tests below need inside: the daemon's libraries, pytest, and the tools that
+#: build and install the package.
+PACKAGES = ("python3", "python3-daemon", "python3-prometheus-client", "python3-pytest",
+            "python3-hypothesis", "build-essential", "dpkg-dev", "debhelper", "dh-python",
+            "pybuild-plugin-pyproject", "python3-all", "python3-setuptools", "adduser",
+            "sysvinit-utils", "procps")
+#: Tests that start the daemon detached and in the foreground, answer, set and scrape.
+DAEMON_TESTS = ("tests/test_lifecycle.py", "tests/test_ctl.py", "tests/test_metrics.py",
+                "tests/test_finger_service.py")
+PIDFILE = "/run/fingerd.pid"
+
+pytestmark = [needs_root, needs_tool("debootstrap", "debootstrap")]
+
+
+@pytest.fixture(scope="module")
+def trixie():
+    return Chroot(RELEASE, PACKAGES).make()
+
+
+def copy_tree(chroot, inside):
+    """The checkout's tracked files, as they are in the working tree, at ``inside``."""
+    destination = chroot.host_path(inside)
+    shutil.rmtree(destination, ignore_errors=True)
+    os.makedirs(destination)
+    files = subprocess.run(["git", "-C", ROOT, "ls-files", "-z"], capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        source = os.path.join(ROOT, name)
+        if os.path.lexists(source):
+            os.makedirs(os.path.dirname(os.path.join(destination, name)), exist_ok=True)
+            shutil.copy2(source, os.path.join(destination, name), follow_symlinks=False)
+    return inside
+
+
+def test_trixie_has_the_versions_the_package_is_tested_on(trixie):
+    script = ("python3 -c 'import sys, importlib.metadata as m; print(sys.version_info[:2], "
+              "m.version(\"python-daemon\"), m.version(\"prometheus_client\"))'")
+    result = trixie.run(script)
+    assert result.returncode == 0, result.stderr
+    python, daemon, prometheus = re.match(r"\((\d+, \d+)\) (\S+) (\S+)",
+                                          result.stdout).groups()
+    assert python == "3, 13"
+    assert daemon.startswith("3.") and prometheus.startswith("0.2")
+
+
+def test_the_daemon_tests_pass_on_trixie_with_deprecations_as_errors(trixie):
+    tree = copy_tree(trixie, "/src")
+    result = trixie.run(f"cd {tree} && python3 -m pytest -q -p no:cacheprovider "
+                        f"-W error::DeprecationWarning {' '.join(DAEMON_TESTS)}",
+                        timeout=900, env={"PYTHONWARNINGS": "error::DeprecationWarning"})
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert re.search(r"\b\d+ passed", summary) and "failed" not in summary, summary
+
+
+@pytest.fixture
+def package_on_trixie(trixie):
+    """The package built and installed in the chroot; at the end purged, with any daemon
+    it left ended by its pid."""
+    skip_unless_free("0.0.0.0", 79)
+    build = copy_tree(trixie, "/build/fingerd")
+    for old in os.listdir(trixie.host_path("/build")):
+        if old.endswith((".deb", ".changes", ".buildinfo")):
+            os.remove(os.path.join(trixie.host_path("/build"), old))
+    built = trixie.run(f"cd {build} && dpkg-buildpackage -b -us -uc", timeout=600)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    debs = [name for name in os.listdir(trixie.host_path("/build")) if name.endswith(".deb")]
+    assert len(debs) == 1, debs
+    try:
+        installed = trixie.run(f"dpkg -i /build/{debs[0]}", timeout=300)
+        assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+        yield trixie
+    finally:
+        pid = daemon_pid(trixie)
+        trixie.run("dpkg --purge fingerd-py", timeout=300)
+        if pid is not None and os.path.exists(f"/proc/{pid}"):
+            os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: not os.path.exists(f"/proc/{pid}"), what="the daemon's end")
+
+
+def daemon_pid(chroot):
+    try:
+        with open(chroot.host_path(PIDFILE)) as f:
+            pid = int(f.read())
+    except (OSError, ValueError):
+        return None
+    return pid if os.path.exists(f"/proc/{pid}") else None
+
+
+def test_the_package_builds_installs_starts_answers_and_purges_on_trixie(package_on_trixie):
+    chroot = package_on_trixie
+    assert chroot.run("test -x /usr/bin/fingerd && test -x /etc/init.d/fingerd && "
+                      "test -f /var/lib/fingerd/users").returncode == 0
+    started = chroot.run("/etc/init.d/fingerd start", timeout=60)
+    assert started.returncode == 0, started.stdout + started.stderr
+    pid = wait_until(lambda: daemon_pid(chroot), what="the packaged daemon on trixie")
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        assert b"/usr/bin/fingerd" in f.read()
+    set_status = chroot.run("fingerd-ctl set alice 'Served on trixie'")
+    assert set_status.returncode == 0, set_status.stdout + set_status.stderr
+    assert exchange(79, b"alice\r\n") == b"Served on trixie\r\n"
+    assert exchange(79, b"alice\r\n", host="::1") == b"Served on trixie\r\n"
+    status = chroot.run("/etc/init.d/fingerd status")
+    assert status.returncode == 0 and "running" in status.stdout, status.stdout
+    stopped = chroot.run("/etc/init.d/fingerd stop", timeout=60)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}"), what="the daemon to stop")
+    assert chroot.run("/etc/init.d/fingerd status").returncode == 3
+    purged = chroot.run("dpkg --purge fingerd-py", timeout=300)
+    assert purged.returncode == 0, purged.stdout[-3000:] + purged.stderr[-3000:]
+    for path in ("/etc/fingerd", "/var/lib/fingerd", "/var/log/fingerd"):
+        assert not os.path.lexists(chroot.host_path(path)), path
