@@ -243,7 +243,10 @@ def test_a_killed_child_leaves_the_file_whole_and_is_answered_with_an_error(
     slow_writes[0] = 0.0  # for the next child only
     with caplog.at_level(logging.WARNING):
         writer.kill()
-        settle(sel, writer)
+        # The pipe's end can be read before the child is a zombie to reap: its death is
+        # logged when it is reaped, maybe a turn after the writes are settled.
+        settle(sel, writer, until=lambda: not writer.writing and not writer.waiting
+               and f"writer {child} killed" in caplog.text)
     assert replies.got[0] == {"id": 1, "ok": False,
                               "error": "cannot write users file: the write was cut short"}
     assert f"users file writer {child} killed by SIGKILL" in caplog.text
