@@ -16,9 +16,12 @@ worker's answers when both shared a core.
 import errno
 import functools
 import os
+from collections.abc import Callable
+from typing import Optional
 
 from fingerd.users import fileio
-from fingerd.users.usersfile import UsersFileError, check_users, splice_plan
+from fingerd.users.fileio import Signature
+from fingerd.users.usersfile import FileBytes, UsersFileError, check_users, splice_plan
 
 #: Most bytes one system call reads, copies or writes.
 COPY_CHUNK = 256 * 1024
@@ -26,6 +29,10 @@ COPY_CHUNK = 256 * 1024
 #: copy_file_range errors that mean "not here": the copy goes through memory instead.
 _NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EIO,
                    errno.EBADF, errno.EPERM}
+
+
+#: A file's signatures before a write (None: there was no file) and after it.
+Written = tuple[Optional[Signature], Signature]
 
 
 class StoreError(Exception):
@@ -36,7 +43,8 @@ class _Changed(Exception):
     """The file changed while it was being copied: the copy is thrown away."""
 
 
-def write_status(path, name, status, trusted=None, before_rename=None):
+def write_status(path: str, name: str, status: str, trusted: Optional[Signature] = None,
+                 before_rename: Optional[Callable[[], None]] = None) -> Written:
     """Durably set ``name``'s status in the users file at ``path``.
 
     The file on disk is edited rather than rewritten from memory, so an
@@ -63,7 +71,8 @@ def write_status(path, name, status, trusted=None, before_rename=None):
         raise StoreError("users file changed while it was written; try again") from None
 
 
-def _write_status(path, name, status, trusted, before_rename):
+def _write_status(path: str, name: str, status: str, trusted: Optional[Signature],
+                  before_rename: Optional[Callable[[], None]]) -> Written:
     try:
         data, old_sig = fileio.read_bounded(path, unless=(trusted,) if trusted else ())
     except FileNotFoundError:
@@ -73,18 +82,20 @@ def _write_status(path, name, status, trusted, before_rename):
     source = _open_version(path, old_sig)
     try:
         if data is None:
-            if source is None:
+            if source is None or old_sig is None:
                 raise _Changed  # replaced since it was looked at
-            data = _FileView(source, old_sig[2])
-        elif old_sig is None or old_sig != trusted:
-            try:
-                check_users(data, path)
-            except UsersFileError as exc:
-                raise StoreError("users file on disk has errors; fix it first") from exc
-        plan = splice_plan(data, name, status)
+            view: FileBytes = _FileView(source, old_sig[2])
+        else:
+            if old_sig is None or old_sig != trusted:
+                try:
+                    check_users(data, path)
+                except UsersFileError as exc:
+                    raise StoreError("users file on disk has errors; fix it first") from exc
+            view = data
+        plan = splice_plan(view, name, status)
         try:
             return old_sig, fileio.replace_durably(
-                path, functools.partial(_write_spliced, source, data, old_sig, plan),
+                path, functools.partial(_write_spliced, source, view, old_sig, plan),
                 before_rename)
         except OSError as exc:
             raise StoreError(f"cannot write users file: {exc.strerror or exc}") from exc
@@ -93,7 +104,7 @@ def _write_status(path, name, status, trusted, before_rename):
             os.close(source)
 
 
-def _open_version(path, sig):
+def _open_version(path: str, sig: Optional[Signature]) -> Optional[int]:
     """A descriptor of the file at ``path`` if it is still the version ``sig``, else None."""
     if sig is None:
         return None
@@ -107,7 +118,8 @@ def _open_version(path, sig):
     return fd
 
 
-def _write_spliced(source, data, sig, plan, out):
+def _write_spliced(source: Optional[int], data: FileBytes, sig: Optional[Signature],
+                   plan: tuple[int, int, bytes], out: int) -> None:
     """Write the file ``plan`` makes of ``data`` to ``out``: the unchanged parts copied
     from ``source`` (the same version, open) in the kernel where it can, else from
     ``data``. Raises _Changed when ``source`` changed meanwhile."""
@@ -119,7 +131,8 @@ def _write_spliced(source, data, sig, plan, out):
         raise _Changed
 
 
-def _copy(source, data, out, offset, count):
+def _copy(source: Optional[int], data: FileBytes, out: int, offset: int,
+          count: int) -> Optional[int]:
     """Copy ``count`` bytes at ``offset`` to ``out``, from the file ``source`` in the
     kernel, or from ``data`` where that is not possible; the source, None once given up."""
     while count:
@@ -142,7 +155,7 @@ def _copy(source, data, out, offset, count):
     return source
 
 
-def _write_all(out, data):
+def _write_all(out: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(out, view[:COPY_CHUNK]):]
@@ -152,18 +165,18 @@ class _FileView:
     """The first ``size`` bytes of the open file ``fd``, read only where searched or
     sliced: as much of ``bytes`` as splice_plan and _copy use."""
 
-    def __init__(self, fd, size):
+    def __init__(self, fd: int, size: int) -> None:
         self._fd = fd
         self._size = size
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._size
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: slice) -> bytes:
         start, stop, _ = index.indices(self._size)
         return _pread_all(self._fd, max(0, stop - start), start)
 
-    def find(self, sub, start=0):
+    def find(self, sub: bytes, start: int = 0) -> int:
         """Where ``sub`` first is at or after ``start``, -1 if nowhere; a bounded piece
         read at a time, pieces overlapping by len(sub) - 1 bytes."""
         while start < self._size:
@@ -178,9 +191,9 @@ class _FileView:
         return -1
 
 
-def _pread_all(fd, count, offset):
+def _pread_all(fd: int, count: int, offset: int) -> bytes:
     """``count`` bytes at ``offset``, fewer only at the end of the file."""
-    pieces = []
+    pieces: list[bytes] = []
     while count:
         piece = os.pread(fd, count, offset)
         if not piece:
@@ -199,11 +212,12 @@ class StatusWriter:
     UserStore's ``writer``.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         #: Signature of the file as this writer last wrote it; None: validate.
-        self.trusted = None
+        self.trusted: Optional[Signature] = None
 
-    def __call__(self, path, name, status, before_rename=None):
+    def __call__(self, path: str, name: str, status: str,
+                 before_rename: Optional[Callable[[], None]] = None) -> Written:
         try:
             old, new = write_status(path, name, status, self.trusted, before_rename)
         except StoreError:

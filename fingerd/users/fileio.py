@@ -26,11 +26,16 @@ import os
 import pwd
 import secrets
 import stat
+from collections.abc import Callable, Container
+from typing import Optional, Union, overload
 
 from fingerd.limits import MAX_USERS_FILE_BYTES
 
 #: Mode of a users file the setter creates; the file is public by nature.
 NEW_FILE_MODE = 0o644
+
+#: One version of a file (``signature``): device, inode, size, mtime and ctime.
+Signature = tuple[int, int, int, int, int]
 
 
 class FileTooLarge(OSError):
@@ -45,25 +50,35 @@ class UnsafeUsersFile(OSError):
     """A symbolic link at the users file's path, or a file or directory others than
     root could change; ``strerror`` says what to fix."""
 
-    def __init__(self, message):
+    def __init__(self, message: str) -> None:
         super().__init__(errno.EPERM, message)
 
 
-def signature(st):
+def signature(st: os.stat_result) -> Signature:
     """What identifies one version of a file: a rename or an in-place edit changes it."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _split(path):
+def _split(path: str) -> tuple[str, str]:
     return os.path.split(os.path.abspath(path))
 
 
-def _symlink_refused(path):
+def _symlink_refused(path: str) -> UnsafeUsersFile:
     return UnsafeUsersFile(f"the path is a symbolic link, which fingerd does not follow; "
                            f"put the file itself at {path}")
 
 
-def read_bounded(path, limit=MAX_USERS_FILE_BYTES, unless=()):
+@overload
+def read_bounded(path: str, limit: int = ...) -> tuple[bytes, Optional[Signature]]: ...
+
+
+@overload
+def read_bounded(path: str, limit: int = ..., *, unless: Container[Signature],
+                 ) -> tuple[Optional[bytes], Optional[Signature]]: ...
+
+
+def read_bounded(path: str, limit: int = MAX_USERS_FILE_BYTES, unless: Container[Signature] = (),
+                 ) -> tuple[Optional[bytes], Optional[Signature]]:
     """``(bytes, signature)`` of ``path``; the signature is None if it changed while read.
 
     Opened without blocking and read only when it is a regular file, so a
@@ -93,14 +108,14 @@ def read_bounded(path, limit=MAX_USERS_FILE_BYTES, unless=()):
     return data, (before if before == after else None)
 
 
-def _is_symlink(path):
+def _is_symlink(path: str) -> bool:
     try:
         return stat.S_ISLNK(os.lstat(path).st_mode)
     except OSError:
         return False
 
 
-def check_users_file(path):
+def check_users_file(path: str) -> None:
     """Raise UnsafeUsersFile unless root may write the users file at ``path`` safely.
 
     A missing file is fine (the setter creates it), its directory is checked;
@@ -118,7 +133,7 @@ def check_users_file(path):
         os.close(dir_fd)
 
 
-def _open_directory(directory):
+def _open_directory(directory: str) -> int:
     try:
         return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
@@ -130,7 +145,7 @@ def _open_directory(directory):
         raise
 
 
-def _check_in(dir_fd, directory, name, path):
+def _check_in(dir_fd: int, directory: str, name: str, path: str) -> Optional[os.stat_result]:
     """The users file's ``lstat`` (None when missing) once both it and its directory,
     open as ``dir_fd``, pass; else raise UnsafeUsersFile or NotRegularFile."""
     problem = _problem(f"directory {directory}", directory, os.fstat(dir_fd))
@@ -150,7 +165,7 @@ def _check_in(dir_fd, directory, name, path):
     return st
 
 
-def _problem(what, path, st):
+def _problem(what: str, path: str, st: os.stat_result) -> Optional[str]:
     """What makes ``st`` changeable by someone else than root (and this process's
     user), as a sentence that says how to fix it; None when nothing does."""
     me = os.geteuid()
@@ -166,14 +181,15 @@ def _problem(what, path, st):
     return None
 
 
-def _user(uid):
+def _user(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return f"uid {uid}"
 
 
-def replace_durably(path, data, before_rename=None):
+def replace_durably(path: str, data: Union[bytes, Callable[[int], None]],
+                    before_rename: Optional[Callable[[], None]] = None) -> Signature:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file whole.
 
     First the rules of this module are checked (UnsafeUsersFile). The new
@@ -224,7 +240,7 @@ def replace_durably(path, data, before_rename=None):
         os.close(dir_fd)
 
 
-def _create_temporary(dir_fd, name):
+def _create_temporary(dir_fd: int, name: str) -> tuple[str, int]:
     """``(name, fd)`` of a new private file in the directory ``dir_fd``."""
     for _ in range(100):
         tmp = f".{name}.{secrets.token_hex(6)}.tmp"

@@ -1,5 +1,6 @@
 """The setter's request and who may make it (README, "What it answers"): pure logic, no I/O."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
@@ -20,7 +21,7 @@ class Requester:
     admin: bool = False
 
 
-def may_set(policy, name, requester):
+def may_set(policy: str, name: str, requester: Optional[Requester]) -> bool:
     """Whether ``requester`` (None: it could not be told) may set ``name``'s status.
 
     Under ``own`` only the account of that login name, root, or a member of
@@ -37,7 +38,7 @@ class Refused(ValueError):
     """A set request that changes nothing; its text is the reason sent to the client."""
 
 
-def parse_set_request(lines):
+def parse_set_request(lines: Sequence[bytes]) -> tuple[str, str]:
     """``(name, status)`` from the request lines ``user`` and ``status``, or raise Refused."""
     if not lines:
         raise Refused("missing user line")

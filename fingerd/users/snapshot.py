@@ -9,12 +9,15 @@ already serve, and a worker's successor checks it as it checks the file.
 """
 
 import os
+from collections.abc import Mapping
+from typing import Optional
 
 from fingerd.limits import MAX_USERS_FILE_BYTES
+from fingerd.users.table import UserTable
 from fingerd.users.usersfile import UsersFileError, parse_users
 
 
-def create():
+def create() -> int:
     """A new, empty snapshot file's descriptor (in the parent)."""
     return os.memfd_create("fingerd-users", os.MFD_CLOEXEC)
 
@@ -22,10 +25,10 @@ def create():
 class Snapshot:
     """Writes and reads the snapshot at ``fd``; every call replaces or reads it whole."""
 
-    def __init__(self, fd):
+    def __init__(self, fd: int) -> None:
         self.fd = fd
 
-    def save(self, data):
+    def save(self, data: bytes) -> None:
         """Replace the snapshot with ``data``, the bytes of a valid users file."""
         os.ftruncate(self.fd, 0)
         view = memoryview(data)
@@ -33,17 +36,17 @@ class Snapshot:
         while offset < len(view):
             offset += os.pwrite(self.fd, view[offset:], offset)
 
-    def save_table(self, table):
+    def save_table(self, table: Mapping[str, str]) -> None:
         """Replace the snapshot with ``table`` written as a users file."""
         self.save("".join(f"{name}:{status}\n" for name, status in table.items())
                   .encode("utf-8"))
 
-    def load(self):
+    def load(self) -> Optional[bytes]:
         """The saved bytes, or None when nothing was saved (or too much was)."""
         size = os.fstat(self.fd).st_size
         if not 0 < size <= MAX_USERS_FILE_BYTES:
             return None
-        chunks = []
+        chunks: list[bytes] = []
         offset = 0
         while offset < size:
             chunk = os.pread(self.fd, size - offset, offset)
@@ -53,7 +56,7 @@ class Snapshot:
             offset += len(chunk)
         return b"".join(chunks)
 
-    def load_table(self):
+    def load_table(self) -> Optional[UserTable]:
         """The saved table, or None when nothing valid was saved."""
         data = self.load()
         if data is None:

@@ -9,7 +9,8 @@ for long, and setting one status copies one shard rather than the table.
 
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Optional, TypeVar, Union, overload
 
 #: Shards of every table; a power of two, so a hash picks one with a mask.
 SHARDS = 64
@@ -30,7 +31,10 @@ class _Generation:
     __slots__ = ("__weakref__",)
 
 
-class UserTable(Mapping):
+_T = TypeVar("_T")
+
+
+class UserTable(Mapping[str, str]):
     """Name to status; never changed once built, so readers need no lock.
 
     An iteration holds the table itself, not only its shards, so that the
@@ -39,52 +43,59 @@ class UserTable(Mapping):
 
     __slots__ = ("_shards", "_generation", "__weakref__")
 
-    def __init__(self, entries=()):
-        shards = tuple({} for _ in range(SHARDS))
+    def __init__(self, entries: Iterable[tuple[str, str]] = ()) -> None:
+        shards: tuple[dict[str, str], ...] = tuple({} for _ in range(SHARDS))
         for name, status in entries:
             shards[hash(name) & _MASK][name] = status
         self._shards = shards
         self._generation = _Generation()
 
     @classmethod
-    def _of(cls, shards, generation):
+    def _of(cls, shards: tuple[dict[str, str], ...], generation: _Generation) -> "UserTable":
         table = cls.__new__(cls)
         table._shards = shards
         table._generation = generation
         return table
 
-    def get(self, name, default=None):
+    @overload
+    def get(self, name: str, /) -> Optional[str]: ...
+
+    @overload
+    def get(self, name: str, default: Union[str, _T], /) -> Union[str, _T]: ...
+
+    def get(self, name: str, default: object = None) -> object:
         return self._shards[hash(name) & _MASK].get(name, default)
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> str:
         return self._shards[hash(name) & _MASK][name]
 
-    def __contains__(self, name):
+    def __contains__(self, name: object) -> bool:
         return name in self._shards[hash(name) & _MASK]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         for shard in self._shards:
             yield from shard
 
-    def __len__(self):
+    def __len__(self) -> int:
         return sum(map(len, self._shards))
 
-    def items(self):
+    # Generators rather than Mapping's views: the table is only ever iterated.
+    def items(self) -> Iterator[tuple[str, str]]:  # type: ignore[override]
         for shard in self._shards:
             yield from shard.items()
 
-    def values(self):
+    def values(self) -> Iterator[str]:  # type: ignore[override]
         for shard in self._shards:
             yield from shard.values()
 
-    def with_status(self, name, status):
+    def with_status(self, name: str, status: str) -> "UserTable":
         """A new table with ``name`` set to ``status``; it shares every other shard."""
         index = hash(name) & _MASK
         shard = dict(self._shards[index])
         shard[name] = status
         return self._with_shard(index, shard)
 
-    def without(self, name):
+    def without(self, name: str) -> "UserTable":
         """A new table without ``name`` (this one if it has no such user)."""
         index = hash(name) & _MASK
         if name not in self._shards[index]:
@@ -93,12 +104,12 @@ class UserTable(Mapping):
         del shard[name]
         return self._with_shard(index, shard)
 
-    def _with_shard(self, index, shard):
+    def _with_shard(self, index: int, shard: dict[str, str]) -> "UserTable":
         return UserTable._of(self._shards[:index] + (shard,) + self._shards[index + 1:],
                              self._generation)
 
 
-def free_gradually(holder, wait=FREE_WAIT):
+def free_gradually(holder: list[UserTable], wait: float = FREE_WAIT) -> None:
     """Free the replaced table in ``holder`` a few entries at a time, once no reader has it.
 
     Dropping a million entries at once frees them in one C call that holds

@@ -8,13 +8,15 @@ A file with any invalid line is rejected whole.
 """
 
 import re
+from collections.abc import Iterator
 from itertools import repeat
 from operator import itemgetter
+from typing import Optional, Protocol
 
 from fingerd.limits import MAX_NAME_CHARS, MAX_STATUS_BYTES
 from fingerd.users.table import UserTable
 
-NAME_RE = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]{0,%d}" % (MAX_NAME_CHARS - 1))
+NAME_RE = re.compile(rf"[A-Za-z0-9._][A-Za-z0-9._-]{{0,{MAX_NAME_CHARS - 1}}}")
 
 # Unicode category Cc (C0, DEL, C1) except TAB: never stored, never sent.
 _CONTROL_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
@@ -38,18 +40,18 @@ MAX_REPORTED_ERRORS = 20
 class UsersFileError(ValueError):
     """A users file was rejected; ``errors`` holds ``(line, message)`` pairs."""
 
-    def __init__(self, filename, errors):
+    def __init__(self, filename: str, errors: list[tuple[int, str]]) -> None:
         self.filename = filename
         self.errors = errors
         super().__init__("\n".join(f"{filename}:{line}: {msg}" for line, msg in errors))
 
 
-def is_valid_name(name):
+def is_valid_name(name: str) -> bool:
     """True for 1 to 32 characters of ``A-Z a-z 0-9 . _ -``, not starting with ``-``."""
     return NAME_RE.fullmatch(name) is not None
 
 
-def status_problem(status):
+def status_problem(status: str) -> Optional[str]:
     """Why ``status`` may not be stored, or None when it may."""
     if _CONTROL_RE.search(status):
         return "status contains a control character"
@@ -58,7 +60,7 @@ def status_problem(status):
     return None
 
 
-def _decode(data, filename):
+def _decode(data: bytes, filename: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -66,8 +68,9 @@ def _decode(data, filename):
         raise UsersFileError(filename, [(line, "not valid UTF-8")]) from None
 
 
-def _entries(text):
-    """Yield ``(index, name, status, error)`` for every entry line of ``text``."""
+def _entries(text: str) -> Iterator[tuple[int, str, str, Optional[str]]]:
+    """Yield ``(index, name, status, error)`` for every entry line of ``text``; name and
+    status are empty when the line is no entry at all."""
     for index, line in enumerate(text.split("\n")):
         if line.endswith("\r"):
             line = line[:-1]
@@ -76,14 +79,14 @@ def _entries(text):
             continue
         name, colon, status = line.partition(":")
         if not colon:
-            yield index, None, None, "expected user:status"
+            yield index, "", "", "expected user:status"
         elif not is_valid_name(name):
-            yield index, None, None, f"invalid user name {name[:40]!r}"
+            yield index, "", "", f"invalid user name {name[:40]!r}"
         else:
             yield index, name, status, status_problem(status)
 
 
-def parse_users(data, filename="users"):
+def parse_users(data: bytes, filename: str = "users") -> UserTable:
     """Parse the bytes of a users file into a UserTable of name to status.
 
     Raises UsersFileError naming every bad line (up to MAX_REPORTED_ERRORS),
@@ -102,7 +105,7 @@ def parse_users(data, filename="users"):
 CHUNK_BYTES = 64 * 1024
 
 
-def _chunks(data):
+def _chunks(data: bytes) -> Iterator[bytes]:
     start = 0
     while start < len(data):
         end = data.find(b"\n", start + CHUNK_BYTES)
@@ -115,7 +118,7 @@ class _Doubt(Exception):
     """The fast path saw something it leaves to the line-by-line reading."""
 
 
-def _chunk_entries(data):
+def _chunk_entries(data: bytes) -> Iterator[list[tuple[str, str]]]:
     """The ``(name, status)`` entries of each chunk of whole lines of ``data``, a list a
     chunk, each found in a few passes of C code; raises _Doubt when anything looks
     wrong, for the line-by-line reading to name it. Duplicates are the caller's to find.
@@ -138,11 +141,11 @@ def _chunk_entries(data):
         yield found
 
 
-def _parse_fast(data):
+def _parse_fast(data: bytes) -> Optional[UserTable]:
     """The table of a valid file; None when the line-by-line reading must decide."""
     counts = []
 
-    def entries():
+    def entries() -> Iterator[tuple[str, str]]:
         for found in _chunk_entries(data):
             counts.append(len(found))
             yield from found
@@ -154,10 +157,10 @@ def _parse_fast(data):
     return users if len(users) == sum(counts) else None
 
 
-def _valid_fast(data):
+def _valid_fast(data: bytes) -> bool:
     """True for a valid file, as ``_parse_fast`` finds it, without building a table;
     False when the line-by-line reading must decide."""
-    names = set()
+    names: set[str] = set()
     count = 0
     try:
         for found in _chunk_entries(data):
@@ -168,7 +171,7 @@ def _valid_fast(data):
     return len(names) == count
 
 
-def check_users(data, filename="users"):
+def check_users(data: bytes, filename: str = "users") -> None:
     """Raise what ``parse_users`` raises for ``data``, if anything, without building
     the table: the check a write makes before it edits the file, several times
     cheaper on a large one."""
@@ -176,8 +179,8 @@ def check_users(data, filename="users"):
         _parse_lines(_decode(data, filename), filename)
 
 
-def _entries_fast(text):
-    entries = _ENTRY_RE.findall(text)
+def _entries_fast(text: str) -> Optional[list[tuple[str, str]]]:
+    entries: list[tuple[str, str]] = _ENTRY_RE.findall(text)
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
@@ -196,10 +199,10 @@ def _entries_fast(text):
     return entries
 
 
-def _parse_lines(text, filename):
-    users = {}
-    first_line = {}
-    errors = []
+def _parse_lines(text: str, filename: str) -> UserTable:
+    users: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    errors: list[tuple[int, str]] = []
     for index, name, status, error in _entries(text):
         if error is None and name in users:
             error = f"duplicate user {name} (first on line {first_line[name]})"
@@ -215,7 +218,7 @@ def _parse_lines(text, filename):
     return UserTable(users.items())
 
 
-def with_status(data, name, status, filename="users"):
+def with_status(data: bytes, name: str, status: str, filename: str = "users") -> bytes:
     """``data`` with ``name``'s status set: its line replaced in place, or one appended.
 
     Comments, blank lines, order and line endings of every other line are
@@ -239,7 +242,18 @@ def with_status(data, name, status, filename="users"):
     return (text + entry + "\n").encode("utf-8")
 
 
-def splice_plan(data, name, status):
+class FileBytes(Protocol):
+    """As much of ``bytes`` as ``splice_plan`` uses: ``len``, ``find(sub, start)`` and
+    slices with non-negative bounds."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: slice, /) -> bytes: ...
+
+    def find(self, sub: bytes, start: int, /) -> int: ...
+
+
+def splice_plan(data: FileBytes, name: str, status: str) -> tuple[int, int, bytes]:
     """Where the valid file ``data`` changes when ``name``'s status is set:
     ``(start, end, middle)``, the new file being ``data[:start] + middle + data[end:]``.
 
@@ -252,11 +266,10 @@ def splice_plan(data, name, status):
     when the line ends in CRLF, is kept. The result is what ``with_status``
     gives, the specification, line by line.
 
-    ``data`` is bytes, or any object with ``len``, ``find(sub, start)`` and
-    slices with non-negative bounds that behaves as the file's bytes (a
-    file read only where searched).
+    ``data`` is bytes, or a FileBytes that behaves as the file's bytes (a file
+    read only where searched).
     """
-    entry = f"{name}:{status}".encode("utf-8")
+    entry = f"{name}:{status}".encode()
     key = name.encode("ascii") + b":"
     size = len(data)
     if data[:len(key)] == key:
@@ -274,7 +287,7 @@ def splice_plan(data, name, status):
     return start, end, entry
 
 
-def splice_status(data, name, status):
+def splice_status(data: bytes, name: str, status: str) -> bytes:
     """What ``with_status`` returns for the valid file ``data``, by ``splice_plan``."""
     start, end, middle = splice_plan(data, name, status)
     return b"".join((data[:start], middle, data[end:]))
