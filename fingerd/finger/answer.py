@@ -5,11 +5,22 @@ renderer are handed in, so the rules are tested without sockets, accounts
 or other servers.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Optional, Protocol
 
+from fingerd.finger.query import Query
 from fingerd.limits import MAX_LIST_BYTES
-from fingerd.outcomes import (FORWARD_FAILED, FORWARDED, FORWARDING, FOUND, LIST, LISTED,
-                              NOT_FOUND, REFUSED)
+from fingerd.outcomes import (
+    FORWARD_FAILED,
+    FORWARDED,
+    FORWARDING,
+    FOUND,
+    LIST,
+    LISTED,
+    NOT_FOUND,
+    REFUSED,
+)
 
 NO_SUCH_USER = "No such user"
 LIST_DENIED = "Finger online user list denied"
@@ -22,10 +33,28 @@ class Rules:
 
     list_users: bool = False
     forwarding: bool = False
-    forward_allow: tuple = ()
+    forward_allow: tuple[str, ...] = ()
 
 
-def may_forward(query, rules):
+class Users(Protocol):
+    """Looks users up and lists them (sources.Directory)."""
+
+    def lookup(self, name: str, verbose: bool) -> Optional[list[str]]: ...
+
+    def listing(self, limit: int) -> list[str]: ...
+
+
+class Renders(Protocol):
+    """Turns answer lines into wire bytes (output.Renderer)."""
+
+    def render(self, lines: list[str]) -> bytes: ...
+
+
+#: Asks the remote host: ``(ok, lines)`` (forward.Forwarder).
+Forward = Callable[[Query], tuple[bool, list[str]]]
+
+
+def may_forward(query: Query, rules: Rules) -> bool:
     """Forward only when on, for exactly one host (one hop), and one the operator allows,
     compared as written without regard to case (RFC 1288 3.2.1, CVE-1999-0105)."""
     if not rules.forwarding or len(query.hosts) != 1 or not query.hosts[0]:
@@ -33,18 +62,20 @@ def may_forward(query, rules):
     return not rules.forward_allow or query.hosts[0].lower() in rules.forward_allow
 
 
-def answer(query, directory, rules, renderer, forward=None):
+def answer(query: Query, directory: Users, rules: Rules, renderer: Renders,
+           forward: Optional[Forward] = None) -> tuple[str, bytes]:
     """``(outcome, wire bytes)`` for ``query``.
 
     ``directory`` looks users up and lists them; ``forward(query)`` returns
-    ``(ok, lines)`` from the remote host; ``renderer`` turns lines into bytes.
+    ``(ok, lines)`` from the remote host (without one, forwarding is denied);
+    ``renderer`` turns lines into bytes.
     """
     kind = query.kind
     if kind is FORWARDING:
-        if not may_forward(query, rules):
+        if forward is None or not may_forward(query, rules):
             return REFUSED, renderer.render([FORWARD_DENIED])
-        ok, lines = forward(query)
-        return (FORWARDED if ok else FORWARD_FAILED), renderer.render(lines)
+        ok, relayed = forward(query)
+        return (FORWARDED if ok else FORWARD_FAILED), renderer.render(relayed)
     if kind is LIST:
         if not rules.list_users:
             return REFUSED, renderer.render([LIST_DENIED])

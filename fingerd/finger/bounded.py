@@ -16,9 +16,13 @@ its caller, so that the callers' other work goes on.
 import itertools
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 #: Seconds after which a call still running is taken for hung, for ``limit``'s sake.
 STUCK_AFTER = 1.0
+
+_T = TypeVar("_T")
 
 
 class Unfinished(Exception):
@@ -31,31 +35,32 @@ class BoundedCalls:
     ``timeout`` seconds, or Unfinished. ``what`` names one call in the errors
     (``name lookup``). Any thread may call."""
 
-    def __init__(self, limit, what, stuck_after=STUCK_AFTER):
+    def __init__(self, limit: int, what: str, stuck_after: float = STUCK_AFTER) -> None:
         self.what = what
         self.limit = limit
         self.stuck_after = stuck_after
         self._cond = threading.Condition()
         self._ids = itertools.count()
-        self._started = {}  # when each call running began
+        self._started: dict[int, float] = {}  # when each call running began
         self._abandoned = 0
 
-    def abandoned(self):
+    def abandoned(self) -> int:
         """Calls their callers gave up waiting for that have not finished yet."""
         return self._abandoned
 
-    def call(self, timeout, fn, *args):
+    def call(self, timeout: float, fn: Callable[..., _T], *args: object) -> _T:
         deadline = time.monotonic() + timeout
         slot = self._take_slot(deadline)
-        outcome = []
+        returned: list[_T] = []
+        raised: list[BaseException] = []
         done = threading.Event()
         abandoned = False
 
-        def run():
+        def run() -> None:
             try:
-                outcome.append((True, fn(*args)))
+                returned.append(fn(*args))
             except BaseException as exc:
-                outcome.append((False, exc))
+                raised.append(exc)
             finally:
                 with self._cond:
                     done.set()
@@ -78,12 +83,11 @@ class BoundedCalls:
                     abandoned = True
                     self._abandoned += 1
                     raise Unfinished(f"{self.what} took longer than {timeout:g} s")
-        returned, value = outcome[0]
-        if returned:
-            return value
-        raise value
+        if raised:
+            raise raised[0]
+        return returned[0]
 
-    def _take_slot(self, deadline):
+    def _take_slot(self, deadline: float) -> int:
         """A slot for one more call, once fewer than ``limit`` run; Unfinished at once
         when one running is stuck, or at ``deadline``."""
         with self._cond:

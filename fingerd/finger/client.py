@@ -3,11 +3,17 @@
 import encodings.idna  # noqa: F401
 import socket
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Optional
 
 # getaddrinfo encodes host names with the idna codec, which Python imports on
 # first use; importing it here, before the worker sheds root, spares the
 # unprivileged worker from reading the interpreter's files, which it may not
 # be allowed to.
+
+if TYPE_CHECKING:
+    from fingerd.config import Address
+    from fingerd.finger.dialer import Dialer
 
 
 #: Most bytes of an answer fingerd-ctl reads.
@@ -18,12 +24,13 @@ class NoAnswer(Exception):
     """The server could not be reached, or did not answer in time; the text says which."""
 
 
-def local_host(address):
+def local_host(address: "Address") -> str:
     """Where to reach a listener from this machine: a wildcard means loopback."""
     return {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address.host, address.host)
 
 
-def exchange(host, port, data, timeout, max_bytes, dialer=None):
+def exchange(host: str, port: int, data: bytes, timeout: float, max_bytes: int,
+             dialer: "Optional[Dialer]" = None) -> tuple[bytes, bool]:
     """``(answer, cut)``: send ``data`` and read until the server closes.
 
     At most ``max_bytes`` are read (``cut`` tells whether there was more) and
@@ -38,9 +45,10 @@ def exchange(host, port, data, timeout, max_bytes, dialer=None):
                      timeout, max_bytes)
 
 
-def exchange_unix(path, data, timeout, max_bytes):
+def exchange_unix(path: str, data: bytes, timeout: float,
+                  max_bytes: int) -> tuple[bytes, bool]:
     """``exchange`` with the server at the Unix socket ``path``."""
-    def connect():
+    def connect() -> socket.socket:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             s.settimeout(timeout)
@@ -52,12 +60,13 @@ def exchange_unix(path, data, timeout, max_bytes):
     return _exchange(connect, data, timeout, max_bytes)
 
 
-def _exchange(connect, data, timeout, max_bytes):
+def _exchange(connect: Callable[[], socket.socket], data: bytes, timeout: float,
+              max_bytes: int) -> tuple[bytes, bool]:
     deadline = time.monotonic() + timeout
     try:
         with connect() as s:
             s.sendall(data)
-            chunks = []
+            chunks: list[bytes] = []
             size = 0
             while True:
                 left = deadline - time.monotonic()
@@ -79,6 +88,7 @@ def _exchange(connect, data, timeout, max_bytes):
         raise NoAnswer(exc.strerror or str(exc)) from None
 
 
-def finger(host, port, line, timeout, max_bytes, dialer=None):
+def finger(host: str, port: int, line: str, timeout: float, max_bytes: int,
+           dialer: "Optional[Dialer]" = None) -> tuple[bytes, bool]:
     """``(answer, cut)`` of a finger server for one query line."""
     return exchange(host, port, (line + "\r\n").encode("utf-8"), timeout, max_bytes, dialer)

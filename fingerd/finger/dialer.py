@@ -11,6 +11,8 @@ once, those abandoned by their callers included.
 import functools
 import socket
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from fingerd.finger.bounded import BoundedCalls, Unfinished
 
@@ -22,19 +24,23 @@ class NoRoute(OSError):
 #: Lookups at once, abandoned ones included.
 MAX_LOOKUPS = 4
 
+#: getaddrinfo's answer: ``(family, type, proto, canonname, address)`` a way to the host.
+AddrInfo = Sequence[tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]]
+
 
 class Dialer:
     """``connect(host, port, timeout)``: a connected TCP socket, or NoRoute."""
 
-    def __init__(self, max_lookups=MAX_LOOKUPS, getaddrinfo=socket.getaddrinfo):
+    def __init__(self, max_lookups: int = MAX_LOOKUPS,
+                 getaddrinfo: Callable[..., AddrInfo] = socket.getaddrinfo) -> None:
         self._lookups = BoundedCalls(max_lookups, "name lookup")
         self._getaddrinfo = getaddrinfo
 
-    def connect(self, host, port, timeout):
+    def connect(self, host: str, port: int, timeout: float) -> socket.socket:
         """Look ``host`` up and connect to its addresses in turn, all within ``timeout``
         seconds. Raises NoRoute (an OSError), or socket.gaierror for an unknown host."""
         deadline = time.monotonic() + timeout
-        error = NoRoute(f"no answer within {timeout:g} s")
+        error: OSError = NoRoute(f"no answer within {timeout:g} s")
         for family, kind, proto, _name, address in self.lookup(host, port, timeout):
             left = deadline - time.monotonic()
             if left <= 0:
@@ -52,7 +58,7 @@ class Dialer:
                 error = exc
         raise error
 
-    def lookup(self, host, port, timeout):
+    def lookup(self, host: str, port: int, timeout: float) -> AddrInfo:
         """getaddrinfo's answer for a TCP connection to ``host``, waited for at most
         ``timeout`` seconds. An address literal is answered at once, on this thread."""
         try:

@@ -9,10 +9,12 @@ exception and never a hang.
 
 import ipaddress
 import re
+from typing import Optional
 
 from fingerd.finger import client
 from fingerd.finger.dialer import Dialer
 from fingerd.finger.output import split_lines
+from fingerd.finger.query import Query
 
 FINGER_PORT = 79
 
@@ -22,7 +24,7 @@ MAX_FORWARD_BYTES = 64 * 1024
 _HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62}\.?)*")
 
 
-def valid_host(host):
+def valid_host(host: str) -> bool:
     """A host name or IP address literal fit to be resolved."""
     if len(host) > 253:
         return False
@@ -37,13 +39,14 @@ class Forwarder:
     """Asks upstream servers; its name lookups are bounded in time and in number
     (dialer.py), so that no forwarded query holds a pool thread past ``timeout``."""
 
-    def __init__(self, timeout, port=FINGER_PORT, max_bytes=MAX_FORWARD_BYTES, dialer=None):
+    def __init__(self, timeout: float, port: int = FINGER_PORT, max_bytes: int = MAX_FORWARD_BYTES,
+                 dialer: Optional[Dialer] = None) -> None:
         self.timeout = timeout
         self.port = port
         self.max_bytes = max_bytes
         self.dialer = dialer or Dialer()
 
-    def __call__(self, query):
+    def __call__(self, query: Query) -> tuple[bool, list[str]]:
         """``(ok, lines)``: the upstream's answer, or one line saying why there is none."""
         host = query.hosts[-1]
         if not valid_host(host):
@@ -54,7 +57,7 @@ class Forwarder:
                                       self.dialer)
         except client.NoAnswer as exc:
             return False, [f"{host}: {exc}"]
-        lines = split_lines(data.decode("utf-8", "replace"))
+        lines: list[str] = split_lines(data.decode("utf-8", "replace"))
         if cut:
             lines.append(f"(answer from {host} cut at {self.max_bytes} bytes)")
         return True, lines

@@ -8,11 +8,15 @@ a FIFO (O_NONBLOCK), and at most ``limit`` bytes of it. A link to
 
 import os
 import stat
+from typing import Optional
+
+#: A file's ``(text, cut)``, or None when it is not shown.
+Found = Optional[tuple[str, bool]]
 
 _FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
-def read_user_file(home, name, uid, limit):
+def read_user_file(home: str, name: str, uid: int, limit: int) -> Found:
     """``(text, cut)`` of ``home/name`` if it is safe to show, else None."""
     try:
         fd = os.open(os.path.join(home, name), _FLAGS)
@@ -30,7 +34,7 @@ def read_user_file(home, name, uid, limit):
     return data[:limit].decode("utf-8", "replace"), len(data) > limit
 
 
-def opted_out(home, marker=".nofinger"):
+def opted_out(home: str, marker: str = ".nofinger") -> bool:
     """True when ``home/marker`` exists, or when the worker cannot tell (the home is
     closed to it): someone who may have asked not to be shown never is."""
     try:

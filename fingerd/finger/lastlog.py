@@ -6,6 +6,7 @@ of 0 meaning no login recorded.
 """
 
 import struct
+from typing import Optional
 
 from fingerd.finger.utmp import text_field
 
@@ -13,12 +14,12 @@ from fingerd.finger.utmp import text_field
 RECORD = struct.Struct("<i32s256s")
 
 
-def record_offset(uid):
+def record_offset(uid: int) -> int:
     """Where the record of ``uid`` starts in the file."""
     return uid * RECORD.size
 
 
-def parse_lastlog(data):
+def parse_lastlog(data: bytes) -> Optional[tuple[str, str, int]]:
     """``(line, host, time)`` of one record's bytes, or None when short or never written."""
     if len(data) < RECORD.size:
         return None

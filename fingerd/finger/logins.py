@@ -12,6 +12,7 @@ replace, is looked at without following a link.
 
 import os
 import stat
+from typing import Optional
 
 from fingerd.finger import lastlog, utmp
 from fingerd.finger.longform import Mail, Where
@@ -33,7 +34,7 @@ TALKABLE = 0o220
 _FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
-def _open_regular(path):
+def _open_regular(path: str) -> Optional[tuple[int, int]]:
     """A descriptor of ``path`` and its size if it is a regular file, else None."""
     try:
         fd = os.open(path, _FLAGS)
@@ -49,7 +50,7 @@ def _open_regular(path):
     return fd, st.st_size
 
 
-def sessions(path, limit=UTMP_MAX_BYTES):
+def sessions(path: str, limit: int = UTMP_MAX_BYTES) -> list[utmp.Session]:
     """The sessions in the first ``limit`` bytes of utmp at ``path``; none when it is not
     a regular file or cannot be read."""
     opened = _open_regular(path)
@@ -64,13 +65,14 @@ def sessions(path, limit=UTMP_MAX_BYTES):
         os.close(fd)
 
 
-def last_login(uid, login, lastlog_file=LASTLOG_FILE, wtmp_file=WTMP_FILE):
+def last_login(uid: int, login: str, lastlog_file: str = LASTLOG_FILE,
+               wtmp_file: str = WTMP_FILE) -> Optional[Where]:
     """The last login as lastlog has it; where lastlog has none (a system without
     lastlog), the latest login of ``login`` in the end of wtmp; else None."""
     return from_lastlog(lastlog_file, uid) or from_wtmp(wtmp_file, login)
 
 
-def from_lastlog(path, uid):
+def from_lastlog(path: str, uid: int) -> Optional[Where]:
     """The lastlog record of ``uid`` as a Where, or None."""
     opened = _open_regular(path)
     if opened is None:
@@ -86,7 +88,7 @@ def from_lastlog(path, uid):
     return None if record is None else Where(*record)
 
 
-def from_wtmp(path, login, limit=WTMP_TAIL_BYTES):
+def from_wtmp(path: str, login: str, limit: int = WTMP_TAIL_BYTES) -> Optional[Where]:
     """The latest login of ``login`` in the last ``limit`` bytes of wtmp, or None."""
     opened = _open_regular(path)
     if opened is None:
@@ -108,7 +110,7 @@ def from_wtmp(path, login, limit=WTMP_TAIL_BYTES):
     return None
 
 
-def mail_state(login, mail_dir=MAIL_DIR):
+def mail_state(login: str, mail_dir: str = MAIL_DIR) -> Optional[Mail]:
     """The times of the spool ``mail_dir/login``; None when it is missing, empty or not a
     regular file (a link is not followed)."""
     try:
@@ -120,7 +122,7 @@ def mail_state(login, mail_dir=MAIL_DIR):
     return Mail(int(st.st_mtime), int(st.st_atime))
 
 
-def terminal(line, now):
+def terminal(line: str, now: float) -> tuple[int, bool]:
     """``(idle seconds, writable)`` of ``/dev/LINE``; ``(0, False)`` when it cannot be
     told, as in.fingerd has it. A line that would leave /dev has no terminal."""
     if not line or ".." in line.split("/"):

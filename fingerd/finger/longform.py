@@ -10,8 +10,11 @@ its spacing and its wording are kept, the control characters it shows as
 
 import time
 import unicodedata
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Optional
 
+from fingerd.finger.homefiles import Found
 from fingerd.finger.output import split_lines
 
 #: How a home file is introduced, in the order in.fingerd shows them; other
@@ -68,14 +71,14 @@ class Person:
     gecos: Gecos
     home: str
     shell: str
-    sessions: tuple = ()
-    last_login: Where = None
-    mail: Mail = None
-    files: tuple = ()
+    sessions: tuple[Where, ...] = ()
+    last_login: Optional[Where] = None
+    mail: Optional[Mail] = None
+    files: tuple[tuple[str, Found], ...] = ()
     max_bytes: int = 0
 
 
-def parse_gecos(gecos, login):
+def parse_gecos(gecos: str, login: str) -> Gecos:
     """Name, office, office phone and home phone: the first four comma-separated fields,
     ``&`` in the name standing for the login capitalised. A field from NSS (LDAP) may
     hold a line break or another control character: each is left out, so that a field
@@ -84,12 +87,12 @@ def parse_gecos(gecos, login):
     return Gecos(fields[0].replace("&", login.capitalize()), *fields[1:])
 
 
-def _one_line(text):
+def _one_line(text: str) -> str:
     return "".join(ch for ch in text
                    if unicodedata.category(ch) not in ("Cc", "Zl", "Zp"))
 
 
-def phone(number):
+def phone(number: str) -> str:
     """A phone number as in.fingerd shows it: all-digit numbers of 4, 5, 7, 10 or 11
     digits get their dashes (``x1234``, ``x1-2345``, ``555-1234``, ``555-123-4567``,
     ``+1-555-123-4567``); anything else as written."""
@@ -109,9 +112,9 @@ def phone(number):
     return number
 
 
-def office_lines(gecos):
+def office_lines(gecos: Gecos) -> list[str]:
     """Office and phones, two to a line where they fit (in.fingerd's ``demi_print``)."""
-    fields = []
+    fields: list[str] = []
     if gecos.office and gecos.office_phone and \
             len(gecos.office) + len(gecos.office_phone) + len("Office") + 3 <= 5 * TAB_LEN:
         fields.append(f"Office: {gecos.office}, {phone(gecos.office_phone)}")
@@ -122,8 +125,8 @@ def office_lines(gecos):
             fields.append(f"Office Phone: {phone(gecos.office_phone)}")
     if gecos.home_phone:
         fields.append(f"Home Phone: {phone(gecos.home_phone)}")
-    lines = []
-    alone = None  # the field alone on the last line, which the next may join
+    lines: list[str] = []
+    alone: Optional[str] = None  # the field alone on the last line, which the next may join
     for field in fields:
         column = (max(5 * TAB_LEN, len(alone or "")) // TAB_LEN + 1) * TAB_LEN
         if alone is None or column + len(field) > LINE_LEN:
@@ -136,7 +139,7 @@ def office_lines(gecos):
     return lines
 
 
-def stamp(when, year=True):
+def stamp(when: float, year: bool = True) -> str:
     """``Thu Nov 26 05:42 2026 (UTC)`` as in.fingerd prints a time (asctime's first
     16 characters), the year left out when ``year`` is false."""
     try:
@@ -147,7 +150,7 @@ def stamp(when, year=True):
     return f"{text}{f' {tm.tm_year}' if year else ''} ({time.strftime('%Z', tm)})"
 
 
-def idle_text(seconds):
+def idle_text(seconds: int) -> str:
     """``2 days 12 hours idle``, ``1 hour 6 minutes idle``, ``30 seconds idle``: the two
     largest units, as in.fingerd counts them; empty when not idle."""
     try:
@@ -164,7 +167,7 @@ def idle_text(seconds):
     return " ".join(parts + ["idle"]) if days or hours or minutes or secs else ""
 
 
-def shows_last_login(sessions, last):
+def shows_last_login(sessions: Sequence[Where], last: Optional[Where]) -> bool:
     """in.fingerd's rule: the last login is shown when there is no session, or when it is
     later than some session and on none of their lines."""
     if not sessions:
@@ -173,7 +176,7 @@ def shows_last_login(sessions, last):
         all(s.line != last.line for s in sessions)
 
 
-def session_lines(session, width):
+def session_lines(session: Where, width: int) -> list[str]:
     """``On since ...`` for one session: where from, how long idle (on a line of its own
     after a host), ``(messages off)`` when the terminal refuses write(1)."""
     text = f"On since {stamp(session.time, year=False)} on {session.line}"
@@ -187,13 +190,13 @@ def session_lines(session, width):
     return text.split("\n")
 
 
-def where_lines(sessions, last, now):
+def where_lines(sessions: Sequence[Where], last: Optional[Where], now: float) -> list[str]:
     """The sessions, then the last login or ``Never logged in.``."""
     if not sessions and last is None:
         return ["Never logged in."]
     shown_last = last if shows_last_login(sessions, last) else None
     width = max(len(w.line) for w in (*sessions, *([shown_last] if shown_last else [])))
-    lines = []
+    lines: list[str] = []
     for session in sessions:
         lines.extend(session_lines(session, width))
     if shown_last is not None:
@@ -203,7 +206,7 @@ def where_lines(sessions, last, now):
     return lines
 
 
-def mail_lines(mail):
+def mail_lines(mail: Optional[Mail]) -> list[str]:
     """``No mail.``, ``Mail last read ...``, or ``New mail received ...`` and since when
     it is unread."""
     if mail is None:
@@ -214,24 +217,25 @@ def mail_lines(mail):
     return [f"Mail last read {stamp(mail.read)}"]
 
 
-def file_order(names):
+def file_order(names: Sequence[str]) -> list[str]:
     """The home files in the order in.fingerd shows them (PGP key, Project, Plan),
     then any others as configured."""
     known = [name for name in FILE_TITLES if name in names]
     return known + [name for name in names if name not in FILE_TITLES]
 
 
-def file_lines(files, max_bytes):
+def file_lines(files: Iterable[tuple[str, Found]], max_bytes: int) -> list[str]:
     """Each file found under its title, in in.fingerd's order; ``No Plan.`` when the
     plan is not found."""
     found = dict(files)
-    lines = []
+    lines: list[str] = []
     for name in file_order(list(found)):
-        if found[name] is None:
+        shown = found[name]
+        if shown is None:
             if name == ".plan":
                 lines.append("No Plan.")
             continue
-        text, cut = found[name]
+        text, cut = shown
         lines.append(FILE_TITLES.get(name, f"{name}:"))
         lines.extend(split_lines(text) or [""])
         if cut:
@@ -239,7 +243,7 @@ def file_lines(files, max_bytes):
     return lines
 
 
-def long_answer(person, now):
+def long_answer(person: Person, now: float) -> list[str]:
     """The lines of the long answer for ``person`` at time ``now``."""
     login = f"Login: {person.login:<15}\t\t\tName: {person.gecos.name}"
     directory = f"Directory: {person.home:<25}\tShell: {person.shell or '/bin/sh'}"

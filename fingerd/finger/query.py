@@ -24,10 +24,10 @@ class Query:
 
     verbose: bool
     user: str
-    hosts: tuple
+    hosts: tuple[str, ...]
 
     @property
-    def kind(self):
+    def kind(self) -> str:
         """LIST for {C}, FORWARDING for any {Q2}, else VERBOSE or USER: the metrics' kinds."""
         if self.hosts:
             return FORWARDING
@@ -36,7 +36,7 @@ class Query:
         return VERBOSE if self.verbose else USER
 
 
-def parse_query(line):
+def parse_query(line: bytes) -> Query:
     """Parse one query line (bytes, line ending already removed) into a Query.
 
     Bytes are decoded as Latin-1 so that no input can fail to decode; a name

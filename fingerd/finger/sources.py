@@ -12,29 +12,48 @@ import logging
 import pwd
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Optional, Protocol, TypeVar
 
 from fingerd.finger import logins
 from fingerd.finger.bounded import BoundedCalls, Unfinished
 from fingerd.finger.homefiles import opted_out, read_user_file
 from fingerd.finger.longform import Person, Where, long_answer, parse_gecos
+from fingerd.finger.utmp import Session
 from fingerd.users.usersfile import is_valid_name
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+class Source(Protocol):
+    """A source of answers about users: the two calls this module describes."""
+
+    def lookup(self, name: str, verbose: bool) -> Optional[list[str]]: ...
+
+    def listing(self) -> Iterable[tuple[str, str]]: ...
+
+
+class Store(Protocol):
+    """The users file's table, as the store serves it."""
+
+    def users(self) -> Mapping[str, str]: ...
 
 
 class FileSource:
     """The users file, through the store."""
 
-    def __init__(self, store):
+    def __init__(self, store: Store) -> None:
         self._store = store
 
-    def lookup(self, name, verbose):
+    def lookup(self, name: str, verbose: bool) -> Optional[list[str]]:
         status = self._store.users().get(name)
         if status is None:
             return None
         return [f"Login: {name}", f"Status: {status}"] if verbose else [status]
 
-    def listing(self):
+    def listing(self) -> Iterator[tuple[str, str]]:
         for name, status in self._store.users().items():
             yield name, f"{name}: {status}"
 
@@ -49,9 +68,10 @@ class SystemSource:
     is run.
     """
 
-    def __init__(self, min_uid, max_uid, plan_files, plan_max_bytes, utmp_file,
-                 clock=time.time, lastlog_file=logins.LASTLOG_FILE,
-                 wtmp_file=logins.WTMP_FILE, mail_dir=logins.MAIL_DIR):
+    def __init__(self, min_uid: int, max_uid: int, plan_files: Sequence[str],
+                 plan_max_bytes: int, utmp_file: str, clock: Callable[[], float] = time.time,
+                 lastlog_file: str = logins.LASTLOG_FILE, wtmp_file: str = logins.WTMP_FILE,
+                 mail_dir: str = logins.MAIL_DIR) -> None:
         self.min_uid = min_uid
         self.max_uid = max_uid
         self.plan_files = plan_files
@@ -62,7 +82,7 @@ class SystemSource:
         self.mail_dir = mail_dir
         self._clock = clock
 
-    def _account(self, name):
+    def _account(self, name: str) -> Optional[pwd.struct_passwd]:
         if not is_valid_name(name):
             return None
         try:
@@ -73,7 +93,7 @@ class SystemSource:
             return None
         return entry
 
-    def lookup(self, name, verbose):
+    def lookup(self, name: str, verbose: bool) -> Optional[list[str]]:
         entry = self._account(name)
         if entry is None:
             return None
@@ -82,7 +102,7 @@ class SystemSource:
         now = self._clock()
         return long_answer(self._person(entry, now), now)
 
-    def _person(self, entry, now):
+    def _person(self, entry: pwd.struct_passwd, now: float) -> Person:
         login = entry.pw_name
         return Person(
             login, parse_gecos(entry.pw_gecos, login), entry.pw_dir, entry.pw_shell,
@@ -96,8 +116,8 @@ class SystemSource:
                         for name in self.plan_files),
             max_bytes=self.plan_max_bytes)
 
-    def listing(self):
-        seen = set()
+    def listing(self) -> Iterator[tuple[str, str]]:
+        seen: set[str] = set()
         for session in self.sessions():
             if session.user in seen:
                 continue
@@ -106,7 +126,7 @@ class SystemSource:
             if entry is not None:
                 yield entry.pw_name, f"{entry.pw_name}: {full_name(entry)} ({session.line})"
 
-    def sessions(self):
+    def sessions(self) -> list[Session]:
         return logins.sessions(self.utmp_file)
 
 
@@ -123,23 +143,23 @@ class BoundedSource:
     no call left stuck, which is logged once too.
     """
 
-    def __init__(self, source, timeout, limit):
+    def __init__(self, source: Source, timeout: float, limit: int) -> None:
         self.source = source
         self.timeout = timeout
         self._calls = BoundedCalls(limit, "account lookup")
         self._lock = threading.Lock()
         self._failing = False
 
-    def lookup(self, name, verbose):
+    def lookup(self, name: str, verbose: bool) -> Optional[list[str]]:
         return self._bounded(f"looking up {name!r}", self.source.lookup, name, verbose)
 
-    def listing(self):
+    def listing(self) -> list[tuple[str, str]]:
         return self._bounded("listing the logged-in accounts", self._listed)
 
-    def _listed(self):
+    def _listed(self) -> list[tuple[str, str]]:
         return list(self.source.listing())
 
-    def _bounded(self, what, fn, *args):
+    def _bounded(self, what: str, fn: Callable[..., _T], *args: object) -> _T:
         try:
             value = self._calls.call(self.timeout, fn, *args)
         except Unfinished as exc:
@@ -158,7 +178,7 @@ class BoundedSource:
         return value
 
 
-def full_name(entry):
+def full_name(entry: pwd.struct_passwd) -> str:
     """The full name from GECOS: its first field, ``&`` standing for the login capitalised."""
     return parse_gecos(entry.pw_gecos, entry.pw_name).name
 
@@ -170,34 +190,34 @@ MORE_USERS = "(more users not shown)"
 class Directory:
     """Sources asked in order: the first that knows a name answers."""
 
-    def __init__(self, sources):
+    def __init__(self, sources: Iterable[Source]) -> None:
         self.sources = tuple(sources)
 
-    def lookup(self, name, verbose):
+    def lookup(self, name: str, verbose: bool) -> Optional[list[str]]:
         for source in self.sources:
             lines = source.lookup(name, verbose)
             if lines is not None:
                 return lines
         return None
 
-    def listing(self, limit):
+    def listing(self, limit: int) -> list[str]:
         """One line a user across every source (first source wins a name), cut past
         ``limit`` characters with a closing note."""
         entries, cut = self.entries(limit)
         return [line for _name, line in entries] + ([MORE_USERS] if cut else [])
 
-    def entries(self, limit):
+    def entries(self, limit: int) -> tuple[list[tuple[str, str]], bool]:
         """``([(name, line), ...], cut)``: the users ``listing`` shows, and whether it
         leaves some out.
 
         Each source's lines are sorted by name. Only the lines taken are
         sorted, so the cost follows the size of the answer, not of the table.
         """
-        entries = []
-        seen = set()
+        entries: list[tuple[str, str]] = []
+        seen: set[str] = set()
         size = 0
         for source in self.sources:
-            taken = []
+            taken: list[tuple[str, str]] = []
             for name, line in source.listing():
                 if name in seen:
                     continue

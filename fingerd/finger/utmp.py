@@ -7,6 +7,7 @@ oldest first; it is read from its end, a piece at a time.
 
 import struct
 from dataclasses import dataclass
+from typing import Optional
 
 USER_PROCESS = 7
 
@@ -26,14 +27,14 @@ class Session:
     login_time: int
 
 
-def text_field(raw):
+def text_field(raw: bytes) -> str:
     """A NUL-padded text field, invalid UTF-8 replaced."""
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def parse_utmp(data):
+def parse_utmp(data: bytes) -> list[Session]:
     """The USER_PROCESS sessions in the bytes of a utmp file; trailing partial records ignored."""
-    sessions = []
+    sessions: list[Session] = []
     for offset in range(0, len(data) - RECORD.size + 1, RECORD.size):
         fields = RECORD.unpack_from(data, offset)
         if fields[0] != USER_PROCESS:
@@ -47,7 +48,7 @@ def parse_utmp(data):
 
 
 
-def last_session(data, user):
+def last_session(data: bytes, user: str) -> Optional[Session]:
     """The latest USER_PROCESS record of ``user`` in the bytes of a piece of wtmp, or None.
 
     ``data`` holds whole records; a trailing partial record is ignored.
