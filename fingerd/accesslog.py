@@ -8,6 +8,11 @@ sequence stays one inert line.
 """
 
 import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fingerd.serving.loop import Answer
 
 log = logging.getLogger("fingerd.access")
 
@@ -15,7 +20,7 @@ log = logging.getLogger("fingerd.access")
 MAX_LOGGED_NAME = 64
 
 
-def escape(text):
+def escape(text: str) -> str:
     """``text`` as printable ASCII inside double quotes."""
     out = []
     for ch in text[:MAX_LOGGED_NAME]:
@@ -33,10 +38,11 @@ def escape(text):
 
 
 class AccessLog:
-    def __init__(self, log_queries):
+    def __init__(self, log_queries: bool) -> None:
         self.log_queries = log_queries
 
-    def log(self, service, peer, answer, seconds):
+    def log(self, service: str, peer: Sequence[object], answer: "Answer",
+            seconds: float) -> None:
         """One line for ``answer`` (a serving.loop.Answer) sent to ``peer``."""
         line = (f"access service={service} peer={peer[0]} kind={answer.kind or '-'} "
                 f"outcome={answer.outcome} bytes={len(answer.data)} seconds={seconds:.6f}")

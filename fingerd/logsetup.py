@@ -6,11 +6,13 @@ that journald files errors as errors, and a record of several lines is kept on
 one (its newlines written as ``\\n``), so that it stays one entry.
 """
 
+import io
 import logging
 import logging.handlers
 import os
 import socket
 import sys
+from typing import Optional, cast
 
 _FORMAT = "%(asctime)s fingerd[%(process)d]: %(levelname)s %(message)s"
 #: A log file fingerd creates, at startup or after a rotation: root and the file's group
@@ -21,10 +23,12 @@ LOG_FILE_MODE = 0o640
 class LogFileHandler(logging.handlers.WatchedFileHandler):
     """A WatchedFileHandler that creates its file with LOG_FILE_MODE, not the umask's 0644."""
 
-    def _open(self):
+    def _open(self) -> io.TextIOWrapper:
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
                      LOG_FILE_MODE)
-        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+        # Text mode (FileHandler's mode is "a"): the open file is a TextIOWrapper.
+        return cast(io.TextIOWrapper, open(fd, self.mode, encoding=self.encoding,
+                                           errors=self.errors))
 
 
 #: Syslog priorities of the logging levels, for journald's ``<N>`` prefixes.
@@ -36,12 +40,12 @@ SYSLOG_SOCKET = "/dev/log"
 class JournalFormatter(logging.Formatter):
     """One line a record, led by its syslog priority; journald adds the time and pid."""
 
-    def format(self, record):
+    def format(self, record: logging.LogRecord) -> str:
         priority = _PRIORITIES.get(record.levelno, 4)
         return f"<{priority}>" + super().format(record).replace("\n", "\\n")
 
 
-def stderr_is_journal():
+def stderr_is_journal() -> bool:
     """Whether standard error is the journal's stream ($JOURNAL_STREAM names its device
     and inode), not merely inherited from a process that had one."""
     try:
@@ -52,7 +56,7 @@ def stderr_is_journal():
     return (st.st_dev, st.st_ino) == (device, inode)
 
 
-def syslog_problem():
+def syslog_problem() -> Optional[str]:
     """Why records could not reach syslog now, or None: checked before detaching, while
     there is still a terminal to say so on."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
@@ -63,8 +67,9 @@ def syslog_problem():
     return None
 
 
-def configure(log_file, foreground):
+def configure(log_file: str, foreground: bool) -> logging.Handler:
     """Send the root logger's records to one destination and return its handler."""
+    handler: logging.Handler
     if log_file:
         handler = LogFileHandler(log_file)
         handler.setFormatter(logging.Formatter(_FORMAT))
@@ -85,7 +90,7 @@ def configure(log_file, foreground):
     return handler
 
 
-def reopen(handler):
+def reopen(handler: logging.Handler) -> None:
     """Reopen the log file now if logrotate moved it (SIGUSR1).
 
     WatchedFileHandler also notices on its next record; this makes it immediate.

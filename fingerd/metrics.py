@@ -6,18 +6,20 @@ global state. Label values come from the small fixed sets of outcomes.py.
 
 import threading
 from bisect import bisect_left
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import accumulate
 from operator import add
+from typing import Optional, Protocol
 
 import prometheus_client.metrics
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from fingerd import __version__
 from fingerd.outcomes import BY_SERVICE, ERROR, OWNER_LOOKUPS, QUERY_KINDS, REJECT_REASONS
 
 
-def _disable_created_series():
+def _disable_created_series() -> None:
     """Leave out the ``_created`` series beside every counter and histogram: they
     double the output for a value that process_start_time_seconds already gives.
 
@@ -39,6 +41,12 @@ DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 BUCKET_NAMES = (*map(str, DURATION_BUCKETS), "+Inf")
 
 
+class ReloadCounts(Protocol):
+    """The parent's counts of configuration reloads (process/parent_counts.py)."""
+
+    def read(self) -> Mapping[str, int]: ...
+
+
 class Metrics:
     """The daemon's metrics; ``outcomes`` maps each counted service to its outcome labels.
 
@@ -48,8 +56,9 @@ class Metrics:
     (process/parent_counts.py).
     """
 
-    def __init__(self, outcomes=BY_SERVICE, registry=None, parent_pid=None,
-                 config_reloads=None):
+    def __init__(self, outcomes: Mapping[str, Sequence[str]] = BY_SERVICE,
+                 registry: Optional[CollectorRegistry] = None, parent_pid: Optional[int] = None,
+                 config_reloads: Optional[ReloadCounts] = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.requests = RequestCounts(outcomes)
@@ -99,10 +108,10 @@ class Metrics:
 class ConfigReloadsCollector:
     """``fingerd_config_reloads_total``, read from the parent's counts at each scrape."""
 
-    def __init__(self, counts):
+    def __init__(self, counts: ReloadCounts) -> None:
         self._counts = counts
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(
             "fingerd_config_reloads", "Reloads of the configuration (SIGHUP), by outcome.",
             labels=["outcome"])
@@ -116,7 +125,7 @@ class Tally:
 
     __slots__ = ("requests", "buckets", "seconds", "bytes", "queries")
 
-    def __init__(self, outcomes):
+    def __init__(self, outcomes: Mapping[str, Sequence[str]]) -> None:
         self.requests = {(service, outcome): 0 for service, values in outcomes.items()
                          for outcome in (*values, ERROR)}
         self.buckets = {service: [0] * len(BUCKET_NAMES) for service in outcomes}
@@ -136,20 +145,21 @@ class RequestCounts:
     sums the tallies. Every label set is shown from the start, at zero.
     """
 
-    def __init__(self, outcomes):
+    def __init__(self, outcomes: Mapping[str, Sequence[str]]) -> None:
         self._outcomes = outcomes
         self._zero = Tally(outcomes)
         self._local = threading.local()
-        self._tallies = []
+        self._tallies: list[Tally] = []
         self._lock = threading.Lock()
 
-    def answered(self):
+    def answered(self) -> int:
         """Requests answered so far, by every service (a reading, not a synchronisation)."""
         with self._lock:
             tallies = list(self._tallies)
         return sum(sum(tally.requests.values()) for tally in tallies)
 
-    def record(self, service, outcome, seconds, sent, kind):
+    def record(self, service: str, outcome: str, seconds: float, sent: int,
+               kind: Optional[str]) -> None:
         """Count one answered request; ``kind`` is a finger query's kind, or anything else."""
         try:
             tally = self._local.tally
@@ -164,7 +174,7 @@ class RequestCounts:
         if kind in tally.queries:
             tally.queries[kind] += 1
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         with self._lock:
             tallies = list(self._tallies)
         yield self._counter("fingerd_requests", "Requests answered, by service and outcome.",
@@ -185,7 +195,8 @@ class RequestCounts:
         yield self._counter("fingerd_queries", "Finger queries read, by kind.", ["kind"],
                             tallies, "queries")
 
-    def _counter(self, name, documentation, labels, tallies, field):
+    def _counter(self, name: str, documentation: str, labels: list[str], tallies: list[Tally],
+                 field: str) -> CounterMetricFamily:
         family = CounterMetricFamily(name, documentation, labels=labels)
         totals = dict.fromkeys(getattr(self._zero, field), 0)
         for tally in tallies:

@@ -3,6 +3,10 @@
 import grp
 import pwd
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fingerd.config import Config
 
 
 class AccountError(ValueError):
@@ -16,7 +20,7 @@ class Account:
     gid: int
 
 
-def resolve_account(config):
+def resolve_account(config: "Config") -> Account:
     """The Account for ``[fingerd] user`` and ``group``; raise AccountError, for those
     and for a ``[setter] admin_group`` that does not exist."""
     try:

@@ -56,9 +56,13 @@ import errno
 import os
 import platform
 import struct
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple, Optional, Union
 
 from fingerd.process.privdrop import drop_privileges
+
+if TYPE_CHECKING:
+    from fingerd.process.accounts import Account
 
 PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
@@ -102,13 +106,14 @@ CLONE_NAMESPACES = (0x00020000    # CLONE_NEWNS
 class Abi:
     """A machine's system call numbers, as far as the filter names them."""
 
-    def __init__(self, audit_arch, seccomp, numbers, foreign_bit=None):
+    def __init__(self, audit_arch: int, seccomp: int, numbers: dict[str, int],
+                 foreign_bit: Optional[int] = None) -> None:
         self.audit_arch = audit_arch
         self.seccomp = seccomp
         self.numbers = numbers
         self.foreign_bit = foreign_bit
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> int:
         return self.numbers[name]
 
 
@@ -145,6 +150,12 @@ _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_u
 _libc.syscall.restype = ctypes.c_long
 
 
+#: Where a jump goes: a label, or a number of instructions to skip.
+Jump = Union[str, int]
+#: ``(op, k)`` for a load or a return, ``(op, k, jump if true, jump if false)`` for a test.
+Instruction = Union[tuple[str, int], tuple[str, int, Jump, Jump]]
+
+
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
@@ -155,17 +166,17 @@ class Refused(NamedTuple):
     layer: str
     reason: str
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.layer} not applied: {self.reason}"
 
 
-def shed_root(account, pid=None):
+def shed_root(account: "Optional[Account]", pid: Optional[int] = None) -> list[Refused]:
     """The worker's drop: every layer, in order; ``account`` None keeps the user.
 
     Returns the Refused layers; raises PrivilegeError when root cannot be shed.
     Call it while the process has one thread, as the worker does.
     """
-    refused = []
+    refused: list[Refused] = []
     if account is not None:
         refused += drop_bounding_set()
         drop_privileges(account.uid, account.gid)
@@ -173,7 +184,7 @@ def shed_root(account, pid=None):
     return refused
 
 
-def drop_bounding_set():
+def drop_bounding_set() -> list[Refused]:
     """Empty the capability bounding set (and the ambient set); needs CAP_SETPCAP."""
     _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)  # none: nothing to clear (pre-4.3)
     for cap in range(_last_cap() + 1):
@@ -187,14 +198,14 @@ def drop_bounding_set():
     return []
 
 
-def confine(pid=None):
+def confine(pid: Optional[int] = None) -> list[Refused]:
     """After the drop: no_new_privs (set already by a drop from root), non-dumpable,
     no environment, the seccomp filter.
 
     ``pid`` is the process the filter lets signal itself (this one by default).
     Returns the Refused layers.
     """
-    refused = []
+    refused: list[Refused] = []
     if _prctl(PR_SET_NO_NEW_PRIVS, 1) != 0:
         refused.append(Refused("no_new_privs", f"PR_SET_NO_NEW_PRIVS: "
                                                f"{os.strerror(ctypes.get_errno())}"))
@@ -206,14 +217,14 @@ def confine(pid=None):
     return refused
 
 
-def scrub_environment():
+def scrub_environment() -> None:
     """Replace the environment with ``ENVIRONMENT`` and the ``KEPT_VARIABLES`` set."""
     kept = {name: os.environ[name] for name in KEPT_VARIABLES if name in os.environ}
     os.environ.clear()
     os.environ.update(ENVIRONMENT, **kept)
 
 
-def install_filter(pid):
+def install_filter(pid: int) -> list[Refused]:
     """Install the filter on every thread; ``[]`` or the one Refused layer."""
     abi = ABIS.get(platform.machine())
     if abi is None:
@@ -232,10 +243,10 @@ def install_filter(pid):
     return [Refused("seccomp filter", f"seccomp(2): {os.strerror(ctypes.get_errno())}")]
 
 
-def filter_program(abi, pid):
+def filter_program(abi: Abi, pid: int) -> bytes:
     """The filter's bytes (struct sock_filter[]) for ``abi``, letting ``pid`` signal itself."""
     eperm = SECCOMP_RET_ERRNO | errno.EPERM
-    program = [
+    program: list[Union[str, Instruction]] = [
         ("ld", ARCH_OFFSET),
         ("jeq", abi.audit_arch, 0, "kill"),
         ("ld", NR_OFFSET),
@@ -269,17 +280,17 @@ def filter_program(abi, pid):
     return assemble(program)
 
 
-def assemble(program):
+def assemble(program: Sequence[Union[str, Instruction]]) -> bytes:
     """Instructions and labels (strings) to bytes; a jump names a label or skips N."""
-    labels = {}
-    instructions = []
+    labels: dict[str, int] = {}
+    instructions: list[Instruction] = []
     for item in program:
         if isinstance(item, str):
             labels[item] = len(instructions)
         else:
             instructions.append(item)
 
-    def offset(target, at):
+    def offset(target: Jump, at: int) -> int:
         if isinstance(target, int):
             return target
         distance = labels[target] - at - 1
@@ -287,7 +298,7 @@ def assemble(program):
             raise ValueError(f"jump to {target} out of range")
         return distance
 
-    out = []
+    out: list[bytes] = []
     for at, (op, k, *jumps) in enumerate(instructions):
         if op == "ld":
             out.append(struct.pack("=HBBI", BPF_LD_W_ABS, 0, 0, k))
@@ -300,7 +311,7 @@ def assemble(program):
     return b"".join(out)
 
 
-def _last_cap():
+def _last_cap() -> int:
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
             return int(f.read())
@@ -308,5 +319,5 @@ def _last_cap():
         return 63  # PR_CAPBSET_READ fails (-1) past the kernel's last one
 
 
-def _prctl(option, arg2=0, arg3=0, arg4=0, arg5=0):
-    return _libc.prctl(option, arg2, arg3, arg4, arg5)
+def _prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return int(_libc.prctl(option, arg2, arg3, arg4, arg5))
