@@ -26,8 +26,22 @@ import sys
 import tempfile
 import time
 
-from bench import (ANSWER, CLIENT_CPU, QUERY, ROOT, SERVER_CPU, STATUS, USER, build_loadgen,
-                   free_port, keep_in_flight, machine, pinned, process_tree_cpu, run_loadgen)
+from bench import (
+    ANSWER,
+    CLIENT_CPU,
+    QUERY,
+    ROOT,
+    SERVER_CPU,
+    STATUS,
+    USER,
+    build_loadgen,
+    free_port,
+    keep_in_flight,
+    machine,
+    pinned,
+    process_tree_cpu,
+    run_loadgen,
+)
 
 sys.path.insert(0, ROOT)
 from tests.support.engines import HAProxy  # noqa: E402  (the tests' engines, shared)

@@ -26,8 +26,17 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import (ANSWER, STATUS, USER, Fingerd, advance, build_loadgen, machine,  # noqa: E402
-                   open_query, run_point)
+from bench import (  # noqa: E402
+    ANSWER,
+    STATUS,
+    USER,
+    Fingerd,
+    advance,
+    build_loadgen,
+    machine,
+    open_query,
+    run_point,
+)
 
 from fingerd.metrics import Metrics  # noqa: E402
 from fingerd.users.store import UserStore  # noqa: E402

@@ -40,8 +40,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
-from bench import (CLIENT_CPU, STATUS, USER, Fingerd,  # noqa: E402
-                   keep_in_flight, machine, process_tree_cpu)
+from bench import CLIENT_CPU, STATUS, USER, Fingerd, keep_in_flight, machine, process_tree_cpu  # noqa: E402
 
 from fingerd.serving.peer_owner import owner_by_sock_diag  # noqa: E402
 from fingerd.serving.requesters import Requesters  # noqa: E402
@@ -187,7 +186,8 @@ def table(rows, lookup):
     """The Markdown table; ratios are own/any at the same number of clients."""
     any_rows = {r["clients"]: r for r in rows if r["policy"] == "any"}
     out = ["| policy | clients | requests/s | p50 ms | p99 ms (range over rounds) | errors | "
-           "server CPU µs/request (user+system) | of which worker µs | CPU/request own/any | requests/s own/any | "
+           "server CPU µs/request (user+system) | of which worker µs | CPU/request own/any | "
+           "requests/s own/any | "
            "sock_diag lookup µs in-process (share of CPU/request) | client core busy |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:

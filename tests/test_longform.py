@@ -11,9 +11,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fingerd.finger.longform import (Gecos, Mail, Person, Where, file_lines, idle_text,
-                                     long_answer, mail_lines, office_lines, parse_gecos, phone,
-                                     where_lines)
+from fingerd.finger.longform import (
+    Gecos,
+    Mail,
+    Person,
+    Where,
+    file_lines,
+    idle_text,
+    long_answer,
+    mail_lines,
+    office_lines,
+    parse_gecos,
+    phone,
+    where_lines,
+)
 
 NOW = 1795672213  # Thu Nov 26 05:50:13 2026 UTC
 

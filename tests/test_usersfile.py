@@ -7,8 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fingerd.users import usersfile
-from fingerd.users.usersfile import (UsersFileError, check_users, is_valid_name, parse_users,
-                                     splice_status, status_problem, with_status)
+from fingerd.users.usersfile import (
+    UsersFileError,
+    check_users,
+    is_valid_name,
+    parse_users,
+    splice_status,
+    status_problem,
+    with_status,
+)
 from tests.support.fuzzing import tokens
 from tests.support.users_files import NAMES, STATUSES, TABLES, valid_files
 

@@ -8,7 +8,6 @@ import sys
 
 from twisted.internet import protocol, reactor
 from twisted.protocols import basic
-
 from users import read_users
 
 
