@@ -14,6 +14,7 @@ from typing import Optional, Protocol
 import prometheus_client.metrics
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from fingerd import __version__
 from fingerd.outcomes import BY_SERVICE, ERROR, OWNER_LOOKUPS, QUERY_KINDS, REJECT_REASONS
@@ -105,7 +106,7 @@ class Metrics:
             r.register(ConfigReloadsCollector(config_reloads))
 
 
-class ConfigReloadsCollector:
+class ConfigReloadsCollector(Collector):
     """``fingerd_config_reloads_total``, read from the parent's counts at each scrape."""
 
     def __init__(self, counts: ReloadCounts) -> None:
@@ -134,7 +135,7 @@ class Tally:
         self.queries = dict.fromkeys(QUERY_KINDS, 0)
 
 
-class RequestCounts:
+class RequestCounts(Collector):
     """The per-request families: fingerd_requests_total, fingerd_request_duration_seconds,
     fingerd_answer_bytes_total and fingerd_queries_total.
 
