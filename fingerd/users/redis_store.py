@@ -10,22 +10,42 @@ sent while a subscriber is away), and in between re-reads the names the
 change channel hints at. A set writes Redis from the worker and publishes
 its own table only once Redis acknowledged.
 
+The hints arrive in the order Redis applied the writes, and the follower
+reads a hinted name after its hint, so what the follower publishes last for
+a name is what Redis holds. A set's own publication is the one out of that
+order: when the follower published a read of the name while the set was
+under way, that read may be newer than the set's value, so the follower
+reads the name once more after the set published (SetsUnderWay).
+
 Importing this module imports the ``redis`` client library (the optional
 extra ``fingerd[redis]``); fingerd imports it only with ``backend = redis``.
 """
 
+from __future__ import annotations
+
 import logging
 import threading
 import time
+from collections.abc import Iterable
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from fingerd.limits import MAX_STORE_ENTRIES, MAX_USERS_FILE_BYTES, STORE_TIMEOUT_SECONDS
+from fingerd.limits import (
+    MAX_STORE_ENTRIES,
+    MAX_USERS_FILE_BYTES,
+    STORE_TIMEOUT_SECONDS,
+)
 from fingerd.users.editing import StoreError
-from fingerd.users.redis_schema import (EVERYTHING, changes_channel, entry_problem, redacted,
-                                        shown_field, users_key)
+from fingerd.users.redis_schema import (
+    EVERYTHING,
+    changes_channel,
+    entry_problem,
+    redacted,
+    shown_field,
+    users_key,
+)
 from fingerd.users.table import UserTable, free_gradually
 from fingerd.users.usersfile import MAX_REPORTED_ERRORS
 
@@ -110,6 +130,37 @@ def read_hash(client, key, max_entries=MAX_STORE_ENTRIES):
     return entries
 
 
+class SetsUnderWay:
+    """The names this host's sets are writing, and which of them the follower published a
+    read of meanwhile. Pure bookkeeping, used under the store's lock."""
+
+    def __init__(self) -> None:
+        self._writing: dict[str, int] = {}
+        self._overtaken: set[str] = set()
+
+    def begin(self, name: str) -> None:
+        self._writing[name] = self._writing.get(name, 0) + 1
+
+    def read(self, names: Iterable[str]) -> None:
+        """The follower publishes what Redis held for ``names`` at some moment."""
+        self._overtaken.update(name for name in names if name in self._writing)
+
+    def read_all(self) -> None:
+        """The follower publishes what Redis held for every name."""
+        self._overtaken.update(self._writing)
+
+    def end(self, name: str) -> bool:
+        """One set of ``name`` ends: whether the follower read it while the set was under
+        way (then its value may be older than the follower's, and the name is read again)."""
+        overtaken = name in self._overtaken
+        left = self._writing.pop(name) - 1
+        if left:
+            self._writing[name] = left
+        else:
+            self._overtaken.discard(name)
+        return overtaken
+
+
 class RedisStore:
     """The interface of UserStore (``users``, ``load``, ``reload``, ``set_status``, ``path``)
     over the hash ``PREFIX:users`` at ``url``."""
@@ -125,8 +176,11 @@ class RedisStore:
         self._snapshot = snapshot
         self._max_entries = max_entries
         self._users = UserTable()
-        #: Held to publish a table; never while waiting for Redis.
+        #: Held to publish a table, and for _sets and _reread; never while waiting for Redis.
         self._lock = threading.Lock()
+        self._sets = SetsUnderWay()
+        #: Names whose set was overtaken by the follower: it reads them again.
+        self._reread: set[str] = set()
         self._client = None
         self._pubsub = None
         #: True while the last call to Redis succeeded; only the follower changes it.
@@ -170,7 +224,7 @@ class RedisStore:
         self._resync.set()
         return False
 
-    def set_status(self, name, status):
+    def set_status(self, name: str, status: str) -> None:
         """Set ``name``'s status in Redis, hint every fingerd, then serve it here.
 
         Raises StoreError (``store unavailable``), with nothing changed here,
@@ -179,6 +233,23 @@ class RedisStore:
         client = self._client
         if not self._up or client is None:
             raise StoreError(UNAVAILABLE)
+        with self._lock:
+            self._sets.begin(name)
+        written = False
+        try:
+            written = self._write(client, name, status)
+        finally:
+            with self._lock:
+                overtaken = self._sets.end(name)
+                if written:
+                    self._publish(self._users.with_status(name, status))
+                    if overtaken:
+                        self._reread.add(name)
+        if not written:
+            raise StoreError(UNAVAILABLE)
+
+    def _write(self, client: redis.Redis, name: str, status: str) -> bool:
+        """Whether Redis holds ``status`` for ``name`` once the write is done."""
         try:
             with client.pipeline(transaction=True) as pipe:
                 pipe.hset(self._key, name, status)
@@ -186,9 +257,8 @@ class RedisStore:
                 pipe.execute()
         except redis.RedisError as exc:
             log.warning("%s: a set failed: %s", self.path, exc)
-            raise StoreError(UNAVAILABLE) from None
-        with self._lock:
-            self._publish(self._users.with_status(name, status))
+            return False
+        return True
 
     def close(self, timeout=STORE_TIMEOUT_SECONDS):
         """Stop following and close the connections (tests and tools)."""
@@ -254,22 +324,23 @@ class RedisStore:
         table = UserTable(users.items())
         with self._lock:
             replaced = [self._users]
+            self._sets.read_all()
             self._publish(table)
         self._count(True)
         free_gradually(replaced)
 
-    def _read_hinted(self):
-        """Wait a moment for hints; re-read the names they carry (all, for ``*``)."""
-        message = self._pubsub.get_message(timeout=HINT_WAIT)
-        names = set()
-        while message is not None and len(names) < HINT_BATCH:
-            if message.get("type") == "message":
-                names.add(message["data"])
-            message = self._pubsub.get_message(timeout=0)
-        if not names:
-            return
-        if EVERYTHING.encode() in names:
+    def _read_hinted(self) -> None:
+        """Re-read the names a set of this host asks for at once; otherwise wait a moment
+        for hints, and re-read the names they carry (all, for ``*``)."""
+        with self._lock:
+            names = {name.encode() for name in self._reread}
+            self._reread = set()
+        hinted = self._hints(0.0 if names else HINT_WAIT)
+        if EVERYTHING.encode() in hinted:
             self._read_all()
+            return
+        names |= hinted
+        if not names:
             return
         fields = list(names)
         values = self._client.hmget(self._key, fields)
@@ -285,8 +356,19 @@ class RedisStore:
                     unservable[field] = problem
                 # Gone, or no longer servable: a name that decodes may be in the table.
                 users = users.without(field.decode("utf-8", "replace"))
+            self._sets.read(field.decode("utf-8", "replace") for field in fields)
             self._publish(users)
         self._report(unservable, replace=False)
+
+    def _hints(self, wait: float) -> set[bytes]:
+        """The names hinted at within ``wait`` seconds, at most about HINT_BATCH."""
+        message = self._pubsub.get_message(timeout=wait)
+        names: set[bytes] = set()
+        while message is not None and len(names) < HINT_BATCH:
+            if message.get("type") == "message":
+                names.add(message["data"])
+            message = self._pubsub.get_message(timeout=0)
+        return names
 
     def _publish(self, users):
         self._users = users
