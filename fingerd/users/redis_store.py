@@ -249,16 +249,41 @@ class RedisStore:
             raise StoreError(UNAVAILABLE)
 
     def _write(self, client: redis.Redis, name: str, status: str) -> bool:
-        """Whether Redis holds ``status`` for ``name`` once the write is done."""
+        """Whether Redis holds ``status`` for ``name`` once the write is done.
+
+        A write Redis did not acknowledge in time may have been applied all
+        the same (only its reply was late): then Redis is asked again, on a
+        fresh connection, so that the answer tells the truth.
+        """
         try:
             with client.pipeline(transaction=True) as pipe:
                 pipe.hset(self._key, name, status)
                 pipe.publish(self._channel, name)
                 pipe.execute()
-        except redis.RedisError as exc:
+        except redis.ResponseError as exc:  # Redis refused the transaction: nothing applied
             log.warning("%s: a set failed: %s", self.path, exc)
             return False
+        except redis.RedisError as exc:
+            return self._holds(name, status, exc)
         return True
+
+    def _holds(self, name: str, status: str, problem: Exception) -> bool:
+        """After ``problem`` with a write: whether Redis holds ``status`` for ``name``."""
+        checker = connect(self._url, max_connections=1)
+        try:
+            held = checker.hget(self._key, name) == status.encode()
+        except redis.RedisError as exc:
+            log.warning("%s: a set failed: %s; reading it back failed too: %s", self.path,
+                        problem, exc)
+            return False
+        finally:
+            checker.connection_pool.disconnect()
+        if held:
+            log.warning("%s: a set was acknowledged late (%s); Redis holds it", self.path,
+                        problem)
+        else:
+            log.warning("%s: a set failed: %s", self.path, problem)
+        return held
 
     def close(self, timeout=STORE_TIMEOUT_SECONDS):
         """Stop following and close the connections (tests and tools)."""

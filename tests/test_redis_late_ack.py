@@ -1,0 +1,40 @@
+"""A set Redis applies but acknowledges late (CONTRACT section 11): fingerd checks before
+answering, and answers what is true."""
+
+import time
+
+import pytest
+
+from tests.support.markers import needs_tool
+from tests.support.resp_relay import ExecDelayRelay
+
+redis = pytest.importorskip("redis")
+pytestmark = needs_tool("redis-server", "redis-server")
+
+#: Later than fingerd waits for a reply from Redis (limits.STORE_TIMEOUT_SECONDS, 2 s).
+ACK_DELAY = 2.6
+
+
+@pytest.fixture
+def late(redis_server, ports):
+    """A relay to the test's Redis that passes on every reply to EXEC ACK_DELAY late."""
+    relay = ExecDelayRelay(ports.take(), redis_server.port, ACK_DELAY).start()
+    yield relay
+    relay.stop()
+
+
+def test_a_set_redis_applied_but_acknowledged_late_is_answered_ok_and_served(
+        make_daemon, redis_server, late):
+    d = make_daemon(store__backend="redis", store__redis_url=late.url,
+                    store__redis_prefix="late").start()
+    direct = redis.Redis.from_url(redis_server.url, socket_timeout=5)
+    try:
+        started = time.monotonic()
+        answer = d.setter(b"alice\r\nApplied late\r\n")
+        took = time.monotonic() - started
+        held = direct.hget("late:users", "alice")
+    finally:
+        direct.close()
+    assert held == b"Applied late"
+    assert answer == b"OK\r\n", f"answered {answer!r} after {took:.1f} s"
+    assert d.finger(b"alice\r\n") == b"Applied late\r\n"
