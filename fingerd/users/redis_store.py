@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import redis
 from redis.backoff import NoBackoff
@@ -40,10 +41,17 @@ from fingerd.limits import (
 from fingerd.users.editing import StoreError
 from fingerd.users.redis_schema import (
     EVERYTHING,
+    FIELDS_SCRIPT,
+    LONGEST_FIELD,
+    LONGEST_VALUE,
+    SCAN_SCRIPT,
+    SHOWN_BYTES,
     changes_channel,
     entry_problem,
+    hinted_name,
     redacted,
     shown_field,
+    unread_problem,
     users_key,
 )
 from fingerd.users.table import UserTable, free_gradually
@@ -92,26 +100,45 @@ def replace_users(client, prefix, users):
         pipe.execute()
 
 
-def read_users(client, prefix, max_entries=MAX_STORE_ENTRIES):
+class Skipped(NamedTuple):
+    """An entry of the hash that is not served: its field (only the first SHOWN_BYTES when
+    it was too long to read), its value or, when too long to read, its length, and why."""
+
+    field: bytes
+    value: bytes | int
+    problem: str
+
+
+def read_users(client: redis.Redis, prefix: str, max_entries: int = MAX_STORE_ENTRIES,
+               ) -> tuple[dict[str, str], dict[bytes, str]]:
     """``(users, unservable)``: the servable entries of the hash as a name to status dict,
     and the others' fields with the reason each is skipped."""
+    users, skipped = read_servable(client, users_key(prefix), max_entries)
+    return users, {entry.field: entry.problem for entry in skipped}
+
+
+def read_servable(client: redis.Redis, key: str, max_entries: int = MAX_STORE_ENTRIES,
+                  ) -> tuple[dict[str, str], list[Skipped]]:
+    """The servable entries of the hash at ``key`` as a name to status dict, and the others."""
+    entries, skipped = read_hash(client, key, max_entries)
     users = {}
-    unservable = {}
-    for field, value in read_hash(client, users_key(prefix), max_entries).items():
+    for field, value in entries.items():
         name, status, problem = entry_problem(field, value)
         if problem is None:
             users[name] = status
         else:
-            unservable[field] = problem
-    return users, unservable
+            skipped.append(Skipped(field, value, problem))
+    return users, skipped
 
 
 class HashTooLarge(redis.RedisError):
     """The hash holds more than MAX_STORE_ENTRIES entries or MAX_USERS_FILE_BYTES bytes."""
 
 
-def read_hash(client, key, max_entries=MAX_STORE_ENTRIES):
-    """Every ``(field, value)`` of the hash at ``key``, as bytes, a batch at a time.
+def read_hash(client: redis.Redis, key: str, max_entries: int = MAX_STORE_ENTRIES,
+              ) -> tuple[dict[bytes, bytes], list[Skipped]]:
+    """Every ``(field, value)`` of the hash at ``key`` short enough to be a user's, as
+    bytes, a batch at a time; and the others, skipped unread.
 
     Not a snapshot: an entry changed during the scan may be seen either way,
     so the caller subscribes to the hints before it reads. Raises
@@ -119,15 +146,31 @@ def read_hash(client, key, max_entries=MAX_STORE_ENTRIES):
     """
     if client.hlen(key) > max_entries:
         raise HashTooLarge(f"more than {max_entries} entries")
-    entries = {}
+    scan = client.register_script(SCAN_SCRIPT)
+    entries: dict[bytes, bytes] = {}
+    unread: dict[tuple[bytes, int], Skipped] = {}
     size = 0
-    for field, value in client.hscan_iter(key, count=SCAN_BATCH):
-        size += len(field) + len(value) + 2
-        entries[field] = value
+    cursor: bytes | int = 0
+    while True:
+        cursor, kept, longer = scan(keys=[key], args=[cursor, SCAN_BATCH, LONGEST_FIELD,
+                                                      LONGEST_VALUE, SHOWN_BYTES])
+        for field, value in zip(kept[::2], kept[1::2]):
+            size += len(field) + len(value) + 2
+            entries[field] = value
+        for shown, field_bytes, value_bytes in zip(longer[::3], longer[1::3], longer[2::3]):
+            unread[shown, value_bytes] = Skipped(shown, value_bytes,
+                                                 unread_problem(field_bytes, value_bytes))
         if len(entries) > max_entries or size > MAX_USERS_FILE_BYTES:
             raise HashTooLarge(f"more than {max_entries} entries or "
                                f"{MAX_USERS_FILE_BYTES} bytes")
-    return entries
+        if int(cursor) == 0:
+            return entries, list(unread.values())
+
+
+def read_fields(client: redis.Redis, key: str, names: list[str]) -> list[bytes | int | None]:
+    """The value of each of ``names`` in the hash at ``key``: None where there is none, its
+    length where it is too long to be a status (it is not read)."""
+    return client.register_script(FIELDS_SCRIPT)(keys=[key], args=[LONGEST_VALUE, *names])
 
 
 class SetsUnderWay:
@@ -185,8 +228,8 @@ class RedisStore:
         self._pubsub = None
         #: True while the last call to Redis succeeded; only the follower changes it.
         self._up = False
-        #: Fields reported as unservable, so that each is reported once.
-        self._reported = frozenset()
+        #: (field, value) of the entries reported as skipped, so that each is reported once.
+        self._reported: frozenset[tuple[bytes, bytes | int]] = frozenset()
         self._resync = threading.Event()
         self._stopping = threading.Event()
         self._follower = threading.Thread(target=self._follow, name="fingerd-redis",
@@ -337,12 +380,12 @@ class RedisStore:
     def _read_all(self):
         """Read the whole hash and publish it, the unservable entries left out."""
         try:
-            users, unservable = read_users(self._client, self._prefix, self._max_entries)
+            users, skipped = read_servable(self._client, self._key, self._max_entries)
         except HashTooLarge as exc:
             self._count(False)
             log.error("%s: %s; keeping %d users", self.path, exc, len(self._users))
             return
-        self._report(unservable, replace=True)
+        self._report(skipped, replace=True)
         if _same(self._users, users):
             self._count(True)  # unchanged: the answers made from it stay good
             return
@@ -358,32 +401,34 @@ class RedisStore:
         """Re-read the names a set of this host asks for at once; otherwise wait a moment
         for hints, and re-read the names they carry (all, for ``*``)."""
         with self._lock:
-            names = {name.encode() for name in self._reread}
+            names = self._reread
             self._reread = set()
         hinted = self._hints(0.0 if names else HINT_WAIT)
         if EVERYTHING.encode() in hinted:
             self._read_all()
             return
-        names |= hinted
+        names |= {name for name in map(hinted_name, hinted) if name is not None}
         if not names:
             return
-        fields = list(names)
-        values = self._client.hmget(self._key, fields)
-        unservable = {}
+        ordered = list(names)
+        values = read_fields(self._client, self._key, ordered)
+        skipped = []
         with self._lock:
             users = self._users
-            for field, value in zip(fields, values):
-                name, status, problem = entry_problem(field, value or b"")
-                if value is not None and problem is None:
-                    users = users.with_status(name, status)
-                    continue
-                if value is not None:
-                    unservable[field] = problem
-                # Gone, or no longer servable: a name that decodes may be in the table.
-                users = users.without(field.decode("utf-8", "replace"))
-            self._sets.read(field.decode("utf-8", "replace") for field in fields)
+            for name, value in zip(ordered, values):
+                field = name.encode()
+                if isinstance(value, bytes):
+                    _, status, problem = entry_problem(field, value)
+                    if problem is None:
+                        users = users.with_status(name, status)
+                        continue
+                    skipped.append(Skipped(field, value, problem))
+                elif value is not None:
+                    skipped.append(Skipped(field, value, unread_problem(len(field), value)))
+                users = users.without(name)  # gone, or no longer servable
+            self._sets.read(ordered)
             self._publish(users)
-        self._report(unservable, replace=False)
+        self._report(skipped, replace=False)
 
     def _hints(self, wait: float) -> set[bytes]:
         """The names hinted at within ``wait`` seconds, at most about HINT_BATCH."""
@@ -399,17 +444,18 @@ class RedisStore:
         self._users = users
         self._metrics.users.set(len(users))
 
-    def _report(self, unservable, replace):
-        """Log each unservable entry once while it stays so; ``replace`` after a whole read
-        forgets the entries fixed since."""
-        new = [field for field in unservable if field not in self._reported]
-        for field in new[:MAX_REPORTED_ERRORS]:
-            log.error("%s: entry %s skipped: %s", self.path, shown_field(field),
-                      unservable[field])
+    def _report(self, skipped: list[Skipped], replace: bool) -> None:
+        """Log each skipped entry once while it stays so (again when its value changes);
+        ``replace`` after a whole read forgets the entries fixed since."""
+        found = {(entry.field, entry.value): entry for entry in skipped}
+        new = [entry for key, entry in found.items() if key not in self._reported]
+        for entry in new[:MAX_REPORTED_ERRORS]:
+            log.error("%s: entry %s skipped: %s", self.path, shown_field(entry.field),
+                      entry.problem)
         if len(new) > MAX_REPORTED_ERRORS:
             log.error("%s: %d more entries skipped", self.path, len(new) - MAX_REPORTED_ERRORS)
-        self._reported = (frozenset(unservable) if replace
-                          else self._reported | frozenset(unservable))
+        self._reported = (frozenset(found) if replace
+                          else self._reported | frozenset(found))
 
     def _set_up(self, up, problem=None):
         """Say once that Redis went away or came back, and show it on fingerd_store_up."""
