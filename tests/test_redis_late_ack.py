@@ -6,6 +6,7 @@ import time
 import pytest
 
 from tests.support.markers import needs_tool
+from tests.support.polling import during, wait_until
 from tests.support.resp_relay import ExecDelayRelay
 
 redis = pytest.importorskip("redis")
@@ -38,3 +39,23 @@ def test_a_set_redis_applied_but_acknowledged_late_is_answered_ok_and_served(
     assert held == b"Applied late"
     assert answer == b"OK\r\n", f"answered {answer!r} after {took:.1f} s"
     assert d.finger(b"alice\r\n") == b"Applied late\r\n"
+
+
+def test_a_set_redis_holds_back_is_called_off_before_it_is_answered_error(
+        make_daemon, redis_server):
+    d = make_daemon(store__backend="redis", store__redis_url=redis_server.url,
+                    store__redis_prefix="late").start()
+    direct = redis.Redis.from_url(redis_server.url, socket_timeout=10)
+    try:
+        direct.hset("late:users", "alice", "Before")
+        wait_until(lambda: d.finger(b"alice\r\n") == b"Before\r\n", what="alice served")
+        # As during a failover: Redis holds every write back, and answers reads.
+        direct.client_pause(int(ACK_DELAY * 1000), all=False)
+        answer = d.setter(b"alice\r\nHeld back\r\n")
+        direct.hset("late:probe", "written", "once the pause is over")
+        for _ in during(1.0):
+            assert direct.hget("late:users", "alice") == b"Before"
+            assert d.finger(b"alice\r\n") == b"Before\r\n"
+    finally:
+        direct.close()
+    assert answer == b"ERROR store unavailable\r\n"

@@ -7,8 +7,11 @@ queries go on from the last copy while Redis is away. One thread, the
 follower, owns the subscription: it reads the whole hash after every
 (re)connect, on HUP and every ``reload_interval`` (pub/sub drops what is
 sent while a subscriber is away), and in between re-reads the names the
-change channel hints at. A set writes Redis from the worker and publishes
-its own table only once Redis acknowledged.
+change channel hints at; an entry too long to be a user's is skipped there
+without being read (redis_schema's scripts). A set writes Redis from the
+worker and publishes its own table only once Redis acknowledged, or, when
+the acknowledgement did not come in time, once a read on a fresh connection
+finds the value in Redis: the answer says what Redis holds.
 
 The hints arrive in the order Redis applied the writes, and the follower
 reads a hinted name after its hint, so what the follower publishes last for
@@ -271,7 +274,8 @@ class RedisStore:
         """Set ``name``'s status in Redis, hint every fingerd, then serve it here.
 
         Raises StoreError (``store unavailable``), with nothing changed here,
-        while Redis is known to be away or when it does not acknowledge.
+        while Redis is known to be away, or when it does not hold the status
+        once the write is done.
         """
         client = self._client
         if not self._up or client is None:
