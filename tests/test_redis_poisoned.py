@@ -1,8 +1,12 @@
 """A value far too large to be a status, written into the shared hash by anyone who can
 write Redis (CONTRACT section 11): skipped without being read into the worker whole."""
 
+import subprocess
+import sys
+
 import pytest
 
+from tests.support import ROOT
 from tests.support.markers import needs_tool
 from tests.support.polling import wait_until
 from tests.support.procfs import proc_status, worker_of
@@ -46,6 +50,12 @@ def test_a_huge_value_is_skipped_by_hints_and_full_reads_without_being_read(
         assert d.finger(b"alice\r\n") == b"Still here\r\n"
         assert d.finger(b"mallory\r\n") == b"No such user\r\n"
         assert d.log().count("'mallory' skipped") == 1, "once per field and value"
+        exported = subprocess.run(
+            [sys.executable, "-m", "fingerd.ctl", "-c", d.config_file, "export"], cwd=ROOT,
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False)
+        assert exported.stdout == "alice:Still here\n"
+        assert (f"'mallory' left out: status longer than 256 bytes ({POISON_BYTES} bytes, "
+                f"not read)") in exported.stderr
         direct.hset("poison:users", "mallory", b"y" * (POISON_BYTES + 1))
         direct.publish("poison:changes", "mallory")
         wait_until(lambda: d.log().count("'mallory' skipped") == 2,
