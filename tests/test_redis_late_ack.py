@@ -2,6 +2,7 @@
 answering, and answers what is true."""
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -14,6 +15,11 @@ pytestmark = needs_tool("redis-server", "redis-server")
 
 #: Later than fingerd waits for a reply from Redis (limits.STORE_TIMEOUT_SECONDS, 2 s).
 ACK_DELAY = 2.6
+#: Sets waiting for their late replies at once: as many as once took every connection
+#: the follower shared with them.
+SLOW_SETS = 3
+#: The contract's bound on a set through one host reaching every host.
+SPREAD_SECONDS = 1.0
 
 
 @pytest.fixture
@@ -59,3 +65,26 @@ def test_a_set_redis_holds_back_is_called_off_before_it_is_answered_error(
     finally:
         direct.close()
     assert answer == b"ERROR store unavailable\r\n"
+
+
+def test_sets_waiting_for_late_acknowledgements_do_not_hold_up_other_hosts_sets(
+        make_daemon, redis_server, late):
+    d = make_daemon(fingerd__threads="8", store__backend="redis", store__redis_url=late.url,
+                    store__redis_prefix="late").start()
+    direct = redis.Redis.from_url(redis_server.url, socket_timeout=5)
+    try:
+        with ThreadPoolExecutor(SLOW_SETS) as pool:
+            answers = pool.map(lambda i: d.setter(f"slow{i}\r\nLate\r\n".encode()),
+                               range(SLOW_SETS))
+            wait_until(lambda: direct.hlen("late:users") == SLOW_SETS, what="the slow sets")
+            # Another host's set, and its hint, while this host waits for its replies.
+            direct.hset("late:users", "alice", "Set elsewhere")
+            direct.publish("late:changes", "alice")
+            started = time.monotonic()
+            wait_until(lambda: d.finger(b"alice\r\n") == b"Set elsewhere\r\n",
+                       timeout=ACK_DELAY + 2, what="the other host's set served")
+            took = time.monotonic() - started
+            assert set(answers) == {b"OK\r\n"}
+    finally:
+        direct.close()
+    assert took < SPREAD_SECONDS, f"served {took:.1f} s after the hint"

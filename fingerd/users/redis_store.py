@@ -69,13 +69,16 @@ BACKOFF_FIRST = 0.1
 BACKOFF_CAP = 5.0
 #: Seconds the follower waits for a hint before it looks for a resync request.
 HINT_WAIT = 0.1
-#: Hints the follower takes at once, re-read in one HMGET.
+#: Hints the follower takes at once, re-read in one call.
 HINT_BATCH = 1000
 #: Fields one HSCAN call asks for.
 SCAN_BATCH = 1000
-#: Connections one store holds to Redis at most: the subscription, the follower's reads
-#: and the setters'; a set that finds none free waits for one (within the timeout).
+#: Connections the sets of one store hold to Redis at most; a set that finds none free
+#: waits for one (within the timeout).
 SET_CONNECTIONS = 4
+#: The follower's connections, apart from the sets' so that sets waiting for Redis never
+#: hold up what other hosts set: the subscription and its reads.
+FOLLOWER_CONNECTIONS = 2
 #: Fields one HSET of ``replace_users`` carries, all in one transaction.
 IMPORT_BATCH = 10000
 
@@ -227,7 +230,9 @@ class RedisStore:
         self._sets = SetsUnderWay()
         #: Names whose set was overtaken by the follower: it reads them again.
         self._reread: set[str] = set()
+        #: The sets' client, and the follower's, with its subscription.
         self._client = None
+        self._reader = None
         self._pubsub = None
         #: True while the last call to Redis succeeded; only the follower changes it.
         self._up = False
@@ -365,16 +370,17 @@ class RedisStore:
     def _open(self):
         """Connect and subscribe, before any read, so that no change goes unnoticed."""
         self._resync.clear()
-        client = connect(self._url)
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        reader = connect(self._url, max_connections=FOLLOWER_CONNECTIONS)
+        pubsub = reader.pubsub(ignore_subscribe_messages=True)
         self._pubsub = pubsub
-        self._client = client
+        self._reader = reader
+        self._client = connect(self._url)
         pubsub.subscribe(self._channel)
 
     def _close(self):
-        pubsub, client = self._pubsub, self._client
+        pubsub, reader, client = self._pubsub, self._reader, self._client
         self._pubsub = None
-        for closing in (pubsub, client):
+        for closing in (pubsub, reader, client):
             if closing is not None:
                 try:
                     closing.close()
@@ -384,7 +390,7 @@ class RedisStore:
     def _read_all(self):
         """Read the whole hash and publish it, the unservable entries left out."""
         try:
-            users, skipped = read_servable(self._client, self._key, self._max_entries)
+            users, skipped = read_servable(self._reader, self._key, self._max_entries)
         except HashTooLarge as exc:
             self._count(False)
             log.error("%s: %s; keeping %d users", self.path, exc, len(self._users))
@@ -415,7 +421,7 @@ class RedisStore:
         if not names:
             return
         ordered = list(names)
-        values = read_fields(self._client, self._key, ordered)
+        values = read_fields(self._reader, self._key, ordered)
         skipped = []
         with self._lock:
             users = self._users
