@@ -5,7 +5,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fingerd.config import ConfigError, parse_config
-from fingerd.users.redis_schema import entry_problem, redacted, shown_field
+from fingerd.users.redis_schema import (
+    entry_problem,
+    hinted_name,
+    redacted,
+    shown_field,
+    unread_problem,
+)
 from fingerd.users.usersfile import parse_users
 
 
@@ -27,6 +33,19 @@ def test_an_entry_is_served_only_if_it_reads_back_as_the_same_users_file_line(fi
 ])
 def test_entries_the_users_file_would_refuse_are_not_served(field, value, problem):
     assert entry_problem(field, value) == (None, None, problem)
+
+
+@pytest.mark.parametrize("data, name", [
+    (b"alice", "alice"), (b"*", None), (b"-alice", None), (b"a" * 33, None),
+    (b"x" * 10_000, None), (b"al\xffice", None),
+])
+def test_a_hint_is_read_only_for_a_name_a_user_may_have(data, name):
+    assert hinted_name(data) == name
+
+
+def test_an_entry_skipped_unread_says_which_part_is_too_long():
+    assert unread_problem(33, 5) == "invalid user name (a field of 33 bytes, not read)"
+    assert unread_problem(5, 257) == "status longer than 256 bytes (257 bytes, not read)"
 
 
 def test_a_url_shows_no_password():

@@ -14,7 +14,8 @@ from tests.support.polling import wait_until
 redis = pytest.importorskip("redis")
 pytestmark = needs_tool("redis-server", "redis-server")
 
-from fingerd.users.redis_store import RedisStore  # noqa: E402  (needs the library)
+# Imported once the skip above has found the client library, which it needs.
+from fingerd.users.redis_store import RedisStore, SetsUnderWay
 
 KEY = "test:users"
 CHANNEL = "test:changes"
@@ -160,3 +161,40 @@ def test_a_hash_too_large_is_refused_and_the_table_kept(open_store, direct, capl
                    what="the read refused")
     assert dict(store.users().items()) == {"alice": "Happy", "bob": "Sleeping"}
     assert "more than 3 entries" in caplog.text
+
+
+def test_a_set_is_overtaken_only_by_a_read_of_its_name_while_it_is_under_way():
+    sets = SetsUnderWay()
+    sets.read(["alice"])
+    sets.begin("alice")
+    sets.begin("bob")
+    sets.read(["bob", "carol"])
+    sets.begin("alice")
+    assert sets.end("alice") is False
+    sets.read_all()
+    assert sets.end("alice") is True
+    assert sets.end("bob") is True
+    sets.begin("bob")
+    assert sets.end("bob") is False, "forgotten once no set of the name is under way"
+
+
+def test_entries_too_long_to_be_a_user_s_are_skipped_unread_and_reported_once(
+        open_store, direct, caplog):
+    direct.hset(KEY, mapping={"n" * 100: "x", "carol": "y" * 1000})
+    metrics = Metrics()
+    with caplog.at_level(logging.ERROR):
+        store = open_store(metrics)
+        store.reload()
+        wait_until(lambda: sample(metrics, "fingerd_reloads_total", outcome="success") == 2,
+                   what="a second full read")
+        direct.publish(CHANNEL, "carol")
+        direct.hset(KEY, "alice", "Read after the hint")
+        direct.publish(CHANNEL, "alice")
+        wait_until(lambda: store.users()["alice"] == "Read after the hint", what="alice read")
+    assert dict(store.users().items()) == {"alice": "Read after the hint", "bob": "Sleeping"}
+    skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(skipped) == 2, skipped
+    assert any(f"{'n' * 40!r} skipped: invalid user name (a field of 100 bytes, not read)"
+               in m for m in skipped)
+    assert any("'carol' skipped: status longer than 256 bytes (1000 bytes, not read)" in m
+               for m in skipped)

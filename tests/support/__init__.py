@@ -4,6 +4,7 @@
 - ``polling``: waiting for a condition with a deadline.
 - ``daemon``: a real ``fingerd`` process configured for one test.
 - ``engines``: a real redis-server and HAProxy (from the shipped example), on loopback.
+- ``resp_relay``: a relay in front of redis-server that acknowledges transactions late.
 - ``procfs``: processes as /proc shows them.
 - ``children``: a function run in a forked child, its result brought back.
 - ``markers``: skips for root-only tests and missing tools.

@@ -1,0 +1,161 @@
+"""A loopback TCP relay in front of a real redis-server that holds back the reply to every
+``EXEC`` it forwards: a Redis that applied a transaction but whose acknowledgement is late.
+
+Every other byte passes at once. The relay reads the commands each client sends (RESP
+arrays) to know which reply answers ``EXEC``; a connection that subscribes is passed
+through unread from then on, since its replies no longer answer commands one by one.
+"""
+
+from __future__ import annotations
+
+import collections
+import socket
+import threading
+from collections.abc import Callable
+
+#: What one recv takes at most.
+CHUNK = 65536
+#: Commands after which a connection's replies no longer answer commands one by one.
+SUBSCRIBING = (b"SUBSCRIBE", b"PSUBSCRIBE")
+
+
+def parse_value(buf: bytes, pos: int) -> tuple[object, int] | None:
+    """The RESP2 value at ``buf[pos:]`` and the offset after it, or None if incomplete.
+
+    Bulk strings come back as bytes, arrays as lists, the rest as their line."""
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        return None
+    kind, line, after = buf[pos:pos + 1], buf[pos + 1:end], end + 2
+    if kind == b"$":
+        length = int(line)
+        if length < 0:
+            return None, after
+        if len(buf) < after + length + 2:
+            return None
+        return buf[after:after + length], after + length + 2
+    if kind == b"*":
+        items: list[object] = []
+        for _ in range(max(int(line), 0)):
+            parsed = parse_value(buf, after)
+            if parsed is None:
+                return None
+            item, after = parsed
+            items.append(item)
+        return items, after
+    return line, after
+
+
+class ExecDelayRelay:
+    """Listens on 127.0.0.1:``port`` and relays each connection to 127.0.0.1:``upstream``,
+    holding each reply to ``EXEC`` back ``delay`` seconds (later replies wait behind it)."""
+
+    def __init__(self, port: int, upstream: int, delay: float) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self._upstream = upstream
+        self._delay = delay
+        self._stopping = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", port))
+
+    def start(self) -> ExecDelayRelay:
+        self._spawn(self._accept)
+        return self
+
+    def stop(self) -> None:
+        """Close every socket, which ends every thread, and wait for them."""
+        self._stopping.set()
+        with self._lock:
+            sockets = [self._listener, *self._sockets]
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        for thread in list(self._threads):
+            thread.join(10)
+
+    def _spawn(self, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self._upstream))
+            with self._lock:
+                self._sockets += [client, server]
+            commands: collections.deque[bytes] = collections.deque()
+            self._spawn(self._requests, client, server, commands)
+            self._spawn(self._replies, server, client, commands)
+
+    def _requests(self, client: socket.socket, server: socket.socket,
+                  commands: collections.deque[bytes]) -> None:
+        """Forward what the client sends at once, noting each command's name in order."""
+        buf = b""
+        while chunk := _recv(client):
+            buf += chunk
+            pos = 0
+            while (parsed := parse_value(buf, pos)) is not None:
+                command, pos = parsed
+                if isinstance(command, list) and command:
+                    commands.append(bytes(command[0]).upper())
+            buf = buf[pos:]
+            if not _send(server, chunk):
+                break
+        _end(server)
+
+    def _replies(self, server: socket.socket, client: socket.socket,
+                 commands: collections.deque[bytes]) -> None:
+        """Forward each reply as it completes, the one to ``EXEC`` after the delay."""
+        buf = b""
+        passing = False
+        while chunk := _recv(server):
+            buf += chunk
+            if not passing:
+                pos = 0
+                while not passing and (parsed := parse_value(buf, pos)) is not None:
+                    start, pos = pos, parsed[1]
+                    command = commands.popleft() if commands else b""
+                    if command == b"EXEC" and self._stopping.wait(self._delay):
+                        return
+                    if not _send(client, buf[start:pos]):
+                        return
+                    passing = command in SUBSCRIBING
+                buf = buf[pos:]
+            if passing:
+                if not _send(client, buf):
+                    return
+                buf = b""
+        _end(client)
+
+
+def _recv(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(CHUNK)
+    except OSError:
+        return b""
+
+
+def _send(sock: socket.socket, data: bytes) -> bool:
+    try:
+        sock.sendall(data)
+        return True
+    except OSError:
+        return False
+
+
+def _end(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass

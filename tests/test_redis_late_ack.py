@@ -1,0 +1,90 @@
+"""A set Redis applies but acknowledges late (CONTRACT section 11): fingerd checks before
+answering, and answers what is true."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.support.markers import needs_tool
+from tests.support.polling import during, wait_until
+from tests.support.resp_relay import ExecDelayRelay
+
+redis = pytest.importorskip("redis")
+pytestmark = needs_tool("redis-server", "redis-server")
+
+#: Later than fingerd waits for a reply from Redis (limits.STORE_TIMEOUT_SECONDS, 2 s).
+ACK_DELAY = 2.6
+#: Sets waiting for their late replies at once: as many as once took every connection
+#: the follower shared with them.
+SLOW_SETS = 3
+#: The contract's bound on a set through one host reaching every host.
+SPREAD_SECONDS = 1.0
+
+
+@pytest.fixture
+def late(redis_server, ports):
+    """A relay to the test's Redis that passes on every reply to EXEC ACK_DELAY late."""
+    relay = ExecDelayRelay(ports.take(), redis_server.port, ACK_DELAY).start()
+    yield relay
+    relay.stop()
+
+
+def test_a_set_redis_applied_but_acknowledged_late_is_answered_ok_and_served(
+        make_daemon, redis_server, late):
+    d = make_daemon(store__backend="redis", store__redis_url=late.url,
+                    store__redis_prefix="late").start()
+    direct = redis.Redis.from_url(redis_server.url, socket_timeout=5)
+    try:
+        started = time.monotonic()
+        answer = d.setter(b"alice\r\nApplied late\r\n")
+        took = time.monotonic() - started
+        held = direct.hget("late:users", "alice")
+    finally:
+        direct.close()
+    assert held == b"Applied late"
+    assert answer == b"OK\r\n", f"answered {answer!r} after {took:.1f} s"
+    assert d.finger(b"alice\r\n") == b"Applied late\r\n"
+
+
+def test_a_set_redis_holds_back_is_called_off_before_it_is_answered_error(
+        make_daemon, redis_server):
+    d = make_daemon(store__backend="redis", store__redis_url=redis_server.url,
+                    store__redis_prefix="late").start()
+    direct = redis.Redis.from_url(redis_server.url, socket_timeout=10)
+    try:
+        direct.hset("late:users", "alice", "Before")
+        wait_until(lambda: d.finger(b"alice\r\n") == b"Before\r\n", what="alice served")
+        # As during a failover: Redis holds every write back, and answers reads.
+        direct.client_pause(int(ACK_DELAY * 1000), all=False)
+        answer = d.setter(b"alice\r\nHeld back\r\n")
+        direct.hset("late:probe", "written", "once the pause is over")
+        for _ in during(1.0):
+            assert direct.hget("late:users", "alice") == b"Before"
+            assert d.finger(b"alice\r\n") == b"Before\r\n"
+    finally:
+        direct.close()
+    assert answer == b"ERROR store unavailable\r\n"
+
+
+def test_sets_waiting_for_late_acknowledgements_do_not_hold_up_other_hosts_sets(
+        make_daemon, redis_server, late):
+    d = make_daemon(fingerd__threads="8", store__backend="redis", store__redis_url=late.url,
+                    store__redis_prefix="late").start()
+    direct = redis.Redis.from_url(redis_server.url, socket_timeout=5)
+    try:
+        with ThreadPoolExecutor(SLOW_SETS) as pool:
+            answers = pool.map(lambda i: d.setter(f"slow{i}\r\nLate\r\n".encode()),
+                               range(SLOW_SETS))
+            wait_until(lambda: direct.hlen("late:users") == SLOW_SETS, what="the slow sets")
+            # Another host's set, and its hint, while this host waits for its replies.
+            direct.hset("late:users", "alice", "Set elsewhere")
+            direct.publish("late:changes", "alice")
+            started = time.monotonic()
+            wait_until(lambda: d.finger(b"alice\r\n") == b"Set elsewhere\r\n",
+                       timeout=ACK_DELAY + 2, what="the other host's set served")
+            took = time.monotonic() - started
+            assert set(answers) == {b"OK\r\n"}
+    finally:
+        direct.close()
+    assert took < SPREAD_SECONDS, f"served {took:.1f} s after the hint"
