@@ -11,10 +11,10 @@ import time
 
 import pytest
 
+from fingerd.limits import REPLY_TIMEOUT
 from fingerd.process import priority
-from fingerd.process.channel import REPLY_TIMEOUT
-from fingerd.process.filewriter import (COMMIT_MARGIN, LINGER_SECONDS, PROMOTE_AFTER,
-                                        WRITER_NICENESS, FileWriter)
+from fingerd.process.filewriter import COMMIT_MARGIN, LINGER_SECONDS, PROMOTE_AFTER, FileWriter
+from fingerd.process.writer_handle import WRITER_NICENESS
 from fingerd.users import fileio
 from tests.support.markers import needs_root, needs_tool
 from tests.support.procfs import scheduling

@@ -10,13 +10,16 @@ from types import SimpleNamespace
 
 import pytest
 
+from fingerd.limits import STARTUP_TIMEOUT
+from fingerd.process.backoff import BACKOFF_CAP, HEALTHY_UPTIME, backoff_delay
 from fingerd.process.channel import MAX_QUEUED_REPLIES, MonitorClient, channel
+from fingerd.process.exits_and_signals import EXIT_FATAL, describe_exit
 from fingerd.process.logrelay import PipeHandler
+from fingerd.process.monitor import MAX_WAITING_SETS
 from fingerd.process.reloading import Plan
-from fingerd.process.supervisor import (BACKOFF_CAP, HEALTHY_UPTIME, KILL_AFTER, MAX_WAITING_SETS,
-                                        STARTUP_TIMEOUT, ReloadRefused, State, Supervisor,
-                                        backoff_delay, describe_exit)
-from fingerd.process.worker import EXIT_FATAL
+from fingerd.process.reloads import ReloadRefused
+from fingerd.process.states import State
+from fingerd.process.supervisor import KILL_AFTER, Supervisor
 from fingerd.users import fileio
 
 
@@ -225,7 +228,7 @@ def test_a_worker_exiting_with_exit_fatal_waits_the_longest_even_after_a_healthy
 def test_only_the_first_workers_startup_can_fail(running, workers, clock):
     die(running, workers)
     running.step(0)
-    assert running.state is State.STARTING and running.deadline is None
+    assert running.state is State.STARTING and running.live.deadline is None
     die(running, workers)
     assert running.state is State.BACKOFF
 
@@ -544,7 +547,7 @@ def test_a_valid_configuration_starts_a_new_worker_and_the_old_retires_once_it_i
     workers.end(exited(0), pid=old)
     reloading.handle_sigchld()
     assert plan.unused[0].fileno() == -1 and plan.fresh[0].fileno() != -1
-    assert reloading.retiring == [] and reloading.state is State.RUNNING
+    assert reloading.reloads.retiring == [] and reloading.state is State.RUNNING
 
 
 def test_a_retiring_worker_that_lingers_is_killed(reloading, workers, reloader, clock):

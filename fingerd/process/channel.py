@@ -22,14 +22,14 @@ import itertools
 import json
 import socket
 import threading
+from collections.abc import Sequence
+from typing import Optional
 
+from fingerd.limits import REPLY_TIMEOUT
 from fingerd.users.editing import StoreError
 from fingerd.users.usersfile import is_valid_name, status_problem
 
 MAX_MESSAGE_BYTES = 4096
-
-#: Seconds the worker waits for the parent to write the users file.
-REPLY_TIMEOUT = 10.0
 
 #: Replies the parent keeps for a worker whose socket buffer is full (some
 #: hundred small replies) before it gives up on it. The worker has at most
@@ -88,10 +88,11 @@ class MonitorClient:
                 raise StoreError(f"the parent process did not answer: {exc}") from None
         if not reply.get("ok"):
             raise StoreError(reply.get("error", "refused"))
-        return _signature(reply["old"]), _signature(reply["new"])
+        return signature(reply["old"]), signature(reply["new"])
 
 
-def _signature(value):
+def signature(value: Optional[Sequence[int]]) -> Optional[tuple[int, ...]]:
+    """A file's signature as a message carries it (a list, or null) made a tuple again."""
     return tuple(value) if value is not None else None
 
 
