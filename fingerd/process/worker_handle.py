@@ -40,7 +40,3 @@ class WorkerHandle:
             f"worker {self.pid} {self.phase.value} cannot be {phase.value}"
         self.phase = phase
         self.deadline = deadline
-
-    def due(self, now: float) -> bool:
-        """Whether its deadline has come."""
-        return self.deadline is not None and now >= self.deadline
