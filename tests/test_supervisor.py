@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from fingerd.limits import STARTUP_TIMEOUT
+from fingerd.limits import REPLY_TIMEOUT, STARTUP_TIMEOUT
 from fingerd.process.backoff import BACKOFF_CAP, HEALTHY_UPTIME, backoff_delay
 from fingerd.process.channel import MAX_QUEUED_REPLIES, MonitorClient, channel
 from fingerd.process.exits_and_signals import EXIT_FATAL, describe_exit
@@ -298,11 +298,15 @@ def send_request(workers, message):
 
 
 def invalid_set(n):
-    return {"op": "set", "id": n, "name": "-not a name", "status": "x"}
+    return {"op": "set", "id": n, "name": "-not a name", "status": "x",
+            "deadline": time.monotonic() + REPLY_TIMEOUT}
 
 
-def valid_set(n):
-    return {"op": "set", "id": n, "name": "alice", "status": f"status {n}"}
+def valid_set(n, deadline=None):
+    """A set of alice's status the worker waits for until ``deadline`` (CLOCK_MONOTONIC;
+    REPLY_TIMEOUT from now by default)."""
+    return {"op": "set", "id": n, "name": "alice", "status": f"status {n}",
+            "deadline": time.monotonic() + REPLY_TIMEOUT if deadline is None else deadline}
 
 
 def kills(workers):
@@ -407,6 +411,26 @@ def test_a_set_is_answered_once_its_write_is_done(writing, workers, users_file):
             pass
     assert reply["id"] == 1 and reply["ok"]
     assert open(users_file, "rb").read() == b"alice:status 1\n"
+
+
+def test_a_set_read_after_its_deadline_is_answered_too_late_and_not_written(
+        writing, workers, users_file):
+    """As when the parent was stopped before it read the request: the worker no longer
+    waits, and its client was told the set failed."""
+    send_request(workers, valid_set(1, deadline=time.monotonic() - 0.1))
+    end = workers._ends[workers.pid][0]
+    end.setblocking(False)
+    deadline = time.monotonic() + 20
+    reply = None
+    while reply is None and time.monotonic() < deadline:
+        writing.step(0.05)
+        try:
+            reply = json.loads(end.recv(4096))
+        except BlockingIOError:
+            pass
+    assert reply == {"id": 1, "ok": False, "error": "the users file was not written in time"}
+    assert not writing.writes.busy, "no writer was forked for it"
+    assert open(users_file, "rb").read() == b"alice:Happy\n"
 
 
 def test_a_worker_that_floods_set_requests_is_killed(writing, workers, slow_writes, caplog):

@@ -17,10 +17,11 @@ it reaped before it exits itself.
 Writes are made in the order they were asked for. Requests wait in a
 queue; the worker asks for one set at a time, so the queue holds more than
 one only for a worker that does not behave (``waiting`` tells the parent,
-which bounds it). A request that waited longer than the worker waits for
-its answer (a write was slow) is answered with an error and not carried
-out, since the setter's client was already told the set failed; so is a
-write that could not be renamed into place COMMIT_MARGIN before then.
+which bounds it). A request the worker no longer waits for (a write was
+slow, or the parent itself was stopped before it read the request) is
+answered with an error and not carried out, since the setter's client was
+already told the set failed; so is a write that could not be renamed into
+place COMMIT_MARGIN before then.
 
 The child runs behind the processes that serve (``priority``): at
 ``SCHED_IDLE``, so that it takes only CPU time no one else wants. A write
@@ -100,8 +101,8 @@ class FileWriter:
     @property
     def waiting(self) -> int:
         """Requests queued that the worker still waits for, the one being written aside."""
-        horizon = self._clock() - self._expire_after
-        return sum(1 for request in self._queue if request.received > horizon)
+        now = self._clock()
+        return sum(1 for request in self._queue if request.expires > now)
 
     @property
     def writing(self) -> bool:
@@ -118,11 +119,13 @@ class FileWriter:
         return self._child is not None or bool(self._unreaped)
 
     def submit(self, path: str, message: dict[str, Any], on_done: Callable[[bytes], None],
-               owner: Optional[int] = None) -> None:
+               owner: Optional[int] = None, within: Optional[float] = None) -> None:
         """Queue the set request ``message`` (its name and status valid) on the users file
-        at ``path``, for the worker ``owner``; ``on_done(reply)`` once it is written or
-        has failed."""
-        self._queue.append(WriteRequest(path, message, on_done, self._clock(), owner))
+        at ``path``, for the worker ``owner``, which waits ``within`` seconds more for
+        it (at most, and by default, ``expire_after``); ``on_done(reply)`` once it is
+        written or has failed."""
+        wait = self._expire_after if within is None else min(within, self._expire_after)
+        self._queue.append(WriteRequest(path, message, on_done, self._clock() + wait, owner))
         self._start_next()
 
     def discard_queued(self, owner: Optional[int] = None) -> None:
@@ -199,7 +202,7 @@ class FileWriter:
     def _start_next(self) -> None:
         while self._queue and (self._child is None or self._child.writing is None):
             request = self._queue.popleft()
-            if request.received <= self._clock() - self._expire_after:
+            if request.expires <= self._clock():
                 request.on_done(error_reply(request.message["id"], NOT_IN_TIME))
                 continue
             child = self._child
@@ -211,8 +214,7 @@ class FileWriter:
             assert child.requests is not None
             child.writing = request
             self.deadline = self._clock() + PROMOTE_AFTER if child.yields else None
-            commit_within = request.received + self._expire_after - COMMIT_MARGIN - \
-                self._clock()
+            commit_within = request.expires - COMMIT_MARGIN - self._clock()
             line = json.dumps({"path": request.path, "name": request.message["name"],
                                "status": request.message["status"],
                                "commit_within": commit_within}).encode() + b"\n"

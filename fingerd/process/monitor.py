@@ -15,6 +15,7 @@ import logging
 import os
 import selectors
 import signal
+import time
 from collections.abc import Iterable
 from typing import Callable, Optional
 
@@ -136,8 +137,12 @@ class Monitor:
             raise WorkerMisbehaved(f"sent more than {MAX_WAITING_SETS} set requests "
                                    f"without waiting for their answers")
         else:
+            # The worker's deadline is on CLOCK_MONOTONIC, shared with this process; one
+            # that is past is answered as too late, and never written.
+            within = message["deadline"] - time.monotonic()
             self.writes.submit(sender.config.users_file, message,
-                               lambda reply: self._reply(sender, reply), owner=sender.pid)
+                               lambda reply: self._reply(sender, reply), owner=sender.pid,
+                               within=within)
 
     def _reply(self, sender: WorkerHandle, reply: bytes) -> None:
         """Send a write's reply to the worker that asked, if it is still there; a status

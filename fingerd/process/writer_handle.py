@@ -22,12 +22,13 @@ WRITER_NICENESS = 10
 
 
 class WriteRequest(NamedTuple):
-    """A set request waiting, or being written: the worker that asked is ``owner``."""
+    """A set request waiting, or being written: the worker that asked is ``owner``, and
+    stops waiting for the answer at ``expires`` (on the writer's clock)."""
 
     path: str
     message: dict[str, Any]
     on_done: Callable[[bytes], None]
-    received: float
+    expires: float
     owner: Optional[int]
 
 

@@ -31,7 +31,8 @@ LIFETIME = 60.0
 
 
 def set_request(n, name="alice"):
-    return json.dumps({"op": "set", "id": n, "name": name, "status": f"status {n}"}).encode()
+    return json.dumps({"op": "set", "id": n, "name": name, "status": f"status {n}",
+                       "deadline": time.monotonic() + LIFETIME}).encode()
 
 
 def parent_alive(parent):
