@@ -293,8 +293,24 @@ def test_a_first_worker_not_ready_in_time_is_killed_and_startup_fails(
 
 # The channel: the parent never waits on the worker (README, "Processes and signals").
 
-def send_request(workers, message):
-    workers._ends[workers.pid][0].send(json.dumps(message).encode())
+def send_request(workers, message, pid=None):
+    """The newest worker (or ``pid``) sends ``message`` to the parent."""
+    workers._ends[pid or workers.pid][0].send(json.dumps(message).encode())
+
+
+def reply_to(sup, workers, pid=None):
+    """The next reply the newest worker (or ``pid``) reads, the parent's loop turning
+    until it comes (20 s at most); None if none came."""
+    end = workers._ends[pid or workers.pid][0]
+    end.setblocking(False)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        sup.step(0.05)
+        try:
+            return json.loads(end.recv(4096))
+        except BlockingIOError:
+            pass
+    return None
 
 
 def invalid_set(n):
@@ -399,16 +415,7 @@ def writing(clock, workers, listener, users_file):
 
 def test_a_set_is_answered_once_its_write_is_done(writing, workers, users_file):
     send_request(workers, valid_set(1))
-    end = workers._ends[workers.pid][0]
-    end.setblocking(False)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        writing.step(0.05)
-        try:
-            reply = json.loads(end.recv(4096))
-            break
-        except BlockingIOError:
-            pass
+    reply = reply_to(writing, workers)
     assert reply["id"] == 1 and reply["ok"]
     assert open(users_file, "rb").read() == b"alice:status 1\n"
 
@@ -418,16 +425,7 @@ def test_a_set_read_after_its_deadline_is_answered_too_late_and_not_written(
     """As when the parent was stopped before it read the request: the worker no longer
     waits, and its client was told the set failed."""
     send_request(workers, valid_set(1, deadline=time.monotonic() - 0.1))
-    end = workers._ends[workers.pid][0]
-    end.setblocking(False)
-    deadline = time.monotonic() + 20
-    reply = None
-    while reply is None and time.monotonic() < deadline:
-        writing.step(0.05)
-        try:
-            reply = json.loads(end.recv(4096))
-        except BlockingIOError:
-            pass
+    reply = reply_to(writing, workers)
     assert reply == {"id": 1, "ok": False, "error": "the users file was not written in time"}
     assert not writing.writes.busy, "no writer was forked for it"
     assert open(users_file, "rb").read() == b"alice:Happy\n"
@@ -678,21 +676,13 @@ def test_a_status_set_through_the_old_worker_during_a_reload_is_read_by_the_new_
     reloader.plans.append(new_plan())
     reloading.handle_sighup()
     new = workers.pid
-    end = workers._ends[old][0]
-    end.send(json.dumps(valid_set(1)).encode())
-    end.setblocking(False)
-    deadline = time.monotonic() + 20
-    reply = None
-    while reply is None and time.monotonic() < deadline:
-        reloading.step(0.05)
-        try:
-            reply = json.loads(end.recv(4096))
-        except BlockingIOError:
-            pass
+    send_request(workers, valid_set(1), pid=old)
+    reply = reply_to(reloading, workers, pid=old)
     assert reply == {"id": 1, "ok": True, "old": reply["old"], "new": reply["new"]}
     assert open(users_file, "rb").read() == b"alice:status 1\n"
     assert (new, signal.SIGHUP) in workers.sent and (old, signal.SIGHUP) not in workers.sent
     reloading.writes.close()
+    deadline = time.monotonic() + 20
     while reloading.writes.busy and time.monotonic() < deadline:
         reloading.step(0.05)
         reloading.handle_sigchld()
