@@ -11,12 +11,13 @@ from fingerd import __version__, logsetup
 from fingerd.config import DEFAULT_PATH, ConfigError, load_config
 from fingerd.process import daemonize, reloading
 from fingerd.process.accounts import AccountError, resolve_account
+from fingerd.process.exits_and_signals import HANDLED_SIGNALS
 from fingerd.process.forking import ForkedWorkers
 from fingerd.process.listeners import (BindError, bind_all, close_all, privileged_port_problem,
                                        remove_unix_sockets, unix_socket_paths)
 from fingerd.process.pidfile import AlreadyRunning, Pidfile
 from fingerd.process.reload_status import ReloadStatus
-from fingerd.process.supervisor import HANDLED_SIGNALS, Supervisor
+from fingerd.process.supervisor import Supervisor
 from fingerd.users import fileio
 from fingerd.users.backends import redis_problem
 from fingerd.users.redis_schema import redacted, users_key

@@ -11,9 +11,8 @@ import time
 from fingerd.config import (DEFAULT_PATH, DEFAULT_PIDFILE, MAX_CONFIG_BYTES, ConfigError,
                             load_config, pidfile_setting)
 from fingerd.finger import client
-from fingerd.limits import MAX_USERS_FILE_BYTES
+from fingerd.limits import MAX_USERS_FILE_BYTES, STARTUP_TIMEOUT
 from fingerd.process import pidfile, reload_status
-from fingerd.process.supervisor import STARTUP_TIMEOUT
 from fingerd.users.redis_schema import redacted, shown_field, users_key
 from fingerd.users.usersfile import UsersFileError, parse_users
 

@@ -1,4 +1,5 @@
-"""Every size the daemon bounds, in one place so operators and tests can find them."""
+"""Every size and time the daemon bounds, in one place so operators and tests can find
+them. It imports nothing of the project: every process, and ``fingerd-ctl``, reads it."""
 
 #: Longest query line (without its line ending) the finger service reads.
 MAX_QUERY_BYTES = 1024
@@ -47,6 +48,13 @@ RESERVED_DESCRIPTORS = 64
 
 #: Seconds a graceful stop waits for answers in progress.
 STOP_GRACE_SECONDS = 5.0
+
+#: Seconds a worker has to become ready: the first one's startup fails after it, a
+#: reload is refused after it.
+STARTUP_TIMEOUT = 30.0
+
+#: Seconds the worker waits for the parent to write the users file.
+REPLY_TIMEOUT = 10.0
 
 #: Longest worker log message the parent writes, after escaping; a longer one
 #: keeps its beginning and its end, cut in the middle with a marker.

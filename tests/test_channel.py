@@ -1,6 +1,7 @@
 """What the root parent makes of the worker's messages: it trusts nothing in them."""
 
 import json
+import math
 import os
 import tempfile
 import uuid
@@ -16,14 +17,27 @@ from tests.support.fuzzing import NAMES, tokens
 NOWHERE = os.path.join(tempfile.gettempdir(), f"fingerd-test-{uuid.uuid4().hex}", "users")
 
 
+#: When the worker stops waiting for an answer, on CLOCK_MONOTONIC.
+DEADLINE = 12345.5
+
+
 def set_message(name, status, request_id=1):
-    return json.dumps({"op": "set", "id": request_id, "name": name, "status": status}).encode()
+    return json.dumps({"op": "set", "id": request_id, "name": name, "status": status,
+                       "deadline": DEADLINE}).encode()
 
 
 def test_ready_and_set_requests():
     assert parse_message(b'{"op": "ready"}') == {"op": "ready"}
     assert parse_message(set_message("alice", "Happy")) == {
-        "op": "set", "id": 1, "name": "alice", "status": "Happy"}
+        "op": "set", "id": 1, "name": "alice", "status": "Happy", "deadline": DEADLINE}
+
+
+def test_a_set_carries_a_finite_deadline():
+    for deadline in ('"1"', "true", "null", "NaN", "Infinity", "-Infinity", "[1]"):
+        data = ('{"op": "set", "id": 1, "name": "alice", "status": "x", "deadline": '
+                f'{deadline}}}').encode()
+        assert parse_message(data) is None, data
+    assert parse_message(b'{"op": "set", "id": 1, "name": "alice", "status": "x"}') is None
 
 
 def test_malformed_requests_are_none():
@@ -61,11 +75,13 @@ JSON = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats
 #: requests of any shape.
 REQUESTS = st.one_of(
     st.fixed_dictionaries({"op": st.just("set"), "id": st.integers(),
-                           "name": st.one_of(NAMES, TEXT), "status": TEXT}),
+                           "name": st.one_of(NAMES, TEXT), "status": TEXT,
+                           "deadline": st.one_of(st.floats(), st.integers(), JSON)}),
     st.fixed_dictionaries(
         {"op": st.sampled_from(["ready", "set", "alive", "SET", ""])},
         optional={"id": st.one_of(st.integers(), JSON), "name": st.one_of(NAMES, JSON),
                   "status": st.one_of(TEXT, JSON), "served": st.one_of(st.integers(), JSON),
+                  "deadline": st.one_of(st.floats(), JSON),
                   "extra": JSON}))
 DATAGRAMS = st.one_of(
     st.binary(max_size=MAX_MESSAGE_BYTES + 2),
@@ -88,6 +104,7 @@ def test_any_datagram_is_a_request_answered_or_none(data):
     if message["op"] == "alive":
         assert type(message["served"]) is int and message["served"] >= 0
     if message["op"] == "set":
+        assert type(message["deadline"]) in (int, float) and math.isfinite(message["deadline"])
         problem = set_problem(message)
         assert problem is None or isinstance(problem, str)
         reply = json.loads(error_reply(message["id"], problem or "cannot write users file"))
@@ -99,7 +116,8 @@ def test_what_an_honest_worker_sends_reads_back(name, status, request_id):
     data = set_message(name, status, request_id)
     message = parse_message(data)
     if len(data) <= MAX_MESSAGE_BYTES:
-        assert message == {"op": "set", "id": request_id, "name": name, "status": status}
+        assert message == {"op": "set", "id": request_id, "name": name, "status": status,
+                           "deadline": DEADLINE}
     else:
         assert message is None
 

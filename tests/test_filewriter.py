@@ -11,11 +11,11 @@ import time
 
 import pytest
 
+from fingerd.limits import REPLY_TIMEOUT
 from fingerd.process import priority
-from fingerd.process.channel import REPLY_TIMEOUT
-from fingerd.process.filewriter import (COMMIT_MARGIN, LINGER_SECONDS, PROMOTE_AFTER,
-                                        WRITER_NICENESS, FileWriter)
-from fingerd.users import fileio
+from fingerd.process.filewriter import COMMIT_MARGIN, LINGER_SECONDS, PROMOTE_AFTER, FileWriter
+from fingerd.process.writer_handle import WRITER_NICENESS
+from fingerd.users import editing, fileio
 from tests.support.markers import needs_root, needs_tool
 from tests.support.procfs import scheduling
 
@@ -205,6 +205,37 @@ def test_a_write_not_renamed_in_time_is_called_off_and_the_file_left_as_it_was(
                             "error": "the users file was not written in time"}]
     assert open(path, "rb").read() == before
     assert [name for name in os.listdir(os.path.dirname(path)) if name.endswith(".tmp")] == []
+
+
+def test_a_file_validated_by_a_write_called_off_for_time_is_not_validated_again(
+        sel, clock, path, replies, monkeypatch, tmp_path):
+    """A valid users file too large to validate within a set's time (250 MB took 15 s,
+    the worker waits 10): the set that validated it is called off, the next one only
+    edits it, in time. Before, every set validated it again, and every one failed."""
+    validations = tmp_path / "validations"
+    real = editing.check_users
+
+    def slow_check(data, where):
+        with open(validations, "a") as f:
+            f.write("validated\n")
+        time.sleep(COMMIT_MARGIN + 0.6)  # the worker's time for the set runs out
+        return real(data, where)
+
+    monkeypatch.setattr(editing, "check_users", slow_check)  # the child inherits it
+    writer = FileWriter(sel, clock=clock, expire_after=COMMIT_MARGIN + 0.5)
+    try:
+        writer.submit(path, request(1, status="first"), replies)
+        settle(sel, writer)
+        writer.submit(path, request(2, status="second"), replies)
+        settle(sel, writer)
+    finally:
+        writer.close()
+        settle(sel, writer, until=lambda: not writer.busy)
+    assert replies.got[0] == {"id": 1, "ok": False,
+                              "error": "the users file was not written in time"}
+    assert replies.got[1]["ok"], replies.got[1]
+    assert open(path, "rb").read() == b"# staff\nalice:second\nbob:Sleeping\n"
+    assert validations.read_text() == "validated\n", "validated once, by the first set"
 
 
 def test_an_operators_broken_edit_after_a_write_refuses_the_next_set(sel, writer, path,

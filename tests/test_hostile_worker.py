@@ -11,7 +11,8 @@ import time
 import pytest
 
 from fingerd.process.channel import MAX_QUEUED_REPLIES
-from fingerd.process.supervisor import MAX_WAITING_SETS, WRITE_STOP_WAIT
+from fingerd.process.monitor import MAX_WAITING_SETS
+from fingerd.process.supervisor import WRITE_STOP_WAIT
 from tests.support import ROOT
 from tests.support.polling import during, wait_until
 from tests.support.procfs import children

@@ -289,7 +289,8 @@ import json, os, signal, sys
 from fingerd import logsetup
 from fingerd.process.channel import channel
 from fingerd.process.forking import ForkedWorkers
-from fingerd.process.supervisor import HANDLED_SIGNALS, Supervisor
+from fingerd.process.exits_and_signals import HANDLED_SIGNALS
+from fingerd.process.supervisor import Supervisor
 
 FORGED = [{"level": 50, "message": "x\n2026-01-01 00:00:00,000 fingerd[1]: CRITICAL root "
                                    "password changed by admin"},

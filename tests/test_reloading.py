@@ -14,7 +14,7 @@ from fingerd.process import reload_status
 from fingerd.process.listeners import bind_all, close_all
 from fingerd.process.parent_counts import ConfigReloads
 from fingerd.process.reloading import prepare
-from fingerd.process.supervisor import ReloadRefused
+from fingerd.process.reloads import ReloadRefused
 from tests.support.children import in_child
 
 

@@ -10,13 +10,16 @@ from types import SimpleNamespace
 
 import pytest
 
+from fingerd.limits import REPLY_TIMEOUT, STARTUP_TIMEOUT
+from fingerd.process.backoff import BACKOFF_CAP, HEALTHY_UPTIME, backoff_delay
 from fingerd.process.channel import MAX_QUEUED_REPLIES, MonitorClient, channel
+from fingerd.process.exits_and_signals import EXIT_FATAL, describe_exit
 from fingerd.process.logrelay import PipeHandler
+from fingerd.process.monitor import MAX_WAITING_SETS
 from fingerd.process.reloading import Plan
-from fingerd.process.supervisor import (BACKOFF_CAP, HEALTHY_UPTIME, KILL_AFTER, MAX_WAITING_SETS,
-                                        STARTUP_TIMEOUT, ReloadRefused, State, Supervisor,
-                                        backoff_delay, describe_exit)
-from fingerd.process.worker import EXIT_FATAL
+from fingerd.process.reloads import ReloadRefused
+from fingerd.process.states import State
+from fingerd.process.supervisor import KILL_AFTER, Supervisor
 from fingerd.users import fileio
 
 
@@ -225,7 +228,7 @@ def test_a_worker_exiting_with_exit_fatal_waits_the_longest_even_after_a_healthy
 def test_only_the_first_workers_startup_can_fail(running, workers, clock):
     die(running, workers)
     running.step(0)
-    assert running.state is State.STARTING and running.deadline is None
+    assert running.state is State.STARTING and running.live.deadline is None
     die(running, workers)
     assert running.state is State.BACKOFF
 
@@ -290,16 +293,36 @@ def test_a_first_worker_not_ready_in_time_is_killed_and_startup_fails(
 
 # The channel: the parent never waits on the worker (docs/guide.md, "Processes and signals").
 
-def send_request(workers, message):
-    workers._ends[workers.pid][0].send(json.dumps(message).encode())
+def send_request(workers, message, pid=None):
+    """The newest worker (or ``pid``) sends ``message`` to the parent."""
+    workers._ends[pid or workers.pid][0].send(json.dumps(message).encode())
+
+
+def reply_to(sup, workers, pid=None):
+    """The next reply the newest worker (or ``pid``) reads, the parent's loop turning
+    until it comes (20 s at most); None if none came."""
+    end = workers._ends[pid or workers.pid][0]
+    end.setblocking(False)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        sup.step(0.05)
+        try:
+            return json.loads(end.recv(4096))
+        except BlockingIOError:
+            pass
+    return None
 
 
 def invalid_set(n):
-    return {"op": "set", "id": n, "name": "-not a name", "status": "x"}
+    return {"op": "set", "id": n, "name": "-not a name", "status": "x",
+            "deadline": time.monotonic() + REPLY_TIMEOUT}
 
 
-def valid_set(n):
-    return {"op": "set", "id": n, "name": "alice", "status": f"status {n}"}
+def valid_set(n, deadline=None):
+    """A set of alice's status the worker waits for until ``deadline`` (CLOCK_MONOTONIC;
+    REPLY_TIMEOUT from now by default)."""
+    return {"op": "set", "id": n, "name": "alice", "status": f"status {n}",
+            "deadline": time.monotonic() + REPLY_TIMEOUT if deadline is None else deadline}
 
 
 def kills(workers):
@@ -392,18 +415,20 @@ def writing(clock, workers, listener, users_file):
 
 def test_a_set_is_answered_once_its_write_is_done(writing, workers, users_file):
     send_request(workers, valid_set(1))
-    end = workers._ends[workers.pid][0]
-    end.setblocking(False)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        writing.step(0.05)
-        try:
-            reply = json.loads(end.recv(4096))
-            break
-        except BlockingIOError:
-            pass
+    reply = reply_to(writing, workers)
     assert reply["id"] == 1 and reply["ok"]
     assert open(users_file, "rb").read() == b"alice:status 1\n"
+
+
+def test_a_set_read_after_its_deadline_is_answered_too_late_and_not_written(
+        writing, workers, users_file):
+    """As when the parent was stopped before it read the request: the worker no longer
+    waits, and its client was told the set failed."""
+    send_request(workers, valid_set(1, deadline=time.monotonic() - 0.1))
+    reply = reply_to(writing, workers)
+    assert reply == {"id": 1, "ok": False, "error": "the users file was not written in time"}
+    assert not writing.writes.busy, "no writer was forked for it"
+    assert open(users_file, "rb").read() == b"alice:Happy\n"
 
 
 def test_a_worker_that_floods_set_requests_is_killed(writing, workers, slow_writes, caplog):
@@ -544,7 +569,7 @@ def test_a_valid_configuration_starts_a_new_worker_and_the_old_retires_once_it_i
     workers.end(exited(0), pid=old)
     reloading.handle_sigchld()
     assert plan.unused[0].fileno() == -1 and plan.fresh[0].fileno() != -1
-    assert reloading.retiring == [] and reloading.state is State.RUNNING
+    assert reloading.reloads.retiring == [] and reloading.state is State.RUNNING
 
 
 def test_a_retiring_worker_that_lingers_is_killed(reloading, workers, reloader, clock):
@@ -651,21 +676,13 @@ def test_a_status_set_through_the_old_worker_during_a_reload_is_read_by_the_new_
     reloader.plans.append(new_plan())
     reloading.handle_sighup()
     new = workers.pid
-    end = workers._ends[old][0]
-    end.send(json.dumps(valid_set(1)).encode())
-    end.setblocking(False)
-    deadline = time.monotonic() + 20
-    reply = None
-    while reply is None and time.monotonic() < deadline:
-        reloading.step(0.05)
-        try:
-            reply = json.loads(end.recv(4096))
-        except BlockingIOError:
-            pass
+    send_request(workers, valid_set(1), pid=old)
+    reply = reply_to(reloading, workers, pid=old)
     assert reply == {"id": 1, "ok": True, "old": reply["old"], "new": reply["new"]}
     assert open(users_file, "rb").read() == b"alice:status 1\n"
     assert (new, signal.SIGHUP) in workers.sent and (old, signal.SIGHUP) not in workers.sent
     reloading.writes.close()
+    deadline = time.monotonic() + 20
     while reloading.writes.busy and time.monotonic() < deadline:
         reloading.step(0.05)
         reloading.handle_sigchld()

@@ -9,7 +9,10 @@ never a path the worker names. That one file is all the worker can have
 written.
 
 Messages are datagrams on an AF_UNIX SOCK_SEQPACKET socketpair, so each
-arrives whole or not at all.
+arrives whole or not at all. A set carries the moment the worker stops
+waiting for its answer, on CLOCK_MONOTONIC (which the two processes share):
+a parent stopped longer than that reads it late, and must not write what the
+setter's client was told failed.
 
 Nor does the parent ever wait on the worker (``ParentEnd``): its end is
 non-blocking, replies the worker does not read wait in a short queue, and a
@@ -20,16 +23,18 @@ told so by ``WorkerMisbehaved``, for the parent to kill it.
 import collections
 import itertools
 import json
+import math
 import socket
 import threading
+import time
+from collections.abc import Sequence
+from typing import Optional
 
+from fingerd.limits import REPLY_TIMEOUT
 from fingerd.users.editing import StoreError
 from fingerd.users.usersfile import is_valid_name, status_problem
 
 MAX_MESSAGE_BYTES = 4096
-
-#: Seconds the worker waits for the parent to write the users file.
-REPLY_TIMEOUT = 10.0
 
 #: Replies the parent keeps for a worker whose socket buffer is full (some
 #: hundred small replies) before it gives up on it. The worker has at most
@@ -49,6 +54,7 @@ class MonitorClient:
     def __init__(self, sock, timeout=REPLY_TIMEOUT):
         self._sock = sock
         self._sock.settimeout(timeout)
+        self._timeout = timeout
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
 
@@ -75,7 +81,8 @@ class MonitorClient:
         with self._lock:
             request_id = next(self._ids)
             message = json.dumps({"op": "set", "id": request_id, "name": name,
-                                  "status": status}).encode()
+                                  "status": status,
+                                  "deadline": time.monotonic() + self._timeout}).encode()
             try:
                 self._sock.send(message)
                 while True:
@@ -88,10 +95,11 @@ class MonitorClient:
                 raise StoreError(f"the parent process did not answer: {exc}") from None
         if not reply.get("ok"):
             raise StoreError(reply.get("error", "refused"))
-        return _signature(reply["old"]), _signature(reply["new"])
+        return signature(reply["old"]), signature(reply["new"])
 
 
-def _signature(value):
+def signature(value: Optional[Sequence[int]]) -> Optional[tuple[int, ...]]:
+    """A file's signature as a message carries it (a list, or null) made a tuple again."""
     return tuple(value) if value is not None else None
 
 
@@ -114,9 +122,15 @@ def parse_message(data):
         return None
     if message["op"] == "set" and not (
             isinstance(message.get("id"), int) and _utf8(message.get("name"))
-            and _utf8(message.get("status"))):
+            and _utf8(message.get("status")) and _finite(message.get("deadline"))):
         return None
     return message
+
+
+def _finite(value: object) -> bool:
+    """Whether ``value`` is a finite number, as a deadline is (JSON has NaN and Infinity)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 def _utf8(value):

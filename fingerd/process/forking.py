@@ -11,9 +11,9 @@ import signal
 
 from fingerd.process import descendants, worker
 from fingerd.process.channel import channel
+from fingerd.process.exits_and_signals import EXIT_SOFTWARE, HANDLED_SIGNALS, WORKER_SIGNALS
 from fingerd.process.parent_counts import ConfigReloads
 from fingerd.process.reloading import Plan
-from fingerd.process.supervisor import HANDLED_SIGNALS
 from fingerd.users import snapshot
 
 log = logging.getLogger("fingerd")
@@ -67,10 +67,10 @@ class ForkedWorkers:
         log_r, log_w = os.pipe()
         # The child starts with the worker's signals blocked: one sent before it is
         # ready to wait for it stays pending instead of killing it.
-        signal.pthread_sigmask(signal.SIG_BLOCK, worker.SIGNALS)
+        signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
         pid = os.fork()
         if pid == 0:
-            code = worker.EXIT_SOFTWARE
+            code = EXIT_SOFTWARE
             try:
                 signal.set_wakeup_fd(-1)
                 for signum in HANDLED_SIGNALS:
@@ -84,7 +84,7 @@ class ForkedWorkers:
             finally:
                 os._exit(code)
         self.workers.add(pid)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, worker.SIGNALS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
         worker_end.close()
         os.close(log_w)
         os.set_blocking(log_r, False)

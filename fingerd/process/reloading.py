@@ -19,7 +19,7 @@ import os
 from fingerd.config import ConfigError, load_config
 from fingerd.process import listeners
 from fingerd.process.accounts import AccountError, resolve_account
-from fingerd.process.supervisor import ReloadRefused
+from fingerd.process.reloads import ReloadRefused
 from fingerd.users.backends import redis_problem
 
 log = logging.getLogger("fingerd")

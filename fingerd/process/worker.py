@@ -18,6 +18,7 @@ from fingerd.limits import STOP_GRACE_SECONDS
 from fingerd.metrics import Metrics
 from fingerd.process import confine
 from fingerd.process.channel import MonitorClient
+from fingerd.process.exits_and_signals import EXIT_FATAL, EXIT_SOFTWARE, WORKER_SIGNALS
 from fingerd.process.logrelay import PipeHandler
 from fingerd.process.parent_counts import ConfigReloads
 from fingerd.process.privdrop import PrivilegeError
@@ -28,14 +29,6 @@ from fingerd.users.snapshot import Snapshot
 from fingerd.users.usersfile import UsersFileError
 
 log = logging.getLogger("fingerd")
-
-#: Exit status of a worker that must not be restarted at once (EX_CONFIG).
-EXIT_FATAL = 78
-#: Exit status of a worker that failed for a reason of its own (EX_SOFTWARE).
-EXIT_SOFTWARE = 70
-
-#: Signals the worker's main thread waits for; blocked in every thread.
-SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
 
 #: Seconds between checks that the parent is still there, each a heartbeat to it.
 PARENT_CHECK_SECONDS = 1.0
@@ -105,7 +98,7 @@ def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd, 
         log.critical("%s: worker cannot read users file: %s", config.users_file,
                      exc.strerror or exc)
         return EXIT_FATAL
-    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
     service = Service(config, sockets, store, metrics)
     sys.setswitchinterval(SWITCH_INTERVAL)
     service.start()
@@ -113,7 +106,7 @@ def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd, 
     monitor.ready()
     while not service.failed.is_set() and os.getppid() == parent:
         monitor.alive(metrics.requests.answered())
-        sig = signal.sigtimedwait(SIGNALS, PARENT_CHECK_SECONDS)
+        sig = signal.sigtimedwait(WORKER_SIGNALS, PARENT_CHECK_SECONDS)
         if sig is None:
             continue
         if sig.si_signo == signal.SIGHUP:
@@ -127,7 +120,7 @@ def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd, 
 
 #: The parent's log handlers, kept referenced: their descriptors are closed under
 #: them, and a finalizer closing a reused descriptor number would close a client's.
-_inherited_handlers = []
+_inherited_handlers: list[logging.Handler] = []
 
 
 def _log_to_parent(fd):

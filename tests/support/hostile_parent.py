@@ -22,6 +22,7 @@ from types import SimpleNamespace
 from fingerd import logsetup
 from fingerd.process import supervisor
 from fingerd.process.channel import MonitorClient, channel
+from fingerd.process.exits_and_signals import HANDLED_SIGNALS
 from fingerd.process.forking import ForkedWorkers
 from fingerd.users import fileio
 
@@ -30,7 +31,8 @@ LIFETIME = 60.0
 
 
 def set_request(n, name="alice"):
-    return json.dumps({"op": "set", "id": n, "name": name, "status": f"status {n}"}).encode()
+    return json.dumps({"op": "set", "id": n, "name": name, "status": f"status {n}",
+                       "deadline": time.monotonic() + LIFETIME}).encode()
 
 
 def parent_alive(parent):
@@ -106,7 +108,7 @@ class TestWorkers(ForkedWorkers):
         if pid == 0:
             try:
                 signal.set_wakeup_fd(-1)
-                for signum in supervisor.HANDLED_SIGNALS:
+                for signum in HANDLED_SIGNALS:
                     signal.signal(signum, signal.SIG_DFL)
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the parent passes HUP on
                 parent_end.close()

@@ -1,0 +1,30 @@
+"""What the root parent, the worker and the writer child agree on: the worker's exit
+statuses (and how any exit is told) and the signals each process handles.
+
+It imports nothing of the project, as ``fingerd.limits`` (where the timeouts
+they share are, STARTUP_TIMEOUT and REPLY_TIMEOUT among them), so that no
+module imports the supervisor, or the worker, for a name.
+"""
+
+import os
+import signal
+
+#: Exit status of a worker that must not be restarted at once (EX_CONFIG).
+EXIT_FATAL = 78
+#: Exit status of a worker that failed for a reason of its own (EX_SOFTWARE).
+EXIT_SOFTWARE = 70
+
+#: Signals the root parent handles, in its loop: the worker starts with them set back
+#: to their defaults, the writer child ignores all but SIGCHLD.
+HANDLED_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1,
+                   signal.SIGCHLD)
+
+#: Signals the worker's main thread waits for; blocked in every thread.
+WORKER_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+
+
+def describe_exit(status: int) -> str:
+    """``exited with status N`` or ``killed by SIGNAME`` from a wait status."""
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with status {os.waitstatus_to_exitcode(status)}"

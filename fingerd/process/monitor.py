@@ -1,0 +1,177 @@
+"""The root parent's answers to its workers' requests, as OpenSSH's monitor answers
+its privilege-separated child: ready, alive and set; and the relay of their log lines.
+
+A worker's channel and log pipe are registered on the parent's selector
+with a callback here. ``ready`` is passed on to the supervisor once per worker; ``alive``
+pushes back a running worker's heartbeat deadline; ``set`` is checked again
+(the parent trusts nothing in a request) and handed to the users file
+writer, whose reply is sent back to the worker that asked. A worker that
+sends what no worker of ours sends, floods set requests or stops reading
+its replies is killed, once: its death is then handled as any other's.
+"""
+
+import json
+import logging
+import os
+import selectors
+import signal
+import time
+from collections.abc import Iterable
+from typing import Callable, Optional
+
+from fingerd.process.channel import WorkerMisbehaved, error_reply, parse_message, set_problem
+from fingerd.process.filewriter import FileWriter
+from fingerd.process.states import Phase
+from fingerd.process.worker_handle import WorkerHandle
+
+log = logging.getLogger("fingerd")
+
+#: Seconds a running worker may go without a heartbeat (it sends one a second) before
+#: it is taken for stopped or wedged, and killed.
+HEARTBEAT_TIMEOUT = 5.0
+#: Set requests a worker may have waiting behind the write in progress. It asks for
+#: one at a time, so a worker with more is flooding the parent: it is killed.
+MAX_WAITING_SETS = 8
+
+
+class Monitor:
+    """Answers the requests on the workers' channels.
+
+    ``kill(pid, signum)`` signals a worker; ``on_ready(handle)`` hears a worker
+    say, once, that it serves; ``serving()`` names the workers serving, each of
+    which reads the users file again once another's set is written.
+    """
+
+    def __init__(self, selector: selectors.BaseSelector, writes: FileWriter,
+                 clock: Callable[[], float], kill: Callable[[int, int], None],
+                 on_ready: Callable[[WorkerHandle], None],
+                 serving: Callable[[], Iterable[Optional[WorkerHandle]]]) -> None:
+        self._sel = selector
+        self.writes = writes
+        self._clock = clock
+        self._kill = kill
+        self._on_ready = on_ready
+        self._serving = serving
+
+    def watch(self, handle: WorkerHandle) -> None:
+        """Answer ``handle``'s requests, and relay its log lines, from now on."""
+        assert handle.channel is not None
+        self._sel.register(handle.channel, selectors.EVENT_READ,
+                           lambda channel: self._on_channel(handle))
+        self._sel.register(handle.relay.fd, selectors.EVENT_READ,
+                           lambda fd: self._on_log(handle))
+
+    def forget(self, handle: WorkerHandle) -> None:
+        """The worker is gone: relay its last log lines, close its channels, drop its
+        sets not yet begun."""
+        if handle.relay.fd is not None:
+            for _ in range(1000):
+                if not handle.relay.feed():
+                    break
+            self._close_log(handle)
+        if handle.channel is not None:
+            self._close(handle)
+        self.writes.discard_queued(handle.pid)
+
+    def _on_log(self, sender: WorkerHandle) -> None:
+        if not sender.relay.feed():
+            self._close_log(sender)
+
+    def _close_log(self, sender: WorkerHandle) -> None:
+        self._sel.unregister(sender.relay.fd)
+        os.close(sender.relay.fd)
+        sender.relay.fd = None
+
+    def _close(self, handle: WorkerHandle) -> None:
+        assert handle.channel is not None
+        self._sel.unregister(handle.channel)
+        handle.channel.close()
+        handle.channel = None
+
+    def _on_channel(self, sender: WorkerHandle) -> None:
+        """One request from a worker, and what its socket now takes of the replies
+        waiting; one request a turn, so that signals are seen between them."""
+        channel = sender.channel
+        assert channel is not None
+        channel.flush()
+        data = channel.receive()
+        if data == b"":
+            self._close(sender)
+            return
+        try:
+            if data is not None:
+                self._on_request(sender, data)
+        except WorkerMisbehaved as exc:
+            self._kill_misbehaving(sender, str(exc))
+            return
+        self._watch_replies(sender)
+
+    def _on_request(self, sender: WorkerHandle, data: bytes) -> None:
+        message = parse_message(data)
+        if message is None:
+            raise WorkerMisbehaved("sent a malformed request")
+        assert sender.channel is not None
+        if message["op"] == "ready":
+            if sender.channel.said_ready:
+                raise WorkerMisbehaved("said it was ready twice")
+            sender.channel.said_ready = True
+            self._on_ready(sender)
+        elif message["op"] == "alive":
+            self._on_alive(sender, message["served"])
+        else:
+            self._on_set(sender, message)
+
+    def _on_alive(self, sender: WorkerHandle, served: int) -> None:
+        if sender.phase is Phase.RUNNING:
+            sender.move(Phase.RUNNING, self._clock() + HEARTBEAT_TIMEOUT)
+        if served and not sender.served:
+            sender.served = True
+            log.info("worker %d has answered requests", sender.pid)
+
+    def _on_set(self, sender: WorkerHandle, message: dict) -> None:
+        assert sender.channel is not None
+        problem = set_problem(message)
+        if problem:
+            sender.channel.send(error_reply(message["id"], problem))
+        elif self.writes.waiting >= MAX_WAITING_SETS:
+            raise WorkerMisbehaved(f"sent more than {MAX_WAITING_SETS} set requests "
+                                   f"without waiting for their answers")
+        else:
+            # The worker's deadline is on CLOCK_MONOTONIC, shared with this process; one
+            # that is past is answered as too late, and never written.
+            within = message["deadline"] - time.monotonic()
+            self.writes.submit(sender.config.users_file, message,
+                               lambda reply: self._reply(sender, reply), owner=sender.pid,
+                               within=within)
+
+    def _reply(self, sender: WorkerHandle, reply: bytes) -> None:
+        """Send a write's reply to the worker that asked, if it is still there; a status
+        written is read again by any other worker serving, at once."""
+        if json.loads(reply)["ok"]:
+            for other in self._serving():
+                if other is not None and other is not sender:
+                    self._kill(other.pid, signal.SIGHUP)
+        if sender.channel is None:
+            return
+        try:
+            sender.channel.send(reply)
+        except WorkerMisbehaved as exc:
+            self._kill_misbehaving(sender, str(exc))
+            return
+        self._watch_replies(sender)
+
+    def _watch_replies(self, sender: WorkerHandle) -> None:
+        """Watch the channel for room to write while replies wait, and only then."""
+        channel = sender.channel
+        if channel is None:
+            return  # the worker was killed meanwhile
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if channel.waiting else 0)
+        if events != sender.channel_events:
+            self._sel.modify(channel, events, self._sel.get_key(channel).data)
+            sender.channel_events = events
+
+    def _kill_misbehaving(self, sender: WorkerHandle, reason: str) -> None:
+        """Kill the worker, once: its death is then handled as any other's."""
+        log.error("worker %d %s; killing it", sender.pid, reason)
+        self._kill(sender.pid, signal.SIGKILL)
+        self.forget(sender)

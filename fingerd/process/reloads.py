@@ -1,0 +1,191 @@
+"""A reload's life in the root parent, from a HUP to the worker serving the new
+configuration, or back to the one that served before.
+
+A HUP reads the configuration again (the supervisor's ``reloader``, in
+production ``reloading.prepare``) and, if it can be applied, starts a new
+worker beside the one serving. Once the new worker is ready the old one
+retires, finishing what it holds, and the sockets of addresses dropped are
+closed when it is gone; if the new worker dies first, or is not ready in
+STARTUP_TIMEOUT, everything goes back to what served before. One reload at a
+time: a HUP while a worker starts, or while one retires, is remembered and
+applied once none does. Each outcome is reported, to the log and to
+``on_reload``, for ``fingerd-ctl reload``.
+"""
+
+import logging
+import signal
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Optional
+
+from fingerd.limits import STARTUP_TIMEOUT
+from fingerd.process.exits_and_signals import describe_exit
+from fingerd.process.states import State
+from fingerd.process.worker_handle import WorkerHandle
+
+if TYPE_CHECKING:
+    from fingerd.process.supervisor import Supervisor
+
+log = logging.getLogger("fingerd")
+
+
+class ReloadRefused(Exception):
+    """The configuration read again cannot be applied; the message says why, for the log
+    and for ``fingerd-ctl reload`` (``FILE:LINE: message`` for an invalid file)."""
+
+
+class Reload:
+    """A reload under way: the worker serving meanwhile (None if it died), the plan
+    applied, and the one to go back to if the new worker never becomes ready."""
+
+    def __init__(self, old: Optional[WorkerHandle], previous: Any, plan: Any) -> None:
+        self.old = old
+        self.previous = previous
+        self.plan = plan
+        #: Why the new worker was killed, if it was.
+        self.failure: Optional[str] = None
+
+
+class Reloads:
+    """The reloads of one supervisor: ``current`` is the one under way, if any."""
+
+    def __init__(self, supervisor: "Supervisor") -> None:
+        self._sup = supervisor
+        self.current: Optional[Reload] = None
+        #: Workers a reload replaced, sent TERM, finishing what they hold.
+        self.retiring: list[WorkerHandle] = []
+        #: A HUP came while a reload could not begin: one follows when it can.
+        self._asked = False
+
+    @property
+    def old(self) -> Optional[WorkerHandle]:
+        """The worker serving while the reload's starts, if there is one."""
+        return self.current.old if self.current is not None else None
+
+    def hup(self) -> None:
+        """A HUP: reload now, once the worker starting is ready, or, without a reloader
+        (or while stopping), only have the worker read the users file again."""
+        sup = self._sup
+        if sup.reloader is None or sup.state is State.STOPPING:
+            log.info("SIGHUP: the worker reads the users file again")
+            if sup.live is not None:
+                sup.workers.kill(sup.live.pid, signal.SIGHUP)
+            return
+        if sup.state in (State.STARTING, State.REPLACING) or self.retiring:
+            log.info("SIGHUP: a reload follows once the worker started is ready and the "
+                     "one it replaces gone")
+            self._asked = True
+            return
+        self._begin()
+
+    def _begin(self) -> None:
+        """Read the configuration again; apply it, or keep everything and say why."""
+        sup = self._sup
+        assert sup.reloader is not None
+        self._asked = False
+        log.info("SIGHUP: reading the configuration %s again", sup.config.path)
+        try:
+            plan = sup.reloader(sup.config, sup.sockets)
+        except Exception as exc:
+            if not isinstance(exc, ReloadRefused):
+                log.exception("reading the configuration again failed")
+            self._report(False, str(exc) if isinstance(exc, ReloadRefused) else
+                         f"reading the configuration again failed: {exc!r}")
+            if sup.live is not None:
+                sup.workers.kill(sup.live.pid, signal.SIGHUP)
+            return
+        previous = sup.configure(plan)
+        if sup.state is State.BACKOFF:
+            # No worker serves: the next starts now, with the configuration read.
+            plan.close_unused()
+            sup.start_now()
+            self._report(True, f"configuration {sup.config.path} applied: the next "
+                               f"worker starts with it")
+            return
+        self.current = Reload(sup.live, previous, plan)
+        sup.start_worker()
+
+    def on_ready(self, new: WorkerHandle) -> None:
+        """The reload's worker is ready: the old one retires."""
+        reload, self.current = self.current, None
+        assert reload is not None
+        if reload.old is not None:
+            self._retire(reload.old, reload.plan.unused)
+        else:
+            reload.plan.close_unused()
+        self._report(True, f"configuration {self._sup.config.path} applied: "
+                           f"worker {new.pid} serves it")
+
+    def give_up(self) -> None:
+        """The reload's worker is not ready in time: it is killed, and its death ends
+        the reload."""
+        assert self.current is not None
+        self.current.failure = f"not ready after {STARTUP_TIMEOUT:.0f} s"
+
+    def on_failed(self, dead: WorkerHandle, why: str) -> Optional[WorkerHandle]:
+        """The reload's worker died before it was ready: back to what served before;
+        the worker that goes on serving, if one does."""
+        reload, self.current = self.current, None
+        assert reload is not None
+        why = reload.failure or why
+        last_error = dead.relay.last_error if reload.failure is None else None
+        self._sup.configure(reload.previous)
+        reload.plan.close_fresh()
+        self._report(False, f"the new worker {dead.pid} {why}" + (
+            f": {last_error}" if last_error else ""))
+        return reload.old
+
+    def on_old_exit(self) -> WorkerHandle:
+        """The worker serving meanwhile died: the reload goes on without it."""
+        assert self.current is not None and self.current.old is not None
+        old, self.current.old = self.current.old, None
+        return old
+
+    def _retire(self, old: WorkerHandle, leaves: Iterable[Any]) -> None:
+        """TERM a worker a reload replaced: it finishes what it holds and exits; the
+        sockets ``leaves`` are closed once it is gone."""
+        log.info("worker %d retires", old.pid)
+        old.leaves = list(leaves)
+        self.retiring.append(old)
+        self._sup.stop(old)
+
+    def on_retired_exit(self, pid: int, status: int) -> bool:
+        """Whether ``pid`` was a retiring worker; if so, it is gone, and so are the
+        sockets it served last."""
+        old = next((old for old in self.retiring if old.pid == pid), None)
+        if old is None:
+            return False
+        self.retiring.remove(old)
+        self._sup.monitor.forget(old)
+        log.info("worker %d %s", pid, describe_exit(status))
+        for sock in old.leaves:
+            sock.close()
+        return True
+
+    def stop(self) -> None:
+        """At TERM: the worker serving meanwhile retires, no socket of the plan stays,
+        nor any a retiring worker served last."""
+        reload, self.current = self.current, None
+        if reload is not None:
+            if reload.old is not None:
+                self._retire(reload.old, [])
+            reload.plan.close_unused()
+        for old in self.retiring:
+            for sock in old.leaves:
+                sock.close()
+            old.leaves = []
+
+    def resume(self) -> None:
+        """Begin the reload asked for while a worker was starting, once none is and
+        nothing of an earlier reload is left."""
+        sup = self._sup
+        if (self._asked and sup.state in (State.RUNNING, State.BACKOFF)
+                and self.current is None and not self.retiring):
+            self._begin()
+
+    def _report(self, applied: bool, message: str) -> None:
+        if applied:
+            log.info("%s", message)
+        else:
+            log.error("%s; reload refused, the running configuration is kept", message)
+        if self._sup.on_reload is not None:
+            self._sup.on_reload(applied, message)

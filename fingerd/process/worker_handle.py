@@ -1,0 +1,42 @@
+"""A worker as the root parent sees it, with its own state and deadline.
+
+Each handle names where its worker is in its life (``Phase``) and when that
+phase ends by itself (``deadline``); both change together, in ``move``,
+along the arrows of ``states.NEXT_PHASE``. The supervisor decides what a deadline
+reached means (``Supervisor._on_worker_deadline``); the handle only keeps it.
+"""
+
+import selectors
+from typing import Any, Optional
+
+from fingerd.process.channel import ParentEnd
+from fingerd.process.logrelay import LogRelay
+from fingerd.process.states import NEXT_PHASE, Phase
+
+
+class WorkerHandle:
+    """A worker's pid, channels and phase, and the configuration it was started with
+    (its sets go to that configuration's users file)."""
+
+    def __init__(self, pid: int, channel: ParentEnd, relay: LogRelay, config: Any,
+                 started_at: float, deadline: Optional[float]) -> None:
+        self.pid = pid
+        self.channel: Optional[ParentEnd] = channel
+        self.channel_events = selectors.EVENT_READ
+        self.relay = relay
+        self.config = config
+        self.started_at = started_at
+        #: Whether it has said, in a heartbeat, that it answered a request.
+        self.served = False
+        #: Sockets no worker serves any more, closed once this retiring worker is gone.
+        self.leaves: list[Any] = []
+        self.phase = Phase.STARTING
+        self.deadline = deadline
+
+    def move(self, phase: Phase, deadline: Optional[float] = None) -> None:
+        """The one place the phase and the deadline change; ``deadline`` is when the
+        phase ends by itself."""
+        assert phase in NEXT_PHASE[self.phase], \
+            f"worker {self.pid} {self.phase.value} cannot be {phase.value}"
+        self.phase = phase
+        self.deadline = deadline

@@ -1,0 +1,95 @@
+"""The users file writer child's life: one write for each request line on its pipe.
+
+Forked by the root parent (``filewriter``), root as the parent, doing
+nothing but writes, one at a time. It reads a request line (path, name,
+status, and the seconds within which the new file must be renamed into
+place), writes, and answers with a report line: the file's signatures
+before and after, or the error the setter's client is told, and the
+signature of the version it now trusts (``StatusWriter``). It logs nothing:
+the parent logs what the reports say. It ends when the parent closes the
+requests' pipe.
+
+A write called off because its file was ready too late still leaves the old
+file read and validated: that version, unchanged, is trusted, so that the next
+set only edits it. A file of hundreds of megabytes takes longer to validate
+than a set may wait; without that, every set on it would time out.
+"""
+
+import json
+import os
+import signal
+import time
+from typing import Any, Optional
+
+from fingerd.process.exits_and_signals import HANDLED_SIGNALS
+from fingerd.users import fileio
+from fingerd.users.editing import StatusWriter, StoreError
+
+#: The error of a set not written before the worker stops waiting for it.
+NOT_IN_TIME = "the users file was not written in time"
+
+#: Signals meant for the parent (or its process group, at Ctrl-C): ignored here, so that
+#: none stops a write halfway.
+IGNORED_SIGNALS = tuple(signum for signum in HANDLED_SIGNALS if signum != signal.SIGCHLD)
+
+
+def serve(requests: int, reports: int, writer: StatusWriter) -> int:
+    """The child's life: a write for each request line until the pipe closes; its exit
+    status. The parent forked it with HANDLED_SIGNALS blocked."""
+    signal.set_wakeup_fd(-1)
+    for signum in IGNORED_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+    # Nothing the parent holds (listening sockets, the worker's channel) stays open here.
+    low, high = sorted((requests, reports))
+    os.closerange(3, low)
+    os.closerange(low + 1, high)
+    os.closerange(high + 1, max(os.sysconf("SC_OPEN_MAX"), high + 2))
+    pending = b""
+    while True:
+        chunk = os.read(requests, 65536)
+        if not chunk:
+            return 0
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            data = json.dumps(write_one(writer, json.loads(line))).encode() + b"\n"
+            while data:
+                data = data[os.write(reports, data):]
+
+
+def write_one(writer: StatusWriter, request: dict[str, Any]) -> dict[str, Any]:
+    """Carry out one request; the report on it."""
+    commit_by = time.monotonic() + request["commit_within"]
+    called_off = []
+
+    def in_time() -> None:
+        if time.monotonic() > commit_by:
+            called_off.append(True)
+            raise StoreError(NOT_IN_TIME)
+
+    report: dict[str, Any]
+    before = _version(request["path"])
+    try:
+        old, new = writer(request["path"], request["name"], request["status"],
+                          before_rename=in_time)
+        report = {"ok": True, "old": old, "new": new}
+    except StoreError as exc:
+        report = {"ok": False, "error": str(exc)}
+        # Called off only once the file it read was validated (or trusted) and copied:
+        # if it is still that version, it needs no validating again.
+        if called_off and before is not None and _version(request["path"]) == before:
+            writer.trusted = before
+    except Exception as exc:
+        report = {"ok": False, "error": "cannot write users file", "failure": repr(exc)}
+    report["trusted"] = writer.trusted
+    return report
+
+
+def _version(path: str) -> Optional[tuple[int, ...]]:
+    """The signature of the file at ``path``, None if there is none to be had."""
+    try:
+        return fileio.signature(os.stat(path, follow_symlinks=False))
+    except OSError:
+        return None
