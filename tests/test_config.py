@@ -138,7 +138,13 @@ def test_every_error_is_reported_at_once():
 
 
 def test_syntax_error_names_its_line():
-    assert errors("[fingerd]\nthreads 4\n")[0].startswith("/etc/fingerd/fingerd.conf:2: ")
+    assert errors("[fingerd]\nthreads 4\n") == [
+        "/etc/fingerd/fingerd.conf:2: cannot parse 'threads 4'"]
+
+
+def test_an_indented_key_is_named_at_its_line():
+    assert errors("[fingerd]\n  thread = 4\n") == [
+        "/etc/fingerd/fingerd.conf:2: [fingerd] unknown key 'thread'; did you mean 'threads'?"]
 
 
 def test_key_before_any_section():
