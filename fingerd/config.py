@@ -23,11 +23,12 @@ from fingerd.config_keys import (
     SECTIONS,
     Address,
     InvalidValue,
+    plain,
     resolve_path,
 )
 
 __all__ = ["DEFAULT_PATH", "DEFAULT_PIDFILE", "MAX_CONFIG_BYTES", "SCHEMA", "SECTIONS", "Address",
-           "Config", "ConfigError", "load_config", "parse_config", "pidfile_setting"]
+           "Config", "ConfigError", "config_text", "load_config", "parse_config", "pidfile_setting"]
 
 DEFAULT_PATH = "/etc/fingerd/fingerd.conf"
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -257,6 +258,43 @@ def pidfile_setting(text: str, path: str) -> str | None:
     if given is None:
         return None
     return resolve_path(given.strip(), os.path.dirname(os.path.abspath(path))) or None
+
+
+def config_text(config: Config) -> str:
+    """The configuration in the file's own format, every section and key (defaults
+    included, paths resolved): read back, it gives ``config`` again (``fingerd -T``)."""
+    lines = [f"# the effective configuration of {os.path.abspath(config.path)}"]
+    for section in SECTIONS:
+        lines.append(f"\n[{section}]")
+        lines.extend(f"{key} ={_written(getattr(config, attr))}"
+                     for known, key, _d, _r, attr in SCHEMA if known == section)
+    return "\n".join(lines) + "\n"
+
+
+def _written(value: object) -> str:
+    """A value as its key's line ends: `` TEXT``, or indented lines of OLD => NEW rules.
+
+    No value read from a file holds a blank followed by ``#`` or ``;`` (a comment), and
+    only a replacement rule may start with one: as the first, on the key's line."""
+    if isinstance(value, bool):
+        return " yes" if value else " no"
+    if isinstance(value, float):
+        return f" {plain(value)}"
+    if isinstance(value, tuple) and value and isinstance(value[0], tuple):
+        rules = [f"{old} => {new}" for old, new in value]
+        first = rules.pop(0) if rules[0].startswith(("#", ";")) else ""
+        return first + "".join(f"\n    {rule}" for rule in rules)
+    if isinstance(value, tuple):
+        return " " + ", ".join(map(_item, value)) if value else ""
+    return f" {value}" if value != "" else ""
+
+
+def _item(item: object) -> str:
+    """An item of a list as written: a network of one address as that address."""
+    if isinstance(item, (ipaddress.IPv4Network, ipaddress.IPv6Network)) and \
+            item.num_addresses == 1:
+        return str(item.network_address)
+    return str(item)
 
 
 def load_config(path: str) -> Config:

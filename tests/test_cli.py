@@ -1,12 +1,16 @@
 """The fingerd command line: checking, and failing fast before binding."""
 
+import dataclasses
 import os
+import pwd
 import shutil
 import socket
 import tempfile
 
 import pytest
 
+from fingerd.config import load_config, parse_config
+from tests.support import ROOT
 from tests.support.children import main_as_nobody
 from tests.support.daemon import Daemon, run_fingerd
 
@@ -42,6 +46,46 @@ def test_check_valid_configuration(setup):
     assert result.returncode == 0, result.stderr
     assert "configuration valid" in result.stdout
     assert "2 users" in result.stdout
+
+
+def dumped(config_file):
+    """``fingerd -T``'s standard output, once it exited 0 saying the configuration valid on
+    standard error, read back as a configuration (from elsewhere: its paths are resolved)."""
+    result = run_fingerd("-T", "-c", config_file)
+    assert result.returncode == 0, result.stderr
+    assert "configuration valid" in result.stderr
+    return dataclasses.replace(parse_config(result.stdout, "/elsewhere/f.conf"), path=config_file)
+
+
+def bundled_configuration(directory):
+    """init/fingerd.conf as shipped where its account exists (the package makes it), else
+    a copy in ``directory`` naming nobody instead: -T checks the account as -t does."""
+    bundled = os.path.join(ROOT, "init", "fingerd.conf")
+    try:
+        pwd.getpwnam("fingerd")
+    except KeyError:
+        copy = os.path.join(directory, "fingerd.conf")
+        shutil.copy(bundled, copy)
+        edit(copy, "\nuser = fingerd ", "\nuser = nobody ")
+        return copy
+    return bundled
+
+
+def test_dump_prints_the_effective_configuration_as_a_file(setup, tmp_path):
+    bundled = bundled_configuration(str(tmp_path))
+    assert dumped(bundled) == load_config(bundled)
+    minimal = tmp_path / "minimal.conf"
+    minimal.write_text("[fingerd]\nuser = nobody\nusers_file = users\n")
+    assert dumped(str(minimal)) == load_config(str(minimal))
+    assert dumped(setup.config_file) == load_config(setup.config_file)
+
+
+def test_dump_of_an_invalid_configuration_prints_the_errors_and_exits_1(setup):
+    edit(setup.config_file, "threads = 4", "threads = four")
+    result = run_fingerd("-T", "-c", setup.config_file)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (f"{setup.config_file}:7: [fingerd] threads: "
+                             f"expected an integer from 1 to 1024\n")
 
 
 def test_check_warns_of_a_missing_users_file_as_start_does(setup):

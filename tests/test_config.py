@@ -1,6 +1,7 @@
 """Configuration parsing and validation."""
 
 import configparser
+import dataclasses
 import ipaddress
 import os
 import re
@@ -10,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fingerd.config import SCHEMA, SECTIONS, Address, ConfigError, load_config, parse_config
+from fingerd.config import (SCHEMA, SECTIONS, Address, ConfigError, config_text, load_config,
+                            parse_config)
 from fingerd.finger.output import HIGH_BYTES_POLICIES
 from tests.support import ROOT
 
@@ -229,6 +231,7 @@ def test_any_text_is_a_configuration_or_errors_naming_their_lines(text):
             assert line and 0 <= int(line.group(1)) <= text.count("\n") + 1, error
     else:
         assert isinstance(config.threads, int) and config.finger_listen
+        assert parse_config(config_text(config), PATH) == config
 
 
 @st.composite
@@ -315,6 +318,7 @@ def test_a_configuration_written_from_valid_values_reads_back_to_them(values):
     for (_, _, attribute, _), value in zip(TYPED, values):
         if value is not None:
             assert getattr(config, attribute) == value[1]
+    assert parse_config(config_text(config), PATH) == config
 
 
 def test_the_web_directory_is_off_by_default_and_takes_its_own_proxy_settings():
@@ -326,3 +330,35 @@ def test_the_web_directory_is_off_by_default_and_takes_its_own_proxy_settings():
     assert config.web_proxy_protocol is True
     assert [str(n) for n in config.web_proxy_from] == ["10.0.0.0/8"]
     assert config.finger_proxy_protocol is False
+
+
+def effective(path):
+    """The configuration at ``path`` as ``fingerd -T`` prints it, read back from elsewhere:
+    its relative paths were resolved, so only ``path`` differs."""
+    return dataclasses.replace(parse_config(config_text(load_config(path)), "/elsewhere/f.conf"),
+                               path=path)
+
+
+def test_the_effective_configuration_reads_back_to_the_same(tmp_path):
+    bundled = os.path.join(ROOT, "init", "fingerd.conf")
+    assert effective(bundled) == load_config(bundled)
+    minimal = tmp_path / "fingerd.conf"
+    minimal.write_text("[fingerd]\nusers_file = users\n")
+    assert effective(str(minimal)) == load_config(str(minimal))
+    assert f"\nusers_file = {tmp_path / 'users'}\n" in config_text(load_config(str(minimal)))
+
+
+def test_the_effective_configuration_names_every_section_and_key():
+    text = config_text(parse_config("", PATH))
+    for section, key, *_ in SCHEMA:
+        assert f"[{section}]" in text and f"\n{key} =" in text, (section, key)
+    assert "\nproxy_from = 127.0.0.1, ::1\n" in text
+
+
+@pytest.mark.parametrize("rules", [
+    "replace =\n  a;b => c#d\n  [x] => y\n\n  e  =>  f g\n",
+    "replace=#a => b\n  c => d;f\n",
+])
+def test_replacement_rules_read_back_whatever_they_hold(rules):
+    config = parse_config(f"[output]\n{rules}", PATH)
+    assert config.replacements and parse_config(config_text(config), PATH) == config
