@@ -8,7 +8,7 @@ import sys
 from types import SimpleNamespace
 
 from fingerd import __version__, logsetup
-from fingerd.config import DEFAULT_PATH, ConfigError, load_config
+from fingerd.config import DEFAULT_PATH, Config, ConfigError, config_text, load_config
 from fingerd.process import daemonize, reloading
 from fingerd.process.accounts import AccountError, resolve_account
 from fingerd.process.exits_and_signals import HANDLED_SIGNALS
@@ -40,6 +40,8 @@ def parse_args(argv):
                         help="do not detach; log to standard error unless log_file is set")
     parser.add_argument("-t", "--check-config", action="store_true",
                         help="check the configuration and the users file, then exit")
+    parser.add_argument("-T", "--dump-config", action="store_true",
+                        help="check as -t, then print the effective configuration")
     parser.add_argument("--version", action="version", version=f"fingerd {__version__}")
     return parser.parse_args(argv)
 
@@ -61,10 +63,9 @@ def main(argv=None):
         problem = redis_problem()
         if problem:
             return fail(f"{config.where('store', 'backend')}: {problem}")
-        if args.check_config:
-            print(f"{config.path}: configuration valid; statuses in Redis "
-                  f"({describe_redis(config)}), users_file is not read")
-            return 0
+        if args.check_config or args.dump_config:
+            return valid(config, args.dump_config, f"{config.path}: configuration valid; "
+                         f"statuses in Redis ({describe_redis(config)}), users_file is not read")
         return serve(config, account, args.foreground)
     try:
         fileio.check_users_file(config.users_file)
@@ -76,13 +77,22 @@ def main(argv=None):
         return fail(f"users file {config.users_file}: {exc.strerror}")
     except OSError as exc:
         return fail(f"{config.users_file}: cannot read users file: {exc.strerror or exc}")
-    if args.check_config:
+    if args.check_config or args.dump_config:
         if count is None:
             print(f"fingerd: {config.users_file}: no users file; starting with no users",
                   file=sys.stderr)
-        print(f"{config.path}: configuration valid; {config.users_file}: {count or 0} users")
-        return 0
+        return valid(config, args.dump_config,
+                     f"{config.path}: configuration valid; {config.users_file}: {count or 0} users")
     return serve(config, account, args.foreground)
+
+
+def valid(config: Config, dump: bool, verdict: str) -> int:
+    """-t's verdict, exit 0; with -T on standard error, standard output holding only the
+    effective configuration, itself a configuration file."""
+    print(verdict, file=sys.stderr if dump else sys.stdout)
+    if dump:
+        print(config_text(config), end="")
+    return 0
 
 
 def describe_redis(config):

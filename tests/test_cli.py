@@ -1,28 +1,30 @@
 """The fingerd command line: checking, and failing fast before binding."""
 
+import dataclasses
 import os
+import pwd
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 
 import pytest
 
+from fingerd.config import load_config, parse_config
 from tests.support import ROOT
-from tests.support.accounts import become_nobody
-from tests.support.daemon import Daemon
-
-
-def run(*args, timeout=30):
-    return subprocess.run([sys.executable, "-m", "fingerd", *args], cwd=ROOT,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=timeout)
+from tests.support.children import main_as_nobody
+from tests.support.daemon import Daemon, run_fingerd
 
 
 @pytest.fixture
 def setup(tmp_path, ports):
     return Daemon(str(tmp_path), ports)
+
+
+def refusal(*args):
+    """What ``fingerd ARGS`` printed on standard error, once it exited 1."""
+    result = run_fingerd(*args)
+    assert result.returncode == 1, result.stderr
+    return result.stderr
 
 
 def edit(path, old, new):
@@ -34,21 +36,61 @@ def edit(path, old, new):
 
 
 def test_version():
-    result = run("--version")
+    result = run_fingerd("--version")
     assert result.returncode == 0
     assert result.stdout.startswith("fingerd ")
 
 
 def test_check_valid_configuration(setup):
-    result = run("-t", "-c", setup.config_file)
+    result = run_fingerd("-t", "-c", setup.config_file)
     assert result.returncode == 0, result.stderr
     assert "configuration valid" in result.stdout
     assert "2 users" in result.stdout
 
 
+def dumped(config_file):
+    """``fingerd -T``'s standard output, once it exited 0 saying the configuration valid on
+    standard error, read back as a configuration (from elsewhere: its paths are resolved)."""
+    result = run_fingerd("-T", "-c", config_file)
+    assert result.returncode == 0, result.stderr
+    assert "configuration valid" in result.stderr
+    return dataclasses.replace(parse_config(result.stdout, "/elsewhere/f.conf"), path=config_file)
+
+
+def bundled_configuration(directory):
+    """init/fingerd.conf as shipped where its account exists (the package makes it), else
+    a copy in ``directory`` naming nobody instead: -T checks the account as -t does."""
+    bundled = os.path.join(ROOT, "init", "fingerd.conf")
+    try:
+        pwd.getpwnam("fingerd")
+    except KeyError:
+        copy = os.path.join(directory, "fingerd.conf")
+        shutil.copy(bundled, copy)
+        edit(copy, "\nuser = fingerd ", "\nuser = nobody ")
+        return copy
+    return bundled
+
+
+def test_dump_prints_the_effective_configuration_as_a_file(setup, tmp_path):
+    bundled = bundled_configuration(str(tmp_path))
+    assert dumped(bundled) == load_config(bundled)
+    minimal = tmp_path / "minimal.conf"
+    minimal.write_text("[fingerd]\nuser = nobody\nusers_file = users\n")
+    assert dumped(str(minimal)) == load_config(str(minimal))
+    assert dumped(setup.config_file) == load_config(setup.config_file)
+
+
+def test_dump_of_an_invalid_configuration_prints_the_errors_and_exits_1(setup):
+    edit(setup.config_file, "threads = 4", "threads = four")
+    result = run_fingerd("-T", "-c", setup.config_file)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (f"{setup.config_file}:7: [fingerd] threads: "
+                             f"expected an integer from 1 to 1024\n")
+
+
 def test_check_warns_of_a_missing_users_file_as_start_does(setup):
     os.unlink(setup.users_file)
-    result = run("-t", "-c", setup.config_file)
+    result = run_fingerd("-t", "-c", setup.config_file)
     assert result.returncode == 0, result.stderr
     assert result.stderr == f"fingerd: {setup.users_file}: no users file; starting with no users\n"
     assert "0 users" in result.stdout
@@ -58,71 +100,61 @@ def test_check_binds_nothing(setup):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", setup.finger_port))
         busy.listen(1)
-        assert run("-t", "-c", setup.config_file).returncode == 0
+        assert run_fingerd("-t", "-c", setup.config_file).returncode == 0
 
 
 def test_check_reports_configuration_errors_with_file_and_line(setup):
     edit(setup.config_file, "threads = 4", "threads = four\nbogus = 1")
-    result = run("-t", "-c", setup.config_file)
-    assert result.returncode == 1
-    lines = result.stderr.splitlines()
+    stderr = refusal("-t", "-c", setup.config_file)
+    lines = stderr.splitlines()
     assert f"{setup.config_file}:7: [fingerd] threads: expected an integer from 1 to 1024" \
         in lines
     assert f"{setup.config_file}:8: [fingerd] unknown key 'bogus'" in lines
 
 
-def test_check_reports_users_file_errors_with_file_and_line(setup):
-    with open(setup.users_file, "ab") as f:
-        f.write(b"no colon here\n")
-    result = run("-t", "-c", setup.config_file)
-    assert result.returncode == 1
-    assert result.stderr.strip() == f"{setup.users_file}:3: expected user:status"
+@pytest.mark.parametrize("option, mode, bad, line", [
+    ("-t", "ab", b"no colon here\n", 3),  # the check names file and line
+    ("-n", "wb", b"bad\n", 1),  # a start fails as it does, before binding
+])
+def test_users_file_errors_are_reported_with_file_and_line(setup, option, mode, bad, line):
+    with open(setup.users_file, mode) as f:
+        f.write(bad)
+    stderr = refusal(option, "-c", setup.config_file)
+    assert stderr.strip() == f"{setup.users_file}:{line}: expected user:status"
 
 
 def test_unknown_user_fails_with_its_line(setup):
     edit(setup.config_file, "user = nobody", "user = no-such-account-here")
-    result = run("-t", "-c", setup.config_file)
-    assert result.returncode == 1
-    assert result.stderr.strip() == (f"{setup.config_file}:2: [fingerd] user: "
-                                     f"no such account 'no-such-account-here'")
+    stderr = refusal("-t", "-c", setup.config_file)
+    assert stderr.strip() == (f"{setup.config_file}:2: [fingerd] user: "
+                              f"no such account 'no-such-account-here'")
 
 
 def test_unknown_group_fails(setup):
     edit(setup.config_file, "user = nobody", "user = nobody\ngroup = no-such-group-here")
-    result = run("-n", "-c", setup.config_file)
-    assert result.returncode == 1
-    assert "no such group 'no-such-group-here'" in result.stderr
+    stderr = refusal("-n", "-c", setup.config_file)
+    assert "no such group 'no-such-group-here'" in stderr
 
 
 def test_missing_configuration_fails(tmp_path):
-    result = run("-n", "-c", str(tmp_path / "none.conf"))
-    assert result.returncode == 1
-    assert "cannot read configuration" in result.stderr
-
-
-def test_invalid_users_file_fails_before_binding(setup):
-    with open(setup.users_file, "wb") as f:
-        f.write(b"bad\n")
-    result = run("-n", "-c", setup.config_file)
-    assert result.returncode == 1
-    assert result.stderr.strip() == f"{setup.users_file}:1: expected user:status"
+    stderr = refusal("-n", "-c", str(tmp_path / "none.conf"))
+    assert "cannot read configuration" in stderr
 
 
 def test_port_in_use_fails_in_one_line(setup):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", setup.setter_port))
         busy.listen(1)
-        result = run("-n", "-c", setup.config_file)
-    assert result.returncode == 1
-    assert result.stderr == (f"fingerd: cannot listen on 127.0.0.1:{setup.setter_port} "
-                             f"([setter] listen): address already in use\n")
+        stderr = refusal("-n", "-c", setup.config_file)
+    assert stderr == (f"fingerd: cannot listen on 127.0.0.1:{setup.setter_port} "
+                      f"([setter] listen): address already in use\n")
 
 
 def test_port_in_use_leaves_no_other_port_bound(setup):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", setup.metrics_port))
         busy.listen(1)
-        assert run("-n", "-c", setup.config_file).returncode == 1
+        refusal("-n", "-c", setup.config_file)
     with socket.socket() as again:
         again.bind(("127.0.0.1", setup.finger_port))
 
@@ -135,9 +167,7 @@ def privileged_port_config(setup):
 def test_privileged_port_without_root_names_the_option(setup):
     config = privileged_port_config(setup)
     if os.geteuid() != 0:
-        result = run("-n", "-c", config)
-        assert result.returncode == 1
-        stderr = result.stderr
+        stderr = refusal("-n", "-c", config)
     else:
         public = tempfile.mkdtemp(prefix="fingerd-test-")
         try:
@@ -154,22 +184,8 @@ def test_privileged_port_without_root_names_the_option(setup):
 
 
 def run_as_nobody_in_a_fork(argv):
-    """Run cli.main as nobody in a forked child (this interpreter may be unreadable to nobody)."""
+    """Run cli.main as nobody in a forked child; its standard error, once it failed."""
     from fingerd import cli
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.dup2(write_end, 2)
-            become_nobody()
-            sys.stderr = os.fdopen(2, "w", closefd=False)
-            code = cli.main(argv)
-            sys.stderr.flush()
-        finally:
-            os._exit(locals().get("code", 99))
-    os.close(write_end)
-    with os.fdopen(read_end) as f:
-        stderr = f.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 1, stderr
+    code, stderr = main_as_nobody(cli.main, argv)
+    assert code == 1, stderr
     return stderr

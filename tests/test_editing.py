@@ -11,14 +11,10 @@ from hypothesis import strategies as st
 from fingerd.users import editing, fileio
 from fingerd.users.editing import StatusWriter, StoreError, write_status
 from fingerd.users.usersfile import with_status
-from tests.support.users_files import NAMES, STATUSES, valid_files
+from tests.support.users_files import (NAMES, STATUSES, replace_file, users_file_fixture,
+                                       valid_files)
 
-
-@pytest.fixture
-def path(tmp_path):
-    p = tmp_path / "users"
-    p.write_bytes(b"# staff\r\nalice:Happy\r\nbob:Sleeping\n")
-    return str(p)
+path = users_file_fixture(b"# staff\r\nalice:Happy\r\nbob:Sleeping\n")
 
 
 @pytest.fixture
@@ -61,13 +57,6 @@ def test_the_writer_validates_once_then_trusts_what_it_wrote(path, validations):
     assert validations == [path]
     assert writer.trusted == signature_of(path)
     assert open(path, "rb").read().endswith(b"bob:Sleeping\ncarol:status 2\n")
-
-
-def replace_file(path, data):
-    tmp = path + ".edit"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def test_an_operators_valid_edit_is_validated_again_and_kept(path, validations):

@@ -18,6 +18,7 @@ from fingerd.process.writer_handle import WRITER_NICENESS
 from fingerd.users import editing, fileio
 from tests.support.markers import needs_root, needs_tool
 from tests.support.procfs import scheduling
+from tests.support.users_files import users_file_fixture
 
 
 class Clock:
@@ -28,11 +29,7 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def path(tmp_path):
-    p = tmp_path / "users"
-    p.write_bytes(b"# staff\nalice:Happy\nbob:Sleeping\n")
-    return str(p)
+path = users_file_fixture()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ and one that served is not held back by the restart backoff when killed from out
 import os
 import signal
 
-from tests.support.accounts import become_nobody
+from tests.support.children import as_nobody
 from tests.support.markers import needs_root
 from tests.support.polling import wait_until
 from tests.support.procfs import proc_status, worker_of
@@ -13,16 +13,8 @@ from tests.support.procfs import proc_status, worker_of
 def stop_as_the_workers_account(pid):
     """``kill -STOP pid`` from another process of the worker's account (nobody), as any
     other service running as that account could."""
-    child = os.fork()
-    if child == 0:
-        code = 1
-        try:
-            become_nobody()
-            os.kill(pid, signal.SIGSTOP)
-            code = 0
-        finally:
-            os._exit(code)
-    assert os.waitpid(child, 0)[1] == 0, "nobody could not stop the worker"
+    result = as_nobody(lambda: os.kill(pid, signal.SIGSTOP))
+    assert result.error is None, f"nobody could not stop the worker: {result.error}"
 
 
 @needs_root

@@ -4,17 +4,15 @@ happening, and no link at either path is followed."""
 import contextlib
 import fcntl
 import os
-import signal
 import stat
-import subprocess
-import sys
 
 import pytest
 
 from fingerd.process.pidfile import (DEAD, NOT_RUNNING, RUNNING, AlreadyRunning, Pidfile,
                                      lock_path, probe)
-from tests.support import ROOT
 from tests.support.accounts import become_nobody
+from tests.support.children import holding_child, main_as_nobody
+from tests.support.daemon import run_fingerd
 from tests.support.markers import needs_root
 
 
@@ -115,38 +113,23 @@ def shared_lock_as_nobody(*paths):
     """A child process that has dropped to nobody and holds a shared flock on each of
     ``paths`` it can open; yields what it managed (``{path: "locked" or "EACCES"}``),
     and ends it by its pid."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(read_end)
-            become_nobody()
-            report = []
-            for p in paths:
-                try:
-                    fd = os.open(p, os.O_RDONLY)
-                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                    report.append("locked")
-                except OSError as exc:
-                    report.append(os.strerror(exc.errno))
-            os.write(write_end, ("\n".join(report) + "\n").encode())
-            while True:
-                signal.pause()
-        finally:
-            os._exit(1)
-    os.close(write_end)
+    def lock_each():
+        become_nobody()
+        return [shared_lock(path) for path in paths]
+
+    with holding_child(lock_each) as report:
+        yield dict(zip(paths, report))
+
+
+def shared_lock(path):
+    """``"locked"`` once this process holds a shared flock on ``path`` (left open), or
+    why not."""
     try:
-        with os.fdopen(read_end) as f:
-            outcome = [f.readline().strip() for _ in paths]
-        yield dict(zip(paths, outcome))
-    finally:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-
-
-def fingerd(config, *args):
-    return subprocess.run([sys.executable, "-m", "fingerd", "-c", config, *args], cwd=ROOT,
-                          timeout=60, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        fd = os.open(path, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        return os.strerror(exc.errno)
+    return "locked"
 
 
 @needs_root
@@ -176,7 +159,7 @@ def test_a_shared_lock_held_by_another_user_does_not_block_a_start(make_daemon):
 
 def test_a_second_start_is_still_refused(make_daemon):
     d = make_daemon().start()
-    again = fingerd(d.config_file, "-n")
+    again = run_fingerd("-c", d.config_file, "-n")
     assert again.returncode == 1
     assert f"already running (pid {d.proc.pid}" in again.stderr
 
@@ -186,23 +169,7 @@ def test_only_root_can_tell_whether_a_root_daemon_runs(make_daemon):
     """The price of a lock no one else can take: fingerd-ctl status needs root (exit 4)."""
     from fingerd import ctl
     d = make_daemon().start()
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 99
-        try:
-            os.close(read_end)
-            become_nobody()
-            os.dup2(write_end, 2)
-            sys.stderr = os.fdopen(2, "w", closefd=False)
-            code = ctl.main(["-c", d.config_file, "status"])
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end) as f:
-        stderr = f.read()
-    _, status = os.waitpid(pid, 0)
-    assert (os.waitstatus_to_exitcode(status), stderr) == (
+    code, stderr = main_as_nobody(ctl.main, ["-c", d.config_file, "status"])
+    assert (code, stderr) == (
         4, "fingerd-ctl: Permission denied: run as root\n")
     assert probe(d.pidfile) == (RUNNING, d.proc.pid)

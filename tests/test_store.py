@@ -13,6 +13,7 @@ from fingerd.users import fileio
 from fingerd.users.editing import StoreError
 from fingerd.users.store import UserStore
 from fingerd.users.usersfile import UsersFileError, parse_users
+from tests.support.users_files import replace_file, users_file_fixture
 
 
 @pytest.fixture
@@ -20,11 +21,7 @@ def metrics():
     return Metrics()
 
 
-@pytest.fixture
-def path(tmp_path):
-    p = tmp_path / "users"
-    p.write_bytes(b"# staff\nalice:Happy\nbob:Sleeping\n")
-    return str(p)
+path = users_file_fixture()
 
 
 @pytest.fixture
@@ -36,13 +33,6 @@ def store(path, metrics):
 
 def sample(metrics, name, **labels):
     return metrics.registry.get_sample_value(name, labels)
-
-
-def replace_file(path, data):
-    tmp = path + ".new"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def test_load_reads_the_file(store, metrics):

@@ -3,45 +3,39 @@ link is followed, no file or directory another user could change is written, and
 write goes through the directory it checked."""
 
 import os
+import pathlib
 import stat
-import subprocess
-import sys
 
 import pytest
 
 from fingerd.users import fileio
 from fingerd.users.editing import StoreError, write_status
-from tests.support import ROOT
-from tests.support.accounts import NOBODY, become_nobody
+from tests.support.accounts import NOBODY
+from tests.support.children import as_nobody
+from tests.support.daemon import run_fingerd
 from tests.support.markers import needs_root
 from tests.support.polling import wait_until
 
 
-def fingerd(config, *args):
-    return subprocess.run([sys.executable, "-m", "fingerd", "-c", config, *args], cwd=ROOT,
-                          timeout=60, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+def file_in_a_directory(path, data, directory_mode, mode):
+    """``path`` (a pathlib path) made with its directory, at the modes given."""
+    path.parent.mkdir(directory_mode)
+    path.write_bytes(data)
+    path.chmod(mode)
+    return path
 
 
 @pytest.fixture
 def users(tmp_path):
     """A users file in a directory of its own, both as the daemon wants them."""
-    directory = tmp_path / "etc"
-    directory.mkdir(0o755)
-    path = directory / "users"
-    path.write_bytes(b"alice:Happy\n")
-    path.chmod(0o644)
-    return path
+    return file_in_a_directory(tmp_path / "etc" / "users", b"alice:Happy\n", 0o755, 0o644)
 
 
 @pytest.fixture
 def secret(tmp_path):
     """A file only its owner may read, in a directory only its owner may enter."""
-    vault = tmp_path / "vault"
-    vault.mkdir(0o700)
-    path = vault / "secret"
-    path.write_bytes(b"root:the password is hunter2\n")
-    path.chmod(0o600)
-    return path
+    return file_in_a_directory(tmp_path / "vault" / "secret", b"root:the password is hunter2\n",
+                               0o700, 0o600)
 
 
 def symlink_problem(path):
@@ -165,34 +159,23 @@ def test_a_file_or_directory_of_another_user_is_refused_with_what_to_run(users, 
 def in_a_child_as_nobody(function):
     """``function()``'s outcome, run in a forked child that dropped to nobody: "ok" or
     the OSError's strerror."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
+    def attempt():
         try:
-            os.close(read_end)
-            become_nobody()
-            try:
-                function()
-                outcome = "ok"
-            except OSError as exc:
-                outcome = exc.strerror
-            os.write(write_end, outcome.encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as f:
-        outcome = f.read()
-    os.waitpid(pid, 0)
-    return outcome
+            function()
+        except OSError as exc:
+            return exc.strerror
+        return "ok"
+
+    result = as_nobody(attempt)
+    assert result.error is None, result.error
+    return result.value
 
 
 @needs_root
 def test_not_run_as_root_the_daemons_own_user_counts_as_root(public_dir):
-    directory = os.path.join(public_dir, "etc")
-    os.mkdir(directory, 0o755)
-    users = os.path.join(directory, "users")
-    with open(users, "wb") as f:
-        f.write(b"alice:Happy\n")
+    users = str(file_in_a_directory(pathlib.Path(public_dir, "etc", "users"), b"alice:Happy\n",
+                                    0o755, 0o644))
+    directory = os.path.dirname(users)
     os.chown(directory, NOBODY, NOBODY)
     os.chown(users, NOBODY, NOBODY)
     assert in_a_child_as_nobody(lambda: fileio.check_users_file(users)) == "ok"
@@ -209,7 +192,7 @@ def test_fingerd_and_its_check_refuse_a_symlinked_users_file(make_daemon, secret
     os.symlink(secret, d.users_file)
     expected = f"fingerd: users file {d.users_file}: {symlink_problem(d.users_file)}\n"
     for args in (["-t"], ["-n"]):
-        result = fingerd(d.config_file, *args)
+        result = run_fingerd("-c", d.config_file, *args)
         assert (result.returncode, result.stderr) == (1, expected)
     assert not os.path.exists(d.pidfile)
     assert secret.read_bytes() == b"root:the password is hunter2\n"
@@ -223,7 +206,7 @@ def test_fingerd_and_its_check_refuse_a_directory_others_may_write(make_daemon, 
     expected = (f"fingerd: users file {d.users_file}: directory {d.dir} is writable by "
                 f"{who}; run chmod {flags}-w {d.dir}\n")
     for args in (["-t"], ["-n"]):
-        result = fingerd(d.config_file, *args)
+        result = run_fingerd("-c", d.config_file, *args)
         assert (result.returncode, result.stderr) == (1, expected)
 
 

@@ -1,11 +1,16 @@
-"""Running a function in a forked child and getting its result back, or how it died."""
+"""Running a function in a forked child (as nobody, if need be) and getting its result back,
+or how it died."""
 
+import contextlib
+import io
 import json
 import os
 import select
 import signal
 import time
 import traceback
+
+from tests.support.accounts import become_nobody
 
 
 class ChildResult:
@@ -31,6 +36,53 @@ def in_child(body, timeout=20.0):
     The child ends with ``os._exit`` whatever happens, and is killed after
     ``timeout`` seconds. The child cannot fork: ``body`` may be confined.
     """
+    pid, read_end = _fork_reporting(body, then=lambda: None)
+    try:
+        out = _report(pid, read_end, timeout)
+    finally:
+        _, status = os.waitpid(pid, 0)
+    return ChildResult(out.get("value"), status, out.get("error"))
+
+
+def as_nobody(body, timeout=20.0):
+    """``in_child(body)``, the child having first dropped every id to nobody's."""
+    return in_child(lambda: (become_nobody(), body())[1], timeout)
+
+
+def main_as_nobody(main, argv, timeout=60.0):
+    """``(exit status, standard error)`` of a command's ``main(argv)`` run as nobody in a
+    forked child (this interpreter may be unreadable to nobody, so not a subprocess)."""
+    def body():
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            code = main(argv)
+        return code, stderr.getvalue()
+
+    result = as_nobody(body, timeout)
+    assert result.error is None, result.error
+    return tuple(result.value)
+
+
+@contextlib.contextmanager
+def holding_child(body, timeout=20.0):
+    """Run ``body()`` in a forked child that then waits, keeping what it opened or
+    locked, until the ``with`` block ends; yields what ``body`` returned (JSON-able).
+
+    The child is killed by its pid at the end, or after a minute on its own.
+    """
+    pid, read_end = _fork_reporting(body, then=lambda: select.select([], [], [], 60.0))
+    try:
+        out = _report(pid, read_end, timeout)
+        assert "error" not in out, out.get("error", "the child said nothing")
+        yield out["value"]
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def _fork_reporting(body, then):
+    """A forked child that sends ``body()``'s outcome as JSON, closes the pipe, calls
+    ``then()`` and exits; its pid and the pipe's read end."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -43,9 +95,17 @@ def in_child(body, timeout=20.0):
             data = json.dumps(out).encode()
             while data:
                 data = data[os.write(write_end, data):]
+            os.close(write_end)
+            then()
         finally:
             os._exit(0)
     os.close(write_end)
+    return pid, read_end
+
+
+def _report(pid, read_end, timeout):
+    """The child's outcome as sent, read until it closes the pipe (killed after
+    ``timeout`` seconds); ``{}`` when it sent nothing."""
     chunks = []
     deadline = time.monotonic() + timeout
     try:
@@ -60,6 +120,4 @@ def in_child(body, timeout=20.0):
             chunks.append(chunk)
     finally:
         os.close(read_end)
-        _, status = os.waitpid(pid, 0)
-    out = json.loads(b"".join(chunks)) if chunks else {}
-    return ChildResult(out.get("value"), status, out.get("error"))
+    return json.loads(b"".join(chunks)) if chunks else {}

@@ -14,6 +14,13 @@ from tests.support.net import exchange
 from tests.support.polling import wait_until
 
 
+def run_fingerd(*args, timeout=60):
+    """``fingerd ARGS`` run to its end (a check, or a start that fails), its output as
+    text."""
+    return subprocess.run([sys.executable, "-m", "fingerd", *args], cwd=ROOT, timeout=timeout,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True)
+
+
 class Daemon:
     """A ``fingerd -n`` process with a configuration written for the test.
 

@@ -1,8 +1,34 @@
-"""Hypothesis strategies for the users file: names, statuses, tables and valid files."""
+"""The users file in tests: a small one as a fixture, an editor's save, and Hypothesis
+strategies for names, statuses, tables and valid files."""
 
+import os
+
+import pytest
 from hypothesis import strategies as st
 
 from tests.support.fuzzing import NAMES
+
+#: A small users file: a comment and two entries.
+STAFF = b"# staff\nalice:Happy\nbob:Sleeping\n"
+
+
+def users_file_fixture(data=STAFF):
+    """A fixture ``path``: a users file holding ``data`` in the test's own directory."""
+    @pytest.fixture
+    def path(tmp_path):
+        p = tmp_path / "users"
+        p.write_bytes(data)
+        return str(p)
+    return path
+
+
+def replace_file(path, data):
+    """An edit as an editor saves it: ``data`` written beside ``path``, renamed over it."""
+    tmp = path + ".edit"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
 
 #: Statuses a users file may hold: no control character but TAB (category Cc), and at
 #: most 64 characters, so never more than 256 bytes; drawn as such, not filtered.
