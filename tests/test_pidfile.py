@@ -252,15 +252,19 @@ def test_only_the_exclusive_lock_on_that_very_file_counts_in_the_lock_table(tmp_
 
 
 @needs_root
-def test_any_account_may_ask_the_status_of_a_root_daemon_but_not_stop_or_reload_it(
+def test_any_account_may_ask_the_status_of_a_root_daemon_but_not_signal_it(
         make_daemon):
-    """The lock file stays root's: status reads the kernel's lock table instead."""
+    """The lock file stays root's: status reads the kernel's lock table instead; the
+    commands that signal the daemon stay root's."""
     d = make_daemon().start()
     assert ctl_as_nobody(d.config_file, "status") == [
         0, f"fingerd is running (pid {d.proc.pid})\n", ""]
     for command in ("stop", "reload"):
         code, _out, err = ctl_as_nobody(d.config_file, command)
         assert (code, err) == (4, "fingerd-ctl: Operation not permitted: run as root\n")
+    assert ctl_as_nobody(d.config_file, "reopen") == [
+        1, "", f"fingerd-ctl: cannot signal fingerd (pid {d.proc.pid}): Operation not "
+               "permitted: run as root\n"]
     assert probe(d.pidfile) == (RUNNING, d.proc.pid)
     assert os.stat(lock_path(d.pidfile)).st_mode & 0o777 == 0o600
     assert d.stop() == 0
