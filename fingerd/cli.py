@@ -43,19 +43,31 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def fail(message):
+def fail(message: str) -> int:
+    """Say why the start failed on standard error, and once in the log (see
+    ``logsetup.configure_startup``); the exit status."""
     print(f"fingerd: {message}", file=sys.stderr)
+    log.error("startup failed: %s", message)
+    return 1
+
+
+def fail_with(error: Exception) -> int:
+    """As ``fail``, for errors whose lines name their file and line themselves."""
+    print(error, file=sys.stderr)
+    log.error("startup failed: %s", "; ".join(str(error).splitlines()))
     return 1
 
 
 def main(argv=None):
     args = parse_args(argv)
+    starting = not args.check_config
+    logsetup.configure_startup(logsetup.configured_log_file(args.config) if starting else "",
+                               starting and not args.foreground)
     try:
         config = load_config(args.config)
         account = resolve_account(config)
     except (ConfigError, AccountError) as exc:
-        print(exc, file=sys.stderr)
-        return 1
+        return fail_with(exc)
     if config.store_backend == "redis":
         problem = redis_problem()
         if problem:
@@ -69,8 +81,7 @@ def main(argv=None):
         fileio.check_users_file(config.users_file)
         count = count_users(config.users_file)
     except UsersFileError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+        return fail_with(exc)
     except fileio.UnsafeUsersFile as exc:
         return fail(f"users file {config.users_file}: {exc.strerror}")
     except OSError as exc:

@@ -434,10 +434,16 @@ def _clash(a, b):
 
 
 def pidfile_setting(text, path):
-    """The ``[fingerd] pidfile`` of a configuration that may be invalid, or None.
+    """The ``[fingerd] pidfile`` of a configuration that may be invalid, or None, so
+    that a daemon can still be found and stopped when a typo makes the file fail to
+    load."""
+    return fingerd_path_setting(text, path, "pidfile")
 
-    Read line by line, ignoring everything else, so that a daemon can still
-    be found and stopped when a typo elsewhere makes the file fail to load.
+
+def fingerd_path_setting(text: str, path: str, key: str) -> "str | None":
+    """The path ``[fingerd] key`` of a configuration that may be invalid, or None.
+
+    Read line by line, ignoring everything else.
     """
     section = None
     for line in text.split("\n"):
@@ -445,8 +451,8 @@ def pidfile_setting(text, path):
         if stripped.startswith("[") and "]" in stripped:
             section = stripped[1:stripped.index("]")]
         elif section == "fingerd" and not line[:1].isspace():
-            key, sep, value = stripped.partition("=")
-            if sep and key.strip().lower() == "pidfile":
+            name, sep, value = stripped.partition("=")
+            if sep and name.strip().lower() == key:
                 value = re.split(r"\s[#;]", " " + value)[0].strip()
                 return _path(value, os.path.dirname(os.path.abspath(path))) or None
     return None

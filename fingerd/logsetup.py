@@ -12,6 +12,8 @@ import os
 import socket
 import sys
 
+from fingerd.config import MAX_CONFIG_BYTES, fingerd_path_setting
+
 _FORMAT = "%(asctime)s fingerd[%(process)d]: %(levelname)s %(message)s"
 #: A log file fingerd creates, at startup or after a rotation: root and the file's group
 #: (adm on Debian) read it, nobody else, as Debian's daemons do.
@@ -65,6 +67,12 @@ def syslog_problem():
 
 def configure(log_file, foreground):
     """Send the root logger's records to one destination and return its handler."""
+    return _install(_destination(log_file, foreground))
+
+
+def _destination(log_file, foreground):
+    """The handler writing to ``log_file``, else standard error in the foreground, else
+    syslog; raises OSError if the log file cannot be opened."""
     if log_file:
         handler = LogFileHandler(log_file)
         handler.setFormatter(logging.Formatter(_FORMAT))
@@ -76,6 +84,10 @@ def configure(log_file, foreground):
         handler = logging.handlers.SysLogHandler(
             SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
         handler.setFormatter(logging.Formatter("fingerd[%(process)d]: %(message)s"))
+    return handler
+
+
+def _install(handler):
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)
@@ -83,6 +95,59 @@ def configure(log_file, foreground):
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     return handler
+
+
+class StartupHandler(logging.Handler):
+    """Where records go until the daemon's own destination is set up, so that a start
+    that fails is in the log where an operator looks after a boot: ``log_file``, else
+    (or when it cannot be opened) syslog if the daemon was to detach.
+
+    The destination is opened for each record and closed at once: no descriptor
+    is carried across detaching, nor left to the daemon.
+    """
+
+    def __init__(self, log_file: str, detached: bool) -> None:
+        super().__init__()
+        self.log_file = log_file
+        self.detached = detached
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.log_file:
+            try:
+                handler = _destination(self.log_file, foreground=True)
+            except OSError:
+                pass
+            else:
+                _handle_once(handler, record)
+                return
+        if self.detached and syslog_problem() is None:
+            _handle_once(_destination("", foreground=False), record)
+
+
+def _handle_once(handler: logging.Handler, record: logging.LogRecord) -> None:
+    try:
+        handler.handle(record)
+    finally:
+        handler.close()
+
+
+def configure_startup(log_file: str, detached: bool) -> logging.Handler:
+    """Before the daemon's own destination: records to a StartupHandler, or nowhere
+    when they would go to standard error, where the reason a start fails is printed
+    anyway (and during a check, which starts nothing: pass neither)."""
+    return _install(StartupHandler(log_file, detached) if log_file or detached
+                    else logging.NullHandler())
+
+
+def configured_log_file(config_path: str) -> str:
+    """The ``log_file`` of the configuration at ``config_path``, found line by line
+    even when the file does not load; "" when it is not set or not readable."""
+    try:
+        with open(config_path, "rb") as f:
+            text = f.read(MAX_CONFIG_BYTES).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return fingerd_path_setting(text, config_path, "log_file") or ""
 
 
 def reopen(handler):
