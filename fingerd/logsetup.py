@@ -65,14 +65,15 @@ def syslog_problem():
     return None
 
 
-def configure(log_file, foreground):
+def configure(log_file: str, foreground: bool) -> logging.Handler:
     """Send the root logger's records to one destination and return its handler."""
     return _install(_destination(log_file, foreground))
 
 
-def _destination(log_file, foreground):
+def _destination(log_file: str, foreground: bool) -> logging.Handler:
     """The handler writing to ``log_file``, else standard error in the foreground, else
     syslog; raises OSError if the log file cannot be opened."""
+    handler: logging.Handler
     if log_file:
         handler = LogFileHandler(log_file)
         handler.setFormatter(logging.Formatter(_FORMAT))
@@ -87,7 +88,7 @@ def _destination(log_file, foreground):
     return handler
 
 
-def _install(handler):
+def _install(handler: logging.Handler) -> logging.Handler:
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from fingerd.config import DEFAULT_PATH
 from fingerd.process.pidfile import RUNNING, probe
 from tests.support import ROOT
 from tests.support.daemon import end_by_pidfile
@@ -154,6 +155,28 @@ def test_get_and_set_when_not_running_say_so_and_how_to_start_it(detached):
     assert stale.startswith(f"fingerd-ctl: fingerd is not running (its pidfile {d.pidfile} "
                             "remains, pid ")
     assert stale.endswith(f"); start it with: fingerd -c {d.config_file}")
+
+
+def test_the_default_configuration_is_started_by_the_init_script_where_there_is_one(
+        tmp_path, monkeypatch, capsys):
+    from fingerd import ctl
+    from fingerd.finger.client import NoAnswer
+    init_script = tmp_path / "fingerd"
+    monkeypatch.setattr(ctl, "INIT_SCRIPT", str(init_script))
+    pidfile = str(tmp_path / "fingerd.pid")
+
+    def hint(config_path):
+        ctl.unreachable("the setter at X", NoAnswer("No such file or directory"), config_path,
+                        pidfile)
+        return capsys.readouterr().err.splitlines()[-1]
+
+    assert hint(DEFAULT_PATH) == f"fingerd-ctl: fingerd is not running; start it with: " \
+                                 f"fingerd -c {DEFAULT_PATH}", "no init script"
+    init_script.write_text("")
+    assert hint(DEFAULT_PATH) == f"fingerd-ctl: fingerd is not running; start it with: " \
+                                 f"{init_script} start"
+    other = str(tmp_path / "other.conf")
+    assert hint(other).endswith(f"start it with: fingerd -c {other}"), "it starts another"
 
 
 def test_set_says_that_a_running_fingerd_does_not_listen_where_it_asked(detached):
