@@ -8,13 +8,26 @@ import sys
 from types import SimpleNamespace
 
 from fingerd import __version__, logsetup
-from fingerd.config import DEFAULT_PATH, Config, ConfigError, config_text, load_config
+from fingerd.config import (
+    DEFAULT_PATH,
+    Config,
+    ConfigError,
+    config_text,
+    configured_log_file,
+    load_config,
+)
 from fingerd.process import daemonize, reloading
 from fingerd.process.accounts import AccountError, resolve_account
 from fingerd.process.exits_and_signals import HANDLED_SIGNALS
 from fingerd.process.forking import ForkedWorkers
-from fingerd.process.listeners import (BindError, bind_all, close_all, privileged_port_problem,
-                                       remove_unix_sockets, unix_socket_paths)
+from fingerd.process.listeners import (
+    BindError,
+    bind_all,
+    close_all,
+    privileged_port_problem,
+    remove_unix_sockets,
+    unix_socket_paths,
+)
 from fingerd.process.pidfile import AlreadyRunning, Pidfile
 from fingerd.process.reload_status import ReloadStatus
 from fingerd.process.supervisor import Supervisor
@@ -46,19 +59,31 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def fail(message):
+def fail(message: str) -> int:
+    """Say why the start failed on standard error, and once in the log (see
+    ``logsetup.configure_startup``); the exit status."""
     print(f"fingerd: {message}", file=sys.stderr)
+    log.error("startup failed: %s", message)
+    return 1
+
+
+def fail_with(error: Exception) -> int:
+    """As ``fail``, for errors whose lines name their file and line themselves."""
+    print(error, file=sys.stderr)
+    log.error("startup failed: %s", "; ".join(str(error).splitlines()))
     return 1
 
 
 def main(argv=None):
     args = parse_args(argv)
+    starting = not (args.check_config or args.dump_config)
+    logsetup.configure_startup(configured_log_file(args.config) if starting else "",
+                               starting and not args.foreground)
     try:
         config = load_config(args.config)
         account = resolve_account(config)
     except (ConfigError, AccountError) as exc:
-        print(exc, file=sys.stderr)
-        return 1
+        return fail_with(exc)
     if config.store_backend == "redis":
         problem = redis_problem()
         if problem:
@@ -71,8 +96,7 @@ def main(argv=None):
         fileio.check_users_file(config.users_file)
         count = count_users(config.users_file)
     except UsersFileError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+        return fail_with(exc)
     except fileio.UnsafeUsersFile as exc:
         return fail(f"users file {config.users_file}: {exc.strerror}")
     except OSError as exc:

@@ -249,12 +249,18 @@ def _clash(a: Address, b: Address) -> bool:
 
 
 def pidfile_setting(text: str, path: str) -> str | None:
-    """The ``[fingerd] pidfile`` of a configuration that may be invalid, or None.
+    """The ``[fingerd] pidfile`` of a configuration that may be invalid, or None, so
+    that a daemon can still be found and stopped when a typo makes the file fail to
+    load."""
+    return fingerd_path_setting(text, path, "pidfile")
 
-    Whatever else is wrong in the file is ignored, so that a daemon can still
-    be found and stopped when a typo elsewhere makes the file fail to load.
+
+def fingerd_path_setting(text: str, path: str, key: str) -> str | None:
+    """The path ``[fingerd] key`` of a configuration that may be invalid, or None.
+
+    Whatever else is wrong in the file is ignored.
     """
-    given = _read_text(text).value("fingerd", "pidfile")
+    given = _read_text(text).value("fingerd", key)
     if given is None:
         return None
     return resolve_path(given.strip(), os.path.dirname(os.path.abspath(path))) or None
@@ -312,3 +318,14 @@ def load_config(path: str) -> Config:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError([f"{path}:{line}: not valid UTF-8"]) from None
     return parse_config(text, path)
+
+
+def configured_log_file(config_path: str) -> str:
+    """The ``log_file`` of the configuration at ``config_path``, found line by line
+    even when the file does not load; "" when it is not set or not readable."""
+    try:
+        with open(config_path, "rb") as f:
+            text = f.read(MAX_CONFIG_BYTES).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return fingerd_path_setting(text, config_path, "log_file") or ""

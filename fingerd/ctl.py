@@ -8,12 +8,17 @@ import signal
 import sys
 import time
 
-from fingerd.config import (DEFAULT_PATH, DEFAULT_PIDFILE, MAX_CONFIG_BYTES, ConfigError,
-                            load_config, pidfile_setting)
+from fingerd.config import (
+    DEFAULT_PATH,
+    DEFAULT_PIDFILE,
+    MAX_CONFIG_BYTES,
+    ConfigError,
+    load_config,
+    pidfile_setting,
+)
 from fingerd.finger import client
 from fingerd.limits import MAX_USERS_FILE_BYTES, STARTUP_TIMEOUT
 from fingerd.process import pidfile, reload_status
-from fingerd.users.redis_schema import redacted, shown_field, users_key
 from fingerd.users.usersfile import UsersFileError, parse_users
 
 #: Seconds ``stop`` waits for the daemon to exit.
@@ -96,6 +101,25 @@ def cmd_stop(path, args):
     return EXIT_OK
 
 
+def cmd_reopen(path: str, args: argparse.Namespace) -> int:
+    """SIGUSR1: the daemon reopens its log file, as logrotate's postrotate asks once it
+    has moved the file. Not running is said on standard output: nothing to reopen."""
+    state, pid = pidfile.probe(path)
+    try:
+        if state == pidfile.RUNNING and pid is not None:
+            os.kill(pid, signal.SIGUSR1)
+            print(f"fingerd (pid {pid}) was asked to reopen its log file")
+            return EXIT_OK
+    except ProcessLookupError:
+        pass  # it exited meanwhile
+    except OSError as exc:
+        hint = ": run as root" if isinstance(exc, PermissionError) else ""
+        say(f"cannot signal fingerd (pid {pid}): {exc.strerror}{hint}", sys.stderr)
+        return EXIT_FAILED
+    print("fingerd is not running")
+    return EXIT_NOT_RUNNING
+
+
 def _alive(pid):
     try:
         os.kill(pid, 0)
@@ -110,14 +134,38 @@ def _alive(pid):
 CLIENT_TIMEOUT = 15.0
 
 
-def _ask(address, data, service):
+def _ask(config, address, data, service):
     """The answer of the service at ``address`` to ``data``, or None (reason printed)."""
     try:
         return client.exchange(client.local_host(address), address.port, data,
                                CLIENT_TIMEOUT, client.MAX_ANSWER_BYTES)[0]
     except client.NoAnswer as exc:
-        say(f"cannot reach the {service} at {address}: {exc}", sys.stderr)
+        unreachable(f"the {service} at {address}", exc, config.path, config.pidfile)
         return None
+
+
+#: The package's init script, suggested to start the default configuration.
+INIT_SCRIPT = "/etc/init.d/fingerd"
+
+
+def unreachable(where: str, exc: client.NoAnswer, config_path: str, pidfile_path: str) -> None:
+    """Say that ``where`` could not be reached, then whether fingerd runs, from its
+    pidfile, and how to start it when it does not."""
+    say(f"cannot reach {where}: {exc}", sys.stderr)
+    try:
+        state, pid = pidfile.probe(pidfile_path)
+    except OSError as problem:
+        say(f"cannot tell whether fingerd runs ({pidfile_path}): {problem.strerror}",
+            sys.stderr)
+        return
+    if state == pidfile.RUNNING:
+        say(f"fingerd is running (pid {pid}); see its log", sys.stderr)
+        return
+    config_path = os.path.abspath(config_path)
+    start = (f"{INIT_SCRIPT} start" if config_path == DEFAULT_PATH and
+             os.path.exists(INIT_SCRIPT) else f"fingerd -c {config_path}")
+    left = f" (its pidfile {pidfile_path} remains, pid {pid})" if state == pidfile.DEAD else ""
+    say(f"fingerd is not running{left}; start it with: {start}", sys.stderr)
 
 
 def cmd_set(config, args):
@@ -128,20 +176,22 @@ def cmd_set(config, args):
         if args.user is None:
             say("this account has no login name to set the status of", sys.stderr)
             return EXIT_FAILED
-    request = f"{args.user}\r\n{args.status}\r\n".encode("utf-8")
+    request = f"{args.user}\r\n{args.status}\r\n".encode()
     if config.setter_socket:
         try:
             reply = client.exchange_unix(config.setter_socket, request, CLIENT_TIMEOUT,
                                          client.MAX_ANSWER_BYTES)[0]
         except client.NoAnswer as exc:
-            say(f"cannot reach the setter at {config.setter_socket}: {exc}", sys.stderr)
+            unreachable(f"the setter at {config.setter_socket}", exc, config.path,
+                        config.pidfile)
             reply = None
     else:
-        reply = _ask(config.setter_listen[0], request, "setter")
+        reply = _ask(config, config.setter_listen[0], request, "setter")
     if reply is None:
         return EXIT_FAILED
     text = reply.decode("utf-8", "replace").strip()
     if text == "OK":
+        print(f'{args.user}: status set to "{args.status}"')
         return EXIT_OK
     say(f"refused: {text.removeprefix('ERROR ') or 'no answer'}", sys.stderr)
     return EXIT_FAILED
@@ -155,7 +205,8 @@ def _own_login():
 
 
 def cmd_get(config, args):
-    reply = _ask(config.finger_listen[0], f"{args.user}\r\n".encode("utf-8"), "finger service")
+    reply = _ask(config, config.finger_listen[0], f"{args.user}\r\n".encode(),
+                 "finger service")
     if reply is None:
         return EXIT_FAILED
     sys.stdout.write(reply.decode("utf-8", "replace").replace("\r\n", "\n"))
@@ -225,17 +276,20 @@ def cmd_export(config, args):
         return EXIT_FAILED
     finally:
         conn.close()
+    schema = importlib.import_module("fingerd.users.redis_schema")
     sys.stdout.buffer.write("".join(f"{name}:{users[name]}\n" for name in sorted(users))
                             .encode("utf-8"))
     sys.stdout.flush()
     for field, problem in sorted(unservable.items()):
-        say(f"{_store_name(config)}: entry {shown_field(field)} left out: {problem}",
+        say(f"{_store_name(config)}: entry {schema.shown_field(field)} left out: {problem}",
             sys.stderr)
     return EXIT_FAILED if unservable else EXIT_OK
 
 
 def _store_name(config):
-    return f"{redacted(config.redis_url)} {users_key(config.redis_prefix)}"
+    """How messages name the hash; the schema is imported here only, as the store is."""
+    schema = importlib.import_module("fingerd.users.redis_schema")
+    return f"{schema.redacted(config.redis_url)} {schema.users_key(config.redis_prefix)}"
 
 
 def parse_args(argv):
@@ -243,9 +297,9 @@ def parse_args(argv):
     parser.add_argument("-c", "--config", default=DEFAULT_PATH, metavar="FILE",
                         help=f"configuration file (default {DEFAULT_PATH})")
     parser.add_argument("--pidfile", metavar="FILE",
-                        help="for status, stop and reload when the configuration does not "
-                             "load and has no [fingerd] pidfile line: the pidfile to use "
-                             f"(default {DEFAULT_PIDFILE})")
+                        help="for status, stop, reload and reopen when the configuration "
+                             "does not load and has no [fingerd] pidfile line: the pidfile "
+                             f"to use (default {DEFAULT_PIDFILE})")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     reloader = commands.add_parser(
         "reload", help="read the configuration and the users file again (SIGHUP) and say "
@@ -254,6 +308,8 @@ def parse_args(argv):
                           help="only send the signal; do not wait for the outcome")
     commands.add_parser("stop", help="stop the daemon and wait until it has exited")
     commands.add_parser("status", help="say whether the daemon runs")
+    commands.add_parser("reopen", help="have the daemon reopen its log file (SIGUSR1), "
+                                       "as after logrotate moved it")
     setter = commands.add_parser(
         "set", help="set USER's status through the setter service (without USER: your own)",
         usage="fingerd-ctl set [USER] STATUS")
@@ -275,7 +331,8 @@ def parse_args(argv):
 
 
 #: Commands that need only the pidfile, so that they work with a broken configuration.
-PIDFILE_COMMANDS = {"status": cmd_status, "reload": cmd_reload, "stop": cmd_stop}
+PIDFILE_COMMANDS = {"status": cmd_status, "reload": cmd_reload, "stop": cmd_stop,
+                    "reopen": cmd_reopen}
 COMMANDS = {"set": cmd_set, "get": cmd_get, "import": cmd_import, "export": cmd_export}
 
 

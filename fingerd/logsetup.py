@@ -69,6 +69,12 @@ def syslog_problem() -> Optional[str]:
 
 def configure(log_file: str, foreground: bool) -> logging.Handler:
     """Send the root logger's records to one destination and return its handler."""
+    return _install(_destination(log_file, foreground))
+
+
+def _destination(log_file: str, foreground: bool) -> logging.Handler:
+    """The handler writing to ``log_file``, else standard error in the foreground, else
+    syslog; raises OSError if the log file cannot be opened."""
     handler: logging.Handler
     if log_file:
         handler = LogFileHandler(log_file)
@@ -81,6 +87,10 @@ def configure(log_file: str, foreground: bool) -> logging.Handler:
         handler = logging.handlers.SysLogHandler(
             SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
         handler.setFormatter(logging.Formatter("fingerd[%(process)d]: %(message)s"))
+    return handler
+
+
+def _install(handler: logging.Handler) -> logging.Handler:
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)
@@ -88,6 +98,48 @@ def configure(log_file: str, foreground: bool) -> logging.Handler:
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     return handler
+
+
+class StartupHandler(logging.Handler):
+    """Where records go until the daemon's own destination is set up, so that a start
+    that fails is in the log where an operator looks after a boot: ``log_file``, else
+    (or when it cannot be opened) syslog if the daemon was to detach.
+
+    The destination is opened for each record and closed at once: no descriptor
+    is carried across detaching, nor left to the daemon.
+    """
+
+    def __init__(self, log_file: str, detached: bool) -> None:
+        super().__init__()
+        self.log_file = log_file
+        self.detached = detached
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.log_file:
+            try:
+                handler = _destination(self.log_file, foreground=True)
+            except OSError:
+                pass
+            else:
+                _handle_once(handler, record)
+                return
+        if self.detached and syslog_problem() is None:
+            _handle_once(_destination("", foreground=False), record)
+
+
+def _handle_once(handler: logging.Handler, record: logging.LogRecord) -> None:
+    try:
+        handler.handle(record)
+    finally:
+        handler.close()
+
+
+def configure_startup(log_file: str, detached: bool) -> logging.Handler:
+    """Before the daemon's own destination: records to a StartupHandler, or nowhere
+    when they would go to standard error, where the reason a start fails is printed
+    anyway (and during a check, which starts nothing: pass neither)."""
+    return _install(StartupHandler(log_file, detached) if log_file or detached
+                    else logging.NullHandler())
 
 
 def reopen(handler: logging.Handler) -> None:

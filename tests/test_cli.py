@@ -5,12 +5,15 @@ import os
 import pwd
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 
 import pytest
 
 from fingerd.config import load_config, parse_config
 from tests.support import ROOT
+from tests.support.accounts import NOBODY
 from tests.support.children import main_as_nobody
 from tests.support.daemon import Daemon, run_fingerd
 
@@ -175,7 +178,14 @@ def test_privileged_port_without_root_names_the_option(setup):
             for name in ("fingerd.conf", "users"):
                 shutil.copy(os.path.join(setup.dir, name), public)
             edit(os.path.join(public, "fingerd.conf"), setup.dir, public)
+            log_file = os.path.join(public, "fingerd.log")
+            edit(os.path.join(public, "fingerd.conf"), "[fingerd]\n",
+                 f"[fingerd]\nlog_file = {log_file}\n")
+            open(log_file, "w").close()
+            os.chown(log_file, NOBODY, NOBODY)
             stderr = run_as_nobody_in_a_fork(["-n", "-c", os.path.join(public, "fingerd.conf")])
+            assert logged_lines(log_file) == [
+                "ERROR startup failed: " + stderr.strip().removeprefix("fingerd: ")]
         finally:
             shutil.rmtree(public)
     assert stderr == ("fingerd: cannot listen on 127.0.0.1:79 ([finger] listen): ports below "
@@ -189,3 +199,103 @@ def run_as_nobody_in_a_fork(argv):
     code, stderr = main_as_nobody(cli.main, argv)
     assert code == 1, stderr
     return stderr
+
+
+@pytest.fixture
+def logged(tmp_path, ports):
+    """A configuration with a log_file, which does not exist yet."""
+    return Daemon(str(tmp_path), ports, fingerd__log_file=str(tmp_path / "fingerd.log"))
+
+
+def logged_lines(path):
+    """The lines of the log file at ``path`` without their time and pid."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [line.split(" ", 3)[3] for line in f.read().splitlines()]
+
+
+@pytest.mark.parametrize("mode", (["-n"], []), ids=("foreground", "detached"))
+def test_a_failed_start_is_written_once_to_the_log_file_too(logged, mode):
+    """Each reason on standard error, and the same once in the log, where an operator
+    looks after a boot; a check (-t) starts nothing and logs nothing."""
+    d = logged
+    log_file = os.path.join(d.dir, "fingerd.log")
+    reasons = []
+
+    def fails():
+        """The reason on standard error, its lines joined as the log's one line has them."""
+        result = run_fingerd(*mode, "-c", d.config_file)
+        assert result.returncode == 1
+        reasons.append("; ".join(result.stderr.strip().splitlines()).removeprefix("fingerd: "))
+        assert logged_lines(log_file) == [f"ERROR startup failed: {reason}"
+                                          for reason in reasons]
+        run_fingerd("-t", "-c", d.config_file)
+        assert len(logged_lines(log_file)) == len(reasons), "-t logs nothing"
+        return reasons[-1]
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", d.setter_port))
+        busy.listen(1)
+        assert fails() == (f"cannot listen on 127.0.0.1:{d.setter_port} ([setter] listen): "
+                           "address already in use")
+    with open(d.users_file, "ab") as f:
+        f.write(b"no colon here\n")
+    assert fails() == f"{d.users_file}:3: expected user:status"
+    edit(d.config_file, "user = nobody", "user = no-such-account-here\nbogus = 1")
+    edit(d.config_file, "threads = 4", "threads = four")
+    assert fails() == (f"{d.config_file}:3: [fingerd] unknown key 'bogus'; {d.config_file}:8: "
+                       "[fingerd] threads: expected an integer from 1 to 1024")
+    edit(d.config_file, "bogus = 1\n", "")
+    edit(d.config_file, "threads = four", "threads = 4")
+    assert fails() == (f"{d.config_file}:2: [fingerd] user: no such account "
+                       "'no-such-account-here'")
+    assert os.stat(log_file).st_mode & 0o777 == 0o640
+
+
+#: Runs fingerd with syslog at the socket argv[1], as it would be at /dev/log.
+WITH_SYSLOG_AT = ("import sys; from fingerd import cli, logsetup; "
+                  "logsetup.SYSLOG_SOCKET = sys.argv[1]; raise SystemExit(cli.main(sys.argv[2:]))")
+
+
+def test_without_log_file_a_detached_start_that_fails_is_written_to_syslog(setup, tmp_path,
+                                                                          ports):
+    """Facility daemon, priority err (<27>); in the foreground the reason goes to standard
+    error alone, which is then the log. When the configuration cannot be read there is
+    no log_file to look for: syslog when detached, as without one; a log_file that cannot
+    be opened falls back to syslog too."""
+    syslog_path = str(tmp_path / "log")
+    unopenable = str(tmp_path / "no-such-directory" / "fingerd.log")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as syslog, \
+            socket.socket() as busy:
+        syslog.bind(syslog_path)
+        busy.bind(("127.0.0.1", setup.setter_port))
+        busy.listen(1)
+        cases = {"busy port": setup.config_file, "no configuration": str(tmp_path / "none.conf")}
+        cases["unopenable log_file"] = str(tmp_path / "unopenable.conf")
+        shutil.copy(setup.config_file, cases["unopenable log_file"])
+        edit(cases["unopenable log_file"], "[fingerd]\n", f"[fingerd]\nlog_file = {unopenable}\n")
+        edit(cases["unopenable log_file"], f":{setup.setter_port}\n", f":{ports.take()}\n")
+        detached = {}
+        for mode in (["-n"], []):
+            for case, config in cases.items():
+                proc = subprocess.Popen([sys.executable, "-c", WITH_SYSLOG_AT, syslog_path,
+                                         *mode, "-c", config], cwd=ROOT,
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+                stderr = proc.communicate(timeout=30)[1]
+                assert proc.returncode == 1 and stderr.count("\n") == 1, stderr
+                if not mode:
+                    detached[proc.pid] = (case, stderr.strip().removeprefix("fingerd: "))
+        syslog.settimeout(10)
+        received = [syslog.recv(4096).decode() for _ in detached]
+        syslog.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            syslog.recv(4096)
+    assert received == [f"<27>fingerd[{pid}]: startup failed: {reason}\0"
+                        for pid, (_case, reason) in detached.items()]
+    reasons = dict(detached.values())
+    assert reasons["no configuration"] == (f"{tmp_path}/none.conf: cannot read configuration: "
+                                           "No such file or directory")
+    assert reasons["unopenable log_file"] == (f"{unopenable}: cannot open log file: "
+                                              "No such file or directory")

@@ -11,8 +11,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fingerd.config import (SCHEMA, SECTIONS, Address, ConfigError, config_text, load_config,
-                            parse_config)
+from fingerd.config import (
+    SCHEMA,
+    SECTIONS,
+    Address,
+    ConfigError,
+    config_text,
+    configured_log_file,
+    load_config,
+    parse_config,
+)
 from fingerd.finger.output import HIGH_BYTES_POLICIES
 from tests.support import ROOT
 
@@ -362,3 +370,10 @@ def test_the_effective_configuration_names_every_section_and_key():
 def test_replacement_rules_read_back_whatever_they_hold(rules):
     config = parse_config(f"[output]\n{rules}", PATH)
     assert config.replacements and parse_config(config_text(config), PATH) == config
+
+
+def test_a_failed_start_finds_log_file_in_a_configuration_that_does_not_load(tmp_path):
+    config = tmp_path / "fingerd.conf"
+    assert configured_log_file(str(config)) == "", "no file: no log_file"
+    config.write_text("[fingerd]\ntreads = 4\nlog_file = logs/fingerd.log ; relative\n")
+    assert configured_log_file(str(config)) == str(tmp_path / "logs" / "fingerd.log")

@@ -1,11 +1,13 @@
 """Daemon mode and fingerd-ctl (fingerd-ctl(8))."""
 
+import contextlib
 import os
 import subprocess
 import sys
 
 import pytest
 
+from fingerd.config import DEFAULT_PATH
 from fingerd.process.pidfile import RUNNING, probe
 from tests.support import ROOT
 from tests.support.daemon import end_by_pidfile
@@ -43,7 +45,9 @@ def test_detached_daemon_and_every_ctl_command(detached):
     assert ctl(d, "status").stdout == f"fingerd is running (pid {pid})\n"
     assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
 
-    assert ctl(d, "set", "alice", "Set by ctl").returncode == 0
+    set_by_ctl = ctl(d, "set", "alice", "Set by ctl")
+    assert (set_by_ctl.returncode, set_by_ctl.stdout) == (
+        0, 'alice: status set to "Set by ctl"\n')
     got = ctl(d, "get", "alice")
     assert (got.returncode, got.stdout) == (0, "Set by ctl\n")
     refused = ctl(d, "set", "alice", "x" * 300)
@@ -99,9 +103,89 @@ def test_failed_startup_is_reported_by_the_starting_process(detached):
     assert not os.path.exists(d.pidfile)
 
 
-def test_get_and_set_when_not_running(detached):
-    assert ctl(detached, "get", "alice").returncode == 1
-    assert ctl(detached, "set", "alice", "x").returncode == 1
+def test_reopen_has_the_daemon_named_by_the_pidfile_reopen_its_log_file(detached,
+                                                                        public_dir):
+    d = detached
+    log_file = os.path.join(public_dir, "fingerd.log")
+    idle = ctl(d, "reopen")
+    assert (idle.returncode, idle.stdout) == (3, "fingerd is not running\n")
+    assert fingerd(d).returncode == 0
+    pid = probe(d.pidfile)[1]
+    os.rename(log_file, log_file + ".1")  # as logrotate moves it
+    reopened = ctl(d, "reopen")
+    assert (reopened.returncode, reopened.stdout, reopened.stderr) == (
+        0, f"fingerd (pid {pid}) was asked to reopen its log file\n", "")
+
+    def reopened_log():
+        with contextlib.suppress(FileNotFoundError), open(log_file) as f:
+            return "SIGUSR1: log file reopened" in f.read()
+        return False
+
+    wait_until(reopened_log, what="the new log file")
+    assert os.stat(log_file).st_mode & 0o777 == 0o640
+    assert ctl(d, "stop").returncode == 0
+    assert ctl(d, "reopen").returncode == 3
+
+
+def set_through_a_missing_socket(d):
+    """What ``set`` says after its first line, with ``[setter] socket`` naming no file."""
+    socket_path = os.path.join(d.dir, "setter.sock")
+    d.reconfigure(setter__socket=socket_path)
+    result = ctl(d, "set", "alice", "x")
+    first = f"fingerd-ctl: cannot reach the setter at {socket_path}: No such file or directory\n"
+    assert (result.returncode, result.stdout, result.stderr[:len(first)]) == (1, "", first)
+    return result.stderr[len(first):]
+
+
+def test_get_and_set_when_not_running_say_so_and_how_to_start_it(detached):
+    d = detached
+    start = f"fingerd-ctl: fingerd is not running; start it with: fingerd -c {d.config_file}\n"
+    got = ctl(d, "get", "alice")
+    assert (got.returncode, got.stdout, got.stderr) == (1, "", (
+        f"fingerd-ctl: cannot reach the finger service at 127.0.0.1:{d.finger_port}: "
+        f"Connection refused\n{start}"))
+    refused = ctl(d, "set", "alice", "x")
+    assert (refused.returncode, refused.stdout, refused.stderr) == (1, "", (
+        f"fingerd-ctl: cannot reach the setter at 127.0.0.1:{d.setter_port}: "
+        f"Connection refused\n{start}"))
+    assert set_through_a_missing_socket(d) == start
+    with open(d.pidfile, "w") as f:
+        f.write(f"{dead_pid()}\n")
+    stale = ctl(d, "set", "alice", "x").stderr.splitlines()[-1]
+    assert stale.startswith(f"fingerd-ctl: fingerd is not running (its pidfile {d.pidfile} "
+                            "remains, pid ")
+    assert stale.endswith(f"); start it with: fingerd -c {d.config_file}")
+
+
+def test_the_default_configuration_is_started_by_the_init_script_where_there_is_one(
+        tmp_path, monkeypatch, capsys):
+    from fingerd import ctl
+    from fingerd.finger.client import NoAnswer
+    init_script = tmp_path / "fingerd"
+    monkeypatch.setattr(ctl, "INIT_SCRIPT", str(init_script))
+    pidfile = str(tmp_path / "fingerd.pid")
+
+    def hint(config_path):
+        ctl.unreachable("the setter at X", NoAnswer("No such file or directory"), config_path,
+                        pidfile)
+        return capsys.readouterr().err.splitlines()[-1]
+
+    assert hint(DEFAULT_PATH) == f"fingerd-ctl: fingerd is not running; start it with: " \
+                                 f"fingerd -c {DEFAULT_PATH}", "no init script"
+    init_script.write_text("")
+    assert hint(DEFAULT_PATH) == f"fingerd-ctl: fingerd is not running; start it with: " \
+                                 f"{init_script} start"
+    other = str(tmp_path / "other.conf")
+    assert hint(other).endswith(f"start it with: fingerd -c {other}"), "it starts another"
+
+
+def test_set_says_that_a_running_fingerd_does_not_listen_where_it_asked(detached):
+    """A daemon started before its configuration was changed, and not reloaded."""
+    d = detached
+    assert fingerd(d).returncode == 0
+    pid = probe(d.pidfile)[1]
+    assert set_through_a_missing_socket(d) == (
+        f"fingerd-ctl: fingerd is running (pid {pid}); see its log\n")
 
 
 def test_usage_errors_exit_2(detached):

@@ -87,3 +87,18 @@ def test_detached_without_syslog_or_log_file_refuses_to_start_and_says_why(make_
     assert not os.path.exists(d.pidfile)
     with socket.socket() as again:
         again.bind(("127.0.0.1", d.finger_port))
+
+
+def test_before_the_daemon_logs_a_record_is_lost_only_when_no_destination_opens(tmp_path,
+                                                                               capsys):
+    """A log_file that cannot be opened, in the foreground: standard error alone has the
+    reason; nothing is raised or printed by logging."""
+    unopenable = str(tmp_path / "missing" / "fingerd.log")
+    handler = logsetup.StartupHandler(unopenable, detached=False)
+    write(handler, "startup failed: somewhere")
+    assert not os.path.exists(os.path.dirname(unopenable))
+    assert capsys.readouterr().err == ""
+    reachable = tmp_path / "fingerd.log"
+    write(logsetup.StartupHandler(str(reachable), detached=True), "startup failed: here")
+    assert reachable.read_text().endswith(" WARNING startup failed: here\n")
+    assert stat.S_IMODE(os.stat(reachable).st_mode) == 0o640

@@ -3,15 +3,24 @@ happening, and no link at either path is followed."""
 
 import contextlib
 import fcntl
+import io
 import os
 import stat
 
 import pytest
 
-from fingerd.process.pidfile import (DEAD, NOT_RUNNING, RUNNING, AlreadyRunning, Pidfile,
-                                     lock_path, probe)
+from fingerd.process.pidfile import (
+    DEAD,
+    NOT_RUNNING,
+    RUNNING,
+    AlreadyRunning,
+    Pidfile,
+    held_in_lock_table,
+    lock_path,
+    probe,
+)
 from tests.support.accounts import become_nobody
-from tests.support.children import holding_child, main_as_nobody
+from tests.support.children import as_nobody, holding_child
 from tests.support.daemon import run_fingerd
 from tests.support.markers import needs_root
 
@@ -164,12 +173,86 @@ def test_a_second_start_is_still_refused(make_daemon):
     assert f"already running (pid {d.proc.pid}" in again.stderr
 
 
-@needs_root
-def test_only_root_can_tell_whether_a_root_daemon_runs(make_daemon):
-    """The price of a lock no one else can take: fingerd-ctl status needs root (exit 4)."""
+def value_as_nobody(body):
+    """``body()``'s value, run in a child that has dropped to nobody."""
+    result = as_nobody(body)
+    assert result.error is None, result.error
+    return result.value
+
+
+def ctl_as_nobody(config, command):
+    """``[exit status, stdout, stderr]`` of ``fingerd-ctl -c config command`` as nobody."""
     from fingerd import ctl
+
+    def run():
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = ctl.main(["-c", config, command])
+        return [code, out.getvalue(), err.getvalue()]
+    return value_as_nobody(run)
+
+
+@needs_root
+def test_any_account_tells_running_dead_and_not_running_without_opening_the_lock(
+        public_dir):
+    path = os.path.join(public_dir, "fingerd.pid")
+    pidfile = Pidfile(path)
+    pidfile.acquire()
+    pidfile.write(4321)
+
+    def probed():
+        try:
+            os.open(lock_path(path), os.O_RDONLY)
+            opened = "opened"
+        except OSError as exc:
+            opened = os.strerror(exc.errno)
+        return [opened, *probe(path)]
+    try:
+        assert value_as_nobody(probed) == ["Permission denied", RUNNING, 4321]
+    finally:
+        os.close(pidfile.fd)  # the holder dies: its lock goes, its files stay
+    assert os.path.exists(lock_path(path))
+    assert value_as_nobody(probed) == ["Permission denied", DEAD, 4321]
+    os.unlink(path)
+    os.unlink(lock_path(path))
+    assert value_as_nobody(probed) == ["No such file or directory", NOT_RUNNING, None]
+
+
+def test_only_the_exclusive_lock_on_that_very_file_counts_in_the_lock_table(tmp_path):
+    lock = tmp_path / "fingerd.pid.lock"
+    lock.write_bytes(b"")
+    st = os.stat(lock)
+    name = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    table = tmp_path / "locks"
+
+    def held(*lines):
+        table.write_text("".join(line + "\n" for line in lines))
+        return held_in_lock_table(str(lock), str(table))
+    assert held(f"1: FLOCK  ADVISORY  WRITE 1234 {name} 0 EOF")
+    assert not held(f"1: FLOCK  ADVISORY  READ 1234 {name} 0 EOF"), "a probe's shared lock"
+    assert not held(f"1: -> FLOCK  ADVISORY  WRITE 1234 {name} 0 EOF"), "a waiter"
+    assert not held(f"1: POSIX  ADVISORY  WRITE 1234 {name} 0 EOF")
+    assert not held(f"1: FLOCK  ADVISORY  WRITE 1234 {name}0 0 EOF"), "another inode"
+    assert not held()
+    os.unlink(lock)
+    assert not held(f"1: FLOCK  ADVISORY  WRITE 1234 {name} 0 EOF"), "no file, no lock"
+
+
+@needs_root
+def test_any_account_may_ask_the_status_of_a_root_daemon_but_not_signal_it(
+        make_daemon):
+    """The lock file stays root's: status reads the kernel's lock table instead; the
+    commands that signal the daemon stay root's."""
     d = make_daemon().start()
-    code, stderr = main_as_nobody(ctl.main, ["-c", d.config_file, "status"])
-    assert (code, stderr) == (
-        4, "fingerd-ctl: Permission denied: run as root\n")
+    assert ctl_as_nobody(d.config_file, "status") == [
+        0, f"fingerd is running (pid {d.proc.pid})\n", ""]
+    for command in ("stop", "reload"):
+        code, _out, err = ctl_as_nobody(d.config_file, command)
+        assert (code, err) == (4, "fingerd-ctl: Operation not permitted: run as root\n")
+    assert ctl_as_nobody(d.config_file, "reopen") == [
+        1, "", f"fingerd-ctl: cannot signal fingerd (pid {d.proc.pid}): Operation not "
+               "permitted: run as root\n"]
     assert probe(d.pidfile) == (RUNNING, d.proc.pid)
+    assert os.stat(lock_path(d.pidfile)).st_mode & 0o777 == 0o600
+    assert d.stop() == 0
+    assert ctl_as_nobody(d.config_file, "status") == [3, "fingerd is not running\n", ""]

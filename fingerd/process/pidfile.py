@@ -11,13 +11,16 @@ It is taken on a file of its own beside it, ``PIDFILE.lock``: a regular
 file of the daemon's user, mode 0600, that no other user can open.
 Anything else found at that path (a symbolic link, a file of another
 user's or one others may open, a hard link) is removed and replaced, never
-followed or locked.
+followed or locked. Another account tells whether the lock is held from the
+kernel's table of locks, which everyone may read, without opening the file.
 
 The pidfile holds the pid for whoever wants it (``fingerd-ctl``, the init
 script, monitoring). It is written to a new file beside it, renamed into
 place, so whatever was at its path, a symbolic link included, is replaced
 rather than followed or written through.
 """
+
+from __future__ import annotations
 
 import errno
 import fcntl
@@ -204,16 +207,25 @@ def read_pid(path):
         os.close(fd)
 
 
-def probe(path):
+def probe(path: str) -> tuple[str, int | None]:
     """``(state, pid)``: RUNNING while the lock is held, DEAD if the pidfile outlived
-    its holder, NOT_RUNNING without one. Raises PermissionError if the lock file
-    cannot be opened (it is the daemon's user's alone: run as that user, root)."""
+    its holder, NOT_RUNNING without one.
+
+    Any account may ask. The lock file is the daemon's user's alone, so another
+    account reads the kernel's table of locks instead of taking one (see
+    ``held_in_lock_table``). Raises PermissionError only if neither can be read.
+    """
     held = False
     try:
         fd = os.open(lock_path(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK |
                      os.O_CLOEXEC)
     except FileNotFoundError:
         pass
+    except PermissionError as denied:
+        try:
+            held = held_in_lock_table(lock_path(path))
+        except OSError:
+            raise denied from None
     except OSError as exc:
         if exc.errno != errno.ELOOP:  # a symbolic link is no lock of the daemon's
             raise
@@ -230,3 +242,30 @@ def probe(path):
     if pid is not None or os.path.lexists(path):
         return DEAD, pid
     return NOT_RUNNING, None
+
+
+#: The kernel's table of file locks, readable by every account (proc(5)).
+LOCK_TABLE = "/proc/locks"
+
+
+def held_in_lock_table(path: str, table: str = LOCK_TABLE) -> bool:
+    """Whether an exclusive flock, the daemon's, is held on the regular file at ``path``,
+    told by ``table``, whose lines name each lock's file as ``MAJOR:MINOR:INODE`` (major
+    and minor in hex). Raises OSError if the table cannot be read.
+
+    The lock file is not opened, so it keeps its mode 0600: no reader can hold a
+    lock on it that would keep the next daemon from starting.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(st.st_mode):
+        return False
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with open(table, "rb") as f:
+        lines = f.read().decode("ascii", "replace").splitlines()
+    # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; a waiter's line has "->" after
+    # the number and holds nothing, a shared lock says READ.
+    return any(fields[1:4] == ["FLOCK", "ADVISORY", "WRITE"] and fields[5:6] == [wanted]
+               for fields in (line.split() for line in lines))
