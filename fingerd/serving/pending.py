@@ -1,0 +1,156 @@
+"""The connections a serving loop waits on for the rest of their request, and their ends.
+
+Kept in order of arrival, which is also the order of their deadlines
+(within the deferral, see ``watch``), so the next deadline is the first
+entry's and shedding finds the oldest first. Owned by the loop's thread.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from fingerd.limits import DRAIN_BYTES
+from fingerd.outcomes import REJECT_PROXY, REJECT_SHED, REJECT_TIMEOUT
+from fingerd.serving.gate import source_of
+from fingerd.serving.proxy_header import ProxyHeaderError, parse_proxy_header
+from fingerd.serving.service import ServiceSpec
+
+#: Seconds between looks for silent connections past ``first_byte_timeout`` while
+#: a service is crowded: the look walks the oldest connections, so it is rationed.
+SWEEP_SECONDS = 0.25
+
+
+class Pending:
+    """Connections of one service whose request has not arrived whole."""
+
+    def __init__(self, service: ServiceSpec, rejected: Any, deferral: float,
+                 register: Callable[[int, Callable[[], None]], None],
+                 unregister: Callable[[int], None]) -> None:
+        #: By descriptor, in order of arrival.
+        self.by_fd: dict[int, Any] = {}
+        self.next_sweep = 0.0
+        self._gate = service.gate
+        self._busy_answer = service.busy_answer
+        self._first_byte_timeout = service.first_byte_timeout
+        self._rejected = rejected
+        self._deferral = deferral
+        self._register = register
+        self._unregister = unregister
+
+    def watch(self, conn: Any, on_readable: Callable[[Any], None]) -> None:
+        """Wait for the rest of ``conn``'s request. A connection accepted with nothing to
+        read was held by the kernel for the deferral first: its deadline counts from its
+        connect."""
+        if conn.fd not in self.by_fd:
+            if not conn.buf:
+                conn.deadline -= self._deferral
+            self.by_fd[conn.fd] = conn
+            self._register(conn.fd, functools.partial(on_readable, conn))
+
+    def unwatch(self, conn: Any) -> None:
+        if self.by_fd.pop(conn.fd, None) is not None:
+            self._unregister(conn.fd)
+
+    def take_proxy_header(self, conn: Any, eof: bool,
+                          on_readable: Callable[[Any], None]) -> bool:
+        """Behind a proxy: take the header from the start of the request and count the
+        client it names against ``max_per_source``. True once it has; otherwise the
+        connection is watched for the rest or closed, without an answer."""
+        try:
+            header = parse_proxy_header(conn.buf)
+        except ProxyHeaderError:
+            header = None
+            eof = True
+        if header is None:
+            if eof:
+                self.close_unanswered(conn, REJECT_PROXY)
+            else:
+                self.watch(conn, on_readable)
+            return False
+        conn.buf = conn.buf[header.length:]
+        if header.client is not None:
+            conn.peer = header.client
+        source = source_of(conn.peer[0])
+        refused = self._gate.claim(source)
+        if refused is not None:
+            self._rejected.labels(refused).inc()
+            self.unwatch(conn)
+            refuse_busy(conn.sock, self._busy_answer)
+            self._gate.leave(None)
+            return False
+        conn.source = source
+        return True
+
+    def close_unanswered(self, conn: Any, reason: str | None) -> None:
+        """Close a connection whose request never came whole, counting why."""
+        if reason is not None:
+            self._rejected.labels(reason).inc()
+        self.unwatch(conn)
+        conn.sock.close()
+        self._gate.leave(conn.source)
+
+    def expire(self, now: float) -> None:
+        """Close connections whose request did not arrive in time; while crowded, those
+        silent since ``first_byte_timeout`` too."""
+        by_fd = self.by_fd
+        while by_fd:
+            conn = next(iter(by_fd.values()))
+            if conn.deadline > now:
+                break
+            self.close_unanswered(conn, REJECT_TIMEOUT)
+        if by_fd and now >= self.next_sweep and self._gate.crowded():
+            self._sweep_silent(now)
+
+    def _sweep_silent(self, now: float) -> None:
+        """Crowded: close the connections that have sent nothing for ``first_byte_timeout``
+        since their connect, so that holding slots costs an attacker more than it costs
+        everyone else (counted as timeouts, which they are, early)."""
+        self.next_sweep = now + SWEEP_SECONDS
+        connected_before = now - self._first_byte_timeout + self._deferral
+        silent = []
+        for conn in self.by_fd.values():
+            if conn.started > connected_before:
+                break
+            if not conn.buf:
+                silent.append(conn)
+        for conn in silent:
+            self.close_unanswered(conn, REJECT_TIMEOUT)
+
+    def shed_idle(self) -> bool:
+        """Full: close the oldest connection that has sent nothing yet, to make room.
+
+        Holding slots with silent connections then costs an attacker a new
+        connection for each one shed, rather than costing everyone else their
+        answers. True when one was closed.
+        """
+        for conn in self.by_fd.values():
+            if not conn.buf:
+                self.close_unanswered(conn, REJECT_SHED)
+                return True
+        return False
+
+    def cut_to(self, deadline: float) -> None:
+        """No request may arrive after ``deadline`` (the drain of a stop)."""
+        for conn in self.by_fd.values():
+            conn.deadline = min(conn.deadline, deadline)
+
+    def close_all(self) -> None:
+        for conn in list(self.by_fd.values()):
+            self.close_unanswered(conn, None)
+
+
+def refuse_busy(sock: Any, answer: bytes) -> None:
+    """Tell a client beyond a connection limit so at once, without waiting on it.
+
+    What the client already sent is read and dropped first, so that the close
+    sends FIN and the busy line is not destroyed by a reset.
+    """
+    sock.setblocking(False)
+    try:
+        sock.send(answer)
+        sock.recv(DRAIN_BYTES)
+    except OSError:
+        pass
+    sock.close()
