@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from fingerd.serving.gate import ConnectionGate
-from fingerd.serving.http_head import REASONS, Head, HeadError, take_request
+from fingerd.serving.http_head import Head, HeadError, take_request
+from fingerd.serving.http_response import response
 from fingerd.serving.loop import RequestHandler
 from fingerd.serving.service import Answer, ServiceSpec, always
 
@@ -24,30 +25,26 @@ METRICS_PATH = "/metrics"
 METRICS_MAX_CONNECTIONS = 8
 
 
-def _response(status: str, content_type: str, body: bytes) -> bytes:
-    head = (f"HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
-    return head.encode("ascii") + body
+def _response(status: int, content_type: str, body: bytes, headers: tuple = ()) -> bytes:
+    """A response in the endpoint's minimal HTTP/1.0: type, length, ``headers``."""
+    return response(status, content_type, body, headers, version="HTTP/1.0", always=())
 
 
 class MetricsHandler(RequestHandler):
     def respond(self, head: Head | HeadError, registry: CollectorRegistry) -> Answer:
         if isinstance(head, HeadError):
-            return Answer("bad_request", _response(f"{head.status} {REASONS[head.status]}",
-                                                   "text/plain", f"{head}\n".encode()))
+            return Answer("bad_request",
+                          _response(head.status, "text/plain", f"{head}\n".encode()))
         if head.method != "GET":
-            return Answer("bad_request", _response("405 Method Not Allowed", "text/plain",
-                                                   b"only GET\n"))
+            return Answer("bad_request", _response(405, "text/plain", b"only GET\n"))
         if head.path != METRICS_PATH:
-            return Answer("not_found", _response("404 Not Found", "text/plain", b"not found\n"))
+            return Answer("not_found", _response(404, "text/plain", b"not found\n"))
         body = generate_latest(registry)
-        return Answer("ok", _response("200 OK", CONTENT_TYPE_LATEST, body))
+        return Answer("ok", _response(200, CONTENT_TYPE_LATEST, body))
 
 
 #: Beyond its connection limit a scraper is told so in HTTP, never the finger line.
-BUSY_ANSWER = (b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 1\r\n"
-               b"Content-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n"
-               b"\r\nbusy\n")
+BUSY_ANSWER = _response(503, "text/plain", b"busy\n", ("Retry-After: 1",))
 
 
 def metrics_service(gate: ConnectionGate, request_timeout: float, first_byte_timeout: float,
