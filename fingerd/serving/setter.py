@@ -81,10 +81,11 @@ class SetterHandler(RequestHandler):
             log.info("setter: refused request from %s: %s", who(client, requester), exc)
             return Answer(REFUSED, f"ERROR {exc}\r\n".encode("ascii"), SET_KIND, None, asker)
         # Root is not rationed: it may rewrite the file itself, and scripts it runs may
-        # set many statuses at once.
+        # set many statuses at once. Under any policy each account the kernel names has
+        # its own ration; only a client whose account cannot be told is rationed by address.
         if needs.rate_limit is not None and client.uid != 0:
             allowed, first = needs.rate_limit.allow(
-                client.uid if needs.policy == OWN and client.uid is not None else client.host)
+                client.uid if client.uid is not None else client.host)
             if not allowed:
                 if first:
                     log.warning("setter: %s sets faster than %g a second; refusing until it "
