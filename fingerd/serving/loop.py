@@ -97,7 +97,7 @@ class Connection:
     """An accepted connection: the loop's thread owns it until its request is complete,
     then the thread that answers it does."""
 
-    __slots__ = ("buf", "deadline", "fd", "peer", "sock", "source", "started")
+    __slots__ = ("buf", "deadline", "fd", "opened", "peer", "sock", "source", "started")
 
     def __init__(self, sock: Any, peer: Any, source: Any, started: float,
                  deadline: float) -> None:
@@ -106,6 +106,8 @@ class Connection:
         self.peer = peer
         self.source = source
         self.started = started
+        #: When the client connected, as far as the loop can tell (see Pending.watch).
+        self.opened = started
         self.deadline = deadline
         self.buf = b""
 
@@ -239,7 +241,7 @@ class ServingLoop:
                 sock.close()
                 continue
             refused = gate.enter(source)
-            if refused == REJECT_BUSY and self._pending.shed_idle():
+            if refused == REJECT_BUSY and self._pending.shed_idle(time.monotonic()):
                 refused = gate.enter(source)
             if refused is not None:
                 self._rejected.labels(refused).inc()

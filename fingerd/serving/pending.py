@@ -21,6 +21,10 @@ from fingerd.serving.service import ServiceSpec
 #: a service is crowded: the look walks the oldest connections, so it is rationed.
 SWEEP_SECONDS = 0.25
 
+#: Seconds a connection must have been open without a whole request before it may be
+#: shed for a newcomer: one accepted a moment ago may have sent its request already.
+SHED_AFTER_SECONDS = 1.0
+
 
 class Pending:
     """Connections of one service whose request has not arrived whole."""
@@ -46,6 +50,7 @@ class Pending:
         if conn.fd not in self.by_fd:
             if not conn.buf:
                 conn.deadline -= self._deferral
+                conn.opened -= self._deferral
             self.by_fd[conn.fd] = conn
             self._register(conn.fd, functools.partial(on_readable, conn))
 
@@ -118,15 +123,18 @@ class Pending:
         for conn in silent:
             self.close_unanswered(conn, REJECT_TIMEOUT)
 
-    def shed_idle(self) -> bool:
-        """Full: close the oldest connection that has sent nothing yet, to make room.
+    def shed_idle(self, now: float) -> bool:
+        """Full: close the oldest connection that has sent nothing in the
+        SHED_AFTER_SECONDS since it connected, to make room.
 
         Holding slots with silent connections then costs an attacker a new
         connection for each one shed, rather than costing everyone else their
-        answers. True when one was closed.
+        answers; a connection whose request may not have been read yet is never
+        shed. True when one was closed.
         """
+        opened_before = now - SHED_AFTER_SECONDS
         for conn in self.by_fd.values():
-            if not conn.buf:
+            if not conn.buf and conn.opened <= opened_before:
                 self.close_unanswered(conn, REJECT_SHED)
                 return True
         return False
