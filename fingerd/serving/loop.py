@@ -97,7 +97,8 @@ class Connection:
     """An accepted connection: the loop's thread owns it until its request is complete,
     then the thread that answers it does."""
 
-    __slots__ = ("buf", "deadline", "fd", "opened", "peer", "sock", "source", "started")
+    __slots__ = ("awaiting_header", "buf", "deadline", "fd", "opened", "peer", "sock", "source",
+                 "started")
 
     def __init__(self, sock: Any, peer: Any, source: Any, started: float,
                  deadline: float) -> None:
@@ -110,6 +111,9 @@ class Connection:
         self.opened = started
         self.deadline = deadline
         self.buf = b""
+        #: Whether the PROXY protocol header is still to come: until it has, ``source``
+        #: is None (not read yet) or the connecting address's (Pending.take_proxy_header).
+        self.awaiting_header = source is None
 
 
 class ServingLoop:
@@ -235,7 +239,7 @@ class ServingLoop:
             if service.proxy_from is None:
                 source = source_of(peer[0]) if peer else ""
             elif trusted(peer[0], service.proxy_from):
-                source = None  # the header will tell
+                source = None  # the header will tell; until then, see Connection
             else:
                 self._rejected.labels(REJECT_PROXY).inc()
                 sock.close()
@@ -267,7 +271,7 @@ class ServingLoop:
         except OSError:
             chunk = b""
         conn.buf += chunk
-        if conn.source is None and not self._pending.take_proxy_header(
+        if conn.awaiting_header and not self._pending.take_proxy_header(
                 conn, not chunk, self._read):
             return
         try:

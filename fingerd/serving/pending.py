@@ -62,7 +62,12 @@ class Pending:
                           on_readable: Callable[[Any], None]) -> bool:
         """Behind a proxy: take the header from the start of the request and count the
         client it names against ``max_per_source``. True once it has; otherwise the
-        connection is watched for the rest or closed, without an answer."""
+        connection is watched for the rest or closed, without an answer.
+
+        A header not whole at the first read counts against the connecting address
+        (the proxy's) until it is: processes there cannot hold the share with
+        unfinished headers, and such connections are the first shed (``shed_idle``).
+        """
         try:
             header = parse_proxy_header(conn.buf)
         except ProxyHeaderError:
@@ -71,20 +76,31 @@ class Pending:
         if header is None:
             if eof:
                 self.close_unanswered(conn, REJECT_PROXY)
+            elif conn.source is None and not self._claim(conn, source_of(conn.peer[0])):
+                return False
             else:
                 self.watch(conn, on_readable)
             return False
         conn.buf = conn.buf[header.length:]
         if header.client is not None:
             conn.peer = header.client
-        source = source_of(conn.peer[0])
-        refused = self._gate.claim(source)
+        if not self._claim(conn, source_of(conn.peer[0])):
+            return False
+        conn.awaiting_header = False
+        return True
+
+    def _claim(self, conn: Any, source: Any) -> bool:
+        """Count ``conn`` against ``source`` instead of what it counted against; beyond
+        ``max_per_source`` the client is told busy and the connection closed."""
+        refused = self._gate.claim(source) if conn.source != source else None
         if refused is not None:
             self._rejected.labels(refused).inc()
             self.unwatch(conn)
             refuse_busy(conn.sock, self._busy_answer)
-            self._gate.leave(None)
+            self._gate.leave(conn.source)
             return False
+        if conn.source is not None and conn.source != source:
+            self._gate.release(conn.source)
         conn.source = source
         return True
 
@@ -104,7 +120,7 @@ class Pending:
             conn = next(iter(by_fd.values()))
             if conn.deadline > now:
                 break
-            self.close_unanswered(conn, REJECT_TIMEOUT)
+            self.close_unanswered(conn, _late(conn))
         if by_fd and now >= self.next_sweep and self._gate.crowded():
             self._sweep_silent(now)
 
@@ -121,17 +137,22 @@ class Pending:
             if not conn.buf:
                 silent.append(conn)
         for conn in silent:
-            self.close_unanswered(conn, REJECT_TIMEOUT)
+            self.close_unanswered(conn, _late(conn))
 
     def shed_idle(self, now: float) -> bool:
-        """Full: close the oldest connection that has sent nothing in the
-        SHED_AFTER_SECONDS since it connected, to make room.
+        """Full: close the oldest connection still awaiting its PROXY header, else the
+        oldest that has sent nothing in the SHED_AFTER_SECONDS since it connected, to
+        make room.
 
         Holding slots with silent connections then costs an attacker a new
         connection for each one shed, rather than costing everyone else their
         answers; a connection whose request may not have been read yet is never
         shed. True when one was closed.
         """
+        for conn in self.by_fd.values():
+            if conn.awaiting_header:
+                self.close_unanswered(conn, REJECT_SHED)
+                return True
         opened_before = now - SHED_AFTER_SECONDS
         for conn in self.by_fd.values():
             if not conn.buf and conn.opened <= opened_before:
@@ -148,6 +169,12 @@ class Pending:
         for conn in list(self.by_fd.values()):
             self.close_unanswered(conn, None)
 
+
+
+def _late(conn: Any) -> str:
+    """Why a connection is closed for taking too long: a PROXY header timing out is
+    counted ``proxy``, any other request ``timeout``."""
+    return REJECT_PROXY if conn.awaiting_header else REJECT_TIMEOUT
 
 def refuse_busy(sock: Any, answer: bytes) -> None:
     """Tell a client beyond a connection limit so at once, without waiting on it.
