@@ -133,7 +133,7 @@ def _open_directory(directory):
 def _check_in(dir_fd, directory, name, path):
     """The users file's ``lstat`` (None when missing) once both it and its directory,
     open as ``dir_fd``, pass; else raise UnsafeUsersFile or NotRegularFile."""
-    problem = _problem(f"directory {directory}", directory, os.fstat(dir_fd))
+    problem = unsafe_ownership(f"directory {directory}", directory, os.fstat(dir_fd))
     if problem:
         raise UnsafeUsersFile(problem)
     try:
@@ -144,13 +144,13 @@ def _check_in(dir_fd, directory, name, path):
         raise _symlink_refused(path)
     if not stat.S_ISREG(st.st_mode):
         raise NotRegularFile(errno.EINVAL, "not a regular file")
-    problem = _problem("the file", path, st)
+    problem = unsafe_ownership("the file", path, st)
     if problem:
         raise UnsafeUsersFile(problem)
     return st
 
 
-def _problem(what, path, st):
+def unsafe_ownership(what, path, st):
     """What makes ``st`` changeable by someone else than root (and this process's
     user), as a sentence that says how to fix it; None when nothing does."""
     me = os.geteuid()
