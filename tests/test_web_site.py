@@ -139,6 +139,11 @@ def test_a_404_json_echoes_only_a_valid_user_name(name):
         assert json.loads(reply.body)["user"] == (name if is_valid_name(name) else None)
 
 
+def test_the_site_name_passes_the_output_rules():
+    page = Pages("host\u202e\u200bname\x07").lookup().decode()
+    assert "hostname" in page and not {"\u202e", "\u200b", "\x07"} & set(page)
+
+
 def test_the_form_redirects_only_to_valid_names():
     assert site().answer("/users", "name=alice").location == "/users/alice"
     for query in ("name=%0d%0aSet-Cookie:x", "name=a/b", "name=", "", "name=a%40b"):
