@@ -103,39 +103,35 @@ def bind_unix(path: str, backlog: int, option: str) -> socket.socket:
     try:
         os.makedirs(directory, SOCKET_DIRECTORY_MODE, exist_ok=True)
         dir_fd = _open_directory(directory, path, option)
-    except BindError:
-        raise
-    except OSError as exc:
-        raise BindError(f"cannot listen on {path} ({option}): {exc.strerror}") from None
-    try:
-        _remove_stale_in(dir_fd, name, path, option)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            _bind_with_mode(sock, path, UNIX_SOCKET_MODE)
-            sock.listen(backlog)
-        except OSError:
-            sock.close()
-            raise
+            _remove_stale_in(dir_fd, name, path, option)
+            return _listening_unix(path, backlog)
+        finally:
+            os.close(dir_fd)
     except BindError:
         raise
     except OSError as exc:
         raise BindError(f"cannot listen on {path} ({option}): {exc.strerror}") from None
-    finally:
-        os.close(dir_fd)
-    return sock
 
 
-def _bind_with_mode(sock: socket.socket, path: str, mode: int) -> None:
-    """Bind ``sock`` at ``path``, its file created with ``mode`` and never changed after.
+def _listening_unix(path: str, backlog: int) -> socket.socket:
+    """A Unix stream socket listening at ``path``, its file born UNIX_SOCKET_MODE.
 
-    The umask is the process's: the parent binds before it has any other
-    thread, and puts it back at once.
+    Bound under the matching umask, which is the whole process's: the parent,
+    the only caller, has no other thread, and the umask is put back at once.
     """
-    old = os.umask(0o777 & ~mode)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.bind(path)
-    finally:
-        os.umask(old)
+        old = os.umask(0o777 & ~UNIX_SOCKET_MODE)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _open_directory(directory: str, path: str, option: str) -> int:
