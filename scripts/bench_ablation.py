@@ -22,8 +22,8 @@ over the rounds.
   probe asks for one user every 2 ms throughout, from the client core.
 
     python3 scripts/bench_ablation.py [--clients 1,16,128] [--queries 20000] [--rounds 5]
-        [--users 1000000] [--sets 15] [--file-rounds 3] [--phases queries,files]
-        [--out FILE.md]
+        [--variants MECHANISM,...] [--users 1000000] [--sets 15] [--file-rounds 3]
+        [--phases queries,files] [--out FILE.md]
 
 Prints the Markdown tables; also writes them to --out. Loopback only; every
 process started is ended by its pid.
@@ -138,9 +138,10 @@ def gain(points: dict, name: str, key: str) -> str:
 
 # Queries.
 
-def query_phase(work: str, clients: list, queries: int, rounds: int, loadgen: str) -> dict:
-    """``{clients: {server name: [CPU per query of each round]}}``."""
-    servers = make_servers(work, [ALL_ON, *PATCHES, *BASELINES], small_users)
+def query_phase(work: str, names: list, clients: list, queries: int, rounds: int,
+                loadgen: str) -> dict:
+    """``{clients: {server name: [CPU per query of each round]}}`` for all-on and ``names``."""
+    servers = make_servers(work, [ALL_ON, *names], small_users)
     by_clients = {}
     try:
         for server in servers:
@@ -162,7 +163,7 @@ def query_tables(by_clients: dict) -> str:
     rule = "|---|" + "---:|" * (2 * len(clients))
     gains = [f"| mechanism off | {head}| " + "| ".join(
         f"µs/query at {n} " for n in clients) + "|", rule]
-    for name in PATCHES:
+    for name in (name for name in PATCHES if name in by_clients[clients[0]]):
         gains.append(f"| {name} | " + " | ".join(
             gain(by_clients[n], name, "cpu_us") for n in clients) + " | " + " | ".join(
             f"{statistics.median(p['cpu_us'] for p in by_clients[n][name]):.1f}"
@@ -172,7 +173,7 @@ def query_tables(by_clients: dict) -> str:
         for n in clients) + " |")
     baselines = [f"| fingerd all-on's CPU per query vs | {head}|",
                  "|---|" + "---:|" * len(clients)]
-    for base in BASELINES:
+    for base in (base for base in BASELINES if base in by_clients[clients[0]]):
         baselines.append(f"| {base} | " + " | ".join(
             spread(ratios(by_clients[n], ALL_ON, base, "cpu_us"), form="{:.2f}")
             for n in clients) + " |")
@@ -312,6 +313,8 @@ def main() -> None:
     parser.add_argument("--sets", type=int, default=15)
     parser.add_argument("--file-rounds", type=int, default=3)
     parser.add_argument("--phases", default="queries,files")
+    parser.add_argument("--variants", default=",".join([*PATCHES, *BASELINES]),
+                        help="what the query phase measures beside all-on")
     parser.add_argument("--out")
     args = parser.parse_args()
     phases = args.phases.split(",")
@@ -324,9 +327,9 @@ def main() -> None:
         if loadgen is None:
             raise SystemExit("cannot build scripts/loadgen.c")
         os.mkdir(os.path.join(work, "queries"), 0o755)
-        by_clients = query_phase(os.path.join(work, "queries"),
-                                    [int(c) for c in args.clients.split(",")],
-                                    args.queries, args.rounds, loadgen)
+        by_clients = query_phase(os.path.join(work, "queries"), args.variants.split(","),
+                                 [int(c) for c in args.clients.split(",")], args.queries,
+                                 args.rounds, loadgen)
         parts.append(f"## Queries\n\n{args.queries} queries a point from the C load generator, "
                      f"{args.rounds} interleaved rounds; a gain is the server CPU per query "
                      f"with the mechanism off over all-on's in the same round, minus 1: "
