@@ -173,11 +173,12 @@ def query_tables(by_clients: dict) -> str:
         for n in clients) + " |")
     baselines = [f"| fingerd all-on's CPU per query vs | {head}|",
                  "|---|" + "---:|" * len(clients)]
-    for base in (base for base in BASELINES if base in by_clients[clients[0]]):
+    measured = [base for base in BASELINES if base in by_clients[clients[0]]]
+    for base in measured:
         baselines.append(f"| {base} | " + " | ".join(
             spread(ratios(by_clients[n], ALL_ON, base, "cpu_us"), form="{:.2f}")
             for n in clients) + " |")
-    return "\n".join(gains) + "\n\n" + "\n".join(baselines)
+    return "\n".join(gains) + ("\n\n" + "\n".join(baselines) if measured else "")
 
 
 # Reloads and sets.
