@@ -258,9 +258,9 @@ def set_run(server: Ablated, count: int, users: int, first: int) -> dict:
     return {"set_p50_ms": pct(latencies, 0.5) * 1000, "set_errors": errors}
 
 
-def file_phase(work: str, users: int, sets: int, rounds: int) -> dict:
-    names = [ALL_ON, *FILE_MECHANISMS]
-    servers = make_servers(work, names, lambda path: write_users(path, users))
+def file_phase(work: str, names: list, users: int, sets: int, rounds: int) -> dict:
+    """``{variant: [figures of each round]}`` for all-on and ``names``."""
+    servers = make_servers(work, [ALL_ON, *names], lambda path: write_users(path, users))
     counter = iter(range(10**9))
 
     def measure(server: Ablated) -> dict:
@@ -293,7 +293,7 @@ def file_table(points: dict) -> str:
     out.append("| (all on: the figure) | " + " | ".join(
         spread([p[key] for p in points[ALL_ON]], form="{:.3g}") for key, _ in FILE_FIGURES)
         + " |")
-    for name in FILE_MECHANISMS:
+    for name in (name for name in FILE_MECHANISMS if name in points):
         out.append(f"| {name} | " + " | ".join(gain(points, name, key)
                                               for key, _ in FILE_FIGURES) + " |")
     def total(key: str) -> int:
@@ -315,10 +315,11 @@ def main() -> None:
     parser.add_argument("--file-rounds", type=int, default=3)
     parser.add_argument("--phases", default="queries,files")
     parser.add_argument("--variants", default=",".join([*PATCHES, *BASELINES]),
-                        help="what the query phase measures beside all-on")
+                        help="what is measured beside all-on (the files phase takes those "
+                             "among FILE_MECHANISMS)")
     parser.add_argument("--out")
     args = parser.parse_args()
-    phases = args.phases.split(",")
+    phases, variants = args.phases.split(","), args.variants.split(",")
     work = tempfile.mkdtemp(prefix="fingerd-ablation-")
     os.chmod(work, 0o755)
     started = time.monotonic()
@@ -328,7 +329,7 @@ def main() -> None:
         if loadgen is None:
             raise SystemExit("cannot build scripts/loadgen.c")
         os.mkdir(os.path.join(work, "queries"), 0o755)
-        by_clients = query_phase(os.path.join(work, "queries"), args.variants.split(","),
+        by_clients = query_phase(os.path.join(work, "queries"), variants,
                                  [int(c) for c in args.clients.split(",")], args.queries,
                                  args.rounds, loadgen)
         parts.append(f"## Queries\n\n{args.queries} queries a point from the C load generator, "
@@ -337,8 +338,9 @@ def main() -> None:
                      f"median (range over rounds).\n\n{query_tables(by_clients)}")
     if "files" in phases:
         os.mkdir(os.path.join(work, "files"), 0o755)
-        points = file_phase(os.path.join(work, "files"), args.users, args.sets,
-                            args.file_rounds)
+        points = file_phase(os.path.join(work, "files"),
+                            [name for name in variants if name in FILE_MECHANISMS],
+                            args.users, args.sets, args.file_rounds)
         parts.append(f"## Reloads and sets\n\nA users file of {args.users + 1} entries, "
                      f"{args.file_rounds} interleaved rounds of a reload and {args.sets} sets "
                      f"per variant; the first row gives all-on's figures, the others what "
