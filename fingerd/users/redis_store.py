@@ -183,7 +183,9 @@ def read_hash(client: redis.Redis, key: str, max_entries: int = MAX_STORE_ENTRIE
 def read_fields(client: redis.Redis, key: str, names: list[str]) -> list[bytes | int | None]:
     """The value of each of ``names`` in the hash at ``key``: None where there is none, its
     length where it is too long to be a status (it is not read)."""
-    return client.register_script(FIELDS_SCRIPT)(keys=[key], args=[LONGEST_VALUE, *names])
+    values: list[bytes | int | None] = client.register_script(FIELDS_SCRIPT)(
+        keys=[key], args=[LONGEST_VALUE, *names])
+    return values
 
 
 class _Subscription(NamedTuple):
