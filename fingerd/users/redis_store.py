@@ -411,8 +411,8 @@ class RedisStore:
         try:
             users, skipped = read_servable(reader, self._key, self._max_entries)
         except HashTooLarge as exc:
-            self._count(False)
             log.error("%s: %s; keeping %d users", self.path, exc, len(self._users))
+            self._count(False)
             return
         self._report(skipped, replace=True)
         if _same(self._users, users):
