@@ -25,7 +25,7 @@ import selectors
 import signal
 import socket
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from fingerd import logsetup
 from fingerd.limits import STARTUP_TIMEOUT, STOP_GRACE_SECONDS
@@ -39,6 +39,9 @@ from fingerd.process.monitor import HEARTBEAT_TIMEOUT, Monitor
 from fingerd.process.reloads import Reloads
 from fingerd.process.states import NEXT_STATE, Phase, State
 from fingerd.process.worker_handle import WorkerHandle
+
+if TYPE_CHECKING:
+    from fingerd.process.reloading import Plan
 
 log = logging.getLogger("fingerd")
 
@@ -59,9 +62,10 @@ class Supervisor:
     """
 
     def __init__(self, config: Any, sockets: dict[str, list[socket.socket]], workers: Any,
-                 log_handler: Any, on_ready: Optional[Callable[[Optional[str]], None]] = None,
+                 log_handler: logging.Handler,
+                 on_ready: Optional[Callable[[Optional[str]], None]] = None,
                  clock: Callable[[], float] = time.monotonic,
-                 reloader: Optional[Callable[[Any, Any], Any]] = None,
+                 reloader: Optional[Callable[[Any, dict[str, list[socket.socket]]], "Plan"]] = None,
                  on_reload: Optional[Callable[[bool, str], None]] = None) -> None:
         self.config = config
         self.sockets = sockets
@@ -178,11 +182,12 @@ class Supervisor:
         self.backoff.reset()
         self._move(State.BACKOFF, self.clock())
 
-    def configure(self, plan: Any) -> Any:
+    def configure(self, plan: "Plan") -> "Plan":
         """Serve ``plan``'s configuration and sockets from the next worker on; what
         was served before, as a plan to go back to."""
         self.config, self.sockets = plan.config, plan.sockets
-        return self.workers.configure(plan)
+        previous: Plan = self.workers.configure(plan)
+        return previous
 
     def _on_worker_ready(self, sender: WorkerHandle) -> None:
         log.info("worker %d ready", sender.pid)
