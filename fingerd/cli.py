@@ -24,7 +24,9 @@ from fingerd.process.listeners import (
     BindError,
     bind_all,
     close_all,
+    missing_directories,
     privileged_port_problem,
+    remove_created_directories,
     remove_unix_sockets,
     unix_socket_paths,
 )
@@ -151,9 +153,11 @@ def serve(config, account, foreground):
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename and exc.filename != config.pidfile else ""
         return fail(f"{config.pidfile}: cannot take the pidfile{where}: {exc.strerror}")
+    created = missing_directories(unix_socket_paths(config))
     try:
         sockets = bind_all(config)
     except BindError as exc:
+        remove_created_directories(created)
         pidfile.release()
         return fail(str(exc))
     reloads = ReloadStatus(config.pidfile)
@@ -162,9 +166,11 @@ def serve(config, account, foreground):
     serving = SimpleNamespace(config=config, sockets=sockets)
 
     def release():
-        """Leave nothing behind: the sockets closed, the Unix ones removed, the pidfile."""
+        """Leave nothing behind: the sockets closed, the Unix ones removed with the
+        directories made for them, the pidfile."""
         close_all(serving.sockets)
         remove_unix_sockets(serving.config)
+        remove_created_directories(created)
         reloads.remove()
         pidfile.release()
 

@@ -133,3 +133,13 @@ def test_a_failed_start_says_why_on_a_line_of_its_own(init):
     reason = [line for line in lines if line.startswith("fingerd: ")]
     assert reason and str(init.metrics_port) in reason[0], failed.stdout
     assert probe(init.pidfile)[0] != RUNNING
+
+
+def test_stop_leaves_no_directory_made_for_the_setter_socket(init, public_dir):
+    run = os.path.join(public_dir, "run")
+    socket_path = os.path.join(run, "fingerd", "setter.sock")
+    init.reconfigure(setter__socket=socket_path)
+    assert init.action("start").returncode == 0
+    assert stat.S_ISSOCK(os.lstat(socket_path).st_mode)
+    assert init.action("stop").returncode == 0
+    assert not os.path.lexists(run)
