@@ -18,6 +18,7 @@ from fingerd.config import (
 )
 from fingerd.process import daemonize, reloading
 from fingerd.process.accounts import AccountError, resolve_account
+from fingerd.process.address_check import held_addresses
 from fingerd.process.exits_and_signals import HANDLED_SIGNALS
 from fingerd.process.forking import ForkedWorkers
 from fingerd.process.listeners import (
@@ -113,8 +114,14 @@ def main(argv=None):
 
 
 def valid(config: Config, dump: bool, verdict: str) -> int:
-    """-t's verdict, exit 0; with -T on standard error, standard output holding only the
-    effective configuration, itself a configuration file."""
+    """-t's verdict once the addresses are checked too, exit 0; with -T on standard
+    error, standard output holding only the effective configuration, itself a
+    configuration file. Exit 1 with the addresses another program holds, which a start
+    would fail on (so that a restart refuses before it stops anything)."""
+    held = held_addresses(config)
+    if held:
+        print("\n".join(held), file=sys.stderr)
+        return 1
     print(verdict, file=sys.stderr if dump else sys.stdout)
     if dump:
         print(config_text(config), end="")
