@@ -140,7 +140,8 @@ def test_check_reports_an_address_another_program_holds(setup, option, family, h
                              f"127.0.0.1:{setup.metrics_port} is in use by another program\n")
 
 
-def test_check_reports_a_setter_socket_another_program_serves(setup, public_dir):
+def test_check_reports_a_setter_socket_another_program_serves_or_a_file_in_its_way(setup,
+                                                                                   public_dir):
     path = os.path.join(public_dir, "setter.sock")
     edit(setup.config_file, "[setter]\n", f"[setter]\nsocket = {path}\n")
     with socket.socket(socket.AF_UNIX) as holder:
@@ -153,6 +154,12 @@ def test_check_reports_a_setter_socket_another_program_serves(setup, public_dir)
                              f"another program serves it\n")
     # Nobody serves the file left behind now: a start replaces it.
     assert run_fingerd("-t", "-c", setup.config_file).returncode == 0
+    os.unlink(path)
+    open(path, "w").close()
+    result = run_fingerd("-t", "-c", setup.config_file)
+    assert (result.returncode, result.stderr) == (
+        1, f"{setup.config_file}:{line}: [setter] socket: {path}: a file that is not a socket "
+           f"is in the way\n")
 
 
 def test_check_accepts_the_addresses_the_running_daemon_holds(make_daemon, public_dir):
