@@ -18,13 +18,16 @@ from fingerd.config import (
 )
 from fingerd.process import daemonize, reloading
 from fingerd.process.accounts import AccountError, resolve_account
+from fingerd.process.address_check import held_addresses
 from fingerd.process.exits_and_signals import HANDLED_SIGNALS
 from fingerd.process.forking import ForkedWorkers
 from fingerd.process.listeners import (
     BindError,
     bind_all,
     close_all,
+    missing_directories,
     privileged_port_problem,
+    remove_created_directories,
     remove_unix_sockets,
     unix_socket_paths,
 )
@@ -111,8 +114,14 @@ def main(argv=None):
 
 
 def valid(config: Config, dump: bool, verdict: str) -> int:
-    """-t's verdict, exit 0; with -T on standard error, standard output holding only the
-    effective configuration, itself a configuration file."""
+    """-t's verdict once the addresses are checked too, exit 0; with -T on standard
+    error, standard output holding only the effective configuration, itself a
+    configuration file. Exit 1 with the addresses another program holds, which a start
+    would fail on (so that a restart refuses before it stops anything)."""
+    held = held_addresses(config)
+    if held:
+        print("\n".join(held), file=sys.stderr)
+        return 1
     print(verdict, file=sys.stderr if dump else sys.stdout)
     if dump:
         print(config_text(config), end="")
@@ -151,9 +160,11 @@ def serve(config, account, foreground):
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename and exc.filename != config.pidfile else ""
         return fail(f"{config.pidfile}: cannot take the pidfile{where}: {exc.strerror}")
+    created = missing_directories(unix_socket_paths(config))
     try:
         sockets = bind_all(config)
     except BindError as exc:
+        remove_created_directories(created)
         pidfile.release()
         return fail(str(exc))
     reloads = ReloadStatus(config.pidfile)
@@ -162,9 +173,11 @@ def serve(config, account, foreground):
     serving = SimpleNamespace(config=config, sockets=sockets)
 
     def release():
-        """Leave nothing behind: the sockets closed, the Unix ones removed, the pidfile."""
+        """Leave nothing behind: the sockets closed, the Unix ones removed with the
+        directories made for them, the pidfile."""
         close_all(serving.sockets)
         remove_unix_sockets(serving.config)
+        remove_created_directories(created)
         reloads.remove()
         pidfile.release()
 
