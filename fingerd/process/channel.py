@@ -35,6 +35,9 @@ from fingerd.users.editing import StoreError
 from fingerd.users.usersfile import is_valid_name, status_problem
 
 MAX_MESSAGE_BYTES = 4096
+#: Most characters of what a ready message says about the users file: a line, whose
+#: JSON (12 bytes for a character outside the BMP) fits in one message.
+MAX_PROBLEM_CHARS = 300
 
 #: Replies the parent keeps for a worker whose socket buffer is full (some
 #: hundred small replies) before it gives up on it. The worker has at most
@@ -58,10 +61,13 @@ class MonitorClient:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
 
-    def ready(self):
-        """Tell the parent the worker serves."""
+    def ready(self, users_problem: Optional[str] = None) -> None:
+        """Tell the parent the worker serves; a reload's worker adds what was wrong with
+        its users file, if anything, for the reload's outcome."""
+        message = {"op": "ready"} if users_problem is None else {
+            "op": "ready", "users": users_problem[:MAX_PROBLEM_CHARS]}
         with self._lock:
-            self._sock.send(json.dumps({"op": "ready"}).encode())
+            self._sock.send(json.dumps(message).encode())
 
     def alive(self, served):
         """Tell the parent the worker lives and has answered ``served`` requests so far.
@@ -116,6 +122,9 @@ def parse_message(data):
     except (ValueError, RecursionError):
         return None
     if not isinstance(message, dict) or message.get("op") not in ("ready", "set", "alive"):
+        return None
+    if message["op"] == "ready" and not (
+            message.get("users") is None or _utf8(message["users"])):
         return None
     if message["op"] == "alive" and not (
             type(message.get("served")) is int and message["served"] >= 0):
@@ -176,9 +185,11 @@ class ParentEnd:
         sock.setblocking(False)
         self.sock = sock
         self.max_replies = max_replies
-        self._replies = collections.deque()
+        self._replies: collections.deque[bytes] = collections.deque()
         #: Whether the worker has said it serves: it says so once.
         self.said_ready = False
+        #: What it said, when ready, was wrong with its users file (unchecked text).
+        self.users_problem: Optional[str] = None
 
     def fileno(self):
         return self.sock.fileno()
