@@ -308,6 +308,17 @@ def test_a_hup_alone_keeps_the_entries_of_a_spoilt_users_file(still, kind):
     assert still.log().count(f"users file rejected: {still.users_file}{problem}") == 1
 
 
+def test_a_status_set_just_before_the_file_goes_is_still_served_after_the_reload(still):
+    assert still.setter(b"alice\r\nSet before\r\n") == b"OK\r\n"
+    os.unlink(still.users_file)
+    result = ctl(still, "reload")
+    assert result.returncode == 0 and "2 users still served" in result.stdout, result.stdout
+    wait_until(lambda: still.metric("fingerd_reloads_total", outcome="failure") == 1,
+               what="the new worker alone to serve")
+    assert still.finger(b"alice\r\n") == b"Set before\r\n"
+    assert still.finger(b"bob\r\n") == b"Sleeping\r\n"
+
+
 def test_a_set_while_the_users_file_is_missing_is_refused_and_loses_no_entry(still):
     """The entries served are in no file: a set creating one with its line alone would
     lose the others at the next read. It is refused until the file is back."""

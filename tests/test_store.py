@@ -9,7 +9,7 @@ import pytest
 
 from fingerd.finger.sources import FileSource
 from fingerd.metrics import Metrics
-from fingerd.users import fileio
+from fingerd.users import fileio, snapshot
 from fingerd.users.editing import StoreError
 from fingerd.users.snapshot import Snapshot, create
 from fingerd.users.store import Fallback, UserStore
@@ -363,3 +363,39 @@ def test_a_set_without_a_file_and_without_users_creates_the_file(tmp_path, metri
     with open(path, "rb") as f:
         assert f.read() == b"alice:First\n"
     assert kept.load() == b"alice:First\n", "the file read back is kept for the next worker"
+
+
+def test_a_status_set_after_the_file_was_read_is_kept_for_the_next_worker(path, metrics):
+    kept = Snapshot(create())
+    first = UserStore(path, Metrics(), snapshot=kept)
+    first.load()
+    first.set_status("alice", "Set since")
+    first.set_status("carol", "New")
+    first.set_status("alice", "Set again")
+    os.unlink(path)
+    store = UserStore(path, metrics, snapshot=kept)
+    assert store.load() == Fallback(f"{path}: No such file or directory", 3)
+    assert store.users() == {"alice": "Set again", "bob": "Sleeping", "carol": "New"}
+
+
+def test_sets_past_the_records_bound_save_the_whole_table_instead(path, metrics, monkeypatch):
+    monkeypatch.setattr(snapshot, "MAX_SETS_BYTES", 64)
+    kept = Snapshot(create())
+    first = UserStore(path, Metrics(), snapshot=kept)
+    first.load()
+    for n in range(10):
+        first.set_status("alice", f"status {n}")
+    assert kept.load().count(snapshot.SET_MARK) < 10
+    os.unlink(path)
+    store = UserStore(path, metrics, snapshot=kept)
+    store.load()
+    assert store.users() == {"alice": "status 9", "bob": "Sleeping"}
+
+
+def test_a_record_that_is_not_a_valid_entry_spoils_the_snapshot_not_the_table(path):
+    kept = Snapshot(create())
+    kept.save(b"alice:Happy\n")
+    assert kept.add_set("bob", "Fine")
+    assert kept.load_table() == {"alice": "Happy", "bob": "Fine"}
+    os.pwrite(kept.fd, snapshot.SET_MARK + b"no colon\n", os.fstat(kept.fd).st_size)
+    assert kept.load_table() is None

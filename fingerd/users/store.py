@@ -85,12 +85,8 @@ class UserStore:
     def _load_snapshot(self, problem: Exception) -> Optional[Fallback]:
         """After ``problem`` with the file at a start: serve the table the previous worker
         served, if it left one, counting a failed reload; what to report, or None."""
-        data = self._snapshot.load() if self._snapshot is not None else None
-        if data is None:
-            return None
-        try:
-            users = parse_users(data, "the previous worker's table")
-        except UsersFileError:
+        users = self._snapshot.load_table() if self._snapshot is not None else None
+        if users is None:
             return None
         self._publish(users, None)
         if isinstance(problem, UsersFileError):
@@ -168,17 +164,20 @@ class UserStore:
                 raise StoreError("users file missing; restore it first")
             old_sig, new_sig = self._writer(self.path, name, status)
             if old_sig is not None and old_sig == self._signature:
-                users = self._users.with_status(name, status)
+                users, data = self._users.with_status(name, status), None
             else:
                 try:
                     data, new_sig = fileio.read_bounded(self.path)
                     users = parse_users(data, self.path)
                 except (OSError, UsersFileError):
-                    users = self._users.with_status(name, status)
-                    new_sig = None
-                else:
-                    self._keep(lambda snapshot: snapshot.save(data))
+                    users, data, new_sig = self._users.with_status(name, status), None, None
             self._publish(users, new_sig)
+            # For the next worker: the file read back, or this set after what it kept.
+            if data is not None:
+                self._keep(lambda snapshot: snapshot.save(data))
+            else:
+                self._keep(lambda snapshot: snapshot.add_set(name, status)
+                           or snapshot.save_table(users))
 
     def _publish(self, users, sig):
         self._users = users
