@@ -319,6 +319,27 @@ def test_a_status_set_just_before_the_file_goes_is_still_served_after_the_reload
     assert still.finger(b"bob\r\n") == b"Sleeping\r\n"
 
 
+@pytest.mark.parametrize("content", [None, b"not a valid line\n"], ids=["missing", "invalid"])
+def test_another_users_file_that_cannot_be_served_keeps_the_entries_served(still, content):
+    moved = os.path.join(still.dir, "users.new")
+    if content is not None:
+        with open(moved, "wb") as f:
+            f.write(content)
+    still.reconfigure(fingerd__users_file=moved)
+    result = ctl(still, "reload")
+    assert result.returncode == 0, result.stderr
+    assert f"users file rejected: {moved}:" in result.stdout
+    wait_until(lambda: still.metric("fingerd_reloads_total", outcome="failure") == 1,
+               what="the new worker alone to serve")
+    assert still.finger(b"alice\r\n") == b"Happy and well\r\n"
+    with open(moved + ".tmp", "wb") as f:
+        f.write(b"alice:Moved\n")
+    os.rename(moved + ".tmp", moved)
+    assert ctl(still, "reload").returncode == 0
+    wait_until(lambda: still.finger(b"alice\r\n") == b"Moved\r\n", what="the new file")
+    assert still.finger(b"bob\r\n") == b"No such user\r\n"
+
+
 def test_a_set_while_the_users_file_is_missing_is_refused_and_loses_no_entry(still):
     """The entries served are in no file: a set creating one with its line alone would
     lose the others at the next read. It is refused until the file is back."""

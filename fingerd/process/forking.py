@@ -46,11 +46,8 @@ class ForkedWorkers:
         """Start the next workers with ``plan``'s configuration, account and sockets; the
         Plan of those used until now."""
         previous = Plan(self.config, self.account, self.sockets)
-        if (plan.config.users_file, plan.config.store_backend) != (
-                self.config.users_file, self.config.store_backend):
-            # Another file or store: the table the last worker served is not its own.
-            os.close(self.snapshot_fd)
-            self.snapshot_fd = snapshot.create()
+        # The snapshot stays, even for another users file or store: a reload's worker
+        # that cannot serve the one configured serves the entries served until then.
         self.config, self.account, self.sockets = plan.config, plan.account, plan.sockets
         return previous
 
