@@ -399,3 +399,18 @@ def test_a_record_that_is_not_a_valid_entry_spoils_the_snapshot_not_the_table(pa
     assert kept.load_table() == {"alice": "Happy", "bob": "Fine"}
     os.pwrite(kept.fd, snapshot.SET_MARK + b"no colon\n", os.fstat(kept.fd).st_size)
     assert kept.load_table() is None
+
+
+def test_the_snapshot_follows_each_table_served_file_and_sets_alike(path, metrics):
+    kept = Snapshot(create())
+    first = UserStore(path, Metrics(), snapshot=kept)
+    first.load()
+    replace_file(path, b"carol:Edited\n")
+    assert first.reload()
+    first.set_status("dave", "Set after the edit")
+    replace_file(path, b"broken\n")
+    assert first.reload() is False
+    assert kept.load_table() == first.users() == {"carol": "Edited", "dave": "Set after the edit"}
+    store = UserStore(path, metrics, snapshot=kept)
+    assert store.load().users == 2
+    assert store.users() == first.users()

@@ -1,12 +1,11 @@
 """The last good user table, kept across worker restarts in an anonymous memory file.
 
 The root parent creates the file once, before the first worker; every worker
-inherits it. A worker writes there the users file it last loaded, and its
-whole table when the file on disk goes bad, so that the next worker serves
-what the previous one served even if the file is invalid, unreadable or gone
-by then (a reload's worker included). Each status set since is appended as
-one record, a few bytes, rather than the whole table written again: the
-table is saved whole once the records pass MAX_SETS_BYTES. The parent never
+inherits it. A worker writes there the users file it last loaded, and each
+status set since as one record of a few bytes after it, so that the next
+worker serves what the previous one served even if the file is invalid,
+unreadable or gone by then (a reload's worker included). Past
+MAX_SETS_BYTES of records the whole table is saved instead. The parent never
 reads it: it holds nothing the worker could not already serve, and a
 worker's successor checks it as it checks the file.
 """

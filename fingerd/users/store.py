@@ -102,7 +102,10 @@ class UserStore:
         return Fallback(reason, len(users))
 
     def _keep(self, save):
-        """Keep a table for the next worker with ``save(snapshot)``; never fails a reload."""
+        """Keep a table for the next worker with ``save(snapshot)``; never fails a reload.
+
+        Called with the lock held at each change of the table, so that the snapshot
+        always holds what is served: the file last read, and the sets since."""
         if self._snapshot is not None:
             try:
                 save(self._snapshot)
@@ -143,7 +146,8 @@ class UserStore:
             replaced = [self._users]
             self._publish(users, sig)
             self._count_success()
-        self._keep(lambda snapshot: snapshot.save(data))
+            # Under the lock: a set's record must come after the file it was set in.
+            self._keep(lambda snapshot: snapshot.save(data))
         log.info("%s: read %d users", self.path, len(users))
         free_gradually(replaced)
         return True
@@ -196,15 +200,9 @@ class UserStore:
         with self._lock:
             if sig is not None and sig == self._failed_signature and not force:
                 return False
-            first = self._failed_signature is None
             self._failed_signature = sig
-            users = self._users
         self._metrics.reloads.labels("failure").inc()
         log.error("%s", message)
-        if first:
-            # The file went bad: keep what is served now, sets since the last read
-            # included, for a worker that starts before it is fixed.
-            self._keep(lambda snapshot: snapshot.save_table(users))
         return False
 
 
