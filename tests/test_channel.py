@@ -9,7 +9,14 @@ import uuid
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fingerd.process.channel import MAX_MESSAGE_BYTES, error_reply, parse_message, set_problem
+from fingerd.process.channel import (
+    MAX_MESSAGE_BYTES,
+    MonitorClient,
+    channel,
+    error_reply,
+    parse_message,
+    set_problem,
+)
 from tests.support.fuzzing import NAMES, tokens
 
 #: A users file in a directory that does not exist: the parent's answer is worked
@@ -30,6 +37,23 @@ def test_ready_and_set_requests():
     assert parse_message(b'{"op": "ready"}') == {"op": "ready"}
     assert parse_message(set_message("alice", "Happy")) == {
         "op": "set", "id": 1, "name": "alice", "status": "Happy", "deadline": DEADLINE}
+
+
+def test_a_ready_message_may_say_what_is_wrong_with_the_users_file_as_text():
+    said = {"op": "ready", "users": "users file rejected: users:3: expected user:status"}
+    assert parse_message(json.dumps(said).encode()) == said
+    for users in ("1", "[]", '{"a": 1}', '"\\ud800"'):
+        assert parse_message(f'{{"op": "ready", "users": {users}}}'.encode()) is None, users
+
+
+def test_the_longest_users_problem_fits_in_one_message():
+    """Whatever the worker's text, its ready message is one the parent reads whole."""
+    parent_end, worker_end = channel()
+    with parent_end, worker_end:
+        MonitorClient(worker_end).ready("\U0001f600\n" * MAX_MESSAGE_BYTES)
+        data = parent_end.recv(MAX_MESSAGE_BYTES + 1)
+    assert len(data) <= MAX_MESSAGE_BYTES and parse_message(data)["users"].startswith(
+        "\U0001f600\n")
 
 
 def test_a_set_carries_a_finite_deadline():

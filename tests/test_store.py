@@ -9,9 +9,10 @@ import pytest
 
 from fingerd.finger.sources import FileSource
 from fingerd.metrics import Metrics
-from fingerd.users import fileio
+from fingerd.users import fileio, snapshot
 from fingerd.users.editing import StoreError
-from fingerd.users.store import UserStore
+from fingerd.users.snapshot import Snapshot, create
+from fingerd.users.store import Fallback, UserStore
 from fingerd.users.usersfile import UsersFileError, parse_users
 from tests.support.users_files import replace_file, users_file_fixture
 
@@ -299,3 +300,117 @@ def test_a_file_whose_signature_is_known_is_not_read(path):
     assert fileio.read_bounded(path, unless=(sig,)) == (None, sig)
     replace_file(path, b"carol:New\n")
     assert fileio.read_bounded(path, unless=(sig,))[0] == b"carol:New\n"
+
+
+def spoil_by_removing(path):
+    os.unlink(path)
+
+
+def spoil_by_a_bad_line(path):
+    with open(path, "ab") as f:
+        f.write(b"no colon here\n")
+
+
+def spoil_by_a_directory(path):
+    os.unlink(path)
+    os.mkdir(path)
+
+
+@pytest.mark.parametrize("spoil, reason", [
+    (spoil_by_removing, ": No such file or directory"),
+    (spoil_by_a_bad_line, ":4: expected user:status"),
+    (spoil_by_a_directory, ": Is a directory"),
+], ids=["missing", "invalid", "directory"])
+def test_a_worker_started_on_a_spoilt_file_serves_the_last_table_and_returns_why(
+        path, metrics, spoil, reason, caplog):
+    kept = Snapshot(create())
+    UserStore(path, Metrics(), snapshot=kept).load()
+    spoil(path)
+    store = UserStore(path, metrics, snapshot=kept)
+    with caplog.at_level(logging.INFO):
+        fallback = store.load()
+    assert fallback == Fallback(path + reason, 2)
+    assert fallback.rejected() == f"users file rejected: {path}{reason}; 2 users still served"
+    assert store.users() == {"alice": "Happy", "bob": "Sleeping"}
+    assert sample(metrics, "fingerd_reloads_total", outcome="failure") == 1
+    assert caplog.records == [], "the caller says it, once"
+    assert store.reload() is False and caplog.records == [], "nor the next check again"
+
+
+def test_without_fallback_a_missing_file_starts_empty(path, metrics):
+    kept = Snapshot(create())
+    UserStore(path, Metrics(), snapshot=kept).load()
+    os.unlink(path)
+    store = UserStore(path, metrics, snapshot=kept)
+    assert store.load(fallback=False) is None
+    assert store.users() == {}
+
+
+def test_a_set_while_the_file_is_missing_and_users_are_served_is_refused(store, path):
+    os.unlink(path)
+    with pytest.raises(StoreError, match="^users file missing; restore it first$"):
+        store.set_status("alice", "Alone?")
+    assert not os.path.exists(path)
+    assert store.users() == {"alice": "Happy", "bob": "Sleeping"}
+
+
+def test_a_set_without_a_file_and_without_users_creates_the_file(tmp_path, metrics):
+    path = str(tmp_path / "users")
+    kept = Snapshot(create())
+    store = UserStore(path, metrics, snapshot=kept)
+    store.load()
+    store.set_status("alice", "First")
+    with open(path, "rb") as f:
+        assert f.read() == b"alice:First\n"
+    assert kept.load() == b"alice:First\n", "the file read back is kept for the next worker"
+
+
+def test_a_status_set_after_the_file_was_read_is_kept_for_the_next_worker(path, metrics):
+    kept = Snapshot(create())
+    first = UserStore(path, Metrics(), snapshot=kept)
+    first.load()
+    first.set_status("alice", "Set since")
+    first.set_status("carol", "New")
+    first.set_status("alice", "Set again")
+    os.unlink(path)
+    store = UserStore(path, metrics, snapshot=kept)
+    assert store.load() == Fallback(f"{path}: No such file or directory", 3)
+    assert store.users() == {"alice": "Set again", "bob": "Sleeping", "carol": "New"}
+
+
+def test_sets_past_the_records_bound_save_the_whole_table_instead(path, metrics, monkeypatch):
+    monkeypatch.setattr(snapshot, "MAX_SETS_BYTES", 64)
+    kept = Snapshot(create())
+    first = UserStore(path, Metrics(), snapshot=kept)
+    first.load()
+    for n in range(10):
+        first.set_status("alice", f"status {n}")
+    assert kept.load().count(snapshot.SET_MARK) < 10
+    os.unlink(path)
+    store = UserStore(path, metrics, snapshot=kept)
+    store.load()
+    assert store.users() == {"alice": "status 9", "bob": "Sleeping"}
+
+
+def test_a_record_that_is_not_a_valid_entry_spoils_the_snapshot_not_the_table(path):
+    kept = Snapshot(create())
+    kept.save(b"alice:Happy\n")
+    assert kept.add_set("bob", "Fine")
+    assert kept.load_table() == {"alice": "Happy", "bob": "Fine"}
+    os.pwrite(kept.fd, snapshot.SET_MARK + b"no colon\n", os.fstat(kept.fd).st_size)
+    assert kept.load_table() is None
+
+
+def test_the_snapshot_follows_each_table_served_file_and_sets_alike(path, metrics):
+    kept = Snapshot(create())
+    first = UserStore(path, Metrics(), snapshot=kept)
+    first.load()
+    replace_file(path, b"carol:Edited\n")
+    assert first.reload()
+    first.set_status("dave", "Set after the edit")
+    replace_file(path, b"broken\n")
+    assert first.reload() is False
+    assert kept.load_table() == first.users() == {"carol": "Edited", "dave": "Set after the edit"}
+    store = UserStore(path, metrics, snapshot=kept)
+    assert store.load().users == 2
+    assert store.users() == first.users()

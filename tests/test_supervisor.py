@@ -74,7 +74,7 @@ class FakeWorkers:
         self.sent = []
         self.waited = []
         self.configured = []
-        self.strict = []
+        self.reload = []
         self._ends = {}
         self._ended = []
         self.plan = None
@@ -84,9 +84,9 @@ class FakeWorkers:
         self.configured.append(plan)
         return previous
 
-    def spawn(self, restarts, strict=False):
+    def spawn(self, restarts, reload=False):
         pid = 4000 + len(self.pids)
-        self.strict.append(strict)
+        self.reload.append(reload)
         parent_end, worker_end = channel()
         log_r, log_w = os.pipe()
         os.set_blocking(log_r, False)
@@ -109,8 +109,8 @@ class FakeWorkers:
         """The newest worker's."""
         return self.pids[-1]
 
-    def ready(self, pid=None):
-        MonitorClient(self._ends[pid or self.pid][0]).ready()
+    def ready(self, pid=None, users_problem=None):
+        MonitorClient(self._ends[pid or self.pid][0]).ready(users_problem)
 
     def log_error(self, message):
         record = logging.makeLogRecord({"levelno": logging.ERROR, "msg": message})
@@ -539,6 +539,14 @@ def new_plan(name="second"):
                 {"finger": [fresh]}, unused=(unused,), fresh=(fresh,))
 
 
+def begin_reload(reloading, workers, reloader):
+    """A HUP with a valid configuration: the pids of the worker serving and of the new one."""
+    old = workers.pid
+    reloader.plans.append(new_plan())
+    reloading.handle_sighup()
+    return old, workers.pid
+
+
 def test_an_invalid_configuration_changes_nothing_and_the_users_file_is_read_again(
         reloading, workers, reloader, reloads):
     reloader.plans.append("fingerd.conf:3: [finger] listen: not HOST:PORT")
@@ -557,7 +565,7 @@ def test_a_valid_configuration_starts_a_new_worker_and_the_old_retires_once_it_i
     reloading.handle_sighup()
     new = workers.pid
     assert new != old and workers.configured == [plan]
-    assert workers.strict == [False, True], "a reload's worker must read its users file"
+    assert workers.reload == [False, True], "a reload's worker tells its users file's problem"
     assert reloading.state is State.REPLACING and reloading.config is plan.config
     assert workers.sent == [], "the old worker serves until the new one is ready"
     workers.ready(new)
@@ -570,6 +578,21 @@ def test_a_valid_configuration_starts_a_new_worker_and_the_old_retires_once_it_i
     reloading.handle_sigchld()
     assert plan.unused[0].fileno() == -1 and plan.fresh[0].fileno() != -1
     assert reloading.reloads.retiring == [] and reloading.state is State.RUNNING
+
+
+def test_a_users_file_the_new_worker_cannot_serve_is_said_once_and_the_reload_applies(
+        reloading, workers, reloader, reloads, caplog):
+    old, new = begin_reload(reloading, workers, reloader)
+    with caplog.at_level(logging.INFO, logger="fingerd"):
+        workers.ready(new, "users file rejected: users: No such file or directory\nforged; "
+                           "2 users still served")
+        reloading.step(0)
+    said = "users file rejected: users: No such file or directory\\nforged; 2 users still served"
+    assert reloads == [(True, f"configuration fingerd.conf applied: worker {new} serves it; "
+                              f"{said}")]
+    assert reloading.state is State.RUNNING and workers.sent == [(old, signal.SIGTERM)]
+    assert [(r.levelno, r.getMessage()) for r in caplog.records
+            if "users file" in r.getMessage()] == [(logging.ERROR, said)]
 
 
 def test_a_retiring_worker_that_lingers_is_killed(reloading, workers, reloader, clock):
@@ -608,10 +631,7 @@ def test_a_new_worker_that_dies_before_it_is_ready_is_a_refused_reload(
 
 def test_a_new_worker_not_ready_in_time_is_killed_and_the_reload_refused(
         reloading, workers, reloader, reloads, clock):
-    old = workers.pid
-    reloader.plans.append(new_plan())
-    reloading.handle_sighup()
-    new = workers.pid
+    old, new = begin_reload(reloading, workers, reloader)
     clock.now += STARTUP_TIMEOUT
     reloading.step(0)
     assert workers.sent == [(new, signal.SIGKILL)]

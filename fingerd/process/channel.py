@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from fingerd.users.fileio import Signature
 
 MAX_MESSAGE_BYTES = 4096
+#: Most characters of what a ready message says about the users file: a line, whose
+#: JSON (12 bytes for a character outside the BMP) fits in one message.
+MAX_PROBLEM_CHARS = 300
 
 #: Replies the parent keeps for a worker whose socket buffer is full (some
 #: hundred small replies) before it gives up on it. The worker has at most
@@ -63,10 +66,13 @@ class MonitorClient:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
 
-    def ready(self) -> None:
-        """Tell the parent the worker serves."""
+    def ready(self, users_problem: Optional[str] = None) -> None:
+        """Tell the parent the worker serves; a reload's worker adds what was wrong with
+        its users file, if anything, for the reload's outcome."""
+        message = {"op": "ready"} if users_problem is None else {
+            "op": "ready", "users": users_problem[:MAX_PROBLEM_CHARS]}
         with self._lock:
-            self._sock.send(json.dumps({"op": "ready"}).encode())
+            self._sock.send(json.dumps(message).encode())
 
     def alive(self, served: int) -> None:
         """Tell the parent the worker lives and has answered ``served`` requests so far.
@@ -126,6 +132,9 @@ def parse_message(data: bytes) -> dict[str, Any] | None:
     except (ValueError, RecursionError):
         return None
     if not isinstance(message, dict) or message.get("op") not in ("ready", "set", "alive"):
+        return None
+    if message["op"] == "ready" and not (
+            message.get("users") is None or _utf8(message["users"])):
         return None
     if message["op"] == "alive" and not (
             type(message.get("served")) is int and message["served"] >= 0):
@@ -189,6 +198,8 @@ class ParentEnd:
         self._replies: collections.deque[bytes] = collections.deque()
         #: Whether the worker has said it serves: it says so once.
         self.said_ready = False
+        #: What it said, when ready, was wrong with its users file (unchecked text).
+        self.users_problem: Optional[str] = None
 
     def fileno(self) -> int:
         return self.sock.fileno()

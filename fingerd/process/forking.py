@@ -8,6 +8,7 @@ is killed once the worker is reaped, and again before the next is forked.
 import logging
 import os
 import signal
+import socket
 
 from fingerd.process import descendants, worker
 from fingerd.process.channel import channel
@@ -45,17 +46,15 @@ class ForkedWorkers:
         """Start the next workers with ``plan``'s configuration, account and sockets; the
         Plan of those used until now."""
         previous = Plan(self.config, self.account, self.sockets)
-        if (plan.config.users_file, plan.config.store_backend) != (
-                self.config.users_file, self.config.store_backend):
-            # Another file or store: the table the last worker served is not its own.
-            os.close(self.snapshot_fd)
-            self.snapshot_fd = snapshot.create()
+        # The snapshot stays, even for another users file or store: a reload's worker
+        # that cannot serve the one configured serves the entries served until then.
         self.config, self.account, self.sockets = plan.config, plan.account, plan.sockets
         return previous
 
-    def spawn(self, restarts, strict=False):
+    def spawn(self, restarts: int, reload: bool = False) -> tuple[int, socket.socket, int]:
         """Fork a worker; in the parent, ``(pid, request channel, log pipe's read end)``.
-        ``strict``: it fails rather than serve the last worker's table (worker.run)."""
+        ``reload``: a reload's, which tells its users file's problem to the parent
+        rather than to the log (worker.run)."""
         if self._subreaper is None:
             refused = descendants.become_subreaper()
             self._subreaper = refused is None
@@ -78,7 +77,7 @@ class ForkedWorkers:
                 parent_end.close()
                 os.close(log_r)
                 code = worker.run(self.config, self.account, self.sockets, worker_end, log_w,
-                                  restarts, self.snapshot_fd, self.config_reloads.fd, strict)
+                                  restarts, self.snapshot_fd, self.config_reloads.fd, reload)
             except BaseException:
                 log.critical("worker failed", exc_info=True)
             finally:

@@ -115,6 +115,7 @@ class Monitor:
             if sender.channel.said_ready:
                 raise WorkerMisbehaved("said it was ready twice")
             sender.channel.said_ready = True
+            sender.channel.users_problem = message.get("users")
             self._on_ready(sender)
         elif message["op"] == "alive":
             self._on_alive(sender, message["served"])

@@ -6,10 +6,13 @@ production ``reloading.prepare``) and, if it can be applied, starts a new
 worker beside the one serving. Once the new worker is ready the old one
 retires, finishing what it holds, and the sockets of addresses dropped are
 closed when it is gone; if the new worker dies first, or is not ready in
-STARTUP_TIMEOUT, everything goes back to what served before. One reload at a
-time: a HUP while a worker starts, or while one retires, is remembered and
-applied once none does. Each outcome is reported, to the log and to
-``on_reload``, for ``fingerd-ctl reload``.
+STARTUP_TIMEOUT, everything goes back to what served before. A users file
+the new worker cannot serve (missing, unreadable, invalid) refuses nothing:
+the new worker serves the entries the old one served, and the outcome says
+what is wrong with the file. One reload at a time: a HUP while a worker
+starts, or while one retires, is remembered and applied once none does.
+Each outcome is reported, to the log and to ``on_reload``, for
+``fingerd-ctl reload``.
 """
 
 import logging
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from fingerd.limits import STARTUP_TIMEOUT
 from fingerd.process.exits_and_signals import describe_exit
+from fingerd.process.logrelay import clean
 from fingerd.process.states import State
 from fingerd.process.worker_handle import WorkerHandle
 
@@ -112,8 +116,10 @@ class Reloads:
             self._retire(reload.old, reload.plan.unused)
         else:
             reload.plan.close_unused()
+        said = new.channel.users_problem if new.channel is not None else None
         self._report(True, f"configuration {self._sup.config.path} applied: "
-                           f"worker {new.pid} serves it")
+                           f"worker {new.pid} serves it",
+                     clean(said) if said is not None else None)
 
     def give_up(self) -> None:
         """The reload's worker is not ready in time: it is killed, and its death ends
@@ -182,10 +188,17 @@ class Reloads:
                 and self.current is None and not self.retiring):
             self._begin()
 
-    def _report(self, applied: bool, message: str) -> None:
+    def _report(self, applied: bool, message: str, users_problem: Optional[str] = None,
+                ) -> None:
+        """Log the outcome, and hand it on for ``fingerd-ctl reload``. ``users_problem``:
+        the users file the new worker could not serve (it serves the entries the old one
+        did), logged as an error of its own, once, and added to the outcome."""
         if applied:
             log.info("%s", message)
         else:
             log.error("%s; reload refused, the running configuration is kept", message)
+        if users_problem is not None:
+            log.error("%s", users_problem)
+            message = f"{message}; {users_problem}"
         if self._sup.on_reload is not None:
             self._sup.on_reload(applied, message)

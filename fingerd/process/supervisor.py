@@ -156,11 +156,10 @@ class Supervisor:
     def start_worker(self) -> None:
         """Fork the next worker; only the first one's startup can fail the daemon.
 
-        A reload's worker must read its users file (or store) itself: one it
-        cannot read refuses the reload, where a restarted worker would serve
-        the table its predecessor served."""
+        A reload's worker tells the parent what was wrong with its users file,
+        for the reload's outcome; any other says it in the log."""
         replacing = self.state is State.RUNNING
-        pid, channel, log_fd = (self.workers.spawn(self.restarts, strict=True) if replacing
+        pid, channel, log_fd = (self.workers.spawn(self.restarts, reload=True) if replacing
                                 else self.workers.spawn(self.restarts))
         now = self.clock()
         old, started = self.live, WorkerHandle(

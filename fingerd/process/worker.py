@@ -11,7 +11,9 @@ the interpreter may live where the service user cannot read.
 import logging
 import os
 import signal
+import socket
 import sys
+from typing import Any, Optional
 
 from fingerd.limits import STOP_GRACE_SECONDS
 from fingerd.metrics import Metrics
@@ -40,13 +42,19 @@ PARENT_CHECK_SECONDS = 1.0
 SWITCH_INTERVAL = 0.0005
 
 
-def run(config, account, sockets, monitor_sock, log_fd, restarts, snapshot_fd=None,
-        counts_fd=None, strict=False):
+def run(config: Any, account: Any, sockets: dict[str, list[socket.socket]],
+        monitor_sock: socket.socket, log_fd: int, restarts: int,
+        snapshot_fd: Optional[int] = None, counts_fd: Optional[int] = None,
+        reload: bool = False) -> int:
     """The worker's life; returns its exit status. Called in the child right after fork.
 
-    A worker that cannot read its users file (or store) at its start serves
-    the table the previous one left in the snapshot, unless ``strict`` (a
-    reload's): it then exits with EXIT_FATAL, and the reload is refused.
+    A worker that cannot read its users file at its start serves the table
+    the previous one left in the snapshot, and says so once: in the log, or,
+    if it is a ``reload``'s, to the parent with its ready message, for the
+    reload's outcome (the configuration applies all the same). A reload's
+    worker that cannot reach Redis exits with EXIT_FATAL instead, and the
+    reload is refused: its configuration may name another server, and the
+    worker serving keeps its copy and goes on trying.
 
     Whatever happens, the log lines queued for the parent are written before it ends.
     """
@@ -67,7 +75,7 @@ def run(config, account, sockets, monitor_sock, log_fd, restarts, snapshot_fd=No
             for layer in refused:
                 log.warning("worker confinement: %s; the other layers apply", layer)
         return _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd,
-                     counts_fd, strict)
+                     counts_fd, reload)
     except BaseException:
         log.critical("worker failed", exc_info=True)
         return EXIT_SOFTWARE
@@ -76,7 +84,7 @@ def run(config, account, sockets, monitor_sock, log_fd, restarts, snapshot_fd=No
 
 
 def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd, counts_fd,
-          strict):
+          reload):
     keep = {log_fd, monitor_sock.fileno(), snapshot_fd, counts_fd} | {
         s.fileno() for ss in sockets.values() for s in ss}
     _close_other_descriptors(keep)
@@ -89,7 +97,7 @@ def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd, 
     try:
         store = open_store(config, metrics, writer=monitor.write_status,
                            snapshot=Snapshot(snapshot_fd) if snapshot_fd is not None else None)
-        store.load(fallback=not strict)
+        kept = store.load(fallback=not (reload and config.store_backend == "redis"))
     except (UsersFileError, StoreError) as exc:
         log.critical("%s", exc)
         return EXIT_FATAL
@@ -97,11 +105,14 @@ def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd, 
         log.critical("%s: worker cannot read users file: %s", config.users_file,
                      exc.strerror or exc)
         return EXIT_FATAL
+    if kept is not None and not reload:
+        log.error("users file rejected: %s; serving the %d users the previous worker served",
+                  kept.reason, kept.users)
     signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
     service = Service(config, sockets, store, metrics)
     sys.setswitchinterval(SWITCH_INTERVAL)
     service.start()
-    monitor.ready()
+    monitor.ready(kept.rejected() if kept is not None and reload else None)
     while not service.failed.is_set() and os.getppid() == parent:
         monitor.alive(metrics.requests.answered())
         sig = signal.sigtimedwait(WORKER_SIGNALS, PARENT_CHECK_SECONDS)

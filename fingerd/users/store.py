@@ -12,13 +12,27 @@ import logging
 import os
 import threading
 import time
+from typing import NamedTuple, Optional
 
 from fingerd.users import fileio
-from fingerd.users.editing import StatusWriter
+from fingerd.users.editing import StatusWriter, StoreError
 from fingerd.users.table import UserTable, free_gradually
 from fingerd.users.usersfile import UsersFileError, parse_users
 
 log = logging.getLogger(__name__)
+
+
+class Fallback(NamedTuple):
+    """At a worker's start the users file could not be served, and the table the
+    previous worker served is served instead: ``reason`` (``FILE:LINE: message`` or
+    ``FILE: why``) and how many ``users`` that table holds."""
+
+    reason: str
+    users: int
+
+    def rejected(self) -> str:
+        """The one line that says so, as a reload reports it."""
+        return f"users file rejected: {self.reason}; {self.users} users still served"
 
 
 class UserStore:
@@ -41,53 +55,57 @@ class UserStore:
         """The current table; callers must not change it."""
         return self._users
 
-    def load(self, fallback=True):
-        """First read at startup: raise UsersFileError or OSError rather than serve a bad file.
+    def load(self, fallback: bool = True) -> Optional[Fallback]:
+        """First read at a worker's start: raise UsersFileError or OSError rather than
+        serve a bad file.
 
         A missing file starts an empty table, with a warning. With ``fallback``, a
-        file that cannot be read or parsed serves the snapshot's table instead, if any.
+        file that is missing, cannot be read or parsed serves the snapshot's table
+        instead, if any: counted as a failed reload, and returned, for the caller
+        to report once (None when the file itself is served).
         """
         with self._lock:
             try:
                 data, sig = fileio.read_bounded(self.path)
                 users = parse_users(data, self.path)
             except (OSError, UsersFileError) as exc:
-                if fallback and self._load_snapshot(exc):
-                    return
+                kept = self._load_snapshot(exc) if fallback else None
+                if kept is not None:
+                    return kept
                 if not isinstance(exc, FileNotFoundError):
                     raise
                 log.warning("%s: no users file; starting with no users", self.path)
                 self._publish(UserTable(), None)
-                return
+                return None
             self._publish(users, sig)
             self._keep(lambda snapshot: snapshot.save(data))
             self._count_success()
+            return None
 
-    def _load_snapshot(self, problem):
+    def _load_snapshot(self, problem: Exception) -> Optional[Fallback]:
         """After ``problem`` with the file at a start: serve the table the previous worker
-        served, if it left one, logging the problem once and counting a failed reload."""
-        data = self._snapshot.load() if self._snapshot is not None else None
-        if data is None:
-            return False
-        try:
-            users = parse_users(data, "the previous worker's table")
-        except UsersFileError:
-            return False
+        served, if it left one, counting a failed reload; what to report, or None."""
+        users = self._snapshot.load_table() if self._snapshot is not None else None
+        if users is None:
+            return None
         self._publish(users, None)
         if isinstance(problem, UsersFileError):
-            reason, self._failed_signature = problem, _signature_of(self.path)
-        elif isinstance(problem, FileNotFoundError):
-            reason, self._failed_signature = f"{self.path}: users file missing", "missing"
+            self._failed_signature = _signature_of(self.path)
+            reason = str(problem).split("\n")[0] + (
+                f" (and {len(problem.errors) - 1} more)" if len(problem.errors) > 1 else "")
         else:
-            reason = f"{self.path}: cannot read users file: {problem.strerror or problem}"
-            self._failed_signature = ("unreadable", problem.errno)
+            assert isinstance(problem, OSError)
+            self._failed_signature = "missing" if isinstance(problem, FileNotFoundError) \
+                else ("unreadable", problem.errno)
+            reason = f"{self.path}: {problem.strerror or problem}"
         self._metrics.reloads.labels("failure").inc()
-        log.error("%s\n%s: serving the %d users the previous worker served", reason,
-                  self.path, len(users))
-        return True
+        return Fallback(reason, len(users))
 
     def _keep(self, save):
-        """Keep a table for the next worker with ``save(snapshot)``; never fails a reload."""
+        """Keep a table for the next worker with ``save(snapshot)``; never fails a reload.
+
+        Called with the lock held at each change of the table, so that the snapshot
+        always holds what is served: the file last read, and the sets since."""
         if self._snapshot is not None:
             try:
                 save(self._snapshot)
@@ -128,7 +146,8 @@ class UserStore:
             replaced = [self._users]
             self._publish(users, sig)
             self._count_success()
-        self._keep(lambda snapshot: snapshot.save(data))
+            # Under the lock: a set's record must come after the file it was set in.
+            self._keep(lambda snapshot: snapshot.save(data))
         log.info("%s: read %d users", self.path, len(users))
         free_gradually(replaced)
         return True
@@ -138,20 +157,31 @@ class UserStore:
 
         The file is written by ``writer`` (a StatusWriter in this process,
         or the privileged parent on the worker's behalf). Raises StoreError,
-        with memory and file unchanged, when it cannot be written.
+        with memory and file unchanged, when it cannot be written, or when the
+        file is missing while users are served: a file created with this one
+        line would lose every other entry at the next read. (The check and the
+        parent's write are not one step: a file removed between the two is
+        created, as by a set on a daemon started without one.)
         """
         with self._lock:
+            if self._users and _missing(self.path):
+                raise StoreError("users file missing; restore it first")
             old_sig, new_sig = self._writer(self.path, name, status)
             if old_sig is not None and old_sig == self._signature:
-                users = self._users.with_status(name, status)
+                users, data = self._users.with_status(name, status), None
             else:
                 try:
                     data, new_sig = fileio.read_bounded(self.path)
                     users = parse_users(data, self.path)
                 except (OSError, UsersFileError):
-                    users = self._users.with_status(name, status)
-                    new_sig = None
+                    users, data, new_sig = self._users.with_status(name, status), None, None
             self._publish(users, new_sig)
+            # For the next worker: the file read back, or this set after what it kept.
+            if data is not None:
+                self._keep(lambda snapshot: snapshot.save(data))
+            else:
+                self._keep(lambda snapshot: snapshot.add_set(name, status)
+                           or snapshot.save_table(users))
 
     def _publish(self, users, sig):
         self._users = users
@@ -170,16 +200,21 @@ class UserStore:
         with self._lock:
             if sig is not None and sig == self._failed_signature and not force:
                 return False
-            first = self._failed_signature is None
             self._failed_signature = sig
-            users = self._users
         self._metrics.reloads.labels("failure").inc()
         log.error("%s", message)
-        if first:
-            # The file went bad: keep what is served now, sets since the last read
-            # included, for a worker that starts before it is fixed.
-            self._keep(lambda snapshot: snapshot.save_table(users))
         return False
+
+
+def _missing(path: str) -> bool:
+    """Whether nothing at all is at ``path`` (a link, even dangling, is something)."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _signature_of(path):
