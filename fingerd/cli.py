@@ -1,6 +1,7 @@
 """The ``fingerd`` command line (see fingerd(8))."""
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -16,8 +17,8 @@ from fingerd.config import (
     configured_log_file,
     load_config,
 )
-from fingerd.process import daemonize, reloading
-from fingerd.process.accounts import AccountError, resolve_account
+from fingerd.process import activation, daemonize, notify, reloading
+from fingerd.process.accounts import Account, AccountError, resolve_account
 from fingerd.process.exits_and_signals import HANDLED_SIGNALS
 from fingerd.process.forking import ForkedWorkers
 from fingerd.process.listeners import (
@@ -28,6 +29,7 @@ from fingerd.process.listeners import (
     remove_unix_sockets,
     unix_socket_paths,
 )
+from fingerd.process.notify import Notifier
 from fingerd.process.pidfile import AlreadyRunning, Pidfile
 from fingerd.process.reload_status import ReloadStatus
 from fingerd.process.supervisor import Supervisor
@@ -135,9 +137,16 @@ def count_users(path):
     return len(parse_users(data, path))
 
 
-def serve(config, account, foreground):
-    """Take the pidfile, bind, detach unless ``foreground``, supervise; the exit status."""
-    problem = privileged_port_problem(config)
+def serve(config: Config, account: Account, foreground: bool) -> int:
+    """Take the sockets systemd handed over, then the pidfile; bind the rest, detach
+    unless ``foreground``, supervise; the exit status."""
+    try:
+        handover = activation.take()
+    except activation.ActivationError as exc:
+        return fail(str(exc))
+    systemd = Notifier.from_environment()
+    bindable = handover.to_bind(config)
+    problem = privileged_port_problem(bindable)
     if problem:
         return fail(problem)
     # Until the supervisor handles them, signals wait rather than kill a starting daemon.
@@ -152,7 +161,7 @@ def serve(config, account, foreground):
         where = f" ({exc.filename})" if exc.filename and exc.filename != config.pidfile else ""
         return fail(f"{config.pidfile}: cannot take the pidfile{where}: {exc.strerror}")
     try:
-        sockets = bind_all(config)
+        sockets = handover.merged(bind_all(bindable))
     except BindError as exc:
         pidfile.release()
         return fail(str(exc))
@@ -164,7 +173,7 @@ def serve(config, account, foreground):
     def release():
         """Leave nothing behind: the sockets closed, the Unix ones removed, the pidfile."""
         close_all(serving.sockets)
-        remove_unix_sockets(serving.config)
+        remove_unix_sockets(handover.to_bind(serving.config))
         reloads.remove()
         pidfile.release()
 
@@ -195,21 +204,28 @@ def serve(config, account, foreground):
                     "kill the worker and read what it reads; give fingerd an account of its "
                     "own: %s, then user = fingerd", config.where("fingerd", "user"),
                     config.user, CREATE_ACCOUNT)
-    setters = [*map(str, config.setter_listen), *unix_socket_paths(config)]
+
+    def on(role, configured):
+        return ", ".join([*handover.described(role), *map(str, configured)])
+
     log.info("fingerd %s starting: finger on %s, setter on %s%s", __version__,
-             ", ".join(map(str, config.finger_listen)), ", ".join(setters),
-             ", web on " + ", ".join(map(str, config.web_listen)) if config.web_listen else "")
+             on("finger", bindable.finger_listen),
+             on("setter", [*bindable.setter_listen, *unix_socket_paths(bindable)]),
+             ", web on " + on("web", bindable.web_listen) if sockets["web"] else "")
 
     def on_ready(reason):
         # A failed start leaves nothing behind once the starting process hears of it:
         # it exits on the word, and whoever started it may look at once.
         if reason is not None:
             release()
+        else:
+            systemd.send(notify.READY)
         if report is not None:
             report(reason)
 
     def on_reload(applied, message):
         workers.config_reloads.record("success" if applied else "failure")
+        systemd.send(notify.READY)
         try:
             reloads.record(applied, message)
         except OSError as exc:
@@ -217,7 +233,8 @@ def serve(config, account, foreground):
 
     workers = ForkedWorkers(config, account if root else None, sockets)
     serving = Supervisor(config, sockets, workers, handler, on_ready=on_ready,
-                         reloader=reloading.prepare, on_reload=on_reload)
+                         reloader=functools.partial(reloading.prepare, handover=handover),
+                         on_reload=on_reload, notify=systemd.send)
     try:
         return serving.run()
     finally:
