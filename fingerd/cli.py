@@ -29,7 +29,6 @@ from fingerd.process.listeners import (
     remove_unix_sockets,
     unix_socket_paths,
 )
-from fingerd.process.notify import Notifier
 from fingerd.process.pidfile import AlreadyRunning, Pidfile
 from fingerd.process.reload_status import ReloadStatus
 from fingerd.process.supervisor import Supervisor
@@ -144,7 +143,7 @@ def serve(config: Config, account: Account, foreground: bool) -> int:
         handover = activation.take()
     except activation.ActivationError as exc:
         return fail(str(exc))
-    systemd = Notifier.from_environment()
+    systemd = notify.Notifier.from_environment()
     bindable = handover.to_bind(config)
     problem = privileged_port_problem(bindable)
     if problem:
@@ -205,13 +204,13 @@ def serve(config: Config, account: Account, foreground: bool) -> int:
                     "own: %s, then user = fingerd", config.where("fingerd", "user"),
                     config.user, CREATE_ACCOUNT)
 
-    def on(role, configured):
+    def listening(role, configured):
         return ", ".join([*handover.described(role), *map(str, configured)])
 
     log.info("fingerd %s starting: finger on %s, setter on %s%s", __version__,
-             on("finger", bindable.finger_listen),
-             on("setter", [*bindable.setter_listen, *unix_socket_paths(bindable)]),
-             ", web on " + on("web", bindable.web_listen) if sockets["web"] else "")
+             listening("finger", bindable.finger_listen),
+             listening("setter", [*bindable.setter_listen, *unix_socket_paths(bindable)]),
+             ", web on " + listening("web", bindable.web_listen) if sockets["web"] else "")
 
     def on_ready(reason):
         # A failed start leaves nothing behind once the starting process hears of it:

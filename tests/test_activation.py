@@ -27,12 +27,15 @@ needs_activate = needs_tool(ACTIVATE, "systemd")
 #: listens with (SOMAXCONN): a handed-over socket must keep the latter.
 BACKLOG = 64
 #: Runs fingerd (the rest of its command line) with one descriptor 3 made as systemd
-#: would not: ``KIND`` is ``file``, ``bound`` (a TCP socket not listening) or
-#: ``listening``; ``PID`` is LISTEN_PID (``self``: the pid fingerd will have).
+#: would not: ``KIND`` is ``file``, ``bound`` (a TCP socket not listening),
+#: ``listening``, or ``held`` (the one at ``PORT``, inherited: systemd's own);
+#: ``PID`` is LISTEN_PID (``self``: the pid fingerd will have).
 LAUNCHER = """import os, socket, sys
 kind, pid, names = sys.argv[1:4]
 if kind == "file":
     fd = os.open(os.devnull, os.O_RDONLY)
+elif kind == "held":
+    fd = int(sys.argv[4])
 else:
     sock = socket.socket()
     sock.bind(("127.0.0.1", int(sys.argv[4])))
@@ -296,6 +299,46 @@ def test_a_unix_socket_for_the_setter_stands_for_its_socket(make_daemon, ports, 
     assert refused.error is None and not refused.value.startswith("OK"), refused
     assert d.finger(b"alice\r\n") == b"Set by root\r\n"
     assert not os.path.exists(configured) and not can_connect(d.setter_port)
+
+
+@needs_root
+def test_a_restart_refuses_no_connection_while_systemd_holds_the_socket(make_daemon, ports):
+    """As systemd across a restart of the service: the socket outlives fingerd, and a
+    client that comes while none runs waits in its backlog for the next one."""
+    d = make_daemon()
+    port = ports.take()
+    with socket.socket() as held, open(d.log_file, "ab") as log:
+        held.bind(("127.0.0.1", port))
+        held.listen()
+
+        def fingerd():
+            return subprocess.Popen(
+                [*launch("held", port=held.fileno()), sys.executable, "-m", "fingerd", "-n",
+                 "-c", d.config_file], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=log, pass_fds=[held.fileno()])
+
+        def stop(proc):
+            proc.send_signal(signal.SIGTERM)
+            try:
+                return proc.wait(20)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(20)
+
+        first = fingerd()
+        try:
+            assert exchange(port, b"alice\r\n") == b"Happy and well\r\n"
+        finally:
+            assert stop(first) == 0
+        waiting = socket.create_connection(("127.0.0.1", port), timeout=10)
+        waiting.sendall(b"alice\r\n")
+        second = fingerd()
+        try:
+            assert answer_of(waiting) == b"Happy and well\r\n"
+        finally:
+            assert stop(second) == 0
+    assert "Traceback" not in d.log(), d.log()
 
 
 @needs_root

@@ -158,6 +158,7 @@ class Handover:
                 for role, socks in sockets.items()}
 
     def described(self, role: str) -> list[str]:
+        """The addresses of ``role``'s sockets from systemd, for the log."""
         return [f"{describe(sock)} (from systemd)" for sock in self.sockets.get(role, ())]
 
 
