@@ -212,8 +212,7 @@ def test_a_role_with_sockets_serves_on_them_and_binds_none_of_its_addresses(
     # socket too) and the metrics.
     assert d.ready() and os.path.exists(unix)
     assert d.setter(b"alice\r\nActivated\r\n") == b"OK\r\n"
-    wait_until(lambda: exchange(handed[1], b"alice\r\n") == b"Activated\r\n",
-               what="the status set")
+    assert exchange(handed[1], b"alice\r\n") == b"Activated\r\n"
     # Taken as they are: listen() is not called again with the configured backlog.
     assert backlog_of(handed[0]) != BACKLOG and backlog_of(d.metrics_port) == BACKLOG
     assert f"finger on 127.0.0.1:{handed[0]} (from systemd), 127.0.0.1:{handed[1]} " \
@@ -275,6 +274,22 @@ def test_a_reload_keeps_the_sockets_handed_over(finger_activated, ports):
     # The role without sockets moves, as on any reload.
     assert exchange(metrics, b"GET /metrics HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 200")
     assert not can_connect(d.metrics_port)
+
+
+@needs_root
+@needs_activate
+def test_a_tcp_socket_for_the_setter_leaves_its_unix_socket_to_fingerd(make_daemon, ports,
+                                                                       public_dir):
+    unix = os.path.join(public_dir, "setter.sock")
+    d = make_daemon(setter__socket=unix)
+    handed = ports.take()
+    start_activated(d, (f"127.0.0.1:{handed}", "setter"))
+    assert exchange(handed, b"alice\r\nOver TCP\r\n") == b"OK\r\n"
+    assert not can_connect(d.setter_port), "the setter's listen address is not bound"
+    # fingerd-ctl set connects to [setter] socket, which fingerd still binds.
+    result = ctl(d, "set", "alice", "Over the Unix socket")
+    assert result.returncode == 0 and os.path.exists(unix), result.stdout + result.stderr
+    assert d.finger(b"alice\r\n") == b"Over the Unix socket\r\n"
 
 
 @needs_root
