@@ -23,6 +23,7 @@ from fingerd.config_keys import (
     SECTIONS,
     Address,
     InvalidValue,
+    Network,
     plain,
     resolve_path,
 )
@@ -65,7 +66,7 @@ class Config:
     forward_allow: tuple[str, ...]
     forward_timeout: float
     finger_proxy_protocol: bool
-    finger_proxy_from: tuple[ipaddress._BaseNetwork, ...]
+    finger_proxy_from: tuple[Network, ...]
     system_users: bool
     min_uid: int
     max_uid: int
@@ -83,7 +84,7 @@ class Config:
     metrics_listen: tuple[Address, ...]
     web_listen: tuple[Address, ...]
     web_proxy_protocol: bool
-    web_proxy_from: tuple[ipaddress._BaseNetwork, ...]
+    web_proxy_from: tuple[Network, ...]
     store_backend: str
     redis_url: str
     redis_prefix: str

@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 from urllib.parse import urlsplit
 
 from fingerd.finger.output import HIGH_BYTES_POLICIES
@@ -24,6 +24,8 @@ MAX_REPLACEMENTS = 64
 
 #: A value's reader: its text (stripped) and the configuration's directory, to its value.
 Reader = Callable[[str, str], Any]
+#: An address or network of a ``proxy_from`` list.
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
 class InvalidValue(ValueError):
@@ -149,7 +151,7 @@ def _hosts(text: str, base: str) -> tuple[str, ...]:
     return hosts
 
 
-def _networks(text: str, base: str) -> tuple[Any, ...]:
+def _networks(text: str, base: str) -> tuple[Network, ...]:
     """Addresses or networks (``10.0.0.0/8``), comma-separated."""
     try:
         return tuple(ipaddress.ip_network(item) for item in _items(text))

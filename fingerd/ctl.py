@@ -1,5 +1,7 @@
 """The ``fingerd-ctl`` command (see fingerd-ctl(8)), with LSB exit statuses."""
 
+from __future__ import annotations
+
 import argparse
 import importlib
 import os
@@ -7,11 +9,16 @@ import pwd
 import signal
 import sys
 import time
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any, TextIO, TypeVar
 
 from fingerd.config import (
     DEFAULT_PATH,
     DEFAULT_PIDFILE,
     MAX_CONFIG_BYTES,
+    Address,
+    Config,
     ConfigError,
     load_config,
     pidfile_setting,
@@ -34,11 +41,11 @@ EXIT_NOT_RUNNING = 3
 EXIT_NO_PERMISSION = 4
 
 
-def say(message, stream=sys.stdout):
+def say(message: str, stream: TextIO = sys.stdout) -> None:
     print(f"fingerd-ctl: {message}", file=stream)
 
 
-def cmd_status(path, args):
+def cmd_status(path: str, args: argparse.Namespace) -> int:
     state, pid = pidfile.probe(path)
     if state == pidfile.RUNNING:
         print(f"fingerd is running (pid {pid})")
@@ -50,7 +57,7 @@ def cmd_status(path, args):
     return EXIT_NOT_RUNNING
 
 
-def cmd_reload(path, args):
+def cmd_reload(path: str, args: argparse.Namespace) -> int:
     state, pid = pidfile.probe(path)
     if state != pidfile.RUNNING or pid is None:
         say("fingerd is not running", sys.stderr)
@@ -78,14 +85,14 @@ def cmd_reload(path, args):
     return EXIT_FAILED
 
 
-def _newer(status, before, pid):
+def _newer(status: dict[str, Any] | None, before: dict[str, Any] | None, pid: int) -> bool:
     """Whether ``status`` is the outcome of a reload of ``pid`` made after ``before``."""
     if status is None or status["pid"] != pid:
         return False
     return before is None or before["pid"] != pid or status["reload"] > before["reload"]
 
 
-def cmd_stop(path, args):
+def cmd_stop(path: str, args: argparse.Namespace) -> int:
     state, pid = pidfile.probe(path)
     if state != pidfile.RUNNING or pid is None:
         print("fingerd is not running")
@@ -120,7 +127,7 @@ def cmd_reopen(path: str, args: argparse.Namespace) -> int:
     return EXIT_NOT_RUNNING
 
 
-def _alive(pid):
+def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -134,7 +141,7 @@ def _alive(pid):
 CLIENT_TIMEOUT = 15.0
 
 
-def _ask(config, address, data, service):
+def _ask(config: Config, address: Address, data: bytes, service: str) -> bytes | None:
     """The answer of the service at ``address`` to ``data``, or None (reason printed)."""
     try:
         return client.exchange(client.local_host(address), address.port, data,
@@ -168,7 +175,7 @@ def unreachable(where: str, exc: client.NoAnswer, config_path: str, pidfile_path
     say(f"fingerd is not running{left}; start it with: {start}", sys.stderr)
 
 
-def cmd_set(config, args):
+def cmd_set(config: Config, args: argparse.Namespace) -> int:
     """Through the setter's Unix socket when there is one, else its first TCP address.
     ``set STATUS`` alone sets the status of the account running this command."""
     if args.status is None:
@@ -197,14 +204,14 @@ def cmd_set(config, args):
     return EXIT_FAILED
 
 
-def _own_login():
+def _own_login() -> str | None:
     try:
         return pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
         return None
 
 
-def cmd_get(config, args):
+def cmd_get(config: Config, args: argparse.Namespace) -> int:
     reply = _ask(config, config.finger_listen[0], f"{args.user}\r\n".encode(),
                  "finger service")
     if reply is None:
@@ -217,7 +224,7 @@ def cmd_get(config, args):
 STORE_TIMEOUT = 60.0
 
 
-def _redis_store(config, command):
+def _redis_store(config: Config, command: str) -> ModuleType | None:
     """The Redis store's module (imported here only: it imports the client library), or
     None (reason printed)."""
     if config.store_backend != "redis":
@@ -231,7 +238,7 @@ def _redis_store(config, command):
         return None
 
 
-def cmd_import(config, args):
+def cmd_import(config: Config, args: argparse.Namespace) -> int:
     """Check FILE as fingerd checks a users file; only if it is valid, make the Redis hash
     hold exactly its entries, in one transaction."""
     store = _redis_store(config, "import")
@@ -262,7 +269,7 @@ def cmd_import(config, args):
     return EXIT_OK
 
 
-def cmd_export(config, args):
+def cmd_export(config: Config, args: argparse.Namespace) -> int:
     """Print the Redis hash as a users file; entries fingerd would not serve are left out,
     named on standard error, and make the exit status 1."""
     store = _redis_store(config, "export")
@@ -286,13 +293,13 @@ def cmd_export(config, args):
     return EXIT_FAILED if unservable else EXIT_OK
 
 
-def _store_name(config):
+def _store_name(config: Config) -> str:
     """How messages name the hash; the schema is imported here only, as the store is."""
     schema = importlib.import_module("fingerd.users.redis_schema")
     return f"{schema.redacted(config.redis_url)} {schema.users_key(config.redis_prefix)}"
 
 
-def parse_args(argv):
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="fingerd-ctl", description="control fingerd")
     parser.add_argument("-c", "--config", default=DEFAULT_PATH, metavar="FILE",
                         help=f"configuration file (default {DEFAULT_PATH})")
@@ -336,7 +343,7 @@ PIDFILE_COMMANDS = {"status": cmd_status, "reload": cmd_reload, "stop": cmd_stop
 COMMANDS = {"set": cmd_set, "get": cmd_get, "import": cmd_import, "export": cmd_export}
 
 
-def fallback_pidfile(args):
+def fallback_pidfile(args: argparse.Namespace) -> tuple[str, str]:
     """The pidfile for a configuration that does not load, and where that choice came from:
     the file's own pidfile line, else ``--pidfile``, else the default."""
     try:
@@ -352,7 +359,7 @@ def fallback_pidfile(args):
     return DEFAULT_PIDFILE, "the default"
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = load_config(args.config)
@@ -369,7 +376,11 @@ def main(argv=None):
     return _run(COMMANDS[args.command], config, args)
 
 
-def _run(command, target, args):
+_Target = TypeVar("_Target")
+
+
+def _run(command: Callable[[_Target, argparse.Namespace], int], target: _Target,
+         args: argparse.Namespace) -> int:
     try:
         return command(target, args)
     except PermissionError as exc:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark fingerd against the Twisted tutorial's server, a ThreadingTCPServer and C.
+"""Benchmark fingerd against the Twisted tutorial's server, uvloop, a ThreadingTCPServer and C.
 
 One TCP connection a query, every answer checked. For each number of
 concurrent clients the servers are run in turn, round after round
@@ -13,8 +13,10 @@ With --web, fingerd's web directory is measured beside them: GET
 /api/users/NAME (JSON) and GET /users/NAME (the HTML page), each a request
 on its own connection, every reply checked (status line and body).
 
-Needs Twisted and matplotlib (pip install '.[bench]'). Loopback only.
+Needs Twisted, uvloop and matplotlib (pip install '.[bench]'). Loopback only.
 """
+
+from __future__ import annotations
 
 import argparse
 import multiprocessing
@@ -230,6 +232,14 @@ class Twisted(Server):
                 str(self.port), self.users]
 
 
+class Uvloop(Server):
+    """A protocol-API asyncio server on uvloop (baselines/uvloop_finger.py)."""
+
+    def command(self) -> list:
+        return [sys.executable, os.path.join(HERE, "baselines", "uvloop_finger.py"),
+                str(self.port), self.users]
+
+
 class EpollC(Server):
     """The minimal C server (baselines/epoll_finger.c): the floor for CPU per query."""
 
@@ -440,24 +450,26 @@ def machine():
             f"Python {platform.python_version()}")
 
 
-def table(rows, baseline, floor):
-    """The Markdown table; ratios are to the Twisted server and, for CPU, to the C server."""
-    out = ["| server | clients | queries/s | p50 ms | p99 ms (range over rounds) | max ms | "
-           "errors | server CPU µs/query (user+system) | CPU vs Twisted | q/s vs Twisted | "
-           "p99 vs Twisted | CPU vs C | client core busy |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+def table(rows: list, baseline: dict, floor: dict, uvloop: dict | None = None) -> str:
+    """The Markdown table; ratios are to the Twisted server and, for CPU, to the C server
+    and to uvloop."""
+    uvloop = uvloop or {}
+    out = [("| server | clients | queries/s | p50 ms | p99 ms (range over rounds) | max ms | "
+            "errors | server CPU µs/query (user+system) | CPU vs Twisted | q/s vs Twisted | "
+            "p99 vs Twisted | CPU vs C | CPU vs uvloop | client core busy |"),
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def ratio(row, base, key):
         return f"{row[key] / base[key]:.2f}" if base else "-"
 
     for r in rows:
-        base, c = baseline.get(r["clients"]), floor.get(r["clients"])
+        base, c, uv = (of.get(r["clients"]) for of in (baseline, floor, uvloop))
         low, high = r["p99_range"]
         out.append(f"| {r['server']} | {r['clients']} | {r['qps']:.0f} | {r['p50']:.2f} | "
                    f"{r['p99']:.2f} ({low:.2f}-{high:.2f}) | {r['max']:.1f} | {r['errors']} | "
                    f"{r['cpu_us']:.0f} ({r['user_us']:.0f}+{r['cpu_us'] - r['user_us']:.0f}) | "
                    f"{ratio(r, base, 'cpu_us')} | {ratio(r, base, 'qps')} | "
-                   f"{ratio(r, base, 'p99')} | {ratio(r, c, 'cpu_us')} | "
+                   f"{ratio(r, base, 'p99')} | {ratio(r, c, 'cpu_us')} | {ratio(r, uv, 'cpu_us')} | "
                    f"{r['client_busy']:.0f}% |")
     return "\n".join(out)
 
@@ -490,7 +502,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "bench"))
     parser.add_argument("--servers",
-                        default="fingerd,fingerd-accesslog,twisted,threading,c-epoll")
+                        default="fingerd,fingerd-accesslog,twisted,uvloop,threading,c-epoll")
     parser.add_argument("--web", action="store_true",
                         help="also fingerd-web-api and fingerd-web-page: the web directory")
     args = parser.parse_args()
@@ -503,6 +515,7 @@ def main():
         "fingerd": lambda d: Fingerd("fingerd", d),
         "fingerd-accesslog": lambda d: Fingerd("fingerd-accesslog", d, access_log="yes"),
         "twisted": lambda d: Twisted("twisted", d),
+        "uvloop": lambda d: Uvloop("uvloop", d),
         "threading": lambda d: Threading("threading", d),
         "c-epoll": lambda d: EpollC("c-epoll", d),
         "fingerd-web-api": lambda d: FingerdWeb("fingerd-web-api", d,
@@ -537,12 +550,13 @@ def main():
             server.stop()
     baseline = {r["clients"]: r for r in rows if r["server"] == "twisted"}
     floor = {r["clients"]: r for r in rows if r["server"] == "c-epoll"}
+    uvloop = {r["clients"]: r for r in rows if r["server"] == "uvloop"}
     rows.sort(key=lambda r: (list(makers).index(r["server"]), r["clients"]))
     client = "the C load generator (scripts/loadgen.c)" if loadgen else "the Python client"
     text = (f"Measured {time.strftime('%Y-%m-%d')} on {machine()}; {args.queries} queries a "
             f"point, median of {args.rounds} interleaved rounds, load from {client} in "
             f"{1 if loadgen else min(clients[-1], 2)} process(es).\n\n"
-            f"{table(rows, baseline, floor)}\n")
+            f"{table(rows, baseline, floor, uvloop)}\n")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "latest.md"), "w") as f:
         f.write(text)

@@ -28,8 +28,7 @@ from fingerd.config import parse_config  # noqa: E402
 from fingerd.metrics import Metrics  # noqa: E402
 from fingerd.process.listeners import bind_all  # noqa: E402
 from fingerd.serving.assembly import Service  # noqa: E402
-from fingerd.serving.handlers import FingerServer  # noqa: E402
-from fingerd.serving.loop import Connection  # noqa: E402
+from fingerd.serving.loop import Connection, ServingLoop  # noqa: E402
 from fingerd.users.store import UserStore  # noqa: E402
 
 
@@ -57,7 +56,7 @@ def main():
     store = UserStore(config.users_file, metrics)
     store.load()
     profile = cProfile.Profile()
-    original = FingerServer.serve_forever
+    original = ServingLoop.serve_forever
 
     def profiled(self):
         profile.enable()
@@ -66,7 +65,7 @@ def main():
         finally:
             profile.disable()
 
-    FingerServer.serve_forever = profiled
+    ServingLoop.serve_forever = profiled
     service = Service(config, bind_all(config), store, metrics)
     service.start()
     worker = multiprocessing.Process(target=client, args=(port, count))
@@ -77,7 +76,7 @@ def main():
     print(f"{count} queries, {total / count * 1e6:.1f} µs of profiled reading-thread time "
           "a query (profiling roughly doubles it)\n")
     stats.sort_stats("tottime").print_stats(18)
-    FingerServer.serve_forever = original
+    ServingLoop.serve_forever = original
     print(f"Python part of a query, socket calls stubbed: "
           f"{python_part(service._servers[0]):.2f} µs (best of 7 runs of 100,000)")
     service.stop()
@@ -103,7 +102,7 @@ class StubSocket:
 
 def python_part(server, runs=100_000):
     """µs of one query's path from its accept to its close, minus the system calls."""
-    gate = server.context.gate
+    gate = server.service.gate
     peer = ("127.0.0.1", 1)
 
     def one():

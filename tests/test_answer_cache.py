@@ -3,8 +3,8 @@
 import gc
 import weakref
 
-from fingerd.serving.answer_cache import AnswerCache
-from fingerd.serving.loop import Answer
+from fingerd.serving.finger import AnswerCache
+from fingerd.serving.service import Answer
 from fingerd.users.table import UserTable
 
 

@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 from fingerd.users import editing, fileio
 from fingerd.users.editing import StatusWriter, StoreError, write_status
 from fingerd.users.usersfile import with_status
-from tests.support.users_files import (NAMES, STATUSES, replace_file, users_file_fixture,
-                                       valid_files)
+from tests.support.users_files import NAMES, STATUSES, replace_file, users_file_fixture, valid_files
 
 path = users_file_fixture(b"# staff\r\nalice:Happy\r\nbob:Sleeping\n")
 

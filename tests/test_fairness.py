@@ -5,13 +5,16 @@ over IPv6 from ::1, and another client (from another of them) is shown
 served meanwhile.
 """
 
+import collections
 import contextlib
 import select
 import socket
+import threading
 
 import pytest
 
 from tests.support.markers import needs_ipv6
+from tests.support.net import exchange
 from tests.support.polling import during, wait_until
 
 #: Attacker's source, and the client from another source that must be served meanwhile.
@@ -178,3 +181,37 @@ def test_below_half_full_silent_connections_keep_request_timeout(make_daemon):
         for _ in during(3.0, interval=0.2):
             assert not closed_by_server(silent)
         assert d.metric("fingerd_connections_rejected_total", reason="timeout") == 0
+
+
+def test_a_burst_of_sets_gets_every_answer_or_the_busy_line(make_daemon):
+    """40 sets at once from root, five times the setter's share: a connection accepted a
+    moment before its bytes were read is never shed as silent; each client is answered,
+    beyond the share with the busy line."""
+    d = make_daemon(fingerd__max_connections="64", fingerd__max_per_source="0",
+                    setter__rate_limit="0").start()
+    count = 40
+    barrier = threading.Barrier(count, timeout=30)
+    replies = []
+
+    def one(i):
+        barrier.wait()
+        try:
+            replies.append(exchange(d.setter_port, f"alice\r\nBurst {i}\r\n".encode(),
+                                    timeout=15))
+        except OSError as exc:
+            replies.append(repr(exc).encode())
+
+    for _round in range(3):
+        replies.clear()
+        barrier.reset()
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert len(replies) == count
+        told = collections.Counter(replies)
+        assert set(told) <= {b"OK\r\n", b"Server busy, try again later\r\n"}, told
+        assert told[b"OK\r\n"] >= 1, told
+    assert d.metric("fingerd_connections_rejected_total", reason="shed") == 0
+

@@ -9,9 +9,9 @@ import pytest
 from fingerd.finger.answer import Rules
 from fingerd.finger.output import Renderer
 from fingerd.metrics import Metrics
+from fingerd.serving.finger import FingerNeeds, finger_service
 from fingerd.serving.gate import ConnectionGate
-from fingerd.serving.handlers import FingerServer
-from fingerd.serving.loop import Context
+from fingerd.serving.loop import ServingLoop
 from fingerd.serving.pool import Pool
 from tests.support.net import exchange
 
@@ -36,8 +36,9 @@ def server():
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
-    context = Context(pool, ConnectionGate(8), metrics, 5)
-    srv = FingerServer([sock], context, FailingOnceDirectory(), Rules(), Renderer())
+    service = finger_service(ConnectionGate(8), 5, 5,
+                             FingerNeeds(FailingOnceDirectory(), Rules(), Renderer()))
+    srv = ServingLoop([sock], service, pool, metrics)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield srv, metrics
@@ -50,7 +51,7 @@ def server():
 
 def test_failure_answers_internal_error_logs_once_and_serves_on(server, caplog):
     srv, metrics = server
-    port = srv.listeners[0].sock.getsockname()[1]
+    port = srv.listeners.all[0].sock.getsockname()[1]
     with caplog.at_level(logging.ERROR):
         assert exchange(port, b"alice\r\n") == b"Internal error in server\r\n"
         assert exchange(port, b"alice\r\n") == b"Still here\r\n"

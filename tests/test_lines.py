@@ -5,8 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fingerd.limits import MAX_QUERY_BYTES
-from fingerd.serving.handlers import SetterServer
 from fingerd.serving.lines import LineTooLong, take_lines
+from fingerd.serving.setter import SETTER_MAX_LINE_BYTES
 from tests.support.fuzzing import byte_by_byte, fed, pieces, tokens
 
 
@@ -72,7 +72,7 @@ def test_any_input_gives_lines_none_or_line_too_long(buf, count, eof):
 
 
 #: The limits of the finger and setter services, and small ones that random input reaches.
-LIMITS = st.sampled_from([1, 4, 16, MAX_QUERY_BYTES, SetterServer.max_line_bytes])
+LIMITS = st.sampled_from([1, 4, 16, MAX_QUERY_BYTES, SETTER_MAX_LINE_BYTES])
 
 
 def inputs(limit):

@@ -10,9 +10,9 @@ from fingerd.finger.answer import Rules
 from fingerd.finger.output import Renderer
 from fingerd.finger.sources import Directory
 from fingerd.metrics import Metrics
+from fingerd.serving.finger import FingerNeeds, finger_service
 from fingerd.serving.gate import ConnectionGate
-from fingerd.serving.handlers import FingerServer
-from fingerd.serving.loop import ACCEPT_PAUSE_SECONDS, Context
+from fingerd.serving.loop import ACCEPT_PAUSE_SECONDS, ServingLoop
 from fingerd.serving.pool import Pool
 from tests.support.net import exchange
 from tests.support.polling import during, wait_until
@@ -115,8 +115,9 @@ def test_running_out_of_descriptors_pauses_accepting_instead_of_spinning(caplog)
     listener.listen(16)
     metrics = Metrics()
     pool = Pool(1)
-    server = FingerServer([listener], Context(pool, ConnectionGate(8), metrics, 5),
-                          Directory([]), Rules(), Renderer())
+    service = finger_service(ConnectionGate(8), 5, 5,
+                             FingerNeeds(Directory([]), Rules(), Renderer()))
+    server = ServingLoop([listener], service, pool, metrics)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     port = listener.getsockname()[1]

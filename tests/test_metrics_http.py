@@ -1,8 +1,6 @@
 """The metrics endpoint's answers to request lines, without sockets (the endpoint itself is
 tested in test_metrics, the request head's framing in test_http_head)."""
 
-import types
-
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -14,11 +12,10 @@ from tests.support.fuzzing import tokens
 
 def answer(line):
     """What the endpoint answers a request of this line alone, as the loop frames it."""
-    server = types.SimpleNamespace(registry=CollectorRegistry())
     head = take_request(line + b"\r\n\r\n", eof=True)
     if head == []:
         return None  # nothing sent: the loop closes without asking the handler
-    return MetricsHandler(head, ("127.0.0.1", 40000), server).answer
+    return MetricsHandler(head, ("127.0.0.1", 40000), CollectorRegistry()).answer
 
 
 def test_a_scrape_and_what_is_not_one():

@@ -1,9 +1,23 @@
 """What may reach the wire."""
 
+import sys
+import unicodedata
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fingerd.finger.output import HIGH_BYTES_POLICIES, Renderer, caret, sanitize, split_lines
+from fingerd.finger.output import (
+    HIGH_BYTES_POLICIES,
+    Renderer,
+    caret,
+    sanitize,
+    split_lines,
+)
+
+#: Every character of the categories never sent (Cf, Zl, Zp), from this Python's
+#: Unicode database: 165 in Unicode 14.
+INVISIBLE = [chr(point) for point in range(sys.maxunicode + 1)
+             if unicodedata.category(chr(point)) in ("Cf", "Zl", "Zp")]
 
 
 def wire_lines(lines):
@@ -74,3 +88,34 @@ def test_no_policy_lets_a_control_character_through(text, policy):
     assert not any(b < 0x20 and b not in (9, 10, 13) for b in data)
     if policy != "pass":
         assert all(b < 0x80 for b in data)
+
+
+def test_every_format_character_and_separator_is_removed():
+    assert len(INVISIBLE) >= 165
+    assert sanitize("a" + "".join(INVISIBLE) + "b") == "ab"
+    for policy in HIGH_BYTES_POLICIES:
+        assert Renderer(high_bytes=policy).render(["x" + "y".join(INVISIBLE)]) == \
+            b"x" + b"y" * (len(INVISIBLE) - 1) + b"\r\n"
+
+
+def test_the_invisible_characters_the_attack_used_are_among_them():
+    shown = ("zero\u200bwidth\u200cjoin\u200d soft\u00adhyphen word\u2060joiner "
+             "\u206a\u206f\ufff9\ufffb\U000e0001tag\U000e0041\U000e007f")
+    assert sanitize(shown) == "zerowidthjoin softhyphen wordjoiner tag"
+
+
+def visible(char):
+    return char == "\t" or unicodedata.category(char) not in ("Cc", "Cf", "Zl", "Zp")
+
+
+@given(st.lists(st.one_of(st.text(), st.sampled_from(INVISIBLE)), max_size=40).map("".join),
+       st.sampled_from(HIGH_BYTES_POLICIES))
+def test_no_format_character_or_separator_ever_reaches_the_wire(text, policy):
+    wire = Renderer(high_bytes=policy).render(split_lines(text)).decode("utf-8")
+    assert all(visible(char) for char in wire.replace("\r\n", ""))
+    if policy == "pass":
+        assert wire.replace("\r\n", "") == "".join(filter(visible, text))
+
+
+def test_a_replacement_cannot_add_an_invisible_character():
+    assert Renderer([("smile", "\u200b\u202e:)")]).render(["smile"]) == b":)\r\n"

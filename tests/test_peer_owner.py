@@ -10,9 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fingerd.serving import peer_owner
-from fingerd.serving.peer_owner import (SOCK_DIAG_BY_FAMILY, SockDiagError, decode_reply,
-                                        encode_request, owner_by_proc, owner_by_sock_diag,
-                                        owner_in_proc_table, owner_of_unix_peer)
+from fingerd.serving.peer_owner import (
+    SOCK_DIAG_BY_FAMILY,
+    SockDiagError,
+    decode_reply,
+    encode_request,
+    owner_by_proc,
+    owner_by_sock_diag,
+    owner_in_proc_table,
+    owner_of_unix_peer,
+)
 
 
 def reply(uid, inode, kind=SOCK_DIAG_BY_FAMILY):
@@ -150,7 +157,7 @@ PROC_TCP6 = """\
   sl  local_address                         remote_address                        st
    0: 0000000000000000FFFF00000100007F:9C42 0000000000000000FFFF00000100007F:0437 01 00000000:00000000 00:00000000 00000000  1001        0 3333 1
    1: 00000000000000000000000001000000:9C43 00000000000000000000000001000000:0437 01 00000000:00000000 00:00000000 00000000  1002        0 4444 1
-"""
+"""  # noqa: E501 (the kernel's lines as they are)
 
 
 @pytest.mark.skipif(struct.pack("=I", 1)[0] != 1, reason="the sample tables are little-endian")

@@ -8,8 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fingerd.serving.proxy_header import (MAX_V1_BYTES, MAX_V2_PAYLOAD, V2_SIGNATURE, ProxyHeader,
-                                          ProxyHeaderError, parse_proxy_header)
+from fingerd.serving.proxy_header import (
+    MAX_V1_BYTES,
+    MAX_V2_PAYLOAD,
+    V2_SIGNATURE,
+    ProxyHeader,
+    ProxyHeaderError,
+    parse_proxy_header,
+)
 
 IP6_SRC, IP6_DST = "2020:dead::1", "2021:cafe::2"
 

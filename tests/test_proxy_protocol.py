@@ -195,3 +195,44 @@ def test_behind_haproxy_the_real_clients_are_served_logged_and_counted(proxied, 
     finally:
         for s in held:
             s.close()
+
+
+@pytest.mark.parametrize("per_source", [2, 0], ids=["max_per_source-2", "no-max_per_source"])
+def test_unfinished_headers_from_the_proxys_address_cannot_hold_the_share(make_daemon,
+                                                                         per_source):
+    """20 connections from the proxy's own address that send ``P`` and nothing more:
+    they count against that address's max_per_source until their header is whole, and
+    are the first shed when the share (14) is full, so the proxy's clients are served."""
+    d = make_daemon(finger__proxy_protocol="yes", finger__proxy_from="127.0.0.1",
+                    fingerd__max_connections="16", fingerd__max_per_source=str(per_source),
+                    fingerd__request_timeout="30").start()
+    held = []
+    try:
+        for _ in range(20):
+            held.append(socket.create_connection(("127.0.0.1", d.finger_port), timeout=10))
+            held[-1].sendall(b"P")
+        if per_source:
+            wait_until(lambda: d.metric("fingerd_connections_rejected_total",
+                                        reason="per_source") == 18, what="18 told busy")
+            assert d.metric("fingerd_connections_active") == 2
+        else:
+            wait_until(lambda: d.metric("fingerd_connections_rejected_total",
+                                        reason="shed") == 6, what="6 shed for newer ones")
+            assert d.metric("fingerd_connections_active") == 14
+        for client in ("192.0.2.7", "192.0.2.8", "192.0.2.9"):
+            assert ask(d.finger_port, v1(client) + b"alice\r\n") == b"Happy and well\r\n"
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_a_header_that_times_out_is_counted_proxy(make_daemon):
+    d = make_daemon(finger__proxy_protocol="yes", finger__proxy_from="127.0.0.1",
+                    fingerd__request_timeout="1").start()
+    with socket.create_connection(("127.0.0.1", d.finger_port), timeout=10) as s:
+        s.sendall(b"PROXY TCP4 192.0.2.7")
+        assert s.recv(100) == b"", "closed without an answer"
+    wait_until(lambda: d.metric("fingerd_connections_rejected_total", reason="proxy") == 1,
+               what="the header's timeout counted")
+    assert d.metric("fingerd_connections_rejected_total", reason="timeout") == 0
+

@@ -15,7 +15,7 @@ redis = pytest.importorskip("redis")
 pytestmark = needs_tool("redis-server", "redis-server")
 
 # Imported once the skip above has found the client library, which it needs.
-from fingerd.users.redis_store import RedisStore, SetsUnderWay
+from fingerd.users.redis_store import RedisStore, SetsUnderWay  # noqa: E402
 
 KEY = "test:users"
 CHANNEL = "test:changes"

@@ -607,3 +607,17 @@ def test_one_account_setting_too_fast_is_told_so_and_others_are_not(make_daemon,
     wait_until(lambda: log_lines(d, "sets faster than 0.1 a second"), what="the warning")
     assert len(log_lines(d, "sets faster than")) == 1, "logged once for a run of refusals"
     assert d.setter(f"{own.name}\r\nRoot is not rationed\r\n".encode()) == b"OK\r\n"
+
+
+def test_under_any_policy_the_rate_limit_is_each_accounts_own(make_daemon, accounts):
+    """``policy = any`` rations by the account the kernel names, as ``own`` does: one
+    user's burst, from the same address, leaves another user's next set alone."""
+    d = make_daemon(users=users_bytes(accounts), setter__policy="any",
+                    setter__rate_limit="0.1").start()
+    own, other = accounts.own, accounts.other
+    assert set_as(own, accounts, tcp(d), own.name, "First") == b"OK\r\n"
+    assert set_as(own, accounts, tcp(d), own.name, "Second") == b"ERROR too many requests\r\n"
+    assert set_as(other, accounts, tcp(d), own.name, "Set by another") == b"OK\r\n", \
+        "another account, from the same address: its own ration"
+    assert answer(d, own.name) == b"Set by another\r\n"
+

@@ -5,8 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fingerd.limits import MAX_STATUS_BYTES
-from fingerd.serving.handlers import SetterServer
 from fingerd.serving.lines import LineTooLong, take_lines
+from fingerd.serving.setter import SETTER_LINES, SETTER_MAX_LINE_BYTES
 from fingerd.users.setter_request import Refused, parse_set_request
 from fingerd.users.usersfile import is_valid_name, parse_users, status_problem, with_status
 from tests.support.fuzzing import NAMES, fed, pieces, tokens
@@ -48,14 +48,14 @@ REQUESTS = st.one_of(
     st.builds(lambda name, end, n, tail: name + end + b"s" * n + tail,
               st.sampled_from([b"alice", b"", b"a" * 32, b"a" * 33]),
               st.sampled_from([b"\n", b"\r\n", b"\r", b"\r\r\n"]),
-              st.integers(MAX_STATUS_BYTES - 2, SetterServer.max_line_bytes + 2),
+              st.integers(MAX_STATUS_BYTES - 2, SETTER_MAX_LINE_BYTES + 2),
               tokens([b"\r", b"\n", b"s"], max_size=4)))
 
 
 def framed(data, cuts=()):
     """The request lines as the setter's loop frames ``data`` arriving in pieces."""
     def take(buf, eof):
-        return take_lines(buf, SetterServer.lines_per_request, SetterServer.max_line_bytes, eof)
+        return take_lines(buf, SETTER_LINES, SETTER_MAX_LINE_BYTES, eof)
     return fed(take, pieces(data, cuts), LineTooLong)
 
 
@@ -84,7 +84,7 @@ def test_a_request_written_by_a_client_reads_back(name, status, ending):
     data = name.encode() + ending + status.encode() + ending
     lines = framed(data)
     if lines is LineTooLong:
-        assert len(status.encode()) > SetterServer.max_line_bytes
+        assert len(status.encode()) > SETTER_MAX_LINE_BYTES
     elif status_problem(status) is None:
         assert parse_set_request(lines) == (name, status)
     else:

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from fingerd.serving.handlers import is_loopback
+from fingerd.serving.setter import is_loopback
 from fingerd.users.usersfile import parse_users
 from tests.support.polling import wait_until
 

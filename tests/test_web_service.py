@@ -123,6 +123,13 @@ def test_api_user_not_found_is_a_404_json(web):
     assert reply.json() == {"user": "carol", "found": False}
 
 
+def test_api_user_not_found_echoes_null_for_what_is_not_a_user_name(web):
+    reply = get(web, "/api/users/%3Cscript%3E%E2%80%AE%0A")
+    assert_served(reply, 404, "application/json")
+    assert reply.json() == {"user": None, "found": False}
+    assert reply.body == b'{"user": null, "found": false}\n'
+
+
 def test_api_users_lists_in_the_order_of_the_finger_list(web):
     reply = get(web, "/api/users")
     assert_served(reply, 200, "application/json")

@@ -3,6 +3,7 @@ accessible HTML with every value escaped in one place, and JSON as the contract 
 
 import json
 from html.parser import HTMLParser
+from urllib.parse import quote
 
 import pytest
 from hypothesis import given
@@ -13,6 +14,7 @@ from fingerd.finger.output import Renderer
 from fingerd.finger.pages import Markup, Pages, fill
 from fingerd.finger.sources import Directory, FileSource
 from fingerd.finger.web import Site
+from fingerd.users.usersfile import is_valid_name
 
 USERS = {"alice": "Happy and well", "bob": "<i>Sleeping</i> & \"dreaming\"",
          "eve": "caf\u00e9 \u202eevil"}
@@ -128,6 +130,18 @@ def test_json_shapes():
     assert json.loads(s.answer("/api/users", "").body)["users"][1] == {
         "user": "bob", "status": '<i>Sleeping</i> & "dreaming"'}
     assert b"<" not in s.answer("/api/users", "").body
+
+
+@given(st.text(max_size=40))
+def test_a_404_json_echoes_only_a_valid_user_name(name):
+    reply = site().answer("/api/users/" + quote(name, safe=""), "")
+    if reply.status == 404:
+        assert json.loads(reply.body)["user"] == (name if is_valid_name(name) else None)
+
+
+def test_the_site_name_passes_the_output_rules():
+    page = Pages("host\u202e\u200bname\x07").lookup().decode()
+    assert "hostname" in page and not {"\u202e", "\u200b", "\x07"} & set(page)
 
 
 def test_the_form_redirects_only_to_valid_names():

@@ -8,17 +8,39 @@ replacements (the tutorial's "whitewash") and choose what happens to
 characters beyond ASCII.
 """
 
-import re
+from __future__ import annotations
 
-# Cc (C0, DEL, C1) except TAB; the bidirectional overrides, isolates and marks
-# (LRM, RLM, ALM) that can make a line display as something other than what it
-# holds; the line and paragraph separators, which some terminals and viewers
-# break lines at; and the byte order mark, invisible anywhere but at the start.
-_REMOVED = dict.fromkeys(
-    [*range(0x00, 0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0),
-     0x061C, 0x200E, 0x200F, 0x2028, 0x2029,
-     *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0xFEFF]
-)
+import re
+import sys
+import unicodedata
+from collections.abc import Callable, Iterable
+from functools import cache
+
+#: Unicode categories never sent: the format characters (bidirectional
+#: controls, zero-width spaces and joiners, the soft hyphen, tag characters,
+#: the byte order mark), invisible yet able to make a line display as
+#: something other than what it holds; and the line and paragraph
+#: separators, which some terminals and viewers break lines at.
+INVISIBLE_CATEGORIES = frozenset({"Cf", "Zl", "Zp"})
+
+# Cc (C0, DEL, C1) except TAB: a fixed set, by Unicode's stability policy.
+_CONTROLS = (*range(0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0))
+
+
+@cache
+def _removed() -> dict[int, None]:
+    """The translate table deleting every control but TAB and every character of
+    INVISIBLE_CATEGORIES in this Python's Unicode database.
+
+    Built once a process, on first use: a pass over all code points takes about
+    0.1 s, which a command that only reads the configuration should not pay.
+    Never mutated once built, so every thread may use it.
+    """
+    categories = map(unicodedata.category, map(chr, range(sys.maxunicode + 1)))
+    invisible = [point for point, category in enumerate(categories)
+                 if category in INVISIBLE_CATEGORIES]
+    return dict.fromkeys([*_CONTROLS, *invisible])
+
 
 _LINE_BREAK_RE = re.compile(r"\r\n|\r|\n")
 _NON_ASCII_RE = re.compile(r"[^\x00-\x7f]+")
@@ -27,12 +49,13 @@ _NON_ASCII_RE = re.compile(r"[^\x00-\x7f]+")
 HIGH_BYTES_POLICIES = ("pass", "strip", "caret")
 
 
-def sanitize(text):
-    """``text`` without any character a terminal could act on, TAB excepted."""
-    return text.translate(_REMOVED)
+def sanitize(text: str) -> str:
+    """``text`` without any character a terminal could act on or a reader not see, TAB
+    excepted."""
+    return text.translate(_removed())
 
 
-def split_lines(text):
+def split_lines(text: str) -> list[str]:
     """The lines of free text with any line endings; no empty last line for a final break."""
     lines = _LINE_BREAK_RE.split(text)
     if lines[-1] == "":
@@ -40,9 +63,9 @@ def split_lines(text):
     return lines
 
 
-def caret(text):
+def caret(text: str) -> str:
     """Non-ASCII characters as ``cat -v`` shows their UTF-8 bytes: ``é`` becomes ``M-CM-)``."""
-    def meta(match):
+    def meta(match: re.Match[str]) -> str:
         out = []
         for byte in match.group().encode("utf-8"):
             low = byte & 0x7F
@@ -52,25 +75,33 @@ def caret(text):
     return _NON_ASCII_RE.sub(meta, text)
 
 
+def _strip_high(text: str) -> str:
+    return _NON_ASCII_RE.sub("", text)
+
+
 class Renderer:
     """Turns answer lines into wire bytes under the operator's output rules.
 
     ``replacements`` are ``(old, new)`` pairs applied in order to every line;
-    control characters are removed after them, so no replacement can
-    introduce one.
+    control and invisible characters are removed after them, so no replacement
+    can introduce one. Construction builds the removal table if this process has
+    none yet, so that no answer waits for it.
     """
 
-    def __init__(self, replacements=(), high_bytes="pass"):
+    def __init__(self, replacements: Iterable[tuple[str, str]] = (),
+                 high_bytes: str = "pass") -> None:
         self.replacements = tuple(replacements)
-        self._high = {"pass": None, "strip": lambda t: _NON_ASCII_RE.sub("", t),
-                      "caret": caret}[high_bytes]
+        self._removed = _removed()
+        high: dict[str, Callable[[str], str] | None] = {
+            "pass": None, "strip": _strip_high, "caret": caret}
+        self._high = high[high_bytes]
 
-    def line(self, text):
+    def line(self, text: str) -> str:
         for old, new in self.replacements:
             text = text.replace(old, new)
-        text = sanitize(text)
+        text = text.translate(self._removed)
         return self._high(text) if self._high else text
 
-    def render(self, lines):
+    def render(self, lines: Iterable[str]) -> bytes:
         """The wire bytes of ``lines`` (strings without line endings), each ended by CRLF."""
         return "".join(self.line(text) + "\r\n" for text in lines).encode("utf-8")

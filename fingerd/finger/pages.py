@@ -11,6 +11,8 @@ import html
 import os
 from string import Template
 
+from fingerd.finger.output import sanitize
+
 TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 
 
@@ -38,10 +40,11 @@ def fill(template, **values):
 
 
 class Pages:
-    """The site's pages as UTF-8 bytes; ``site`` names the site in every title and header."""
+    """The site's pages as UTF-8 bytes; ``site`` names the site in every title and header,
+    under the output rules (a host name can hold any byte)."""
 
-    def __init__(self, site):
-        self.site = site
+    def __init__(self, site: str) -> None:
+        self.site = sanitize(site)
 
     def _page(self, title, content):
         return fill("layout", title=f"{title} - {self.site}", site=self.site,

@@ -7,6 +7,7 @@ exits with EXIT_FATAL (it cannot work as configured) waits the longest at
 once. Pure: the supervisor hands it each death.
 """
 
+import math
 import os
 
 from fingerd.process.exits_and_signals import EXIT_FATAL
@@ -16,6 +17,9 @@ HEALTHY_UPTIME = 10.0
 #: Restart delays for workers that keep dying young: first, then doubled up to the cap.
 BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 30.0
+#: Doublings that reach the cap: past them the delay stays there (and its power of two
+#: would overflow a float after about a thousand).
+_DOUBLINGS_TO_CAP = math.ceil(math.log2(BACKOFF_CAP / BACKOFF_FIRST))
 #: Young deaths counted for a worker that exits with EXIT_FATAL: it waits the longest delay.
 FATAL_EXIT_FAILURES = 8
 
@@ -24,7 +28,7 @@ def backoff_delay(failures: int) -> float:
     """Seconds to wait before the next start after ``failures`` young deaths in a row."""
     if failures <= 1:
         return 0.0
-    return min(BACKOFF_FIRST * 2 ** (failures - 2), BACKOFF_CAP)
+    return min(BACKOFF_FIRST * 2.0 ** min(failures - 2, _DOUBLINGS_TO_CAP), BACKOFF_CAP)
 
 
 class Backoff:

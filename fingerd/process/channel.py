@@ -20,6 +20,8 @@ worker that lets that queue fill, or sends what no worker of ours sends, is
 told so by ``WorkerMisbehaved``, for the parent to kill it.
 """
 
+from __future__ import annotations
+
 import collections
 import itertools
 import json
@@ -28,11 +30,14 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from typing import Optional
+from typing import TYPE_CHECKING, Any
 
 from fingerd.limits import REPLY_TIMEOUT
 from fingerd.users.editing import StoreError
 from fingerd.users.usersfile import is_valid_name, status_problem
+
+if TYPE_CHECKING:
+    from fingerd.users.fileio import Signature
 
 MAX_MESSAGE_BYTES = 4096
 
@@ -43,7 +48,7 @@ MAX_MESSAGE_BYTES = 4096
 MAX_QUEUED_REPLIES = 32
 
 
-def channel():
+def channel() -> tuple[socket.socket, socket.socket]:
     """``(parent_end, worker_end)``."""
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
@@ -51,19 +56,19 @@ def channel():
 class MonitorClient:
     """The worker's end. ``write_status`` fits UserStore's ``writer``; thread-safe."""
 
-    def __init__(self, sock, timeout=REPLY_TIMEOUT):
+    def __init__(self, sock: socket.socket, timeout: float = REPLY_TIMEOUT) -> None:
         self._sock = sock
         self._sock.settimeout(timeout)
         self._timeout = timeout
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
 
-    def ready(self):
+    def ready(self) -> None:
         """Tell the parent the worker serves."""
         with self._lock:
             self._sock.send(json.dumps({"op": "ready"}).encode())
 
-    def alive(self, served):
+    def alive(self, served: int) -> None:
         """Tell the parent the worker lives and has answered ``served`` requests so far.
 
         Without the lock, which a set holds while it waits for its reply: a
@@ -76,7 +81,8 @@ class MonitorClient:
         except OSError:
             pass
 
-    def write_status(self, path, name, status):
+    def write_status(self, path: str, name: str, status: str
+                     ) -> tuple[Signature | None, Signature | None]:
         """Ask the parent to set the status; returns its signatures or raises StoreError."""
         with self._lock:
             request_id = next(self._ids)
@@ -98,12 +104,16 @@ class MonitorClient:
         return signature(reply["old"]), signature(reply["new"])
 
 
-def signature(value: Optional[Sequence[int]]) -> Optional[tuple[int, ...]]:
-    """A file's signature as a message carries it (a list, or null) made a tuple again."""
-    return tuple(value) if value is not None else None
+def signature(value: Sequence[int] | None) -> Signature | None:
+    """A file's signature as a message carries it (a list, or null) made a tuple again;
+    ValueError if the list is not one."""
+    if value is None:
+        return None
+    device, inode, size, mtime, ctime = value
+    return device, inode, size, mtime, ctime
 
 
-def parse_message(data):
+def parse_message(data: bytes) -> dict[str, Any] | None:
     """The request in a datagram from the worker as a dict, or None if malformed.
 
     Never raises: nesting deeper than json's recursion limit, and text that no
@@ -133,7 +143,7 @@ def _finite(value: object) -> bool:
             and math.isfinite(value))
 
 
-def _utf8(value):
+def _utf8(value: object) -> bool:
     """Whether ``value`` is text that UTF-8 can encode."""
     if not isinstance(value, str):
         return False
@@ -144,19 +154,19 @@ def _utf8(value):
     return True
 
 
-def set_problem(message):
+def set_problem(message: dict[str, Any]) -> str | None:
     """Why the set request ``message`` is refused before any write, or None."""
     if not is_valid_name(message["name"]):
         return "invalid user name"
     return status_problem(message["status"])
 
 
-def set_reply(request_id, old, new):
+def set_reply(request_id: int, old: Sequence[int] | None, new: Sequence[int]) -> bytes:
     """The reply to a set carried out: the file's signatures before and after."""
     return json.dumps({"id": request_id, "ok": True, "old": old, "new": new}).encode()
 
 
-def error_reply(request_id, error):
+def error_reply(request_id: int, error: str) -> bytes:
     """The reply to a set refused or failed, with the reason the setter's client is told."""
     return json.dumps({"id": request_id, "ok": False, "error": error}).encode()
 
@@ -172,23 +182,23 @@ class ParentEnd:
     for writing only while ``waiting`` (replies the socket did not take).
     """
 
-    def __init__(self, sock, max_replies=MAX_QUEUED_REPLIES):
+    def __init__(self, sock: socket.socket, max_replies: int = MAX_QUEUED_REPLIES) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.max_replies = max_replies
-        self._replies = collections.deque()
+        self._replies: collections.deque[bytes] = collections.deque()
         #: Whether the worker has said it serves: it says so once.
         self.said_ready = False
 
-    def fileno(self):
+    def fileno(self) -> int:
         return self.sock.fileno()
 
     @property
-    def waiting(self):
+    def waiting(self) -> bool:
         """True while replies wait for room in the worker's socket buffer."""
         return bool(self._replies)
 
-    def receive(self):
+    def receive(self) -> bytes | None:
         """The next datagram, None when none has come, b"" once the worker's end is closed."""
         try:
             return self.sock.recv(MAX_MESSAGE_BYTES + 1)
@@ -197,7 +207,7 @@ class ParentEnd:
         except OSError:
             return b""
 
-    def send(self, reply):
+    def send(self, reply: bytes) -> None:
         """Send ``reply`` or queue it; raise WorkerMisbehaved when the queue is full."""
         if len(self._replies) >= self.max_replies:
             raise WorkerMisbehaved(f"stopped reading its channel ({len(self._replies)} "
@@ -205,7 +215,7 @@ class ParentEnd:
         self._replies.append(reply)
         self.flush()
 
-    def flush(self):
+    def flush(self) -> None:
         """Send what the socket takes now, oldest first."""
         while self._replies:
             try:
@@ -218,6 +228,6 @@ class ParentEnd:
                 return
             self._replies.popleft()
 
-    def close(self):
+    def close(self) -> None:
         self._replies.clear()
         self.sock.close()

@@ -7,18 +7,25 @@ first and waits on a pipe until the daemon says it serves, or why it could
 not: ``fingerd`` then exits 0 only when the daemon is really up.
 """
 
+from __future__ import annotations
+
 import os
 import select
 import sys
 import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import daemon
+
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
 
 #: Seconds the starting process waits for the daemon's word.
 READY_TIMEOUT = 60.0
 
 
-def detach(preserve):
+def detach(preserve: Iterable[FileDescriptorLike]) -> Callable[[str | None], None]:
     """Become a daemon keeping the descriptors in ``preserve``; returns ``report(reason)``.
 
     Only the daemon returns. ``report(None)`` tells the waiting process that
@@ -35,7 +42,7 @@ def detach(preserve):
         working_directory="/", prevent_core=True, signal_map={})
     context.open()
 
-    def report(reason):
+    def report(reason: str | None) -> None:
         message = b"OK\n" if reason is None else f"ERR {reason}\n".encode()
         try:
             os.write(write_end, message)
@@ -45,7 +52,7 @@ def detach(preserve):
     return report
 
 
-def _wait_for_word(fd, child):
+def _wait_for_word(fd: int, child: int) -> int:
     deadline = time.monotonic() + READY_TIMEOUT
     data = b""
     while not data.endswith(b"\n"):

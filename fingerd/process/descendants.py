@@ -4,18 +4,23 @@ With ``PR_SET_CHILD_SUBREAPER`` an orphan among the parent's descendants (a
 worker's child once the worker died, a grandchild whose parent exited after
 ``setsid``) becomes the parent's child instead of init's, whatever session
 or process group it moved to. The parent forks nothing but workers, one at
-a time, and the child that writes the users file (which it spares), so once its worker is dead and reaped, each of its children, and
-theirs, is something a worker left behind: ``kill_leftovers`` finds them
+a time, and the child that writes the users file (which it spares), so once
+its worker is dead and reaped, each of its children, and theirs, is
+something a worker left behind: ``kill_leftovers`` finds them
 through the parent links of ``/proc/PID/stat``, kills them with SIGKILL and
 reaps them. (The worker's seccomp filter keeps it from forking at all; this
 is the layer that holds where that one was refused.)
 """
+
+from __future__ import annotations
 
 import collections
 import ctypes
 import os
 import signal
 import time
+from collections.abc import Callable, Container, Iterator
+from typing import NamedTuple
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -26,14 +31,15 @@ KILL_TIMEOUT = 2.0
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def become_subreaper():
+def become_subreaper() -> str | None:
     """Make this process its descendants' reaper; None, or why the kernel refused."""
     if _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         return f"PR_SET_CHILD_SUBREAPER: {os.strerror(ctypes.get_errno())}"
     return None
 
 
-def kill_leftovers(timeout=KILL_TIMEOUT, spare=frozenset()):
+def kill_leftovers(timeout: float = KILL_TIMEOUT, spare: Container[int] = frozenset(),
+                   ) -> tuple[list[int], list[int]]:
     """SIGKILL every descendant of this process but the children in ``spare`` and reap
     it; ``(killed, remaining)`` pids.
 
@@ -43,7 +49,7 @@ def kill_leftovers(timeout=KILL_TIMEOUT, spare=frozenset()):
     next turn reaps them. Gives up after ``timeout`` seconds.
     """
     me = os.getpid()
-    killed = set()
+    killed: set[tuple[int, int]] = set()
     deadline = time.monotonic() + timeout
     while True:
         found = [proc for proc in (descendants(me) if has_children() else [])
@@ -62,10 +68,17 @@ def kill_leftovers(timeout=KILL_TIMEOUT, spare=frozenset()):
         time.sleep(0.002)
 
 
-Process = collections.namedtuple("Process", "pid ppid state start")
+class Process(NamedTuple):
+    """A process as ``/proc/PID/stat`` shows it: its state letter, and its start time in
+    clock ticks after boot (with the pid, what names it across pid reuse)."""
+
+    pid: int
+    ppid: int
+    state: str
+    start: int
 
 
-def has_children():
+def has_children() -> bool:
     """False when ``/proc`` says this process has no child, zombie or live: then it
     has no descendant either (an orphan would be its child). Reading the short
     ``children`` list spares the common case a scan of every process."""
@@ -79,9 +92,9 @@ def has_children():
     return False
 
 
-def descendants(root):
+def descendants(root: int) -> list[Process]:
     """Every live or zombie descendant of ``root``, parents before children."""
-    by_parent = collections.defaultdict(list)
+    by_parent: collections.defaultdict[int, list[Process]] = collections.defaultdict(list)
     for proc in processes():
         by_parent[proc.ppid].append(proc)
     found = []
@@ -93,7 +106,7 @@ def descendants(root):
     return found
 
 
-def processes():
+def processes() -> Iterator[Process]:
     """Every process as ``/proc/PID/stat`` shows it now."""
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -102,7 +115,7 @@ def processes():
                 yield proc
 
 
-def stat(pid):
+def stat(pid: int) -> Process | None:
     """``pid``'s Process, or None once it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -114,7 +127,7 @@ def stat(pid):
     return Process(pid, int(fields[1]), fields[0].decode(), int(fields[19]))
 
 
-def _kill(proc, own):
+def _kill(proc: Process, own: bool) -> None:
     """SIGKILL ``proc``, and never another process that took its pid since it was seen.
 
     A child of this process keeps its pid until this process reaps it; another
@@ -136,7 +149,7 @@ def _kill(proc, own):
         os.close(fd)
 
 
-def _signal(send):
+def _signal(send: Callable[[], None]) -> None:
     try:
         send()
     except ProcessLookupError:

@@ -4,10 +4,18 @@ Only this module binds. The servers adopt what it returns, so that a
 privileged parent can bind and an unprivileged process serve.
 """
 
+from __future__ import annotations
+
+import contextlib
 import errno
 import os
 import socket
 import stat
+from collections.abc import Callable
+from functools import partial
+
+from fingerd.config import Address, Config
+from fingerd.users.fileio import unsafe_ownership
 
 UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 
@@ -16,7 +24,7 @@ class BindError(OSError):
     """A listening socket could not be made; the message is one line for the operator."""
 
 
-def bind(address, backlog, option):
+def bind(address: Address, backlog: int, option: str) -> socket.socket:
     """A listening TCP socket on ``address``; ``option`` names the setting, for errors."""
     family = socket.AF_INET6 if address.family == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -32,7 +40,7 @@ def bind(address, backlog, option):
     return sock
 
 
-def _explain(exc, address, option):
+def _explain(exc: OSError, address: Address, option: str) -> str:
     if exc.errno == errno.EACCES and address.port < 1024:
         return _needs_root(address, option, 1024)
     if exc.errno == errno.EADDRINUSE:
@@ -42,19 +50,19 @@ def _explain(exc, address, option):
     return f"cannot listen on {address} ({option}): {exc.strerror}"
 
 
-def _needs_root(address, option, first_free):
+def _needs_root(address: Address, option: str, first_free: int) -> str:
     return (f"cannot listen on {address} ({option}): ports below {first_free} need root; "
             f"start as root or set {option} to a port of {first_free} or more")
 
 
-def _plan(config):
+def _plan(config: Config) -> tuple[tuple[str, str, tuple[Address, ...]], ...]:
     return (("finger", "[finger] listen", config.finger_listen),
             ("setter", "[setter] listen", config.setter_listen),
             ("metrics", "[metrics] listen", config.metrics_listen),
             ("web", "[web] listen", config.web_listen))
 
 
-def privileged_port_problem(config):
+def privileged_port_problem(config: Config) -> str | None:
     """Why this process may not bind a configured port, or None; checked before anything else."""
     if os.geteuid() == 0:
         return None
@@ -74,32 +82,93 @@ def privileged_port_problem(config):
 #: policy, not the file's mode, decides what each may do.
 UNIX_SOCKET_MODE = 0o666
 
+#: Mode of the socket's directory when fingerd creates it.
+SOCKET_DIRECTORY_MODE = 0o755
 
-def bind_unix(path, backlog, option):
+
+def bind_unix(path: str, backlog: int, option: str) -> socket.socket:
     """A listening Unix stream socket at ``path``, replacing a stale one left by a dead
-    daemon; its directory is created if missing."""
+    daemon; its directory is created (0755) if missing.
+
+    Root binds it, so whoever could change the directory could have root
+    change files of their choosing: the directory must be root's and
+    writable by no one else, as the users file's (fileio), and is opened
+    ``O_DIRECTORY | O_NOFOLLOW``; a stale socket is removed through that
+    descriptor; the socket is born with its final mode, bound under a umask,
+    so no operation by path follows the bind for a swapped-in symbolic link to
+    redirect. Anything else is refused with a one-line BindError. The
+    directory's own ancestors are not checked.
+    """
+    directory, name = os.path.split(path)
     try:
-        os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
-        _remove_stale(path, option)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        os.makedirs(directory, SOCKET_DIRECTORY_MODE, exist_ok=True)
+        dir_fd = _open_directory(directory, path, option)
+        try:
+            _remove_stale_in(dir_fd, name, path, option)
+            return _listening_unix(path, backlog)
+        finally:
+            os.close(dir_fd)
     except BindError:
         raise
     except OSError as exc:
         raise BindError(f"cannot listen on {path} ({option}): {exc.strerror}") from None
+
+
+def _listening_unix(path: str, backlog: int) -> socket.socket:
+    """A Unix stream socket listening at ``path``, its file born UNIX_SOCKET_MODE.
+
+    Bound under the matching umask, which is the whole process's: the parent,
+    the only caller, has no other thread, and the umask is put back at once.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.bind(path)
-        os.chmod(path, UNIX_SOCKET_MODE)
+        old = os.umask(0o777 & ~UNIX_SOCKET_MODE)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
         sock.listen(backlog)
-    except OSError as exc:
+    except OSError:
         sock.close()
-        raise BindError(f"cannot listen on {path} ({option}): {exc.strerror}") from None
+        raise
     return sock
 
 
-def _remove_stale(path, option):
-    """Remove a socket nobody listens on; refuse to touch anything else at ``path``."""
+def _open_directory(directory: str, path: str, option: str) -> int:
+    """A descriptor of ``directory`` once it is known safe for root to bind in; else
+    BindError saying what to fix, in the users file's words."""
     try:
-        mode = os.lstat(path).st_mode
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        # O_DIRECTORY | O_NOFOLLOW on a symbolic link: ENOTDIR on Linux, ELOOP elsewhere.
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(directory):
+            raise BindError(f"cannot listen on {path} ({option}): directory {directory} is "
+                            f"a symbolic link, which fingerd does not follow; name the real "
+                            f"directory in {option}") from None
+        raise
+    problem = unsafe_ownership(f"directory {directory}", directory, os.fstat(fd))
+    if problem:
+        os.close(fd)
+        raise BindError(f"cannot listen on {path} ({option}): {problem}")
+    return fd
+
+
+def _remove_stale(path: str, option: str) -> None:
+    """Remove a socket nobody listens on at ``path``, if its directory is still safe;
+    refuse to touch anything else."""
+    directory, name = os.path.split(path)
+    dir_fd = _open_directory(directory, path, option)
+    try:
+        _remove_stale_in(dir_fd, name, path, option)
+    finally:
+        os.close(dir_fd)
+
+
+def _remove_stale_in(dir_fd: int, name: str, path: str, option: str) -> None:
+    """Remove the socket ``name`` of the directory ``dir_fd`` (at ``path``) when nobody
+    listens on it; refuse to touch anything else."""
+    try:
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(mode):
@@ -111,21 +180,22 @@ def _remove_stale(path, option):
         try:
             probe.connect(path)
         except (ConnectionRefusedError, FileNotFoundError):
-            os.unlink(path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=dir_fd)
             return
         except BlockingIOError:
             pass
     raise BindError(f"cannot listen on {path} ({option}): another process serves it")
 
 
-def unix_socket_paths(config):
+def unix_socket_paths(config: Config) -> list[str]:
     """The Unix sockets the parent creates, to be removed at stop."""
     return [config.setter_socket] if config.setter_socket else []
 
 
-def bind_all(config):
+def bind_all(config: Config) -> dict[str, list[socket.socket]]:
     """``{service: [socket, ...]}`` for every configured address; all or nothing."""
-    bound = {}
+    bound: dict[str, list[socket.socket]] = {}
     try:
         for service, option, addresses in _plan(config):
             bound[service] = []
@@ -140,7 +210,8 @@ def bind_all(config):
     return bound
 
 
-def rebind_all(config, current):
+def rebind_all(config: Config, current: dict[str, list[socket.socket]],
+               ) -> tuple[dict[str, list[socket.socket]], list[socket.socket]]:
     """For a configuration read again: ``(sockets, unused)``.
 
     ``sockets`` is ``bind_all``'s answer for ``config``, made of the sockets in
@@ -151,10 +222,10 @@ def rebind_all(config, current):
     BindError the new sockets are closed and ``current`` is untouched.
     """
     by_address = {_address_of(sock): sock for socks in current.values() for sock in socks}
-    bound = {}
-    fresh = []
+    bound: dict[str, list[socket.socket]] = {}
+    fresh: list[socket.socket] = []
 
-    def take(key, make):
+    def take(key: tuple[object, ...], make: Callable[[], socket.socket]) -> socket.socket:
         sock = by_address.pop(key, None)
         if sock is None:
             sock = make()
@@ -167,12 +238,11 @@ def rebind_all(config, current):
         for service, option, addresses in _plan(config):
             bound[service] = [
                 take(("tcp", address.host, address.port),
-                     lambda address=address, option=option: bind(address, config.backlog,
-                                                                  option))
+                     partial(bind, address, config.backlog, option))
                 for address in addresses]
         for path in unix_socket_paths(config):
-            bound["setter"].append(take(("unix", path), lambda path=path: bind_unix(
-                path, config.backlog, "[setter] socket")))
+            bound["setter"].append(take(("unix", path), partial(
+                bind_unix, path, config.backlog, "[setter] socket")))
     except BindError:
         for sock in fresh:
             sock.close()
@@ -180,12 +250,12 @@ def rebind_all(config, current):
     return bound, list(by_address.values())
 
 
-def _address_of(sock):
+def _address_of(sock: socket.socket) -> tuple[object, ...]:
     name = sock.getsockname()
     return ("unix", name) if sock.family == socket.AF_UNIX else ("tcp", name[0], name[1])
 
 
-def remove_unix_sockets(config):
+def remove_unix_sockets(config: Config) -> None:
     """Once this process's sockets are closed, remove its Unix sockets from the file
     system: any still there that nobody serves. One another daemon serves is left alone."""
     for path in unix_socket_paths(config):
@@ -195,7 +265,7 @@ def remove_unix_sockets(config):
             pass
 
 
-def close_sockets(socks):
+def close_sockets(socks: list[socket.socket]) -> None:
     """Close ``socks``, and remove from the file system the Unix ones nobody serves then."""
     for sock in socks:
         path = sock.getsockname() if sock.family == socket.AF_UNIX else None
@@ -207,7 +277,7 @@ def close_sockets(socks):
                 pass
 
 
-def close_all(bound):
+def close_all(bound: dict[str, list[socket.socket]]) -> None:
     for socks in bound.values():
         for sock in socks:
             sock.close()

@@ -22,6 +22,7 @@ import threading
 import time
 
 from fingerd import limits
+from fingerd.token_bucket import TokenBucket
 
 #: Longest record relayed; the rest of a longer one is cut.
 MAX_RECORD_BYTES = 16384
@@ -159,30 +160,6 @@ def clean(text, limit=limits.MAX_WORKER_LOG_CHARS):
     return f"{''.join(head)} [... {cut} characters cut ...] {''.join(reversed(tail))}"
 
 
-class TokenBucket:
-    """``rate`` tokens a second, at most ``burst`` at once."""
-
-    def __init__(self, rate, burst, clock=time.monotonic):
-        self.rate = rate
-        self.burst = burst
-        self._clock = clock
-        self.tokens = float(burst)
-        self._stamp = clock()
-
-    def refill(self):
-        """Add the tokens earned since the last refill."""
-        now = self._clock()
-        self.tokens = min(self.burst, self.tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-
-    def take(self, cost):
-        """True, and ``cost`` tokens fewer, if there are that many."""
-        if self.tokens >= cost:
-            self.tokens -= cost
-            return True
-        return False
-
-
 class LogRelay:
     """Parent side: reads the pipe and writes each record as a line of its own,
     tagged as the worker's, escaped, bounded and rate-limited."""
@@ -194,7 +171,7 @@ class LogRelay:
         self._buf = b""
         self._logger = logger or logging.getLogger("fingerd.worker")
         self._notices = notices or log
-        self._bucket = TokenBucket(rate, burst, clock)
+        self._bucket = TokenBucket(rate, burst, clock())
         self._clock = clock
         self._dropped = 0
         self._noticed_at = None
@@ -221,7 +198,7 @@ class LogRelay:
             return False
         lines = (self._buf + chunk).split(b"\n")
         self._buf = lines.pop()[-4 * MAX_RECORD_BYTES:]
-        self._bucket.refill()
+        self._bucket.refill(self._clock())
         for i, line in enumerate(lines):
             if self._bucket.tokens < 1:
                 # The rest of this slice is over the limit: counted, never looked at.

@@ -17,7 +17,7 @@ import selectors
 import signal
 import time
 from collections.abc import Iterable
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from fingerd.process.channel import WorkerMisbehaved, error_reply, parse_message, set_problem
 from fingerd.process.filewriter import FileWriter
@@ -128,7 +128,7 @@ class Monitor:
             sender.served = True
             log.info("worker %d has answered requests", sender.pid)
 
-    def _on_set(self, sender: WorkerHandle, message: dict) -> None:
+    def _on_set(self, sender: WorkerHandle, message: dict[str, Any]) -> None:
         assert sender.channel is not None
         problem = set_problem(message)
         if problem:

@@ -7,6 +7,8 @@ anonymous memory file it creates once and every worker inherits, with one
 that it never exports a count half written.
 """
 
+from __future__ import annotations
+
 import os
 import struct
 
@@ -19,19 +21,19 @@ _READS = 4
 class ConfigReloads:
     """The counts in the memory file ``fd``; a new one (in the parent) when None."""
 
-    def __init__(self, fd=None):
+    def __init__(self, fd: int | None = None) -> None:
         if fd is None:
             fd = os.memfd_create("fingerd-counts", os.MFD_CLOEXEC)
             os.pwrite(fd, _COUNTS.pack(*[0] * len(OUTCOMES)), 0)
         self.fd = fd
 
-    def record(self, outcome):
+    def record(self, outcome: str) -> None:
         """Count one reload with ``outcome`` (parent)."""
         counts = self.read()
         counts[outcome] += 1
         os.pwrite(self.fd, _COUNTS.pack(*(counts[o] for o in OUTCOMES)), 0)
 
-    def read(self):
+    def read(self) -> dict[str, int]:
         """``{outcome: count}``."""
         data = os.pread(self.fd, _COUNTS.size, 0)
         for _ in range(_READS):

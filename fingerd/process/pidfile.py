@@ -46,18 +46,18 @@ class AlreadyRunning(RuntimeError):
     pass
 
 
-def lock_path(path):
+def lock_path(path: str) -> str:
     """The lock file of the pidfile at ``path``."""
     return path + LOCK_SUFFIX
 
 
 class Pidfile:
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         self.path = path
         self.lock_path = lock_path(path)
-        self.fd = None
+        self.fd: int | None = None
 
-    def acquire(self):
+    def acquire(self) -> None:
         """Take the lock or raise AlreadyRunning; raise OSError if it cannot be taken.
 
         ``fd`` is then the lock file's descriptor. It is inherited across
@@ -82,11 +82,11 @@ class Pidfile:
             os.close(fd)
         raise OSError(errno.EAGAIN, "the lock file keeps being replaced", self.lock_path)
 
-    def write(self, pid):
+    def write(self, pid: int) -> None:
         """Put a pidfile naming ``pid`` in place, replacing whatever is at the path."""
         replace_file(self.path, f"{pid}\n".encode("ascii"))
 
-    def release(self):
+    def release(self) -> None:
         """Remove the pidfile if it still names this process, and the lock file, then
         let go of the lock."""
         if self.fd is None:
@@ -105,7 +105,7 @@ class Pidfile:
         self.fd = None
 
 
-def replace_file(path, data, mode=PIDFILE_MODE):
+def replace_file(path: str, data: bytes, mode: int = PIDFILE_MODE) -> None:
     """Put a file holding ``data`` at ``path``: written beside it, renamed into place, so
     that whatever was there, a symbolic link included, is replaced, never written through."""
     directory, name = os.path.split(os.path.abspath(path))
@@ -129,13 +129,13 @@ def replace_file(path, data, mode=PIDFILE_MODE):
         os.close(dir_fd)
 
 
-def _private(st):
+def _private(st: os.stat_result) -> bool:
     """Whether ``st`` is of a file only this user can open: the lock file's rule."""
     return (stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
             and st.st_mode & 0o077 == 0 and st.st_nlink == 1)
 
 
-def _open_private(path):
+def _open_private(path: str) -> int:
     """A read-write descriptor of the private regular file at ``path``, created if
     missing; whatever else is there (see ``_private``) is removed first, never
     followed or opened for good."""
@@ -164,7 +164,7 @@ def _open_private(path):
     raise OSError(errno.EAGAIN, "the lock file keeps being replaced", path)
 
 
-def _remove(path, st):
+def _remove(path: str, st: os.stat_result) -> None:
     """Unlink ``path`` if it is still the file ``st`` describes."""
     try:
         now = os.lstat(path)
@@ -174,7 +174,7 @@ def _remove(path, st):
         os.unlink(path)
 
 
-def _same_file(fd, path):
+def _same_file(fd: int, path: str) -> bool:
     st = os.fstat(fd)
     try:
         at_path = os.lstat(path)
@@ -183,7 +183,7 @@ def _same_file(fd, path):
     return (st.st_dev, st.st_ino) == (at_path.st_dev, at_path.st_ino)
 
 
-def read_pid(path):
+def read_pid(path: str) -> int | None:
     """The pid in the pidfile at ``path``; None if there is none or it holds no pid.
 
     Raises PermissionError if it cannot be read. A symbolic link at the path is

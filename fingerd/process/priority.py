@@ -24,6 +24,8 @@ where even that is refused (a seccomp filter such as systemd's
 ``SystemCallFilter=~@resources``), at the parent's.
 """
 
+from __future__ import annotations
+
 import ctypes
 import os
 import platform
@@ -44,7 +46,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
 
-def run_behind(pid, niceness):
+def run_behind(pid: int, niceness: int) -> str | None:
     """Put the process ``pid`` (a child not yet at work) ``niceness`` above this one's
     niceness and, where it can be promoted later, at ``SCHED_IDLE`` with its I/O best
     effort at the lowest level. None when it runs at ``SCHED_IDLE``; else why not, and
@@ -59,7 +61,7 @@ def run_behind(pid, niceness):
     return None if why is None else f"{why}; it runs at niceness {nice}"
 
 
-def _why_not_idle(pid, nice):
+def _why_not_idle(pid: int, nice: int) -> str | None:
     number = IOPRIO_SET.get(platform.machine())
     if number is None:
         return f"no ioprio_set number for {platform.machine()}"
@@ -76,17 +78,17 @@ def _why_not_idle(pid, nice):
     return None
 
 
-def promote(pid):
+def promote(pid: int) -> None:
     """Let ``pid``, at ``SCHED_IDLE``, compete at its niceness; raises OSError."""
     os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
 
 
-def demote(pid):
+def demote(pid: int) -> None:
     """Put ``pid`` back at ``SCHED_IDLE``; raises OSError."""
     os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
 
 
-def _may_leave_idle(nice):
+def _may_leave_idle(nice: int) -> bool:
     """Whether this process may move a child of its own (which shares its limits)
     from ``SCHED_IDLE`` to ``SCHED_OTHER`` at niceness ``nice``."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NICE)

@@ -25,7 +25,7 @@ import selectors
 import signal
 import socket
 import time
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from fingerd import logsetup
 from fingerd.limits import STARTUP_TIMEOUT, STOP_GRACE_SECONDS
@@ -40,6 +40,9 @@ from fingerd.process.notify import STOPPING, reloading
 from fingerd.process.reloads import Reloads
 from fingerd.process.states import NEXT_STATE, Phase, State
 from fingerd.process.worker_handle import WorkerHandle
+
+if TYPE_CHECKING:
+    from fingerd.process.reloading import Plan
 
 log = logging.getLogger("fingerd")
 
@@ -60,9 +63,10 @@ class Supervisor:
     """
 
     def __init__(self, config: Any, sockets: dict[str, list[socket.socket]], workers: Any,
-                 log_handler: Any, on_ready: Optional[Callable[[Optional[str]], None]] = None,
+                 log_handler: logging.Handler,
+                 on_ready: Optional[Callable[[Optional[str]], None]] = None,
                  clock: Callable[[], float] = time.monotonic,
-                 reloader: Optional[Callable[[Any, Any], Any]] = None,
+                 reloader: Optional[Callable[[Any, dict[str, list[socket.socket]]], "Plan"]] = None,
                  on_reload: Optional[Callable[[bool, str], None]] = None,
                  notify: Callable[[str], None] = lambda message: None) -> None:
         self.config = config
@@ -71,9 +75,7 @@ class Supervisor:
         self.log_handler = log_handler
         self.on_ready = on_ready
         self.clock = clock
-        self.reloader = reloader
-        self.on_reload = on_reload
-        self.notify = notify
+        self.reloader, self.on_reload, self.notify = reloader, on_reload, notify
         self.state = State.STOPPED
         #: When the next worker starts, in BACKOFF; None in every other state.
         self.deadline: Optional[float] = None
@@ -181,11 +183,12 @@ class Supervisor:
         self.backoff.reset()
         self._move(State.BACKOFF, self.clock())
 
-    def configure(self, plan: Any) -> Any:
+    def configure(self, plan: "Plan") -> "Plan":
         """Serve ``plan``'s configuration and sockets from the next worker on; what
         was served before, as a plan to go back to."""
         self.config, self.sockets = plan.config, plan.sockets
-        return self.workers.configure(plan)
+        previous: Plan = self.workers.configure(plan)
+        return previous
 
     def _on_worker_ready(self, sender: WorkerHandle) -> None:
         log.info("worker %d ready", sender.pid)

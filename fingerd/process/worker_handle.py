@@ -7,6 +7,7 @@ reached means (``Supervisor._on_worker_deadline``); the handle only keeps it.
 """
 
 import selectors
+import socket
 from typing import Any, Optional
 
 from fingerd.process.channel import ParentEnd
@@ -29,7 +30,7 @@ class WorkerHandle:
         #: Whether it has said, in a heartbeat, that it answered a request.
         self.served = False
         #: Sockets no worker serves any more, closed once this retiring worker is gone.
-        self.leaves: list[Any] = []
+        self.leaves: list[socket.socket] = []
         self.phase = Phase.STARTING
         self.deadline = deadline
 

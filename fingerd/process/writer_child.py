@@ -87,7 +87,7 @@ def write_one(writer: StatusWriter, request: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def _version(path: str) -> Optional[tuple[int, ...]]:
+def _version(path: str) -> Optional[fileio.Signature]:
     """The signature of the file at ``path``, None if there is none to be had."""
     try:
         return fileio.signature(os.stat(path, follow_symlinks=False))

@@ -6,6 +6,8 @@ watcher, and stops them in order. It never binds and never changes
 privileges, so a privileged parent can hand it its sockets.
 """
 
+from __future__ import annotations
+
 import logging
 import resource
 import socket
@@ -20,14 +22,15 @@ from fingerd.finger.pages import Pages
 from fingerd.finger.sources import BoundedSource, Directory, FileSource, SystemSource
 from fingerd.finger.web import Site
 from fingerd.limits import RESERVED_DESCRIPTORS, STOP_GRACE_SECONDS
+from fingerd.serving.finger import FingerNeeds, finger_service
 from fingerd.serving.gate import ConnectionGate
-from fingerd.serving.handlers import FingerServer, SetterServer
-from fingerd.serving.loop import Context
-from fingerd.serving.metrics_http import METRICS_MAX_CONNECTIONS, MetricsServer
+from fingerd.serving.loop import ServingLoop
+from fingerd.serving.metrics_http import METRICS_MAX_CONNECTIONS, metrics_service
 from fingerd.serving.pool import Pool
 from fingerd.serving.rate_limit import RateLimit
 from fingerd.serving.requesters import Requesters
-from fingerd.serving.web import WebServer
+from fingerd.serving.setter import SetterNeeds, setter_service
+from fingerd.serving.web import web_service
 from fingerd.users.watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -59,38 +62,43 @@ class Service:
         self.metrics.connections_active.set_function(
             lambda: gates["finger"].active + gates["setter"].active + gates["web"].active)
 
-        def context(service):
-            return Context(self._pool, gates[service], self.metrics, config.request_timeout,
-                           access_log if service != "metrics" else None,
-                           config.first_byte_timeout)
-
+        # Every service's deadlines: seconds for a whole request, and while crowded for a
+        # first byte.
+        timeouts = (config.request_timeout,
+                    min(config.first_byte_timeout or config.request_timeout,
+                        config.request_timeout))
         directory = build_directory(config, self.store)
         rules = Rules(config.list_users, config.forwarding, config.forward_allow)
         renderer = Renderer(config.replacements, config.high_bytes)
         forward = Forwarder(config.forward_timeout) if config.forwarding else None
-        requesters = Requesters(config.setter_admin_group)
-        rate_limit = RateLimit(config.setter_rate_limit) if config.setter_rate_limit else None
-        self._servers = []
+        services = []
         if sockets["finger"]:
-            self._servers.append(FingerServer(
-                sockets["finger"], context("finger"), directory, rules, renderer, forward,
+            services.append(finger_service(
+                gates["finger"], *timeouts, FingerNeeds(directory, rules, renderer, forward),
                 lookups_block=config.system_users, users=self.store.users,
                 proxy_from=config.finger_proxy_from if config.finger_proxy_protocol else None))
         if sockets["setter"]:
-            self._servers.append(SetterServer(sockets["setter"], context("setter"), self.store,
-                                              config.setter_policy, requesters, rate_limit))
+            rate_limit = RateLimit(config.setter_rate_limit) if config.setter_rate_limit \
+                else None
+            services.append(setter_service(
+                gates["setter"], *timeouts,
+                SetterNeeds(self.store, config.setter_policy,
+                            Requesters(config.setter_admin_group), rate_limit),
+                self.metrics))
         if sockets["metrics"]:
-            self._servers.append(MetricsServer(sockets["metrics"], context("metrics"),
-                                               self.metrics.registry))
+            services.append(metrics_service(gates["metrics"], *timeouts, self.metrics.registry))
         if sockets["web"]:
             site = Site(directory, rules, renderer, Pages(site_name()))
-            self._servers.append(WebServer(
-                sockets["web"], context("web"), site, lookups_block=config.system_users,
+            services.append(web_service(
+                gates["web"], *timeouts, site, lookups_block=config.system_users,
                 proxy_from=config.web_proxy_from if config.web_proxy_protocol else None))
+        self._servers = [ServingLoop(sockets[service.name], service, self._pool, self.metrics,
+                                     access_log)
+                         for service in services]
         self._watcher = Watcher(self.store, config.reload_interval)
         self._watcher.start()
         for server in self._servers:
-            name = f"fingerd-{server.service}"
+            name = f"fingerd-{server.service.name}"
             thread = threading.Thread(target=self._serve, args=(server,), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -99,7 +107,7 @@ class Service:
         try:
             server.serve_forever()
         except Exception:
-            log.critical("%s server failed; stopping", server.service, exc_info=True)
+            log.critical("%s server failed; stopping", server.service.name, exc_info=True)
             self.failed.set()
 
     def reload(self):

@@ -51,8 +51,9 @@ class ConnectionGate:
             return None
 
     def claim(self, source):
-        """Count a slot taken with an unknown source against ``source``: None, or
-        REJECT_PER_SOURCE, when the slot stays unclaimed (leave it with None)."""
+        """Count a slot taken with an unknown source, or counted against another
+        (then ``release`` that one), against ``source``: None, or REJECT_PER_SOURCE,
+        when it stays as it was."""
         if not self.per_source:
             return None
         with self._lock:
@@ -61,6 +62,15 @@ class ConnectionGate:
                 return REJECT_PER_SOURCE
             self._by_source[source] = held + 1
             return None
+
+    def release(self, source: object) -> None:
+        """Stop counting a slot against ``source``; the slot stays taken (``claim`` has
+        counted it against another source)."""
+        if self.per_source:
+            with self._lock:
+                left = self._by_source.pop(source) - 1
+                if left:
+                    self._by_source[source] = left
 
     def crowded(self):
         """Whether at least half the slots are taken: the connections that have sent

@@ -11,6 +11,8 @@ head is read: each connection carries one request and is closed after it,
 so a body that follows is never taken for another request.
 """
 
+from __future__ import annotations
+
 import re
 from typing import NamedTuple
 
@@ -39,7 +41,7 @@ _DIGITS = re.compile(r"[0-9]+")
 class HeadError(ValueError):
     """A request answered with an error ``status`` (400, 431, 505); the message says why."""
 
-    def __init__(self, status, reason):
+    def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status
 
@@ -51,22 +53,24 @@ class Head(NamedTuple):
     method: str
     path: str
     query: str
-    version: tuple
-    fields: tuple
+    version: tuple[int, int]
+    fields: tuple[tuple[str, str], ...]
 
-    def field(self, name):
+    def field(self, name: str) -> str | None:
         """The value of field ``name`` (lower case), repeats joined by commas; None if absent."""
         values = [value for key, value in self.fields if key == name]
         return ", ".join(values) if values else None
 
 
-def take_head(buf, eof):
+def take_head(buf: bytes | bytearray, eof: bool) -> Head | None:
     """The Head once ``buf`` holds a whole one, else None; raise HeadError.
 
     With ``eof`` the input is complete: a head left unfinished is an error,
     and None means the client sent nothing but blank lines.
     """
-    start = _LEADING_BLANK_LINES.match(buf).end()
+    leading = _LEADING_BLANK_LINES.match(buf)
+    assert leading is not None, "the pattern matches the empty string"
+    start = leading.end()
     end = _END.search(buf, start)
     if end is None:
         if len(buf) >= MAX_HEAD_BYTES:
@@ -84,7 +88,7 @@ def take_head(buf, eof):
     return _parse(lines)
 
 
-def _parse(lines):
+def _parse(lines: list[bytes]) -> Head:
     request = _REQUEST_LINE.fullmatch(lines[0])
     if request is None:
         raise HeadError(400, "malformed request line")
@@ -106,7 +110,7 @@ def _parse(lines):
     return head
 
 
-def _split_target(target):
+def _split_target(target: str) -> tuple[str, str]:
     """``(path, query)`` of an origin-form target, or of an absolute-form one (RFC 9112
     3.2.2); ``*`` stands for itself. Anything else, or a fragment, is malformed."""
     if target != "*" and not target.startswith("/"):
@@ -124,7 +128,7 @@ def _split_target(target):
     return path, query
 
 
-def _check_fields(head):
+def _check_fields(head: Head) -> None:
     hosts = [value for name, value in head.fields if name == "host"]
     if len(hosts) > 1 or (head.version >= (1, 1) and not hosts):
         raise HeadError(400, "an HTTP/1.1 request needs exactly one Host field")
@@ -133,7 +137,7 @@ def _check_fields(head):
         raise HeadError(400, "malformed Content-Length")
 
 
-def take_request(buf, eof):
+def take_request(buf: bytes | bytearray, eof: bool) -> Head | HeadError | list[bytes] | None:
     """``take_head`` for a serving loop's ``take_request``: the Head, or the HeadError to
     answer, once either is known; None while more may come; an empty list when the
     client closed having sent nothing."""

@@ -1,12 +1,17 @@
-"""HTTP/1.1 responses of the web directory: pure logic, no I/O.
+"""HTTP responses, of the web directory and of the metrics endpoint: pure logic, no I/O.
 
-Every response closes its connection and carries the headers that keep a
-browser from reading more into it than it says: no type sniffing, no
-script, no referrer sent on. Validators are entity tags of the body, so an
-answer that has not changed is confirmed with 304 and no body.
+Every response closes its connection. The web directory's are HTTP/1.1 and
+carry the headers that keep a browser from reading more into it than they
+say: no type sniffing, no script, no referrer sent on. Its validators are
+entity tags of the body, so an answer that has not changed is confirmed
+with 304 and no body. The metrics endpoint's are HTTP/1.0 with nothing
+but type and length: a scraper reads text.
 """
 
+from __future__ import annotations
+
 import hashlib
+from collections.abc import Sequence
 
 from fingerd.serving.http_head import REASONS
 
@@ -14,8 +19,8 @@ from fingerd.serving.http_head import REASONS
 #: script and load nothing from elsewhere, send no referrer, be no one's frame.
 SECURITY_HEADERS = (
     "X-Content-Type-Options: nosniff",
-    "Content-Security-Policy: default-src 'none'; style-src 'self'; img-src 'self'; "
-    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+    ("Content-Security-Policy: default-src 'none'; style-src 'self'; img-src 'self'; "
+     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
     "Referrer-Policy: no-referrer",
 )
 
@@ -23,29 +28,33 @@ NO_STORE = "Cache-Control: no-store"
 TEXT = "text/plain; charset=utf-8"
 
 
-def response(status, content_type=None, body=b"", headers=(), with_body=True):
+def response(status: int, content_type: str | None = None, body: bytes = b"",
+             headers: Sequence[str] = (), with_body: bool = True, version: str = "HTTP/1.1",
+             always: Sequence[str] = SECURITY_HEADERS) -> bytes:
     """The bytes of a response; ``with_body`` false for HEAD, which gets the same head.
+    ``headers`` come after type and length, then ``always``, what every response of
+    the service says.
 
     A 304 has neither type nor length: it stands for the answer the client has.
     """
-    lines = [f"HTTP/1.1 {status} {REASONS[status]}"]
+    lines = [f"{version} {status} {REASONS[status]}"]
     if status != 304:
         if content_type is not None:
             lines.append(f"Content-Type: {content_type}")
         lines.append(f"Content-Length: {len(body)}")
     lines += headers
-    lines += SECURITY_HEADERS
+    lines += always
     lines.append("Connection: close\r\n\r\n")
     head = "\r\n".join(lines).encode("latin-1")
     return head + body if with_body and status != 304 else head
 
 
-def entity_tag(body):
+def entity_tag(body: bytes) -> str:
     """A strong entity tag of ``body``: the same for the same bytes, in any worker."""
     return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
 
 
-def none_match(if_none_match, tag):
+def none_match(if_none_match: str | None, tag: str) -> bool:
     """Whether an If-None-Match field value matches ``tag`` (weak comparison, RFC 9110
     13.1.2): ``*`` or a listed tag with or without ``W/``."""
     if if_none_match is None:

@@ -6,12 +6,14 @@ buffer as bytes arrive; the caller never needs to hold more than
 ``count * (limit + 2)`` bytes plus one read.
 """
 
+from __future__ import annotations
+
 
 class LineTooLong(ValueError):
     """A line grew past its limit before it ended."""
 
 
-def take_lines(buf, count, limit, eof):
+def take_lines(buf: bytes | bytearray, count: int, limit: int, eof: bool) -> list[bytes] | None:
     """The first ``count`` lines of ``buf`` without their endings, or None for "need more".
 
     With ``eof`` the input is complete: the lines found are returned even if
@@ -19,7 +21,7 @@ def take_lines(buf, count, limit, eof):
     empty list means the client sent nothing). Raises LineTooLong when a line
     holds more than ``limit`` bytes.
     """
-    lines = []
+    lines: list[bytes] = []
     start = 0
     while len(lines) < count:
         end = buf.find(b"\n", start)

@@ -6,10 +6,16 @@ else that connects, can hold neither a thread nor unbounded memory.
 Only ``GET /metrics`` answers with data; other paths get 404.
 """
 
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from fingerd.serving.http_head import REASONS, HeadError, take_request
-from fingerd.serving.loop import Answer, RequestHandler, Server
+from fingerd.serving.gate import ConnectionGate
+from fingerd.serving.http_head import Head, HeadError, take_request
+from fingerd.serving.http_response import response
+from fingerd.serving.loop import RequestHandler
+from fingerd.serving.service import Answer, ServiceSpec, always
 
 METRICS_PATH = "/metrics"
 
@@ -19,47 +25,36 @@ METRICS_PATH = "/metrics"
 METRICS_MAX_CONNECTIONS = 8
 
 
-def _response(status, content_type, body):
-    head = (f"HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
-    return head.encode("ascii") + body
+def _response(status: int, content_type: str, body: bytes, headers: tuple = ()) -> bytes:
+    """A response in the endpoint's minimal HTTP/1.0: type, length, ``headers``."""
+    return response(status, content_type, body, headers, version="HTTP/1.0", always=())
 
 
 class MetricsHandler(RequestHandler):
-    def respond(self, head):
+    def respond(self, head: Head | HeadError, registry: CollectorRegistry) -> Answer:
         if isinstance(head, HeadError):
-            return Answer("bad_request", _response(f"{head.status} {REASONS[head.status]}",
-                                                   "text/plain", f"{head}\n".encode()))
+            return Answer("bad_request",
+                          _response(head.status, "text/plain", f"{head}\n".encode()))
         if head.method != "GET":
-            return Answer("bad_request", _response("405 Method Not Allowed", "text/plain",
-                                                   b"only GET\n"))
+            return Answer("bad_request", _response(405, "text/plain", b"only GET\n"))
         if head.path != METRICS_PATH:
-            return Answer("not_found", _response("404 Not Found", "text/plain", b"not found\n"))
-        body = generate_latest(self.server.registry)
-        return Answer("ok", _response("200 OK", CONTENT_TYPE_LATEST, body))
+            return Answer("not_found", _response(404, "text/plain", b"not found\n"))
+        body = generate_latest(registry)
+        return Answer("ok", _response(200, CONTENT_TYPE_LATEST, body))
 
 
-class MetricsServer(Server):
-    """Serves the registry's metrics at ``/metrics``; scrapes are not counted."""
+#: Beyond its connection limit a scraper is told so in HTTP, never the finger line.
+BUSY_ANSWER = _response(503, "text/plain", b"busy\n", ("Retry-After: 1",))
 
-    service = "metrics"
-    handler_class = MetricsHandler
-    counted = False
-    lingers = True
-    #: Beyond its connection limit a scraper is told so in HTTP, never the finger line.
-    busy_answer = (b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 1\r\n"
-                   b"Content-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n"
-                   b"\r\nbusy\n")
 
-    def __init__(self, socks, context, registry):
-        super().__init__(socks, context)
-        self.registry = registry
+def metrics_service(gate: ConnectionGate, request_timeout: float, first_byte_timeout: float,
+                    registry: CollectorRegistry) -> ServiceSpec:
+    """Serves the registry's metrics at ``/metrics``; scrapes are not counted.
 
-    def answers_inline(self, request):
-        """A scrape reads memory and /proc, never waiting on a client or a remote host:
-        answered on the endpoint's own thread, it never queues behind the pool's work
-        (forwarding, account lookups, sets), when an operator most wants to see it."""
-        return True
-
-    def take_request(self, buf, eof):
-        return take_request(buf, eof)
+    A scrape reads memory and /proc, never waiting on a client or a remote host:
+    answered on the endpoint's own thread, it never queues behind the pool's work
+    (forwarding, account lookups, sets), when an operator most wants to see it.
+    """
+    return ServiceSpec("metrics", MetricsHandler, registry, gate, request_timeout,
+                       first_byte_timeout, take_request, answers_inline=always, counted=False,
+                       busy_answer=BUSY_ANSWER, lingers=True)

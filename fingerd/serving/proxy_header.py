@@ -8,10 +8,13 @@ and logged by. Only the client's address and port are kept; TLVs are
 checked for framing and otherwise ignored.
 """
 
+from __future__ import annotations
+
 import ipaddress
 import re
 import struct
-from typing import NamedTuple, Optional
+from collections.abc import Iterable
+from typing import NamedTuple
 
 #: v1's longest header, CRLF included (the specification's bound).
 MAX_V1_BYTES = 107
@@ -41,10 +44,10 @@ class ProxyHeader(NamedTuple):
     (v1 ``UNKNOWN``, v2 ``LOCAL`` or an unspecified family)."""
 
     length: int
-    client: Optional[tuple]
+    client: tuple[str, int] | None
 
 
-def parse_proxy_header(data):
+def parse_proxy_header(data: bytes) -> ProxyHeader | None:
     """The header at the start of ``data`` (bytes), None while it is incomplete.
 
     Raises ProxyHeaderError as soon as ``data`` cannot begin a valid header,
@@ -59,7 +62,7 @@ def parse_proxy_header(data):
     raise ProxyHeaderError("no PROXY protocol header")
 
 
-def _parse_v1(data):
+def _parse_v1(data: bytes) -> ProxyHeader | None:
     if not _V1_PREFIX.startswith(data[:len(_V1_PREFIX)]):
         raise ProxyHeaderError("v1: not a PROXY line")
     end = data.find(b"\r\n", 0, MAX_V1_BYTES)
@@ -85,7 +88,7 @@ def _parse_v1(data):
     return ProxyHeader(end + 2, (host, port))
 
 
-def _v1_address(protocol, field):
+def _v1_address(protocol: bytes, field: bytes) -> str:
     if not _V1_ADDRESS[protocol].fullmatch(field):
         raise ProxyHeaderError(f"v1: not an {protocol.decode()} address")
     try:
@@ -97,13 +100,13 @@ def _v1_address(protocol, field):
     return str(address)
 
 
-def _v1_port(field):
+def _v1_port(field: bytes) -> int:
     if not _V1_PORT.fullmatch(field) or int(field) > 65535:
         raise ProxyHeaderError("v1: port not a number from 0 to 65535 without leading zeros")
     return int(field)
 
 
-def _parse_v2(data):
+def _parse_v2(data: bytes) -> ProxyHeader | None:
     if not V2_SIGNATURE.startswith(data[:len(V2_SIGNATURE)]):
         raise ProxyHeaderError("v2: wrong signature")
     if len(data) < _V2_FIXED.size:
@@ -134,7 +137,8 @@ def _parse_v2(data):
     return ProxyHeader(end, (host, int.from_bytes(payload[2 * size:2 * size + 2], "big")))
 
 
-def trusted(host, networks):
+def trusted(host: str,
+            networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
     """Whether a connection from ``host`` may send a header: its address (an IPv4-mapped
     one as its IPv4 address) in one of ``networks``."""
     address = ipaddress.ip_address(host.split("%", 1)[0])
@@ -142,7 +146,7 @@ def trusted(host, networks):
     return any(address in network for network in networks)
 
 
-def _check_tlvs(data):
+def _check_tlvs(data: bytes) -> None:
     """Each TLV is a type byte, a 2-byte length and that many bytes, to the end exactly."""
     offset = 0
     while offset < len(data):

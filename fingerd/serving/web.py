@@ -7,13 +7,25 @@ the entity tag and ``If-None-Match``, caching, and the headers every answer
 carries (http_response).
 """
 
+from __future__ import annotations
+
+import functools
 from email.utils import formatdate
 
+from fingerd.finger.web import Site
 from fingerd.limits import WEB_MAX_AGE_SECONDS
 from fingerd.outcomes import BAD_REQUEST, ERROR, NOT_MODIFIED
-from fingerd.serving.http_head import HeadError, take_request
-from fingerd.serving.http_response import NO_STORE, TEXT, entity_tag, none_match, response
-from fingerd.serving.loop import Answer, RequestHandler, Server
+from fingerd.serving.gate import ConnectionGate
+from fingerd.serving.http_head import Head, HeadError, take_request
+from fingerd.serving.http_response import (
+    NO_STORE,
+    TEXT,
+    entity_tag,
+    none_match,
+    response,
+)
+from fingerd.serving.loop import RequestHandler
+from fingerd.serving.service import Answer, ServiceSpec, always
 
 #: The methods served; any other is answered 405.
 METHODS = ("GET", "HEAD")
@@ -22,7 +34,7 @@ _CACHE = f"Cache-Control: max-age={WEB_MAX_AGE_SECONDS}"
 
 
 class WebHandler(RequestHandler):
-    def respond(self, head):
+    def respond(self, head: Head | HeadError, site: Site) -> Answer:
         if isinstance(head, HeadError):
             return Answer(BAD_REQUEST, response(head.status, TEXT, f"{head}\n".encode(),
                                                 (NO_STORE,)))
@@ -31,7 +43,7 @@ class WebHandler(RequestHandler):
             return Answer(BAD_REQUEST, response(
                 405, TEXT, b"Only GET and HEAD are served here.\n",
                 (date, "Allow: " + ", ".join(METHODS), NO_STORE)))
-        reply = self.server.site.answer(head.path, head.query)
+        reply = site.answer(head.path, head.query)
         with_body = head.method == "GET"
         if reply.location is not None:
             data = response(303, TEXT, b"", (date, f"Location: {reply.location}", NO_STORE),
@@ -45,28 +57,22 @@ class WebHandler(RequestHandler):
                                               headers, with_body), reply.kind, reply.name)
 
 
-class WebServer(Server):
+BUSY_ANSWER = response(503, TEXT, b"Server busy, try again later\n", ("Retry-After: 1", NO_STORE))
+INTERNAL_ERROR = Answer(ERROR, response(500, TEXT, b"Internal error in server\n", (NO_STORE,)))
+
+
+def asks_no_directory(site: Site, head: Head | HeadError) -> bool:
+    """Whether answering ``head`` leaves the directory alone, so it cannot wait."""
+    return isinstance(head, HeadError) or not site.reads_directory(head.path)
+
+
+def web_service(gate: ConnectionGate, request_timeout: float, first_byte_timeout: float,
+                site: Site, lookups_block: bool = False,
+                proxy_from: tuple | None = None) -> ServiceSpec:
     """The web directory: answers from the Site ``site``; with ``lookups_block`` (system
     accounts) an answer that asks the directory goes to the pool, as finger's does."""
-
-    service = "web"
-    handler_class = WebHandler
-    defers_accept = True
-    lingers = True
-    busy_answer = response(503, TEXT, b"Server busy, try again later\n",
-                           ("Retry-After: 1", NO_STORE))
-    internal_error = Answer(ERROR, response(500, TEXT, b"Internal error in server\n",
-                                            (NO_STORE,)))
-
-    def __init__(self, socks, context, site, lookups_block=False, proxy_from=None):
-        super().__init__(socks, context)
-        self.site = site
-        self.lookups_block = lookups_block
-        self.proxy_from = proxy_from
-
-    def take_request(self, buf, eof):
-        return take_request(buf, eof)
-
-    def answers_inline(self, head):
-        return not self.lookups_block or isinstance(head, HeadError) or \
-            not self.site.reads_directory(head.path)
+    inline = functools.partial(asks_no_directory, site) if lookups_block else always
+    return ServiceSpec("web", WebHandler, site, gate, request_timeout, first_byte_timeout,
+                       take_request, answers_inline=inline, defers_accept=True,
+                       busy_answer=BUSY_ANSWER, internal_error=INTERNAL_ERROR, lingers=True,
+                       proxy_from=proxy_from)

@@ -148,7 +148,7 @@ def _open_directory(directory: str) -> int:
 def _check_in(dir_fd: int, directory: str, name: str, path: str) -> Optional[os.stat_result]:
     """The users file's ``lstat`` (None when missing) once both it and its directory,
     open as ``dir_fd``, pass; else raise UnsafeUsersFile or NotRegularFile."""
-    problem = _problem(f"directory {directory}", directory, os.fstat(dir_fd))
+    problem = unsafe_ownership(f"directory {directory}", directory, os.fstat(dir_fd))
     if problem:
         raise UnsafeUsersFile(problem)
     try:
@@ -159,13 +159,13 @@ def _check_in(dir_fd: int, directory: str, name: str, path: str) -> Optional[os.
         raise _symlink_refused(path)
     if not stat.S_ISREG(st.st_mode):
         raise NotRegularFile(errno.EINVAL, "not a regular file")
-    problem = _problem("the file", path, st)
+    problem = unsafe_ownership("the file", path, st)
     if problem:
         raise UnsafeUsersFile(problem)
     return st
 
 
-def _problem(what: str, path: str, st: os.stat_result) -> Optional[str]:
+def unsafe_ownership(what: str, path: str, st: os.stat_result) -> Optional[str]:
     """What makes ``st`` changeable by someone else than root (and this process's
     user), as a sentence that says how to fix it; None when nothing does."""
     me = os.geteuid()

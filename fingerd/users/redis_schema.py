@@ -63,11 +63,11 @@ return values
 """
 
 
-def users_key(prefix):
+def users_key(prefix: str) -> str:
     return f"{prefix}:users"
 
 
-def changes_channel(prefix):
+def changes_channel(prefix: str) -> str:
     return f"{prefix}:changes"
 
 
@@ -86,7 +86,8 @@ def unread_problem(field_bytes: int, value_bytes: int) -> str:
     return f"status longer than {MAX_STATUS_BYTES} bytes ({value_bytes} bytes, not read)"
 
 
-def entry_problem(field, value):
+def entry_problem(field: bytes, value: bytes
+                  ) -> tuple[str, str, None] | tuple[None, None, str]:
     """``(name, status, None)`` for an entry that may be served, else ``(None, None, why)``.
 
     ``field`` and ``value`` are the bytes Redis holds.
@@ -104,7 +105,7 @@ def entry_problem(field, value):
     return name, status, None
 
 
-def redacted(url):
+def redacted(url: str) -> str:
     """``url`` without its password, for logs and messages."""
     parts = urlsplit(url)
     if parts.password is None:

@@ -30,10 +30,11 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import redis
 from redis.backoff import NoBackoff
+from redis.client import PubSub
 from redis.retry import Retry
 
 from fingerd.limits import (
@@ -60,6 +61,10 @@ from fingerd.users.redis_schema import (
 from fingerd.users.table import UserTable, free_gradually
 from fingerd.users.usersfile import MAX_REPORTED_ERRORS
 
+if TYPE_CHECKING:
+    from fingerd.metrics import Metrics
+    from fingerd.users.snapshot import Snapshot
+
 log = logging.getLogger(__name__)
 
 #: What the setter answers after ``ERROR `` while Redis cannot take a write.
@@ -83,7 +88,8 @@ FOLLOWER_CONNECTIONS = 2
 IMPORT_BATCH = 10000
 
 
-def connect(url, max_connections=SET_CONNECTIONS, timeout=STORE_TIMEOUT_SECONDS):
+def connect(url: str, max_connections: int = SET_CONNECTIONS,
+            timeout: float = STORE_TIMEOUT_SECONDS) -> redis.Redis:
     """A client for ``url`` whose every call and connection gives up after ``timeout``
     seconds, and is never retried behind the caller's back."""
     pool = redis.BlockingConnectionPool.from_url(
@@ -93,7 +99,7 @@ def connect(url, max_connections=SET_CONNECTIONS, timeout=STORE_TIMEOUT_SECONDS)
     return redis.Redis(connection_pool=pool)
 
 
-def replace_users(client, prefix, users):
+def replace_users(client: redis.Redis, prefix: str, users: UserTable) -> None:
     """Make the hash hold exactly ``users`` (a checked UserTable) in one transaction
     (MULTI, DEL, HSET..., EXEC), then hint every fingerd to read it all again."""
     key = users_key(prefix)
@@ -129,11 +135,12 @@ def read_servable(client: redis.Redis, key: str, max_entries: int = MAX_STORE_EN
     entries, skipped = read_hash(client, key, max_entries)
     users = {}
     for field, value in entries.items():
-        name, status, problem = entry_problem(field, value)
-        if problem is None:
+        entry = entry_problem(field, value)
+        if entry[2] is None:
+            name, status, _ = entry
             users[name] = status
         else:
-            skipped.append(Skipped(field, value, problem))
+            skipped.append(Skipped(field, value, entry[2]))
     return users, skipped
 
 
@@ -176,7 +183,16 @@ def read_hash(client: redis.Redis, key: str, max_entries: int = MAX_STORE_ENTRIE
 def read_fields(client: redis.Redis, key: str, names: list[str]) -> list[bytes | int | None]:
     """The value of each of ``names`` in the hash at ``key``: None where there is none, its
     length where it is too long to be a status (it is not read)."""
-    return client.register_script(FIELDS_SCRIPT)(keys=[key], args=[LONGEST_VALUE, *names])
+    values: list[bytes | int | None] = client.register_script(FIELDS_SCRIPT)(
+        keys=[key], args=[LONGEST_VALUE, *names])
+    return values
+
+
+class _Subscription(NamedTuple):
+    """The follower's client and its subscription to the hints."""
+
+    reader: redis.Redis
+    pubsub: PubSub
 
 
 class SetsUnderWay:
@@ -214,7 +230,8 @@ class RedisStore:
     """The interface of UserStore (``users``, ``load``, ``reload``, ``set_status``, ``path``)
     over the hash ``PREFIX:users`` at ``url``."""
 
-    def __init__(self, url, prefix, metrics, snapshot=None, max_entries=MAX_STORE_ENTRIES):
+    def __init__(self, url: str, prefix: str, metrics: Metrics, snapshot: Snapshot | None = None,
+                 max_entries: int = MAX_STORE_ENTRIES) -> None:
         #: What logs and the setter's errors name as the store.
         self.path = f"{redacted(url)} {users_key(prefix)}"
         self._url = url
@@ -231,9 +248,8 @@ class RedisStore:
         #: Names whose set was overtaken by the follower: it reads them again.
         self._reread: set[str] = set()
         #: The sets' client, and the follower's, with its subscription.
-        self._client = None
-        self._reader = None
-        self._pubsub = None
+        self._client: redis.Redis | None = None
+        self._subscription: _Subscription | None = None
         #: True while the last call to Redis succeeded; only the follower changes it.
         self._up = False
         #: (field, value) of the entries reported as skipped, so that each is reported once.
@@ -243,11 +259,11 @@ class RedisStore:
         self._follower = threading.Thread(target=self._follow, name="fingerd-redis",
                                           daemon=True)
 
-    def users(self):
+    def users(self) -> UserTable:
         """The current table; callers must not change it."""
         return self._users
 
-    def load(self, fallback=True):
+    def load(self, fallback: bool = True) -> None:
         """Read the whole hash, then follow it in a thread of its own.
 
         When Redis cannot be read, a restarted worker serves the table its
@@ -256,8 +272,7 @@ class RedisStore:
         empty table.
         """
         try:
-            self._open()
-            self._read_all()
+            self._read_all(self._open().reader)
         except redis.RedisError as exc:
             self._close()
             if not (fallback and self._load_snapshot(exc)):
@@ -267,7 +282,7 @@ class RedisStore:
             self._keep()
         self._follower.start()
 
-    def reload(self, force=False):
+    def reload(self, force: bool = False) -> bool:
         """Have the follower read the whole hash again soon (HUP, ``reload_interval``).
 
         Returns False at once: the table is published by the follower.
@@ -337,7 +352,7 @@ class RedisStore:
             log.warning("%s: a set failed: %s", self.path, problem)
         return held
 
-    def close(self, timeout=STORE_TIMEOUT_SECONDS):
+    def close(self, timeout: float = STORE_TIMEOUT_SECONDS) -> None:
         """Stop following and close the connections (tests and tools)."""
         self._stopping.set()
         if self._follower.is_alive():
@@ -346,20 +361,20 @@ class RedisStore:
 
     # The follower thread.
 
-    def _follow(self):
+    def _follow(self) -> None:
         backoff = BACKOFF_FIRST
         while not self._stopping.is_set():
             try:
-                if self._pubsub is None:
-                    self._open()
-                    self._read_all()
+                subscription = self._subscription
+                if subscription is None:
+                    self._read_all(self._open().reader)
                     self._set_up(True)
                     backoff = BACKOFF_FIRST
                 elif self._resync.is_set():
                     self._resync.clear()
-                    self._read_all()
+                    self._read_all(subscription.reader)
                 else:
-                    self._read_hinted()
+                    self._read_hinted(subscription)
             except redis.RedisError as exc:
                 self._close()
                 self._set_up(False, exc)
@@ -367,33 +382,37 @@ class RedisStore:
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_CAP)
 
-    def _open(self):
+    def _open(self) -> _Subscription:
         """Connect and subscribe, before any read, so that no change goes unnoticed."""
         self._resync.clear()
         reader = connect(self._url, max_connections=FOLLOWER_CONNECTIONS)
-        pubsub = reader.pubsub(ignore_subscribe_messages=True)
-        self._pubsub = pubsub
-        self._reader = reader
+        subscription = _Subscription(reader, reader.pubsub(ignore_subscribe_messages=True))
+        self._subscription = subscription
         self._client = connect(self._url)
-        pubsub.subscribe(self._channel)
+        subscription.pubsub.subscribe(self._channel)
+        return subscription
 
-    def _close(self):
-        pubsub, reader, client = self._pubsub, self._reader, self._client
-        self._pubsub = None
-        for closing in (pubsub, reader, client):
-            if closing is not None:
-                try:
-                    closing.close()
-                except (redis.RedisError, OSError):
-                    pass
+    def _close(self) -> None:
+        subscription, client = self._subscription, self._client
+        self._subscription = None
+        closings: list[PubSub | redis.Redis] = (
+            [] if subscription is None else [subscription.pubsub, subscription.reader])
+        if client is not None:
+            closings.append(client)
+        for closing in closings:
+            try:
+                closing.close()
+            except (redis.RedisError, OSError):
+                pass
 
-    def _read_all(self):
-        """Read the whole hash and publish it, the unservable entries left out."""
+    def _read_all(self, reader: redis.Redis) -> None:
+        """Read the whole hash with ``reader`` and publish it, the unservable entries left
+        out."""
         try:
-            users, skipped = read_servable(self._reader, self._key, self._max_entries)
+            users, skipped = read_servable(reader, self._key, self._max_entries)
         except HashTooLarge as exc:
-            self._count(False)
             log.error("%s: %s; keeping %d users", self.path, exc, len(self._users))
+            self._count(False)
             return
         self._report(skipped, replace=True)
         if _same(self._users, users):
@@ -407,32 +426,32 @@ class RedisStore:
         self._count(True)
         free_gradually(replaced)
 
-    def _read_hinted(self) -> None:
+    def _read_hinted(self, subscription: _Subscription) -> None:
         """Re-read the names a set of this host asks for at once; otherwise wait a moment
         for hints, and re-read the names they carry (all, for ``*``)."""
         with self._lock:
             names = self._reread
             self._reread = set()
-        hinted = self._hints(0.0 if names else HINT_WAIT)
+        hinted = self._hints(subscription.pubsub, 0.0 if names else HINT_WAIT)
         if EVERYTHING.encode() in hinted:
-            self._read_all()
+            self._read_all(subscription.reader)
             return
         names |= {name for name in map(hinted_name, hinted) if name is not None}
         if not names:
             return
         ordered = list(names)
-        values = read_fields(self._reader, self._key, ordered)
+        values = read_fields(subscription.reader, self._key, ordered)
         skipped = []
         with self._lock:
             users = self._users
             for name, value in zip(ordered, values):
                 field = name.encode()
                 if isinstance(value, bytes):
-                    _, status, problem = entry_problem(field, value)
-                    if problem is None:
-                        users = users.with_status(name, status)
+                    entry = entry_problem(field, value)
+                    if entry[2] is None:
+                        users = users.with_status(name, entry[1])
                         continue
-                    skipped.append(Skipped(field, value, problem))
+                    skipped.append(Skipped(field, value, entry[2]))
                 elif value is not None:
                     skipped.append(Skipped(field, value, unread_problem(len(field), value)))
                 users = users.without(name)  # gone, or no longer servable
@@ -440,17 +459,17 @@ class RedisStore:
             self._publish(users)
         self._report(skipped, replace=False)
 
-    def _hints(self, wait: float) -> set[bytes]:
+    def _hints(self, pubsub: PubSub, wait: float) -> set[bytes]:
         """The names hinted at within ``wait`` seconds, at most about HINT_BATCH."""
-        message = self._pubsub.get_message(timeout=wait)
+        message = pubsub.get_message(timeout=wait)
         names: set[bytes] = set()
         while message is not None and len(names) < HINT_BATCH:
             if message.get("type") == "message":
                 names.add(message["data"])
-            message = self._pubsub.get_message(timeout=0)
+            message = pubsub.get_message(timeout=0)
         return names
 
-    def _publish(self, users):
+    def _publish(self, users: UserTable) -> None:
         self._users = users
         self._metrics.users.set(len(users))
 
@@ -467,7 +486,7 @@ class RedisStore:
         self._reported = (frozenset(found) if replace
                           else self._reported | frozenset(found))
 
-    def _set_up(self, up, problem=None):
+    def _set_up(self, up: bool, problem: Exception | None = None) -> None:
         """Say once that Redis went away or came back, and show it on fingerd_store_up."""
         was, self._up = self._up, up
         self._metrics.store_up.set(1 if up else 0)
@@ -478,14 +497,14 @@ class RedisStore:
                       UNAVAILABLE, problem, len(self._users))
             self._keep()
 
-    def _count(self, success):
+    def _count(self, success: bool) -> None:
         self._metrics.reloads.labels("success" if success else "failure").inc()
         if success:
             self._metrics.last_reload_success.set(time.time())
 
     # Across worker restarts.
 
-    def _keep(self):
+    def _keep(self) -> None:
         """Keep the table for a worker that starts while Redis is away."""
         if self._snapshot is not None:
             try:
@@ -493,7 +512,7 @@ class RedisStore:
             except OSError as exc:
                 log.warning("cannot keep the table for the next worker: %s", exc)
 
-    def _load_snapshot(self, problem):
+    def _load_snapshot(self, problem: Exception) -> bool:
         """After ``problem`` at a worker's start: serve the previous worker's table, if any."""
         users = self._snapshot.load_table() if self._snapshot is not None else None
         if users is None:
@@ -506,7 +525,7 @@ class RedisStore:
         return True
 
 
-def _same(table, users):
+def _same(table: UserTable, users: dict[str, str]) -> bool:
     """Whether the UserTable ``table`` holds exactly the dict ``users``."""
     return len(table) == len(users) and all(
         table.get(name) == status for name, status in users.items())

@@ -51,7 +51,7 @@ def pieces(data, cuts):
 
 
 def fed(take, chunks, error):
-    """What a server loop makes of a request arriving as ``chunks``: as ``Server._read``
+    """What a server loop makes of a request arriving as ``chunks``: as ``ServingLoop._read``
     does, ``take(buf, eof=False)`` on the bytes so far after each chunk until it gives
     something other than None, then ``take(buf, eof=True)`` once the client has closed;
     ``error`` itself when ``take`` raises it."""

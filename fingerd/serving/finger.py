@@ -1,0 +1,123 @@
+"""The finger service: one query line, answered from the directory of users.
+
+An answer from the users file alone never waits, so it is made on the
+reading thread, and once per table and query line (AnswerCache); a forward
+or an account lookup (NSS, plan files) may wait, and goes to the pool.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fingerd.finger.answer import Rules, answer
+from fingerd.finger.output import Renderer
+from fingerd.finger.query import parse_query
+from fingerd.limits import MAX_CACHED_ANSWER_BYTES, MAX_QUERY_BYTES
+from fingerd.serving.gate import ConnectionGate
+from fingerd.serving.lines import take_lines
+from fingerd.serving.loop import RequestHandler
+from fingerd.serving.service import Answer, ServiceSpec
+
+Lines = list[bytes]
+
+
+@dataclass(frozen=True)
+class FingerNeeds:
+    """What a finger query is answered with: where users come from, the operator's rules,
+    the renderer of lines to bytes, and the forwarder (None when forwarding is off)."""
+
+    directory: Any
+    rules: Rules
+    renderer: Renderer
+    forward: Callable[..., Any] | None = None
+
+
+class FingerHandler(RequestHandler):
+    def respond(self, lines: Lines, needs: FingerNeeds) -> Answer:
+        query = parse_query(lines[0])
+        outcome, data = answer(query, needs.directory, needs.rules, needs.renderer,
+                               needs.forward)
+        return Answer(outcome, data, query.kind, query.user)
+
+
+def take_query(buf: bytes, eof: bool) -> Lines | None:
+    """A finger request: one line of at most MAX_QUERY_BYTES."""
+    return take_lines(buf, 1, MAX_QUERY_BYTES, eof)
+
+
+def from_users_file(lines: Lines) -> bool:
+    """Whether the query asks no other host: then, from the users file alone, its
+    answer never waits."""
+    return b"@" not in lines[0]
+
+
+def finger_service(gate: ConnectionGate, request_timeout: float, first_byte_timeout: float,
+                   needs: FingerNeeds, lookups_block: bool = False,
+                   users: Callable[[], Any] | None = None,
+                   proxy_from: tuple | None = None) -> ServiceSpec:
+    """The finger service. With ``lookups_block`` (the system's accounts), every answer
+    goes to the pool; ``users()``, the store's current table, keys the answer cache."""
+    cache = AnswerCache(users, MAX_CACHED_ANSWER_BYTES) if users else None
+    return ServiceSpec(
+        "finger", FingerHandler, needs, gate, request_timeout, first_byte_timeout,
+        take_query, answers_inline=None if lookups_block else from_users_file,
+        memo=cache.answer if cache is not None else None, defers_accept=True,
+        proxy_from=proxy_from)
+
+
+def _no_table() -> None:
+    return None
+
+
+class AnswerCache:
+    """Answers made from the table ``current_table()`` returns, by query line.
+
+    A finger answer from the users file alone is the same for every client
+    until the table changes; rendering it again for each query is most of
+    the Python time a query costs. Owned by one thread (a loop's reading
+    thread), so it has no lock. Bounded: past ``limit`` bytes of lines and
+    answers it starts again empty, so a client asking for ever new names
+    costs a lookup each, as without a cache, and never memory. It holds the
+    table only weakly, so a replaced table is freed as if the cache did not
+    exist.
+    """
+
+    def __init__(self, current_table: Callable[[], Any], limit: int) -> None:
+        self._current = current_table
+        self._limit = limit
+        self._table: Callable[[], Any] = _no_table
+        self._answers: dict[bytes, Answer] = {}
+        self._size = 0
+
+    def answer(self, lines: Lines, client: Any,
+               make: Callable[[Lines, Any], Answer]) -> Answer:
+        """The answer to a query: the service's memo."""
+        return self.get(lines[0], make, lines, client)
+
+    def get(self, line: bytes, make: Callable[..., Answer], *args: Any) -> Answer:
+        """The answer to ``line``: one made from the current table, or ``make(*args)``."""
+        table = self._current()
+        if self._table() is not table:
+            self._forget(table)
+        made = self._answers.get(line)
+        if made is None:
+            made = make(*args)
+            if self._current() is table:
+                self._keep(line, made)
+        return made
+
+    def _forget(self, table: Any) -> None:
+        self._table = weakref.ref(table)
+        self._answers = {}
+        self._size = 0
+
+    def _keep(self, line: bytes, made: Answer) -> None:
+        size = len(line) + len(made.data)
+        if self._size + size > self._limit:
+            self._answers = {}
+            self._size = 0
+        self._answers[line] = made
+        self._size += size

@@ -1,0 +1,191 @@
+"""The connections a serving loop waits on for the rest of their request, and their ends.
+
+Kept in order of arrival, which is also the order of their deadlines
+(within the deferral, see ``watch``), so the next deadline is the first
+entry's and shedding finds the oldest first. Owned by the loop's thread.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from fingerd.limits import DRAIN_BYTES
+from fingerd.outcomes import REJECT_PROXY, REJECT_SHED, REJECT_TIMEOUT
+from fingerd.serving.gate import source_of
+from fingerd.serving.proxy_header import ProxyHeaderError, parse_proxy_header
+from fingerd.serving.service import ServiceSpec
+
+#: Seconds between looks for silent connections past ``first_byte_timeout`` while
+#: a service is crowded: the look walks the oldest connections, so it is rationed.
+SWEEP_SECONDS = 0.25
+
+#: Seconds a connection must have been open without a whole request before it may be
+#: shed for a newcomer: one accepted a moment ago may have sent its request already.
+SHED_AFTER_SECONDS = 1.0
+
+
+class Pending:
+    """Connections of one service whose request has not arrived whole."""
+
+    def __init__(self, service: ServiceSpec, rejected: Any, deferral: float,
+                 register: Callable[[int, Callable[[], None]], None],
+                 unregister: Callable[[int], None]) -> None:
+        #: By descriptor, in order of arrival.
+        self.by_fd: dict[int, Any] = {}
+        self.next_sweep = 0.0
+        self._gate = service.gate
+        self._busy_answer = service.busy_answer
+        self._first_byte_timeout = service.first_byte_timeout
+        self._rejected = rejected
+        self._deferral = deferral
+        self._register = register
+        self._unregister = unregister
+
+    def watch(self, conn: Any, on_readable: Callable[[Any], None]) -> None:
+        """Wait for the rest of ``conn``'s request. A connection accepted with nothing to
+        read was held by the kernel for the deferral first: its deadline counts from its
+        connect."""
+        if conn.fd not in self.by_fd:
+            if not conn.buf:
+                conn.deadline -= self._deferral
+                conn.opened -= self._deferral
+            self.by_fd[conn.fd] = conn
+            self._register(conn.fd, functools.partial(on_readable, conn))
+
+    def unwatch(self, conn: Any) -> None:
+        if self.by_fd.pop(conn.fd, None) is not None:
+            self._unregister(conn.fd)
+
+    def take_proxy_header(self, conn: Any, eof: bool,
+                          on_readable: Callable[[Any], None]) -> bool:
+        """Behind a proxy: take the header from the start of the request and count the
+        client it names against ``max_per_source``. True once it has; otherwise the
+        connection is watched for the rest or closed, without an answer.
+
+        A header not whole at the first read counts against the connecting address
+        (the proxy's) until it is: processes there cannot hold the share with
+        unfinished headers, and such connections are the first shed (``shed_idle``).
+        """
+        try:
+            header = parse_proxy_header(conn.buf)
+        except ProxyHeaderError:
+            header = None
+            eof = True
+        if header is None:
+            if eof:
+                self.close_unanswered(conn, REJECT_PROXY)
+            elif conn.source is None and not self._claim(conn, source_of(conn.peer[0])):
+                return False
+            else:
+                self.watch(conn, on_readable)
+            return False
+        conn.buf = conn.buf[header.length:]
+        if header.client is not None:
+            conn.peer = header.client
+        if not self._claim(conn, source_of(conn.peer[0])):
+            return False
+        conn.awaiting_header = False
+        return True
+
+    def _claim(self, conn: Any, source: Any) -> bool:
+        """Count ``conn`` against ``source`` instead of what it counted against; beyond
+        ``max_per_source`` the client is told busy and the connection closed."""
+        refused = self._gate.claim(source) if conn.source != source else None
+        if refused is not None:
+            self._rejected.labels(refused).inc()
+            self.unwatch(conn)
+            refuse_busy(conn.sock, self._busy_answer)
+            self._gate.leave(conn.source)
+            return False
+        if conn.source is not None and conn.source != source:
+            self._gate.release(conn.source)
+        conn.source = source
+        return True
+
+    def close_unanswered(self, conn: Any, reason: str | None) -> None:
+        """Close a connection whose request never came whole, counting why."""
+        if reason is not None:
+            self._rejected.labels(reason).inc()
+        self.unwatch(conn)
+        conn.sock.close()
+        self._gate.leave(conn.source)
+
+    def expire(self, now: float) -> None:
+        """Close connections whose request did not arrive in time; while crowded, those
+        silent since ``first_byte_timeout`` too."""
+        by_fd = self.by_fd
+        while by_fd:
+            conn = next(iter(by_fd.values()))
+            if conn.deadline > now:
+                break
+            self.close_unanswered(conn, _late(conn))
+        if by_fd and now >= self.next_sweep and self._gate.crowded():
+            self._sweep_silent(now)
+
+    def _sweep_silent(self, now: float) -> None:
+        """Crowded: close the connections that have sent nothing for ``first_byte_timeout``
+        since their connect, so that holding slots costs an attacker more than it costs
+        everyone else (counted as timeouts, which they are, early)."""
+        self.next_sweep = now + SWEEP_SECONDS
+        connected_before = now - self._first_byte_timeout + self._deferral
+        silent = []
+        for conn in self.by_fd.values():
+            if conn.started > connected_before:
+                break
+            if not conn.buf:
+                silent.append(conn)
+        for conn in silent:
+            self.close_unanswered(conn, _late(conn))
+
+    def shed_idle(self, now: float) -> bool:
+        """Full: close the oldest connection still awaiting its PROXY header, else the
+        oldest that has sent nothing in the SHED_AFTER_SECONDS since it connected, to
+        make room.
+
+        Holding slots with silent connections then costs an attacker a new
+        connection for each one shed, rather than costing everyone else their
+        answers; a connection whose request may not have been read yet is never
+        shed. True when one was closed.
+        """
+        for conn in self.by_fd.values():
+            if conn.awaiting_header:
+                self.close_unanswered(conn, REJECT_SHED)
+                return True
+        opened_before = now - SHED_AFTER_SECONDS
+        for conn in self.by_fd.values():
+            if not conn.buf and conn.opened <= opened_before:
+                self.close_unanswered(conn, REJECT_SHED)
+                return True
+        return False
+
+    def cut_to(self, deadline: float) -> None:
+        """No request may arrive after ``deadline`` (the drain of a stop)."""
+        for conn in self.by_fd.values():
+            conn.deadline = min(conn.deadline, deadline)
+
+    def close_all(self) -> None:
+        for conn in list(self.by_fd.values()):
+            self.close_unanswered(conn, None)
+
+
+
+def _late(conn: Any) -> str:
+    """Why a connection is closed for taking too long: a PROXY header timing out is
+    counted ``proxy``, any other request ``timeout``."""
+    return REJECT_PROXY if conn.awaiting_header else REJECT_TIMEOUT
+
+def refuse_busy(sock: Any, answer: bytes) -> None:
+    """Tell a client beyond a connection limit so at once, without waiting on it.
+
+    What the client already sent is read and dropped first, so that the close
+    sends FIN and the busy line is not destroyed by a reset.
+    """
+    sock.setblocking(False)
+    try:
+        sock.send(answer)
+        sock.recv(DRAIN_BYTES)
+    except OSError:
+        pass
+    sock.close()

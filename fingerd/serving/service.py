@@ -1,0 +1,103 @@
+"""What a service is to the serving loop: a description, not a subclass.
+
+aiosmtpd hands one SMTP class a handler object; here one serving loop
+(loop.py) is handed a ServiceSpec. Everything that differs between finger,
+the setter, the web directory and metrics is a field of it: its share and
+deadlines, its framing, its handler and what the handler needs, which
+requests it answers on the reading thread, what it tells a client it cannot
+serve, and how it meets a client. None of its callables is a method of the
+loop, so a reader sees a service whole in the module that builds it.
+"""
+
+from __future__ import annotations
+
+from _socket import socket as RawSocket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from fingerd.outcomes import ERROR
+from fingerd.serving.gate import ConnectionGate
+
+#: What a finger client beyond a connection limit is told.
+BUSY = b"Server busy, try again later\r\n"
+
+#: Peer address as accept gives it: (host, port, ...) on TCP, empty on a Unix socket.
+Peer = Any
+
+
+class Answer(NamedTuple):
+    """What a handler made of one request: the outcome label, the bytes to send, and
+    for the metrics and the access log the request's kind, the name it asked for and,
+    where the service knows it, the local account that asked."""
+
+    outcome: str
+    data: bytes
+    kind: str | None = None
+    name: str | None = None
+    asker: str | None = None
+
+
+INTERNAL_ERROR = Answer(ERROR, b"Internal error in server\r\n")
+
+
+#: ``take_request(buf, eof)``: the complete request once ``buf`` holds it, else None;
+#: an empty request when the client sent nothing (see lines.take_lines).
+TakeRequest = Callable[[bytes, bool], Any]
+#: ``memo(request, client, make)``: an Answer made earlier for the same request, else
+#: ``make(request, client)``'s.
+Memo = Callable[[Any, Any, Callable[[Any, Any], Answer]], Answer]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service as the loop serves it. Immutable; its callables may keep state of
+    their own only where the docstring of the field says which thread owns it."""
+
+    #: How metrics, the access log and the log name it: ``finger``, ``setter``, ...
+    name: str
+    #: The request handler class (loop.RequestHandler); made once per request as
+    #: ``handler(request, client, needs)``, its Answer then in its ``answer``.
+    handler: Callable[[Any, Any, Any], Any]
+    #: What the handler needs (its dependencies), given to it as socketserver's ``server``.
+    needs: Any
+    #: The service's share of connections, and the bound per source.
+    gate: ConnectionGate
+    #: Seconds from accept a request may take to arrive whole.
+    request_timeout: float
+    #: Seconds from its connect a connection may send nothing while the gate is crowded;
+    #: never more than ``request_timeout``.
+    first_byte_timeout: float
+    take_request: TakeRequest
+    #: Whether answering a request cannot block, so the reading thread may do it; anything
+    #: that may wait (a file, another server, an fsync) goes to the pool. None: never.
+    answers_inline: Callable[[Any], bool] | None = None
+    #: Consulted for answers made on the reading thread, and only by that thread.
+    memo: Memo | None = None
+    #: Whether to serve a client at this peer at all; None: everyone.
+    accepts: Callable[[Peer], bool] | None = None
+    #: What the handler and the access log know the client by, learnt right after accept,
+    #: before reading; None: its address.
+    identify: Callable[[RawSocket, Peer], Any] | None = None
+    #: Whether answers are counted in the metrics and the access log.
+    counted: bool = True
+    #: Whether the kernel may hold a new connection until its first bytes arrive
+    #: (TCP_DEFER_ACCEPT), for protocols where the client speaks first.
+    defers_accept: bool = False
+    #: What a client beyond a connection limit is told, in the service's protocol.
+    busy_answer: bytes = BUSY
+    #: The Answer to a request whose handler failed, in the service's protocol.
+    internal_error: Answer = INTERNAL_ERROR
+    #: Whether a client may still be sending when it is answered (HTTP: a head past its
+    #: bound, a body): then the answer goes out at once rather than held back for the
+    #: close (MSG_MORE), and the close reads and drops what the client sent meanwhile,
+    #: since closing with input unread sends a reset, which destroys the answer.
+    lingers: bool = False
+    #: Networks whose connections begin with a PROXY protocol header, which names the
+    #: client; None where the service does not take one.
+    proxy_from: tuple | None = None
+
+
+def always(_request: Any) -> bool:
+    """``answers_inline`` of a service whose every answer is made without waiting."""
+    return True

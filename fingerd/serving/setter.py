@@ -1,0 +1,160 @@
+"""The setter service: ``user`` and ``status`` lines, from local clients only, on a
+loopback TCP port or a Unix socket.
+
+Who owns the client's end is asked of the kernel right after accept, while
+the client is surely still there; the policy then decides what that
+account may set.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from _socket import socket as RawSocket
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from fingerd.limits import MAX_QUERY_BYTES, MAX_STATUS_BYTES
+from fingerd.metrics import Metrics
+from fingerd.outcomes import (
+    REFUSED,
+    SET_DENIED,
+    SET_FAILED,
+    SET_KIND,
+    SET_LIMITED,
+    SET_OK,
+)
+from fingerd.serving.gate import ConnectionGate
+from fingerd.serving.lines import take_lines
+from fingerd.serving.loop import RequestHandler
+from fingerd.serving.peer_owner import OwnerLookup
+from fingerd.serving.rate_limit import RateLimit
+from fingerd.serving.requesters import Requesters
+from fingerd.serving.service import Answer, Peer, ServiceSpec
+from fingerd.users.editing import StoreError
+from fingerd.users.setter_request import (
+    OWN,
+    Refused,
+    Requester,
+    may_set,
+    parse_set_request,
+)
+
+log = logging.getLogger(__name__)
+
+#: A set request's framing: a ``user`` line and a ``status`` line.
+SETTER_LINES = 2
+SETTER_MAX_LINE_BYTES = max(MAX_QUERY_BYTES, MAX_STATUS_BYTES)
+
+
+class SetterClient(NamedTuple):
+    """A setter's client: its address (``unix`` on the Unix socket) and the uid that owns
+    its end, None when the kernel could not tell."""
+
+    host: str
+    port: int
+    uid: int | None
+
+
+@dataclass(frozen=True)
+class SetterNeeds:
+    """What a set is answered with: the store, the policy, the accounts by uid, and the
+    rate limit (None: none), one for TCP and the Unix socket so that one account's sets
+    count together."""
+
+    store: Any
+    policy: str = OWN
+    requesters: Requesters = field(default_factory=Requesters)
+    rate_limit: RateLimit | None = None
+
+
+class SetterHandler(RequestHandler):
+    """Sets a status when the policy lets this client, and says so once in the log."""
+
+    def respond(self, lines: list[bytes], needs: SetterNeeds) -> Answer:
+        client = self.client_address
+        requester = needs.requesters.of(client.uid)
+        asker = describe(client.uid, requester)
+        try:
+            name, status = parse_set_request(lines)
+        except Refused as exc:
+            log.info("setter: refused request from %s: %s", who(client, requester), exc)
+            return Answer(REFUSED, f"ERROR {exc}\r\n".encode("ascii"), SET_KIND, None, asker)
+        # Root is not rationed: it may rewrite the file itself, and scripts it runs may
+        # set many statuses at once. Under any policy each account the kernel names has
+        # its own ration; only a client whose account cannot be told is rationed by address.
+        if needs.rate_limit is not None and client.uid != 0:
+            allowed, first = needs.rate_limit.allow(
+                client.uid if client.uid is not None else client.host)
+            if not allowed:
+                if first:
+                    log.warning("setter: %s sets faster than %g a second; refusing until it "
+                                "slows down", who(client, requester), needs.rate_limit.rate)
+                return Answer(SET_LIMITED, b"ERROR too many requests\r\n", SET_KIND, name,
+                              asker)
+        if not may_set(needs.policy, name, requester):
+            log.warning("setter: denied %s setting the status of %s", who(client, requester),
+                        name)
+            return Answer(SET_DENIED, b"ERROR permission denied\r\n", SET_KIND, name, asker)
+        try:
+            needs.store.set_status(name, status)
+        except StoreError as exc:
+            log.error("setter: request from %s failed: %s: %s", who(client, requester),
+                      needs.store.path, exc)
+            return Answer(SET_FAILED, f"ERROR {exc}\r\n".encode("utf-8", "replace"), SET_KIND,
+                          name, asker)
+        log.info("setter: %s set the status of %s", who(client, requester), name)
+        return Answer(SET_OK, b"OK\r\n", SET_KIND, name, asker)
+
+
+def describe(uid: int | None, requester: Requester | None) -> str:
+    """An account as the log and the access log name it: its login, else its uid."""
+    if uid is None:
+        return "unknown"
+    if requester is not None and requester.login is not None:
+        return requester.login
+    return f"uid {uid}"
+
+
+def who(client: SetterClient, requester: Requester | None) -> str:
+    """A setter client for the log: address, uid and login."""
+    if client.uid is None:
+        return f"{client.host} (account unknown)"
+    return f"{client.host} (uid {client.uid}, {describe(client.uid, requester)})"
+
+
+def take_set_request(buf: bytes, eof: bool) -> list[bytes] | None:
+    return take_lines(buf, SETTER_LINES, SETTER_MAX_LINE_BYTES, eof)
+
+
+def is_loopback(host: str) -> bool:
+    address = ipaddress.ip_address(host)
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool((mapped or address).is_loopback)
+
+
+def local_only(peer: Peer) -> bool:
+    """Even if bound to a wildcard by mistake, answer loopback peers only. A peer on
+    the Unix socket has no address (an empty one)."""
+    return not peer or is_loopback(peer[0])
+
+
+class ClientOwners:
+    """Identifies a setter client by the account that owns its end of the connection."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        lookups = metrics.owner_lookups
+        self._owners = OwnerLookup(lambda method: lookups.labels(method).inc())
+
+    def identify(self, sock: RawSocket, peer: Peer) -> SetterClient:
+        if not peer:
+            return SetterClient("unix", 0, self._owners.of_unix(sock))
+        return SetterClient(peer[0], peer[1], self._owners.of_tcp(peer, sock.getsockname()))
+
+
+def setter_service(gate: ConnectionGate, request_timeout: float, first_byte_timeout: float,
+                   needs: SetterNeeds, metrics: Metrics) -> ServiceSpec:
+    """The setter service; every set goes to the pool (it writes, and may wait)."""
+    return ServiceSpec("setter", SetterHandler, needs, gate, request_timeout,
+                       first_byte_timeout, take_set_request, accepts=local_only,
+                       identify=ClientOwners(metrics).identify)

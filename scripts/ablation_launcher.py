@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Run fingerd with one of its speed mechanisms turned off, for scripts/bench_ablation.py.
+
+    python3 scripts/ablation_launcher.py MECHANISM -- FINGERD_ARGS...
+    python3 scripts/ablation_launcher.py --check
+
+MECHANISM is a key of PATCHES, or ``all-on`` for fingerd as it is. fingerd has
+no switch for any of them: each patch here replaces one attribute of its
+modules before ``fingerd.cli.main`` runs, and the worker and the users file
+writer are forked from this process, so they inherit it. Every patch goes
+through ``_replace``, which fails when its target is gone, so a rename in
+fingerd stops the benchmark (and tests/test_ablation.py) rather than
+letting it measure fingerd unchanged. ``--check`` applies every patch at
+once and exits.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from fingerd import cli, metrics
+from fingerd.process import filewriter, priority, worker
+from fingerd.serving import answer_cache, handlers, loop, web
+from fingerd.users import editing, store, table, usersfile
+
+#: Python's own switch interval, which the worker's replaces.
+DEFAULT_SWITCH_INTERVAL = 0.005
+
+
+def _replace(owner: Any, name: str, value: Any) -> None:
+    """Set ``owner.name`` to ``value``; AttributeError when fingerd has no such attribute."""
+    if not hasattr(owner, name):
+        raise AttributeError(f"{getattr(owner, '__name__', owner)} has no {name}: "
+                             f"the ablation patch needs updating")
+    setattr(owner, name, value)
+
+
+def switch_interval() -> None:
+    """The worker keeps Python's 5 ms switch interval rather than setting 0.5 ms."""
+    _replace(worker, "SWITCH_INTERVAL", DEFAULT_SWITCH_INTERVAL)
+
+
+def gc_freeze() -> None:
+    """The worker's objects of its start stay in the collector's generations."""
+    _replace(worker.gc, "freeze", lambda: None)
+
+
+def private_accept() -> None:
+    """Accepted connections wrapped in socket.socket, as socket.accept does."""
+    _replace(loop, "raw_socket", lambda family, kind, proto, fd:
+             socket.socket(family, kind, proto, fd))
+
+
+def accept_counts() -> None:
+    """Accept until EAGAIN (up to ACCEPTS_PER_TURN) rather than the count TCP_INFO gives."""
+    _replace(loop.Server, "_queued", lambda self, listener: loop.ACCEPTS_PER_TURN)
+
+
+def msg_more() -> None:
+    """Answers sent without MSG_MORE: the FIN goes in a segment of its own."""
+    _replace(loop, "_SEND_LAST", socket.MSG_DONTWAIT)
+
+
+def defer_accept() -> None:
+    """No TCP_DEFER_ACCEPT: the loop is woken by every connection before its query."""
+    for server in (handlers.FingerServer, web.WebServer):
+        _replace(server, "defers_accept", False)
+
+
+def answer_cache_off() -> None:
+    """Every finger answer rendered again."""
+    _replace(answer_cache.AnswerCache, "get", lambda self, line, make, *args: make(*args))
+
+
+def shards() -> None:
+    """One shard: the table is one dict, built, grown and copied whole."""
+    _replace(table, "SHARDS", 1)
+    _replace(table, "_MASK", 0)
+
+
+def metric_tallies() -> None:
+    """Requests counted by prometheus_client's Counter and Histogram (a lock each
+    increment, the buckets walked in Python), as before the per-thread tallies."""
+    counts = metrics.RequestCounts
+    build = counts.__init__
+
+    def __init__(self: Any, outcomes: dict) -> None:
+        build(self, outcomes)
+        registry = CollectorRegistry()
+        self.by_outcome = Counter("r", "", ["service", "outcome"], registry=registry)
+        self.duration = Histogram("d", "", ["service"], registry=registry,
+                                  buckets=metrics.DURATION_BUCKETS)
+        self.sent = Counter("b", "", ["service"], registry=registry)
+        self.kinds = Counter("q", "", ["kind"], registry=registry)
+
+    def record(self: Any, service: str, outcome: str, seconds: float, sent: int,
+               kind: object) -> None:
+        self.by_outcome.labels(service, outcome).inc()
+        self.duration.labels(service).observe(seconds)
+        self.sent.labels(service).inc(sent)
+        if kind in metrics.QUERY_KINDS:
+            self.kinds.labels(kind).inc()
+
+    def answered(self: Any) -> int:
+        return int(sum(s.value for m in self.by_outcome.collect() for s in m.samples
+                       if s.name.endswith("_total")))
+
+    _replace(counts, "__init__", __init__)
+    _replace(counts, "record", record)
+    _replace(counts, "answered", answered)
+
+
+def fast_parser() -> None:
+    """Users files read, and checked before a write, line by line."""
+    _replace(usersfile, "_parse_fast", lambda data: None)
+    _replace(usersfile, "_valid_fast", lambda data: False)
+
+
+def parse_quietly() -> None:
+    """Reloads parse with the cyclic garbage collector on."""
+    _replace(store, "parse_quietly", store.parse_users)
+
+
+def copy_file_range() -> None:
+    """A set's unchanged parts go through memory, as where the kernel cannot copy."""
+    if errno.ENOSYS not in editing._NO_KERNEL_COPY:
+        raise AttributeError("editing no longer falls back on ENOSYS: the patch needs updating")
+
+    def no_kernel_copy(*args: object) -> int:
+        raise OSError(errno.ENOSYS, "copy_file_range turned off")
+
+    _replace(editing.os, "copy_file_range", no_kernel_copy)
+
+
+def sched_idle_writer() -> None:
+    """The users file writer at its niceness alone: no SCHED_IDLE, hence no promotion."""
+    def run_at_niceness(pid: int, niceness: int) -> str:
+        nice = min(priority.MAX_NICENESS, os.getpriority(os.PRIO_PROCESS, 0) + niceness)
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
+        return f"turned off for the benchmark; it runs at niceness {nice}"
+
+    _replace(filewriter.priority, "run_behind", run_at_niceness)
+
+
+#: Each mechanism's name and the patch that turns it off, alone.
+PATCHES: dict[str, Callable[[], None]] = {
+    "switch-interval": switch_interval,
+    "gc-freeze": gc_freeze,
+    "private-accept": private_accept,
+    "tcp-info-accept-count": accept_counts,
+    "msg-more": msg_more,
+    "defer-accept": defer_accept,
+    "answer-cache": answer_cache_off,
+    "shards": shards,
+    "metric-tallies": metric_tallies,
+    "fast-parser": fast_parser,
+    "parse-quietly": parse_quietly,
+    "copy-file-range": copy_file_range,
+    "sched-idle-writer": sched_idle_writer,
+}
+#: fingerd with every mechanism on.
+ALL_ON = "all-on"
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["--check"]:
+        for patch in PATCHES.values():
+            patch()
+        return 0
+    if len(argv) < 2 or argv[1] != "--" or (argv[0] not in PATCHES and argv[0] != ALL_ON):
+        print(__doc__.split("\n\n")[1], f"MECHANISM: {ALL_ON}, {', '.join(PATCHES)}",
+              sep="\n", file=sys.stderr)
+        return 2
+    if argv[0] in PATCHES:
+        PATCHES[argv[0]]()
+    sys.argv = ["fingerd", *argv[2:]]
+    return cli.main(argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
