@@ -170,6 +170,7 @@ def test_listen_pidfdid_is_checked_where_pidfds_exist():
                            "metrics, web; set FileDescriptorName= to one"),
     ("1", None, "handed over 1 socket with no names (no LISTEN_FDNAMES)"),
     ("x", "finger", "LISTEN_FDS=x: not a number of sockets"),
+    ("²", "finger", "LISTEN_FDS=²: not a number of sockets"),
 ])
 def test_names_that_do_not_match_fail_with_a_line_naming_them(fds, names, reason):
     environ = {"LISTEN_PID": "42", "LISTEN_FDS": fds}

@@ -46,7 +46,7 @@ def listed(environ: Mapping[str, str], pid: int,
     if not _names_this_process(environ, pid, own_pidfd_id):
         return []
     text = environ.get("LISTEN_FDS", "0")
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise ActivationError(f"LISTEN_FDS={text}: not a number of sockets")
     count = int(text)
     if count == 0:
