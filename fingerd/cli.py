@@ -19,13 +19,16 @@ from fingerd.config import (
 )
 from fingerd.process import activation, daemonize, notify, reloading
 from fingerd.process.accounts import Account, AccountError, resolve_account
+from fingerd.process.address_check import held_addresses
 from fingerd.process.exits_and_signals import HANDLED_SIGNALS
 from fingerd.process.forking import ForkedWorkers
 from fingerd.process.listeners import (
     BindError,
     bind_all,
     close_all,
+    missing_directories,
     privileged_port_problem,
+    remove_created_directories,
     remove_unix_sockets,
     unix_socket_paths,
 )
@@ -112,8 +115,14 @@ def main(argv=None):
 
 
 def valid(config: Config, dump: bool, verdict: str) -> int:
-    """-t's verdict, exit 0; with -T on standard error, standard output holding only the
-    effective configuration, itself a configuration file."""
+    """-t's verdict once the addresses are checked too, exit 0; with -T on standard
+    error, standard output holding only the effective configuration, itself a
+    configuration file. Exit 1 with the addresses another program holds, which a start
+    would fail on (so that a restart refuses before it stops anything)."""
+    held = held_addresses(config)
+    if held:
+        print("\n".join(held), file=sys.stderr)
+        return 1
     print(verdict, file=sys.stderr if dump else sys.stdout)
     if dump:
         print(config_text(config), end="")
@@ -159,9 +168,11 @@ def serve(config: Config, account: Account, foreground: bool) -> int:
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename and exc.filename != config.pidfile else ""
         return fail(f"{config.pidfile}: cannot take the pidfile{where}: {exc.strerror}")
+    created = missing_directories(unix_socket_paths(bindable))
     try:
         sockets = handover.merged(bind_all(bindable))
     except BindError as exc:
+        remove_created_directories(created)
         pidfile.release()
         return fail(str(exc))
     reloads = ReloadStatus(config.pidfile)
@@ -170,9 +181,11 @@ def serve(config: Config, account: Account, foreground: bool) -> int:
     serving = SimpleNamespace(config=config, sockets=sockets)
 
     def release():
-        """Leave nothing behind: the sockets closed, the Unix ones removed, the pidfile."""
+        """Leave nothing behind: the sockets closed, the Unix ones removed with the
+        directories made for them, the pidfile."""
         close_all(serving.sockets)
         remove_unix_sockets(handover.to_bind(serving.config))
+        remove_created_directories(created)
         reloads.remove()
         pidfile.release()
 

@@ -16,7 +16,6 @@ once and exits.
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import sys
@@ -26,12 +25,12 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram  # noqa: E402 (after the path)
 
-from fingerd import cli, metrics
-from fingerd.process import filewriter, priority, worker
-from fingerd.serving import answer_cache, handlers, loop, web
-from fingerd.users import editing, store, table, usersfile
+from fingerd import cli, metrics  # noqa: E402
+from fingerd.process import priority, worker, writer_handle  # noqa: E402
+from fingerd.serving import finger, listening, loop  # noqa: E402
+from fingerd.users import store, table, usersfile  # noqa: E402
 
 #: Python's own switch interval, which the worker's replaces.
 DEFAULT_SWITCH_INTERVAL = 0.005
@@ -50,20 +49,9 @@ def switch_interval() -> None:
     _replace(worker, "SWITCH_INTERVAL", DEFAULT_SWITCH_INTERVAL)
 
 
-def gc_freeze() -> None:
-    """The worker's objects of its start stay in the collector's generations."""
-    _replace(worker.gc, "freeze", lambda: None)
-
-
-def private_accept() -> None:
-    """Accepted connections wrapped in socket.socket, as socket.accept does."""
-    _replace(loop, "raw_socket", lambda family, kind, proto, fd:
-             socket.socket(family, kind, proto, fd))
-
-
 def accept_counts() -> None:
     """Accept until EAGAIN (up to ACCEPTS_PER_TURN) rather than the count TCP_INFO gives."""
-    _replace(loop.Server, "_queued", lambda self, listener: loop.ACCEPTS_PER_TURN)
+    _replace(loop, "_queued", lambda listener: loop.ACCEPTS_PER_TURN)
 
 
 def msg_more() -> None:
@@ -72,14 +60,14 @@ def msg_more() -> None:
 
 
 def defer_accept() -> None:
-    """No TCP_DEFER_ACCEPT: the loop is woken by every connection before its query."""
-    for server in (handlers.FingerServer, web.WebServer):
-        _replace(server, "defers_accept", False)
+    """No TCP_DEFER_ACCEPT: the loop is woken by every connection before its query (no
+    request_timeout reaches an infinite deferral, so no service defers)."""
+    _replace(listening, "DEFER_ACCEPT_SECONDS", float("inf"))
 
 
 def answer_cache_off() -> None:
     """Every finger answer rendered again."""
-    _replace(answer_cache.AnswerCache, "get", lambda self, line, make, *args: make(*args))
+    _replace(finger.AnswerCache, "get", lambda self, line, make, *args: make(*args))
 
 
 def shards() -> None:
@@ -131,17 +119,6 @@ def parse_quietly() -> None:
     _replace(store, "parse_quietly", store.parse_users)
 
 
-def copy_file_range() -> None:
-    """A set's unchanged parts go through memory, as where the kernel cannot copy."""
-    if errno.ENOSYS not in editing._NO_KERNEL_COPY:
-        raise AttributeError("editing no longer falls back on ENOSYS: the patch needs updating")
-
-    def no_kernel_copy(*args: object) -> int:
-        raise OSError(errno.ENOSYS, "copy_file_range turned off")
-
-    _replace(editing.os, "copy_file_range", no_kernel_copy)
-
-
 def sched_idle_writer() -> None:
     """The users file writer at its niceness alone: no SCHED_IDLE, hence no promotion."""
     def run_at_niceness(pid: int, niceness: int) -> str:
@@ -149,14 +126,12 @@ def sched_idle_writer() -> None:
         os.setpriority(os.PRIO_PROCESS, pid, nice)
         return f"turned off for the benchmark; it runs at niceness {nice}"
 
-    _replace(filewriter.priority, "run_behind", run_at_niceness)
+    _replace(writer_handle.priority, "run_behind", run_at_niceness)
 
 
 #: Each mechanism's name and the patch that turns it off, alone.
 PATCHES: dict[str, Callable[[], None]] = {
     "switch-interval": switch_interval,
-    "gc-freeze": gc_freeze,
-    "private-accept": private_accept,
     "tcp-info-accept-count": accept_counts,
     "msg-more": msg_more,
     "defer-accept": defer_accept,
@@ -165,7 +140,6 @@ PATCHES: dict[str, Callable[[], None]] = {
     "metric-tallies": metric_tallies,
     "fast-parser": fast_parser,
     "parse-quietly": parse_quietly,
-    "copy-file-range": copy_file_range,
     "sched-idle-writer": sched_idle_writer,
 }
 #: fingerd with every mechanism on.

@@ -60,25 +60,37 @@ def dumped(config_file):
     return dataclasses.replace(parse_config(result.stdout, "/elsewhere/f.conf"), path=config_file)
 
 
-def bundled_configuration(directory):
-    """init/fingerd.conf as shipped where its account exists (the package makes it), else
-    a copy in ``directory`` naming nobody instead: -T checks the account as -t does."""
-    bundled = os.path.join(ROOT, "init", "fingerd.conf")
+def on_free_ports(config_file, ports):
+    """``config_file`` with its finger, setter and metrics on free loopback ports, for a
+    check: -t and -T name an address another program holds, and the defaults (79, 1079,
+    9179) may be held on this machine."""
+    with open(config_file, "a") as f:
+        for section in ("finger", "setter", "metrics"):
+            f.write(f"[{section}]\nlisten = 127.0.0.1:{ports.take()}\n")
+    return config_file
+
+
+def bundled_configuration(directory, ports):
+    """A copy of init/fingerd.conf as shipped in ``directory``, naming nobody where its
+    account does not exist (the package makes it; -T checks the account as -t does), its
+    listening addresses on free ports."""
+    copy = os.path.join(directory, "fingerd.conf")
+    shutil.copy(os.path.join(ROOT, "init", "fingerd.conf"), copy)
     try:
         pwd.getpwnam("fingerd")
     except KeyError:
-        copy = os.path.join(directory, "fingerd.conf")
-        shutil.copy(bundled, copy)
         edit(copy, "\nuser = fingerd ", "\nuser = nobody ")
-        return copy
-    return bundled
+    for old in ("0.0.0.0:79, [::]:79", "127.0.0.1:1079", "127.0.0.1:9179"):
+        edit(copy, f"listen = {old}", f"listen = 127.0.0.1:{ports.take()}")
+    return copy
 
 
-def test_dump_prints_the_effective_configuration_as_a_file(setup, tmp_path):
-    bundled = bundled_configuration(str(tmp_path))
+def test_dump_prints_the_effective_configuration_as_a_file(setup, tmp_path, ports):
+    bundled = bundled_configuration(str(tmp_path), ports)
     assert dumped(bundled) == load_config(bundled)
     minimal = tmp_path / "minimal.conf"
     minimal.write_text("[fingerd]\nuser = nobody\nusers_file = users\n")
+    on_free_ports(str(minimal), ports)
     assert dumped(str(minimal)) == load_config(str(minimal))
     assert dumped(setup.config_file) == load_config(setup.config_file)
 
@@ -99,11 +111,84 @@ def test_check_warns_of_a_missing_users_file_as_start_does(setup):
     assert "0 users" in result.stdout
 
 
-def test_check_binds_nothing(setup):
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", setup.finger_port))
-        busy.listen(1)
-        assert run_fingerd("-t", "-c", setup.config_file).returncode == 0
+def test_check_of_free_addresses_is_valid_and_keeps_none_bound(setup):
+    assert run_fingerd("-t", "-c", setup.config_file).returncode == 0
+    for port in (setup.finger_port, setup.setter_port, setup.metrics_port):
+        with socket.socket() as again:
+            again.bind(("127.0.0.1", port))
+
+
+def config_line(config_file, text):
+    """The number of the line of ``config_file`` that starts with ``text``."""
+    with open(config_file) as f:
+        return next(number for number, line in enumerate(f, 1) if line.startswith(text))
+
+
+@pytest.mark.parametrize("option", ("-t", "-T"))
+@pytest.mark.parametrize("family, host", ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::")),
+                         ids=("same-address", "dual-stack-wildcard"))
+def test_check_reports_an_address_another_program_holds(setup, option, family, host):
+    with socket.socket(family) as holder:
+        if family == socket.AF_INET6:
+            holder.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        holder.bind((host, setup.metrics_port))
+        holder.listen(1)
+        result = run_fingerd(option, "-c", setup.config_file)
+    line = config_line(setup.config_file, "listen = 127.0.0.1:" + str(setup.metrics_port))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (f"{setup.config_file}:{line}: [metrics] listen: "
+                             f"127.0.0.1:{setup.metrics_port} is in use by another program\n")
+
+
+def test_check_reports_a_setter_socket_another_program_serves_or_a_file_in_its_way(setup,
+                                                                                   public_dir):
+    path = os.path.join(public_dir, "setter.sock")
+    edit(setup.config_file, "[setter]\n", f"[setter]\nsocket = {path}\n")
+    with socket.socket(socket.AF_UNIX) as holder:
+        holder.bind(path)
+        holder.listen(1)
+        result = run_fingerd("-t", "-c", setup.config_file)
+    assert result.returncode == 1
+    line = config_line(setup.config_file, "socket = ")
+    assert result.stderr == (f"{setup.config_file}:{line}: [setter] socket: {path}: "
+                             f"another program serves it\n")
+    # Nobody serves the file left behind now: a start replaces it.
+    assert run_fingerd("-t", "-c", setup.config_file).returncode == 0
+    os.unlink(path)
+    open(path, "w").close()
+    result = run_fingerd("-t", "-c", setup.config_file)
+    assert (result.returncode, result.stderr) == (
+        1, f"{setup.config_file}:{line}: [setter] socket: {path}: a file that is not a socket "
+           f"is in the way\n")
+
+
+def test_check_accepts_the_addresses_the_running_daemon_holds(make_daemon, public_dir):
+    d = make_daemon(setter__socket=os.path.join(public_dir, "setter.sock")).start()
+    for option in ("-t", "-T"):
+        result = run_fingerd(option, "-c", d.config_file)
+        assert result.returncode == 0, result.stderr
+        assert "configuration valid" in result.stdout + result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the daemon's descriptors are root's")
+def test_unprivileged_check_skips_what_it_cannot_tell(make_daemon):
+    """A port below 1024 it may not bind, and who holds the ports of a daemon whose
+    descriptors are root's: neither fails the check."""
+    d = make_daemon()
+    with open(d.config_file) as f:
+        text = f.read()
+    d.start()
+    public = tempfile.mkdtemp(prefix="fingerd-test-")
+    try:
+        os.chmod(public, 0o755)
+        config = os.path.join(public, "fingerd.conf")
+        with open(config, "w") as f:
+            f.write(text.replace(f"127.0.0.1:{d.finger_port}", "127.0.0.1:79"))
+        from fingerd import cli
+        code, stderr = main_as_nobody(cli.main, ["-t", "-c", config])
+    finally:
+        shutil.rmtree(public)
+    assert (code, stderr) == (0, "")
 
 
 def test_check_reports_configuration_errors_with_file_and_line(setup):

@@ -1,6 +1,5 @@
 """Setting a status in the users file on disk: validated once, spliced, written durably."""
 
-import errno
 import os
 import tempfile
 
@@ -118,50 +117,44 @@ def test_mode_is_kept_across_trusted_writes(path):
     assert os.stat(path).st_mode & 0o777 == 0o640
 
 
-# The write: unchanged parts copied in the kernel, a bounded piece a call.
+# The write: unchanged parts copied a bounded piece a call.
 
-def test_the_unchanged_parts_are_copied_in_the_kernel_in_bounded_pieces(path, monkeypatch):
+@pytest.mark.parametrize("trusted", [False, True])
+def test_the_unchanged_parts_are_copied_in_bounded_pieces(path, monkeypatch, trusted):
+    writer = StatusWriter()
+    if trusted:
+        writer(path, "alice", "Happy")
     monkeypatch.setattr(editing, "COPY_CHUNK", 7)
     calls = []
-    real = os.copy_file_range
+    real = os.write
 
-    def spying(src, dst, count, offset_src=None, *args):
-        calls.append(count)
-        return real(src, dst, count, offset_src, *args)
+    def spying(fd, data):
+        calls.append(len(data))
+        return real(fd, data)
 
-    monkeypatch.setattr(os, "copy_file_range", spying)
     expected = with_status(open(path, "rb").read(), "alice", "Gone fishing")
-    write_status(path, "alice", "Gone fishing")
+    monkeypatch.setattr(os, "write", spying)
+    writer(path, "alice", "Gone fishing")
+    monkeypatch.setattr(os, "write", real)
     assert open(path, "rb").read() == expected
     assert calls and max(calls) <= 7
 
 
-@pytest.mark.parametrize("error", [errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL])
-def test_without_a_copy_in_the_kernel_the_parts_are_written_from_memory(path, monkeypatch,
-                                                                          error):
-    def refuse(*args):
-        raise OSError(error, os.strerror(error))
-
-    monkeypatch.setattr(os, "copy_file_range", refuse)
-    expected = with_status(open(path, "rb").read(), "bob", "Awake")
-    write_status(path, "bob", "Awake")
-    assert open(path, "rb").read() == expected
-
-
 @pytest.fixture
 def edit_while_copying(path, monkeypatch):
-    """Make the first kernel copy overwrite the start of the file with the bytes given."""
-    real = os.copy_file_range
+    """Make the first copy of an unchanged part overwrite the start of the file with the
+    bytes given, before it copies."""
+    real = editing._copy
     edit = []
 
-    def edit_then_copy(src, dst, count, offset_src=None, *args):
+    def edit_then_copy(*args):
         if edit and edit[0] is not None:
             with open(path, "r+b") as f:
                 f.write(edit[0])
             edit[0] = None
-        return real(src, dst, count, offset_src, *args)
+        return real(*args)
 
-    monkeypatch.setattr(os, "copy_file_range", edit_then_copy)
+    monkeypatch.setattr(editing, "_copy", edit_then_copy)
     monkeypatch.setattr(editing, "COPY_CHUNK", 4)
     return edit
 

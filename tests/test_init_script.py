@@ -12,6 +12,7 @@ import pytest
 from fingerd.process.pidfile import RUNNING, probe
 from tests.support import ROOT
 from tests.support.daemon import end_by_pidfile
+from tests.support.net import can_connect
 from tests.support.polling import wait_until
 
 WRAPPER = """#!/bin/sh
@@ -119,17 +120,75 @@ def test_configtest_says_a_valid_file_is_valid(init):
     assert f"{init.config_file} is valid" in tested.stdout
 
 
-def test_a_failed_start_says_why_on_a_line_of_its_own(init):
-    with socket.socket() as holder:
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        holder.bind(("127.0.0.1", init.metrics_port))
-        holder.listen(1)
-        failed = init.action("start", stderr=subprocess.STDOUT)
+def test_a_failed_start_says_why_on_a_line_of_its_own(init, public_dir):
+    # A start that fails past fingerd -t's check: the pidfile cannot be taken.
+    pidfile = os.path.join(public_dir, "missing", "fingerd.pid")
+    init.reconfigure(fingerd__pidfile=pidfile)
+    failed = init.action("start", stderr=subprocess.STDOUT)
     assert failed.returncode == 1
     lines = failed.stdout.splitlines()
     progress = [line for line in lines if line.startswith("Starting finger daemon")]
     assert progress and all("fingerd:" not in line.split("fingerd", 1)[1]
                             for line in progress), failed.stdout
     reason = [line for line in lines if line.startswith("fingerd: ")]
-    assert reason and str(init.metrics_port) in reason[0], failed.stdout
+    assert reason and reason[0].startswith(f"fingerd: {pidfile}: cannot take the pidfile"), \
+        failed.stdout
+    assert probe(pidfile)[0] != RUNNING
+
+
+def held(port):
+    """A listening socket of the test's own on 127.0.0.1:``port``."""
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", port))
+    holder.listen(1)
+    return holder
+
+
+def in_use_line(config_file, section, port):
+    """fingerd -t's line for ``[section] listen`` on 127.0.0.1:``port`` held by another
+    program, the line number being that of the key in ``config_file``."""
+    with open(config_file) as f:
+        lines = f.read().splitlines()
+    number = lines.index(f"[{section}]") + 2
+    assert lines[number - 1] == f"listen = 127.0.0.1:{port}"
+    return (f"{config_file}:{number}: [{section}] listen: 127.0.0.1:{port} is in use by "
+            f"another program")
+
+
+def test_a_start_onto_an_address_another_program_holds_says_so_before_starting(init):
+    with held(init.metrics_port):
+        failed = init.action("start", stderr=subprocess.STDOUT)
+    assert failed.returncode == 1
+    lines = failed.stdout.splitlines()
+    assert in_use_line(init.config_file, "metrics", init.metrics_port) in lines, failed.stdout
+    assert not [line for line in lines if line.startswith("Starting finger daemon")]
     assert probe(init.pidfile)[0] != RUNNING
+
+
+def test_restart_onto_an_address_another_program_holds_leaves_the_daemon_running(init, ports):
+    assert init.action("start").returncode == 0
+    pid = probe(init.pidfile)[1]
+    web_port = ports.take()
+    init.reconfigure(web__listen=f"127.0.0.1:{web_port}")
+    with held(web_port):
+        refused = init.action("restart")
+    assert refused.returncode == 1
+    assert in_use_line(init.config_file, "web", web_port) in refused.stderr.splitlines(), \
+        refused.stderr
+    assert probe(init.pidfile) == (RUNNING, pid)
+    assert init.finger(b"alice\r\n") == b"Happy and well\r\n"
+    # Once the address is free, the same restart goes through, and the new daemon serves it.
+    assert init.action("restart").returncode == 0
+    assert probe(init.pidfile)[1] != pid
+    wait_until(lambda: can_connect(web_port), what="the web directory")
+
+
+def test_stop_leaves_no_directory_made_for_the_setter_socket(init, public_dir):
+    run = os.path.join(public_dir, "run")
+    socket_path = os.path.join(run, "fingerd", "setter.sock")
+    init.reconfigure(setter__socket=socket_path)
+    assert init.action("start").returncode == 0
+    assert stat.S_ISSOCK(os.lstat(socket_path).st_mode)
+    assert init.action("stop").returncode == 0
+    assert not os.path.lexists(run)

@@ -265,6 +265,28 @@ def remove_unix_sockets(config: Config) -> None:
             pass
 
 
+def missing_directories(paths: list[str]) -> list[str]:
+    """The directories of the Unix sockets at ``paths`` that do not exist yet, deepest
+    first: those binding will create, for ``remove_created_directories`` at stop. Asked
+    before binding, so a directory that existed before is never among them."""
+    missing: list[str] = []
+    for path in paths:
+        directory = os.path.dirname(path)
+        while directory and directory not in missing and not os.path.lexists(directory):
+            missing.append(directory)
+            directory = os.path.dirname(directory)
+    return missing
+
+
+def remove_created_directories(directories: list[str]) -> None:
+    """Once the Unix sockets are removed: remove ``directories`` (as from
+    ``missing_directories``, deepest first) that are empty now; any another
+    program put a file in is kept."""
+    for directory in directories:
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
+
+
 def close_sockets(socks: list[socket.socket]) -> None:
     """Close ``socks``, and remove from the file system the Unix ones nobody serves then."""
     for sock in socks:

@@ -6,14 +6,13 @@ the worker's behalf, needs only this and the file format, never the table.
 A set on a file of a million lines costs, besides the fsyncs, a copy of it.
 The version of the file this process wrote itself is neither validated nor
 read whole again: the entry is found by reading where searched, and the
-unchanged parts are copied from the old file to the new one in the kernel
-(copy_file_range), a bounded piece per system call. Writing the new file
-from memory instead, in one call, held the CPU it ran on for tens of
-milliseconds at a time (the kernel does not preempt it), stalling the
-worker's answers when both shared a core.
+unchanged parts are copied from the old file to the new one a bounded piece
+per system call. Writing the new file in one call held the CPU it ran on for
+tens of milliseconds at a time (the kernel does not preempt it), stalling
+the worker's answers when both shared a core. Copying in the kernel
+(copy_file_range) made sets slower, not faster, here (docs/bench/ablation.md).
 """
 
-import errno
 import functools
 import os
 from collections.abc import Callable
@@ -23,12 +22,8 @@ from fingerd.users import fileio
 from fingerd.users.fileio import Signature
 from fingerd.users.usersfile import FileBytes, UsersFileError, check_users, splice_plan
 
-#: Most bytes one system call reads, copies or writes.
+#: Most bytes one system call reads or writes.
 COPY_CHUNK = 256 * 1024
-
-#: copy_file_range errors that mean "not here": the copy goes through memory instead.
-_NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EIO,
-                   errno.EBADF, errno.EPERM}
 
 
 #: A file's signatures before a write (None: there was no file) and after it.
@@ -120,39 +115,27 @@ def _open_version(path: str, sig: Optional[Signature]) -> Optional[int]:
 
 def _write_spliced(source: Optional[int], data: FileBytes, sig: Optional[Signature],
                    plan: tuple[int, int, bytes], out: int) -> None:
-    """Write the file ``plan`` makes of ``data`` to ``out``: the unchanged parts copied
-    from ``source`` (the same version, open) in the kernel where it can, else from
-    ``data``. Raises _Changed when ``source`` changed meanwhile."""
+    """Write the file ``plan`` makes of ``data`` to ``out``, a bounded piece a call.
+    Raises _Changed when ``source``, the version ``data`` was read from, changed
+    meanwhile."""
     start, end, middle = plan
-    copying = _copy(source, data, out, 0, start)
+    _copy(data, out, 0, start)
     _write_all(out, middle)
-    _copy(copying, data, out, end, len(data) - end)
+    _copy(data, out, end, len(data) - end)
     if source is not None and fileio.signature(os.fstat(source)) != sig:
         raise _Changed
 
 
-def _copy(source: Optional[int], data: FileBytes, out: int, offset: int,
-          count: int) -> Optional[int]:
-    """Copy ``count`` bytes at ``offset`` to ``out``, from the file ``source`` in the
-    kernel, or from ``data`` where that is not possible; the source, None once given up."""
+def _copy(data: FileBytes, out: int, offset: int, count: int) -> None:
+    """Copy ``count`` bytes of ``data`` at ``offset`` to ``out``, a bounded piece a call;
+    raises _Changed when ``data`` (a file read where searched) ends early."""
     while count:
-        done = 0
-        if source is not None:
-            try:
-                done = os.copy_file_range(source, out, min(count, COPY_CHUNK), offset)
-            except OSError as exc:
-                if exc.errno not in _NO_KERNEL_COPY:
-                    raise
-            if not done:
-                source = None  # shrunk meanwhile, or no copy in the kernel here
-        if source is None:
-            piece = data[offset:offset + min(count, COPY_CHUNK)]
-            if not piece:
-                raise _Changed
-            done = os.write(out, piece)
+        piece = data[offset:offset + min(count, COPY_CHUNK)]
+        if not piece:
+            raise _Changed
+        done = os.write(out, piece)
         offset += done
         count -= done
-    return source
 
 
 def _write_all(out: int, data: bytes) -> None:

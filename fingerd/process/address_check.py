@@ -1,0 +1,173 @@
+"""Whether another program holds an address a start would bind, for ``fingerd -t``.
+
+The init script's ``restart`` runs ``fingerd -t`` before it stops anything, so
+an address taken meanwhile by another program refuses the restart and leaves
+the running daemon running, instead of stopping it for a start that fails.
+
+Each TCP address is tried by binding it, as a start would, and closing it at
+once: nothing is kept and nothing listens. The setter's Unix socket is not
+bound (that would replace the file); a socket file someone serves is held.
+An address held by the running daemon named by the configuration's pidfile
+is no problem, since a restart stops that daemon first: its parent's
+descriptors name the inodes of its sockets, matched against the kernel's
+tables of listening sockets (/proc/net/tcp, tcp6, unix).
+
+What cannot be checked is skipped rather than failed: a port below 1024
+without root (EACCES), or, without root, which program holds an address
+while a daemon runs (its descriptors are root's to read).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import stat
+from collections.abc import Iterable, Iterator
+
+from fingerd.config import Address, Config
+from fingerd.process.pidfile import RUNNING, probe
+from fingerd.serving.peer_owner import _proc_address
+
+#: /proc/net/tcp's states of a socket bound to a local address: listening, or bound only.
+BOUND_STATES = frozenset({"0A", "07"})
+#: /proc/net/unix's flag of a listening socket (__SO_ACCEPTCON).
+ACCEPTING = 0x10000
+
+
+def held_addresses(config: Config) -> list[str]:
+    """``FILE:LINE: [section] key: ...`` for each configured address another program
+    holds; empty when a start or restart would bind them all."""
+    daemon = daemon_sockets(config.pidfile)
+    problems = []
+    for section, addresses in (("finger", config.finger_listen),
+                               ("setter", config.setter_listen),
+                               ("metrics", config.metrics_listen),
+                               ("web", config.web_listen)):
+        for address in addresses:
+            if tcp_held(address, daemon):
+                problems.append(f"{config.where(section, 'listen')}: [{section}] listen: "
+                                f"{address} is in use by another program")
+    if config.setter_socket:
+        problem = unix_problem(config.setter_socket, daemon)
+        if problem:
+            problems.append(f"{config.where('setter', 'socket')}: [setter] socket: "
+                            f"{config.setter_socket}: {problem}")
+    return problems
+
+
+def daemon_sockets(pidfile: str) -> frozenset[int] | None:
+    """The inodes of the sockets of the daemon that holds ``pidfile``'s lock: empty when
+    none runs, None when one runs whose descriptors this process may not read."""
+    try:
+        state, pid = probe(pidfile)
+    except OSError:
+        return None
+    if state != RUNNING or pid is None:
+        return frozenset()
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return None
+    inodes = set()
+    for name in names:
+        try:
+            target = os.readlink(os.path.join(fd_dir, name))
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target.endswith("]"):
+            inodes.add(int(target[len("socket:["):-1]))
+    return frozenset(inodes)
+
+
+def tcp_held(address: Address, daemon: frozenset[int] | None) -> bool:
+    """Whether binding ``address`` fails for a socket not the daemon's; False for
+    whatever cannot be told (see the module's docstring)."""
+    family = socket.AF_INET6 if address.family == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            # As listeners.bind does, so that the answer is the start's.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((address.host, address.port))
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE or daemon is None:
+            return False
+        holders = set(tcp_holders(address))
+        return not holders or not holders <= daemon
+    return False
+
+
+def tcp_holders(address: Address) -> Iterator[int]:
+    """The inodes of the bound TCP sockets whose address conflicts with ``address``: an
+    IPv4 one may conflict with an IPv6 socket (dual-stack), an IPv6 one, bound
+    IPV6_V6ONLY as a start binds it, with IPv6 sockets only."""
+    wanted = ipaddress.ip_address(address.host)
+    tables = ((4, "/proc/net/tcp"), (6, "/proc/net/tcp6"))
+    for version, path in tables[1:] if address.family == 6 else tables:
+        try:
+            with open(path) as f:
+                yield from conflicting(f, version, wanted, address.port)
+        except OSError:
+            continue
+
+
+def conflicting(lines: Iterable[str], version: int,
+                wanted: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                port: int) -> Iterator[int]:
+    """From the lines of /proc/net/tcp (``version`` 4) or tcp6 (6): the inodes of the
+    sockets bound to ``port`` on ``wanted``, or where either address is a wildcard (an
+    IPv6 one, without IPV6_V6ONLY, covering IPv4 too)."""
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 10 or fields[3] not in BOUND_STATES:
+            continue
+        try:
+            local, local_port = _proc_address(fields[1], version)
+            inode = int(fields[9])
+        except ValueError:
+            continue
+        if local_port != port or (local.version != wanted.version and not local.is_unspecified):
+            continue
+        if local == wanted or local.is_unspecified or wanted.is_unspecified:
+            yield inode
+
+
+def unix_problem(path: str, daemon: frozenset[int] | None) -> str | None:
+    """What keeps a start from listening at ``path``, or None: a file that is not a
+    socket, or a socket another program serves."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    if not stat.S_ISSOCK(mode):
+        return "a file that is not a socket is in the way"
+    if daemon is None:
+        return None
+    if daemon & set(unix_listeners(path)):
+        return None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe_sock:
+        probe_sock.setblocking(False)
+        try:
+            probe_sock.connect(path)
+        except BlockingIOError:
+            pass
+        except OSError:
+            return None
+    return "another program serves it"
+
+
+def unix_listeners(path: str) -> Iterator[int]:
+    """The inodes of the listening Unix sockets bound to ``path`` (/proc/net/unix)."""
+    try:
+        with open("/proc/net/unix") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return
+    for line in lines[1:]:
+        fields = line.split(maxsplit=7)
+        if len(fields) == 8 and fields[7] == path and int(fields[3], 16) & ACCEPTING:
+            yield int(fields[6])

@@ -1,0 +1,48 @@
+"""The setter's Unix socket, and the directory the parent made for it, are gone after a stop."""
+
+import os
+import stat
+
+from tests.support.daemon import run_fingerd
+
+
+def test_stop_removes_the_socket_and_the_directories_made_for_it(make_daemon, public_dir):
+    run = os.path.join(public_dir, "run")
+    path = os.path.join(run, "fingerd", "setter.sock")
+    d = make_daemon(setter__socket=path).start()
+    assert stat.S_ISSOCK(os.lstat(path).st_mode)
+    assert d.stop() == 0
+    assert not os.path.lexists(path)
+    assert not os.path.lexists(run)
+
+
+def test_stop_keeps_a_directory_that_existed_before(make_daemon, public_dir):
+    directory = os.path.join(public_dir, "sockets")
+    os.mkdir(directory, 0o755)
+    path = os.path.join(directory, "setter.sock")
+    d = make_daemon(setter__socket=path).start()
+    assert d.stop() == 0
+    assert not os.path.lexists(path)
+    assert os.listdir(directory) == []
+
+
+def test_stop_keeps_a_directory_made_for_the_socket_that_holds_another_file(make_daemon,
+                                                                              public_dir):
+    directory = os.path.join(public_dir, "run")
+    path = os.path.join(directory, "setter.sock")
+    d = make_daemon(setter__socket=path).start()
+    other = os.path.join(directory, "someone-elses")
+    open(other, "w").close()
+    assert d.stop() == 0
+    assert os.listdir(directory) == ["someone-elses"]
+
+
+def test_a_start_that_fails_leaves_no_directory_made_for_the_socket(make_daemon, public_dir):
+    directory = os.path.join(public_dir, "run")
+    # Longer than a Unix socket's address may be: the bind fails once the directory is made.
+    path = os.path.join(directory, "s" * 120)
+    d = make_daemon(setter__socket=path)
+    result = run_fingerd("-n", "-c", d.config_file)
+    assert result.returncode == 1
+    assert f"cannot listen on {path} ([setter] socket)" in result.stderr
+    assert not os.path.lexists(directory)
