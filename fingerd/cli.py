@@ -1,6 +1,7 @@
 """The ``fingerd`` command line (see fingerd(8))."""
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -16,8 +17,8 @@ from fingerd.config import (
     configured_log_file,
     load_config,
 )
-from fingerd.process import daemonize, reloading
-from fingerd.process.accounts import AccountError, resolve_account
+from fingerd.process import activation, daemonize, notify, reloading
+from fingerd.process.accounts import Account, AccountError, resolve_account
 from fingerd.process.address_check import held_addresses
 from fingerd.process.exits_and_signals import HANDLED_SIGNALS
 from fingerd.process.forking import ForkedWorkers
@@ -144,9 +145,16 @@ def count_users(path):
     return len(parse_users(data, path))
 
 
-def serve(config, account, foreground):
-    """Take the pidfile, bind, detach unless ``foreground``, supervise; the exit status."""
-    problem = privileged_port_problem(config)
+def serve(config: Config, account: Account, foreground: bool) -> int:
+    """Take the sockets systemd handed over, then the pidfile; bind the rest, detach
+    unless ``foreground``, supervise; the exit status."""
+    try:
+        handover = activation.take()
+    except activation.ActivationError as exc:
+        return fail(str(exc))
+    systemd = notify.Notifier.from_environment()
+    bindable = handover.to_bind(config)
+    problem = privileged_port_problem(bindable)
     if problem:
         return fail(problem)
     # Until the supervisor handles them, signals wait rather than kill a starting daemon.
@@ -160,9 +168,9 @@ def serve(config, account, foreground):
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename and exc.filename != config.pidfile else ""
         return fail(f"{config.pidfile}: cannot take the pidfile{where}: {exc.strerror}")
-    created = missing_directories(unix_socket_paths(config))
+    created = missing_directories(unix_socket_paths(bindable))
     try:
-        sockets = bind_all(config)
+        sockets = handover.merged(bind_all(bindable))
     except BindError as exc:
         remove_created_directories(created)
         pidfile.release()
@@ -176,7 +184,7 @@ def serve(config, account, foreground):
         """Leave nothing behind: the sockets closed, the Unix ones removed with the
         directories made for them, the pidfile."""
         close_all(serving.sockets)
-        remove_unix_sockets(serving.config)
+        remove_unix_sockets(handover.to_bind(serving.config))
         remove_created_directories(created)
         reloads.remove()
         pidfile.release()
@@ -208,21 +216,28 @@ def serve(config, account, foreground):
                     "kill the worker and read what it reads; give fingerd an account of its "
                     "own: %s, then user = fingerd", config.where("fingerd", "user"),
                     config.user, CREATE_ACCOUNT)
-    setters = [*map(str, config.setter_listen), *unix_socket_paths(config)]
+
+    def listening(role, configured):
+        return ", ".join([*handover.described(role), *map(str, configured)])
+
     log.info("fingerd %s starting: finger on %s, setter on %s%s", __version__,
-             ", ".join(map(str, config.finger_listen)), ", ".join(setters),
-             ", web on " + ", ".join(map(str, config.web_listen)) if config.web_listen else "")
+             listening("finger", bindable.finger_listen),
+             listening("setter", [*bindable.setter_listen, *unix_socket_paths(bindable)]),
+             ", web on " + listening("web", bindable.web_listen) if sockets["web"] else "")
 
     def on_ready(reason):
         # A failed start leaves nothing behind once the starting process hears of it:
         # it exits on the word, and whoever started it may look at once.
         if reason is not None:
             release()
+        else:
+            systemd.send(notify.READY)
         if report is not None:
             report(reason)
 
     def on_reload(applied, message):
         workers.config_reloads.record("success" if applied else "failure")
+        systemd.send(notify.READY)
         try:
             reloads.record(applied, message)
         except OSError as exc:
@@ -230,7 +245,8 @@ def serve(config, account, foreground):
 
     workers = ForkedWorkers(config, account if root else None, sockets)
     serving = Supervisor(config, sockets, workers, handler, on_ready=on_ready,
-                         reloader=reloading.prepare, on_reload=on_reload)
+                         reloader=functools.partial(reloading.prepare, handover=handover),
+                         on_reload=on_reload, notify=systemd.send)
     try:
         return serving.run()
     finally:

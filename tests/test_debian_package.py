@@ -25,6 +25,8 @@ PACKAGE = "fingerd-py"
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root",
        "DEBIAN_FRONTEND": "noninteractive"}
 PIDFILE = "/run/fingerd.pid"
+#: The roles a socket unit is shipped for (fingerd-ROLE.socket).
+SOCKET_ROLES = ("finger", "setter", "metrics", "web")
 #: A policy-rc.d that lets invoke-rc.d act on fingerd alone, as on a machine without one.
 #: This machine's own denies every service (a container's); it is replaced only inside
 #: a private mount namespace made for one apt-get.
@@ -183,13 +185,20 @@ def test_install_serve_set_rotate_remove_purge(installed, tmp_path):
         "/usr/share/doc/fingerd-py/guide.md.gz": (0o644, "root", "root"),
         "/usr/share/doc/fingerd-py/hosts.md.gz": (0o644, "root", "root"),
         "/usr/share/doc/fingerd-py/examples/haproxy-fingerd.cfg": (0o644, "root", "root"),
+        # Socket activation (fingerd(8)): the units, and the drop-in for when they are used.
+        **{f"/lib/systemd/system/fingerd-{role}.socket": (0o644, "root", "root")
+           for role in SOCKET_ROLES},
+        "/usr/share/doc/fingerd-py/examples/fingerd-sockets.conf": (0o644, "root", "root"),
         "/var/lib/fingerd": (0o755, "root", "root"),
         "/var/lib/fingerd/users": (0o644, "root", "root"),
         "/var/log/fingerd": (0o750, "root", "adm"),
     }
     assert {path: mode_owner(path) for path in expect} == expect
-    verify = run("systemd-analyze", "verify", "/lib/systemd/system/fingerd.service")
+    verify = run("systemd-analyze", "verify", "/lib/systemd/system/fingerd.service",
+                 *(f"/lib/systemd/system/fingerd-{role}.socket" for role in SOCKET_ROLES))
     assert verify.returncode == 0 and verify.stdout + verify.stderr == "", verify.stderr
+    # Shipped, not enabled: fingerd binds its configuration until the operator says so.
+    assert not glob.glob("/etc/systemd/system/*/fingerd-*.socket")
     conffiles = run("dpkg-query", "-W", "-f=${Conffiles}", PACKAGE).stdout
     for conffile in ("/etc/fingerd/fingerd.conf", "/etc/default/fingerd",
                      "/etc/init.d/fingerd", "/etc/logrotate.d/fingerd"):

@@ -15,9 +15,10 @@ says, once, that these wait for a restart.
 import dataclasses
 import logging
 import os
+from typing import Optional
 
-from fingerd.config import ConfigError, load_config
-from fingerd.process import listeners
+from fingerd.config import Config, ConfigError, load_config
+from fingerd.process import activation, listeners
 from fingerd.process.accounts import AccountError, resolve_account
 from fingerd.process.reloads import ReloadRefused
 from fingerd.users.backends import redis_problem
@@ -48,10 +49,12 @@ class Plan:
         listeners.close_sockets(self.fresh)
 
 
-def prepare(current, sockets, privileged=None):
+def prepare(current: Config, sockets: activation.Sockets, privileged: Optional[bool] = None,
+            handover: activation.Handover = activation.NO_HANDOVER) -> Plan:
     """The Plan for the configuration file of ``current`` read again, served until now
     with ``sockets``; raises ReloadRefused. ``privileged``: whether the worker drops to
-    the configured account (as at start: when the daemon runs as root)."""
+    the configured account (as at start: when the daemon runs as root). The sockets of
+    ``handover`` stay as they are, and their roles' addresses are not bound."""
     if privileged is None:
         privileged = os.geteuid() == 0
     try:
@@ -66,13 +69,15 @@ def prepare(current, sockets, privileged=None):
         if problem:
             raise ReloadRefused(f"{config.where('store', 'backend')}: {problem}")
     config = _keep_restart_only(current, config)
-    problem = listeners.privileged_port_problem(config)
+    bindable = handover.to_bind(config)
+    problem = listeners.privileged_port_problem(bindable)
     if problem:
         raise ReloadRefused(problem)
     try:
-        bound, unused = listeners.rebind_all(config, sockets)
+        bound, unused = listeners.rebind_all(bindable, handover.others(sockets))
     except listeners.BindError as exc:
         raise ReloadRefused(str(exc)) from None
+    bound = handover.merged(bound)
     kept = {id(sock) for socks in sockets.values() for sock in socks}
     fresh = tuple(sock for socks in bound.values() for sock in socks if id(sock) not in kept)
     return Plan(config, account if privileged else None, bound, tuple(unused), fresh)

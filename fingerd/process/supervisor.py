@@ -36,6 +36,7 @@ from fingerd.process.exits_and_signals import describe_exit
 from fingerd.process.filewriter import FileWriter
 from fingerd.process.logrelay import LogRelay
 from fingerd.process.monitor import HEARTBEAT_TIMEOUT, Monitor
+from fingerd.process.notify import STOPPING, reloading
 from fingerd.process.reloads import Reloads
 from fingerd.process.states import NEXT_STATE, Phase, State
 from fingerd.process.worker_handle import WorkerHandle
@@ -58,7 +59,7 @@ class Supervisor:
     ``reloader(config, sockets)`` reads the configuration again for a HUP and
     returns a ``reloading.Plan``, or raises ReloadRefused; without one, a
     HUP only has the worker read the users file again. ``on_reload(applied,
-    message)`` hears each reload's outcome.
+    message)`` hears each reload's outcome; ``notify`` tells systemd a reload or stop begins.
     """
 
     def __init__(self, config: Any, sockets: dict[str, list[socket.socket]], workers: Any,
@@ -66,15 +67,15 @@ class Supervisor:
                  on_ready: Optional[Callable[[Optional[str]], None]] = None,
                  clock: Callable[[], float] = time.monotonic,
                  reloader: Optional[Callable[[Any, dict[str, list[socket.socket]]], "Plan"]] = None,
-                 on_reload: Optional[Callable[[bool, str], None]] = None) -> None:
+                 on_reload: Optional[Callable[[bool, str], None]] = None,
+                 notify: Callable[[str], None] = lambda message: None) -> None:
         self.config = config
         self.sockets = sockets
         self.workers = workers
         self.log_handler = log_handler
         self.on_ready = on_ready
         self.clock = clock
-        self.reloader = reloader
-        self.on_reload = on_reload
+        self.reloader, self.on_reload, self.notify = reloader, on_reload, notify
         self.state = State.STOPPED
         #: When the next worker starts, in BACKOFF; None in every other state.
         self.deadline: Optional[float] = None
@@ -214,6 +215,7 @@ class Supervisor:
         getattr(self, f"handle_{signal.Signals(signum).name.lower()}")()
 
     def handle_sighup(self) -> None:
+        self.notify(reloading())
         self.reloads.hup()
 
     def handle_sigusr1(self) -> None:
@@ -224,6 +226,7 @@ class Supervisor:
         if self.state not in (State.STARTING, State.RUNNING, State.REPLACING, State.BACKOFF):
             return
         log.info("stopping")
+        self.notify(STOPPING)
         for socks in self.sockets.values():
             for sock in socks:
                 sock.close()

@@ -82,16 +82,17 @@ class Daemon:
         self._write_config()
         return self
 
-    def start(self, wait=True, max_files=None, preexec=None, env=None):
+    def start(self, wait=True, max_files=None, preexec=None, env=None, wrapper=()):
         """Run fingerd -n; ``max_files`` lowers its RLIMIT_NOFILE; ``preexec`` runs in
-        the child before the exec; ``env`` adds to the environment it inherits."""
+        the child before the exec; ``env`` adds to the environment it inherits;
+        ``wrapper`` is a command that runs it (``systemd-socket-activate ... --``)."""
         self._stderr = open(self.log_file, "ab")
         steps = [preexec] if preexec is not None else []
         if max_files is not None:
             steps.append(functools.partial(resource.setrlimit, resource.RLIMIT_NOFILE,
                                            (max_files, max_files)))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fingerd", "-n", "-c", self.config_file],
+            [*wrapper, sys.executable, "-m", "fingerd", "-n", "-c", self.config_file],
             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr,
             env=dict(os.environ, **env) if env else None,
             preexec_fn=(lambda: [step() for step in steps]) if steps else None)
