@@ -224,14 +224,14 @@ def cmd_get(config: Config, args: argparse.Namespace) -> int:
 STORE_TIMEOUT = 60.0
 
 
-def _redis_store(config: Config, command: str) -> ModuleType | None:
-    """The Redis store's module (imported here only: it imports the client library), or
-    None (reason printed)."""
+def _redis_access(config: Config, command: str) -> ModuleType | None:
+    """The module that talks to Redis (imported here only: it imports the client library),
+    or None (reason printed)."""
     if config.store_backend != "redis":
         say(f"{command} needs [store] backend = redis in {config.path}", sys.stderr)
         return None
     try:
-        return importlib.import_module("fingerd.users.redis_store")
+        return importlib.import_module("fingerd.users.redis_access")
     except ImportError as exc:
         say(f"{command} needs the redis client library ({exc}): pip install 'fingerd[redis]'",
             sys.stderr)
@@ -241,7 +241,7 @@ def _redis_store(config: Config, command: str) -> ModuleType | None:
 def cmd_import(config: Config, args: argparse.Namespace) -> int:
     """Check FILE as fingerd checks a users file; only if it is valid, make the Redis hash
     hold exactly its entries, in one transaction."""
-    store = _redis_store(config, "import")
+    store = _redis_access(config, "import")
     if store is None:
         return EXIT_FAILED
     try:
@@ -272,7 +272,7 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
 def cmd_export(config: Config, args: argparse.Namespace) -> int:
     """Print the Redis hash as a users file; entries fingerd would not serve are left out,
     named on standard error, and make the exit status 1."""
-    store = _redis_store(config, "export")
+    store = _redis_access(config, "export")
     if store is None:
         return EXIT_FAILED
     conn = store.connect(config.redis_url, max_connections=1, timeout=STORE_TIMEOUT)
@@ -294,7 +294,7 @@ def cmd_export(config: Config, args: argparse.Namespace) -> int:
 
 
 def _store_name(config: Config) -> str:
-    """How messages name the hash; the schema is imported here only, as the store is."""
+    """How messages name the hash; the schema is imported here only, as redis_access is."""
     schema = importlib.import_module("fingerd.users.redis_schema")
     return f"{schema.redacted(config.redis_url)} {schema.users_key(config.redis_prefix)}"
 

@@ -469,7 +469,8 @@ def table(rows: list, baseline: dict, floor: dict, uvloop: dict | None = None) -
                    f"{r['p99']:.2f} ({low:.2f}-{high:.2f}) | {r['max']:.1f} | {r['errors']} | "
                    f"{r['cpu_us']:.0f} ({r['user_us']:.0f}+{r['cpu_us'] - r['user_us']:.0f}) | "
                    f"{ratio(r, base, 'cpu_us')} | {ratio(r, base, 'qps')} | "
-                   f"{ratio(r, base, 'p99')} | {ratio(r, c, 'cpu_us')} | {ratio(r, uv, 'cpu_us')} | "
+                   f"{ratio(r, base, 'p99')} | {ratio(r, c, 'cpu_us')} | "
+                   f"{ratio(r, uv, 'cpu_us')} | "
                    f"{r['client_busy']:.0f}% |")
     return "\n".join(out)
 

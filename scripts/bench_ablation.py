@@ -44,8 +44,8 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from ablation_launcher import ALL_ON, PATCHES
-from bench import (
+from ablation_launcher import ALL_ON, PATCHES  # noqa: E402
+from bench import (  # noqa: E402
     ANSWER,
     QUERY,
     STATUS,
@@ -60,8 +60,8 @@ from bench import (
     process_tree_cpu,
     run_point,
 )
-from bench_scale import write_users
-from bench_sets import LogWatch, exchange, on_client_core, parent_cpu, pct, worker_pid
+from bench_scale import write_users  # noqa: E402
+from bench_sets import LogWatch, exchange, on_client_core, parent_cpu, pct, worker_pid  # noqa: E402
 
 LAUNCHER = os.path.join(HERE, "ablation_launcher.py")
 #: The mechanisms that act on reloads and sets, measured there.

@@ -7,8 +7,11 @@ only ``fill`` makes: escaping happens here and nowhere else, so no page can
 forget it. The pages hold no script; their one stylesheet is STYLESHEET.
 """
 
+from __future__ import annotations
+
 import html
 import os
+from collections.abc import Sequence
 from string import Template
 
 from fingerd.finger.output import sanitize
@@ -16,7 +19,7 @@ from fingerd.finger.output import sanitize
 TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 
 
-def _read(name):
+def _read(name: str) -> str:
     with open(os.path.join(TEMPLATES_DIR, name), encoding="utf-8") as f:
         return f.read()
 
@@ -32,7 +35,7 @@ class Markup(str):
     """HTML that ``fill`` made, put into another template as it is."""
 
 
-def fill(template, **values):
+def fill(template: str, **values: object) -> Markup:
     """``template`` with ``values`` substituted, each HTML-escaped unless it is Markup."""
     return Markup(_TEMPLATES[template].substitute(
         {key: value if isinstance(value, Markup) else html.escape(str(value))
@@ -46,11 +49,11 @@ class Pages:
     def __init__(self, site: str) -> None:
         self.site = sanitize(site)
 
-    def _page(self, title, content):
+    def _page(self, title: str, content: Markup) -> bytes:
         return fill("layout", title=f"{title} - {self.site}", site=self.site,
                     content=content).encode("utf-8") + b"\n"
 
-    def directory(self, entries, note=None):
+    def directory(self, entries: Sequence[tuple[str, str]], note: str | None = None) -> bytes:
         """The table of ``(name, status)`` pairs, with a closing ``note`` when cut."""
         if not entries:
             return self._page("Users", fill("empty", lookup=fill("lookup")))
@@ -59,15 +62,15 @@ class Pages:
         return self._page("Users", fill("directory", rows=rows, lookup=fill("lookup"),
                                         note=fill("more", note=note) if note else ""))
 
-    def lookup(self):
+    def lookup(self) -> bytes:
         """The page with only the form, where the list is not public."""
         return self._page("Look up a user", fill("lookup_page", lookup=fill("lookup")))
 
-    def user(self, name, lines):
+    def user(self, name: str, lines: list[str]) -> bytes:
         """A user's page: ``lines`` of the finger answer as preformatted text."""
         return self._page(name, fill("user", name=name, answer="\n".join(lines),
                                      lookup=fill("lookup")))
 
-    def not_found(self, message, detail):
+    def not_found(self, message: str, detail: str) -> bytes:
         return self._page(message, fill("not_found", message=message, detail=detail,
                                         lookup=fill("lookup")))

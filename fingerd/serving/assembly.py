@@ -13,13 +13,14 @@ import resource
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from fingerd.accesslog import AccessLog
 from fingerd.finger.answer import Rules
 from fingerd.finger.forward import Forwarder
 from fingerd.finger.output import Renderer
 from fingerd.finger.pages import Pages
-from fingerd.finger.sources import BoundedSource, Directory, FileSource, SystemSource
+from fingerd.finger.sources import BoundedSource, Directory, FileSource, Source, SystemSource
 from fingerd.finger.web import Site
 from fingerd.limits import RESERVED_DESCRIPTORS, STOP_GRACE_SECONDS
 from fingerd.serving.finger import FingerNeeds, finger_service
@@ -29,26 +30,35 @@ from fingerd.serving.metrics_http import METRICS_MAX_CONNECTIONS, metrics_servic
 from fingerd.serving.pool import Pool
 from fingerd.serving.rate_limit import RateLimit
 from fingerd.serving.requesters import Requesters
+from fingerd.serving.service import ServiceSpec
 from fingerd.serving.setter import SetterNeeds, setter_service
 from fingerd.serving.web import web_service
 from fingerd.users.watcher import Watcher
+
+if TYPE_CHECKING:
+    from fingerd.config import Config
+    from fingerd.metrics import Metrics
+    from fingerd.users.backends import ConfiguredStore
 
 log = logging.getLogger(__name__)
 
 
 class Service:
-    def __init__(self, config, sockets, store, metrics):
+    """Every service on its ``sockets`` (a list a service name), over the loaded ``store``."""
+
+    def __init__(self, config: Config, sockets: dict[str, list[socket.socket]],
+                 store: ConfiguredStore, metrics: Metrics) -> None:
         self.store = store
         self.metrics = metrics
         self._config = config
         self._sockets = sockets
-        self._pool = None
-        self._servers = []
-        self._threads = []
-        self._watcher = None
+        self._pool: Pool | None = None
+        self._servers: list[ServingLoop] = []
+        self._threads: list[threading.Thread] = []
+        self._watcher: Watcher | None = None
         self.failed = threading.Event()
 
-    def start(self):
+    def start(self) -> None:
         """Start serving on every socket; returns at once."""
         config = self._config
         self._pool = Pool(config.threads)
@@ -71,7 +81,7 @@ class Service:
         rules = Rules(config.list_users, config.forwarding, config.forward_allow)
         renderer = Renderer(config.replacements, config.high_bytes)
         forward = Forwarder(config.forward_timeout) if config.forwarding else None
-        services = []
+        services: list[ServiceSpec] = []
         if sockets["finger"]:
             services.append(finger_service(
                 gates["finger"], *timeouts, FingerNeeds(directory, rules, renderer, forward),
@@ -103,19 +113,21 @@ class Service:
             thread.start()
             self._threads.append(thread)
 
-    def _serve(self, server):
+    def _serve(self, server: ServingLoop) -> None:
         try:
             server.serve_forever()
         except Exception:
             log.critical("%s server failed; stopping", server.service.name, exc_info=True)
             self.failed.set()
 
-    def reload(self):
-        """Read the users file again at once (SIGHUP)."""
-        self._watcher.poke()
+    def reload(self) -> None:
+        """Read the users file again at once (SIGHUP); nothing before ``start``."""
+        if self._watcher is not None:
+            self._watcher.poke()
 
-    def stop(self, grace=STOP_GRACE_SECONDS):
-        """Stop accepting, finish the requests in progress within ``grace`` seconds, close.
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Stop accepting, finish the requests in progress within ``grace`` seconds, close
+        what ``start`` started.
 
         A client already connected still gets its answer if its query arrives
         within the grace period.
@@ -125,20 +137,22 @@ class Service:
             server.begin_shutdown(grace)
         for server in self._servers:
             server.wait_stopped(_left(deadline) + 1.0)
-        if not self._pool.stop(_left(deadline)):
+        if self._pool is not None and not self._pool.stop(_left(deadline)):
             log.warning("answers still in progress after %.1f s were abandoned", grace)
-        self._watcher.stop(_left(deadline))
+        if self._watcher is not None:
+            self._watcher.stop(_left(deadline))
         for thread in self._threads:
             thread.join(_left(deadline))
         for server in self._servers:
             server.close()
 
 
-def _left(deadline):
+def _left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
 
 
-def budgets(max_connections, per_source, web=False):
+def budgets(max_connections: int, per_source: int, web: bool = False,
+            ) -> dict[str, ConnectionGate]:
     """Each service's own gate, so that no service's clients can take another's slots.
 
     ``max_connections`` is shared out: the setter gets an eighth (at least
@@ -148,19 +162,19 @@ def budgets(max_connections, per_source, web=False):
     cannot hide it from the scraper.
     """
     setter = max(1, max_connections // 8)
-    web = max(1, max_connections // 4) if web else 0
-    return {"finger": ConnectionGate(max(1, max_connections - setter - web), per_source),
+    web_share = max(1, max_connections // 4) if web else 0
+    return {"finger": ConnectionGate(max(1, max_connections - setter - web_share), per_source),
             "setter": ConnectionGate(setter, per_source),
-            "web": ConnectionGate(web, per_source),
+            "web": ConnectionGate(web_share, per_source),
             "metrics": ConnectionGate(METRICS_MAX_CONNECTIONS)}
 
 
-def site_name():
+def site_name() -> str:
     """What the web pages call the site: this host's finger directory."""
     return f"Finger directory of {socket.gethostname()}"
 
 
-def affordable_connections(max_connections, descriptors=None):
+def affordable_connections(max_connections: int, descriptors: int | None = None) -> int:
     """``max_connections``, lowered with a warning when the descriptor limit cannot hold
     that many connections besides the daemon's own: an over-committed server would
     leave clients to time out instead of telling them it is busy."""
@@ -175,7 +189,7 @@ def affordable_connections(max_connections, descriptors=None):
     return lowered
 
 
-def build_directory(config, store):
+def build_directory(config: Config, store: ConfiguredStore) -> Directory:
     """The users file first, then, with ``system_users``, the system's accounts.
 
     An account's answer is made within ``request_timeout``, and at most half
@@ -183,7 +197,7 @@ def build_directory(config, store):
     next waits while none is stuck: finger/bounded.py), so that a hung NSS or
     home directory leaves the other half to the users file.
     """
-    sources = [FileSource(store)]
+    sources: list[Source] = [FileSource(store)]
     if config.system_users:
         sources.append(BoundedSource(
             SystemSource(config.min_uid, config.max_uid, config.plan_files,

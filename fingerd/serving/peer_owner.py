@@ -13,11 +13,16 @@ inode 0, which is a closed or half-open socket and never root. Message
 encoding and decoding are pure functions, tested apart from the kernel.
 """
 
+from __future__ import annotations
+
 import errno
 import ipaddress
 import logging
 import socket
 import struct
+from _socket import socket as RawSocket
+from collections.abc import Callable, Iterable
+from typing import Union
 
 from fingerd.outcomes import PEERCRED, PROC, SOCK_DIAG
 
@@ -54,6 +59,12 @@ _NO_SOCK_DIAG = frozenset((errno.EPROTONOSUPPORT, errno.EOPNOTSUPP, errno.ECONNR
 
 _SO_PEERCRED = struct.Struct("=iII")
 
+#: A TCP end as getpeername and getsockname give it: ``(host, port)``, and for IPv6
+#: flowinfo and scope id after them.
+Address = Union[tuple[str, int], tuple[str, int, int, int]]
+#: An address as this module compares them: IPv4-mapped IPv6 as IPv4, and the port.
+_End = tuple[Union[ipaddress.IPv4Address, ipaddress.IPv6Address], int]
+
 
 class SockDiagError(OSError):
     """A sock_diag answer that tells nothing: an error, or not a reply at all."""
@@ -63,11 +74,11 @@ class NoSockDiag(SockDiagError):
     """This kernel answers no sock_diag request: the /proc scan must do."""
 
 
-def _malformed(what):
+def _malformed(what: str) -> SockDiagError:
     return SockDiagError(errno.EPROTO, f"sock_diag: {what}")
 
 
-def _packed(address):
+def _packed(address: str) -> tuple[int, bytes]:
     """An address as the 16 bytes of an inet_diag_sockid field, and its family."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if ip.version == 4:
@@ -75,7 +86,7 @@ def _packed(address):
     return socket.AF_INET6, ip.packed
 
 
-def encode_request(client, server, sequence=1):
+def encode_request(client: Address, server: Address, sequence: int = 1) -> bytes:
     """The netlink message asking for the socket whose local end is ``client`` and
     whose remote end is ``server`` (``(host, port)`` pairs as getpeername and
     getsockname give them, from the server's side)."""
@@ -88,7 +99,7 @@ def encode_request(client, server, sequence=1):
                           sequence, 0) + body
 
 
-def decode_reply(data):
+def decode_reply(data: bytes) -> int | None:
     """The owner's uid from the kernel's reply to ``encode_request``, or None when the
     socket was not found or is closed or half-open. Raises SockDiagError."""
     if len(data) < _NLMSGHDR.size:
@@ -112,13 +123,13 @@ def decode_reply(data):
     return _known(uid, inode)
 
 
-def _known(uid, inode):
+def _known(uid: int, inode: int) -> int | None:
     if inode == 0 or uid == OVERFLOW_UID:
         return None
     return uid
 
 
-def owner_by_sock_diag(client, server):
+def owner_by_sock_diag(client: Address, server: Address) -> int | None:
     """Ask the kernel; raises NoSockDiag where it has no sock_diag."""
     try:
         nl = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
@@ -136,19 +147,20 @@ def owner_by_sock_diag(client, server):
         return decode_reply(reply)
 
 
-def _proc_address(text, version):
+def _proc_address(text: str, version: int) -> _End:
     """An address as /proc/net/tcp{,6} prints it (32-bit words in host byte order)."""
     host, _, port = text.partition(":")
     raw = bytes.fromhex(host)
     words = [raw[i:i + 4] for i in range(0, len(raw), 4)]
     packed = b"".join(struct.pack("=I", int.from_bytes(w, "big")) for w in words)
     ip = ipaddress.ip_address(packed)
-    if version == 6 and ip.ipv4_mapped is not None:
+    if version == 6 and isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip, int(port, 16)
 
 
-def owner_in_proc_table(lines, client, server, version):
+def owner_in_proc_table(lines: Iterable[str], client: Address, server: Address,
+                        version: int) -> int | None:
     """The owner of the socket whose local end is ``client`` and remote end ``server``,
     from the lines of /proc/net/tcp (``version`` 4) or tcp6 (6); None if absent."""
     want_local = (_plain(client[0]), client[1])
@@ -168,12 +180,14 @@ def owner_in_proc_table(lines, client, server, version):
     return None
 
 
-def _plain(address):
+def _plain(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    return ip.ipv4_mapped if ip.version == 6 and ip.ipv4_mapped is not None else ip
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
-def owner_by_proc(client, server):
+def owner_by_proc(client: Address, server: Address) -> int | None:
     """The slow path: scan /proc/net/tcp and tcp6."""
     for version, path in ((4, "/proc/net/tcp"), (6, "/proc/net/tcp6")):
         try:
@@ -186,7 +200,7 @@ def owner_by_proc(client, server):
     return None
 
 
-def owner_of_unix_peer(sock):
+def owner_of_unix_peer(sock: RawSocket) -> int | None:
     """The uid of the process that connected to the Unix socket ``sock`` (SO_PEERCRED)."""
     data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _SO_PEERCRED.size)
     if len(data) != _SO_PEERCRED.size:
@@ -204,12 +218,12 @@ class OwnerLookup:
     owner unknown, logged once.
     """
 
-    def __init__(self, count):
+    def __init__(self, count: Callable[[str], object]) -> None:
         self._count = count
         self._proc_only = False
         self._failed = False
 
-    def of_tcp(self, client, server):
+    def of_tcp(self, client: Address, server: Address) -> int | None:
         """The uid owning the socket at ``client`` connected to ``server``, or None."""
         if not self._proc_only:
             try:
@@ -228,7 +242,7 @@ class OwnerLookup:
         self._count(PROC)
         return owner_by_proc(client, server)
 
-    def of_unix(self, sock):
+    def of_unix(self, sock: RawSocket) -> int | None:
         """The uid of the process at the other end of the Unix socket ``sock``, or None."""
         self._count(PEERCRED)
         try:
@@ -237,7 +251,7 @@ class OwnerLookup:
             self._report(exc)
             return None
 
-    def _report(self, exc):
+    def _report(self, exc: OSError) -> None:
         if not self._failed:
             self._failed = True
             log.error("cannot tell who owns a setter client's socket: %s; such clients "

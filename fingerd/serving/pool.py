@@ -6,21 +6,25 @@ load), and its stop waits a bounded time. Its queue is bounded by the caller:
 the servers submit only connections that passed the connection gate.
 """
 
+from __future__ import annotations
+
 import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
+#: A call and its arguments; None in their place ends the thread that takes it.
+_Call = tuple[Callable[..., object], tuple[object, ...]]
 
 
 class Pool:
     """``size`` daemon threads running ``fn(*args)`` in submission order."""
 
-    def __init__(self, size, name="fingerd-pool"):
-        self._queue = queue.SimpleQueue()
+    def __init__(self, size: int, name: str = "fingerd-pool") -> None:
+        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._busy = [False] * size
         self._threads = [threading.Thread(target=self._run, args=(i,), name=f"{name}-{i}",
                                           daemon=True)
@@ -28,37 +32,37 @@ class Pool:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, fn, *args):
+    def submit(self, fn: Callable[..., object], *args: object) -> None:
         """Queue ``fn(*args)``; it must catch its own exceptions."""
         self._queue.put((fn, args))
 
-    def stop(self, timeout):
+    def stop(self, timeout: float) -> bool:
         """Let queued calls finish, then end every thread; wait at most ``timeout`` seconds.
 
         Returns False when some thread was still busy at the deadline (it is a
         daemon thread, so it cannot keep the process alive).
         """
         for _ in self._threads:
-            self._queue.put(_STOP)
+            self._queue.put(None)
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         return not any(thread.is_alive() for thread in self._threads)
 
-    def busy(self):
+    def busy(self) -> int:
         """Threads running a call now (a reading for metrics, not a synchronisation)."""
         return sum(self._busy)
 
-    def queued(self):
+    def queued(self) -> int:
         """Calls waiting for a thread."""
         return self._queue.qsize()
 
-    def _run(self, index):
+    def _run(self, index: int) -> None:
         get = self._queue.get
         busy = self._busy
         while True:
             item = get()
-            if item is _STOP:
+            if item is None:
                 return
             fn, args = item
             busy[index] = True

@@ -1,5 +1,7 @@
 """Local accounts by uid, for the setter's policy: their login and their admin rights."""
 
+from __future__ import annotations
+
 import grp
 import os
 import pwd
@@ -15,10 +17,10 @@ class Requesters:
     is looked up at each request, so a change to /etc/group needs no restart.
     """
 
-    def __init__(self, admin_group=""):
+    def __init__(self, admin_group: str = "") -> None:
         self.admin_gid = grp.getgrnam(admin_group).gr_gid if admin_group else None
 
-    def of(self, uid):
+    def of(self, uid: int | None) -> Requester | None:
         """The Requester for ``uid``; None when the uid is None (not known)."""
         if uid is None:
             return None

@@ -1,13 +1,31 @@
 """Which store holds the statuses: the users file, or a Redis hash shared by several hosts
 (``[store] backend``)."""
 
+from __future__ import annotations
+
 import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Optional, Union
 
 from fingerd.users.editing import StoreError
 from fingerd.users.store import UserStore
 
+if TYPE_CHECKING:
+    from fingerd.config import Config
+    from fingerd.metrics import Metrics
+    from fingerd.users.fileio import Signature
+    from fingerd.users.redis_store import RedisStore
+    from fingerd.users.snapshot import Snapshot
 
-def open_store(config, metrics, writer=None, snapshot=None):
+    #: The store ``open_store`` builds.
+    ConfiguredStore = Union[UserStore, RedisStore]
+    #: Writes a status to the users file: ``writer(path, name, status)``, returning the
+    #: file's signatures before and after.
+    Writer = Callable[[str, str, str], tuple[Optional[Signature], Optional[Signature]]]
+
+
+def open_store(config: Config, metrics: Metrics, writer: Writer | None = None,
+               snapshot: Snapshot | None = None) -> ConfiguredStore:
     """The configured store, not yet loaded; raises StoreError when it cannot be built.
 
     The Redis store's module, which imports the client library, is imported only
@@ -23,7 +41,7 @@ def open_store(config, metrics, writer=None, snapshot=None):
     return UserStore(config.users_file, metrics, writer=writer, snapshot=snapshot)
 
 
-def redis_problem():
+def redis_problem() -> str | None:
     """Why the Redis store cannot be used here, or None. Imports it in this process, so
     that a worker forked from it has it before it drops root."""
     try:

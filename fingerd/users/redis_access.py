@@ -1,0 +1,162 @@
+"""Talking to Redis for the store and for fingerd-ctl: connections that never retry behind
+the caller's back, the bounded reads of the users hash (redis_schema's server-side scripts
+skip an entry too long to be a user's without sending it), and the whole hash replaced at
+once.
+
+Importing this module imports the ``redis`` client library (the optional
+extra ``fingerd[redis]``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from fingerd.limits import (
+    MAX_STORE_ENTRIES,
+    MAX_USERS_FILE_BYTES,
+    STORE_TIMEOUT_SECONDS,
+)
+from fingerd.users.redis_schema import (
+    EVERYTHING,
+    FIELDS_SCRIPT,
+    LONGEST_FIELD,
+    LONGEST_VALUE,
+    SCAN_SCRIPT,
+    SHOWN_BYTES,
+    changes_channel,
+    entry_problem,
+    unread_problem,
+    users_key,
+)
+from fingerd.users.table import UserTable
+
+#: Fields one HSCAN call asks for.
+SCAN_BATCH = 1000
+#: Connections the sets of one store hold to Redis at most; a set that finds none free
+#: waits for one (within the timeout).
+SET_CONNECTIONS = 4
+#: Fields one HSET of ``replace_users`` carries, all in one transaction.
+IMPORT_BATCH = 10000
+
+
+def connect(url: str, max_connections: int = SET_CONNECTIONS,
+            timeout: float = STORE_TIMEOUT_SECONDS) -> redis.Redis:
+    """A client for ``url`` whose every call and connection gives up after ``timeout``
+    seconds, and is never retried behind the caller's back."""
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout,
+        socket_connect_timeout=min(timeout, STORE_TIMEOUT_SECONDS), socket_keepalive=True,
+        retry=Retry(NoBackoff(), 0))
+    return redis.Redis(connection_pool=pool)
+
+
+def replace_users(client: redis.Redis, prefix: str, users: UserTable) -> None:
+    """Make the hash hold exactly ``users`` (a checked UserTable) in one transaction
+    (MULTI, DEL, HSET..., EXEC), then hint every fingerd to read it all again."""
+    key = users_key(prefix)
+    items = list(users.items())
+    with client.pipeline(transaction=True) as pipe:
+        pipe.delete(key)
+        for start in range(0, len(items), IMPORT_BATCH):
+            pipe.hset(key, mapping=dict(items[start:start + IMPORT_BATCH]))
+        pipe.publish(changes_channel(prefix), EVERYTHING)
+        pipe.execute()
+
+
+class Skipped(NamedTuple):
+    """An entry of the hash that is not served: its field (only the first SHOWN_BYTES when
+    it was too long to read), its value or, when too long to read, its length, and why."""
+
+    field: bytes
+    value: bytes | int
+    problem: str
+
+
+def read_users(client: redis.Redis, prefix: str, max_entries: int = MAX_STORE_ENTRIES,
+               ) -> tuple[dict[str, str], dict[bytes, str]]:
+    """``(users, unservable)``: the servable entries of the hash as a name to status dict,
+    and the others' fields with the reason each is skipped."""
+    users, skipped = read_servable(client, users_key(prefix), max_entries)
+    return users, {entry.field: entry.problem for entry in skipped}
+
+
+def read_servable(client: redis.Redis, key: str, max_entries: int = MAX_STORE_ENTRIES,
+                  ) -> tuple[dict[str, str], list[Skipped]]:
+    """The servable entries of the hash at ``key`` as a name to status dict, and the others."""
+    entries, skipped = read_hash(client, key, max_entries)
+    users = {}
+    for field, value in entries.items():
+        entry = entry_problem(field, value)
+        if entry[2] is None:
+            name, status, _ = entry
+            users[name] = status
+        else:
+            skipped.append(Skipped(field, value, entry[2]))
+    return users, skipped
+
+
+class HashTooLarge(redis.RedisError):
+    """The hash holds more than MAX_STORE_ENTRIES entries or MAX_USERS_FILE_BYTES bytes."""
+
+
+def read_hash(client: redis.Redis, key: str, max_entries: int = MAX_STORE_ENTRIES,
+              ) -> tuple[dict[bytes, bytes], list[Skipped]]:
+    """Every ``(field, value)`` of the hash at ``key`` short enough to be a user's, as
+    bytes, a batch at a time; and the others, skipped unread.
+
+    Not a snapshot: an entry changed during the scan may be seen either way,
+    so the caller subscribes to the hints before it reads. Raises
+    HashTooLarge, reading no further, past either bound.
+    """
+    if client.hlen(key) > max_entries:
+        raise HashTooLarge(f"more than {max_entries} entries")
+    scan = client.register_script(SCAN_SCRIPT)
+    entries: dict[bytes, bytes] = {}
+    unread: dict[tuple[bytes, int], Skipped] = {}
+    size = 0
+    cursor: bytes | int = 0
+    while True:
+        cursor, kept, longer = scan(keys=[key], args=[cursor, SCAN_BATCH, LONGEST_FIELD,
+                                                      LONGEST_VALUE, SHOWN_BYTES])
+        for field, value in zip(kept[::2], kept[1::2]):
+            size += len(field) + len(value) + 2
+            entries[field] = value
+        for shown, field_bytes, value_bytes in zip(longer[::3], longer[1::3], longer[2::3]):
+            unread[shown, value_bytes] = Skipped(shown, value_bytes,
+                                                 unread_problem(field_bytes, value_bytes))
+        if len(entries) > max_entries or size > MAX_USERS_FILE_BYTES:
+            raise HashTooLarge(f"more than {max_entries} entries or "
+                               f"{MAX_USERS_FILE_BYTES} bytes")
+        if int(cursor) == 0:
+            return entries, list(unread.values())
+
+
+def read_fields(client: redis.Redis, key: str, names: list[str]) -> list[bytes | int | None]:
+    """The value of each of ``names`` in the hash at ``key``: None where there is none, its
+    length where it is too long to be a status (it is not read)."""
+    values: list[bytes | int | None] = client.register_script(FIELDS_SCRIPT)(
+        keys=[key], args=[LONGEST_VALUE, *names])
+    return values
+
+
+def with_fields(users: UserTable, names: list[str], values: list[bytes | int | None],
+                ) -> tuple[UserTable, list[Skipped]]:
+    """``users`` with what read_fields found for ``names``: a servable value served, a name
+    with none or with one no longer servable left out, and the latter skipped."""
+    skipped = []
+    for name, value in zip(names, values):
+        field = name.encode()
+        if isinstance(value, bytes):
+            entry = entry_problem(field, value)
+            if entry[2] is None:
+                users = users.with_status(name, entry[1])
+                continue
+            skipped.append(Skipped(field, value, entry[2]))
+        elif value is not None:
+            skipped.append(Skipped(field, value, unread_problem(len(field), value)))
+        users = users.without(name)  # gone, or no longer servable
+    return users, skipped

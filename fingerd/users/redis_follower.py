@@ -1,0 +1,231 @@
+"""The thread that keeps a RedisStore's table in step with the hash: it owns the
+subscription to the change channel and the connections, reads the whole hash after every
+(re)connect and when asked (HUP, ``reload_interval``: pub/sub drops what is sent while a
+subscriber is away), and in between re-reads the names the hints carry.
+
+redis_store.py says why what the follower publishes last for a name is what
+Redis holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, NamedTuple
+
+import redis
+from redis.client import PubSub
+
+from fingerd.limits import STORE_TIMEOUT_SECONDS
+from fingerd.users.redis_access import HashTooLarge, Skipped, connect, read_fields, read_servable
+from fingerd.users.redis_schema import (
+    EVERYTHING,
+    changes_channel,
+    hinted_name,
+    shown_field,
+    users_key,
+)
+from fingerd.users.table import UserTable, free_gradually
+from fingerd.users.usersfile import MAX_REPORTED_ERRORS
+
+if TYPE_CHECKING:
+    from fingerd.metrics import Metrics
+    from fingerd.users.redis_store import RedisStore
+
+log = logging.getLogger(__name__)
+
+#: What the setter answers after ``ERROR `` while Redis cannot take a write.
+UNAVAILABLE = "store unavailable"
+#: Seconds between reconnection attempts: the first, doubled up to the cap.
+BACKOFF_FIRST = 0.1
+BACKOFF_CAP = 5.0
+#: Seconds the follower waits for a hint before it looks for a resync request.
+HINT_WAIT = 0.1
+#: Hints the follower takes at once, re-read in one call.
+HINT_BATCH = 1000
+#: The follower's connections, apart from the sets' so that sets waiting for Redis never
+#: hold up what other hosts set: the subscription and its reads.
+FOLLOWER_CONNECTIONS = 2
+
+
+class _Subscription(NamedTuple):
+    """The follower's client and its subscription to the hints."""
+
+    reader: redis.Redis
+    pubsub: PubSub
+
+
+class Follower:
+    """Follows the hash ``PREFIX:users`` at ``url`` for ``store``, publishing through it;
+    opens the client the store's sets write with."""
+
+    def __init__(self, store: RedisStore, url: str, prefix: str, metrics: Metrics,
+                 max_entries: int) -> None:
+        self._store = store
+        self._url = url
+        self._key = users_key(prefix)
+        self._channel = changes_channel(prefix)
+        self._metrics = metrics
+        self._max_entries = max_entries
+        #: The sets' client, and the follower's, with its subscription.
+        self.client: redis.Redis | None = None
+        self._subscription: _Subscription | None = None
+        #: True while the last call to Redis succeeded; only the follower changes it.
+        self.up = False
+        #: (field, value) of the entries reported as skipped, so that each is reported once.
+        self._reported: frozenset[tuple[bytes, bytes | int]] = frozenset()
+        self._resync = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="fingerd-redis",
+                                        daemon=True)
+
+    def read_first(self) -> None:
+        """Connect, subscribe and publish the whole hash, before the thread starts; raises
+        RedisError, every connection closed, when Redis cannot be read."""
+        try:
+            self._read_all(self._open().reader)
+        except redis.RedisError:
+            self._close()
+            raise
+        self._set_up(True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def resync(self) -> None:
+        """Read the whole hash again soon."""
+        self._resync.set()
+
+    def stop(self, timeout: float = STORE_TIMEOUT_SECONDS) -> None:
+        """Stop following and close the connections."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._close()
+
+    def _follow(self) -> None:
+        backoff = BACKOFF_FIRST
+        while not self._stopping.is_set():
+            try:
+                subscription = self._subscription
+                if subscription is None:
+                    self._read_all(self._open().reader)
+                    self._set_up(True)
+                    backoff = BACKOFF_FIRST
+                elif self._resync.is_set():
+                    self._resync.clear()
+                    self._read_all(subscription.reader)
+                else:
+                    self._read_hinted(subscription)
+            except redis.RedisError as exc:
+                self._close()
+                self._set_up(False, exc)
+                count_read(self._metrics, False)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_CAP)
+
+    def _open(self) -> _Subscription:
+        """Connect and subscribe, before any read, so that no change goes unnoticed."""
+        self._resync.clear()
+        reader = connect(self._url, max_connections=FOLLOWER_CONNECTIONS)
+        subscription = _Subscription(reader, reader.pubsub(ignore_subscribe_messages=True))
+        self._subscription = subscription
+        self.client = connect(self._url)
+        subscription.pubsub.subscribe(self._channel)
+        return subscription
+
+    def _close(self) -> None:
+        subscription, client = self._subscription, self.client
+        self._subscription = None
+        closings: list[PubSub | redis.Redis] = (
+            [] if subscription is None else [subscription.pubsub, subscription.reader])
+        if client is not None:
+            closings.append(client)
+        for closing in closings:
+            try:
+                closing.close()
+            except (redis.RedisError, OSError):
+                pass
+
+    def _read_all(self, reader: redis.Redis) -> None:
+        """Read the whole hash with ``reader`` and publish it, the unservable entries left
+        out."""
+        try:
+            users, skipped = read_servable(reader, self._key, self._max_entries)
+        except HashTooLarge as exc:
+            log.error("%s: %s; keeping %d users", self._store.path, exc,
+                      len(self._store.users()))
+            count_read(self._metrics, False)
+            return
+        self._report(skipped, replace=True)
+        if _same(self._store.users(), users):
+            count_read(self._metrics, True)  # unchanged: the answers made from it stay good
+            return
+        replaced = self._store.publish_all(UserTable(users.items()))
+        count_read(self._metrics, True)
+        free_gradually(replaced)
+
+    def _read_hinted(self, subscription: _Subscription) -> None:
+        """Re-read the names a set of this host asks for at once; otherwise wait a moment
+        for hints, and re-read the names they carry (all, for ``*``)."""
+        names = self._store.take_rereads()
+        hinted = self._hints(subscription.pubsub, 0.0 if names else HINT_WAIT)
+        if EVERYTHING.encode() in hinted:
+            self._read_all(subscription.reader)
+            return
+        names |= {name for name in map(hinted_name, hinted) if name is not None}
+        if not names:
+            return
+        ordered = list(names)
+        values = read_fields(subscription.reader, self._key, ordered)
+        self._report(self._store.publish_fields(ordered, values), replace=False)
+
+    def _hints(self, pubsub: PubSub, wait: float) -> set[bytes]:
+        """The names hinted at within ``wait`` seconds, at most about HINT_BATCH."""
+        message = pubsub.get_message(timeout=wait)
+        names: set[bytes] = set()
+        while message is not None and len(names) < HINT_BATCH:
+            if message.get("type") == "message":
+                names.add(message["data"])
+            message = pubsub.get_message(timeout=0)
+        return names
+
+    def _report(self, skipped: list[Skipped], replace: bool) -> None:
+        """Log each skipped entry once while it stays so (again when its value changes);
+        ``replace`` after a whole read forgets the entries fixed since."""
+        found = {(entry.field, entry.value): entry for entry in skipped}
+        new = [entry for key, entry in found.items() if key not in self._reported]
+        path = self._store.path
+        for entry in new[:MAX_REPORTED_ERRORS]:
+            log.error("%s: entry %s skipped: %s", path, shown_field(entry.field),
+                      entry.problem)
+        if len(new) > MAX_REPORTED_ERRORS:
+            log.error("%s: %d more entries skipped", path, len(new) - MAX_REPORTED_ERRORS)
+        self._reported = (frozenset(found) if replace
+                          else self._reported | frozenset(found))
+
+    def _set_up(self, up: bool, problem: Exception | None = None) -> None:
+        """Say once that Redis went away or came back, and show it on fingerd_store_up."""
+        was, self.up = self.up, up
+        self._metrics.store_up.set(1 if up else 0)
+        served = len(self._store.users())
+        if up and not was:
+            log.info("%s: store reachable; serving its %d users", self._store.path, served)
+        elif was and not up:
+            log.error("%s: %s: %s; serving the last copy of %d users and retrying",
+                      self._store.path, UNAVAILABLE, problem, served)
+            self._store.keep()
+
+
+def count_read(metrics: Metrics, success: bool) -> None:
+    """Count a whole read of the hash, or a failure to reach it, as a reload."""
+    metrics.reloads.labels("success" if success else "failure").inc()
+    if success:
+        metrics.last_reload_success.set(time.time())
+
+
+def _same(table: UserTable, users: dict[str, str]) -> bool:
+    """Whether the UserTable ``table`` holds exactly the dict ``users``."""
+    return len(table) == len(users) and all(
+        table.get(name) == status for name, status in users.items())
