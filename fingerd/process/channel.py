@@ -66,7 +66,7 @@ class MonitorClient:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
 
-    def ready(self, users_problem: Optional[str] = None) -> None:
+    def ready(self, users_problem: str | None = None) -> None:
         """Tell the parent the worker serves; a reload's worker adds what was wrong with
         its users file, if anything, for the reload's outcome."""
         message = {"op": "ready"} if users_problem is None else {
@@ -199,7 +199,7 @@ class ParentEnd:
         #: Whether the worker has said it serves: it says so once.
         self.said_ready = False
         #: What it said, when ready, was wrong with its users file (unchecked text).
-        self.users_problem: Optional[str] = None
+        self.users_problem: str | None = None
 
     def fileno(self) -> int:
         return self.sock.fileno()

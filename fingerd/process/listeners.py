@@ -11,7 +11,7 @@ import errno
 import os
 import socket
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 
 from fingerd.config import Address, Config
@@ -287,7 +287,7 @@ def remove_created_directories(directories: list[str]) -> None:
             os.rmdir(directory)
 
 
-def close_sockets(socks: list[socket.socket]) -> None:
+def close_sockets(socks: Iterable[socket.socket]) -> None:
     """Close ``socks``, and remove from the file system the Unix ones nobody serves then."""
     for sock in socks:
         path = sock.getsockname() if sock.family == socket.AF_UNIX else None
