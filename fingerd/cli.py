@@ -1,12 +1,16 @@
 """The ``fingerd`` command line (see fingerd(8))."""
 
+from __future__ import annotations
+
 import argparse
 import functools
 import logging
 import os
 import signal
+import socket
 import sys
 from types import SimpleNamespace
+from typing import IO
 
 from fingerd import __version__, logsetup
 from fingerd.config import (
@@ -178,7 +182,7 @@ def serve(config: Config, account: Account, foreground: bool) -> int:
     reloads = ReloadStatus(config.pidfile)
     # What is served: the configuration and its sockets, then the supervisor, whose
     # reloads replace them (``release`` sees the name's last value).
-    serving = SimpleNamespace(config=config, sockets=sockets)
+    serving: SimpleNamespace | Supervisor = SimpleNamespace(config=config, sockets=sockets)
 
     def release():
         """Leave nothing behind: the sockets closed, the Unix ones removed with the
@@ -201,8 +205,11 @@ def serve(config: Config, account: Account, foreground: bool) -> int:
                     f"in the foreground with -n")
     report = None
     if not foreground:
-        keep = [s for socks in sockets.values() for s in socks] + [pidfile.fd]
-        if handler is not None:
+        keep: list[int | socket.socket | IO[str]] = [
+            s for socks in sockets.values() for s in socks]
+        if pidfile.fd is not None:
+            keep.append(pidfile.fd)
+        if isinstance(handler, logging.StreamHandler):
             keep.append(handler.stream)
         report = daemonize.detach(keep)
         pidfile.write(os.getpid())
@@ -244,11 +251,12 @@ def serve(config: Config, account: Account, foreground: bool) -> int:
             log.error("%s: cannot write the reload's outcome: %s", reloads.path, exc.strerror)
 
     workers = ForkedWorkers(config, account if root else None, sockets)
-    serving = Supervisor(config, sockets, workers, handler, on_ready=on_ready,
-                         reloader=functools.partial(reloading.prepare, handover=handover),
-                         on_reload=on_reload, notify=systemd.send)
+    supervisor = Supervisor(config, sockets, workers, handler, on_ready=on_ready,
+                            reloader=functools.partial(reloading.prepare, handover=handover),
+                            on_reload=on_reload, notify=systemd.send)
+    serving = supervisor
     try:
-        return serving.run()
+        return supervisor.run()
     finally:
         release()
         log.info("stopped")
