@@ -152,12 +152,16 @@ def _hosts(text: str, base: str) -> tuple[str, ...]:
 
 
 def _networks(text: str, base: str) -> tuple[Network, ...]:
-    """Addresses or networks (``10.0.0.0/8``), comma-separated."""
-    try:
-        return tuple(ipaddress.ip_network(item) for item in _items(text))
-    except ValueError:
-        raise InvalidValue(f"expected IP addresses or networks, got {text.strip()[:60]!r}") \
-            from None
+    """Addresses or networks (``10.0.0.0/8``), comma-separated; the error names the first
+    item that is neither, which a long list would otherwise hide."""
+    networks = []
+    for item in _items(text):
+        try:
+            networks.append(ipaddress.ip_network(item))
+        except ValueError:
+            raise InvalidValue(f"expected IP addresses or networks, got {item[:60]!r}") \
+                from None
+    return tuple(networks)
 
 
 _FILE_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")

@@ -115,6 +115,7 @@ def test_unknown_section_names_its_line():
     ("output", "replace", "no arrow", "expected OLD => NEW"),
     ("finger", "plan_files", ".plan, ../etc/shadow", "expected file names"),
     ("finger", "forward_timeout", "0", "expected seconds"),
+    ("finger", "proxy_from", "::1, 300.0.0.1", "got '300.0.0.1'"),
 ])
 def test_wrong_values_name_file_line_and_key(section, key, value, message):
     found = errors(f"# comment\n[{section}]\n{key} = {value}\n")
