@@ -24,7 +24,7 @@ MAX_REPLACEMENTS = 64
 
 #: A value's reader: its text (stripped) and the configuration's directory, to its value.
 Reader = Callable[[str, str], Any]
-#: An address or network of a ``proxy_from`` list.
+#: An address or network of a ``proxy_from`` or ``allow_from`` list.
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
@@ -254,6 +254,7 @@ SCHEMA: tuple[tuple[str, str, str, Reader, str], ...] = (
     ("finger", "forward_timeout", "10", _seconds(0.1, 300), "forward_timeout"),
     ("finger", "proxy_protocol", "no", _boolean, "finger_proxy_protocol"),
     ("finger", "proxy_from", "127.0.0.1, ::1", _networks, "finger_proxy_from"),
+    ("finger", "allow_from", "", _networks, "finger_allow_from"),
     ("finger", "system_users", "no", _boolean, "system_users"),
     ("finger", "min_uid", "1000", _integer(0, 2**32 - 2), "min_uid"),
     ("finger", "max_uid", "65533", _integer(0, 2**32 - 2), "max_uid"),
@@ -274,6 +275,7 @@ SCHEMA: tuple[tuple[str, str, str, Reader, str], ...] = (
     ("web", "listen", "", _addresses(False), "web_listen"),
     ("web", "proxy_protocol", "no", _boolean, "web_proxy_protocol"),
     ("web", "proxy_from", "127.0.0.1, ::1", _networks, "web_proxy_from"),
+    ("web", "allow_from", "", _networks, "web_allow_from"),
     ("store", "backend", "file", _choice("file", "redis"), "store_backend"),
     ("store", "redis_url", "redis://127.0.0.1:6379/0", _redis_url, "redis_url"),
     ("store", "redis_prefix", "fingerd", _redis_prefix, "redis_prefix"),
