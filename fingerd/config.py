@@ -67,6 +67,7 @@ class Config:
     forward_timeout: float
     finger_proxy_protocol: bool
     finger_proxy_from: tuple[Network, ...]
+    finger_allow_from: tuple[Network, ...]
     system_users: bool
     min_uid: int
     max_uid: int
@@ -85,6 +86,7 @@ class Config:
     web_listen: tuple[Address, ...]
     web_proxy_protocol: bool
     web_proxy_from: tuple[Network, ...]
+    web_allow_from: tuple[Network, ...]
     store_backend: str
     redis_url: str
     redis_prefix: str

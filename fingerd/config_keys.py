@@ -24,7 +24,7 @@ MAX_REPLACEMENTS = 64
 
 #: A value's reader: its text (stripped) and the configuration's directory, to its value.
 Reader = Callable[[str, str], Any]
-#: An address or network of a ``proxy_from`` list.
+#: An address or network of a ``proxy_from`` or ``allow_from`` list.
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
@@ -152,12 +152,16 @@ def _hosts(text: str, base: str) -> tuple[str, ...]:
 
 
 def _networks(text: str, base: str) -> tuple[Network, ...]:
-    """Addresses or networks (``10.0.0.0/8``), comma-separated."""
-    try:
-        return tuple(ipaddress.ip_network(item) for item in _items(text))
-    except ValueError:
-        raise InvalidValue(f"expected IP addresses or networks, got {text.strip()[:60]!r}") \
-            from None
+    """Addresses or networks (``10.0.0.0/8``), comma-separated; the error names the first
+    item that is neither, which a long list would otherwise hide."""
+    networks = []
+    for item in _items(text):
+        try:
+            networks.append(ipaddress.ip_network(item))
+        except ValueError:
+            raise InvalidValue(f"expected IP addresses or networks, got {item[:60]!r}") \
+                from None
+    return tuple(networks)
 
 
 _FILE_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
@@ -250,6 +254,7 @@ SCHEMA: tuple[tuple[str, str, str, Reader, str], ...] = (
     ("finger", "forward_timeout", "10", _seconds(0.1, 300), "forward_timeout"),
     ("finger", "proxy_protocol", "no", _boolean, "finger_proxy_protocol"),
     ("finger", "proxy_from", "127.0.0.1, ::1", _networks, "finger_proxy_from"),
+    ("finger", "allow_from", "", _networks, "finger_allow_from"),
     ("finger", "system_users", "no", _boolean, "system_users"),
     ("finger", "min_uid", "1000", _integer(0, 2**32 - 2), "min_uid"),
     ("finger", "max_uid", "65533", _integer(0, 2**32 - 2), "max_uid"),
@@ -270,6 +275,7 @@ SCHEMA: tuple[tuple[str, str, str, Reader, str], ...] = (
     ("web", "listen", "", _addresses(False), "web_listen"),
     ("web", "proxy_protocol", "no", _boolean, "web_proxy_protocol"),
     ("web", "proxy_from", "127.0.0.1, ::1", _networks, "web_proxy_from"),
+    ("web", "allow_from", "", _networks, "web_allow_from"),
     ("store", "backend", "file", _choice("file", "redis"), "store_backend"),
     ("store", "redis_url", "redis://127.0.0.1:6379/0", _redis_url, "redis_url"),
     ("store", "redis_prefix", "fingerd", _redis_prefix, "redis_prefix"),

@@ -49,8 +49,11 @@ REJECT_TIMEOUT = "timeout"
 REJECT_RESOURCES = "accept_failed"
 REJECT_NOT_LOCAL = "not_local"
 REJECT_PROXY = "proxy"
+#: A finger or web client from outside ``allow_from``.
+REJECT_NOT_ALLOWED = "not_allowed"
 REJECT_REASONS = (REJECT_BUSY, REJECT_PER_SOURCE, REJECT_SHED, REJECT_TOO_LONG,
-                  REJECT_TIMEOUT, REJECT_RESOURCES, REJECT_NOT_LOCAL, REJECT_PROXY)
+                  REJECT_TIMEOUT, REJECT_RESOURCES, REJECT_NOT_LOCAL, REJECT_PROXY,
+                  REJECT_NOT_ALLOWED)
 
 # Kinds of request: the finger query kinds (RFC 1288 2.3), then the setter's and the web's.
 USER = "user"

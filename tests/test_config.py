@@ -115,6 +115,10 @@ def test_unknown_section_names_its_line():
     ("output", "replace", "no arrow", "expected OLD => NEW"),
     ("finger", "plan_files", ".plan, ../etc/shadow", "expected file names"),
     ("finger", "forward_timeout", "0", "expected seconds"),
+    ("finger", "allow_from", "192.0.2.0/24, 10.0.0.1/8", "got '10.0.0.1/8'"),
+    ("web", "allow_from", "127.0.0.1, localhost", "expected IP addresses or networks, "
+                                                  "got 'localhost'"),
+    ("finger", "proxy_from", "::1, 300.0.0.1", "got '300.0.0.1'"),
 ])
 def test_wrong_values_name_file_line_and_key(section, key, value, message):
     found = errors(f"# comment\n[{section}]\n{key} = {value}\n")
@@ -338,6 +342,18 @@ def test_the_web_directory_is_off_by_default_and_takes_its_own_proxy_settings():
     assert config.web_proxy_protocol is True
     assert [str(n) for n in config.web_proxy_from] == ["10.0.0.0/8"]
     assert config.finger_proxy_protocol is False
+
+
+def test_allow_from_serves_every_client_by_default_and_takes_addresses_and_networks():
+    config = parse_config("", "/f.conf")
+    assert config.finger_allow_from == () and config.web_allow_from == ()
+    config = parse_config("[finger]\nallow_from = 192.0.2.0/24, ::1\n"
+                          "[web]\nallow_from = 2001:db8::/32,127.0.0.2\n", "/f.conf")
+    assert [str(n) for n in config.finger_allow_from] == ["192.0.2.0/24", "::1/128"]
+    assert [str(n) for n in config.web_allow_from] == ["2001:db8::/32", "127.0.0.2/32"]
+    text = config_text(config)
+    assert "\nallow_from = 192.0.2.0/24, ::1\n" in text
+    assert parse_config(text, "/f.conf") == config
 
 
 def effective(path):

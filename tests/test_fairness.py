@@ -8,13 +8,12 @@ served meanwhile.
 import collections
 import contextlib
 import select
-import socket
 import threading
 
 import pytest
 
 from tests.support.markers import needs_ipv6
-from tests.support.net import exchange
+from tests.support.net import connect_from, exchange
 from tests.support.polling import during, wait_until
 
 #: Attacker's source, and the client from another source that must be served meanwhile.
@@ -36,23 +35,9 @@ def dual_stack(daemon, *services):
     return daemon
 
 
-def _connect(source, port):
-    """A connection from ``source`` to the daemon's loopback address of its family."""
-    family, target = (socket.AF_INET6, "::1") if ":" in source else (socket.AF_INET,
-                                                                      "127.0.0.1")
-    s = socket.socket(family)
-    try:
-        s.bind((source, 0))
-        s.connect((target, port))
-    except BaseException:
-        s.close()
-        raise
-    return s
-
-
 def query_from(source, port, data=b"alice\r\n", timeout=10):
     """Everything the service at ``port`` answers a client at ``source``."""
-    with _connect(source, port) as s:
+    with connect_from(source, port) as s:
         s.settimeout(timeout)
         s.sendall(data)
         chunks = []
@@ -71,7 +56,7 @@ def idle_connections(port, count, source="127.0.0.1", sends=b""):
     held = []
     try:
         for _ in range(count):
-            held.append(_connect(source, port))
+            held.append(connect_from(source, port))
             held[-1].sendall(sends)
         yield held
     finally:

@@ -23,6 +23,7 @@ from fingerd.finger.pages import Pages
 from fingerd.finger.sources import BoundedSource, Directory, FileSource, Source, SystemSource
 from fingerd.finger.web import Site
 from fingerd.limits import RESERVED_DESCRIPTORS, STOP_GRACE_SECONDS
+from fingerd.serving.allow import allowing
 from fingerd.serving.finger import FingerNeeds, finger_service
 from fingerd.serving.gate import ConnectionGate
 from fingerd.serving.loop import ServingLoop
@@ -83,10 +84,11 @@ class Service:
         forward = Forwarder(config.forward_timeout) if config.forwarding else None
         services: list[ServiceSpec] = []
         if sockets["finger"]:
-            services.append(finger_service(
+            services.append(allowing(finger_service(
                 gates["finger"], *timeouts, FingerNeeds(directory, rules, renderer, forward),
                 lookups_block=config.system_users, users=self.store.users,
-                proxy_from=config.finger_proxy_from if config.finger_proxy_protocol else None))
+                proxy_from=config.finger_proxy_from if config.finger_proxy_protocol else None),
+                config.finger_allow_from))
         if sockets["setter"]:
             rate_limit = RateLimit(config.setter_rate_limit) if config.setter_rate_limit \
                 else None
@@ -99,9 +101,10 @@ class Service:
             services.append(metrics_service(gates["metrics"], *timeouts, self.metrics.registry))
         if sockets["web"]:
             site = Site(directory, rules, renderer, Pages(site_name()))
-            services.append(web_service(
+            services.append(allowing(web_service(
                 gates["web"], *timeouts, site, lookups_block=config.system_users,
-                proxy_from=config.web_proxy_from if config.web_proxy_protocol else None))
+                proxy_from=config.web_proxy_from if config.web_proxy_protocol else None),
+                config.web_allow_from))
         self._servers = [ServingLoop(sockets[service.name], service, self._pool, self.metrics,
                                      access_log)
                          for service in services]

@@ -39,10 +39,10 @@ from fingerd.limits import ACCEPTS_PER_TURN, DRAIN_BYTES, LINGER_DRAIN_BYTES
 from fingerd.metrics import Metrics
 from fingerd.outcomes import (
     REJECT_BUSY,
-    REJECT_NOT_LOCAL,
     REJECT_PROXY,
     REJECT_TOO_LONG,
 )
+from fingerd.serving.allow import close_unheard
 from fingerd.serving.gate import source_of
 from fingerd.serving.lines import LineTooLong
 from fingerd.serving.listening import (
@@ -223,9 +223,10 @@ class ServingLoop:
                 return
             if listeners.starved:
                 listeners.accepting_again()
-            if service.accepts is not None and not service.accepts(peer):
-                self._rejected.labels(REJECT_NOT_LOCAL).inc()
-                sock.close()
+            if service.accepts is not None and service.proxy_from is None and \
+                    not service.accepts(peer):
+                self._rejected.labels(service.refusal).inc()
+                close_unheard(sock)
                 continue
             if service.proxy_from is None:
                 source = source_of(peer[0]) if peer else ""

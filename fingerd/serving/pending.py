@@ -35,6 +35,8 @@ class Pending:
         #: By descriptor, in order of arrival.
         self.by_fd: dict[int, Any] = {}
         self.next_sweep = 0.0
+        self._accepts = service.accepts
+        self._refusal = service.refusal
         self._gate = service.gate
         self._busy_answer = service.busy_answer
         self._first_byte_timeout = service.first_byte_timeout
@@ -60,9 +62,9 @@ class Pending:
 
     def take_proxy_header(self, conn: Any, eof: bool,
                           on_readable: Callable[[Any], None]) -> bool:
-        """Behind a proxy: take the header from the start of the request and count the
-        client it names against ``max_per_source``. True once it has; otherwise the
-        connection is watched for the rest or closed, without an answer.
+        """Behind a proxy: take the header from the start of the request, and count the
+        client it names against ``max_per_source`` if the service serves it. True once it
+        has; otherwise the connection is watched for the rest or closed, without an answer.
 
         A header not whole at the first read counts against the connecting address
         (the proxy's) until it is: processes there cannot hold the share with
@@ -84,6 +86,9 @@ class Pending:
         conn.buf = conn.buf[header.length:]
         if header.client is not None:
             conn.peer = header.client
+        if self._accepts is not None and not self._accepts(conn.peer):
+            self.close_unanswered(conn, self._refusal)
+            return False
         if not self._claim(conn, source_of(conn.peer[0])):
             return False
         conn.awaiting_header = False

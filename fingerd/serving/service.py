@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from fingerd.outcomes import ERROR
+from fingerd.outcomes import ERROR, REJECT_NOT_ALLOWED
 from fingerd.serving.gate import ConnectionGate
 
 #: What a finger client beyond a connection limit is told.
@@ -74,8 +74,11 @@ class ServiceSpec:
     answers_inline: Callable[[Any], bool] | None = None
     #: Consulted for answers made on the reading thread, and only by that thread.
     memo: Memo | None = None
-    #: Whether to serve a client at this peer at all; None: everyone.
+    #: Whether to serve a client at this peer at all (behind a PROXY header, the client
+    #: it names); None: everyone. A client refused is closed without an answer (allow.py).
     accepts: Callable[[Peer], bool] | None = None
+    #: The rejection reason a client ``accepts`` refuses is counted with.
+    refusal: str = REJECT_NOT_ALLOWED
     #: What the handler and the access log know the client by, learnt right after accept,
     #: before reading; None: its address.
     identify: Callable[[RawSocket, Peer], Any] | None = None

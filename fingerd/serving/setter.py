@@ -18,6 +18,7 @@ from fingerd.limits import MAX_QUERY_BYTES, MAX_STATUS_BYTES
 from fingerd.metrics import Metrics
 from fingerd.outcomes import (
     REFUSED,
+    REJECT_NOT_LOCAL,
     SET_DENIED,
     SET_FAILED,
     SET_KIND,
@@ -157,4 +158,5 @@ def setter_service(gate: ConnectionGate, request_timeout: float, first_byte_time
     """The setter service; every set goes to the pool (it writes, and may wait)."""
     return ServiceSpec("setter", SetterHandler, needs, gate, request_timeout,
                        first_byte_timeout, take_set_request, accepts=local_only,
+                       refusal=REJECT_NOT_LOCAL,
                        identify=ClientOwners(metrics).identify)

@@ -92,6 +92,21 @@ def answer_of(s, most=64):
     raise AssertionError("the server did not close the connection")
 
 
+def connect_from(source, port):
+    """A connection from the local address ``source`` to the loopback address of its
+    family (127.0.0.1 or ::1) at ``port``."""
+    family, target = (socket.AF_INET6, "::1") if ":" in source else (socket.AF_INET,
+                                                                      "127.0.0.1")
+    s = socket.socket(family)
+    try:
+        s.bind((source, 0))
+        s.connect((target, port))
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
 def ask_from(source, port, data, timeout=5.0):
     """What the server on 127.0.0.1:``port`` answers ``data`` sent from the local address
     ``source``, until it closes; b"" when the connection is refused or reset."""
