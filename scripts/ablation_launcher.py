@@ -49,6 +49,17 @@ def switch_interval() -> None:
     _replace(worker, "SWITCH_INTERVAL", DEFAULT_SWITCH_INTERVAL)
 
 
+def gc_freeze() -> None:
+    """The worker's objects of its start stay in the collector's generations."""
+    _replace(worker.gc, "freeze", lambda: None)
+
+
+def private_accept() -> None:
+    """Accepted connections wrapped in socket.socket, as socket.accept does."""
+    _replace(loop, "raw_socket", lambda family, kind, proto, fd:
+             socket.socket(family, kind, proto, fd))
+
+
 def accept_counts() -> None:
     """Accept until EAGAIN (up to ACCEPTS_PER_TURN) rather than the count TCP_INFO gives."""
     _replace(loop, "_queued", lambda listener: loop.ACCEPTS_PER_TURN)
@@ -132,6 +143,8 @@ def sched_idle_writer() -> None:
 #: Each mechanism's name and the patch that turns it off, alone.
 PATCHES: dict[str, Callable[[], None]] = {
     "switch-interval": switch_interval,
+    "gc-freeze": gc_freeze,
+    "private-accept": private_accept,
     "tcp-info-accept-count": accept_counts,
     "msg-more": msg_more,
     "defer-accept": defer_accept,

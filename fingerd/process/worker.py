@@ -8,6 +8,7 @@ the parent it is ready. Everything it needs is imported before the drop:
 the interpreter may live where the service user cannot read.
 """
 
+import gc
 import logging
 import os
 import signal
@@ -112,6 +113,7 @@ def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd, 
     service = Service(config, sockets, store, metrics)
     sys.setswitchinterval(SWITCH_INTERVAL)
     service.start()
+    gc.freeze()
     monitor.ready(kept.rejected() if kept is not None and reload else None)
     while not service.failed.is_set() and os.getppid() == parent:
         monitor.alive(metrics.requests.answered())
