@@ -12,7 +12,14 @@ import threading
 
 import pytest
 
-from tests.support.held import YOUNG_SECONDS, closed_by_server, held, query_from, while_young
+from tests.support.held import (
+    YOUNG_SECONDS,
+    closed_by_server,
+    held,
+    query_from,
+    slots_freed,
+    while_young,
+)
 from tests.support.markers import needs_ipv6
 from tests.support.net import answer_of, exchange
 from tests.support.polling import during, wait_until
@@ -65,7 +72,8 @@ def test_a_full_setter_does_not_make_finger_busy(make_daemon, sources):
         sets.append(query_from(attacker, d.setter_port, b"bob\r\nAway\r\n"))
         return sets[-1], query_from(other, d.finger_port)
 
-    told, fingered = while_young(lambda: held(d.setter_port, 2, attacker, sends=b"bob"), look)
+    told, fingered = while_young(lambda: held(d.setter_port, 2, attacker, sends=b"bob"), look,
+                                 slots_freed(d))
     assert told == BUSY
     assert fingered == b"Happy and well\r\n"
     assert d.metric("fingerd_connections_rejected_total", reason="max_connections") == \
@@ -86,7 +94,8 @@ def test_a_finger_flood_does_not_hide_the_metrics(make_daemon, sources):
         queries.append(query_from(other, d.finger_port))
         return queries[-1], query_from(other, d.metrics_port, b"GET /metrics HTTP/1.0\r\n\r\n")
 
-    told, scraped = while_young(lambda: held(d.finger_port, 7, attacker, sends=b"al"), look)
+    told, scraped = while_young(lambda: held(d.finger_port, 7, attacker, sends=b"al"), look,
+                                slots_freed(d))
     assert told == BUSY
     assert scraped.startswith(b"HTTP/1.0 200 "), "the scrape is answered while finger is full"
     assert d.metric("fingerd_connections_rejected_total", reason="max_connections") == \
@@ -106,7 +115,8 @@ def test_a_scraper_beyond_the_metrics_limit_gets_503_not_the_finger_line(make_da
                                                                               d.finger_port)
 
     full, answer, fingered = while_young(
-        lambda: held(d.metrics_port, 8, attacker, sends=b"GET /met"), look)
+        lambda: held(d.metrics_port, 8, attacker, sends=b"GET /met"), look,
+        lambda: wait_until(d.ready, what="scrapes answered again"))
     assert full, "the metrics endpoint full"
     assert answer.startswith(b"HTTP/1.0 503 Service Unavailable\r\n")
     assert b"\r\nRetry-After: 1\r\n" in answer and b"Server busy" not in answer
@@ -172,7 +182,8 @@ def test_when_half_full_a_request_ended_within_first_byte_timeout_is_answered(ma
         one[0].sendall(b"ice\r\n")
         return answer_of(one[0])
 
-    assert while_young(crowd_and_one, end_a_second_later, seconds=2.0) == b"Happy and well\r\n"
+    assert while_young(crowd_and_one, end_a_second_later, slots_freed(d), seconds=2.0) == \
+        b"Happy and well\r\n"
 
 
 def test_below_half_full_connections_without_a_whole_request_keep_request_timeout(

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.support.held import held, while_young
+from tests.support.held import held, slots_freed, while_young
 from tests.support.markers import needs_tool
 from tests.support.net import exchange
 from tests.support.polling import during, wait_until
@@ -408,7 +408,7 @@ def test_beyond_its_share_of_connections_a_client_is_told_503(make_daemon, ports
         return replies[-1], Reply(read_all(holder[0]))
 
     reply, held_reply = while_young(lambda: held(d.web_port, 1, sends=b"GET / HTTP/1.1\r\n"),
-                                    look)
+                                    look, slots_freed(d))
     assert_served(reply, 503)
     assert reply.headers["retry-after"] == "1"
     assert held_reply.status == 200

@@ -11,9 +11,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
+
+from tests.support.polling import wait_until
 
 #: How long a connection without a whole request is safe from being shed for a newcomer
 #: (CONTRACT section 5).
@@ -72,17 +74,27 @@ def closed_by_server(socks: list[socket.socket]) -> list[socket.socket]:
     return [s for s in readable if s.recv(10) == b""]
 
 
+def slots_freed(daemon: Any) -> Callable[[], object]:
+    """A ``settle`` for ``while_young``: wait until ``daemon`` holds no connection."""
+    return lambda: wait_until(lambda: daemon.metric("fingerd_connections_active") == 0,
+                              what="every slot given back")
+
+
 def while_young(hold: Callable[[], contextlib.AbstractContextManager[list[socket.socket]]],
-                look: Callable[[list[socket.socket]], Seen], seconds: float = YOUNG_SECONDS,
+                look: Callable[[list[socket.socket]], Seen],
+                settle: Callable[[], object], seconds: float = YOUNG_SECONDS,
                 attempts: int = 5) -> Seen:
     """What ``look(socks)`` saw while the connections ``hold()`` opened were all younger
     than ``seconds``.
 
     The server may close older ones (shed, or timed out), so a look that ended
-    later is discarded and taken again with new connections, at most
-    ``attempts`` times. ``look`` returns what it saw, for the test to assert on.
+    later is discarded and taken again with new connections, once ``settle()``
+    has waited for the server to let go of the old ones, at most ``attempts``
+    times. ``look`` returns what it saw, for the test to assert on.
     """
-    for _ in range(attempts):
+    for attempt in range(attempts):
+        if attempt:
+            settle()
         began = time.monotonic()
         with hold() as socks:
             seen = look(socks)
