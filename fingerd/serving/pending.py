@@ -66,7 +66,7 @@ class Pending:
 
         A header not whole at the first read counts against the connecting address
         (the proxy's) until it is: processes there cannot hold the share with
-        unfinished headers, and such connections are the first shed (``shed_idle``).
+        unfinished headers, and such connections are the first shed (``shed_oldest``).
         """
         try:
             header = parse_proxy_header(conn.buf)
@@ -148,7 +148,7 @@ class Pending:
             if conn.opened <= moment:
                 yield conn
 
-    def shed_idle(self, now: float) -> bool:
+    def shed_oldest(self, now: float) -> bool:
         """Full: close the oldest connection still awaiting its PROXY header, else the
         oldest open SHED_AFTER_SECONDS without a whole request, to make room.
 
