@@ -8,6 +8,7 @@ entry's and shedding finds the oldest first. Owned by the loop's thread.
 from __future__ import annotations
 
 import functools
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -185,12 +186,15 @@ def _late(conn: Any) -> str:
 def refuse_busy(sock: Any, answer: bytes) -> None:
     """Tell a client beyond a connection limit so at once, without waiting on it.
 
-    What the client already sent is read and dropped first, so that the close
-    sends FIN and the busy line is not destroyed by a reset.
+    The FIN follows the busy line at once, and what the client already sent is
+    read and dropped, so that the close sends no reset; a request arriving
+    after the close is answered with one, but the client has its line and
+    the end of the stream before it.
     """
     sock.setblocking(False)
     try:
         sock.send(answer)
+        sock.shutdown(socket.SHUT_WR)
         sock.recv(DRAIN_BYTES)
     except OSError:
         pass
