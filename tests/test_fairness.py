@@ -12,9 +12,19 @@ import threading
 
 import pytest
 
+from tests.support.held import (
+    YOUNG_SECONDS,
+    closed_by_server,
+    held,
+    query_from,
+    slots_freed,
+    while_young,
+)
 from tests.support.markers import needs_ipv6
-from tests.support.net import connect_from, exchange
+from tests.support.net import answer_of, exchange
 from tests.support.polling import during, wait_until
+
+BUSY = b"Server busy, try again later\r\n"
 
 #: Attacker's source, and the client from another source that must be served meanwhile.
 SOURCES = [("127.0.0.1", "127.0.0.2"), ("127.0.0.2", "::1"), ("::1", "127.0.0.1")]
@@ -35,46 +45,11 @@ def dual_stack(daemon, *services):
     return daemon
 
 
-def query_from(source, port, data=b"alice\r\n", timeout=10):
-    """Everything the service at ``port`` answers a client at ``source``."""
-    with connect_from(source, port) as s:
-        s.settimeout(timeout)
-        s.sendall(data)
-        chunks = []
-        for _ in range(64):
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-
-@contextlib.contextmanager
-def idle_connections(port, count, source="127.0.0.1", sends=b""):
-    """``count`` connections from ``source`` that send ``sends`` (a request begun, or
-    nothing) and then nothing more, closed on exit."""
-    held = []
-    try:
-        for _ in range(count):
-            held.append(connect_from(source, port))
-            held[-1].sendall(sends)
-        yield held
-    finally:
-        for s in held:
-            s.close()
-
-
-def closed_by_server(socks):
-    """Those of ``socks`` the server has closed (readable, and reading gives EOF)."""
-    readable, _, _ = select.select(socks, [], [], 0)
-    return [s for s in readable if s.recv(10) == b""]
-
-
 def test_one_source_beyond_max_per_source_is_busy_and_others_are_served(make_daemon, sources):
     attacker, other = sources
     d = dual_stack(make_daemon(fingerd__max_per_source="4", fingerd__request_timeout="30"),
                    "finger").start()
-    with idle_connections(d.finger_port, 4, attacker):
+    with held(d.finger_port, 4, attacker):
         wait_until(lambda: d.metric("fingerd_connections_active") == 4, what="4 held",
                    timeout=15)
         assert query_from(attacker, d.finger_port) == b"Server busy, try again later\r\n"
@@ -85,41 +60,67 @@ def test_one_source_beyond_max_per_source_is_busy_and_others_are_served(make_dae
 
 
 def test_a_full_setter_does_not_make_finger_busy(make_daemon, sources):
+    """While the setter's share (2) is held by requests begun less than 1 s ago, a set is
+    told busy, and finger serves another client all the same."""
     attacker, other = sources
     d = dual_stack(make_daemon(fingerd__max_connections="16", fingerd__max_per_source="0",
                                fingerd__request_timeout="30"), "finger", "setter").start()
-    with idle_connections(d.setter_port, 2, attacker, sends=b"bob"):
+    sets = []
+
+    def look(_held):
         wait_until(lambda: d.metric("fingerd_connections_active") == 2, what="setter full")
-        assert query_from(attacker, d.setter_port, b"bob\r\nAway\r\n") == \
-            b"Server busy, try again later\r\n"
-        assert query_from(other, d.finger_port) == b"Happy and well\r\n"
-        assert d.metric("fingerd_connections_rejected_total", reason="max_connections") == 1
+        sets.append(query_from(attacker, d.setter_port, b"bob\r\nAway\r\n"))
+        return sets[-1], query_from(other, d.finger_port)
+
+    told, fingered = while_young(lambda: held(d.setter_port, 2, attacker, sends=b"bob"), look,
+                                 slots_freed(d))
+    assert told == BUSY
+    assert fingered == b"Happy and well\r\n"
+    assert d.metric("fingerd_connections_rejected_total", reason="max_connections") == \
+        sets.count(BUSY)
 
 
 def test_a_finger_flood_does_not_hide_the_metrics(make_daemon, sources):
+    """While finger's share (7) is held by queries begun less than 1 s ago, another
+    client is told busy, and the scrape is answered all the same."""
     attacker, other = sources
     d = dual_stack(make_daemon(fingerd__max_connections="8", fingerd__max_per_source="0",
                                fingerd__request_timeout="30"), "finger", "metrics").start()
-    with idle_connections(d.finger_port, 7, attacker, sends=b"al"):
+    queries = []
+
+    def look(_held):
         wait_until(lambda: d.metric("fingerd_connections_active") == 7, what="finger full",
                    timeout=15)
-        assert query_from(other, d.finger_port) == b"Server busy, try again later\r\n"
-        assert query_from(other, d.metrics_port, b"GET /metrics HTTP/1.0\r\n\r\n") \
-            .startswith(b"HTTP/1.0 200 "), "the scrape is answered while finger is full"
-        assert d.metric("fingerd_connections_rejected_total", reason="max_connections") == 1
+        queries.append(query_from(other, d.finger_port))
+        return queries[-1], query_from(other, d.metrics_port, b"GET /metrics HTTP/1.0\r\n\r\n")
+
+    told, scraped = while_young(lambda: held(d.finger_port, 7, attacker, sends=b"al"), look,
+                                slots_freed(d))
+    assert told == BUSY
+    assert scraped.startswith(b"HTTP/1.0 200 "), "the scrape is answered while finger is full"
+    assert d.metric("fingerd_connections_rejected_total", reason="max_connections") == \
+        queries.count(BUSY)
 
 
 def test_a_scraper_beyond_the_metrics_limit_gets_503_not_the_finger_line(make_daemon, sources):
+    """While the endpoint's 8 connections are held by scrapes begun less than 1 s ago."""
     attacker, other = sources
     d = dual_stack(make_daemon(fingerd__request_timeout="30"), "finger", "metrics").start()
     scrape = b"GET /metrics HTTP/1.0\r\n\r\n"
-    with idle_connections(d.metrics_port, 8, attacker, sends=b"GET /met"):
-        wait_until(lambda: query_from(other, d.metrics_port, scrape)
-                   .startswith(b"HTTP/1.0 503"), what="the metrics endpoint full")
-        answer = query_from(attacker, d.metrics_port, scrape)
-        assert answer.startswith(b"HTTP/1.0 503 Service Unavailable\r\n")
-        assert b"\r\nRetry-After: 1\r\n" in answer and b"Server busy" not in answer
-        assert query_from(other, d.finger_port) == b"Happy and well\r\n"
+
+    def look(_held):
+        full = any(query_from(other, d.metrics_port, scrape).startswith(b"HTTP/1.0 503")
+                   for _ in during(YOUNG_SECONDS))
+        return full, query_from(attacker, d.metrics_port, scrape), query_from(other,
+                                                                              d.finger_port)
+
+    full, answer, fingered = while_young(
+        lambda: held(d.metrics_port, 8, attacker, sends=b"GET /met"), look,
+        lambda: wait_until(d.ready, what="scrapes answered again"))
+    assert full, "the metrics endpoint full"
+    assert answer.startswith(b"HTTP/1.0 503 Service Unavailable\r\n")
+    assert b"\r\nRetry-After: 1\r\n" in answer and b"Server busy" not in answer
+    assert fingered == b"Happy and well\r\n"
     wait_until(d.ready, what="scrapes answered again")
 
 
@@ -129,42 +130,71 @@ def test_when_full_the_oldest_silent_connection_makes_room_for_a_new_client(make
     d = dual_stack(make_daemon(fingerd__max_connections="8", fingerd__max_per_source="0",
                                fingerd__request_timeout="30",
                                fingerd__first_byte_timeout="30"), "finger").start()
-    with idle_connections(d.finger_port, 7, attacker) as held:
+    with held(d.finger_port, 7, attacker) as socks:
         wait_until(lambda: d.metric("fingerd_connections_active") == 7, what="finger full",
                    timeout=15)
         assert query_from(other, d.finger_port) == b"Happy and well\r\n"
         assert d.metric("fingerd_connections_rejected_total", reason="shed") == 1
         assert d.metric("fingerd_connections_rejected_total", reason="max_connections") == 0
-        readable, _, _ = select.select(held, [], [], 5)
+        readable, _, _ = select.select(socks, [], [], 5)
         assert len(readable) == 1 and readable[0].recv(10) == b"", \
             "one silent connection, the first the worker took, was closed"
 
 
-def test_when_half_full_silent_connections_get_only_first_byte_timeout(make_daemon, sources):
+def test_when_half_full_connections_without_a_whole_request_get_only_first_byte_timeout(
+        make_daemon, sources):
+    """Silent, or with a request begun and not ended: both closed at first_byte_timeout."""
     attacker, other = sources
     d = dual_stack(make_daemon(fingerd__max_connections="16", fingerd__max_per_source="0",
                                fingerd__request_timeout="60",
                                fingerd__first_byte_timeout="2"), "finger").start()
-    with idle_connections(d.finger_port, 8, attacker) as silent, \
-            idle_connections(d.finger_port, 1, attacker, sends=b"al") as begun:
+    with held(d.finger_port, 8, attacker) as silent, \
+            held(d.finger_port, 1, attacker, sends=b"al") as begun:
         wait_until(lambda: d.metric("fingerd_connections_active") == 9, what="9 held",
                    timeout=15)
         closed = []
-        wait_until(lambda: closed.extend(closed_by_server(silent)) or len(closed) == 8,
-                   timeout=30, what="the silent connections closed long before 60 s")
-        assert d.metric("fingerd_connections_rejected_total", reason="timeout") == 8
-        assert not closed_by_server(begun), "a request begun keeps request_timeout"
+        wait_until(lambda: closed.extend(closed_by_server(silent + begun)) or len(closed) == 9,
+                   timeout=30, what="the 9 connections closed long before 60 s")
+        assert d.metric("fingerd_connections_rejected_total", reason="timeout") == 9
         assert query_from(other, d.finger_port) == b"Happy and well\r\n"
 
 
-def test_below_half_full_silent_connections_keep_request_timeout(make_daemon):
+def test_when_half_full_a_request_ended_within_first_byte_timeout_is_answered(make_daemon,
+                                                                             sources):
+    """Begun, and ended 1 s later while the share is half taken: within first_byte_timeout
+    (2 s), so answered."""
+    attacker, other = sources
+    d = dual_stack(make_daemon(fingerd__max_connections="16", fingerd__max_per_source="0",
+                               fingerd__request_timeout="60",
+                               fingerd__first_byte_timeout="2"), "finger").start()
+
+    @contextlib.contextmanager
+    def crowd_and_one():
+        with held(d.finger_port, 8, attacker, sends=b"al"), \
+                held(d.finger_port, 1, other, sends=b"al") as one:
+            wait_until(lambda: d.metric("fingerd_connections_active") == 9, what="9 held")
+            yield one
+
+    def end_a_second_later(one):
+        for _ in during(1.0, interval=0.1):
+            if closed_by_server(one):
+                return b"closed"
+        one[0].sendall(b"ice\r\n")
+        return answer_of(one[0])
+
+    assert while_young(crowd_and_one, end_a_second_later, slots_freed(d), seconds=2.0) == \
+        b"Happy and well\r\n"
+
+
+def test_below_half_full_connections_without_a_whole_request_keep_request_timeout(
+        make_daemon):
     d = make_daemon(fingerd__max_connections="16", fingerd__max_per_source="0",
                     fingerd__request_timeout="60", fingerd__first_byte_timeout="0.5").start()
-    with idle_connections(d.finger_port, 3) as silent:
+    with held(d.finger_port, 2) as silent, held(d.finger_port, 1, sends=b"al") as begun:
         wait_until(lambda: d.metric("fingerd_connections_active") == 3, what="3 held",
                    timeout=15)
         for _ in during(3.0, interval=0.2):
-            assert not closed_by_server(silent)
+            assert not closed_by_server(silent + begun)
         assert d.metric("fingerd_connections_rejected_total", reason="timeout") == 0
 
 

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tests.support.held import held, slots_freed, while_young
 from tests.support.net import exchange
 from tests.support.polling import wait_until
 
@@ -121,17 +122,20 @@ def closed_within(s, seconds):
 
 
 def test_connections_beyond_max_connections_are_told_busy(make_daemon):
-    d = make_daemon(fingerd__max_connections="4").start()  # finger's share: 3
-    idle = [socket.create_connection(("127.0.0.1", d.finger_port)) for _ in range(3)]
-    for s in idle:
-        s.sendall(b"al")  # begun, so not silent: none is shed to make room
-    try:
+    """While finger's share (3) is held by queries begun less than 1 s ago: none of them
+    may be shed to make room yet."""
+    d = make_daemon(fingerd__max_connections="4").start()
+    told = []
+
+    def look(_held):
         wait_until(lambda: d.metric("fingerd_connections_active") == 3, what="3 active")
-        assert d.finger(b"alice\r\n") == b"Server busy, try again later\r\n"
-        assert d.metric("fingerd_connections_rejected_total", reason="max_connections") == 1
-    finally:
-        for s in idle:
-            s.close()
+        told.append(d.finger(b"alice\r\n"))
+        return told[-1]
+
+    assert while_young(lambda: held(d.finger_port, 3, sends=b"al"), look, slots_freed(d)) == \
+        b"Server busy, try again later\r\n"
+    assert d.metric("fingerd_connections_rejected_total", reason="max_connections") == \
+        told.count(b"Server busy, try again later\r\n")
     wait_until(lambda: d.metric("fingerd_connections_active") == 0, what="slots freed")
     assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
 

@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from tests.support.held import held, slots_freed, while_young
 from tests.support.markers import needs_tool
 from tests.support.net import exchange
 from tests.support.polling import during, wait_until
@@ -393,18 +394,26 @@ def test_the_access_log_has_a_line_for_each_web_request(make_daemon, ports):
 
 
 def test_beyond_its_share_of_connections_a_client_is_told_503(make_daemon, ports):
+    """While the share (1) is held by a request begun less than 1 s ago; that request,
+    ended promptly, is answered."""
     d = make_daemon(users=USERS, fingerd__max_connections="4").listen(
         "web", f"127.0.0.1:{ports.take()}").start()
-    with socket.create_connection(("127.0.0.1", d.web_port), timeout=5) as holder:
-        holder.sendall(b"GET / HTTP/1.1\r\n")   # a started request is never shed
+    replies = []
+
+    def look(holder):
         wait_until(lambda: d.metric("fingerd_connections_active") == 1,
                    what="the first connection to be held")
-        reply = Reply(d.web(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
-        assert_served(reply, 503)
-        assert reply.headers["retry-after"] == "1"
-        holder.sendall(b"Host: x\r\n\r\n")
-        assert Reply(read_all(holder)).status == 200
-    assert d.metric("fingerd_connections_rejected_total", reason="max_connections") == 1
+        replies.append(Reply(d.web(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")))
+        holder[0].sendall(b"Host: x\r\n\r\n")
+        return replies[-1], Reply(read_all(holder[0]))
+
+    reply, held_reply = while_young(lambda: held(d.web_port, 1, sends=b"GET / HTTP/1.1\r\n"),
+                                    look, slots_freed(d))
+    assert_served(reply, 503)
+    assert reply.headers["retry-after"] == "1"
+    assert held_reply.status == 200
+    assert d.metric("fingerd_connections_rejected_total", reason="max_connections") == \
+        sum(r.status == 503 for r in replies)
     assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
 
 

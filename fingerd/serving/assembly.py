@@ -73,8 +73,7 @@ class Service:
         self.metrics.connections_active.set_function(
             lambda: gates["finger"].active + gates["setter"].active + gates["web"].active)
 
-        # Every service's deadlines: seconds for a whole request, and while crowded for a
-        # first byte.
+        # Every service's deadlines: seconds for a whole request, and for one while crowded.
         timeouts = (config.request_timeout,
                     min(config.first_byte_timeout or config.request_timeout,
                         config.request_timeout))

@@ -73,8 +73,9 @@ class ConnectionGate:
                     self._by_source[source] = left
 
     def crowded(self):
-        """Whether at least half the slots are taken: the connections that have sent
-        nothing then get a shorter deadline. A plain read, no lock: a hint, not a count."""
+        """Whether at least half the slots are taken: the connections without a whole
+        request then get ``first_byte_timeout``. A plain read, no lock: a hint, not a
+        count."""
         return self.active * 2 >= self.limit
 
     def leave(self, source):

@@ -246,7 +246,7 @@ class ServingLoop:
                 sock.close()
                 continue
             refused = gate.enter(source)
-            if refused == REJECT_BUSY and self._pending.shed_idle(time.monotonic()):
+            if refused == REJECT_BUSY and self._pending.shed_oldest(time.monotonic()):
                 refused = gate.enter(source)
             if refused is not None:
                 self._rejected.labels(refused).inc()

@@ -8,7 +8,8 @@ entry's and shedding finds the oldest first. Owned by the loop's thread.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fingerd.limits import DRAIN_BYTES
@@ -17,8 +18,8 @@ from fingerd.serving.gate import source_of
 from fingerd.serving.proxy_header import ProxyHeaderError, parse_proxy_header
 from fingerd.serving.service import ServiceSpec
 
-#: Seconds between looks for silent connections past ``first_byte_timeout`` while
-#: a service is crowded: the look walks the oldest connections, so it is rationed.
+#: Seconds between looks for connections open ``first_byte_timeout`` without a whole
+#: request while a service is crowded: the look walks the oldest, so it is rationed.
 SWEEP_SECONDS = 0.25
 
 #: Seconds a connection must have been open without a whole request before it may be
@@ -68,7 +69,7 @@ class Pending:
 
         A header not whole at the first read counts against the connecting address
         (the proxy's) until it is: processes there cannot hold the share with
-        unfinished headers, and such connections are the first shed (``shed_idle``).
+        unfinished headers, and such connections are the first shed (``shed_oldest``).
         """
         try:
             header = parse_proxy_header(conn.buf)
@@ -119,7 +120,7 @@ class Pending:
 
     def expire(self, now: float) -> None:
         """Close connections whose request did not arrive in time; while crowded, those
-        silent since ``first_byte_timeout`` too."""
+        without a whole request since ``first_byte_timeout`` too."""
         by_fd = self.by_fd
         while by_fd:
             conn = next(iter(by_fd.values()))
@@ -127,42 +128,48 @@ class Pending:
                 break
             self.close_unanswered(conn, _late(conn))
         if by_fd and now >= self.next_sweep and self._gate.crowded():
-            self._sweep_silent(now)
+            self._sweep_unfinished(now)
 
-    def _sweep_silent(self, now: float) -> None:
-        """Crowded: close the connections that have sent nothing for ``first_byte_timeout``
-        since their connect, so that holding slots costs an attacker more than it costs
-        everyone else (counted as timeouts, which they are, early)."""
+    def _sweep_unfinished(self, now: float) -> None:
+        """Crowded: close the connections open ``first_byte_timeout`` without a whole
+        request, whether silent or sending a byte at a time, so that holding slots costs
+        an attacker more than it costs everyone else (counted as timeouts, which they
+        are, early)."""
         self.next_sweep = now + SWEEP_SECONDS
-        connected_before = now - self._first_byte_timeout + self._deferral
-        silent = []
-        for conn in self.by_fd.values():
-            if conn.started > connected_before:
-                break
-            if not conn.buf:
-                silent.append(conn)
-        for conn in silent:
+        late = list(self._opened_before(now - self._first_byte_timeout))
+        for conn in late:
             self.close_unanswered(conn, _late(conn))
 
-    def shed_idle(self, now: float) -> bool:
-        """Full: close the oldest connection still awaiting its PROXY header, else the
-        oldest that has sent nothing in the SHED_AFTER_SECONDS since it connected, to
-        make room.
+    def _opened_before(self, moment: float) -> Iterator[Any]:
+        """The connections opened at ``moment`` or before, oldest first.
 
-        Holding slots with silent connections then costs an attacker a new
-        connection for each one shed, rather than costing everyone else their
-        answers; a connection whose request may not have been read yet is never
-        shed. True when one was closed.
+        Kept in order of accepting; a connection's opening is at most the
+        deferral before its accepting, so the walk stops at the first accepted
+        after ``moment`` plus the deferral.
+        """
+        accepted_before = moment + self._deferral
+        for conn in self.by_fd.values():
+            if conn.started > accepted_before:
+                return
+            if conn.opened <= moment:
+                yield conn
+
+    def shed_oldest(self, now: float) -> bool:
+        """Full: close the oldest connection still awaiting its PROXY header, else the
+        oldest open SHED_AFTER_SECONDS without a whole request, to make room.
+
+        Holding slots with silent or byte-at-a-time connections then costs an
+        attacker a new connection for each one shed, rather than costing
+        everyone else their answers; a connection whose request may not have
+        been read yet is never shed. True when one was closed.
         """
         for conn in self.by_fd.values():
             if conn.awaiting_header:
                 self.close_unanswered(conn, REJECT_SHED)
                 return True
-        opened_before = now - SHED_AFTER_SECONDS
-        for conn in self.by_fd.values():
-            if not conn.buf and conn.opened <= opened_before:
-                self.close_unanswered(conn, REJECT_SHED)
-                return True
+        for conn in self._opened_before(now - SHED_AFTER_SECONDS):
+            self.close_unanswered(conn, REJECT_SHED)
+            return True
         return False
 
     def cut_to(self, deadline: float) -> None:
@@ -184,12 +191,15 @@ def _late(conn: Any) -> str:
 def refuse_busy(sock: Any, answer: bytes) -> None:
     """Tell a client beyond a connection limit so at once, without waiting on it.
 
-    What the client already sent is read and dropped first, so that the close
-    sends FIN and the busy line is not destroyed by a reset.
+    The FIN follows the busy line at once, and what the client already sent is
+    read and dropped, so that the close sends no reset; a request arriving
+    after the close is answered with one, but the client has its line and
+    the end of the stream before it.
     """
     sock.setblocking(False)
     try:
         sock.send(answer)
+        sock.shutdown(socket.SHUT_WR)
         sock.recv(DRAIN_BYTES)
     except OSError:
         pass

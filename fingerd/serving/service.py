@@ -65,8 +65,8 @@ class ServiceSpec:
     gate: ConnectionGate
     #: Seconds from accept a request may take to arrive whole.
     request_timeout: float
-    #: Seconds from its connect a connection may send nothing while the gate is crowded;
-    #: never more than ``request_timeout``.
+    #: Seconds from its connect a connection has to send its whole request while the gate
+    #: is crowded; never more than ``request_timeout``.
     first_byte_timeout: float
     take_request: TakeRequest
     #: Whether answering a request cannot block, so the reading thread may do it; anything
