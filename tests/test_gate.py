@@ -10,6 +10,9 @@ from fingerd.serving.gate import ConnectionGate, source_of
 def test_a_source_is_an_ipv4_address_or_an_ipv6_slash_64():
     assert source_of("192.0.2.7") == "192.0.2.7"
     assert source_of("::ffff:192.0.2.7") == "192.0.2.7", "IPv4-mapped counts as IPv4"
+    # As Python before 3.13 writes a mapped address a PROXY v2 header carries.
+    assert source_of("::ffff:c000:207") == "192.0.2.7"
+    assert source_of("::ffff:7f00:2") != source_of("::ffff:7f00:3")
     assert source_of("2001:db8:1:2::1") == source_of("2001:db8:1:2:ffff::9")
     assert source_of("2001:db8:1:2::1") != source_of("2001:db8:1:3::1")
     assert source_of("fe80::1%eth0") == source_of("fe80::2")

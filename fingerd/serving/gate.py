@@ -15,9 +15,16 @@ def source_of(host):
     if host.startswith("::ffff:") and "." in host:
         return host[7:]
     try:
-        return socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])[:8]
+        packed = socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
     except (OSError, ValueError):
         return host
+    if packed[:12] == _MAPPED_PREFIX:  # written in hex, as Python before 3.13 writes it
+        return socket.inet_ntop(socket.AF_INET, packed[12:])
+    return packed[:8]
+
+
+#: The first 12 bytes of an IPv4-mapped IPv6 address (::ffff:0:0/96).
+_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 
 
 class ConnectionGate:
