@@ -41,9 +41,9 @@ from fingerd.logsetup import _FORMAT
 MAX_RECORD_BYTES = 16384
 #: Records waiting for the pipe at most; past it, records are dropped and counted.
 MAX_QUEUED_RECORDS = 1024
-#: Most characters of access lines a batch holds, newlines included; well under
+#: Most characters of access lines a batch holds, separators included; under
 #: what the parent keeps of a record not yet whole (4 * MAX_RECORD_BYTES).
-ACCESS_BATCH_BYTES = 16384
+ACCESS_BATCH_BYTES = 32768
 #: Seconds at most from a batch's first line to its sending.
 ACCESS_FLUSH_SECONDS = 1.0
 #: Batches waiting for the pipe at most; past it, the lines of the next are dropped
@@ -419,7 +419,7 @@ class LogRelay:
                               self._clock() - self._noticed_at >= DROP_NOTICE_INTERVAL):
             self._notice_drops()
         handler = self._batch_handler()
-        if handler is not None and _ACCESS_BATCH.fullmatch(batch):
+        if handler is not None and _well_formed(batch):
             tag = f" fingerd[{os.getpid()}]: INFO worker[{self.pid}]: ".encode()
             _write_whole(handler, batch.replace(_STAMP_END, tag)
                          .replace(ACCESS_LINE_END, b"\n") + b"\n")
@@ -464,12 +464,23 @@ class LogRelay:
 
 #: A batch of access lines the parent writes as it is: each line a time stamp as
 #: logsetup writes one, STAMP_END, and printable ASCII (the parent's tag goes in
-#: place of STAMP_END: no line holds another).
+#: place of STAMP_END: no line holds another). The shape is checked by
+#: _ACCESS_BATCH, the bytes by what _PRINTABLE leaves of the batch: one STAMP_END
+#: a line and ACCESS_LINE_END between lines (twice as fast as a character class
+#: in the expression).
 _STAMP_END = STAMP_END.encode()
-_ACCESS_LINE = re.compile(rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}" + _STAMP_END +
-                          rb"access [ -~]{0,%d}" % limits.MAX_WORKER_LOG_CHARS)
-_ACCESS_BATCH = re.compile(_ACCESS_LINE.pattern +
-                           rb"(?:" + ACCESS_LINE_END + _ACCESS_LINE.pattern + rb")*")
+_LINE_START = rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}" + _STAMP_END + rb"access "
+_ACCESS_LINE = re.compile(_LINE_START + rb"[ -~]{0,%d}" % limits.MAX_WORKER_LOG_CHARS)
+_ACCESS_BATCH = re.compile(_LINE_START + rb"[^\x1f]*(?:" + ACCESS_LINE_END + _LINE_START +
+                           rb"[^\x1f]*)*")
+_PRINTABLE = bytes(range(0x20, 0x7F))
+
+
+def _well_formed(batch: bytes) -> bool:
+    """Whether every line of ``batch`` is an access line the parent may write as it is."""
+    others = _STAMP_END + (ACCESS_LINE_END + _STAMP_END) * batch.count(ACCESS_LINE_END)
+    return (batch.translate(None, _PRINTABLE) == others
+            and _ACCESS_BATCH.fullmatch(batch) is not None)
 
 
 def _lines_in(record: bytes) -> int:
