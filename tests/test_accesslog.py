@@ -150,3 +150,20 @@ def test_lines_the_parent_cannot_take_are_counted_and_said_once(make_daemon):
                what="every line written or counted")
     assert accounted() == sum(answered)
     assert d.log().count("access log lines dropped: the parent does not read them") == 1
+
+
+def test_after_a_rotation_and_usr1_lines_go_to_the_new_file(make_daemon, tmp_path):
+    log_file = tmp_path / "fingerd.log"
+    d = make_daemon(fingerd__access_log="yes", fingerd__log_queries="yes",
+                    fingerd__log_file=str(log_file)).start()
+    query_names(d, ["before"])
+    wait_until(lambda: 'user="before"' in log_file.read_text(), what="the first line")
+    os.rename(log_file, tmp_path / "fingerd.log.1")
+    d.signal(signal.SIGUSR1)
+    wait_until(lambda: log_file.exists() and "log file reopened" in log_file.read_text(),
+               what="the new file")
+    query_names(d, ["after"])
+    wait_until(lambda: 'user="after"' in log_file.read_text(), what="the line in the new file")
+    assert 'user="after"' not in (tmp_path / "fingerd.log.1").read_text()
+    assert LINE.match(re.sub(r"^.*?: INFO worker\[\d+\]: ", "", next(
+        line for line in log_file.read_text().splitlines() if 'user="after"' in line)))
