@@ -237,10 +237,13 @@ class PipeHandler(logging.Handler):
         try:
             if last:
                 self._queue.put(_batch_record(last), timeout=timeout)
-            with self.lock:
+            self.acquire()
+            try:
                 if self._dropped:
                     self._queue.put(self._dropped_notice(), timeout=timeout)
                     self._dropped = 0
+            finally:
+                self.release()
             self._queue.put(None, timeout=timeout)
         except queue.Full:
             pass
