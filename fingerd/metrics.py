@@ -6,7 +6,7 @@ global state. Label values come from the small fixed sets of outcomes.py.
 
 import threading
 from bisect import bisect_left
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import accumulate
 from operator import add
 from typing import Optional, Protocol
@@ -54,12 +54,14 @@ class Metrics:
     ``parent_pid`` adds the process metrics of the privileged parent, as
     ``fingerd_parent_process_*``, beside the worker's own ``process_*``;
     ``config_reloads`` the parent's count of configuration reloads
-    (process/parent_counts.py).
+    (process/parent_counts.py); ``access_log_dropped`` reads the count of
+    access log lines dropped (process/logrelay.py's PipeHandler).
     """
 
     def __init__(self, outcomes: Mapping[str, Sequence[str]] = BY_SERVICE,
                  registry: Optional[CollectorRegistry] = None, parent_pid: Optional[int] = None,
-                 config_reloads: Optional[ReloadCounts] = None) -> None:
+                 config_reloads: Optional[ReloadCounts] = None,
+                 access_log_dropped: Callable[[], int] = lambda: 0) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.requests = RequestCounts(outcomes)
@@ -104,6 +106,7 @@ class Metrics:
             self.reloads.labels(outcome)
         if config_reloads is not None:
             r.register(ConfigReloadsCollector(config_reloads))
+        r.register(AccessLogDropsCollector(access_log_dropped))
 
 
 class ConfigReloadsCollector(Collector):
@@ -118,6 +121,20 @@ class ConfigReloadsCollector(Collector):
             labels=["outcome"])
         for outcome, count in self._counts.read().items():
             family.add_metric([outcome], count)
+        yield family
+
+
+class AccessLogDropsCollector(Collector):
+    """``fingerd_access_log_dropped_lines_total``, read at each scrape."""
+
+    def __init__(self, count: Callable[[], int]) -> None:
+        self._count = count
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "fingerd_access_log_dropped_lines",
+            "Access log lines dropped because the parent did not read them in time.")
+        family.add_metric([], self._count())
         yield family
 
 

@@ -3,6 +3,9 @@
 import os
 import pwd
 import re
+import signal
+import threading
+import time
 
 from fingerd.accesslog import escape
 from tests.support.polling import wait_until
@@ -53,3 +56,114 @@ def test_access_log_is_off_by_default_but_setter_changes_are_always_logged(make_
                in d.log(),
                what="the setter's line")
     assert " access " not in d.log()
+
+
+# Batches: whole lines, within a second, a killed worker's last second, losses counted.
+
+def query_names(d, names):
+    """Ask for each of ``names`` in turn; the time each answer came."""
+    answered = []
+    for name in names:
+        assert d.finger(name.encode() + b"\r\n").endswith(b"\r\n")
+        answered.append((name, time.monotonic()))
+    return answered
+
+
+def logged_names(d):
+    return re.findall(r' user="([^"]*)"$', d.log(), re.M)
+
+
+def worker_pid(d):
+    return int(wait_until(lambda: re.findall(r"started worker (\d+)", d.log()),
+                          what="the worker")[-1])
+
+
+def test_lines_of_concurrent_clients_arrive_whole_and_in_order(make_daemon):
+    d = make_daemon(fingerd__access_log="yes", fingerd__log_queries="yes",
+                    fingerd__threads="8").start()
+    clients, each = 6, 150
+    threads = [threading.Thread(target=query_names, daemon=True,
+                                args=(d, [f"c{k}q{i}" for i in range(each)]))
+               for k in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    lines = access_lines(d, clients * each)
+    assert len(lines) == clients * each
+    assert all(LINE.match(line) for line in lines), "a line split or mixed with another"
+    for k in range(clients):
+        mine = [int(n) for n in re.findall(rf' user="c{k}q(\d+)"$', "\n".join(lines), re.M)]
+        assert mine == list(range(each))
+
+
+def test_a_line_reaches_the_log_within_about_a_second(make_daemon):
+    d = make_daemon(fingerd__access_log="yes", fingerd__log_queries="yes").start()
+    query_names(d, ["first"])
+    wait_until(lambda: "first" in logged_names(d), timeout=2.0, what="the line within ~1 s")
+
+
+def test_a_killed_worker_loses_at_most_its_last_second(make_daemon):
+    d = make_daemon(fingerd__access_log="yes", fingerd__log_queries="yes").start()
+    pid = worker_pid(d)
+    answered = []
+    for i in range(100_000):
+        answered += query_names(d, [f"k{i}"])
+        if answered[-1][1] - answered[0][1] > 3.0:
+            break
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    old = [name for name, at in answered if at < killed - 1.5]
+    assert old
+    wait_until(lambda: set(old) <= set(logged_names(d)), timeout=5,
+               what="every line older than 1.5 s")
+
+
+def test_lines_the_parent_cannot_take_are_counted_and_said_once(make_daemon):
+    d = make_daemon(fingerd__access_log="yes", fingerd__threads="8").start()
+    parent = d.proc.pid
+    answered = [0] * 6
+
+    def load(k, deadline):
+        while time.monotonic() < deadline:
+            d.finger(b"alice\r\n")
+            answered[k] += 1
+
+    def accounted():
+        return d.log().count(": access service=") + d.metric(
+            "fingerd_access_log_dropped_lines_total")
+
+    os.kill(parent, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 3.0
+        threads = [threading.Thread(target=load, args=(k, deadline), daemon=True)
+                   for k in range(len(answered))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        dropped = d.metric("fingerd_access_log_dropped_lines_total")
+    finally:
+        os.kill(parent, signal.SIGCONT)
+    assert dropped and dropped > 0, f"{sum(answered)} queries, none dropped"
+    wait_until(lambda: accounted() >= sum(answered), timeout=10,
+               what="every line written or counted")
+    assert accounted() == sum(answered)
+    assert d.log().count("access log lines dropped: the parent does not read them") == 1
+
+
+def test_after_a_rotation_and_usr1_lines_go_to_the_new_file(make_daemon, tmp_path):
+    log_file = tmp_path / "fingerd.log"
+    d = make_daemon(fingerd__access_log="yes", fingerd__log_queries="yes",
+                    fingerd__log_file=str(log_file)).start()
+    query_names(d, ["before"])
+    wait_until(lambda: 'user="before"' in log_file.read_text(), what="the first line")
+    os.rename(log_file, tmp_path / "fingerd.log.1")
+    d.signal(signal.SIGUSR1)
+    wait_until(lambda: log_file.exists() and "log file reopened" in log_file.read_text(),
+               what="the new file")
+    query_names(d, ["after"])
+    wait_until(lambda: 'user="after"' in log_file.read_text(), what="the line in the new file")
+    assert 'user="after"' not in (tmp_path / "fingerd.log.1").read_text()
+    assert LINE.match(re.sub(r"^.*?: INFO worker\[\d+\]: ", "", next(
+        line for line in log_file.read_text().splitlines() if 'user="after"' in line)))

@@ -103,6 +103,9 @@ def test_a_replica_killed_during_queries_fails_none_beyond_the_one_in_flight(clu
     loop.start()
     wait_until(lambda: len(loop.answers) >= 100, what="100 answers")
     victim = replicas[1]
+    # Access lines come in batches, within about a second: its share is in its log
+    # before it dies.
+    wait_until(lambda: "kind=user" in victim.log(), what="the victim's access lines")
     worker = worker_of(victim.proc.pid)
     os.kill(victim.proc.pid, signal.SIGKILL)
     os.kill(worker, signal.SIGKILL)

@@ -4,6 +4,12 @@ The worker cannot reopen a root-owned log file after logrotate, nor should
 it hold one open for writing; so it writes each record as one JSON line to a
 pipe, and the parent writes it to wherever the daemon logs.
 
+Access log lines (accesslog.py) travel in batches instead, one record of
+whole lines at most ACCESS_BATCH_BYTES long, sent when the next line would
+not fit and at most ACCESS_FLUSH_SECONDS after its first line: a few system
+calls for a hundred lines rather than for each. A worker killed loses the
+lines of its last second at most.
+
 The parent trusts nothing in that pipe: the worker may be hostile. Of a
 record it keeps a level, reduced to one of the five standard ones, and a
 message, which it escapes (no control character, newline or invisible
@@ -11,27 +17,74 @@ formatting character reaches the log: one record is one line), cuts to a
 bounded length and tags ``worker[PID]: ``, so that no worker line reads as
 the parent's. Lines beyond a rate are dropped and counted, the count written
 as a line of the parent's own. The parent reads a bounded slice of the pipe
-a turn of its loop.
+a turn of its loop. A batch of access lines is checked whole, with one
+regular expression: when every line is a time stamp and printable ASCII, the
+batch is tagged and written in one write; else each of its lines is a record.
 """
 
+import fcntl
 import json
 import logging
+import logging.handlers
 import os
 import queue
+import re
 import threading
 import time
+from typing import Optional
 
 from fingerd import limits
+from fingerd.accesslog import STAMP_END
+from fingerd.logsetup import _FORMAT
 from fingerd.token_bucket import TokenBucket
+
+#: fcntl's F_SETPIPE_SZ, which Python names from 3.10 on (Linux's value).
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 #: Longest record relayed; the rest of a longer one is cut.
 MAX_RECORD_BYTES = 16384
 #: Records waiting for the pipe at most; past it, records are dropped and counted.
 MAX_QUEUED_RECORDS = 1024
+#: Most characters of access lines a batch holds, separators included; under
+#: what the parent keeps of a record not yet whole (4 * MAX_RECORD_BYTES).
+ACCESS_BATCH_BYTES = 32768
+#: Seconds at most from a batch's first line to its sending.
+ACCESS_FLUSH_SECONDS = 1.0
+#: Batches waiting for the pipe at most; past it, the lines of the next are dropped
+#: and counted, and the queue keeps room for the records and the warning.
+MAX_QUEUED_BATCHES = 16
+#: What the worker asks its log pipe to hold (Linux's most for an unprivileged
+#: process): the parent may be kept from reading for a while (a busy machine)
+#: without a line lost, and what the pipe holds outlives a worker killed.
+PIPE_BYTES = 1 << 20
+#: Said when access lines begin to be lost, once a run of losses.
+ACCESS_LOSSES_WARNING = ("access log lines dropped: the parent does not read them in time "
+                         "(counted in fingerd_access_log_dropped_lines_total)")
+#: How a record of access lines begins on the pipe (a record of the others, "{"),
+#: and what is between two of its lines (no line holds one).
+ACCESS_RECORD_START = b"\x1e"
+ACCESS_LINE_END = b"\x1f"
 
 
 def _line(level, message):
     return (json.dumps({"level": level, "message": message}) + "\n").encode()
+
+
+class _Batch(bytes):
+    """A record of access lines on its way to the pipe; ``lines`` how many it holds."""
+
+    lines = 0
+
+
+def _batch_record(lines: list[str]) -> _Batch:
+    text = ACCESS_LINE_END.decode().join(lines).encode("ascii", "backslashreplace")
+    batch = _Batch(ACCESS_RECORD_START + text + b"\n")
+    batch.lines = len(lines)
+    return batch
+
+
+#: Put in the queue when a batch begins, so that the writing thread times its sending.
+_BATCH_BEGUN = b""
 
 
 class PipeHandler(logging.Handler):
@@ -41,16 +94,101 @@ class PipeHandler(logging.Handler):
     When the parent does not keep up and the queue is full, records are
     dropped, and the next one that fits is preceded by a warning saying how
     many were lost, once for each run of losses.
+
+    Access lines (``add_access_line``) are gathered in a batch; a full one is
+    queued by the thread that filled it, one older than ACCESS_FLUSH_SECONDS
+    by the writing thread. When MAX_QUEUED_BATCHES wait already, a batch's
+    lines are dropped and counted in ``dropped_access_lines``; a warning says
+    so when a run of such losses begins.
     """
 
-    def __init__(self, fd, capacity=MAX_QUEUED_RECORDS):
+    def __init__(self, fd, capacity=MAX_QUEUED_RECORDS, clock=time.monotonic):
         super().__init__()
         self.fd = fd
-        self._queue = queue.Queue(capacity)
+        self._queue: queue.Queue[Optional[bytes]] = queue.Queue(capacity)
         self._dropped = 0
+        self._clock = clock
+        self._batch_lock = threading.Lock()
+        self._batch: list[str] = []
+        self._batch_chars = 0
+        self._batch_began = 0.0
+        self._batches_queued = 0
+        self._losing_access_lines = False
+        #: Access lines dropped since the start, the parent not reading them in time.
+        self.dropped_access_lines = 0
+        try:
+            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
+        except OSError:
+            pass  # not a pipe, or over the system's limit: the pipe holds what it holds
         self._writer = threading.Thread(target=self._write, name="fingerd-log-relay",
                                         daemon=True)
         self._writer.start()
+
+    def add_access_line(self, line: str) -> None:
+        """Add ``line`` (no newline) to the batch; any thread may call it."""
+        full = None
+        with self._batch_lock:
+            if self._batch_chars + len(line) >= ACCESS_BATCH_BYTES and self._batch:
+                full = self._take_batch()
+            begins = not self._batch
+            if begins:
+                self._batch_began = self._clock()
+            self._batch.append(line)
+            self._batch_chars += len(line) + 1
+        if full is not None:
+            self._queue_batch(full)
+        if begins:
+            try:
+                self._queue.put_nowait(_BATCH_BEGUN)
+            except queue.Full:
+                pass  # the writing thread is busy, and looks at the batch after each record
+
+    def _take_batch(self) -> list[str]:
+        """The batch's lines, leaving it empty; called under ``_batch_lock``."""
+        lines, self._batch, self._batch_chars = self._batch, [], 0
+        return lines
+
+    def _queue_batch(self, lines: list[str]) -> None:
+        """Queue ``lines`` for the pipe as one record, unless MAX_QUEUED_BATCHES wait
+        already: they are then lost and counted."""
+        record = _batch_record(lines)
+        with self._batch_lock:
+            room = self._batches_queued < MAX_QUEUED_BATCHES
+            if room:
+                self._batches_queued += 1
+        if room:
+            try:
+                self._queue.put_nowait(record)
+            except queue.Full:
+                with self._batch_lock:
+                    self._batches_queued -= 1
+            else:
+                with self._batch_lock:
+                    self._losing_access_lines = False
+                return
+        self._lose(len(lines))
+
+    def _lose(self, count: int) -> None:
+        """Count ``count`` access lines lost; the first loss of a run is told."""
+        with self._batch_lock:
+            self.dropped_access_lines += count
+            begins, self._losing_access_lines = not self._losing_access_lines, True
+        if begins:
+            try:
+                self._queue.put_nowait(_line(logging.WARNING, ACCESS_LOSSES_WARNING))
+            except queue.Full:
+                pass
+
+    def _due_batch(self) -> tuple[Optional[list[str]], Optional[float]]:
+        """The batch if it is due, and the seconds until the next one is (None: none
+        waits)."""
+        with self._batch_lock:
+            if not self._batch:
+                return None, None
+            left = self._batch_began + ACCESS_FLUSH_SECONDS - self._clock()
+            if left > 0:
+                return None, left
+            return self._take_batch(), None
 
     def emit(self, record):
         """Called under the handler's lock, so ``_dropped`` needs no other."""
@@ -71,24 +209,45 @@ class PipeHandler(logging.Handler):
 
     def _write(self):
         while True:
-            data = self._queue.get()
+            due, left = self._due_batch()
+            if due is not None:
+                self._queue_batch(due)
+                continue
+            try:
+                data = self._queue.get(timeout=left)
+            except queue.Empty:
+                continue
             if data is None:
                 return
+            if not data:
+                continue  # _BATCH_BEGUN: the batch is timed at the top of the loop
             try:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(self.fd, view):]
             except OSError:
                 return
+            finally:
+                if isinstance(data, _Batch):
+                    with self._batch_lock:
+                        self._batches_queued -= 1
 
     def close(self, timeout=2.0):
-        """Write what is queued and say what was lost, waiting at most ``timeout``
-        seconds, and stop the thread."""
+        """Write what is queued, the access lines gathered and what was lost, waiting
+        at most ``timeout`` seconds, and stop the thread."""
+        with self._batch_lock:
+            last = self._take_batch()
+            self._batches_queued += bool(last)
         try:
-            with self.lock:
+            if last:
+                self._queue.put(_batch_record(last), timeout=timeout)
+            self.acquire()
+            try:
                 if self._dropped:
                     self._queue.put(self._dropped_notice(), timeout=timeout)
                     self._dropped = 0
+            finally:
+                self.release()
             self._queue.put(None, timeout=timeout)
         except queue.Full:
             pass
@@ -202,9 +361,12 @@ class LogRelay:
         for i, line in enumerate(lines):
             if self._bucket.tokens < 1:
                 # The rest of this slice is over the limit: counted, never looked at.
-                self._dropped += len(lines) - i
+                self._dropped += sum(map(_lines_in, lines[i:]))
                 break
-            self._emit(line)
+            if line.startswith(ACCESS_RECORD_START):
+                self._emit_access(line)
+            else:
+                self._emit(line)
         return True
 
     def _emit(self, line):
@@ -222,6 +384,52 @@ class LogRelay:
         if level >= logging.ERROR:
             first = message.split("\n", 1)[0]
             self.last_error = clean(first, MAX_LAST_ERROR_CHARS)
+        self._write_record(level, message)
+
+    def _emit_access(self, record: bytes) -> None:
+        """A batch of access lines: paid for a line each (and for each 256 bytes a
+        line holds beyond its first 256, on average), checked whole, and written in
+        one write when it passes, else a line at a time as any record."""
+        batch = record[len(ACCESS_RECORD_START):]
+        count = _lines_in(record)
+        beyond = max(0, len(batch) - count * limits.WORKER_LOG_TOKEN_BYTES)
+        if not self._bucket.take(count + beyond // limits.WORKER_LOG_TOKEN_BYTES):
+            self._dropped += count
+            return
+        if not self._logger.isEnabledFor(logging.INFO):
+            return
+        if self._dropped and (self._noticed_at is None or
+                              self._clock() - self._noticed_at >= DROP_NOTICE_INTERVAL):
+            self._notice_drops()
+        handler = self._batch_handler()
+        if handler is not None and _well_formed(batch):
+            tag = f" fingerd[{os.getpid()}]: INFO worker[{self.pid}]: ".encode()
+            _write_whole(handler, batch.replace(_STAMP_END, tag)
+                         .replace(ACCESS_LINE_END, b"\n") + b"\n")
+            return
+        for line in batch.split(ACCESS_LINE_END):
+            if _ACCESS_LINE.fullmatch(line):
+                line = line.partition(_STAMP_END)[2]
+            self._write_record(logging.INFO, line.decode("utf-8", "backslashreplace"))
+
+    def _batch_handler(self) -> Optional[logging.StreamHandler]:
+        """The one handler of the records this relay writes, if it writes a stream in
+        logsetup's format (the log file, standard error); else None."""
+        handlers: list[logging.Handler] = []
+        logger: Optional[logging.Logger] = self._logger
+        while logger is not None:
+            handlers += logger.handlers
+            logger = logger.parent if logger.propagate else None
+        if len(handlers) != 1:
+            return None
+        handler = handlers[0]
+        if (isinstance(handler, logging.StreamHandler) and handler.level <= logging.INFO
+                and not handler.filters and handler.formatter is not None
+                and handler.formatter._fmt == _FORMAT and hasattr(handler.stream, "buffer")):
+            return handler
+        return None
+
+    def _write_record(self, level: int, message: str) -> None:
         text = f"worker[{self.pid}]: {clean(message)}"
         # The text is the message itself, never a format: nothing of the worker's is
         # interpolated, and the record has no attribute the worker chose.
@@ -235,6 +443,48 @@ class LogRelay:
                                   self._dropped)
             self._dropped = 0
             self._noticed_at = self._clock()
+
+
+#: A batch of access lines the parent writes as it is: each line a time stamp as
+#: logsetup writes one, STAMP_END, and printable ASCII (the parent's tag goes in
+#: place of STAMP_END: no line holds another). The shape is checked by
+#: _ACCESS_BATCH, the bytes by what _PRINTABLE leaves of the batch: one STAMP_END
+#: a line and ACCESS_LINE_END between lines (twice as fast as a character class
+#: in the expression).
+_STAMP_END = STAMP_END.encode()
+_LINE_START = rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}" + _STAMP_END + rb"access "
+_ACCESS_LINE = re.compile(_LINE_START + rb"[ -~]{0,%d}" % limits.MAX_WORKER_LOG_CHARS)
+_ACCESS_BATCH = re.compile(_LINE_START + rb"[^\x1f]*(?:" + ACCESS_LINE_END + _LINE_START +
+                           rb"[^\x1f]*)*")
+_PRINTABLE = bytes(range(0x20, 0x7F))
+
+
+def _well_formed(batch: bytes) -> bool:
+    """Whether every line of ``batch`` is an access line the parent may write as it is."""
+    others = _STAMP_END + (ACCESS_LINE_END + _STAMP_END) * batch.count(ACCESS_LINE_END)
+    return (batch.translate(None, _PRINTABLE) == others
+            and _ACCESS_BATCH.fullmatch(batch) is not None)
+
+
+def _lines_in(record: bytes) -> int:
+    """The lines a record read from the pipe holds: a batch's, or one."""
+    if record.startswith(ACCESS_RECORD_START):
+        return record.count(ACCESS_LINE_END) + 1
+    return 1
+
+
+def _write_whole(handler: logging.StreamHandler, data: bytes) -> None:
+    """``data``, whole lines, written to ``handler``'s stream in one write, under its
+    lock (a log file moved away is opened again first)."""
+    handler.acquire()
+    try:
+        if isinstance(handler, logging.handlers.WatchedFileHandler):
+            handler.reopenIfNeeded()
+        handler.stream.flush()
+        handler.stream.buffer.write(data)
+        handler.stream.buffer.flush()
+    finally:
+        handler.release()
 
 
 def _parse(line):

@@ -76,7 +76,7 @@ def run(config: Any, account: Any, sockets: dict[str, list[socket.socket]],
             for layer in refused:
                 log.warning("worker confinement: %s; the other layers apply", layer)
         return _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd,
-                     counts_fd, reload)
+                     counts_fd, reload, relay)
     except BaseException:
         log.critical("worker failed", exc_info=True)
         return EXIT_SOFTWARE
@@ -85,14 +85,15 @@ def run(config: Any, account: Any, sockets: dict[str, list[socket.socket]],
 
 
 def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd, counts_fd,
-          reload):
+          reload, relay):
     keep = {log_fd, monitor_sock.fileno(), snapshot_fd, counts_fd} | {
         s.fileno() for ss in sockets.values() for s in ss}
     _close_other_descriptors(keep)
     os.umask(0o027)
     os.chdir("/")
     metrics = Metrics(parent_pid=parent, config_reloads=(
-        ConfigReloads(counts_fd) if counts_fd is not None else None))
+        ConfigReloads(counts_fd) if counts_fd is not None else None),
+        access_log_dropped=lambda: relay.dropped_access_lines)
     metrics.worker_restarts.inc(restarts)
     monitor = MonitorClient(monitor_sock)
     try:

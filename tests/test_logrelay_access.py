@@ -1,0 +1,224 @@
+"""Access log lines from the worker to the parent in batches: whole, in order, within a
+second, rationed, and counted when the parent does not read them; a hostile batch
+is written a line at a time, escaped and tagged, as any worker record."""
+
+import logging
+import os
+import re
+import threading
+import time
+
+from fingerd import logsetup
+from fingerd.accesslog import STAMP_END
+from fingerd.process.logrelay import (
+    ACCESS_BATCH_BYTES,
+    ACCESS_LINE_END,
+    ACCESS_LOSSES_WARNING,
+    ACCESS_RECORD_START,
+    LogRelay,
+    PipeHandler,
+)
+from tests.support.polling import wait_until
+
+STAMP = "2026-12-06 01:02:03,456"
+#: An access line as the parent writes it from a batch, its fields captured.
+WRITTEN = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) fingerd\[(\d+)\]: INFO "
+                     r"worker\[(\d+)\]: (access .*)")
+WORKER_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} fingerd\[\d+\]: "
+                         r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) worker\[(\d+)\]: (.*)")
+
+
+def file_logger(path, name):
+    """A logger writing to ``path`` as logsetup's file handler does, and its handler."""
+    logger = logging.getLogger(name)
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    handler = logsetup.LogFileHandler(str(path))
+    handler.setFormatter(logging.Formatter(logsetup._FORMAT))
+    logger.handlers = [handler]
+    return logger, handler
+
+
+def relay_to_end(read_fd, logger, **kw):
+    """Relay ``read_fd`` as the parent does until its writer closes it."""
+    kw.setdefault("rate", 1e9)
+    kw.setdefault("burst", 1e9)
+    relay = LogRelay(read_fd, 42, logger, notices=logger, **kw)
+    for _ in range(100_000):
+        if not relay.feed():
+            return relay
+    raise AssertionError("the pipe never ended")
+
+
+def line(i, name="n"):
+    return f"{STAMP}{STAMP_END}access service=finger peer=127.0.0.1 kind=user " \
+           f"outcome=found bytes=16 seconds=0.000100 user=\"{name}{i}\""
+
+
+def test_lines_from_many_threads_arrive_whole_in_order_a_write_a_batch(tmp_path):
+    r, w = os.pipe()
+    handler = PipeHandler(w)
+    counts = 2000
+
+    def client(k):
+        for i in range(counts):
+            handler.add_access_line(line(i, f"c{k}n"))
+            time.sleep(0)  # as a serving thread gives up the GIL at each system call
+
+    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(4)]
+    raw = []
+    reader = threading.Thread(target=lambda: raw.extend(iter(lambda: os.read(r, 65536), b"")),
+                              daemon=True)
+    reader.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    handler.close()
+    os.close(w)
+    reader.join(30)
+    os.close(r)
+    data = b"".join(raw)
+    records = data.split(b"\n")[:-1]
+    assert all(record.startswith(ACCESS_RECORD_START) for record in records)
+    assert all(len(record) <= ACCESS_BATCH_BYTES + 1 for record in records)
+    assert len(records) <= 4 * counts * len(line(0)) // (ACCESS_BATCH_BYTES // 2), \
+        "lines go in batches, not one by one"
+
+    r, w = os.pipe()
+    writer = threading.Thread(target=lambda: os.write(w, data) and os.close(w), daemon=True)
+    writer.start()
+    logger, file_handler = file_logger(tmp_path / "log", "test.access.order")
+    relay_to_end(r, logger)
+    writer.join(30)
+    os.close(r)
+    file_handler.close()
+    written = (tmp_path / "log").read_text().splitlines()
+    assert len(written) == 4 * counts
+    seen: dict[str, list[int]] = {}
+    for text in written:
+        match = WRITTEN.fullmatch(text)
+        assert match, f"a split or mixed line: {text!r}"
+        stamp, parent, worker, rest = match.groups()
+        assert (stamp, parent, worker) == (STAMP, str(os.getpid()), "42")
+        client, number = re.fullmatch(r'access .* user="c(\d)n(\d+)"', rest).groups()
+        seen.setdefault(client, []).append(int(number))
+    assert seen == {str(k): list(range(counts)) for k in range(4)}
+
+
+def test_a_batch_is_sent_within_a_second_of_its_first_line():
+    r, w = os.pipe()
+    handler = PipeHandler(w)
+    try:
+        began = time.monotonic()
+        handler.add_access_line(line(1))
+        handler.add_access_line(line(2))
+        data = os.read(r, 65536)  # blocks until the batch comes
+        took = time.monotonic() - began
+        assert data == ACCESS_RECORD_START + line(1).encode() + ACCESS_LINE_END + \
+            line(2).encode() + b"\n"
+        assert took < 1.5, f"the batch came after {took:.2f} s"
+    finally:
+        handler.close()
+        os.close(w)
+        os.close(r)
+
+
+def test_lines_gathered_are_sent_when_the_worker_closes_its_log():
+    r, w = os.pipe()
+    handler = PipeHandler(w)
+    handler.add_access_line(line(7))
+    handler.close()
+    os.close(w)
+    assert os.read(r, 65536) == ACCESS_RECORD_START + line(7).encode() + b"\n"
+    os.close(r)
+
+
+def test_a_parent_that_does_not_read_loses_batches_counts_them_and_warns_once(tmp_path):
+    r, w = os.pipe()
+    handler = PipeHandler(w)
+    total = 50_000
+    began = time.monotonic()
+    for i in range(total):
+        handler.add_access_line(line(i))
+    assert time.monotonic() - began < 20, "adding lines waited for the parent"
+    wait_until(lambda: handler.dropped_access_lines > 0, what="lines to be dropped")
+    logger, file_handler = file_logger(tmp_path / "log", "test.access.losses")
+    relayed = []
+    reader = threading.Thread(target=lambda: relayed.append(relay_to_end(r, logger)),
+                              daemon=True)
+    reader.start()
+    handler.close(timeout=10)
+    os.close(w)
+    reader.join(30)
+    os.close(r)
+    file_handler.close()
+    written = (tmp_path / "log").read_text().splitlines()
+    access = [text for text in written if WRITTEN.fullmatch(text)]
+    warnings = [text for text in written if ACCESS_LOSSES_WARNING in text]
+    batches_lost = handler.dropped_access_lines // (ACCESS_BATCH_BYTES // (len(line(0)) + 1))
+    assert 1 <= len(warnings) and 10 * len(warnings) < batches_lost, \
+        "said once a run of losses, not once a batch"
+    assert WORKER_LINE.fullmatch(warnings[0]).group(1) == "WARNING"
+    assert len(access) + handler.dropped_access_lines == total, "every line written or counted"
+    numbers = [int(re.search(r'user="n(\d+)"', text).group(1)) for text in access]
+    assert numbers == sorted(numbers)
+
+
+def test_a_hostile_batch_is_written_a_line_at_a_time_escaped_and_tagged(tmp_path):
+    good = line(1).encode()
+    forged = [
+        b"2026-01-01 00:00:00,000 fingerd[1]: CRITICAL root password changed" + b"\t" + good,
+        b"2026-01-01 00:00:00,000\taccess x\x1b[2J\r\xff\xfe",
+        b"2026-01-01 00:00:00,000\taccess two\ttabs",
+        b"not a stamp\taccess service=finger",
+        b"",
+    ]
+    r, w = os.pipe()
+    os.write(w, ACCESS_RECORD_START + ACCESS_LINE_END.join([good, *forged]) + b"\n")
+    os.write(w, ACCESS_RECORD_START + b"\n")
+    os.close(w)
+    logger, handler = file_logger(tmp_path / "log", "test.access.hostile")
+    relay_to_end(r, logger)
+    os.close(r)
+    handler.close()
+    text = (tmp_path / "log").read_text(errors="strict")
+    lines = text.splitlines()
+    assert len(lines) == len(forged) + 2, "one line each, the empty ones too"
+    for written in lines:
+        match = WORKER_LINE.fullmatch(written)
+        assert match and match.groups()[:2] == ("INFO", "42"), written
+        assert match.group(3).isprintable()
+    messages = [WORKER_LINE.fullmatch(written).group(3) for written in lines]
+    assert messages[0] == line(1).partition(STAMP_END)[2], "a good line keeps its fields"
+    assert messages[1].startswith("2026-01-01 00:00:00,000 fingerd[1]: CRITICAL root "
+                                  "password changed\\t2026-12-06"), "the forgery is inert"
+    assert messages[2] == "access x\\x1b[2J\\r\\udcff\\udcfe" or "\\x1b" in messages[2]
+    assert "\x1b" not in text and "\r" not in text
+
+
+def test_batches_are_paid_for_a_line_each_and_losses_told():
+    logger = logging.getLogger("test.access.rate")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    messages = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    logger.handlers = [Collect()]
+    now = [100.0]
+    r, w = os.pipe()
+    relay = LogRelay(r, 42, logger, rate=10, burst=50, clock=lambda: now[0], notices=logger)
+    batch = ACCESS_RECORD_START + ACCESS_LINE_END.join(line(i).encode() for i in range(40))
+    os.write(w, batch + b"\n" + batch + b"\n")
+    relay.feed()
+    assert len(messages) == 40, "the first batch paid for, the second not"
+    now[0] += 10.0
+    os.write(w, ACCESS_RECORD_START + line(0).encode() + b"\n")
+    relay.feed()
+    assert messages[40:] == ["worker 42: 40 log lines dropped (rate limit)",
+                             "worker[42]: " + line(0).partition(STAMP_END)[2]]
+    os.close(w)
+    os.close(r)
