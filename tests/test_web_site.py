@@ -164,3 +164,20 @@ def test_any_status_shows_as_its_rendered_text_and_nothing_more(status):
     assert f"Status: {shown}" in "".join(page.text)
     assert "script" not in [name for name, _ in page.elements]
     assert json.loads(s.answer("/api/users/alice", "").body)["answer"].endswith(shown)
+
+
+class Table(dict):
+    """A users table that, as the store's, can be referred to weakly."""
+
+
+def test_a_reply_is_made_once_per_table_and_again_for_another_table():
+    store = Store(Table(USERS))
+    cached = Site(Directory([FileSource(store)]), Rules(list_users=True), Renderer(),
+                  Pages("Finger directory of test"), store.users)
+    first = cached.answer("/api/users/alice", "")
+    assert cached.answer("/api/users/alice", "") is first
+    store._users = Table({**USERS, "alice": "Gone fishing"})
+    answer = json.loads(cached.answer("/api/users/alice", "").body)["answer"]
+    assert answer.endswith("Status: Gone fishing")
+    assert json.loads(cached.answer("/api/users", "").body)["users"][0] == {
+        "user": "alice", "status": "Gone fishing"}

@@ -99,7 +99,8 @@ class Service:
         if sockets["metrics"]:
             services.append(metrics_service(gates["metrics"], *timeouts, self.metrics.registry))
         if sockets["web"]:
-            site = Site(directory, rules, renderer, Pages(site_name()))
+            site = Site(directory, rules, renderer, Pages(site_name()),
+                        None if config.system_users else self.store.users)
             services.append(allowing(web_service(
                 gates["web"], *timeouts, site, lookups_block=config.system_users,
                 proxy_from=config.web_proxy_from if config.web_proxy_protocol else None),
