@@ -77,7 +77,7 @@ def defer_accept() -> None:
 
 
 def answer_cache_off() -> None:
-    """Every finger answer rendered again."""
+    """Every finger answer and web reply made again."""
     _replace(finger.AnswerCache, "get", lambda self, line, make, *args: make(*args))
 
 

@@ -13,7 +13,9 @@ from fingerd.finger.answer import Rules
 from fingerd.finger.output import Renderer
 from fingerd.finger.pages import Markup, Pages, fill
 from fingerd.finger.sources import Directory, FileSource
-from fingerd.finger.web import Site
+from fingerd.finger.web import Site, reply_size
+from fingerd.limits import MAX_CACHED_ANSWER_BYTES
+from fingerd.serving.finger import AnswerCache
 from fingerd.users.usersfile import is_valid_name
 
 USERS = {"alice": "Happy and well", "bob": "<i>Sleeping</i> & \"dreaming\"",
@@ -173,7 +175,8 @@ class Table(dict):
 def test_a_reply_is_made_once_per_table_and_again_for_another_table():
     store = Store(Table(USERS))
     cached = Site(Directory([FileSource(store)]), Rules(list_users=True), Renderer(),
-                  Pages("Finger directory of test"), store.users)
+                  Pages("Finger directory of test"),
+                  AnswerCache(store.users, MAX_CACHED_ANSWER_BYTES, reply_size))
     first = cached.answer("/api/users/alice", "")
     assert cached.answer("/api/users/alice", "") is first
     store._users = Table({**USERS, "alice": "Gone fishing"})

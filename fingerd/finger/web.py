@@ -11,9 +11,8 @@ HTTP's business, in serving/web.py.
 from __future__ import annotations
 
 import json
-import weakref
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 from urllib.parse import parse_qs, unquote
 
 from fingerd.finger.answer import LIST_DENIED, NO_SUCH_USER, Rules, answer
@@ -21,7 +20,7 @@ from fingerd.finger.output import Renderer
 from fingerd.finger.pages import STYLESHEET, Pages
 from fingerd.finger.query import Query
 from fingerd.finger.sources import MORE_USERS, Directory
-from fingerd.limits import MAX_CACHED_ANSWER_BYTES, MAX_LIST_BYTES
+from fingerd.limits import MAX_LIST_BYTES
 from fingerd.outcomes import (
     API_KIND,
     ASSET,
@@ -68,32 +67,35 @@ def _json(status: int, outcome: str, value: object, name: str | None = None) -> 
     return Reply(status, outcome, JSON, body, API_KIND, name)
 
 
-def _no_table() -> None:
-    return None
+class Replies(Protocol):
+    """Where a Site keeps the replies it made (serving/finger.py's AnswerCache): the one
+    made for ``target`` from the current users table, or ``make(*args)``."""
+
+    def get(self, target: tuple[str, str], make: Callable[..., Reply], *args: str) -> Reply:
+        ...
+
+
+def reply_size(target: tuple[str, str], reply: Reply) -> int:
+    """What a kept reply weighs against the cache's bound."""
+    return len(target[0]) + len(target[1]) + len(reply.body)
 
 
 class Site:
     """The web directory over a finger Directory, its Rules and its Renderer; ``pages``
     makes the HTML.
 
-    With ``current_table`` (the store's table, given where the directory is the users
-    file alone) a reply is made once per table and request target: making one (the
-    finger answer, then its JSON or page) is most of a web request's Python time. The
-    replies are then owned by the one thread that answers, the web loop's reading
-    thread, so they have no lock; past MAX_CACHED_ANSWER_BYTES of bodies they start
-    again empty, and the table is held only weakly.
+    With ``replies`` (given where the directory is the users file alone) a reply is
+    made once per users table and request target: making one (the finger answer,
+    then its JSON or page) is most of a web request's Python time.
     """
 
     def __init__(self, directory: Directory, rules: Rules, renderer: Renderer,
-                 pages: Pages, current_table: Callable[[], object] | None = None) -> None:
+                 pages: Pages, replies: Replies | None = None) -> None:
         self.directory = directory
         self.rules = rules
         self.renderer = renderer
         self.pages = pages
-        self._current = current_table
-        self._table: Callable[[], object] = _no_table
-        self._replies: dict[tuple[str, str], Reply] = {}
-        self._size = 0
+        self._replies = replies
 
     def reads_directory(self, path: str) -> bool:
         """Whether answering ``path`` asks the directory, which may block (accounts, plans)."""
@@ -101,25 +103,9 @@ class Site:
 
     def answer(self, path: str, query: str) -> Reply:
         """The Reply to a GET of ``path`` with ``query`` (both as sent, percent-encoded)."""
-        if self._current is None:
+        if self._replies is None:
             return self._made(path, query)
-        table = self._current()
-        if self._table() is not table:
-            self._table = weakref.ref(table)
-            self._replies, self._size = {}, 0
-        reply = self._replies.get((path, query))
-        if reply is None:
-            reply = self._made(path, query)
-            if self._current() is table:
-                self._keep((path, query), reply)
-        return reply
-
-    def _keep(self, target: tuple[str, str], reply: Reply) -> None:
-        size = len(target[0]) + len(target[1]) + len(reply.body)
-        if self._size + size > MAX_CACHED_ANSWER_BYTES:
-            self._replies, self._size = {}, 0
-        self._replies[target] = reply
-        self._size += size
+        return self._replies.get((path, query), self._made, path, query)
 
     def _made(self, path: str, query: str) -> Reply:
         if path == "/":

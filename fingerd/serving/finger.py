@@ -72,12 +72,18 @@ def _no_table() -> None:
     return None
 
 
+def _answer_size(line: bytes, made: Answer) -> int:
+    return len(line) + len(made.data)
+
+
 class AnswerCache:
-    """Answers made from the table ``current_table()`` returns, by query line.
+    """Answers made from the table ``current_table()`` returns, by query line (or, for
+    the web directory, by request target, its sizes told by ``size_of``).
 
     A finger answer from the users file alone is the same for every client
     until the table changes; rendering it again for each query is most of
-    the Python time a query costs. Owned by one thread (a loop's reading
+    the Python time a query costs, and making a web reply most of a web
+    request's. Owned by one thread (a loop's reading
     thread), so it has no lock. Bounded: past ``limit`` bytes of lines and
     answers it starts again empty, so a client asking for ever new names
     costs a lookup each, as without a cache, and never memory. It holds the
@@ -85,11 +91,13 @@ class AnswerCache:
     exist.
     """
 
-    def __init__(self, current_table: Callable[[], Any], limit: int) -> None:
+    def __init__(self, current_table: Callable[[], Any], limit: int,
+                 size_of: Callable[[Any, Any], int] = _answer_size) -> None:
         self._current = current_table
+        self._size_of = size_of
         self._limit = limit
         self._table: Callable[[], Any] = _no_table
-        self._answers: dict[bytes, Answer] = {}
+        self._answers: dict[Any, Any] = {}
         self._size = 0
 
     def answer(self, lines: Lines, client: Any,
@@ -97,8 +105,9 @@ class AnswerCache:
         """The answer to a query: the service's memo."""
         return self.get(lines[0], make, lines, client)
 
-    def get(self, line: bytes, make: Callable[..., Answer], *args: Any) -> Answer:
-        """The answer to ``line``: one made from the current table, or ``make(*args)``."""
+    def get(self, line: Any, make: Callable[..., Any], *args: Any) -> Any:
+        """The answer to ``line`` (any key: the web's keys are request targets): one made
+        from the current table, or ``make(*args)``."""
         table = self._current()
         if self._table() is not table:
             self._forget(table)
@@ -114,8 +123,8 @@ class AnswerCache:
         self._answers = {}
         self._size = 0
 
-    def _keep(self, line: bytes, made: Answer) -> None:
-        size = len(line) + len(made.data)
+    def _keep(self, line: Any, made: Any) -> None:
+        size = self._size_of(line, made)
         if self._size + size > self._limit:
             self._answers = {}
             self._size = 0
