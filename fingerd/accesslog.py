@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Optional, Protocol
 
+from fingerd.logsetup import STAMP_END
+
 if TYPE_CHECKING:
     from fingerd.serving.loop import Answer
 
@@ -24,9 +26,6 @@ log = logging.getLogger("fingerd.access")
 
 #: Most characters of a queried name written to the log.
 MAX_LOGGED_NAME = 64
-#: Between the time stamp and the line: a character no line holds, so the parent
-#: finds where to put its own tag without looking into the line.
-STAMP_END = "\t"
 
 
 def escape(text: str) -> str:

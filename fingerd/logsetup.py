@@ -14,7 +14,11 @@ import socket
 import sys
 from typing import Optional, cast
 
-_FORMAT = "%(asctime)s fingerd[%(process)d]: %(levelname)s %(message)s"
+LOG_FORMAT = "%(asctime)s fingerd[%(process)d]: %(levelname)s %(message)s"
+#: In an access line the worker stamps, between the time stamp and the line: a
+#: character no line holds, so the parent finds where to put its own tag without
+#: looking into the line.
+STAMP_END = "\t"
 #: A log file fingerd creates, at startup or after a rotation: root and the file's group
 #: (adm on Debian) read it, nobody else, as Debian's daemons do.
 LOG_FILE_MODE = 0o640
@@ -78,11 +82,11 @@ def _destination(log_file: str, foreground: bool) -> logging.Handler:
     handler: logging.Handler
     if log_file:
         handler = LogFileHandler(log_file)
-        handler.setFormatter(logging.Formatter(_FORMAT))
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
     elif foreground:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JournalFormatter("%(levelname)s %(message)s")
-                             if stderr_is_journal() else logging.Formatter(_FORMAT))
+                             if stderr_is_journal() else logging.Formatter(LOG_FORMAT))
     else:
         handler = logging.handlers.SysLogHandler(
             SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_DAEMON)

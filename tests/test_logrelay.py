@@ -16,7 +16,8 @@ import threading
 import time
 
 from fingerd import limits
-from fingerd.process.logrelay import LogRelay, PipeHandler, clean
+from fingerd.process.logpipe import PipeHandler
+from fingerd.process.logrelay import LogRelay, clean
 from tests.support import ROOT
 from tests.support.polling import wait_until
 
@@ -159,7 +160,7 @@ def log_to(path):
     from fingerd import logsetup
     logger, _ = quiet_logger("test.logrelay.file")
     handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter(logsetup._FORMAT))
+    handler.setFormatter(logging.Formatter(logsetup.LOG_FORMAT))
     logger.handlers = [handler]
     return logger, handler
 

@@ -9,14 +9,14 @@ import threading
 import time
 
 from fingerd import logsetup
-from fingerd.accesslog import STAMP_END
+from fingerd.logsetup import STAMP_END
+from fingerd.process.logpipe import PipeHandler
 from fingerd.process.logrelay import (
     ACCESS_BATCH_BYTES,
     ACCESS_LINE_END,
     ACCESS_LOSSES_WARNING,
     ACCESS_RECORD_START,
     LogRelay,
-    PipeHandler,
 )
 from tests.support.polling import wait_until
 
@@ -34,7 +34,7 @@ def file_logger(path, name):
     logger.propagate = False
     logger.setLevel(logging.DEBUG)
     handler = logsetup.LogFileHandler(str(path))
-    handler.setFormatter(logging.Formatter(logsetup._FORMAT))
+    handler.setFormatter(logging.Formatter(logsetup.LOG_FORMAT))
     logger.handlers = [handler]
     return logger, handler
 

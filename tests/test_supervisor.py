@@ -14,7 +14,7 @@ from fingerd.limits import REPLY_TIMEOUT, STARTUP_TIMEOUT
 from fingerd.process.backoff import BACKOFF_CAP, HEALTHY_UPTIME, backoff_delay
 from fingerd.process.channel import MAX_QUEUED_REPLIES, MonitorClient, channel
 from fingerd.process.exits_and_signals import EXIT_FATAL, describe_exit
-from fingerd.process.logrelay import PipeHandler
+from fingerd.process.logpipe import PipeHandler
 from fingerd.process.monitor import MAX_WAITING_SETS
 from fingerd.process.reloading import Plan
 from fingerd.process.reloads import ReloadRefused

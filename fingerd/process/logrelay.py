@@ -27,15 +27,12 @@ import json
 import logging
 import logging.handlers
 import os
-import queue
 import re
-import threading
 import time
 from typing import Optional
 
 from fingerd import limits
-from fingerd.accesslog import STAMP_END
-from fingerd.logsetup import _FORMAT
+from fingerd.logsetup import LOG_FORMAT, STAMP_END
 from fingerd.token_bucket import TokenBucket
 
 #: fcntl's F_SETPIPE_SZ, which Python names from 3.10 on (Linux's value).
@@ -64,195 +61,6 @@ ACCESS_LOSSES_WARNING = ("access log lines dropped: the parent does not read the
 #: and what is between two of its lines (no line holds one).
 ACCESS_RECORD_START = b"\x1e"
 ACCESS_LINE_END = b"\x1f"
-
-
-def _line(level, message):
-    return (json.dumps({"level": level, "message": message}) + "\n").encode()
-
-
-class _Batch(bytes):
-    """A record of access lines on its way to the pipe; ``lines`` how many it holds."""
-
-    lines = 0
-
-
-def _batch_record(lines: list[str]) -> _Batch:
-    text = ACCESS_LINE_END.decode().join(lines).encode("ascii", "backslashreplace")
-    batch = _Batch(ACCESS_RECORD_START + text + b"\n")
-    batch.lines = len(lines)
-    return batch
-
-
-#: Put in the queue when a batch begins, so that the writing thread times its sending.
-_BATCH_BEGUN = b""
-
-
-class PipeHandler(logging.Handler):
-    """Worker side: one JSON line a record, written by a thread of its own.
-
-    Logging never blocks serving: a thread that logs only queues the line.
-    When the parent does not keep up and the queue is full, records are
-    dropped, and the next one that fits is preceded by a warning saying how
-    many were lost, once for each run of losses.
-
-    Access lines (``add_access_line``) are gathered in a batch; a full one is
-    queued by the thread that filled it, one older than ACCESS_FLUSH_SECONDS
-    by the writing thread. When MAX_QUEUED_BATCHES wait already, a batch's
-    lines are dropped and counted in ``dropped_access_lines``; a warning says
-    so when a run of such losses begins.
-    """
-
-    def __init__(self, fd, capacity=MAX_QUEUED_RECORDS, clock=time.monotonic):
-        super().__init__()
-        self.fd = fd
-        self._queue: queue.Queue[Optional[bytes]] = queue.Queue(capacity)
-        self._dropped = 0
-        self._clock = clock
-        self._batch_lock = threading.Lock()
-        self._batch: list[str] = []
-        self._batch_chars = 0
-        self._batch_began = 0.0
-        self._batches_queued = 0
-        self._losing_access_lines = False
-        #: Access lines dropped since the start, the parent not reading them in time.
-        self.dropped_access_lines = 0
-        try:
-            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
-        except OSError:
-            pass  # not a pipe, or over the system's limit: the pipe holds what it holds
-        self._writer = threading.Thread(target=self._write, name="fingerd-log-relay",
-                                        daemon=True)
-        self._writer.start()
-
-    def add_access_line(self, line: str) -> None:
-        """Add ``line`` (no newline) to the batch; any thread may call it."""
-        full = None
-        with self._batch_lock:
-            if self._batch_chars + len(line) >= ACCESS_BATCH_BYTES and self._batch:
-                full = self._take_batch()
-            begins = not self._batch
-            if begins:
-                self._batch_began = self._clock()
-            self._batch.append(line)
-            self._batch_chars += len(line) + 1
-        if full is not None:
-            self._queue_batch(full)
-        if begins:
-            try:
-                self._queue.put_nowait(_BATCH_BEGUN)
-            except queue.Full:
-                pass  # the writing thread is busy, and looks at the batch after each record
-
-    def _take_batch(self) -> list[str]:
-        """The batch's lines, leaving it empty; called under ``_batch_lock``."""
-        lines, self._batch, self._batch_chars = self._batch, [], 0
-        return lines
-
-    def _queue_batch(self, lines: list[str]) -> None:
-        """Queue ``lines`` for the pipe as one record, unless MAX_QUEUED_BATCHES wait
-        already: they are then lost and counted."""
-        record = _batch_record(lines)
-        with self._batch_lock:
-            room = self._batches_queued < MAX_QUEUED_BATCHES
-            if room:
-                self._batches_queued += 1
-        if room:
-            try:
-                self._queue.put_nowait(record)
-            except queue.Full:
-                with self._batch_lock:
-                    self._batches_queued -= 1
-            else:
-                with self._batch_lock:
-                    self._losing_access_lines = False
-                return
-        self._lose(len(lines))
-
-    def _lose(self, count: int) -> None:
-        """Count ``count`` access lines lost; the first loss of a run is told."""
-        with self._batch_lock:
-            self.dropped_access_lines += count
-            begins, self._losing_access_lines = not self._losing_access_lines, True
-        if begins:
-            try:
-                self._queue.put_nowait(_line(logging.WARNING, ACCESS_LOSSES_WARNING))
-            except queue.Full:
-                pass
-
-    def _due_batch(self) -> tuple[Optional[list[str]], Optional[float]]:
-        """The batch if it is due, and the seconds until the next one is (None: none
-        waits)."""
-        with self._batch_lock:
-            if not self._batch:
-                return None, None
-            left = self._batch_began + ACCESS_FLUSH_SECONDS - self._clock()
-            if left > 0:
-                return None, left
-            return self._take_batch(), None
-
-    def emit(self, record):
-        """Called under the handler's lock, so ``_dropped`` needs no other."""
-        try:
-            data = _line(record.levelno, self.format(record)[:MAX_RECORD_BYTES])
-            if self._dropped:
-                self._queue.put_nowait(self._dropped_notice())
-                self._dropped = 0
-            self._queue.put_nowait(data)
-        except queue.Full:
-            self._dropped += 1
-        except Exception:
-            self.handleError(record)
-
-    def _dropped_notice(self):
-        return _line(logging.WARNING, f"{self._dropped} log records dropped: the parent "
-                                      f"did not read them in time")
-
-    def _write(self):
-        while True:
-            due, left = self._due_batch()
-            if due is not None:
-                self._queue_batch(due)
-                continue
-            try:
-                data = self._queue.get(timeout=left)
-            except queue.Empty:
-                continue
-            if data is None:
-                return
-            if not data:
-                continue  # _BATCH_BEGUN: the batch is timed at the top of the loop
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(self.fd, view):]
-            except OSError:
-                return
-            finally:
-                if isinstance(data, _Batch):
-                    with self._batch_lock:
-                        self._batches_queued -= 1
-
-    def close(self, timeout=2.0):
-        """Write what is queued, the access lines gathered and what was lost, waiting
-        at most ``timeout`` seconds, and stop the thread."""
-        with self._batch_lock:
-            last = self._take_batch()
-            self._batches_queued += bool(last)
-        try:
-            if last:
-                self._queue.put(_batch_record(last), timeout=timeout)
-            self.acquire()
-            try:
-                if self._dropped:
-                    self._queue.put(self._dropped_notice(), timeout=timeout)
-                    self._dropped = 0
-            finally:
-                self.release()
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            pass
-        self._writer.join(timeout)
-        super().close()
 
 
 #: The levels a worker record keeps; any other is written at ODD_LEVEL.
@@ -425,7 +233,7 @@ class LogRelay:
         handler = handlers[0]
         if (isinstance(handler, logging.StreamHandler) and handler.level <= logging.INFO
                 and not handler.filters and handler.formatter is not None
-                and handler.formatter._fmt == _FORMAT and hasattr(handler.stream, "buffer")):
+                and handler.formatter._fmt == LOG_FORMAT and hasattr(handler.stream, "buffer")):
             return handler
         return None
 

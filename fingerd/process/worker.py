@@ -21,7 +21,7 @@ from fingerd.metrics import Metrics
 from fingerd.process import confine
 from fingerd.process.channel import MonitorClient
 from fingerd.process.exits_and_signals import EXIT_FATAL, EXIT_SOFTWARE, WORKER_SIGNALS
-from fingerd.process.logrelay import PipeHandler
+from fingerd.process.logpipe import PipeHandler
 from fingerd.process.parent_counts import ConfigReloads
 from fingerd.process.privdrop import PrivilegeError
 from fingerd.serving.assembly import Service

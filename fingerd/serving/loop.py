@@ -64,8 +64,9 @@ log = logging.getLogger(__name__)
 
 _READ_SIZE = 4096
 #: Flags of an answer's send on the reading thread: never wait, and hold the last
-#: segment back (MSG_MORE) for the close that follows at once, which sends it with
-#: the FIN: one segment for the client to take instead of two.
+#: segment back (MSG_MORE) for the close (or, where the service lingers, the
+#: shutdown before its drain) that follows at once, which sends it with the FIN: one
+#: segment for the client to take instead of two.
 _SEND_LAST = socket.MSG_DONTWAIT | socket.MSG_MORE
 #: struct tcp_info: the bytes read of it, and where its u32 tcpi_unacked lies.
 _TCP_INFO_BYTES = 28
@@ -137,7 +138,7 @@ class ServingLoop:
         self._epoll = select.epoll()
         #: What to call when a descriptor is readable: the one callback style.
         self._callbacks: dict[int, Callable[[], None]] = {}
-        self._send_flags = socket.MSG_DONTWAIT if service.lingers else _SEND_LAST
+        self._send_flags = _SEND_LAST
         self._stopped = threading.Event()
         self.listeners = Listeners(socks, service, self._rejected, self._register,
                                    self._unregister, self._accept)

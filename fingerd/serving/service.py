@@ -92,9 +92,9 @@ class ServiceSpec:
     #: The Answer to a request whose handler failed, in the service's protocol.
     internal_error: Answer = INTERNAL_ERROR
     #: Whether a client may still be sending when it is answered (HTTP: a head past its
-    #: bound, a body): then the answer goes out at once rather than held back for the
-    #: close (MSG_MORE), and the close reads and drops what the client sent meanwhile,
-    #: since closing with input unread sends a reset, which destroys the answer.
+    #: bound, a body): then the answer and the FIN go out with a shutdown first, and the
+    #: close reads and drops what the client sent meanwhile, since closing with input
+    #: unread sends a reset, which destroys the answer.
     lingers: bool = False
     #: Networks whose connections begin with a PROXY protocol header, which names the
     #: client; None where the service does not take one.

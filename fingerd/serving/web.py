@@ -10,6 +10,7 @@ carries (http_response).
 from __future__ import annotations
 
 import functools
+import time
 from email.utils import formatdate
 
 from fingerd.finger.web import Site
@@ -33,12 +34,26 @@ METHODS = ("GET", "HEAD")
 _CACHE = f"Cache-Control: max-age={WEB_MAX_AGE_SECONDS}"
 
 
+#: The Date field of the second it was made in: (that second, the field).
+_date: tuple[int, str] = (0, "")
+
+
+def _date_field() -> str:
+    """``Date: ...`` for now, made once a second (its resolution) rather than per request;
+    the tuple is replaced whole, so any thread may read it."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, "Date: " + formatdate(now, usegmt=True))
+    return _date[1]
+
+
 class WebHandler(RequestHandler):
     def respond(self, head: Head | HeadError, site: Site) -> Answer:
         if isinstance(head, HeadError):
             return Answer(BAD_REQUEST, response(head.status, TEXT, f"{head}\n".encode(),
                                                 (NO_STORE,)))
-        date = "Date: " + formatdate(usegmt=True)
+        date = _date_field()
         if head.method not in METHODS:
             return Answer(BAD_REQUEST, response(
                 405, TEXT, b"Only GET and HEAD are served here.\n",
