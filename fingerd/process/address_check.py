@@ -4,22 +4,21 @@ The init script's ``restart`` runs ``fingerd -t`` before it stops anything, so
 an address taken meanwhile by another program refuses the restart and leaves
 the running daemon running, instead of stopping it for a start that fails.
 
-Each TCP address is tried by binding it, as a start would, and closing it at
-once: nothing is kept and nothing listens. The setter's Unix socket is not
-bound (that would replace the file); a socket file someone serves is held.
+Nothing is bound: a TCP address is held when the kernel's tables of bound
+sockets (/proc/net/tcp, tcp6) show one a start's bind would clash with, and
+the setter's Unix socket when a socket file there is served by someone.
 An address held by the running daemon named by the configuration's pidfile
 is no problem, since a restart stops that daemon first: its parent's
 descriptors name the inodes of its sockets, matched against the kernel's
 tables of listening sockets (/proc/net/tcp, tcp6, unix).
 
-What cannot be checked is skipped rather than failed: a port below 1024
-without root (EACCES), or, without root, which program holds an address
-while a daemon runs (its descriptors are root's to read).
+What cannot be checked is skipped rather than failed: without root, which
+program holds an address while a daemon runs (its descriptors are root's to
+read).
 """
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import os
 import socket
@@ -83,22 +82,12 @@ def daemon_sockets(pidfile: str) -> frozenset[int] | None:
 
 
 def tcp_held(address: Address, daemon: frozenset[int] | None) -> bool:
-    """Whether binding ``address`` fails for a socket not the daemon's; False for
-    whatever cannot be told (see the module's docstring)."""
-    family = socket.AF_INET6 if address.family == 6 else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            # As listeners.bind does, so that the answer is the start's.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((address.host, address.port))
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE or daemon is None:
-            return False
-        holders = set(tcp_holders(address))
-        return not holders or not holders <= daemon
-    return False
+    """Whether a socket not the daemon's is bound where a start would bind ``address``;
+    False for whatever cannot be told (see the module's docstring)."""
+    if daemon is None:
+        return False
+    holders = set(tcp_holders(address))
+    return bool(holders) and not holders <= daemon
 
 
 def tcp_holders(address: Address) -> Iterator[int]:
