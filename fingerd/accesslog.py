@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Optional, Protocol
 
+from fingerd.each_second import EachSecond
 from fingerd.logsetup import STAMP_END
 
 if TYPE_CHECKING:
@@ -62,15 +63,8 @@ def batching_handler(logger: logging.Logger = log) -> Optional[LineSink]:
     return None
 
 
-class _Second:
-    """A second since the epoch and its local time as the log writes it: built once a
-    second, never changed, so that threads share it without a lock."""
-
-    __slots__ = ("second", "text")
-
-    def __init__(self, second: int) -> None:
-        self.second = second
-        self.text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+def _local_time(second: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
 
 
 class AccessLog:
@@ -87,15 +81,13 @@ class AccessLog:
         self._add: Callable[[str], None] = (sink.add_access_line if sink is not None
                                             else self._one_record)
         self._clock = clock
-        self._second = _Second(int(clock()))
+        self._stamps = EachSecond(_local_time)
 
     def log(self, service: str, peer: Sequence[object], answer: "Answer",
             seconds: float) -> None:
         """One line for ``answer`` (a serving.loop.Answer) sent to ``peer``."""
         now = self._clock()
-        second = self._second
-        if int(now) != second.second:
-            second = self._second = _Second(int(now))
+        second = self._stamps.at(int(now))
         line = (f"{second.text},{int((now - second.second) * 1000):03d}{STAMP_END}"
                 f"access service={service} peer={peer[0]} kind={answer.kind or '-'} "
                 f"outcome={answer.outcome} bytes={len(answer.data)} seconds={seconds:.6f}")

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 
 from fingerd.config import Address, Config
 from fingerd.process.pidfile import RUNNING, probe
-from fingerd.serving.peer_owner import _proc_address
+from fingerd.serving.peer_owner import proc_address
 
 #: /proc/net/tcp's states of a socket bound to a local address: listening, or bound only.
 BOUND_STATES = frozenset({"0A", "07"})
@@ -115,7 +115,7 @@ def conflicting(lines: Iterable[str], version: int,
         if len(fields) < 10 or fields[3] not in BOUND_STATES:
             continue
         try:
-            local, local_port = _proc_address(fields[1], version)
+            local, local_port = proc_address(fields[1], version)
             inode = int(fields[9])
         except ValueError:
             continue

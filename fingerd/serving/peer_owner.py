@@ -147,7 +147,7 @@ def owner_by_sock_diag(client: Address, server: Address) -> int | None:
         return decode_reply(reply)
 
 
-def _proc_address(text: str, version: int) -> _End:
+def proc_address(text: str, version: int) -> _End:
     """An address as /proc/net/tcp{,6} prints it (32-bit words in host byte order)."""
     host, _, port = text.partition(":")
     raw = bytes.fromhex(host)
@@ -170,8 +170,8 @@ def owner_in_proc_table(lines: Iterable[str], client: Address, server: Address,
         if len(fields) < 10 or fields[0] == "sl":
             continue
         try:
-            local = _proc_address(fields[1], version)
-            remote = _proc_address(fields[2], version)
+            local = proc_address(fields[1], version)
+            remote = proc_address(fields[2], version)
             uid, inode = int(fields[7]), int(fields[9])
         except ValueError:
             continue

@@ -13,6 +13,7 @@ import functools
 import time
 from email.utils import formatdate
 
+from fingerd.each_second import EachSecond
 from fingerd.finger.web import Site
 from fingerd.limits import WEB_MAX_AGE_SECONDS
 from fingerd.outcomes import BAD_REQUEST, ERROR, NOT_MODIFIED
@@ -34,18 +35,8 @@ METHODS = ("GET", "HEAD")
 _CACHE = f"Cache-Control: max-age={WEB_MAX_AGE_SECONDS}"
 
 
-#: The Date field of the second it was made in: (that second, the field).
-_date: tuple[int, str] = (0, "")
-
-
-def _date_field() -> str:
-    """``Date: ...`` for now, made once a second (its resolution) rather than per request;
-    the tuple is replaced whole, so any thread may read it."""
-    global _date
-    now = int(time.time())
-    if _date[0] != now:
-        _date = (now, "Date: " + formatdate(now, usegmt=True))
-    return _date[1]
+#: The Date field, made once a second (its resolution) rather than per request.
+_DATES = EachSecond(lambda second: "Date: " + formatdate(second, usegmt=True))
 
 
 class WebHandler(RequestHandler):
@@ -53,7 +44,7 @@ class WebHandler(RequestHandler):
         if isinstance(head, HeadError):
             return Answer(BAD_REQUEST, response(head.status, TEXT, f"{head}\n".encode(),
                                                 (NO_STORE,)))
-        date = _date_field()
+        date = _DATES.at(int(time.time())).text
         if head.method not in METHODS:
             return Answer(BAD_REQUEST, response(
                 405, TEXT, b"Only GET and HEAD are served here.\n",
