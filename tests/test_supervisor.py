@@ -11,14 +11,13 @@ from types import SimpleNamespace
 import pytest
 
 from fingerd.limits import REPLY_TIMEOUT, STARTUP_TIMEOUT
-from fingerd.process.backoff import BACKOFF_CAP, HEALTHY_UPTIME, backoff_delay
 from fingerd.process.channel import MAX_QUEUED_REPLIES, MonitorClient, channel
 from fingerd.process.exits_and_signals import EXIT_FATAL, describe_exit
 from fingerd.process.logpipe import PipeHandler
 from fingerd.process.monitor import MAX_WAITING_SETS
 from fingerd.process.reloading import Plan
 from fingerd.process.reloads import ReloadRefused
-from fingerd.process.states import State
+from fingerd.process.states import BACKOFF_CAP, HEALTHY_UPTIME, State, backoff_delay
 from fingerd.process.supervisor import KILL_AFTER, Supervisor
 from fingerd.users import fileio
 

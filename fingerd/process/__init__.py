@@ -5,8 +5,8 @@ Where each module runs:
 - the root parent: ``supervisor`` (the loop, the daemon's states), ``monitor``
   (its answers to the workers' requests), ``reloads`` and ``reloading`` (a
   reload's life, the configuration read again), ``worker_handle`` and
-  ``states`` (each worker's phase and deadline), ``backoff``, ``wakeup``
-  (signals), ``forking`` and ``descendants`` (the worker processes),
+  ``states`` (each worker's phase and deadline, the daemon's states and its
+  restart delays), ``forking`` and ``descendants`` (the worker processes),
   ``filewriter`` and ``writer_handle`` (the users file writer child, seen from
   the parent), ``priority``, ``listeners``, ``accounts``, ``pidfile``,
   ``reload_status``, ``daemonize``;

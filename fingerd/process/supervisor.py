@@ -3,42 +3,45 @@
 It is single-threaded (so forking is safe) and sleeps in one selector that
 watches the signal wake-up socket, the workers' request channels, their log
 pipes and the pipe of the child writing the users file. Signal handlers do
-nothing: Python writes the signal number to the wake-up socket, and the loop
-acts on it, so no work ever runs inside a handler.
+nothing: Python writes the signal number to the wake-up socket (``signals_to``),
+and the loop acts on it, so no work ever runs inside a handler (gunicorn's
+arbiter learned that logging in one deadlocks).
 
 Nothing in the loop waits on a worker or the disk: a channel is non-blocking
 with a bounded queue of replies (a worker that floods it with requests or
 stops reading its replies is killed, and the next one started as after any
 death), and the users file is written by a child of its own (``filewriter``).
 
-The daemon's life is Supervisor's state machine (``states.State``), each
-worker's its handle's (``worker_handle``, ``states.Phase``), each with its
-deadline. The answers to the workers' requests are the ``monitor``'s, a
-reload's life (a new worker beside the old one, which serves until the new
-one is ready and then retires) is ``reloads``'. The clock, the worker
+The daemon's life is Supervisor's state machine (``states.State``, with the
+wait after a death in ``states.Backoff``), each worker's its handle's
+(``worker_handle``, ``states.Phase``), each with its deadline. The answers
+to the workers' requests are the ``monitor``'s, a reload's life (a new
+worker beside the old one, which serves until the new one is ready and
+then retires) is ``reloads``'. The clock, the worker
 processes (``forking``) and the reading of the configuration
 (``reloading``) are arguments, so that tests drive it in process.
 """
 
+import contextlib
 import logging
 import selectors
 import signal
 import socket
 import time
+from collections.abc import Iterator
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from fingerd import logsetup
 from fingerd.limits import STARTUP_TIMEOUT, STOP_GRACE_SECONDS
-from fingerd.process import wakeup
-from fingerd.process.backoff import Backoff
 from fingerd.process.channel import ParentEnd
-from fingerd.process.exits_and_signals import describe_exit
+from fingerd.process.exits_and_signals import HANDLED_SIGNALS, describe_exit
 from fingerd.process.filewriter import FileWriter
 from fingerd.process.logrelay import LogRelay
 from fingerd.process.monitor import HEARTBEAT_TIMEOUT, Monitor
 from fingerd.process.notify import STOPPING, reloading
 from fingerd.process.reloads import Reloads
-from fingerd.process.states import NEXT_STATE, Phase, State
+from fingerd.process.states import NEXT_STATE, Backoff, Phase, State
 from fingerd.process.worker_handle import WorkerHandle
 
 if TYPE_CHECKING:
@@ -97,7 +100,7 @@ class Supervisor:
         return {State.STOPPED: 0, State.FATAL: 1}.get(self.state)
 
     def run(self) -> int:
-        with wakeup.signals_to(self._sel, self._on_signal):
+        with signals_to(self._sel, self._on_signal):
             self.start_worker()
             while self.exit_status is None:
                 self.step(self._timeout())
@@ -303,3 +306,34 @@ class Supervisor:
         if self.on_ready is not None:
             self.on_ready(reason)
 
+
+@contextlib.contextmanager
+def signals_to(selector: selectors.BaseSelector,
+               on_signal: Callable[[int], None]) -> Iterator[None]:
+    """While in the block, HANDLED_SIGNALS come to ``on_signal`` from ``selector``'s loop,
+    each once a turn however often it was sent."""
+    wake_r, wake_w = socket.socketpair()
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    for signum in HANDLED_SIGNALS:
+        signal.signal(signum, _record_only)
+    signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+    selector.register(wake_r, selectors.EVENT_READ, lambda wake: _read(wake, on_signal))
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(-1)
+
+
+def _read(wake: socket.socket, on_signal: Callable[[int], None]) -> None:
+    try:
+        data = wake.recv(256)
+    except BlockingIOError:
+        return
+    for signum in dict.fromkeys(data):
+        on_signal(signum)
+
+
+def _record_only(signum: int, frame: Optional[FrameType]) -> None:
+    """Python writes ``signum`` to the wake-up socket; the loop does the work."""
