@@ -211,23 +211,23 @@ def test_every_docs_page_is_reached_from_the_readme():
 # docs/design.md
 
 def mapped_modules():
-    """The modules docs/design.md's module map names, as paths under fingerd/."""
+    """The modules docs/design.md's module map names, as paths under fingerd/: each
+    folder's entries are indented two columns more than the folder."""
     text = read(os.path.join(DOCS, "design.md"))
     block = text[text.index("\n    fingerd/\n"):]
-    modules, package = set(), ""
+    modules, folders = set(), []
     for line in block.splitlines()[2:]:
         if not line.startswith("      "):
             break
-        folder = re.match(r"      ([a-z_]+)/\s", line)
-        top = re.match(r"      ([a-z_]+\.py(?: [a-z_]+\.py)*)\s", line)
-        inner = re.match(r"        ([a-z_]+\.py)\s", line)
-        if folder:
-            package = folder.group(1) + "/"
-        elif top:
-            package = ""
-            modules.update(top.group(1).split())
-        elif inner:
-            modules.add(package + inner.group(1))
+        entry = re.match(r"((?:  )+)([a-z_]+/|[a-z_]+\.py(?: [a-z_]+\.py)*)\s", line)
+        if not entry:
+            continue
+        depth = len(entry.group(1)) // 2 - 3
+        del folders[depth:]
+        if entry.group(2).endswith("/"):
+            folders.append(entry.group(2))
+        else:
+            modules.update("".join(folders) + name for name in entry.group(2).split())
     return modules
 
 
@@ -242,7 +242,7 @@ def test_the_design_module_map_names_every_module_and_no_other():
 def test_the_design_walks_name_only_modules_that_exist():
     text = read(os.path.join(DOCS, "design.md"))
     walks = text[text.index("## A finger query, module by module"):]
-    named = set(re.findall(r"`((?:[a-z_]+/)?[a-z_]+\.py)`", walks))
+    named = set(re.findall(r"`((?:[a-z_]+/)*[a-z_]+\.py)`", walks))
     assert named and named <= mapped_modules()
 
 

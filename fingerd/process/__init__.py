@@ -11,7 +11,7 @@ Where each module runs:
   the parent), ``priority``, ``listeners``, ``accounts``, ``pidfile``,
   ``reload_status``, ``daemonize``;
 - the worker: ``worker``, ``confine``, ``privdrop``;
-- the writer child: ``writer_child``;
+- the writer child: ``writer.child``;
 - both ends of a pipe between them: ``channel`` (the worker's requests),
   ``logrelay`` (its log lines), ``parent_counts``;
 - all of them: ``exits_and_signals``, which imports nothing of the project.

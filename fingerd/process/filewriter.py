@@ -30,7 +30,7 @@ file is being validated) is finished at WRITER_NICENESS instead, so that no
 set waits for idle time that never comes; so is a child let go, which has
 only to end.
 
-This module is the parent's side; the child's loop is ``writer_child``. Its
+This module is the parent's side; the child's loop is ``writer.child``. Its
 reports say which version of the file it trusts, and the parent hands that to
 the next child.
 """
@@ -47,7 +47,7 @@ from typing import Any, Callable, Optional
 from fingerd.limits import REPLY_TIMEOUT
 from fingerd.process.channel import error_reply, set_reply, signature
 from fingerd.process.exits_and_signals import describe_exit
-from fingerd.process.writer_child import NOT_IN_TIME
+from fingerd.process.writer.child import NOT_IN_TIME
 from fingerd.process.writer_handle import WriteRequest, WriterHandle
 from fingerd.users.editing import StatusWriter
 

@@ -12,8 +12,9 @@ import signal
 from collections.abc import Callable
 from typing import Any, NamedTuple, Optional
 
-from fingerd.process import priority, writer_child
+from fingerd.process import priority
 from fingerd.process.exits_and_signals import HANDLED_SIGNALS
+from fingerd.process.writer import child
 from fingerd.users.editing import StatusWriter
 
 #: Niceness a writing child adds to the parent's: what it competes at once promoted,
@@ -64,7 +65,7 @@ class WriterHandle:
             if pid == 0:
                 code = 1
                 try:
-                    code = writer_child.serve(requests_r, reports_w, writer)
+                    code = child.serve(requests_r, reports_w, writer)
                 finally:
                     os._exit(code)
         finally:
