@@ -18,9 +18,9 @@ import threading
 
 import pytest
 
-from fingerd.process import confine
 from fingerd.process.accounts import Account
-from fingerd.process.privdrop import drop_privileges
+from fingerd.process.worker import confine
+from fingerd.process.worker.privdrop import drop_privileges
 from tests.support.children import in_child
 from tests.support.markers import needs_root
 from tests.support.procfs import proc_status

@@ -16,8 +16,8 @@ import threading
 import time
 
 from fingerd import limits
-from fingerd.process.logpipe import PipeHandler
 from fingerd.process.logrelay import LogRelay, clean
+from fingerd.process.worker.logpipe import PipeHandler
 from tests.support import ROOT
 from tests.support.polling import wait_until
 

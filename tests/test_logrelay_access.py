@@ -10,7 +10,6 @@ import time
 
 from fingerd import logsetup
 from fingerd.logsetup import STAMP_END
-from fingerd.process.logpipe import PipeHandler
 from fingerd.process.logrelay import (
     ACCESS_BATCH_BYTES,
     ACCESS_LINE_END,
@@ -18,6 +17,7 @@ from fingerd.process.logrelay import (
     ACCESS_RECORD_START,
     LogRelay,
 )
+from fingerd.process.worker.logpipe import PipeHandler
 from tests.support.polling import wait_until
 
 STAMP = "2026-12-06 01:02:03,456"

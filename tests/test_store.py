@@ -194,7 +194,7 @@ def test_concurrent_setters_lose_no_update(store, path):
 @pytest.fixture
 def worker_switch_interval():
     """The worker's GIL switch interval, under which readers and reloads interleave finely."""
-    from fingerd.process.worker import SWITCH_INTERVAL
+    from fingerd.process.worker.main import SWITCH_INTERVAL
     before = sys.getswitchinterval()
     sys.setswitchinterval(SWITCH_INTERVAL)
     yield

@@ -10,7 +10,8 @@ Where each module runs:
   ``filewriter`` and ``writer_handle`` (the users file writer child, seen from
   the parent), ``priority``, ``listeners``, ``accounts``, ``pidfile``,
   ``reload_status``, ``daemonize``;
-- the worker: ``worker``, ``confine``, ``privdrop``;
+- the worker: ``worker.main``, ``worker.confine``, ``worker.privdrop``,
+  ``worker.logpipe`` (its end of the log pipe);
 - the writer child: ``writer.child``;
 - both ends of a pipe between them: ``channel`` (the worker's requests),
   ``logrelay`` (its log lines), ``parent_counts``;

@@ -59,7 +59,7 @@ import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple, Optional, Union
 
-from fingerd.process.privdrop import drop_privileges
+from fingerd.process.worker.privdrop import drop_privileges
 
 if TYPE_CHECKING:
     from fingerd.process.accounts import Account

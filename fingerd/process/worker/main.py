@@ -18,12 +18,12 @@ from typing import Any, Optional
 
 from fingerd.limits import STOP_GRACE_SECONDS
 from fingerd.metrics import Metrics
-from fingerd.process import confine
 from fingerd.process.channel import MonitorClient
 from fingerd.process.exits_and_signals import EXIT_FATAL, EXIT_SOFTWARE, WORKER_SIGNALS
-from fingerd.process.logpipe import PipeHandler
 from fingerd.process.parent_counts import ConfigReloads
-from fingerd.process.privdrop import PrivilegeError
+from fingerd.process.worker import confine
+from fingerd.process.worker.logpipe import PipeHandler
+from fingerd.process.worker.privdrop import PrivilegeError
 from fingerd.serving.assembly import Service
 from fingerd.users.backends import open_store
 from fingerd.users.editing import StoreError
