@@ -8,7 +8,7 @@ sequence stays one inert line.
 
 A line is formatted here, stamped with the time the request ended, and handed
 to the first handler of the root logger that takes lines in batches (the
-worker's pipe to the parent, process/logrelay.py): no logging record a line.
+worker's pipe to the parent, process/worker/logpipe.py): no logging record a line.
 Without one (the server run in a process of its own) each line is a record.
 """
 

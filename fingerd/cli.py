@@ -21,12 +21,12 @@ from fingerd.config import (
     configured_log_file,
     load_config,
 )
-from fingerd.process import activation, daemonize, notify, reloading
-from fingerd.process.accounts import Account, AccountError, resolve_account
-from fingerd.process.address_check import held_addresses
 from fingerd.process.exits_and_signals import HANDLED_SIGNALS
-from fingerd.process.forking import ForkedWorkers
-from fingerd.process.listeners import (
+from fingerd.process.parent import activation, daemonize, notify, reloading
+from fingerd.process.parent.accounts import Account, AccountError, resolve_account
+from fingerd.process.parent.address_check import held_addresses
+from fingerd.process.parent.forking import ForkedWorkers
+from fingerd.process.parent.listeners import (
     BindError,
     bind_all,
     close_all,
@@ -36,9 +36,9 @@ from fingerd.process.listeners import (
     remove_unix_sockets,
     unix_socket_paths,
 )
+from fingerd.process.parent.supervisor import Supervisor
 from fingerd.process.pidfile import AlreadyRunning, Pidfile
 from fingerd.process.reload_status import ReloadStatus
-from fingerd.process.supervisor import Supervisor
 from fingerd.users import fileio
 from fingerd.users.backends import redis_problem
 from fingerd.users.redis_schema import redacted, users_key

@@ -55,7 +55,7 @@ class Metrics:
     ``fingerd_parent_process_*``, beside the worker's own ``process_*``;
     ``config_reloads`` the parent's count of configuration reloads
     (process/parent_counts.py); ``access_log_dropped`` reads the count of
-    access log lines dropped (process/logrelay.py's PipeHandler).
+    access log lines dropped (process/worker/logpipe.py's PipeHandler).
     """
 
     def __init__(self, outcomes: Mapping[str, Sequence[str]] = BY_SERVICE,

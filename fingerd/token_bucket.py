@@ -2,7 +2,7 @@
 
 The one refill formula of the daemon, for the setter's rate limit
 (serving/rate_limit.py) and the parent's relay of worker log lines
-(process/logrelay.py). Pure: the time is an argument. Not thread-safe:
+(process/parent/logrelay.py). Pure: the time is an argument. Not thread-safe:
 its owner locks, or owns it on one thread.
 """
 

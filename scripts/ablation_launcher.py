@@ -28,7 +28,7 @@ sys.path.insert(0, ROOT)
 from prometheus_client import CollectorRegistry, Counter, Histogram  # noqa: E402 (after the path)
 
 from fingerd import cli, metrics  # noqa: E402
-from fingerd.process import priority, writer_handle  # noqa: E402
+from fingerd.process.parent import priority, writer_handle  # noqa: E402
 from fingerd.process.worker import main as worker  # noqa: E402
 from fingerd.serving import finger, listening, loop  # noqa: E402
 from fingerd.users import store, table, usersfile  # noqa: E402

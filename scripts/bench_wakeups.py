@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """How long a process that wakes on the core where the users file is being written waits
-to run, by the scheduling of the writer (fingerd/process/priority.py's choice).
+to run, by the scheduling of the writer (fingerd/process/parent/priority.py's choice).
 
 A probe pinned to the first core sleeps on a pipe; this process, pinned to
 the second, writes the time into the pipe every --interval ms, and the probe
@@ -46,7 +46,7 @@ from bench import CLIENT_CPU, SERVER_CPU, machine  # noqa: E402
 from bench_scale import write_users  # noqa: E402
 from bench_sets import pct  # noqa: E402
 
-from fingerd.process import priority  # noqa: E402
+from fingerd.process.parent import priority  # noqa: E402
 from fingerd.users.editing import StatusWriter  # noqa: E402
 
 POLICIES = ("none", "nice", "batch", "idle")

@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fingerd.config import parse_config  # noqa: E402
 from fingerd.metrics import Metrics  # noqa: E402
-from fingerd.process.listeners import bind_all  # noqa: E402
+from fingerd.process.parent.listeners import bind_all  # noqa: E402
 from fingerd.serving.assembly import Service  # noqa: E402
 from fingerd.serving.loop import Connection, ServingLoop  # noqa: E402
 from fingerd.users.store import UserStore  # noqa: E402

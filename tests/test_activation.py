@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from fingerd.process.activation import ROLES, ActivationError, listed
+from fingerd.process.parent.activation import ROLES, ActivationError, listed
 from tests.support import ROOT
 from tests.support.children import as_nobody
 from tests.support.markers import needs_ipv6, needs_root, needs_tool

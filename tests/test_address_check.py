@@ -5,7 +5,7 @@ import struct
 
 import pytest
 
-from fingerd.process.address_check import conflicting
+from fingerd.process.parent.address_check import conflicting
 
 # Port 0x1F90 = 8080 in every line; states 0A listening, 07 bound only, 01 a connection.
 PROC_TCP = """\

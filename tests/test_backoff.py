@@ -1,4 +1,4 @@
-from fingerd.process.states import BACKOFF_CAP, Backoff, backoff_delay
+from fingerd.process.parent.states import BACKOFF_CAP, Backoff, backoff_delay
 
 
 def test_the_delay_stays_at_the_cap_however_many_young_deaths():

@@ -18,7 +18,7 @@ import threading
 
 import pytest
 
-from fingerd.process.accounts import Account
+from fingerd.process.parent.accounts import Account
 from fingerd.process.worker import confine
 from fingerd.process.worker.privdrop import drop_privileges
 from tests.support.children import in_child

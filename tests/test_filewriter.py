@@ -12,9 +12,14 @@ import time
 import pytest
 
 from fingerd.limits import REPLY_TIMEOUT
-from fingerd.process import priority
-from fingerd.process.filewriter import COMMIT_MARGIN, LINGER_SECONDS, PROMOTE_AFTER, FileWriter
-from fingerd.process.writer_handle import WRITER_NICENESS
+from fingerd.process.parent import priority
+from fingerd.process.parent.filewriter import (
+    COMMIT_MARGIN,
+    LINGER_SECONDS,
+    PROMOTE_AFTER,
+    FileWriter,
+)
+from fingerd.process.parent.writer_handle import WRITER_NICENESS
 from fingerd.users import editing, fileio
 from tests.support.markers import needs_root, needs_tool
 from tests.support.procfs import scheduling

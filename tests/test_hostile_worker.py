@@ -11,8 +11,8 @@ import time
 import pytest
 
 from fingerd.process.channel import MAX_QUEUED_REPLIES
-from fingerd.process.monitor import MAX_WAITING_SETS
-from fingerd.process.supervisor import WRITE_STOP_WAIT
+from fingerd.process.parent.monitor import MAX_WAITING_SETS
+from fingerd.process.parent.supervisor import WRITE_STOP_WAIT
 from tests.support import ROOT
 from tests.support.polling import during, wait_until
 from tests.support.procfs import children

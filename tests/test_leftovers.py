@@ -13,8 +13,8 @@ import os
 import signal
 import time
 
-from fingerd.process import descendants
-from fingerd.process.forking import ForkedWorkers
+from fingerd.process.parent import descendants
+from fingerd.process.parent.forking import ForkedWorkers
 from fingerd.process.worker import main as worker
 from tests.support.children import in_child
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from fingerd.process.listeners import BindError, bind_unix
+from fingerd.process.parent.listeners import BindError, bind_unix
 from tests.support import ROOT
 from tests.support.accounts import GROUP, made_accounts
 from tests.support.markers import needs_root, needs_tool
@@ -201,7 +201,7 @@ def test_a_missing_directory_is_made_0755_and_the_socket_born_0666(public_dir):
 def test_the_socket_is_born_0666_and_no_operation_by_path_follows_the_bind(public_dir):
     path = os.path.join(directory(public_dir, 0o755), SOCKET)
     trace = os.path.join(public_dir, "trace")
-    script = (f"from fingerd.process.listeners import bind_unix; "
+    script = (f"from fingerd.process.parent.listeners import bind_unix; "
               f"bind_unix({path!r}, 5, {OPTION!r})")
     subprocess.run(["strace", "-qq", "-e", "trace=%file,bind,umask", "-o", trace,
                     sys.executable, "-c", script], cwd=ROOT, check=True, timeout=60)

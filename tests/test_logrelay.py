@@ -16,7 +16,7 @@ import threading
 import time
 
 from fingerd import limits
-from fingerd.process.logrelay import LogRelay, clean
+from fingerd.process.parent.logrelay import LogRelay, clean
 from fingerd.process.worker.logpipe import PipeHandler
 from tests.support import ROOT
 from tests.support.polling import wait_until
@@ -289,9 +289,9 @@ HOSTILE_PARENT = r"""
 import json, os, signal, sys
 from fingerd import logsetup
 from fingerd.process.channel import channel
-from fingerd.process.forking import ForkedWorkers
+from fingerd.process.parent.forking import ForkedWorkers
 from fingerd.process.exits_and_signals import HANDLED_SIGNALS
-from fingerd.process.supervisor import Supervisor
+from fingerd.process.parent.supervisor import Supervisor
 
 FORGED = [{"level": 50, "message": "x\n2026-01-01 00:00:00,000 fingerd[1]: CRITICAL root "
                                    "password changed by admin"},

@@ -10,7 +10,7 @@ import time
 
 from fingerd import logsetup
 from fingerd.logsetup import STAMP_END
-from fingerd.process.logrelay import (
+from fingerd.process.parent.logrelay import (
     ACCESS_BATCH_BYTES,
     ACCESS_LINE_END,
     ACCESS_LOSSES_WARNING,

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from fingerd.process import priority
+from fingerd.process.parent import priority
 from tests.support.accounts import become_nobody
 from tests.support.children import in_child
 from tests.support.markers import needs_root, needs_tool

@@ -6,7 +6,7 @@ import socket
 import pytest
 
 from fingerd.config import parse_config
-from fingerd.process.listeners import BindError, bind_all, close_all, rebind_all
+from fingerd.process.parent.listeners import BindError, bind_all, close_all, rebind_all
 
 
 def config(finger, setter, metrics="", sock="", backlog=16):

@@ -11,10 +11,10 @@ import pytest
 
 from fingerd.config import load_config
 from fingerd.process import reload_status
-from fingerd.process.listeners import bind_all, close_all
+from fingerd.process.parent.listeners import bind_all, close_all
+from fingerd.process.parent.reloading import prepare
+from fingerd.process.parent.reloads import ReloadRefused
 from fingerd.process.parent_counts import ConfigReloads
-from fingerd.process.reloading import prepare
-from fingerd.process.reloads import ReloadRefused
 from tests.support.children import in_child
 
 

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import pytest
 
 from fingerd.config import ConfigError, load_config
-from fingerd.process.listeners import BindError, bind_unix
+from fingerd.process.parent.listeners import BindError, bind_unix
 from fingerd.serving import peer_owner
 from fingerd.serving.peer_owner import NoSockDiag, OwnerLookup
 from fingerd.users.usersfile import parse_users

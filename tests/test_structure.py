@@ -74,7 +74,7 @@ def test_fingerd_ctl_loads_few_modules():
 
 
 def test_the_supervisors_import_closure_is_small():
-    loaded = modules_loaded_by("fingerd.process.supervisor")
+    loaded = modules_loaded_by("fingerd.process.parent.supervisor")
     assert len(loaded) <= MAX_SUPERVISOR_MODULES, loaded
     assert not any(m.startswith(("fingerd.serving", "fingerd.finger")) for m in loaded), loaded
     assert not [m for m in loaded if is_the_workers(m)], loaded
@@ -85,8 +85,8 @@ def test_nothing_but_the_command_imports_the_supervisor():
     anything else); only ``fingerd`` itself builds one."""
     importers = {os.path.relpath(path, ROOT): names for path in sources(PACKAGE)
                  for module, names in runtime_imports(path)
-                 if module == "fingerd.process.supervisor"
-                 or (module == "fingerd.process" and "supervisor" in names)}
+                 if module == "fingerd.process.parent.supervisor"
+                 or (module == "fingerd.process.parent" and "supervisor" in names)}
     assert importers == {"fingerd/cli.py": ["Supervisor"]}
 
 

@@ -13,11 +13,11 @@ import pytest
 from fingerd.limits import REPLY_TIMEOUT, STARTUP_TIMEOUT
 from fingerd.process.channel import MAX_QUEUED_REPLIES, MonitorClient, channel
 from fingerd.process.exits_and_signals import EXIT_FATAL, describe_exit
-from fingerd.process.monitor import MAX_WAITING_SETS
-from fingerd.process.reloading import Plan
-from fingerd.process.reloads import ReloadRefused
-from fingerd.process.states import BACKOFF_CAP, HEALTHY_UPTIME, State, backoff_delay
-from fingerd.process.supervisor import KILL_AFTER, Supervisor
+from fingerd.process.parent.monitor import MAX_WAITING_SETS
+from fingerd.process.parent.reloading import Plan
+from fingerd.process.parent.reloads import ReloadRefused
+from fingerd.process.parent.states import BACKOFF_CAP, HEALTHY_UPTIME, State, backoff_delay
+from fingerd.process.parent.supervisor import KILL_AFTER, Supervisor
 from fingerd.process.worker.logpipe import PipeHandler
 from fingerd.users import fileio
 

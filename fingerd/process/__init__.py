@@ -1,19 +1,14 @@
-"""The root parent and the worker: processes, privileges, files they hold.
+"""The daemon's processes, a package each, and what more than one of them runs.
 
-Where each module runs:
+- ``parent``: the root parent, which binds, forks and supervises, and never
+  serves a client;
+- ``worker``: the unprivileged worker, the only process that serves clients
+  (with ``fingerd.serving``, ``fingerd.finger`` and ``fingerd.users``);
+- ``writer``: the child that writes the users file for the parent.
 
-- the root parent: ``supervisor`` (the loop, the daemon's states), ``monitor``
-  (its answers to the workers' requests), ``reloads`` and ``reloading`` (a
-  reload's life, the configuration read again), ``worker_handle`` and
-  ``states`` (each worker's phase and deadline, the daemon's states and its
-  restart delays), ``forking`` and ``descendants`` (the worker processes),
-  ``filewriter`` and ``writer_handle`` (the users file writer child, seen from
-  the parent), ``priority``, ``listeners``, ``accounts``, ``pidfile``,
-  ``reload_status``, ``daemonize``;
-- the worker: ``worker.main``, ``worker.confine``, ``worker.privdrop``,
-  ``worker.logpipe`` (its end of the log pipe);
-- the writer child: ``writer.child``;
-- both ends of a pipe between them: ``channel`` (the worker's requests),
-  ``logrelay`` (its log lines), ``parent_counts``;
-- all of them: ``exits_and_signals``, which imports nothing of the project.
+Here, shared: ``channel`` (both ends of the worker's requests to the parent),
+``parent_counts`` (written by the parent, exported by the worker), ``pidfile``
+and ``reload_status`` (written by the parent, read by ``fingerd-ctl``; the
+pidfile is probed by ``fingerd -t`` too), and ``exits_and_signals``, which every
+process shares and which imports nothing of the project.
 """

@@ -20,10 +20,10 @@ import time
 from types import SimpleNamespace
 
 from fingerd import logsetup
-from fingerd.process import supervisor
 from fingerd.process.channel import MonitorClient, channel
 from fingerd.process.exits_and_signals import HANDLED_SIGNALS
-from fingerd.process.forking import ForkedWorkers
+from fingerd.process.parent import supervisor
+from fingerd.process.parent.forking import ForkedWorkers
 from fingerd.users import fileio
 
 #: No body outlives this many seconds, nor its parent.

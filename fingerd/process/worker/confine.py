@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, NamedTuple, Optional, Union
 from fingerd.process.worker.privdrop import drop_privileges
 
 if TYPE_CHECKING:
-    from fingerd.process.accounts import Account
+    from fingerd.process.parent.accounts import Account
 
 PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4

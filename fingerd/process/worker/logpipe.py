@@ -4,7 +4,7 @@ The worker never writes a log file: each record goes as one JSON line, access
 lines in batches (ACCESS_BATCH_BYTES, or ACCESS_FLUSH_SECONDS after the first),
 on a thread of its own that never holds up serving; what does not fit the
 queue is dropped and counted. The format, and the parent's end that distrusts
-all of it, are in logrelay.
+all of it, are in the parent's ``logrelay``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 
-from fingerd.process.logrelay import (
+from fingerd.process.parent.logrelay import (
     ACCESS_BATCH_BYTES,
     ACCESS_FLUSH_SECONDS,
     ACCESS_LINE_END,

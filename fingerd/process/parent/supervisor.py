@@ -36,16 +36,16 @@ from fingerd import logsetup
 from fingerd.limits import STARTUP_TIMEOUT, STOP_GRACE_SECONDS
 from fingerd.process.channel import ParentEnd
 from fingerd.process.exits_and_signals import HANDLED_SIGNALS, describe_exit
-from fingerd.process.filewriter import FileWriter
-from fingerd.process.logrelay import LogRelay
-from fingerd.process.monitor import HEARTBEAT_TIMEOUT, Monitor
-from fingerd.process.notify import STOPPING, reloading
-from fingerd.process.reloads import Reloads
-from fingerd.process.states import NEXT_STATE, Backoff, Phase, State
-from fingerd.process.worker_handle import WorkerHandle
+from fingerd.process.parent.filewriter import FileWriter
+from fingerd.process.parent.logrelay import LogRelay
+from fingerd.process.parent.monitor import HEARTBEAT_TIMEOUT, Monitor
+from fingerd.process.parent.notify import STOPPING, reloading
+from fingerd.process.parent.reloads import Reloads
+from fingerd.process.parent.states import NEXT_STATE, Backoff, Phase, State
+from fingerd.process.parent.worker_handle import WorkerHandle
 
 if TYPE_CHECKING:
-    from fingerd.process.reloading import Plan
+    from fingerd.process.parent.reloading import Plan
 
 log = logging.getLogger("fingerd")
 

@@ -10,11 +10,11 @@ import os
 import signal
 import socket
 
-from fingerd.process import descendants
 from fingerd.process.channel import channel
 from fingerd.process.exits_and_signals import EXIT_SOFTWARE, HANDLED_SIGNALS, WORKER_SIGNALS
+from fingerd.process.parent import descendants
+from fingerd.process.parent.reloading import Plan
 from fingerd.process.parent_counts import ConfigReloads
-from fingerd.process.reloading import Plan
 from fingerd.process.worker import main as worker
 from fingerd.users import snapshot
 

@@ -47,8 +47,8 @@ from typing import Any, Callable, Optional
 from fingerd.limits import REPLY_TIMEOUT
 from fingerd.process.channel import error_reply, set_reply, signature
 from fingerd.process.exits_and_signals import describe_exit
+from fingerd.process.parent.writer_handle import WriteRequest, WriterHandle
 from fingerd.process.writer.child import NOT_IN_TIME
-from fingerd.process.writer_handle import WriteRequest, WriterHandle
 from fingerd.users.editing import StatusWriter
 
 log = logging.getLogger("fingerd")

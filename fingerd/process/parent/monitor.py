@@ -20,9 +20,9 @@ from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
 from fingerd.process.channel import WorkerMisbehaved, error_reply, parse_message, set_problem
-from fingerd.process.filewriter import FileWriter
-from fingerd.process.states import Phase
-from fingerd.process.worker_handle import WorkerHandle
+from fingerd.process.parent.filewriter import FileWriter
+from fingerd.process.parent.states import Phase
+from fingerd.process.parent.worker_handle import WorkerHandle
 
 log = logging.getLogger("fingerd")
 

@@ -18,9 +18,9 @@ import os
 from typing import Optional
 
 from fingerd.config import Config, ConfigError, load_config
-from fingerd.process import activation, listeners
-from fingerd.process.accounts import AccountError, resolve_account
-from fingerd.process.reloads import ReloadRefused
+from fingerd.process.parent import activation, listeners
+from fingerd.process.parent.accounts import AccountError, resolve_account
+from fingerd.process.parent.reloads import ReloadRefused
 from fingerd.users.backends import redis_problem
 
 log = logging.getLogger("fingerd")

@@ -11,8 +11,8 @@ import socket
 from typing import Any, Optional
 
 from fingerd.process.channel import ParentEnd
-from fingerd.process.logrelay import LogRelay
-from fingerd.process.states import NEXT_PHASE, Phase
+from fingerd.process.parent.logrelay import LogRelay
+from fingerd.process.parent.states import NEXT_PHASE, Phase
 
 
 class WorkerHandle:

@@ -12,8 +12,8 @@ import signal
 from collections.abc import Callable
 from typing import Any, NamedTuple, Optional
 
-from fingerd.process import priority
 from fingerd.process.exits_and_signals import HANDLED_SIGNALS
+from fingerd.process.parent import priority
 from fingerd.process.writer import child
 from fingerd.users.editing import StatusWriter
 

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from fingerd.limits import STARTUP_TIMEOUT
 from fingerd.process.exits_and_signals import describe_exit
-from fingerd.process.logrelay import clean
-from fingerd.process.states import State
-from fingerd.process.worker_handle import WorkerHandle
+from fingerd.process.parent.logrelay import clean
+from fingerd.process.parent.states import State
+from fingerd.process.parent.worker_handle import WorkerHandle
 
 if TYPE_CHECKING:
-    from fingerd.process.supervisor import Supervisor
+    from fingerd.process.parent.supervisor import Supervisor
 
 log = logging.getLogger("fingerd")
 
