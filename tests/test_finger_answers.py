@@ -7,11 +7,10 @@ from fingerd.finger.sources import Directory, FileSource
 
 
 class Store:
-    def __init__(self, users):
-        self._users = users
+    """Publishes its table as the store does: a plain attribute."""
 
-    def users(self):
-        return self._users
+    def __init__(self, users):
+        self.table = users
 
 
 USERS = {"alice": "Happy and well", "bob": "Sleeping", "eve": "x\u202ey"}
