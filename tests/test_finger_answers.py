@@ -1,8 +1,7 @@
 """What the finger service answers, without sockets."""
 
-from fingerd.finger.answer import Rules, answer, may_forward
+from fingerd.finger.answer import Rules, answer, may_forward, parse_query
 from fingerd.finger.output import Renderer
-from fingerd.finger.query import parse_query
 from fingerd.finger.sources import Directory, FileSource
 
 

@@ -21,13 +21,12 @@ from tests.support.polling import wait_until
 
 #: Most modules a query on an answer-cache miss may cross, and which they are today:
 #: the serving loop and the finger service, the share (gate) and the framing (lines),
-#: then the answer itself (query, answer, sources, store, table, output) and its count.
-MOST_MODULES = 11
+#: then the answer itself (answer, sources, table, output) and its count.
+MOST_MODULES = 9
 PATH = {
     "fingerd.serving.loop", "fingerd.serving.finger", "fingerd.serving.gate",
-    "fingerd.serving.lines", "fingerd.finger.query", "fingerd.finger.answer",
-    "fingerd.finger.sources", "fingerd.users.store", "fingerd.users.table",
-    "fingerd.finger.output", "fingerd.metrics",
+    "fingerd.serving.lines", "fingerd.finger.answer", "fingerd.finger.sources",
+    "fingerd.users.table", "fingerd.finger.output", "fingerd.metrics",
 }
 
 
