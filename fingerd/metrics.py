@@ -4,11 +4,12 @@ Each Metrics object owns its registry, so tests and the worker never share
 global state. Label values come from the small fixed sets of outcomes.py.
 """
 
+import collections
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import partial
 from itertools import accumulate
-from operator import add
 from typing import Optional, Protocol
 
 import prometheus_client.metrics
@@ -40,6 +41,9 @@ _disable_created_series()
 DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BUCKET_NAMES = (*map(str, DURATION_BUCKETS), "+Inf")
+#: ``bucket_of(seconds)``: the index in BUCKET_NAMES of the bucket a request of ``seconds``
+#: falls in, its first bound at least ``seconds``. A C call, no Python.
+bucket_of = partial(bisect_left, DURATION_BUCKETS)
 
 
 class ReloadCounts(Protocol):
@@ -138,18 +142,40 @@ class AccessLogDropsCollector(Collector):
         yield family
 
 
+#: A key of Tally.requests: service, outcome, kind, and bucket_of the request's seconds.
+RequestKey = tuple[str, str, Optional[str], int]
+
+
 class Tally:
-    """One thread's request counts, written by that thread alone."""
+    """One thread's request counts, added to by that thread alone, with no lock and no
+    call (serving/loop.py's ``_finish``)::
 
-    __slots__ = ("requests", "buckets", "seconds", "bytes", "queries")
+        requests[service, outcome, kind, bucket_of(seconds)] += 1
+        seconds[service] += seconds
+        sent[service] += bytes sent
 
-    def __init__(self, outcomes: Mapping[str, Sequence[str]]) -> None:
-        self.requests = {(service, outcome): 0 for service, values in outcomes.items()
-                         for outcome in (*values, ERROR)}
-        self.buckets = {service: [0] * len(BUCKET_NAMES) for service in outcomes}
-        self.seconds = dict.fromkeys(outcomes, 0.0)
-        self.bytes = dict.fromkeys(outcomes, 0)
-        self.queries = dict.fromkeys(QUERY_KINDS, 0)
+    ``seconds`` and ``sent`` hold every counted service from the start;
+    ``requests`` gains a key the first time its thread counts one. Scrapes
+    read a tally only through ``dict()`` copies, which CPython makes in one
+    step, holding the GIL: a copy never sees a dict change size under it.
+    """
+
+    __slots__ = ("requests", "seconds", "sent")
+
+    def __init__(self, services: Iterable[str]) -> None:
+        self.requests: collections.Counter[RequestKey] = collections.Counter()
+        self.seconds = dict.fromkeys(services, 0.0)
+        self.sent = dict.fromkeys(self.seconds, 0)
+
+
+class ThisThread(threading.local):
+    """``tally``: the calling thread's Tally. threading.local runs ``__init__`` once in
+    each thread, the first time that thread reads ``tally``: the tally is made then and
+    handed to ``keep``, for scrapes to sum."""
+
+    def __init__(self, services: Iterable[str], keep: Callable[[Tally], None]) -> None:
+        self.tally = Tally(services)
+        keep(self.tally)
 
 
 class RequestCounts(Collector):
@@ -158,68 +184,70 @@ class RequestCounts(Collector):
 
     prometheus_client takes a lock for every increment and walks the
     histogram's buckets in Python: about 7 µs a query, one seventh of its
-    server CPU. Here each thread that answers adds plain integers to a tally
-    of its own, with no lock since no other thread writes it, and a scrape
-    sums the tallies. Every label set is shown from the start, at zero.
+    server CPU. Here each thread that answers adds plain numbers to a tally
+    of its own, ``this_thread.tally``, with no lock since no other thread
+    writes it and no call into fingerd, and a scrape sums the tallies.
+    Every label set is shown from the start, at zero.
     """
 
     def __init__(self, outcomes: Mapping[str, Sequence[str]]) -> None:
         self._outcomes = outcomes
-        self._zero = Tally(outcomes)
-        self._local = threading.local()
         self._tallies: list[Tally] = []
         self._lock = threading.Lock()
+        #: ``this_thread.tally``: the calling thread's Tally, for the serving loop to add to.
+        self.this_thread = ThisThread(outcomes, self._keep)
+
+    def _keep(self, tally: Tally) -> None:
+        with self._lock:
+            self._tallies.append(tally)
+
+    def _copies(self) -> list[tuple[dict[RequestKey, int], dict[str, float], dict[str, int]]]:
+        """Each thread's counts as they are now (see Tally)."""
+        with self._lock:
+            tallies = list(self._tallies)
+        return [(dict(tally.requests), dict(tally.seconds), dict(tally.sent))
+                for tally in tallies]
 
     def answered(self) -> int:
         """Requests answered so far, by every service (a reading, not a synchronisation)."""
-        with self._lock:
-            tallies = list(self._tallies)
-        return sum(sum(tally.requests.values()) for tally in tallies)
-
-    def record(self, service: str, outcome: str, seconds: float, sent: int,
-               kind: Optional[str]) -> None:
-        """Count one answered request; ``kind`` is a finger query's kind, or anything else."""
-        try:
-            tally = self._local.tally
-        except AttributeError:
-            tally = self._local.tally = Tally(self._outcomes)
-            with self._lock:
-                self._tallies.append(tally)
-        tally.requests[service, outcome] += 1
-        tally.buckets[service][bisect_left(DURATION_BUCKETS, seconds)] += 1
-        tally.seconds[service] += seconds
-        tally.bytes[service] += sent
-        if kind in tally.queries:
-            tally.queries[kind] += 1
+        return sum(sum(requests.values()) for requests, _seconds, _sent in self._copies())
 
     def collect(self) -> Iterator[Metric]:
-        with self._lock:
-            tallies = list(self._tallies)
-        yield self._counter("fingerd_requests", "Requests answered, by service and outcome.",
-                            ["service", "outcome"], tallies, "requests")
+        outcomes = self._outcomes
+        by_outcome = {(service, outcome): 0 for service, values in outcomes.items()
+                      for outcome in (*values, ERROR)}
+        buckets = {service: [0] * len(BUCKET_NAMES) for service in outcomes}
+        seconds = dict.fromkeys(outcomes, 0.0)
+        sent = dict.fromkeys(outcomes, 0)
+        kinds = dict.fromkeys(QUERY_KINDS, 0)
+        for requests, tally_seconds, tally_sent in self._copies():
+            for (service, outcome, kind, bucket), count in requests.items():
+                by_outcome[service, outcome] = by_outcome.get((service, outcome), 0) + count
+                buckets[service][bucket] += count
+                if kind in kinds:
+                    kinds[kind] += count
+            for service in outcomes:
+                seconds[service] += tally_seconds[service]
+                sent[service] += tally_sent[service]
+        yield _counter("fingerd_requests", "Requests answered, by service and outcome.",
+                       ["service", "outcome"], by_outcome.items())
         duration = HistogramMetricFamily(
             "fingerd_request_duration_seconds",
             "Time from accepting a connection to handing over its answer.",
             labels=["service"])
-        for service in self._outcomes:
-            counts = [0] * len(BUCKET_NAMES)
-            for tally in tallies:
-                counts = list(map(add, counts, tally.buckets[service]))
-            duration.add_metric([service], list(zip(BUCKET_NAMES, accumulate(counts))),
-                                sum(tally.seconds[service] for tally in tallies))
+        for service in outcomes:
+            duration.add_metric([service], list(zip(BUCKET_NAMES, accumulate(buckets[service]))),
+                                seconds[service])
         yield duration
-        yield self._counter("fingerd_answer_bytes", "Bytes of answers sent, by service.",
-                            ["service"], tallies, "bytes")
-        yield self._counter("fingerd_queries", "Finger queries read, by kind.", ["kind"],
-                            tallies, "queries")
+        yield _counter("fingerd_answer_bytes", "Bytes of answers sent, by service.",
+                       ["service"], (((service,), n) for service, n in sent.items()))
+        yield _counter("fingerd_queries", "Finger queries read, by kind.", ["kind"],
+                       (((kind,), n) for kind, n in kinds.items()))
 
-    def _counter(self, name: str, documentation: str, labels: list[str], tallies: list[Tally],
-                 field: str) -> CounterMetricFamily:
-        family = CounterMetricFamily(name, documentation, labels=labels)
-        totals = dict.fromkeys(getattr(self._zero, field), 0)
-        for tally in tallies:
-            for key, value in list(getattr(tally, field).items()):
-                totals[key] += value
-        for key, value in totals.items():
-            family.add_metric(key if isinstance(key, tuple) else (key,), value)
-        return family
+
+def _counter(name: str, documentation: str, labels: list[str],
+             values: Iterable[tuple[Sequence[str], float]]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for label_values, value in values:
+        family.add_metric(label_values, value)
+    return family

@@ -20,6 +20,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,9 +89,24 @@ def shards() -> None:
     _replace(table, "_MASK", 0)
 
 
+class _Adding:
+    """Stands in for a dict of a Tally: ``adding[key] += amount`` calls ``add(key, amount)``
+    (each key reads as 0)."""
+
+    def __init__(self, add: Callable[[Any, Any], None]) -> None:
+        self._add = add
+
+    def __getitem__(self, key: object) -> int:
+        return 0
+
+    def __setitem__(self, key: object, amount: Any) -> None:
+        self._add(key, amount)
+
+
 def metric_tallies() -> None:
     """Requests counted by prometheus_client's Counter and Histogram (a lock each
-    increment, the buckets walked in Python), as before the per-thread tallies."""
+    increment, the buckets walked in Python), as before the per-thread tallies: every
+    thread's ``this_thread.tally`` hands what the loop adds to them."""
     counts = metrics.RequestCounts
     build = counts.__init__
 
@@ -98,25 +114,27 @@ def metric_tallies() -> None:
         build(self, outcomes)
         registry = CollectorRegistry()
         self.by_outcome = Counter("r", "", ["service", "outcome"], registry=registry)
-        self.duration = Histogram("d", "", ["service"], registry=registry,
-                                  buckets=metrics.DURATION_BUCKETS)
-        self.sent = Counter("b", "", ["service"], registry=registry)
-        self.kinds = Counter("q", "", ["kind"], registry=registry)
+        duration = Histogram("d", "", ["service"], registry=registry,
+                             buckets=metrics.DURATION_BUCKETS)
+        sent = Counter("b", "", ["service"], registry=registry)
+        kinds = Counter("q", "", ["kind"], registry=registry)
 
-    def record(self: Any, service: str, outcome: str, seconds: float, sent: int,
-               kind: object) -> None:
-        self.by_outcome.labels(service, outcome).inc()
-        self.duration.labels(service).observe(seconds)
-        self.sent.labels(service).inc(sent)
-        if kind in metrics.QUERY_KINDS:
-            self.kinds.labels(kind).inc()
+        def request(key: tuple, amount: int) -> None:
+            service, outcome, kind, _bucket = key
+            self.by_outcome.labels(service, outcome).inc(amount)
+            if kind in metrics.QUERY_KINDS:
+                kinds.labels(kind).inc(amount)
+
+        self.this_thread = SimpleNamespace(tally=SimpleNamespace(
+            requests=_Adding(request),
+            seconds=_Adding(lambda service, seconds: duration.labels(service).observe(seconds)),
+            sent=_Adding(lambda service, size: sent.labels(service).inc(size))))
 
     def answered(self: Any) -> int:
         return int(sum(s.value for m in self.by_outcome.collect() for s in m.samples
                        if s.name.endswith("_total")))
 
     _replace(counts, "__init__", __init__)
-    _replace(counts, "record", record)
     _replace(counts, "answered", answered)
 
 

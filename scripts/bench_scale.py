@@ -73,7 +73,7 @@ def load_times(path, rounds=3):
         started = time.perf_counter()
         store.reload(force=True)
         reloads.append(time.perf_counter() - started)
-    return statistics.median(loads), statistics.median(reloads), len(store.users())
+    return statistics.median(loads), statistics.median(reloads), len(store.table)
 
 
 def with_reloads(server, clients, queries, loadgen, every=2.0):

@@ -5,9 +5,9 @@ import threading
 
 import pytest
 
+from fingerd.finger.answer import parse_query
 from fingerd.finger.dialer import Dialer, NoRoute
 from fingerd.finger.forward import Forwarder
-from fingerd.finger.query import parse_query
 from tests.support.polling import wait_until
 
 

@@ -1,17 +1,15 @@
 """What the finger service answers, without sockets."""
 
-from fingerd.finger.answer import Rules, answer, may_forward
+from fingerd.finger.answer import Rules, answer, may_forward, parse_query
 from fingerd.finger.output import Renderer
-from fingerd.finger.query import parse_query
 from fingerd.finger.sources import Directory, FileSource
 
 
 class Store:
-    def __init__(self, users):
-        self._users = users
+    """Publishes its table as the store does: a plain attribute."""
 
-    def users(self):
-        return self._users
+    def __init__(self, users):
+        self.table = users
 
 
 USERS = {"alice": "Happy and well", "bob": "Sleeping", "eve": "x\u202ey"}

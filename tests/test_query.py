@@ -1,11 +1,11 @@
-"""The RFC 1288 query grammar."""
+"""The RFC 1288 query grammar: parse_query in finger/answer.py."""
 
 import string
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fingerd.finger.query import Query, parse_query
+from fingerd.finger.answer import Query, parse_query
 from fingerd.outcomes import FORWARDING, LIST, USER, VERBOSE
 from tests.support.fuzzing import NAMES, tokens
 

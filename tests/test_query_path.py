@@ -21,13 +21,13 @@ from tests.support.polling import wait_until
 
 #: Most modules a query on an answer-cache miss may cross, and which they are today:
 #: the serving loop and the finger service, the share (gate) and the framing (lines),
-#: then the answer itself (query, answer, sources, store, table, output) and its count.
-MOST_MODULES = 11
+#: then the answer itself (answer, sources, table, output). The loop counts the
+#: answer into its thread's tally (metrics.Tally) without a call.
+MOST_MODULES = 8
 PATH = {
     "fingerd.serving.loop", "fingerd.serving.finger", "fingerd.serving.gate",
-    "fingerd.serving.lines", "fingerd.finger.query", "fingerd.finger.answer",
-    "fingerd.finger.sources", "fingerd.users.store", "fingerd.users.table",
-    "fingerd.finger.output", "fingerd.metrics",
+    "fingerd.serving.lines", "fingerd.finger.answer", "fingerd.finger.sources",
+    "fingerd.users.table", "fingerd.finger.output",
 }
 
 
@@ -77,8 +77,9 @@ def traced_service(tmp_path):
 
 def test_a_query_on_an_answer_cache_miss_crosses_few_modules(traced_service):
     trace, port, metrics = traced_service
-    # Once a first query is answered and its slot freed the loop is serving, and
-    # "alice" is not cached.
+    # Once a first query is answered and its slot freed, the loop is serving, its
+    # thread has made its tally (metrics.ThisThread, once a thread), and "alice" is
+    # not cached.
     assert exchange(port, b"nobody\r\n") == b"No such user\r\n"
     wait_until(lambda: metrics.registry.get_sample_value("fingerd_connections_active") == 0,
                what="the first query's slot to be freed")

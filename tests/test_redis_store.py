@@ -52,7 +52,7 @@ def sample(metrics, name, **labels):
 def test_load_reads_the_whole_hash(open_store):
     metrics = Metrics()
     store = open_store(metrics)
-    assert dict(store.users().items()) == {"alice": "Happy", "bob": "Sleeping"}
+    assert dict(store.table.items()) == {"alice": "Happy", "bob": "Sleeping"}
     assert sample(metrics, "fingerd_users") == 2
     assert sample(metrics, "fingerd_store_up") == 1
     assert sample(metrics, "fingerd_reloads_total", outcome="success") == 1
@@ -63,8 +63,8 @@ def test_a_set_is_acknowledged_by_redis_served_here_and_by_every_other_store(ope
     here, there = open_store(), open_store()
     here.set_status("carol", "New here")
     assert direct.hget(KEY, "carol") == b"New here"
-    assert here.users()["carol"] == "New here"
-    wait_until(lambda: there.users().get("carol") == "New here", timeout=2,
+    assert here.table["carol"] == "New here"
+    wait_until(lambda: there.table.get("carol") == "New here", timeout=2,
                what="the other store to serve the set")
 
 
@@ -72,10 +72,10 @@ def test_a_hint_makes_every_store_read_the_name_again(open_store, direct):
     store = open_store()
     direct.hset(KEY, "dave", "Away")
     direct.publish(CHANNEL, "dave")
-    wait_until(lambda: store.users().get("dave") == "Away", what="dave served")
+    wait_until(lambda: store.table.get("dave") == "Away", what="dave served")
     direct.hdel(KEY, "alice")
     direct.publish(CHANNEL, "alice")
-    wait_until(lambda: "alice" not in store.users(), what="alice gone")
+    wait_until(lambda: "alice" not in store.table, what="alice gone")
 
 
 def test_what_was_changed_without_a_hint_is_read_on_reload(open_store, direct):
@@ -83,7 +83,7 @@ def test_what_was_changed_without_a_hint_is_read_on_reload(open_store, direct):
     direct.hset(KEY, "erin", "Quiet")
     direct.hdel(KEY, "bob")
     store.reload(force=True)
-    wait_until(lambda: dict(store.users().items()) == {"alice": "Happy", "erin": "Quiet"},
+    wait_until(lambda: dict(store.table.items()) == {"alice": "Happy", "erin": "Quiet"},
                what="the whole hash read again")
 
 
@@ -92,17 +92,17 @@ def test_invalid_entries_are_never_served_and_reported_once(open_store, direct, 
                               "gina": b"\xff"})
     with caplog.at_level(logging.ERROR):
         store = open_store()
-        assert dict(store.users().items()) == {"alice": "Happy", "bob": "Sleeping",
+        assert dict(store.table.items()) == {"alice": "Happy", "bob": "Sleeping",
                                                "ok": "fine"}
         for _ in range(2):
             store.reload(force=True)
             direct.hset(KEY, "alice", "Sad")
             direct.publish(CHANNEL, "alice")
-            wait_until(lambda: store.users()["alice"] == "Sad", what="alice read again")
+            wait_until(lambda: store.table["alice"] == "Sad", what="alice read again")
             direct.hset(KEY, "alice", "Happy")
         direct.hset(KEY, "alice", "bell\x07")
         direct.publish(CHANNEL, "alice")
-        wait_until(lambda: "alice" not in store.users(), what="alice no longer served")
+        wait_until(lambda: "alice" not in store.table, what="alice no longer served")
     skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert len(skipped) == 4, skipped
     assert any("'-bad'" in m and "invalid user name" in m for m in skipped)
@@ -120,10 +120,10 @@ def test_while_redis_is_down_the_last_copy_is_served_and_sets_are_refused(
         wait_until(lambda: sample(metrics, "fingerd_store_up") == 0, what="store down")
         with pytest.raises(StoreError, match="^store unavailable$"):
             store.set_status("alice", "Gone")
-        assert dict(store.users().items()) == {"alice": "Happy", "bob": "Sleeping"}
+        assert dict(store.table.items()) == {"alice": "Happy", "bob": "Sleeping"}
         redis_server.start()  # no persistence: an empty Redis
         wait_until(lambda: sample(metrics, "fingerd_store_up") == 1, what="store up")
-        wait_until(lambda: len(store.users()) == 0, what="the empty hash read")
+        wait_until(lambda: len(store.table) == 0, what="the empty hash read")
         store.set_status("alice", "Back")
     assert direct.hget(KEY, "alice") == b"Back"
     messages = [r.getMessage() for r in caplog.records]
@@ -145,7 +145,7 @@ def test_a_restarted_worker_serves_its_predecessors_table_until_redis_is_back(po
                        snapshot=snapshot)
     try:
         store.load()
-        assert dict(store.users().items()) == {"alice": "Kept"}
+        assert dict(store.table.items()) == {"alice": "Kept"}
         assert sample(metrics, "fingerd_store_up") == 0
     finally:
         store.close()
@@ -159,7 +159,7 @@ def test_a_hash_too_large_is_refused_and_the_table_kept(open_store, direct, capl
         store.reload()
         wait_until(lambda: sample(metrics, "fingerd_reloads_total", outcome="failure") == 1,
                    what="the read refused")
-    assert dict(store.users().items()) == {"alice": "Happy", "bob": "Sleeping"}
+    assert dict(store.table.items()) == {"alice": "Happy", "bob": "Sleeping"}
     assert "more than 3 entries" in caplog.text
 
 
@@ -190,8 +190,8 @@ def test_entries_too_long_to_be_a_user_s_are_skipped_unread_and_reported_once(
         direct.publish(CHANNEL, "carol")
         direct.hset(KEY, "alice", "Read after the hint")
         direct.publish(CHANNEL, "alice")
-        wait_until(lambda: store.users()["alice"] == "Read after the hint", what="alice read")
-    assert dict(store.users().items()) == {"alice": "Read after the hint", "bob": "Sleeping"}
+        wait_until(lambda: store.table["alice"] == "Read after the hint", what="alice read")
+    assert dict(store.table.items()) == {"alice": "Read after the hint", "bob": "Sleeping"}
     skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert len(skipped) == 2, skipped
     assert any(f"{'n' * 40!r} skipped: invalid user name (a field of 100 bytes, not read)"

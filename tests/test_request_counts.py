@@ -4,11 +4,19 @@ import threading
 
 from prometheus_client import generate_latest
 
-from fingerd.metrics import DURATION_BUCKETS, Metrics
+from fingerd.metrics import DURATION_BUCKETS, Metrics, bucket_of
 
 
 def value(metrics, name, **labels):
     return metrics.registry.get_sample_value(name, labels)
+
+
+def count(counts, service, outcome, seconds, sent, kind):
+    """Count one request in the calling thread's tally, as the serving loop's _finish does."""
+    tally = counts.this_thread.tally
+    tally.requests[service, outcome, kind, bucket_of(seconds)] += 1
+    tally.seconds[service] += seconds
+    tally.sent[service] += sent
 
 
 def test_every_label_set_is_shown_at_zero():
@@ -27,7 +35,7 @@ def test_counts_from_many_threads_add_up():
 
     def answer(offset):
         for i in range(per_thread):
-            counts.record("finger", "found", DURATION_BUCKETS[(i + offset) % 3], 10, "user")
+            count(counts, "finger", "found", DURATION_BUCKETS[(i + offset) % 3], 10, "user")
 
     threads = [threading.Thread(target=answer, args=(n,)) for n in range(4)]
     for t in threads:
@@ -48,7 +56,7 @@ def test_counts_from_many_threads_add_up():
 
 def test_a_value_on_a_bucket_bound_is_counted_in_that_bucket():
     metrics = Metrics()
-    metrics.requests.record("setter", "ok", 0.001, 4, "set")
+    count(metrics.requests, "setter", "ok", 0.001, 4, "set")
     assert value(metrics, "fingerd_request_duration_seconds_bucket", service="setter",
                  le="0.0005") == 0
     assert value(metrics, "fingerd_request_duration_seconds_bucket", service="setter",
@@ -57,3 +65,41 @@ def test_a_value_on_a_bucket_bound_is_counted_in_that_bucket():
     assert value(metrics, "fingerd_queries_total", kind="user") == 0
     assert b'fingerd_requests_total{outcome="ok",service="setter"} 1.0' in \
         generate_latest(metrics.registry)
+
+
+def test_each_thread_counts_into_a_tally_of_its_own():
+    counts = Metrics().requests
+    here = counts.this_thread.tally
+    assert counts.this_thread.tally is here
+    there = []
+    other = threading.Thread(target=lambda: there.append(counts.this_thread.tally))
+    other.start()
+    other.join(10)
+    assert there and there[0] is not here
+
+
+def test_scrapes_while_threads_count_new_label_sets_see_whole_counts():
+    """A thread's tally gains a key with each label set it counts first; a scrape
+    meanwhile never fails, and never sees a count go down. (Here the threads count
+    a new kind each time, so that their tallies grow all along.)"""
+    metrics = Metrics()
+    counts = metrics.requests
+    per_thread = 100000
+
+    def answer(offset):
+        for i in range(per_thread):
+            count(counts, "finger", "found", DURATION_BUCKETS[(i + offset) % 3], 1,
+                  f"kind {offset} {i}")
+
+    threads = [threading.Thread(target=answer, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    seen = []
+    while any(t.is_alive() for t in threads):
+        generate_latest(metrics.registry)
+        seen.append(value(metrics, "fingerd_request_duration_seconds_count", service="finger"))
+    for t in threads:
+        t.join(10)
+    assert seen == sorted(seen)
+    assert value(metrics, "fingerd_requests_total", service="finger", outcome="found") == \
+        counts.answered() == 2 * per_thread

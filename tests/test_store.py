@@ -37,7 +37,7 @@ def sample(metrics, name, **labels):
 
 
 def test_load_reads_the_file(store, metrics):
-    assert store.users() == {"alice": "Happy", "bob": "Sleeping"}
+    assert store.table == {"alice": "Happy", "bob": "Sleeping"}
     assert sample(metrics, "fingerd_users") == 2
     assert sample(metrics, "fingerd_reloads_total", outcome="success") == 1
 
@@ -46,7 +46,7 @@ def test_missing_file_starts_empty_with_a_warning(tmp_path, metrics, caplog):
     store = UserStore(str(tmp_path / "none"), metrics)
     with caplog.at_level(logging.WARNING):
         store.load()
-    assert store.users() == {}
+    assert store.table == {}
     assert "no users file" in caplog.text
 
 
@@ -63,7 +63,7 @@ def test_unchanged_file_is_not_read_again(store):
 def test_reload_after_rename(store, path):
     replace_file(path, b"carol:New\n")
     assert store.reload() is True
-    assert store.users() == {"carol": "New"}
+    assert store.table == {"carol": "New"}
 
 
 def test_reload_after_edit_in_place(store, path):
@@ -71,7 +71,7 @@ def test_reload_after_edit_in_place(store, path):
         f.seek(0, os.SEEK_END)
         f.write(b"dave:Edited\n")
     assert store.reload() is True
-    assert store.users()["dave"] == "Edited"
+    assert store.table["dave"] == "Edited"
 
 
 def test_forced_reload_reads_an_unchanged_file(store):
@@ -79,12 +79,12 @@ def test_forced_reload_reads_an_unchanged_file(store):
 
 
 def test_bad_file_keeps_every_entry_and_is_reported_once(store, path, metrics, caplog):
-    before = store.users()
+    before = store.table
     replace_file(path, b"alice:ok\nbroken line\n")
     with caplog.at_level(logging.ERROR):
         for _ in range(3):
             assert store.reload() is False
-    assert store.users() == before
+    assert store.table == before
     assert sample(metrics, "fingerd_reloads_total", outcome="failure") == 1
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
@@ -96,26 +96,26 @@ def test_fixed_file_is_read_after_a_bad_one(store, path):
     store.reload()
     replace_file(path, b"alice:fixed\n")
     assert store.reload() is True
-    assert store.users() == {"alice": "fixed"}
+    assert store.table == {"alice": "fixed"}
 
 
 def test_removed_file_keeps_the_table(store, path, metrics):
     os.unlink(path)
     assert store.reload() is False
-    assert store.users()["alice"] == "Happy"
+    assert store.table["alice"] == "Happy"
     assert sample(metrics, "fingerd_reloads_total", outcome="failure") == 1
 
 
 def test_set_status_edits_the_file_before_publishing(store, path):
     store.set_status("alice", "Away")
     assert open(path, "rb").read() == b"# staff\nalice:Away\nbob:Sleeping\n"
-    assert store.users()["alice"] == "Away"
+    assert store.table["alice"] == "Away"
 
 
 def test_set_status_creates_a_user(store, path):
     store.set_status("carol", "Hello")
     assert parse_users(open(path, "rb").read())["carol"] == "Hello"
-    assert store.users()["carol"] == "Hello"
+    assert store.table["carol"] == "Hello"
 
 
 def test_set_status_creates_a_missing_file(tmp_path, metrics):
@@ -149,7 +149,7 @@ def test_set_status_keeps_the_owner_and_group(store, path):
 def test_set_status_keeps_an_edit_not_yet_reloaded(store, path):
     replace_file(path, b"alice:Happy\nbob:Sleeping\nzed:Added by hand\n")
     store.set_status("alice", "Away")
-    assert store.users() == {"alice": "Away", "bob": "Sleeping", "zed": "Added by hand"}
+    assert store.table == {"alice": "Away", "bob": "Sleeping", "zed": "Added by hand"}
 
 
 def test_set_status_refuses_to_overwrite_an_invalid_file(store, path):
@@ -157,7 +157,7 @@ def test_set_status_refuses_to_overwrite_an_invalid_file(store, path):
     with pytest.raises(StoreError, match="users file on disk has errors"):
         store.set_status("alice", "Away")
     assert open(path, "rb").read() == b"broken\n"
-    assert store.users()["alice"] == "Happy"
+    assert store.table["alice"] == "Happy"
 
 
 def test_failed_write_changes_neither_memory_nor_file(store, path, tmp_path):
@@ -169,7 +169,7 @@ def test_failed_write_changes_neither_memory_nor_file(store, path, tmp_path):
             store.set_status("alice", "Away")
     finally:
         os.chmod(tmp_path, 0o700)
-    assert store.users()["alice"] == "Happy"
+    assert store.table["alice"] == "Happy"
     assert b"alice:Happy" in open(path, "rb").read()
     assert [n for n in os.listdir(tmp_path) if n.endswith(".tmp")] == []
 
@@ -188,7 +188,7 @@ def test_concurrent_setters_lose_no_update(store, path):
     for t in range(8):
         for i in range(20):
             assert on_disk[f"user{t}_{i}"] == f"status {t} {i}"
-            assert store.users()[f"user{t}_{i}"] == f"status {t} {i}"
+            assert store.table[f"user{t}_{i}"] == f"status {t} {i}"
 
 
 @pytest.fixture
@@ -212,7 +212,7 @@ READS = {
     "listing": lambda source: (
         {text[-1] for _name, text in lines} if len(lines := list(source.listing())) == MANY
         else {"short"}),
-    "len": lambda source: {"whole"} if len(source._store.users()) == MANY else {"short"},
+    "len": lambda source: {"whole"} if len(source._store.table) == MANY else {"short"},
 }
 
 
@@ -253,7 +253,7 @@ def test_a_replaced_table_is_emptied_once_nobody_reads_it(store, path):
     replace_file(path, b"carol:New\n")
     assert store.reload()
     replace_file(path, b"dave:Newer\n")
-    held = store.users()
+    held = store.table
     assert store.reload()
     assert held == {"carol": "New"}, "a table a reader holds must never change"
 
@@ -268,7 +268,7 @@ def test_an_unreadable_file_is_reported_once(store, path, metrics, caplog):
         assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
             f"{path}: cannot read users file: Is a directory"]
         assert sample(metrics, "fingerd_reloads_total", outcome="failure") == 1
-        assert store.users()["alice"] == "Happy"
+        assert store.table["alice"] == "Happy"
     finally:
         os.rmdir(path)
 
@@ -288,7 +288,7 @@ def test_a_fifo_or_device_at_the_path_is_an_unreadable_file_never_a_hang(store, 
     reader.join(10)
     assert outcome == [False], "the reload returned, having read nothing"
     assert problem in caplog.text
-    assert store.users()["alice"] == "Happy"
+    assert store.table["alice"] == "Happy"
     with pytest.raises(StoreError, match=problem):
         store.set_status("alice", "Blocked?")
     assert sample(metrics, "fingerd_reloads_total", outcome="failure") == 1
@@ -331,7 +331,7 @@ def test_a_worker_started_on_a_spoilt_file_serves_the_last_table_and_returns_why
         fallback = store.load()
     assert fallback == Fallback(path + reason, 2)
     assert fallback.rejected() == f"users file rejected: {path}{reason}; 2 users still served"
-    assert store.users() == {"alice": "Happy", "bob": "Sleeping"}
+    assert store.table == {"alice": "Happy", "bob": "Sleeping"}
     assert sample(metrics, "fingerd_reloads_total", outcome="failure") == 1
     assert caplog.records == [], "the caller says it, once"
     assert store.reload() is False and caplog.records == [], "nor the next check again"
@@ -343,7 +343,7 @@ def test_without_fallback_a_missing_file_starts_empty(path, metrics):
     os.unlink(path)
     store = UserStore(path, metrics, snapshot=kept)
     assert store.load(fallback=False) is None
-    assert store.users() == {}
+    assert store.table == {}
 
 
 def test_a_set_while_the_file_is_missing_and_users_are_served_is_refused(store, path):
@@ -351,7 +351,7 @@ def test_a_set_while_the_file_is_missing_and_users_are_served_is_refused(store, 
     with pytest.raises(StoreError, match="^users file missing; restore it first$"):
         store.set_status("alice", "Alone?")
     assert not os.path.exists(path)
-    assert store.users() == {"alice": "Happy", "bob": "Sleeping"}
+    assert store.table == {"alice": "Happy", "bob": "Sleeping"}
 
 
 def test_a_set_without_a_file_and_without_users_creates_the_file(tmp_path, metrics):
@@ -375,7 +375,7 @@ def test_a_status_set_after_the_file_was_read_is_kept_for_the_next_worker(path, 
     os.unlink(path)
     store = UserStore(path, metrics, snapshot=kept)
     assert store.load() == Fallback(f"{path}: No such file or directory", 3)
-    assert store.users() == {"alice": "Set again", "bob": "Sleeping", "carol": "New"}
+    assert store.table == {"alice": "Set again", "bob": "Sleeping", "carol": "New"}
 
 
 def test_sets_past_the_records_bound_save_the_whole_table_instead(path, metrics, monkeypatch):
@@ -389,7 +389,7 @@ def test_sets_past_the_records_bound_save_the_whole_table_instead(path, metrics,
     os.unlink(path)
     store = UserStore(path, metrics, snapshot=kept)
     store.load()
-    assert store.users() == {"alice": "status 9", "bob": "Sleeping"}
+    assert store.table == {"alice": "status 9", "bob": "Sleeping"}
 
 
 def test_a_record_that_is_not_a_valid_entry_spoils_the_snapshot_not_the_table(path):
@@ -410,7 +410,7 @@ def test_the_snapshot_follows_each_table_served_file_and_sets_alike(path, metric
     first.set_status("dave", "Set after the edit")
     replace_file(path, b"broken\n")
     assert first.reload() is False
-    assert kept.load_table() == first.users() == {"carol": "Edited", "dave": "Set after the edit"}
+    assert kept.load_table() == first.table == {"carol": "Edited", "dave": "Set after the edit"}
     store = UserStore(path, metrics, snapshot=kept)
     assert store.load().users == 2
-    assert store.users() == first.users()
+    assert store.table == first.table

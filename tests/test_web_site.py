@@ -2,6 +2,7 @@
 accessible HTML with every value escaped in one place, and JSON as the contract has it."""
 
 import json
+from functools import partial
 from html.parser import HTMLParser
 from urllib.parse import quote
 
@@ -23,11 +24,10 @@ USERS = {"alice": "Happy and well", "bob": "<i>Sleeping</i> & \"dreaming\"",
 
 
 class Store:
-    def __init__(self, users):
-        self._users = users
+    """Publishes its table as the store does: a plain attribute."""
 
-    def users(self):
-        return self._users
+    def __init__(self, users):
+        self.table = users
 
 
 def site(users=USERS, list_users=True, renderer=Renderer()):
@@ -176,10 +176,11 @@ def test_a_reply_is_made_once_per_table_and_again_for_another_table():
     store = Store(Table(USERS))
     cached = Site(Directory([FileSource(store)]), Rules(list_users=True), Renderer(),
                   Pages("Finger directory of test"),
-                  AnswerCache(store.users, MAX_CACHED_ANSWER_BYTES, reply_size))
+                  AnswerCache(partial(getattr, store, "table"), MAX_CACHED_ANSWER_BYTES,
+                              reply_size))
     first = cached.answer("/api/users/alice", "")
     assert cached.answer("/api/users/alice", "") is first
-    store._users = Table({**USERS, "alice": "Gone fishing"})
+    store.table = Table({**USERS, "alice": "Gone fishing"})
     answer = json.loads(cached.answer("/api/users/alice", "").body)["answer"]
     assert answer.endswith("Status: Gone fishing")
     assert json.loads(cached.answer("/api/users", "").body)["users"][0] == {

@@ -12,9 +12,9 @@ import re
 from typing import Optional
 
 from fingerd.finger import client
+from fingerd.finger.answer import Query
 from fingerd.finger.dialer import Dialer
 from fingerd.finger.output import split_lines
-from fingerd.finger.query import Query
 
 FINGER_PORT = 79
 

@@ -36,25 +36,27 @@ class Source(Protocol):
 
 
 class Store(Protocol):
-    """The users file's table, as the store serves it."""
+    """The users file's table, as the store publishes it: a plain attribute, replaced
+    whole and never changed once published."""
 
-    def users(self) -> Mapping[str, str]: ...
+    @property
+    def table(self) -> Mapping[str, str]: ...
 
 
 class FileSource:
-    """The users file, through the store."""
+    """The users file: the store's current table, read as the attribute it is."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
 
     def lookup(self, name: str, verbose: bool) -> Optional[list[str]]:
-        status = self._store.users().get(name)
+        status = self._store.table.get(name)
         if status is None:
             return None
         return [f"Login: {name}", f"Status: {status}"] if verbose else [status]
 
     def listing(self) -> Iterator[tuple[str, str]]:
-        for name, status in self._store.users().items():
+        for name, status in self._store.table.items():
             yield name, f"{name}: {status}"
 
 

@@ -15,10 +15,9 @@ from collections.abc import Callable
 from typing import NamedTuple, Protocol
 from urllib.parse import parse_qs, unquote
 
-from fingerd.finger.answer import LIST_DENIED, NO_SUCH_USER, Rules, answer
+from fingerd.finger.answer import LIST_DENIED, NO_SUCH_USER, Query, Rules, answer
 from fingerd.finger.output import Renderer
 from fingerd.finger.pages import STYLESHEET, Pages
-from fingerd.finger.query import Query
 from fingerd.finger.sources import MORE_USERS, Directory
 from fingerd.limits import MAX_LIST_BYTES
 from fingerd.outcomes import (

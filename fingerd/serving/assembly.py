@@ -13,6 +13,7 @@ import resource
 import socket
 import threading
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 
 from fingerd.accesslog import AccessLog
@@ -78,6 +79,8 @@ class Service:
                     min(config.first_byte_timeout or config.request_timeout,
                         config.request_timeout))
         directory = build_directory(config, self.store)
+        # What keys the answer caches: the store's table, read as the attribute it is.
+        current_table = partial(getattr, self.store, "table")
         rules = Rules(config.list_users, config.forwarding, config.forward_allow)
         renderer = Renderer(config.replacements, config.high_bytes)
         forward = Forwarder(config.forward_timeout) if config.forwarding else None
@@ -85,7 +88,7 @@ class Service:
         if sockets["finger"]:
             services.append(allowing(finger_service(
                 gates["finger"], *timeouts, FingerNeeds(directory, rules, renderer, forward),
-                lookups_block=config.system_users, users=self.store.users,
+                lookups_block=config.system_users, users=current_table,
                 proxy_from=config.finger_proxy_from if config.finger_proxy_protocol else None),
                 config.finger_allow_from))
         if sockets["setter"]:
@@ -101,7 +104,7 @@ class Service:
         if sockets["web"]:
             site = Site(directory, rules, renderer, Pages(site_name()), None
                         if config.system_users else AnswerCache(
-                            self.store.users, MAX_CACHED_ANSWER_BYTES, reply_size))
+                            current_table, MAX_CACHED_ANSWER_BYTES, reply_size))
             services.append(allowing(web_service(
                 gates["web"], *timeouts, site, lookups_block=config.system_users,
                 proxy_from=config.web_proxy_from if config.web_proxy_protocol else None),

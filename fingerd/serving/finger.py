@@ -12,9 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fingerd.finger.answer import Rules, answer
+from fingerd.finger.answer import Rules, answer, parse_query
 from fingerd.finger.output import Renderer
-from fingerd.finger.query import parse_query
 from fingerd.limits import MAX_CACHED_ANSWER_BYTES, MAX_QUERY_BYTES
 from fingerd.serving.gate import ConnectionGate
 from fingerd.serving.lines import take_lines

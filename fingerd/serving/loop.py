@@ -37,7 +37,7 @@ from typing import Any
 from fingerd.accesslog import AccessLog
 from fingerd.finger.bounded import Unfinished
 from fingerd.limits import ACCEPTS_PER_TURN, DRAIN_BYTES, LINGER_DRAIN_BYTES
-from fingerd.metrics import Metrics
+from fingerd.metrics import Metrics, bucket_of
 from fingerd.outcomes import (
     REJECT_BUSY,
     REJECT_PROXY,
@@ -132,7 +132,7 @@ class ServingLoop:
                  access_log: AccessLog | None = None) -> None:
         self.service = service
         self._pool = pool
-        self._record = metrics.requests.record
+        self._this_thread = metrics.requests.this_thread
         self._rejected = metrics.connections_rejected
         self._access_log = access_log if service.counted else None
         self._epoll = select.epoll()
@@ -353,8 +353,11 @@ class ServingLoop:
         try:
             if service.counted:
                 seconds = time.monotonic() - conn.started
-                self._record(service.name, answer.outcome, seconds, len(answer.data),
-                             answer.kind)
+                tally = self._this_thread.tally  # this thread's own: no lock (metrics.Tally)
+                tally.requests[service.name, answer.outcome, answer.kind,
+                               bucket_of(seconds)] += 1
+                tally.seconds[service.name] += seconds
+                tally.sent[service.name] += len(answer.data)
                 if self._access_log is not None:
                     self._access_log.log(service.name, conn.peer, answer, seconds)
         finally:

@@ -155,11 +155,11 @@ class Follower:
             users, skipped = read_servable(reader, self._key, self._max_entries)
         except HashTooLarge as exc:
             log.error("%s: %s; keeping %d users", self._store.path, exc,
-                      len(self._store.users()))
+                      len(self._store.table))
             count_read(self._metrics, False)
             return
         self._report(skipped, replace=True)
-        if _same(self._store.users(), users):
+        if _same(self._store.table, users):
             count_read(self._metrics, True)  # unchanged: the answers made from it stay good
             return
         replaced = self._store.publish_all(UserTable(users.items()))
@@ -209,7 +209,7 @@ class Follower:
         """Say once that Redis went away or came back, and show it on fingerd_store_up."""
         was, self.up = self.up, up
         self._metrics.store_up.set(1 if up else 0)
-        served = len(self._store.users())
+        served = len(self._store.table)
         if up and not was:
             log.info("%s: store reachable; serving its %d users", self._store.path, served)
         elif was and not up:

@@ -79,7 +79,7 @@ class SetsUnderWay:
 
 
 class RedisStore:
-    """The interface of UserStore (``users``, ``load``, ``reload``, ``set_status``, ``path``)
+    """The interface of UserStore (``table``, ``load``, ``reload``, ``set_status``, ``path``)
     over the hash ``PREFIX:users`` at ``url``."""
 
     def __init__(self, url: str, prefix: str, metrics: Metrics, snapshot: Snapshot | None = None,
@@ -91,17 +91,14 @@ class RedisStore:
         self._channel = changes_channel(prefix)
         self._metrics = metrics
         self._snapshot = snapshot
-        self._users = UserTable()
+        #: The current table, replaced whole under the lock; readers must not change it.
+        self.table = UserTable()
         #: Held to publish a table, and for _sets and _reread; never while waiting for Redis.
         self._lock = threading.Lock()
         self._sets = SetsUnderWay()
         #: Names whose set was overtaken by the follower: it reads them again.
         self._reread: set[str] = set()
         self._follower = Follower(self, url, prefix, metrics, max_entries)
-
-    def users(self) -> UserTable:
-        """The current table; callers must not change it."""
-        return self._users
 
     def load(self, fallback: bool = True) -> None:
         """Read the whole hash, then follow it in a thread of its own.
@@ -147,7 +144,7 @@ class RedisStore:
             with self._lock:
                 overtaken = self._sets.end(name)
                 if written:
-                    self._publish(self._users.with_status(name, status))
+                    self._publish(self.table.with_status(name, status))
                     if overtaken:
                         self._reread.add(name)
         if not written:
@@ -200,7 +197,7 @@ class RedisStore:
         """Serve ``table``, a whole read of the hash; returns the replaced table, for
         free_gradually."""
         with self._lock:
-            replaced = [self._users]
+            replaced = [self.table]
             self._sets.read_all()
             self._publish(table)
         return replaced
@@ -209,7 +206,7 @@ class RedisStore:
                        ) -> list[Skipped]:
         """Serve what read_fields found for ``names``; returns the entries skipped."""
         with self._lock:
-            users, skipped = with_fields(self._users, names, values)
+            users, skipped = with_fields(self.table, names, values)
             self._sets.read(names)
             self._publish(users)
         return skipped
@@ -222,7 +219,7 @@ class RedisStore:
         return names
 
     def _publish(self, users: UserTable) -> None:
-        self._users = users
+        self.table = users
         self._metrics.users.set(len(users))
 
     # Across worker restarts.
@@ -231,7 +228,7 @@ class RedisStore:
         """Keep the table for a worker that starts while Redis is away."""
         if self._snapshot is not None:
             try:
-                self._snapshot.save_table(self._users)
+                self._snapshot.save_table(self.table)
             except OSError as exc:
                 log.warning("cannot keep the table for the next worker: %s", exc)
 

@@ -1,7 +1,7 @@
 """The user table shared by every service, and its users file.
 
-Readers call ``users()`` and get a UserTable that is never changed
-afterwards: one attribute load, no lock, and a whole generation of the table.
+Readers read ``table``, a UserTable that is never changed once published:
+one attribute load, no call, no lock, and a whole generation of the table.
 Writers (a reload, a setter) hold the store's lock, build the next table
 aside and publish it with one assignment, so a query never waits for a file
 to be read and never sees half a table.
@@ -44,16 +44,13 @@ class UserStore:
         #: Where the last good table is kept for the next worker (snapshot.py), or None.
         self._snapshot = snapshot
         self._metrics = metrics
-        self._users = UserTable()
+        #: The current table; readers must not change it.
+        self.table = UserTable()
         self._signature = None
         self._failed_signature = None
         #: Tables published so far, so that a reload can tell one came in meanwhile.
         self._published = 0
         self._lock = threading.Lock()
-
-    def users(self):
-        """The current table; callers must not change it."""
-        return self._users
 
     def load(self, fallback: bool = True) -> Optional[Fallback]:
         """First read at a worker's start: raise UsersFileError or OSError rather than
@@ -129,7 +126,7 @@ class UserStore:
             data, sig = fileio.read_bounded(self.path, unless=seen)
         except FileNotFoundError:
             return self._fail("missing", force, f"{self.path}: users file missing; "
-                                                f"keeping {len(self._users)} users")
+                                                f"keeping {len(self.table)} users")
         except OSError as exc:
             return self._fail(("unreadable", exc.errno), force,
                               f"{self.path}: cannot read users file: {exc.strerror or exc}")
@@ -139,11 +136,11 @@ class UserStore:
             users = parse_quietly(data, self.path)
         except UsersFileError as exc:
             return self._fail(sig, force, f"{exc}\n{self.path}: users file rejected; "
-                                          f"keeping {len(self._users)} users")
+                                          f"keeping {len(self.table)} users")
         with self._lock:
             if self._published != published:
                 return False
-            replaced = [self._users]
+            replaced = [self.table]
             self._publish(users, sig)
             self._count_success()
             # Under the lock: a set's record must come after the file it was set in.
@@ -164,17 +161,17 @@ class UserStore:
         created, as by a set on a daemon started without one.)
         """
         with self._lock:
-            if self._users and _missing(self.path):
+            if self.table and _missing(self.path):
                 raise StoreError("users file missing; restore it first")
             old_sig, new_sig = self._writer(self.path, name, status)
             if old_sig is not None and old_sig == self._signature:
-                users, data = self._users.with_status(name, status), None
+                users, data = self.table.with_status(name, status), None
             else:
                 try:
                     data, new_sig = fileio.read_bounded(self.path)
                     users = parse_users(data, self.path)
                 except (OSError, UsersFileError):
-                    users, data, new_sig = self._users.with_status(name, status), None, None
+                    users, data, new_sig = self.table.with_status(name, status), None, None
             self._publish(users, new_sig)
             # For the next worker: the file read back, or this set after what it kept.
             if data is not None:
@@ -184,7 +181,7 @@ class UserStore:
                            or snapshot.save_table(users))
 
     def _publish(self, users, sig):
-        self._users = users
+        self.table = users
         self._signature = sig
         self._failed_signature = None
         self._published += 1
