@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram  # noqa: E40
 
 from fingerd import cli, metrics  # noqa: E402
 from fingerd.process import priority, worker, writer_handle  # noqa: E402
-from fingerd.serving import finger, listening, loop  # noqa: E402
+from fingerd.serving import finger, http_head, listening, loop  # noqa: E402
 from fingerd.users import store, table, usersfile  # noqa: E402
 
 #: Python's own switch interval, which the worker's replaces.
@@ -79,6 +79,11 @@ def defer_accept() -> None:
 def answer_cache_off() -> None:
     """Every finger answer and web reply made again."""
     _replace(finger.AnswerCache, "get", lambda self, line, make, *args: make(*args))
+
+
+def common_head() -> None:
+    """Every HTTP request head read line by line, as one that is not common is."""
+    _replace(http_head, "common_head", lambda buf: None)
 
 
 def shards() -> None:
@@ -149,6 +154,7 @@ PATCHES: dict[str, Callable[[], None]] = {
     "msg-more": msg_more,
     "defer-accept": defer_accept,
     "answer-cache": answer_cache_off,
+    "common-head": common_head,
     "shards": shards,
     "metric-tallies": metric_tallies,
     "fast-parser": fast_parser,
