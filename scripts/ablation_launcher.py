@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram  # noqa: E40
 from fingerd import cli, metrics  # noqa: E402
 from fingerd.process.parent import priority, writer_handle  # noqa: E402
 from fingerd.process.worker import main as worker  # noqa: E402
-from fingerd.serving import finger, listening, loop  # noqa: E402
+from fingerd.serving import finger, http_head, listening, loop, web  # noqa: E402
 from fingerd.users import store, table, usersfile  # noqa: E402
 
 #: Python's own switch interval, which the worker's replaces.
@@ -81,6 +81,20 @@ def defer_accept() -> None:
 def answer_cache_off() -> None:
     """Every finger answer and web reply made again."""
     _replace(finger.AnswerCache, "get", lambda self, line, make, *args: make(*args))
+
+
+def common_head() -> None:
+    """Every HTTP request head read line by line, as one that is not common is."""
+    _replace(http_head, "common_head", lambda buf: None)
+
+
+def web_prepared() -> None:
+    """The web service keeps its replies but makes their entity tag and bytes again for each
+    request, as before they were kept prepared."""
+    _replace(web, "prepared_size",
+             lambda target, reply: len(target[0]) + len(target[1]) + len(reply.body))
+    _replace(web.PreparedReplies, "_lookup", lambda self, path, query: web.prepared(
+        self._cache.get((path, query), self._site.answer, path, query)))
 
 
 def shards() -> None:
@@ -168,6 +182,8 @@ PATCHES: dict[str, Callable[[], None]] = {
     "msg-more": msg_more,
     "defer-accept": defer_accept,
     "answer-cache": answer_cache_off,
+    "common-head": common_head,
+    "web-prepared": web_prepared,
     "shards": shards,
     "metric-tallies": metric_tallies,
     "fast-parser": fast_parser,

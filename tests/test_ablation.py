@@ -2,6 +2,7 @@
 and the daemon it launches still answers, so that a rename in fingerd breaks this
 test rather than letting scripts/bench_ablation.py measure fingerd unchanged."""
 
+import json
 import os
 import runpy
 import subprocess
@@ -51,16 +52,26 @@ def test_an_unknown_mechanism_is_refused():
     assert "answer-cache" in refused.stderr
 
 
+def web_status(daemon):
+    """The status the web directory's JSON shows for alice."""
+    reply = daemon.web(b"GET /api/users/alice HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n"), reply[:200]
+    return json.loads(reply.partition(b"\r\n\r\n")[2])["answer"].rpartition("Status: ")[2]
+
+
 @pytest.mark.parametrize("mechanism", [launcher["ALL_ON"], *launcher["PATCHES"]])
 def test_the_daemon_answers_with_a_mechanism_off(mechanism, public_dir, ports):
-    """A query, a set, and the query again, which shows the set."""
-    daemon = LaunchedDaemon(mechanism, public_dir, ports)
+    """A query and a web request, a set, and both again, which show the set."""
+    daemon = LaunchedDaemon(mechanism, public_dir, ports).listen("web",
+                                                                 f"127.0.0.1:{ports.take()}")
     try:
         daemon.start()
         assert daemon.finger(b"alice\r\n") == b"Happy and well\r\n"
+        assert web_status(daemon) == "Happy and well"
         assert daemon.setter(b"alice\r\nSet with " + mechanism.encode() + b" off\r\n") == \
             b"OK\r\n"
         wait_until(lambda: daemon.finger(b"alice\r\n") ==
                    b"Set with " + mechanism.encode() + b" off\r\n", what="the new status")
+        assert web_status(daemon) == f"Set with {mechanism} off"
     finally:
         daemon.stop()

@@ -5,7 +5,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fingerd.serving.http_head import MAX_HEAD_BYTES, Head, HeadError, take_head, take_request
+from fingerd.serving.http_head import (
+    MAX_HEAD_BYTES,
+    Head,
+    HeadError,
+    common_head,
+    read_head,
+    take_head,
+    take_request,
+)
+from tests.support.fuzzing import tokens
 
 
 def head(data, eof=False):
@@ -135,6 +144,98 @@ def test_take_request_gives_errors_as_values_and_an_empty_list_for_nothing():
     assert take_request(b"", True) == []
     error = take_request(b"nonsense\r\n\r\n", False)
     assert isinstance(error, HeadError) and error.status == 400
+
+
+# The shortcut for common heads.
+
+BENCHMARK = b"GET /users/alice HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+CURL = (b"GET /api/users/alice HTTP/1.1\r\nHost: 127.0.0.1:8079\r\n"
+        b"User-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n")
+BROWSER = (b"GET /users?name=bob HTTP/1.1\r\nHost: localhost:8079\r\n"
+           b"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n"
+           b"Accept: text/html,application/xhtml+xml,*/*;q=0.8\r\n"
+           b"Accept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br, zstd\r\n"
+           b"Connection: keep-alive\r\nIf-None-Match: \"abc\"\r\nSec-Fetch-User: ?1\r\n"
+           b"Priority: u=0, i\r\n\r\n")
+
+
+@pytest.mark.parametrize("data", [BENCHMARK, CURL, BROWSER, b"HEAD / HTTP/1.0\r\n\r\n",
+                                  BENCHMARK + b"a body"])
+def test_common_heads_are_read_in_one_pass_as_the_strict_reading_reads_them(data):
+    assert common_head(data) is not None
+    assert common_head(data) == read_head(data, False) == take_head(data, False)
+
+
+@pytest.mark.parametrize("data", [
+    b"\r\n" + BENCHMARK,                                     # a blank line first
+    b"POST / HTTP/1.1\r\nHost: x\r\n\r\n",                      # another method
+    b"GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",                # absolute form
+    b"GET / HTTP/1.1\nHost: x\n\n",                              # bare LF
+    b"GET / HTTP/1.1\r\nHost:x\r\n\r\n",                         # no blank after the colon
+    b"GET / HTTP/1.1\r\nHost: x \r\n\r\n",                       # a trailing blank
+    b"GET / HTTP/1.1\r\nHost: x\r\nX:  two  blanks\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nX: caf\xe9\r\n\r\n",            # obs-text
+    b"GET / HTTP/1.1\r\nHost: x\r\nX_Y: 1\r\n\r\n",                # a rarer token character
+])
+def test_other_heads_are_left_to_the_strict_reading(data):
+    assert common_head(data) is None
+    assert take_head(data, False) == read_head(data, False) is not None
+
+
+@pytest.mark.parametrize("data, status", [
+    (b"GET / HTTP/1.1\r\n\r\n", 400),                              # no Host
+    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    (b"GET / HTTP/1.0\r\nContent-Length: x1\r\n\r\n", 400),
+    (b"GET /#top HTTP/1.0\r\n\r\n", 400),
+    (b"GET / HTTP/1.0\r\nX: " + b"x" * MAX_HEAD_BYTES + b"\r\n\r\n", 431),
+])
+def test_what_the_strict_reading_refuses_the_shortcut_refuses_alike_or_leaves_to_it(data,
+                                                                                    status):
+    refused = outcome_of(lambda d: read_head(d, False), data)
+    assert refused[:2] == ("error", status)
+    assert outcome_of(common_head, data) in (None, refused)
+    assert outcome_of(lambda d: take_head(d, False), data) == refused
+
+
+def outcome_of(read, data):
+    """``read(data)``'s Head or None, or ("error", status, message)."""
+    try:
+        return read(data)
+    except HeadError as exc:
+        return ("error", exc.status, str(exc))
+
+
+#: Common heads as clients send them: GET or HEAD, plain fields, CRLF.
+common_heads = st.builds(
+    lambda method, target, minor, fields: b"%s %s HTTP/1.%s\r\n%s\r\n" % (
+        method, target, minor, b"".join(b"%s: %s\r\n" % field for field in fields)),
+    st.sampled_from([b"GET", b"HEAD"]),
+    tokens([b"users", b"/", b"?", b"name=a", b"&", b"%41", b"~"], 5).map(b"/".__add__),
+    st.sampled_from([b"0", b"1"]),
+    st.lists(st.tuples(
+        st.sampled_from([b"Host", b"host", b"User-Agent", b"If-None-Match", b"Content-Length",
+                         b"X-9"]),
+        st.lists(tokens([b"a", b"1", b'"b"', b"*", b"/", b"W/", b",", b";q=0.8"], 3)
+                 .filter(bool), min_size=1, max_size=3).map(b" ".join)), max_size=5))
+#: What may spoil a common head, put in anywhere.
+spoilers = st.sampled_from([b"", b" ", b"\t", b"\r", b"\n", b"\r\n", b"#", b"?", b":", b"_",
+                            b"\x7f", b"\xe9", b"\x00", b"HTTP/1.1", b"x" * MAX_HEAD_BYTES])
+
+
+@given(common_heads, st.one_of(st.none(), st.tuples(st.integers(0, 300), st.integers(0, 2),
+                                                    spoilers)), st.binary(max_size=12))
+def test_whatever_the_shortcut_reads_or_refuses_the_strict_reading_reads_or_refuses_alike(
+        head, spoilt, rest):
+    """A common head, spoilt at one place or not, then whatever comes after it."""
+    if spoilt is not None:
+        at, cut, spoiler = spoilt
+        at %= len(head) + 1
+        head = head[:at] + spoiler + head[at + cut:]
+    data = head + rest
+    common = outcome_of(common_head, data)
+    strict = outcome_of(lambda d: read_head(d, False), data)
+    assert common in (None, strict)
+    assert outcome_of(lambda d: take_head(d, False), data) == strict
 
 
 # Properties: any bytes, fed whole or in pieces, CRLF or LF.

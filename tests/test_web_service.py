@@ -249,6 +249,17 @@ def read_all(s, limit=1 << 20):
     return b"".join(chunks)
 
 
+def test_a_body_never_read_does_not_reset_the_answer(web):
+    """The server reads the head alone; closing with the body unread would send a reset,
+    which destroys the answer in flight: the service reads and drops what is there
+    first, every time."""
+    data = b"GET /api/users/bob HTTP/1.1\r\nHost: x\r\nContent-Length: 30000\r\n\r\n"
+    for _ in range(20):
+        reply = Reply(web.web(data + b"x" * 30000))
+        assert_served(reply, 200, "application/json")
+        assert reply.json()["found"] is True
+
+
 def test_a_slow_sender_within_the_timeout_is_answered(web):
     data = b"GET /api/users/bob HTTP/1.1\r\nHost: x\r\n\r\n"
     with socket.create_connection(("127.0.0.1", web.web_port), timeout=5) as s:

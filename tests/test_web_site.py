@@ -2,7 +2,6 @@
 accessible HTML with every value escaped in one place, and JSON as the contract has it."""
 
 import json
-from functools import partial
 from html.parser import HTMLParser
 from urllib.parse import quote
 
@@ -14,9 +13,7 @@ from fingerd.finger.answer import Rules
 from fingerd.finger.output import Renderer
 from fingerd.finger.pages import Markup, Pages, fill
 from fingerd.finger.sources import Directory, FileSource
-from fingerd.finger.web import Site, reply_size
-from fingerd.limits import MAX_CACHED_ANSWER_BYTES
-from fingerd.serving.finger import AnswerCache
+from fingerd.finger.web import Site
 from fingerd.users.usersfile import is_valid_name
 
 USERS = {"alice": "Happy and well", "bob": "<i>Sleeping</i> & \"dreaming\"",
@@ -166,22 +163,3 @@ def test_any_status_shows_as_its_rendered_text_and_nothing_more(status):
     assert f"Status: {shown}" in "".join(page.text)
     assert "script" not in [name for name, _ in page.elements]
     assert json.loads(s.answer("/api/users/alice", "").body)["answer"].endswith(shown)
-
-
-class Table(dict):
-    """A users table that, as the store's, can be referred to weakly."""
-
-
-def test_a_reply_is_made_once_per_table_and_again_for_another_table():
-    store = Store(Table(USERS))
-    cached = Site(Directory([FileSource(store)]), Rules(list_users=True), Renderer(),
-                  Pages("Finger directory of test"),
-                  AnswerCache(partial(getattr, store, "table"), MAX_CACHED_ANSWER_BYTES,
-                              reply_size))
-    first = cached.answer("/api/users/alice", "")
-    assert cached.answer("/api/users/alice", "") is first
-    store.table = Table({**USERS, "alice": "Gone fishing"})
-    answer = json.loads(cached.answer("/api/users/alice", "").body)["answer"]
-    assert answer.endswith("Status: Gone fishing")
-    assert json.loads(cached.answer("/api/users", "").body)["users"][0] == {
-        "user": "alice", "status": "Gone fishing"}

@@ -11,8 +11,7 @@ HTTP's business, in serving/web.py.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 from urllib.parse import parse_qs, unquote
 
 from fingerd.finger.answer import LIST_DENIED, NO_SUCH_USER, Query, Rules, answer
@@ -66,35 +65,22 @@ def _json(status: int, outcome: str, value: object, name: str | None = None) -> 
     return Reply(status, outcome, JSON, body, API_KIND, name)
 
 
-class Replies(Protocol):
-    """Where a Site keeps the replies it made (serving/finger.py's AnswerCache): the one
-    made for ``target`` from the current users table, or ``make(*args)``."""
-
-    def get(self, target: tuple[str, str], make: Callable[..., Reply], *args: str) -> Reply:
-        ...
-
-
-def reply_size(target: tuple[str, str], reply: Reply) -> int:
-    """What a kept reply weighs against the cache's bound."""
-    return len(target[0]) + len(target[1]) + len(reply.body)
-
-
 class Site:
     """The web directory over a finger Directory, its Rules and its Renderer; ``pages``
     makes the HTML.
 
-    With ``replies`` (given where the directory is the users file alone) a reply is
-    made once per users table and request target: making one (the finger answer,
-    then its JSON or page) is most of a web request's Python time.
+    Making a reply (the finger answer, then its JSON or page) is most of a web
+    request's Python time: where the directory is the users file alone, the web
+    service keeps each reply it made, per users table and request target
+    (serving/web.py).
     """
 
     def __init__(self, directory: Directory, rules: Rules, renderer: Renderer,
-                 pages: Pages, replies: Replies | None = None) -> None:
+                 pages: Pages) -> None:
         self.directory = directory
         self.rules = rules
         self.renderer = renderer
         self.pages = pages
-        self._replies = replies
 
     def reads_directory(self, path: str) -> bool:
         """Whether answering ``path`` asks the directory, which may block (accounts, plans)."""
@@ -102,11 +88,6 @@ class Site:
 
     def answer(self, path: str, query: str) -> Reply:
         """The Reply to a GET of ``path`` with ``query`` (both as sent, percent-encoded)."""
-        if self._replies is None:
-            return self._made(path, query)
-        return self._replies.get((path, query), self._made, path, query)
-
-    def _made(self, path: str, query: str) -> Reply:
         if path == "/":
             return self._home()
         if path == STYLESHEET_PATH:

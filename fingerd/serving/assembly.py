@@ -22,10 +22,10 @@ from fingerd.finger.forward import Forwarder
 from fingerd.finger.output import Renderer
 from fingerd.finger.pages import Pages
 from fingerd.finger.sources import BoundedSource, Directory, FileSource, Source, SystemSource
-from fingerd.finger.web import Site, reply_size
-from fingerd.limits import MAX_CACHED_ANSWER_BYTES, RESERVED_DESCRIPTORS, STOP_GRACE_SECONDS
+from fingerd.finger.web import Site
+from fingerd.limits import RESERVED_DESCRIPTORS, STOP_GRACE_SECONDS
 from fingerd.serving.allow import allowing
-from fingerd.serving.finger import AnswerCache, FingerNeeds, finger_service
+from fingerd.serving.finger import FingerNeeds, finger_service
 from fingerd.serving.gate import ConnectionGate
 from fingerd.serving.loop import ServingLoop
 from fingerd.serving.metrics_http import METRICS_MAX_CONNECTIONS, metrics_service
@@ -102,11 +102,10 @@ class Service:
         if sockets["metrics"]:
             services.append(metrics_service(gates["metrics"], *timeouts, self.metrics.registry))
         if sockets["web"]:
-            site = Site(directory, rules, renderer, Pages(site_name()), None
-                        if config.system_users else AnswerCache(
-                            current_table, MAX_CACHED_ANSWER_BYTES, reply_size))
+            site = Site(directory, rules, renderer, Pages(site_name()))
             services.append(allowing(web_service(
                 gates["web"], *timeouts, site, lookups_block=config.system_users,
+                users=current_table,
                 proxy_from=config.web_proxy_from if config.web_proxy_protocol else None),
                 config.web_allow_from))
         self._servers = [ServingLoop(sockets[service.name], service, self._pool, self.metrics,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from fingerd.serving.http_head import REASONS
 
@@ -28,6 +29,31 @@ NO_STORE = "Cache-Control: no-store"
 TEXT = "text/plain; charset=utf-8"
 
 
+class Framed(NamedTuple):
+    """A response in two parts, made once: a field made per request (the web directory's
+    Date, with its CRLF) goes between them."""
+
+    before: bytes
+    after: bytes
+
+
+def framed(status: int, content_type: str | None = None, body: bytes = b"",
+           headers: Sequence[str] = (), with_body: bool = True, version: str = "HTTP/1.1",
+           always: Sequence[str] = SECURITY_HEADERS) -> Framed:
+    """``response``'s bytes, cut after its type and length, where a field that changes
+    between requests goes."""
+    lines = [f"{version} {status} {REASONS[status]}\r\n"]
+    if status != 304:
+        if content_type is not None:
+            lines.append(f"Content-Type: {content_type}\r\n")
+        lines.append(f"Content-Length: {len(body)}\r\n")
+    rest = [f"{field}\r\n" for field in (*headers, *always)]
+    rest.append("Connection: close\r\n\r\n")
+    after = "".join(rest).encode("latin-1")
+    return Framed("".join(lines).encode("latin-1"),
+                  after + body if with_body and status != 304 else after)
+
+
 def response(status: int, content_type: str | None = None, body: bytes = b"",
              headers: Sequence[str] = (), with_body: bool = True, version: str = "HTTP/1.1",
              always: Sequence[str] = SECURITY_HEADERS) -> bytes:
@@ -37,16 +63,8 @@ def response(status: int, content_type: str | None = None, body: bytes = b"",
 
     A 304 has neither type nor length: it stands for the answer the client has.
     """
-    lines = [f"{version} {status} {REASONS[status]}"]
-    if status != 304:
-        if content_type is not None:
-            lines.append(f"Content-Type: {content_type}")
-        lines.append(f"Content-Length: {len(body)}")
-    lines += headers
-    lines += always
-    lines.append("Connection: close\r\n\r\n")
-    head = "\r\n".join(lines).encode("latin-1")
-    return head + body if with_body and status != 304 else head
+    before, after = framed(status, content_type, body, headers, with_body, version, always)
+    return before + after
 
 
 def entity_tag(body: bytes) -> str:
