@@ -37,7 +37,11 @@ from fingerd.accesslog import AccessLog
 from fingerd.finger.bounded import Unfinished
 from fingerd.limits import ACCEPTS_PER_TURN, DRAIN_BYTES, LINGER_DRAIN_BYTES
 from fingerd.metrics import Metrics
-from fingerd.outcomes import REJECT_BUSY, REJECT_PROXY, REJECT_TOO_LONG
+from fingerd.outcomes import (
+    REJECT_BUSY,
+    REJECT_PROXY,
+    REJECT_TOO_LONG,
+)
 from fingerd.serving.allow import close_unheard
 from fingerd.serving.gate import source_of
 from fingerd.serving.lines import LineTooLong
@@ -183,10 +187,8 @@ class ServingLoop:
         self.listeners.release()
 
     def _next_timeout(self) -> float:
-        deadline = None
-        for conn in self._waiting.values():
-            deadline = conn.deadline
-            break
+        first = next(iter(self._waiting.values()), None)
+        deadline = None if first is None else first.deadline
         paused_until = self.listeners.paused_until
         if paused_until is not None and (deadline is None or paused_until < deadline):
             deadline = paused_until
@@ -206,11 +208,9 @@ class ServingLoop:
     # A connection's life, in order.
 
     def _accept(self, listener: Listener) -> None:
-        """Accept what is waiting on ``listener``, up to ACCEPTS_PER_TURN.
-
-        socket.accept wraps each connection in socket.socket, whose Python
-        constructor and checks cost more than the rest of a query's Python
-        time; the C socket type used here has every method the loop uses."""
+        """Accept what is waiting on ``listener`` (``_to_accept``) as the C socket type,
+        which has every method the loop uses: socket.accept's socket.socket, whose
+        Python constructor and checks cost more than the rest of a query's Python."""
         service = self.service
         gate = service.gate
         accept = listener.sock._accept  # type: ignore[attr-defined]
@@ -358,11 +358,9 @@ class ServingLoop:
             service.gate.leave(conn.source)
 
 def _to_accept(listener: Listener) -> int:
-    """How many connections to accept now. Asking (``_queued``) is a system call a
-    wake-up, one of seven a query with one client at a time: each ask that finds one
-    lets the next 1, 3, 7... up to MAX_UNASKED wake-ups accept one without asking; one
-    that finds more, none. Load after a quiet spell waits at most that many wake-ups
-    of one accept each (the listener stays readable) to be accepted in numbers."""
+    """How many to accept now. Asking (``_queued``) is one of a query's 7 system calls
+    with one client at a time: an ask that finds one lets the next 1, 3, 7... up to
+    MAX_UNASKED wake-ups accept one each unasked (load then waits that many at most)."""
     if listener.unasked:
         listener.unasked -= 1
         return 1
@@ -376,10 +374,9 @@ def _to_accept(listener: Listener) -> int:
 
 
 def _queued(listener: Listener) -> int:
-    """How many connections wait: on TCP the listener's accept queue (Linux reports
-    it as tcpi_unacked), at least 1 since the listener was readable, at most
-    ACCEPTS_PER_TURN. Accepting exactly that many spares the accept that fails with
-    EAGAIN, which costs as much as the rest of a query's system calls together."""
+    """How many wait: on TCP the accept queue (Linux's tcpi_unacked), at least 1, at most
+    ACCEPTS_PER_TURN. Accepting that many spares the accept that fails with EAGAIN,
+    which costs as much as the rest of a query's system calls together."""
     if listener.family == socket.AF_UNIX:
         return ACCEPTS_PER_TURN
     info = listener.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES)
