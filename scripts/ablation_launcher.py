@@ -63,8 +63,15 @@ def private_accept() -> None:
 
 
 def accept_counts() -> None:
-    """Accept until EAGAIN (up to ACCEPTS_PER_TURN) rather than the count TCP_INFO gives."""
+    """Accept until EAGAIN (up to ACCEPTS_PER_TURN) rather than the count TCP_INFO gives
+    (and so never one without asking: the count is never 1)."""
     _replace(loop, "_queued", lambda listener: loop.ACCEPTS_PER_TURN)
+
+
+def lone_accepts() -> None:
+    """Ask TCP_INFO how many wait at every wake-up, as when one connection waited
+    mattered no more than many."""
+    _replace(loop, "MAX_UNASKED", 0)
 
 
 def msg_more() -> None:
@@ -179,6 +186,7 @@ PATCHES: dict[str, Callable[[], None]] = {
     "gc-freeze": gc_freeze,
     "private-accept": private_accept,
     "tcp-info-accept-count": accept_counts,
+    "lone-accept": lone_accepts,
     "msg-more": msg_more,
     "defer-accept": defer_accept,
     "answer-cache": answer_cache_off,

@@ -168,7 +168,7 @@ def python_part(server: ServingLoop, request: bytes, runs: int = 20_000) -> floa
     def one() -> None:
         gate.enter("127.0.0.1")
         now = time.monotonic()
-        server._read(Connection(StubSocket(request), peer, "127.0.0.1", now, now + 10))
+        server._read(Connection(StubSocket(request), -1, peer, "127.0.0.1", now, now + 10))
 
     return min(timeit.repeat(one, number=runs, repeat=7)) / runs * 1e6
 

@@ -22,6 +22,10 @@ from fingerd.serving.service import Answer, ServiceSpec
 
 Lines = list[bytes]
 
+#: "@" as a byte: ``in`` finds an int in bytes at once, where a bytes operand is
+#: first tried as an int, which raises and clears a TypeError each time.
+_AT = ord("@")
+
 
 @dataclass(frozen=True)
 class FingerNeeds:
@@ -50,7 +54,7 @@ def take_query(buf: bytes, eof: bool) -> Lines | None:
 def from_users_file(lines: Lines) -> bool:
     """Whether the query asks no other host: then, from the users file alone, its
     answer never waits."""
-    return b"@" not in lines[0]
+    return _AT not in lines[0]
 
 
 def finger_service(gate: ConnectionGate, request_timeout: float, first_byte_timeout: float,

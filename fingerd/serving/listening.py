@@ -34,7 +34,7 @@ _RESOURCE_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
 class Listener:
     """One listening socket of a service, bound elsewhere."""
 
-    __slots__ = ("family", "fd", "sock", "where")
+    __slots__ = ("family", "fd", "quiet", "sock", "unasked", "where")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -43,6 +43,10 @@ class Listener:
         address = sock.getsockname()
         #: How the log names it: HOST:PORT, or a Unix socket's path.
         self.where = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
+        #: Wake-ups left on which to accept one connection without asking how many
+        #: wait, and how many the next ask that finds one leaves (loop._to_accept).
+        self.unasked = 0
+        self.quiet = 0
 
 
 class Listeners:

@@ -15,10 +15,9 @@ One loop class serves every service: what differs between them is the
 ServiceSpec it is given (service.py), never a subclass.
 
 Per query this is the whole cost in Python, so it is lean on purpose:
-epoll directly rather than selectors, accepted connections as the C socket
-type (see ``_accept``), and on the finger port TCP_DEFER_ACCEPT, so that a
-connection usually arrives with its query and is answered without ever
-being watched.
+epoll directly, the C socket type (``_accept``), the accept queue rarely
+asked (``_to_accept``), and on the finger port TCP_DEFER_ACCEPT, so that a
+connection usually arrives with its query and is never watched.
 """
 
 from __future__ import annotations
@@ -63,27 +62,26 @@ __all__ = ["ACCEPT_PAUSE_SECONDS", "BUSY", "DEFER_ACCEPT_SECONDS", "INTERNAL_ERR
 log = logging.getLogger(__name__)
 
 _READ_SIZE = 4096
+_STREAM, _DONTWAIT = socket.SOCK_STREAM, socket.MSG_DONTWAIT
 #: Flags of an answer's send on the reading thread: never wait, and hold the last
 #: segment back (MSG_MORE) for the close (or, where the service lingers, the
 #: shutdown before its drain) that follows at once, which sends it with the FIN: one
 #: segment for the client to take instead of two.
-_SEND_LAST = socket.MSG_DONTWAIT | socket.MSG_MORE
+_SEND_LAST = _DONTWAIT | socket.MSG_MORE
 #: struct tcp_info: the bytes read of it, and where its u32 tcpi_unacked lies.
-_TCP_INFO_BYTES = 28
-_UNACKED_OFFSET = 24
+_TCP_INFO_BYTES, _UNACKED_OFFSET = 28, 24
 _UNACKED = struct.Struct("=I")
+#: Most wake-ups in a row that a quiet listener accepts one without asking (_to_accept).
+MAX_UNASKED = 31
 
 
 class RequestHandler(socketserver.BaseRequestHandler):
-    """One request's protocol logic, and nothing else.
-
-    socketserver's shape: ``self.request`` is the complete request as the
-    service framed it, ``self.client_address`` the client as the service
-    identified it, and ``self.server`` what the service gives its handler
-    (its ServiceSpec's ``needs``), never the loop. Subclasses implement
-    ``respond``; its Answer is left in ``self.answer`` for the loop, which
-    alone sends, counts and closes.
-    """
+    """One request's protocol logic, and nothing else, in socketserver's shape:
+    ``self.request`` is the complete request as the service framed it,
+    ``self.client_address`` the client as the service identified it, and
+    ``self.server`` what the service gives its handler (its ServiceSpec's ``needs``),
+    never the loop. Subclasses implement ``respond``; its Answer is left in
+    ``self.answer`` for the loop, which alone sends, counts and closes."""
 
     answer: Answer
 
@@ -101,10 +99,10 @@ class Connection:
     __slots__ = ("awaiting_header", "buf", "deadline", "fd", "opened", "peer", "sock", "source",
                  "started")
 
-    def __init__(self, sock: Any, peer: Any, source: Any, started: float,
+    def __init__(self, sock: Any, fd: int, peer: Any, source: Any, started: float,
                  deadline: float) -> None:
         self.sock = sock
-        self.fd: int = sock.fileno()
+        self.fd = fd
         self.peer = peer
         self.source = source
         self.started = started
@@ -155,14 +153,16 @@ class ServingLoop:
         poll = self._epoll.poll
         listeners = self.listeners
         waiting = self._waiting
+        timed = True  # whether anything has a deadline; if not, poll waits for ever
         try:
             while listeners.open or waiting:
-                for fd, _events in poll(self._next_timeout()):
+                for fd, _events in poll(self._next_timeout() if timed else -1):
                     # Gone when an earlier callback of this turn closed it.
                     callback = callbacks.get(fd)
                     if callback is not None:
                         callback()
-                if waiting or listeners.paused_until is not None:
+                timed = listeners.paused_until is not None or len(waiting) > 0
+                if timed:
                     now = time.monotonic()
                     self._pending.expire(now)
                     listeners.resume_after_pause(now)
@@ -187,10 +187,8 @@ class ServingLoop:
         self.listeners.release()
 
     def _next_timeout(self) -> float:
-        deadline = None
-        for conn in self._waiting.values():
-            deadline = conn.deadline
-            break
+        first = next(iter(self._waiting.values()), None)
+        deadline = None if first is None else first.deadline
         paused_until = self.listeners.paused_until
         if paused_until is not None and (deadline is None or paused_until < deadline):
             deadline = paused_until
@@ -210,19 +208,15 @@ class ServingLoop:
     # A connection's life, in order.
 
     def _accept(self, listener: Listener) -> None:
-        """Accept what is waiting on ``listener``, up to ACCEPTS_PER_TURN.
-
-        socket.accept wraps each connection in socket.socket, whose Python
-        constructor and checks cost more than the rest of a query's Python
-        time; the C socket type that ``_accept``'s descriptor is wrapped in
-        here has every method the loop uses.
-        """
+        """Accept what is waiting on ``listener`` (``_to_accept``) as the C socket type,
+        which has every method the loop uses: socket.accept's socket.socket, whose
+        Python constructor and checks cost more than the rest of a query's Python."""
         service = self.service
         gate = service.gate
         accept = listener.sock._accept  # type: ignore[attr-defined]
         family = listener.family
         listeners = self.listeners
-        for _ in range(_queued(listener)):
+        for _ in range(_to_accept(listener)):
             try:
                 fd, peer = accept()
             except (BlockingIOError, ConnectionAbortedError):
@@ -230,15 +224,14 @@ class ServingLoop:
             except OSError as exc:
                 listeners.accept_failed(exc)
                 return
-            sock = raw_socket(family, socket.SOCK_STREAM, 0, fd)
+            sock = raw_socket(family, _STREAM, 0, fd)
             if listeners.starved:
                 listeners.accepting_again()
-            if service.accepts is not None and service.proxy_from is None and \
-                    not service.accepts(peer):
-                self._rejected.labels(service.refusal).inc()
-                close_unheard(sock)
-                continue
             if service.proxy_from is None:
+                if service.accepts is not None and not service.accepts(peer):
+                    self._rejected.labels(service.refusal).inc()
+                    close_unheard(sock)
+                    continue
                 source = source_of(peer[0]) if peer else ""
             elif trusted(peer[0], service.proxy_from):
                 source = None  # the header will tell; until then, see Connection
@@ -256,7 +249,8 @@ class ServingLoop:
             client = peer if service.identify is None else service.identify(sock, peer)
             now = time.monotonic()
             # The query has often arrived with the connection: read before watching.
-            self._read(Connection(sock, client, source, now, now + service.request_timeout))
+            self._read(Connection(sock, fd, client, source, now,
+                                  now + service.request_timeout))
 
     def _read(self, conn: Connection) -> None:
         """Read what has arrived; watch for more, or pass the complete request on.
@@ -266,7 +260,7 @@ class ServingLoop:
         thread sets a timeout before it writes.
         """
         try:
-            chunk = conn.sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
+            chunk = conn.sock.recv(_READ_SIZE, _DONTWAIT)
         except BlockingIOError:
             self._pending.watch(conn, self._read)
             return
@@ -366,14 +360,26 @@ class ServingLoop:
             conn.sock.close()
             service.gate.leave(conn.source)
 
-def _queued(listener: Listener) -> int:
-    """How many connections to accept now: on TCP the listener's accept queue (Linux
-    reports it as tcpi_unacked), at least 1 since the listener was readable, at most
-    ACCEPTS_PER_TURN.
+def _to_accept(listener: Listener) -> int:
+    """How many to accept now. Asking (``_queued``) is one of a query's 7 system calls
+    with one client at a time: an ask that finds one lets the next 1, 3, 7... up to
+    MAX_UNASKED wake-ups accept one each unasked (load then waits that many at most)."""
+    if listener.unasked:
+        listener.unasked -= 1
+        return 1
+    count = _queued(listener)
+    if count == 1:
+        listener.quiet = min(2 * listener.quiet + 1, MAX_UNASKED)
+        listener.unasked = listener.quiet
+    else:
+        listener.quiet = 0
+    return count
 
-    Accepting exactly that many spares the accept that fails with EAGAIN, which
-    costs as much as the rest of a query's system calls together.
-    """
+
+def _queued(listener: Listener) -> int:
+    """How many wait: on TCP the accept queue (Linux's tcpi_unacked), at least 1, at most
+    ACCEPTS_PER_TURN. Accepting that many spares the accept that fails with EAGAIN,
+    which costs as much as the rest of a query's system calls together."""
     if listener.family == socket.AF_UNIX:
         return ACCEPTS_PER_TURN
     info = listener.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES)
