@@ -153,16 +153,14 @@ class ServingLoop:
         poll = self._epoll.poll
         listeners = self.listeners
         waiting = self._waiting
-        timed = True  # whether anything has a deadline; if not, poll waits for ever
         try:
             while listeners.open or waiting:
-                for fd, _events in poll(self._next_timeout() if timed else -1):
+                for fd, _events in poll(self._next_timeout()):
                     # Gone when an earlier callback of this turn closed it.
                     callback = callbacks.get(fd)
                     if callback is not None:
                         callback()
-                timed = listeners.paused_until is not None or len(waiting) > 0
-                if timed:
+                if waiting or listeners.paused_until is not None:
                     now = time.monotonic()
                     self._pending.expire(now)
                     listeners.resume_after_pause(now)
