@@ -6,18 +6,22 @@ operator) and always quoted with every control character, quote, backslash
 and non-ASCII character escaped, so a query holding a newline or an escape
 sequence stays one inert line.
 
-A line is formatted here, stamped with the time the request ended, and handed
-to the first handler of the root logger that takes lines in batches (the
-worker's pipe to the parent, process/worker/logpipe.py): no logging record a line.
-Without one (the server run in a process of its own) each line is a record.
+A request that ends leaves its line's fields as an Entry (a tuple: the time it
+ended, its seconds, the service, the peer, the answer's kind, outcome and
+size, the login and the name asked for) with the first handler of the root
+logger that takes them in batches (the worker's pipe to the parent,
+process/worker/logpipe.py), whose own thread makes the lines (``lines_of``) a batch
+at a time: the request pays for a tuple, and the formatting, its code warm,
+for thousands of lines at once; no logging record a line. Without such a
+handler (the server run in a process of its own) each line is a record.
 """
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Optional, Protocol
 
-from fingerd.each_second import EachSecond
+from fingerd.each_second import EachSecond, Second
 from fingerd.logsetup import STAMP_END
 
 if TYPE_CHECKING:
@@ -46,58 +50,83 @@ def escape(text: str) -> str:
     return '"' + "".join(out) + suffix + '"'
 
 
-class LineSink(Protocol):
-    """Where stamped access lines go in batches (process.logrelay.PipeHandler)."""
+#: An access line's fields: (time the request ended, its seconds, service, peer
+#: address, kind, outcome, bytes sent, login or None, name asked for or None).
+Entry = tuple[float, float, str, object, Optional[str], str, int, Optional[str],
+              Optional[str]]
 
-    def add_access_line(self, line: str) -> None: ...
+
+class EntrySink(Protocol):
+    """Where entries go in batches (process.worker.logpipe.PipeHandler)."""
+
+    def add_access_entry(self, entry: Entry) -> None: ...
 
 
-def batching_handler(logger: logging.Logger = log) -> Optional[LineSink]:
-    """The first handler ``logger``'s records reach that takes access lines, or None."""
+def batching_handler(logger: logging.Logger = log) -> Optional[EntrySink]:
+    """The first handler ``logger``'s records reach that takes access entries, or None."""
     current: Optional[logging.Logger] = logger
     while current is not None:
         for handler in current.handlers:
-            if hasattr(handler, "add_access_line"):
+            if hasattr(handler, "add_access_entry"):
                 return handler
         current = current.parent if current.propagate else None
     return None
+
+
+#: A line without its names: the stamp's second and millisecond, then the fields.
+_LINE = ("%s,%s" + STAMP_END +
+         "access service=%s peer=%s kind=%s outcome=%s bytes=%d seconds=%.6f")
+#: The text of each millisecond of a stamp.
+_MILLIS = tuple(f"{ms:03d}" for ms in range(1000))
 
 
 def _local_time(second: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
 
 
-class AccessLog:
-    """Formats each answered request as a line; any thread may call ``log``.
+_STAMPS = EachSecond(_local_time)
 
-    ``sink`` takes the lines (by default the batching handler found at
+
+def lines_of(entries: Iterable[Entry]) -> list[str]:
+    """The access line of each entry: its time stamp (local time, to the millisecond),
+    STAMP_END, then its fields."""
+    lines = []
+    second = Second(-1, "")
+    for now, seconds, service, peer, kind, outcome, size, login, name in entries:
+        if int(now) != second.second:
+            second = _STAMPS.at(int(now))
+        line = _LINE % (second.text, _MILLIS[int((now - second.second) * 1000)], service,
+                        peer, kind or "-", outcome, size, seconds)
+        if login is not None:
+            line += " login=" + escape(login)
+        if name is not None:
+            line += " user=" + escape(name)
+        lines.append(line)
+    return lines
+
+
+class AccessLog:
+    """Notes each answered request for its line; any thread may call ``log``.
+
+    ``sink`` takes the entries (by default the batching handler found at
     construction); ``clock`` gives the time of each line.
     """
 
-    def __init__(self, log_queries: bool, sink: Optional[LineSink] = None,
+    def __init__(self, log_queries: bool, sink: Optional[EntrySink] = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.log_queries = log_queries
         sink = sink if sink is not None else batching_handler()
-        self._add: Callable[[str], None] = (sink.add_access_line if sink is not None
-                                            else self._one_record)
+        self._add: Callable[[Entry], None] = (sink.add_access_entry if sink is not None
+                                              else self._one_record)
         self._clock = clock
-        self._stamps = EachSecond(_local_time)
 
     def log(self, service: str, peer: Sequence[object], answer: "Answer",
             seconds: float) -> None:
-        """One line for ``answer`` (a serving.loop.Answer) sent to ``peer``."""
-        now = self._clock()
-        second = self._stamps.at(int(now))
-        line = (f"{second.text},{int((now - second.second) * 1000):03d}{STAMP_END}"
-                f"access service={service} peer={peer[0]} kind={answer.kind or '-'} "
-                f"outcome={answer.outcome} bytes={len(answer.data)} seconds={seconds:.6f}")
-        if answer.asker is not None:
-            line += f" login={escape(answer.asker)}"
-        if self.log_queries and answer.name is not None:
-            line += f" user={escape(answer.name)}"
-        self._add(line)
+        """The entry of ``answer`` (a serving.loop.Answer) sent to ``peer``."""
+        self._add((self._clock(), seconds, service, peer[0], answer.kind, answer.outcome,
+                   len(answer.data), answer.asker,
+                   answer.name if self.log_queries else None))
 
     @staticmethod
-    def _one_record(line: str) -> None:
-        log.info("%s", line.partition(STAMP_END)[2])
-
+    def _one_record(entry: Entry) -> None:
+        log.info("%s", lines_of([entry])[0].partition(STAMP_END)[2])

@@ -17,6 +17,7 @@ once and exits.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 from collections.abc import Callable
@@ -28,8 +29,9 @@ sys.path.insert(0, ROOT)
 
 from prometheus_client import CollectorRegistry, Counter, Histogram  # noqa: E402 (after the path)
 
-from fingerd import cli, metrics  # noqa: E402
-from fingerd.process.parent import priority, writer_handle  # noqa: E402
+from fingerd import accesslog, cli, metrics  # noqa: E402
+from fingerd.process.parent import logrelay, priority, writer_handle  # noqa: E402
+from fingerd.process.worker import logpipe  # noqa: E402
 from fingerd.process.worker import main as worker  # noqa: E402
 from fingerd.serving import finger, http_head, listening, loop, web  # noqa: E402
 from fingerd.users import store, table, usersfile  # noqa: E402
@@ -180,6 +182,43 @@ def sched_idle_writer() -> None:
     _replace(writer_handle.priority, "run_behind", run_at_niceness)
 
 
+def access_entries() -> None:
+    """Each access line made by the thread that answered, as its request ends, rather
+    than a batch at a time by the worker's writing thread."""
+    build = accesslog.AccessLog.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        build(self, *args, **kwargs)
+        add = self._add
+        self._add = lambda entry: add(accesslog.lines_of([entry])[0])
+
+    _replace(accesslog.AccessLog, "__init__", __init__)
+    _replace(logpipe, "lines_of", list)  # the batch holds lines made already
+
+
+def access_batch_lines() -> None:
+    """Batches of 256 access lines (about the 32 KiB of before) rather than 1024."""
+    _replace(logpipe, "ACCESS_BATCH_LINES", 256)
+
+
+def access_shapes() -> None:
+    """Each batch of access lines checked by one regular expression (and what
+    bytes.translate leaves of it), as before its check on the lines' shapes."""
+    line = logrelay._LINE_START + rb"[^\x1f]*"
+    batch = re.compile(line + rb"(?:" + re.escape(logrelay.ACCESS_LINE_END) + line + rb")*")
+    printable = bytes(range(0x20, 0x7F))
+    stamp_end, line_end = logrelay._STAMP_END, logrelay.ACCESS_LINE_END
+
+    def as_written(record: bytes, count: int, tag: bytes) -> bytes | None:
+        lines = record[len(logrelay.ACCESS_RECORD_START):]
+        if (lines.translate(None, printable) != stamp_end + (line_end + stamp_end) * (count - 1)
+                or batch.fullmatch(lines) is None):
+            return None
+        return lines.replace(stamp_end, tag).replace(line_end, b"\n") + b"\n"
+
+    _replace(logrelay, "_as_written", as_written)
+
+
 #: Each mechanism's name and the patch that turns it off, alone.
 PATCHES: dict[str, Callable[[], None]] = {
     "switch-interval": switch_interval,
@@ -197,6 +236,9 @@ PATCHES: dict[str, Callable[[], None]] = {
     "fast-parser": fast_parser,
     "parse-quietly": parse_quietly,
     "sched-idle-writer": sched_idle_writer,
+    "access-entries": access_entries,
+    "access-batch-lines": access_batch_lines,
+    "access-shapes": access_shapes,
 }
 #: fingerd with every mechanism on.
 ALL_ON = "all-on"

@@ -12,7 +12,8 @@ over the rounds.
 
 - queries: server CPU per query (parent and worker, from /proc) at each
   number of clients, with bench.py's run_point; the Twisted, uvloop and C
-  epoll baselines are measured in the same rounds.
+  epoll baselines are measured in the same rounds. With --access-log every
+  fingerd logs each request (the access-* mechanisms act only then).
 - files (mechanisms that act on reloads and sets, on a users file of
   --users entries): a reload (SIGHUP to the worker, timed to its "read N
   users" log line), its CPU (the daemon's, to 2 s after the line, the
@@ -23,7 +24,7 @@ over the rounds.
 
     python3 scripts/bench_ablation.py [--clients 1,16,128] [--queries 20000] [--rounds 5]
         [--variants MECHANISM,...] [--users 1000000] [--sets 15] [--file-rounds 3]
-        [--phases queries,files] [--out FILE.md]
+        [--phases queries,files] [--access-log] [--out FILE.md]
 
 Prints the Markdown tables; also writes them to --out. Loopback only; every
 process started is ended by its pid.
@@ -77,25 +78,29 @@ RELOAD_TIMEOUT = 120.0
 
 
 class Ablated(Fingerd):
-    """fingerd with ``mechanism`` turned off by the launcher (``all-on``: as it is)."""
+    """fingerd with ``mechanism`` turned off by the launcher (``all-on``: as it is);
+    ``settings`` go to [fingerd]."""
 
-    def __init__(self, mechanism: str, directory: str) -> None:
-        super().__init__(mechanism, directory, setter={"rate_limit": "0"})
+    def __init__(self, mechanism: str, directory: str, **settings: str) -> None:
+        super().__init__(mechanism, directory, setter={"rate_limit": "0"}, **settings)
         self.mechanism = mechanism
 
     def command(self) -> list:
         return [sys.executable, LAUNCHER, self.mechanism, "--", "-n", "-c", self.config]
 
 
-def make_servers(work: str, names: list, users: Callable[[str], None]) -> list:
-    """A server for each name, each in a directory of its own with its users file."""
+def make_servers(work: str, names: list, users: Callable[[str], None],
+                 **settings: str) -> list:
+    """A server for each name, each in a directory of its own with its users file;
+    ``settings`` go to each fingerd's [fingerd]."""
     servers: list[Server] = []
     for name in names:
         directory = os.path.join(work, name)
         os.mkdir(directory, 0o755)
         users(os.path.join(directory, "users"))
         maker = BASELINES.get(name)
-        servers.append(maker(name, directory) if maker else Ablated(name, directory))
+        servers.append(maker(name, directory) if maker else
+                       Ablated(name, directory, **settings))
     return servers
 
 
@@ -138,17 +143,31 @@ def gain(points: dict, name: str, key: str) -> str:
 
 # Queries.
 
+def running_ns(pid: int) -> int:
+    """Nanoseconds ``pid``'s threads have run so far (/proc's schedstat: finer than the
+    ticks of /proc/PID/stat, for a process that runs a few milliseconds a point)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+            total += int(f.read().split()[0])
+    return total
+
+
 def query_phase(work: str, names: list, clients: list, queries: int, rounds: int,
-                loadgen: str) -> dict:
-    """``{clients: {server name: [CPU per query of each round]}}`` for all-on and ``names``."""
-    servers = make_servers(work, [ALL_ON, *names], small_users)
+                loadgen: str, **settings: str) -> dict:
+    """``{clients: {server name: [figures of each round]}}`` for all-on and ``names``: the
+    server's CPU per query, and the root parent's (a baseline's: its only process)."""
+    servers = make_servers(work, [ALL_ON, *names], small_users, **settings)
     by_clients = {}
     try:
         for server in servers:
             server.start()
         for n in clients:
             def cpu_per_query(server: Server, n: int = n) -> dict:
-                return {"cpu_us": run_point(server, n, queries, loadgen)["cpu_us"]}
+                before = running_ns(server.proc.pid)
+                cpu_us = run_point(server, n, queries, loadgen)["cpu_us"]
+                return {"cpu_us": cpu_us,
+                        "parent_us": (running_ns(server.proc.pid) - before) / 1e3 / queries}
 
             by_clients[n] = interleaved(servers, rounds, cpu_per_query)
     finally:
@@ -171,6 +190,13 @@ def query_tables(by_clients: dict) -> str:
     gains.append("| (all on) | " + " | ".join("-" for _ in clients) + " | " + " | ".join(
         f"{statistics.median(p['cpu_us'] for p in by_clients[n][ALL_ON]):.1f}"
         for n in clients) + " |")
+    gains += ["", "The root parent's CPU per query (the access log's relay), µs: median "
+              "(range over rounds).", "", f"| variant | {head}|",
+              "|---|" + "---:|" * len(clients)]
+    for name in [ALL_ON, *(name for name in PATCHES if name in by_clients[clients[0]])]:
+        gains.append(f"| {name} | " + " | ".join(
+            spread([p["parent_us"] for p in by_clients[n][name]], form="{:.2f}")
+            for n in clients) + " |")
     baselines = [f"| fingerd all-on's CPU per query vs | {head}|",
                  "|---|" + "---:|" * len(clients)]
     measured = [base for base in BASELINES if base in by_clients[clients[0]]]
@@ -317,6 +343,9 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join([*PATCHES, *BASELINES]),
                         help="what is measured beside all-on (the files phase takes those "
                              "among FILE_MECHANISMS)")
+    parser.add_argument("--access-log", action="store_true",
+                        help="every fingerd with access_log = yes (the queries phase): the "
+                             "access log's mechanisms act only then")
     parser.add_argument("--out")
     args = parser.parse_args()
     phases, variants = args.phases.split(","), args.variants.split(",")
@@ -329,10 +358,12 @@ def main() -> None:
         if loadgen is None:
             raise SystemExit("cannot build scripts/loadgen.c")
         os.mkdir(os.path.join(work, "queries"), 0o755)
+        settings = {"access_log": "yes"} if args.access_log else {}
         by_clients = query_phase(os.path.join(work, "queries"), variants,
                                  [int(c) for c in args.clients.split(",")], args.queries,
-                                 args.rounds, loadgen)
-        parts.append(f"## Queries\n\n{args.queries} queries a point from the C load generator, "
+                                 args.rounds, loadgen, **settings)
+        parts.append(f"## Queries\n\n{args.queries} queries a point from the C load generator"
+                     f"{' to fingerd with access_log = yes' if args.access_log else ''}, "
                      f"{args.rounds} interleaved rounds; a gain is the server CPU per query "
                      f"with the mechanism off over all-on's in the same round, minus 1: "
                      f"median (range over rounds).\n\n{query_tables(by_clients)}")

@@ -7,7 +7,9 @@ import signal
 import threading
 import time
 
-from fingerd.accesslog import escape
+from fingerd.accesslog import AccessLog, escape, lines_of
+from fingerd.logsetup import STAMP_END
+from fingerd.serving.service import Answer
 from tests.support.polling import wait_until
 
 LINE = re.compile(r"access service=(\w+) peer=127\.0\.0\.1 kind=([\w-]+) outcome=(\w+) "
@@ -25,6 +27,41 @@ def access_lines(d, count):
 def test_escape_makes_any_text_one_printable_line():
     assert escape('al"ice\\\n\x1b[2J\u202e\xff') == '"al\\"ice\\\\\\x0a\\x1b[2J\\u202e\\xff"'
     assert escape("x" * 100) == '"' + "x" * 64 + '..."'
+
+
+def test_a_line_is_made_from_its_entry_stamped_to_the_millisecond():
+    when = time.mktime((2026, 12, 6, 1, 2, 3, 0, 0, -1)) + 0.0075
+    entries = [(when, 0.00032, "finger", "192.0.2.7", "user", "found", 16, None, None),
+               (when + 1, 1.5, "setter", "127.0.0.1", None, "ok", 4, "bob", 'a"b\n')]
+    assert lines_of(entries) == [
+        f"2026-12-06 01:02:03,007{STAMP_END}access service=finger peer=192.0.2.7 "
+        "kind=user outcome=found bytes=16 seconds=0.000320",
+        f"2026-12-06 01:02:04,007{STAMP_END}access service=setter peer=127.0.0.1 kind=- "
+        'outcome=ok bytes=4 seconds=1.500000 login="bob" user="a\\"b\\x0a"']
+
+
+def test_the_name_asked_for_is_noted_only_with_log_queries():
+    noted = []
+
+    class Sink:
+        def add_access_entry(self, entry):
+            noted.append(entry)
+
+    answer = Answer("found", b"Happy\r\n", "user", "alice")
+    for log_queries in (False, True):
+        AccessLog(log_queries, Sink(), clock=lambda: 100.25).log(
+            "finger", ("192.0.2.7", 79), answer, 0.5)
+    assert noted == [(100.25, 0.5, "finger", "192.0.2.7", "user", "found", 7, None, name)
+                     for name in (None, "alice")]
+
+
+def test_without_a_batching_handler_each_line_is_a_record(caplog):
+    answer = Answer("not_found", b"No such user\r\n", "user", "bob")
+    with caplog.at_level("INFO", logger="fingerd.access"):
+        AccessLog(False).log("finger", ("192.0.2.7", 79), answer, 0.25)
+    assert [r.getMessage() for r in caplog.records] == [
+        "access service=finger peer=192.0.2.7 kind=user outcome=not_found bytes=14 "
+        "seconds=0.250000"]
 
 
 def test_one_line_per_request_without_names_unless_asked(make_daemon):

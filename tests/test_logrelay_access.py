@@ -9,9 +9,11 @@ import threading
 import time
 
 from fingerd import logsetup
+from fingerd.accesslog import lines_of
 from fingerd.logsetup import STAMP_END
 from fingerd.process.parent.logrelay import (
     ACCESS_BATCH_BYTES,
+    ACCESS_BATCH_LINES,
     ACCESS_LINE_END,
     ACCESS_LOSSES_WARNING,
     ACCESS_RECORD_START,
@@ -20,6 +22,8 @@ from fingerd.process.parent.logrelay import (
 from fingerd.process.worker.logpipe import PipeHandler
 from tests.support.polling import wait_until
 
+#: When the requests of these tests ended, and the stamp of their lines.
+WHEN = time.mktime((2026, 12, 6, 1, 2, 3, 0, 0, -1)) + 0.4565
 STAMP = "2026-12-06 01:02:03,456"
 #: An access line as the parent writes it from a batch, its fields captured.
 WRITTEN = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) fingerd\[(\d+)\]: INFO "
@@ -50,7 +54,13 @@ def relay_to_end(read_fd, logger, **kw):
     raise AssertionError("the pipe never ended")
 
 
+def entry(i, name="n"):
+    """A query for the name ``name`` and ``i``, as the access log notes it."""
+    return (WHEN, 0.0001, "finger", "127.0.0.1", "user", "found", 16, None, f"{name}{i}")
+
+
 def line(i, name="n"):
+    """The access line of ``entry(i, name)``."""
     return f"{STAMP}{STAMP_END}access service=finger peer=127.0.0.1 kind=user " \
            f"outcome=found bytes=16 seconds=0.000100 user=\"{name}{i}\""
 
@@ -62,7 +72,7 @@ def test_lines_from_many_threads_arrive_whole_in_order_a_write_a_batch(tmp_path)
 
     def client(k):
         for i in range(counts):
-            handler.add_access_line(line(i, f"c{k}n"))
+            handler.add_access_entry(entry(i, f"c{k}n"))
             time.sleep(0)  # as a serving thread gives up the GIL at each system call
 
     threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(4)]
@@ -82,7 +92,7 @@ def test_lines_from_many_threads_arrive_whole_in_order_a_write_a_batch(tmp_path)
     records = data.split(b"\n")[:-1]
     assert all(record.startswith(ACCESS_RECORD_START) for record in records)
     assert all(len(record) <= ACCESS_BATCH_BYTES + 1 for record in records)
-    assert len(records) <= 4 * counts * len(line(0)) // (ACCESS_BATCH_BYTES // 2), \
+    assert len(records) <= 4 * counts // (ACCESS_BATCH_LINES // 2), \
         "lines go in batches, not one by one"
 
     r, w = os.pipe()
@@ -111,8 +121,8 @@ def test_a_batch_is_sent_within_a_second_of_its_first_line():
     handler = PipeHandler(w)
     try:
         began = time.monotonic()
-        handler.add_access_line(line(1))
-        handler.add_access_line(line(2))
+        handler.add_access_entry(entry(1))
+        handler.add_access_entry(entry(2))
         data = os.read(r, 65536)  # blocks until the batch comes
         took = time.monotonic() - began
         assert data == ACCESS_RECORD_START + line(1).encode() + ACCESS_LINE_END + \
@@ -127,7 +137,7 @@ def test_a_batch_is_sent_within_a_second_of_its_first_line():
 def test_lines_gathered_are_sent_when_the_worker_closes_its_log():
     r, w = os.pipe()
     handler = PipeHandler(w)
-    handler.add_access_line(line(7))
+    handler.add_access_entry(entry(7))
     handler.close()
     os.close(w)
     assert os.read(r, 65536) == ACCESS_RECORD_START + line(7).encode() + b"\n"
@@ -137,10 +147,10 @@ def test_lines_gathered_are_sent_when_the_worker_closes_its_log():
 def test_a_parent_that_does_not_read_loses_batches_counts_them_and_warns_once(tmp_path):
     r, w = os.pipe()
     handler = PipeHandler(w)
-    total = 50_000
+    total = 60 * ACCESS_BATCH_LINES  # sixty batches: most are lost
     began = time.monotonic()
     for i in range(total):
-        handler.add_access_line(line(i))
+        handler.add_access_entry(entry(i))
     assert time.monotonic() - began < 20, "adding lines waited for the parent"
     wait_until(lambda: handler.dropped_access_lines > 0, what="lines to be dropped")
     logger, file_handler = file_logger(tmp_path / "log", "test.access.losses")
@@ -156,7 +166,7 @@ def test_a_parent_that_does_not_read_loses_batches_counts_them_and_warns_once(tm
     written = (tmp_path / "log").read_text().splitlines()
     access = [text for text in written if WRITTEN.fullmatch(text)]
     warnings = [text for text in written if ACCESS_LOSSES_WARNING in text]
-    batches_lost = handler.dropped_access_lines // (ACCESS_BATCH_BYTES // (len(line(0)) + 1))
+    batches_lost = handler.dropped_access_lines // ACCESS_BATCH_LINES
     assert 1 <= len(warnings) and 10 * len(warnings) < batches_lost, \
         "said once a run of losses, not once a batch"
     assert WORKER_LINE.fullmatch(warnings[0]).group(1) == "WARNING"
@@ -195,6 +205,65 @@ def test_a_hostile_batch_is_written_a_line_at_a_time_escaped_and_tagged(tmp_path
                                   "password changed\\t2026-12-06"), "the forgery is inert"
     assert messages[2] == "access x\\x1b[2J\\r\\udcff\\udcfe" or "\\x1b" in messages[2]
     assert "\x1b" not in text and "\r" not in text
+
+
+def test_a_batch_whose_counts_add_up_but_whose_lines_do_not_is_written_line_by_line(
+        tmp_path):
+    """As many tabs as lines, but one line without and one with two; a letter in a
+    digit's place, in a line after the first or in the first; every line in shape,
+    but one with a tab more, or bytes that are not printable ASCII, there or in the
+    tab's place: no line of these batches is written as the worker stamped it."""
+    shaped = b"2026-01-01 00:00:00,000\taccess "
+    batches = [[line(1).encode(), b"2026-01-01 00:00:00,000 access no tab",
+                b"2026-01-01 00:00:00,000\taccess two\ttabs"],
+               [line(2).encode(), b"2026-01-01 0a:00:00,000\taccess x"],
+               [line(3).encode(), shaped + b"\x1b[2J\x1e\xff"],
+               [line(4).encode(), shaped + b"tab\t"],
+               [line(5).encode(), b"2026-01-01 00:00:00,000\x1baccess x"],
+               [line(6).encode(), b"2026-01-01 00:00:00,000\xffaccess y"],
+               [b"2026-01-01 0a:00:00,000\taccess first", line(7).encode()]]
+    r, w = os.pipe()
+    for batch in batches:
+        os.write(w, ACCESS_RECORD_START + ACCESS_LINE_END.join(batch) + b"\n")
+    os.close(w)
+    logger, handler = file_logger(tmp_path / "log", "test.access.shapes")
+    relay_to_end(r, logger)
+    os.close(r)
+    handler.close()
+    lines = (tmp_path / "log").read_text().splitlines()
+    assert not [written for written in lines if written.startswith(STAMP)]
+    assert [WORKER_LINE.fullmatch(written).group(3) for written in lines] == [
+        line(1).partition(STAMP_END)[2], "2026-01-01 00:00:00,000 access no tab",
+        "2026-01-01 00:00:00,000\\taccess two\\ttabs", line(2).partition(STAMP_END)[2],
+        "2026-01-01 0a:00:00,000\\taccess x", line(3).partition(STAMP_END)[2],
+        "2026-01-01 00:00:00,000\\taccess \\x1b[2J\\x1e\\xff", line(4).partition(STAMP_END)[2],
+        "2026-01-01 00:00:00,000\\taccess tab\\t", line(5).partition(STAMP_END)[2],
+        "2026-01-01 00:00:00,000\\x1baccess x", line(6).partition(STAMP_END)[2],
+        "2026-01-01 00:00:00,000\\xffaccess y", "2026-01-01 0a:00:00,000\\taccess first",
+        line(7).partition(STAMP_END)[2]]
+
+
+def test_a_batch_of_long_lines_goes_in_records_of_whole_lines_within_the_bound():
+    r, w = os.pipe()
+    handler = PipeHandler(w)
+    long_name = "\u00e9" * 64  # written as 64 escapes of 6 characters each
+    raw = []
+    reader = threading.Thread(target=lambda: raw.extend(iter(lambda: os.read(r, 65536), b"")),
+                              daemon=True)
+    reader.start()
+    entries = [(WHEN, 0.0001, "setter", "127.0.0.1", "set", "ok", 4, long_name,
+                f"{i}{long_name}") for i in range(ACCESS_BATCH_LINES)]
+    for item in entries:
+        handler.add_access_entry(item)
+    handler.close()
+    os.close(w)
+    reader.join(30)
+    os.close(r)
+    records = b"".join(raw).split(b"\n")[:-1]
+    assert len(records) > 1
+    assert all(len(record) <= ACCESS_BATCH_BYTES + 1 for record in records)
+    lines = ACCESS_LINE_END.join(record[len(ACCESS_RECORD_START):] for record in records)
+    assert lines.decode().split(ACCESS_LINE_END.decode()) == lines_of(entries)
 
 
 def test_batches_are_paid_for_a_line_each_and_losses_told():

@@ -4,11 +4,11 @@ The worker cannot reopen a root-owned log file after logrotate, nor should
 it hold one open for writing; so it writes each record as one JSON line to a
 pipe, and the parent writes it to wherever the daemon logs.
 
-Access log lines (accesslog.py) travel in batches instead, one record of
-whole lines at most ACCESS_BATCH_BYTES long, sent when the next line would
-not fit and at most ACCESS_FLUSH_SECONDS after its first line: a few system
-calls for a hundred lines rather than for each. A worker killed loses the
-lines of its last second at most.
+Access log lines (accesslog.py) travel in batches instead, sent when
+ACCESS_BATCH_LINES wait and at most ACCESS_FLUSH_SECONDS after the first, in
+records of whole lines at most ACCESS_BATCH_BYTES long: a few system calls
+for a thousand lines rather than for each. A worker killed loses the lines of
+its last second at most.
 
 The parent trusts nothing in that pipe: the worker may be hostile. Of a
 record it keeps a level, reduced to one of the five standard ones, and a
@@ -17,9 +17,9 @@ formatting character reaches the log: one record is one line), cuts to a
 bounded length and tags ``worker[PID]: ``, so that no worker line reads as
 the parent's. Lines beyond a rate are dropped and counted, the count written
 as a line of the parent's own. The parent reads a bounded slice of the pipe
-a turn of its loop. A batch of access lines is checked whole, with one
-regular expression: when every line is a time stamp and printable ASCII, the
-batch is tagged and written in one write; else each of its lines is a record.
+a turn of its loop. A batch of access lines is checked whole, in a few passes
+over its bytes: when every line is a time stamp and printable ASCII, the batch
+is tagged and written in one write; else each of its lines is a record.
 """
 
 import fcntl
@@ -42,14 +42,22 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 MAX_RECORD_BYTES = 16384
 #: Records waiting for the pipe at most; past it, records are dropped and counted.
 MAX_QUEUED_RECORDS = 1024
-#: Most characters of access lines a batch holds, separators included; under
-#: what the parent keeps of a record not yet whole (4 * MAX_RECORD_BYTES).
-ACCESS_BATCH_BYTES = 32768
+#: Access lines the worker gathers before it sends them (sooner if the first is
+#: ACCESS_FLUSH_SECONDS old): what it costs a batch (a thread woken, the code that
+#: makes the lines warmed) and the parent's (waking, reading, checking, writing)
+#: is paid once for a thousand lines.
+ACCESS_BATCH_LINES = 1024
+#: Most characters of a record of access lines, separators included: what one read
+#: of the pipe takes (limits.WORKER_LOG_READ_BYTES); a batch of longer lines than
+#: most is sent in more than one.
+ACCESS_BATCH_BYTES = 262144
+#: What the parent keeps of a record not yet whole: a batch, with room to spare.
+MAX_PARTIAL_BYTES = ACCESS_BATCH_BYTES + MAX_RECORD_BYTES
 #: Seconds at most from a batch's first line to its sending.
 ACCESS_FLUSH_SECONDS = 1.0
-#: Batches waiting for the pipe at most; past it, the lines of the next are dropped
-#: and counted, and the queue keeps room for the records and the warning.
-MAX_QUEUED_BATCHES = 16
+#: Batches waiting for the pipe at most (1 MiB); past it, the lines of the next are
+#: dropped and counted, and the queue keeps room for the records and the warning.
+MAX_QUEUED_BATCHES = 4
 #: What the worker asks its log pipe to hold (Linux's most for an unprivileged
 #: process): the parent may be kept from reading for a while (a busy machine)
 #: without a line lost, and what the pipe holds outlives a worker killed.
@@ -164,7 +172,7 @@ class LogRelay:
             self._notice_drops()
             return False
         lines = (self._buf + chunk).split(b"\n")
-        self._buf = lines.pop()[-4 * MAX_RECORD_BYTES:]
+        self._buf = lines.pop()[-MAX_PARTIAL_BYTES:]
         self._bucket.refill(self._clock())
         for i, line in enumerate(lines):
             if self._bucket.tokens < 1:
@@ -198,9 +206,9 @@ class LogRelay:
         """A batch of access lines: paid for a line each (and for each 256 bytes a
         line holds beyond its first 256, on average), checked whole, and written in
         one write when it passes, else a line at a time as any record."""
-        batch = record[len(ACCESS_RECORD_START):]
         count = _lines_in(record)
-        beyond = max(0, len(batch) - count * limits.WORKER_LOG_TOKEN_BYTES)
+        beyond = max(0, len(record) - len(ACCESS_RECORD_START) -
+                     count * limits.WORKER_LOG_TOKEN_BYTES)
         if not self._bucket.take(count + beyond // limits.WORKER_LOG_TOKEN_BYTES):
             self._dropped += count
             return
@@ -210,12 +218,13 @@ class LogRelay:
                               self._clock() - self._noticed_at >= DROP_NOTICE_INTERVAL):
             self._notice_drops()
         handler = self._batch_handler()
-        if handler is not None and _well_formed(batch):
+        if handler is not None:
             tag = f" fingerd[{os.getpid()}]: INFO worker[{self.pid}]: ".encode()
-            _write_whole(handler, batch.replace(_STAMP_END, tag)
-                         .replace(ACCESS_LINE_END, b"\n") + b"\n")
-            return
-        for line in batch.split(ACCESS_LINE_END):
+            written = _as_written(record, count, tag)
+            if written is not None:
+                _write_whole(handler, written)
+                return
+        for line in record[len(ACCESS_RECORD_START):].split(ACCESS_LINE_END):
             if _ACCESS_LINE.fullmatch(line):
                 line = line.partition(_STAMP_END)[2]
             self._write_record(logging.INFO, line.decode("utf-8", "backslashreplace"))
@@ -254,24 +263,41 @@ class LogRelay:
 
 
 #: A batch of access lines the parent writes as it is: each line a time stamp as
-#: logsetup writes one, STAMP_END, and printable ASCII (the parent's tag goes in
-#: place of STAMP_END: no line holds another). The shape is checked by
-#: _ACCESS_BATCH, the bytes by what _PRINTABLE leaves of the batch: one STAMP_END
-#: a line and ACCESS_LINE_END between lines (twice as fast as a character class
-#: in the expression).
+#: logsetup writes one, STAMP_END, "access " and printable ASCII (the parent's tag
+#: goes in place of STAMP_END: no line holds another). It is checked on its
+#: shapes (_SHAPES: digits as "0", the other printable characters, STAMP_END and
+#: ACCESS_LINE_END as they are, any other byte as ACCESS_RECORD_START, which then
+#: shows in its count) with a few passes over the whole batch, each in C, rather
+#: than an expression matched character by character.
 _STAMP_END = STAMP_END.encode()
 _LINE_START = rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}" + _STAMP_END + rb"access "
 _ACCESS_LINE = re.compile(_LINE_START + rb"[ -~]{0,%d}" % limits.MAX_WORKER_LOG_CHARS)
-_ACCESS_BATCH = re.compile(_LINE_START + rb"[^\x1f]*(?:" + ACCESS_LINE_END + _LINE_START +
-                           rb"[^\x1f]*)*")
-_PRINTABLE = bytes(range(0x20, 0x7F))
+_SHAPES = bytes(ord("0") if chr(b) in "0123456789" else
+                b if 0x20 <= b < 0x7F or b in _STAMP_END + ACCESS_LINE_END else
+                ACCESS_RECORD_START[0]
+                for b in range(256))
+_LINE_SHAPE = b"0000-00-00 00:00:00,000" + _STAMP_END + b"access "
+#: A batch's start and separators as the log's line ends.
+_LINE_ENDS = bytes.maketrans(ACCESS_RECORD_START + ACCESS_LINE_END, b"\n\n")
 
 
-def _well_formed(batch: bytes) -> bool:
-    """Whether every line of ``batch`` is an access line the parent may write as it is."""
-    others = _STAMP_END + (ACCESS_LINE_END + _STAMP_END) * batch.count(ACCESS_LINE_END)
-    return (batch.translate(None, _PRINTABLE) == others
-            and _ACCESS_BATCH.fullmatch(batch) is not None)
+def _as_written(record: bytes, count: int, tag: bytes) -> Optional[bytes]:
+    """The ``count`` lines of the batch ``record`` as the log's lines, ``tag`` after
+    each stamp; None when one of them is not an access line the parent may write as
+    it is.
+
+    Every line begins in shape (the first after the record's start, each other
+    after ACCESS_LINE_END); each shape holds one STAMP_END, so no line holds
+    another; and no byte but the record's start shapes as ACCESS_RECORD_START.
+    """
+    shapes = record.translate(_SHAPES)
+    if (not shapes.startswith(ACCESS_RECORD_START + _LINE_SHAPE)
+            or shapes.count(ACCESS_LINE_END + _LINE_SHAPE) != count - 1
+            or shapes.count(_STAMP_END) != count
+            or shapes.count(ACCESS_RECORD_START) != 1):
+        return None
+    lines = record.replace(_STAMP_END, tag).translate(_LINE_ENDS)
+    return b"".join((memoryview(lines)[len(ACCESS_RECORD_START):], b"\n"))
 
 
 def _lines_in(record: bytes) -> int:

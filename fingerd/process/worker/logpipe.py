@@ -1,10 +1,11 @@
 """The worker's end of its log pipe: records and access lines sent to the parent.
 
 The worker never writes a log file: each record goes as one JSON line, access
-lines in batches (ACCESS_BATCH_BYTES, or ACCESS_FLUSH_SECONDS after the first),
-on a thread of its own that never holds up serving; what does not fit the
-queue is dropped and counted. The format, and the parent's end that distrusts
-all of it, are in the parent's ``logrelay``.
+lines in batches (ACCESS_BATCH_LINES, or ACCESS_FLUSH_SECONDS after the first;
+records of at most ACCESS_BATCH_BYTES), on a thread of its own that never
+holds up serving and that makes the lines; what does not fit the queue is
+dropped and counted. The format, and the parent's end that distrusts all of
+it, are in the parent's ``logrelay``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import queue
 import threading
 import time
 
+from fingerd.accesslog import Entry, lines_of
 from fingerd.process.parent.logrelay import (
     ACCESS_BATCH_BYTES,
+    ACCESS_BATCH_LINES,
     ACCESS_FLUSH_SECONDS,
     ACCESS_LINE_END,
     ACCESS_LOSSES_WARNING,
@@ -35,17 +38,14 @@ def _line(level, message):
     return (json.dumps({"level": level, "message": message}) + "\n").encode()
 
 
-class _Batch(bytes):
-    """A record of access lines on its way to the pipe; ``lines`` how many it holds."""
-
-    lines = 0
-
-
-def _batch_record(lines: list[str]) -> _Batch:
+def _batch_records(lines: list[str]) -> list[bytes]:
+    """``lines`` as records of at most ACCESS_BATCH_BYTES (whole lines: halved until each
+    fits; one line always does)."""
     text = ACCESS_LINE_END.decode().join(lines).encode("ascii", "backslashreplace")
-    batch = _Batch(ACCESS_RECORD_START + text + b"\n")
-    batch.lines = len(lines)
-    return batch
+    if len(text) <= ACCESS_BATCH_BYTES or len(lines) == 1:
+        return [ACCESS_RECORD_START + text + b"\n"]
+    half = len(lines) // 2
+    return _batch_records(lines[:half]) + _batch_records(lines[half:])
 
 
 #: Put in the queue when a batch begins, so that the writing thread times its sending.
@@ -60,22 +60,22 @@ class PipeHandler(logging.Handler):
     dropped, and the next one that fits is preceded by a warning saying how
     many were lost, once for each run of losses.
 
-    Access lines (``add_access_line``) are gathered in a batch; a full one is
-    queued by the thread that filled it, one older than ACCESS_FLUSH_SECONDS
-    by the writing thread. When MAX_QUEUED_BATCHES wait already, a batch's
-    lines are dropped and counted in ``dropped_access_lines``; a warning says
-    so when a run of such losses begins.
+    Access entries (``add_access_entry``) are gathered in a batch; a full one
+    (ACCESS_BATCH_LINES) is queued by the thread that filled it, one older than
+    ACCESS_FLUSH_SECONDS by the writing thread, which makes the lines of each
+    batch it takes. When MAX_QUEUED_BATCHES wait already, a batch's lines are
+    dropped and counted in ``dropped_access_lines``; a warning says so when a
+    run of such losses begins (it ends once no batch waits).
     """
 
     def __init__(self, fd, capacity=MAX_QUEUED_RECORDS, clock=time.monotonic):
         super().__init__()
         self.fd = fd
-        self._queue: queue.Queue[bytes | None] = queue.Queue(capacity)
+        self._queue: queue.Queue[bytes | list[Entry] | None] = queue.Queue(capacity)
         self._dropped = 0
         self._clock = clock
         self._batch_lock = threading.Lock()
-        self._batch: list[str] = []
-        self._batch_chars = 0
+        self._batch: list[Entry] = []
         self._batch_began = 0.0
         self._batches_queued = 0
         self._losing_access_lines = False
@@ -89,49 +89,45 @@ class PipeHandler(logging.Handler):
                                         daemon=True)
         self._writer.start()
 
-    def add_access_line(self, line: str) -> None:
-        """Add ``line`` (no newline) to the batch; any thread may call it."""
-        full = None
+    def add_access_entry(self, entry: Entry) -> None:
+        """Add ``entry`` (accesslog.Entry) to the batch; any thread may call it."""
         with self._batch_lock:
-            if self._batch_chars + len(line) >= ACCESS_BATCH_BYTES and self._batch:
-                full = self._take_batch()
-            begins = not self._batch
-            if begins:
+            batch = self._batch
+            batch.append(entry)
+            if 1 < len(batch) < ACCESS_BATCH_LINES:
+                return
+            full = self._take_batch() if len(batch) > 1 else None
+            if full is None:
                 self._batch_began = self._clock()
-            self._batch.append(line)
-            self._batch_chars += len(line) + 1
         if full is not None:
             self._queue_batch(full)
-        if begins:
-            try:
-                self._queue.put_nowait(_BATCH_BEGUN)
-            except queue.Full:
-                pass  # the writing thread is busy, and looks at the batch after each record
+            return
+        try:
+            self._queue.put_nowait(_BATCH_BEGUN)
+        except queue.Full:
+            pass  # the writing thread is busy, and looks at the batch after each record
 
-    def _take_batch(self) -> list[str]:
-        """The batch's lines, leaving it empty; called under ``_batch_lock``."""
-        lines, self._batch, self._batch_chars = self._batch, [], 0
-        return lines
+    def _take_batch(self) -> list[Entry]:
+        """The batch's entries, leaving it empty; called under ``_batch_lock``."""
+        entries, self._batch = self._batch, []
+        return entries
 
-    def _queue_batch(self, lines: list[str]) -> None:
-        """Queue ``lines`` for the pipe as one record, unless MAX_QUEUED_BATCHES wait
-        already: they are then lost and counted."""
-        record = _batch_record(lines)
+    def _queue_batch(self, entries: list[Entry]) -> None:
+        """Queue ``entries`` for the pipe, unless MAX_QUEUED_BATCHES wait already: their
+        lines are then lost and counted."""
         with self._batch_lock:
             room = self._batches_queued < MAX_QUEUED_BATCHES
             if room:
                 self._batches_queued += 1
         if room:
             try:
-                self._queue.put_nowait(record)
+                self._queue.put_nowait(entries)
             except queue.Full:
                 with self._batch_lock:
                     self._batches_queued -= 1
             else:
-                with self._batch_lock:
-                    self._losing_access_lines = False
                 return
-        self._lose(len(lines))
+        self._lose(len(entries))
 
     def _lose(self, count: int) -> None:
         """Count ``count`` access lines lost; the first loss of a run is told."""
@@ -144,7 +140,7 @@ class PipeHandler(logging.Handler):
             except queue.Full:
                 pass
 
-    def _due_batch(self) -> tuple[list[str] | None, float | None]:
+    def _due_batch(self) -> tuple[list[Entry] | None, float | None]:
         """The batch if it is due, and the seconds until the next one is (None: none
         waits)."""
         with self._batch_lock:
@@ -184,18 +180,35 @@ class PipeHandler(logging.Handler):
                 continue
             if data is None:
                 return
-            if not data:
-                continue  # _BATCH_BEGUN: the batch is timed at the top of the loop
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(self.fd, view):]
-            except OSError:
+            if isinstance(data, list):
+                sent = self._send_batch(data)
+            else:
+                sent = not data or self._send(data)  # _BATCH_BEGUN only times the batch
+            if not sent:
                 return
-            finally:
-                if isinstance(data, _Batch):
-                    with self._batch_lock:
-                        self._batches_queued -= 1
+
+    def _send_batch(self, entries: list[Entry]) -> bool:
+        """Make the lines of ``entries`` and write them; False once the pipe is gone."""
+        try:
+            for record in _batch_records(lines_of(entries)):
+                if not self._send(record):
+                    return False
+            return True
+        finally:
+            with self._batch_lock:
+                self._batches_queued -= 1
+                if not self._batches_queued:
+                    self._losing_access_lines = False  # caught up: a run of losses ends
+
+    def _send(self, data: bytes) -> bool:
+        """Write ``data`` whole to the pipe; False once the pipe is gone."""
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError:
+            return False
+        return True
 
     def close(self, timeout=2.0):
         """Write what is queued, the access lines gathered and what was lost, waiting
@@ -205,7 +218,7 @@ class PipeHandler(logging.Handler):
             self._batches_queued += bool(last)
         try:
             if last:
-                self._queue.put(_batch_record(last), timeout=timeout)
+                self._queue.put(last, timeout=timeout)
             self.acquire()
             try:
                 if self._dropped:
