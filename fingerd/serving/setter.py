@@ -32,8 +32,8 @@ from fingerd.serving.gate import ConnectionGate
 from fingerd.serving.lines import take_lines
 from fingerd.serving.loop import RequestHandler
 from fingerd.serving.peer_owner import OwnerLookup
-from fingerd.serving.rate_limit import RateLimit
 from fingerd.serving.service import Answer, Peer, ServiceSpec
+from fingerd.token_bucket import RateLimit
 from fingerd.users.editing import StoreError
 from fingerd.users.setter_request import (
     OWN,
