@@ -30,7 +30,7 @@ sys.path.insert(0, ROOT)
 from prometheus_client import CollectorRegistry, Counter, Histogram  # noqa: E402 (after the path)
 
 from fingerd import accesslog, cli, metrics  # noqa: E402
-from fingerd.process.parent import logrelay, priority, writer_handle  # noqa: E402
+from fingerd.process.parent import logrelay, writer_handle  # noqa: E402
 from fingerd.process.worker import logpipe  # noqa: E402
 from fingerd.process.worker import main as worker  # noqa: E402
 from fingerd.serving import finger, http_head, listening, loop, web  # noqa: E402
@@ -175,11 +175,11 @@ def parse_quietly() -> None:
 def sched_idle_writer() -> None:
     """The users file writer at its niceness alone: no SCHED_IDLE, hence no promotion."""
     def run_at_niceness(pid: int, niceness: int) -> str:
-        nice = min(priority.MAX_NICENESS, os.getpriority(os.PRIO_PROCESS, 0) + niceness)
+        nice = min(writer_handle.MAX_NICENESS, os.getpriority(os.PRIO_PROCESS, 0) + niceness)
         os.setpriority(os.PRIO_PROCESS, pid, nice)
         return f"turned off for the benchmark; it runs at niceness {nice}"
 
-    _replace(writer_handle.priority, "run_behind", run_at_niceness)
+    _replace(writer_handle, "run_behind", run_at_niceness)
 
 
 def access_entries() -> None:

@@ -15,7 +15,7 @@ own/any of CPU per request and of requests/s.
 Beside it, the owner lookup itself is timed in this process: the median of
 fingerd.serving.peer_owner.owner_by_sock_diag(peer, sockname) over real
 loopback connections, as the worker calls it right after accept, and of the
-uid-to-login step (fingerd.serving.requesters.Requesters.of) that follows it.
+uid-to-login step (fingerd.serving.setter.Requesters.of) that follows it.
 
     python3 scripts/bench_setter.py [--clients 1,8] [--requests 2000] [--rounds 5]
                                     [--lookups 2000] [--out docs/bench]
@@ -43,7 +43,7 @@ sys.path.insert(0, ROOT)
 from bench import CLIENT_CPU, STATUS, USER, Fingerd, keep_in_flight, machine, process_tree_cpu  # noqa: E402
 
 from fingerd.serving.peer_owner import owner_by_sock_diag  # noqa: E402
-from fingerd.serving.requesters import Requesters  # noqa: E402
+from fingerd.serving.setter import Requesters  # noqa: E402
 
 USERS = 1000
 ANSWER = b"OK\r\n"

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """How long a process that wakes on the core where the users file is being written waits
-to run, by the scheduling of the writer (fingerd/process/parent/priority.py's choice).
+to run, by the scheduling of the writer (fingerd/process/parent/writer_handle.py's choice).
 
 A probe pinned to the first core sleeps on a pipe; this process, pinned to
 the second, writes the time into the pipe every --interval ms, and the probe
@@ -13,7 +13,7 @@ clock starts), at one of:
 - none: no writer, the floor that the machine's other work leaves;
 - nice: SCHED_OTHER at niceness +10 (the writing child before SCHED_IDLE);
 - batch: SCHED_BATCH at niceness 19;
-- idle: as ``priority.run_behind`` puts the writing child (SCHED_IDLE, its
+- idle: as ``writer_handle.run_behind`` puts the writing child (SCHED_IDLE, its
   I/O best-effort at the lowest level).
 
 With --hog, a process spinning at niceness 0 on the first core stands for a
@@ -46,7 +46,7 @@ from bench import CLIENT_CPU, SERVER_CPU, machine  # noqa: E402
 from bench_scale import write_users  # noqa: E402
 from bench_sets import pct  # noqa: E402
 
-from fingerd.process.parent import priority  # noqa: E402
+from fingerd.process.parent import writer_handle  # noqa: E402
 from fingerd.users.editing import StatusWriter  # noqa: E402
 
 POLICIES = ("none", "nice", "batch", "idle")
@@ -140,7 +140,7 @@ def place(pid, policy):
         os.sched_setscheduler(pid, os.SCHED_BATCH, os.sched_param(0))
         os.setpriority(os.PRIO_PROCESS, pid, 19)
     elif policy == "idle":
-        why = priority.run_behind(pid, 10)
+        why = writer_handle.run_behind(pid, 10)
         if why is not None:
             raise RuntimeError(f"the writer cannot run at SCHED_IDLE here: {why}")
 

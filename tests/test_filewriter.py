@@ -12,7 +12,7 @@ import time
 import pytest
 
 from fingerd.limits import REPLY_TIMEOUT
-from fingerd.process.parent import priority
+from fingerd.process.parent import writer_handle
 from fingerd.process.parent.filewriter import (
     COMMIT_MARGIN,
     LINGER_SECONDS,
@@ -383,7 +383,7 @@ def test_a_late_write_is_finished_at_the_writers_niceness_and_the_next_starts_id
 
 def test_where_it_cannot_run_idle_the_child_writes_at_its_niceness_said_once(
         sel, writer, path, replies, clock, monkeypatch, caplog):
-    monkeypatch.setattr(priority, "IOPRIO_SET", {})
+    monkeypatch.setattr(writer_handle, "IOPRIO_SET", {})
     with caplog.at_level(logging.WARNING):
         for n in (1, 2):
             writer.submit(path, request(n, status=f"status {n}"), replies)

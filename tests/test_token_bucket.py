@@ -1,6 +1,7 @@
-"""The one token bucket: full at first, refilled at its rate, never above its burst."""
+"""Token buckets: the one bucket, full at first, refilled at its rate, never above its
+burst; and a bucket a key for the setter's rate limit."""
 
-from fingerd.token_bucket import TokenBucket
+from fingerd.token_bucket import RateLimit, TokenBucket
 
 
 def test_starts_full_and_takes_what_it_has():
@@ -22,3 +23,51 @@ def test_a_cost_above_the_tokens_takes_nothing():
     assert not bucket.take(6)
     assert bucket.tokens == 5
     assert bucket.take(5) and bucket.tokens == 0
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_burst_then_the_rate():
+    clock = Clock()
+    limit = RateLimit(2, burst=3, clock=clock)
+    assert [limit.allow("alice")[0] for _ in range(4)] == [True, True, True, False]
+    clock.now += 0.5
+    assert limit.allow("alice") == (True, False), "one token back after half a second"
+    assert limit.allow("alice") == (False, True)
+
+
+def test_only_the_first_refusal_in_a_row_is_first():
+    clock = Clock()
+    limit = RateLimit(1, clock=clock)
+    assert limit.allow("a") == (True, False)
+    assert limit.allow("a") == (False, True)
+    assert limit.allow("a") == (False, False)
+    clock.now += 1
+    assert limit.allow("a") == (True, False)
+    assert limit.allow("a") == (False, True), "a new run of refusals is reported again"
+
+
+def test_keys_are_separate():
+    limit = RateLimit(1, clock=Clock())
+    assert limit.allow("a")[0] and limit.allow("b")[0]
+    assert not limit.allow("a")[0]
+
+
+def test_memory_is_bounded_and_full_buckets_go_first():
+    clock = Clock()
+    limit = RateLimit(1, clock=clock, max_keys=10)
+    for i in range(100):
+        limit.allow(f"k{i}")
+    assert len(limit._buckets) <= 10
+    clock.now += 5
+    assert limit.allow("busy")[0] and not limit.allow("busy")[0]
+    for i in range(5):
+        limit.allow(f"new{i}")
+    assert len(limit._buckets) <= 10
+    assert not limit.allow("busy")[0], "the empty bucket was kept, full ones forgotten"

@@ -30,11 +30,10 @@ from fingerd.serving.gate import ConnectionGate
 from fingerd.serving.loop import ServingLoop
 from fingerd.serving.metrics_http import METRICS_MAX_CONNECTIONS, metrics_service
 from fingerd.serving.pool import Pool
-from fingerd.serving.rate_limit import RateLimit
-from fingerd.serving.requesters import Requesters
 from fingerd.serving.service import ServiceSpec
-from fingerd.serving.setter import SetterNeeds, setter_service
+from fingerd.serving.setter import Requesters, SetterNeeds, setter_service
 from fingerd.serving.web import web_service
+from fingerd.token_bucket import RateLimit
 from fingerd.users.watcher import Watcher
 
 if TYPE_CHECKING:

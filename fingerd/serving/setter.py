@@ -2,14 +2,17 @@
 loopback TCP port or a Unix socket.
 
 Who owns the client's end is asked of the kernel right after accept, while
-the client is surely still there; the policy then decides what that
-account may set.
+the client is surely still there; the account database then gives that uid's
+login and admin rights, and the policy decides what the account may set.
 """
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import logging
+import os
+import pwd
 from _socket import socket as RawSocket
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -29,9 +32,8 @@ from fingerd.serving.gate import ConnectionGate
 from fingerd.serving.lines import take_lines
 from fingerd.serving.loop import RequestHandler
 from fingerd.serving.peer_owner import OwnerLookup
-from fingerd.serving.rate_limit import RateLimit
-from fingerd.serving.requesters import Requesters
 from fingerd.serving.service import Answer, Peer, ServiceSpec
+from fingerd.token_bucket import RateLimit
 from fingerd.users.editing import StoreError
 from fingerd.users.setter_request import (
     OWN,
@@ -55,6 +57,30 @@ class SetterClient(NamedTuple):
     host: str
     port: int
     uid: int | None
+
+
+class Requesters:
+    """Turns the uid that owns a client's end into a Requester: its login and admin rights.
+
+    ``admin_group`` is resolved once, at startup (a group that does not
+    exist is a configuration error); membership, primary or supplementary,
+    is looked up at each request, so a change to /etc/group needs no restart.
+    """
+
+    def __init__(self, admin_group: str = "") -> None:
+        self.admin_gid = grp.getgrnam(admin_group).gr_gid if admin_group else None
+
+    def of(self, uid: int | None) -> Requester | None:
+        """The Requester for ``uid``; None when the uid is None (not known)."""
+        if uid is None:
+            return None
+        try:
+            entry = pwd.getpwuid(uid)
+        except KeyError:
+            return Requester(uid, None)
+        admin = (self.admin_gid is not None
+                 and self.admin_gid in os.getgrouplist(entry.pw_name, entry.pw_gid))
+        return Requester(uid, entry.pw_name, admin)
 
 
 @dataclass(frozen=True)

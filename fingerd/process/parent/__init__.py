@@ -3,8 +3,8 @@
 Its loop and the daemon's life: ``supervisor``, ``states``, ``monitor`` (its
 answers to the workers' requests), ``reloads`` and ``reloading`` (a reload's life,
 the configuration read again), ``worker_handle``, ``forking`` and ``descendants``
-(the worker processes), ``filewriter``, ``writer_handle`` and ``priority`` (the
-writer child, seen from here), ``logrelay`` (its end of the worker's log pipe),
+(the worker processes), ``filewriter`` and ``writer_handle`` (the writer child,
+seen from here), ``logrelay`` (its end of the worker's log pipe),
 ``notify`` (telling systemd). Before the loop, in the ``fingerd`` command:
 ``listeners``, ``activation`` and ``accounts`` (a reload uses them again),
 ``daemonize``; ``address_check`` is ``fingerd -t``, which starts nothing.

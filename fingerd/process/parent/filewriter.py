@@ -23,7 +23,7 @@ answered with an error and not carried out, since the setter's client was
 already told the set failed; so is a write that could not be renamed into
 place COMMIT_MARGIN before then.
 
-The child runs behind the processes that serve (``priority``): at
+The child runs behind the processes that serve (``writer_handle``): at
 ``SCHED_IDLE``, so that it takes only CPU time no one else wants. A write
 not done within PROMOTE_AFTER seconds (the machine is busy, or the whole
 file is being validated) is finished at WRITER_NICENESS instead, so that no

@@ -1,4 +1,4 @@
-"""The users file writer's CPU and I/O priority, set on real child processes."""
+"""The writer child as the parent sees it: its CPU and I/O priority, set on real children."""
 
 import os
 import resource
@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from fingerd.process.parent import priority
+from fingerd.process.parent import writer_handle
 from tests.support.accounts import become_nobody
 from tests.support.children import in_child
 from tests.support.markers import needs_root, needs_tool
@@ -44,24 +44,24 @@ def niceness(pid):
 @needs_root
 @needs_tool("ionice", "util-linux")
 def test_a_child_runs_at_sched_idle_its_io_best_effort_at_the_lowest_level(child):
-    assert priority.run_behind(child, 10) is None
+    assert writer_handle.run_behind(child, 10) is None
     assert scheduling(child) == (os.SCHED_IDLE, min(19, niceness(0) + 10),
                                  "best-effort: prio 7")
 
 
 @needs_root
 def test_a_promoted_child_competes_at_its_niceness_until_demoted(child):
-    priority.run_behind(child, 10)
-    priority.promote(child)
+    writer_handle.run_behind(child, 10)
+    writer_handle.promote_process(child)
     assert os.sched_getscheduler(child) == os.SCHED_OTHER
     assert niceness(child) == min(19, niceness(0) + 10)
-    priority.demote(child)
+    writer_handle.demote_process(child)
     assert os.sched_getscheduler(child) == os.SCHED_IDLE
 
 
 def test_without_an_ioprio_set_number_a_child_runs_at_its_niceness_only(child, monkeypatch):
-    monkeypatch.setattr(priority, "IOPRIO_SET", {})
-    assert "no ioprio_set number" in priority.run_behind(child, 10)
+    monkeypatch.setattr(writer_handle, "IOPRIO_SET", {})
+    assert "no ioprio_set number" in writer_handle.run_behind(child, 10)
     assert os.sched_getscheduler(child) == os.SCHED_OTHER
     assert niceness(child) == min(19, niceness(0) + 10)
 
@@ -73,7 +73,7 @@ def test_without_the_right_to_promote_a_child_runs_at_its_niceness_only():
         become_nobody()
         pid = _fork_waiting()
         try:
-            why = priority.run_behind(pid, 10)
+            why = writer_handle.run_behind(pid, 10)
             return why, os.sched_getscheduler(pid), niceness(pid) - niceness(0)
         finally:
             _end(pid)
