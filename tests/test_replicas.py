@@ -99,7 +99,9 @@ class QueryLoop(threading.Thread):
 
 def test_a_replica_killed_during_queries_fails_none_beyond_the_one_in_flight(cluster):
     replicas, proxy = cluster(3)
-    loop = QueryLoop(proxy.port)
+    # Room for the second or so until the victim's first batch of access lines, at
+    # thousands of queries a second, and for 300 more after it dies.
+    loop = QueryLoop(proxy.port, count=30000)
     loop.start()
     wait_until(lambda: len(loop.answers) >= 100, what="100 answers")
     victim = replicas[1]
