@@ -62,7 +62,7 @@ MAX_WORKER_LOG_CHARS = 2048
 
 #: Bytes of the worker's log pipe the parent reads a turn of its loop, so that a
 #: flood of log lines cannot keep it from signals and the worker's requests: a
-#: batch of access lines (process/parent/logrelay.py ACCESS_BATCH_BYTES).
+#: batch of access lines (process/logformat.py ACCESS_BATCH_BYTES).
 WORKER_LOG_READ_BYTES = 262144
 
 #: Worker log lines the parent writes a second on average, and at once. A line

@@ -30,6 +30,7 @@ sys.path.insert(0, ROOT)
 from prometheus_client import CollectorRegistry, Counter, Histogram  # noqa: E402 (after the path)
 
 from fingerd import accesslog, cli, metrics  # noqa: E402
+from fingerd.process import logformat  # noqa: E402
 from fingerd.process.parent import logrelay, writer_handle  # noqa: E402
 from fingerd.process.worker import logpipe  # noqa: E402
 from fingerd.process.worker import main as worker  # noqa: E402
@@ -205,12 +206,12 @@ def access_shapes() -> None:
     """Each batch of access lines checked by one regular expression (and what
     bytes.translate leaves of it), as before its check on the lines' shapes."""
     line = logrelay._LINE_START + rb"[^\x1f]*"
-    batch = re.compile(line + rb"(?:" + re.escape(logrelay.ACCESS_LINE_END) + line + rb")*")
+    batch = re.compile(line + rb"(?:" + re.escape(logformat.ACCESS_LINE_END) + line + rb")*")
     printable = bytes(range(0x20, 0x7F))
-    stamp_end, line_end = logrelay._STAMP_END, logrelay.ACCESS_LINE_END
+    stamp_end, line_end = logrelay._STAMP_END, logformat.ACCESS_LINE_END
 
     def as_written(record: bytes, count: int, tag: bytes) -> bytes | None:
-        lines = record[len(logrelay.ACCESS_RECORD_START):]
+        lines = record[len(logformat.ACCESS_RECORD_START):]
         if (lines.translate(None, printable) != stamp_end + (line_end + stamp_end) * (count - 1)
                 or batch.fullmatch(lines) is None):
             return None

@@ -11,14 +11,14 @@ import time
 from fingerd import logsetup
 from fingerd.accesslog import lines_of
 from fingerd.logsetup import STAMP_END
-from fingerd.process.parent.logrelay import (
+from fingerd.process.logformat import (
     ACCESS_BATCH_BYTES,
     ACCESS_BATCH_LINES,
     ACCESS_LINE_END,
     ACCESS_LOSSES_WARNING,
     ACCESS_RECORD_START,
-    LogRelay,
 )
+from fingerd.process.parent.logrelay import LogRelay
 from fingerd.process.worker.logpipe import PipeHandler
 from tests.support.polling import wait_until
 

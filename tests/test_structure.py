@@ -90,6 +90,19 @@ def test_nothing_but_the_command_imports_the_supervisor():
     assert importers == {"fingerd/cli.py": ["Supervisor"]}
 
 
+@pytest.mark.parametrize("package", ["worker", "writer"])
+def test_no_child_process_imports_the_parents_code(package):
+    """What the worker and the writer child run shares with the parent only through
+    ``fingerd.process`` itself (channel, logformat, ...), never the parent's package."""
+    importers = {os.path.relpath(path, ROOT): module
+                 for path in sources(os.path.join(PACKAGE, "process", package))
+                 for module, names in runtime_imports(path)
+                 if module == "fingerd.process.parent"
+                 or module.startswith("fingerd.process.parent.")
+                 or (module == "fingerd.process" and "parent" in names)}
+    assert importers == {}
+
+
 @pytest.mark.parametrize("leaf", ["fingerd/limits.py", "fingerd/process/exits_and_signals.py"])
 def test_what_processes_share_imports_nothing_of_the_project(leaf):
     imported = [module for module, _ in runtime_imports(os.path.join(ROOT, leaf))]

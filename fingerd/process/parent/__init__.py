@@ -9,8 +9,10 @@ seen from here), ``logrelay`` (its end of the worker's log pipe),
 ``listeners``, ``activation`` and ``accounts`` (a reload uses them again),
 ``daemonize``; ``address_check`` is ``fingerd -t``, which starts nothing.
 
-Used beyond the parent: the worker's ``logpipe`` writes the format ``logrelay``
-reads (its names are there); the child ``forking`` forks runs ``worker.main``,
-the one ``writer_handle`` forks ``writer.child``; the worker drops to the
-``accounts.Account`` the parent resolved.
+Nothing here is imported by the worker or the writer child (the log pipe's
+format, which ``logrelay`` reads and the worker's ``logpipe`` writes, is
+``fingerd.process.logformat``): the child ``forking`` forks runs
+``worker.main``, the one ``writer_handle`` forks ``writer.child``; the worker
+drops to the ``accounts.Account`` the parent resolved, named for type checking
+only.
 """

@@ -4,11 +4,10 @@ The worker cannot reopen a root-owned log file after logrotate, nor should
 it hold one open for writing; so it writes each record as one JSON line to a
 pipe, and the parent writes it to wherever the daemon logs.
 
-Access log lines (accesslog.py) travel in batches instead, sent when
-ACCESS_BATCH_LINES wait and at most ACCESS_FLUSH_SECONDS after the first, in
-records of whole lines at most ACCESS_BATCH_BYTES long: a few system calls
-for a thousand lines rather than for each. A worker killed loses the lines of
-its last second at most.
+Access log lines (accesslog.py) travel in batches instead (the pipe's format
+and bounds are in ``fingerd.process.logformat``): a few system calls for a
+thousand lines rather than for each. A worker killed loses the lines of its
+last second at most.
 
 The parent trusts nothing in that pipe: the worker may be hostile. Of a
 record it keeps a level, reduced to one of the five standard ones, and a
@@ -22,7 +21,6 @@ over its bytes: when every line is a time stamp and printable ASCII, the batch
 is tagged and written in one write; else each of its lines is a record.
 """
 
-import fcntl
 import json
 import logging
 import logging.handlers
@@ -33,43 +31,16 @@ from typing import Optional
 
 from fingerd import limits
 from fingerd.logsetup import LOG_FORMAT, STAMP_END
+from fingerd.process.logformat import (
+    ACCESS_BATCH_BYTES,
+    ACCESS_LINE_END,
+    ACCESS_RECORD_START,
+    MAX_RECORD_BYTES,
+)
 from fingerd.token_bucket import TokenBucket
 
-#: fcntl's F_SETPIPE_SZ, which Python names from 3.10 on (Linux's value).
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-
-#: Longest record relayed; the rest of a longer one is cut.
-MAX_RECORD_BYTES = 16384
-#: Records waiting for the pipe at most; past it, records are dropped and counted.
-MAX_QUEUED_RECORDS = 1024
-#: Access lines the worker gathers before it sends them (sooner if the first is
-#: ACCESS_FLUSH_SECONDS old): what it costs a batch (a thread woken, the code that
-#: makes the lines warmed) and the parent's (waking, reading, checking, writing)
-#: is paid once for a thousand lines.
-ACCESS_BATCH_LINES = 1024
-#: Most characters of a record of access lines, separators included: what one read
-#: of the pipe takes (limits.WORKER_LOG_READ_BYTES); a batch of longer lines than
-#: most is sent in more than one.
-ACCESS_BATCH_BYTES = 262144
 #: What the parent keeps of a record not yet whole: a batch, with room to spare.
 MAX_PARTIAL_BYTES = ACCESS_BATCH_BYTES + MAX_RECORD_BYTES
-#: Seconds at most from a batch's first line to its sending.
-ACCESS_FLUSH_SECONDS = 1.0
-#: Batches waiting for the pipe at most (1 MiB); past it, the lines of the next are
-#: dropped and counted, and the queue keeps room for the records and the warning.
-MAX_QUEUED_BATCHES = 4
-#: What the worker asks its log pipe to hold (Linux's most for an unprivileged
-#: process): the parent may be kept from reading for a while (a busy machine)
-#: without a line lost, and what the pipe holds outlives a worker killed.
-PIPE_BYTES = 1 << 20
-#: Said when access lines begin to be lost, once a run of losses.
-ACCESS_LOSSES_WARNING = ("access log lines dropped: the parent does not read them in time "
-                         "(counted in fingerd_access_log_dropped_lines_total)")
-#: How a record of access lines begins on the pipe (a record of the others, "{"),
-#: and what is between two of its lines (no line holds one).
-ACCESS_RECORD_START = b"\x1e"
-ACCESS_LINE_END = b"\x1f"
-
 
 #: The levels a worker record keeps; any other is written at ODD_LEVEL.
 KNOWN_LEVELS = frozenset({logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR,

@@ -19,7 +19,7 @@ import threading
 import time
 
 from fingerd.accesslog import Entry, lines_of
-from fingerd.process.parent.logrelay import (
+from fingerd.process.logformat import (
     ACCESS_BATCH_BYTES,
     ACCESS_BATCH_LINES,
     ACCESS_FLUSH_SECONDS,
