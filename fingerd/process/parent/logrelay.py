@@ -165,9 +165,7 @@ class LogRelay:
         level, message = _parse(line)
         if not self._logger.isEnabledFor(level):
             return
-        if self._dropped and (self._noticed_at is None or
-                              self._clock() - self._noticed_at >= DROP_NOTICE_INTERVAL):
-            self._notice_drops()
+        self._notice_drops_when_due()
         if level >= logging.ERROR:
             first = message.split("\n", 1)[0]
             self.last_error = clean(first, MAX_LAST_ERROR_CHARS)
@@ -185,9 +183,7 @@ class LogRelay:
             return
         if not self._logger.isEnabledFor(logging.INFO):
             return
-        if self._dropped and (self._noticed_at is None or
-                              self._clock() - self._noticed_at >= DROP_NOTICE_INTERVAL):
-            self._notice_drops()
+        self._notice_drops_when_due()
         handler = self._batch_handler()
         if handler is not None:
             tag = f" fingerd[{os.getpid()}]: INFO worker[{self.pid}]: ".encode()
@@ -224,6 +220,12 @@ class LogRelay:
         record = self._logger.makeRecord(self._logger.name, level, "(worker)", 0, text, (),
                                          None)
         self._logger.handle(record)
+
+    def _notice_drops_when_due(self):
+        """Tell the lines dropped, at most once every DROP_NOTICE_INTERVAL seconds."""
+        if self._dropped and (self._noticed_at is None or
+                              self._clock() - self._noticed_at >= DROP_NOTICE_INTERVAL):
+            self._notice_drops()
 
     def _notice_drops(self):
         if self._dropped:

@@ -95,12 +95,14 @@ class PipeHandler(logging.Handler):
             batch = self._batch
             batch.append(entry)
             if 1 < len(batch) < ACCESS_BATCH_LINES:
-                return
-            full = self._take_batch() if len(batch) > 1 else None
-            if full is None:
+                return  # most requests: one more in a batch under way
+            begins = len(batch) == 1
+            if begins:
                 self._batch_began = self._clock()
-        if full is not None:
-            self._queue_batch(full)
+            else:
+                self._batch = []
+        if not begins:
+            self._queue_batch(batch)
             return
         try:
             self._queue.put_nowait(_BATCH_BEGUN)
