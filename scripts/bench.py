@@ -13,6 +13,9 @@ With --web, fingerd's web directory is measured beside them: GET
 /api/users/NAME (JSON) and GET /users/NAME (the HTML page), each a request
 on its own connection, every reply checked (status line and body).
 
+``--servers`` also takes ``python-floor``, the least a Python server does a
+query (baselines/python_floor.py): what is fingerd's own above CPython's.
+
 Needs Twisted, uvloop and matplotlib (pip install '.[bench]'). Loopback only.
 """
 
@@ -237,6 +240,14 @@ class Uvloop(Server):
 
     def command(self) -> list:
         return [sys.executable, os.path.join(HERE, "baselines", "uvloop_finger.py"),
+                str(self.port), self.users]
+
+
+class PythonFloor(Server):
+    """The least a Python server does a query (baselines/python_floor.py)."""
+
+    def command(self) -> list:
+        return [sys.executable, os.path.join(HERE, "baselines", "python_floor.py"),
                 str(self.port), self.users]
 
 
@@ -519,6 +530,7 @@ def main():
         "uvloop": lambda d: Uvloop("uvloop", d),
         "threading": lambda d: Threading("threading", d),
         "c-epoll": lambda d: EpollC("c-epoll", d),
+        "python-floor": lambda d: PythonFloor("python-floor", d),
         "fingerd-web-api": lambda d: FingerdWeb("fingerd-web-api", d,
                                                 "/api/users/" + USER.decode()),
         "fingerd-web-page": lambda d: FingerdWeb("fingerd-web-page", d,

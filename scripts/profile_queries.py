@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fingerd.config import parse_config  # noqa: E402
+from fingerd.config import Config, parse_config  # noqa: E402
 from fingerd.metrics import Metrics  # noqa: E402
 from fingerd.process.parent.listeners import bind_all  # noqa: E402
 from fingerd.serving.assembly import Service  # noqa: E402
@@ -62,6 +62,25 @@ def free_port() -> int:
         return port
 
 
+def services_config(ports: dict[str, int]) -> tuple[Config, UserStore, Metrics]:
+    """fingerd's configuration for the finger, setter and web services on loopback
+    ``ports`` (metrics off), over a users file of one user, alice, in a new directory;
+    and its loaded store and metrics, for ``Service``."""
+    work = tempfile.mkdtemp()
+    with open(os.path.join(work, "users"), "w") as f:
+        f.write("alice:Happy and well\n")
+    config = parse_config(
+        "[fingerd]\nusers_file = users\n"
+        f"[finger]\nlisten = 127.0.0.1:{ports['finger']}\n"
+        f"[setter]\nlisten = 127.0.0.1:{ports['setter']}\n[metrics]\nlisten =\n"
+        f"[web]\nlisten = 127.0.0.1:{ports['web']}\n",
+        os.path.join(work, "fingerd.conf"))
+    metrics = Metrics()
+    store = UserStore(config.users_file, metrics)
+    store.load()
+    return config, store, metrics
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("queries", nargs="?", type=int, default=20000)
@@ -74,19 +93,8 @@ def main() -> None:
         request = f"GET {args.web} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
     else:
         name, request = "finger", b"alice\r\n"
-    work = tempfile.mkdtemp()
-    with open(os.path.join(work, "users"), "w") as f:
-        f.write("alice:Happy and well\n")
     ports = {service: free_port() for service in ("finger", "setter", "web")}
-    config = parse_config(
-        "[fingerd]\nusers_file = users\n"
-        f"[finger]\nlisten = 127.0.0.1:{ports['finger']}\n"
-        f"[setter]\nlisten = 127.0.0.1:{ports['setter']}\n[metrics]\nlisten =\n"
-        f"[web]\nlisten = 127.0.0.1:{ports['web']}\n",
-        os.path.join(work, "fingerd.conf"))
-    metrics = Metrics()
-    store = UserStore(config.users_file, metrics)
-    store.load()
+    config, store, metrics = services_config(ports)
     profile = cProfile.Profile()
     original = ServingLoop.serve_forever
 

@@ -13,7 +13,7 @@ class LineTooLong(ValueError):
     """A line grew past its limit before it ended."""
 
 
-def take_lines(buf: bytes | bytearray, count: int, limit: int, eof: bool) -> list[bytes] | None:
+def take_lines(buf: bytes, count: int, limit: int, eof: bool) -> list[bytes] | None:
     """The first ``count`` lines of ``buf`` without their endings, or None for "need more".
 
     With ``eof`` the input is complete: the lines found are returned even if
@@ -26,17 +26,15 @@ def take_lines(buf: bytes | bytearray, count: int, limit: int, eof: bool) -> lis
     while len(lines) < count:
         end = buf.find(b"\n", start)
         if end < 0:
-            rest = bytes(buf[start:])
+            rest = buf[start:]
             if len(rest) > limit + 1 or (len(rest) > limit and not rest.endswith(b"\r")):
                 raise LineTooLong
             if not eof:
                 return None
             if rest:
-                lines.append(rest[:-1] if rest.endswith(b"\r") else rest)
+                lines.append(rest.removesuffix(b"\r"))
             return lines
-        line = bytes(buf[start:end])
-        if line.endswith(b"\r"):
-            line = line[:-1]
+        line = buf[start:end].removesuffix(b"\r")
         if len(line) > limit:
             raise LineTooLong
         lines.append(line)
