@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -42,8 +43,9 @@ PORT = "PORT"
 START_SECONDS = 120.0
 
 
-def serve_fingerd(root: str, port: int) -> None:
-    """fingerd's services in this process, the finger service on ``port``, until SIGTERM."""
+def serve_fingerd(root: str, work: str, port: int) -> None:
+    """fingerd's services in this process, the finger service on ``port`` and its files
+    in a directory of their own in ``work``, until SIGTERM."""
     sys.path.insert(0, root)
     import fingerd  # noqa: F401  (from ``root``, before profile_queries puts this checkout first)
 
@@ -54,20 +56,20 @@ def serve_fingerd(root: str, port: int) -> None:
     from fingerd.serving.assembly import Service
 
     config, store, metrics = services_config(
-        {"finger": port, "setter": free_port(), "web": free_port()})
-    # Blocked before the service's threads start, which inherit the mask: sigwait takes it.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        {"finger": port, "setter": free_port(), "web": free_port()},
+        tempfile.mkdtemp(dir=work))
     Service(config, bind_all(config), store, metrics).start()
-    signal.sigwait({signal.SIGTERM})
-    # An exit, not a kill, so that valgrind writes its counts.
-    os._exit(0)
+    # SIGTERM's default action ends it: valgrind then writes its counts, which it does
+    # not reliably for an exit made from a Python signal handler.
+    threading.Event().wait()
 
 
 def ask(port: int) -> bytes:
+    """The answer to QUERY, up to one byte more than ANSWER's length."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.sendall(QUERY)
         reply = b""
-        while chunk := s.recv(4096):
+        while len(reply) <= len(ANSWER) and (chunk := s.recv(4096)):
             reply += chunk
         return reply
 
@@ -99,7 +101,11 @@ def counted(command: list[str], queries: int, work: str) -> dict[str, int]:
             reply = ask(port)
     finally:
         server.send_signal(signal.SIGTERM)
-        server.wait(60)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
     totals = {}
     for path in glob.glob(out + "-*"):
         with open(path) as f:
@@ -125,12 +131,18 @@ def main() -> None:
     parser.add_argument("--servers", default="fingerd,python-floor,c-epoll")
     parser.add_argument("--root", default=os.path.dirname(HERE),
                         help="the checkout whose fingerd is counted (default: this one)")
-    parser.add_argument("--serve-fingerd", nargs=2, metavar=("ROOT", "PORT"),
+    parser.add_argument("--serve-fingerd", nargs=3, metavar=("ROOT", "WORK", "PORT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fingerd:
-        serve_fingerd(args.serve_fingerd[0], int(args.serve_fingerd[1]))
-    work = tempfile.mkdtemp(prefix="fingerd-instructions-")
+        root, work, port = args.serve_fingerd
+        serve_fingerd(root, work, int(port))
+    with tempfile.TemporaryDirectory(prefix="fingerd-instructions-") as work:
+        count_all(args, work)
+
+
+def count_all(args: argparse.Namespace, work: str) -> None:
+    """Count each server of ``args.servers`` and print the table, working in ``work``."""
     users = os.path.join(work, "users")
     with open(users, "w") as f:
         f.write("alice:Happy and well\n")
@@ -138,7 +150,7 @@ def main() -> None:
     c_server = os.path.join(work, "epoll_finger")
     commands = {
         "fingerd": [python, os.path.abspath(__file__), "--serve-fingerd",
-                    os.path.abspath(args.root), PORT],
+                    os.path.abspath(args.root), work, PORT],
         "python-floor": [python, os.path.join(HERE, "baselines", "python_floor.py"), PORT,
                          users],
         "c-epoll": [c_server, PORT, users],

@@ -62,11 +62,10 @@ def free_port() -> int:
         return port
 
 
-def services_config(ports: dict[str, int]) -> tuple[Config, UserStore, Metrics]:
+def services_config(ports: dict[str, int], work: str) -> tuple[Config, UserStore, Metrics]:
     """fingerd's configuration for the finger, setter and web services on loopback
-    ``ports`` (metrics off), over a users file of one user, alice, in a new directory;
-    and its loaded store and metrics, for ``Service``."""
-    work = tempfile.mkdtemp()
+    ``ports`` (metrics off), over a users file of one user, alice, in the directory
+    ``work``; and its loaded store and metrics, for ``Service``."""
     with open(os.path.join(work, "users"), "w") as f:
         f.write("alice:Happy and well\n")
     config = parse_config(
@@ -94,7 +93,8 @@ def main() -> None:
     else:
         name, request = "finger", b"alice\r\n"
     ports = {service: free_port() for service in ("finger", "setter", "web")}
-    config, store, metrics = services_config(ports)
+    work = tempfile.TemporaryDirectory(prefix="fingerd-profile-")
+    config, store, metrics = services_config(ports, work.name)
     profile = cProfile.Profile()
     original = ServingLoop.serve_forever
 
@@ -120,6 +120,7 @@ def main() -> None:
     print(f"Python part of a request, socket calls stubbed: "
           f"{python_part(server, request):.2f} µs (best of 7 runs of 20,000)")
     service.stop()
+    work.cleanup()
 
 
 def report(stats: pstats.Stats, count: int) -> None:

@@ -10,9 +10,7 @@ run.
     python3 python_floor.py PORT USERS_FILE
 """
 
-import os
 import select
-import signal
 import socket
 import sys
 from _socket import socket as raw_socket
@@ -46,9 +44,13 @@ def serve(port: int, answers: dict) -> None:
                 epoll.unregister(fd)
                 sock, buf = waiting.pop(fd)
             try:
-                buf += sock.recv(4096, socket.MSG_DONTWAIT)
+                chunk = sock.recv(4096, socket.MSG_DONTWAIT)
             except BlockingIOError:
-                pass
+                chunk = None
+            if chunk == b"":  # the client left without a whole query
+                sock.close()
+                continue
+            buf += chunk or b""
             if b"\n" not in buf:
                 waiting[fd] = sock, buf
                 epoll.register(fd, select.EPOLLIN)
@@ -59,7 +61,5 @@ def serve(port: int, answers: dict) -> None:
 
 
 if __name__ == "__main__":
-    # Ended by SIGTERM with an exit, not a kill, so that a tool watching it sees the end.
-    signal.signal(signal.SIGTERM, lambda _signal, _frame: os._exit(0))
     serve(int(sys.argv[1]), {name: status + b"\r\n"
                              for name, status in read_users(sys.argv[2]).items()})

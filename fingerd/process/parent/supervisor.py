@@ -324,6 +324,9 @@ def signals_to(selector: selectors.BaseSelector,
         yield
     finally:
         signal.set_wakeup_fd(-1)
+        selector.unregister(wake_r)
+        wake_r.close()
+        wake_w.close()
 
 
 def _read(wake: socket.socket, on_signal: Callable[[int], None]) -> None:

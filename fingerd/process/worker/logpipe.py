@@ -100,7 +100,7 @@ class PipeHandler(logging.Handler):
             if begins:
                 self._batch_began = self._clock()
             else:
-                self._batch = []
+                batch = self._take_batch()
         if not begins:
             self._queue_batch(batch)
             return
