@@ -25,7 +25,7 @@ from fingerd.each_second import EachSecond, Second
 from fingerd.logsetup import STAMP_END
 
 if TYPE_CHECKING:
-    from fingerd.serving.loop import Answer
+    from fingerd.serving.service import Answer
 
 log = logging.getLogger("fingerd.access")
 
@@ -122,7 +122,7 @@ class AccessLog:
 
     def log(self, service: str, peer: Sequence[object], answer: "Answer",
             seconds: float) -> None:
-        """The entry of ``answer`` (a serving.loop.Answer) sent to ``peer``."""
+        """The entry of ``answer`` (a serving.service.Answer) sent to ``peer``."""
         self._add((self._clock(), seconds, service, peer[0], answer.kind, answer.outcome,
                    len(answer.data), answer.asker,
                    answer.name if self.log_queries else None))

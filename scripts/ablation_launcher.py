@@ -20,6 +20,7 @@ import os
 import re
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -30,11 +31,13 @@ sys.path.insert(0, ROOT)
 from prometheus_client import CollectorRegistry, Counter, Histogram  # noqa: E402 (after the path)
 
 from fingerd import accesslog, cli, metrics  # noqa: E402
+from fingerd.outcomes import REJECT_BUSY, REJECT_PER_SOURCE  # noqa: E402
 from fingerd.process import logformat  # noqa: E402
 from fingerd.process.parent import logrelay, writer_handle  # noqa: E402
 from fingerd.process.worker import logpipe  # noqa: E402
 from fingerd.process.worker import main as worker  # noqa: E402
 from fingerd.serving import finger, http_head, listening, loop, web  # noqa: E402
+from fingerd.serving import gate as gate_module  # noqa: E402
 from fingerd.users import store, table, usersfile  # noqa: E402
 
 #: Python's own switch interval, which the worker's replaces.
@@ -220,6 +223,52 @@ def access_shapes() -> None:
     _replace(logrelay, "_as_written", as_written)
 
 
+def gate_lock() -> None:
+    """The connection gate's counts under a lock, which every thread that takes or frees
+    a slot takes, as before slots freed by pool threads were handed back to the loop's."""
+    gate = gate_module.ConnectionGate
+    build, claim, release = gate.__init__, gate.claim, gate.release
+
+    def __init__(self: Any, limit: int, per_source: int = 0) -> None:
+        build(self, limit, per_source)
+        self.lock = threading.Lock()
+
+    def enter(self: Any, source: Any) -> str | None:
+        with self.lock:
+            if self._taken >= self.limit:
+                return REJECT_BUSY
+            if self.per_source and source is not None:
+                held = self._by_source.get(source, 0)
+                if held >= self.per_source:
+                    return REJECT_PER_SOURCE
+                self._by_source[source] = held + 1
+            self._taken += 1
+            return None
+
+    def leave(self: Any, source: Any) -> None:
+        with self.lock:
+            self._taken -= 1
+            if self.per_source and source is not None:
+                held = self._by_source[source] - 1
+                if held:
+                    self._by_source[source] = held
+                else:
+                    del self._by_source[source]
+
+    def locked(method: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        def call(self: Any, source: Any) -> Any:
+            with self.lock:
+                return method(self, source)
+        return call
+
+    _replace(gate, "__init__", __init__)
+    _replace(gate, "enter", enter)
+    _replace(gate, "leave", leave)
+    _replace(gate, "hand_back", leave)
+    _replace(gate, "claim", locked(claim))
+    _replace(gate, "release", locked(release))
+
+
 #: Each mechanism's name and the patch that turns it off, alone.
 PATCHES: dict[str, Callable[[], None]] = {
     "switch-interval": switch_interval,
@@ -230,6 +279,7 @@ PATCHES: dict[str, Callable[[], None]] = {
     "msg-more": msg_more,
     "defer-accept": defer_accept,
     "answer-cache": answer_cache_off,
+    "lock-free-gate": gate_lock,
     "common-head": common_head,
     "web-prepared": web_prepared,
     "shards": shards,

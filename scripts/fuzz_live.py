@@ -70,7 +70,7 @@ from bench import STATUS, USER, Fingerd  # noqa: E402
 from bench_scale import rss_mib  # noqa: E402
 
 from fingerd.finger.answer import FORWARD_DENIED, LIST_DENIED, NO_SUCH_USER  # noqa: E402
-from fingerd.serving.loop import BUSY, INTERNAL_ERROR  # noqa: E402
+from fingerd.serving.service import BUSY, INTERNAL_ERROR  # noqa: E402
 
 FINGER, SETTER, SETTER_UNIX, METRICS, WEB = "finger", "setter", "setter-unix", "metrics", "web"
 PORTS = (FINGER, SETTER, SETTER_UNIX, METRICS, WEB)

@@ -1,5 +1,7 @@
 """The connection gate: bounds in all and per source, and what a source is."""
 
+import threading
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -33,6 +35,47 @@ def test_the_limit_and_the_per_source_limit():
     for source in ("a", "b", "c"):
         gate.leave(source)
     assert gate.active == 0 and gate._by_source == {}, "nothing kept for gone sources"
+
+
+def test_slots_handed_back_by_other_threads_are_free_at_the_next_enter():
+    gate = ConnectionGate(2, per_source=1)
+    assert gate.enter("a") is None and gate.enter("b") is None
+    assert gate.enter("c") == "max_connections"
+    finished = [threading.Thread(target=gate.hand_back, args=(source,)) for source in "ab"]
+    for thread in finished:
+        thread.start()
+    for thread in finished:
+        thread.join(10)
+    assert gate.active == 0, "a slot handed back is not counted as held"
+    assert not gate.crowded()
+    assert gate.enter("a") is None, "its source's bound is freed too"
+    assert gate.enter("c") is None
+    assert gate.enter("d") == "max_connections"
+    gate.leave("a")
+    gate.leave("c")
+    assert gate.active == 0 and gate._by_source == {}
+
+
+def test_slots_freed_from_many_threads_at_once_are_all_counted():
+    gate = ConnectionGate(1000, per_source=1000)
+    for _ in range(1000):
+        assert gate.enter("a") is None
+
+    def free_some():
+        for _ in range(250):
+            gate.hand_back("a")
+
+    threads = [threading.Thread(target=free_some) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for _ in range(1000):  # the owner takes and frees slots meanwhile, as it does
+        if gate.enter("a") is None:
+            gate.leave("a")
+    for thread in threads:
+        thread.join(30)
+    assert gate.enter("a") is None
+    gate.leave("a")
+    assert gate.active == 0 and gate._by_source == {}
 
 
 def test_no_per_source_bound_with_zero():

@@ -12,7 +12,8 @@ from fingerd.finger.sources import Directory
 from fingerd.metrics import Metrics
 from fingerd.serving.finger import FingerNeeds, finger_service
 from fingerd.serving.gate import ConnectionGate
-from fingerd.serving.loop import ACCEPT_PAUSE_SECONDS, ServingLoop
+from fingerd.serving.listening import ACCEPT_PAUSE_SECONDS
+from fingerd.serving.loop import ServingLoop
 from fingerd.serving.pool import Pool
 from tests.support.held import held, slots_freed, while_young
 from tests.support.net import exchange

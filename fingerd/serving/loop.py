@@ -45,19 +45,13 @@ from fingerd.outcomes import (
 from fingerd.serving.allow import close_unheard
 from fingerd.serving.gate import source_of
 from fingerd.serving.lines import LineTooLong
-from fingerd.serving.listening import (
-    ACCEPT_PAUSE_SECONDS,
-    DEFER_ACCEPT_SECONDS,
-    Listener,
-    Listeners,
-)
+from fingerd.serving.listening import Listener, Listeners
 from fingerd.serving.pending import Pending, refuse_busy
 from fingerd.serving.pool import Pool
 from fingerd.serving.proxy_header import trusted
-from fingerd.serving.service import BUSY, INTERNAL_ERROR, Answer, ServiceSpec
+from fingerd.serving.service import Answer, ServiceSpec
 
-__all__ = ["ACCEPT_PAUSE_SECONDS", "BUSY", "DEFER_ACCEPT_SECONDS", "INTERNAL_ERROR", "Answer",
-           "Connection", "RequestHandler", "ServingLoop", "drain", "refuse_busy"]
+__all__ = ["Connection", "RequestHandler", "ServingLoop", "drain"]
 
 log = logging.getLogger(__name__)
 
@@ -153,17 +147,21 @@ class ServingLoop:
         poll = self._epoll.poll
         listeners = self.listeners
         waiting = self._waiting
+        # Nothing waits and nothing is paused (the usual turn): no timeout to work out.
+        timeout = -1.0
         try:
             while listeners.open or waiting:
-                for fd, _events in poll(self._next_timeout()):
+                for fd, _events in poll(timeout):
                     # Gone when an earlier callback of this turn closed it.
                     callback = callbacks.get(fd)
                     if callback is not None:
                         callback()
+                timeout = -1.0
                 if waiting or listeners.paused_until is not None:
                     now = time.monotonic()
                     self._pending.expire(now)
                     listeners.resume_after_pause(now)
+                    timeout = self._next_timeout(now)
         finally:
             self._pending.close_all()
             self._stopped.set()
@@ -184,7 +182,7 @@ class ServingLoop:
         self._epoll.close()
         self.listeners.release()
 
-    def _next_timeout(self) -> float:
+    def _next_timeout(self, now: float) -> float:
         first = next(iter(self._waiting.values()), None)
         deadline = None if first is None else first.deadline
         paused_until = self.listeners.paused_until
@@ -193,7 +191,7 @@ class ServingLoop:
         next_sweep = self._pending.next_sweep
         if deadline is not None and next_sweep < deadline and self.service.gate.crowded():
             deadline = next_sweep
-        return -1 if deadline is None else max(0.0, deadline - time.monotonic())
+        return -1.0 if deadline is None else max(0.0, deadline - now)
 
     def _register(self, fd: int, callback: Callable[[], None]) -> None:
         self._epoll.register(fd, select.EPOLLIN)
@@ -320,7 +318,7 @@ class ServingLoop:
         if sent < len(answer.data):
             self._pool.submit(self._send, conn, answer, sent)
         else:
-            self._finish(conn, answer)
+            self._finish(conn, answer, self.service.gate.leave)
 
     def _answer_on_pool(self, conn: Connection, request: Any) -> None:
         self._send(conn, self._respond(conn, request, False), 0)
@@ -333,10 +331,11 @@ class ServingLoop:
             conn.sock.sendall(memoryview(answer.data)[offset:])
         except OSError:
             pass
-        self._finish(conn, answer)
+        self._finish(conn, answer, self.service.gate.hand_back)
 
-    def _finish(self, conn: Connection, answer: Answer) -> None:
-        """Count, close and free the connection's slot: the one end of every answer.
+    def _finish(self, conn: Connection, answer: Answer, free: Callable[[Any], None]) -> None:
+        """Count, close and free the connection's slot (``free``: the gate's ``leave`` on
+        the reading thread, ``hand_back`` on a pool thread): the one end of every answer.
 
         Counting comes before the close, so a client that has read its answer
         finds it counted.
@@ -356,7 +355,7 @@ class ServingLoop:
             if service.lingers:
                 drain(conn.sock)
             conn.sock.close()
-            service.gate.leave(conn.source)
+            free(conn.source)
 
 def _to_accept(listener: Listener) -> int:
     """How many to accept now. Asking (``_queued``) is one of a query's 7 system calls
