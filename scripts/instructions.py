@@ -13,10 +13,12 @@ fingerd runs its services in one process, as profile_queries.py does: no
 privilege separation, the same per-query path. The baselines are the C
 epoll server and the least a Python server does (baselines/python_floor.py).
 ``--root`` counts the fingerd of another checkout, to compare a change with
-the code before it.
+the code before it; ``--off`` counts fingerd beside it with each mechanism
+named turned off alone by its patch of scripts/ablation_launcher.py (those
+that act on the serving thread: in process the worker's own start is not run).
 
     python3 scripts/instructions.py [--few 1000] [--many 5000]
-        [--servers fingerd,python-floor,c-epoll] [--root DIR]
+        [--servers fingerd,python-floor,c-epoll] [--root DIR] [--off MECHANISM,...]
 
 Needs valgrind (apt-get install valgrind) and a C compiler. Loopback only.
 """
@@ -39,17 +41,23 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 QUERY, ANSWER = b"alice\r\n", b"Happy and well\r\n"
 #: Where a server's command takes its port.
 PORT = "PORT"
+#: ``--serve-fingerd``'s mechanism for fingerd as it is.
+ALL_ON = "-"
 #: Seconds a server under valgrind may take to start answering.
 START_SECONDS = 120.0
 
 
-def serve_fingerd(root: str, work: str, port: int) -> None:
+def serve_fingerd(root: str, work: str, port: int, off: str) -> None:
     """fingerd's services in this process, the finger service on ``port`` and its files
-    in a directory of their own in ``work``, until SIGTERM."""
+    in a directory of their own in ``work``, until SIGTERM; with the mechanism ``off``
+    turned off (``-``: none)."""
     sys.path.insert(0, root)
     import fingerd  # noqa: F401  (from ``root``, before profile_queries puts this checkout first)
 
     sys.path.insert(0, HERE)
+    if off != ALL_ON:
+        from ablation_launcher import PATCHES
+        PATCHES[off]()
     from profile_queries import free_port, services_config
 
     from fingerd.process.parent.listeners import bind_all
@@ -131,12 +139,14 @@ def main() -> None:
     parser.add_argument("--servers", default="fingerd,python-floor,c-epoll")
     parser.add_argument("--root", default=os.path.dirname(HERE),
                         help="the checkout whose fingerd is counted (default: this one)")
-    parser.add_argument("--serve-fingerd", nargs=3, metavar=("ROOT", "WORK", "PORT"),
+    parser.add_argument("--off", default="", metavar="MECHANISM,...",
+                        help="also count fingerd with each of these turned off, alone")
+    parser.add_argument("--serve-fingerd", nargs=4, metavar=("ROOT", "WORK", "PORT", "OFF"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fingerd:
-        root, work, port = args.serve_fingerd
-        serve_fingerd(root, work, int(port))
+        root, work, port, off = args.serve_fingerd
+        serve_fingerd(root, work, int(port), off)
     with tempfile.TemporaryDirectory(prefix="fingerd-instructions-") as work:
         count_all(args, work)
 
@@ -148,23 +158,27 @@ def count_all(args: argparse.Namespace, work: str) -> None:
         f.write("alice:Happy and well\n")
     python = os.path.realpath(sys.executable)  # valgrind follows no shim's exec
     c_server = os.path.join(work, "epoll_finger")
+    fingerd = [python, os.path.abspath(__file__), "--serve-fingerd", os.path.abspath(args.root),
+               work, PORT]
     commands = {
-        "fingerd": [python, os.path.abspath(__file__), "--serve-fingerd",
-                    os.path.abspath(args.root), work, PORT],
+        "fingerd": [*fingerd, ALL_ON],
+        **{f"fingerd-without-{off}": [*fingerd, off] for off in filter(None, args.off.split(","))},
         "python-floor": [python, os.path.join(HERE, "baselines", "python_floor.py"), PORT,
                          users],
         "c-epoll": [c_server, PORT, users],
     }
-    names = args.servers.split(",")
+    names = args.servers.split(",") + [name for name in commands if "-without-" in name]
     if "c-epoll" in names:
         subprocess.run(["cc", "-O2", "-o", c_server,
                         os.path.join(HERE, "baselines", "epoll_finger.c")], check=True)
     counts = {name: per_query(commands[name], args.few, args.many, work) for name in names}
     print(f"Instructions a query, serving thread; {args.many - args.few} queries counted")
+    width = max(map(len, counts))
     for name, count in counts.items():
-        ratios = "".join(f", {count / counts[base]:.2f} × {base}" for base in
-                         ("python-floor", "c-epoll") if base in counts and base != name)
-        print(f"  {name:13} {count:9,.0f}{ratios}")
+        bases = ("python-floor", "c-epoll", *(("fingerd",) if "-without-" in name else ()))
+        ratios = "".join(f", {count / counts[base]:.2f} × {base}" for base in bases
+                         if base in counts and base != name)
+        print(f"  {name:{width}} {count:9,.0f}{ratios}")
 
 
 if __name__ == "__main__":
