@@ -230,3 +230,15 @@ def test_a_burst_of_sets_gets_every_answer_or_the_busy_line(make_daemon):
         assert told[b"OK\r\n"] >= 1, told
     assert d.metric("fingerd_connections_rejected_total", reason="shed") == 0
 
+
+
+def test_a_slot_answered_on_a_pool_thread_is_free_for_the_next_client(make_daemon):
+    """The setter answers on the pool, whose threads hand their slot back to the setter's
+    reading thread: with a share of one slot and one a source, every set in a row is
+    answered, and no slot is counted held once they are."""
+    d = make_daemon(fingerd__max_connections="8", fingerd__max_per_source="1").start()
+    replies = [d.setter(f"alice\r\nAway {n}\r\n".encode()) for n in range(5)]
+    assert replies == [b"OK\r\n"] * 5
+    assert d.finger(b"alice\r\n") == b"Away 4\r\n"
+    wait_until(lambda: d.metric("fingerd_connections_active") == 0, what="no slot held")
+    assert d.metric("fingerd_connections_rejected_total", reason="max_connections") == 0
