@@ -133,6 +133,7 @@ class Server:
         self.port = free_port()
         self.users = os.path.join(directory, "users")
         self.proc = None
+        self.log = None
 
     def command(self):
         raise NotImplementedError
@@ -142,7 +143,13 @@ class Server:
         self.proc = subprocess.Popen(pinned(SERVER_CPU) + self.command(), cwd=ROOT,
                                      stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=self.log)
-        wait_for_answer(self.port, query=self.query, expected=self.expected)
+        try:
+            wait_for_answer(self.port, query=self.query, expected=self.expected)
+        except RuntimeError as exc:
+            self.log.flush()
+            with open(self.log.name, "rb") as f:
+                tail = f.read()[-2000:].decode("utf-8", "replace")
+            raise RuntimeError(f"{self.name}: {exc}; its log ends:\n{tail}") from None
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -152,7 +159,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        self.log.close()
+        if self.log is not None:
+            self.log.close()
 
 
 class Fingerd(Server):
