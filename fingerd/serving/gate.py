@@ -8,7 +8,8 @@ from typing import Union
 
 from fingerd.outcomes import REJECT_BUSY, REJECT_PER_SOURCE
 
-#: What ``max_per_source`` counts by (``source_of``); None where it is not known yet.
+#: What ``max_per_source`` counts by (``source_of``); a slot taken before a PROXY header
+#: has named the client has None instead.
 Source = Union[str, bytes]
 
 
