@@ -234,11 +234,13 @@ def test_a_burst_of_sets_gets_every_answer_or_the_busy_line(make_daemon):
 
 def test_a_slot_answered_on_a_pool_thread_is_free_for_the_next_client(make_daemon):
     """The setter answers on the pool, whose threads hand their slot back to the setter's
-    reading thread: with a share of one slot and one a source, every set in a row is
-    answered, and no slot is counted held once they are."""
+    reading thread: with a share of one slot and one a source, each set in a row is
+    answered, and no slot is counted held once they are. A slot is freed just after its
+    connection is closed, so a client that connects at once after the close may find
+    it still held for that moment: each set is tried again until it is answered."""
     d = make_daemon(fingerd__max_connections="8", fingerd__max_per_source="1").start()
-    replies = [d.setter(f"alice\r\nAway {n}\r\n".encode()) for n in range(5)]
-    assert replies == [b"OK\r\n"] * 5
+    for n in range(5):
+        wait_until(lambda n=n: d.setter(f"alice\r\nAway {n}\r\n".encode()) == b"OK\r\n",
+                   what=f"set {n} answered OK (a slot held for good would never be)")
     assert d.finger(b"alice\r\n") == b"Away 4\r\n"
     wait_until(lambda: d.metric("fingerd_connections_active") == 0, what="no slot held")
-    assert d.metric("fingerd_connections_rejected_total", reason="max_connections") == 0
