@@ -120,6 +120,10 @@ def wait_for_answer(port, deadline=30.0, query=QUERY, expected=ANSWER):
     raise RuntimeError(f"server on {port} did not answer")
 
 
+#: Most bytes of a server's log shown when it does not start.
+LOG_TAIL_BYTES = 2000
+
+
 class Server:
     """A server under test, started and ended by its pid; ``query`` is what each client
     sends, ``expected`` what it must get back (see ``answered``)."""
@@ -148,7 +152,8 @@ class Server:
         except RuntimeError as exc:
             self.log.flush()
             with open(self.log.name, "rb") as f:
-                tail = f.read()[-2000:].decode("utf-8", "replace")
+                f.seek(max(0, os.fstat(f.fileno()).st_size - LOG_TAIL_BYTES))
+                tail = f.read(LOG_TAIL_BYTES).decode("utf-8", "replace")
             raise RuntimeError(f"{self.name}: {exc}; its log ends:\n{tail}") from None
 
     def stop(self):

@@ -41,8 +41,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 QUERY, ANSWER = b"alice\r\n", b"Happy and well\r\n"
 #: Where a server's command takes its port.
 PORT = "PORT"
-#: ``--serve-fingerd``'s mechanism for fingerd as it is.
-ALL_ON = "-"
 #: Seconds a server under valgrind may take to start answering.
 START_SECONDS = 120.0
 
@@ -50,12 +48,12 @@ START_SECONDS = 120.0
 def serve_fingerd(root: str, work: str, port: int, off: str) -> None:
     """fingerd's services in this process, the finger service on ``port`` and its files
     in a directory of their own in ``work``, until SIGTERM; with the mechanism ``off``
-    turned off (``-``: none)."""
+    turned off (empty: none)."""
     sys.path.insert(0, root)
     import fingerd  # noqa: F401  (from ``root``, before profile_queries puts this checkout first)
 
     sys.path.insert(0, HERE)
-    if off != ALL_ON:
+    if off:  # the launcher only then: it imports modules a checkout of --root may lack
         from ablation_launcher import PATCHES
         PATCHES[off]()
     from profile_queries import free_port, services_config
@@ -152,7 +150,16 @@ def main() -> None:
 
 
 def count_all(args: argparse.Namespace, work: str) -> None:
-    """Count each server of ``args.servers`` and print the table, working in ``work``."""
+    """Count each server of ``args.servers`` and print the table, working in ``work``.
+    The launcher is imported here, not above: it imports this checkout's fingerd, which
+    ``--serve-fingerd`` must take from ``--root``."""
+    sys.path.insert(0, HERE)
+    from ablation_launcher import PATCHES
+    offs = [off for off in args.off.split(",") if off]
+    unknown = [off for off in offs if off not in PATCHES]
+    if unknown:
+        raise SystemExit(f"--off: no such mechanism {', '.join(unknown)} "
+                         f"(one of {', '.join(PATCHES)})")
     users = os.path.join(work, "users")
     with open(users, "w") as f:
         f.write("alice:Happy and well\n")
@@ -161,8 +168,8 @@ def count_all(args: argparse.Namespace, work: str) -> None:
     fingerd = [python, os.path.abspath(__file__), "--serve-fingerd", os.path.abspath(args.root),
                work, PORT]
     commands = {
-        "fingerd": [*fingerd, ALL_ON],
-        **{f"fingerd-without-{off}": [*fingerd, off] for off in filter(None, args.off.split(","))},
+        "fingerd": [*fingerd, ""],
+        **{f"fingerd-without-{off}": [*fingerd, off] for off in offs},
         "python-floor": [python, os.path.join(HERE, "baselines", "python_floor.py"), PORT,
                          users],
         "c-epoll": [c_server, PORT, users],
