@@ -1,0 +1,107 @@
+"""How many of fingerd's modules one status set crosses, in its three processes: a
+newcomer follows a set through the code module by module (docs/design.md walks it).
+
+A real daemon, as root, runs with every call of its own functions recorded in
+the root parent, the worker and the users file writer child
+(tests/support/traced_fingerd.py). Three sets are recorded, each from the
+moment it is sent until the parent has written its log line; a module is on
+the path when code of it ran for every one of the three and was not running
+anyway, called from the same place, while nothing was set (heartbeats, the users
+file watcher).
+"""
+
+import os
+import sys
+
+from tests.support.markers import needs_root
+from tests.support.polling import wait_until
+
+#: The modules a set crosses today, in the worker (the serving loop, the setter's share
+#: and framing, its service, the kernel's word on the client's account, the pool, the
+#: request and the users file's grammar, the store, its table and the snapshot kept for
+#: the next worker, the channel to the parent, the log pipe), in the root parent (its
+#: loop, the monitor, the file writer and the writer child's handle, the reload that
+#: names the other workers, the log relay and its token bucket) and in the writer
+#: child (its loop, the edit of the file, the durable write).
+PATH = {
+    "fingerd.serving.loop", "fingerd.serving.gate", "fingerd.serving.lines",
+    "fingerd.serving.setter", "fingerd.serving.peer_owner", "fingerd.serving.pool",
+    "fingerd.users.setter_request", "fingerd.users.usersfile", "fingerd.users.store",
+    "fingerd.users.table", "fingerd.users.snapshot", "fingerd.process.channel",
+    "fingerd.process.worker.logpipe",
+    "fingerd.process.parent.supervisor", "fingerd.process.parent.monitor",
+    "fingerd.process.parent.filewriter", "fingerd.process.parent.writer_handle",
+    "fingerd.process.parent.reloads", "fingerd.process.parent.logrelay",
+    "fingerd.token_bucket",
+    "fingerd.process.writer.child", "fingerd.users.editing", "fingerd.users.fileio",
+}
+#: Flag values: each recorded set's, and the window in which nothing is set.
+SETS = (1, 2, 3)
+IDLE = 9
+#: Sets made before recording: the pool threads' first tallies and the writer child's
+#: first fork are behind them.
+WARM_SETS = 8
+
+
+class Calls:
+    """The recorder's flag and what it wrote."""
+
+    def __init__(self, directory):
+        self.path = os.path.join(directory, "calls")
+        self.flag = os.path.join(directory, "flag")
+        with open(self.path, "wb"), open(self.flag, "wb") as flag:
+            flag.write(b"\0")
+        # The worker (nobody) and the writer child close the descriptors they did not
+        # open themselves, and open the file again.
+        os.chmod(self.path, 0o666)
+
+    def wrapper(self):
+        return [sys.executable, "-m", "tests.support.traced_fingerd", self.path, self.flag]
+
+    def record(self, epoch):
+        """From now on, record calls under ``epoch`` (0: record nothing)."""
+        fd = os.open(self.flag, os.O_WRONLY)
+        try:
+            os.pwrite(fd, bytes([epoch]), 0)
+        finally:
+            os.close(fd)
+
+    def of(self, epoch):
+        """``(pid, thread, module, function, caller)`` of each call recorded under
+        ``epoch``."""
+        with open(self.path) as f:
+            rows = [line.rstrip("\n").split("\t") for line in f]
+        return {tuple(row[1:]) for row in rows if row[0] == str(epoch)}
+
+
+@needs_root
+def test_a_set_crosses_the_modules_design_md_walks(make_daemon):
+    daemon = make_daemon()
+    calls = Calls(daemon.dir)
+    daemon.start(wrapper=calls.wrapper())
+    sets = 0
+
+    def set_status(status):
+        nonlocal sets
+        assert daemon.setter(b"alice\r\n" + status + b"\r\n") == b"OK\r\n"
+        sets += 1
+        wait_until(lambda: daemon.log().count("set the status of alice") == sets,
+                   what="the set's log line")
+
+    for n in range(WARM_SETS):
+        set_status(b"warming up %d" % n)
+    calls.record(IDLE)
+    wait_until(lambda: any(call[3] == "_on_alive" for call in calls.of(IDLE)),
+               what="a heartbeat while nothing is set")
+    calls.record(0)
+    for epoch in SETS:
+        calls.record(epoch)
+        set_status(b"Gone fishing %d" % epoch)
+        wait_until(lambda: any(call[3] == "hand_back" for call in calls.of(epoch)),
+                   what="the set's slot to be handed back")
+        calls.record(0)
+    idle = calls.of(IDLE)
+    crossed = set.intersection(*({call[2] for call in calls.of(epoch) - idle}
+                                 for epoch in SETS))
+    assert crossed == PATH, (f"new on the path: {sorted(crossed - PATH)}; "
+                             f"no longer on it: {sorted(PATH - crossed)}")
