@@ -7,6 +7,7 @@ import os
 import platform
 import selectors
 import signal
+import socket
 import time
 
 import pytest
@@ -20,6 +21,7 @@ from fingerd.process.parent.filewriter import (
     FileWriter,
 )
 from fingerd.process.parent.writer_handle import WRITER_NICENESS
+from fingerd.process.writer import child as writer_child
 from fingerd.users import editing, fileio
 from tests.support.markers import needs_root, needs_tool
 from tests.support.procfs import scheduling
@@ -276,7 +278,7 @@ def test_a_killed_child_leaves_the_file_whole_and_is_answered_with_an_error(
     slow_writes[0] = 0.0  # for the next child only
     with caplog.at_level(logging.WARNING):
         writer.kill()
-        # The pipe's end can be read before the child is a zombie to reap: its death is
+        # The socket's end can be read before the child is a zombie to reap: its death is
         # logged when it is reaped, maybe a turn after the writes are settled.
         settle(sel, writer, until=lambda: not writer.writing and not writer.waiting
                and f"writer {child} killed" in caplog.text)
@@ -286,6 +288,68 @@ def test_a_killed_child_leaves_the_file_whole_and_is_answered_with_an_error(
     assert replies.got[1]["ok"], "the next request is carried out, the file validated again"
     assert open(path, "rb").read() == before.replace(b"alice:Happy", b"alice:after")
     assert [n for n in os.listdir(os.path.dirname(path)) if n.endswith(".tmp")] == []
+
+
+@pytest.fixture
+def next_child_serves(monkeypatch):
+    """``next_child_serves(life)``: the next child forked lives ``life(sock)`` instead of
+    serving writes (an exit status); the children after it serve as they should."""
+    real_serve, real_fork = writer_child.serve, writer_handle.WriterHandle.fork.__func__
+    lives, forking = [], [None]
+
+    def fork(cls, status_writer):
+        forking[0] = lives.pop(0) if lives else None
+        try:
+            return real_fork(cls, status_writer)
+        finally:
+            forking[0] = None
+
+    def serve(sock, status_writer):
+        life = forking[0]
+        return life(sock) if life is not None else real_serve(sock, status_writer)
+
+    monkeypatch.setattr(writer_handle.WriterHandle, "fork", classmethod(fork))
+    monkeypatch.setattr(writer_child, "serve", serve)
+    return lives.append
+
+
+def test_a_child_that_ends_with_its_request_unread_is_answered_with_an_error(
+        sel, writer, path, replies, next_child_serves, caplog):
+    def ends_first(sock):
+        sock.recv(1, socket.MSG_PEEK)  # the request is there, and left unread
+        return 3
+    next_child_serves(ends_first)
+    with caplog.at_level(logging.WARNING):
+        writer.submit(path, request(1), replies)
+        settle(sel, writer, until=lambda: not writer.busy)
+        writer.submit(path, request(2, status="after"), replies)
+        settle(sel, writer)
+    assert replies.got[0] == {"id": 1, "ok": False,
+                              "error": "cannot write users file: the write was cut short"}
+    assert "ended before it said how its write went" in caplog.text
+    assert "exited with status 3" in caplog.text
+    assert replies.got[1]["ok"], "the next child writes"
+    assert b"alice:after" in open(path, "rb").read()
+
+
+def test_a_report_that_is_not_one_kills_the_child_and_is_answered_with_an_error(
+        sel, writer, path, replies, next_child_serves, caplog):
+    before = open(path, "rb").read()
+
+    def garbles(sock):
+        sock.recv(writer_child.MAX_REQUEST_BYTES)
+        sock.send(b'{"ok": true, "old"')
+        sock.recv(1)  # until killed
+        return 0
+    next_child_serves(garbles)
+    with caplog.at_level(logging.WARNING):
+        writer.submit(path, request(1), replies)
+        settle(sel, writer, until=lambda: not writer.busy)
+    assert replies.got == [{"id": 1, "ok": False,
+                            "error": "cannot write users file: the write was cut short"}]
+    assert "sent an unreadable report; killing it" in caplog.text
+    assert "killed by SIGKILL" in caplog.text
+    assert open(path, "rb").read() == before
 
 
 def test_discarded_requests_are_neither_written_nor_answered(sel, writer, path, replies,

@@ -6,12 +6,12 @@ tenth of a second. The parent must go on answering signals and reaping
 children meanwhile, and it is single-threaded on purpose (it forks workers,
 and a thread could hold a lock across a fork), so a child forked for them
 makes the writes: root, as the parent, one at a time, each asked for and
-reported on a pipe that the parent's selector watches.
+reported on a socket that the parent's selector watches.
 
 The child serves a run of sets: it stays LINGER_SECONDS after its last
 write, in case another comes (a fork and an exit cost a few milliseconds,
-as much as a whole set on a small file), and the parent then closes its
-pipe, which ends it. So it lives only while sets come, and the parent has
+as much as a whole set on a small file), and the parent then shuts its side
+of their socket, which ends it. So it lives only while sets come, and the parent has
 it reaped before it exits itself.
 
 Writes are made in the order they were asked for. Requests wait in a
@@ -41,6 +41,7 @@ import logging
 import os
 import selectors
 import signal
+import socket
 import time
 from typing import Any, Callable, Optional
 
@@ -56,7 +57,8 @@ log = logging.getLogger("fingerd")
 #: Seconds the writing child waits for another set after its last one.
 LINGER_SECONDS = 1.0
 
-#: Most bytes of reports waiting to be read; a report is a few hundred.
+#: Most bytes of a report read; a report is a few hundred, and a longer one is cut
+#: short, which its JSON then says.
 MAX_REPORT_BYTES = 4096
 
 #: Seconds before the worker stops waiting for a set's answer by which the file must be
@@ -177,7 +179,7 @@ class FileWriter:
                 pass
 
     def reap(self) -> None:
-        """Reap the children that have ended (SIGCHLD); one whose pipe has closed may
+        """Reap the children that have ended (SIGCHLD); one whose socket has closed may
         still be exiting."""
         for pid in list(self._unreaped):
             try:
@@ -206,29 +208,32 @@ class FileWriter:
                 request.on_done(error_reply(request.message["id"], NOT_IN_TIME))
                 continue
             child = self._child
-            if child is None or child.requests is None:
+            if child is None or not child.accepting:
                 if child is not None:
                     self._queue.appendleft(request)  # the one let go ends first
                     return
                 child = self._child = self._fork()
-            assert child.requests is not None
+            assert child.accepting
             child.writing = request
             self.deadline = self._clock() + PROMOTE_AFTER if child.yields else None
             commit_within = request.expires - COMMIT_MARGIN - self._clock()
-            line = json.dumps({"path": request.path, "name": request.message["name"],
+            data = json.dumps({"path": request.path, "name": request.message["name"],
                                "status": request.message["status"],
-                               "commit_within": commit_within}).encode() + b"\n"
+                               "commit_within": commit_within}).encode()
             try:
-                # One short line into an empty pipe: it never blocks, and is written whole.
-                os.write(child.requests, line)
+                # One short datagram to a child that has read the last: it never blocks.
+                child.sock.send(data)
             except OSError:
-                self.kill()  # its report never comes: the pipe's end says so
+                self.kill()  # its report never comes: the socket's end says so
 
     def _let_go(self) -> None:
         child = self._child
-        assert child is not None and child.requests is not None
-        os.close(child.requests)
-        child.requests = None
+        assert child is not None and child.accepting
+        child.accepting = False
+        try:
+            child.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # it has ended: its socket's end says so
         self.deadline = None
         self._note(child.promote())
 
@@ -240,37 +245,28 @@ class FileWriter:
 
     def _fork(self) -> WriterHandle:
         child, why = WriterHandle.fork(self._writer)
-        self._sel.register(child.reports, selectors.EVENT_READ, self._on_reports)
+        self._sel.register(child.sock, selectors.EVENT_READ, self._on_report)
         if why is None:
             self._noted = None  # at SCHED_IDLE again: the next refusal is news
         else:
             self._note(f"users file writer not at SCHED_IDLE: {why}")
         return child
 
-    def _on_reports(self, fd: int) -> None:
+    def _on_report(self, sock: socket.socket) -> None:
         child = self._child
-        assert child is not None, "its reports' pipe is unregistered as it goes"
+        assert child is not None, "its socket is unregistered as it goes"
         try:
-            chunk = os.read(fd, MAX_REPORT_BYTES)
+            data = sock.recv(MAX_REPORT_BYTES)
         except BlockingIOError:
             return
-        if not chunk:
+        except OSError:
+            data = b""  # ECONNRESET: it ended with a request unread
+        if not data:
             self._on_child_gone(child)
             return
-        child.report += chunk
-        while b"\n" in child.report:
-            line, child.report = child.report.split(b"\n", 1)
-            self._on_report(child, line)
-        if len(child.report) > MAX_REPORT_BYTES:
-            # The child is ours, but a report this long is not one: kill it rather than
-            # read on. The pipe's end comes next.
-            child.report = b""
-            self.kill()
-
-    def _on_report(self, child: WriterHandle, line: bytes) -> None:
         request, child.writing = child.writing, None
         try:
-            report = json.loads(line)
+            report = json.loads(data)
             if request is None:
                 raise ValueError("a report for no request")
             self._writer.trusted = signature(report["trusted"])
@@ -280,6 +276,8 @@ class FileWriter:
                      if report["ok"] else
                      error_reply(request.message["id"], str(report["error"])))
         except (ValueError, KeyError, TypeError):
+            # The child is ours, but this is no report of its: kill it rather than read
+            # on. Its socket's end comes next.
             log.error("users file writer %d sent an unreadable report; killing it", child.pid)
             self._writer.trusted = None
             self.kill()
@@ -289,18 +287,16 @@ class FileWriter:
                                 "cannot write users file: the write was cut short")
         self._note(child.demote())
         request.on_done(reply)
-        if self._closing and child.requests is not None:
+        if self._closing and child.accepting:
             self._let_go()
         self._start_next()
-        if self._child is child and child.writing is None and child.requests is not None:
+        if self._child is child and child.writing is None and child.accepting:
             self.deadline = self._clock() + self._linger
 
     def _on_child_gone(self, child: WriterHandle) -> None:
-        """Its reports' pipe closed: the child has ended (or is ending)."""
-        self._sel.unregister(child.reports)
-        os.close(child.reports)
-        if child.requests is not None:
-            os.close(child.requests)
+        """Its socket closed: the child has ended (or is ending)."""
+        self._sel.unregister(child.sock)
+        child.sock.close()
         self._child = None
         self.deadline = None
         if not child.reaped:

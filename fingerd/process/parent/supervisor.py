@@ -2,7 +2,7 @@
 
 It is single-threaded (so forking is safe) and sleeps in one selector that
 watches the signal wake-up socket, the workers' request channels, their log
-pipes and the pipe of the child writing the users file. Signal handlers do
+pipes and the socket of the child writing the users file. Signal handlers do
 nothing: Python writes the signal number to the wake-up socket (``signals_to``),
 and the loop acts on it, so no work ever runs inside a handler (gunicorn's
 arbiter learned that logging in one deadlocks).

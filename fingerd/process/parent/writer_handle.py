@@ -32,6 +32,7 @@ import os
 import platform
 import resource
 import signal
+import socket
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -128,18 +129,17 @@ class WriteRequest(NamedTuple):
 
 
 class WriterHandle:
-    """The writing child as the parent sees it: its pid, the parent's ends of its two
-    pipes (``requests`` None once closed, which ends it), the request it is writing,
-    whether it runs at SCHED_IDLE (``yields``) and is promoted for now."""
+    """The writing child as the parent sees it: its pid, the parent's end of the
+    socket they talk on (``accepting`` False once the parent has shut its side,
+    which ends the child), the request it is writing, whether it runs at
+    SCHED_IDLE (``yields``) and is promoted for now."""
 
-    __slots__ = ("pid", "promoted", "reaped", "report", "reports", "requests", "writing",
-                 "yields")
+    __slots__ = ("accepting", "pid", "promoted", "reaped", "sock", "writing", "yields")
 
-    def __init__(self, pid: int, requests: int, reports: int, yields: bool) -> None:
+    def __init__(self, pid: int, sock: socket.socket, yields: bool) -> None:
         self.pid = pid
-        self.requests: int | None = requests
-        self.reports = reports
-        self.report = b""
+        self.sock = sock
+        self.accepting = True
         self.writing: WriteRequest | None = None
         self.reaped = False
         self.yields = yields
@@ -149,8 +149,8 @@ class WriterHandle:
     def fork(cls, writer: StatusWriter) -> tuple[WriterHandle, str | None]:
         """A child forked to write with ``writer``, behind the processes that serve, and
         why it does not run at SCHED_IDLE (None when it does)."""
-        requests_r, requests_w = os.pipe()
-        reports_r, reports_w = os.pipe()
+        # Datagrams, as on the worker's channel: each request and report arrives whole.
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # Signals stay pending across the fork, so that none reaches the child before
         # it ignores them (the parent's handler would wake the parent's loop).
         signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
@@ -159,17 +159,15 @@ class WriterHandle:
             if pid == 0:
                 code = 1
                 try:
-                    code = child.serve(requests_r, reports_w, writer)
+                    code = child.serve(child_end, writer)
                 finally:
                     os._exit(code)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
-        os.close(requests_r)
-        os.close(reports_w)
-        os.set_blocking(requests_w, False)
-        os.set_blocking(reports_r, False)
+        child_end.close()
+        parent_end.setblocking(False)
         why = run_behind(pid, WRITER_NICENESS)
-        return cls(pid, requests_w, reports_r, yields=why is None), why
+        return cls(pid, parent_end, yields=why is None), why
 
     def promote(self) -> str | None:
         """Let it compete with the other processes; why it could not, if it could not."""
@@ -189,7 +187,7 @@ class WriterHandle:
         try:
             change(self.pid)
         except ProcessLookupError:
-            pass  # it has ended: its reports' pipe says so
+            pass  # it has ended: its socket's end says so
         except OSError as exc:
             return f"cannot change the users file writer's scheduling policy: {exc.strerror}"
         return None

@@ -1,13 +1,13 @@
-"""The users file writer child's life: one write for each request line on its pipe.
+"""The users file writer child's life: one write for each request on its socket.
 
 Forked by the root parent (``filewriter``), root as the parent, doing
-nothing but writes, one at a time. It reads a request line (path, name,
+nothing but writes, one at a time. It receives a request (path, name,
 status, and the seconds within which the new file must be renamed into
-place), writes, and answers with a report line: the file's signatures
-before and after, or the error the setter's client is told, and the
-signature of the version it now trusts (``StatusWriter``). It logs nothing:
-the parent logs what the reports say. It ends when the parent closes the
-requests' pipe.
+place), writes, and answers with a report: the file's signatures before
+and after, or the error the setter's client is told, and the signature of
+the version it now trusts (``StatusWriter``). Each is one JSON datagram on
+their socket, as on the worker's channel. It logs nothing: the parent logs
+what the reports say. It ends when the parent shuts its side of the socket.
 
 A write called off because its file was ready too late still leaves the old
 file read and validated: that version, unchanged, is trusted, so that the next
@@ -18,6 +18,7 @@ than a set may wait; without that, every set on it would time out.
 import json
 import os
 import signal
+import socket
 import time
 from typing import Any, Optional
 
@@ -28,35 +29,32 @@ from fingerd.users.editing import StatusWriter, StoreError
 #: The error of a set not written before the worker stops waiting for it.
 NOT_IN_TIME = "the users file was not written in time"
 
+#: Most bytes of a request: a path of PATH_MAX, a status of MAX_STATUS_BYTES, each
+#: character escaped in JSON, fit many times over.
+MAX_REQUEST_BYTES = 65536
+
 #: Signals meant for the parent (or its process group, at Ctrl-C): ignored here, so that
 #: none stops a write halfway.
 IGNORED_SIGNALS = tuple(signum for signum in HANDLED_SIGNALS if signum != signal.SIGCHLD)
 
 
-def serve(requests: int, reports: int, writer: StatusWriter) -> int:
-    """The child's life: a write for each request line until the pipe closes; its exit
-    status. The parent forked it with HANDLED_SIGNALS blocked."""
+def serve(sock: socket.socket, writer: StatusWriter) -> int:
+    """The child's life: a write for each request until the parent shuts its side; its
+    exit status. The parent forked it with HANDLED_SIGNALS blocked."""
     signal.set_wakeup_fd(-1)
     for signum in IGNORED_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
     # Nothing the parent holds (listening sockets, the worker's channel) stays open here.
-    low, high = sorted((requests, reports))
-    os.closerange(3, low)
-    os.closerange(low + 1, high)
-    os.closerange(high + 1, max(os.sysconf("SC_OPEN_MAX"), high + 2))
-    pending = b""
+    own = sock.fileno()
+    os.closerange(3, own)
+    os.closerange(own + 1, max(os.sysconf("SC_OPEN_MAX"), own + 2))
     while True:
-        chunk = os.read(requests, 65536)
-        if not chunk:
+        request = sock.recv(MAX_REQUEST_BYTES)
+        if not request:
             return 0
-        pending += chunk
-        while b"\n" in pending:
-            line, pending = pending.split(b"\n", 1)
-            data = json.dumps(write_one(writer, json.loads(line))).encode() + b"\n"
-            while data:
-                data = data[os.write(reports, data):]
+        sock.sendall(json.dumps(write_one(writer, json.loads(request))).encode())
 
 
 def write_one(writer: StatusWriter, request: dict[str, Any]) -> dict[str, Any]:
