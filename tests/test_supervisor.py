@@ -531,10 +531,10 @@ def reloading(clock, workers, listener, reloader, reloads, users_file):
     return sup
 
 
-def new_plan(name="second"):
+def new_plan(name="second", users_file=None):
     """A plan with a socket kept, one fresh and one no longer configured."""
     fresh, unused = socket.socket(), socket.socket()
-    return Plan(SimpleNamespace(path="fingerd.conf", name=name), None,
+    return Plan(SimpleNamespace(path="fingerd.conf", name=name, users_file=users_file), None,
                 {"finger": [fresh]}, unused=(unused,), fresh=(fresh,))
 
 
@@ -700,6 +700,26 @@ def test_a_status_set_through_the_old_worker_during_a_reload_is_read_by_the_new_
     assert reply == {"id": 1, "ok": True, "old": reply["old"], "new": reply["new"]}
     assert open(users_file, "rb").read() == b"alice:status 1\n"
     assert (new, signal.SIGHUP) in workers.sent and (old, signal.SIGHUP) not in workers.sent
+    reloading.writes.close()
+    deadline = time.monotonic() + 20
+    while reloading.writes.busy and time.monotonic() < deadline:
+        reloading.step(0.05)
+        reloading.handle_sigchld()
+
+
+def test_a_set_once_the_reload_is_done_is_not_read_again_by_the_retiring_worker(
+        reloading, workers, reloader, users_file):
+    old = workers.pid
+    reloader.plans.append(new_plan(users_file=users_file))
+    reloading.handle_sighup()
+    new = workers.pid
+    workers.ready(new)
+    reloading.step(0)
+    assert workers.sent == [(old, signal.SIGTERM)], "the old worker retires"
+    send_request(workers, valid_set(1), pid=new)
+    assert reply_to(reloading, workers, pid=new)["ok"]
+    assert open(users_file, "rb").read() == b"alice:status 1\n"
+    assert workers.sent == [(old, signal.SIGTERM)], "a retiring worker is not told to read"
     reloading.writes.close()
     deadline = time.monotonic() + 20
     while reloading.writes.busy and time.monotonic() < deadline:

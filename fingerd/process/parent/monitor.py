@@ -16,8 +16,7 @@ import os
 import selectors
 import signal
 import time
-from collections.abc import Iterable
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from fingerd.process.channel import WorkerMisbehaved, error_reply, parse_message, set_problem
 from fingerd.process.parent.filewriter import FileWriter
@@ -32,30 +31,33 @@ HEARTBEAT_TIMEOUT = 5.0
 #: Set requests a worker may have waiting behind the write in progress. It asks for
 #: one at a time, so a worker with more is flooding the parent: it is killed.
 MAX_WAITING_SETS = 8
+#: The phases of a worker that serves, or is about to: once another's set is written,
+#: it reads the users file again, at once. One stopping finishes with what it has.
+READS_SETS_AGAIN = (Phase.STARTING, Phase.RUNNING, Phase.REPLACED)
 
 
 class Monitor:
     """Answers the requests on the workers' channels.
 
     ``kill(pid, signum)`` signals a worker; ``on_ready(handle)`` hears a worker
-    say, once, that it serves; ``serving()`` names the workers serving, each of
-    which reads the users file again once another's set is written.
+    say, once, that it serves.
     """
 
     def __init__(self, selector: selectors.BaseSelector, writes: FileWriter,
                  clock: Callable[[], float], kill: Callable[[int, int], None],
-                 on_ready: Callable[[WorkerHandle], None],
-                 serving: Callable[[], Iterable[Optional[WorkerHandle]]]) -> None:
+                 on_ready: Callable[[WorkerHandle], None]) -> None:
         self._sel = selector
         self.writes = writes
         self._clock = clock
         self._kill = kill
         self._on_ready = on_ready
-        self._serving = serving
+        #: The workers watched, by pid: those not yet forgotten.
+        self._watched: dict[int, WorkerHandle] = {}
 
     def watch(self, handle: WorkerHandle) -> None:
         """Answer ``handle``'s requests, and relay its log lines, from now on."""
         assert handle.channel is not None
+        self._watched[handle.pid] = handle
         self._sel.register(handle.channel, selectors.EVENT_READ,
                            lambda channel: self._on_channel(handle))
         self._sel.register(handle.relay.fd, selectors.EVENT_READ,
@@ -64,6 +66,7 @@ class Monitor:
     def forget(self, handle: WorkerHandle) -> None:
         """The worker is gone: relay its last log lines, close its channels, drop its
         sets not yet begun."""
+        self._watched.pop(handle.pid, None)
         if handle.relay.fd is not None:
             for _ in range(1000):
                 if not handle.relay.feed():
@@ -147,10 +150,10 @@ class Monitor:
 
     def _reply(self, sender: WorkerHandle, reply: bytes) -> None:
         """Send a write's reply to the worker that asked, if it is still there; a status
-        written is read again by any other worker serving, at once."""
+        written is read again by every other worker that serves or is about to."""
         if json.loads(reply)["ok"]:
-            for other in self._serving():
-                if other is not None and other is not sender:
+            for other in self._watched.values():
+                if other is not sender and other.phase in READS_SETS_AGAIN:
                     self._kill(other.pid, signal.SIGHUP)
         if sender.channel is None:
             return

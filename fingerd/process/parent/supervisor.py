@@ -90,7 +90,7 @@ class Supervisor:
         self._sel = selectors.DefaultSelector()
         self.writes = FileWriter(self._sel, clock=clock)
         self.monitor = Monitor(self._sel, self.writes, clock, workers.kill,
-                               self._on_worker_ready, lambda: (self.live, self.reloads.old))
+                               self._on_worker_ready)
         # The writer's child is the parent's own, not something a worker left behind.
         workers.spare = self.writes.pids
 
