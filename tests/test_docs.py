@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from fingerd.config import SCHEMA, parse_config
+from tests import test_query_path, test_set_path
 from tests.support import ROOT
 from tests.support.markers import needs_tool
 from tests.support.net import exchange
@@ -244,6 +245,24 @@ def test_the_design_walks_name_only_modules_that_exist():
     walks = text[text.index("## A finger query, module by module"):]
     named = set(re.findall(r"`((?:[a-z_]+/)*[a-z_]+\.py)`", walks))
     assert named and named <= mapped_modules()
+
+
+def walked_modules(heading):
+    """The modules the numbered steps of one of docs/design.md's walks name, in order,
+    as module names."""
+    text = read(os.path.join(DOCS, "design.md"))
+    walk = text[text.index(heading):].split("\n## ")[0]
+    steps = re.findall(r"^ ?(\d+)\. `((?:[a-z_]+/)*[a-z_]+)\.py`", walk, re.MULTILINE)
+    assert [int(n) for n, _path in steps] == list(range(1, len(steps) + 1))
+    return ["fingerd." + path.replace("/", ".") for _n, path in steps]
+
+
+@pytest.mark.parametrize("heading, traced", [
+    ("## A finger query, module by module", test_query_path.PATH),
+    ("## A status set, module by module", test_set_path.PATH)])
+def test_each_walk_has_a_step_for_each_module_its_traced_path_crosses(heading, traced):
+    walked = walked_modules(heading)
+    assert len(walked) == len(set(walked)) and set(walked) == traced
 
 
 # The man pages and the commands.
