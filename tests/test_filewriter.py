@@ -352,6 +352,19 @@ def test_a_report_that_is_not_one_kills_the_child_and_is_answered_with_an_error(
     assert open(path, "rb").read() == before
 
 
+def test_a_long_report_is_read_whole(sel, writer, path, replies, next_child_serves):
+    error = "cannot write users file: " + "/a-long-directory-name" * 300
+
+    def fails_at_length(sock):
+        sock.recv(writer_child.MAX_REQUEST_BYTES)
+        sock.send(json.dumps({"ok": False, "error": error, "trusted": None}).encode())
+        return 0 if not sock.recv(1) else 1  # until let go
+    next_child_serves(fails_at_length)
+    writer.submit(path, request(1), replies)
+    settle(sel, writer)
+    assert len(error) > 4096 and replies.got == [{"id": 1, "ok": False, "error": error}]
+
+
 def test_discarded_requests_are_neither_written_nor_answered(sel, writer, path, replies,
                                                              slow_writes):
     slow_writes[0] = 0.2

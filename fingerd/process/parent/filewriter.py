@@ -57,9 +57,10 @@ log = logging.getLogger("fingerd")
 #: Seconds the writing child waits for another set after its last one.
 LINGER_SECONDS = 1.0
 
-#: Most bytes of a report read; a report is a few hundred, and a longer one is cut
-#: short, which its JSON then says.
-MAX_REPORT_BYTES = 4096
+#: Most bytes of a report read: a report is a few hundred, one whose error names a path
+#: of PATH_MAX, each character escaped, fits too; a longer one is cut short, which its
+#: JSON then says.
+MAX_REPORT_BYTES = 65536
 
 #: Seconds before the worker stops waiting for a set's answer by which the file must be
 #: renamed, or the write is called off: a set the setter's client is told failed must
