@@ -10,9 +10,9 @@ reported on a socket that the parent's selector watches.
 
 The child serves a run of sets: it stays LINGER_SECONDS after its last
 write, in case another comes (a fork and an exit cost a few milliseconds,
-as much as a whole set on a small file), and the parent then shuts its side
-of their socket, which ends it. So it lives only while sets come, and the parent has
-it reaped before it exits itself.
+as much as a whole set on a small file), and the parent then shuts its
+side of their socket, which ends it. So it lives only while sets come, and
+the parent has it reaped before it exits itself.
 
 Writes are made in the order they were asked for. Requests wait in a
 queue; the worker asks for one set at a time, so the queue holds more than

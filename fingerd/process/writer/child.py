@@ -29,8 +29,8 @@ from fingerd.users.editing import StatusWriter, StoreError
 #: The error of a set not written before the worker stops waiting for it.
 NOT_IN_TIME = "the users file was not written in time"
 
-#: Most bytes of a request: a path of PATH_MAX, a status of MAX_STATUS_BYTES, each
-#: character escaped in JSON, fit many times over.
+#: Most bytes of a request: a path of PATH_MAX and a status of MAX_STATUS_BYTES, each
+#: character escaped in JSON (under 28 KiB), fit twice over.
 MAX_REQUEST_BYTES = 65536
 
 #: Signals meant for the parent (or its process group, at Ctrl-C): ignored here, so that
