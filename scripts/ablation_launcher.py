@@ -228,8 +228,8 @@ def gate_lock() -> None:
 
     Each method of the gate runs whole under the lock, through one call more than
     the lock taken inside it was (1,100 instructions a query, 2.5%:
-    docs/bench/ablation.md). Nothing is ever handed back, so ``enter`` never frees a
-    slot itself, which under the lock it holds would deadlock."""
+    docs/bench/ablation.md). Nothing is ever handed back, so neither ``enter`` nor
+    ``claim`` frees a slot itself, which under the lock it holds would deadlock."""
     gate = gate_module.ConnectionGate
     build = gate.__init__
 

@@ -56,6 +56,18 @@ def test_slots_handed_back_by_other_threads_are_free_at_the_next_enter():
     assert gate.active == 0 and gate._by_source == {}
 
 
+def test_a_source_claimed_late_finds_the_slots_handed_back_meanwhile_free():
+    gate = ConnectionGate(3, per_source=1)
+    assert gate.enter("a") is None
+    assert gate.enter(None) is None, "a PROXY header will name its source"
+    finisher = threading.Thread(target=gate.hand_back, args=("a",))
+    finisher.start()
+    finisher.join(10)
+    assert gate.claim("a") is None, "the client from a was answered meanwhile"
+    gate.leave("a")
+    assert gate.active == 0 and gate._by_source == {}
+
+
 def test_slots_freed_from_many_threads_at_once_are_all_counted():
     gate = ConnectionGate(1000, per_source=1000)
     for _ in range(1000):

@@ -396,6 +396,16 @@ def slow_writes(monkeypatch):
     monkeypatch.setattr(fileio, "replace_durably", slow)
 
 
+def end_writes(sup):
+    """Let the writer child go and turn the parent's loop until it is reaped (20 s at
+    most)."""
+    sup.writes.close()
+    deadline = time.monotonic() + 20
+    while sup.writes.busy and time.monotonic() < deadline:
+        sup.step(0.05)
+        sup.handle_sigchld()
+
+
 @pytest.fixture
 def writing(clock, workers, listener, users_file):
     """A running supervisor with a users file its writer writes for real."""
@@ -405,11 +415,7 @@ def writing(clock, workers, listener, users_file):
     workers.ready()
     sup.step(0)
     yield sup
-    sup.writes.close()
-    deadline = time.monotonic() + 20
-    while sup.writes.busy and time.monotonic() < deadline:
-        sup.step(0.05)
-        sup.handle_sigchld()
+    end_writes(sup)
 
 
 def test_a_set_is_answered_once_its_write_is_done(writing, workers, users_file):
@@ -700,11 +706,7 @@ def test_a_status_set_through_the_old_worker_during_a_reload_is_read_by_the_new_
     assert reply == {"id": 1, "ok": True, "old": reply["old"], "new": reply["new"]}
     assert open(users_file, "rb").read() == b"alice:status 1\n"
     assert (new, signal.SIGHUP) in workers.sent and (old, signal.SIGHUP) not in workers.sent
-    reloading.writes.close()
-    deadline = time.monotonic() + 20
-    while reloading.writes.busy and time.monotonic() < deadline:
-        reloading.step(0.05)
-        reloading.handle_sigchld()
+    end_writes(reloading)
 
 
 def test_a_set_once_the_reload_is_done_is_not_read_again_by_the_retiring_worker(
@@ -720,11 +722,7 @@ def test_a_set_once_the_reload_is_done_is_not_read_again_by_the_retiring_worker(
     assert reply_to(reloading, workers, pid=new)["ok"]
     assert open(users_file, "rb").read() == b"alice:status 1\n"
     assert workers.sent == [(old, signal.SIGTERM)], "a retiring worker is not told to read"
-    reloading.writes.close()
-    deadline = time.monotonic() + 20
-    while reloading.writes.busy and time.monotonic() < deadline:
-        reloading.step(0.05)
-        reloading.handle_sigchld()
+    end_writes(reloading)
 
 
 def test_a_hup_while_a_restarted_worker_starts_reloads_once_it_is_ready(

@@ -64,9 +64,8 @@ class ConnectionGate:
         rejection reason). A ``source`` of None is not known yet (a PROXY protocol
         header will tell): the slot is taken, and ``claim`` counts the source later.
         The owner's only."""
-        handed_back = self._handed_back
-        while handed_back:
-            self.leave(handed_back.popleft())
+        if self._handed_back:
+            self._count_handed_back()
         if self._taken >= self.limit:
             return REJECT_BUSY
         if self.per_source and source is not None:
@@ -83,6 +82,7 @@ class ConnectionGate:
         when it stays as it was. The owner's only."""
         if not self.per_source:
             return None
+        self._count_handed_back()
         held = self._by_source.get(source, 0)
         if held >= self.per_source:
             return REJECT_PER_SOURCE
@@ -115,3 +115,10 @@ class ConnectionGate:
     def hand_back(self, source: Source | None) -> None:
         """Free a slot taken for ``source``, from a thread that is not the owner."""
         self._handed_back.append(source)
+
+    def _count_handed_back(self) -> None:
+        """Free the slots other threads have handed back: before the owner reads the
+        counts, so that none is held for a client already answered."""
+        handed_back = self._handed_back
+        while handed_back:
+            self.leave(handed_back.popleft())
