@@ -8,12 +8,16 @@ recorded, each from the moment it is sent until the parent has written its
 log line. A call made as well while nothing was set (a heartbeat, the users
 file watcher) is not the set's; a module is on the path when, for each of
 the three sets, one of its functions made or received a call of the set's.
+Three more sets send their lines only once the worker waits for them, as a
+client on a busy machine may, and show what waiting adds to the path.
 """
 
 import os
+import socket
 import sys
 
 from tests.support.markers import needs_root
+from tests.support.net import answer_of
 from tests.support.polling import wait_until
 
 #: The modules a set crosses today, in the worker (the serving loop, the setter's share
@@ -35,9 +39,15 @@ PATH = {
     "fingerd.token_bucket",
     "fingerd.process.writer.child", "fingerd.users.editing", "fingerd.users.fileio",
 }
-#: Flag values: each recorded set's, and the two windows in which nothing is set, each
-#: ended by a heartbeat, so that the second spans a whole second.
+#: What a set whose lines come after the worker accepted its connection crosses as
+#: well: it waits among the pending connections, and each turn of the loop asks the
+#: listeners whether a pause has ended.
+WAITING = {"fingerd.serving.pending", "fingerd.serving.listening"}
+#: Flag values: each recorded set's, sent at once and sent late, and the two windows
+#: in which nothing is set, each ended by a heartbeat, so that the second spans a
+#: whole second.
 SETS = (1, 2, 3)
+LATE_SETS = (4, 5, 6)
 IDLE = (9, 10)
 #: Sets made before recording: the pool threads' first tallies and the writer child's
 #: first fork are behind them.
@@ -91,9 +101,22 @@ def test_a_set_crosses_the_modules_design_md_walks(make_daemon):
     daemon.start(wrapper=calls.wrapper())
     sets = 0
 
-    def set_status(status):
+    def waited(epoch):
+        return any(call[2:4] == ("fingerd.serving.pending", "watch")
+                   for call in calls.of(epoch))
+
+    def set_status(status, late_in=0):
+        """Set alice's status; ``late_in``, a flag value, sends the lines only once
+        the worker waits for them under it."""
         nonlocal sets
-        assert daemon.setter(b"alice\r\n" + status + b"\r\n") == b"OK\r\n"
+        request = b"alice\r\n" + status + b"\r\n"
+        if late_in:
+            with socket.create_connection(("127.0.0.1", daemon.setter_port), 10) as s:
+                wait_until(lambda: waited(late_in), what="the worker to wait for the lines")
+                s.sendall(request)
+                assert answer_of(s) == b"OK\r\n"
+        else:
+            assert daemon.setter(request) == b"OK\r\n"
         sets += 1
         wait_until(lambda: daemon.log().count("set the status of alice") == sets,
                    what="the set's log line")
@@ -105,15 +128,25 @@ def test_a_set_crosses_the_modules_design_md_walks(make_daemon):
         wait_until(lambda: {"_on_alive", "reload"} <= {call[3] for call in calls.of(epoch)},
                    what="a heartbeat and a look at the users file while nothing is set")
     calls.record(0)
+    idle = set.union(*map(calls.of, IDLE))
     for n in range(WARM_SETS):
         set_status(b"warming up %d" % n)
-    for epoch in SETS:
-        calls.record(epoch)
-        set_status(b"Gone fishing %d" % epoch)
-        wait_until(lambda: any(call[3] == "hand_back" for call in calls.of(epoch)),
-                   what="the set's slot to be handed back")
-        calls.record(0)
-    idle = set.union(*map(calls.of, IDLE))
-    crossed = set.intersection(*(modules_of(calls.of(epoch) - idle) for epoch in SETS))
-    assert crossed == PATH, (f"new on the path: {sorted(crossed - PATH)}; "
-                             f"no longer on it: {sorted(PATH - crossed)}")
+
+    def crossed(epochs, late):
+        paths = []
+        for epoch in epochs:
+            calls.record(epoch)
+            set_status(b"Gone fishing %d" % epoch, epoch if late else 0)
+            wait_until(lambda: any(call[3] == "hand_back" for call in calls.of(epoch)),
+                       what="the set's slot to be handed back")
+            calls.record(0)
+            path = modules_of(calls.of(epoch) - idle)
+            # Sent at once, its lines may still come after the accept on a busy machine:
+            # what that adds is shown by the sets sent late.
+            paths.append(path - WAITING if not late and waited(epoch) else path)
+        return set.intersection(*paths)
+
+    at_once, late = crossed(SETS, False), crossed(LATE_SETS, True)
+    assert at_once == PATH, (f"new on the path: {sorted(at_once - PATH)}; "
+                             f"no longer on it: {sorted(PATH - at_once)}")
+    assert late == PATH | WAITING, f"a set sent late crosses {sorted(late - PATH)} besides the path"
