@@ -244,3 +244,6 @@ def test_a_slot_answered_on_a_pool_thread_is_free_for_the_next_client(make_daemo
                    what=f"set {n} answered OK (a slot held for good would never be)")
     assert d.finger(b"alice\r\n") == b"Away 4\r\n"
     wait_until(lambda: d.metric("fingerd_connections_active") == 0, what="no slot held")
+    rejected = d.metric("fingerd_connections_rejected_total", reason="max_connections")
+    assert d.setter(b"alice\r\nBack\r\n") == b"OK\r\n", "every slot free, the next set is let in"
+    assert d.metric("fingerd_connections_rejected_total", reason="max_connections") == rejected
