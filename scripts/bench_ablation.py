@@ -17,7 +17,8 @@ over the rounds.
 - files (mechanisms that act on reloads and sets, on a users file of
   --users entries): a reload (SIGHUP to the worker, timed to its "read N
   users" log line), its CPU (the daemon's, to 2 s after the line, the
-  replaced table's freeing included), and the worst query latency meanwhile;
+  replaced table's freeing included), the worst query latency meanwhile and
+  the median and p90 of the queries started before the line;
   then --sets sets in a row through the setter, their median latency, the
   daemon's CPU per set (writers included) and the query p99 meanwhile. A
   probe asks for one user every 2 ms throughout, from the client core.
@@ -210,13 +211,16 @@ def query_tables(by_clients: dict) -> str:
 # Reloads and sets.
 
 def probe(port: int, stop: Any, results: Any) -> None:
-    """Ask for one user every PROBE_INTERVAL until ``stop`` is set; latencies, errors."""
+    """Ask for one user every PROBE_INTERVAL until ``stop`` is set; each answered query's
+    start (on the monotonic clock, which every process shares) and latency, and the
+    count of errors."""
     on_client_core(False)
     latencies, errors = [], 0
     while not stop.is_set():
+        started = time.monotonic()
         reply, took = exchange(port, QUERY, timeout=30)
         if reply == ANSWER:
-            latencies.append(took)
+            latencies.append((started, took))
         else:
             errors += 1
         time.sleep(PROBE_INTERVAL)
@@ -224,7 +228,9 @@ def probe(port: int, stop: Any, results: Any) -> None:
 
 
 def probed(server: Ablated, action: Callable[[], dict]) -> dict:
-    """``action()``'s figures, with the daemon's CPU over it and the probe's latencies."""
+    """``action()``'s figures, with the daemon's CPU over it and the probe's latencies;
+    an action that gives a ``window`` (start, end) also gets the median and p90 of the
+    queries started within it."""
     stop = multiprocessing.Event()
     results: multiprocessing.Queue = multiprocessing.Queue()
     prober = multiprocessing.Process(target=probe, args=(server.port, stop, results))
@@ -242,9 +248,15 @@ def probed(server: Ablated, action: Callable[[], dict]) -> dict:
         if prober.is_alive():
             prober.kill()
             prober.join(10)
-    figures.update(query_p99_ms=pct(latencies, 0.99) * 1000,
-                   query_max_ms=max(latencies, default=float("nan")) * 1000,
+    took = [t for _, t in latencies]
+    figures.update(query_p99_ms=pct(took, 0.99) * 1000,
+                   query_max_ms=max(took, default=float("nan")) * 1000,
                    query_errors=errors)
+    window = figures.pop("window", None)
+    if window is not None:
+        within = [t for at, t in latencies if window[0] <= at <= window[1]]
+        figures.update(query_within_p50_ms=pct(within, 0.5) * 1000,
+                       query_within_p90_ms=pct(within, 0.9) * 1000)
     return figures
 
 
@@ -257,7 +269,8 @@ def daemon_cpu(server: Ablated) -> float:
 
 
 def reload(server: Ablated) -> dict:
-    """SIGHUP to the worker; seconds to its "read N users" line, and on to AFTER_RELOAD."""
+    """SIGHUP to the worker; seconds to its "read N users" line (that span is the
+    ``window``), and on to AFTER_RELOAD."""
     watch = LogWatch(server.log_file)
     started = time.monotonic()
     os.kill(worker_pid(server.proc.pid), 1)
@@ -267,7 +280,7 @@ def reload(server: Ablated) -> dict:
         time.sleep(0.002)
     took = time.monotonic() - started
     time.sleep(AFTER_RELOAD)
-    return {"reload_s": took}
+    return {"reload_s": took, "window": (started, started + took)}
 
 
 def set_run(server: Ablated, count: int, users: int, first: int) -> dict:
@@ -309,6 +322,8 @@ def file_phase(work: str, names: list, users: int, sets: int, rounds: int) -> di
 #: The file phase's figures, as the table shows them.
 FILE_FIGURES = (("reload_reload_s", "reload s"), ("reload_cpu_s", "reload CPU s"),
                 ("reload_query_max_ms", "worst query during the reload, ms"),
+                ("reload_query_within_p50_ms", "query p50 while the file is read, ms"),
+                ("reload_query_within_p90_ms", "query p90 while the file is read, ms"),
                 ("sets_set_p50_ms", "set p50 ms"), ("sets_cpu_s", "CPU per set s"),
                 ("sets_query_p99_ms", "query p99 during sets, ms"))
 
