@@ -44,7 +44,7 @@ class CountingSite(Site):
         return super().answer(path, query)
 
 
-def setup(users=None):
+def prepared_site(users=None):
     store = Store(users or {"alice": "Happy and well", "bob": "Sleeping"})
     site = CountingSite(Directory([FileSource(store)]), Rules(list_users=True), Renderer(),
                         Pages("Finger directory of test"))
@@ -69,7 +69,7 @@ def undated(data):
 
 
 def test_a_reply_is_prepared_once_per_table_and_again_for_another_table():
-    store, site, memo = setup()
+    store, site, memo = prepared_site()
     head = take_request(b"GET /api/users/alice HTTP/1.0\r\n\r\n", False)
     first = asked(memo, site, head)
     assert undated(asked(memo, site, head).data) == undated(first.data)
@@ -96,7 +96,7 @@ def tagged(site, target, if_none_match):
                           st.sampled_from([None, "*", '"other"', "tag", "W/tag"])),
                 min_size=1, max_size=12))
 def test_kept_replies_are_answered_as_the_handler_answers_them(requests):
-    _store, site, memo = setup()
+    _store, site, memo = prepared_site()
     for method, target, if_none_match in requests:
         if_none_match = tagged(site, target, if_none_match)
         field = "" if if_none_match is None else f"If-None-Match: {if_none_match}\r\n"
@@ -108,7 +108,7 @@ def test_kept_replies_are_answered_as_the_handler_answers_them(requests):
 
 
 def test_a_get_says_type_and_length_date_tag_caching_then_what_every_answer_says():
-    _store, site, memo = setup()
+    _store, site, memo = prepared_site()
     data = asked(memo, site, take_request(b"GET /api/users/alice HTTP/1.0\r\n\r\n", False)).data
     head, _, body = data.partition(b"\r\n\r\n")
     date, tag = re.search(rb"\r\n(Date: [^\r]+)\r\n(ETag: [^\r]+)\r\n", data).groups()
@@ -117,7 +117,7 @@ def test_a_get_says_type_and_length_date_tag_caching_then_what_every_answer_says
 
 
 def test_the_errors_of_the_head_and_other_methods_go_to_the_handler():
-    _store, site, memo = setup()
+    _store, site, memo = prepared_site()
     for data in (b"nonsense\r\n\r\n", b"POST / HTTP/1.0\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n"):
         head = take_request(data, False)
         assert undated(asked(memo, site, head).data) == \
