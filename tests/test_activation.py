@@ -22,7 +22,13 @@ from tests.support.polling import wait_until
 from tests.support.procfs import worker_of
 
 ACTIVATE = "systemd-socket-activate"
-needs_activate = needs_tool(ACTIVATE, "systemd")
+
+
+def needs_activate(test):
+    """systemd-socket-activate to hand the sockets over, and ss to see them listen."""
+    return needs_tool(ACTIVATE, "systemd")(needs_tool("ss", "iproute2")(test))
+
+
 #: The daemon's configured backlog, told apart from the one systemd-socket-activate
 #: listens with (SOMAXCONN): a handed-over socket must keep the latter.
 BACKLOG = 64

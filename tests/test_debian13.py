@@ -31,7 +31,7 @@ DAEMON_TESTS = ("tests/test_lifecycle.py", "tests/test_ctl.py", "tests/test_metr
                 "tests/test_finger_service.py")
 PIDFILE = "/run/fingerd.pid"
 
-pytestmark = [needs_root, needs_tool("debootstrap", "debootstrap")]
+pytestmark = [needs_root, needs_tool("debootstrap", "debootstrap"), needs_tool("git", "git")]
 
 
 @pytest.fixture(scope="module")

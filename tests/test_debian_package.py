@@ -38,7 +38,8 @@ exit 101
 pytestmark = [needs_root, needs_tool("dpkg-buildpackage", "dpkg-dev"),
               needs_tool("dh", "debhelper"), needs_tool("lintian", "lintian"),
               needs_tool("logrotate", "logrotate"), needs_tool("finger", "finger"),
-              needs_tool("in.fingerd", "fingerd"), needs_tool("systemd-analyze", "systemd")]
+              needs_tool("in.fingerd", "fingerd"), needs_tool("systemd-analyze", "systemd"),
+              needs_tool("git", "git")]
 
 
 def run(*argv, timeout=120, **kw):
