@@ -1,7 +1,9 @@
 """fingerd on Debian 13 "trixie", the current stable: Python 3.13, python3-daemon 3.1,
 python3-prometheus-client 0.21, in a chroot made with debootstrap. The daemon tests run
 there with deprecation warnings as errors, and the Debian package is built there,
-installed, started by its init script, answers, and is purged."""
+installed, started by its init script, answers, and is purged; then, the chroot booted
+with systemd as its PID 1 (tests/support/booted.py), installed again and run by systemd,
+its sockets held by systemd, removed and installed again."""
 
 import glob
 import os
@@ -14,9 +16,10 @@ import subprocess
 import pytest
 
 from tests.support import ROOT
+from tests.support.booted import Booted
 from tests.support.chroot import Chroot
 from tests.support.markers import needs_root, needs_tool
-from tests.support.net import exchange, skip_unless_free
+from tests.support.net import can_connect, exchange, skip_unless_free
 from tests.support.polling import wait_until
 
 RELEASE = "trixie"
@@ -25,7 +28,7 @@ RELEASE = "trixie"
 PACKAGES = ("python3", "python3-daemon", "python3-prometheus-client", "python3-pytest",
             "python3-hypothesis", "build-essential", "dpkg-dev", "debhelper", "dh-python",
             "pybuild-plugin-pyproject", "python3-all", "python3-setuptools", "adduser",
-            "sysvinit-utils", "procps")
+            "sysvinit-utils", "procps", "systemd", "systemd-sysv", "dbus")
 #: Tests that start the daemon detached and in the foreground, answer, set and scrape.
 DAEMON_TESTS = ("tests/test_lifecycle.py", "tests/test_ctl.py", "tests/test_metrics.py",
                 "tests/test_finger_service.py")
@@ -75,11 +78,9 @@ def test_the_daemon_tests_pass_on_trixie_with_deprecations_as_errors(trixie):
     assert re.search(r"\b\d+ passed", summary) and "failed" not in summary, summary
 
 
-@pytest.fixture
-def package_on_trixie(trixie):
-    """The package built and installed in the chroot; at the end purged, with any daemon
-    it left ended by its pid."""
-    skip_unless_free("0.0.0.0", 79)
+@pytest.fixture(scope="module")
+def trixie_deb(trixie):
+    """The package built in the chroot, as built on trixie: its path inside."""
     build = copy_tree(trixie, "/build/fingerd")
     for old in os.listdir(trixie.host_path("/build")):
         if old.endswith((".deb", ".changes", ".buildinfo")):
@@ -99,8 +100,16 @@ def package_on_trixie(trixie):
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     debs = [name for name in os.listdir(trixie.host_path("/build")) if name.endswith(".deb")]
     assert len(debs) == 1, debs
+    return f"/build/{debs[0]}"
+
+
+@pytest.fixture
+def package_on_trixie(trixie, trixie_deb):
+    """The package installed in the chroot; at the end purged, with any daemon it left
+    ended by its pid."""
+    skip_unless_free("0.0.0.0", 79)
     try:
-        installed = trixie.run(f"dpkg -i /build/{debs[0]}", timeout=300)
+        installed = trixie.run(f"dpkg -i {trixie_deb}", timeout=300)
         assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
         yield trixie
     finally:
@@ -148,3 +157,100 @@ def test_the_package_builds_installs_starts_answers_and_purges_on_trixie(package
     assert purged.returncode == 0, purged.stdout[-3000:] + purged.stderr[-3000:]
     for path in ("/etc/fingerd", "/var/lib/fingerd", "/var/log/fingerd"):
         assert not os.path.lexists(chroot.host_path(path)), path
+
+
+#: The unit's CapabilityBoundingSet as a mask: CAP_KILL, CAP_SETGID, CAP_SETUID,
+#: CAP_SETPCAP and CAP_NET_BIND_SERVICE (bits 5, 6, 7, 8 and 10).
+UNIT_CAPABILITIES = 0x5E0
+NET_BIND_SERVICE = 1 << 10
+#: The socket units guide.md ("Sockets from systemd") enables.
+SOCKETS = ("fingerd-finger.socket", "fingerd-setter.socket", "fingerd-metrics.socket")
+
+
+@pytest.fixture
+def booted_trixie(trixie, tmp_path):
+    """The chroot booted with systemd; at the end the package purged and the operator's
+    drop-in removed, then systemd killed with everything it runs."""
+    for host, port in (("0.0.0.0", 79), ("127.0.0.1", 1079), ("127.0.0.1", 9179)):
+        skip_unless_free(host, port)
+    with Booted(trixie.path, str(tmp_path / "boot.log")) as system:
+        try:
+            yield system
+        finally:
+            system.run("dpkg --purge fingerd-py; rm -rf /etc/systemd/system/fingerd.service.d",
+                       timeout=300)
+
+
+def active(system, *units):
+    return system.run("systemctl is-active " + " ".join(units)).stdout.split()
+
+
+def process_status(system, pid):
+    lines = system.run(f"cat /proc/{pid}/status").stdout.splitlines()
+    return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
+
+
+def test_systemd_runs_the_package_confined_reloads_it_holds_its_sockets_and_removes_it(
+        trixie, trixie_deb, booted_trixie):
+    system = booted_trixie
+
+    def log():
+        with open(trixie.host_path("/var/log/fingerd/fingerd.log")) as f:
+            return f.read()
+
+    def main_pid():
+        return int(system.run("systemctl show -p MainPID --value fingerd").stdout)
+
+    installed = system.run(f"dpkg -i {trixie_deb}", timeout=300)
+    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+    # The postinst enabled the unit and started it (Type=notify: started once it answers).
+    assert system.run("systemctl is-enabled fingerd").stdout.strip() == "enabled"
+    assert active(system, "fingerd.service") == ["active"]
+    assert system.run("fingerd-ctl set alice 'Run by systemd'").returncode == 0
+    assert exchange(79, b"alice\r\n") == b"Run by systemd\r\n"
+    # Under the unit's confinement: its bounding set, no new privileges, a seccomp
+    # filter; the worker runs as fingerd, under its own filter as well.
+    parent = process_status(system, main_pid())
+    assert int(parent["CapBnd"], 16) == UNIT_CAPABILITIES
+    assert parent["NoNewPrivs"] == "1" and parent["Seccomp"] == "2"
+    worker = re.findall(r"worker (\d+) ready", log())[-1]
+    uid = system.run("id -u fingerd").stdout.strip()
+    assert process_status(system, worker)["Uid"].split()[0] == uid
+    # ~@resources refuses the writer child SCHED_IDLE: the parent says so once.
+    assert system.run("fingerd-ctl set bob 'Set twice'").returncode == 0
+    wait_until(lambda: "set the status of bob" in log(), what="the second set's log line")
+    assert log().count("not at SCHED_IDLE") == 1
+    # systemctl reload: a new worker under the same parent, the answers the same.
+    before = main_pid()
+    reloaded = system.run("systemctl reload fingerd", timeout=60)
+    assert reloaded.returncode == 0, reloaded.stderr
+    assert main_pid() == before and "applied: worker" in log()
+    assert exchange(79, b"alice\r\n") == b"Run by systemd\r\n"
+    # The sockets, used as guide.md says.
+    guide = system.run("systemctl stop fingerd && systemctl enable --now " + " ".join(SOCKETS)
+                       + " && install -D -m 644 /usr/share/doc/fingerd-py/examples/"
+                       "fingerd-sockets.conf /etc/systemd/system/fingerd.service.d/sockets.conf"
+                       " && systemctl daemon-reload && systemctl start fingerd", timeout=60)
+    assert guide.returncode == 0, guide.stderr
+    assert ("finger on 0.0.0.0:79 (from systemd), [::]:79 (from systemd), "
+            "setter on 127.0.0.1:1079 (from systemd)") in log()
+    capabilities = int(process_status(system, main_pid())["CapBnd"], 16)
+    assert capabilities == UNIT_CAPABILITIES & ~NET_BIND_SERVICE
+    # Stopped, the service is started again by the next query.
+    assert system.run("systemctl stop fingerd").returncode == 0
+    assert active(system, "fingerd.service") == ["inactive"]
+    assert exchange(79, b"alice\r\n") == b"Run by systemd\r\n"
+    assert active(system, "fingerd.service", *SOCKETS) == ["active"] * 4
+    # A removal stops the sockets with the service: nothing is left listening.
+    removed = system.run("dpkg --remove fingerd-py", timeout=300)
+    assert removed.returncode == 0, removed.stdout[-3000:] + removed.stderr[-3000:]
+    assert "active" not in active(system, "fingerd.service", *SOCKETS)
+    assert not can_connect(79) and not can_connect(1079) and not can_connect(9179)
+    # Installed again, the sockets the operator enabled start before the service, which
+    # serves on them with the statuses the removal kept.
+    seen = len(log())
+    again = system.run(f"dpkg -i {trixie_deb}", timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert active(system, "fingerd.service", *SOCKETS) == ["active"] * 4
+    assert exchange(79, b"alice\r\n") == b"Run by systemd\r\n"
+    assert "(from systemd)" in log()[seen:] and "startup failed" not in log()[seen:]
