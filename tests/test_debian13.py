@@ -3,7 +3,8 @@ python3-prometheus-client 0.21, in a chroot made with debootstrap. The daemon te
 there with deprecation warnings as errors, and the Debian package is built there,
 installed, started by its init script, answers, and is purged; then, the chroot booted
 with systemd as its PID 1 (tests/support/booted.py), installed again and run by systemd,
-its sockets held by systemd, removed and installed again."""
+with README's daily commands and with its sockets held by systemd, removed and installed
+again."""
 
 import glob
 import os
@@ -190,7 +191,7 @@ def process_status(system, pid):
     return dict(line.split(":\t", 1) for line in lines if ":\t" in line)
 
 
-def test_systemd_runs_the_package_confined_reloads_it_holds_its_sockets_and_removes_it(
+def test_systemd_runs_the_package_confined_with_readmes_commands_its_sockets_and_removal(
         trixie, trixie_deb, booted_trixie):
     system = booted_trixie
 
@@ -226,6 +227,23 @@ def test_systemd_runs_the_package_confined_reloads_it_holds_its_sockets_and_remo
     assert reloaded.returncode == 0, reloaded.stderr
     assert main_pid() == before and "applied: worker" in log()
     assert exchange(79, b"alice\r\n") == b"Run by systemd\r\n"
+    # README's daily commands: the init script goes through systemctl, fingerd-ctl reload
+    # keeps the parent systemd watches, and fingerd-ctl stop is a stop, not a failure.
+    assert system.run("/etc/init.d/fingerd stop", timeout=60).returncode == 0
+    assert active(system, "fingerd.service") == ["inactive"]
+    assert system.run("/etc/init.d/fingerd status").returncode == 3
+    started = system.run("/etc/init.d/fingerd start", timeout=60)
+    assert started.returncode == 0 and "(via systemctl)" in started.stdout, started.stdout
+    assert system.run("fingerd-ctl status").returncode == 0
+    before = main_pid()
+    assert system.run("fingerd-ctl reload", timeout=60).returncode == 0
+    assert main_pid() == before and active(system, "fingerd.service") == ["active"]
+    assert exchange(79, b"alice\r\n") == b"Run by systemd\r\n"
+    assert system.run("fingerd-ctl stop", timeout=60).returncode == 0
+    wait_until(lambda: active(system, "fingerd.service") == ["inactive"],
+               what="the service to stop")
+    shown = system.run("systemctl show -p Result -p NRestarts fingerd").stdout.split()
+    assert sorted(shown) == ["NRestarts=0", "Result=success"]
     # The sockets, used as guide.md says.
     guide = system.run("systemctl stop fingerd && systemctl enable --now " + " ".join(SOCKETS)
                        + " && install -D -m 644 /usr/share/doc/fingerd-py/examples/"
