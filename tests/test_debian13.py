@@ -13,6 +13,8 @@ import shutil
 import signal
 import stat
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -164,6 +166,10 @@ def test_the_package_builds_installs_starts_answers_and_purges_on_trixie(package
 #: CAP_SETPCAP and CAP_NET_BIND_SERVICE (bits 5, 6, 7, 8 and 10).
 UNIT_CAPABILITIES = 0x5E0
 NET_BIND_SERVICE = 1 << 10
+#: Queries the client sends at most while the package is upgraded under it, one each
+#: QUERY_INTERVAL seconds.
+QUERIES_AT_MOST = 20000
+QUERY_INTERVAL = 0.005
 #: The socket units guide.md ("Sockets from systemd") enables.
 SOCKETS = ("fingerd-finger.socket", "fingerd-setter.socket", "fingerd-metrics.socket")
 
@@ -272,3 +278,38 @@ def test_systemd_runs_the_package_confined_with_readmes_commands_its_sockets_and
     assert active(system, "fingerd.service", *SOCKETS) == ["active"] * 4
     assert exchange(79, b"alice\r\n") == b"Run by systemd\r\n"
     assert "(from systemd)" in log()[seen:] and "startup failed" not in log()[seen:]
+    # An upgrade restarts the service while systemd keeps the sockets: a client querying
+    # all along, a query every few milliseconds, is answered every time.
+    answers, done = [], threading.Event()
+
+    def query_all_along():
+        while not done.wait(QUERY_INTERVAL) and len(answers) < QUERIES_AT_MOST:
+            try:
+                answers.append((time.monotonic(), exchange(79, b"alice\r\n")))
+            except OSError as exc:
+                answers.append((time.monotonic(), exc))
+
+    # This test has started the service more often in the last seconds than its start
+    # limit allows (systemd's default, 5 in 10 s); an upgrade comes later than that.
+    assert system.run("systemctl reset-failed fingerd.service").returncode == 0
+    before = main_pid()
+    client = threading.Thread(target=query_all_along)
+    client.start()
+    try:
+        wait_until(lambda: answers, what="a first answer")
+        began = time.monotonic()
+        upgraded = system.run(f"dpkg -i {trixie_deb}", timeout=300)
+        ended = time.monotonic()
+        wait_until(lambda: answers[-1][0] > ended, what="an answer after the upgrade")
+    finally:
+        done.set()
+        client.join(30)
+    assert upgraded.returncode == 0, upgraded.stdout[-3000:] + upgraded.stderr[-3000:]
+    assert main_pid() != before
+    within = [answer for at, answer in answers if began < at < ended]
+    assert len(within) >= 10, f"{len(within)} queries during the upgrade"
+    failed = [(round(at - began, 3), answer) for at, answer in answers
+              if answer != b"Run by systemd\r\n"]
+    assert not failed, (f"{len(failed)} of {len(answers)} queries failed, seconds after the "
+                        f"upgrade began (it took {ended - began:.3f} s): {failed[:3]} ... "
+                        f"{failed[-2:]}")

@@ -9,6 +9,7 @@ namespace, and its cgroups are removed.
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 
@@ -69,6 +70,12 @@ class Booted:
         root = cgroup2_root()
         if root is None:
             pytest.skip("this machine mounts no cgroup2 hierarchy for systemd to run in")
+        # The journal in memory only: a kept tree booted at every run would gather one.
+        journald = os.path.join(self.path, "etc/systemd/journald.conf.d")
+        os.makedirs(journald, exist_ok=True)
+        with open(os.path.join(journald, "fingerd-tests.conf"), "w") as f:
+            f.write("[Journal]\nStorage=volatile\n")
+        shutil.rmtree(os.path.join(self.path, "var/log/journal"), ignore_errors=True)
         self.cgroup = os.path.join(root, f"fingerd-tests-{os.getpid()}")
         os.mkdir(self.cgroup)
         procs = os.path.join(self.cgroup, "cgroup.procs")
@@ -131,8 +138,10 @@ class Booted:
             except ProcessLookupError:
                 pass
         if self.unshare is not None:
-            # --kill-child: systemd goes with unshare, even before its pid is known.
-            self.unshare.kill()
+            if self.pid is None:
+                # --kill-child: systemd goes with unshare, even before its pid is known.
+                self.unshare.kill()
+            # unshare reaps systemd, then exits.
             self.unshare.wait(END_TIMEOUT)
         if self.cgroup is not None:
             wait_until(self._remove_cgroups, timeout=END_TIMEOUT,
