@@ -202,8 +202,11 @@ def test_systemd_runs_the_package_confined_with_readmes_commands_its_sockets_and
     system = booted_trixie
 
     def log():
-        with open(trixie.host_path("/var/log/fingerd/fingerd.log")) as f:
-            return f.read()
+        try:
+            with open(trixie.host_path("/var/log/fingerd/fingerd.log")) as f:
+                return f.read()
+        except FileNotFoundError:  # rotated, not yet reopened
+            return ""
 
     def main_pid():
         return int(system.run("systemctl show -p MainPID --value fingerd").stdout)
@@ -234,7 +237,8 @@ def test_systemd_runs_the_package_confined_with_readmes_commands_its_sockets_and
     assert main_pid() == before and "applied: worker" in log()
     assert exchange(79, b"alice\r\n") == b"Run by systemd\r\n"
     # README's daily commands: the init script goes through systemctl, fingerd-ctl reload
-    # keeps the parent systemd watches, and fingerd-ctl stop is a stop, not a failure.
+    # keeps the parent systemd watches, fingerd-ctl reopen starts a new log file after a
+    # rotation, and fingerd-ctl stop is a stop, not a failure.
     assert system.run("/etc/init.d/fingerd stop", timeout=60).returncode == 0
     assert active(system, "fingerd.service") == ["inactive"]
     assert system.run("/etc/init.d/fingerd status").returncode == 3
@@ -245,6 +249,10 @@ def test_systemd_runs_the_package_confined_with_readmes_commands_its_sockets_and
     assert system.run("fingerd-ctl reload", timeout=60).returncode == 0
     assert main_pid() == before and active(system, "fingerd.service") == ["active"]
     assert exchange(79, b"alice\r\n") == b"Run by systemd\r\n"
+    rotated = system.run("mv /var/log/fingerd/fingerd.log /var/log/fingerd/fingerd.log.1 && "
+                         "fingerd-ctl reopen && fingerd-ctl set dave 'After the rotation'")
+    assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+    wait_until(lambda: "set the status of dave" in log(), what="the log line in a new file")
     assert system.run("fingerd-ctl stop", timeout=60).returncode == 0
     wait_until(lambda: active(system, "fingerd.service") == ["inactive"],
                what="the service to stop")
