@@ -18,6 +18,8 @@ from tests.support.fuzzing import register_profiles
 from tests.support.net import Ports
 
 register_profiles()
+# Assertions in the helper module that runs a whole scenario say what they compared.
+pytest.register_assert_rewrite("tests.support.package_under_systemd")
 
 
 @pytest.fixture(scope="session")

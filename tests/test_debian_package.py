@@ -7,14 +7,17 @@ import glob
 import grp
 import os
 import pwd
+import shutil
 import stat
 import subprocess
 
 import pytest
 
 from tests.support import ROOT
+from tests.support.chroot import Chroot
 from tests.support.markers import needs_root, needs_tool
 from tests.support.net import exchange, skip_unless_free
+from tests.support.package_under_systemd import booted_for_package, operate
 from tests.support.polling import wait_until
 from tests.support.procfs import proc_status, worker_of
 from tests.support.source_tree import copy_source
@@ -37,6 +40,11 @@ ALLOW_FINGERD = """#!/bin/sh
 for arg; do [ "$arg" = fingerd ] && exit 0; done
 exit 101
 """
+
+#: Debian 12 as the package built here needs it, with systemd to boot it with
+#: (tests/support/booted.py).
+BOOKWORM_PACKAGES = ("adduser", "dbus", "procps", "python3", "python3-daemon",
+                     "python3-prometheus-client", "systemd", "systemd-sysv")
 
 pytestmark = [needs_root, needs_tool("dpkg-buildpackage", "dpkg-dev"),
               needs_tool("dh", "debhelper"), needs_tool("lintian", "lintian"),
@@ -264,3 +272,15 @@ def test_install_serve_set_rotate_remove_purge(installed, tmp_path):
                  "/etc/logrotate.d/fingerd", "/var/lib/fingerd", "/var/log/fingerd"):
         assert not os.path.lexists(path), path
     assert pwd.getpwnam("fingerd").pw_uid == account.pw_uid
+
+
+@needs_tool("debootstrap", "debootstrap")
+def test_systemd_on_debian_12_runs_the_package_as_on_debian_13(built, tmp_path):
+    """The checks of tests/test_debian13.py under a booted systemd, on Debian 12 (its
+    systemd 252) with the package built on this machine."""
+    bookworm = Chroot("bookworm", BOOKWORM_PACKAGES).make()
+    deb = f"/build/{built[0].name}"
+    os.makedirs(bookworm.host_path("/build"), exist_ok=True)
+    shutil.copy(built[0], bookworm.host_path(deb))
+    with booted_for_package(bookworm.path, str(tmp_path / "boot.log")) as system:
+        operate(system, deb, bookworm.host_path("/var/log/fingerd/fingerd.log"))
