@@ -1,10 +1,10 @@
 """fingerd on Debian 13 "trixie", the current stable: Python 3.13, python3-daemon 3.1,
 python3-prometheus-client 0.21, in a chroot made with debootstrap. The daemon tests run
 there with deprecation warnings as errors, and the Debian package is built there,
-installed, started by its init script, answers, and is purged; then, the chroot booted
-with systemd as its PID 1 (tests/support/booted.py), installed again and run by systemd,
-with README's daily commands and with its sockets held by systemd, removed and installed
-again."""
+checked by trixie's lintian, installed, started by its init script, answers, and is
+purged; then, the chroot booted with systemd as its PID 1 (tests/support/booted.py),
+installed again and run by systemd, with README's daily commands and with its sockets
+held by systemd, removed, installed again and upgraded."""
 
 import glob
 import os
@@ -24,8 +24,9 @@ from tests.support.package_under_systemd import booted_for_package, operate
 from tests.support.polling import wait_until
 
 RELEASE = "trixie"
-#: What the tests below need inside: the daemon's libraries, pytest, and the tools that
-#: build and install the package.
+#: What the tests below need inside: the daemon's libraries, pytest, the tools that
+#: build and install the package, and systemd to boot with. (lintian, which debootstrap
+#: fails to configure among them, is installed with apt-get by its test.)
 PACKAGES = ("python3", "python3-daemon", "python3-prometheus-client", "python3-pytest",
             "python3-hypothesis", "build-essential", "dpkg-dev", "debhelper", "dh-python",
             "pybuild-plugin-pyproject", "python3-all", "python3-setuptools", "adduser",
@@ -102,6 +103,16 @@ def trixie_deb(trixie):
     debs = [name for name in os.listdir(trixie.host_path("/build")) if name.endswith(".deb")]
     assert len(debs) == 1, debs
     return f"/build/{debs[0]}"
+
+
+def test_lintian_of_trixie_reports_nothing_on_the_package_built_there(trixie, trixie_deb):
+    installed = trixie.run("command -v lintian >/dev/null || "
+                           "apt-get install -y -q --no-install-recommends lintian", timeout=600)
+    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+    result = trixie.run("cd /build && lintian --allow-root --info --pedantic *.changes",
+                        timeout=300)
+    tags = [line for line in result.stdout.splitlines() if line[:2] in ("E:", "W:", "I:", "P:")]
+    assert result.returncode == 0 and not tags, result.stdout + result.stderr
 
 
 @pytest.fixture
