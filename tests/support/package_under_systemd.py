@@ -77,7 +77,10 @@ def operate(system, deb, log_file):
     assert parent["NoNewPrivs"] == "1" and parent["Seccomp"] == "2"
     worker = re.findall(r"worker (\d+) ready", log())[-1]
     uid = system.run("id -u fingerd").stdout.strip()
-    assert process_status(system, worker)["Uid"].split()[0] == uid
+    confined = process_status(system, worker)
+    assert confined["Uid"].split()[0] == uid and confined["Seccomp"] == "2"
+    if "Seccomp_filters" in parent:  # counted by Linux 5.9 and later
+        assert int(confined["Seccomp_filters"]) > int(parent["Seccomp_filters"])
     # ~@resources refuses the writer child SCHED_IDLE: the parent says so once.
     assert system.run("fingerd-ctl set bob 'Set twice'").returncode == 0
     wait_until(lambda: "set the status of bob" in log(), what="the second set's log line")
