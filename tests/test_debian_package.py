@@ -127,10 +127,10 @@ def apt_get(*args):
         return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
                                script, "apt-get", *args], input=ALLOW_FINGERD, env=ENV,
                               capture_output=True, text=True, timeout=600)
-    with open(POLICY_RC, "x") as f:
-        f.write(ALLOW_FINGERD)
+    fd = os.open(POLICY_RC, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755)
     try:
-        os.chmod(POLICY_RC, 0o755)
+        with os.fdopen(fd, "w") as f:
+            f.write(ALLOW_FINGERD)
         return run("apt-get", "-y", "-q", *args, timeout=600)
     finally:
         os.unlink(POLICY_RC)

@@ -15,6 +15,7 @@ import subprocess
 
 import pytest
 
+from tests.support.chroot import ENV
 from tests.support.polling import wait_until
 
 #: Mounts what systemd needs in the tree $1 (its own /proc, /sys, cgroup2 and a /dev of
@@ -37,9 +38,6 @@ ln -s pts/ptmx "$d/dev/ptmx"
 mount -t tmpfs tmpfs "$d/dev/shm"
 exec chroot "$d" /usr/bin/env -i container=fingerd-tests /lib/systemd/systemd --system
 """
-#: The environment of every command run inside.
-ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root",
-       "DEBIAN_FRONTEND": "noninteractive"}
 #: Seconds systemd may take to finish booting, and to go once killed.
 BOOT_TIMEOUT = 60
 END_TIMEOUT = 20
@@ -84,12 +82,13 @@ class Booted:
             with open(procs, "w") as f:
                 f.write("0")
 
-        with open(self.log, "wb") as out:
-            self.unshare = subprocess.Popen(
-                ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--uts", "--ipc",
-                 "--cgroup", "sh", "-c", BOOT, "boot", self.path], stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, preexec_fn=enter_cgroup)
         try:
+            with open(self.log, "wb") as out:
+                self.unshare = subprocess.Popen(
+                    ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--uts",
+                     "--ipc", "--cgroup", "sh", "-c", BOOT, "boot", self.path],
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    preexec_fn=enter_cgroup)
             self.pid = wait_until(self._init_pid, what="systemd's start")
             wait_until(self._booted, timeout=BOOT_TIMEOUT, interval=0.2,
                        what="systemd to finish booting")
