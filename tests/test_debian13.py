@@ -17,7 +17,7 @@ import subprocess
 import pytest
 
 from tests.support import ROOT
-from tests.support.chroot import Chroot
+from tests.support.chroot import Chroot, purge
 from tests.support.markers import needs_root, needs_tool
 from tests.support.net import exchange, skip_unless_free
 from tests.support.package_under_systemd import booted_for_package, operate
@@ -120,16 +120,19 @@ def package_on_trixie(trixie, trixie_deb):
     """The package installed in the chroot; at the end purged, with any daemon it left
     ended by its pid."""
     skip_unless_free("0.0.0.0", 79)
+    left = purge(trixie.run, "fingerd-py")  # by a run cut short
+    assert left is None, left
     try:
         installed = trixie.run(f"dpkg -i {trixie_deb}", timeout=300)
         assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
         yield trixie
     finally:
         pid = daemon_pid(trixie)
-        trixie.run("dpkg --purge fingerd-py", timeout=300)
+        left = purge(trixie.run, "fingerd-py")
         if pid is not None and os.path.exists(f"/proc/{pid}"):
             os.kill(pid, signal.SIGTERM)
             wait_until(lambda: not os.path.exists(f"/proc/{pid}"), what="the daemon's end")
+    assert left is None, left
 
 
 def daemon_pid(chroot):

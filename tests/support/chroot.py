@@ -91,3 +91,14 @@ class Chroot:
         return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
                                mounts, script], capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def purge(run, package):
+    """Purge ``package`` with ``run`` (a chroot's or a booted system's ``run``), and say
+    what went wrong if dpkg still knows it after, else None: the tree is kept between
+    runs, and a package left there would make the next run's install an upgrade."""
+    result = run(f"dpkg --purge {package} && ! dpkg-query -W {package}", timeout=300)
+    if result.returncode == 0:
+        return None
+    return (f"{package} is still known to dpkg after a purge:\n"
+            + result.stdout[-3000:] + result.stderr[-3000:])
