@@ -286,8 +286,10 @@ def man_options(page):
 @pytest.mark.parametrize("module, page", [("fingerd", "fingerd.8"),
                                           ("fingerd.ctl", "fingerd-ctl.8")])
 def test_every_option_of_a_command_is_in_its_man_page(module, page):
-    options = set(re.findall(r"(?<![\w-])(--?[a-z][a-z-]*)", help_of(module).split(
-        "options:", 1)[1])) - {"-h", "--help"}
+    # argparse heads the section "optional arguments:" before Python 3.10.
+    listed = re.split(r"^(?:optional arguments|options):$", help_of(module), maxsplit=1,
+                      flags=re.MULTILINE)[1]
+    options = set(re.findall(r"(?<![\w-])(--?[a-z][a-z-]*)", listed)) - {"-h", "--help"}
     assert options and options <= man_options(page), options - man_options(page)
 
 

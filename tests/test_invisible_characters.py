@@ -4,18 +4,13 @@ real sockets: finger's answers, a forwarded answer and the web directory's pages
 
 import json
 import socket
-import sys
 import threading
-import unicodedata
 
 import pytest
 
+from tests.support.invisible import INVISIBLE
 from tests.support.markers import needs_root
 from tests.support.net import skip_unless_free
-
-#: All 165 of Unicode 14 (this Python's database may hold more).
-INVISIBLE = frozenset(chr(point) for point in range(sys.maxunicode + 1)
-                      if unicodedata.category(chr(point)) in ("Cf", "Zl", "Zp"))
 
 #: A status holds at most 256 bytes, so the characters are spread over users ``u0``...
 _CHUNKS = [sorted(INVISIBLE)[i:i + 40] for i in range(0, len(INVISIBLE), 40)]
@@ -26,7 +21,7 @@ USERS = "".join(f"{name}:seen {name} {'.'.join(chunk)}\n"
 
 def reaching(text):
     """The invisible characters in ``text``, sorted."""
-    return sorted(INVISIBLE.intersection(text))
+    return sorted(set(INVISIBLE).intersection(text))
 
 
 @pytest.fixture

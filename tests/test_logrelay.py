@@ -16,6 +16,7 @@ import threading
 import time
 
 from fingerd import limits
+from fingerd.process.logformat import F_SETPIPE_SZ
 from fingerd.process.parent.logrelay import LogRelay, clean
 from fingerd.process.worker.logpipe import PipeHandler
 from tests.support import ROOT
@@ -258,7 +259,7 @@ def test_a_bigger_line_costs_more():
 def test_each_turn_reads_a_bounded_slice_of_the_pipe():
     logger, collect = quiet_logger("test.logrelay.slice")
     r, w = os.pipe()
-    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4 * limits.WORKER_LOG_READ_BYTES)
+    fcntl.fcntl(w, F_SETPIPE_SZ, 4 * limits.WORKER_LOG_READ_BYTES)
     os.set_blocking(w, False)
     written = 0
     try:

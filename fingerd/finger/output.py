@@ -25,12 +25,18 @@ INVISIBLE_CATEGORIES = frozenset({"Cf", "Zl", "Zp"})
 
 # Cc (C0, DEL, C1) except TAB: a fixed set, by Unicode's stability policy.
 _CONTROLS = (*range(0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0))
+#: The format characters Unicode assigned after the database of an older Python
+#: (13.0 in Python 3.9 and 3.10, 14.0 in 3.11), which calls them unassigned: the
+#: Arabic pound and piastre marks above (U+0890, U+0891; Unicode 14.0) and the
+#: Egyptian hieroglyph format controls (U+13439 to U+1343F; 15.0). Unicode 16.0 to
+#: 18.0 add none. Removed on every Python, so the output is the same on each.
+LATER_INVISIBLE = (0x0890, 0x0891, *range(0x13439, 0x13440))
 
 
 @cache
 def _removed() -> dict[int, None]:
-    """The translate table deleting every control but TAB and every character of
-    INVISIBLE_CATEGORIES in this Python's Unicode database.
+    """The translate table deleting every control but TAB, every character of
+    INVISIBLE_CATEGORIES in this Python's Unicode database and LATER_INVISIBLE.
 
     Built once a process, on first use: a pass over all code points takes about
     0.1 s, which a command that only reads the configuration should not pay.
@@ -39,7 +45,7 @@ def _removed() -> dict[int, None]:
     categories = map(unicodedata.category, map(chr, range(sys.maxunicode + 1)))
     invisible = [point for point, category in enumerate(categories)
                  if category in INVISIBLE_CATEGORIES]
-    return dict.fromkeys([*_CONTROLS, *invisible])
+    return dict.fromkeys([*_CONTROLS, *invisible, *LATER_INVISIBLE])
 
 
 _LINE_BREAK_RE = re.compile(r"\r\n|\r|\n")
