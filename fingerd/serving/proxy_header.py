@@ -26,7 +26,12 @@ MAX_V2_PAYLOAD = 1024
 
 _V1_PREFIX = b"PROXY "
 _V1_PORT = re.compile(rb"0|[1-9][0-9]{0,4}")
-_V1_ADDRESS = {b"TCP4": re.compile(rb"[0-9.]{7,15}"), b"TCP6": re.compile(rb"[0-9A-Fa-f:.]{2,45}")}
+#: A dotted quad without leading zeros, which the ipaddress module of Python 3.9.0 to 3.9.4
+#: (Debian 11's 3.9.2 among them) takes as decimal where inet_aton reads octal: the
+#: grammar is checked here, whatever the Python.
+_QUAD = rb"(?:(?:0|[1-9][0-9]{0,2})\.){3}(?:0|[1-9][0-9]{0,2})"
+_V1_ADDRESS = {b"TCP4": re.compile(_QUAD),
+               b"TCP6": re.compile(rb"[0-9A-Fa-f:]{2,45}|[0-9A-Fa-f:]{1,29}:" + _QUAD)}
 _V2_LOCAL, _V2_PROXY = 0x0, 0x1
 #: v2 family and protocol bytes fingerd takes an address from: TCP over IPv4 and IPv6,
 #: with the length of their address block.
