@@ -9,14 +9,11 @@ held by systemd, removed, installed again and upgraded."""
 import glob
 import os
 import re
-import shutil
 import signal
 import stat
-import subprocess
 
 import pytest
 
-from tests.support import ROOT
 from tests.support.chroot import Chroot, purge
 from tests.support.markers import needs_root, needs_tool
 from tests.support.net import exchange, skip_unless_free
@@ -44,21 +41,6 @@ def trixie():
     return Chroot(RELEASE, PACKAGES).make()
 
 
-def copy_tree(chroot, inside):
-    """The checkout's tracked files, as they are in the working tree, at ``inside``."""
-    destination = chroot.host_path(inside)
-    shutil.rmtree(destination, ignore_errors=True)
-    os.makedirs(destination)
-    files = subprocess.run(["git", "-C", ROOT, "ls-files", "-z"], capture_output=True,
-                           check=True).stdout.decode().split("\0")
-    for name in filter(None, files):
-        source = os.path.join(ROOT, name)
-        if os.path.lexists(source):
-            os.makedirs(os.path.dirname(os.path.join(destination, name)), exist_ok=True)
-            shutil.copy2(source, os.path.join(destination, name), follow_symlinks=False)
-    return inside
-
-
 def test_trixie_has_the_versions_the_package_is_tested_on(trixie):
     script = ("python3 -c 'import sys, importlib.metadata as m; print(sys.version_info[:2], "
               "m.version(\"python-daemon\"), m.version(\"prometheus_client\"))'")
@@ -71,7 +53,7 @@ def test_trixie_has_the_versions_the_package_is_tested_on(trixie):
 
 
 def test_the_daemon_tests_pass_on_trixie_with_deprecations_as_errors(trixie):
-    tree = copy_tree(trixie, "/src")
+    tree = trixie.copy_checkout("/src")
     result = trixie.run(f"cd {tree} && python3 -m pytest -q -p no:cacheprovider "
                         f"-W error::DeprecationWarning {' '.join(DAEMON_TESTS)}",
                         timeout=900, env={"PYTHONWARNINGS": "error::DeprecationWarning"})
@@ -83,7 +65,7 @@ def test_the_daemon_tests_pass_on_trixie_with_deprecations_as_errors(trixie):
 @pytest.fixture(scope="module")
 def trixie_deb(trixie):
     """The package built in the chroot, as built on trixie: its path inside."""
-    build = copy_tree(trixie, "/build/fingerd")
+    build = trixie.copy_checkout("/build/fingerd")
     for old in os.listdir(trixie.host_path("/build")):
         if old.endswith((".deb", ".changes", ".buildinfo")):
             os.remove(os.path.join(trixie.host_path("/build"), old))

@@ -14,6 +14,8 @@ import shlex
 import shutil
 import subprocess
 
+from tests.support import ROOT
+
 #: Where chroots are kept between runs.
 CACHE = "/var/cache/fingerd-tests"
 #: The environment of every command run inside: the chroot's own tools only.
@@ -80,6 +82,20 @@ class Chroot:
     def host_path(self, inside):
         """Where the chroot's path ``inside`` is on the host."""
         return os.path.join(self.path, inside.lstrip("/"))
+
+    def copy_checkout(self, inside):
+        """The checkout's tracked files, as they are in the working tree, at ``inside``."""
+        destination = self.host_path(inside)
+        shutil.rmtree(destination, ignore_errors=True)
+        os.makedirs(destination)
+        files = subprocess.run(["git", "-C", ROOT, "ls-files", "-z"], capture_output=True,
+                               check=True).stdout.decode().split("\0")
+        for name in filter(None, files):
+            source = os.path.join(ROOT, name)
+            if os.path.lexists(source):
+                os.makedirs(os.path.dirname(os.path.join(destination, name)), exist_ok=True)
+                shutil.copy2(source, os.path.join(destination, name), follow_symlinks=False)
+        return inside
 
     def run(self, script, timeout=120, env=None):
         """Run the shell ``script`` inside, with /proc and /dev mounted for it alone."""

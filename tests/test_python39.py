@@ -1,0 +1,59 @@
+"""fingerd on the oldest Python it claims (setup.cfg: ``python_requires = >=3.9``):
+Debian 11's Python 3.9, in a chroot made with debootstrap, installs the checkout with
+pip, with what PyPI serves for that Python (python-daemon, prometheus-client, pytest,
+Hypothesis), and runs the daemon's tests and the tests of its pure modules."""
+
+import os
+import re
+import shutil
+
+import pytest
+
+from tests.support.chroot import Chroot
+from tests.support.markers import needs_root, needs_tool
+
+RELEASE = "bullseye"
+PACKAGES = ("python3", "python3-venv", "adduser", "sysvinit-utils", "procps",
+            "ca-certificates")
+#: The daemon started detached and in the foreground, answering, setting, reloading and
+#: scraped, as a privilege-separated root parent and worker; and the pure modules'
+#: tests and properties.
+TESTS = ("tests/test_lifecycle.py", "tests/test_ctl.py", "tests/test_metrics.py",
+         "tests/test_finger_service.py", "tests/test_setter_service.py",
+         "tests/test_privsep.py", "tests/test_reload.py", "tests/test_invisible_characters.py",
+         "tests/test_query.py", "tests/test_lines.py", "tests/test_http_head.py",
+         "tests/test_metrics_http.py", "tests/test_proxy_header.py", "tests/test_usersfile.py",
+         "tests/test_setter_request.py", "tests/test_config.py", "tests/test_peer_owner.py",
+         "tests/test_channel.py", "tests/test_output.py", "tests/test_logrelay.py",
+         "tests/test_utmp.py", "tests/test_lastlog.py", "tests/test_editing.py",
+         "tests/test_table.py", "tests/test_token_bucket.py", "tests/test_gate.py")
+#: This machine's certificate authorities, for the chroot's pip: a proxy on the way to
+#: PyPI may sign with one of its own.
+HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
+CA = "/etc/fingerd-tests-ca.crt"
+
+pytestmark = [needs_root, needs_tool("debootstrap", "debootstrap"), needs_tool("git", "git")]
+
+
+@pytest.fixture(scope="module")
+def bullseye():
+    return Chroot(RELEASE, PACKAGES).make()
+
+
+def test_python_3_9_installs_fingerd_and_passes_its_daemon_and_pure_module_tests(bullseye):
+    tree = bullseye.copy_checkout("/src")
+    env = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
+    if os.path.exists(HOST_CA):
+        shutil.copy(HOST_CA, bullseye.host_path(CA))
+        env["PIP_CERT"] = CA
+    installed = bullseye.run(f"rm -rf /venv && python3 -m venv /venv && "
+                             f"/venv/bin/pip install -q --upgrade pip && "
+                             f"/venv/bin/pip install -q '{tree}[test]'", timeout=600, env=env)
+    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+    version = bullseye.run("/venv/bin/python -c 'import sys; print(sys.version_info[:2])'")
+    assert version.stdout.strip() == "(3, 9)", version.stdout + version.stderr
+    result = bullseye.run(f"cd {tree} && /venv/bin/python -m pytest -q -p no:cacheprovider "
+                          f"{' '.join(TESTS)}", timeout=900)
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert re.search(r"\b\d+ passed", summary) and "failed" not in summary, summary
