@@ -1,6 +1,8 @@
 """The Redis store, in-process, against a real redis-server of the test's own."""
 
 import logging
+import subprocess
+import sys
 
 import pytest
 
@@ -8,6 +10,7 @@ from fingerd.metrics import Metrics
 from fingerd.users.editing import StoreError
 from fingerd.users.snapshot import Snapshot, create
 from fingerd.users.table import UserTable
+from tests.support import ROOT
 from tests.support.markers import needs_tool
 from tests.support.polling import wait_until
 
@@ -203,3 +206,29 @@ def test_entries_too_long_to_be_a_user_s_are_skipped_unread_and_reported_once(
                in m for m in skipped)
     assert any("'carol' skipped: status longer than 256 bytes (1000 bytes, not read)" in m
                for m in skipped)
+
+
+#: Imports what the worker has imported when it drops root (its own modules, and the
+#: Redis store, which the parent imports before it forks the worker), then refuses every
+#: import, as an interpreter the service account cannot read does, and connects.
+CONNECT_WITHOUT_IMPORTS = """
+import sys
+import fingerd.process.worker.main
+import fingerd.users.redis_store
+from fingerd.users.redis_access import connect
+
+class Unreadable:
+    def find_spec(self, name, path=None, target=None):
+        raise ImportError(f"{name}: not importable once root is dropped")
+
+sys.meta_path.insert(0, Unreadable())
+client = connect(sys.argv[1])
+print(client.ping())
+"""
+
+
+def test_a_connection_imports_no_module_the_worker_would_import_after_dropping_root(
+        redis_server):
+    result = subprocess.run([sys.executable, "-c", CONNECT_WITHOUT_IMPORTS, redis_server.url],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0 and result.stdout == "True\n", result.stderr[-3000:]

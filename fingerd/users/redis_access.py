@@ -9,6 +9,8 @@ extra ``fingerd[redis]``).
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 from typing import NamedTuple
 
 import redis
@@ -33,6 +35,12 @@ from fingerd.users.redis_schema import (
     users_key,
 )
 from fingerd.users.table import UserTable
+
+# The client looks its own version up as it connects (redis-py 7 on), and the lookup's
+# parsers are imported on first use from Python 3.13 on: used once here, where the worker
+# still runs as root, they are loaded for an interpreter the service account cannot read.
+with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+    importlib.metadata.version("redis")
 
 #: Fields one HSCAN call asks for.
 SCAN_BATCH = 1000
