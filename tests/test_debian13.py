@@ -14,7 +14,7 @@ import stat
 
 import pytest
 
-from tests.support.chroot import Chroot, purge
+from tests.support.chroot import Chroot, assert_pytest_passed, purge
 from tests.support.markers import needs_root, needs_tool
 from tests.support.net import exchange, skip_unless_free
 from tests.support.package_under_systemd import booted_for_package, operate
@@ -57,9 +57,7 @@ def test_the_daemon_tests_pass_on_trixie_with_deprecations_as_errors(trixie):
     result = trixie.run(f"cd {tree} && python3 -m pytest -q -p no:cacheprovider "
                         f"-W error::DeprecationWarning {' '.join(DAEMON_TESTS)}",
                         timeout=900, env={"PYTHONWARNINGS": "error::DeprecationWarning"})
-    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert re.search(r"\b\d+ passed", summary) and "failed" not in summary, summary
+    assert_pytest_passed(result)
 
 
 @pytest.fixture(scope="module")

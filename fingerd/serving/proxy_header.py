@@ -26,9 +26,9 @@ MAX_V2_PAYLOAD = 1024
 
 _V1_PREFIX = b"PROXY "
 _V1_PORT = re.compile(rb"0|[1-9][0-9]{0,4}")
-#: A dotted quad without leading zeros, which the ipaddress module of Python 3.9.0 to 3.9.4
-#: (Debian 11's 3.9.2 among them) takes as decimal where inet_aton reads octal: the
-#: grammar is checked here, whatever the Python.
+#: A dotted quad without leading zeros, checked here whatever the Python: the ipaddress
+#: module of Python 3.9.0 to 3.9.4 (Debian 11's 3.9.2 among them) takes 01.2.3.4 as
+#: decimal, where inet_aton reads octal.
 _QUAD = rb"(?:(?:0|[1-9][0-9]{0,2})\.){3}(?:0|[1-9][0-9]{0,2})"
 _V1_ADDRESS = {b"TCP4": re.compile(_QUAD),
                b"TCP6": re.compile(rb"[0-9A-Fa-f:]{2,45}|[0-9A-Fa-f:]{1,29}:" + _QUAD)}

@@ -10,6 +10,7 @@ whatever happens to the command.
 import glob
 import hashlib
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -107,6 +108,14 @@ class Chroot:
         return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
                                mounts, script], capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def assert_pytest_passed(result):
+    """``result``, of pytest run inside, exited 0, and its summary line counts tests passed
+    and none failed."""
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert re.search(r"\b\d+ passed", summary) and "failed" not in summary, summary
 
 
 def purge(run, package):
