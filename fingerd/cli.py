@@ -118,6 +118,19 @@ def main(argv=None):
     return serve(config, account, args.foreground)
 
 
+def remove_leftovers(users_file: str) -> None:
+    """Remove, and say, the temporary files that writes of the users file cut short
+    left beside it, before any worker can ask for a write."""
+    try:
+        removed = fileio.remove_temporaries(users_file)
+    except OSError as exc:
+        log.warning("%s: cannot look for temporary files left by interrupted writes: %s",
+                    os.path.dirname(os.path.abspath(users_file)), exc.strerror or exc)
+        return
+    for path in removed:
+        log.warning("removed %s, left by a write of the users file that was cut short", path)
+
+
 def valid(config: Config, dump: bool, verdict: str) -> int:
     """-t's verdict once the addresses are checked too, exit 0; with -T on standard
     error, standard output holding only the effective configuration, itself a
@@ -231,6 +244,9 @@ def serve(config: Config, account: Account, foreground: bool) -> int:
              listening("finger", bindable.finger_listen),
              listening("setter", [*bindable.setter_listen, *unix_socket_paths(bindable)]),
              ", web on " + listening("web", bindable.web_listen) if sockets["web"] else "")
+
+    if config.store_backend != "redis":
+        remove_leftovers(config.users_file)
 
     def on_ready(reason):
         # A failed start leaves nothing behind once the starting process hears of it:

@@ -13,6 +13,7 @@ import pytest
 from fingerd.process.channel import MAX_QUEUED_REPLIES
 from fingerd.process.parent.monitor import MAX_WAITING_SETS
 from fingerd.process.parent.supervisor import WRITE_STOP_WAIT
+from fingerd.users import fileio
 from tests.support import ROOT
 from tests.support.polling import during, wait_until
 from tests.support.procfs import children
@@ -152,8 +153,19 @@ def test_a_write_longer_than_the_stop_wait_is_killed_leaving_the_old_file_whole(
     (tmp_path / "users").write_bytes(b"alice:Happy\n")
     parent = start_parent("one-set", write_delay=60.0, stop_wait=0.5)
     writer = writer_of(parent)
+    wait_until(lambda: temporaries(tmp_path), what="the new file beside the old one")
     assert parent.stop(within=0.5 + 2 * PROMPT) == 0
     assert not alive(writer)
     assert (tmp_path / "users").read_bytes() == b"alice:Happy\n"
     assert "users file still being written" in parent.log()
     assert f"users file writer {writer} killed by SIGKILL" in parent.log()
+    # Killed between its new file and the rename, it left that file, which the next
+    # start removes (test_users_file_safety shows a daemon's start doing it).
+    left = temporaries(tmp_path)
+    assert len(left) == 1 and (tmp_path / left[0]).read_bytes() == b"alice:Set slowly\n"
+    assert fileio.remove_temporaries(str(tmp_path / "users")) == [str(tmp_path / left[0])]
+    assert not temporaries(tmp_path)
+
+
+def temporaries(directory):
+    return [name for name in os.listdir(directory) if name.endswith(".tmp")]

@@ -244,3 +244,36 @@ def test_a_directory_made_writable_while_running_refuses_the_set(make_daemon):
     finally:
         os.chmod(d.dir, 0o755)
     assert d.setter(b"alice\r\nFixed\r\n") == b"OK\r\n"
+
+
+@needs_root
+def test_a_start_removes_the_temporary_files_of_writes_cut_short_and_nothing_else(
+        make_daemon, secret):
+    d = make_daemon()
+    name = os.path.basename(d.users_file)
+
+    def planted(entry, owner=0, make=lambda path: path.write_bytes(b"alice:Half")):
+        path = pathlib.Path(d.dir) / entry
+        make(path)
+        os.chown(path, owner, owner, follow_symlinks=False)
+        return str(path)
+
+    left = [planted(f".{name}.0123456789ab.tmp"), planted(f".{name}.fedcba987654.tmp")]
+    kept = [planted(f".{name}.tmp"), planted(f".{name}.0123456789ab.tmp.orig"),
+            planted(f".{name}.0123456789AB.tmp"), planted(".other.0123456789ab.tmp"),
+            planted(f".{name}.aaaaaaaaaaaa.tmp", owner=NOBODY),
+            planted(f".{name}.bbbbbbbbbbbb.tmp", make=lambda path: path.symlink_to(secret)),
+            planted(f".{name}.cccccccccccc.tmp", make=lambda path: path.mkdir())]
+    assert run_fingerd("-c", d.config_file, "-t").returncode == 0
+    assert all(os.path.lexists(path) for path in left), "a check changes nothing"
+    d.start()
+    assert not any(os.path.lexists(path) for path in left)
+    assert all(os.path.lexists(path) for path in kept)
+    assert secret.read_bytes() == b"root:the password is hunter2\n"
+    log = d.log()
+    assert log.count("left by a write of the users file that was cut short") == 2
+    for path in left:
+        assert f"removed {path}, left by a write of the users file that was cut short" in log
+    assert d.setter(b"alice\r\nBack\r\n") == b"OK\r\n"
+    assert {entry for entry in os.listdir(d.dir) if entry.endswith(".tmp")} == {
+        os.path.basename(path) for path in kept if path.endswith(".tmp")}, "a set leaves none"

@@ -24,6 +24,7 @@ The directory's own ancestors are not checked.
 import errno
 import os
 import pwd
+import re
 import secrets
 import stat
 from collections.abc import Callable, Container
@@ -33,6 +34,9 @@ from fingerd.limits import MAX_USERS_FILE_BYTES
 
 #: Mode of a users file the setter creates; the file is public by nature.
 NEW_FILE_MODE = 0o644
+
+#: Random bytes in the name of a temporary file, ``.NAME.HEX.tmp``.
+TEMPORARY_TOKEN_BYTES = 6
 
 #: One version of a file (``signature``): device, inode, size, mtime and ctime.
 Signature = tuple[int, int, int, int, int]
@@ -243,10 +247,42 @@ def replace_durably(path: str, data: Union[bytes, Callable[[int], None]],
 def _create_temporary(dir_fd: int, name: str) -> tuple[str, int]:
     """``(name, fd)`` of a new private file in the directory ``dir_fd``."""
     for _ in range(100):
-        tmp = f".{name}.{secrets.token_hex(6)}.tmp"
+        tmp = f".{name}.{secrets.token_hex(TEMPORARY_TOKEN_BYTES)}.tmp"
         try:
             return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
                                 os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, "no free temporary name", name)
+
+
+def remove_temporaries(path: str) -> list[str]:
+    """Remove the temporary files that writes of ``path`` cut short left beside it
+    (a writer killed between creating one and renaming it: a daemon stopped in
+    the middle of a long write, a crash, a power cut); the paths removed.
+
+    Only regular files of this process's user named as ``replace_durably``
+    names them, and only while no write of ``path`` can be under way: at the
+    start of the one daemon that writes it. A missing directory has none.
+    """
+    directory, name = _split(path)
+    pattern = re.compile(rf"\.{re.escape(name)}\.[0-9a-f]{{{2 * TEMPORARY_TOKEN_BYTES}}}\.tmp")
+    try:
+        dir_fd = _open_directory(directory)
+    except FileNotFoundError:
+        return []
+    removed = []
+    try:
+        for entry in os.scandir(dir_fd):
+            if not pattern.fullmatch(entry.name):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+                    os.unlink(entry.name, dir_fd=dir_fd)
+                    removed.append(os.path.join(directory, entry.name))
+            except FileNotFoundError:
+                continue
+    finally:
+        os.close(dir_fd)
+    return removed

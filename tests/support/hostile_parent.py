@@ -5,10 +5,11 @@ not behave can do to the parent:
     python3 -m tests.support.hostile_parent BODY DIRECTORY [WRITE_DELAY [WRITE_STOP_WAIT]]
 
 The parent logs to DIRECTORY/parent.log and writes DIRECTORY/users on the workers'
-behalf; each write waits WRITE_DELAY seconds first (in the writing child, which inherits
-the patch). The first worker runs BODY; workers started after it behave. Every body
-says it is ready first (a first worker killed before that fails the start) and ends
-when the parent is gone, within seconds, whatever it does.
+behalf; each write waits WRITE_DELAY seconds once its new file is on disk, before the
+rename (in the writing child, which inherits the patch). The first worker runs BODY;
+workers started after it behave. Every body says it is ready first (a first worker
+killed before that fails the start) and ends when the parent is gone, within seconds,
+whatever it does.
 """
 
 import json
@@ -136,8 +137,11 @@ def main():
         real = fileio.replace_durably
 
         def slow(path, data, before_rename=None):
-            time.sleep(delay)
-            return real(path, data, before_rename)
+            def late():
+                time.sleep(delay)
+                if before_rename is not None:
+                    before_rename()
+            return real(path, data, late)
 
         fileio.replace_durably = slow
     handler = logsetup.configure(os.path.join(DIRECTORY, "parent.log"), True)
