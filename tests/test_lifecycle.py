@@ -20,11 +20,7 @@ def test_sigterm_answers_a_query_in_progress_then_exits_cleanly(daemon):
         assert client.recv(100) == b"Happy and well\r\n"
     assert daemon.proc.wait(15) == 0
     assert not os.path.exists(daemon.pidfile)
-    for port in (daemon.finger_port, daemon.setter_port, daemon.metrics_port):
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", port))
-            s.listen(1)
+    assert_ports_free(daemon)
 
 
 def test_sigint_stops_like_sigterm(daemon):
@@ -37,6 +33,44 @@ def test_worker_ends_when_the_parent_stops(daemon):
     worker = worker_of(daemon.proc.pid)
     assert daemon.stop() == 0
     wait_until(lambda: not os.path.exists(f"/proc/{worker}"), what="the worker to end")
+
+
+def test_a_parent_killed_leaves_no_process_and_the_next_start_takes_over(daemon):
+    """SIGKILL gives the parent no say: the worker sees it gone and ends, the ports are
+    free, and the pidfile it left is taken over."""
+    assert daemon.setter(b"alice\r\nBefore the kill\r\n") == b"OK\r\n"
+    worker = worker_of(daemon.proc.pid)
+    os.kill(daemon.proc.pid, signal.SIGKILL)
+    assert daemon.proc.wait(10) == -signal.SIGKILL
+    # A process that ended shows an empty command line until it is reaped.
+    wait_until(lambda: not processes_of(daemon.config_file)
+               and not os.path.exists(f"/proc/{worker}"),
+               what="the worker and the users file writer to end")
+    assert_ports_free(daemon)
+    assert os.path.exists(daemon.pidfile)
+    daemon.start()
+    assert daemon.finger(b"alice\r\n") == b"Before the kill\r\n"
+
+
+def processes_of(config_file):
+    """Pids of the live processes whose command line names ``config_file``."""
+    found = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                if config_file.encode() in f.read().split(b"\0"):
+                    found.append(int(name))
+        except OSError:
+            continue
+    return found
+
+
+def assert_ports_free(daemon):
+    for port in (daemon.finger_port, daemon.setter_port, daemon.metrics_port):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+            s.listen(1)
 
 
 def test_sighup_is_passed_to_the_worker(make_daemon):
