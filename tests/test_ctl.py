@@ -91,6 +91,30 @@ def test_stale_pidfile_is_reported_then_taken_over(detached):
     assert ctl(d, "stop").returncode == 0
 
 
+def test_a_pidfile_naming_another_live_process_never_gets_it_signalled(detached):
+    """Without the daemon's lock, the pid in a pidfile left behind may by now be
+    anyone's: fingerd-ctl and the init script send it nothing."""
+    d = detached
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        with open(d.pidfile, "w") as f:
+            f.write(f"{bystander.pid}\n")
+        status = ctl(d, "status")
+        assert status.returncode == 1 and f"remains (pid {bystander.pid})" in status.stdout
+        stopped = ctl(d, "stop")
+        assert (stopped.returncode, stopped.stdout) == (0, "fingerd is not running\n")
+        assert ctl(d, "reload").returncode == 3
+        assert ctl(d, "reopen").returncode == 3
+        assert bystander.poll() is None, "the bystander was signalled"
+        assert fingerd(d).returncode == 0
+        assert probe(d.pidfile)[1] != bystander.pid
+        assert ctl(d, "stop").returncode == 0
+        assert bystander.poll() is None, "the bystander was signalled"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
 def test_failed_startup_is_reported_by_the_starting_process(detached):
     d = detached
     os.chmod(d.users_file, 0o600)
