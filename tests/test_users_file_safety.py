@@ -137,6 +137,41 @@ def test_a_missing_file_is_created_private_then_public(users):
     assert stat.S_IMODE(users.stat().st_mode) == fileio.NEW_FILE_MODE
 
 
+def test_the_new_file_is_on_disk_before_its_rename_and_the_rename_before_the_return(
+        users, monkeypatch):
+    """The order that makes a crash leave the old file or the new one, whole: the new
+    file created (never an existing one), written, fsynced and closed, then renamed over
+    the old one, then the directory fsynced before the write is reported done."""
+    calls, names = [], {}
+
+    def recorded(name, real, describe):
+        def call(*args, **kw):
+            result = real(*args, **kw)
+            calls.append((name, describe(args, result)))
+            return result
+        monkeypatch.setattr(os, name, call)
+
+    def opened(args, fd):
+        names[fd] = os.path.basename(args[0])
+        return names[fd], args[1] & (os.O_CREAT | os.O_EXCL)
+
+    recorded("open", os.open, opened)
+    for name in ("write", "fsync", "close"):
+        recorded(name, getattr(os, name), lambda args, _result: names.get(args[0], args[0]))
+    recorded("rename", os.rename, lambda args, _result: (args[0], args[1]))
+    fileio.replace_durably(str(users), b"alice:Durable\n")
+    monkeypatch.undo()
+    directory = users.parent.name
+    temporary = next(name for name in names.values() if name.endswith(".tmp"))
+    assert [call for call in calls if call[0] != "write" or call[1] != temporary] == [
+        ("open", (directory, 0)), ("open", (temporary, os.O_CREAT | os.O_EXCL)),
+        ("fsync", temporary), ("close", temporary), ("rename", (temporary, "users")),
+        ("fsync", directory), ("close", directory)]
+    writes = [i for i, call in enumerate(calls) if call == ("write", temporary)]
+    assert writes and writes[-1] < calls.index(("fsync", temporary))
+    assert users.read_bytes() == b"alice:Durable\n"
+
+
 def test_setuid_and_setgid_bits_are_not_kept(users):
     users.chmod(0o6644)
     fileio.replace_durably(str(users), b"alice:New\n")
