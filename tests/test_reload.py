@@ -2,6 +2,9 @@
 
 import os
 import signal
+import time
+
+import pytest
 
 from tests.support.polling import during, wait_until
 
@@ -27,6 +30,30 @@ def test_file_edited_in_place_is_read(daemon):
     with open(daemon.users_file, "ab") as f:
         f.write(b"carol:Edited in place\n")
     wait_until(answers(daemon, b"carol\r\n", b"Edited in place\r\n"), what="carol")
+
+
+@pytest.mark.parametrize("backdated", [False, True], ids=["", "mtime an hour back"])
+def test_a_second_edit_in_place_of_the_same_size_is_read(daemon, backdated):
+    """Told apart from the first by inequality (an edit may set an older mtime) and not
+    only by size or mtime: the second leaves both as the first did."""
+    an_hour_ago = time.time_ns() - 3600 * 10**9
+
+    def edit(status):
+        with open(daemon.users_file, "r+b") as f:
+            f.write(b"alice:" + status + b"\nbob:Sleeping\n")
+        if backdated:
+            os.utime(daemon.users_file, ns=(an_hour_ago, an_hour_ago))
+
+    edit(b"First edit, same size!")
+    wait_until(answers(daemon, b"alice\r\n", b"First edit, same size!\r\n"), what="the first")
+    first = os.stat(daemon.users_file)
+    edit(b"Then another, the same")
+    second = os.stat(daemon.users_file)
+    assert (second.st_ino, second.st_size) == (first.st_ino, first.st_size)
+    if backdated:
+        assert second.st_mtime_ns == first.st_mtime_ns
+    wait_until(answers(daemon, b"alice\r\n", b"Then another, the same\r\n"),
+               what="the second edit")
 
 
 def test_bad_file_keeps_old_entries_and_is_logged_once(daemon):
