@@ -108,10 +108,12 @@ def holds(pid, inode):
     return False
 
 
-def test_accepted_connections_are_held_by_the_worker_not_the_parent(real):
+@pytest.mark.parametrize("service", ["finger", "setter", "metrics"])
+def test_accepted_connections_are_held_by_the_worker_not_the_parent(real, service):
+    port = getattr(real, f"{service}_port")
     worker = worker_of(real.proc.pid)
-    with socket.create_connection(("127.0.0.1", 79)) as client:
-        inode = wait_until(lambda: socket_inode(79, client.getsockname()[1]),
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        inode = wait_until(lambda: socket_inode(port, client.getsockname()[1]),
                            what="the connection to be accepted")
         assert holds(worker, inode)
         assert not holds(real.proc.pid, inode)
