@@ -1,6 +1,7 @@
 """System accounts and their plan files, with real accounts made for the test."""
 
 import os
+import stat
 import time
 
 import pytest
@@ -8,6 +9,7 @@ import pytest
 from fingerd.finger.utmp import Session
 from tests.support.accounts import useradd, userdel, write_as
 from tests.support.markers import needs_root
+from tests.support.polling import wait_until
 from tests.support.utmp import pack_session
 
 pytestmark = needs_root
@@ -98,6 +100,30 @@ def test_plan_symlinked_to_shadow_discloses_nothing(system):
     answer = text(system, b"/W fgtest3\r\n")
     assert "No Plan." in answer
     assert "root:" not in answer
+
+
+@pytest.mark.parametrize("plan", ["fifo", "device", "/dev/zero", "/dev/urandom",
+                                  "/proc/self/environ", "/proc/self/maps"])
+def test_a_plan_that_is_no_regular_file_is_not_shown_and_never_waited_on(system, accounts,
+                                                                          plan):
+    """A FIFO would hold a reader until someone writes to it; a device or /proc file may
+    never end or show the worker's own memory and environment."""
+    uid, home = accounts["fgtest3"]
+    path = os.path.join(home, ".plan")
+    os.unlink(path)
+    if plan == "fifo":
+        os.mkfifo(path, 0o644)
+    elif plan == "device":
+        os.mknod(path, 0o644 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero's numbers
+    else:
+        os.symlink(plan, path)
+    os.chown(path, uid, uid, follow_symlinks=False)
+    answer = text(system, b"/W fgtest3\r\n")
+    assert "No Plan." in answer
+    assert "PATH=" not in answer and "python" not in answer and "\0" not in answer
+    # Its slot is freed just after the close the client saw.
+    wait_until(lambda: system.metric("fingerd_connections_active") == 0,
+               what="the query's slot to be freed")
 
 
 def test_oversized_plan_is_cut(system):
