@@ -42,6 +42,15 @@ def test_utf8_status(daemon):
     assert daemon.finger(b"alice\r\n") == "Grüße ☕\r\n".encode()
 
 
+def test_a_status_of_format_directives_and_expansions_is_served_as_written(daemon):
+    status = b"%s%n%(asctime)s %% {0.__class__} {} ${jndi:ldap://x} $(id) `id` \\x41"
+    assert daemon.setter(b"alice\r\n" + status + b"\r\n") == b"OK\r\n"
+    assert daemon.finger(b"alice\r\n") == status + b"\r\n"
+    with open(daemon.users_file, "rb") as f:
+        assert b"alice:" + status + b"\n" in f.read()
+    assert daemon.finger(b"%s%n\r\n") == b"No such user\r\n"
+
+
 def test_with_policy_any_a_client_that_closes_without_reading_still_sets(make_daemon):
     daemon = make_daemon(setter__policy="any").start()
     with socket.create_connection(("127.0.0.1", daemon.setter_port)) as s:
