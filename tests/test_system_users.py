@@ -150,6 +150,14 @@ def test_plan_owned_by_someone_else_is_not_shown(system, accounts):
     assert "No Plan." in text(system, b"/W fgtest4\r\n")
 
 
+@pytest.mark.parametrize("name", [b"../../etc/passwd", b"fgtest1/../fgtest2", b"~root",
+                                  b"~fgtest1", b".", b"..", b"fgtest1/.plan", b"%2e%2e",
+                                  b"fgtest1\\..", b"/etc/passwd"])
+def test_a_name_that_is_a_path_is_no_user(system, name):
+    assert system.finger(name + b"\r\n") == b"No such user\r\n"
+    assert system.finger(b"/W " + name + b"\r\n") == b"No such user\r\n"
+
+
 def test_accounts_outside_min_uid_to_max_uid_are_never_shown(system):
     for name in (b"root", b"daemon", b"nobody"):
         assert text(system, name + b"\r\n") == "No such user\r\n"
