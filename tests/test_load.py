@@ -2,7 +2,9 @@
 
 import errno
 import logging
+import os
 import socket
+import struct
 import threading
 import time
 
@@ -18,6 +20,7 @@ from fingerd.serving.pool import Pool
 from tests.support.held import held, slots_freed, while_young
 from tests.support.net import exchange
 from tests.support.polling import during, wait_until
+from tests.support.procfs import worker_of
 
 
 def test_one_hundred_concurrent_clients_are_all_answered(make_daemon):
@@ -48,6 +51,39 @@ def still_open(s):
         return True
     except OSError:
         return False
+
+
+def test_clients_that_reset_or_leave_unread_cost_nothing_afterwards(make_daemon):
+    """A thousand connections reset (RST) right after their query, on finger and the
+    setter, and a thousand closed before reading their long answers: the same worker
+    serves on, with its threads and descriptors as before and nothing logged amiss."""
+    d = make_daemon(finger__list_users="yes").start()
+    worker = worker_of(d.proc.pid)
+    assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
+    wait_until(lambda: d.metric("fingerd_connections_active") == 0, what="a quiet worker")
+    before = resources(worker)
+    lines = (b"alice\r\n", b"/W bob\r\n", b"\r\n")
+    for n in range(1000):
+        port, line = ((d.setter_port, b"alice\r\nReset %d\r\n" % n) if n % 4 == 0
+                      else (d.finger_port, lines[n % 3]))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.sendall(line)
+    for n in range(1000):
+        with socket.create_connection(("127.0.0.1", d.finger_port), timeout=10) as s:
+            s.sendall(lines[n % 3])
+    wait_until(lambda: d.metric("fingerd_connections_active") == 0, timeout=30,
+               what="every slot to be freed")
+    assert d.finger(b"bob\r\n") == b"Sleeping\r\n"
+    assert worker_of(d.proc.pid) == worker
+    wait_until(lambda: resources(worker) == before, what="the worker's threads and descriptors "
+               f"as before: {before}, now {resources(worker)}")
+    assert "Traceback" not in d.log() and "Internal error" not in d.log()
+
+
+def resources(pid):
+    """``(threads, descriptors)`` of a process."""
+    return len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def test_three_hundred_idle_clients_do_not_delay_an_honest_query(make_daemon):
