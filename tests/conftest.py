@@ -39,7 +39,9 @@ def public_dir():
 
 @pytest.fixture
 def make_daemon(public_dir, ports):
-    """Build daemons in a readable temporary directory; every one started is stopped by its pid."""
+    """Build daemons in a readable temporary directory; every one started is stopped by its
+    pid, and whatever a test did, no daemon may have logged a traceback: a failure the
+    daemon did not expect, which its clients may never have seen."""
     daemons = []
 
     def make(**kw):
@@ -52,6 +54,10 @@ def make_daemon(public_dir, ports):
     yield make
     for daemon in daemons:
         daemon.stop()
+    for daemon in daemons:
+        if os.path.exists(daemon.log_file):
+            log = daemon.log()
+            assert "Traceback" not in log, log[max(0, log.index("Traceback") - 200):][:3000]
 
 
 @pytest.fixture(scope="session")
