@@ -3,6 +3,7 @@
 import os
 import signal
 import socket
+import threading
 
 from tests.support.net import can_connect
 from tests.support.polling import wait_until
@@ -21,6 +22,47 @@ def test_sigterm_answers_a_query_in_progress_then_exits_cleanly(daemon):
     assert daemon.proc.wait(15) == 0
     assert not os.path.exists(daemon.pidfile)
     assert_ports_free(daemon)
+
+
+def test_a_stop_amid_sets_keeps_every_set_answered_ok_and_none_answered_error(make_daemon):
+    """Sets keep coming, one account each on four threads, when the daemon is told to
+    stop: an OK means the status is in the file, an ERROR that the file was left as
+    it was; a set cut off unanswered may have been written or not."""
+    users = [b"setter%d" % n for n in range(4)]
+    d = make_daemon(users=b"".join(user + b":Start\n" for user in users)).start()
+    replies = {user: [] for user in users}
+    stopping = threading.Event()
+
+    def sets(user):
+        for n in range(2000):
+            status = b"Set %d" % n
+            try:
+                reply = d.setter(user + b"\r\n" + status + b"\r\n", timeout=15)
+            except OSError:
+                reply = b""
+            replies[user].append((status, reply))
+            if stopping.is_set() and not reply.startswith(b"OK"):
+                return
+
+    threads = [threading.Thread(target=sets, args=(user,)) for user in users]
+    for t in threads:
+        t.start()
+    wait_until(lambda: all(len(r) >= 20 for r in replies.values()), what="sets going on")
+    stopping.set()
+    daemon_exit = d.stop(timeout=20)
+    for t in threads:
+        t.join(60)
+    assert daemon_exit == 0 and not any(t.is_alive() for t in threads)
+    with open(d.users_file, "rb") as f:
+        final = dict(line.split(b":", 1) for line in f.read().splitlines())
+    for user, made in replies.items():
+        assert all(reply in (b"OK\r\n", b"") or reply.startswith(b"ERROR")
+                   for _, reply in made), made[-5:]
+        last_ok = max((i for i, (_, reply) in enumerate(made) if reply == b"OK\r\n"),
+                      default=None)
+        assert last_ok is not None, made[-5:]
+        cut_after = {status for status, reply in made[last_ok + 1:] if not reply}
+        assert final[user] in {made[last_ok][0]} | cut_after, (final[user], made[-5:])
 
 
 def test_sigint_stops_like_sigterm(daemon):
