@@ -1,13 +1,14 @@
 """Signals to the parent and the daemon's stop (docs/guide.md, "Processes and signals")."""
 
 import os
+import re
 import signal
 import socket
-import threading
 
 from tests.support.net import can_connect
 from tests.support.polling import wait_until
-from tests.support.procfs import worker_of
+from tests.support.procfs import processes_of, worker_of, zombies_of
+from tests.support.set_loops import SetLoops
 
 
 def test_sigterm_answers_a_query_in_progress_then_exits_cleanly(daemon):
@@ -28,41 +29,57 @@ def test_a_stop_amid_sets_keeps_every_set_answered_ok_and_none_answered_error(ma
     """Sets keep coming, one account each on four threads, when the daemon is told to
     stop: an OK means the status is in the file, an ERROR that the file was left as
     it was; a set cut off unanswered may have been written or not."""
-    users = [b"setter%d" % n for n in range(4)]
-    d = make_daemon(users=b"".join(user + b":Start\n" for user in users)).start()
-    replies = {user: [] for user in users}
-    stopping = threading.Event()
+    loops = SetLoops(4)
+    d = make_daemon(users=loops.users_file()).start()
+    loops.start(d)
+    try:
+        wait_until(lambda: loops.made_at_least(20), what="sets going on")
+        d.signal(signal.SIGTERM)
+        assert d.proc.wait(20) == 0
+    finally:
+        loops.stop()
+    loops.check(d.users_file)
 
-    def sets(user):
-        for n in range(2000):
-            status = b"Set %d" % n
-            try:
-                reply = d.setter(user + b"\r\n" + status + b"\r\n", timeout=15)
-            except OSError:
-                reply = b""
-            replies[user].append((status, reply))
-            if stopping.is_set() and not reply.startswith(b"OK"):
-                return
 
-    threads = [threading.Thread(target=sets, args=(user,)) for user in users]
-    for t in threads:
-        t.start()
-    wait_until(lambda: all(len(r) >= 20 for r in replies.values()), what="sets going on")
-    stopping.set()
-    daemon_exit = d.stop(timeout=20)
-    for t in threads:
-        t.join(60)
-    assert daemon_exit == 0 and not any(t.is_alive() for t in threads)
-    with open(d.users_file, "rb") as f:
-        final = dict(line.split(b":", 1) for line in f.read().splitlines())
-    for user, made in replies.items():
-        assert all(reply in (b"OK\r\n", b"") or reply.startswith(b"ERROR")
-                   for _, reply in made), made[-5:]
-        last_ok = max((i for i, (_, reply) in enumerate(made) if reply == b"OK\r\n"),
-                      default=None)
-        assert last_ok is not None, made[-5:]
-        cut_after = {status for status, reply in made[last_ok + 1:] if not reply}
-        assert final[user] in {made[last_ok][0]} | cut_after, (final[user], made[-5:])
+#: Workers killed in turn by the test below.
+KILLS = 6
+
+
+def test_workers_killed_again_and_again_amid_sets_lose_no_set_and_leak_nothing(make_daemon):
+    """Workers killed in turn (SIGKILL), each once it has answered, while two accounts
+    set their statuses: each is replaced at once (kills from outside push no start
+    back), the parent ends with the descriptors it began with and no unreaped child,
+    and each account keeps the last status answered OK or one sent after it that was
+    cut off."""
+    loops = SetLoops(2)
+    d = make_daemon(users=loops.users_file()).start()
+    parent = d.proc.pid
+    worker = worker_of(parent)
+    before = len(os.listdir(f"/proc/{parent}/fd"))
+    loops.start(d)
+    try:
+        for _ in range(KILLS):
+            # The parent hears it in a heartbeat, within a second of the start.
+            wait_until(lambda: f"worker {worker} has answered requests" in d.log(),
+                       what="the parent to know the worker has answered")
+            os.kill(worker, signal.SIGKILL)
+            # Told by the log: the users file writer is the parent's child too.
+            worker = wait_until(lambda: started_since(d, worker), what="the next worker")
+    finally:
+        loops.stop()
+    assert d.metric("fingerd_worker_restarts_total") == KILLS
+    assert "keeps dying" not in d.log(), "a kill from outside pushed a start back"
+    loops.check(d.users_file)
+    # The users file writer lingers a second after the last set.
+    wait_until(lambda: len(os.listdir(f"/proc/{parent}/fd")) == before
+               and not zombies_of(parent), what=f"the parent's {before} descriptors again, "
+               "and no child left unreaped")
+
+
+def started_since(d, worker):
+    """The pid of the worker the parent last said it started, if not ``worker``."""
+    started = re.findall(r"started worker (\d+)", d.log())
+    return int(started[-1]) if started and int(started[-1]) != worker else None
 
 
 def test_sigint_stops_like_sigterm(daemon):
@@ -92,19 +109,6 @@ def test_a_parent_killed_leaves_no_process_and_the_next_start_takes_over(daemon)
     assert os.path.exists(daemon.pidfile)
     daemon.start()
     assert daemon.finger(b"alice\r\n") == b"Before the kill\r\n"
-
-
-def processes_of(config_file):
-    """Pids of the live processes whose command line names ``config_file``."""
-    found = []
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                if config_file.encode() in f.read().split(b"\0"):
-                    found.append(int(name))
-        except OSError:
-            continue
-    return found
 
 
 def assert_ports_free(daemon):

@@ -27,6 +27,33 @@ def children(pid):
     return found
 
 
+def processes_of(config_file):
+    """Pids of the live processes whose command line names ``config_file``."""
+    found = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                if config_file.encode() in f.read().split(b"\0"):
+                    found.append(int(name))
+        except OSError:
+            continue
+    return found
+
+
+def zombies_of(pid):
+    """Pids of the ended, unreaped children of ``pid``."""
+    found = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and fields[1] == str(pid):
+            found.append(int(name))
+    return found
+
+
 def worker_of(daemon_pid, other_than=None):
     """The pid of the daemon's one worker, waiting until there is one (and not ``other_than``)."""
     def find():
