@@ -1,7 +1,6 @@
 """Signals to the parent and the daemon's stop (docs/guide.md, "Processes and signals")."""
 
 import os
-import re
 import signal
 import socket
 
@@ -63,8 +62,7 @@ def test_workers_killed_again_and_again_amid_sets_lose_no_set_and_leak_nothing(m
             wait_until(lambda: f"worker {worker} has answered requests" in d.log(),
                        what="the parent to know the worker has answered")
             os.kill(worker, signal.SIGKILL)
-            # Told by the log: the users file writer is the parent's child too.
-            worker = wait_until(lambda: started_since(d, worker), what="the next worker")
+            worker = worker_of(parent, other_than=worker)
     finally:
         loops.stop()
     assert d.metric("fingerd_worker_restarts_total") == KILLS
@@ -74,12 +72,6 @@ def test_workers_killed_again_and_again_amid_sets_lose_no_set_and_leak_nothing(m
     wait_until(lambda: len(os.listdir(f"/proc/{parent}/fd")) == before
                and not zombies_of(parent), what=f"the parent's {before} descriptors again, "
                "and no child left unreaped")
-
-
-def started_since(d, worker):
-    """The pid of the worker the parent last said it started, if not ``worker``."""
-    started = re.findall(r"started worker (\d+)", d.log())
-    return int(started[-1]) if started and int(started[-1]) != worker else None
 
 
 def test_sigint_stops_like_sigterm(daemon):

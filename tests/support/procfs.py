@@ -55,11 +55,22 @@ def zombies_of(pid):
 
 
 def worker_of(daemon_pid, other_than=None):
-    """The pid of the daemon's one worker, waiting until there is one (and not ``other_than``)."""
+    """The pid of the daemon's one worker, waiting until there is one (and not
+    ``other_than``). The users file writer, a child of the parent too for a second
+    after a set, has one thread, as the parent that forks it; a worker runs several
+    from its first moments on."""
     def find():
-        pids = [p for p in children(daemon_pid) if p != other_than]
+        pids = [p for p in children(daemon_pid) if p != other_than and threads(p) > 1]
         return pids[0] if len(pids) == 1 else None
     return wait_until(find, what="the worker process")
+
+
+def threads(pid):
+    """How many threads ``pid`` runs; 0 once it is gone."""
+    try:
+        return int(proc_status(pid)["Threads"])
+    except (OSError, KeyError):
+        return 0
 
 
 def scheduling(pid):
