@@ -137,6 +137,35 @@ def test_concurrent_setters_lose_no_update(daemon):
             assert daemon.finger(f"u{t}x{i}\r\n".encode()) == f"status {t} {i}\r\n".encode()
 
 
+def test_setters_racing_on_the_same_accounts_leave_file_and_answers_alike(daemon):
+    """Eight threads set three accounts over and over: each account ends with one line
+    in the file, holding a status some set was answered OK for, and finger answers
+    what the file holds."""
+    accounts = ["carol", "dave", "erin"]
+    answered = {account: set() for account in accounts}
+
+    def set_many(t):
+        for i in range(30):
+            account, status = accounts[(t + i) % 3], f"racing {t} {i}"
+            if daemon.setter(f"{account}\r\n{status}\r\n".encode()) == b"OK\r\n":
+                answered[account].add(status)
+
+    threads = [threading.Thread(target=set_many, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads)
+    with open(daemon.users_file) as f:
+        names = [line.split(":", 1)[0] for line in f]
+    assert sorted(names) == sorted(["alice", "bob", *accounts])
+    users = on_disk(daemon)
+    for account in accounts:
+        assert len(answered[account]) == 80
+        assert users[account] in answered[account]
+        assert daemon.finger(f"{account}\r\n".encode()) == f"{users[account]}\r\n".encode()
+
+
 def test_invalid_file_on_disk_is_not_overwritten(daemon):
     with open(daemon.users_file, "ab") as f:
         f.write(b"broken line\n")
