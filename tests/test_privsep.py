@@ -43,6 +43,15 @@ def test_worker_runs_with_every_id_of_the_configured_user(real):
     assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0
 
 
+def test_supplementary_groups_the_daemon_was_started_with_never_reach_the_worker(
+        make_daemon):
+    d = make_daemon().start(preexec=lambda: os.setgroups([0, 42]))
+    assert proc_status(d.proc.pid)["Groups"].split() == ["0", "42"]
+    status = proc_status(worker_of(d.proc.pid))
+    assert status["Groups"].strip() == ""
+    assert ids(status, "Gid") == [NOBODY.pw_gid] * 4
+
+
 def confinement(pid):
     """What /proc says of the confinement of each of ``pid``'s threads."""
     fields = ("NoNewPrivs", "Seccomp", "CapBnd", "CapAmb")
