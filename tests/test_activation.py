@@ -19,7 +19,7 @@ from tests.support.children import as_nobody
 from tests.support.markers import needs_ipv6, needs_root, needs_tool
 from tests.support.net import answer_of, can_connect, exchange
 from tests.support.polling import wait_until
-from tests.support.procfs import worker_of
+from tests.support.procfs import socket_inodes, worker_of
 
 ACTIVATE = "systemd-socket-activate"
 
@@ -68,19 +68,6 @@ def activate(*sockets, datagram=False):
 
 def launch(kind, pid="self", names="finger", port=0):
     return [sys.executable, "-c", LAUNCHER, kind, pid, names, str(port)]
-
-
-def socket_inodes(pid):
-    """The inodes of the sockets process ``pid`` holds."""
-    found = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            found.add(int(target[8:-1]))
-    return found
 
 
 def listening_inode(pid, port):

@@ -14,7 +14,7 @@ import pytest
 from tests.support.markers import needs_root
 from tests.support.net import skip_unless_free
 from tests.support.polling import wait_until
-from tests.support.procfs import proc_status, worker_of
+from tests.support.procfs import bound_sockets, proc_status, socket_inodes, worker_of
 
 pytestmark = needs_root
 
@@ -107,14 +107,11 @@ def socket_inode(local_port, remote_port):
     return None
 
 
-def holds(pid, inode):
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
-                return True
-        except OSError:
-            pass
-    return False
+def test_the_daemon_listens_where_it_is_configured_to_and_nowhere_else(real):
+    configured = {("tcp", "127.0.0.1", port) for port in (79, 1079, real.metrics_port)}
+    assert real.finger(b"alice\r\n") == b"Happy and well\r\n"
+    assert bound_sockets(real.proc.pid) == configured
+    assert bound_sockets(worker_of(real.proc.pid)) == configured
 
 
 @pytest.mark.parametrize("service", ["finger", "setter", "metrics"])
@@ -124,8 +121,8 @@ def test_accepted_connections_are_held_by_the_worker_not_the_parent(real, servic
     with socket.create_connection(("127.0.0.1", port)) as client:
         inode = wait_until(lambda: socket_inode(port, client.getsockname()[1]),
                            what="the connection to be accepted")
-        assert holds(worker, inode)
-        assert not holds(real.proc.pid, inode)
+        assert int(inode) in socket_inodes(worker)
+        assert int(inode) not in socket_inodes(real.proc.pid)
 
 
 class Hammer(threading.Thread):

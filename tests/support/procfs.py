@@ -2,6 +2,7 @@
 they are scheduled."""
 
 import os
+import socket
 import subprocess
 
 from tests.support.polling import wait_until
@@ -54,6 +55,19 @@ def zombies_of(pid):
     return found
 
 
+def socket_inodes(pid):
+    """The inodes of the sockets process ``pid`` holds."""
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(int(target[8:-1]))
+    return found
+
+
 def worker_of(daemon_pid, other_than=None):
     """The pid of the daemon's one worker, waiting until there is one (and not
     ``other_than``). The users file writer, a child of the parent too for a second
@@ -79,3 +93,20 @@ def scheduling(pid):
     io = subprocess.run(["ionice", "-p", str(pid)], capture_output=True, text=True,
                         check=True, timeout=10).stdout.strip()
     return os.sched_getscheduler(pid), os.getpriority(os.PRIO_PROCESS, pid), io
+
+
+def bound_sockets(pid):
+    """``(protocol, address, port)`` of each TCP socket listening and each UDP socket
+    that ``pid`` holds, as /proc/net says them (IPv4 addresses dotted)."""
+    inodes = socket_inodes(pid)
+    found = set()
+    for protocol in ("tcp", "tcp6", "udp", "udp6"):
+        with open(f"/proc/net/{protocol}") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if int(fields[9]) in inodes and (protocol[:3] == "udp" or fields[3] == "0A"):
+                    address, port = fields[1].split(":")
+                    if protocol in ("tcp", "udp"):
+                        address = socket.inet_ntoa(bytes.fromhex(address)[::-1])
+                    found.add((protocol, address, int(port, 16)))
+    return found
