@@ -6,12 +6,13 @@ import os
 import pwd
 import signal
 import socket
+import subprocess
 import threading
 import time
 
 import pytest
 
-from tests.support.markers import needs_root
+from tests.support.markers import needs_root, needs_tool
 from tests.support.net import skip_unless_free
 from tests.support.polling import wait_until
 from tests.support.procfs import bound_sockets, proc_status, socket_inodes, worker_of
@@ -112,6 +113,36 @@ def test_the_daemon_listens_where_it_is_configured_to_and_nowhere_else(real):
     assert real.finger(b"alice\r\n") == b"Happy and well\r\n"
     assert bound_sockets(real.proc.pid) == configured
     assert bound_sockets(worker_of(real.proc.pid)) == configured
+
+
+@needs_tool("strace", "strace")
+def test_answering_queries_opens_no_socket_and_connects_nowhere(make_daemon, public_dir):
+    """No ident lookup of the client, no name lookup, no connection anywhere: the worker
+    only accepts, reads and sends, as strace sees every thread of it do."""
+    d = make_daemon(finger__list_users="yes").start()
+    worker = worker_of(d.proc.pid)
+    threads = os.listdir(f"/proc/{worker}/task")
+    trace = os.path.join(public_dir, "trace")
+    tracer = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=socket,connect,accept4",
+                               "-o", trace, "-p", str(worker)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: all(proc_status(f"{worker}/task/{tid}")["TracerPid"] != "0"
+                               for tid in threads), what="strace to attach to every thread")
+        queries = [b"alice\r\n", b"/W bob\r\n", b"\r\n", b"nobody-here\r\n",
+                   b"alice@example.org\r\n"]
+        for query in queries:
+            assert d.finger(query).endswith(b"\r\n")
+        assert d.metric("fingerd_users") == 2  # a scrape, on the metrics endpoint
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(30)
+    with open(trace) as f:
+        calls = [line.split(None, 1)[1] for line in f.read().splitlines()]
+    assert sum(call.startswith("accept4(") and "= -1" not in call
+               for call in calls) >= len(queries) + 1, calls
+    assert not [call for call in calls if call.startswith(("socket(", "connect("))], calls
 
 
 @pytest.mark.parametrize("service", ["finger", "setter", "metrics"])
