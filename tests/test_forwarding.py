@@ -185,3 +185,32 @@ def test_a_scrape_never_waits_behind_forwarding_on_the_pool(make_daemon, upstrea
     finally:
         asker.join(20)
     assert answers == [b"127.0.0.6: no answer within 5 s\r\n"]
+
+
+def test_local_answers_never_wait_behind_forwards_to_a_silent_host(make_daemon, upstreams):
+    """With the system's accounts every answer is made on the pool: forwards, which may
+    each hold a thread for forward_timeout, take at most half of its threads, so that
+    a local query is answered while they wait."""
+    d = make_daemon(fingerd__threads="4", finger__system_users="yes",
+                    finger__forwarding="yes", finger__forward_timeout="5").start()
+    upstream = upstreams("127.0.0.7")
+    answers = []
+
+    def forward():
+        answers.append(d.finger(b"x@127.0.0.7\r\n", timeout=60))
+
+    askers = [threading.Thread(target=forward) for _ in range(8)]
+    for asker in askers:
+        asker.start()
+    try:
+        wait_until(lambda: len(upstream.held) == 2 and
+                   d.metric("fingerd_pool_queue_depth") == 6,
+                   what="two forwards waiting on the silent host, six waiting for a thread")
+        assert d.metric("fingerd_pool_threads_busy") == 2
+        assert d.finger(b"alice\r\n", timeout=60) == b"Happy and well\r\n"
+        assert d.finger(b"/W bob\r\n", timeout=60).startswith(b"Login: bob\r\n")
+        assert answers == [], "answered while every forward still waits"
+    finally:
+        for asker in askers:
+            asker.join(60)
+    assert answers == [b"127.0.0.7: no answer within 5 s\r\n"] * 8

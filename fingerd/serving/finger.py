@@ -18,7 +18,7 @@ from fingerd.limits import MAX_CACHED_ANSWER_BYTES, MAX_QUERY_BYTES
 from fingerd.serving.gate import ConnectionGate
 from fingerd.serving.lines import take_lines
 from fingerd.serving.loop import RequestHandler
-from fingerd.serving.service import Answer, ServiceSpec
+from fingerd.serving.service import Answer, ServiceSpec, never
 
 Lines = list[bytes]
 
@@ -51,6 +51,12 @@ def take_query(buf: bytes, eof: bool) -> Lines | None:
     return take_lines(buf, 1, MAX_QUERY_BYTES, eof)
 
 
+def asks_another_host(lines: Lines) -> bool:
+    """Whether the query is to be forwarded (with forwarding on): its answer waits on
+    another server for up to ``forward_timeout``."""
+    return _AT in lines[0]
+
+
 def from_users_file(lines: Lines) -> bool:
     """Whether the query asks no other host: then, from the users file alone, its
     answer never waits."""
@@ -67,6 +73,7 @@ def finger_service(gate: ConnectionGate, request_timeout: float, first_byte_time
     return ServiceSpec(
         "finger", FingerHandler, needs, gate, request_timeout, first_byte_timeout,
         take_query, answers_inline=None if lookups_block else from_users_file,
+        waits_outside=never if needs.forward is None else asks_another_host,
         memo=cache.answer if cache is not None else None, defers_accept=True,
         proxy_from=proxy_from)
 

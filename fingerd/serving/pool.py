@@ -4,10 +4,17 @@ Unlike ThreadPoolExecutor it allocates no Future per call, starts every
 thread up front (so a later RLIMIT_NPROC cannot make a submit fail under
 load), and its stop waits a bounded time. Its queue is bounded by the caller:
 the servers submit only connections that passed the connection gate.
+
+A call that may wait long on something outside the process (a forward to a
+silent finger server holds its thread for ``forward_timeout``) is submitted
+as slow: slow calls hold at most half of the threads (one at least), the
+others waiting in a queue of their own, so that a flood of them never keeps
+every other request waiting for a thread.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -26,6 +33,10 @@ class Pool:
     def __init__(self, size: int, name: str = "fingerd-pool") -> None:
         self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._busy = [False] * size
+        self._slow_limit = max(1, size // 2)
+        self._slow_running = 0
+        self._slow_waiting: collections.deque[_Call] = collections.deque()
+        self._slow_lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, args=(i,), name=f"{name}-{i}",
                                           daemon=True)
                          for i in range(size)]
@@ -35,6 +46,28 @@ class Pool:
     def submit(self, fn: Callable[..., object], *args: object) -> None:
         """Queue ``fn(*args)``; it must catch its own exceptions."""
         self._queue.put((fn, args))
+
+    def submit_slow(self, fn: Callable[..., object], *args: object) -> None:
+        """As ``submit``, for a call that may wait long on something outside the process."""
+        with self._slow_lock:
+            if self._slow_running >= self._slow_limit:
+                self._slow_waiting.append((fn, args))
+                return
+            self._slow_running += 1
+        self._queue.put((self._run_slow, (fn, args)))
+
+    def _run_slow(self, fn: Callable[..., object], args: tuple[object, ...]) -> None:
+        """Run slow calls on this thread, this one and then each that waits, FIFO."""
+        while True:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("unhandled error in pool thread")
+            with self._slow_lock:
+                if not self._slow_waiting:
+                    self._slow_running -= 1
+                    return
+                fn, args = self._slow_waiting.popleft()
 
     def stop(self, timeout: float) -> bool:
         """Let queued calls finish, then end every thread; wait at most ``timeout`` seconds.
@@ -54,8 +87,8 @@ class Pool:
         return sum(self._busy)
 
     def queued(self) -> int:
-        """Calls waiting for a thread."""
-        return self._queue.qsize()
+        """Calls waiting for a thread, slow ones included."""
+        return self._queue.qsize() + len(self._slow_waiting)
 
     def _run(self, index: int) -> None:
         get = self._queue.get

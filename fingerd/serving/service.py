@@ -49,6 +49,11 @@ TakeRequest = Callable[[bytes, bool], Any]
 Memo = Callable[[Any, Any, Callable[[Any, Any], Answer]], Answer]
 
 
+def never(_request: Any) -> bool:
+    """``waits_outside`` of a service none of whose answers waits on another process."""
+    return False
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
     """One service as the loop serves it. Immutable; its callables may keep state of
@@ -72,6 +77,10 @@ class ServiceSpec:
     #: Whether answering a request cannot block, so the reading thread may do it; anything
     #: that may wait (a file, another server, an fsync) goes to the pool. None: never.
     answers_inline: Callable[[Any], bool] | None = None
+    #: Whether a request the pool answers may wait long on something outside the process
+    #: (another finger server): such requests hold at most half of the pool's threads
+    #: (Pool.submit_slow), so that they never keep all the others waiting.
+    waits_outside: Callable[[Any], bool] = never
     #: Consulted for answers made on the reading thread, and only by that thread.
     memo: Memo | None = None
     #: Whether to serve a client at this peer at all (behind a PROXY header, the client
