@@ -3,6 +3,7 @@ nothing, and a users file the parent itself wrote is not validated again at each
 
 import os
 import signal
+import threading
 
 from tests.support.polling import wait_until
 
@@ -38,3 +39,32 @@ def test_a_set_the_parent_reads_after_the_worker_gave_up_changes_nothing(make_da
     assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
     with open(d.users_file, "rb") as f:
         assert f.read() == b"alice:Happy and well\nbob:awake\n"
+
+
+def test_local_answers_never_wait_behind_sets_the_parent_is_slow_to_carry_out(make_daemon):
+    """Sets wait on the parent one at a time, each for up to 10 s: they hold at most half
+    of the pool's threads, so that answers made on the pool (every one, with the
+    system's accounts) go on while the parent is stopped."""
+    d = make_daemon(fingerd__threads="4", finger__system_users="yes").start()
+    replies = []
+
+    def set_status(n):
+        replies.append(d.setter(b"alice\r\nset %d\r\n" % n, timeout=30))
+
+    setters = [threading.Thread(target=set_status, args=(n,)) for n in range(6)]
+    os.kill(d.proc.pid, signal.SIGSTOP)
+    try:
+        for setter in setters:
+            setter.start()
+        wait_until(lambda: d.metric("fingerd_pool_threads_busy") == 2 and
+                   d.metric("fingerd_pool_queue_depth") == 4,
+                   what="two sets waiting on the parent, four waiting for a thread")
+        assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
+        assert d.finger(b"/W bob\r\n").startswith(b"Login: bob\r\n")
+        assert replies == [], "answered while every set still waits"
+    finally:
+        os.kill(d.proc.pid, signal.SIGCONT)
+        for setter in setters:
+            setter.join(60)
+    assert len(replies) == 6 and all(reply == b"OK\r\n" or reply.startswith(b"ERROR")
+                                     for reply in replies), replies

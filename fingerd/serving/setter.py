@@ -32,7 +32,7 @@ from fingerd.serving.gate import ConnectionGate
 from fingerd.serving.lines import take_lines
 from fingerd.serving.loop import RequestHandler
 from fingerd.serving.peer_owner import OwnerLookup
-from fingerd.serving.service import Answer, Peer, ServiceSpec
+from fingerd.serving.service import Answer, Peer, ServiceSpec, always
 from fingerd.token_bucket import RateLimit
 from fingerd.users.editing import StoreError
 from fingerd.users.setter_request import (
@@ -181,8 +181,10 @@ class ClientOwners:
 
 def setter_service(gate: ConnectionGate, request_timeout: float, first_byte_timeout: float,
                    needs: SetterNeeds, metrics: Metrics) -> ServiceSpec:
-    """The setter service; every set goes to the pool (it writes, and may wait)."""
+    """The setter service; every set goes to the pool, as slow: it waits on the parent's
+    write (or on Redis), one set at a time, for up to 10 s."""
     return ServiceSpec("setter", SetterHandler, needs, gate, request_timeout,
-                       first_byte_timeout, take_set_request, accepts=local_only,
+                       first_byte_timeout, take_set_request, waits_outside=always,
+                       accepts=local_only,
                        refusal=REJECT_NOT_LOCAL,
                        identify=ClientOwners(metrics).identify)
