@@ -32,7 +32,7 @@ from fingerd.serving.gate import ConnectionGate
 from fingerd.serving.lines import take_lines
 from fingerd.serving.loop import RequestHandler
 from fingerd.serving.peer_owner import OwnerLookup
-from fingerd.serving.service import Answer, Peer, ServiceSpec, always
+from fingerd.serving.service import Answer, Peer, ServiceSpec
 from fingerd.token_bucket import RateLimit
 from fingerd.users.editing import StoreError
 from fingerd.users.setter_request import (
@@ -179,12 +179,18 @@ class ClientOwners:
         return SetterClient(peer[0], peer[1], self._owners.of_tcp(peer, sock.getsockname()))
 
 
+def waits_on_the_parent(_request: Any) -> bool:
+    """``waits_outside`` of the setter: every set waits on the parent's write of the
+    users file (or on Redis)."""
+    return True
+
+
 def setter_service(gate: ConnectionGate, request_timeout: float, first_byte_timeout: float,
                    needs: SetterNeeds, metrics: Metrics) -> ServiceSpec:
     """The setter service; every set goes to the pool, as slow: it waits on the parent's
     write (or on Redis), one set at a time, for up to 10 s."""
     return ServiceSpec("setter", SetterHandler, needs, gate, request_timeout,
-                       first_byte_timeout, take_set_request, waits_outside=always,
+                       first_byte_timeout, take_set_request, waits_outside=waits_on_the_parent,
                        accepts=local_only,
                        refusal=REJECT_NOT_LOCAL,
                        identify=ClientOwners(metrics).identify)
