@@ -192,7 +192,7 @@ def test_local_answers_never_wait_behind_forwards_to_a_silent_host(make_daemon, 
     each hold a thread for forward_timeout, take at most half of its threads, so that
     a local query is answered while they wait."""
     d = make_daemon(fingerd__threads="4", finger__system_users="yes",
-                    finger__forwarding="yes", finger__forward_timeout="5").start()
+                    finger__forwarding="yes", finger__forward_timeout="30").start()
     upstream = upstreams("127.0.0.7")
     answers = []
 
@@ -211,6 +211,7 @@ def test_local_answers_never_wait_behind_forwards_to_a_silent_host(make_daemon, 
         assert d.finger(b"/W bob\r\n", timeout=60).startswith(b"Login: bob\r\n")
         assert answers == [], "answered while every forward still waits"
     finally:
+        upstream.close()  # the two held forwards end, then the others are refused
         for asker in askers:
             asker.join(60)
-    assert answers == [b"127.0.0.7: no answer within 5 s\r\n"] * 8
+    assert sorted(answers) == [b""] * 2 + [b"127.0.0.7: Connection refused\r\n"] * 6
