@@ -90,11 +90,17 @@ def resources(pid):
 def test_three_hundred_idle_clients_do_not_delay_an_honest_query(make_daemon):
     d = make_daemon(fingerd__threads="2", fingerd__max_connections="1024",
                     fingerd__max_per_source="0", fingerd__request_timeout="60").start()
+    worker = worker_of(d.proc.pid)
+    threads, descriptors = resources(worker)
     idle = []
     try:
         for _ in range(300):
             idle.append(socket.create_connection(("127.0.0.1", d.finger_port), timeout=10))
         wait_until(lambda: d.metric("fingerd_connections_active") == 300, what="300 idle")
+        # They cost a descriptor each, and no thread. (A scrape's own connection may be
+        # open at either count.)
+        now_threads, now_descriptors = resources(worker)
+        assert now_threads == threads and abs(now_descriptors - descriptors - 300) <= 1
         for _ in range(5):
             assert d.finger(b"alice\r\n", timeout=5) == b"Happy and well\r\n"
         assert d.setter(b"bob\r\nAwake\r\n", timeout=5) == b"OK\r\n"
