@@ -17,6 +17,7 @@ import pytest
 from tests.support import ROOT
 from tests.support.net import answer_of, can_connect, exchange, skip_unless_free
 from tests.support.polling import wait_until
+from tests.support.procfs import children, zombies_of
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="binding port 79 needs root")
 
@@ -208,6 +209,25 @@ def test_statuses_set_during_reloads_are_not_lost(on_port_79):
                what=f"the last status set ({last!r}) to be served")
     with open(on_port_79.users_file, "rb") as f:
         assert b"alice:" + last + b"\n" in f.read()
+
+
+def test_reloads_in_a_row_leave_one_worker_and_the_parent_as_they_found_it(on_port_79):
+    """Five reloads, each by a new worker: the retired ones end and are reaped, and the
+    parent holds the descriptors it held before."""
+    parent = on_port_79.proc.pid
+    before = len(os.listdir(f"/proc/{parent}/fd"))
+    serving = set()
+    for threads in ("5", "6", "7", "8", "5"):
+        on_port_79.reconfigure(fingerd__threads=threads)
+        result = ctl(on_port_79, "reload")
+        assert result.returncode == 0, result.stdout + result.stderr
+        serving.add(served_by(result))
+    assert len(serving) == 5, "each reload by a new worker"
+    last = served_by(result)
+    wait_until(lambda: children(parent) == [last] and not zombies_of(parent)
+               and len(os.listdir(f"/proc/{parent}/fd")) == before,
+               what=f"worker {last} alone, nothing unreaped, the parent's {before} descriptors")
+    assert on_port_79.finger(b"alice\r\n") == b"Happy and well\r\n"
 
 
 def test_the_pidfile_and_log_file_wait_for_a_restart_and_the_rest_applies(on_port_79):
