@@ -25,7 +25,19 @@ LOG_FILE_MODE = 0o640
 
 
 class LogFileHandler(logging.handlers.WatchedFileHandler):
-    """A WatchedFileHandler that creates its file with LOG_FILE_MODE, not the umask's 0644."""
+    """A WatchedFileHandler that creates its file with LOG_FILE_MODE, not the umask's 0644.
+
+    A file that cannot be written (its file system full) costs lines, never the
+    daemon, nor a traceback a line: the first failure says so on standard error in
+    one line, and once a record is written again, a line after it says in the file
+    that lines may be missing.
+    """
+
+    def __init__(self, filename: str) -> None:
+        super().__init__(filename)
+        #: Why the last write failed, while writes fail; None while they succeed.
+        self.failing: Optional[str] = None
+        self._failed_now = False
 
     def _open(self) -> io.TextIOWrapper:
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
@@ -33,6 +45,32 @@ class LogFileHandler(logging.handlers.WatchedFileHandler):
         # Text mode (FileHandler's mode is "a"): the open file is a TextIOWrapper.
         return cast(io.TextIOWrapper, open(fd, self.mode, encoding=self.encoding,
                                            errors=self.errors))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed_now = False
+        try:
+            # Reopening after a rotation flushes the old file first, unguarded.
+            super().emit(record)
+        except OSError:
+            self.handleError(record)
+        if self.failing is not None and not self._failed_now:
+            why, self.failing = self.failing, None
+            super().emit(logging.LogRecord(
+                record.name, logging.WARNING, __file__, 0,
+                "this log file could not be written for a while (%s): lines of that time "
+                "may be missing", (why,), None))
+
+    def handleError(self, record: Optional[logging.LogRecord]) -> None:
+        """A write that failed (``record`` None: a batch written whole, logrelay)."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            super().handleError(record)  # type: ignore[arg-type]
+            return
+        self._failed_now = True
+        if self.failing is None:
+            self.failing = error.strerror or str(error)
+            print(f"fingerd: cannot write log file {self.baseFilename}: {self.failing}; "
+                  f"lines may be lost until it can be written", file=sys.stderr, flush=True)
 
 
 #: Syslog priorities of the logging levels, for journald's ``<N>`` prefixes.
@@ -152,4 +190,10 @@ def reopen(handler: logging.Handler) -> None:
     WatchedFileHandler also notices on its next record; this makes it immediate.
     """
     if isinstance(handler, logging.handlers.WatchedFileHandler):
-        handler.reopenIfNeeded()
+        handler.acquire()
+        try:
+            handler.reopenIfNeeded()
+        except OSError:
+            handler.handleError(None)  # type: ignore[arg-type]
+        finally:
+            handler.release()

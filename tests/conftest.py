@@ -6,7 +6,9 @@ The helpers they are built from are in ``tests/support``.
 """
 
 import os
+import pathlib
 import shutil
+import subprocess
 import tempfile
 
 import pytest
@@ -58,6 +60,21 @@ def make_daemon(public_dir, ports):
         if os.path.exists(daemon.log_file):
             log = daemon.log()
             assert "Traceback" not in log, log[max(0, log.index("Traceback") - 200):][:3000]
+
+
+@pytest.fixture
+def small_fs(public_dir):
+    """A 256 KiB tmpfs mounted for the test and always unmounted."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system to fill needs root")
+    mount = pathlib.Path(public_dir) / "fs"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(mount)],
+                   check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,9 @@ import time
 from fingerd.accesslog import AccessLog, escape, lines_of
 from fingerd.logsetup import STAMP_END
 from fingerd.serving.service import Answer
+from tests.support.full_fs import fill
 from tests.support.polling import wait_until
+from tests.support.procfs import worker_of
 
 LINE = re.compile(r"access service=(\w+) peer=127\.0\.0\.1 kind=([\w-]+) outcome=(\w+) "
                   r"bytes=(\d+) seconds=\d+\.\d{6}( login=\"[^\"]*\")?( user=\".*\")?$")
@@ -204,3 +206,27 @@ def test_after_a_rotation_and_usr1_lines_go_to_the_new_file(make_daemon, tmp_pat
     assert 'user="after"' not in (tmp_path / "fingerd.log.1").read_text()
     assert LINE.match(re.sub(r"^.*?: INFO worker\[\d+\]: ", "", next(
         line for line in log_file.read_text().splitlines() if 'user="after"' in line)))
+
+
+def test_a_full_log_file_system_costs_log_lines_never_the_daemon(make_daemon, small_fs):
+    """The review's finding: the parent died at the first batch of access lines it could
+    not write. Now the daemon serves on, says once on standard error that it cannot
+    write, and once it can, says in the file that lines may be missing."""
+    log_file = small_fs / "fingerd.log"
+    d = make_daemon(fingerd__log_file=str(log_file), fingerd__access_log="yes").start()
+    worker = worker_of(d.proc.pid)
+    filler = fill(small_fs)
+    for _ in range(100):
+        assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
+    wait_until(lambda: "cannot write log file" in d.log(), what="a batch that failed")
+    for _ in range(100):
+        assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
+    assert d.proc.poll() is None and worker_of(d.proc.pid) == worker
+    assert d.log().count("cannot write log file") == 1
+    os.unlink(filler)
+    d.signal(signal.SIGUSR1)  # a record of the parent's own
+    wait_until(lambda: "could not be written for a while (No space left on device)"
+               in log_file.read_text(errors="replace"), what="the gap said in the file")
+    assert d.finger(b"bob\r\n") == b"Sleeping\r\n"
+    wait_until(lambda: "SIGUSR1: log file reopened" in log_file.read_text(errors="replace"),
+               what="lines written again")

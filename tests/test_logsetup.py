@@ -1,5 +1,7 @@
 """The log file fingerd writes (docs/guide.md, "Metrics and logs")."""
 
+import errno
+import io
 import logging
 import os
 import socket
@@ -34,6 +36,51 @@ def test_a_log_file_it_creates_is_readable_by_its_group_alone(tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
     assert "after the rotation" in path.read_text()
     assert "first line" not in path.read_text()
+
+
+class FillingUp(io.RawIOBase):
+    """A log file's descriptor on a file system that is full while ``full`` is set."""
+
+    def __init__(self, fd):
+        super().__init__()
+        self.fd = fd
+        self.full = True
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        if self.full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return os.write(self.fd, data)
+
+
+def test_a_log_file_that_cannot_be_written_costs_lines_and_is_said_once(tmp_path, capsys):
+    path = tmp_path / "fingerd.log"
+    handler = logsetup.LogFileHandler(str(path))
+    handler.setFormatter(logging.Formatter(logsetup.LOG_FORMAT))
+    opened = handler.stream
+    disk = FillingUp(opened.fileno())
+    handler.stream = io.TextIOWrapper(io.BufferedWriter(disk, buffer_size=64))
+    try:
+        for n in range(5):
+            write(handler, f"lost {n}")
+        assert capsys.readouterr().err == (
+            f"fingerd: cannot write log file {path}: No space left on device; lines may be "
+            f"lost until it can be written\n")
+        disk.full = False
+        write(handler, "written again")
+        lines = path.read_text().splitlines()
+        assert lines[-2].endswith("WARNING written again")
+        assert lines[-1].endswith("WARNING this log file could not be written for a while "
+                                  "(No space left on device): lines of that time may be "
+                                  "missing")
+        write(handler, "and on")
+        assert path.read_text().splitlines()[-1].endswith("WARNING and on")
+        assert capsys.readouterr().err == ""
+    finally:
+        handler.close()
+        opened.close()
 
 
 def test_an_existing_log_file_keeps_its_mode(tmp_path):

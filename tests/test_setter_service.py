@@ -1,7 +1,6 @@
 """The setter service over real loopback sockets (docs/guide.md, "What it answers")."""
 
 import os
-import pathlib
 import pwd
 import socket
 import subprocess
@@ -11,6 +10,7 @@ import pytest
 
 from fingerd.serving.setter import is_loopback
 from fingerd.users.usersfile import parse_users
+from tests.support.full_fs import fill
 from tests.support.polling import wait_until
 
 
@@ -197,21 +197,6 @@ def test_an_edit_made_after_a_set_is_validated_at_the_next_set(daemon, edit):
         b"# fixed by hand\nalice:Third\ndave:Hand-made\n"
 
 
-@pytest.fixture
-def small_fs(public_dir):
-    """A 256 KiB tmpfs mounted for the test and always unmounted."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small file system to fill needs root")
-    mount = pathlib.Path(public_dir) / "fs"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(mount)],
-                   check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_full_disk_refuses_and_keeps_memory_and_file(make_daemon, small_fs):
     d = make_daemon()
     users = small_fs / "users"
@@ -221,22 +206,13 @@ def test_full_disk_refuses_and_keeps_memory_and_file(make_daemon, small_fs):
     with open(d.config_file, "w") as f:
         f.write(text)
     d.start()
-    filler = small_fs / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        for _ in range(1000):
-            os.write(fd, b"\0" * 4096)
-        pytest.fail("a 256 KiB file system took 4 MB")
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    filler = fill(small_fs)
     reply = d.setter(b"alice\r\n" + b"y" * 200 + b"\r\n")
     assert reply.startswith(b"ERROR cannot write users file")
     assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
     assert users.read_bytes() == b"alice:Happy and well\n"
     assert [p.name for p in small_fs.iterdir() if p.name.endswith(".tmp")] == []
-    filler.unlink()
+    os.unlink(filler)
     assert d.setter(b"alice\r\nRoom again\r\n") == b"OK\r\n"
     subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
     assert d.setter(b"alice\r\nRead-only\r\n").startswith(b"ERROR cannot write users file")

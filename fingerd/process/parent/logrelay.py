@@ -282,7 +282,8 @@ def _lines_in(record: bytes) -> int:
 
 def _write_whole(handler: logging.StreamHandler, data: bytes) -> None:
     """``data``, whole lines, written to ``handler``'s stream in one write, under its
-    lock (a log file moved away is opened again first)."""
+    lock (a log file moved away is opened again first). A write that fails (a full
+    file system) goes to the handler's ``handleError``, as a record's would."""
     handler.acquire()
     try:
         if isinstance(handler, logging.handlers.WatchedFileHandler):
@@ -290,6 +291,8 @@ def _write_whole(handler: logging.StreamHandler, data: bytes) -> None:
         handler.stream.flush()
         handler.stream.buffer.write(data)
         handler.stream.buffer.flush()
+    except OSError:
+        handler.handleError(None)  # type: ignore[arg-type]
     finally:
         handler.release()
 
