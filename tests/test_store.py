@@ -2,18 +2,21 @@
 
 import logging
 import os
+import subprocess
 import sys
 import threading
 
 import pytest
 
 from fingerd.finger.sources import FileSource
+from fingerd.limits import MAX_USERS_FILE_BYTES
 from fingerd.metrics import Metrics
 from fingerd.users import fileio, snapshot
 from fingerd.users.editing import StoreError
 from fingerd.users.snapshot import Snapshot, create
 from fingerd.users.store import Fallback, UserStore
 from fingerd.users.usersfile import UsersFileError, parse_users
+from tests.support import ROOT
 from tests.support.users_files import replace_file, users_file_fixture
 
 
@@ -292,6 +295,31 @@ def test_a_fifo_or_device_at_the_path_is_an_unreadable_file_never_a_hang(store, 
     with pytest.raises(StoreError, match=problem):
         store.set_status("alice", "Blocked?")
     assert sample(metrics, "fingerd_reloads_total", outcome="failure") == 1
+
+
+def test_a_file_over_the_size_bound_is_refused_unread_and_reported_once(store, path, metrics,
+                                                                         caplog):
+    """A sparse file of 257 MiB costs no disk; read, its zeros would cost as much memory."""
+    with open(path, "r+b") as f:
+        f.truncate(MAX_USERS_FILE_BYTES + 1)
+    with caplog.at_level(logging.ERROR):
+        for _ in range(3):
+            assert store.reload() is False
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        f"{path}: cannot read users file: {path}: larger than {MAX_USERS_FILE_BYTES} bytes"]
+    assert sample(metrics, "fingerd_reloads_total", outcome="failure") == 1
+    assert store.table["alice"] == "Happy"
+    # In a process of its own: its peak of resident memory (VmHWM, the kB of a new
+    # address space: ru_maxrss would be this process's, inherited) before and after.
+    peak = subprocess.run(
+        [sys.executable, "-c", "import sys; from fingerd.users import fileio\n"
+         "def hwm():\n    return int(open('/proc/self/status').read()"
+         ".split('VmHWM:')[1].split()[0])\n"
+         "before = hwm()\n"
+         "try:\n    fileio.read_bounded(sys.argv[1])\nexcept fileio.FileTooLarge:\n"
+         "    print(hwm() - before)", path],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True).stdout
+    assert int(peak) < 16 * 1024, f"{peak} kB more at its peak"
 
 
 def test_a_file_whose_signature_is_known_is_not_read(path):
