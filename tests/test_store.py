@@ -261,17 +261,23 @@ def test_a_replaced_table_is_emptied_once_nobody_reads_it(store, path):
     assert held == {"carol": "New"}, "a table a reader holds must never change"
 
 
+def assert_refused_once(store, metrics, caplog, error):
+    """Three reloads of a file the store cannot take: ``error`` logged once, one failure
+    counted, the table kept."""
+    with caplog.at_level(logging.ERROR):
+        for _ in range(3):
+            assert store.reload() is False
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [error]
+    assert sample(metrics, "fingerd_reloads_total", outcome="failure") == 1
+    assert store.table["alice"] == "Happy"
+
+
 def test_an_unreadable_file_is_reported_once(store, path, metrics, caplog):
     os.unlink(path)
     os.mkdir(path)
     try:
-        with caplog.at_level(logging.ERROR):
-            for _ in range(3):
-                assert store.reload() is False
-        assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
-            f"{path}: cannot read users file: Is a directory"]
-        assert sample(metrics, "fingerd_reloads_total", outcome="failure") == 1
-        assert store.table["alice"] == "Happy"
+        assert_refused_once(store, metrics, caplog,
+                            f"{path}: cannot read users file: Is a directory")
     finally:
         os.rmdir(path)
 
@@ -302,13 +308,8 @@ def test_a_file_over_the_size_bound_is_refused_unread_and_reported_once(store, p
     """A sparse file of 257 MiB costs no disk; read, its zeros would cost as much memory."""
     with open(path, "r+b") as f:
         f.truncate(MAX_USERS_FILE_BYTES + 1)
-    with caplog.at_level(logging.ERROR):
-        for _ in range(3):
-            assert store.reload() is False
-    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
-        f"{path}: cannot read users file: {path}: larger than {MAX_USERS_FILE_BYTES} bytes"]
-    assert sample(metrics, "fingerd_reloads_total", outcome="failure") == 1
-    assert store.table["alice"] == "Happy"
+    assert_refused_once(store, metrics, caplog, f"{path}: cannot read users file: {path}: "
+                        f"larger than {MAX_USERS_FILE_BYTES} bytes")
     # In a process of its own: its peak of resident memory (VmHWM, the kB of a new
     # address space: ru_maxrss would be this process's, inherited) before and after.
     peak = subprocess.run(
