@@ -200,7 +200,11 @@ def cmd_set(config: Config, args: argparse.Namespace) -> int:
     if text == "OK":
         print(f'{args.user}: status set to "{args.status}"')
         return EXIT_OK
-    say(f"refused: {text.removeprefix('ERROR ') or 'no answer'}", sys.stderr)
+    if not text:
+        say(f"no answer from the setter: whether the status of {args.user} was set is "
+            f"unknown; see with: fingerd-ctl get {args.user}", sys.stderr)
+    else:
+        say(f"refused: {text.removeprefix('ERROR ')}", sys.stderr)
     return EXIT_FAILED
 
 

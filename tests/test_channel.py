@@ -4,8 +4,10 @@ import json
 import math
 import os
 import tempfile
+import threading
 import uuid
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,6 +19,7 @@ from fingerd.process.channel import (
     parse_message,
     set_problem,
 )
+from fingerd.users.editing import OutcomeUnknown, StoreError
 from tests.support.fuzzing import NAMES, tokens
 
 #: A users file in a directory that does not exist: the parent's answer is worked
@@ -54,6 +57,26 @@ def test_the_longest_users_problem_fits_in_one_message():
         data = parent_end.recv(MAX_MESSAGE_BYTES + 1)
     assert len(data) <= MAX_MESSAGE_BYTES and parse_message(data)["users"].startswith(
         "\U0001f600\n")
+
+
+def test_a_set_never_delivered_is_an_error_and_one_unanswered_an_unknown_outcome():
+    """ERROR tells a client that nothing changed: true only of a request the parent
+    never had. One it took and never answered may have been written."""
+    parent_end, worker_end = channel()
+    parent_end.close()
+    with worker_end, pytest.raises(StoreError, match="cannot be reached"):
+        MonitorClient(worker_end).write_status("users", "alice", "Happy")
+    for end_it, said in ((lambda parent: parent.close(), "the parent process is gone"),
+                         (lambda parent: None, "did not answer: timed out")):
+        parent_end, worker_end = channel()
+        with parent_end, worker_end:
+            client = MonitorClient(worker_end, timeout=0.2)
+            taken = threading.Thread(target=lambda: (parent_end.recv(MAX_MESSAGE_BYTES),
+                                                     end_it(parent_end)))
+            taken.start()
+            with pytest.raises(OutcomeUnknown, match=said):
+                client.write_status("users", "alice", "Happy")
+            taken.join(10)
 
 
 def test_a_set_carries_a_finite_deadline():

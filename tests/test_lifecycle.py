@@ -86,21 +86,33 @@ def test_worker_ends_when_the_parent_stops(daemon):
     wait_until(lambda: not os.path.exists(f"/proc/{worker}"), what="the worker to end")
 
 
-def test_a_parent_killed_leaves_no_process_and_the_next_start_takes_over(daemon):
-    """SIGKILL gives the parent no say: the worker sees it gone and ends, the ports are
-    free, and the pidfile it left is taken over."""
-    assert daemon.setter(b"alice\r\nBefore the kill\r\n") == b"OK\r\n"
+def test_a_parent_killed_amid_sets_leaves_no_process_and_the_next_start_takes_over(
+        make_daemon):
+    """SIGKILL gives the parent no say: the worker sees it gone and ends, as does a
+    users file writer, the ports are free, the pidfile it left is taken over, and each
+    account holds its last status answered OK (or one sent after it and cut off)."""
+    loops = SetLoops(2)
+    daemon = make_daemon(users=loops.users_file()).start()
     worker = worker_of(daemon.proc.pid)
-    os.kill(daemon.proc.pid, signal.SIGKILL)
-    assert daemon.proc.wait(10) == -signal.SIGKILL
-    # A process that ended shows an empty command line until it is reaped.
-    wait_until(lambda: not processes_of(daemon.config_file)
-               and not os.path.exists(f"/proc/{worker}"),
-               what="the worker and the users file writer to end")
+    loops.start(daemon)
+    try:
+        wait_until(lambda: loops.made_at_least(20), what="sets going on")
+        os.kill(daemon.proc.pid, signal.SIGKILL)
+        assert daemon.proc.wait(10) == -signal.SIGKILL
+        # A process that ended shows an empty command line until it is reaped.
+        wait_until(lambda: not processes_of(daemon.config_file)
+                   and not os.path.exists(f"/proc/{worker}"),
+                   what="the worker and the users file writer to end")
+    finally:
+        loops.stop()
     assert_ports_free(daemon)
     assert os.path.exists(daemon.pidfile)
+    loops.check(daemon.users_file)
     daemon.start()
-    assert daemon.finger(b"alice\r\n") == b"Before the kill\r\n"
+    for user in loops.users:
+        with open(daemon.users_file, "rb") as f:
+            status = dict(line.split(b":", 1) for line in f.read().splitlines())[user]
+        assert daemon.finger(user + b"\r\n") == status + b"\r\n"
 
 
 def assert_ports_free(daemon):

@@ -3,8 +3,11 @@ nothing, and a users file the parent itself wrote is not validated again at each
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 
+from tests.support import ROOT
 from tests.support.polling import wait_until
 
 
@@ -23,15 +26,23 @@ def set_until_ok(daemon, data, timeout=30.0):
 
 
 def test_a_set_the_parent_reads_after_the_worker_gave_up_changes_nothing(make_daemon):
-    """The parent stopped longer than the worker waits for its answer: the client is
-    told the set failed, and the parent, once it runs again, does not carry it out."""
+    """The parent stopped longer than the worker waits for its answer: the worker cannot
+    tell whether the set was written, so the client is told nothing (ERROR would say
+    that nothing changed), and the parent, once it runs again, does not carry it out."""
     d = make_daemon(fingerd__request_timeout="30").start()
     os.kill(d.proc.pid, signal.SIGSTOP)
     try:
-        answer = d.setter(b"alice\r\nset while the parent was stopped\r\n", timeout=30)
+        told = subprocess.run([sys.executable, "-m", "fingerd.ctl", "-c", d.config_file, "set",
+                               "alice", "set by fingerd-ctl"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60, stdin=subprocess.DEVNULL)
     finally:
         os.kill(d.proc.pid, signal.SIGCONT)
-    assert answer.startswith(b"ERROR"), answer
+    assert (told.returncode, told.stderr) == (1, (
+        "fingerd-ctl: no answer from the setter: whether the status of alice was set is "
+        "unknown; see with: fingerd-ctl get alice\n"))
+    wait_until(lambda: "the parent process did not answer: timed out; whether the status of "
+               "alice was written is unknown, and the client is told nothing" in d.log(),
+               what="the unknown outcome logged")
     # Requests are carried out in the order they come: once a later one is written,
     # the late one has been read, and dropped.
     set_until_ok(d, b"bob\r\nawake\r\n")

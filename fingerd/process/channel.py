@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from fingerd.limits import REPLY_TIMEOUT
-from fingerd.users.editing import StoreError
+from fingerd.users.editing import OutcomeUnknown, StoreError
 from fingerd.users.usersfile import is_valid_name, status_problem
 
 if TYPE_CHECKING:
@@ -89,7 +89,10 @@ class MonitorClient:
 
     def write_status(self, path: str, name: str, status: str
                      ) -> tuple[Signature | None, Signature | None]:
-        """Ask the parent to set the status; returns its signatures or raises StoreError."""
+        """Ask the parent to set the status; returns its signatures. Raises StoreError
+        when the parent refused, or never had the request; OutcomeUnknown when it took
+        the request and no answer came (it died, or did not answer in time), since the
+        file may have been written all the same."""
         with self._lock:
             request_id = next(self._ids)
             message = json.dumps({"op": "set", "id": request_id, "name": name,
@@ -97,14 +100,17 @@ class MonitorClient:
                                   "deadline": time.monotonic() + self._timeout}).encode()
             try:
                 self._sock.send(message)
+            except OSError as exc:
+                raise StoreError(f"the parent process cannot be reached: {exc}") from None
+            try:
                 while True:
                     reply = json.loads(self._sock.recv(MAX_MESSAGE_BYTES) or b"null")
                     if reply is None:
-                        raise StoreError("the parent process is gone")
+                        raise OutcomeUnknown("the parent process is gone")
                     if reply.get("id") == request_id:
                         break
             except (OSError, ValueError) as exc:
-                raise StoreError(f"the parent process did not answer: {exc}") from None
+                raise OutcomeUnknown(f"the parent process did not answer: {exc}") from None
         if not reply.get("ok"):
             raise StoreError(reply.get("error", "refused"))
         return signature(reply["old"]), signature(reply["new"])

@@ -34,7 +34,7 @@ from fingerd.serving.loop import RequestHandler
 from fingerd.serving.peer_owner import OwnerLookup
 from fingerd.serving.service import Answer, Peer, ServiceSpec
 from fingerd.token_bucket import RateLimit
-from fingerd.users.editing import StoreError
+from fingerd.users.editing import OutcomeUnknown, StoreError
 from fingerd.users.setter_request import (
     OWN,
     Refused,
@@ -130,6 +130,12 @@ class SetterHandler(RequestHandler):
                       needs.store.path, exc)
             return Answer(SET_FAILED, f"ERROR {exc}\r\n".encode("utf-8", "replace"), SET_KIND,
                           name, asker)
+        except OutcomeUnknown as exc:
+            # ERROR would say that nothing changed: the client is told nothing instead.
+            log.error("setter: request from %s: %s: %s; whether the status of %s was "
+                      "written is unknown, and the client is told nothing",
+                      who(client, requester), needs.store.path, exc, name)
+            return Answer(SET_FAILED, b"", SET_KIND, name, asker)
         log.info("setter: %s set the status of %s", who(client, requester), name)
         return Answer(SET_OK, b"OK\r\n", SET_KIND, name, asker)
 

@@ -34,6 +34,11 @@ class StoreError(Exception):
     """A set request that could not be carried out; nothing was changed."""
 
 
+class OutcomeUnknown(Exception):
+    """A set request handed on whose answer never came back (the process that took it is
+    gone, or did not answer in time): it may have been carried out, or not."""
+
+
 class _Changed(Exception):
     """The file changed while it was being copied: the copy is thrown away."""
 
