@@ -1,6 +1,7 @@
 """A set Redis applies but acknowledges late (CONTRACT section 11): fingerd checks before
 answering, and answers what is true."""
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -45,6 +46,30 @@ def test_a_set_redis_applied_but_acknowledged_late_is_answered_ok_and_served(
     assert held == b"Applied late"
     assert answer == b"OK\r\n", f"answered {answer!r} after {took:.1f} s"
     assert d.finger(b"alice\r\n") == b"Applied late\r\n"
+
+
+def test_a_set_whose_acknowledgement_and_check_are_both_lost_is_not_answered_error(
+        make_daemon, redis_server, late):
+    """Redis applied the set, then its acknowledgement and the read that would check it
+    are both lost: ERROR would say nothing changed, so the client is told nothing."""
+    d = make_daemon(store__backend="redis", store__redis_url=late.url,
+                    store__redis_prefix="late").start()
+    direct = redis.Redis.from_url(redis_server.url, socket_timeout=5)
+    answers = []
+    setter = threading.Thread(target=lambda: answers.append(
+        d.setter(b"alice\r\nApplied unseen\r\n", timeout=30)))
+    setter.start()
+    try:
+        wait_until(lambda: direct.hget("late:users", "alice") == b"Applied unseen",
+                   what="Redis to apply the set, its acknowledgement held back")
+        late.stop()  # the connection that waits for it goes, and no check can connect
+    finally:
+        setter.join(30)
+        direct.close()
+    assert answers == [b""]
+    wait_until(lambda: "reading it back failed too" in d.log() and
+               "whether the status of alice was written is unknown" in d.log(),
+               what="the unknown outcome logged")
 
 
 def test_a_set_redis_holds_back_is_called_off_before_it_is_answered_error(

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from fingerd.limits import MAX_STORE_ENTRIES, STORE_TIMEOUT_SECONDS
-from fingerd.users.editing import StoreError
+from fingerd.users.editing import OutcomeUnknown, StoreError
 from fingerd.users.redis_access import Skipped, connect, with_fields
 from fingerd.users.redis_follower import UNAVAILABLE, Follower, count_read
 from fingerd.users.redis_schema import changes_channel, redacted, users_key
@@ -130,7 +130,7 @@ class RedisStore:
 
         Raises StoreError (``store unavailable``), with nothing changed here,
         while Redis is known to be away, or when it does not hold the status
-        once the write is done.
+        once the write is done; OutcomeUnknown when that cannot be told.
         """
         client = self._follower.client
         if not self._follower.up or client is None:
@@ -170,14 +170,15 @@ class RedisStore:
         return True
 
     def _holds(self, name: str, status: str, problem: Exception) -> bool:
-        """After ``problem`` with a write: whether Redis holds ``status`` for ``name``."""
+        """After ``problem`` with a write: whether Redis holds ``status`` for ``name``.
+        Raises OutcomeUnknown when that cannot be read either: Redis may have applied
+        the write before it went away."""
         checker = connect(self._url, max_connections=1)
         try:
             held = checker.hget(self._key, name) == status.encode()
         except redis.RedisError as exc:
-            log.warning("%s: a set failed: %s; reading it back failed too: %s", self.path,
-                        problem, exc)
-            return False
+            raise OutcomeUnknown(f"a set failed: {problem}; reading it back failed too: "
+                                 f"{exc}") from None
         finally:
             checker.connection_pool.disconnect()
         if held:
