@@ -77,9 +77,9 @@ class ServiceSpec:
     #: Whether answering a request cannot block, so the reading thread may do it; anything
     #: that may wait (a file, another server, an fsync) goes to the pool. None: never.
     answers_inline: Callable[[Any], bool] | None = None
-    #: Whether a request the pool answers may wait long on something outside the process
-    #: (another finger server): such requests hold at most half of the pool's threads
-    #: (Pool.submit_slow), so that they never keep all the others waiting.
+    #: Whether a request the pool answers may wait long on another process (a finger
+    #: server forwarded to, the parent's write, Redis): such requests hold at most half of
+    #: the pool's threads (Pool.submit_slow), so that they never keep all others waiting.
     waits_outside: Callable[[Any], bool] = never
     #: Consulted for answers made on the reading thread, and only by that thread.
     memo: Memo | None = None
