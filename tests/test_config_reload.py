@@ -17,7 +17,7 @@ import pytest
 from tests.support import ROOT
 from tests.support.net import answer_of, can_connect, exchange, skip_unless_free
 from tests.support.polling import wait_until
-from tests.support.procfs import children, zombies_of
+from tests.support.procfs import children, descriptors, threads, zombies_of
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="binding port 79 needs root")
 
@@ -83,10 +83,6 @@ def served_by(result):
     return int(re.search(r"worker (\d+) serves it", result.stdout).group(1))
 
 
-def tasks(pid):
-    return len(os.listdir(f"/proc/{pid}/task"))
-
-
 @pytest.fixture
 def on_port_79(make_daemon):
     skip_unless_free("127.0.0.1", 79)
@@ -125,11 +121,11 @@ def test_list_users_changes_without_a_failed_query(on_port_79):
 def test_threads_change_without_a_failed_query(on_port_79):
     old = on_port_79.metric("fingerd_worker_restarts_total")
     first = int(re.search(r"started worker (\d+)", on_port_79.log()).group(1))
-    before = tasks(first)
+    before = threads(first)
     loop, result = reload_under_queries(on_port_79, fingerd__threads="12")
     assert result.returncode == 0, result.stderr
     new = served_by(result)
-    assert new != first and tasks(new) - before == 12 - 4
+    assert new != first and threads(new) - before == 12 - 4
     wait_until(lambda: not os.path.exists(f"/proc/{first}"), what="the old worker to exit")
     assert on_port_79.metric("fingerd_worker_restarts_total") == old, "no restart counted"
 
@@ -196,9 +192,9 @@ def test_statuses_set_during_reloads_are_not_lost(on_port_79):
     setter = threading.Thread(target=set_statuses, daemon=True)
     setter.start()
     try:
-        for threads in ("5", "6", "7"):
+        for size in ("5", "6", "7"):
             wait_until(lambda n=len(done): len(done) > n, what="a set")
-            on_port_79.reconfigure(fingerd__threads=threads)
+            on_port_79.reconfigure(fingerd__threads=size)
             assert ctl(on_port_79, "reload").returncode == 0
         wait_until(lambda n=len(done): len(done) > n + 3, what="sets after the reloads")
     finally:
@@ -215,17 +211,17 @@ def test_reloads_in_a_row_leave_one_worker_and_the_parent_as_they_found_it(on_po
     """Five reloads, each by a new worker: the retired ones end and are reaped, and the
     parent holds the descriptors it held before."""
     parent = on_port_79.proc.pid
-    before = len(os.listdir(f"/proc/{parent}/fd"))
+    before = descriptors(parent)
     serving = set()
-    for threads in ("5", "6", "7", "8", "5"):
-        on_port_79.reconfigure(fingerd__threads=threads)
+    for size in ("5", "6", "7", "8", "5"):
+        on_port_79.reconfigure(fingerd__threads=size)
         result = ctl(on_port_79, "reload")
         assert result.returncode == 0, result.stdout + result.stderr
         serving.add(served_by(result))
     assert len(serving) == 5, "each reload by a new worker"
     last = served_by(result)
     wait_until(lambda: children(parent) == [last] and not zombies_of(parent)
-               and len(os.listdir(f"/proc/{parent}/fd")) == before,
+               and descriptors(parent) == before,
                what=f"worker {last} alone, nothing unreaped, the parent's {before} descriptors")
     assert on_port_79.finger(b"alice\r\n") == b"Happy and well\r\n"
 

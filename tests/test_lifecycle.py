@@ -6,7 +6,7 @@ import socket
 
 from tests.support.net import can_connect
 from tests.support.polling import wait_until
-from tests.support.procfs import processes_of, worker_of, zombies_of
+from tests.support.procfs import descriptors, processes_of, worker_of, zombies_of
 from tests.support.set_loops import SetLoops
 
 
@@ -54,7 +54,7 @@ def test_workers_killed_again_and_again_amid_sets_lose_no_set_and_leak_nothing(m
     d = make_daemon(users=loops.users_file()).start()
     parent = d.proc.pid
     worker = worker_of(parent)
-    before = len(os.listdir(f"/proc/{parent}/fd"))
+    before = descriptors(parent)
     loops.start(d)
     try:
         for _ in range(KILLS):
@@ -69,7 +69,7 @@ def test_workers_killed_again_and_again_amid_sets_lose_no_set_and_leak_nothing(m
     assert "keeps dying" not in d.log(), "a kill from outside pushed a start back"
     loops.check(d.users_file)
     # The users file writer lingers a second after the last set.
-    wait_until(lambda: len(os.listdir(f"/proc/{parent}/fd")) == before
+    wait_until(lambda: descriptors(parent) == before
                and not zombies_of(parent), what=f"the parent's {before} descriptors again, "
                "and no child left unreaped")
 

@@ -2,7 +2,6 @@
 
 import errno
 import logging
-import os
 import socket
 import struct
 import threading
@@ -20,7 +19,7 @@ from fingerd.serving.pool import Pool
 from tests.support.held import held, slots_freed, while_young
 from tests.support.net import exchange
 from tests.support.polling import during, wait_until
-from tests.support.procfs import worker_of
+from tests.support.procfs import resources, worker_of
 
 
 def test_one_hundred_concurrent_clients_are_all_answered(make_daemon):
@@ -80,11 +79,6 @@ def test_clients_that_reset_or_leave_unread_cost_nothing_afterwards(make_daemon)
     wait_until(lambda: resources(worker)[0] == before[0] and resources(worker)[1] <= before[1],
                what=f"the worker's threads and descriptors as before: {before}")
     assert "Traceback" not in d.log() and "Internal error" not in d.log()
-
-
-def resources(pid):
-    """``(threads, descriptors)`` of a process."""
-    return len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def test_three_hundred_idle_clients_do_not_delay_an_honest_query(make_daemon):

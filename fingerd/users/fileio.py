@@ -105,10 +105,9 @@ def read_bounded(path: str, limit: int = MAX_USERS_FILE_BYTES, unless: Container
         before = signature(st)
         if before in unless:
             return None, before
-        # Said by its size before it is read (a sparse file costs no disk, but its
-        # zeros would cost memory), and by what is read (it may grow meanwhile).
-        data = f.read(limit + 1) if st.st_size <= limit else b""
-        if st.st_size > limit or len(data) > limit:
+        # Told by its size before any read (a sparse file costs no disk, but its zeros
+        # would cost memory), then by what is read (it may grow meanwhile).
+        if st.st_size > limit or len(data := f.read(limit + 1)) > limit:
             raise FileTooLarge(f"{path}: larger than {limit} bytes")
         after = signature(os.fstat(f.fileno()))
     return data, (before if before == after else None)

@@ -87,6 +87,16 @@ def threads(pid):
         return 0
 
 
+def descriptors(pid):
+    """How many file descriptors ``pid`` holds."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def resources(pid):
+    """``(threads, descriptors)`` of ``pid``."""
+    return threads(pid), descriptors(pid)
+
+
 def scheduling(pid):
     """``(policy, niceness, I/O priority)`` of ``pid``: the last as ``ionice -p`` says it
     (``best-effort: prio 7``)."""
