@@ -257,7 +257,7 @@ SCHEMA: tuple[tuple[str, str, str, Reader, str], ...] = (
     ("finger", "allow_from", "", _networks, "finger_allow_from"),
     ("finger", "system_users", "no", _boolean, "system_users"),
     ("finger", "min_uid", "1000", _integer(0, 2**32 - 2), "min_uid"),
-    ("finger", "max_uid", "65533", _integer(0, 2**32 - 2), "max_uid"),
+    ("finger", "max_uid", "4294967293", _integer(0, 2**32 - 2), "max_uid"),
     ("finger", "plan_files", ".plan, .project, .pgpkey", _file_names, "plan_files"),
     ("finger", "plan_max_bytes", "16384", _integer(0, 1024 * 1024), "plan_max_bytes"),
     ("finger", "utmp_file", "/var/run/utmp", resolve_path, "utmp_file"),

@@ -1,6 +1,7 @@
 """System accounts and their plan files, with real accounts made for the test."""
 
 import os
+import signal
 import stat
 import time
 
@@ -17,19 +18,25 @@ pytestmark = needs_root
 PREFIX = "fgtest"
 
 
+#: The accounts' full names and uids; the last one's is above 65535, as a directory's
+#: accounts' (LDAP's, or Active Directory's through SSSD) often are.
+ACCOUNTS = [("Ada Lovelace,Room 1,,", 42001), ("& Plan-less", 42002), ("Linked Plan", 42003),
+            ("Big Plan", 42004), ("Hidden Person", 42005), ("Closed Home", 42006),
+            ("Directory Person", 70007)]
+
+
 @pytest.fixture
 def accounts(public_dir):
-    """Accounts fgtest1..fgtest6 (uid 42001..), always removed."""
-    made = []
+    """Accounts fgtest1..fgtest7 (ACCOUNTS), always removed."""
+    made = {}
     homes = os.path.join(public_dir, "home")
     os.mkdir(homes, 0o755)
     try:
-        for i, gecos in enumerate(["Ada Lovelace,Room 1,,", "& Plan-less", "Linked Plan",
-                                   "Big Plan", "Hidden Person", "Closed Home"], 1):
+        for i, (gecos, uid) in enumerate(ACCOUNTS, 1):
             name = f"{PREFIX}{i}"
-            useradd(name, 42000 + i, os.path.join(homes, name), gecos)
-            made.append(name)
-        yield {name: (42000 + i, os.path.join(homes, name)) for i, name in enumerate(made, 1)}
+            useradd(name, uid, os.path.join(homes, name), gecos)
+            made[name] = (uid, os.path.join(homes, name))
+        yield made
     finally:
         for name in made:
             userdel(name)
@@ -161,6 +168,15 @@ def test_a_name_that_is_a_path_is_no_user(system, name):
 def test_accounts_outside_min_uid_to_max_uid_are_never_shown(system):
     for name in (b"root", b"daemon", b"nobody"):
         assert text(system, name + b"\r\n") == "No such user\r\n"
+
+
+def test_an_account_above_65535_is_shown_unless_max_uid_keeps_it_out(system):
+    assert text(system, b"fgtest7\r\n") == ("Login: fgtest7" + " " * 18
+                                            + "Name: Directory Person\r\n")
+    system.reconfigure(finger__max_uid="70006").signal(signal.SIGHUP)
+    wait_until(lambda: text(system, b"fgtest7\r\n") == "No such user\r\n",
+               what="fgtest7 kept out once max_uid is below its uid")
+    assert text(system, b"fgtest1\r\n").startswith("Login: fgtest1")
 
 
 def test_list_has_file_users_then_logged_in_accounts(system):

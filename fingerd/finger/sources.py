@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
+#: nobody's uid, the kernel's overflow uid: an account for what has no owner, never a
+#: person, whatever ``min_uid`` and ``max_uid`` say.
+NOBODY_UID = 65534
+
 
 class Source(Protocol):
     """A source of answers about users: the two calls this module describes."""
@@ -61,7 +65,8 @@ class FileSource:
 
 
 class SystemSource:
-    """The system's accounts with a uid from ``min_uid`` to ``max_uid`` and no ``~/.nofinger``.
+    """The system's accounts with a uid from ``min_uid`` to ``max_uid``, but nobody's, and no
+    ``~/.nofinger``.
 
     The short answer gives the login and full name (GECOS); the long one
     (``/W``) is laid out as Debian's in.fingerd lays it out (longform): office
@@ -91,7 +96,8 @@ class SystemSource:
             entry = pwd.getpwnam(name)
         except KeyError:
             return None
-        if not self.min_uid <= entry.pw_uid <= self.max_uid or opted_out(entry.pw_dir):
+        if not self.min_uid <= entry.pw_uid <= self.max_uid or entry.pw_uid == NOBODY_UID \
+                or opted_out(entry.pw_dir):
             return None
         return entry
 
