@@ -23,7 +23,12 @@ from fingerd.config import (
 )
 from fingerd.process.exits_and_signals import HANDLED_SIGNALS
 from fingerd.process.parent import activation, daemonize, notify, reloading
-from fingerd.process.parent.accounts import Account, AccountError, resolve_account
+from fingerd.process.parent.accounts import (
+    Account,
+    AccountError,
+    resolve_account,
+    unreadable_by,
+)
 from fingerd.process.parent.address_check import held_addresses
 from fingerd.process.parent.forking import ForkedWorkers
 from fingerd.process.parent.listeners import (
@@ -109,6 +114,10 @@ def main(argv=None):
         return fail(f"users file {config.users_file}: {exc.strerror}")
     except OSError as exc:
         return fail(f"{config.users_file}: cannot read users file: {exc.strerror or exc}")
+    denied = unreadable_by(account, config.users_file) if os.geteuid() == 0 else None
+    if denied is not None:
+        return fail(f"{config.users_file}: the worker, run as {account.name}, cannot read the "
+                    f"users file: {denied.strerror}")
     if args.check_config or args.dump_config:
         if count is None:
             print(f"fingerd: {config.users_file}: no users file; starting with no users",

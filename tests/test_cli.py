@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import pathlib
 import pwd
 import shutil
 import socket
@@ -19,8 +20,9 @@ from tests.support.daemon import Daemon, run_fingerd
 
 
 @pytest.fixture
-def setup(tmp_path, ports):
-    return Daemon(str(tmp_path), ports)
+def setup(public_dir, ports):
+    """A configuration in a directory the worker's account can read, as a start asks."""
+    return Daemon(public_dir, ports)
 
 
 def refusal(*args):
@@ -85,10 +87,10 @@ def bundled_configuration(directory, ports):
     return copy
 
 
-def test_dump_prints_the_effective_configuration_as_a_file(setup, tmp_path, ports):
-    bundled = bundled_configuration(str(tmp_path), ports)
+def test_dump_prints_the_effective_configuration_as_a_file(setup, public_dir, ports):
+    bundled = bundled_configuration(public_dir, ports)
     assert dumped(bundled) == load_config(bundled)
-    minimal = tmp_path / "minimal.conf"
+    minimal = pathlib.Path(public_dir, "minimal.conf")
     minimal.write_text("[fingerd]\nuser = nobody\nusers_file = users\n")
     on_free_ports(str(minimal), ports)
     assert dumped(str(minimal)) == load_config(str(minimal))
@@ -287,9 +289,9 @@ def run_as_nobody_in_a_fork(argv):
 
 
 @pytest.fixture
-def logged(tmp_path, ports):
+def logged(public_dir, ports):
     """A configuration with a log_file, which does not exist yet."""
-    return Daemon(str(tmp_path), ports, fingerd__log_file=str(tmp_path / "fingerd.log"))
+    return Daemon(public_dir, ports, fingerd__log_file=os.path.join(public_dir, "fingerd.log"))
 
 
 def logged_lines(path):

@@ -115,16 +115,36 @@ def test_a_pidfile_naming_another_live_process_never_gets_it_signalled(detached)
         bystander.wait()
 
 
-def test_failed_startup_is_reported_by_the_starting_process(detached):
+def test_failed_startup_is_reported_by_the_starting_process(detached, ports):
+    """The worker fails once the parent has bound and detached: the process that was
+    started still says why, and exits 1."""
+    pytest.importorskip("redis")
+    d = detached
+    d.reconfigure(store__backend="redis", store__redis_url=f"redis://127.0.0.1:{ports.take()}/0")
+    result = fingerd(d)
+    assert result.returncode == 1
+    assert "worker exited with status 78 during startup: " in result.stderr
+    assert "store unavailable" in result.stderr
+    assert not os.path.exists(d.pidfile)
+
+
+def test_a_users_file_the_worker_cannot_read_fails_the_check_and_the_start_before_binding(
+        detached, public_dir):
     d = detached
     os.chmod(d.users_file, 0o600)
     if os.geteuid() != 0:
         pytest.skip("only an unprivileged worker can fail to read a file its parent read")
-    result = fingerd(d)
-    assert result.returncode == 1
-    assert "worker exited with status 78 during startup: " in result.stderr
-    assert "worker cannot read users file: Permission denied" in result.stderr
+    reason = (f"fingerd: {d.users_file}: the worker, run as nobody, cannot read the users "
+              f"file: Permission denied\n")
+    checked = fingerd(d, "-t")
+    assert (checked.returncode, checked.stdout, checked.stderr) == (1, "", reason)
+    started = fingerd(d)
+    assert (started.returncode, started.stderr) == (1, reason)
     assert not os.path.exists(d.pidfile)
+    with open(os.path.join(public_dir, "fingerd.log")) as f:
+        log = f.read()
+    assert "startup failed: " + reason.partition(": ")[2].rstrip() in log
+    assert " starting: finger on " not in log, "the sockets were bound"
 
 
 def test_reopen_has_the_daemon_named_by_the_pidfile_reopen_its_log_file(detached,

@@ -1,9 +1,11 @@
-"""The account the worker runs as: resolved at startup, so a typo fails fast."""
+"""The account the worker runs as: resolved at startup, so a typo fails fast, and what it
+can read checked there, so that a file only root can read fails the start before it binds."""
 
 import grp
+import os
 import pwd
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
     from fingerd.config import Config
@@ -45,3 +47,31 @@ def resolve_account(config: "Config") -> Account:
             raise AccountError(f"{config.where('setter', 'admin_group')}: [setter] admin_group: "
                                f"no such group {config.setter_admin_group!r}") from None
     return Account(config.user, entry.pw_uid, gid)
+
+
+def unreadable_by(account: Account, path: str) -> Optional[OSError]:
+    """What the worker, run as ``account``, meets opening ``path``: None when it can, or
+    when there is no such file (it starts without one). Root only.
+
+    A child becomes the account, as the worker will, and opens the file: the
+    directories on the way, ACLs and security modules count as they will for the
+    worker, and the parent's root never stands in for it.
+    """
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.setgroups([])
+            os.setresgid(account.gid, account.gid, account.gid)
+            os.setresuid(account.uid, account.uid, account.uid)
+            with open(path, "rb"):
+                pass
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            code = exc.errno or 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return OSError(code, os.strerror(code), path) if code else None
