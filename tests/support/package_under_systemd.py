@@ -131,6 +131,10 @@ def operate(system, deb, log_file):
     # Stopped, the service is started again by the next query.
     assert system.run("systemctl stop fingerd").returncode == 0
     assert active(system, "fingerd.service") == ["inactive"]
+    # fingerd -t meanwhile: the addresses systemd holds are the start's, not another
+    # program's, so the configuration is valid, as the start below shows.
+    checked = system.run("fingerd -t -c /etc/fingerd/fingerd.conf")
+    assert (checked.returncode, checked.stderr) == (0, ""), checked.stderr
     assert exchange(79, b"alice\r\n") == b"Run by systemd\r\n"
     assert active(system, "fingerd.service", *SOCKETS) == ["active"] * 4
     # A removal stops the sockets with the service: nothing is left listening.

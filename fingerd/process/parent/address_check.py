@@ -8,9 +8,11 @@ Nothing is bound: a TCP address is held when the kernel's tables of bound
 sockets (/proc/net/tcp, tcp6) show one a start's bind would clash with, and
 the setter's Unix socket when a socket file there is served by someone.
 An address held by the running daemon named by the configuration's pidfile
-is no problem, since a restart stops that daemon first: its parent's
-descriptors name the inodes of its sockets, matched against the kernel's
-tables of listening sockets (/proc/net/tcp, tcp6, unix).
+is no problem, since a restart stops that daemon first; nor is one systemd
+holds for a .socket unit, since a start by systemd is handed that socket
+and binds nothing there (fingerd(8), SOCKET ACTIVATION). Their descriptors
+name the inodes of their sockets, matched against the kernel's tables of
+listening sockets (/proc/net/tcp, tcp6, unix).
 
 What cannot be checked is skipped rather than failed: without root, which
 program holds an address while a daemon runs (its descriptors are root's to
@@ -39,6 +41,8 @@ def held_addresses(config: Config) -> list[str]:
     """``FILE:LINE: [section] key: ...`` for each configured address another program
     holds; empty when a start or restart would bind them all."""
     daemon = daemon_sockets(config.pidfile)
+    if daemon is not None:
+        daemon |= systemd_sockets()
     problems = []
     for section, addresses in (("finger", config.finger_listen),
                                ("setter", config.setter_listen),
@@ -65,13 +69,30 @@ def daemon_sockets(pidfile: str) -> frozenset[int] | None:
         return None
     if state != RUNNING or pid is None:
         return frozenset()
-    fd_dir = f"/proc/{pid}/fd"
     try:
-        names = os.listdir(fd_dir)
+        return socket_inodes(pid)
     except OSError:
         return None
+
+
+def systemd_sockets() -> frozenset[int]:
+    """The inodes of the sockets systemd holds, its .socket units' among them: empty
+    where process 1 is not systemd, or its descriptors are root's to read."""
+    try:
+        with open("/proc/1/comm") as f:
+            if f.read().strip() != "systemd":
+                return frozenset()
+        return socket_inodes(1)
+    except OSError:
+        return frozenset()
+
+
+def socket_inodes(pid: int) -> frozenset[int]:
+    """The inodes of process ``pid``'s sockets; raise OSError when its descriptors cannot
+    be listed."""
+    fd_dir = f"/proc/{pid}/fd"
     inodes = set()
-    for name in names:
+    for name in os.listdir(fd_dir):
         try:
             target = os.readlink(os.path.join(fd_dir, name))
         except OSError:
