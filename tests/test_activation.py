@@ -13,7 +13,13 @@ import uuid
 
 import pytest
 
-from fingerd.process.parent.activation import ROLES, ActivationError, listed
+from fingerd.process.parent.activation import (
+    NO_HANDOVER,
+    ROLES,
+    ActivationError,
+    listed,
+    take,
+)
 from tests.support import ROOT
 from tests.support.children import as_nobody
 from tests.support.markers import needs_ipv6, needs_root, needs_tool
@@ -147,6 +153,13 @@ def test_variables_for_another_process_or_no_socket_hand_over_nothing(environ):
     assert listed(environ, 42, lambda: 8) == []
 
 
+def test_every_variable_is_removed_even_when_it_names_another_process():
+    environ = {"LISTEN_PID": "1", "LISTEN_PIDFDID": "7", "LISTEN_FDS": "1",
+               "LISTEN_FDNAMES": "finger", "PATH": "/usr/bin"}
+    assert take(environ) == NO_HANDOVER
+    assert environ == {"PATH": "/usr/bin"}
+
+
 def test_listen_pidfdid_is_checked_where_pidfds_exist():
     environ = {"LISTEN_PID": "42", "LISTEN_PIDFDID": "8", "LISTEN_FDS": "1",
                "LISTEN_FDNAMES": "setter"}
@@ -211,6 +224,24 @@ def test_a_role_with_sockets_serves_on_them_and_binds_none_of_its_addresses(
     assert backlog_of(handed[0]) != BACKLOG and backlog_of(d.metrics_port) == BACKLOG
     assert f"finger on 127.0.0.1:{handed[0]} (from systemd), 127.0.0.1:{handed[1]} " \
            f"(from systemd), setter on 127.0.0.1:{d.setter_port}" in d.log()
+
+
+@needs_root
+@needs_activate
+def test_metrics_and_web_serve_on_sockets_handed_over_and_bind_neither_address(make_daemon,
+                                                                              ports):
+    d = make_daemon().listen("web", f"127.0.0.1:{ports.take()}")
+    metrics, web = ports.take(), ports.take()
+    start_activated(d, (f"127.0.0.1:{metrics}", "metrics"), (f"127.0.0.1:{web}", "web"))
+    # The first scrape starts fingerd, as systemd does.
+    scraped = exchange(metrics, b"GET /metrics HTTP/1.0\r\n\r\n")
+    assert scraped.startswith(b"HTTP/1.0 200 OK\r\n") and b"\nfingerd_users " in scraped, \
+        scraped
+    page = exchange(web, b"GET /users/alice HTTP/1.0\r\n\r\n")
+    assert page.startswith(b"HTTP/1.1 200 OK\r\n") and b"Happy and well" in page, page
+    assert not can_connect(d.metrics_port) and not can_connect(d.web_port)
+    assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
+    assert f"web on 127.0.0.1:{web} (from systemd)" in d.log()
 
 
 @needs_root

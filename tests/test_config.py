@@ -51,6 +51,18 @@ def test_empty_file_gives_every_default():
     assert config.min_uid == 1000
     assert config.setter_listen == (Address("127.0.0.1", 1079),)
     assert config.metrics_listen == (Address("127.0.0.1", 9179),)
+    assert config.max_per_source == 32
+    assert config.max_uid == 4294967293
+    assert (config.setter_policy, config.setter_admin_group, config.setter_socket) == (
+        "own", "", "")
+    assert config.web_listen == ()
+    loopback = (ipaddress.ip_network("127.0.0.1"), ipaddress.ip_network("::1"))
+    for section in ("finger", "web"):
+        assert getattr(config, f"{section}_proxy_protocol") is False
+        assert getattr(config, f"{section}_proxy_from") == loopback
+        assert getattr(config, f"{section}_allow_from") == ()
+    assert (config.store_backend, config.redis_url, config.redis_prefix) == (
+        "file", "redis://127.0.0.1:6379/0", "fingerd")
 
 
 def test_the_shipped_example_is_valid_and_names_every_key():
@@ -84,6 +96,13 @@ def test_metrics_can_be_switched_off():
 def test_unknown_key_names_file_line_and_key():
     assert errors("[fingerd]\nuser = nobody\nthread = 4\n") == [
         "/etc/fingerd/fingerd.conf:3: [fingerd] unknown key 'thread'; did you mean 'threads'?"]
+
+
+def test_the_setter_has_no_proxy_protocol_to_turn_on():
+    """Contract section 10: the setter never takes a PROXY header; it trusts the kernel's
+    word on its peer (section 6), which a proxy would replace by its own."""
+    assert errors("[setter]\nproxy_protocol = yes\n") == [
+        "/etc/fingerd/fingerd.conf:2: [setter] unknown key 'proxy_protocol'"]
 
 
 def test_unknown_section_names_its_line():

@@ -130,15 +130,19 @@ def test_when_full_the_oldest_silent_connection_makes_room_for_a_new_client(make
     d = dual_stack(make_daemon(fingerd__max_connections="8", fingerd__max_per_source="0",
                                fingerd__request_timeout="30",
                                fingerd__first_byte_timeout="30"), "finger").start()
-    with held(d.finger_port, 7, attacker) as socks:
-        wait_until(lambda: d.metric("fingerd_connections_active") == 7, what="finger full",
-                   timeout=15)
-        assert query_from(other, d.finger_port) == b"Happy and well\r\n"
-        assert d.metric("fingerd_connections_rejected_total", reason="shed") == 1
-        assert d.metric("fingerd_connections_rejected_total", reason="max_connections") == 0
-        readable, _, _ = select.select(socks, [], [], 5)
-        assert len(readable) == 1 and readable[0].recv(10) == b"", \
-            "one silent connection, the first the worker took, was closed"
+    with held(d.finger_port, 1, attacker) as oldest:
+        wait_until(lambda: d.metric("fingerd_connections_active") == 1,
+                   what="the first connection taken", timeout=15)
+        with held(d.finger_port, 6, attacker) as younger:
+            wait_until(lambda: d.metric("fingerd_connections_active") == 7,
+                       what="finger full", timeout=15)
+            assert query_from(other, d.finger_port) == b"Happy and well\r\n"
+            assert d.metric("fingerd_connections_rejected_total", reason="shed") == 1
+            assert d.metric("fingerd_connections_rejected_total",
+                            reason="max_connections") == 0
+            readable, _, _ = select.select(oldest + younger, [], [], 5)
+            assert readable == oldest and oldest[0].recv(10) == b"", \
+                "the silent connection the worker took first, and it alone, was closed"
 
 
 def test_when_half_full_connections_without_a_whole_request_get_only_first_byte_timeout(

@@ -78,6 +78,7 @@ def test_sigint_stops_like_sigterm(daemon):
     daemon.signal(signal.SIGINT)
     assert daemon.proc.wait(15) == 0
     assert "stopped" in daemon.log()
+    assert not os.path.exists(daemon.pidfile)
 
 
 def test_worker_ends_when_the_parent_stops(daemon):
