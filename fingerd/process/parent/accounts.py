@@ -51,13 +51,17 @@ def resolve_account(config: "Config") -> Account:
 
 def unreadable_by(account: Account, path: str) -> Optional[OSError]:
     """What the worker, run as ``account``, meets opening ``path``: None when it can, or
-    when there is no such file (it starts without one). Root only.
+    when there is no such file (it starts without one), or when no child could tell
+    (none forked, or it was killed): what cannot be told is not failed. Root only.
 
     A child becomes the account, as the worker will, and opens the file: the
     directories on the way, ACLs and security modules count as they will for the
     worker, and the parent's root never stands in for it.
     """
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        return None
     if pid == 0:
         code = 0
         try:
@@ -74,4 +78,4 @@ def unreadable_by(account: Account, path: str) -> Optional[OSError]:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
-    return OSError(code, os.strerror(code), path) if code else None
+    return OSError(code, os.strerror(code), path) if code > 0 else None
