@@ -114,6 +114,21 @@ def test_counts_written_by_the_parent_are_read_by_a_child_that_inherited_them():
     assert ConfigReloads(counts.fd).read() == {"success": 2, "failure": 1}
 
 
+def test_the_parent_counts_on_whatever_a_worker_wrote_in_the_counts_file():
+    """The worker inherits the file writable: what it writes there is never read back
+    by the parent, which would have failed its next reload on a count it cannot add
+    to (2**64 - 1)."""
+    counts = ConfigReloads()
+    counts.record("success")
+
+    def hostile_worker():
+        os.pwrite(counts.fd, b"\xff" * 16, 0)
+
+    in_child(hostile_worker)
+    counts.record("failure")
+    assert ConfigReloads(counts.fd).read() == {"success": 1, "failure": 1}
+
+
 def test_the_outcome_file_is_replaced_whole_and_read_back(tmp_path):
     pidfile = str(tmp_path / "fingerd.pid")
     status = reload_status.ReloadStatus(pidfile)
