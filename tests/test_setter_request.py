@@ -5,8 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fingerd.limits import MAX_STATUS_BYTES
-from fingerd.serving.lines import LineTooLong, take_lines
-from fingerd.serving.setter import SETTER_LINES, SETTER_MAX_LINE_BYTES
+from fingerd.serving.lines import LineTooLong
+from fingerd.serving.setter import SETTER_MAX_LINE_BYTES, take_set_request
 from fingerd.users.setter_request import Refused, parse_set_request
 from fingerd.users.usersfile import is_valid_name, parse_users, status_problem, with_status
 from tests.support.fuzzing import NAMES, fed, pieces, tokens
@@ -32,6 +32,8 @@ def test_empty_status_is_allowed():
     ([b"alice", b"a\x1b[2J"], "status contains a control character"),
     ([b"alice", b"back\rbob:HIJACKED"], "status contains a control character"),
     ([b"alice", b"x" * 257], "status longer than 256 bytes"),
+    ([b"alice", b"\xff" * 257], "status longer than 256 bytes"),
+    ([b"alice", b"\x1b" * 257], "status longer than 256 bytes"),
 ])
 def test_refusals(lines, reason):
     with pytest.raises(Refused, match=reason):
@@ -53,18 +55,15 @@ REQUESTS = st.one_of(
 
 
 def framed(data, cuts=()):
-    """The request lines as the setter's loop frames ``data`` arriving in pieces."""
-    def take(buf, eof):
-        return take_lines(buf, SETTER_LINES, SETTER_MAX_LINE_BYTES, eof)
-    return fed(take, pieces(data, cuts), LineTooLong)
+    """The request lines as the setter's loop frames ``data`` arriving in pieces (never
+    LineTooLong, which would close the connection unanswered)."""
+    return fed(take_set_request, pieces(data, cuts), LineTooLong)
 
 
 @given(REQUESTS, st.lists(st.integers(1, 600), max_size=6))
 def test_any_request_is_a_set_or_refused_and_what_is_set_the_file_keeps(data, cuts):
     lines = framed(data)
     assert framed(data, cuts) == lines
-    if lines is LineTooLong:
-        return
     try:
         name, status = parse_set_request(lines)
     except Refused as exc:
@@ -83,10 +82,23 @@ ONE_LINE = st.text(st.characters(exclude_categories=("Cs",), exclude_characters=
 def test_a_request_written_by_a_client_reads_back(name, status, ending):
     data = name.encode() + ending + status.encode() + ending
     lines = framed(data)
-    if lines is LineTooLong:
-        assert len(status.encode()) > SETTER_MAX_LINE_BYTES
-    elif status_problem(status) is None:
+    if status_problem(status) is None:
         assert parse_set_request(lines) == (name, status)
     else:
         with pytest.raises(Refused):
+            parse_set_request(lines)
+
+
+@pytest.mark.parametrize("request_, reason", [
+    (b"alice\r\n" + b"x" * 5000 + b"\r\n", "status longer than 256 bytes"),
+    (b"alice\r\n" + "\u00e9".encode() * 2000, "status longer than 256 bytes"),
+    (b"a" * 5000 + b"\r\nx\r\n", "invalid user name"),
+    (b"a" * (SETTER_MAX_LINE_BYTES + 2), "invalid user name"),
+])
+def test_a_line_past_the_framing_limit_is_a_request_refused_for_its_length(request_, reason):
+    """However it arrives, before the line ends or after."""
+    for cuts in ((), (SETTER_MAX_LINE_BYTES // 2, 7, 3000)):
+        lines = framed(request_, cuts)
+        assert max(map(len, lines)) <= SETTER_MAX_LINE_BYTES + 1
+        with pytest.raises(Refused, match=reason):
             parse_set_request(lines)

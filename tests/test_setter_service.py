@@ -65,6 +65,10 @@ def test_with_policy_any_a_client_that_closes_without_reading_still_sets(make_da
     (b"../../etc/passwd\r\nhi\r\n", b"ERROR invalid user name\r\n"),
     (b"no such\r\nhi\r\n", b"ERROR invalid user name\r\n"),
     (b"alice\r\n" + b"x" * 300 + b"\r\n", b"ERROR status longer than 256 bytes\r\n"),
+    # Past the framing's 1024 bytes a line is refused alike, not closed unanswered.
+    (b"alice\r\n" + b"x" * 5000 + b"\r\n", b"ERROR status longer than 256 bytes\r\n"),
+    (b"alice\r\n" + b"x" * 60000 + b"\r\n", b"ERROR status longer than 256 bytes\r\n"),
+    (b"a" * 5000 + b"\r\nhi\r\n", b"ERROR invalid user name\r\n"),
     (b"alice\r\n\x1b]0;owned\x07\r\n", b"ERROR status contains a control character\r\n"),
     (b"alice\r\nback\rbob:HIJACKED\r\n", b"ERROR status contains a control character\r\n"),
     (b"alice\r\n\xff\xfe\r\n", b"ERROR status is not valid UTF-8\r\n"),

@@ -29,7 +29,7 @@ from fingerd.outcomes import (
     SET_OK,
 )
 from fingerd.serving.gate import ConnectionGate
-from fingerd.serving.lines import take_lines
+from fingerd.serving.lines import LineTooLong, take_lines
 from fingerd.serving.loop import RequestHandler
 from fingerd.serving.peer_owner import OwnerLookup
 from fingerd.serving.service import Answer, Peer, ServiceSpec
@@ -157,7 +157,21 @@ def who(client: SetterClient, requester: Requester | None) -> str:
 
 
 def take_set_request(buf: bytes, eof: bool) -> list[bytes] | None:
-    return take_lines(buf, SETTER_LINES, SETTER_MAX_LINE_BYTES, eof)
+    """The request's two lines once ``buf`` holds them, else None (take_lines).
+
+    A line longer than SETTER_MAX_LINE_BYTES is a request too, taken as it stands
+    once it is past the limit, its line cut one byte beyond: the handler refuses
+    it with ERROR for the name or the status it cannot be, as it refuses a status
+    of 257 bytes, instead of the connection closing unanswered.
+    """
+    try:
+        return take_lines(buf, SETTER_LINES, SETTER_MAX_LINE_BYTES, eof)
+    except LineTooLong:
+        name, ended, rest = buf.partition(b"\n")
+        name = name.removesuffix(b"\r")
+        if not ended or len(name) > SETTER_MAX_LINE_BYTES:
+            return [name[:SETTER_MAX_LINE_BYTES + 1], b""]
+        return [name, rest.partition(b"\n")[0][:SETTER_MAX_LINE_BYTES + 1]]
 
 
 def is_loopback(host: str) -> bool:
@@ -199,4 +213,4 @@ def setter_service(gate: ConnectionGate, request_timeout: float, first_byte_time
                        first_byte_timeout, take_set_request, waits_outside=waits_on_the_parent,
                        accepts=local_only,
                        refusal=REJECT_NOT_LOCAL,
-                       identify=ClientOwners(metrics).identify)
+                       identify=ClientOwners(metrics).identify, lingers=True)

@@ -4,6 +4,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
+from fingerd.limits import MAX_STATUS_BYTES
 from fingerd.users.usersfile import is_valid_name, status_problem
 
 #: Policies: local users set their own status only, or anyone sets any.
@@ -50,6 +51,8 @@ def parse_set_request(lines: Sequence[bytes]) -> tuple[str, str]:
         raise Refused("invalid user name") from None
     if not is_valid_name(name):
         raise Refused("invalid user name")
+    if len(lines[1]) > MAX_STATUS_BYTES:  # whatever it holds, and before it is decoded
+        raise Refused(f"status longer than {MAX_STATUS_BYTES} bytes")
     try:
         status = lines[1].decode("utf-8")
     except UnicodeDecodeError:
