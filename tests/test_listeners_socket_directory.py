@@ -180,17 +180,21 @@ def test_a_symlink_at_the_socket_path_is_left_alone_and_refused(public_dir, vict
     assert os.readlink(path) == victim_path and untouched()
 
 
-def test_a_missing_directory_is_made_0755_and_the_socket_born_0666(public_dir):
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_a_missing_directory_is_made_0755_and_the_socket_born_0666(public_dir, umask):
+    """Whatever the umask: systemd's unit for fingerd sets 0077, under which a directory
+    made 0700 would shut out the users the socket is for."""
     path = os.path.join(public_dir, "run", "fingerd", SOCKET)
-    old = os.umask(0o022)
+    old = os.umask(umask)
     try:
         sock = bind_unix(path, 5, OPTION)
-        assert os.umask(0o022) == 0o022, "the umask is put back"
+        assert os.umask(umask) == umask, "the umask is put back"
     finally:
         os.umask(old)
     with sock:
-        st = os.stat(os.path.dirname(path))
-        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o755)
+        for made in (os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
+            st = os.stat(made)
+            assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o755), made
         st = os.lstat(path)
         assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o666
         with socket.socket(socket.AF_UNIX) as client:

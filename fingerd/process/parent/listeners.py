@@ -11,7 +11,7 @@ import errno
 import os
 import socket
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 
 from fingerd.config import Address, Config
@@ -101,7 +101,8 @@ def bind_unix(path: str, backlog: int, option: str) -> socket.socket:
     """
     directory, name = os.path.split(path)
     try:
-        os.makedirs(directory, SOCKET_DIRECTORY_MODE, exist_ok=True)
+        with _born(SOCKET_DIRECTORY_MODE):  # whatever the umask (systemd's unit: 0077)
+            os.makedirs(directory, SOCKET_DIRECTORY_MODE, exist_ok=True)
         dir_fd = _open_directory(directory, path, option)
         try:
             _remove_stale_in(dir_fd, name, path, option)
@@ -114,19 +115,26 @@ def bind_unix(path: str, backlog: int, option: str) -> socket.socket:
         raise BindError(f"cannot listen on {path} ({option}): {exc.strerror}") from None
 
 
-def _listening_unix(path: str, backlog: int) -> socket.socket:
-    """A Unix stream socket listening at ``path``, its file born UNIX_SOCKET_MODE.
+@contextlib.contextmanager
+def _born(mode: int) -> Iterator[None]:
+    """Files made meanwhile are born ``mode``: the umask that gives it, put back after.
 
-    Bound under the matching umask, which is the whole process's: the parent,
-    the only caller, has no other thread, and the umask is put back at once.
+    The umask is the whole process's: the parent, the only caller, has no other
+    thread.
     """
+    old = os.umask(0o777 & ~mode)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _listening_unix(path: str, backlog: int) -> socket.socket:
+    """A Unix stream socket listening at ``path``, its file born UNIX_SOCKET_MODE."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        old = os.umask(0o777 & ~UNIX_SOCKET_MODE)
-        try:
+        with _born(UNIX_SOCKET_MODE):
             sock.bind(path)
-        finally:
-            os.umask(old)
         sock.listen(backlog)
     except OSError:
         sock.close()
