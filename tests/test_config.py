@@ -6,6 +6,7 @@ import ipaddress
 import os
 import re
 import string
+from itertools import takewhile
 
 import pytest
 from hypothesis import given
@@ -71,6 +72,24 @@ def test_the_shipped_example_is_valid_and_names_every_key():
     text = open(path).read()
     for section, key, *_ in SCHEMA:
         assert f"[{section}]" in text and f"\n{key} =" in text, (section, key)
+
+
+def test_the_shipped_example_marks_each_value_that_is_not_the_default():
+    """Its first line says: every key, with its default unless marked."""
+    defaults = {(section, key): default for section, key, default, *_ in SCHEMA}
+    marked = []
+    section = ""
+    lines = open(os.path.join(ROOT, "init", "fingerd.conf")).read().splitlines()
+    for number, line in enumerate(lines):
+        if line.startswith("["):
+            section = line.strip("[]")
+        elif line[:1].isalpha():
+            key, _, rest = line.partition("=")
+            value, _, comment = rest.partition(";")
+            following = takewhile(lambda text: text.startswith(" "), lines[number + 1:])
+            if value.strip() != defaults[section, key.strip()]:
+                marked.append(("default" in comment + "".join(following), section, key))
+    assert marked and all(says for says, *_ in marked), marked
 
 
 def test_inline_comments_and_values():
