@@ -192,3 +192,25 @@ def test_stop_leaves_no_directory_made_for_the_setter_socket(init, public_dir):
     assert stat.S_ISSOCK(os.lstat(socket_path).st_mode)
     assert init.action("stop").returncode == 0
     assert not os.path.lexists(run)
+
+
+@pytest.mark.parametrize("action, status, says", [
+    ("stop", 0, ""),
+    ("status", 4, "fingerd is not installed\n"),
+    ("start", 5, ""), ("restart", 5, ""), ("reload", 5, ""), ("force-reload", 5, ""),
+])
+def test_without_fingerd_installed_the_actions_give_lsb_s_statuses(public_dir, action,
+                                                                   status, says):
+    """A package removed but not purged leaves the script: stop succeeds, status says 4
+    (unknown), and the others 5 (not installed), as LSB says."""
+    script = os.path.join(public_dir, "fingerd.init")
+    shutil.copy(os.path.join(ROOT, "init", "fingerd"), script)
+    missing = os.path.join(public_dir, "no-such-program")
+    result = subprocess.run([script, action], stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, timeout=60,
+                            env={"PATH": "/usr/bin:/bin", "FINGERD": missing,
+                                 "FINGERD_CTL": missing,
+                                 "FINGERD_DEFAULTS": os.path.join(public_dir, "none")})
+    assert (result.returncode, result.stdout) == (status, says), result.stderr
+    if status == 5:
+        assert "fingerd or fingerd-ctl not found" in result.stderr

@@ -23,12 +23,13 @@ NOBODY = pwd.getpwnam("nobody")
 
 
 @pytest.fixture
-def real(make_daemon):
-    """A daemon as root on 127.0.0.1:79 and 127.0.0.1:1079, worker as nobody."""
+def real(make_daemon, ports):
+    """A daemon as root on 127.0.0.1:79 and 127.0.0.1:1079, with its web directory and
+    metrics on free ports, worker as nobody."""
     for port in (79, 1079):
         skip_unless_free("127.0.0.1", port)
     d = make_daemon().listen("finger", "127.0.0.1:79").listen("setter", "127.0.0.1:1079")
-    return d.start()
+    return d.listen("web", f"127.0.0.1:{ports.take()}").start()
 
 
 def ids(status, field):
@@ -109,7 +110,8 @@ def socket_inode(local_port, remote_port):
 
 
 def test_the_daemon_listens_where_it_is_configured_to_and_nowhere_else(real):
-    configured = {("tcp", "127.0.0.1", port) for port in (79, 1079, real.metrics_port)}
+    configured = {("tcp", "127.0.0.1", port)
+                  for port in (79, 1079, real.metrics_port, real.web_port)}
     assert real.finger(b"alice\r\n") == b"Happy and well\r\n"
     assert bound_sockets(real.proc.pid) == configured
     assert bound_sockets(worker_of(real.proc.pid)) == configured
@@ -145,7 +147,7 @@ def test_answering_queries_opens_no_socket_and_connects_nowhere(make_daemon, pub
     assert not [call for call in calls if call.startswith(("socket(", "connect("))], calls
 
 
-@pytest.mark.parametrize("service", ["finger", "setter", "metrics"])
+@pytest.mark.parametrize("service", ["finger", "setter", "metrics", "web"])
 def test_accepted_connections_are_held_by_the_worker_not_the_parent(real, service):
     port = getattr(real, f"{service}_port")
     worker = worker_of(real.proc.pid)

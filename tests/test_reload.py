@@ -70,6 +70,22 @@ def test_bad_file_keeps_old_entries_and_is_logged_once(daemon):
         assert daemon.metric("fingerd_reloads_total", outcome="failure") == 1
 
 
+def test_the_last_success_time_moves_on_a_good_read_and_not_on_a_bad_one(daemon):
+    def stamp():
+        return daemon.metric("fingerd_last_reload_success_timestamp_seconds")
+
+    first = stamp()
+    assert 0 < first <= time.time(), "set by the first read"
+    replace_file(daemon.users_file, b"alice:new\nthis line is bad\n")
+    wait_until(lambda: daemon.metric("fingerd_reloads_total", outcome="failure") == 1,
+               what="the failed reload")
+    assert stamp() == first
+    replace_file(daemon.users_file, b"alice:Good again\n")
+    wait_until(answers(daemon, b"alice\r\n", b"Good again\r\n"), what="the good read")
+    wait_until(lambda: stamp() > first, what="the time of the good read")
+    assert stamp() <= time.time()
+
+
 def test_sighup_reads_the_file_at_once(make_daemon):
     d = make_daemon(fingerd__reload_interval="3600").start()
     with open(d.users_file, "ab") as f:
