@@ -12,11 +12,12 @@ import tempfile
 
 import pytest
 
+from fingerd.cli import parse_args
 from fingerd.config import load_config, parse_config
 from tests.support import ROOT
 from tests.support.accounts import NOBODY
 from tests.support.children import main_as_nobody
-from tests.support.daemon import Daemon, run_fingerd
+from tests.support.daemon import Daemon, end_by_pidfile, run_fingerd
 
 
 @pytest.fixture
@@ -343,6 +344,36 @@ def test_a_failed_start_is_written_once_to_the_log_file_too(logged, mode):
 #: Runs fingerd with syslog at the socket argv[1], as it would be at /dev/log.
 WITH_SYSLOG_AT = ("import sys; from fingerd import cli, logsetup; "
                   "logsetup.SYSLOG_SOCKET = sys.argv[1]; raise SystemExit(cli.main(sys.argv[2:]))")
+
+
+def test_the_configuration_file_is_etc_fingerd_fingerd_conf_unless_c_names_another():
+    assert parse_args([]).config == "/etc/fingerd/fingerd.conf"
+    assert parse_args(["-c", "other.conf"]).config == "other.conf"
+
+
+def test_without_log_file_a_detached_daemon_logs_to_syslog_as_facility_daemon(setup,
+                                                                              public_dir):
+    """Its start at priority info (<30>); the warning that the worker's account is nobody
+    at priority warning (<28>)."""
+    syslog_path = os.path.join(public_dir, "log")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as syslog:
+        syslog.bind(syslog_path)
+        try:
+            started = subprocess.run([sys.executable, "-c", WITH_SYSLOG_AT, syslog_path, "-c",
+                                      setup.config_file], cwd=ROOT, stdin=subprocess.DEVNULL,
+                                     capture_output=True, text=True, timeout=30)
+            assert (started.returncode, started.stderr) == (0, "")
+            syslog.settimeout(10)
+            received = []
+            while not any(" starting: finger on " in message for message in received):
+                assert len(received) < 10, received
+                received.append(syslog.recv(4096).decode())
+        finally:
+            end_by_pidfile(setup.pidfile)
+    pid = received[0].partition("[")[2].partition("]")[0]
+    assert [message.partition("]")[0] for message in received] == (
+        [f"<28>fingerd[{pid}"] * (len(received) - 1) + [f"<30>fingerd[{pid}"]), received
+    assert "[fingerd] user = nobody: every other service running as it" in received[0]
 
 
 def test_without_log_file_a_detached_start_that_fails_is_written_to_syslog(setup, tmp_path,
