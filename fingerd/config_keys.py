@@ -84,6 +84,19 @@ def resolve_path(text: str, base: str) -> str:
     return os.path.normpath(os.path.join(base, text)) if text else ""
 
 
+#: Most bytes of a Unix socket's path: sockaddr_un's sun_path (108 on Linux) but its NUL.
+MAX_UNIX_PATH_BYTES = 107
+
+
+def _socket_path(text: str, base: str) -> str:
+    """A Unix socket's path, as resolve_path takes it, short enough to be bound."""
+    path = resolve_path(text, base)
+    if len(os.fsencode(path)) > MAX_UNIX_PATH_BYTES:
+        raise InvalidValue(f"a Unix socket's path has at most {MAX_UNIX_PATH_BYTES} bytes; "
+                           f"{path[:40]}... has {len(os.fsencode(path))}")
+    return path
+
+
 _ACCOUNT_RE = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]*\$?")
 
 
@@ -268,7 +281,7 @@ SCHEMA: tuple[tuple[str, str, str, Reader, str], ...] = (
      "setter_listen"),
     ("setter", "policy", "own", _choice(*POLICIES), "setter_policy"),
     ("setter", "admin_group", "", _account(False), "setter_admin_group"),
-    ("setter", "socket", "", resolve_path, "setter_socket"),
+    ("setter", "socket", "", _socket_path, "setter_socket"),
     ("setter", "rate_limit", "5", _number(float, "sets a second", 0, 10000),
      "setter_rate_limit"),
     ("metrics", "listen", "127.0.0.1:9179", _addresses(False), "metrics_listen"),

@@ -157,12 +157,21 @@ def test_unknown_section_names_its_line():
     ("web", "allow_from", "127.0.0.1, localhost", "expected IP addresses or networks, "
                                                   "got 'localhost'"),
     ("finger", "proxy_from", "::1, 300.0.0.1", "got '300.0.0.1'"),
+    ("setter", "socket", "/run/" + "d" * 96 + "/s.sock",
+     "a Unix socket's path has at most 107 bytes; /run/dddd"),
 ])
 def test_wrong_values_name_file_line_and_key(section, key, value, message):
     found = errors(f"# comment\n[{section}]\n{key} = {value}\n")
     assert len(found) == 1
     assert found[0].startswith(f"/etc/fingerd/fingerd.conf:3: [{section}] {key}: ")
     assert message in found[0]
+
+
+def test_a_setter_socket_path_may_have_the_107_bytes_a_unix_socket_s_may():
+    longest = "/run/" + "d" * 95 + "/s.sock"
+    assert len(longest) == 107
+    assert parse_config(f"[setter]\nsocket = {longest}\n", "/f.conf").setter_socket == longest
+    assert errors(f"[setter]\nsocket = {longest}x\n") != []
 
 
 def test_an_unknown_key_far_from_any_known_one_suggests_nothing():

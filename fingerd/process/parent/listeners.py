@@ -47,7 +47,7 @@ def _explain(exc: OSError, address: Address, option: str) -> str:
         return f"cannot listen on {address} ({option}): address already in use"
     if exc.errno == errno.EADDRNOTAVAIL:
         return f"cannot listen on {address} ({option}): no such address on this machine"
-    return f"cannot listen on {address} ({option}): {exc.strerror}"
+    return f"cannot listen on {address} ({option}): {exc.strerror or exc}"
 
 
 def _needs_root(address: Address, option: str, first_free: int) -> str:
@@ -112,7 +112,7 @@ def bind_unix(path: str, backlog: int, option: str) -> socket.socket:
     except BindError:
         raise
     except OSError as exc:
-        raise BindError(f"cannot listen on {path} ({option}): {exc.strerror}") from None
+        raise BindError(f"cannot listen on {path} ({option}): {exc.strerror or exc}") from None
 
 
 @contextlib.contextmanager
