@@ -141,13 +141,18 @@ def remove_leftovers(users_file: str) -> None:
 
 
 def valid(config: Config, dump: bool, verdict: str) -> int:
-    """-t's verdict once the addresses are checked too, exit 0; with -T on standard
-    error, standard output holding only the effective configuration, itself a
-    configuration file. Exit 1 with the addresses another program holds, which a start
-    would fail on (so that a restart refuses before it stops anything)."""
-    held = held_addresses(config)
-    if held:
-        print("\n".join(held), file=sys.stderr)
+    """-t's verdict once the log file and the addresses are checked too, exit 0; with -T
+    on standard error, standard output holding only the effective configuration, itself
+    a configuration file. Exit 1 with a log file that cannot be opened and the addresses
+    another program holds, which a start would fail on (so that a restart refuses before
+    it stops anything)."""
+    problems = held_addresses(config)
+    problem = logsetup.log_file_problem(config.log_file) if config.log_file else None
+    if problem is not None:
+        problems.insert(0, f"{config.where('fingerd', 'log_file')}: [fingerd] log_file: "
+                           f"{config.log_file}: cannot open log file: {problem}")
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
         return 1
     print(verdict, file=sys.stderr if dump else sys.stdout)
     if dump:

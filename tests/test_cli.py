@@ -54,6 +54,26 @@ def test_check_valid_configuration(setup):
     assert "2 users" in result.stdout
 
 
+def test_check_reports_a_log_file_the_start_could_not_open_and_makes_none(setup,
+                                                                          public_dir):
+    def line_of(key):
+        with open(setup.config_file) as f:
+            return next(number for number, text in enumerate(f, 1) if text.startswith(key))
+
+    for path, reason in ((os.path.join(public_dir, "no-such-directory", "fingerd.log"),
+                          "No such file or directory"),
+                         (public_dir, "Is a directory")):
+        setup.reconfigure(fingerd__log_file=path)
+        for option in ("-t", "-T"):
+            assert refusal(option, "-c", setup.config_file) == (
+                f"{setup.config_file}:{line_of('log_file')}: [fingerd] log_file: {path}: "
+                f"cannot open log file: {reason}\n")
+    creatable = os.path.join(public_dir, "fingerd.log")
+    setup.reconfigure(fingerd__log_file=creatable)
+    assert run_fingerd("-t", "-c", setup.config_file).returncode == 0
+    assert not os.path.exists(creatable), "a check makes no file"
+
+
 def dumped(config_file):
     """``fingerd -T``'s standard output, once it exited 0 saying the configuration valid on
     standard error, read back as a configuration (from elsewhere: its paths are resolved)."""
