@@ -141,16 +141,16 @@ def remove_leftovers(users_file: str) -> None:
 
 
 def valid(config: Config, dump: bool, verdict: str) -> int:
-    """-t's verdict once the log file and the addresses are checked too, exit 0; with -T
-    on standard error, standard output holding only the effective configuration, itself
-    a configuration file. Exit 1 with a log file that cannot be opened and the addresses
-    another program holds, which a start would fail on (so that a restart refuses before
-    it stops anything)."""
-    problems = held_addresses(config)
-    problem = logsetup.log_file_problem(config.log_file) if config.log_file else None
-    if problem is not None:
-        problems.insert(0, f"{config.where('fingerd', 'log_file')}: [fingerd] log_file: "
-                           f"{config.log_file}: cannot open log file: {problem}")
+    """-t's verdict once the pidfile, the log file and the addresses are checked too, exit
+    0; with -T on standard error, standard output holding only the effective
+    configuration, itself a configuration file. Exit 1 with a pidfile or log file that
+    cannot be written and the addresses another program holds, which a start would fail
+    on (so that a restart refuses before it stops anything)."""
+    problems = [f"{config.where('fingerd', key)}: [fingerd] {key}: {path}: {what}: {problem}"
+                for key, path, what in (("pidfile", config.pidfile, "cannot take the pidfile"),
+                                        ("log_file", config.log_file, "cannot open log file"))
+                if path and (problem := cannot_write(path))]
+    problems += held_addresses(config)
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 1
@@ -158,6 +158,27 @@ def valid(config: Config, dump: bool, verdict: str) -> int:
     if dump:
         print(config_text(config), end="")
     return 0
+
+
+def cannot_write(path: str) -> str | None:
+    """Why the daemon could not open ``path`` for writing, or None; nothing is made (for
+    ``fingerd -t``): a missing file is one its directory lets it create. Permissions
+    count only for root, which the daemon starts as: another account checking root's
+    configuration cannot tell."""
+    root = os.geteuid() == 0
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC))
+    except FileNotFoundError as exc:
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            return exc.strerror
+        if root and not os.access(directory, os.W_OK | os.X_OK):
+            return f"{directory}: a file cannot be created there"
+    except PermissionError as exc:
+        return exc.strerror if root else None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def describe_redis(config):

@@ -109,22 +109,6 @@ def syslog_problem() -> Optional[str]:
     return None
 
 
-def log_file_problem(path: str) -> Optional[str]:
-    """Why the daemon could not open ``path`` as its log file, or None; nothing is made
-    (for ``fingerd -t``): a missing file is one its directory lets it create."""
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC))
-    except FileNotFoundError as exc:
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            return exc.strerror
-        if not os.access(directory, os.W_OK | os.X_OK):
-            return f"{directory}: a file cannot be created there"
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return None
-
-
 def configure(log_file: str, foreground: bool) -> logging.Handler:
     """Send the root logger's records to one destination and return its handler."""
     return _install(_destination(log_file, foreground))

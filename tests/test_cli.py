@@ -54,24 +54,58 @@ def test_check_valid_configuration(setup):
     assert "2 users" in result.stdout
 
 
-def test_check_reports_a_log_file_the_start_could_not_open_and_makes_none(setup,
-                                                                          public_dir):
-    def line_of(key):
-        with open(setup.config_file) as f:
-            return next(number for number, text in enumerate(f, 1) if text.startswith(key))
+def made_in(public_dir, case):
+    """A place for a file the start makes, as ``case`` names it: its path, and what the
+    start says of it."""
+    if case == "missing directory":
+        return os.path.join(public_dir, "no-such-directory", "f"), "No such file or directory"
+    if case == "a directory":
+        return public_dir, "Is a directory"
+    if case == "a file in the way":
+        in_the_way = os.path.join(public_dir, "plain")
+        open(in_the_way, "w").close()
+        return os.path.join(in_the_way, "f"), f"{in_the_way} is not a directory"
+    if case == "a directory others may write":
+        shared = os.path.join(public_dir, "shared")
+        os.mkdir(shared)
+        os.chmod(shared, 0o777)
+        return os.path.join(shared, "f"), (f"directory {shared} is writable by group and "
+                                           f"others; run chmod go-w {shared}")
+    linked = os.path.join(public_dir, "linked")
+    os.symlink(public_dir, linked)
+    return os.path.join(linked, "f"), (f"directory {linked} is a symbolic link, which fingerd "
+                                       f"does not follow; name the real directory in "
+                                       f"[setter] socket")
 
-    for path, reason in ((os.path.join(public_dir, "no-such-directory", "fingerd.log"),
-                          "No such file or directory"),
-                         (public_dir, "Is a directory")):
-        setup.reconfigure(fingerd__log_file=path)
-        for option in ("-t", "-T"):
-            assert refusal(option, "-c", setup.config_file) == (
-                f"{setup.config_file}:{line_of('log_file')}: [fingerd] log_file: {path}: "
-                f"cannot open log file: {reason}\n")
-    creatable = os.path.join(public_dir, "fingerd.log")
-    setup.reconfigure(fingerd__log_file=creatable)
+
+@pytest.mark.parametrize("section, key, case", [
+    ("fingerd", "pidfile", "missing directory"), ("fingerd", "pidfile", "a directory"),
+    ("fingerd", "log_file", "missing directory"), ("fingerd", "log_file", "a directory"),
+    ("setter", "socket", "a file in the way"), ("setter", "socket", "a directory others may write"),
+    ("setter", "socket", "a symbolic link"),
+])
+def test_check_refuses_a_file_the_start_could_not_make_as_the_start_does(setup, public_dir,
+                                                                        section, key, case):
+    """-t, -T and the start (which reports it once it has bound) say alike what is wrong,
+    and the check makes nothing."""
+    path, reason = made_in(public_dir, case)
+    setup.reconfigure(**{f"{section}__{key}": path})
+    before = sorted(os.listdir(public_dir))
+    checked = [refusal(option, "-c", setup.config_file) for option in ("-t", "-T")]
+    assert checked[0] == checked[1] and checked[0].count("\n") == 1, checked
+    assert sorted(os.listdir(public_dir)) == before
+    started = refusal("-n", "-c", setup.config_file)
+    said = checked[0].partition(f"[{section}] {key}: {path}: ")[2].strip()
+    assert said and said.partition(": ")[2] in started, (said, started)
+    assert said.endswith(reason), said
+
+
+def test_check_takes_missing_directories_the_start_makes_and_makes_none(setup, public_dir):
+    socket_path = os.path.join(public_dir, "run", "fingerd", "setter.sock")
+    log_file = os.path.join(public_dir, "fingerd.log")
+    setup.reconfigure(setter__socket=socket_path, fingerd__log_file=log_file)
     assert run_fingerd("-t", "-c", setup.config_file).returncode == 0
-    assert not os.path.exists(creatable), "a check makes no file"
+    assert not os.path.exists(os.path.join(public_dir, "run")) and not os.path.exists(log_file)
 
 
 def dumped(config_file):

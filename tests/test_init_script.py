@@ -120,10 +120,11 @@ def test_configtest_says_a_valid_file_is_valid(init):
     assert f"{init.config_file} is valid" in tested.stdout
 
 
-def test_a_failed_start_says_why_on_a_line_of_its_own(init, public_dir):
-    # A start that fails past fingerd -t's check: the pidfile cannot be taken.
-    pidfile = os.path.join(public_dir, "missing", "fingerd.pid")
-    init.reconfigure(fingerd__pidfile=pidfile)
+def test_a_failed_start_says_why_on_a_line_of_its_own(init, ports):
+    # A start that fails past fingerd -t's check, which does not ask Redis.
+    pytest.importorskip("redis")
+    init.reconfigure(store__backend="redis",
+                     store__redis_url=f"redis://127.0.0.1:{ports.take()}/0")
     failed = init.action("start", stderr=subprocess.STDOUT)
     assert failed.returncode == 1
     lines = failed.stdout.splitlines()
@@ -131,9 +132,9 @@ def test_a_failed_start_says_why_on_a_line_of_its_own(init, public_dir):
     assert progress and all("fingerd:" not in line.split("fingerd", 1)[1]
                             for line in progress), failed.stdout
     reason = [line for line in lines if line.startswith("fingerd: ")]
-    assert reason and reason[0].startswith(f"fingerd: {pidfile}: cannot take the pidfile"), \
-        failed.stdout
-    assert probe(pidfile)[0] != RUNNING
+    assert reason and reason[0].startswith("fingerd: worker exited with status 78 during "
+                                           "startup: "), failed.stdout
+    assert probe(init.pidfile)[0] != RUNNING
 
 
 def held(port):

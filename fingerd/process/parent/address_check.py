@@ -28,6 +28,7 @@ import stat
 from collections.abc import Iterable, Iterator
 
 from fingerd.config import Address, Config
+from fingerd.process.parent.listeners import socket_directory_problem
 from fingerd.process.pidfile import RUNNING, probe
 from fingerd.serving.peer_owner import proc_address
 
@@ -53,7 +54,8 @@ def held_addresses(config: Config) -> list[str]:
                 problems.append(f"{config.where(section, 'listen')}: [{section}] listen: "
                                 f"{address} is in use by another program")
     if config.setter_socket:
-        problem = unix_problem(config.setter_socket, daemon)
+        problem = (socket_directory_problem(config.setter_socket, "[setter] socket")
+                   or unix_problem(config.setter_socket, daemon))
         if problem:
             problems.append(f"{config.where('setter', 'socket')}: [setter] socket: "
                             f"{config.setter_socket}: {problem}")

@@ -100,6 +100,9 @@ def bind_unix(path: str, backlog: int, option: str) -> socket.socket:
     directory's own ancestors are not checked.
     """
     directory, name = os.path.split(path)
+    in_the_way = _not_a_directory(directory)
+    if in_the_way is not None:
+        raise BindError(f"cannot listen on {path} ({option}): {in_the_way} is not a directory")
     try:
         with _born(SOCKET_DIRECTORY_MODE):  # whatever the umask (systemd's unit: 0077)
             os.makedirs(directory, SOCKET_DIRECTORY_MODE, exist_ok=True)
@@ -146,19 +149,58 @@ def _open_directory(directory: str, path: str, option: str) -> int:
     """A descriptor of ``directory`` once it is known safe for root to bind in; else
     BindError saying what to fix, in the users file's words."""
     try:
+        return _safe_directory(directory, option)
+    except UnsafeDirectory as exc:
+        raise BindError(f"cannot listen on {path} ({option}): {exc}") from None
+
+
+def _not_a_directory(directory: str) -> str | None:
+    """The nearest of ``directory`` and its ancestors that exists, if it is no directory:
+    what keeps ``bind_unix`` from making the directories missing."""
+    existing = directory
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    return None if os.path.isdir(existing) else existing
+
+
+class UnsafeDirectory(ValueError):
+    """A directory root must not bind a socket in; the text says what to fix."""
+
+
+def _safe_directory(directory: str, option: str) -> int:
+    try:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         # O_DIRECTORY | O_NOFOLLOW on a symbolic link: ENOTDIR on Linux, ELOOP elsewhere.
         if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(directory):
-            raise BindError(f"cannot listen on {path} ({option}): directory {directory} is "
-                            f"a symbolic link, which fingerd does not follow; name the real "
-                            f"directory in {option}") from None
+            raise UnsafeDirectory(f"directory {directory} is a symbolic link, which fingerd "
+                                  f"does not follow; name the real directory in {option}") \
+                from None
         raise
     problem = unsafe_ownership(f"directory {directory}", directory, os.fstat(fd))
     if problem:
         os.close(fd)
-        raise BindError(f"cannot listen on {path} ({option}): {problem}")
+        raise UnsafeDirectory(problem)
     return fd
+
+
+def socket_directory_problem(path: str, option: str) -> str | None:
+    """What ``bind_unix`` would refuse in ``path``'s directory, found without making or
+    binding anything (``fingerd -t``): an unsafe directory, or, where it is missing, a
+    file in the way of the directories a start makes."""
+    directory = os.path.dirname(path)
+    in_the_way = _not_a_directory(directory)
+    if in_the_way is not None:
+        return f"{in_the_way} is not a directory"
+    if not os.path.lexists(directory):
+        return None
+    try:
+        os.close(_safe_directory(directory, option))
+    except UnsafeDirectory as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"directory {directory}: {exc.strerror or exc}"
+    return None
 
 
 def _remove_stale(path: str, option: str) -> None:
