@@ -2,8 +2,11 @@
 
 import os
 import stat
+import subprocess
+import sys
 
-from tests.support.daemon import run_fingerd
+from tests.support import ROOT
+from tests.support.markers import needs_tool
 
 
 def test_stop_removes_the_socket_and_the_directories_made_for_it(make_daemon, public_dir):
@@ -37,12 +40,18 @@ def test_stop_keeps_a_directory_made_for_the_socket_that_holds_another_file(make
     assert os.listdir(directory) == ["someone-elses"]
 
 
+@needs_tool("strace", "strace")
 def test_a_start_that_fails_leaves_no_directory_made_for_the_socket(make_daemon, public_dir):
     directory = os.path.join(public_dir, "run")
-    # Longer than a Unix socket's address may be: the bind fails once the directory is made.
-    path = os.path.join(directory, "s" * 120)
-    d = make_daemon(setter__socket=path)
-    result = run_fingerd("-n", "-c", d.config_file)
-    assert result.returncode == 1
-    assert f"cannot listen on {path} ([setter] socket)" in result.stderr
+    path = os.path.join(directory, "fingerd", "setter.sock")
+    d = make_daemon(setter__socket=path, metrics__listen="")
+    # The third bind, the Unix socket's after finger's and the setter's TCP ones, fails
+    # as the kernel may fail it: once its directory is made.
+    result = subprocess.run(["strace", "-f", "-qq", "-o", os.devnull, "-e", "trace=bind",
+                             "-e", "inject=bind:error=EADDRINUSE:when=3", sys.executable,
+                             "-m", "fingerd", "-n", "-c", d.config_file], cwd=ROOT,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=60)
+    assert (result.returncode, result.stderr) == (
+        1, f"fingerd: cannot listen on {path} ([setter] socket): Address already in use\n")
     assert not os.path.lexists(directory)
