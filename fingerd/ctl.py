@@ -216,9 +216,13 @@ def _own_login() -> str | None:
 
 
 def cmd_get(config: Config, args: argparse.Namespace) -> int:
-    reply = _ask(config, config.finger_listen[0], f"{args.user}\r\n".encode(),
-                 "finger service")
-    if reply is None:
+    # Behind a proxy the service reads a PROXY header first: UNKNOWN keeps our own address.
+    header = b"PROXY UNKNOWN\r\n" if config.finger_proxy_protocol else b""
+    address = config.finger_listen[0]
+    reply = _ask(config, address, header + f"{args.user}\r\n".encode(), "finger service")
+    if not reply:
+        if reply is not None:
+            say(f"the finger service at {address} answered nothing; see its log", sys.stderr)
         return EXIT_FAILED
     sys.stdout.write(reply.decode("utf-8", "replace").replace("\r\n", "\n"))
     return EXIT_OK

@@ -277,3 +277,19 @@ def test_without_a_pidfile_line_the_pidfile_option_then_the_default_is_used(deta
     assert f"using the pidfile {d.pidfile} (--pidfile)" in given.stderr
     assert ctl(d, "--pidfile", d.pidfile, "stop").returncode == 0
     assert not os.path.exists(f"/proc/{pid}")
+
+
+def test_get_speaks_proxy_protocol_to_a_finger_service_behind_a_proxy(make_daemon):
+    """With proxy_protocol on, finger reads a PROXY header first: get sends one of its own
+    (UNKNOWN: its own address is kept) rather than being closed unanswered."""
+    d = make_daemon(finger__proxy_protocol="yes").start()
+    got = ctl(d, "get", "alice")
+    assert (got.returncode, got.stdout, got.stderr) == (0, "Happy and well\n", "")
+
+
+def test_get_says_so_when_the_finger_service_answers_nothing(make_daemon):
+    d = make_daemon(finger__allow_from="192.0.2.0/24").start()
+    got = ctl(d, "get", "alice")
+    assert (got.returncode, got.stdout) == (1, "")
+    assert got.stderr == (f"fingerd-ctl: the finger service at 127.0.0.1:{d.finger_port} "
+                          f"answered nothing; see its log\n")
