@@ -407,6 +407,18 @@ def test_the_child_lingers_for_the_next_set_then_is_let_go(sel, writer, path, re
     assert b"alice:three\n" in open(path, "rb").read()
 
 
+def test_a_stop_right_after_the_idle_child_was_let_go_waits_for_it_to_end(sel, writer, path,
+                                                                         replies):
+    """Its linger over, the child is let go; the parent stops before the child's end is
+    read: closing finds a child that no longer accepts writes, and waits for it."""
+    writer.submit(path, request(1), replies)
+    settle(sel, writer)
+    writer.on_deadline()
+    writer.close()
+    settle(sel, writer, until=lambda: not writer.busy)
+    assert children() == [] and replies.got[0]["ok"]
+
+
 def test_close_lets_the_write_in_progress_finish_then_ends_the_child(sel, writer, path,
                                                                      replies, slow_writes):
     slow_writes[0] = 0.3

@@ -138,10 +138,12 @@ class FileWriter:
             request for request in self._queue if owner is not None and request.owner != owner)
 
     def close(self) -> None:
-        """At stop: drop the queue, and let the child go once its write is done."""
+        """At stop: drop the queue, and let the child go once its write is done (at once
+        if it is idle and not let go already, its linger over)."""
         self._closing = True
         self.discard_queued()
-        if self._child is not None and self._child.writing is None:
+        child = self._child
+        if child is not None and child.writing is None and child.accepting:
             self._let_go()
 
     def finish(self, wait: float, step: Callable[[Optional[float]], None]) -> None:
