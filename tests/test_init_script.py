@@ -38,10 +38,10 @@ def init(make_daemon, public_dir):
            "FINGERD_DEFAULTS": os.path.join(public_dir, "no-defaults")}
 
     def action(name, stderr=subprocess.PIPE):
-        return subprocess.run([script, name], env=env, stdout=subprocess.PIPE,
+        return subprocess.run([script, name], env=d.env, stdout=subprocess.PIPE,
                               stderr=stderr, text=True, timeout=60, stdin=subprocess.DEVNULL)
 
-    d.action = action
+    d.env, d.action = env, action
     yield d
     end_by_pidfile(d.pidfile)
 
@@ -59,6 +59,19 @@ def test_start_status_reload_stop_status(init):
     assert init.action("stop").returncode == 0
     assert init.action("status").returncode == 3
     assert init.action("reload").returncode == 7
+    assert init.action("stop").returncode == 0
+
+
+def test_the_defaults_file_names_the_configuration_when_the_environment_does_not(
+        init, public_dir):
+    defaults = os.path.join(public_dir, "defaults")
+    with open(defaults, "w") as f:
+        f.write(f"CONFIG={init.config_file}\n")
+    del init.env["CONFIG"]
+    init.env["FINGERD_DEFAULTS"] = defaults
+    assert init.action("start").returncode == 0
+    assert init.finger(b"alice\r\n") == b"Happy and well\r\n"
+    assert init.action("status").returncode == 0
     assert init.action("stop").returncode == 0
 
 
