@@ -21,6 +21,7 @@ from fingerd.config import (
     configured_log_file,
     load_config,
 )
+from fingerd.finger.sources import NOBODY_UID
 from fingerd.process.exits_and_signals import HANDLED_SIGNALS
 from fingerd.process.parent import activation, daemonize, notify, reloading
 from fingerd.process.parent.accounts import (
@@ -51,8 +52,6 @@ from fingerd.users.usersfile import UsersFileError, parse_users
 
 log = logging.getLogger("fingerd")
 
-#: The overflow uid that ``nobody`` has on Linux, shared by every service that uses it.
-SHARED_ACCOUNT_UID = 65534
 #: How to create the account the example configuration names.
 CREATE_ACCOUNT = ("useradd --system --user-group --no-create-home --home-dir /nonexistent "
                   "--shell /usr/sbin/nologin fingerd")
@@ -266,7 +265,7 @@ def serve(config: Config, account: Account, foreground: bool) -> int:
     root = os.geteuid() == 0
     if not root:
         log.warning("not started as root: the worker keeps this process's user")
-    elif account.uid == SHARED_ACCOUNT_UID or config.user == "nobody":
+    elif account.uid == NOBODY_UID or config.user == "nobody":
         log.warning("%s: [fingerd] user = %s: every other service running as it can stop or "
                     "kill the worker and read what it reads; give fingerd an account of its "
                     "own: %s, then user = fingerd", config.where("fingerd", "user"),

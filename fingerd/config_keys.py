@@ -91,9 +91,10 @@ MAX_UNIX_PATH_BYTES = 107
 def _socket_path(text: str, base: str) -> str:
     """A Unix socket's path, as resolve_path takes it, short enough to be bound."""
     path = resolve_path(text, base)
-    if len(os.fsencode(path)) > MAX_UNIX_PATH_BYTES:
+    size = len(os.fsencode(path))
+    if size > MAX_UNIX_PATH_BYTES:
         raise InvalidValue(f"a Unix socket's path has at most {MAX_UNIX_PATH_BYTES} bytes; "
-                           f"{path[:40]}... has {len(os.fsencode(path))}")
+                           f"{path[:40]}... has {size}")
     return path
 
 

@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-#: nobody's uid, the kernel's overflow uid: an account for what has no owner, never a
-#: person, whatever ``min_uid`` and ``max_uid`` say.
+#: nobody's uid, the kernel's overflow uid: an account for what has no owner, shared by
+#: every service that runs as it, never a person, whatever ``min_uid`` and ``max_uid`` say.
 NOBODY_UID = 65534
 
 

@@ -7,6 +7,8 @@ import pwd
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
+from fingerd.process.worker.privdrop import PrivilegeError, drop_privileges
+
 if TYPE_CHECKING:
     from fingerd.config import Config
 
@@ -54,9 +56,9 @@ def unreadable_by(account: Account, path: str) -> Optional[OSError]:
     when there is no such file (it starts without one), or when no child could tell
     (none forked, or it was killed): what cannot be told is not failed. Root only.
 
-    A child becomes the account, as the worker will, and opens the file: the
-    directories on the way, ACLs and security modules count as they will for the
-    worker, and the parent's root never stands in for it.
+    A child becomes the account as the worker does (drop_privileges) and opens the
+    file: the directories on the way, ACLs and security modules count as they will
+    for the worker, and the parent's root never stands in for it.
     """
     try:
         pid = os.fork()
@@ -65,13 +67,11 @@ def unreadable_by(account: Account, path: str) -> Optional[OSError]:
     if pid == 0:
         code = 0
         try:
-            os.setgroups([])
-            os.setresgid(account.gid, account.gid, account.gid)
-            os.setresuid(account.uid, account.uid, account.uid)
+            drop_privileges(account.uid, account.gid)
             with open(path, "rb"):
                 pass
-        except FileNotFoundError:
-            pass
+        except (FileNotFoundError, PrivilegeError):
+            pass  # no file: none to read; no drop: the worker fails on it, saying why
         except OSError as exc:
             code = exc.errno or 1
         finally:

@@ -40,7 +40,8 @@ ACCEPTING = 0x10000
 
 def held_addresses(config: Config) -> list[str]:
     """``FILE:LINE: [section] key: ...`` for each configured address another program
-    holds; empty when a start or restart would bind them all."""
+    holds, and for a setter socket whose directory a start would refuse or could not
+    make; empty when a start or restart would bind them all."""
     daemon = daemon_sockets(config.pidfile)
     if daemon is not None:
         daemon |= systemd_sockets()
