@@ -85,6 +85,19 @@ def test_no_policy_lets_a_control_character_through(text, policy):
         assert all(b < 0x80 for b in data)
 
 
+def test_a_lone_surrogate_becomes_the_replacement_character():
+    # What a GECOS in Latin-1 becomes once Python decodes it with surrogateescape.
+    assert sanitize("J\udcf6rg") == "J\ufffdrg"
+    for policy in HIGH_BYTES_POLICIES:
+        assert Renderer(high_bytes=policy).render(["J\udcf6rg\ud800"]).decode("utf-8") == \
+            Renderer(high_bytes=policy).render(["J\ufffdrg\ufffd"]).decode("utf-8")
+
+
+@given(st.text(st.characters(exclude_categories=())), st.sampled_from(HIGH_BYTES_POLICIES))
+def test_any_string_is_rendered_surrogates_included(text, policy):
+    assert Renderer(high_bytes=policy).render([text]).decode("utf-8").endswith("\r\n")
+
+
 def test_every_format_character_and_separator_is_removed():
     assert len(INVISIBLE) >= 172
     assert sanitize("a" + "".join(INVISIBLE) + "b") == "ab"

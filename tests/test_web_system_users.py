@@ -22,9 +22,10 @@ FIRST_UID = 42101
 
 @pytest.fixture
 def accounts(public_dir):
-    """fgweb1 (below min_uid), fgweb2 (.nofinger), fgweb3 (a plan with escapes), fgweb4."""
+    """fgweb1 (below min_uid), fgweb2 (.nofinger), fgweb3 (a plan with escapes), fgweb4 (a
+    full name in Latin-1, as an old passwd file or a directory may hold)."""
     gecos = {f"{PREFIX}{i}": text for i, text in
-             enumerate(["Below Min", "Hidden Person", "Ada <Lovelace>", "Plain"], 1)}
+             enumerate(["Below Min", "Hidden Person", "Ada <Lovelace>", b"J\xf6rg Latin"], 1)}
     with made_accounts(os.path.join(public_dir, "home"), gecos, FIRST_UID) as made:
         yield made
 
@@ -38,7 +39,8 @@ def start(make_daemon, ports, public_dir, accounts, list_users):
              b"<script>alert(1)</script>\n\x1b[2J\x1b[31mred\x07 & done\n", uid3)
     utmp = os.path.join(public_dir, "utmp")
     with open(utmp, "wb") as f:
-        for name, line in (("fgweb1", "pts/1"), ("fgweb2", "pts/2"), ("fgweb3", "pts/3")):
+        for name, line in (("fgweb1", "pts/1"), ("fgweb2", "pts/2"), ("fgweb3", "pts/3"),
+                           ("fgweb4", "pts/4")):
             f.write(pack_session(Session(name, line, "", int(time.time()) - 60)))
     return make_daemon(users=b"alice:Happy\n", finger__system_users="yes",
                        finger__min_uid=str(FIRST_UID + 1), finger__utmp_file=utmp,
@@ -97,7 +99,20 @@ def test_the_list_shows_what_finger_s_list_shows(listed):
     assert "fgweb1" not in page and "fgweb2" not in page
     status, body = get(listed, "/api/users")
     assert json.loads(body)["users"] == [{"user": "alice", "status": "Happy"},
-                                         {"user": "fgweb3", "status": "Ada <Lovelace> (pts/3)"}]
+                                         {"user": "fgweb3", "status": "Ada <Lovelace> (pts/3)"},
+                                         {"user": "fgweb4", "status": "J\ufffdrg Latin (pts/4)"}]
+
+
+def test_a_full_name_that_is_not_utf_8_is_answered_with_replacement_characters(listed):
+    # Python reads the account database's fields with surrogateescape: the byte 0xf6
+    # is a lone surrogate, which no UTF-8 answer can carry.
+    assert listed.finger(b"fgweb4\r\n").decode("utf-8").endswith("Name: J\ufffdrg Latin\r\n")
+    assert "Name: J\ufffdrg Latin\r\n" in listed.finger(b"/W fgweb4\r\n").decode("utf-8")
+    status, page = get(listed, "/users/fgweb4")
+    assert status == 200 and "Name: J\ufffdrg Latin" in page
+    status, body = get(listed, "/api/users/fgweb4")
+    assert status == 200 and "Name: J\ufffdrg Latin" in json.loads(body)["answer"]
+    assert "Traceback" not in listed.log()
 
 
 def test_without_list_users_no_account_is_listed(unlisted):

@@ -21,18 +21,23 @@ FINGER_PORT = 79
 #: Most bytes of an upstream answer relayed.
 MAX_FORWARD_BYTES = 64 * 1024
 
-_HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62}\.?)*")
+#: One label of a host name (RFC 1123 2.1). Each label is matched alone: a pattern for
+#: the whole name with a repeat inside a repeat backtracks exponentially on a name that
+#: fails, and holds the GIL, so every thread of the worker, while it does.
+_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 def valid_host(host: str) -> bool:
-    """A host name or IP address literal fit to be resolved."""
+    """A host name (labels of letters, digits and inner hyphens, with one final dot or
+    none) or an IP address literal, fit to be resolved."""
     if len(host) > 253:
         return False
     try:
         ipaddress.ip_address(host)
         return True
     except ValueError:
-        return _HOST_RE.fullmatch(host) is not None
+        name = host[:-1] if host.endswith(".") else host
+        return all(_LABEL_RE.fullmatch(label) for label in name.split("."))
 
 
 class Forwarder:

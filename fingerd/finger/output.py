@@ -31,12 +31,19 @@ _CONTROLS = (*range(0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0))
 #: Egyptian hieroglyph format controls (U+13439 to U+1343F; 15.0). Unicode 16.0 to
 #: 18.0 add none. Removed on every Python, so the output is the same on each.
 LATER_INVISIBLE = (0x0890, 0x0891, *range(0x13439, 0x13440))
+#: Lone surrogates: what Python makes of bytes that are not UTF-8 where it decodes
+#: with ``surrogateescape``, as the account database's fields (a GECOS written in
+#: Latin-1) are. No UTF-8 holds them, so each becomes U+FFFD, as a decode with
+#: "replace" would have made it, instead of failing the encoding of the answer.
+SURROGATES = range(0xD800, 0xE000)
+REPLACEMENT = "\ufffd"
 
 
 @cache
-def _removed() -> dict[int, None]:
+def _removed() -> dict[int, str | None]:
     """The translate table deleting every control but TAB, every character of
-    INVISIBLE_CATEGORIES in this Python's Unicode database and LATER_INVISIBLE.
+    INVISIBLE_CATEGORIES in this Python's Unicode database and LATER_INVISIBLE,
+    and replacing SURROGATES.
 
     Built once a process, on first use: a pass over all code points takes about
     0.1 s, which a command that only reads the configuration should not pay.
@@ -45,7 +52,9 @@ def _removed() -> dict[int, None]:
     categories = map(unicodedata.category, map(chr, range(sys.maxunicode + 1)))
     invisible = [point for point, category in enumerate(categories)
                  if category in INVISIBLE_CATEGORIES]
-    return dict.fromkeys([*_CONTROLS, *invisible, *LATER_INVISIBLE])
+    table: dict[int, str | None] = dict.fromkeys([*_CONTROLS, *invisible, *LATER_INVISIBLE])
+    table.update(dict.fromkeys(SURROGATES, REPLACEMENT))
+    return table
 
 
 _LINE_BREAK_RE = re.compile(r"\r\n|\r|\n")
@@ -57,7 +66,7 @@ HIGH_BYTES_POLICIES = ("pass", "strip", "caret")
 
 def sanitize(text: str) -> str:
     """``text`` without any character a terminal could act on or a reader not see, TAB
-    excepted."""
+    excepted, and with nothing UTF-8 cannot encode."""
     return text.translate(_removed())
 
 
