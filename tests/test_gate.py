@@ -37,6 +37,15 @@ def test_the_limit_and_the_per_source_limit():
     assert gate.active == 0 and gate._by_source == {}, "nothing kept for gone sources"
 
 
+def test_a_source_at_its_bound_is_told_so_even_when_every_slot_is_taken():
+    # Told max_connections, the loop would shed another source's connection to make
+    # room, and then refuse this one all the same.
+    gate = ConnectionGate(2, per_source=1)
+    assert gate.enter("a") is None and gate.enter("b") is None
+    assert gate.enter("b") == "per_source"
+    assert gate.enter("c") == "max_connections"
+
+
 def test_slots_handed_back_by_other_threads_are_free_at_the_next_enter():
     gate = ConnectionGate(2, per_source=1)
     assert gate.enter("a") is None and gate.enter("b") is None

@@ -7,6 +7,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import time
 
 import pytest
 
@@ -236,3 +237,39 @@ def test_a_header_that_times_out_is_counted_proxy(make_daemon):
                what="the header's timeout counted")
     assert d.metric("fingerd_connections_rejected_total", reason="timeout") == 0
 
+
+
+def test_a_connection_that_sent_its_header_alone_keeps_its_whole_request_timeout(make_daemon):
+    """HAProxy sends its header in a segment of its own, before the client's data: the
+    connection that sent it was not held by the kernel, so nothing is taken off its
+    time (a silent connection's deadline counts from its connect, a second earlier
+    than its accept)."""
+    d = make_daemon(finger__proxy_protocol="yes", finger__proxy_from="127.0.0.1",
+                    fingerd__request_timeout="3").start()
+    with socket.create_connection(("127.0.0.1", d.finger_port), timeout=20) as s:
+        connected = time.monotonic()
+        s.sendall(v1("192.0.2.7"))
+        assert s.recv(100) == b"", "closed without an answer"
+        waited = time.monotonic() - connected
+    assert waited >= 3, f"closed {waited:.2f} s after the header, before request_timeout"
+    wait_until(lambda: d.metric("fingerd_connections_rejected_total", reason="timeout") == 1,
+               what="the request's timeout counted")
+
+
+def test_silent_connections_from_the_proxys_address_count_against_it(proxied):
+    """A connection that has sent nothing counts against the proxy's address, as one
+    with half a header does; one whose header is whole at once is still served."""
+    d = proxied
+    held = []
+    try:
+        for _ in range(3):
+            held.append(socket.create_connection(("127.0.0.1", d.finger_port), timeout=10))
+        wait_until(lambda: d.metric("fingerd_connections_rejected_total",
+                                    reason="per_source") == 1,
+                   what="the third silent connection told busy")
+        assert d.metric("fingerd_connections_active") == 2
+        assert ask(d.finger_port, v1("192.0.2.8") + b"alice\r\n") == b"Happy and well\r\n"
+    finally:
+        for s in held:
+            s.close()
+    wait_until(lambda: d.metric("fingerd_connections_active") == 0, what="slots given back")

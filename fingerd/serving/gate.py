@@ -63,15 +63,18 @@ class ConnectionGate:
         """Take a slot for a client from ``source``: None, or why there is none (the
         rejection reason). A ``source`` of None is not known yet (a PROXY protocol
         header will tell): the slot is taken, and ``claim`` counts the source later.
-        The owner's only."""
+        A source at its bound is told so first: shedding another's connection to make
+        room (``Pending.shed_oldest``) would not let it in. The owner's only."""
         if self._handed_back:
             self._count_handed_back()
-        if self._taken >= self.limit:
-            return REJECT_BUSY
+        held = 0
         if self.per_source and source is not None:
             held = self._by_source.get(source, 0)
             if held >= self.per_source:
                 return REJECT_PER_SOURCE
+        if self._taken >= self.limit:
+            return REJECT_BUSY
+        if self.per_source and source is not None:
             self._by_source[source] = held + 1
         self._taken += 1
         return None

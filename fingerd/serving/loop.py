@@ -258,7 +258,7 @@ class ServingLoop:
         try:
             chunk = conn.sock.recv(_READ_SIZE, _DONTWAIT)
         except BlockingIOError:
-            self._pending.watch(conn, self._read)
+            self._pending.watch(conn, self._read, silent=True)
             return
         except OSError:
             chunk = b""

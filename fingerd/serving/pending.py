@@ -46,14 +46,18 @@ class Pending:
         self._register = register
         self._unregister = unregister
 
-    def watch(self, conn: Any, on_readable: Callable[[Any], None]) -> None:
-        """Wait for the rest of ``conn``'s request. A connection accepted with nothing to
-        read was held by the kernel for the deferral first: its deadline counts from its
-        connect."""
+    def watch(self, conn: Any, on_readable: Callable[[Any], None], silent: bool = False) -> None:
+        """Wait for the rest of ``conn``'s request. A connection ``silent`` at its first
+        read, nothing received, was held by the kernel for the deferral first: its
+        deadline counts from its connect (one whose buffer is empty because its PROXY
+        header was all it sent was not held), and, awaiting its header, it counts
+        against the proxy's address from now on (``take_proxy_header``)."""
         if conn.fd not in self.by_fd:
-            if not conn.buf:
+            if silent:
                 conn.deadline -= self._deferral
                 conn.opened -= self._deferral
+                if conn.source is None and not self._claim(conn, source_of(conn.peer[0])):
+                    return
             self.by_fd[conn.fd] = conn
             self._register(conn.fd, functools.partial(on_readable, conn))
 
@@ -67,9 +71,11 @@ class Pending:
         client it names against ``max_per_source`` if the service serves it. True once it
         has; otherwise the connection is watched for the rest or closed, without an answer.
 
-        A header not whole at the first read counts against the connecting address
-        (the proxy's) until it is: processes there cannot hold the share with
-        unfinished headers, and such connections are the first shed (``shed_oldest``).
+        A header not whole at the first read, or not begun (``watch``), counts against
+        the connecting address (the proxy's) until it is: processes there cannot hold
+        the share with unfinished or unsent headers, and such connections are the first
+        shed (``shed_oldest``). One whole at the first read, as a proxy sends it, is
+        counted against its client alone.
         """
         try:
             header = parse_proxy_header(conn.buf)
