@@ -208,6 +208,26 @@ def test_after_a_rotation_and_usr1_lines_go_to_the_new_file(make_daemon, tmp_pat
         line for line in log_file.read_text().splitlines() if 'user="after"' in line)))
 
 
+def test_usr1_to_every_process_of_the_daemon_costs_neither_the_worker_nor_lines(make_daemon,
+                                                                               tmp_path):
+    """``systemctl kill -s USR1 fingerd`` and ``killall -USR1`` signal the worker too,
+    which SIGUSR1 killed, with the access lines of the queries it had just answered."""
+    log_file = tmp_path / "fingerd.log"
+    d = make_daemon(fingerd__access_log="yes", fingerd__log_queries="yes",
+                    fingerd__log_file=str(log_file)).start()
+    worker = worker_of(d.proc.pid)
+    query_names(d, ["before"])
+    for pid in (d.proc.pid, worker):
+        os.kill(pid, signal.SIGUSR1)
+    wait_until(lambda: "SIGUSR1: log file reopened" in log_file.read_text(),
+               what="the parent's reopening")
+    query_names(d, ["after"])
+    wait_until(lambda: 'user="after"' in log_file.read_text(), what="the line after it")
+    assert worker_of(d.proc.pid) == worker
+    assert 'user="before"' in log_file.read_text()
+    assert "killed by" not in log_file.read_text()
+
+
 def test_a_full_log_file_system_costs_log_lines_never_the_daemon(make_daemon, small_fs):
     """The review's finding: the parent died at the first batch of access lines it could
     not write. Now the daemon serves on, says once on standard error that it cannot

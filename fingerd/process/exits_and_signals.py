@@ -21,6 +21,10 @@ HANDLED_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1,
 
 #: Signals the worker's main thread waits for; blocked in every thread.
 WORKER_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+#: Signals the worker ignores: SIGUSR1 asks for log files to be reopened, and the
+#: worker has none (the parent writes its lines), yet ``systemctl kill -s USR1`` and
+#: ``killall -USR1`` send it to every process of the daemon, and by default it kills.
+WORKER_IGNORED = (signal.SIGUSR1,)
 
 
 def describe_exit(status: int) -> str:

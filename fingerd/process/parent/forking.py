@@ -11,7 +11,12 @@ import signal
 import socket
 
 from fingerd.process.channel import channel
-from fingerd.process.exits_and_signals import EXIT_SOFTWARE, HANDLED_SIGNALS, WORKER_SIGNALS
+from fingerd.process.exits_and_signals import (
+    EXIT_SOFTWARE,
+    HANDLED_SIGNALS,
+    WORKER_IGNORED,
+    WORKER_SIGNALS,
+)
 from fingerd.process.parent import descendants
 from fingerd.process.parent.reloading import Plan
 from fingerd.process.parent_counts import ConfigReloads
@@ -74,7 +79,8 @@ class ForkedWorkers:
             try:
                 signal.set_wakeup_fd(-1)
                 for signum in HANDLED_SIGNALS:
-                    signal.signal(signum, signal.SIG_DFL)
+                    signal.signal(signum, signal.SIG_IGN if signum in WORKER_IGNORED
+                                  else signal.SIG_DFL)
                 parent_end.close()
                 os.close(log_r)
                 code = worker.run(self.config, self.account, self.sockets, worker_end, log_w,
