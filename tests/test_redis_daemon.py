@@ -145,3 +145,23 @@ def test_a_reload_moves_the_statuses_to_redis_and_back(make_daemon, redis_server
     back = run("fingerd.ctl", "-c", d.config_file, "reload")
     assert back.returncode == 0, back.stderr
     assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
+
+
+def test_while_redis_is_down_a_reload_applies_and_the_copy_is_served(configured, redis_server):
+    """The same server named again: the new worker serves the copy, as the worker
+    serving it did, and goes on trying; only another server or prefix it cannot reach
+    refuses the reload (test_a_reload_moves_the_statuses_to_redis_and_back)."""
+    d = configured.start()
+    redis_server.stop()
+    wait_until(lambda: d.metric("fingerd_store_up") == 0, what="fingerd_store_up 0")
+    d.reconfigure(finger__list_users="yes")
+    reloaded = ctl(d, "reload")
+    assert reloaded.returncode == 0, reloaded.stderr
+    assert "applied" in reloaded.stdout
+    wait_until(lambda: "serving the 2 users the previous worker served and retrying"
+               in d.log(), what="the new worker saying it serves the copy")
+    assert d.finger(b"\r\n") == b"alice: From Redis\r\nbob: Also from Redis\r\n"
+    assert d.setter(b"alice\r\nLost\r\n") == b"ERROR store unavailable\r\n"
+    redis_server.start()
+    wait_until(lambda: d.setter(b"alice\r\nBack\r\n") == b"OK\r\n", what="a set accepted")
+    assert d.finger(b"alice\r\n") == b"Back\r\n"

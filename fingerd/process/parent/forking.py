@@ -47,6 +47,8 @@ class ForkedWorkers:
         #: The pids of this process's children that are not leftovers (the supervisor's
         #: file writer), asked for whenever leftovers are killed.
         self.spare = frozenset
+        #: Whether the configuration names another store than the one before it.
+        self._new_store = False
 
     def configure(self, plan):
         """Start the next workers with ``plan``'s configuration, account and sockets; the
@@ -54,13 +56,15 @@ class ForkedWorkers:
         previous = Plan(self.config, self.account, self.sockets)
         # The snapshot stays, even for another users file or store: a reload's worker
         # that cannot serve the one configured serves the entries served until then.
+        self._new_store = _store(plan.config) != _store(self.config)
         self.config, self.account, self.sockets = plan.config, plan.account, plan.sockets
         return previous
 
     def spawn(self, restarts: int, reload: bool = False) -> tuple[int, socket.socket, int]:
         """Fork a worker; in the parent, ``(pid, request channel, log pipe's read end)``.
         ``reload``: a reload's, which tells its users file's problem to the parent
-        rather than to the log (worker.run)."""
+        rather than to the log, and must reach a store the configuration changed to
+        (worker.run)."""
         if self._subreaper is None:
             refused = descendants.become_subreaper()
             self._subreaper = refused is None
@@ -84,7 +88,8 @@ class ForkedWorkers:
                 parent_end.close()
                 os.close(log_r)
                 code = worker.run(self.config, self.account, self.sockets, worker_end, log_w,
-                                  restarts, self.snapshot_fd, self.config_reloads.fd, reload)
+                                  restarts, self.snapshot_fd, self.config_reloads.fd, reload,
+                                  new_store=reload and self._new_store)
             except BaseException:
                 log.critical("worker failed", exc_info=True)
             finally:
@@ -141,3 +146,8 @@ class ForkedWorkers:
         if remaining:
             log.error("processes left behind by %s still there after SIGKILL: %s", whose,
                       " ".join(map(str, remaining)))
+
+
+def _store(config):
+    """What names a configuration's store: a Redis server and prefix, or the users file."""
+    return (config.store_backend, config.redis_url, config.redis_prefix)

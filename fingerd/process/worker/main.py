@@ -46,16 +46,18 @@ SWITCH_INTERVAL = 0.0005
 def run(config: Any, account: Any, sockets: dict[str, list[socket.socket]],
         monitor_sock: socket.socket, log_fd: int, restarts: int,
         snapshot_fd: Optional[int] = None, counts_fd: Optional[int] = None,
-        reload: bool = False) -> int:
+        reload: bool = False, new_store: bool = False) -> int:
     """The worker's life; returns its exit status. Called in the child right after fork.
 
     A worker that cannot read its users file at its start serves the table
     the previous one left in the snapshot, and says so once: in the log, or,
     if it is a ``reload``'s, to the parent with its ready message, for the
     reload's outcome (the configuration applies all the same). A reload's
-    worker that cannot reach Redis exits with EXIT_FATAL instead, and the
-    reload is refused: its configuration may name another server, and the
-    worker serving keeps its copy and goes on trying.
+    worker for a ``new_store`` (another Redis server or prefix than the
+    worker serving) that cannot reach it exits with EXIT_FATAL instead, and
+    the reload is refused: the worker serving keeps its copy and goes on
+    trying. For the same server, Redis being down refuses no reload: the new
+    worker serves the copy, as the one serving does, and goes on trying.
 
     Whatever happens, the log lines queued for the parent are written before it ends.
     """
@@ -76,7 +78,7 @@ def run(config: Any, account: Any, sockets: dict[str, list[socket.socket]],
             for layer in refused:
                 log.warning("worker confinement: %s; the other layers apply", layer)
         return _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd,
-                     counts_fd, reload, relay)
+                     counts_fd, reload, new_store, relay)
     except BaseException:
         log.critical("worker failed", exc_info=True)
         return EXIT_SOFTWARE
@@ -85,7 +87,7 @@ def run(config: Any, account: Any, sockets: dict[str, list[socket.socket]],
 
 
 def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd, counts_fd,
-          reload, relay):
+          reload, new_store, relay):
     keep = {log_fd, monitor_sock.fileno(), snapshot_fd, counts_fd} | {
         s.fileno() for ss in sockets.values() for s in ss}
     _close_other_descriptors(keep)
@@ -99,7 +101,7 @@ def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd, 
     try:
         store = open_store(config, metrics, writer=monitor.write_status,
                            snapshot=Snapshot(snapshot_fd) if snapshot_fd is not None else None)
-        kept = store.load(fallback=not (reload and config.store_backend == "redis"))
+        kept = store.load(fallback=not (new_store and config.store_backend == "redis"))
     except (UsersFileError, StoreError) as exc:
         log.critical("%s", exc)
         return EXIT_FATAL
