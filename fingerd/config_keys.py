@@ -165,16 +165,28 @@ def _hosts(text: str, base: str) -> tuple[str, ...]:
     return hosts
 
 
+#: IPv4-mapped IPv6 addresses (RFC 4291 2.5.5.2).
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
 def _networks(text: str, base: str) -> tuple[Network, ...]:
     """Addresses or networks (``10.0.0.0/8``), comma-separated; the error names the first
-    item that is neither, which a long list would otherwise hide."""
+    item that is neither, which a long list would otherwise hide.
+
+    An entry inside ::ffff:0:0/96 becomes the IPv4 network it maps (``::ffff:192.0.2.0/120``
+    is 192.0.2.0/24): a client at an IPv4-mapped address is compared as its IPv4 address,
+    which no IPv6 network holds."""
     networks = []
     for item in _items(text):
         try:
-            networks.append(ipaddress.ip_network(item))
+            network = ipaddress.ip_network(item)
         except ValueError:
             raise InvalidValue(f"expected IP addresses or networks, got {item[:60]!r}") \
                 from None
+        if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_IPV4_MAPPED):
+            network = ipaddress.IPv4Network((network.network_address.ipv4_mapped,
+                                             network.prefixlen - 96))
+        networks.append(network)
     return tuple(networks)
 
 

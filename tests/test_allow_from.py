@@ -196,3 +196,9 @@ def test_the_check_itself():
     assert check(("2001:db8::1", 1, 0, 0)) and check(("fe80::1%lo", 1, 0, 1)) is False
     assert not check(("192.0.3.1", 1)) and not check(("::ffff:192.0.3.1", 1, 0, 0))
     assert not check(""), "a client without an address (a Unix socket) is in no network"
+
+
+def test_an_ipv4_mapped_entry_holds_its_clients_however_their_address_comes():
+    check = accepts("::ffff:192.0.2.0/120")
+    assert check(("192.0.2.7", 1)) and check(("::ffff:192.0.2.7", 1, 0, 0))
+    assert not check(("192.0.3.1", 1)) and not check(("::ffff:192.0.3.1", 1, 0, 0))

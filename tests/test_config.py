@@ -264,7 +264,8 @@ VALUES = st.one_of(
     st.sampled_from(["", "0", "1", "-1", "4", "1e3", "0x10", "nan", "inf", "yes", "No", "on",
                      "127.0.0.1:79", "[::1]:79", "::1:79", "0.0.0.0:0", "[::]:65536", "a, b", ",",
                      "own", "any", "pass", "caret", "x => y", "..", "/tmp/x", "nobody", "x$",
-                     "%(x)s", "a # b", "a ; b", "[fingerd]"]),
+                     "%(x)s", "a # b", "a ; b", "[fingerd]", "::ffff:1.2.3.4",
+                     "::ffff:0:0/96", "::ffff:1.2.3.0/120, ::1"]),
     st.text(max_size=20))
 ONE_LINE_VALUES = VALUES.map(lambda value: value.replace("\n", " ").replace("\r", " "))
 LINES = st.one_of(
@@ -401,6 +402,30 @@ def test_allow_from_serves_every_client_by_default_and_takes_addresses_and_netwo
     text = config_text(config)
     assert "\nallow_from = 192.0.2.0/24, ::1\n" in text
     assert parse_config(text, "/f.conf") == config
+
+
+def test_an_ipv4_mapped_entry_is_the_ipv4_network_it_maps():
+    """A client at an IPv4-mapped address is compared as its IPv4 address, so an entry
+    written mapped is read as that IPv4 network (fingerd -T shows it so); one wider than
+    ::ffff:0:0/96 stays IPv6."""
+    config = parse_config("[finger]\nproxy_from = ::ffff:127.0.0.1, ::FFFF:192.0.2.0/120\n"
+                          "[web]\nallow_from = ::ffff:0:0/96, ::fffe:0:0/95, ::1\n", PATH)
+    assert config.finger_proxy_from == (ipaddress.ip_network("127.0.0.1"),
+                                        ipaddress.ip_network("192.0.2.0/24"))
+    assert config.web_allow_from == (ipaddress.ip_network("0.0.0.0/0"),
+                                     ipaddress.ip_network("::fffe:0:0/95"),
+                                     ipaddress.ip_network("::1"))
+    text = config_text(config)
+    assert "\nproxy_from = 127.0.0.1, 192.0.2.0/24\n" in text
+    assert "\nallow_from = 0.0.0.0/0, ::fffe:0:0/95, ::1\n" in text
+
+
+@given(st.integers(0, 2 ** 32 - 1), st.integers(0, 32))
+def test_any_ipv4_mapped_network_reads_as_its_ipv4_network(number, prefix):
+    network = ipaddress.IPv4Network((number, prefix), strict=False)
+    written = f"::ffff:{network.network_address}/{prefix + 96}"
+    config = parse_config(f"[finger]\nallow_from = {written}\n", PATH)
+    assert config.finger_allow_from == (network,)
 
 
 def effective(path):

@@ -104,6 +104,16 @@ def test_only_the_configured_proxies_are_served(proxied):
     assert d.metric("fingerd_connections_rejected_total", reason="proxy") == 1
 
 
+def test_a_proxy_listed_at_its_ipv4_mapped_address_is_served(make_daemon):
+    """An IPv4-mapped peer counts as its IPv4 address, so ``::ffff:127.0.0.1`` in
+    ``proxy_from`` names the proxy at 127.0.0.1."""
+    d = make_daemon(finger__proxy_protocol="yes",
+                    finger__proxy_from="::ffff:127.0.0.1, ::ffff:192.0.2.0/120").start()
+    assert ask(d.finger_port, v1("192.0.2.7") + b"alice\r\n") == b"Happy and well\r\n"
+    assert ask(d.finger_port, v1("192.0.2.7") + b"alice\r\n", source="127.0.0.2") == b""
+    assert d.metric("fingerd_connections_rejected_total", reason="proxy") == 1
+
+
 def test_max_per_source_counts_the_client_the_header_names(proxied):
     d = proxied
     held = []
