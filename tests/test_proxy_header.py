@@ -49,6 +49,10 @@ def tcp6(src=IP6_SRC, dst=IP6_DST, sport=65534, dport=79, tlvs=b""):
     (v2(command=0, family=0x11, payload=tcp4()), None),
     (v2(command=0, family=0x31, payload=b"/proc/source".ljust(216, b"\0")), None),
     (v2(command=1, family=0x00, payload=b"whatever"), None),
+    # LOCAL: the family is ignored with the rest of the block, even one no version knows.
+    (v2(command=0, family=0x41, payload=b"anything"), None),
+    (v2(command=0, family=0xFF), None),
+    (v2(command=0, family=0x13, payload=bytes(7)), None),
 ])
 def test_valid_headers(data, client):
     assert parse_proxy_header(data + b"alice\r\n") == ProxyHeader(len(data), client)
@@ -99,6 +103,7 @@ def test_valid_headers(data, client):
     v2(payload=tcp4(tlvs=b"\x02\x00")),
     v2(payload=tcp4(tlvs=b"fake_tlv")),
     v2(payload=tcp4(tlvs=b"\x04" + struct.pack("!H", MAX_V2_PAYLOAD) + bytes(MAX_V2_PAYLOAD))),
+    v2(command=0, family=0x41, payload=bytes(MAX_V2_PAYLOAD + 1)),
 ])
 def test_malformed_headers_are_errors(data):
     with pytest.raises(ProxyHeaderError):
@@ -110,6 +115,7 @@ def test_malformed_headers_are_errors(data):
     b"PROXY UNKNOWN\r\n",
     v2(payload=tcp4(tlvs=b"\x02\x00\x09AUTHORITY")),
     v2(command=0, family=0x00),
+    v2(command=0, family=0x41, payload=b"anything"),
 ])
 def test_every_proper_prefix_of_a_header_is_incomplete(header):
     for end in range(len(header)):

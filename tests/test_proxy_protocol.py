@@ -74,6 +74,15 @@ def test_the_header_names_the_client_for_the_answer_and_the_log(proxied):
     assert peers_logged(d, 4) == ["192.0.2.7", "198.51.100.9", "127.0.0.1", "127.0.0.1"]
 
 
+def test_a_v2_local_header_of_an_unknown_family_keeps_the_proxys_address(proxied):
+    """A receiver of LOCAL skips the block, family included (doc/proxy-protocol.txt)."""
+    d = proxied
+    local = V2_SIGNATURE + struct.pack("!BBH", 0x20, 0x41, 4) + b"\xff" * 4
+    assert ask(d.finger_port, local + b"alice\r\n") == b"Happy and well\r\n"
+    assert peers_logged(d, 1) == ["127.0.0.1"]
+    assert d.metric("fingerd_connections_rejected_total", reason="proxy") == 0
+
+
 def test_a_header_arriving_byte_by_byte_is_awaited(proxied):
     d = proxied
     with socket.socket() as s:

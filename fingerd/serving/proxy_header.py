@@ -122,8 +122,6 @@ def _parse_v2(data: bytes) -> ProxyHeader | None:
     command = version_command & 0xF
     if command not in (_V2_LOCAL, _V2_PROXY):
         raise ProxyHeaderError("v2: command neither LOCAL nor PROXY")
-    if family >> 4 > 3 or family & 0xF > 2:
-        raise ProxyHeaderError("v2: unknown family or protocol")
     if length > MAX_V2_PAYLOAD:
         raise ProxyHeaderError(f"v2: more than {MAX_V2_PAYLOAD} bytes of addresses and TLVs")
     if command == _V2_PROXY and family != _V2_UNSPEC and family not in _V2_TCP:
@@ -132,7 +130,9 @@ def _parse_v2(data: bytes) -> ProxyHeader | None:
         return None
     end = _V2_FIXED.size + length
     if command == _V2_LOCAL or family == _V2_UNSPEC:
-        return ProxyHeader(end, None)  # the proxy's own connection: its block is ignored
+        # The proxy's own connection: its block, family byte included, is skipped unread,
+        # as the specification has a receiver of LOCAL do.
+        return ProxyHeader(end, None)
     size, block = _V2_TCP[family]
     if length < block:
         raise ProxyHeaderError("v2: address block truncated")
