@@ -98,6 +98,29 @@ def test_the_upstream_receives_the_query_without_its_host(forwarder, upstreams):
     assert upstream.received == [b"/W bob\r\n"]
 
 
+def test_the_upstream_receives_the_users_own_bytes(forwarder, upstreams):
+    """``user@host`` is answered with what host answers for that user: a Latin-1 name is
+    not sent re-encoded as UTF-8 (another user), nor a UTF-8 one encoded twice."""
+    upstream = upstreams("127.0.0.3", b"ok\r\n")
+    assert forwarder.finger(b"/W ren\xe9@127.0.0.3\r\n") == b"ok\r\n"
+    assert forwarder.finger("jürgen@127.0.0.3\r\n".encode()) == b"ok\r\n"
+    assert forwarder.finger(b"a\tb@127.0.0.3\r\n") == b"ok\r\n"
+    assert upstream.received == [b"/W ren\xe9\r\n", b"j\xc3\xbcrgen\r\n", b"a\tb\r\n"]
+
+
+def test_a_user_part_holding_a_control_character_is_answered_but_not_sent(forwarder,
+                                                                        upstreams):
+    """A bare CR would be the end of the line to some upstreams, a NUL the end of the
+    name: the client would be answered for another user than it named."""
+    upstream = upstreams("127.0.0.3", b"ok\r\n")
+    for user in (b"a\rb", b"a\x00b", b"\x1b[2Ja", b"a\x7f"):
+        assert forwarder.finger(user + b"@127.0.0.3\r\n") == \
+            b"127.0.0.3: not asked, the user holds a control character\r\n", user
+    assert upstream.received == []
+    assert forwarder.metric("fingerd_requests_total", service="finger",
+                            outcome="forward_failed") == 4
+
+
 def test_more_than_one_hop_is_refused_and_nothing_is_asked(forwarder, upstreams):
     upstream = upstreams("127.0.0.3", b"ok\r\n")
     for query in (b"bob@127.0.0.3@127.0.0.3\r\n", b"a" + b"@127.0.0.3" * 50 + b"\r\n"):

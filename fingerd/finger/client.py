@@ -88,7 +88,8 @@ def _exchange(connect: Callable[[], socket.socket], data: bytes, timeout: float,
         raise NoAnswer(exc.strerror or str(exc)) from None
 
 
-def finger(host: str, port: int, line: str, timeout: float, max_bytes: int,
+def finger(host: str, port: int, line: bytes, timeout: float, max_bytes: int,
            dialer: "Optional[Dialer]" = None) -> tuple[bytes, bool]:
-    """``(answer, cut)`` of a finger server for one query line."""
-    return exchange(host, port, (line + "\r\n").encode("utf-8"), timeout, max_bytes, dialer)
+    """``(answer, cut)`` of a finger server for one query line, sent as these bytes: a
+    forwarded query is the client's, not a re-encoding of it."""
+    return exchange(host, port, line + b"\r\n", timeout, max_bytes, dialer)

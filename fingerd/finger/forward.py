@@ -1,10 +1,11 @@
 """Forwarding a query to another finger server (RFC 1288 2.4), one hop, bounded.
 
 The right-most host is removed and the rest of the query sent to that host's
-port 79; its answer is relayed, cut at MAX_FORWARD_BYTES and filtered like
-local output by the renderer. Every failure (an unknown or malformed host,
-a refusal, silence past the timeout) becomes one line of answer, never an
-exception and never a hang.
+port 79, its user part as the client's own bytes; its answer is relayed, cut
+at MAX_FORWARD_BYTES and filtered like local output by the renderer. Every
+failure (an unknown or malformed host, a user part holding a control
+character, a refusal, silence past the timeout) becomes one line of answer,
+never an exception and never a hang.
 """
 
 import ipaddress
@@ -40,6 +41,22 @@ def valid_host(host: str) -> bool:
         return all(_LABEL_RE.fullmatch(label) for label in name.split("."))
 
 
+#: The control characters, TAB aside (as on output), that no user part is sent on with:
+#: an upstream may end its line at a bare CR or its string at a NUL, and so answer for
+#: another user than the client named. Bytes 0x80 to 0x9F are parts of UTF-8 characters.
+_CONTROL_RE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def forwarded_line(query: Query) -> Optional[bytes]:
+    """The query line (without its ending) the upstream is sent: ``/W`` if asked for and
+    the user part as the client sent it (parse_query decoded it as Latin-1, which
+    encoding gives back every byte); None when the user part holds a control character."""
+    user = query.user.encode("latin-1")
+    if _CONTROL_RE.search(user):
+        return None
+    return (b"/W " if query.verbose else b"") + user
+
+
 class Forwarder:
     """Asks upstream servers; its name lookups are bounded in time and in number
     (dialer.py), so that no forwarded query holds a pool thread past ``timeout``."""
@@ -56,7 +73,9 @@ class Forwarder:
         host = query.hosts[-1]
         if not valid_host(host):
             return False, [f"{host[:64]}: not a host name"]
-        line = ("/W " if query.verbose else "") + query.user
+        line = forwarded_line(query)
+        if line is None:
+            return False, [f"{host}: not asked, the user holds a control character"]
         try:
             data, cut = client.finger(host, self.port, line, self.timeout, self.max_bytes,
                                       self.dialer)
