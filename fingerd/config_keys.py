@@ -16,6 +16,7 @@ from typing import Any, Union
 from urllib.parse import urlsplit
 
 from fingerd.finger.output import HIGH_BYTES_POLICIES
+from fingerd.limits import valid_host
 from fingerd.users.setter_request import POLICIES
 
 DEFAULT_PIDFILE = "/run/fingerd.pid"
@@ -154,15 +155,15 @@ def _addresses(required: bool, loopback_only: bool = False) -> Reader:
     return convert
 
 
-_HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?")
-
-
 def _hosts(text: str, base: str) -> tuple[str, ...]:
-    hosts = tuple(item.lower() for item in _items(text))
-    for host in hosts:
-        if len(host) > 253 or not _HOST_RE.fullmatch(host):
-            raise InvalidValue(f"expected host names or addresses, got {host!r}")
-    return hosts
+    """Exactly the hosts a forwarded query may name (hostnames.valid_host), in lower
+    case: a query's host is compared with them as written, without regard to case, so
+    an entry no query can name would never match."""
+    items = _items(text)
+    for item in items:
+        if not valid_host(item):
+            raise InvalidValue(f"expected host names or addresses, got {item[:60]!r}")
+    return tuple(item.lower() for item in items)
 
 
 #: IPv4-mapped IPv6 addresses (RFC 4291 2.5.5.2).

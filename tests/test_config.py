@@ -23,6 +23,7 @@ from fingerd.config import (
     parse_config,
 )
 from fingerd.finger.output import HIGH_BYTES_POLICIES
+from fingerd.limits import valid_host
 from tests.support import ROOT
 
 
@@ -147,6 +148,9 @@ def test_unknown_section_names_its_line():
     ("finger", "listen", "1.2.3.4:79, 1.2.3.4:79", "listed twice"),
     ("finger", "min_uid", "-5", "expected an integer"),
     ("finger", "forward_allow", "a b", "expected host names or addresses"),
+    ("finger", "forward_allow", "example.com, host:79", "got 'host:79'"),
+    ("finger", "forward_allow", "a..b", "got 'a..b'"),
+    ("finger", "forward_allow", "-a.example", "got '-a.example'"),
     ("setter", "listen", "0.0.0.0:1079", "not a loopback address"),
     ("metrics", "listen", "127.0.0.1", "expected HOST:PORT"),
     ("output", "high_bytes", "maybe", "expected one of pass, strip, caret"),
@@ -343,8 +347,13 @@ ADDRESSES = st.lists(st.one_of(
               st.integers(1, 65535)).map(lambda a: (f"[{a[0]}]:{a[1]}", Address(*a)))),
     min_size=1, max_size=4, unique_by=lambda a: a[1])
 ALNUM = string.ascii_letters + string.digits
-HOSTS = st.builds(lambda first, middle: first + (middle + "z" if middle else ""),
-                  st.text(ALNUM, min_size=1, max_size=5), st.text(ALNUM + ".-", max_size=15))
+LABELS = st.builds(lambda first, middle: first + (middle + "z" if middle else ""),
+                   st.text(ALNUM, min_size=1, max_size=5), st.text(ALNUM + "-", max_size=10))
+HOSTS = st.one_of(
+    st.builds(lambda labels, dot: ".".join(labels) + dot,
+              st.lists(LABELS, min_size=1, max_size=4), st.sampled_from(["", "."])),
+    st.integers(0, 2 ** 32 - 1).map(lambda n: str(ipaddress.IPv4Address(n))),
+    st.integers(0, 2 ** 128 - 1).map(lambda n: str(ipaddress.IPv6Address(n)).upper()))
 #: Keys with the values they take as written, and as read: ``(section, key, attribute,
 #: strategy of (text, value))``.
 TYPED = [
@@ -426,6 +435,28 @@ def test_any_ipv4_mapped_network_reads_as_its_ipv4_network(number, prefix):
     written = f"::ffff:{network.network_address}/{prefix + 96}"
     config = parse_config(f"[finger]\nallow_from = {written}\n", PATH)
     assert config.finger_allow_from == (network,)
+
+
+def test_forward_allow_takes_every_host_a_query_may_name():
+    """Names with a final dot and IP literals of either family, IPv4-mapped ones too:
+    each is compared with the query's host as written, without regard to case."""
+    config = parse_config("[finger]\nforward_allow = ::1, ::FFFF:127.0.0.1, Example.COM., "
+                          "2001:DB8::7, 127.0.0.3\n", PATH)
+    assert config.forward_allow == ("::1", "::ffff:127.0.0.1", "example.com.", "2001:db8::7",
+                                    "127.0.0.3")
+    assert parse_config(config_text(config), PATH) == config
+
+
+@given(st.text(st.sampled_from("aZ09-.:_!%/"), min_size=1, max_size=70))
+def test_forward_allow_takes_exactly_what_a_query_may_name(host):
+    try:
+        config = parse_config(f"[finger]\nforward_allow = {host}\n", PATH)
+    except ConfigError as exc:
+        assert not valid_host(host)
+        assert exc.errors == [f"{PATH}:2: [finger] forward_allow: expected host names or "
+                              f"addresses, got {host[:60]!r}"]
+    else:
+        assert valid_host(host) and config.forward_allow == (host.lower(),)
 
 
 def effective(path):

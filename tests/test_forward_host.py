@@ -1,5 +1,5 @@
-"""Which hosts a forwarded query may name: pure logic, checked against a reading of
-RFC 1123 written without regular expressions."""
+"""Which hosts a forwarded query may name and forward_allow may list (limits.py): pure
+logic, checked against a reading of RFC 1123 written without regular expressions."""
 
 import ipaddress
 import string
@@ -7,7 +7,7 @@ import string
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fingerd.finger.forward import valid_host
+from fingerd.limits import valid_host
 
 LABEL_CHARACTERS = set(string.ascii_letters + string.digits + "-")
 

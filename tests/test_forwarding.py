@@ -138,6 +138,17 @@ def test_hosts_outside_the_allow_list_are_refused(make_daemon, upstreams):
     assert len(upstream.received) == 1
 
 
+def test_the_allow_list_may_name_any_host_a_query_can(make_daemon, upstreams):
+    """IP literals of either family and names with a final dot, compared as written."""
+    d = make_daemon(finger__forwarding="yes",
+                    finger__forward_allow="::1, ::FFFF:127.0.0.3, finger.example.").start()
+    upstream = upstreams("127.0.0.3", b"allowed\r\n")
+    assert d.finger(b"x@::ffff:127.0.0.3\r\n") == b"allowed\r\n"
+    assert d.finger(b"x@127.0.0.3\r\n") == b"Finger forwarding service denied\r\n"
+    assert d.finger(b"x@finger.example\r\n") == b"Finger forwarding service denied\r\n"
+    assert upstream.received == [b"x\r\n"]
+
+
 def test_a_silent_upstream_gets_a_one_line_error_not_a_hang(forwarder, upstreams):
     upstreams("127.0.0.5")
     answer = forwarder.finger(b"x@127.0.0.5\r\n", timeout=6)  # three forward timeouts

@@ -8,7 +8,6 @@ character, a refusal, silence past the timeout) becomes one line of answer,
 never an exception and never a hang.
 """
 
-import ipaddress
 import re
 from typing import Optional
 
@@ -16,30 +15,12 @@ from fingerd.finger import client
 from fingerd.finger.answer import Query
 from fingerd.finger.dialer import Dialer
 from fingerd.finger.output import split_lines
+from fingerd.limits import valid_host
 
 FINGER_PORT = 79
 
 #: Most bytes of an upstream answer relayed.
 MAX_FORWARD_BYTES = 64 * 1024
-
-#: One label of a host name (RFC 1123 2.1). Each label is matched alone: a pattern for
-#: the whole name with a repeat inside a repeat backtracks exponentially on a name that
-#: fails, and holds the GIL, so every thread of the worker, while it does.
-_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-
-
-def valid_host(host: str) -> bool:
-    """A host name (labels of letters, digits and inner hyphens, with one final dot or
-    none) or an IP address literal, fit to be resolved."""
-    if len(host) > 253:
-        return False
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        name = host[:-1] if host.endswith(".") else host
-        return all(_LABEL_RE.fullmatch(label) for label in name.split("."))
-
 
 #: The control characters, TAB aside (as on output), that no user part is sent on with:
 #: an upstream may end its line at a bare CR or its string at a NUL, and so answer for
