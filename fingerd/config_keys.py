@@ -16,7 +16,6 @@ from typing import Any, Union
 from urllib.parse import urlsplit
 
 from fingerd.finger.output import HIGH_BYTES_POLICIES
-from fingerd.limits import valid_host
 from fingerd.users.setter_request import POLICIES
 
 DEFAULT_PIDFILE = "/run/fingerd.pid"
@@ -155,8 +154,31 @@ def _addresses(required: bool, loopback_only: bool = False) -> Reader:
     return convert
 
 
+#: Longest host name a forwarded query may name (RFC 1123 2.1, as DNS carries it).
+MAX_HOST_CHARS = 253
+
+#: One label of a host name (RFC 1123 2.1). Each label is matched alone: a pattern for
+#: the whole name with a repeat inside a repeat backtracks exponentially on a name that
+#: fails, and holds the GIL, so every thread of the worker, while it does.
+_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def valid_host(host: str) -> bool:
+    """A host name (labels of letters, digits and inner hyphens, with one final dot or
+    none) or an IP address literal, fit to be resolved: what a forwarded query's host
+    must be (finger/forward.py), and so what ``forward_allow`` may list."""
+    if len(host) > MAX_HOST_CHARS:
+        return False
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        name = host[:-1] if host.endswith(".") else host
+        return all(_LABEL_RE.fullmatch(label) for label in name.split("."))
+
+
 def _hosts(text: str, base: str) -> tuple[str, ...]:
-    """Exactly the hosts a forwarded query may name (hostnames.valid_host), in lower
+    """Exactly the hosts a forwarded query may name (valid_host), in lower
     case: a query's host is compared with them as written, without regard to case, so
     an entry no query can name would never match."""
     items = _items(text)

@@ -1,10 +1,5 @@
 """Every size and time the daemon bounds, in one place so operators and tests can find
-them, and valid_host, the check of a host name against RFC 1123's bounds, which the
-forwarder and the configuration's ``forward_allow`` share. It imports nothing of the
-project: every process, and ``fingerd-ctl``, reads it."""
-
-import ipaddress
-import re
+them. It imports nothing of the project: every process, and ``fingerd-ctl``, reads it."""
 
 #: Longest query line (without its line ending) the finger service reads.
 MAX_QUERY_BYTES = 1024
@@ -78,25 +73,3 @@ WORKER_LOG_BURST = 2000
 WORKER_LOG_RATE_ACCESS_LOG = 20000
 WORKER_LOG_BURST_ACCESS_LOG = 40000
 WORKER_LOG_TOKEN_BYTES = 256
-
-#: Longest host name a forwarded query may name (RFC 1123 2.1, as DNS carries it).
-MAX_HOST_CHARS = 253
-
-#: One label of a host name (RFC 1123 2.1). Each label is matched alone: a pattern for
-#: the whole name with a repeat inside a repeat backtracks exponentially on a name that
-#: fails, and holds the GIL, so every thread of the worker, while it does.
-_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
-
-
-def valid_host(host: str) -> bool:
-    """A host name (labels of letters, digits and inner hyphens, with one final dot or
-    none) or an IP address literal, fit to be resolved: what a forwarded query's host
-    must be, and so what ``forward_allow`` may list."""
-    if len(host) > MAX_HOST_CHARS:
-        return False
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        name = host[:-1] if host.endswith(".") else host
-        return all(_LABEL_RE.fullmatch(label) for label in name.split("."))

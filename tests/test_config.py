@@ -22,8 +22,8 @@ from fingerd.config import (
     load_config,
     parse_config,
 )
+from fingerd.config_keys import valid_host
 from fingerd.finger.output import HIGH_BYTES_POLICIES
-from fingerd.limits import valid_host
 from tests.support import ROOT
 
 

@@ -7,7 +7,7 @@ import string
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fingerd.limits import valid_host
+from fingerd.config_keys import valid_host
 
 LABEL_CHARACTERS = set(string.ascii_letters + string.digits + "-")
 

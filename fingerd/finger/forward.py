@@ -11,11 +11,11 @@ never an exception and never a hang.
 import re
 from typing import Optional
 
+from fingerd.config_keys import valid_host
 from fingerd.finger import client
 from fingerd.finger.answer import Query
 from fingerd.finger.dialer import Dialer
 from fingerd.finger.output import split_lines
-from fingerd.limits import valid_host
 
 FINGER_PORT = 79
 
