@@ -21,9 +21,13 @@ from fingerd.serving.peer_owner import (
     owner_of_unix_peer,
 )
 
+#: The ends asked about, and their sockid (ports and addresses) in the replies made below.
+ENDS = (("127.0.0.1", 40000), ("127.0.0.1", 1079))
+ASKED = encode_request(*ENDS)[24:60]
 
-def reply(uid, inode, kind=SOCK_DIAG_BY_FAMILY):
-    body = struct.pack("=BBBB", socket.AF_INET, 1, 0, 0) + bytes(48) + struct.pack(
+
+def reply(uid, inode, kind=SOCK_DIAG_BY_FAMILY, sockid=ASKED):
+    body = struct.pack("=BBBB", socket.AF_INET, 1, 0, 0) + sockid + bytes(12) + struct.pack(
         "=IIIII", 0, 0, 0, uid, inode)
     return struct.pack("=IHHII", 16 + len(body), kind, 0, 1, 0) + body
 
@@ -52,31 +56,43 @@ def test_request_for_ipv6_and_mapped_peers_uses_the_ipv6_family():
 
 
 def test_reply_gives_the_owner():
-    assert decode_reply(reply(1000, 4242)) == 1000
-    assert decode_reply(reply(0, 77)) == 0, "root with a real socket is root"
+    assert decode_reply(reply(1000, 4242), *ENDS) == 1000
+    assert decode_reply(reply(0, 77), *ENDS) == 0, "root with a real socket is root"
 
 
 def test_a_closed_or_half_open_socket_is_unknown_never_root():
-    assert decode_reply(reply(0, 0)) is None
+    assert decode_reply(reply(0, 0), *ENDS) is None
 
 
 def test_an_unmapped_uid_is_unknown():
-    assert decode_reply(reply(65534, 5)) is None
+    assert decode_reply(reply(65534, 5), *ENDS) is None
+
+
+def test_a_reply_about_another_socket_is_unknown():
+    # Where no connection has the four-tuple, the kernel answers with a socket
+    # listening on the client's port: anyone's, root's included.
+    listening = struct.pack("!HH16s16s", 40000, 0, bytes([127, 0, 0, 1]) + bytes(12), bytes(16))
+    assert decode_reply(reply(0, 77, sockid=listening), *ENDS) is None
+    other_server = struct.pack("!H", 1080)
+    assert decode_reply(reply(1000, 77, sockid=ASKED[:2] + other_server + ASKED[4:]),
+                        *ENDS) is None
+    assert decode_reply(reply(1000, 77), ("::ffff:127.0.0.1", 40000),
+                        ("::ffff:127.0.0.1", 1079)) == 1000, "a mapped end is its IPv4 address"
 
 
 def test_not_found_is_unknown():
-    assert decode_reply(error_reply(errno.ENOENT)) is None
+    assert decode_reply(error_reply(errno.ENOENT), *ENDS) is None
 
 
 def test_other_errors_and_garbage_raise_the_modules_error():
     with pytest.raises(SockDiagError):
-        decode_reply(error_reply(errno.EINVAL))
+        decode_reply(error_reply(errno.EINVAL), *ENDS)
     with pytest.raises(peer_owner.NoSockDiag):
-        decode_reply(error_reply(errno.EOPNOTSUPP))
+        decode_reply(error_reply(errno.EOPNOTSUPP), *ENDS)
     with pytest.raises(SockDiagError):
-        decode_reply(reply(1000, 1, kind=3))
+        decode_reply(reply(1000, 1, kind=3), *ENDS)
     with pytest.raises(SockDiagError):
-        decode_reply(reply(1000, 1)[:40])
+        decode_reply(reply(1000, 1)[:40], *ENDS)
 
 
 #: Replies: random bytes, and netlink messages of any type and length field around a
@@ -93,7 +109,7 @@ REPLIES = st.one_of(
 @given(REPLIES)
 def test_any_reply_decodes_or_raises_the_modules_error(data):
     try:
-        uid = decode_reply(data)
+        uid = decode_reply(data, *ENDS)
     except SockDiagError:
         return
     assert uid is None or 0 <= uid < 2 ** 32
@@ -102,13 +118,13 @@ def test_any_reply_decodes_or_raises_the_modules_error(data):
 @given(st.integers(0, 2 ** 32 - 1), st.integers(0, 2 ** 32 - 1), st.binary(max_size=16))
 def test_a_reply_gives_its_uid_unless_the_socket_is_closed_or_unmapped(uid, inode, trailer):
     expected = None if inode == 0 or uid == 65534 else uid
-    assert decode_reply(reply(uid, inode) + trailer) == expected
+    assert decode_reply(reply(uid, inode) + trailer, *ENDS) == expected
 
 
 @given(st.integers(-2 ** 31 + 1, 2 ** 31 - 1))
 def test_an_error_reply_is_not_found_or_the_modules_error(code):
     try:
-        assert decode_reply(error_reply(code)) is None
+        assert decode_reply(error_reply(code), *ENDS) is None
         assert code == errno.ENOENT
     except peer_owner.NoSockDiag as exc:
         assert exc.errno == code and code in peer_owner._NO_SOCK_DIAG
@@ -202,6 +218,22 @@ def test_a_client_gone_is_unknown(connection):
     client.close()
     assert owner_by_sock_diag(*ends) is None
     assert owner_by_proc(*ends) is None
+
+
+def test_a_client_gone_is_unknown_though_its_port_now_listens(connection):
+    """A client that closes and listens on the port it connected from (or another
+    account that does) is not taken for the owner of the connection it left."""
+    server, client = connection
+    ends = (server.getpeername(), server.getsockname())
+    family = client.family
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()  # a reset: no TIME_WAIT keeps the port
+    with socket.socket(family) as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(ends[0][:2])
+        taken.listen()
+        assert owner_by_sock_diag(*ends) is None
+        assert owner_by_proc(*ends) is None
 
 
 def test_unix_peer_credentials():

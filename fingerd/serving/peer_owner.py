@@ -99,9 +99,14 @@ def encode_request(client: Address, server: Address, sequence: int = 1) -> bytes
                           sequence, 0) + body
 
 
-def decode_reply(data: bytes) -> int | None:
-    """The owner's uid from the kernel's reply to ``encode_request``, or None when the
-    socket was not found or is closed or half-open. Raises SockDiagError."""
+def decode_reply(data: bytes, client: Address, server: Address) -> int | None:
+    """The owner's uid from the kernel's reply to ``encode_request(client, server)``, or
+    None when the socket was not found or is closed or half-open. Raises SockDiagError.
+
+    The kernel looks the four-tuple up as it would route a packet: where no
+    connection has it, a socket listening on the client's port answers, its
+    owner anyone's. A reply about another socket than the one asked for says
+    that the client's is gone."""
     if len(data) < _NLMSGHDR.size:
         raise _malformed("short netlink header")
     length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data)
@@ -118,9 +123,23 @@ def decode_reply(data: bytes) -> int | None:
         raise SockDiagError(-code, f"sock_diag: error {-code}")
     if kind != SOCK_DIAG_BY_FAMILY or length < _NLMSGHDR.size + _MESSAGE_SIZE:
         raise _malformed(f"unexpected netlink message type {kind}")
+    family = data[_NLMSGHDR.size]
+    sport, dport, src, dst = _SOCKID.unpack_from(data, _NLMSGHDR.size + _MESSAGE_HEAD.size)
+    if ((_diag_address(family, src), sport), (_diag_address(family, dst), dport)) != (
+            (_plain(client[0]), client[1]), (_plain(server[0]), server[1])):
+        return None
     offset = _NLMSGHDR.size + _MESSAGE_HEAD.size + _SOCKID_SIZE
     _expires, _rqueue, _wqueue, uid, inode = _MESSAGE_TAIL.unpack_from(data, offset)
     return _known(uid, inode)
+
+
+def _diag_address(family: int, field: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An address of a reply's sockid as this module compares them: an AF_INET socket's
+    in the first 4 bytes, an AF_INET6 one's (IPv4-mapped as IPv4) in all 16."""
+    if family == socket.AF_INET:
+        return ipaddress.IPv4Address(field[:4])
+    ip = ipaddress.IPv6Address(field)
+    return ip.ipv4_mapped or ip
 
 
 def _known(uid: int, inode: int) -> int | None:
@@ -144,7 +163,7 @@ def owner_by_sock_diag(client: Address, server: Address) -> int | None:
             if exc.errno in _NO_SOCK_DIAG:
                 raise NoSockDiag(exc.errno, exc.strerror) from None
             raise SockDiagError(exc.errno, exc.strerror) from None
-        return decode_reply(reply)
+        return decode_reply(reply, client, server)
 
 
 def proc_address(text: str, version: int) -> _End:
