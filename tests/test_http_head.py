@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fingerd.serving import http_head
 from fingerd.serving.http_head import (
     MAX_HEAD_BYTES,
     Head,
@@ -236,6 +237,44 @@ def test_whatever_the_shortcut_reads_or_refuses_the_strict_reading_reads_or_refu
     strict = outcome_of(lambda d: read_head(d, False), data)
     assert common in (None, strict)
     assert outcome_of(lambda d: take_head(d, False), data) == strict
+
+
+# Waiting for the blank line.
+
+#: Buffers of CRs, LFs and pieces of heads: blank lines before the request, bare CRs
+#: among them, heads ended or not, common or not, near the bound or over it.
+blank_and_head_pieces = tokens([b"\r", b"\n", b"\r\n", b"\n\r", b"\r\r", b" ", b"X:y", b"Host: x",
+                                b"GET / HTTP/1.1", b"HEAD /users/alice HTTP/1.0", BENCHMARK,
+                                b"x" * 2000], 16)
+
+
+@given(blank_and_head_pieces, st.booleans())
+def test_waiting_for_the_blank_line_gives_what_both_readings_give(data, eof):
+    assert outcome_of(lambda d: take_head(d, eof), data) == \
+        outcome_of(lambda d: common_head(d) or read_head(d, eof), data)
+
+
+@pytest.mark.parametrize("data", [
+    BENCHMARK,
+    b"\r\n" * 3000 + BENCHMARK,                                   # blank lines first
+    b"\n\r\n" + BENCHMARK.replace(b"\r\n", b"\n"),                 # bare LFs: the strict reading
+    b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"x" * 8000 + b"\r\n\r\n",  # near the bound
+])
+def test_a_head_sent_a_byte_at_a_time_is_read_once_it_is_whole(data, monkeypatch):
+    read = []
+
+    def noting(reading):
+        def noted(buf, *args):
+            read.append(len(buf))
+            return reading(buf, *args)
+        return noted
+
+    for name in ("common_head", "read_head"):
+        monkeypatch.setattr(http_head, name, noting(getattr(http_head, name)))
+    for end in range(1, len(data)):
+        assert take_head(data[:end], False) is None
+    assert take_head(data, False) is not None
+    assert read and set(read) == {len(data)}
 
 
 # Properties: any bytes, fed whole or in pieces, CRLF or LF.

@@ -78,8 +78,25 @@ def take_head(buf: bytes | bytearray, eof: bool) -> Head | None:
 
     With ``eof`` the input is complete: a head left unfinished is an error,
     and None means the client sent nothing but blank lines.
+
+    Neither reading can finish before a blank line ends the head, so while none
+    does (and the head is under the bound) the answer is None without them: a
+    client that sends a byte at a time costs a substring search a byte, not a
+    reading of all it has sent.
     """
+    if not eof and len(buf) < MAX_HEAD_BYTES and not _ended(buf):
+        return None
     return common_head(buf) or read_head(buf, eof)
+
+
+def _ended(buf: bytes | bytearray) -> bool:
+    """Whether ``read_head`` finds a blank line ending the head in ``buf``, found by
+    substring search. The CRs and LFs it skips first are the LFs and CRLFs before the
+    first CR that another follows; a CR left at their end cannot start the blank line."""
+    blanks = len(buf) - len(buf.lstrip(b"\r\n"))
+    doubled = buf.find(b"\r\r", 0, blanks)
+    start = blanks if doubled < 0 else doubled
+    return buf.find(b"\n\r\n", start) >= 0 or buf.find(b"\n\n", start) >= 0
 
 
 def common_head(buf: bytes | bytearray) -> Head | None:
