@@ -108,6 +108,15 @@ def test_other_paths_are_not_found_and_other_methods_not_allowed(daemon):
     assert exchange(daemon.metrics_port, b"garbage\r\n\r\n").startswith(b"HTTP/1.0 400 ")
 
 
+def test_head_gets_a_scrape_s_head_and_other_methods_are_told_get_and_head(daemon):
+    head = exchange(daemon.metrics_port, b"HEAD /metrics HTTP/1.0\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 OK\r\n") and head.endswith(b"\r\n\r\n")
+    assert int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]) > 0
+    for method in (b"OPTIONS", b"POST"):
+        refused = exchange(daemon.metrics_port, method + b" /metrics HTTP/1.0\r\n\r\n")
+        assert refused.startswith(b"HTTP/1.0 405 ") and b"\r\nAllow: GET, HEAD\r\n" in refused
+
+
 def test_query_string_is_ignored(daemon):
     assert scrape(daemon, "/metrics?x=1").startswith(b"HTTP/1.0 200 OK")
 

@@ -4,8 +4,8 @@ Every response closes its connection. The web directory's are HTTP/1.1 and
 carry the headers that keep a browser from reading more into it than they
 say: no type sniffing, no script, no referrer sent on. Its validators are
 entity tags of the body, so an answer that has not changed is confirmed
-with 304 and no body. The metrics endpoint's are HTTP/1.0 with nothing
-but type and length: a scraper reads text.
+with 304 and no body. The metrics endpoint's are HTTP/1.0 with type and
+length and what their status needs (Allow, Retry-After): a scraper reads text.
 """
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ SECURITY_HEADERS = (
      "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
     "Referrer-Policy: no-referrer",
 )
+
+#: The methods the web directory and the metrics endpoint serve; any other is answered
+#: 405 with ``ALLOW`` (RFC 9110 15.5.6). HEAD gets the head GET would, without its body.
+METHODS = ("GET", "HEAD")
+ALLOW = "Allow: " + ", ".join(METHODS)
 
 NO_STORE = "Cache-Control: no-store"
 TEXT = "text/plain; charset=utf-8"

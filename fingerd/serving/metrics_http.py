@@ -3,7 +3,8 @@
 It runs on the same bounded machinery as the finger and setter services
 (deadline, size limit, connection gate, pool), so a scraper, or anything
 else that connects, can hold neither a thread nor unbounded memory.
-Only ``GET /metrics`` answers with data; other paths get 404.
+Only ``GET /metrics`` answers with data, and ``HEAD /metrics`` with its head;
+other paths get 404, other methods 405, as on the web directory.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from fingerd.serving.gate import ConnectionGate
 from fingerd.serving.http_head import Head, HeadError, take_request
-from fingerd.serving.http_response import response
+from fingerd.serving.http_response import ALLOW, METHODS, response
 from fingerd.serving.loop import RequestHandler
 from fingerd.serving.service import Answer, ServiceSpec, always
 
@@ -25,9 +26,11 @@ METRICS_PATH = "/metrics"
 METRICS_MAX_CONNECTIONS = 8
 
 
-def _response(status: int, content_type: str, body: bytes, headers: tuple = ()) -> bytes:
+def _response(status: int, content_type: str, body: bytes, headers: tuple = (),
+              with_body: bool = True) -> bytes:
     """A response in the endpoint's minimal HTTP/1.0: type, length, ``headers``."""
-    return response(status, content_type, body, headers, version="HTTP/1.0", always=())
+    return response(status, content_type, body, headers, with_body, version="HTTP/1.0",
+                    always=())
 
 
 class MetricsHandler(RequestHandler):
@@ -35,12 +38,15 @@ class MetricsHandler(RequestHandler):
         if isinstance(head, HeadError):
             return Answer("bad_request",
                           _response(head.status, "text/plain", f"{head}\n".encode()))
-        if head.method != "GET":
-            return Answer("bad_request", _response(405, "text/plain", b"only GET\n"))
+        if head.method not in METHODS:
+            return Answer("bad_request", _response(405, "text/plain", b"only GET and HEAD\n",
+                                                   (ALLOW,)))
+        with_body = head.method == "GET"
         if head.path != METRICS_PATH:
-            return Answer("not_found", _response(404, "text/plain", b"not found\n"))
+            return Answer("not_found",
+                          _response(404, "text/plain", b"not found\n", with_body=with_body))
         body = generate_latest(registry)
-        return Answer("ok", _response(200, CONTENT_TYPE_LATEST, body))
+        return Answer("ok", _response(200, CONTENT_TYPE_LATEST, body, with_body=with_body))
 
 
 #: Beyond its connection limit a scraper is told so in HTTP, never the finger line.

@@ -29,6 +29,8 @@ from fingerd.serving.finger import AnswerCache
 from fingerd.serving.gate import ConnectionGate
 from fingerd.serving.http_head import Head, HeadError, take_request
 from fingerd.serving.http_response import (
+    ALLOW,
+    METHODS,
     NO_STORE,
     TEXT,
     Framed,
@@ -40,16 +42,12 @@ from fingerd.serving.http_response import (
 from fingerd.serving.loop import RequestHandler
 from fingerd.serving.service import Answer, ServiceSpec, always
 
-#: The methods served; any other is answered 405.
-METHODS = ("GET", "HEAD")
-
 _CACHE = f"Cache-Control: max-age={WEB_MAX_AGE_SECONDS}"
 
 #: The Date field and its CRLF, made once a second (its resolution) rather than per request.
 _DATES = EachSecond(lambda second: f"Date: {formatdate(second, usegmt=True)}\r\n")
 
-_NOT_ALLOWED = framed(405, TEXT, b"Only GET and HEAD are served here.\n",
-                      ("Allow: " + ", ".join(METHODS), NO_STORE))
+_NOT_ALLOWED = framed(405, TEXT, b"Only GET and HEAD are served here.\n", (ALLOW, NO_STORE))
 
 
 def _dated(parts: Framed) -> bytes:
