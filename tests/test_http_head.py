@@ -139,6 +139,20 @@ def test_at_the_end_of_input_an_unended_head_is_400_and_nothing_is_no_request():
     assert head(b"", eof=True) is None and head(b"\r\n", eof=True) is None
 
 
+@pytest.mark.parametrize("data, method", [
+    (b"HEAD / HTTP/1.1\r\n\r\n", "HEAD"),                           # no Host
+    (b"\r\nBREW / HTTP/2.0\r\n\r\n", "BREW"),
+    (b"HEAD / HTTP/1.0\r\nX: a\rb\r\n\r\n", "HEAD"),                  # a bare CR after it
+    (b"HEAD / HTTP/1.0\nX: " + b"x" * MAX_HEAD_BYTES, "HEAD"),
+    (b"HEAD /" + b"x" * MAX_HEAD_BYTES, None),                        # not there whole
+    (b"HEAD / HTTP/1.0\rX: y\r\n\r\n", None),                         # a bare CR in it
+    (b"HEAD  / HTTP/1.0\r\n\r\n", None),
+])
+def test_an_error_names_the_method_of_a_request_line_read_whole_and_well_formed(data, method):
+    error = take_request(data, False)
+    assert isinstance(error, HeadError) and error.method == method
+
+
 def test_take_request_gives_errors_as_values_and_an_empty_list_for_nothing():
     assert take_request(b"GET / HTTP/1.0\r\n\r\n", False).path == "/"
     assert take_request(b"GET / HTTP/1.0\r\n", False) is None
@@ -320,6 +334,16 @@ def test_fed_whole_in_pieces_or_byte_by_byte_a_head_reads_the_same(lines, ending
     whole = outcome(data)
     assert outcome(data, chunks) == whole
     assert outcome(data, range(len(data))) == whole
+
+
+@given(st.sampled_from([b"GET / HTTP/1.1", b"HEAD /users/alice HTTP/1.0", b"BREW * HTTP/2.0"]),
+       heads, st.sampled_from([b"\r\n", b"\n"]), st.booleans())
+def test_an_error_after_a_well_formed_request_line_names_its_method(request_line, lines,
+                                                                    ending, eof):
+    data = b"".join(line + ending for line in [request_line, *lines]) + ending
+    got = take_request(data, eof)
+    if isinstance(got, HeadError):
+        assert got.method == request_line.split(b" ")[0].decode()
 
 
 @given(heads)

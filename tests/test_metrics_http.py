@@ -8,7 +8,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter
 
-from fingerd.serving.http_head import Head, take_request
+from fingerd.serving.http_head import take_request
 from fingerd.serving.metrics_http import MetricsHandler
 from tests.support.fuzzing import tokens
 
@@ -50,19 +50,25 @@ def test_head_gets_the_head_of_get_and_no_body(path):
 
 @given(st.one_of(st.binary(max_size=200),
                  tokens([b"GET", b"get", b"HEAD", b" ", b"\t", b"/metrics", b"/", b"?", b"HTTP/",
-                         b"1.0", b"\x00", b"\xff", b"\xc3\xa9"])))
+                         b"1.0", b"2.0", b"\x00", b"\xff", b"\xc3\xa9"])))
 def test_any_request_line_gets_a_whole_http_answer(line):
     reply = answer(line)
     assume(reply is not None)
     head, blank, body = reply.data.partition(b"\r\n\r\n")
     status = head.split(b"\r\n", 1)[0]
     assert blank and status.split(b" ", 2)[:2] in (
-        [b"HTTP/1.0", b"200"], [b"HTTP/1.0", b"400"], [b"HTTP/1.0", b"404"], [b"HTTP/1.0", b"405"])
+        [b"HTTP/1.0", b"200"], [b"HTTP/1.0", b"400"], [b"HTTP/1.0", b"404"], [b"HTTP/1.0", b"405"],
+        [b"HTTP/1.0", b"505"])
     length = int(re.search(rb"\r\nContent-Length: ([0-9]+)\r\n", head + b"\r\n").group(1))
     assert len(body) == (0 if asks_head(line) else length)
 
 
 def asks_head(line):
-    """Whether the request of this line alone was read as a HEAD."""
-    head = take_request(line + b"\r\n\r\n", eof=True)
-    return isinstance(head, Head) and head.method == "HEAD"
+    """Whether the request of this line alone was read as a HEAD, served or refused."""
+    return take_request(line + b"\r\n\r\n", eof=True).method == "HEAD"
+
+
+def test_an_error_to_head_has_no_body():
+    for line in (b"HEAD /metrics HTTP/2.0", b"HEAD /metrics HTTP/1.1"):
+        got = answer(line).data
+        assert got.startswith((b"HTTP/1.0 505 ", b"HTTP/1.0 400 ")) and got.endswith(b"\r\n\r\n")

@@ -18,7 +18,13 @@ from fingerd.limits import MAX_CACHED_ANSWER_BYTES
 from fingerd.serving.finger import AnswerCache
 from fingerd.serving.http_head import take_request
 from fingerd.serving.http_response import framed, response
-from fingerd.serving.web import PreparedReplies, WebHandler, prepared_size
+from fingerd.serving.web import (
+    PreparedReplies,
+    WebHandler,
+    busy_answer,
+    internal_error,
+    prepared_size,
+)
 
 CLIENT = ("127.0.0.1", 40000)
 DATE = re.compile(rb"\r\nDate: [A-Z][a-z]{2}, [0-9]{2} [A-Z][a-z]{2} [0-9]{4} "
@@ -123,6 +129,30 @@ def test_the_errors_of_the_head_and_other_methods_go_to_the_handler():
         assert undated(asked(memo, site, head).data) == \
             undated(handled(head, CLIENT, site).data)
     assert site.made == 0
+
+
+@pytest.mark.parametrize("data", [b"GET / HTTP/1.1\r\n\r\n", b"GET / HTTP/2.0\r\n\r\n",
+                                  b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"x" * 9000 + b"\r\n\r\n",
+                                  b"GET / HTTP/1.0\r\nX: a\rb\r\n\r\n"])
+def test_an_error_is_dated_and_to_head_has_the_head_of_the_error_to_get(data):
+    full = handled(take_request(data, False), CLIENT, None).data
+    head = handled(take_request(b"HEAD" + data[3:], False), CLIENT, None).data
+    assert len(DATE.findall(full)) == 1
+    assert undated(head) == undated(full).partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
+
+
+def test_an_error_to_what_is_not_a_request_line_has_its_body():
+    data = handled(take_request(b"HEAD /\r\n\r\n", False), CLIENT, None).data
+    assert data.endswith(b"\r\n\r\nmalformed request line\n")
+
+
+def test_busy_and_internal_errors_are_dated_and_to_head_have_no_body():
+    assert DATE.search(busy_answer()) and busy_answer().startswith(b"HTTP/1.1 503 ")
+    for method in ("GET", "HEAD"):
+        head = take_request(f"{method} / HTTP/1.0\r\n\r\n".encode(), False)
+        error = internal_error(head).data
+        assert error.startswith(b"HTTP/1.1 500 ") and DATE.search(error)
+        assert error.endswith(b"\r\n\r\n" if method == "HEAD" else b"Internal error in server\n")
 
 
 @pytest.mark.parametrize("status, content_type, body, headers, with_body", [

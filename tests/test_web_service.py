@@ -17,6 +17,9 @@ from tests.support.polling import during, wait_until
 USERS = b"alice:Happy and well\nbob:Sleeping\n"
 SECURITY = {"x-content-type-options": "nosniff", "referrer-policy": "no-referrer",
             "connection": "close"}
+#: An HTTP date (RFC 9110 5.6.7), as every answer carries it.
+HTTP_DATE = re.compile(r"[A-Z][a-z]{2}, [0-9]{2} [A-Z][a-z]{2} [0-9]{4} "
+                       r"[0-9]{2}:[0-9]{2}:[0-9]{2} GMT")
 
 
 class Reply:
@@ -67,6 +70,7 @@ def assert_served(reply, status, content_type=None):
     assert reply.version == "HTTP/1.1" and reply.status == status, reply.raw[:300]
     for name, value in SECURITY.items():
         assert reply.headers[name] == value
+    assert HTTP_DATE.fullmatch(reply.headers["date"])
     csp = reply.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "script-src" not in csp
     if content_type is not None:
@@ -336,6 +340,27 @@ def test_head_gets_the_head_of_get_and_no_body(web, path):
     assert head.status == full.status
     assert {k: v for k, v in head.headers.items() if k != "date"} == \
         {k: v for k, v in full.headers.items() if k != "date"}
+
+
+@pytest.mark.parametrize("data", [
+    b"%s / HTTP/1.1\r\n\r\n",                                       # no Host: 400
+    b"%s / HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n",                   # a bare CR: 400
+    b"%s / HTTP/2.0\r\n\r\n",                                       # 505
+    b"%s / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"x" * 9000 + b"\r\n\r\n",  # 431
+])
+def test_an_error_to_head_is_the_head_of_the_error_to_get(web, data):
+    full, head = (Reply(web.web(data % method)) for method in (b"GET", b"HEAD"))
+    assert full.status >= 400 and full.body and head.body == b""
+    assert_served(full, full.status, "text/plain; charset=utf-8")
+    assert_served(head, full.status)
+    assert {k: v for k, v in head.headers.items() if k != "date"} == \
+        {k: v for k, v in full.headers.items() if k != "date"}
+
+
+def test_an_error_to_what_is_not_a_request_line_has_its_body(web):
+    reply = Reply(web.web(b"HEAD /\r\n\r\n"))
+    assert_served(reply, 400, "text/plain; charset=utf-8")
+    assert reply.body == b"malformed request line\n"
 
 
 # Hostile statuses, set through the setter as a local user would.

@@ -50,11 +50,14 @@ _DIGITS = re.compile(r"[0-9]+")
 
 
 class HeadError(ValueError):
-    """A request answered with an error ``status`` (400, 431, 505); the message says why."""
+    """A request answered with an error ``status`` (400, 431, 505); the message says why.
+    ``method`` is the request's where its request line was read whole and well formed
+    (``take_request`` reads it), else None: an error to a HEAD has no body either."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, method: str | None = None) -> None:
         super().__init__(reason)
         self.status = status
+        self.method = method
 
 
 class Head(NamedTuple):
@@ -193,5 +196,18 @@ def take_request(buf: bytes | bytearray, eof: bool) -> Head | HeadError | list[b
     try:
         head = take_head(buf, eof)
     except HeadError as exc:
-        return exc
+        return HeadError(exc.status, str(exc), _request_method(buf))
     return [] if head is None and eof else head
+
+
+def _request_method(buf: bytes | bytearray) -> str | None:
+    """The method of the request line that begins ``buf`` after its blank lines, when
+    that line is there whole and well formed, whatever follows it."""
+    leading = _LEADING_BLANK_LINES.match(buf)
+    assert leading is not None, "the pattern matches the empty string"
+    start = leading.end()
+    end = buf.find(b"\n", start)
+    if end < 0:
+        return None
+    request = _REQUEST_LINE.fullmatch(bytes(buf[start:end]).removesuffix(b"\r"))
+    return None if request is None else request.group(1).decode("ascii")

@@ -240,7 +240,7 @@ class ServingLoop:
                 refused = gate.enter(source)
             if refused is not None:
                 self._rejected.labels(refused).inc()
-                refuse_busy(sock, service.busy_answer)
+                refuse_busy(sock, service.busy_answer())
                 continue
             client = peer if service.identify is None else service.identify(sock, peer)
             now = time.monotonic()
@@ -297,10 +297,10 @@ class ServingLoop:
                 return service.memo(request, conn.peer, self._handled)
             return self._handled(request, conn.peer)
         except Unfinished:
-            return service.internal_error
+            return service.internal_error(request)
         except Exception:
             log.exception("%s: internal error answering %s", service.name, conn.peer[0])
-            return service.internal_error
+            return service.internal_error(request)
 
     def _handled(self, request: Any, client: Any) -> Answer:
         service = self.service

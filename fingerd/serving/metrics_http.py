@@ -36,8 +36,8 @@ def _response(status: int, content_type: str, body: bytes, headers: tuple = (),
 class MetricsHandler(RequestHandler):
     def respond(self, head: Head | HeadError, registry: CollectorRegistry) -> Answer:
         if isinstance(head, HeadError):
-            return Answer("bad_request",
-                          _response(head.status, "text/plain", f"{head}\n".encode()))
+            return Answer("bad_request", _response(head.status, "text/plain", f"{head}\n".encode(),
+                                                   with_body=head.method != "HEAD"))
         if head.method not in METHODS:
             return Answer("bad_request", _response(405, "text/plain", b"only GET and HEAD\n",
                                                    (ALLOW,)))
@@ -49,8 +49,12 @@ class MetricsHandler(RequestHandler):
         return Answer("ok", _response(200, CONTENT_TYPE_LATEST, body, with_body=with_body))
 
 
-#: Beyond its connection limit a scraper is told so in HTTP, never the finger line.
-BUSY_ANSWER = _response(503, "text/plain", b"busy\n", ("Retry-After: 1",))
+_BUSY = _response(503, "text/plain", b"busy\n", ("Retry-After: 1",))
+
+
+def busy_answer() -> bytes:
+    """Beyond its connection limit a scraper is told so in HTTP, never the finger line."""
+    return _BUSY
 
 
 def metrics_service(gate: ConnectionGate, request_timeout: float, first_byte_timeout: float,
@@ -63,4 +67,4 @@ def metrics_service(gate: ConnectionGate, request_timeout: float, first_byte_tim
     """
     return ServiceSpec("metrics", MetricsHandler, registry, gate, request_timeout,
                        first_byte_timeout, take_request, answers_inline=always, counted=False,
-                       busy_answer=BUSY_ANSWER, lingers=True)
+                       busy_answer=busy_answer, lingers=True)

@@ -41,6 +41,16 @@ class Answer(NamedTuple):
 INTERNAL_ERROR = Answer(ERROR, b"Internal error in server\r\n")
 
 
+def busy_line() -> bytes:
+    """``busy_answer`` of the line services: ``BUSY``."""
+    return BUSY
+
+
+def internal_error_line(_request: Any) -> Answer:
+    """``internal_error`` of the line services: ``INTERNAL_ERROR``, whatever was asked."""
+    return INTERNAL_ERROR
+
+
 #: ``take_request(buf, eof)``: the complete request once ``buf`` holds it, else None;
 #: an empty request when the client sent nothing (see lines.take_lines).
 TakeRequest = Callable[[bytes, bool], Any]
@@ -96,10 +106,12 @@ class ServiceSpec:
     #: Whether the kernel may hold a new connection until its first bytes arrive
     #: (TCP_DEFER_ACCEPT), for protocols where the client speaks first.
     defers_accept: bool = False
-    #: What a client beyond a connection limit is told, in the service's protocol.
-    busy_answer: bytes = BUSY
-    #: The Answer to a request whose handler failed, in the service's protocol.
-    internal_error: Answer = INTERNAL_ERROR
+    #: What a client beyond a connection limit is told, in the service's protocol: made
+    #: as it is told, so that an answer may carry the time (HTTP's Date).
+    busy_answer: Callable[[], bytes] = busy_line
+    #: The Answer to a request whose handler failed, in the service's protocol: made for
+    #: that request, so that an answer may depend on it (HTTP's to HEAD has no body).
+    internal_error: Callable[[Any], Answer] = internal_error_line
     #: Whether a client may still be sending when it is answered (HTTP: a head past its
     #: bound, a body): then the answer and the FIN go out with a shutdown first, and the
     #: close reads and drops what the client sent meanwhile, since closing with input

@@ -37,7 +37,6 @@ from fingerd.serving.http_response import (
     entity_tag,
     framed,
     none_match,
-    response,
 )
 from fingerd.serving.loop import RequestHandler
 from fingerd.serving.service import Answer, ServiceSpec, always
@@ -104,8 +103,8 @@ def answered(head: Head, made: Prepared) -> Answer:
 class WebHandler(RequestHandler):
     def respond(self, head: Head | HeadError, site: Site) -> Answer:
         if isinstance(head, HeadError):
-            return Answer(BAD_REQUEST, response(head.status, TEXT, f"{head}\n".encode(),
-                                                (NO_STORE,)))
+            return Answer(BAD_REQUEST, _dated(framed(
+                head.status, TEXT, f"{head}\n".encode(), (NO_STORE,), head.method != "HEAD")))
         if head.method not in METHODS:
             return Answer(BAD_REQUEST, _dated(_NOT_ALLOWED))
         return answered(head, prepared(site.answer(head.path, head.query)))
@@ -133,8 +132,21 @@ class PreparedReplies:
         return prepared(self._site.answer(path, query))
 
 
-BUSY_ANSWER = response(503, TEXT, b"Server busy, try again later\n", ("Retry-After: 1", NO_STORE))
-INTERNAL_ERROR = Answer(ERROR, response(500, TEXT, b"Internal error in server\n", (NO_STORE,)))
+_BUSY = framed(503, TEXT, b"Server busy, try again later\n", ("Retry-After: 1", NO_STORE))
+_INTERNAL_ERROR = framed(500, TEXT, b"Internal error in server\n", (NO_STORE,))
+_INTERNAL_ERROR_TO_HEAD = framed(500, TEXT, b"Internal error in server\n", (NO_STORE,),
+                                 with_body=False)
+
+
+def busy_answer() -> bytes:
+    """What a client beyond a connection limit is told, before its request is read."""
+    return _dated(_BUSY)
+
+
+def internal_error(request: Head | HeadError) -> Answer:
+    """The answer to ``request`` when making its answer failed."""
+    return Answer(ERROR, _dated(_INTERNAL_ERROR_TO_HEAD if request.method == "HEAD"
+                                else _INTERNAL_ERROR))
 
 
 def asks_no_directory(site: Site, head: Head | HeadError) -> bool:
@@ -154,5 +166,5 @@ def web_service(gate: ConnectionGate, request_timeout: float, first_byte_timeout
         site, AnswerCache(users, MAX_CACHED_ANSWER_BYTES, prepared_size))
     return ServiceSpec("web", WebHandler, site, gate, request_timeout, first_byte_timeout,
                        take_request, answers_inline=inline, memo=memo, defers_accept=True,
-                       busy_answer=BUSY_ANSWER, internal_error=INTERNAL_ERROR, lingers=True,
+                       busy_answer=busy_answer, internal_error=internal_error, lingers=True,
                        proxy_from=proxy_from)
