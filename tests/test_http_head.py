@@ -1,8 +1,10 @@
 """The HTTP request head parser shared by the web directory and the metrics endpoint: the
 forms it takes, what it refuses and with which status, and properties over any bytes."""
 
+import re
+
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from fingerd.serving import http_head
@@ -61,6 +63,14 @@ def test_field_values_lose_surrounding_blanks_and_keep_inner_ones():
     assert got.field("absent") is None
 
 
+@pytest.mark.parametrize("host", [b"", b"example.org", b"example.org:8079", b"127.0.0.1:80",
+                                  b"[::1]", b"[2001:db8::1]:8079", b"xn--caf-dma.example",
+                                  b"a%41b", b"h:"])
+def test_a_host_is_a_name_or_an_address_and_a_port(host):
+    assert head(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n").field("host") == \
+        host.decode()
+
+
 def test_repeated_fields_are_joined():
     got = head(b"GET / HTTP/1.0\r\nIf-None-Match: \"a\"\r\nif-none-match: \"b\"\r\n\r\n")
     assert got.field("if-none-match") == '"a", "b"'
@@ -109,6 +119,9 @@ def test_any_token_is_a_method_and_minor_versions_above_1_are_read():
     b"GET / HTTP/1.0\r\nX: \x1b[2J\r\n\r\n",
     b"GET / HTTP/1.1\r\n\r\n",                              # no Host
     b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+    b"GET / HTTP/1.0\r\nHost: user@example.org\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
     b"GET / HTTP/1.0\r\nContent-Length: -1\r\n\r\n",
     b"GET / HTTP/1.0\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
 ])
@@ -200,6 +213,7 @@ def test_other_heads_are_left_to_the_strict_reading(data):
 @pytest.mark.parametrize("data, status", [
     (b"GET / HTTP/1.1\r\n\r\n", 400),                              # no Host
     (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
     (b"GET / HTTP/1.0\r\nContent-Length: x1\r\n\r\n", 400),
     (b"GET /#top HTTP/1.0\r\n\r\n", 400),
     (b"GET / HTTP/1.0\r\nX: " + b"x" * MAX_HEAD_BYTES + b"\r\n\r\n", 431),
@@ -289,6 +303,40 @@ def test_a_head_sent_a_byte_at_a_time_is_read_once_it_is_whole(data, monkeypatch
         assert take_head(data[:end], False) is None
     assert take_head(data, False) is not None
     assert read and set(read) == {len(data)}
+
+
+# The Host field: uri-host [":" port] (RFC 9112 3.2).
+
+#: Host values the grammar allows: a reg-name (of every kind of character it takes),
+#: an IPv4 address or an IPv6 one in brackets, then a port or not.
+hosts = st.builds(
+    bytes.__add__,
+    st.one_of(tokens([b"a", b"Z", b"0", b"-", b".", b"_", b"~", b"!", b"$", b"&", b"'", b"(",
+                      b")", b"*", b"+", b",", b";", b"=", b"%41", b"%e9"], 12),
+              st.ip_addresses(v=4).map(lambda address: str(address).encode()),
+              st.ip_addresses(v=6).map(lambda address: f"[{address}]".encode())),
+    st.sampled_from([b"", b":", b":80", b":8079"]))
+#: What no Host value holds.
+not_in_hosts = st.sampled_from([b"@", b"/", b"\\", b"#", b"?", b"[", b"]", b'"', b"<", b"{",
+                                b"|", b"^", b"`", b"\xe9", b"%", b"%4", b"%zz"])
+
+
+@given(hosts, st.sampled_from([b"1.0", b"1.1"]))
+def test_any_host_the_grammar_allows_is_read_alike_by_both_readings(host, minor):
+    data = b"GET / HTTP/" + minor + b"\r\nHost: " + host + b"\r\n\r\n"
+    assert read_head(data, False).field("host") == host.decode("latin-1")
+    assert outcome_of(common_head, data) in (None, read_head(data, False))
+
+
+@given(hosts, st.integers(0, 60), not_in_hosts)
+def test_a_host_with_anything_else_in_it_is_400_in_both_readings(host, at, spoiler):
+    at %= len(host) + 1
+    spoilt = host[:at] + spoiler + host[at:]
+    assume(not (spoiler.startswith(b"%") and re.match(rb"%[0-9A-Fa-f]{2}", spoilt[at:])))
+    data = b"GET / HTTP/1.1\r\nHost: " + spoilt + b"\r\n\r\n"
+    refused = ("error", 400, "an invalid Host field")
+    assert outcome_of(lambda d: read_head(d, False), data) == refused
+    assert outcome_of(common_head, data) in (None, refused)
 
 
 # Properties: any bytes, fed whole or in pieces, CRLF or LF.

@@ -191,6 +191,8 @@ def test_any_other_method_is_405_with_allow(web, method):
     b"garbage\r\n\r\n",
     b"GET /\r\n\r\n",
     b"GET / HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: user@127.0.0.1\r\n\r\n",
     b"GET / HTTP/1.0\r\nBad header\r\n\r\n",
     b"GET / HTTP/1.0\r\nX: a\r\n folded\r\n\r\n",
     b"GET / HTTP/1.0\r\nX: \x1b[31m\r\n\r\n",

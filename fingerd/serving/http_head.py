@@ -17,6 +17,7 @@ line (``read_head``) and gives the same Head or the same error.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import NamedTuple
 
@@ -46,6 +47,11 @@ _COMMON = re.compile(
     rb"(GET|HEAD) (/[\x21\x22\x24-\x7e]*) HTTP/1\.([01])\r\n"
     rb"((?:[-0-9A-Za-z]+: [\x21-\x7e]+(?: [\x21-\x7e]+)*\r\n)*)\r\n")
 _ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?]*")
+#: A Host field's value (RFC 9112 3.2, RFC 3986 3.2.2): a reg-name, which an IPv4
+#: address is too, or an IPv6 address in brackets; then an optional port. What the
+#: pattern leaves, a reg-name's %XX and the address, ``_valid_host`` checks after it.
+_HOST = re.compile(r"([-.0-9A-Za-z_~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -184,9 +190,25 @@ def _check_fields(head: Head) -> None:
     hosts = [value for name, value in head.fields if name == "host"]
     if len(hosts) > 1 or (head.version >= (1, 1) and not hosts):
         raise HeadError(400, "an HTTP/1.1 request needs exactly one Host field")
+    if hosts and not _valid_host(hosts[0]):
+        raise HeadError(400, "an invalid Host field")
     lengths = [value for name, value in head.fields if name == "content-length"]
     if len(lengths) > 1 or (lengths and not _DIGITS.fullmatch(lengths[0])):
         raise HeadError(400, "malformed Content-Length")
+
+
+def _valid_host(value: str) -> bool:
+    host = _HOST.fullmatch(value)
+    if host is None:
+        return False
+    name = host.group(1)
+    if not name.startswith("["):
+        return "%" not in name or _BAD_PERCENT.search(name) is None
+    try:
+        ipaddress.IPv6Address(name[1:-1])
+    except ValueError:
+        return False
+    return True
 
 
 def take_request(buf: bytes | bytearray, eof: bool) -> Head | HeadError | list[bytes] | None:
