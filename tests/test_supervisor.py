@@ -227,9 +227,29 @@ def test_a_worker_exiting_with_exit_fatal_waits_the_longest_even_after_a_healthy
 def test_only_the_first_workers_startup_can_fail(running, workers, clock):
     die(running, workers)
     running.step(0)
-    assert running.state is State.STARTING and running.live.deadline is None
+    assert running.state is State.STARTING
     die(running, workers)
     assert running.state is State.BACKOFF
+
+
+def test_a_restarted_worker_not_ready_in_time_is_killed_and_the_next_one_started(
+        running, workers, clock):
+    """One stopped before it was ready (a kill -STOP from its own account) would
+    otherwise be waited for forever, no worker serving and every HUP deferred."""
+    die(running, workers)
+    running.step(0)
+    restarted = workers.pid
+    clock.now += STARTUP_TIMEOUT - 0.1
+    running.step(0)
+    assert workers.sent == []
+    clock.now += 0.1
+    running.step(0)
+    assert workers.sent == [(restarted, signal.SIGKILL)] and running.exit_status is None
+    die(running, workers, killed(signal.SIGKILL))
+    assert running.state is State.BACKOFF
+    clock.now = running.deadline
+    running.step(0)
+    assert running.state is State.STARTING and workers.pid != restarted
 
 
 def test_sighup_is_passed_to_the_worker(running, workers):

@@ -144,9 +144,12 @@ class Supervisor:
     def _on_worker_deadline(self, handle: WorkerHandle) -> None:
         """A worker's phase ended by itself: it is given up, or killed."""
         if handle.phase is Phase.STARTING and self.state is State.STARTING:
-            self._fail_startup(f"worker not ready after {STARTUP_TIMEOUT:.0f} s")
-            return
-        if handle.phase is Phase.STARTING:
+            if self.restarts == 0:
+                self._fail_startup(f"worker not ready after {STARTUP_TIMEOUT:.0f} s")
+                return
+            log.error("worker %d not ready after %.0f s (stopped or wedged); killing it",
+                      handle.pid, STARTUP_TIMEOUT)  # as a silent one: its death is a death
+        elif handle.phase is Phase.STARTING:
             self.reloads.give_up()  # its death ends the reload
         elif handle.phase is Phase.RUNNING:
             log.error("worker %d gave no sign of life for %.0f s (stopped or wedged); "
@@ -168,8 +171,7 @@ class Supervisor:
         now = self.clock()
         old, started = self.live, WorkerHandle(
             pid, ParentEnd(channel), LogRelay.for_config(self.config, log_fd, pid),
-            self.config, now, now + STARTUP_TIMEOUT if replacing or self.restarts == 0
-            else None)
+            self.config, now, now + STARTUP_TIMEOUT)
         self.live = started
         self.monitor.watch(started)
         log.info("started worker %d", pid)
@@ -189,8 +191,7 @@ class Supervisor:
         """Serve ``plan``'s configuration and sockets from the next worker on; what
         was served before, as a plan to go back to."""
         self.config, self.sockets = plan.config, plan.sockets
-        previous: Plan = self.workers.configure(plan)
-        return previous
+        return self.workers.configure(plan)  # type: ignore[no-any-return]
 
     def _on_worker_ready(self, sender: WorkerHandle) -> None:
         log.info("worker %d ready", sender.pid)
