@@ -37,10 +37,10 @@ def direct(redis_server):
 def open_store(redis_server, direct):
     stores = []
 
-    def make(metrics=None, **kw):
+    def make(metrics=None, fallback=True, **kw):
         store = RedisStore(redis_server.url, "test", metrics or Metrics(), **kw)
         stores.append(store)
-        store.load()
+        store.load(fallback)
         return store
 
     yield make
@@ -159,16 +159,54 @@ def test_a_restarted_worker_serves_its_predecessors_table_until_redis_is_back(po
         store.close()
 
 
-def test_a_hash_too_large_is_refused_and_the_table_kept(open_store, direct, caplog):
+def test_a_hash_too_large_is_refused_the_table_kept_and_reported_once(open_store, direct,
+                                                                     caplog):
     metrics = Metrics()
     store = open_store(metrics, max_entries=3)
     direct.hset(KEY, mapping={f"u{i}": "x" for i in range(5)})
-    with caplog.at_level(logging.ERROR):
+    with caplog.at_level(logging.INFO):
+        for reads in (1, 2):
+            store.reload()
+            wait_until(lambda: sample(metrics, "fingerd_reloads_total",
+                                      outcome="failure") == reads, what="the read refused")
+        assert dict(store.table.items()) == {"alice": "Happy", "bob": "Sleeping"}
+        direct.delete(KEY)
+        direct.hset(KEY, "carol", "Fits again")
         store.reload()
-        wait_until(lambda: sample(metrics, "fingerd_reloads_total", outcome="failure") == 1,
-                   what="the read refused")
-    assert dict(store.table.items()) == {"alice": "Happy", "bob": "Sleeping"}
-    assert "more than 3 entries" in caplog.text
+        wait_until(lambda: dict(store.table.items()) == {"carol": "Fits again"},
+                   what="the hash served once it fits")
+    assert caplog.text.count("more than 3 entries") == 1, caplog.text
+    assert "test:users: read 1 users" in caplog.text
+
+
+def test_a_restarted_worker_whose_hash_is_too_large_serves_its_predecessors_table(
+        open_store, direct, caplog):
+    direct.hset(KEY, mapping={f"u{i}": "x" for i in range(5)})
+    snapshot = Snapshot(create())
+    snapshot.save_table(UserTable([("alice", "Kept by the previous worker")]))
+    metrics = Metrics()
+    with caplog.at_level(logging.ERROR):
+        store = open_store(metrics, snapshot=snapshot, max_entries=3)
+        store.reload()
+        wait_until(lambda: sample(metrics, "fingerd_reloads_total", outcome="failure") == 2,
+                   what="the hash read again, and refused again")
+    kept = {"alice": "Kept by the previous worker"}
+    assert dict(store.table.items()) == kept
+    assert dict(snapshot.load_table().items()) == kept, "the snapshot was overwritten"
+    assert sample(metrics, "fingerd_users") == 1
+    assert sample(metrics, "fingerd_store_up") == 1
+    assert caplog.text.count("more than 3 entries") == 1, caplog.text
+
+
+@pytest.mark.parametrize("fallback", [True, False], ids=["first start", "reload"])
+def test_a_start_without_a_table_to_fall_back_on_refuses_a_hash_too_large(
+        open_store, direct, fallback):
+    direct.hset(KEY, mapping={f"u{i}": "x" for i in range(5)})
+    snapshot = Snapshot(create())
+    if not fallback:
+        snapshot.save_table(UserTable([("alice", "Kept")]))
+    with pytest.raises(StoreError, match="test:users: more than 3 entries$"):
+        open_store(snapshot=snapshot, max_entries=3, fallback=fallback)
 
 
 def test_a_set_is_overtaken_only_by_a_read_of_its_name_while_it_is_under_way():

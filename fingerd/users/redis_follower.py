@@ -75,20 +75,28 @@ class Follower:
         self.up = False
         #: (field, value) of the entries reported as skipped, so that each is reported once.
         self._reported: frozenset[tuple[bytes, bytes | int]] = frozenset()
+        #: Why the last whole read refused the hash (too large), until one is served.
+        self._refused: str | None = None
         self._resync = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="fingerd-redis",
                                         daemon=True)
 
     def read_first(self) -> None:
-        """Connect, subscribe and publish the whole hash, before the thread starts; raises
-        RedisError, every connection closed, when Redis cannot be read."""
+        """Connect, subscribe and publish the whole hash, before the thread starts.
+
+        Raises HashTooLarge, connected and subscribed, with nothing published,
+        when the hash is refused; RedisError, every connection closed, when
+        Redis cannot be read. The caller says the store is up (``set_up``).
+        """
         try:
             self._read_all(self._open().reader)
+        except HashTooLarge as exc:
+            self._refused = str(exc)
+            raise
         except redis.RedisError:
             self._close()
             raise
-        self._set_up(True)
 
     def start(self) -> None:
         self._thread.start()
@@ -110,17 +118,17 @@ class Follower:
             try:
                 subscription = self._subscription
                 if subscription is None:
-                    self._read_all(self._open().reader)
-                    self._set_up(True)
+                    self._read_again(self._open().reader)
+                    self.set_up(True)
                     backoff = BACKOFF_FIRST
                 elif self._resync.is_set():
                     self._resync.clear()
-                    self._read_all(subscription.reader)
+                    self._read_again(subscription.reader)
                 else:
                     self._read_hinted(subscription)
             except redis.RedisError as exc:
                 self._close()
-                self._set_up(False, exc)
+                self.set_up(False, exc)
                 count_read(self._metrics, False)
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_CAP)
@@ -148,16 +156,25 @@ class Follower:
             except (redis.RedisError, OSError):
                 pass
 
+    def _read_again(self, reader: redis.Redis) -> None:
+        """``_read_all``, a hash too large refused as a too large users file is: the table
+        served kept, the failed read counted, and logged once until a read is served."""
+        try:
+            self._read_all(reader)
+        except HashTooLarge as exc:
+            count_read(self._metrics, False)
+            if str(exc) != self._refused:
+                self._refused = str(exc)
+                log.error("%s: %s; keeping %d users", self._store.path, exc,
+                          len(self._store.table))
+
     def _read_all(self, reader: redis.Redis) -> None:
         """Read the whole hash with ``reader`` and publish it, the unservable entries left
-        out."""
-        try:
-            users, skipped = read_servable(reader, self._key, self._max_entries)
-        except HashTooLarge as exc:
-            log.error("%s: %s; keeping %d users", self._store.path, exc,
-                      len(self._store.table))
-            count_read(self._metrics, False)
-            return
+        out; raises HashTooLarge, publishing nothing, past the bounds."""
+        users, skipped = read_servable(reader, self._key, self._max_entries)
+        if self._refused is not None:
+            self._refused = None
+            log.info("%s: read %d users", self._store.path, len(users))
         self._report(skipped, replace=True)
         if _same(self._store.table, users):
             count_read(self._metrics, True)  # unchanged: the answers made from it stay good
@@ -172,7 +189,7 @@ class Follower:
         names = self._store.take_rereads()
         hinted = self._hints(subscription.pubsub, 0.0 if names else HINT_WAIT)
         if EVERYTHING.encode() in hinted:
-            self._read_all(subscription.reader)
+            self._read_again(subscription.reader)
             return
         names |= {name for name in map(hinted_name, hinted) if name is not None}
         if not names:
@@ -205,7 +222,7 @@ class Follower:
         self._reported = (frozenset(found) if replace
                           else self._reported | frozenset(found))
 
-    def _set_up(self, up: bool, problem: Exception | None = None) -> None:
+    def set_up(self, up: bool, problem: Exception | None = None) -> None:
         """Say once that Redis went away or came back, and show it on fingerd_store_up."""
         was, self.up = self.up, up
         self._metrics.store_up.set(1 if up else 0)

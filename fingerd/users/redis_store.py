@@ -35,7 +35,7 @@ import redis
 
 from fingerd.limits import MAX_STORE_ENTRIES, STORE_TIMEOUT_SECONDS
 from fingerd.users.editing import OutcomeUnknown, StoreError
-from fingerd.users.redis_access import Skipped, connect, with_fields
+from fingerd.users.redis_access import HashTooLarge, Skipped, connect, with_fields
 from fingerd.users.redis_follower import UNAVAILABLE, Follower, count_read
 from fingerd.users.redis_schema import changes_channel, redacted, users_key
 from fingerd.users.table import UserTable
@@ -103,18 +103,25 @@ class RedisStore:
     def load(self, fallback: bool = True) -> None:
         """Read the whole hash, then follow it in a thread of its own.
 
-        When Redis cannot be read, a restarted worker serves the table its
-        predecessor left (the follower keeps trying), with ``fallback``; a
-        first start, or one without, raises StoreError rather than serve an
-        empty table.
+        When Redis cannot be read, or the hash is refused as too large, a
+        restarted worker serves the table its predecessor left (the follower
+        keeps trying), with ``fallback``; a first start, or one without,
+        raises StoreError rather than serve an empty table.
         """
         try:
             self._follower.read_first()
+        except HashTooLarge as exc:
+            if not (fallback and self._load_snapshot(str(exc))):
+                self._follower.stop()
+                raise StoreError(f"{self.path}: {exc}") from None
+            self._follower.set_up(True)
         except redis.RedisError as exc:
-            if not (fallback and self._load_snapshot(exc)):
+            if not (fallback and self._load_snapshot(f"{UNAVAILABLE}: {exc}")):
                 raise StoreError(f"{self.path}: {UNAVAILABLE}: {exc}") from None
+            self._metrics.store_up.set(0)
         else:
             self.keep()
+            self._follower.set_up(True)
         self._follower.start()
 
     def reload(self, force: bool = False) -> bool:
@@ -233,14 +240,13 @@ class RedisStore:
             except OSError as exc:
                 log.warning("cannot keep the table for the next worker: %s", exc)
 
-    def _load_snapshot(self, problem: Exception) -> bool:
+    def _load_snapshot(self, problem: str) -> bool:
         """After ``problem`` at a worker's start: serve the previous worker's table, if any."""
         users = self._snapshot.load_table() if self._snapshot is not None else None
         if users is None:
             return False
         self._publish(users)
-        self._metrics.store_up.set(0)
         count_read(self._metrics, False)
-        log.error("%s: %s: %s; serving the %d users the previous worker served and retrying",
-                  self.path, UNAVAILABLE, problem, len(users))
+        log.error("%s: %s; serving the %d users the previous worker served and retrying",
+                  self.path, problem, len(users))
         return True
