@@ -26,7 +26,7 @@ from fingerd.config import (
 from fingerd.finger import client
 from fingerd.limits import MAX_USERS_FILE_BYTES, STARTUP_TIMEOUT
 from fingerd.process import pidfile, reload_status
-from fingerd.users.usersfile import UsersFileError, parse_users
+from fingerd.users.usersfile import UsersFileError, parse_importable
 
 #: Seconds ``stop`` waits for the daemon to exit.
 STOP_TIMEOUT = 20.0
@@ -255,15 +255,13 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
     try:
         with open(args.file, "rb") as f:
             data = f.read(MAX_USERS_FILE_BYTES + 1)
-        if len(data) > MAX_USERS_FILE_BYTES:
-            raise UsersFileError(args.file, [(0, f"larger than {MAX_USERS_FILE_BYTES} bytes")])
-        users = parse_users(data, args.file)
+        users = parse_importable(data, args.file)
     except OSError as exc:
         say(f"{args.file}: cannot read: {exc.strerror or exc}", sys.stderr)
         return EXIT_FAILED
     except UsersFileError as exc:
         print(exc, file=sys.stderr)
-        say(f"{args.file} is not a valid users file; nothing imported", sys.stderr)
+        say(f"nothing imported from {args.file}", sys.stderr)
         return EXIT_FAILED
     conn = store.connect(config.redis_url, max_connections=1, timeout=STORE_TIMEOUT)
     try:

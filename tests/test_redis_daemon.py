@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from fingerd.limits import MAX_STORE_ENTRIES
 from tests.support import ROOT
 from tests.support.markers import needs_tool
 from tests.support.polling import wait_until
@@ -108,6 +109,18 @@ def test_an_invalid_file_is_not_imported(configured, direct, tmp_path):
     assert refused.returncode == 1
     assert f"{bad}:2: invalid user name" in refused.stderr
     assert "nothing imported" in refused.stderr
+    assert direct.hgetall("dir:users") == {b"alice": b"From Redis", b"bob": b"Also from Redis"}
+
+
+def test_a_file_with_more_entries_than_fingerd_reads_from_redis_is_not_imported(
+        configured, direct, tmp_path):
+    big = tmp_path / "big"
+    big.write_bytes(b"".join(b"u%d:x\n" % i for i in range(MAX_STORE_ENTRIES + 1)))
+    refused = ctl(configured, "import", str(big))
+    assert refused.returncode == 1
+    assert (f"{big}:0: {MAX_STORE_ENTRIES + 1} entries, more than the {MAX_STORE_ENTRIES} "
+            f"fingerd reads from Redis") in refused.stderr
+    assert f"nothing imported from {big}" in refused.stderr
     assert direct.hgetall("dir:users") == {b"alice": b"From Redis", b"bob": b"Also from Redis"}
 
 

@@ -13,7 +13,12 @@ from itertools import repeat
 from operator import itemgetter
 from typing import Optional, Protocol
 
-from fingerd.limits import MAX_NAME_CHARS, MAX_STATUS_BYTES
+from fingerd.limits import (
+    MAX_NAME_CHARS,
+    MAX_STATUS_BYTES,
+    MAX_STORE_ENTRIES,
+    MAX_USERS_FILE_BYTES,
+)
 from fingerd.users.table import UserTable
 
 NAME_RE = re.compile(rf"[A-Za-z0-9._][A-Za-z0-9._-]{{0,{MAX_NAME_CHARS - 1}}}")
@@ -97,6 +102,19 @@ def parse_users(data: bytes, filename: str = "users") -> UserTable:
     """
     users = _parse_fast(data)
     return users if users is not None else _parse_lines(_decode(data, filename), filename)
+
+
+def parse_importable(data: bytes, filename: str) -> UserTable:
+    """``parse_users`` for a file to put in the Redis hash, refusing what every fingerd
+    would refuse to read back from it: more than MAX_USERS_FILE_BYTES or
+    MAX_STORE_ENTRIES entries."""
+    if len(data) > MAX_USERS_FILE_BYTES:
+        raise UsersFileError(filename, [(0, f"larger than {MAX_USERS_FILE_BYTES} bytes")])
+    users = parse_users(data, filename)
+    if len(users) > MAX_STORE_ENTRIES:
+        raise UsersFileError(filename, [(0, f"{len(users)} entries, more than the "
+                                            f"{MAX_STORE_ENTRIES} fingerd reads from Redis")])
+    return users
 
 
 #: Bytes of the file one pass of the fast path reads. Regular expressions
