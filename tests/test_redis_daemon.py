@@ -76,6 +76,18 @@ def test_the_setter_refuses_while_redis_is_down_and_works_when_it_is_back(config
     assert log.count("store unavailable: ") == 1 and log.count("store reachable") == 2
 
 
+def test_a_password_given_as_a_query_option_is_never_shown(make_daemon, ports):
+    d = make_daemon(store__backend="redis",
+                    store__redis_url=f"redis://127.0.0.1:{ports.take()}/0?password=s3cret")
+    checked = run("fingerd", "-t", "-c", d.config_file)
+    started = run("fingerd", "-n", "-c", d.config_file)
+    exported = ctl(d, "export")
+    assert checked.returncode == 0 and started.returncode != 0 and exported.returncode == 1
+    assert "/0?password=*** fingerd:users: store unavailable" in started.stderr
+    for output in (checked.stdout, checked.stderr, started.stderr, exported.stderr):
+        assert "s3cret" not in output, output
+
+
 def test_hup_reads_the_whole_hash_again(make_daemon, redis_server, direct):
     d = make_daemon(fingerd__reload_interval="3600", store__backend="redis",
                     store__redis_url=redis_server.url, store__redis_prefix="dir").start()

@@ -52,6 +52,11 @@ def test_a_url_shows_no_password():
     assert redacted("redis://:secret@10.0.0.1:6380/2") == "redis://:***@10.0.0.1:6380/2"
     assert redacted("redis://u:secret@[::1]/0") == "redis://u:***@[::1]/0"
     assert redacted("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert redacted("redis://h/0?db=1&password=secret") == "redis://h/0?db=1&password=***"
+    assert redacted("redis://u:a@h/0?pass%77ord=b&username=u#x") == \
+        "redis://u:***@h/0?pass%77ord=***&username=u#x"
+    assert redacted("unix:///run/redis.sock?password=secret") == \
+        "unix:///run/redis.sock?password=***"
 
 
 def test_a_field_is_shown_escaped_and_short():

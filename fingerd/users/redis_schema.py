@@ -12,7 +12,7 @@ hand back its length instead.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from fingerd.limits import MAX_NAME_CHARS, MAX_STATUS_BYTES
 from fingerd.users.usersfile import is_valid_name, status_problem
@@ -105,18 +105,33 @@ def entry_problem(field: bytes, value: bytes
     return name, status, None
 
 
+#: The query options of a Redis URL whose values redacted() hides, as the client
+#: library reads their names.
+SECRET_OPTIONS = ("password",)
+
+
 def redacted(url: str) -> str:
-    """``url`` without its password, for logs and messages."""
+    """``url`` without its password, after the user name or as a query option (the client
+    library reads both), for logs and messages."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}:***@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{parts.username or ''}:***@{host}"
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        url = urlunsplit(parts._replace(netloc=netloc))
+    head, mark, rest = url.partition("?")
+    query, hash_mark, fragment = rest.partition("#")
+    options = (_hidden(option) for option in query.split("&"))
+    return head + mark + "&".join(options) + hash_mark + fragment if mark else url
+
+
+def _hidden(option: str) -> str:
+    """One ``NAME=VALUE`` of a query, its value hidden if it is a secret."""
+    name, _, _ = option.partition("=")
+    return f"{name}=***" if unquote_plus(name) in SECRET_OPTIONS else option
 
 
 def shown_field(field: bytes) -> str:
