@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Union
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from fingerd.finger.output import HIGH_BYTES_POLICIES
 from fingerd.users.setter_request import POLICIES
@@ -233,11 +233,28 @@ def _choice(*choices: str) -> Reader:
 
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
+#: The query options redis_url may hold, each with its value's pattern and what that
+#: says. The client library's others would set what fingerd sets itself (timeouts,
+#: retries, the pool) or the kind of its replies.
+_REDIS_OPTIONS = {
+    "db": ("[0-9]+", "a database number"),
+    "username": (".+", "a user name"),
+    "password": (".+", "a password"),
+}
+#: And those of rediss:// (TLS) too.
+_TLS_OPTIONS = {
+    **_REDIS_OPTIONS,
+    **{name: (".+", "a path") for name in ("ssl_ca_certs", "ssl_ca_path", "ssl_certfile",
+                                           "ssl_keyfile")},
+    "ssl_cert_reqs": ("none|optional|required", "none, optional or required"),
+    "ssl_check_hostname": ("(?i:yes|no|true|false|on|off|1|0)", "yes or no"),
+}
 
 
 def _redis_url(text: str, base: str) -> str:
     """``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]``, ``rediss://`` (TLS) or
-    ``unix:///PATH[?db=DB]``, as the redis client library reads them."""
+    ``unix:///PATH[?db=DB]``, as the redis client library reads them, with the query
+    options fingerd leaves to it."""
     try:
         parts = urlsplit(text)
         port = parts.port
@@ -253,7 +270,25 @@ def _redis_url(text: str, base: str) -> str:
         raise InvalidValue("expected a host and a port from 1 to 65535")
     elif parts.path.strip("/") and not parts.path.strip("/").isdigit():
         raise InvalidValue(f"expected a database number after the host, got {parts.path!r}")
+    _redis_options(parts.query, _TLS_OPTIONS if parts.scheme == "rediss" else _REDIS_OPTIONS)
     return text
+
+
+def _redis_options(query: str, accepted: dict[str, tuple[str, str]]) -> None:
+    """Check the query of a redis_url against ``accepted``, as the client library splits
+    it; a value is named only when it cannot be a secret."""
+    try:
+        options = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise InvalidValue("expected query options as ?NAME=VALUE&NAME=VALUE") from None
+    for name, value in options:
+        if name not in accepted:
+            raise InvalidValue(f"query option {name!r} not accepted; expected "
+                               f"{', '.join(accepted)}")
+        pattern, what = accepted[name]
+        if not re.fullmatch(pattern, value):
+            shown = f", got {value!r}" if pattern != ".+" else ""
+            raise InvalidValue(f"query option {name}: expected {what}{shown}")
 
 
 _PREFIX_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")

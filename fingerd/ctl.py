@@ -263,14 +263,12 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         say(f"nothing imported from {args.file}", sys.stderr)
         return EXIT_FAILED
-    conn = store.connect(config.redis_url, max_connections=1, timeout=STORE_TIMEOUT)
     try:
-        store.replace_users(conn, config.redis_prefix, users)
+        with store.connect(config.redis_url, max_connections=1, timeout=STORE_TIMEOUT) as conn:
+            store.replace_users(conn, config.redis_prefix, users)
     except store.redis.RedisError as exc:
         say(f"{_store_name(config)}: store unavailable: {exc}; nothing imported", sys.stderr)
         return EXIT_FAILED
-    finally:
-        conn.close()
     print(f"{_store_name(config)}: {len(users)} users imported from {args.file}")
     return EXIT_OK
 
@@ -281,14 +279,12 @@ def cmd_export(config: Config, args: argparse.Namespace) -> int:
     store = _redis_access(config, "export")
     if store is None:
         return EXIT_FAILED
-    conn = store.connect(config.redis_url, max_connections=1, timeout=STORE_TIMEOUT)
     try:
-        users, unservable = store.read_users(conn, config.redis_prefix)
+        with store.connect(config.redis_url, max_connections=1, timeout=STORE_TIMEOUT) as conn:
+            users, unservable = store.read_users(conn, config.redis_prefix)
     except store.redis.RedisError as exc:
         say(f"{_store_name(config)}: store unavailable: {exc}", sys.stderr)
         return EXIT_FAILED
-    finally:
-        conn.close()
     schema = importlib.import_module("fingerd.users.redis_schema")
     sys.stdout.buffer.write("".join(f"{name}:{users[name]}\n" for name in sorted(users))
                             .encode("utf-8"))

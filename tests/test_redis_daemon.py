@@ -88,6 +88,24 @@ def test_a_password_given_as_a_query_option_is_never_shown(make_daemon, ports):
         assert "s3cret" not in output, output
 
 
+@pytest.mark.parametrize("query, message", [
+    ("db=x", "query option db: expected a database number, got 'x'"),
+    ("socket_timeout=abc", "query option 'socket_timeout' not accepted"),
+])
+def test_a_query_option_of_the_wrong_kind_is_a_configuration_error(make_daemon, query,
+                                                                    message):
+    d = make_daemon(store__backend="redis", store__redis_url=f"redis://127.0.0.1/0?{query}")
+    with open(d.config_file) as f:
+        number = next(n for n, text in enumerate(f, 1) if text.startswith("redis_url"))
+    line = f"{d.config_file}:{number}: [store] redis_url: {message}"
+    for command in (run("fingerd", "-t", "-c", d.config_file),
+                    run("fingerd", "-n", "-c", d.config_file),
+                    ctl(d, "export"), ctl(d, "import", d.users_file)):
+        assert command.returncode != 0, command
+        assert line in command.stdout + command.stderr, command
+        assert "Traceback" not in command.stderr, command.stderr
+
+
 def test_hup_reads_the_whole_hash_again(make_daemon, redis_server, direct):
     d = make_daemon(fingerd__reload_interval="3600", store__backend="redis",
                     store__redis_url=redis_server.url, store__redis_prefix="dir").start()

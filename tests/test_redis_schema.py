@@ -74,7 +74,11 @@ def test_the_store_defaults_to_the_users_file():
 
 
 @pytest.mark.parametrize("url", ["redis://h", "redis://:pw@10.0.0.1:6380/3",
-                                 "rediss://h:6379/0", "unix:///run/redis/redis.sock"])
+                                 "rediss://h:6379/0", "unix:///run/redis/redis.sock",
+                                 "redis://h/0?db=2&username=fd&password=pw",
+                                 "unix:///run/redis/redis.sock?db=1",
+                                 "rediss://h/0?ssl_ca_certs=/etc/ssl/ca.pem&ssl_cert_reqs=required"
+                                 "&ssl_check_hostname=yes"])
 def test_redis_urls_the_client_library_reads_are_accepted(url):
     assert store_config(backend="redis", redis_url=url).redis_url == url
 
@@ -84,6 +88,16 @@ def test_redis_urls_the_client_library_reads_are_accepted(url):
     ("redis_url", "http://h/", "expected redis://HOST"),
     ("redis_url", "redis://h/users", "expected a database number"),
     ("redis_url", "unix://relative", "expected unix:///PATH"),
+    ("redis_url", "redis://h/0?db=x", "query option db: expected a database number, got 'x'"),
+    ("redis_url", "redis://h/0?d%62=x", "query option db: expected a database number, got"),
+    ("redis_url", "redis://h/0?socket_timeout=abc",
+     "query option 'socket_timeout' not accepted; expected db, username, password"),
+    ("redis_url", "redis://h/0?socket_timeout=60", "query option 'socket_timeout' not accepted"),
+    ("redis_url", "unix:///r.sock?ssl_ca_certs=/ca.pem", "query option 'ssl_ca_certs' not"),
+    ("redis_url", "rediss://h/0?ssl_cert_reqs=some",
+     "query option ssl_cert_reqs: expected none, optional or required, got 'some'"),
+    ("redis_url", "redis://h/0?password=", "query option password: expected a password"),
+    ("redis_url", "redis://h/0?secret", "expected query options as ?NAME=VALUE"),
     ("redis_prefix", "has space", "expected 1 to 64 characters"),
 ])
 def test_invalid_store_settings_name_the_line_and_key(key, value, message):

@@ -145,6 +145,12 @@ def test_a_first_start_without_redis_fails(ports, tmp_path):
         store.load()
 
 
+def test_a_url_the_client_library_cannot_read_fails_the_start_as_a_store_error(ports):
+    store = RedisStore(f"redis://127.0.0.1:{ports.take()}/0?db=x", "test", Metrics())
+    with pytest.raises(StoreError, match="store unavailable: redis_url: "):
+        store.load()
+
+
 def test_a_restarted_worker_serves_its_predecessors_table_until_redis_is_back(ports):
     snapshot = Snapshot(create())
     snapshot.save_table(UserTable([("alice", "Kept")]))

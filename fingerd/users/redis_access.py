@@ -54,11 +54,18 @@ IMPORT_BATCH = 10000
 def connect(url: str, max_connections: int = SET_CONNECTIONS,
             timeout: float = STORE_TIMEOUT_SECONDS) -> redis.Redis:
     """A client for ``url`` whose every call and connection gives up after ``timeout``
-    seconds, and is never retried behind the caller's back."""
-    pool = redis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout,
-        socket_connect_timeout=min(timeout, STORE_TIMEOUT_SECONDS), socket_keepalive=True,
-        retry=Retry(NoBackoff(), 0))
+    seconds, and is never retried behind the caller's back.
+
+    Raises RedisError for a URL the client library cannot read (the configuration
+    is checked before, but the library's own reading of it varies with its version).
+    """
+    try:
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout,
+            socket_connect_timeout=min(timeout, STORE_TIMEOUT_SECONDS), socket_keepalive=True,
+            retry=Retry(NoBackoff(), 0))
+    except ValueError as exc:
+        raise redis.RedisError(f"redis_url: {exc}") from None
     return redis.Redis(connection_pool=pool)
 
 
