@@ -92,6 +92,26 @@ def test_a_set_redis_holds_back_is_called_off_before_it_is_answered_error(
     assert answer == b"ERROR store unavailable\r\n"
 
 
+def test_a_set_still_on_its_way_to_redis_is_called_off_before_it_is_answered_error(
+        make_daemon, redis_server, ports):
+    """The write reaches Redis after fingerd stopped waiting for it: ERROR must stay true."""
+    direct = redis.Redis.from_url(redis_server.url, socket_timeout=5)
+    slow = ExecDelayRelay(ports.take(), redis_server.port, ACK_DELAY, held="request").start()
+    try:
+        direct.hset("late:users", "alice", "Before")
+        d = make_daemon(store__backend="redis", store__redis_url=slow.url,
+                        store__redis_prefix="late").start()
+        answer = d.setter(b"alice\r\nStill on its way\r\n")
+        wait_until(slow.released.is_set, what="the write passed on to Redis, late")
+        for _ in during(1.0):
+            assert direct.hget("late:users", "alice") == b"Before"
+        assert d.finger(b"alice\r\n") == b"Before\r\n"
+    finally:
+        slow.stop()
+        direct.close()
+    assert answer == b"ERROR store unavailable\r\n"
+
+
 def test_sets_waiting_for_late_acknowledgements_do_not_hold_up_other_hosts_sets(
         make_daemon, redis_server, late):
     d = make_daemon(fingerd__threads="8", store__backend="redis", store__redis_url=late.url,

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-from typing import NamedTuple
+import queue
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 
 import redis
 from redis.backoff import NoBackoff
@@ -36,6 +38,9 @@ from fingerd.users.redis_schema import (
 )
 from fingerd.users.table import UserTable
 
+if TYPE_CHECKING:
+    from redis.connection import AbstractConnection
+
 # The client looks its own version up as it connects (redis-py 7 on), and the lookup's
 # parsers are imported on first use from Python 3.13 on: used once here, where the worker
 # still runs as root, they are loaded for an interpreter the service account cannot read.
@@ -44,17 +49,17 @@ with contextlib.suppress(importlib.metadata.PackageNotFoundError):
 
 #: Fields one HSCAN call asks for.
 SCAN_BATCH = 1000
-#: Connections the sets of one store hold to Redis at most; a set that finds none free
-#: waits for one (within the timeout).
+#: Connections the sets of one store hold to Redis at most.
 SET_CONNECTIONS = 4
 #: Fields one HSET of ``replace_users`` carries, all in one transaction.
 IMPORT_BATCH = 10000
 
 
-def connect(url: str, max_connections: int = SET_CONNECTIONS,
-            timeout: float = STORE_TIMEOUT_SECONDS) -> redis.Redis:
+def connect(url: str, max_connections: int = 1, timeout: float = STORE_TIMEOUT_SECONDS,
+            on_connect: Callable[[AbstractConnection], None] | None = None) -> redis.Redis:
     """A client for ``url`` whose every call and connection gives up after ``timeout``
-    seconds, and is never retried behind the caller's back.
+    seconds, and is never retried behind the caller's back; ``on_connect`` sets up each
+    connection made, instead of the client library's own ``on_connect``.
 
     Raises RedisError for a URL the client library cannot read (the configuration
     is checked before, but the library's own reading of it varies with its version).
@@ -63,10 +68,89 @@ def connect(url: str, max_connections: int = SET_CONNECTIONS,
         pool = redis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout,
             socket_connect_timeout=min(timeout, STORE_TIMEOUT_SECONDS), socket_keepalive=True,
-            retry=Retry(NoBackoff(), 0))
+            retry=Retry(NoBackoff(), 0), redis_connect_func=on_connect)
     except ValueError as exc:
         raise redis.RedisError(f"redis_url: {exc}") from None
     return redis.Redis(connection_pool=pool)
+
+
+class Unanswered(redis.RedisError):
+    """A write was sent (or may have been) and its reply did not come: Redis may apply
+    it still, until the connection it went on, ``connection_id`` (None when unknown),
+    is called off (``call_off``)."""
+
+    def __init__(self, problem: redis.RedisError, connection_id: int | None) -> None:
+        super().__init__(str(problem))
+        self.connection_id = connection_id
+
+
+class _Identity:
+    """The id Redis gave the connection of a one-connection client (CLIENT ID), noted
+    each time it connects."""
+
+    def __init__(self) -> None:
+        self.id: int | None = None
+
+    def __call__(self, connection: AbstractConnection) -> None:
+        connection.on_connect()  # type: ignore[no-untyped-call]
+        self.id = None
+        connection.send_command("CLIENT", "ID")  # type: ignore[no-untyped-call]
+        try:
+            self.id = int(connection.read_response())
+        except redis.ResponseError:  # an ACL refuses it: a write on it cannot be called off
+            pass
+
+
+class Writers:
+    """The connections a store's sets write on, SET_CONNECTIONS at most, each used by one
+    set at a time, so that the connection a write whose reply did not come went on is
+    known; a set that finds none free waits for one (within the timeout)."""
+
+    def __init__(self, url: str) -> None:
+        self._free: queue.SimpleQueue[tuple[redis.Redis, _Identity]] = queue.SimpleQueue()
+        self._all: list[redis.Redis] = []
+        for _ in range(SET_CONNECTIONS):
+            identity = _Identity()
+            client = connect(url, on_connect=identity)
+            self._all.append(client)
+            self._free.put((client, identity))
+
+    def set_status(self, key: str, channel: str, name: str, status: str) -> None:
+        """Set ``name``'s status in the hash at ``key`` and hint it on ``channel``, in one
+        transaction (MULTI, HSET, PUBLISH, EXEC).
+
+        Raises ResponseError when Redis refused it, RedisError when nothing was
+        sent, and Unanswered when its reply did not come in time.
+        """
+        try:
+            client, identity = self._free.get(timeout=STORE_TIMEOUT_SECONDS)
+        except queue.Empty:
+            raise redis.ConnectionError("no connection free for a set") from None
+        try:
+            with client.pipeline(transaction=True) as pipe:
+                pipe.hset(key, name, status)
+                pipe.publish(channel, name)
+                pipe.execute()
+        except redis.ResponseError:
+            raise
+        except redis.RedisError as exc:
+            raise Unanswered(exc, identity.id) from None
+        finally:
+            self._free.put((client, identity))
+
+    def close(self) -> None:
+        """Close the connections no set is using; one in use is left to its set."""
+        for client in self._all:
+            client.connection_pool.disconnect(inuse_connections=False)
+
+
+def call_off(client: redis.Redis, connection_id: int | None) -> None:
+    """Close the connection ``connection_id`` at Redis (CLIENT KILL ID), so that nothing
+    more sent on it is applied: once this returns, what Redis holds stays so but for
+    other writes. Raises RedisError when that cannot be done."""
+    if connection_id is None:
+        raise redis.RedisError("the connection it went on is unknown (CLIENT ID refused)")
+    client.client_kill_filter(_id=str(connection_id))
 
 
 def replace_users(client: redis.Redis, prefix: str, users: UserTable) -> None:

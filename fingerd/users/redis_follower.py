@@ -18,7 +18,14 @@ import redis
 from redis.client import PubSub
 
 from fingerd.limits import STORE_TIMEOUT_SECONDS
-from fingerd.users.redis_access import HashTooLarge, Skipped, connect, read_fields, read_servable
+from fingerd.users.redis_access import (
+    HashTooLarge,
+    Skipped,
+    Writers,
+    connect,
+    read_fields,
+    read_servable,
+)
 from fingerd.users.redis_schema import (
     EVERYTHING,
     changes_channel,
@@ -68,8 +75,8 @@ class Follower:
         self._channel = changes_channel(prefix)
         self._metrics = metrics
         self._max_entries = max_entries
-        #: The sets' client, and the follower's, with its subscription.
-        self.client: redis.Redis | None = None
+        #: The sets' connections, and the follower's client, with its subscription.
+        self.writers: Writers | None = None
         self._subscription: _Subscription | None = None
         #: True while the last call to Redis succeeded; only the follower changes it.
         self.up = False
@@ -139,17 +146,17 @@ class Follower:
         reader = connect(self._url, max_connections=FOLLOWER_CONNECTIONS)
         subscription = _Subscription(reader, reader.pubsub(ignore_subscribe_messages=True))
         self._subscription = subscription
-        self.client = connect(self._url)
+        self.writers = Writers(self._url)
         subscription.pubsub.subscribe(self._channel)
         return subscription
 
     def _close(self) -> None:
-        subscription, client = self._subscription, self.client
+        subscription, writers = self._subscription, self.writers
         self._subscription = None
-        closings: list[PubSub | redis.Redis] = (
+        closings: list[PubSub | redis.Redis | Writers] = (
             [] if subscription is None else [subscription.pubsub, subscription.reader])
-        if client is not None:
-            closings.append(client)
+        if writers is not None:
+            closings.append(writers)
         for closing in closings:
             try:
                 closing.close()

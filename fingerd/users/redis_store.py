@@ -35,7 +35,15 @@ import redis
 
 from fingerd.limits import MAX_STORE_ENTRIES, STORE_TIMEOUT_SECONDS
 from fingerd.users.editing import OutcomeUnknown, StoreError
-from fingerd.users.redis_access import HashTooLarge, Skipped, connect, with_fields
+from fingerd.users.redis_access import (
+    HashTooLarge,
+    Skipped,
+    Unanswered,
+    Writers,
+    call_off,
+    connect,
+    with_fields,
+)
 from fingerd.users.redis_follower import UNAVAILABLE, Follower, count_read
 from fingerd.users.redis_schema import changes_channel, redacted, users_key
 from fingerd.users.table import UserTable
@@ -139,14 +147,14 @@ class RedisStore:
         while Redis is known to be away, or when it does not hold the status
         once the write is done; OutcomeUnknown when that cannot be told.
         """
-        client = self._follower.client
-        if not self._follower.up or client is None:
+        writers = self._follower.writers
+        if not self._follower.up or writers is None:
             raise StoreError(UNAVAILABLE)
         with self._lock:
             self._sets.begin(name)
         written = False
         try:
-            written = self._write(client, name, status)
+            written = self._write(writers, name, status)
         finally:
             with self._lock:
                 overtaken = self._sets.end(name)
@@ -157,35 +165,34 @@ class RedisStore:
         if not written:
             raise StoreError(UNAVAILABLE)
 
-    def _write(self, client: redis.Redis, name: str, status: str) -> bool:
+    def _write(self, writers: Writers, name: str, status: str) -> bool:
         """Whether Redis holds ``status`` for ``name`` once the write is done.
 
         A write Redis did not acknowledge in time may have been applied all
-        the same (only its reply was late): then Redis is asked again, on a
-        fresh connection, so that the answer tells the truth.
+        the same (only its reply was late), or may be still on its way: then
+        it is called off and Redis asked again, on a fresh connection, so that
+        the answer tells the truth and stays true.
         """
         try:
-            with client.pipeline(transaction=True) as pipe:
-                pipe.hset(self._key, name, status)
-                pipe.publish(self._channel, name)
-                pipe.execute()
-        except redis.ResponseError as exc:  # Redis refused the transaction: nothing applied
+            writers.set_status(self._key, self._channel, name, status)
+        except Unanswered as exc:
+            return self._holds(name, status, exc)
+        except redis.RedisError as exc:  # refused, or never sent: nothing applied
             log.warning("%s: a set failed: %s", self.path, exc)
             return False
-        except redis.RedisError as exc:
-            return self._holds(name, status, exc)
         return True
 
-    def _holds(self, name: str, status: str, problem: Exception) -> bool:
-        """After ``problem`` with a write: whether Redis holds ``status`` for ``name``.
-        Raises OutcomeUnknown when that cannot be read either: Redis may have applied
-        the write before it went away."""
-        checker = connect(self._url, max_connections=1)
+    def _holds(self, name: str, status: str, problem: Unanswered) -> bool:
+        """After ``problem`` with a write: call it off, then whether Redis holds ``status``
+        for ``name``. Raises OutcomeUnknown when either cannot be done: Redis may have
+        applied the write, or may still."""
+        checker = connect(self._url)
         try:
+            call_off(checker, problem.connection_id)
             held = checker.hget(self._key, name) == status.encode()
         except redis.RedisError as exc:
-            raise OutcomeUnknown(f"a set failed: {problem}; reading it back failed too: "
-                                 f"{exc}") from None
+            raise OutcomeUnknown(f"a set failed: {problem}; calling it off or reading it "
+                                 f"back failed too: {exc}") from None
         finally:
             checker.connection_pool.disconnect()
         if held:

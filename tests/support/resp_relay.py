@@ -1,5 +1,7 @@
 """A loopback TCP relay in front of a real redis-server that holds back the reply to every
-``EXEC`` it forwards: a Redis that applied a transaction but whose acknowledgement is late.
+``EXEC`` it forwards: a Redis that applied a transaction but whose acknowledgement is late;
+or, with ``held="request"``, every ``EXEC`` itself on its way to Redis: a write slower than
+its writer waits, delivered even after the writer gave up.
 
 Every other byte passes at once. The relay reads the commands each client sends (RESP
 arrays) to know which reply answers ``EXEC``; a connection that subscribes is passed
@@ -48,13 +50,17 @@ def parse_value(buf: bytes, pos: int) -> tuple[object, int] | None:
 
 class ExecDelayRelay:
     """Listens on 127.0.0.1:``port`` and relays each connection to 127.0.0.1:``upstream``,
-    holding each reply to ``EXEC`` back ``delay`` seconds (later replies wait behind it)."""
+    holding each reply to ``EXEC`` (or each request holding one, with ``held="request"``)
+    back ``delay`` seconds; what follows on the connection waits behind it. ``released``
+    is set once a request held back was passed on (or found Redis gone)."""
 
-    def __init__(self, port: int, upstream: int, delay: float) -> None:
+    def __init__(self, port: int, upstream: int, delay: float, held: str = "reply") -> None:
         self.port = port
         self.url = f"redis://127.0.0.1:{port}/0"
         self._upstream = upstream
         self._delay = delay
+        self._held = held
+        self.released = threading.Event()
         self._stopping = threading.Event()
         self._sockets: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
@@ -105,12 +111,19 @@ class ExecDelayRelay:
         while chunk := _recv(client):
             buf += chunk
             pos = 0
+            holding = False
             while (parsed := parse_value(buf, pos)) is not None:
                 command, pos = parsed
                 if isinstance(command, list) and command:
                     commands.append(bytes(command[0]).upper())
+                    holding |= self._held == "request" and commands[-1] == b"EXEC"
             buf = buf[pos:]
-            if not _send(server, chunk):
+            if holding and self._stopping.wait(self._delay):
+                break
+            sent = _send(server, chunk)
+            if holding:
+                self.released.set()
+            if not sent:
                 break
         _end(server)
 
@@ -126,7 +139,8 @@ class ExecDelayRelay:
                 while not passing and (parsed := parse_value(buf, pos)) is not None:
                     start, pos = pos, parsed[1]
                     command = commands.popleft() if commands else b""
-                    if command == b"EXEC" and self._stopping.wait(self._delay):
+                    if (command == b"EXEC" and self._held == "reply"
+                            and self._stopping.wait(self._delay)):
                         return
                     if not _send(client, buf[start:pos]):
                         return
