@@ -12,7 +12,7 @@ from fingerd.users.snapshot import Snapshot, create
 from fingerd.users.table import UserTable
 from tests.support import ROOT
 from tests.support.markers import needs_tool
-from tests.support.polling import wait_until
+from tests.support.polling import during, wait_until
 
 redis = pytest.importorskip("redis")
 pytestmark = needs_tool("redis-server", "redis-server")
@@ -137,6 +137,43 @@ def test_while_redis_is_down_the_last_copy_is_served_and_sets_are_refused(
     messages = [r.getMessage() for r in caplog.records]
     assert sum("store unavailable" in m and "retrying" in m for m in messages) == 1
     assert sum("store reachable" in m for m in messages) == 1
+
+
+@pytest.fixture
+def account(redis_server, direct):
+    """A URL of the test's Redis for an ACL account of the test's own, ``fd``."""
+    direct.execute_command("ACL", "SETUSER", "fd", "on", ">pw", "~*", "&*", "+@all")
+    return f"redis://fd:pw@127.0.0.1:{redis_server.port}/0"
+
+
+def test_a_subscription_redis_refuses_is_the_store_down_said_once(account, direct, caplog):
+    metrics = Metrics()
+    store = RedisStore(account, "test", metrics)
+    store.load()
+    try:
+        with caplog.at_level(logging.INFO):
+            direct.execute_command("ACL", "SETUSER", "fd", "-subscribe")
+            direct.client_kill_filter(_type="pubsub")
+            wait_until(lambda: sample(metrics, "fingerd_store_up") == 0, what="store down")
+            for _ in during(2.0):
+                assert sample(metrics, "fingerd_store_up") == 0
+            with pytest.raises(StoreError, match="^store unavailable$"):
+                store.set_status("alice", "Refused")
+            direct.execute_command("ACL", "SETUSER", "fd", "+subscribe")
+            wait_until(lambda: sample(metrics, "fingerd_store_up") == 1, what="store up")
+    finally:
+        store.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("store unavailable" in m for m in messages) == 1, messages
+    assert sum("store reachable" in m for m in messages) == 1, messages
+
+
+def test_a_first_start_where_redis_refuses_the_subscription_fails_with_the_reason(account,
+                                                                                  direct):
+    direct.execute_command("ACL", "SETUSER", "fd", "-subscribe")
+    store = RedisStore(account, "test", Metrics())
+    with pytest.raises(StoreError, match="store unavailable: .*'subscribe'"):
+        store.load()
 
 
 def test_a_first_start_without_redis_fails(ports, tmp_path):

@@ -141,14 +141,21 @@ class Follower:
                 backoff = min(backoff * 2, BACKOFF_CAP)
 
     def _open(self) -> _Subscription:
-        """Connect and subscribe, before any read, so that no change goes unnoticed."""
+        """Connect and subscribe, before any read, so that no change goes unnoticed; a
+        Redis that does not confirm the subscription raises RedisError, and is not taken
+        for reachable."""
         self._resync.clear()
         reader = connect(self._url, max_connections=FOLLOWER_CONNECTIONS)
-        subscription = _Subscription(reader, reader.pubsub(ignore_subscribe_messages=True))
+        subscription = _Subscription(reader, reader.pubsub())
         self._subscription = subscription
         self.writers = Writers(self._url)
         subscription.pubsub.subscribe(self._channel)
-        return subscription
+        deadline = time.monotonic() + STORE_TIMEOUT_SECONDS
+        while (left := deadline - time.monotonic()) > 0:
+            message = subscription.pubsub.get_message(timeout=left)
+            if message is not None and message["type"] == "subscribe":
+                return subscription
+        raise redis.TimeoutError("the subscription to the changes was not confirmed")
 
     def _close(self) -> None:
         subscription, writers = self._subscription, self.writers
