@@ -49,6 +49,10 @@ BACKOFF_FIRST = 0.1
 BACKOFF_CAP = 5.0
 #: Seconds the follower waits for a hint before it looks for a resync request.
 HINT_WAIT = 0.1
+#: Seconds the subscription may stay quiet before the follower asks Redis for a PONG on
+#: it: a Redis that accepts connections and answers nothing is found out within this
+#: and STORE_TIMEOUT_SECONDS.
+PING_INTERVAL = 1.0
 #: Hints the follower takes at once, re-read in one call.
 HINT_BATCH = 1000
 #: The follower's connections, apart from the sets' so that sets waiting for Redis never
@@ -84,6 +88,10 @@ class Follower:
         self._reported: frozenset[tuple[bytes, bytes | int]] = frozenset()
         #: Why the last whole read refused the hash (too large), until one is served.
         self._refused: str | None = None
+        #: When the subscription last brought a message, and when the PING not answered
+        #: yet was sent (None: none is waiting), in time.monotonic().
+        self._heard = 0.0
+        self._pinged: float | None = None
         self._resync = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="fingerd-redis",
@@ -154,6 +162,7 @@ class Follower:
         while (left := deadline - time.monotonic()) > 0:
             message = subscription.pubsub.get_message(timeout=left)
             if message is not None and message["type"] == "subscribe":
+                self._heard, self._pinged = time.monotonic(), None
                 return subscription
         raise redis.TimeoutError("the subscription to the changes was not confirmed")
 
@@ -200,6 +209,7 @@ class Follower:
     def _read_hinted(self, subscription: _Subscription) -> None:
         """Re-read the names a set of this host asks for at once; otherwise wait a moment
         for hints, and re-read the names they carry (all, for ``*``)."""
+        self._keep_alive(subscription.pubsub)
         names = self._store.take_rereads()
         hinted = self._hints(subscription.pubsub, 0.0 if names else HINT_WAIT)
         if EVERYTHING.encode() in hinted:
@@ -217,10 +227,24 @@ class Follower:
         message = pubsub.get_message(timeout=wait)
         names: set[bytes] = set()
         while message is not None and len(names) < HINT_BATCH:
+            self._heard = time.monotonic()
             if message.get("type") == "message":
                 names.add(message["data"])
+            elif message.get("type") == "pong":
+                self._pinged = None
             message = pubsub.get_message(timeout=0)
         return names
+
+    def _keep_alive(self, pubsub: PubSub) -> None:
+        """Ask for a PONG once the subscription has been quiet PING_INTERVAL; raise
+        TimeoutError when one asked for has not come in STORE_TIMEOUT_SECONDS."""
+        now = time.monotonic()
+        if self._pinged is None:
+            if now - self._heard >= PING_INTERVAL:
+                pubsub.ping()
+                self._pinged = now
+        elif now - self._pinged > STORE_TIMEOUT_SECONDS:
+            raise redis.TimeoutError(f"no answer to a PING in {STORE_TIMEOUT_SECONDS:g} s")
 
     def _report(self, skipped: list[Skipped], replace: bool) -> None:
         """Log each skipped entry once while it stays so (again when its value changes);

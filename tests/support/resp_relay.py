@@ -52,7 +52,8 @@ class ExecDelayRelay:
     """Listens on 127.0.0.1:``port`` and relays each connection to 127.0.0.1:``upstream``,
     holding each reply to ``EXEC`` (or each request holding one, with ``held="request"``)
     back ``delay`` seconds; what follows on the connection waits behind it. ``released``
-    is set once a request held back was passed on (or found Redis gone)."""
+    is set once a request held back was passed on (or found Redis gone). ``hang`` makes it
+a Redis that accepts connections and answers nothing."""
 
     def __init__(self, port: int, upstream: int, delay: float, held: str = "reply") -> None:
         self.port = port
@@ -61,6 +62,7 @@ class ExecDelayRelay:
         self._delay = delay
         self._held = held
         self.released = threading.Event()
+        self._hung = threading.Event()
         self._stopping = threading.Event()
         self._sockets: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
@@ -85,6 +87,11 @@ class ExecDelayRelay:
         for thread in list(self._threads):
             thread.join(10)
 
+    def hang(self) -> None:
+        """From now on pass nothing on, either way, and answer nothing, while accepting
+        connections still: a Redis that hangs."""
+        self._hung.set()
+
     def _spawn(self, target: Callable[..., None], *args: object) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True)
         with self._lock:
@@ -97,6 +104,11 @@ class ExecDelayRelay:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self._hung.is_set():
+                with self._lock:
+                    self._sockets.append(client)
+                self._spawn(_swallow, client)
+                continue
             server = socket.create_connection(("127.0.0.1", self._upstream))
             with self._lock:
                 self._sockets += [client, server]
@@ -109,6 +121,8 @@ class ExecDelayRelay:
         """Forward what the client sends at once, noting each command's name in order."""
         buf = b""
         while chunk := _recv(client):
+            if self._hung.is_set():
+                continue
             buf += chunk
             pos = 0
             holding = False
@@ -133,6 +147,8 @@ class ExecDelayRelay:
         buf = b""
         passing = False
         while chunk := _recv(server):
+            if self._hung.is_set():
+                continue
             buf += chunk
             if not passing:
                 pos = 0
@@ -151,6 +167,12 @@ class ExecDelayRelay:
                     return
                 buf = b""
         _end(client)
+
+
+def _swallow(sock: socket.socket) -> None:
+    """Read what ``sock`` sends until it closes, and answer nothing."""
+    while _recv(sock):
+        pass
 
 
 def _recv(sock: socket.socket) -> bytes:
