@@ -28,6 +28,7 @@ from fingerd.serving import peer_owner
 from fingerd.serving.peer_owner import NoSockDiag, OwnerLookup
 from fingerd.users.usersfile import parse_users
 from tests.support import ROOT
+from tests.support.children import holding_child
 from tests.support.markers import needs_ipv6, needs_root, needs_tool
 from tests.support.net import can_connect
 from tests.support.polling import during, wait_until
@@ -621,3 +622,41 @@ def test_under_any_policy_the_rate_limit_is_each_accounts_own(make_daemon, accou
         "another account, from the same address: its own ration"
     assert answer(d, own.name) == b"Set by another\r\n"
 
+
+
+#: Sockets the holding child keeps open until it is killed.
+_held = []
+
+
+@pytest.mark.parametrize("transport", ["unix", "tcp"])
+def test_one_account_holding_connections_shuts_no_other_out(make_daemon, accounts, public_dir,
+                                                            transport):
+    """``max_per_source`` counts a setter's client by the account the kernel names: every
+    local client has a loopback address (or none, on the Unix socket), so counted by
+    address one account's silent connections shut every other out, root's included."""
+    socket_path = os.path.join(public_dir, "setter.sock")
+    d = make_daemon(fingerd__max_per_source="2", setter__socket=socket_path).start()
+
+    def hold():
+        "abc".encode("idna")  # the codec, imported while its module is readable
+        os.setgroups([])
+        os.setresgid(accounts.own.gid, accounts.own.gid, accounts.own.gid)
+        os.setresuid(accounts.own.uid, accounts.own.uid, accounts.own.uid)
+        for _ in range(3):
+            if transport == "unix":
+                s = socket.socket(socket.AF_UNIX)
+                s.connect(socket_path)
+            else:
+                s = socket.create_connection(("127.0.0.1", d.setter_port), 10)
+            _held.append(s)
+        return len(_held)
+
+    with holding_child(hold) as held:
+        assert held == 3
+        wait_until(lambda: d.metric("fingerd_connections_rejected_total",
+                                    reason="per_source") == 1,
+                   what="the account's third connection told busy")
+        where = tcp(d) if transport == "tcp" else socket_path
+        assert set_as(accounts.other, accounts, where, accounts.other.name, "Not shut out",
+                      kind=transport) == b"OK\r\n"
+        assert d.setter(f"{accounts.own.name}\r\nBy root\r\n".encode()) == b"OK\r\n"

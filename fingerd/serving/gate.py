@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import socket
-from typing import Union
+from typing import Any, Union
 
 from fingerd.outcomes import REJECT_BUSY, REJECT_PER_SOURCE
 
@@ -28,6 +28,12 @@ def source_of(host: str) -> Source:
     if packed[:12] == _MAPPED_PREFIX:  # written in hex, as Python before 3.13 writes it
         return socket.inet_ntop(socket.AF_INET, packed[12:])
     return packed[:8]
+
+
+def address_source(peer: Any) -> Source:
+    """``ServiceSpec.counted_as`` of a service that knows its clients by address: the
+    address's source; a peer on a Unix socket has none, and all count as one."""
+    return source_of(peer[0]) if peer else ""
 
 
 #: The first 12 bytes of an IPv4-mapped IPv6 address (::ffff:0:0/96).

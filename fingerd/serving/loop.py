@@ -43,7 +43,6 @@ from fingerd.outcomes import (
     REJECT_TOO_LONG,
 )
 from fingerd.serving.allow import close_unheard
-from fingerd.serving.gate import source_of
 from fingerd.serving.lines import LineTooLong
 from fingerd.serving.listening import Listener, Listeners
 from fingerd.serving.pending import Pending, refuse_busy
@@ -228,9 +227,10 @@ class ServingLoop:
                     self._rejected.labels(service.refusal).inc()
                     close_unheard(sock)
                     continue
-                source = source_of(peer[0]) if peer else ""
+                client = peer if service.identify is None else service.identify(sock, peer)
+                source = service.counted_as(client)
             elif trusted(peer[0], service.proxy_from):
-                source = None  # the header will tell; until then, see Connection
+                client, source = peer, None  # the header will tell; see Connection
             else:
                 self._rejected.labels(REJECT_PROXY).inc()
                 sock.close()
@@ -242,7 +242,6 @@ class ServingLoop:
                 self._rejected.labels(refused).inc()
                 refuse_busy(sock, service.busy_answer())
                 continue
-            client = peer if service.identify is None else service.identify(sock, peer)
             now = time.monotonic()
             # The query has often arrived with the connection: read before watching.
             self._read(Connection(sock, fd, client, source, now,

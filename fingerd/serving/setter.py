@@ -28,7 +28,7 @@ from fingerd.outcomes import (
     SET_LIMITED,
     SET_OK,
 )
-from fingerd.serving.gate import ConnectionGate
+from fingerd.serving.gate import ConnectionGate, Source, source_of
 from fingerd.serving.lines import LineTooLong, take_lines
 from fingerd.serving.loop import RequestHandler
 from fingerd.serving.peer_owner import OwnerLookup
@@ -199,6 +199,14 @@ class ClientOwners:
         return SetterClient(peer[0], peer[1], self._owners.of_tcp(peer, sock.getsockname()))
 
 
+def counted_as(client: SetterClient) -> Source:
+    """What ``max_per_source`` counts a setter client against: the account the kernel
+    names, so that one local account holding connections shuts no other out (every
+    local client has a loopback address, or none); its address where it cannot be
+    told."""
+    return f"uid {client.uid}" if client.uid is not None else source_of(client.host)
+
+
 def waits_on_the_parent(_request: Any) -> bool:
     """``waits_outside`` of the setter: every set waits on the parent's write of the
     users file (or on Redis)."""
@@ -213,4 +221,5 @@ def setter_service(gate: ConnectionGate, request_timeout: float, first_byte_time
                        first_byte_timeout, take_set_request, waits_outside=waits_on_the_parent,
                        accepts=local_only,
                        refusal=REJECT_NOT_LOCAL,
-                       identify=ClientOwners(metrics).identify, lingers=True)
+                       identify=ClientOwners(metrics).identify, counted_as=counted_as,
+                       lingers=True)
