@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Optional, Protocol
 
 from fingerd.each_second import EachSecond, Second
-from fingerd.logsetup import STAMP_END
+from fingerd.loghandlers import STAMP_END
 
 if TYPE_CHECKING:
     from fingerd.serving.service import Answer

@@ -60,6 +60,13 @@ REPLY_TIMEOUT = 10.0
 #: keeps its beginning and its end, cut in the middle with a marker.
 MAX_WORKER_LOG_CHARS = 2048
 
+#: Bytes of log lines kept for standard error while it takes none (a pipe nobody
+#: reads): written, in order, once it does; lines beyond are dropped and counted.
+STDERR_BACKLOG_BYTES = 1024 * 1024
+
+#: Seconds a stopping daemon waits for standard error to take the lines kept for it.
+STDERR_CLOSE_SECONDS = 1.0
+
 #: Bytes of the worker's log pipe the parent reads a turn of its loop, so that a
 #: flood of log lines cannot keep it from signals and the worker's requests: a
 #: batch of access lines (process/logformat.py ACCESS_BATCH_BYTES).

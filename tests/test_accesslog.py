@@ -8,7 +8,7 @@ import threading
 import time
 
 from fingerd.accesslog import AccessLog, escape, lines_of
-from fingerd.logsetup import STAMP_END
+from fingerd.loghandlers import STAMP_END
 from fingerd.serving.service import Answer
 from tests.support.full_fs import fill
 from tests.support.polling import wait_until

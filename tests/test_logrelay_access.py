@@ -10,7 +10,7 @@ import time
 
 from fingerd import logsetup
 from fingerd.accesslog import lines_of
-from fingerd.logsetup import STAMP_END
+from fingerd.loghandlers import STAMP_END
 from fingerd.process.logformat import (
     ACCESS_BATCH_BYTES,
     ACCESS_BATCH_LINES,

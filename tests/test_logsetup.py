@@ -1,18 +1,31 @@
-"""The log file fingerd writes (docs/guide.md, "Metrics and logs")."""
+"""Where fingerd logs and how each destination is written: the log file, standard
+error, syslog (logsetup, loghandlers; docs/guide.md, "Metrics and logs")."""
 
+import ast
 import errno
+import fcntl
 import io
 import logging
 import os
+import re
 import socket
 import stat
+import struct
 import subprocess
 import sys
+import termios
 
 from fingerd import logsetup
+from fingerd.loghandlers import StderrHandler
+from fingerd.process.parent.monitor import HEARTBEAT_TIMEOUT
 from tests.support import ROOT
 from tests.support.markers import needs_root, needs_tool
-from tests.support.polling import wait_until
+from tests.support.polling import during, wait_until
+from tests.support.procfs import worker_of
+
+#: A line of the log in its plain format.
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} fingerd\[\d+\]: "
+                      r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) \S")
 
 
 def write(handler, message):
@@ -55,7 +68,7 @@ class FillingUp(io.RawIOBase):
         return os.write(self.fd, data)
 
 
-def test_a_log_file_that_cannot_be_written_costs_lines_and_is_said_once(tmp_path, capsys):
+def test_a_log_file_that_cannot_be_written_costs_lines_and_is_said_once(tmp_path, capfd):
     path = tmp_path / "fingerd.log"
     handler = logsetup.LogFileHandler(str(path))
     handler.setFormatter(logging.Formatter(logsetup.LOG_FORMAT))
@@ -65,7 +78,7 @@ def test_a_log_file_that_cannot_be_written_costs_lines_and_is_said_once(tmp_path
     try:
         for n in range(5):
             write(handler, f"lost {n}")
-        assert capsys.readouterr().err == (
+        assert capfd.readouterr().err == (
             f"fingerd: cannot write log file {path}: No space left on device; lines may be "
             f"lost until it can be written\n")
         disk.full = False
@@ -77,7 +90,7 @@ def test_a_log_file_that_cannot_be_written_costs_lines_and_is_said_once(tmp_path
                                   "missing")
         write(handler, "and on")
         assert path.read_text().splitlines()[-1].endswith("WARNING and on")
-        assert capsys.readouterr().err == ""
+        assert capfd.readouterr().err == ""
     finally:
         handler.close()
         opened.close()
@@ -149,3 +162,128 @@ def test_before_the_daemon_logs_a_record_is_lost_only_when_no_destination_opens(
     write(logsetup.StartupHandler(str(reachable), detached=True), "startup failed: here")
     assert reachable.read_text().endswith(" WARNING startup failed: here\n")
     assert stat.S_IMODE(os.stat(reachable).st_mode) == 0o640
+
+
+def unread(fd):
+    """Bytes waiting in the pipe whose reading end is ``fd``."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+
+
+def read_until(fd, text, seen=b""):
+    """What the pipe ``fd`` (non-blocking) gives, after ``seen``, until it holds ``text``."""
+    got = [seen]
+
+    def holds():
+        try:
+            got.append(os.read(fd, 1 << 20))
+        except BlockingIOError:
+            pass
+        return text in b"".join(got)
+    wait_until(holds, what=f"{text!r} on standard error")
+    return b"".join(got)
+
+
+def test_standard_error_nobody_reads_never_stops_the_parent(make_daemon):
+    """In the foreground with no log_file, standard error a pipe nobody reads for longer
+    than a worker may stay silent: sets are answered all along and the worker is not
+    taken for wedged; once the pipe is read, the lines kept meanwhile come, whole."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    d = make_daemon(fingerd__access_log="yes")
+    try:
+        d.start(stderr=w)
+    finally:
+        os.close(w)
+    try:
+        worker = worker_of(d.proc.pid)
+        capacity = fcntl.fcntl(r, fcntl.F_GETPIPE_SZ)
+
+        def stderr_full():
+            for _ in range(50):
+                assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
+            return unread(r) > capacity // 2
+        wait_until(stderr_full, timeout=60, what="standard error to fill up")
+        for n, _ in enumerate(during(HEARTBEAT_TIMEOUT + 1, interval=0.5)):
+            assert d.setter(b"alice\r\nbusy %d\r\n" % n, timeout=5) == b"OK\r\n"
+            assert d.finger(b"alice\r\n") == b"busy %d\r\n" % n
+        assert d.setter(b"bob\r\nback\r\n") == b"OK\r\n"
+        written = read_until(r, b"set the status of bob")
+    finally:
+        os.close(r)
+    assert worker_of(d.proc.pid) == worker
+    lines = written.decode().splitlines()
+    assert [line for line in lines if not LOG_LINE.match(line)] == []
+    assert not [line for line in lines if "gave no sign of life" in line]
+
+
+def read_pipe(fd, handler):
+    """All that ``handler`` writes to the pipe whose reading end is ``fd``, read as a
+    reader that came back would, the parent's loop turning meanwhile."""
+    got = []
+    for _ in range(10_000):
+        handler.flush()
+        try:
+            got.append(os.read(fd, 1 << 20))
+        except BlockingIOError:
+            return b"".join(got)
+    raise AssertionError("the pipe never ran dry")
+
+
+def test_standard_error_keeps_a_bounded_backlog_and_says_how_many_lines_it_dropped():
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    handler = StderrHandler(w, backlog=100_000)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    try:
+        for n in range(5000):
+            write(handler, f"line {n} " + "x" * 100)
+        assert unread(r) > 0 and handler.dropped > 0
+        lines = read_pipe(r, handler).decode().splitlines()
+        kept = len(lines) - 1
+        assert lines[:kept] == [f"line {n} " + "x" * 100 for n in range(kept)]
+        assert lines[kept] == (f"{5000 - kept} log lines dropped: standard error did not "
+                               f"take them in time")
+        write(handler, "after")
+        assert read_pipe(r, handler) == b"after\n"
+    finally:
+        handler.close()
+        os.close(r)
+        os.close(w)
+
+
+SYSLOG_FLOOD = """
+import logging, socket, sys
+from fingerd import logsetup
+syslog = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+syslog.bind(sys.argv[1])
+logsetup.SYSLOG_SOCKET = sys.argv[1]
+logsetup.configure("", foreground=False)
+log = logging.getLogger("fingerd")
+for n in range(3000):
+    log.info("record %d", n)
+syslog.setblocking(False)
+got = []
+try:
+    while True:
+        got.append(syslog.recv(65536))
+except BlockingIOError:
+    pass
+log.info("after")
+got += [syslog.recv(65536), syslog.recv(65536)]
+sys.stdout.write(repr(got))
+"""
+
+
+def test_syslog_that_takes_no_more_costs_records_counted_never_a_wait(tmp_path):
+    """A syslog that stops reading /dev/log: the records it cannot take at once are
+    dropped, and once it takes them again a record says how many."""
+    path = str(tmp_path / "log")
+    result = subprocess.run([sys.executable, "-c", SYSLOG_FLOOD, path], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    *records, dropped, after = ast.literal_eval(result.stdout)
+    tag = re.match(rb"<30>(fingerd\[\d+\]: )record 0\0", records[0]).group(1)
+    assert records == [b"<30>%srecord %d\0" % (tag, n) for n in range(len(records))]
+    assert dropped == (b"<28>%s%d log lines dropped: syslog did not take them in time\0"
+                       % (tag, 3000 - len(records)))
+    assert after == b"<30>%safter\0" % tag

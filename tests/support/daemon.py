@@ -82,10 +82,13 @@ class Daemon:
         self._write_config()
         return self
 
-    def start(self, wait=True, max_files=None, preexec=None, env=None, wrapper=()):
+    def start(self, wait=True, max_files=None, preexec=None, env=None, wrapper=(),
+              stderr=None):
         """Run fingerd -n; ``max_files`` lowers its RLIMIT_NOFILE; ``preexec`` runs in
         the child before the exec; ``env`` adds to the environment it inherits;
-        ``wrapper`` is a command that runs it (``systemd-socket-activate ... --``)."""
+        ``wrapper`` is a command that runs it (``systemd-socket-activate ... --``);
+        ``stderr``, a descriptor, is its standard error instead of the log file (a
+        pipe the test reads)."""
         self._stderr = open(self.log_file, "ab")
         steps = [preexec] if preexec is not None else []
         if max_files is not None:
@@ -93,7 +96,8 @@ class Daemon:
                                            (max_files, max_files)))
         self.proc = subprocess.Popen(
             [*wrapper, sys.executable, "-m", "fingerd", "-n", "-c", self.config_file],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr,
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=self._stderr,
+            stderr=self._stderr if stderr is None else stderr,
             env=dict(os.environ, **env) if env else None,
             preexec_fn=(lambda: [step() for step in steps]) if steps else None)
         if wait:

@@ -23,14 +23,19 @@ is tagged and written in one write; else each of its lines is a record.
 
 import json
 import logging
-import logging.handlers
 import os
 import re
 import time
 from typing import Optional
 
 from fingerd import limits
-from fingerd.logsetup import LOG_FORMAT, STAMP_END
+from fingerd.loghandlers import (
+    LOG_FORMAT,
+    STAMP_END,
+    LineWriter,
+    LogFileHandler,
+    StderrHandler,
+)
 from fingerd.process.logformat import (
     ACCESS_BATCH_BYTES,
     ACCESS_LINE_END,
@@ -189,16 +194,16 @@ class LogRelay:
             tag = f" fingerd[{os.getpid()}]: INFO worker[{self.pid}]: ".encode()
             written = _as_written(record, count, tag)
             if written is not None:
-                _write_whole(handler, written)
+                handler.write_lines(written)
                 return
         for line in record[len(ACCESS_RECORD_START):].split(ACCESS_LINE_END):
             if _ACCESS_LINE.fullmatch(line):
                 line = line.partition(_STAMP_END)[2]
             self._write_record(logging.INFO, line.decode("utf-8", "backslashreplace"))
 
-    def _batch_handler(self) -> Optional[logging.StreamHandler]:
-        """The one handler of the records this relay writes, if it writes a stream in
-        logsetup's format (the log file, standard error); else None."""
+    def _batch_handler(self) -> Optional[LineWriter]:
+        """The one handler of the records this relay writes, if it takes lines whole in
+        the log's format (the log file, standard error); else None."""
         handlers: list[logging.Handler] = []
         logger: Optional[logging.Logger] = self._logger
         while logger is not None:
@@ -207,9 +212,9 @@ class LogRelay:
         if len(handlers) != 1:
             return None
         handler = handlers[0]
-        if (isinstance(handler, logging.StreamHandler) and handler.level <= logging.INFO
-                and not handler.filters and handler.formatter is not None
-                and handler.formatter._fmt == LOG_FORMAT and hasattr(handler.stream, "buffer")):
+        if (isinstance(handler, (LogFileHandler, StderrHandler))
+                and handler.level <= logging.INFO and not handler.filters
+                and handler.formatter is not None and handler.formatter._fmt == LOG_FORMAT):
             return handler
         return None
 
@@ -236,7 +241,7 @@ class LogRelay:
 
 
 #: A batch of access lines the parent writes as it is: each line a time stamp as
-#: logsetup writes one, STAMP_END, "access " and printable ASCII (the parent's tag
+#: the log's format writes one, STAMP_END, "access " and printable ASCII (the parent's tag
 #: goes in place of STAMP_END: no line holds another). It is checked on its
 #: shapes (_SHAPES: digits as "0", the other printable characters, STAMP_END and
 #: ACCESS_LINE_END as they are, any other byte as ACCESS_RECORD_START, which then
@@ -278,23 +283,6 @@ def _lines_in(record: bytes) -> int:
     if record.startswith(ACCESS_RECORD_START):
         return record.count(ACCESS_LINE_END) + 1
     return 1
-
-
-def _write_whole(handler: logging.StreamHandler, data: bytes) -> None:
-    """``data``, whole lines, written to ``handler``'s stream in one write, under its
-    lock (a log file moved away is opened again first). A write that fails (a full
-    file system) goes to the handler's ``handleError``, as a record's would."""
-    handler.acquire()
-    try:
-        if isinstance(handler, logging.handlers.WatchedFileHandler):
-            handler.reopenIfNeeded()
-        handler.stream.flush()
-        handler.stream.buffer.write(data)
-        handler.stream.buffer.flush()
-    except OSError:
-        handler.handleError(None)  # type: ignore[arg-type]
-    finally:
-        handler.release()
 
 
 def _parse(line):

@@ -7,10 +7,12 @@ nothing: Python writes the signal number to the wake-up socket (``signals_to``),
 and the loop acts on it, so no work ever runs inside a handler (gunicorn's
 arbiter learned that logging in one deadlocks).
 
-Nothing in the loop waits on a worker or the disk: a channel is non-blocking
-with a bounded queue of replies (a worker that floods it with requests or
-stops reading its replies is killed, and the next one started as after any
-death), and the users file is written by a child of its own (``filewriter``).
+Nothing in the loop waits on a worker, the disk or a log's reader: a channel
+is non-blocking with a bounded queue of replies (a worker that floods it with
+requests or stops reading its replies is killed, and the next one started as
+after any death), the users file is written by a child of its own
+(``filewriter``), and standard error and syslog are written only as far as
+they take lines at once (``loghandlers``; what waits is written a turn).
 
 The daemon's life is Supervisor's state machine (``states.State``, with the
 wait after a death in ``states.Backoff``), each worker's its handle's
@@ -32,7 +34,7 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from fingerd import logsetup
+from fingerd import loghandlers
 from fingerd.limits import STARTUP_TIMEOUT, STOP_GRACE_SECONDS
 from fingerd.process.channel import ParentEnd
 from fingerd.process.exits_and_signals import HANDLED_SIGNALS, describe_exit
@@ -122,6 +124,7 @@ class Supervisor:
                 self._on_worker_deadline(handle)
         if self.writes.deadline is not None and now >= self.writes.deadline:
             self.writes.on_deadline()
+        loghandlers.drain(self.log_handler)
 
     def _timeout(self) -> Optional[float]:
         deadlines = [d for d in (self.deadline, self.writes.deadline,
@@ -223,7 +226,7 @@ class Supervisor:
         self.reloads.hup()
 
     def handle_sigusr1(self) -> None:
-        logsetup.reopen(self.log_handler)
+        loghandlers.reopen(self.log_handler)
         log.info("SIGUSR1: log file reopened")
 
     def handle_sigterm(self) -> None:
