@@ -58,10 +58,26 @@ class LogFileHandler(logging.handlers.WatchedFileHandler):
         return cast(io.TextIOWrapper, open(fd, self.mode, encoding=self.encoding,
                                            errors=self.errors))
 
+    def reopenIfNeeded(self) -> None:
+        """Open the file again if it was moved or removed (logrotate, an operator
+        freeing a full disk), closing the old one without a flush: on a full disk the
+        line its buffer holds cannot be written, and a flush that fails would keep the
+        old file, and its space, forever. That line's loss was told when it failed."""
+        try:
+            st: Optional[os.stat_result] = os.stat(self.baseFilename)
+        except FileNotFoundError:
+            st = None
+        if st is not None and (st.st_dev, st.st_ino) == (self.dev, self.ino):
+            return
+        if self.stream is not None:
+            cast(io.BufferedWriter, self.stream.buffer).raw.close()
+            self.stream = None  # until it is open again: _open may fail
+        self.stream = self._open()
+        self._statstream()
+
     def emit(self, record: logging.LogRecord) -> None:
         self._failed_now = False
         try:
-            # Reopening after a rotation flushes the old file first, unguarded.
             super().emit(record)
         except OSError:
             self.handleError(record)

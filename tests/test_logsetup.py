@@ -15,10 +15,11 @@ import subprocess
 import sys
 import termios
 
-from fingerd import logsetup
+from fingerd import loghandlers, logsetup
 from fingerd.loghandlers import StderrHandler
 from fingerd.process.parent.monitor import HEARTBEAT_TIMEOUT
 from tests.support import ROOT
+from tests.support.full_fs import fill
 from tests.support.markers import needs_root, needs_tool
 from tests.support.polling import during, wait_until
 from tests.support.procfs import worker_of
@@ -94,6 +95,42 @@ def test_a_log_file_that_cannot_be_written_costs_lines_and_is_said_once(tmp_path
     finally:
         handler.close()
         opened.close()
+
+
+def held_files():
+    """The paths of the files this process holds open, as /proc shows them."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            held.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue
+    return held
+
+
+def test_a_log_file_removed_while_its_disk_is_full_is_let_go_and_made_again(small_fs):
+    """An operator removes the log file to free a full disk: the reopen (SIGUSR1) closes
+    it, though a line it could not write waits for it, so that its space comes back,
+    and makes a new one, which says that lines may be missing."""
+    path = small_fs / "fingerd.log"
+    path.write_bytes(b"an old line\n" * (25 * 4096 // 12))  # whole pages: no room left
+    handler = logsetup.LogFileHandler(str(path))
+    handler.setFormatter(logging.Formatter(logsetup.LOG_FORMAT))
+    fill(small_fs)
+    try:
+        write(handler, "lost to the full disk")
+        assert "lost to the full disk" not in path.read_text()
+        os.unlink(path)
+        loghandlers.reopen(handler)
+        assert path.exists()
+        assert f"{path} (deleted)" not in held_files()
+        write(handler, "written again")
+    finally:
+        handler.close()
+    lines = path.read_text().splitlines()
+    assert lines[0].endswith("WARNING written again")
+    assert lines[1].endswith("WARNING this log file could not be written for a while (No "
+                             "space left on device): lines of that time may be missing")
 
 
 def test_an_existing_log_file_keeps_its_mode(tmp_path):
