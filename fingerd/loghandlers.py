@@ -50,6 +50,8 @@ class LogFileHandler(logging.handlers.WatchedFileHandler):
         #: Why the last write failed, while writes fail; None while they succeed.
         self.failing: Optional[str] = None
         self._failed_now = False
+        #: Whether a batch's write that failed left the file's last line cut.
+        self._mid_line = False
 
     def _open(self) -> io.TextIOWrapper:
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
@@ -72,12 +74,16 @@ class LogFileHandler(logging.handlers.WatchedFileHandler):
         if self.stream is not None:
             cast(io.BufferedWriter, self.stream.buffer).raw.close()
             self.stream = None  # until it is open again: _open may fail
+        self._mid_line = False
         self.stream = self._open()
         self._statstream()
 
     def emit(self, record: logging.LogRecord) -> None:
         self._failed_now = False
         try:
+            if self._mid_line and self.stream is not None:
+                self.stream.write("\n")  # ends the line a failed batch cut
+                self._mid_line = False
             super().emit(record)
         except OSError:
             self.handleError(record)
@@ -103,19 +109,28 @@ class LogFileHandler(logging.handlers.WatchedFileHandler):
     def write_lines(self, data: bytes) -> None:
         """``data``, whole lines in the log's format, written in one write under the
         handler's lock (a log file moved away is opened again first). A write that
-        fails (a full file system) goes to ``handleError``, as a record's would."""
+        fails (a full file system) goes to ``handleError``, as a record's would; one
+        that wrote part of a line has the next line written begin a line of its own."""
         self.acquire()
         try:
             self.reopenIfNeeded()
             if self.stream is None:  # not opened again after a failure
                 self.stream = self._open()
             self.stream.flush()
-            self.stream.buffer.write(data)
-            self.stream.buffer.flush()
+            self._write_straight(self.stream.fileno(), data)
         except OSError:
             self.handleError(None)
         finally:
             self.release()
+
+    def _write_straight(self, fd: int, data: bytes) -> None:
+        """``data`` written to ``fd`` past the stream's buffer (flushed), a line begun
+        first if the last write cut one; notes whether the last byte written ends one."""
+        view = memoryview(b"\n" + data if self._mid_line else data)
+        while view:
+            written = os.write(fd, view)
+            self._mid_line = view[written - 1] != ord("\n")
+            view = view[written:]
 
 
 def say_at_once(line: str, fd: int = STDERR) -> None:

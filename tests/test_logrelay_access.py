@@ -20,6 +20,7 @@ from fingerd.process.logformat import (
 )
 from fingerd.process.parent.logrelay import LogRelay
 from fingerd.process.worker.logpipe import PipeHandler
+from tests.support.full_fs import fill
 from tests.support.polling import wait_until
 
 #: When the requests of these tests ended, and the stamp of their lines.
@@ -291,3 +292,38 @@ def test_batches_are_paid_for_a_line_each_and_losses_told():
                              "worker[42]: " + line(0).partition(STAMP_END)[2]]
     os.close(w)
     os.close(r)
+
+
+def batch(lines):
+    """The record of the worker's pipe that carries ``lines``."""
+    return ACCESS_RECORD_START + ACCESS_LINE_END.join(x.encode() for x in lines) + b"\n"
+
+
+def test_a_batch_cut_by_a_full_disk_leaves_no_line_glued_to_the_next(small_fs):
+    """A batch written in part before the disk filled up ends in half a line; the
+    next batch written begins on a line of its own."""
+    path = small_fs / "fingerd.log"
+    logger, handler = file_logger(path, "test.access.cut")
+    filler = fill(small_fs)
+    os.truncate(filler, os.path.getsize(filler) - 2 * 4096)  # room for part of a batch
+    r, w = os.pipe()
+    relay = LogRelay(r, 42, logger, notices=logger, rate=1e9, burst=1e9)
+    try:
+        os.write(w, batch([line(i, "cut") for i in range(100)]))
+        relay.feed()
+        os.unlink(filler)
+        os.write(w, batch([line(i, "after") for i in range(3)]))
+        relay.feed()
+    finally:
+        os.close(w)
+        os.close(r)
+        handler.close()
+    written = [text for text in path.read_text().splitlines()
+               if "this log file could not be written" not in text]
+    cut = [text for text in written if not re.fullmatch(
+        r"[-\d: ,]{23} fingerd\[\d+\]: INFO worker\[42\]: access service=finger "
+        r"peer=127\.0\.0\.1 kind=user outcome=found bytes=16 seconds=0\.000100 "
+        r'user="\w+"', text)]
+    assert len(cut) == 1 and written[-4] == cut[0], f"one line cut, alone: {cut}"
+    assert [text.rpartition(" ")[2] for text in written[-3:]] == \
+        ['user="after0"', 'user="after1"', 'user="after2"']
