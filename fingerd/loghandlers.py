@@ -41,8 +41,8 @@ class LogFileHandler(logging.handlers.WatchedFileHandler):
 
     A file that cannot be written (its file system full) costs lines, never the
     daemon, nor a traceback a line: the first failure says so on standard error in
-    one line, and once a record is written again, a line after it says in the file
-    that lines may be missing.
+    one line, and once a record or a batch is written again, a line after it says
+    in the file that lines may be missing.
     """
 
     def __init__(self, filename: str) -> None:
@@ -87,10 +87,15 @@ class LogFileHandler(logging.handlers.WatchedFileHandler):
             super().emit(record)
         except OSError:
             self.handleError(record)
+        self._note_gap()
+
+    def _note_gap(self) -> None:
+        """After a write, a record's or a batch's: if writes failed before and this one
+        did not, the failure ends, said in the file, so that the next is told again."""
         if self.failing is not None and not self._failed_now:
             why, self.failing = self.failing, None
             super().emit(logging.LogRecord(
-                record.name, logging.WARNING, __file__, 0,
+                "fingerd", logging.WARNING, __file__, 0,
                 "this log file could not be written for a while (%s): lines of that time "
                 "may be missing", (why,), None))
 
@@ -113,13 +118,16 @@ class LogFileHandler(logging.handlers.WatchedFileHandler):
         that wrote part of a line has the next line written begin a line of its own."""
         self.acquire()
         try:
-            self.reopenIfNeeded()
-            if self.stream is None:  # not opened again after a failure
-                self.stream = self._open()
-            self.stream.flush()
-            self._write_straight(self.stream.fileno(), data)
-        except OSError:
-            self.handleError(None)
+            self._failed_now = False
+            try:
+                self.reopenIfNeeded()
+                if self.stream is None:  # not opened again after a failure
+                    self.stream = self._open()
+                self.stream.flush()
+                self._write_straight(self.stream.fileno(), data)
+            except OSError:
+                self.handleError(None)
+            self._note_gap()
         finally:
             self.release()
 

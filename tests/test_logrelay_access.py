@@ -327,3 +327,34 @@ def test_a_batch_cut_by_a_full_disk_leaves_no_line_glued_to_the_next(small_fs):
     assert len(cut) == 1 and written[-4] == cut[0], f"one line cut, alone: {cut}"
     assert [text.rpartition(" ")[2] for text in written[-3:]] == \
         ['user="after0"', 'user="after1"', 'user="after2"']
+
+
+def test_each_full_disk_spell_met_by_batches_is_told_and_its_gap_noted(small_fs, capfd):
+    """Batches alone (the parent writing nothing of its own): each spell of a full disk
+    is said once on standard error, and the first batch written after it is followed
+    by a line saying that lines may be missing."""
+    path = small_fs / "fingerd.log"
+    logger, handler = file_logger(path, "test.access.gap")
+    r, w = os.pipe()
+    relay = LogRelay(r, 42, logger, notices=logger, rate=1e9, burst=1e9)
+    try:
+        for spell in range(2):
+            filler = fill(small_fs)
+            for _ in range(3):
+                os.write(w, batch([line(i, f"lost{spell}x") for i in range(50)]))
+                relay.feed()
+            os.unlink(filler)
+            os.write(w, batch([line(i, f"back{spell}x") for i in range(3)]))
+            relay.feed()
+    finally:
+        os.close(w)
+        os.close(r)
+        handler.close()
+    lines = path.read_text().splitlines()
+    for spell in range(2):
+        back = [n for n, text in enumerate(lines) if f'user="back{spell}x' in text]
+        assert len(back) == 3
+        assert lines[back[-1] + 1].endswith(
+            "WARNING this log file could not be written for a while (No space left on "
+            "device): lines of that time may be missing")
+    assert capfd.readouterr().err.count(f"fingerd: cannot write log file {path}: ") == 2
