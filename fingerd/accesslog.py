@@ -34,7 +34,9 @@ MAX_LOGGED_NAME = 64
 
 
 def escape(text: str) -> str:
-    """``text`` as printable ASCII inside double quotes."""
+    """``text`` as printable ASCII inside double quotes: ``\\"``, ``\\\\``, then ``\\xHH``,
+    ``\\uHHHH`` or ``\\UHHHHHHHH`` for a character below U+0100, U+10000 or beyond, as
+    Python writes them, so that each escape has one reading."""
     out = []
     for ch in text[:MAX_LOGGED_NAME]:
         code = ord(ch)
@@ -44,8 +46,10 @@ def escape(text: str) -> str:
             out.append(ch)
         elif code < 0x100:
             out.append(f"\\x{code:02x}")
-        else:
+        elif code < 0x10000:
             out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
     suffix = "..." if len(text) > MAX_LOGGED_NAME else ""
     return '"' + "".join(out) + suffix + '"'
 

@@ -31,6 +31,12 @@ def test_escape_makes_any_text_one_printable_line():
     assert escape("x" * 100) == '"' + "x" * 64 + '..."'
 
 
+def test_escape_tells_a_character_beyond_u_ffff_from_one_below_it_and_a_digit():
+    assert escape("\U0001f600") == '"\\U0001f600"'
+    assert escape("\u1f600") == '"\\u1f600"'
+    assert escape("\U0010ffff\uffff") == '"\\U0010ffff\\uffff"'
+
+
 def test_a_line_is_made_from_its_entry_stamped_to_the_millisecond():
     when = time.mktime((2026, 12, 6, 1, 2, 3, 0, 0, -1)) + 0.0075
     entries = [(when, 0.00032, "finger", "192.0.2.7", "user", "found", 16, None, None),
