@@ -16,7 +16,7 @@ import threading
 import time
 
 from fingerd import limits
-from fingerd.process.logformat import F_SETPIPE_SZ
+from fingerd.process.logformat import F_SETPIPE_SZ, MAX_RECORD_BYTES
 from fingerd.process.parent.logrelay import LogRelay, clean
 from fingerd.process.worker.logpipe import PipeHandler
 from tests.support import ROOT
@@ -111,6 +111,30 @@ def test_a_parent_that_does_not_read_never_blocks_the_worker_and_losses_are_told
             or m == "after the flood"]
     assert lost > 0 and lost + len(kept) == 2001, "every record relayed or counted"
     assert len(notices) < lost, "one notice a run of losses, not one a record"
+
+
+def test_a_long_traceback_keeps_the_exception_raised_at_its_end():
+    """Past what a record carries, a traceback keeps its beginning and its end, where
+    the exception actually raised is named, through the worker's cut and the parent's."""
+    r, w = os.pipe()
+    handler = PipeHandler(w)
+    try:
+        try:
+            raise ValueError("v" * 2 * MAX_RECORD_BYTES)
+        except ValueError as cause:
+            raise RuntimeError("the exception actually raised") from cause
+    except RuntimeError:
+        handler.handle(logging.makeLogRecord({"levelno": logging.ERROR, "exc_info":
+                                              sys.exc_info(), "msg": "internal error"}))
+    handler.close()
+    os.close(w)
+    try:
+        [(level, message)] = relay_all(r)
+    finally:
+        os.close(r)
+    assert level == logging.ERROR
+    assert message.startswith("internal error\\nTraceback (most recent call last):")
+    assert message.endswith("\\nRuntimeError: the exception actually raised")
 
 
 def test_clean_makes_any_text_one_bounded_printable_line():

@@ -10,11 +10,13 @@ records of whole lines at most ACCESS_BATCH_BYTES long; the parent
 """
 
 import fcntl
+from typing import Callable
 
 #: fcntl's F_SETPIPE_SZ, which Python names from 3.10 on (Linux's value).
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
-#: Longest record relayed; the rest of a longer one is cut.
+#: Most characters of a record's message the worker sends; a longer one is cut in
+#: the middle (``cut_middle``).
 MAX_RECORD_BYTES = 16384
 #: Records waiting for the pipe at most; past it, records are dropped and counted.
 MAX_QUEUED_RECORDS = 1024
@@ -43,3 +45,36 @@ ACCESS_LOSSES_WARNING = ("access log lines dropped: the parent does not read the
 #: and what is between two of its lines (no line holds one).
 ACCESS_RECORD_START = b"\x1e"
 ACCESS_LINE_END = b"\x1f"
+
+
+def cut_middle(text: str, limit: int, escape: Callable[[str], str] = str) -> str:
+    """``text``, each character as ``escape`` writes it (by default as it is), in at
+    most about ``limit`` characters: a longer text keeps its beginning and its end
+    (where a traceback names the exception actually raised) around ``[... N
+    characters cut ...]``. Both ends cut with it, the worker to send a record and the
+    parent to write one, so that neither loses the end. The work is bounded by
+    ``limit``, whatever the length of ``text``."""
+    budget = limit // 2
+    head: list[str] = []
+    used = 0
+    for ch in text:
+        piece = escape(ch)
+        if used + len(piece) > budget:
+            break
+        head.append(piece)
+        used += len(piece)
+    if len(head) == len(text):
+        return "".join(head)
+    budget = limit - used - 40
+    tail: list[str] = []
+    used = 0
+    for ch in reversed(text[len(head):]):
+        piece = escape(ch)
+        if used + len(piece) > budget:
+            break
+        tail.append(piece)
+        used += len(piece)
+    cut = len(text) - len(head) - len(tail)
+    if cut == 0:
+        return "".join(head) + "".join(reversed(tail))
+    return f"{''.join(head)} [... {cut} characters cut ...] {''.join(reversed(tail))}"

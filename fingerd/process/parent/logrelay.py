@@ -41,6 +41,7 @@ from fingerd.process.logformat import (
     ACCESS_LINE_END,
     ACCESS_RECORD_START,
     MAX_RECORD_BYTES,
+    cut_middle,
 )
 from fingerd.token_bucket import TokenBucket
 
@@ -87,28 +88,7 @@ def clean(text, limit=limits.MAX_WORKER_LOG_CHARS):
     """
     if len(text) <= limit and text.isprintable():
         return text
-    budget = limit // 2
-    head, used = [], 0
-    for ch in text:
-        piece = _escape_char(ch)
-        if used + len(piece) > budget:
-            break
-        head.append(piece)
-        used += len(piece)
-    if len(head) == len(text):
-        return "".join(head)
-    budget = limit - used - 40
-    tail, used = [], 0
-    for ch in reversed(text[len(head):]):
-        piece = _escape_char(ch)
-        if used + len(piece) > budget:
-            break
-        tail.append(piece)
-        used += len(piece)
-    cut = len(text) - len(head) - len(tail)
-    if cut == 0:
-        return "".join(head) + "".join(reversed(tail))
-    return f"{''.join(head)} [... {cut} characters cut ...] {''.join(reversed(tail))}"
+    return cut_middle(text, limit, _escape_char)
 
 
 class LogRelay:

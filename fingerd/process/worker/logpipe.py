@@ -31,6 +31,7 @@ from fingerd.process.logformat import (
     MAX_QUEUED_RECORDS,
     MAX_RECORD_BYTES,
     PIPE_BYTES,
+    cut_middle,
 )
 
 
@@ -156,7 +157,10 @@ class PipeHandler(logging.Handler):
     def emit(self, record):
         """Called under the handler's lock, so ``_dropped`` needs no other."""
         try:
-            data = _line(record.levelno, self.format(record)[:MAX_RECORD_BYTES])
+            text = self.format(record)
+            if len(text) > MAX_RECORD_BYTES:
+                text = cut_middle(text, MAX_RECORD_BYTES)
+            data = _line(record.levelno, text)
             if self._dropped:
                 self._queue.put_nowait(self._dropped_notice())
                 self._dropped = 0
