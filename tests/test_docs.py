@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from fingerd import limits
 from fingerd.config import SCHEMA, parse_config
 from tests import test_query_path, test_set_path
 from tests.support import ROOT
@@ -328,6 +329,14 @@ def test_the_package_ships_the_operators_pages_and_a_readme_debian():
     for fact in ("/etc/fingerd/fingerd.conf", "/var/lib/fingerd/users",
                  "/var/log/fingerd/fingerd.log", "fingerd-ctl reload", "pip install"):
         assert fact in readme, fact
+
+
+def test_the_guide_gives_the_log_bounds_limits_sets():
+    """The bounds an operator reads of in the guide's logging sections are the daemon's."""
+    guide = " ".join(read(os.path.join(DOCS, "guide.md")).split())
+    assert (f"The parent reads at most {limits.WORKER_LOG_READ_BYTES // 1024} KiB of the "
+            f"pipe a turn of its loop") in guide
+    assert f"keeps up to {limits.STDERR_BACKLOG_BYTES // 1024 // 1024} MiB of lines" in guide
 
 
 def test_the_guide_names_every_metric_the_daemon_exports(daemon):
