@@ -37,7 +37,9 @@ PRIORITIES = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging
 
 
 class LogFileHandler(logging.handlers.WatchedFileHandler):
-    """A WatchedFileHandler that creates its file with LOG_FILE_MODE, not the umask's 0644.
+    """A WatchedFileHandler that creates its file with LOG_FILE_MODE, whatever the umask
+    (0644 from the shell's, 0600 from the shipped unit's UMask=0077); a file that is
+    there already keeps its mode.
 
     A file that cannot be written (its file system full) costs lines, never the
     daemon, nor a traceback a line: the first failure says so on standard error in
@@ -54,8 +56,17 @@ class LogFileHandler(logging.handlers.WatchedFileHandler):
         self._mid_line = False
 
     def _open(self) -> io.TextIOWrapper:
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                     LOG_FILE_MODE)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+        try:
+            fd = os.open(self.baseFilename, flags | os.O_CREAT | os.O_EXCL, LOG_FILE_MODE)
+        except FileExistsError:
+            fd = os.open(self.baseFilename, flags)
+        else:
+            try:
+                os.fchmod(fd, LOG_FILE_MODE)  # the umask took bits off
+            except OSError:
+                os.close(fd)
+                raise
         # Text mode (FileHandler's mode is "a"): the open file is a TextIOWrapper.
         return cast(io.TextIOWrapper, open(fd, self.mode, encoding=self.encoding,
                                            errors=self.errors))

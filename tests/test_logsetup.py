@@ -15,6 +15,8 @@ import subprocess
 import sys
 import termios
 
+import pytest
+
 from fingerd import loghandlers, logsetup
 from fingerd.loghandlers import StderrHandler
 from fingerd.process.parent.monitor import HEARTBEAT_TIMEOUT
@@ -34,9 +36,12 @@ def write(handler, message):
                                      None))
 
 
-def test_a_log_file_it_creates_is_readable_by_its_group_alone(tmp_path):
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["umask022", "UMask0077"])
+def test_a_log_file_it_creates_is_readable_by_its_group_alone(tmp_path, umask):
+    """Whatever the umask: the shipped fingerd.service sets UMask=0077, and Debian's
+    log files are 0640 (the package's postinst and logrotate make it so too)."""
     path = tmp_path / "fingerd.log"
-    old = os.umask(0o022)
+    old = os.umask(umask)
     handler = logsetup.LogFileHandler(str(path))
     try:
         write(handler, "first line")
