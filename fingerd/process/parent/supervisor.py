@@ -191,8 +191,7 @@ class Supervisor:
         self._move(State.BACKOFF, self.clock())
 
     def configure(self, plan: "Plan") -> "Plan":
-        """Serve ``plan``'s configuration and sockets from the next worker on; what
-        was served before, as a plan to go back to."""
+        """Serve ``plan``'s configuration and sockets from the next worker on; the plan before."""
         self.config, self.sockets = plan.config, plan.sockets
         return self.workers.configure(plan)  # type: ignore[no-any-return]
 
