@@ -292,11 +292,11 @@ def serve(config: Config, account: Account, foreground: bool) -> int:
         if report is not None:
             report(reason)
 
-    def on_reload(applied, message):
+    def on_reload(applied, message, asked):
         workers.config_reloads.record("success" if applied else "failure")
         systemd.send(notify.READY)
         try:
-            reloads.record(applied, message)
+            reloads.record(applied, message, asked)
         except OSError as exc:
             log.error("%s: cannot write the reload's outcome: %s", reloads.path, exc.strerror)
 

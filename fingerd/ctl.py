@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any, TextIO, TypeVar
+from typing import TextIO, TypeVar
 
 from fingerd.config import (
     DEFAULT_PATH,
@@ -62,7 +62,7 @@ def cmd_reload(path: str, args: argparse.Namespace) -> int:
     if state != pidfile.RUNNING or pid is None:
         say("fingerd is not running", sys.stderr)
         return EXIT_NOT_RUNNING
-    before = reload_status.read(path)
+    sent = time.monotonic()
     os.kill(pid, signal.SIGHUP)
     if args.no_wait:
         print(f"fingerd (pid {pid}) was asked to read its configuration and users file again")
@@ -70,7 +70,7 @@ def cmd_reload(path: str, args: argparse.Namespace) -> int:
     deadline = time.monotonic() + RELOAD_TIMEOUT
     while time.monotonic() < deadline:
         status = reload_status.read(path)
-        if _newer(status, before, pid):
+        if status is not None and status["pid"] == pid and status["asked"] >= sent:
             if status["applied"]:
                 print(f"fingerd (pid {pid}): {status['message']}")
                 return EXIT_OK
@@ -83,13 +83,6 @@ def cmd_reload(path: str, args: argparse.Namespace) -> int:
     say(f"fingerd (pid {pid}) gave no outcome of the reload within {RELOAD_TIMEOUT:.0f} s "
         f"({reload_status.path_for(path)}); see its log", sys.stderr)
     return EXIT_FAILED
-
-
-def _newer(status: dict[str, Any] | None, before: dict[str, Any] | None, pid: int) -> bool:
-    """Whether ``status`` is the outcome of a reload of ``pid`` made after ``before``."""
-    if status is None or status["pid"] != pid:
-        return False
-    return before is None or before["pid"] != pid or status["reload"] > before["reload"]
 
 
 def cmd_stop(path: str, args: argparse.Namespace) -> int:

@@ -133,22 +133,35 @@ def test_the_outcome_file_is_replaced_whole_and_read_back(tmp_path):
     pidfile = str(tmp_path / "fingerd.pid")
     status = reload_status.ReloadStatus(pidfile)
     assert reload_status.read(pidfile) is None
-    status.record(False, "fingerd.conf:3: bad")
-    status.record(True, "applied")
-    assert reload_status.read(pidfile) == {"pid": os.getpid(), "reload": 2, "applied": True,
-                                           "message": "applied"}
+    status.record(False, "fingerd.conf:3: bad", 10.5)
+    status.record(True, "applied", 12.25)
+    assert reload_status.read(pidfile) == {"pid": os.getpid(), "reload": 2, "asked": 12.25,
+                                           "applied": True, "message": "applied"}
     assert os.stat(pidfile + ".reload").st_mode & 0o777 == 0o644
     status.remove()
     assert reload_status.read(pidfile) is None
 
 
 @pytest.mark.parametrize("content", [b"", b"not json", b"[1, 2]", json.dumps(
-    {"pid": "1", "reload": 1, "applied": True, "message": ""}).encode()])
+    {"pid": "1", "reload": 1, "asked": 1.0, "applied": True, "message": ""}).encode(),
+    json.dumps({"pid": 1, "reload": 1, "applied": True, "message": ""}).encode()])
 def test_an_outcome_file_that_is_not_one_reads_as_none(tmp_path, content):
     pidfile = str(tmp_path / "fingerd.pid")
     with open(pidfile + ".reload", "wb") as f:
         f.write(content)
     assert reload_status.read(pidfile) is None
+
+
+def test_a_message_too_long_is_cut_and_the_outcome_stays_whole(tmp_path):
+    """A configuration with hundreds of unknown keys refuses with a message of as many
+    lines: the file was cut at 16 KiB, its JSON with it, and fingerd-ctl reload waited
+    40 s for an outcome it could not read."""
+    pidfile = str(tmp_path / "fingerd.pid")
+    message = "\n".join(f"fingerd.conf:{n}: unknown key \u00e9\x01" for n in range(2000))
+    reload_status.ReloadStatus(pidfile).record(False, message, 3.0)
+    status = reload_status.read(pidfile)
+    assert status is not None and status["applied"] is False
+    assert status["message"].startswith(message[:1000]) and status["message"].endswith("...")
 
 
 def test_a_symbolic_link_at_the_outcome_path_is_neither_followed_nor_written_through(
@@ -158,6 +171,6 @@ def test_a_symbolic_link_at_the_outcome_path_is_neither_followed_nor_written_thr
     target.write_text(json.dumps({"pid": 1, "reload": 9, "applied": True, "message": "x"}))
     os.symlink(target, pidfile + ".reload")
     assert reload_status.read(pidfile) is None
-    reload_status.ReloadStatus(pidfile).record(True, "applied")
+    reload_status.ReloadStatus(pidfile).record(True, "applied", 1.0)
     assert not os.path.islink(pidfile + ".reload")
     assert json.loads(target.read_text())["reload"] == 9

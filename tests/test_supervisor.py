@@ -550,7 +550,7 @@ def reloading(clock, workers, listener, reloader, reloads, users_file):
                                         users_file=users_file), None, {"finger": [listener]})
     sup = Supervisor(workers.plan.config, workers.plan.sockets, workers,
                      None, clock=clock, reloader=reloader,
-                     on_reload=lambda applied, message: reloads.append((applied, message)))
+                     on_reload=lambda applied, message, asked: reloads.append((applied, message)))
     sup.start_worker()
     workers.ready()
     sup.step(0)
@@ -681,6 +681,27 @@ def test_a_hup_during_a_reload_reloads_again_once_the_old_worker_is_gone(
     reloading.handle_sigchld()
     assert reloader.asked == 2 and reloading.state is State.REPLACING
     assert reloading.config.name == "third"
+
+
+def test_each_outcome_says_when_the_last_hup_it_answers_came(reloading, workers, reloader):
+    """fingerd-ctl reload takes the first outcome asked at or after its HUP: a HUP during
+    a reload is answered by the next, never by the one under way when it came."""
+    asked = []
+    reloading.on_reload = lambda applied, message, at: asked.append(at)
+    first = workers.pid
+    reloader.plans += [new_plan("second"), new_plan("third")]
+    before = time.monotonic()
+    reloading.handle_sighup()
+    between = time.monotonic()
+    reloading.handle_sighup()
+    workers.ready()
+    reloading.step(0)
+    assert len(asked) == 1 and before <= asked[0] <= between
+    workers.end(exited(0), pid=first)
+    reloading.handle_sigchld()
+    workers.ready()
+    reloading.step(0)
+    assert len(asked) == 2 and asked[1] >= between
 
 
 def test_term_during_a_reload_stops_both_workers(reloading, workers, reloader, listener):

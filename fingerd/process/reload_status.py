@@ -1,10 +1,12 @@
 """The outcome of the last reload, in a file beside the pidfile for ``fingerd-ctl reload``.
 
 The root parent writes ``PIDFILE.reload`` after each reload (HUP): one JSON
-object with its pid, the number of the reload, whether it was applied and
-the message it logged. ``fingerd-ctl reload`` reads it before sending the
-signal and waits for a newer one. It is replaced whole, as the pidfile is,
-and removed at stop.
+object with its pid, the number of the reload, when the last HUP it answers
+came (``asked``, CLOCK_MONOTONIC, which every process shares), whether it
+was applied and the message it logged. ``fingerd-ctl reload`` notes the time
+before it sends the signal and waits for an outcome asked at that time or
+later: not an earlier reload's, still under way when its HUP came. It is
+replaced whole, as the pidfile is, and removed at stop.
 """
 
 import errno
@@ -18,6 +20,9 @@ from fingerd.process.pidfile import replace_file
 SUFFIX = ".reload"
 #: Most bytes read of it: a message is a line or a few.
 MAX_BYTES = 16 * 1024
+#: Most characters of a message written: the object, escapes included, stays whole
+#: within MAX_BYTES (a JSON escape takes at most 6 bytes: \uXXXX).
+MAX_MESSAGE_CHARS = (MAX_BYTES - 256) // 6
 
 
 def path_for(pidfile_path):
@@ -31,12 +36,15 @@ class ReloadStatus:
         self.path = path_for(pidfile_path)
         self.count = 0
 
-    def record(self, applied, message):
-        """Write the outcome of one more reload; a failure to is left to the log."""
+    def record(self, applied, message, asked):
+        """Write the outcome of one more reload, answering the HUPs up to ``asked``; a
+        failure to is left to the log. A message too long is cut, never the object."""
         self.count += 1
-        data = json.dumps({"pid": os.getpid(), "reload": self.count, "applied": applied,
-                           "message": message}).encode() + b"\n"
-        replace_file(self.path, data[:MAX_BYTES])
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[:MAX_MESSAGE_CHARS - 3] + "..."
+        data = json.dumps({"pid": os.getpid(), "reload": self.count, "asked": asked,
+                           "applied": applied, "message": message}).encode() + b"\n"
+        replace_file(self.path, data)
 
     def remove(self):
         try:
@@ -64,6 +72,7 @@ def read(pidfile_path):
     finally:
         os.close(fd)
     if not (isinstance(status, dict) and type(status.get("pid")) is int
-            and type(status.get("reload")) is int and isinstance(status.get("message"), str)):
+            and type(status.get("reload")) is int and isinstance(status.get("message"), str)
+            and type(status.get("asked")) in (int, float)):
         return None
     return status

@@ -17,6 +17,7 @@ Each outcome is reported, to the log and to ``on_reload``, for
 
 import logging
 import signal
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -59,6 +60,10 @@ class Reloads:
         self.retiring: list[WorkerHandle] = []
         #: A HUP came while a reload could not begin: one follows when it can.
         self._asked = False
+        #: When the last HUP came (CLOCK_MONOTONIC, which every process shares), and the
+        #: last one the reload under way, or last begun, answers: fingerd-ctl reload
+        #: takes the first outcome answering a HUP it sent, not an earlier one's.
+        self._asked_at = self._answers = 0.0
 
     @property
     def old(self) -> Optional[WorkerHandle]:
@@ -69,6 +74,7 @@ class Reloads:
         """A HUP: reload now, once the worker starting is ready, or, without a reloader
         (or while stopping), only have the worker read the users file again."""
         sup = self._sup
+        self._asked_at = time.monotonic()
         if sup.reloader is None or sup.state is State.STOPPING:
             log.info("SIGHUP: the worker reads the users file again")
             if sup.live is not None:
@@ -85,7 +91,7 @@ class Reloads:
         """Read the configuration again; apply it, or keep everything and say why."""
         sup = self._sup
         assert sup.reloader is not None
-        self._asked = False
+        self._asked, self._answers = False, self._asked_at
         log.info("SIGHUP: reading the configuration %s again", sup.config.path)
         try:
             plan = sup.reloader(sup.config, sup.sockets)
@@ -201,4 +207,4 @@ class Reloads:
             log.error("%s", users_problem)
             message = f"{message}; {users_problem}"
         if self._sup.on_reload is not None:
-            self._sup.on_reload(applied, message)
+            self._sup.on_reload(applied, message, self._answers)

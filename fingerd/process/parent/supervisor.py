@@ -64,7 +64,7 @@ class Supervisor:
     ``reloader(config, sockets)`` reads the configuration again for a HUP and
     returns a ``reloading.Plan``, or raises ReloadRefused; without one, a
     HUP only has the worker read the users file again. ``on_reload(applied,
-    message)`` hears each reload's outcome; ``notify`` tells systemd a reload or stop begins.
+    message, asked)`` hears each outcome (``Reloads``); ``notify`` says a reload or stop begins.
     """
 
     def __init__(self, config: Any, sockets: dict[str, list[socket.socket]], workers: Any,
@@ -72,7 +72,7 @@ class Supervisor:
                  on_ready: Optional[Callable[[Optional[str]], None]] = None,
                  clock: Callable[[], float] = time.monotonic,
                  reloader: Optional[Callable[[Any, dict[str, list[socket.socket]]], "Plan"]] = None,
-                 on_reload: Optional[Callable[[bool, str], None]] = None,
+                 on_reload: Optional[Callable[[bool, str, float], None]] = None,
                  notify: Callable[[str], None] = lambda message: None) -> None:
         self.config = config
         self.sockets = sockets
