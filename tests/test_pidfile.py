@@ -256,3 +256,34 @@ def test_any_account_may_ask_the_status_of_a_root_daemon_but_not_signal_it(
     assert os.stat(lock_path(d.pidfile)).st_mode & 0o777 == 0o600
     assert d.stop() == 0
     assert ctl_as_nobody(d.config_file, "status") == [3, "fingerd is not running\n", ""]
+
+
+@needs_root
+def test_a_lock_and_pidfile_another_account_made_name_no_daemon_to_root(public_dir):
+    """In a directory others may write (a pidfile under /tmp), another account can make
+    the lock file, hold its lock and name any pid in the pidfile: root's fingerd-ctl
+    stop then signalled that process. A file of another account's than root's or the
+    caller's vouches for nothing."""
+    directory = os.path.join(public_dir, "shared")
+    os.mkdir(directory)
+    os.chmod(directory, 0o1777)
+    path = os.path.join(directory, "fingerd.pid")
+
+    def forge():
+        become_nobody()
+        with open(path, "w") as f:
+            f.write(f"{os.getppid()}\n")  # a root process: the test's own
+        fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _forged.append(fd)
+        return True
+
+    with holding_child(forge):
+        assert held_in_lock_table(lock_path(path))
+        assert probe(path) == (DEAD, None)
+        assert as_nobody(lambda: probe(path)).value == [RUNNING, os.getpid()], \
+            "the account that made them still sees its own"
+
+
+#: The forged lock's descriptor, kept open by the holding child.
+_forged = []

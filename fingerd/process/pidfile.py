@@ -187,7 +187,8 @@ def read_pid(path: str) -> int | None:
     """The pid in the pidfile at ``path``; None if there is none or it holds no pid.
 
     Raises PermissionError if it cannot be read. A symbolic link at the path is
-    not followed.
+    not followed, and a file of another account's than root's or this one's names
+    no pid (``_vouches``).
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -198,7 +199,8 @@ def read_pid(path: str) -> int | None:
             return None
         raise
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not (stat.S_ISREG(st.st_mode) and _vouches(st)):
             return None
         return int(os.read(fd, 32).decode("ascii").strip())
     except (ValueError, UnicodeDecodeError):
@@ -223,7 +225,8 @@ def probe(path: str) -> tuple[str, int | None]:
         pass
     except PermissionError as denied:
         try:
-            held = held_in_lock_table(lock_path(path))
+            held = (_vouches(os.lstat(lock_path(path)))
+                    and held_in_lock_table(lock_path(path)))
         except OSError:
             raise denied from None
     except OSError as exc:
@@ -231,7 +234,8 @@ def probe(path: str) -> tuple[str, int | None]:
             raise
     else:
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            if _vouches(os.fstat(fd)):
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             held = True
         finally:
@@ -242,6 +246,15 @@ def probe(path: str) -> tuple[str, int | None]:
     if pid is not None or os.path.lexists(path):
         return DEAD, pid
     return NOT_RUNNING, None
+
+
+def _vouches(st: os.stat_result) -> bool:
+    """Whether the file ``st`` describes may vouch for the daemon: one of root's or of
+    this account's. The daemon's lock file and pidfile are its user's, root's for the
+    system's daemon; where another account could make them (a pidfile in a directory
+    others may write), theirs may name any pid, and root's ``fingerd-ctl stop`` would
+    signal it."""
+    return st.st_uid in (0, os.geteuid())
 
 
 #: The kernel's table of file locks, readable by every account (proc(5)).
