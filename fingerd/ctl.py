@@ -176,7 +176,8 @@ def cmd_set(config: Config, args: argparse.Namespace) -> int:
         if args.user is None:
             say("this account has no login name to set the status of", sys.stderr)
             return EXIT_FAILED
-    request = f"{args.user}\r\n{args.status}\r\n".encode()
+    # An argument that is not UTF-8 goes as its bytes, for the setter to refuse.
+    request = f"{args.user}\r\n{args.status}\r\n".encode("utf-8", "surrogateescape")
     if config.setter_socket:
         try:
             reply = client.exchange_unix(config.setter_socket, request, CLIENT_TIMEOUT,
@@ -212,7 +213,8 @@ def cmd_get(config: Config, args: argparse.Namespace) -> int:
     # Behind a proxy the service reads a PROXY header first: UNKNOWN keeps our own address.
     header = b"PROXY UNKNOWN\r\n" if config.finger_proxy_protocol else b""
     address = config.finger_listen[0]
-    reply = _ask(config, address, header + f"{args.user}\r\n".encode(), "finger service")
+    reply = _ask(config, address, header + f"{args.user}\r\n".encode("utf-8", "surrogateescape"),
+                 "finger service")
     if not reply:
         if reply is not None:
             say(f"the finger service at {address} answered nothing; see its log", sys.stderr)

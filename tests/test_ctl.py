@@ -293,3 +293,18 @@ def test_get_says_so_when_the_finger_service_answers_nothing(make_daemon):
     assert (got.returncode, got.stdout) == (1, "")
     assert got.stderr == (f"fingerd-ctl: the finger service at 127.0.0.1:{d.finger_port} "
                           f"answered nothing; see its log\n")
+
+
+def test_arguments_that_are_not_utf_8_go_as_their_bytes_for_the_service_to_answer(make_daemon):
+    """A status or a name in Latin-1 from a shell: a traceback (UnicodeEncodeError)
+    before; now the setter refuses the status and finger answers for the name."""
+    d = make_daemon().start()
+    base = [sys.executable, "-m", "fingerd.ctl", "-c", d.config_file]
+    refused = subprocess.run(base + ["set", "alice", b"caf\xe9"], cwd=ROOT, timeout=60,
+                             stdin=subprocess.DEVNULL, capture_output=True)
+    assert refused.returncode == 1 and b"Traceback" not in refused.stderr
+    assert refused.stderr.startswith(b"fingerd-ctl: refused: ")
+    assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
+    got = subprocess.run(base + ["get", b"al\xffice"], cwd=ROOT, timeout=60,
+                         stdin=subprocess.DEVNULL, capture_output=True)
+    assert (got.returncode, got.stdout, got.stderr) == (0, b"No such user\n", b"")
