@@ -101,3 +101,18 @@ def test_missing_users_file_starts_empty_with_a_warning(make_daemon):
     with open(d.users_file, "wb") as f:
         f.write(b"alice:Arrived\n")
     wait_until(answers(d, b"alice\r\n", b"Arrived\r\n"), what="the file to appear")
+
+
+def test_a_unix_socket_a_reload_drops_is_removed_once_its_worker_is_gone(make_daemon,
+                                                                         public_dir):
+    """Closed without its file, the socket stayed on disk, refusing connections, after
+    the reload and after the stop."""
+    path = os.path.join(public_dir, "setter.sock")
+    d = make_daemon(setter__socket=path).start()
+    assert os.path.exists(path)
+    d.reconfigure(setter__socket="")
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: "retires" in d.log() and " exited with status 0" in d.log(),
+               what="the worker serving the socket gone")
+    wait_until(lambda: not os.path.exists(path), what="the socket's file removed")
+    assert d.setter(b"alice\r\nStill set by TCP\r\n") == b"OK\r\n"

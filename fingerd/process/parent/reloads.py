@@ -18,7 +18,7 @@ Each outcome is reported, to the log and to ``on_reload``, for
 import logging
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
 
 from fingerd.limits import STARTUP_TIMEOUT
@@ -119,7 +119,7 @@ class Reloads:
         reload, self.current = self.current, None
         assert reload is not None
         if reload.old is not None:
-            self._retire(reload.old, reload.plan.unused)
+            self._retire(reload.old, reload.plan.close_unused)
         else:
             reload.plan.close_unused()
         said = new.channel.users_problem if new.channel is not None else None
@@ -152,11 +152,12 @@ class Reloads:
         old, self.current.old = self.current.old, None
         return old
 
-    def _retire(self, old: WorkerHandle, leaves: Iterable[Any]) -> None:
-        """TERM a worker a reload replaced: it finishes what it holds and exits; the
-        sockets ``leaves`` are closed once it is gone."""
+    def _retire(self, old: WorkerHandle, close_leftovers: Callable[[], None]) -> None:
+        """TERM a worker a reload replaced: it finishes what it holds and exits;
+        ``close_leftovers`` then closes the sockets it served last (and removes the Unix
+        ones' files)."""
         log.info("worker %d retires", old.pid)
-        old.leaves = list(leaves)
+        old.close_leftovers = close_leftovers
         self.retiring.append(old)
         self._sup.stop(old)
 
@@ -169,8 +170,7 @@ class Reloads:
         self.retiring.remove(old)
         self._sup.monitor.forget(old)
         log.info("worker %d %s", pid, describe_exit(status))
-        for sock in old.leaves:
-            sock.close()
+        old.close_leftovers()
         return True
 
     def stop(self) -> None:
@@ -179,12 +179,11 @@ class Reloads:
         reload, self.current = self.current, None
         if reload is not None:
             if reload.old is not None:
-                self._retire(reload.old, [])
+                self._retire(reload.old, lambda: None)
             reload.plan.close_unused()
         for old in self.retiring:
-            for sock in old.leaves:
-                sock.close()
-            old.leaves = []
+            old.close_leftovers()
+            old.close_leftovers = lambda: None
 
     def resume(self) -> None:
         """Begin the reload asked for while a worker was starting, once none is and

@@ -7,7 +7,7 @@ reached means (``Supervisor._on_worker_deadline``); the handle only keeps it.
 """
 
 import selectors
-import socket
+from collections.abc import Callable
 from typing import Any, Optional
 
 from fingerd.process.channel import ParentEnd
@@ -29,8 +29,8 @@ class WorkerHandle:
         self.started_at = started_at
         #: Whether it has said, in a heartbeat, that it answered a request.
         self.served = False
-        #: Sockets no worker serves any more, closed once this retiring worker is gone.
-        self.leaves: list[socket.socket] = []
+        #: Closes the sockets no worker serves any more, once this retiring worker is gone.
+        self.close_leftovers: Callable[[], None] = _nothing
         self.phase = Phase.STARTING
         self.deadline = deadline
 
@@ -41,3 +41,7 @@ class WorkerHandle:
             f"worker {self.pid} {self.phase.value} cannot be {phase.value}"
         self.phase = phase
         self.deadline = deadline
+
+
+def _nothing() -> None:
+    """``close_leftovers`` of a worker that leaves no socket behind."""
