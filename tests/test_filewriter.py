@@ -183,6 +183,26 @@ def test_a_request_that_waited_longer_than_the_worker_waits_is_not_written(
     assert b"alice:first\n" in open(path, "rb").read()
 
 
+def test_requests_no_worker_waits_for_are_answered_at_once_never_kept(
+        sel, writer, path, replies, clock, slow_writes):
+    """A worker sending sets already late (or about to be) while a long write runs grew
+    the root parent's queue without bound: uncounted by ``waiting``, they stayed there
+    until the write ended, and were answered all at once."""
+    slow_writes[0] = 0.5
+    writer.submit(path, request(1, status="first"), replies)
+    for n in range(2, 1002):
+        writer.submit(path, request(n), replies, within=-1.0)
+    assert [reply["id"] for reply in replies.got] == list(range(2, 1002))
+    assert not any(reply["ok"] for reply in replies.got)
+    writer.submit(path, request(2000, status="soon late"), replies, within=0.5)
+    clock.now += 1.0
+    writer.submit(path, request(2001, status="in time"), replies)
+    assert replies.got[-1]["id"] == 2000 and writer.waiting == 1
+    settle(sel, writer)
+    assert [reply["id"] for reply in replies.got[-2:]] == [1, 2001]
+    assert b"alice:in time\n" in open(path, "rb").read()
+
+
 def test_a_write_not_renamed_in_time_is_called_off_and_the_file_left_as_it_was(
         sel, clock, path, replies, monkeypatch):
     """The worker stops waiting REPLY_TIMEOUT after it asked, and its client is told the

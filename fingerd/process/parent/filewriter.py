@@ -79,7 +79,7 @@ class FileWriter:
     ``selector`` is the parent's: the child's reports are registered on it
     with a callback, as the parent's own channels are. Every request's
     ``on_done`` is called once with its reply, from that callback (or from
-    ``submit``, for a request that expired while waiting), unless
+    ``submit``, for a request that expired, or had before it came), unless
     ``discard_queued`` or ``close`` drops it first. ``deadline`` is when
     the parent's loop must call ``on_deadline`` (to promote a late write, or
     let an idle child go).
@@ -129,6 +129,8 @@ class FileWriter:
         written or has failed."""
         wait = self._expire_after if within is None else min(within, self._expire_after)
         self._queue.append(WriteRequest(path, message, on_done, self._clock() + wait, owner))
+        for late in _take_expired(self._queue, self._clock()):
+            late.on_done(error_reply(late.message["id"], NOT_IN_TIME))
         self._start_next()
 
     def discard_queued(self, owner: Optional[int] = None) -> None:
@@ -314,6 +316,18 @@ class FileWriter:
                                               "short"))
         if not self._closing:
             self._start_next()
+
+
+def _take_expired(queue: collections.deque[WriteRequest], now: float) -> list[WriteRequest]:
+    """Take from ``queue`` the requests no worker waits for any more, to be answered at
+    once: kept until their turn, uncounted by ``waiting``, they let a worker sending
+    sets late, while a long write runs, grow the queue without bound."""
+    expired = [request for request in queue if request.expires <= now]
+    if expired:
+        kept = [request for request in queue if request.expires > now]
+        queue.clear()
+        queue.extend(kept)
+    return expired
 
 
 def _log_abnormal_exit(pid: int, status: int) -> None:
