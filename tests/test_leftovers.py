@@ -44,7 +44,7 @@ def stand_in_worker(report_fd):
     """A worker body that leaves two processes: one in a session of its own whose
     parent is gone, and one still its child; then waits to be killed."""
     def run(config, account, sockets, monitor_sock, log_fd, restarts, snapshot_fd, counts_fd,
-            strict):
+            reload, new_store):
         if os.fork() == 0:
             os.setsid()
             if os.fork() == 0:

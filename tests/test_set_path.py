@@ -25,7 +25,7 @@ from tests.support.polling import wait_until
 #: request and the users file's grammar, the store, its table and the snapshot kept for
 #: the next worker, the channel to the parent, the log pipe), in the root parent (its
 #: loop, the monitor, the file writer and the writer child's handle, the log relay and
-#: its token bucket) and in the writer
+#: its token bucket, the handler that writes the log line) and in the writer
 #: child (its loop, the edit of the file, the durable write).
 PATH = {
     "fingerd.serving.loop", "fingerd.serving.gate", "fingerd.serving.lines",
@@ -36,7 +36,7 @@ PATH = {
     "fingerd.process.parent.supervisor", "fingerd.process.parent.monitor",
     "fingerd.process.parent.filewriter", "fingerd.process.parent.writer_handle",
     "fingerd.process.parent.logrelay",
-    "fingerd.token_bucket",
+    "fingerd.token_bucket", "fingerd.loghandlers",
     "fingerd.process.writer.child", "fingerd.users.editing", "fingerd.users.fileio",
 }
 #: What a set whose lines come after the worker accepted its connection crosses as
