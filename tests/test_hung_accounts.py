@@ -166,6 +166,26 @@ def test_hung_lookups_hold_half_the_pool_at_most_and_the_rest_is_served(serve, n
     assert running.errors("finger") == 4
 
 
+def test_users_of_the_users_file_are_answered_with_every_pool_thread_held(serve, nss):
+    """With the system's accounts, a user of the users file (which wins over an account)
+    is answered on the reading thread: slow account lookups, forwards and sets holding
+    every pool thread made ``alice`` wait behind them."""
+    running = serve(request_timeout=60)
+    held = threading.Event()
+    for _ in range(running.config.threads):
+        running.service._pool.submit(held.wait, 30)
+    try:
+        assert running.finger(b"alice\r\n") == b"Happy and well\r\n"
+        assert running.finger(b"/W alice\r\n").endswith(b"Happy and well\r\n")
+        with sent(running.ports["finger"], b"ada\r\n") as waiting:
+            assert select.select([waiting], [], [], 0.5)[0] == [], \
+                "an account's answer waits for a pool thread"
+            held.set()
+            assert waiting.recv(100).startswith(b"Login: ada")
+    finally:
+        held.set()
+
+
 def test_a_hung_query_is_answered_internal_error_and_the_streak_logged_once(serve, nss,
                                                                            caplog):
     running = serve(request_timeout=0.5)

@@ -63,16 +63,30 @@ def from_users_file(lines: Lines) -> bool:
     return _AT not in lines[0]
 
 
+def names_a_user_of(users: Callable[[], Any]) -> Callable[[Lines], bool]:
+    """With the system's accounts, whose lookups may block: whether a query asks no other
+    host and names a user of the users file (``users()``, the current table), which
+    wins over an account of the same name, so that its answer never waits, whatever
+    NSS, home directories or forwards hold the pool with."""
+    def from_the_table(lines: Lines) -> bool:
+        return _AT not in lines[0] and parse_query(lines[0]).user in users()
+    return from_the_table
+
+
 def finger_service(gate: ConnectionGate, request_timeout: float, first_byte_timeout: float,
                    needs: FingerNeeds, lookups_block: bool = False,
                    users: Callable[[], Any] | None = None,
                    proxy_from: tuple | None = None) -> ServiceSpec:
-    """The finger service. With ``lookups_block`` (the system's accounts), every answer
-    goes to the pool; ``users()``, the store's current table, keys the answer cache."""
+    """The finger service. With ``lookups_block`` (the system's accounts), only answers
+    for users of the users file are made on the reading thread; ``users()``, the store's
+    current table, keys the answer cache."""
     cache = AnswerCache(users, MAX_CACHED_ANSWER_BYTES) if users else None
+    inline: Callable[[Lines], bool] = from_users_file
+    if lookups_block:
+        inline = names_a_user_of(users) if users is not None else never
     return ServiceSpec(
         "finger", FingerHandler, needs, gate, request_timeout, first_byte_timeout,
-        take_query, answers_inline=None if lookups_block else from_users_file,
+        take_query, answers_inline=inline,
         waits_outside=never if needs.forward is None else asks_another_host,
         memo=cache.answer if cache is not None else None, defers_accept=True,
         proxy_from=proxy_from)
