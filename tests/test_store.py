@@ -391,7 +391,8 @@ def test_a_set_without_a_file_and_without_users_creates_the_file(tmp_path, metri
     store.set_status("alice", "First")
     with open(path, "rb") as f:
         assert f.read() == b"alice:First\n"
-    assert kept.load() == b"alice:First\n", "the file read back is kept for the next worker"
+    assert kept.load() == b"# read at 0.0\nalice:First\n", \
+        "the file read back is kept for the next worker (no file was ever read whole)"
 
 
 def test_a_status_set_after_the_file_was_read_is_kept_for_the_next_worker(path, metrics):
@@ -405,6 +406,25 @@ def test_a_status_set_after_the_file_was_read_is_kept_for_the_next_worker(path, 
     store = UserStore(path, metrics, snapshot=kept)
     assert store.load() == Fallback(f"{path}: No such file or directory", 3)
     assert store.table == {"alice": "Set again", "bob": "Sleeping", "carol": "New"}
+
+
+def test_a_worker_serving_the_previous_ones_table_says_when_its_file_was_read(path, metrics):
+    """fingerd_last_reload_success_timestamp_seconds said 0 after a restart or a reload
+    while the users file was bad, and FingerdUsersFileStale fired at once."""
+    kept = Snapshot(create())
+    first_metrics = Metrics()
+    first = UserStore(path, first_metrics, snapshot=kept)
+    first.load()
+    read_at = first_metrics.registry.get_sample_value(
+        "fingerd_last_reload_success_timestamp_seconds")
+    first.set_status("alice", "Set since")
+    with open(path, "a") as f:
+        f.write("-bad line\n")
+    store = UserStore(path, metrics, snapshot=Snapshot(kept.fd))
+    assert store.load() is not None
+    assert metrics.registry.get_sample_value(
+        "fingerd_last_reload_success_timestamp_seconds") == read_at > 0
+    assert store.table["alice"] == "Set since"
 
 
 def test_sets_past_the_records_bound_save_the_whole_table_instead(path, metrics, monkeypatch):

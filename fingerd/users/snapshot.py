@@ -21,6 +21,10 @@ from fingerd.users.usersfile import UsersFileError, parse_users
 
 #: Begins each record of a status set after the table: a byte no users file holds.
 SET_MARK = b"\0"
+#: Begins the table's first line, a comment (so the table stays a users file): when its
+#: users file was last read whole, which the next worker's
+#: fingerd_last_reload_success_timestamp_seconds goes on saying while it serves the table.
+READ_AT = b"# read at "
 #: Bytes of records one worker appends before it saves the whole table instead.
 MAX_SETS_BYTES = 1 << 20
 
@@ -37,15 +41,23 @@ class Snapshot:
         self.fd = fd
         #: Bytes of records this process appended since it last saved a table.
         self._appended = 0
+        #: When the users file of the table saved, or loaded, was read (time.time()); 0:
+        #: not known.
+        self.read_at = 0.0
 
-    def save(self, data: bytes) -> None:
-        """Replace the snapshot with ``data``, the bytes of a valid users file."""
+    def save(self, data: bytes, read_at: Optional[float] = None) -> None:
+        """Replace the snapshot with ``data``, the bytes of a valid users file, read at
+        ``read_at`` (by default when the file of the table saved last was)."""
+        if read_at is not None:
+            self.read_at = read_at
         self._appended = 0
         os.ftruncate(self.fd, 0)
+        header = READ_AT + repr(self.read_at).encode() + b"\n"
+        os.pwrite(self.fd, header, 0)
         view = memoryview(data)
         offset = 0
         while offset < len(view):
-            offset += os.pwrite(self.fd, view[offset:], offset)
+            offset += os.pwrite(self.fd, view[offset:], len(header) + offset)
 
     def save_table(self, table: Mapping[str, str]) -> None:
         """Replace the snapshot with ``table`` written as a users file."""
@@ -86,6 +98,12 @@ class Snapshot:
         if data is None:
             return None
         table, *records = data.split(SET_MARK)
+        if table.startswith(READ_AT):
+            first, _, _ = table.partition(b"\n")
+            try:
+                self.read_at = float(first[len(READ_AT):])
+            except ValueError:
+                self.read_at = 0.0
         try:
             users = parse_users(table, "the previous worker's table")
             sets = [next(iter(parse_users(record, "a status set").items()))

@@ -75,8 +75,8 @@ class UserStore:
                 self._publish(UserTable(), None)
                 return None
             self._publish(users, sig)
-            self._keep(lambda snapshot: snapshot.save(data))
-            self._count_success()
+            read_at = self._count_success()
+            self._keep(lambda snapshot: snapshot.save(data, read_at))
             return None
 
     def _load_snapshot(self, problem: Exception) -> Optional[Fallback]:
@@ -86,6 +86,8 @@ class UserStore:
         if users is None:
             return None
         self._publish(users, None)
+        # The previous worker's last good read is this one's too: the table is its file's.
+        self._metrics.last_reload_success.set(self._snapshot.read_at)
         if isinstance(problem, UsersFileError):
             self._failed_signature = _signature_of(self.path)
             reason = str(problem).split("\n")[0] + (
@@ -142,9 +144,9 @@ class UserStore:
                 return False
             replaced = [self.table]
             self._publish(users, sig)
-            self._count_success()
+            read_at = self._count_success()
             # Under the lock: a set's record must come after the file it was set in.
-            self._keep(lambda snapshot: snapshot.save(data))
+            self._keep(lambda snapshot: snapshot.save(data, read_at))
         log.info("%s: read %d users", self.path, len(users))
         free_gradually(replaced)
         return True
@@ -188,8 +190,11 @@ class UserStore:
         self._metrics.users.set(len(users))
 
     def _count_success(self):
+        """Count a good read of the file; when it was."""
+        now = time.time()
         self._metrics.reloads.labels("success").inc()
-        self._metrics.last_reload_success.set(time.time())
+        self._metrics.last_reload_success.set(now)
+        return now
 
     def _fail(self, sig, force, message):
         """Log and count a failed reload once per version of the file (every time if
