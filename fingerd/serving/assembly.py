@@ -96,7 +96,8 @@ class Service:
             services.append(setter_service(
                 gates["setter"], *timeouts,
                 SetterNeeds(self.store, config.setter_policy,
-                            Requesters(config.setter_admin_group), rate_limit),
+                            Requesters(config.setter_admin_group, config.request_timeout),
+                            rate_limit),
                 self.metrics))
         if sockets["metrics"]:
             services.append(metrics_service(gates["metrics"], *timeouts, self.metrics.registry))

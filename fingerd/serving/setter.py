@@ -17,6 +17,7 @@ from _socket import socket as RawSocket
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from fingerd.finger.bounded import BoundedCalls, Unfinished
 from fingerd.limits import MAX_QUERY_BYTES, MAX_STATUS_BYTES
 from fingerd.metrics import Metrics
 from fingerd.outcomes import (
@@ -65,15 +66,27 @@ class Requesters:
     ``admin_group`` is resolved once, at startup (a group that does not
     exist is a configuration error); membership, primary or supplementary,
     is looked up at each request, so a change to /etc/group needs no restart.
+    A lookup behind a hung NSS (LDAP) is waited for at most ``timeout`` seconds,
+    and at most LOOKUPS run at once (bounded.py): it would hold its pool thread,
+    and with it the sets and forwards behind, for good.
     """
 
-    def __init__(self, admin_group: str = "") -> None:
+    #: Account lookups for sets running at once, hung ones included.
+    LOOKUPS = 2
+
+    def __init__(self, admin_group: str = "", timeout: float = 10.0) -> None:
         self.admin_gid = grp.getgrnam(admin_group).gr_gid if admin_group else None
+        self.timeout = timeout
+        self._calls = BoundedCalls(self.LOOKUPS, "account lookup")
 
     def of(self, uid: int | None) -> Requester | None:
-        """The Requester for ``uid``; None when the uid is None (not known)."""
+        """The Requester for ``uid``; None when the uid is None (not known). Raises
+        Unfinished when the account database does not answer in time."""
         if uid is None:
             return None
+        return self._calls.call(self.timeout, self._looked_up, uid)
+
+    def _looked_up(self, uid: int) -> Requester:
         try:
             entry = pwd.getpwuid(uid)
         except KeyError:
@@ -100,7 +113,12 @@ class SetterHandler(RequestHandler):
 
     def respond(self, lines: list[bytes], needs: SetterNeeds) -> Answer:
         client = self.client_address
-        requester = needs.requesters.of(client.uid)
+        try:
+            requester = needs.requesters.of(client.uid)
+        except Unfinished as exc:
+            log.error("setter: request from %s (uid %s): %s", client.host, client.uid, exc)
+            return Answer(SET_FAILED, b"ERROR account lookup failed\r\n", SET_KIND, None,
+                          describe(client.uid, None))
         asker = describe(client.uid, requester)
         try:
             name, status = parse_set_request(lines)
