@@ -222,10 +222,10 @@ def test_a_scrape_never_waits_behind_forwarding_on_the_pool(make_daemon, upstrea
 
 
 def test_local_answers_never_wait_behind_forwards_to_a_silent_host(make_daemon, upstreams):
-    """With the system's accounts every answer is made on the pool: forwards, which may
-    each hold a thread for forward_timeout, take at most half of its threads, so that
-    a local query is answered while they wait."""
-    d = make_daemon(fingerd__threads="4", finger__system_users="yes",
+    """With the system's accounts an account's answer is made on the pool: forwards, which
+    may each hold a thread for forward_timeout, take at most a quarter of its threads,
+    so that a local query, and a set, are answered while they wait."""
+    d = make_daemon(fingerd__threads="8", finger__system_users="yes",
                     finger__forwarding="yes", finger__forward_timeout="30").start()
     upstream = upstreams("127.0.0.7")
     answers = []
@@ -243,6 +243,7 @@ def test_local_answers_never_wait_behind_forwards_to_a_silent_host(make_daemon, 
         assert d.metric("fingerd_pool_threads_busy") == 2
         assert d.finger(b"alice\r\n", timeout=60) == b"Happy and well\r\n"
         assert d.finger(b"/W bob\r\n", timeout=60).startswith(b"Login: bob\r\n")
+        assert d.setter(b"alice\r\nSet beside the forwards\r\n", timeout=60) == b"OK\r\n"
         assert answers == [], "answered while every forward still waits"
     finally:
         upstream.close()  # the two held forwards end, then the others are refused

@@ -21,7 +21,8 @@ from tests.support.net import answer_of
 from tests.support.polling import wait_until
 
 #: The modules a set crosses today, in the worker (the serving loop, the setter's share
-#: and framing, its service, the kernel's word on the client's account, the pool, the
+#: and framing, its service, the kernel's word on the client's account, the bound on the
+#: lookup of that account, the pool, the
 #: request and the users file's grammar, the store, its table and the snapshot kept for
 #: the next worker, the channel to the parent, the log pipe), in the root parent (its
 #: loop, the monitor, the file writer and the writer child's handle, the log relay and
@@ -30,6 +31,7 @@ from tests.support.polling import wait_until
 PATH = {
     "fingerd.serving.loop", "fingerd.serving.gate", "fingerd.serving.lines",
     "fingerd.serving.setter", "fingerd.serving.peer_owner", "fingerd.serving.pool",
+    "fingerd.finger.bounded",
     "fingerd.users.setter_request", "fingerd.users.usersfile", "fingerd.users.store",
     "fingerd.users.table", "fingerd.users.snapshot", "fingerd.process.channel",
     "fingerd.process.worker.logpipe",

@@ -281,7 +281,7 @@ class ServingLoop:
         elif answers_inline is not None and answers_inline(request):
             self._answer_inline(conn, request)
         elif self.service.waits_outside(request):
-            self._pool.submit_slow(self._answer_on_pool, conn, request)
+            self._pool.submit_slow(self.service.name, self._answer_on_pool, conn, request)
         else:
             self._pool.submit(self._answer_on_pool, conn, request)
 

@@ -6,10 +6,13 @@ load), and its stop waits a bounded time. Its queue is bounded by the caller:
 the servers submit only connections that passed the connection gate.
 
 A call that may wait long on something outside the process (a forward to a
-silent finger server holds its thread for ``forward_timeout``) is submitted
-as slow: slow calls hold at most half of the threads (one at least), the
-others waiting in a queue of their own, so that a flood of them never keeps
-every other request waiting for a thread.
+silent finger server holds its thread for ``forward_timeout``, a set waits on
+the parent's write) is submitted as slow, in a lane named for its service:
+each lane's slow calls hold at most a quarter of the threads (one at least),
+the others waiting in a queue of the lane's own, so that a flood of them
+never keeps every other request waiting for a thread, nor another service's
+slow calls (forwards to silent hosts kept local sets waiting past their
+timeout).
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ class Pool:
     def __init__(self, size: int, name: str = "fingerd-pool") -> None:
         self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._busy = [False] * size
-        self._slow_limit = max(1, size // 2)
-        self._slow_running = 0
-        self._slow_waiting: collections.deque[_Call] = collections.deque()
+        self._slow_limit = max(1, size // 4)
+        self._slow_running: collections.Counter[str] = collections.Counter()
+        self._slow_waiting: collections.defaultdict[str, collections.deque[_Call]] = \
+            collections.defaultdict(collections.deque)
         self._slow_lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, args=(i,), name=f"{name}-{i}",
                                           daemon=True)
@@ -47,27 +51,29 @@ class Pool:
         """Queue ``fn(*args)``; it must catch its own exceptions."""
         self._queue.put((fn, args))
 
-    def submit_slow(self, fn: Callable[..., object], *args: object) -> None:
-        """As ``submit``, for a call that may wait long on something outside the process."""
+    def submit_slow(self, lane: str, fn: Callable[..., object], *args: object) -> None:
+        """As ``submit``, for a call that may wait long on something outside the process,
+        in ``lane`` (its service's name)."""
         with self._slow_lock:
-            if self._slow_running >= self._slow_limit:
-                self._slow_waiting.append((fn, args))
+            if self._slow_running[lane] >= self._slow_limit:
+                self._slow_waiting[lane].append((fn, args))
                 return
-            self._slow_running += 1
-        self._queue.put((self._run_slow, (fn, args)))
+            self._slow_running[lane] += 1
+        self._queue.put((self._run_slow, (lane, fn, args)))
 
-    def _run_slow(self, fn: Callable[..., object], args: tuple[object, ...]) -> None:
-        """Run slow calls on this thread, this one and then each that waits, FIFO."""
+    def _run_slow(self, lane: str, fn: Callable[..., object], args: tuple[object, ...]) -> None:
+        """Run ``lane``'s slow calls on this thread, this one and then each that waits, FIFO."""
         while True:
             try:
                 fn(*args)
             except Exception:
                 log.exception("unhandled error in pool thread")
             with self._slow_lock:
-                if not self._slow_waiting:
-                    self._slow_running -= 1
+                waiting = self._slow_waiting[lane]
+                if not waiting:
+                    self._slow_running[lane] -= 1
                     return
-                fn, args = self._slow_waiting.popleft()
+                fn, args = waiting.popleft()
 
     def stop(self, timeout: float) -> bool:
         """Let queued calls finish, then end every thread; wait at most ``timeout`` seconds.
@@ -88,7 +94,7 @@ class Pool:
 
     def queued(self) -> int:
         """Calls waiting for a thread, slow ones included."""
-        return self._queue.qsize() + len(self._slow_waiting)
+        return self._queue.qsize() + sum(map(len, list(self._slow_waiting.values())))
 
     def _run(self, index: int) -> None:
         get = self._queue.get

@@ -88,8 +88,9 @@ class ServiceSpec:
     #: that may wait (a file, another server, an fsync) goes to the pool. None: never.
     answers_inline: Callable[[Any], bool] | None = None
     #: Whether a request the pool answers may wait long on another process (a finger
-    #: server forwarded to, the parent's write, Redis): such requests hold at most half of
-    #: the pool's threads (Pool.submit_slow), so that they never keep all others waiting.
+    #: server forwarded to, the parent's write, Redis): a service's such requests hold at
+    #: most a quarter of the pool's threads (Pool.submit_slow), so that they never keep
+    #: all others waiting.
     waits_outside: Callable[[Any], bool] = never
     #: Consulted for answers made on the reading thread, and only by that thread.
     memo: Memo | None = None
