@@ -61,3 +61,5 @@ def test_failure_answers_internal_error_logs_once_and_serves_on(server, caplog):
     value = metrics.registry.get_sample_value
     assert value("fingerd_requests_total", {"service": "finger", "outcome": "error"}) == 1
     assert value("fingerd_requests_total", {"service": "finger", "outcome": "found"}) == 1
+    assert value("fingerd_queries_total", {"kind": "user"}) == 2, \
+        "the query answered Internal error is a query read too"

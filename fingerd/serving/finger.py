@@ -18,7 +18,7 @@ from fingerd.limits import MAX_CACHED_ANSWER_BYTES, MAX_QUERY_BYTES
 from fingerd.serving.gate import ConnectionGate
 from fingerd.serving.lines import take_lines
 from fingerd.serving.loop import RequestHandler
-from fingerd.serving.service import Answer, ServiceSpec, never
+from fingerd.serving.service import INTERNAL_ERROR, Answer, ServiceSpec, never
 
 Lines = list[bytes]
 
@@ -73,6 +73,13 @@ def names_a_user_of(users: Callable[[], Any]) -> Callable[[Lines], bool]:
     return from_the_table
 
 
+def internal_error(lines: Lines) -> Answer:
+    """``internal_error`` of finger: the line, with the query's kind, so that a query
+    answered so is counted among the queries read (fingerd_queries_total)."""
+    query = parse_query(lines[0])
+    return INTERNAL_ERROR._replace(kind=query.kind, name=query.user)
+
+
 def finger_service(gate: ConnectionGate, request_timeout: float, first_byte_timeout: float,
                    needs: FingerNeeds, lookups_block: bool = False,
                    users: Callable[[], Any] | None = None,
@@ -89,6 +96,7 @@ def finger_service(gate: ConnectionGate, request_timeout: float, first_byte_time
         take_query, answers_inline=inline,
         waits_outside=never if needs.forward is None else asks_another_host,
         memo=cache.answer if cache is not None else None, defers_accept=True,
+        internal_error=internal_error,
         proxy_from=proxy_from)
 
 
