@@ -395,6 +395,30 @@ def test_a_set_without_a_file_and_without_users_creates_the_file(tmp_path, metri
         "the file read back is kept for the next worker (no file was ever read whole)"
 
 
+def test_a_file_fixed_right_after_a_start_refused_it_is_read_at_the_next_look(
+        path, metrics, monkeypatch):
+    """The version refused is the one read, not the one at the path a moment later: a
+    file fixed in between was taken for the bad one and never read until it changed."""
+    kept = Snapshot(create())
+    UserStore(path, Metrics(), snapshot=kept).load()
+    read = fileio.read_bounded
+
+    def read_then_fixed(at):
+        data, sig = read(at)
+        with open(at, "w") as f:
+            f.write("alice:Fixed\n")
+        return data, sig
+
+    with open(path, "w") as f:
+        f.write("-bad line\n")
+    store = UserStore(path, metrics, snapshot=Snapshot(kept.fd))
+    monkeypatch.setattr(fileio, "read_bounded", read_then_fixed)
+    assert store.load() is not None
+    monkeypatch.setattr(fileio, "read_bounded", read)
+    assert store.reload()
+    assert store.table == {"alice": "Fixed"}
+
+
 def test_a_status_set_after_the_file_was_read_is_kept_for_the_next_worker(path, metrics):
     kept = Snapshot(create())
     first = UserStore(path, Metrics(), snapshot=kept)

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 from fingerd.users import fileio
 from fingerd.users.editing import StatusWriter, StoreError
@@ -62,11 +62,12 @@ class UserStore:
         to report once (None when the file itself is served).
         """
         with self._lock:
+            sig = None
             try:
                 data, sig = fileio.read_bounded(self.path)
                 users = parse_users(data, self.path)
             except (OSError, UsersFileError) as exc:
-                kept = self._load_snapshot(exc) if fallback else None
+                kept = self._load_snapshot(exc, sig) if fallback else None
                 if kept is not None:
                     return kept
                 if not isinstance(exc, FileNotFoundError):
@@ -79,9 +80,10 @@ class UserStore:
             self._keep(lambda snapshot: snapshot.save(data, read_at))
             return None
 
-    def _load_snapshot(self, problem: Exception) -> Optional[Fallback]:
-        """After ``problem`` with the file at a start: serve the table the previous worker
-        served, if it left one, counting a failed reload; what to report, or None."""
+    def _load_snapshot(self, problem: Exception, sig: Any) -> Optional[Fallback]:
+        """After ``problem`` with the file at a start (``sig``, the signature of the bytes
+        refused, if read): serve the table the previous worker served, if it left one,
+        counting a failed reload; what to report, or None."""
         users = self._snapshot.load_table() if self._snapshot is not None else None
         if users is None:
             return None
@@ -89,7 +91,8 @@ class UserStore:
         # The previous worker's last good read is this one's too: the table is its file's.
         self._metrics.last_reload_success.set(self._snapshot.read_at)
         if isinstance(problem, UsersFileError):
-            self._failed_signature = _signature_of(self.path)
+            # The bytes refused, not the file as it is now: one fixed meanwhile is read.
+            self._failed_signature = sig
             reason = str(problem).split("\n")[0] + (
                 f" (and {len(problem.errors) - 1} more)" if len(problem.errors) > 1 else "")
         else:
@@ -217,15 +220,6 @@ def _missing(path: str) -> bool:
     except OSError:
         return False
     return False
-
-
-def _signature_of(path):
-    """The signature of what is at ``path`` now, or None: so that a file that stays bad
-    is reported once, not again by the first reload."""
-    try:
-        return fileio.signature(os.stat(path))
-    except OSError:
-        return None
 
 
 def parse_quietly(data, path):
