@@ -10,7 +10,10 @@ import pytest
 
 from fingerd.serving.setter import is_loopback
 from fingerd.users.usersfile import parse_users
+from tests.support.accounts import NOBODY
+from tests.support.acl import grant_read
 from tests.support.full_fs import fill
+from tests.support.markers import needs_root
 from tests.support.polling import wait_until
 
 
@@ -117,6 +120,18 @@ def test_file_keeps_its_comments_owner_and_mode(make_daemon):
     assert after.st_ino != before.st_ino, "not replaced by a rename"
     assert (after.st_mode, after.st_uid, after.st_gid) == \
         (before.st_mode, before.st_uid, before.st_gid)
+
+
+@needs_root
+def test_a_file_the_worker_reads_by_an_acl_is_read_after_a_set_and_a_restart(make_daemon):
+    d = make_daemon(users=b"alice:x\n")
+    os.chmod(d.users_file, 0o640)  # root's: the worker (nobody) reads it by the ACL alone
+    grant_read(d.users_file, NOBODY)
+    d.start()
+    assert d.setter(b"alice\r\nAfter the set\r\n") == b"OK\r\n"
+    assert d.stop() == 0
+    d.start()
+    assert d.finger(b"alice\r\n") == b"After the set\r\n"
 
 
 def test_concurrent_setters_lose_no_update(daemon):

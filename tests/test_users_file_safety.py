@@ -141,7 +141,8 @@ def test_the_new_file_is_on_disk_before_its_rename_and_the_rename_before_the_ret
         users, monkeypatch):
     """The order that makes a crash leave the old file or the new one, whole: the new
     file created (never an existing one), written, fsynced and closed, then renamed over
-    the old one, then the directory fsynced before the write is reported done."""
+    the old one, then the directory fsynced before the write is reported done. (The old
+    file is opened first, read-only, for its extended attributes.)"""
     calls, names = [], {}
 
     def recorded(name, real, describe):
@@ -164,9 +165,10 @@ def test_the_new_file_is_on_disk_before_its_rename_and_the_rename_before_the_ret
     directory = users.parent.name
     temporary = next(name for name in names.values() if name.endswith(".tmp"))
     assert [call for call in calls if call[0] != "write" or call[1] != temporary] == [
-        ("open", (directory, 0)), ("open", (temporary, os.O_CREAT | os.O_EXCL)),
+        ("open", (directory, 0)), ("open", ("users", 0)),
+        ("open", (temporary, os.O_CREAT | os.O_EXCL)),
         ("fsync", temporary), ("close", temporary), ("rename", (temporary, "users")),
-        ("fsync", directory), ("close", directory)]
+        ("fsync", directory), ("close", "users"), ("close", directory)]
     writes = [i for i, call in enumerate(calls) if call == ("write", temporary)]
     assert writes and writes[-1] < calls.index(("fsync", temporary))
     assert users.read_bytes() == b"alice:Durable\n"

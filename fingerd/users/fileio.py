@@ -199,9 +199,10 @@ def replace_durably(path: str, data: Union[bytes, Callable[[int], None]],
 
     First the rules of this module are checked (UnsafeUsersFile). The new
     file is written beside the old one through a descriptor of the
-    directory, takes the old one's owner and permission bits (setuid,
-    setgid and sticky bits dropped), is fsynced, renamed over it within
-    that directory, and the directory is fsynced. Returns the new file's
+    directory, takes the old one's owner, group, permission bits (setuid,
+    setgid and sticky bits dropped) and extended attributes (an ACL among
+    them: who may read it), is fsynced, renamed over it within that
+    directory, and the directory is fsynced. Returns the new file's
     signature. On any error the old file is untouched and the temporary
     file removed. ``data`` is the new content, or a function that writes it
     to the descriptor it is given (to copy parts of another file in the
@@ -211,16 +212,19 @@ def replace_durably(path: str, data: Union[bytes, Callable[[int], None]],
     """
     directory, name = _split(path)
     dir_fd = _open_directory(directory)
+    source = -1
     try:
         old = _check_in(dir_fd, directory, name, path)
+        if old is not None:
+            source = _open_same(dir_fd, name, old)
         tmp = _create_temporary(dir_fd, name)
         fd = tmp[1]
         try:
             if old is None:
                 os.fchmod(fd, NEW_FILE_MODE)
             else:
-                if (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
-                    os.fchown(fd, old.st_uid, old.st_gid)
+                # Always: in a setgid directory the new file takes the directory's group.
+                os.fchown(fd, old.st_uid, old.st_gid)
                 os.fchmod(fd, old.st_mode & 0o777)
             if callable(data):
                 data(fd)
@@ -228,6 +232,9 @@ def replace_durably(path: str, data: Union[bytes, Callable[[int], None]],
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
+            if source >= 0:
+                # After the writes, which would drop a security.capability attribute.
+                _copy_attributes(source, fd)
             os.fsync(fd)
             os.close(fd)
             fd = -1
@@ -242,7 +249,43 @@ def replace_durably(path: str, data: Union[bytes, Callable[[int], None]],
         os.fsync(dir_fd)
         return signature(os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
     finally:
+        if source >= 0:
+            os.close(source)
         os.close(dir_fd)
+
+
+def _open_same(dir_fd: int, name: str, old: os.stat_result) -> int:
+    """A descriptor of ``name`` in ``dir_fd``, the file ``old`` describes (never blocking
+    on a FIFO put there); OSError if another file has taken its place."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                 dir_fd=dir_fd)
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (old.st_dev, old.st_ino):
+        os.close(fd)
+        raise OSError(errno.EAGAIN, "the file was replaced as it was opened; try again")
+    return fd
+
+
+def _copy_attributes(source: int, target: int) -> None:
+    """Give ``target`` every extended attribute ``source`` has (a POSIX ACL, an SELinux
+    label, ``user.*``): a replaced file keeps who may read it.
+
+    A file system without extended attributes has none to copy. One that
+    refuses to set an attribute the old file has raises OSError naming it:
+    a file that would lose an operator's ACL is not put in place.
+    """
+    try:
+        names = os.listxattr(source)
+    except OSError as exc:
+        if exc.errno != errno.ENOTSUP:
+            raise
+        return
+    for attribute in names:
+        try:
+            os.setxattr(target, attribute, os.getxattr(source, attribute))
+        except OSError as exc:
+            raise OSError(exc.errno, f"extended attribute {attribute} not copied: "
+                                     f"{exc.strerror}") from None
 
 
 def _create_temporary(dir_fd: int, name: str) -> tuple[str, int]:
