@@ -1,6 +1,7 @@
 """Setting a status in the users file on disk: validated once, spliced, written durably."""
 
 import os
+import stat
 import tempfile
 
 import pytest
@@ -31,6 +32,15 @@ def validations(monkeypatch):
 
 def signature_of(path):
     return fileio.signature(os.stat(path))
+
+
+def writer_of(path, trusted):
+    """A StatusWriter; if ``trusted``, one that has written the file as it is (alice's
+    status unchanged), so trusts it."""
+    writer = StatusWriter()
+    if trusted:
+        writer(path, "alice", "Happy")
+    return writer
 
 
 def test_a_set_is_spliced_in_keeping_comments_and_line_endings(path):
@@ -121,9 +131,7 @@ def test_mode_is_kept_across_trusted_writes(path):
 
 @pytest.mark.parametrize("trusted", [False, True])
 def test_the_unchanged_parts_are_copied_in_bounded_pieces(path, monkeypatch, trusted):
-    writer = StatusWriter()
-    if trusted:
-        writer(path, "alice", "Happy")
+    writer = writer_of(path, trusted)
     monkeypatch.setattr(editing, "COPY_CHUNK", 7)
     calls = []
     real = os.write
@@ -162,9 +170,7 @@ def edit_while_copying(path, monkeypatch):
 @pytest.mark.parametrize("trusted", [False, True])
 def test_a_file_edited_in_place_while_copied_is_read_again_and_its_edit_kept(
         path, edit_while_copying, trusted):
-    writer = StatusWriter()
-    if trusted:
-        writer(path, "alice", "Happy")
+    writer = writer_of(path, trusted)
     edit_while_copying.append(b"# STAFF")
     writer(path, "bob", "Awake")
     assert edit_while_copying == [None]
@@ -179,20 +185,94 @@ def test_a_file_broken_while_copied_is_left_broken_and_the_set_refused(path,
     assert open(path, "rb").read().startswith(b"broken\n")
 
 
-def test_a_replaced_file_is_not_copied_from(path, monkeypatch):
-    """The file read is the one copied from: a file renamed over it between the read and
-    the copy is not (its own write may come later, and wins then)."""
+@pytest.fixture
+def edit_after_read(path, monkeypatch):
+    """Make the next reads of the file (as many as ``edits`` holds) each followed by an
+    edit: ``(how, bytes)``, how being "rename" (an editor's save) or "in place" (an
+    append)."""
     real_read = fileio.read_bounded
+    edits = []
 
-    def read_then_replace(*args, **kw):
+    def read_then_edit(*args, **kw):
         result = real_read(*args, **kw)
-        replace_file(path, b"carol:someone else's\n")
+        if edits:
+            how, data = edits.pop(0)
+            if how == "rename":
+                replace_file(path, data)
+            else:
+                with open(path, "ab") as f:
+                    f.write(data)
         return result
 
-    monkeypatch.setattr(fileio, "read_bounded", read_then_replace)
-    before = open(path, "rb").read()
+    monkeypatch.setattr(fileio, "read_bounded", read_then_edit)
+    return edits
+
+
+def test_a_replaced_file_is_not_copied_from(path, edit_after_read):
+    """The file read is the one copied from: a file renamed over it between the read and
+    the copy is read in turn, and the set made in it, not in the version it replaced."""
+    edit_after_read.append(("rename", b"carol:someone else's\n"))
     write_status(path, "bob", "Awake")
-    assert open(path, "rb").read() == with_status(before, "bob", "Awake")
+    assert open(path, "rb").read() == b"carol:someone else's\nbob:Awake\n"
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_a_file_edited_in_place_after_it_was_read_is_read_again_and_its_edit_kept(
+        path, edit_after_read, trusted):
+    writer = writer_of(path, trusted)
+    edit_after_read.append(("in place", b"carol:Added\n"))
+    writer(path, "bob", "Awake")
+    assert open(path, "rb").read() == b"# staff\r\nalice:Happy\r\nbob:Awake\ncarol:Added\n"
+
+
+@pytest.mark.parametrize("how", ["rename", "in place"])
+def test_a_file_that_changes_at_each_read_fails_the_set_and_is_left_as_edited(
+        path, edit_after_read, how):
+    edit_after_read.extend([(how, b"carol:One\n"), (how, b"dave:Two\n")])
+    with pytest.raises(StoreError, match="users file changed while it was written; try again"):
+        write_status(path, "bob", "Awake")
+    assert edit_after_read == []
+    expected = (b"dave:Two\n" if how == "rename"
+                else b"# staff\r\nalice:Happy\r\nbob:Sleeping\ncarol:One\ndave:Two\n")
+    assert open(path, "rb").read() == expected
+
+
+def test_a_file_changed_while_it_was_read_is_read_again(path, monkeypatch):
+    """An editor that truncates the file and writes it again, caught between the two
+    while the file is read: what was read (nothing) is not what the file holds."""
+    real = fileio.signature
+    steps = [lambda: os.truncate(path, 0),
+             lambda: open(path, "ab").write(b"# rewritten\nalice:Happy\nbob:Sleeping\n")]
+
+    def editing_as_read(st):
+        if steps:  # the read's look before it reads, then its look after it
+            steps.pop(0)()
+        return real(st)
+
+    monkeypatch.setattr(fileio, "signature", editing_as_read)
+    write_status(path, "bob", "Awake")
+    assert open(path, "rb").read() == b"# rewritten\nalice:Happy\nbob:Awake\n"
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_an_edit_while_the_new_file_is_synced_is_read_again_and_kept(path, monkeypatch,
+                                                                      trusted):
+    writer = writer_of(path, trusted)
+    real = os.fsync
+    appended = []
+
+    def appending(fd):
+        if not appended and stat.S_ISREG(os.fstat(fd).st_mode) \
+                and os.fstat(fd).st_ino != os.stat(path).st_ino:
+            appended.append(True)
+            with open(path, "ab") as f:
+                f.write(b"carol:Added\n")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", appending)
+    writer(path, "bob", "Awake")
+    assert appended
+    assert open(path, "rb").read() == b"# staff\r\nalice:Happy\r\nbob:Awake\ncarol:Added\n"
 
 
 @settings(max_examples=60, deadline=None)

@@ -58,8 +58,11 @@ def write_status(path: str, name: str, status: str, trusted: Optional[Signature]
     is ``trusted``: the signature of a version the caller validated or
     wrote itself (the new signature this returns is one). A file that
     anyone else has changed since has another signature, so it is read and
-    validated again; so is a file changed while it was copied.
-    ``before_rename`` is replace_durably's: it may call the write off.
+    validated again; so is a file changed while it was read, copied or
+    synced, up to the last look at it before the rename (an edit in the
+    instant between that look and the rename is lost). A file that changes
+    again meanwhile fails the set. ``before_rename`` is replace_durably's:
+    it may call the write off.
     """
     try:
         return _write_status(path, name, status, trusted, before_rename)
@@ -79,24 +82,26 @@ def _write_status(path: str, name: str, status: str, trusted: Optional[Signature
         data, old_sig = b"", None
     except OSError as exc:
         raise StoreError(f"cannot read users file: {exc.strerror or exc}") from exc
-    source = _open_version(path, old_sig)
+    else:
+        if old_sig is None:
+            raise _Changed  # while it was read: what was read may be half of an edit
+    source = None
     try:
         if data is None:
-            if source is None or old_sig is None:
-                raise _Changed  # replaced since it was looked at
+            assert old_sig is not None
+            source = _open_version(path, old_sig)
             view: FileBytes = _FileView(source, old_sig[2])
         else:
-            if old_sig is None or old_sig != trusted:
-                try:
-                    check_users(data, path)
-                except UsersFileError as exc:
-                    raise StoreError("users file on disk has errors; fix it first") from exc
+            try:
+                check_users(data, path)
+            except UsersFileError as exc:
+                raise StoreError("users file on disk has errors; fix it first") from exc
             view = data
         plan = splice_plan(view, name, status)
         try:
             return old_sig, fileio.replace_durably(
-                path, functools.partial(_write_spliced, source, view, old_sig, plan),
-                before_rename)
+                path, functools.partial(_write_spliced, view, plan),
+                functools.partial(_unless_changed, path, old_sig, before_rename))
         except OSError as exc:
             raise StoreError(f"cannot write users file: {exc.strerror or exc}") from exc
     finally:
@@ -104,31 +109,39 @@ def _write_status(path: str, name: str, status: str, trusted: Optional[Signature
             os.close(source)
 
 
-def _open_version(path: str, sig: Optional[Signature]) -> Optional[int]:
-    """A descriptor of the file at ``path`` if it is still the version ``sig``, else None."""
-    if sig is None:
-        return None
+def _open_version(path: str, sig: Signature) -> int:
+    """A descriptor of the file at ``path``, still the version ``sig``; else _Changed."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
-        return None
+        raise _Changed from None
     if fileio.signature(os.fstat(fd)) != sig:
         os.close(fd)
-        return None
+        raise _Changed
     return fd
 
 
-def _write_spliced(source: Optional[int], data: FileBytes, sig: Optional[Signature],
-                   plan: tuple[int, int, bytes], out: int) -> None:
-    """Write the file ``plan`` makes of ``data`` to ``out``, a bounded piece a call.
-    Raises _Changed when ``source``, the version ``data`` was read from, changed
-    meanwhile."""
+def _unless_changed(path: str, sig: Optional[Signature],
+                    before_rename: Optional[Callable[[], None]]) -> None:
+    """Call ``before_rename``, then raise _Changed unless the file at ``path`` is still the
+    version ``sig`` (None: there is none): the last look before the rename, so that an
+    edit made while the new file was written and synced is read, not renamed over."""
+    if before_rename is not None:
+        before_rename()
+    try:
+        now: Optional[Signature] = fileio.signature(os.stat(path, follow_symlinks=False))
+    except FileNotFoundError:
+        now = None
+    if now != sig:
+        raise _Changed
+
+
+def _write_spliced(data: FileBytes, plan: tuple[int, int, bytes], out: int) -> None:
+    """Write the file ``plan`` makes of ``data`` to ``out``, a bounded piece a call."""
     start, end, middle = plan
     _copy(data, out, 0, start)
     _write_all(out, middle)
     _copy(data, out, end, len(data) - end)
-    if source is not None and fileio.signature(os.fstat(source)) != sig:
-        raise _Changed
 
 
 def _copy(data: FileBytes, out: int, offset: int, count: int) -> None:
