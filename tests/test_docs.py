@@ -339,6 +339,13 @@ def test_the_guide_gives_the_log_bounds_limits_sets():
     assert f"keeps up to {limits.STDERR_BACKLOG_BYTES // 1024 // 1024} MiB of lines" in guide
 
 
+def test_the_guide_gives_the_users_file_bound_limits_sets():
+    guide = " ".join(read(os.path.join(DOCS, "guide.md")).split())
+    bound = limits.MAX_USERS_FILE_BYTES
+    assert f"larger than fingerd reads ({bound // 1024 // 1024} MiB," in guide
+    assert f"would grow past {bound} bytes" in guide
+
+
 def test_the_guide_names_every_metric_the_daemon_exports(daemon):
     exported = exported_metrics(daemon)
     guide = read(os.path.join(DOCS, "guide.md"))

@@ -321,3 +321,18 @@ def test_a_file_view_finds_what_bytes_find(content, sub, start, chunk):
             assert len(view) == len(content)
     finally:
         editing.COPY_CHUNK = saved
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_a_set_that_would_grow_the_file_past_what_is_read_is_refused(path, monkeypatch,
+                                                                     trusted):
+    writer = writer_of(path, trusted)
+    before = open(path, "rb").read()
+    limit = len(with_status(before, "alice", "Away"))
+    monkeypatch.setattr(editing, "MAX_USERS_FILE_BYTES", limit)
+    with pytest.raises(StoreError, match=f"users file would grow past {limit} bytes, the "
+                                         f"most fingerd reads; remove entries first"):
+        writer(path, "alice", "Away!")
+    assert open(path, "rb").read() == before
+    writer(path, "alice", "Away")
+    assert open(path, "rb").read() == with_status(before, "alice", "Away")

@@ -10,6 +10,7 @@ import pytest
 
 from fingerd.serving.setter import is_loopback
 from fingerd.users.usersfile import parse_users
+from tests.support import ROOT
 from tests.support.accounts import NOBODY
 from tests.support.acl import grant_read
 from tests.support.full_fs import fill
@@ -237,6 +238,22 @@ def test_full_disk_refuses_and_keeps_memory_and_file(make_daemon, small_fs):
     assert d.setter(b"alice\r\nRead-only\r\n").startswith(b"ERROR cannot write users file")
     assert d.finger(b"alice\r\n") == b"Room again\r\n"
     assert d.metric("fingerd_requests_total", service="setter", outcome="failed") == 2
+
+
+def test_a_set_that_would_grow_the_file_past_what_is_read_is_refused(make_daemon, tmp_path):
+    """The bound lowered to 64 bytes for this daemon by a sitecustomize module, which
+    Python imports before fingerd."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import fingerd.limits\nfingerd.limits.MAX_USERS_FILE_BYTES = 64\n")
+    d = make_daemon().start(env={"PYTHONPATH": f"{site}:{ROOT}"})
+    before = open(d.users_file, "rb").read()
+    assert d.setter(b"carol\r\n" + b"x" * 40 + b"\r\n") == \
+        b"ERROR users file would grow past 64 bytes, the most fingerd reads; " \
+        b"remove entries first\r\n"
+    assert open(d.users_file, "rb").read() == before
+    assert d.setter(b"carol\r\nIn\r\n") == b"OK\r\n"
 
 
 @pytest.mark.parametrize("peer, allowed", [

@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable
 from typing import Optional
 
+from fingerd.limits import MAX_USERS_FILE_BYTES
 from fingerd.users import fileio
 from fingerd.users.fileio import Signature
 from fingerd.users.usersfile import FileBytes, UsersFileError, check_users, splice_plan
@@ -51,7 +52,8 @@ def write_status(path: str, name: str, status: str, trusted: Optional[Signature]
     operator's comments and an edit not yet reloaded are kept. Returns the
     file's signatures before and after the write (``None`` before when it
     did not exist). Raises StoreError, leaving the file as it was, when the
-    file on disk is invalid or cannot be written.
+    file on disk is invalid or cannot be written, or would grow past what a
+    reload or a start reads (MAX_USERS_FILE_BYTES).
 
     ``name`` and ``status`` must be valid (the setter's rules). The whole
     file is read and validated before it is edited, unless its signature
@@ -98,6 +100,10 @@ def _write_status(path: str, name: str, status: str, trusted: Optional[Signature
                 raise StoreError("users file on disk has errors; fix it first") from exc
             view = data
         plan = splice_plan(view, name, status)
+        start, end, middle = plan
+        if start + len(middle) + len(view) - end > MAX_USERS_FILE_BYTES:
+            raise StoreError(f"users file would grow past {MAX_USERS_FILE_BYTES} bytes, "
+                             f"the most fingerd reads; remove entries first")
         try:
             return old_sig, fileio.replace_durably(
                 path, functools.partial(_write_spliced, view, plan),
