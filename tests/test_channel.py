@@ -18,6 +18,7 @@ from fingerd.process.channel import (
     error_reply,
     parse_message,
     set_problem,
+    unknown_reply,
 )
 from fingerd.users.editing import OutcomeUnknown, StoreError
 from tests.support.fuzzing import NAMES, tokens
@@ -77,6 +78,17 @@ def test_a_set_never_delivered_is_an_error_and_one_unanswered_an_unknown_outcome
             with pytest.raises(OutcomeUnknown, match=said):
                 client.write_status("users", "alice", "Happy")
             taken.join(10)
+
+
+def test_a_set_the_parent_says_has_an_unknown_outcome_is_one():
+    parent_end, worker_end = channel()
+    with parent_end, worker_end:
+        answer = threading.Thread(target=lambda: (parent_end.recv(MAX_MESSAGE_BYTES),
+                                                  parent_end.send(unknown_reply(1, "why"))))
+        answer.start()
+        with pytest.raises(OutcomeUnknown, match="^why$"):
+            MonitorClient(worker_end).write_status("users", "alice", "Happy")
+        answer.join(10)
 
 
 def test_a_set_carries_a_finite_deadline():

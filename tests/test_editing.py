@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fingerd.users import editing, fileio
-from fingerd.users.editing import StatusWriter, StoreError, write_status
+from fingerd.users.editing import OutcomeUnknown, StatusWriter, StoreError, write_status
 from fingerd.users.usersfile import with_status
+from tests.support.disk_faults import failing_directory_fsync
 from tests.support.users_files import NAMES, STATUSES, replace_file, users_file_fixture, valid_files
 
 path = users_file_fixture(b"# staff\r\nalice:Happy\r\nbob:Sleeping\n")
@@ -336,3 +337,15 @@ def test_a_set_that_would_grow_the_file_past_what_is_read_is_refused(path, monke
     assert open(path, "rb").read() == before
     writer(path, "alice", "Away")
     assert open(path, "rb").read() == with_status(before, "alice", "Away")
+
+
+def test_a_write_whose_directory_is_not_synced_after_the_rename_has_an_unknown_outcome(
+        path, monkeypatch):
+    """The new file is in place: StoreError would say that nothing changed."""
+    writer = writer_of(path, True)
+    monkeypatch.setattr(os, "fsync", failing_directory_fsync(os.fsync))
+    with pytest.raises(OutcomeUnknown, match="users file replaced, but not known to survive "
+                                             "a crash: Input/output error"):
+        writer(path, "alice", "Away")
+    assert open(path, "rb").read() == b"# staff\r\nalice:Away\r\nbob:Sleeping\n"
+    assert writer.trusted is None

@@ -23,6 +23,7 @@ from fingerd.process.parent.filewriter import (
 from fingerd.process.parent.writer_handle import WRITER_NICENESS
 from fingerd.process.writer import child as writer_child
 from fingerd.users import editing, fileio
+from tests.support.disk_faults import failing_directory_fsync
 from tests.support.markers import needs_root, needs_tool
 from tests.support.procfs import scheduling
 from tests.support.users_files import users_file_fixture
@@ -124,6 +125,17 @@ def test_a_set_is_written_by_a_child_and_answered_with_the_signatures(sel, write
     settle(sel, writer)
     assert replies.got == [{"id": 1, "ok": True, "old": list(before),
                             "new": list(fileio.signature(os.stat(path)))}]
+    assert open(path, "rb").read() == b"# staff\nalice:Gone fishing\nbob:Sleeping\n"
+
+
+def test_a_write_whose_outcome_is_unknown_is_answered_so(sel, writer, path, replies,
+                                                         monkeypatch):
+    monkeypatch.setattr(os, "fsync", failing_directory_fsync(os.fsync))  # the child's too
+    writer.submit(path, request(1), replies)
+    settle(sel, writer)
+    assert replies.got == [{"id": 1, "ok": False, "unknown": True,
+                            "error": "users file replaced, but not known to survive a "
+                                     "crash: Input/output error"}]
     assert open(path, "rb").read() == b"# staff\nalice:Gone fishing\nbob:Sleeping\n"
 
 

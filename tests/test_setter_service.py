@@ -10,9 +10,10 @@ import pytest
 
 from fingerd.serving.setter import is_loopback
 from fingerd.users.usersfile import parse_users
-from tests.support import ROOT
 from tests.support.accounts import NOBODY
 from tests.support.acl import grant_read
+from tests.support.daemon import run_first
+from tests.support.disk_faults import IN_A_DAEMON
 from tests.support.full_fs import fill
 from tests.support.markers import needs_root
 from tests.support.polling import wait_until
@@ -241,19 +242,30 @@ def test_full_disk_refuses_and_keeps_memory_and_file(make_daemon, small_fs):
 
 
 def test_a_set_that_would_grow_the_file_past_what_is_read_is_refused(make_daemon, tmp_path):
-    """The bound lowered to 64 bytes for this daemon by a sitecustomize module, which
-    Python imports before fingerd."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(
-        "import fingerd.limits\nfingerd.limits.MAX_USERS_FILE_BYTES = 64\n")
-    d = make_daemon().start(env={"PYTHONPATH": f"{site}:{ROOT}"})
+    """The bound lowered to 64 bytes for this daemon."""
+    d = make_daemon().start(env=run_first(str(tmp_path / "site"), (
+        "import fingerd.limits\nfingerd.limits.MAX_USERS_FILE_BYTES = 64\n")))
     before = open(d.users_file, "rb").read()
     assert d.setter(b"carol\r\n" + b"x" * 40 + b"\r\n") == \
         b"ERROR users file would grow past 64 bytes, the most fingerd reads; " \
         b"remove entries first\r\n"
     assert open(d.users_file, "rb").read() == before
     assert d.setter(b"carol\r\nIn\r\n") == b"OK\r\n"
+
+
+def test_a_set_written_but_not_known_durable_is_answered_nothing_and_logged(make_daemon,
+                                                                             tmp_path):
+    """The new file is renamed into place, then its directory's fsync fails (EIO): ERROR
+    would say that nothing changed, OK that the status is safely on disk."""
+    d = make_daemon().start(env=run_first(str(tmp_path / "site"), IN_A_DAEMON))
+    assert d.setter(b"alice\r\nMaybe\r\n") == b""
+    assert on_disk(d)["alice"] == "Maybe"
+    wait_until(lambda: "users file replaced, but not known to survive a crash: Input/output "
+               "error; whether the status of alice was written is unknown, and the client "
+               "is told nothing" in d.log(), what="the unknown outcome logged")
+    wait_until(lambda: d.finger(b"alice\r\n") == b"Maybe\r\n",
+               what="the file read again at the next reload")
+    assert d.log().count("not known to survive a crash") == 1, d.log()
 
 
 @pytest.mark.parametrize("peer, allowed", [

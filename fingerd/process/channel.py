@@ -92,7 +92,7 @@ class MonitorClient:
         """Ask the parent to set the status; returns its signatures. Raises StoreError
         when the parent refused, or never had the request; OutcomeUnknown when it took
         the request and no answer came (it died, or did not answer in time), since the
-        file may have been written all the same."""
+        file may have been written all the same, or when it says so (unknown_reply)."""
         with self._lock:
             request_id = next(self._ids)
             message = json.dumps({"op": "set", "id": request_id, "name": name,
@@ -111,6 +111,8 @@ class MonitorClient:
                         break
             except (OSError, ValueError) as exc:
                 raise OutcomeUnknown(f"the parent process did not answer: {exc}") from None
+        if reply.get("unknown"):
+            raise OutcomeUnknown(reply.get("error", "outcome unknown"))
         if not reply.get("ok"):
             raise StoreError(reply.get("error", "refused"))
         return signature(reply["old"]), signature(reply["new"])
@@ -184,6 +186,12 @@ def set_reply(request_id: int, old: Sequence[int] | None, new: Sequence[int]) ->
 def error_reply(request_id: int, error: str) -> bytes:
     """The reply to a set refused or failed, with the reason the setter's client is told."""
     return json.dumps({"id": request_id, "ok": False, "error": error}).encode()
+
+
+def unknown_reply(request_id: int, why: str) -> bytes:
+    """The reply to a set whose outcome is unknown (its file is in place, not known
+    durable): the setter's client is told nothing, the log ``why``."""
+    return json.dumps({"id": request_id, "ok": False, "unknown": True, "error": why}).encode()
 
 
 class WorkerMisbehaved(Exception):

@@ -36,8 +36,10 @@ class StoreError(Exception):
 
 
 class OutcomeUnknown(Exception):
-    """A set request handed on whose answer never came back (the process that took it is
-    gone, or did not answer in time): it may have been carried out, or not."""
+    """A set request that may have been carried out, or not: handed on and its answer
+    never came back (the process that took it is gone, or did not answer in time), or
+    written and not known to be on disk (fileio.NotDurable). Its client is told
+    nothing, since ERROR would say that nothing changed."""
 
 
 class _Changed(Exception):
@@ -53,7 +55,8 @@ def write_status(path: str, name: str, status: str, trusted: Optional[Signature]
     file's signatures before and after the write (``None`` before when it
     did not exist). Raises StoreError, leaving the file as it was, when the
     file on disk is invalid or cannot be written, or would grow past what a
-    reload or a start reads (MAX_USERS_FILE_BYTES).
+    reload or a start reads (MAX_USERS_FILE_BYTES); OutcomeUnknown when the
+    new file is in place but what makes it durable failed.
 
     ``name`` and ``status`` must be valid (the setter's rules). The whole
     file is read and validated before it is edited, unless its signature
@@ -108,6 +111,9 @@ def _write_status(path: str, name: str, status: str, trusted: Optional[Signature
             return old_sig, fileio.replace_durably(
                 path, functools.partial(_write_spliced, view, plan),
                 functools.partial(_unless_changed, path, old_sig, before_rename))
+        except fileio.NotDurable as exc:
+            raise OutcomeUnknown(f"users file replaced, but not known to survive a crash: "
+                                 f"{exc.strerror}") from exc
         except OSError as exc:
             raise StoreError(f"cannot write users file: {exc.strerror or exc}") from exc
     finally:
@@ -227,7 +233,7 @@ class StatusWriter:
                  before_rename: Optional[Callable[[], None]] = None) -> Written:
         try:
             old, new = write_status(path, name, status, self.trusted, before_rename)
-        except StoreError:
+        except (StoreError, OutcomeUnknown):
             self.trusted = None
             raise
         self.trusted = new

@@ -50,6 +50,11 @@ class NotRegularFile(OSError):
     """A FIFO, device or directory where a file should be: never read, it could block."""
 
 
+class NotDurable(OSError):
+    """The new file was renamed into place, but what makes the rename durable failed
+    (the directory's fsync): readers see the new file, which a crash may undo."""
+
+
 class UnsafeUsersFile(OSError):
     """A symbolic link at the users file's path, or a file or directory others than
     root could change; ``strerror`` says what to fix."""
@@ -203,12 +208,13 @@ def replace_durably(path: str, data: Union[bytes, Callable[[int], None]],
     setgid and sticky bits dropped) and extended attributes (an ACL among
     them: who may read it), is fsynced, renamed over it within that
     directory, and the directory is fsynced. Returns the new file's
-    signature. On any error the old file is untouched and the temporary
-    file removed. ``data`` is the new content, or a function that writes it
-    to the descriptor it is given (to copy parts of another file in the
-    kernel rather than through memory). ``before_rename()``, called once the
-    new file is on disk, may still call the write off by raising: the rename
-    is the moment the file changes.
+    signature. On any error before the rename the old file is untouched and
+    the temporary file removed; one after it is NotDurable. ``data`` is the
+    new content, or a function that writes it to the descriptor it is given
+    (to copy parts of another file in the kernel rather than through
+    memory). ``before_rename()``, called once the new file is on disk, may
+    still call the write off by raising: the rename is the moment the file
+    changes.
     """
     directory, name = _split(path)
     dir_fd = _open_directory(directory)
@@ -246,8 +252,11 @@ def replace_durably(path: str, data: Union[bytes, Callable[[int], None]],
                 os.close(fd)
             os.unlink(tmp[0], dir_fd=dir_fd)
             raise
-        os.fsync(dir_fd)
-        return signature(os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
+        try:
+            os.fsync(dir_fd)
+            return signature(os.stat(name, dir_fd=dir_fd, follow_symlinks=False))
+        except OSError as exc:
+            raise NotDurable(exc.errno, exc.strerror) from None
     finally:
         if source >= 0:
             os.close(source)

@@ -163,7 +163,9 @@ class UserStore:
         file is missing while users are served: a file created with this one
         line would lose every other entry at the next read. (The check and the
         parent's write are not one step: a file removed between the two is
-        created, as by a set on a daemon started without one.)
+        created, as by a set on a daemon started without one.) Raises
+        OutcomeUnknown, memory unchanged, when the file may have been written:
+        the next reload reads it if it was.
         """
         with self._lock:
             if self.table and _missing(self.path):

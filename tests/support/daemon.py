@@ -160,6 +160,16 @@ class Daemon:
         return self.proc.returncode
 
 
+def run_first(directory, code):
+    """``env`` for ``Daemon.start`` under which fingerd's interpreter runs ``code`` before
+    it imports anything of fingerd's (a sitecustomize module, written in ``directory``):
+    a bound lowered, or a failure made, in a real daemon."""
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "sitecustomize.py"), "w") as f:
+        f.write(code)
+    return {"PYTHONPATH": os.pathsep.join([directory, ROOT])}
+
+
 def _canonical(sample):
     name, brace, labels = sample.partition("{")
     if not brace:

@@ -46,7 +46,7 @@ import time
 from typing import Any, Callable, Optional
 
 from fingerd.limits import REPLY_TIMEOUT
-from fingerd.process.channel import error_reply, set_reply, signature
+from fingerd.process.channel import error_reply, set_reply, signature, unknown_reply
 from fingerd.process.exits_and_signals import describe_exit
 from fingerd.process.parent.writer_handle import WriteRequest, WriterHandle
 from fingerd.process.writer.child import NOT_IN_TIME
@@ -277,9 +277,12 @@ class FileWriter:
             self._writer.trusted = signature(report["trusted"])
             if "failure" in report:
                 log.error("users file writer %d failed: %s", child.pid, report["failure"])
-            reply = (set_reply(request.message["id"], report["old"], report["new"])
-                     if report["ok"] else
-                     error_reply(request.message["id"], str(report["error"])))
+            if report["ok"]:
+                reply = set_reply(request.message["id"], report["old"], report["new"])
+            elif report.get("unknown"):
+                reply = unknown_reply(request.message["id"], str(report["error"]))
+            else:
+                reply = error_reply(request.message["id"], str(report["error"]))
         except (ValueError, KeyError, TypeError):
             # The child is ours, but this is no report of its: kill it rather than read
             # on. Its socket's end comes next.

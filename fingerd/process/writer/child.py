@@ -4,8 +4,9 @@ Forked by the root parent (``filewriter``), root as the parent, doing
 nothing but writes, one at a time. It receives a request (path, name,
 status, and the seconds within which the new file must be renamed into
 place), writes, and answers with a report: the file's signatures before
-and after, or the error the setter's client is told, and the signature of
-the version it now trusts (``StatusWriter``). Each is one JSON datagram on
+and after, or the error the setter's client is told, or that the outcome is
+unknown (``unknown``: the new file is in place, not known durable), and the
+signature of the version it now trusts (``StatusWriter``). Each is one JSON datagram on
 their socket, as on the worker's channel. It logs nothing: the parent logs
 what the reports say. It ends when the parent shuts its side of the socket.
 
@@ -24,7 +25,7 @@ from typing import Any, Optional
 
 from fingerd.process.exits_and_signals import HANDLED_SIGNALS
 from fingerd.users import fileio
-from fingerd.users.editing import StatusWriter, StoreError
+from fingerd.users.editing import OutcomeUnknown, StatusWriter, StoreError
 
 #: The error of a set not written before the worker stops waiting for it.
 NOT_IN_TIME = "the users file was not written in time"
@@ -79,6 +80,8 @@ def write_one(writer: StatusWriter, request: dict[str, Any]) -> dict[str, Any]:
         # if it is still that version, it needs no validating again.
         if called_off and before is not None and _version(request["path"]) == before:
             writer.trusted = before
+    except OutcomeUnknown as exc:
+        report = {"ok": False, "unknown": True, "error": str(exc)}
     except Exception as exc:
         report = {"ok": False, "error": "cannot write users file", "failure": repr(exc)}
     report["trusted"] = writer.trusted
