@@ -53,10 +53,10 @@ def test_a_set_the_parent_reads_after_the_worker_gave_up_changes_nothing(make_da
 
 
 def test_local_answers_never_wait_behind_sets_the_parent_is_slow_to_carry_out(make_daemon):
-    """Sets wait on the parent one at a time, each for up to 10 s: they hold at most half
-    of the pool's threads, so that answers made on the pool (every one, with the
-    system's accounts) go on while the parent is stopped."""
-    d = make_daemon(fingerd__threads="4", finger__system_users="yes").start()
+    """Sets wait on the parent one at a time, each for up to 10 s: they hold at most a
+    quarter of the pool's threads, so that answers made on the pool (an account's, with
+    the system's accounts) go on while the parent is stopped."""
+    d = make_daemon(fingerd__threads="8", finger__system_users="yes").start()
     replies = []
 
     def set_status(n):
