@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import socket
-from typing import Any, Union
+from typing import Union
 
 from fingerd.outcomes import REJECT_BUSY, REJECT_PER_SOURCE
 
@@ -28,12 +28,6 @@ def source_of(host: str) -> Source:
     if packed[:12] == _MAPPED_PREFIX:  # written in hex, as Python before 3.13 writes it
         return socket.inet_ntop(socket.AF_INET, packed[12:])
     return packed[:8]
-
-
-def address_source(peer: Any) -> Source:
-    """``ServiceSpec.counted_as`` of a service that knows its clients by address: the
-    address's source; a peer on a Unix socket has none, and all count as one."""
-    return source_of(peer[0]) if peer else ""
 
 
 #: The first 12 bytes of an IPv4-mapped IPv6 address (::ffff:0:0/96).
@@ -73,15 +67,15 @@ class ConnectionGate:
         room (``Pending.shed_oldest``) would not let it in. The owner's only."""
         if self._handed_back:
             self._count_handed_back()
-        held = 0
         if self.per_source and source is not None:
             held = self._by_source.get(source, 0)
             if held >= self.per_source:
                 return REJECT_PER_SOURCE
-        if self._taken >= self.limit:
-            return REJECT_BUSY
-        if self.per_source and source is not None:
+            if self._taken >= self.limit:
+                return REJECT_BUSY
             self._by_source[source] = held + 1
+        elif self._taken >= self.limit:
+            return REJECT_BUSY
         self._taken += 1
         return None
 

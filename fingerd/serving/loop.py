@@ -43,6 +43,7 @@ from fingerd.outcomes import (
     REJECT_TOO_LONG,
 )
 from fingerd.serving.allow import close_unheard
+from fingerd.serving.gate import source_of
 from fingerd.serving.lines import LineTooLong
 from fingerd.serving.listening import Listener, Listeners
 from fingerd.serving.pending import Pending, refuse_busy
@@ -228,7 +229,8 @@ class ServingLoop:
                     close_unheard(sock)
                     continue
                 client = peer if service.identify is None else service.identify(sock, peer)
-                source = service.counted_as(client)
+                counted_as = service.counted_as
+                source = counted_as(client) if counted_as else source_of(peer[0]) if peer else ""
             elif trusted(peer[0], service.proxy_from):
                 client, source = peer, None  # the header will tell; see Connection
             else:

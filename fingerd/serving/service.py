@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from fingerd.outcomes import ERROR, REJECT_NOT_ALLOWED
-from fingerd.serving.gate import ConnectionGate, Source, address_source
+from fingerd.serving.gate import ConnectionGate, Source
 
 #: What a finger client beyond a connection limit is told.
 BUSY = b"Server busy, try again later\r\n"
@@ -102,8 +102,9 @@ class ServiceSpec:
     #: What the handler and the access log know the client by, learnt right after accept,
     #: before reading; None: its address.
     identify: Callable[[RawSocket, Peer], Any] | None = None
-    #: What ``max_per_source`` counts the client (``identify``'s) against.
-    counted_as: Callable[[Any], Source] = address_source
+    #: What ``max_per_source`` counts the client (``identify``'s) against; None: its
+    #: address's source (gate.source_of).
+    counted_as: Callable[[Any], Source] | None = None
     #: Whether answers are counted in the metrics and the access log.
     counted: bool = True
     #: Whether the kernel may hold a new connection until its first bytes arrive
