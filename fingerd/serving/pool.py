@@ -94,7 +94,9 @@ class Pool:
 
     def queued(self) -> int:
         """Calls waiting for a thread, slow ones included."""
-        return self._queue.qsize() + sum(map(len, list(self._slow_waiting.values())))
+        with self._slow_lock:  # a lane's first call adds it: never iterate a dict growing
+            slow = sum(map(len, self._slow_waiting.values()))
+        return self._queue.qsize() + slow
 
     def _run(self, index: int) -> None:
         get = self._queue.get
