@@ -271,9 +271,12 @@ def test_an_edit_while_the_new_file_is_synced_is_read_again_and_kept(path, monke
         return real(fd)
 
     monkeypatch.setattr(os, "fsync", appending)
-    writer(path, "bob", "Awake")
+    renamed_next = []
+    writer(path, "bob", "Awake", before_rename=lambda: renamed_next.append(True))
     assert appended
     assert open(path, "rb").read() == b"# staff\r\nalice:Happy\r\nbob:Awake\ncarol:Added\n"
+    assert renamed_next == [True], "before_rename comes after the last look, so only the " \
+        "copy renamed is announced"
 
 
 @settings(max_examples=60, deadline=None)

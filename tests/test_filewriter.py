@@ -345,6 +345,24 @@ def next_child_serves(monkeypatch):
     return lives.append
 
 
+#: What a child sends just before it renames its new file into place.
+NOTE = json.dumps(writer_child.COMMITTING).encode()
+GARBLED = b'{"ok": true, "old"'
+
+
+def sending(*datagrams, then_ends=False):
+    """A child's life for ``next_child_serves``: it reads the request, sends
+    ``datagrams``, then ends, or waits until it is killed."""
+    def life(sock):
+        sock.recv(writer_child.MAX_REQUEST_BYTES)
+        for datagram in datagrams:
+            sock.send(datagram)
+        if not then_ends:
+            sock.recv(1)
+        return 0
+    return life
+
+
 def test_a_child_that_ends_with_its_request_unread_is_answered_with_an_error(
         sel, writer, path, replies, next_child_serves, caplog):
     def ends_first(sock):
@@ -364,16 +382,79 @@ def test_a_child_that_ends_with_its_request_unread_is_answered_with_an_error(
     assert b"alice:after" in open(path, "rb").read()
 
 
+def test_a_child_killed_right_after_its_rename_is_answered_unknown(sel, writer, path,
+                                                                   replies, monkeypatch,
+                                                                   caplog):
+    """The rename is the moment the file changes: the file holds the new status, so
+    ERROR would say what is not so. The parent answers from the note the child sent
+    before it renamed, not from a look at the disk."""
+    parent, real = os.getpid(), os.rename
+
+    def rename_then_die(*args, **kwargs):
+        real(*args, **kwargs)
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr(os, "rename", rename_then_die)  # the child inherits it
+    with caplog.at_level(logging.WARNING):
+        writer.submit(path, request(1), replies)
+        settle(sel, writer, until=lambda: not writer.busy)
+    assert replies.got == [{"id": 1, "ok": False, "unknown": True, "error":
+                            "the write was cut short as its new file was renamed into place"}]
+    assert "ended before it said how its write went" in caplog.text
+    assert "killed by SIGKILL" in caplog.text
+    assert open(path, "rb").read() == b"# staff\nalice:Gone fishing\nbob:Sleeping\n"
+
+
+@pytest.mark.parametrize("life", [sending(NOTE, then_ends=True), sending(NOTE, GARBLED)],
+                         ids=["ends", "garbles"])
+def test_a_child_that_said_it_renames_and_never_reports_is_answered_unknown(
+        sel, writer, path, replies, next_child_serves, life):
+    next_child_serves(life)
+    writer.submit(path, request(1), replies)
+    settle(sel, writer, until=lambda: not writer.busy)
+    writer.submit(path, request(2, status="after"), replies)
+    settle(sel, writer)
+    assert replies.got[0] == {"id": 1, "ok": False, "unknown": True, "error":
+                              "the write was cut short as its new file was renamed into place"}
+    assert replies.got[1]["ok"], "the next child writes"
+    assert b"alice:after" in open(path, "rb").read()
+
+
+def test_a_note_for_no_write_in_progress_kills_the_child(sel, writer, path, replies,
+                                                         next_child_serves, caplog):
+    next_child_serves(sending(
+        json.dumps({"ok": False, "error": "refused", "trusted": None}).encode(), NOTE))
+    with caplog.at_level(logging.WARNING):
+        writer.submit(path, request(1), replies)
+        settle(sel, writer, until=lambda: not writer.busy)
+    assert replies.got == [{"id": 1, "ok": False, "error": "refused"}]
+    assert "sent an unreadable report; killing it" in caplog.text
+
+
+def test_a_note_holds_for_its_own_write_only(sel, writer, path, replies, next_child_serves):
+    failed = "cannot write users file: Read-only file system"
+
+    def renames_once(sock):
+        sock.recv(writer_child.MAX_REQUEST_BYTES)
+        sock.send(NOTE)
+        sock.send(json.dumps({"ok": False, "error": failed, "trusted": None}).encode())
+        sock.recv(1, socket.MSG_PEEK)  # the next request is there, and left unread
+        return 3
+    next_child_serves(renames_once)
+    writer.submit(path, request(1), replies)
+    settle(sel, writer)
+    writer.submit(path, request(2), replies)
+    settle(sel, writer, until=lambda: not writer.busy)
+    assert replies.got == [{"id": 1, "ok": False, "error": failed},
+                           {"id": 2, "ok": False,
+                            "error": "cannot write users file: the write was cut short"}]
+
+
 def test_a_report_that_is_not_one_kills_the_child_and_is_answered_with_an_error(
         sel, writer, path, replies, next_child_serves, caplog):
     before = open(path, "rb").read()
-
-    def garbles(sock):
-        sock.recv(writer_child.MAX_REQUEST_BYTES)
-        sock.send(b'{"ok": true, "old"')
-        sock.recv(1)  # until killed
-        return 0
-    next_child_serves(garbles)
+    next_child_serves(sending(GARBLED))
     with caplog.at_level(logging.WARNING):
         writer.submit(path, request(1), replies)
         settle(sel, writer, until=lambda: not writer.busy)

@@ -1,5 +1,6 @@
 """Sets the root parent carries out for the worker: one the worker gave up on changes
-nothing, and a users file the parent itself wrote is not validated again at each set."""
+nothing, a users file the parent itself wrote is not validated again at each set, and
+one whose writer dies is answered as far as the parent knows what it did."""
 
 import os
 import signal
@@ -7,8 +8,14 @@ import subprocess
 import sys
 import threading
 
+import pytest
+
 from tests.support import ROOT
+from tests.support.daemon import run_first
+from tests.support.disk_faults import stalled_in_a_daemon
+from tests.support.markers import needs_root
 from tests.support.polling import wait_until
+from tests.support.procfs import children, proc_status
 
 
 def set_until_ok(daemon, data, timeout=30.0):
@@ -79,3 +86,61 @@ def test_local_answers_never_wait_behind_sets_the_parent_is_slow_to_carry_out(ma
             setter.join(60)
     assert len(replies) == 6 and all(reply == b"OK\r\n" or reply.startswith(b"ERROR")
                                      for reply in replies), replies
+
+
+def writer_of(daemon_pid):
+    """The pid of the daemon's users file writer: its one child that runs as root (the
+    worker runs as nobody)."""
+    def find():
+        pids = [pid for pid in children(daemon_pid)
+                if proc_status(pid)["Uid"].split()[0] == "0"]
+        return pids[0] if len(pids) == 1 else None
+    return wait_until(find, what="the users file writer")
+
+
+def ctl_set(daemon, user, status):
+    return subprocess.Popen([sys.executable, "-m", "fingerd.ctl", "-c", daemon.config_file,
+                             "set", user, status], cwd=ROOT, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@needs_root
+@pytest.mark.parametrize("renamed", [False, True], ids=["before_rename", "after_rename"])
+def test_a_set_whose_writer_is_killed_is_answered_as_far_as_the_rename_went(
+        make_daemon, tmp_path, renamed):
+    """The writer child is killed (OOM, a crash) in an fsync that never returns: before
+    its rename (the new file's), nothing changed and the client is told ERROR; after it
+    (the directory's), the file holds the new status, ERROR would be a lie, and the
+    client is told nothing, as for any set whose outcome is unknown. The parent answers
+    from what the child said before it renamed, never looking at the disk."""
+    d = make_daemon().start(env=run_first(str(tmp_path / "site"),
+                                          stalled_in_a_daemon(of_directory=renamed)))
+    before = os.stat(d.users_file)
+    told = ctl_set(d, "alice", "Cut short")
+    try:
+        if renamed:
+            wait_until(lambda: os.stat(d.users_file).st_ino != before.st_ino,
+                       what="the new users file renamed into place")
+        else:
+            wait_until(lambda: [n for n in os.listdir(d.dir) if n.endswith(".tmp")],
+                       what="the new users file being written")
+        os.kill(writer_of(d.proc.pid), signal.SIGKILL)
+        out, err = told.communicate(timeout=30)
+    finally:
+        if told.poll() is None:
+            told.kill()
+            told.wait()
+    assert told.returncode == 1 and out == ""
+    assert d.metric("fingerd_requests_total", service="setter", outcome="failed") == 1
+    if renamed:
+        assert err == ("fingerd-ctl: no answer from the setter: whether the status of "
+                       "alice was set is unknown; see with: fingerd-ctl get alice\n")
+        wait_until(lambda: "the write was cut short as its new file was renamed into place; "
+                   "whether the status of alice was written is unknown, and the client is "
+                   "told nothing" in d.log(), what="the unknown outcome logged")
+        wait_until(lambda: d.finger(b"alice\r\n") == b"Cut short\r\n",
+                   what="the file read again at the next reload")
+    else:
+        assert err == "fingerd-ctl: refused: cannot write users file: the write was cut short\n"
+        assert os.stat(d.users_file).st_ino == before.st_ino
+        assert d.finger(b"alice\r\n") == b"Happy and well\r\n"

@@ -190,7 +190,8 @@ def error_reply(request_id: int, error: str) -> bytes:
 
 def unknown_reply(request_id: int, why: str) -> bytes:
     """The reply to a set whose outcome is unknown (its file is in place, not known
-    durable): the setter's client is told nothing, the log ``why``."""
+    durable; or its writer ended as it renamed the file into place): the setter's
+    client is told nothing, the log ``why``."""
     return json.dumps({"id": request_id, "ok": False, "unknown": True, "error": why}).encode()
 
 

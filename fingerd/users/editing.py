@@ -66,8 +66,8 @@ def write_status(path: str, name: str, status: str, trusted: Optional[Signature]
     validated again; so is a file changed while it was read, copied or
     synced, up to the last look at it before the rename (an edit in the
     instant between that look and the rename is lost). A file that changes
-    again meanwhile fails the set. ``before_rename`` is replace_durably's:
-    it may call the write off.
+    again meanwhile fails the set. ``before_rename`` is replace_durably's,
+    called after that last look: it may call the write off.
     """
     try:
         return _write_status(path, name, status, trusted, before_rename)
@@ -135,17 +135,18 @@ def _open_version(path: str, sig: Signature) -> int:
 
 def _unless_changed(path: str, sig: Optional[Signature],
                     before_rename: Optional[Callable[[], None]]) -> None:
-    """Call ``before_rename``, then raise _Changed unless the file at ``path`` is still the
-    version ``sig`` (None: there is none): the last look before the rename, so that an
-    edit made while the new file was written and synced is read, not renamed over."""
-    if before_rename is not None:
-        before_rename()
+    """Raise _Changed unless the file at ``path`` is still the version ``sig`` (None: there
+    is none): the last look before the rename, so that an edit made while the new file
+    was written and synced is read, not renamed over. Then call ``before_rename``, so that
+    it runs once, for the copy that is renamed, as the last step before the rename."""
     try:
         now: Optional[Signature] = fileio.signature(os.stat(path, follow_symlinks=False))
     except FileNotFoundError:
         now = None
     if now != sig:
         raise _Changed
+    if before_rename is not None:
+        before_rename()
 
 
 def _write_spliced(data: FileBytes, plan: tuple[int, int, bytes], out: int) -> None:

@@ -3,7 +3,8 @@
 - ``net``: free loopback ports and a client's exchange with a server.
 - ``polling``: waiting for a condition with a deadline.
 - ``daemon``: a real ``fingerd`` process configured for one test, and code it runs first.
-- ``disk_faults``: a directory's fsync that fails, as on a disk going bad.
+- ``disk_faults``: a directory's fsync that fails, or an fsync that never returns, as
+  on a disk going bad.
 - ``acl``: a POSIX ACL entry granted without setfacl.
 - ``engines``: a real redis-server and HAProxy (from the shipped example), on loopback.
 - ``resp_relay``: a relay in front of redis-server that acknowledges transactions late.

@@ -23,6 +23,12 @@ answered with an error and not carried out, since the setter's client was
 already told the set failed; so is a write that could not be renamed into
 place COMMIT_MARGIN before then.
 
+A child that ends before its report (killed, out of memory) leaves its set
+answered from what it said last: an error while it had not said it was
+renaming the new file into place (the file is as it was), the unknown
+outcome once it had (``WriterHandle.cut_short``). The parent never looks at
+the file to tell which: its loop must not wait on a disk that may hang.
+
 The child runs behind the processes that serve (``writer_handle``): at
 ``SCHED_IDLE``, so that it takes only CPU time no one else wants. A write
 not done within PROMOTE_AFTER seconds (the machine is busy, or the whole
@@ -40,16 +46,15 @@ import json
 import logging
 import os
 import selectors
-import signal
 import socket
 import time
 from typing import Any, Callable, Optional
 
 from fingerd.limits import REPLY_TIMEOUT
-from fingerd.process.channel import error_reply, set_reply, signature, unknown_reply
+from fingerd.process.channel import error_reply, signature
 from fingerd.process.exits_and_signals import describe_exit
-from fingerd.process.parent.writer_handle import WriteRequest, WriterHandle
-from fingerd.process.writer.child import NOT_IN_TIME
+from fingerd.process.parent.writer_handle import WriteRequest, WriterHandle, reply_for
+from fingerd.process.writer.child import COMMITTING, NOT_IN_TIME
 from fingerd.users.editing import StatusWriter
 
 log = logging.getLogger("fingerd")
@@ -177,11 +182,8 @@ class FileWriter:
     def kill(self) -> None:
         """SIGKILL the child, if any: the rename is atomic, so the file is the old or the
         new one, whole; only the temporary file may be left."""
-        if self._child is not None and not self._child.reaped:
-            try:
-                os.kill(self._child.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if self._child is not None:
+            self._child.kill()
 
     def reap(self) -> None:
         """Reap the children that have ended (SIGCHLD); one whose socket has closed may
@@ -219,17 +221,11 @@ class FileWriter:
                     return
                 child = self._child = self._fork()
             assert child.accepting
-            child.writing = request
             self.deadline = self._clock() + PROMOTE_AFTER if child.yields else None
             commit_within = request.expires - COMMIT_MARGIN - self._clock()
-            data = json.dumps({"path": request.path, "name": request.message["name"],
-                               "status": request.message["status"],
-                               "commit_within": commit_within}).encode()
-            try:
-                # One short datagram to a child that has read the last: it never blocks.
-                child.sock.send(data)
-            except OSError:
-                self.kill()  # its report never comes: the socket's end says so
+            child.write(request, json.dumps({
+                "path": request.path, "name": request.message["name"],
+                "status": request.message["status"], "commit_within": commit_within}).encode())
 
     def _let_go(self) -> None:
         child = self._child
@@ -269,30 +265,28 @@ class FileWriter:
         if not data:
             self._on_child_gone(child)
             return
-        request, child.writing = child.writing, None
+        request = child.writing
         try:
             report = json.loads(data)
             if request is None:
                 raise ValueError("a report for no request")
+            if report == COMMITTING:
+                child.committing = True  # the report follows
+                return
             self._writer.trusted = signature(report["trusted"])
             if "failure" in report:
                 log.error("users file writer %d failed: %s", child.pid, report["failure"])
-            if report["ok"]:
-                reply = set_reply(request.message["id"], report["old"], report["new"])
-            elif report.get("unknown"):
-                reply = unknown_reply(request.message["id"], str(report["error"]))
-            else:
-                reply = error_reply(request.message["id"], str(report["error"]))
+            reply = reply_for(request.message["id"], report)
         except (ValueError, KeyError, TypeError):
             # The child is ours, but this is no report of its: kill it rather than read
             # on. Its socket's end comes next.
             log.error("users file writer %d sent an unreadable report; killing it", child.pid)
             self._writer.trusted = None
-            self.kill()
+            child.kill()
             if request is None:
                 return
-            reply = error_reply(request.message["id"],
-                                "cannot write users file: the write was cut short")
+            reply = child.cut_short()
+        child.writing = None
         self._note(child.demote())
         request.on_done(reply)
         if self._closing and child.accepting:
@@ -314,9 +308,7 @@ class FileWriter:
             log.error("users file writer %d ended before it said how its write went",
                       child.pid)
             self._writer.trusted = None
-            child.writing.on_done(error_reply(child.writing.message["id"],
-                                              "cannot write users file: the write was cut "
-                                              "short"))
+            child.writing.on_done(child.cut_short())
         if not self._closing:
             self._start_next()
 

@@ -36,9 +36,16 @@ import socket
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from fingerd.process.channel import error_reply, set_reply, unknown_reply
 from fingerd.process.exits_and_signals import HANDLED_SIGNALS
 from fingerd.process.writer import child
 from fingerd.users.editing import StatusWriter
+
+#: What a set whose child ended before its report is answered: the file is as it was.
+CUT_SHORT = "cannot write users file: the write was cut short"
+#: Why one whose child ended after it said it was renaming the new file into place is
+#: answered unknown: the file may hold the new status, or not.
+CUT_SHORT_RENAMING = "the write was cut short as its new file was renamed into place"
 
 #: Niceness a writing child adds to the parent's: what it competes at once promoted,
 #: or always where it cannot run at SCHED_IDLE.
@@ -128,19 +135,32 @@ class WriteRequest(NamedTuple):
     owner: int | None
 
 
+def reply_for(request_id: int, report: Any) -> bytes:
+    """The reply to the set ``request_id`` that the child's ``report`` on it (decoded)
+    makes; raises ValueError, KeyError or TypeError for what is no report."""
+    if report["ok"]:
+        return set_reply(request_id, report["old"], report["new"])
+    if report.get("unknown"):
+        return unknown_reply(request_id, str(report["error"]))
+    return error_reply(request_id, str(report["error"]))
+
+
 class WriterHandle:
     """The writing child as the parent sees it: its pid, the parent's end of the
     socket they talk on (``accepting`` False once the parent has shut its side,
-    which ends the child), the request it is writing, whether it runs at
-    SCHED_IDLE (``yields``) and is promoted for now."""
+    which ends the child), the request it is writing and whether it has said
+    it is renaming that one's new file into place (``committing``), whether it
+    runs at SCHED_IDLE (``yields``) and is promoted for now."""
 
-    __slots__ = ("accepting", "pid", "promoted", "reaped", "sock", "writing", "yields")
+    __slots__ = ("accepting", "committing", "pid", "promoted", "reaped", "sock", "writing",
+                 "yields")
 
     def __init__(self, pid: int, sock: socket.socket, yields: bool) -> None:
         self.pid = pid
         self.sock = sock
         self.accepting = True
         self.writing: WriteRequest | None = None
+        self.committing = False
         self.reaped = False
         self.yields = yields
         self.promoted = False
@@ -168,6 +188,37 @@ class WriterHandle:
         parent_end.setblocking(False)
         why = run_behind(pid, WRITER_NICENESS)
         return cls(pid, parent_end, yields=why is None), why
+
+    def write(self, request: WriteRequest, data: bytes) -> None:
+        """Send it ``request``, as ``data``. One short datagram to a child that has read
+        the last never blocks; one it cannot take ends it (its report never comes: the
+        socket's end says so)."""
+        self.writing, self.committing = request, False
+        try:
+            self.sock.send(data)
+        except OSError:
+            self.kill()
+
+    def cut_short(self) -> bytes:
+        """The reply to the request it was writing, which it ended (or was killed) before
+        reporting on: an error while the file is surely as it was; unknown once it said it
+        was renaming the new file into place, since the file may then hold the new status
+        and ERROR would say that nothing changed. The parent never looks at the file:
+        the disk may hang."""
+        assert self.writing is not None
+        request_id = self.writing.message["id"]
+        if self.committing:
+            return unknown_reply(request_id, CUT_SHORT_RENAMING)
+        return error_reply(request_id, CUT_SHORT)
+
+    def kill(self) -> None:
+        """SIGKILL it unless reaped already: the rename is atomic, so the file is the old
+        or the new one, whole; only the temporary file may be left."""
+        if not self.reaped:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def promote(self) -> str | None:
         """Let it compete with the other processes; why it could not, if it could not."""

@@ -6,9 +6,14 @@ status, and the seconds within which the new file must be renamed into
 place), writes, and answers with a report: the file's signatures before
 and after, or the error the setter's client is told, or that the outcome is
 unknown (``unknown``: the new file is in place, not known durable), and the
-signature of the version it now trusts (``StatusWriter``). Each is one JSON datagram on
-their socket, as on the worker's channel. It logs nothing: the parent logs
-what the reports say. It ends when the parent shuts its side of the socket.
+signature of the version it now trusts (``StatusWriter``). Just before it
+renames the new file into place it says so (COMMITTING): the rename is the
+moment the file changes, so a child that ends after that note and before its
+report leaves the parent unable to tell whether the set was written, and the
+parent, which never looks at the disk itself, answers that it does not know.
+Each is one JSON datagram on their socket, as on the worker's channel. It
+logs nothing: the parent logs what the reports say. It ends when the parent
+shuts its side of the socket.
 
 A write called off because its file was ready too late still leaves the old
 file read and validated: that version, unchanged, is trusted, so that the next
@@ -21,7 +26,7 @@ import os
 import signal
 import socket
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from fingerd.process.exits_and_signals import HANDLED_SIGNALS
 from fingerd.users import fileio
@@ -29,6 +34,10 @@ from fingerd.users.editing import OutcomeUnknown, StatusWriter, StoreError
 
 #: The error of a set not written before the worker stops waiting for it.
 NOT_IN_TIME = "the users file was not written in time"
+
+#: The note a child sends before the rename that may change the file, for the request it
+#: is writing; its report on that request follows.
+COMMITTING = {"committing": True}
 
 #: Most bytes of a request: a path of PATH_MAX and a status of MAX_STATUS_BYTES, each
 #: character escaped in JSON (under 28 KiB), fit twice over.
@@ -51,15 +60,19 @@ def serve(sock: socket.socket, writer: StatusWriter) -> int:
     own = sock.fileno()
     os.closerange(3, own)
     os.closerange(own + 1, max(os.sysconf("SC_OPEN_MAX"), own + 2))
+    note = json.dumps(COMMITTING).encode()
     while True:
         request = sock.recv(MAX_REQUEST_BYTES)
         if not request:
             return 0
-        sock.sendall(json.dumps(write_one(writer, json.loads(request))).encode())
+        report = write_one(writer, json.loads(request), lambda: sock.sendall(note))
+        sock.sendall(json.dumps(report).encode())
 
 
-def write_one(writer: StatusWriter, request: dict[str, Any]) -> dict[str, Any]:
-    """Carry out one request; the report on it."""
+def write_one(writer: StatusWriter, request: dict[str, Any],
+              committing: Callable[[], None]) -> dict[str, Any]:
+    """Carry out one request, calling ``committing()`` just before the rename; the report
+    on it."""
     commit_by = time.monotonic() + request["commit_within"]
     called_off = []
 
@@ -67,6 +80,7 @@ def write_one(writer: StatusWriter, request: dict[str, Any]) -> dict[str, Any]:
         if time.monotonic() > commit_by:
             called_off.append(True)
             raise StoreError(NOT_IN_TIME)
+        committing()
 
     report: dict[str, Any]
     before = _version(request["path"])
