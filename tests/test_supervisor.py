@@ -750,6 +750,27 @@ def test_a_status_set_through_the_old_worker_during_a_reload_is_read_by_the_new_
     end_writes(reloading)
 
 
+def test_a_set_whose_outcome_is_unknown_during_a_reload_is_read_by_the_new_worker(
+        reloading, workers, reloader, users_file, monkeypatch):
+    real = fileio.replace_durably
+
+    def in_place_not_durable(path, data, before_rename=None):
+        real(path, data, before_rename)
+        raise fileio.NotDurable(5, "Input/output error")
+
+    monkeypatch.setattr(fileio, "replace_durably", in_place_not_durable)
+    old = workers.pid
+    reloader.plans.append(new_plan())
+    reloading.handle_sighup()
+    new = workers.pid
+    send_request(workers, valid_set(1), pid=old)
+    assert reply_to(reloading, workers, pid=old)["unknown"] is True
+    assert open(users_file, "rb").read() == b"alice:status 1\n"
+    assert (new, signal.SIGHUP) in workers.sent, "the file may have changed: read it again"
+    assert (old, signal.SIGHUP) not in workers.sent
+    end_writes(reloading)
+
+
 def test_a_set_once_the_reload_is_done_is_not_read_again_by_the_retiring_worker(
         reloading, workers, reloader, users_file):
     old = workers.pid

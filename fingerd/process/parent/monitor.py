@@ -150,8 +150,10 @@ class Monitor:
 
     def _reply(self, sender: WorkerHandle, reply: bytes) -> None:
         """Send a write's reply to the worker that asked, if it is still there; a status
-        written is read again by every other worker that serves or is about to."""
-        if json.loads(reply)["ok"]:
+        written, or perhaps written (outcome unknown), is read again by every other
+        worker that serves or is about to."""
+        answer = json.loads(reply)
+        if answer["ok"] or answer.get("unknown"):
             for other in self._watched.values():
                 if other is not sender and other.phase in READS_SETS_AGAIN:
                     self._kill(other.pid, signal.SIGHUP)
