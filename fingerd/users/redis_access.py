@@ -74,31 +74,41 @@ def connect(url: str, max_connections: int = 1, timeout: float = STORE_TIMEOUT_S
     return redis.Redis(connection_pool=pool)
 
 
+class Connection(NamedTuple):
+    """A connection as Redis knows it, from CLIENT INFO on it: the id Redis gave it and the
+    client address Redis sees for it (``ip:port``; through a proxy, the proxy's)."""
+
+    id: int
+    address: str
+
+
 class Unanswered(redis.RedisError):
     """A write was sent (or may have been) and its reply did not come: Redis may apply
-    it still, until the connection it went on, ``connection_id`` (None when unknown),
-    is called off (``call_off``)."""
+    it still, until the connection it went on, ``connection`` (None when unknown), is
+    called off (``call_off``)."""
 
-    def __init__(self, problem: redis.RedisError, connection_id: int | None) -> None:
+    def __init__(self, problem: redis.RedisError, connection: Connection | None) -> None:
         super().__init__(str(problem))
-        self.connection_id = connection_id
+        self.connection = connection
 
 
 class _Identity:
-    """The id Redis gave the connection of a one-connection client (CLIENT ID), noted
+    """The connection of a one-connection client as Redis knows it (CLIENT INFO), noted
     each time it connects."""
 
     def __init__(self) -> None:
-        self.id: int | None = None
+        self.connection: Connection | None = None
 
-    def __call__(self, connection: AbstractConnection) -> None:
-        connection.on_connect()  # type: ignore[no-untyped-call]
-        self.id = None
-        connection.send_command("CLIENT", "ID")  # type: ignore[no-untyped-call]
+    def __call__(self, conn: AbstractConnection) -> None:
+        conn.on_connect()  # type: ignore[no-untyped-call]
+        self.connection = None
+        conn.send_command("CLIENT", "INFO")  # type: ignore[no-untyped-call]
         try:
-            self.id = int(connection.read_response())
-        except redis.ResponseError:  # an ACL refuses it: a write on it cannot be called off
-            pass
+            info = conn.read_response()
+        except redis.ResponseError:  # an ACL refuses it, or Redis before 6.2
+            return  # a write on it cannot be called off
+        fields = dict(item.partition(b"=")[::2] for item in info.split())
+        self.connection = Connection(int(fields[b"id"]), fields[b"addr"].decode())
 
 
 class Writers:
@@ -134,7 +144,7 @@ class Writers:
         except redis.ResponseError:
             raise
         except redis.RedisError as exc:
-            raise Unanswered(exc, identity.id) from None
+            raise Unanswered(exc, identity.connection) from None
         finally:
             self._free.put((client, identity))
 
@@ -144,13 +154,18 @@ class Writers:
             client.connection_pool.disconnect(inuse_connections=False)
 
 
-def call_off(client: redis.Redis, connection_id: int | None) -> None:
-    """Close the connection ``connection_id`` at Redis (CLIENT KILL ID), so that nothing
-    more sent on it is applied: once this returns, what Redis holds stays so but for
-    other writes. Raises RedisError when that cannot be done."""
-    if connection_id is None:
-        raise redis.RedisError("the connection it went on is unknown (CLIENT ID refused)")
-    client.client_kill_filter(_id=str(connection_id))
+def call_off(client: redis.Redis, connection: Connection | None) -> None:
+    """Close ``connection`` at Redis, so that nothing more sent on it is applied: once this
+    returns, what Redis holds stays so but for other writes. Raises RedisError when that
+    cannot be done.
+
+    CLIENT KILL ID id ADDR address closes only a client that has both: a Redis restarted
+    since numbers its connections from 1 again, and the id alone may name another client
+    then (another host's, anyone's). When none has both, the connection is already gone.
+    """
+    if connection is None:
+        raise redis.RedisError("the connection it went on is unknown (CLIENT INFO refused)")
+    client.client_kill_filter(_id=str(connection.id), addr=connection.address)
 
 
 def replace_users(client: redis.Redis, prefix: str, users: UserTable) -> None:

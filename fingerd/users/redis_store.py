@@ -188,7 +188,7 @@ class RedisStore:
         applied the write, or may still."""
         checker = connect(self._url)
         try:
-            call_off(checker, problem.connection_id)
+            call_off(checker, problem.connection)
             held = checker.hget(self._key, name) == status.encode()
         except redis.RedisError as exc:
             raise OutcomeUnknown(f"a set failed: {problem}; calling it off or reading it "
