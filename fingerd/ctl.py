@@ -259,8 +259,11 @@ def cmd_import(config: Config, args: argparse.Namespace) -> int:
         say(f"nothing imported from {args.file}", sys.stderr)
         return EXIT_FAILED
     try:
-        with store.connect(config.redis_url, max_connections=1, timeout=STORE_TIMEOUT) as conn:
-            store.replace_users(conn, config.redis_prefix, users)
+        store.replace_users(config.redis_url, config.redis_prefix, users, STORE_TIMEOUT)
+    except store.Unanswered as exc:
+        say(f"{_store_name(config)}: no reply to the import: {exc}; whether {args.file} was "
+            "imported is unknown; see with: fingerd-ctl export", sys.stderr)
+        return EXIT_FAILED
     except store.redis.RedisError as exc:
         say(f"{_store_name(config)}: store unavailable: {exc}; nothing imported", sys.stderr)
         return EXIT_FAILED

@@ -11,6 +11,7 @@ from fingerd.limits import MAX_STORE_ENTRIES
 from tests.support import ROOT
 from tests.support.markers import needs_tool
 from tests.support.polling import wait_until
+from tests.support.resp_relay import ExecDelayRelay
 
 redis = pytest.importorskip("redis")
 pytestmark = needs_tool("redis-server", "redis-server")
@@ -140,6 +141,28 @@ def test_an_invalid_file_is_not_imported(configured, direct, tmp_path):
     assert f"{bad}:2: invalid user name" in refused.stderr
     assert "nothing imported" in refused.stderr
     assert direct.hgetall("dir:users") == {b"alice": b"From Redis", b"bob": b"Also from Redis"}
+
+
+def test_an_import_whose_reply_is_lost_says_its_outcome_is_unknown(make_daemon, redis_server,
+                                                                  direct, ports, tmp_path):
+    """The connection is lost once Redis applied the import: "nothing imported" would
+    be false."""
+    cut = ExecDelayRelay(ports.take(), redis_server.port, 0, held="cut").start()
+    try:
+        d = make_daemon(store__backend="redis", store__redis_url=cut.url,
+                        store__redis_prefix="dir")
+        good = tmp_path / "good"
+        good.write_bytes(b"carol:Imported unseen\n")
+        unknown = ctl(d, "import", str(good))
+    finally:
+        cut.stop()
+    assert direct.hgetall("dir:users") == {b"carol": b"Imported unseen"}
+    assert unknown.returncode == 1
+    assert "no reply to the import" in unknown.stderr
+    assert (f"whether {good} was imported is unknown; see with: fingerd-ctl export"
+            in unknown.stderr)
+    assert "nothing imported" not in unknown.stderr
+    assert "calling it off failed" not in unknown.stderr, unknown.stderr
 
 
 def test_a_file_with_more_entries_than_fingerd_reads_from_redis_is_not_imported(

@@ -87,7 +87,7 @@ class Unanswered(redis.RedisError):
     it still, until the connection it went on, ``connection`` (None when unknown), is
     called off (``call_off``)."""
 
-    def __init__(self, problem: redis.RedisError, connection: Connection | None) -> None:
+    def __init__(self, problem: redis.RedisError | str, connection: Connection | None) -> None:
         super().__init__(str(problem))
         self.connection = connection
 
@@ -168,17 +168,48 @@ def call_off(client: redis.Redis, connection: Connection | None) -> None:
     client.client_kill_filter(_id=str(connection.id), addr=connection.address)
 
 
-def replace_users(client: redis.Redis, prefix: str, users: UserTable) -> None:
-    """Make the hash hold exactly ``users`` (a checked UserTable) in one transaction
-    (MULTI, DEL, HSET..., EXEC), then hint every fingerd to read it all again."""
+def replace_users(url: str, prefix: str, users: UserTable, timeout: float) -> None:
+    """Make the hash at ``url`` hold exactly ``users`` (a checked UserTable) in one
+    transaction (MULTI, DEL, HSET..., EXEC), then hint every fingerd to read it all again.
+
+    Raises ResponseError when Redis refused it and RedisError when nothing was
+    sent, nothing changed either way; Unanswered when its reply did not come within
+    ``timeout``: Redis may have applied it, and it is called off first, so that it
+    is not applied later (the message says so when that failed).
+    """
     key = users_key(prefix)
     items = list(users.items())
-    with client.pipeline(transaction=True) as pipe:
-        pipe.delete(key)
-        for start in range(0, len(items), IMPORT_BATCH):
-            pipe.hset(key, mapping=dict(items[start:start + IMPORT_BATCH]))
-        pipe.publish(changes_channel(prefix), EVERYTHING)
-        pipe.execute()
+    identity = _Identity()
+    client = connect(url, timeout=timeout, on_connect=identity)
+    try:
+        client.ping()  # connected: what fails before this sent nothing
+        try:
+            with client.pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                for start in range(0, len(items), IMPORT_BATCH):
+                    pipe.hset(key, mapping=dict(items[start:start + IMPORT_BATCH]))
+                pipe.publish(changes_channel(prefix), EVERYTHING)
+                pipe.execute()
+        except redis.ResponseError:
+            raise
+        except redis.RedisError as exc:
+            raise Unanswered(f"{exc}{_call_off_at(url, identity.connection)}",
+                             identity.connection) from None
+    finally:
+        client.connection_pool.disconnect()
+
+
+def _call_off_at(url: str, connection: Connection | None) -> str:
+    """Call off a write on ``connection`` from a fresh connection to ``url``: nothing to
+    say when done, else that the write may be applied still, and why."""
+    checker = connect(url)
+    try:
+        call_off(checker, connection)
+    except redis.RedisError as exc:
+        return f"; it may be applied still, calling it off failed: {exc}"
+    finally:
+        checker.connection_pool.disconnect()
+    return ""
 
 
 class Skipped(NamedTuple):

@@ -1,7 +1,9 @@
 """A loopback TCP relay in front of a real redis-server that holds back the reply to every
 ``EXEC`` it forwards: a Redis that applied a transaction but whose acknowledgement is late;
 or, with ``held="request"``, every ``EXEC`` itself on its way to Redis: a write slower than
-its writer waits, delivered even after the writer gave up.
+its writer waits, delivered even after the writer gave up; or, with ``held="cut"``, ends
+the client's connection in place of the reply to ``EXEC``: a connection lost after Redis
+applied a transaction.
 
 Every other byte passes at once. The relay reads the commands each client sends (RESP
 arrays) to know which reply answers ``EXEC``; a connection that subscribes is passed
@@ -51,7 +53,8 @@ def parse_value(buf: bytes, pos: int) -> tuple[object, int] | None:
 class ExecDelayRelay:
     """Listens on 127.0.0.1:``port`` and relays each connection to 127.0.0.1:``upstream``,
     holding each reply to ``EXEC`` (or each request holding one, with ``held="request"``)
-    back ``delay`` seconds; what follows on the connection waits behind it. ``released``
+    back ``delay`` seconds, what follows on the connection waiting behind it, or, with
+    ``held="cut"``, ending the connection there. ``released``
     is set once a request held back was passed on (or found Redis gone). ``hang`` makes it
 a Redis that accepts connections and answers nothing."""
 
@@ -155,6 +158,9 @@ a Redis that accepts connections and answers nothing."""
                 while not passing and (parsed := parse_value(buf, pos)) is not None:
                     start, pos = pos, parsed[1]
                     command = commands.popleft() if commands else b""
+                    if command == b"EXEC" and self._held == "cut":
+                        _end(client)
+                        return
                     if (command == b"EXEC" and self._held == "reply"
                             and self._stopping.wait(self._delay)):
                         return
