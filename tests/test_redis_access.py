@@ -34,13 +34,14 @@ def slow(redis_server, ports):
 
 def numbered(url, wanted):
     """A client whose connection Redis gave the id ``wanted`` (it numbers them in turn)."""
-    while True:
+    for _ in range(wanted):
         client = redis.Redis.from_url(url, socket_timeout=5)
         given = client.client_id()
         if given == wanted:
             return client
         client.close()
         assert given < wanted, f"Redis numbered past {wanted}"
+    raise AssertionError(f"Redis gave no connection the id {wanted}")
 
 
 def unanswered_set(url):
