@@ -34,11 +34,10 @@ from fingerd.process.parent.address_check import held_addresses
 from fingerd.process.parent.forking import ForkedWorkers
 from fingerd.process.parent.listeners import (
     BindError,
+    MadeDirectories,
     bind_all,
     close_all,
-    missing_directories,
     privileged_port_problem,
-    remove_created_directories,
     remove_unix_sockets,
     unix_socket_paths,
 )
@@ -219,11 +218,12 @@ def serve(config: Config, account: Account, foreground: bool) -> int:
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename and exc.filename != config.pidfile else ""
         return fail(f"{config.pidfile}: cannot take the pidfile{where}: {exc.strerror}")
-    created = missing_directories(unix_socket_paths(bindable))
+    made = MadeDirectories()
+    made.before_binding(unix_socket_paths(bindable))
     try:
         sockets = handover.merged(bind_all(bindable))
     except BindError as exc:
-        remove_created_directories(created)
+        made.remove_empty()
         pidfile.release()
         return fail(str(exc))
     reloads = ReloadStatus(config.pidfile)
@@ -233,10 +233,10 @@ def serve(config: Config, account: Account, foreground: bool) -> int:
 
     def release():
         """Leave nothing behind: the sockets closed, the Unix ones removed with the
-        directories made for them, the pidfile."""
+        directories made for them (at start or by a reload), the pidfile."""
         close_all(serving.sockets)
         remove_unix_sockets(handover.to_bind(serving.config))
-        remove_created_directories(created)
+        made.remove_empty()
         reloads.remove()
         pidfile.release()
 
@@ -302,7 +302,8 @@ def serve(config: Config, account: Account, foreground: bool) -> int:
 
     workers = ForkedWorkers(config, account if root else None, sockets)
     supervisor = Supervisor(config, sockets, workers, handler, on_ready=on_ready,
-                            reloader=functools.partial(reloading.prepare, handover=handover),
+                            reloader=functools.partial(reloading.prepare, handover=handover,
+                                                       directories=made),
                             on_reload=on_reload, notify=systemd.send)
     serving = supervisor
     try:

@@ -145,6 +145,12 @@ class Daemon:
     def signal(self, signum):
         self.proc.send_signal(signum)
 
+    def ctl(self, *args):
+        """``fingerd-ctl ARGS`` for this daemon's configuration, run to its end."""
+        return subprocess.run([sys.executable, "-m", "fingerd.ctl", "-c", self.config_file,
+                               *args], cwd=ROOT, timeout=60, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True)
+
     def stop(self, timeout=10):
         """TERM, then KILL after ``timeout``; returns the exit status."""
         if self.proc is None:

@@ -315,10 +315,10 @@ def remove_unix_sockets(config: Config) -> None:
             pass
 
 
-def missing_directories(paths: list[str]) -> list[str]:
+def _missing_directories(paths: list[str]) -> list[str]:
     """The directories of the Unix sockets at ``paths`` that do not exist yet, deepest
-    first: those binding will create, for ``remove_created_directories`` at stop. Asked
-    before binding, so a directory that existed before is never among them."""
+    first: those binding will create. Asked before binding, so a directory that existed
+    before is never among them."""
     missing: list[str] = []
     for path in paths:
         directory = os.path.dirname(path)
@@ -328,13 +328,30 @@ def missing_directories(paths: list[str]) -> list[str]:
     return missing
 
 
-def remove_created_directories(directories: list[str]) -> None:
-    """Once the Unix sockets are removed: remove ``directories`` (as from
-    ``missing_directories``, deepest first) that are empty now; any another
-    program put a file in is kept."""
-    for directory in directories:
-        with contextlib.suppress(OSError):
-            os.rmdir(directory)
+class MadeDirectories:
+    """The directories this process made for its Unix sockets, at start or at a reload,
+    each removed once it is empty: after the socket it was made for is removed, at stop
+    or once a reload drops it. One that another program put a file in is kept (and tried
+    again the next time). Only the parent, single-threaded, holds one."""
+
+    def __init__(self) -> None:
+        self._made: set[str] = set()
+
+    def before_binding(self, paths: list[str]) -> None:
+        """Note the directories binding the Unix sockets at ``paths`` will make."""
+        self._made.update(_missing_directories(paths))
+
+    def remove_empty(self) -> None:
+        """Remove those now empty, each before its parent (a path sorts after its
+        parent's); forget those removed, or gone."""
+        for directory in sorted(self._made, reverse=True):
+            try:
+                os.rmdir(directory)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                continue
+            self._made.discard(directory)
 
 
 def close_sockets(socks: Iterable[socket.socket]) -> None:

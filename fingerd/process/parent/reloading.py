@@ -32,29 +32,39 @@ RESTART_ONLY = (("fingerd", "pidfile"), ("fingerd", "log_file"))
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """A configuration to serve, with its account and sockets; ``unused`` are the
-    sockets of addresses no longer configured, ``fresh`` those bound for it."""
+    sockets of addresses no longer configured, ``fresh`` those bound for it;
+    ``directories``, those made for the daemon's Unix sockets, its own and earlier."""
 
     config: object
     account: object
     sockets: dict
     unused: tuple = ()
     fresh: tuple = ()
+    directories: listeners.MadeDirectories = dataclasses.field(
+        default_factory=listeners.MadeDirectories)
 
     def close_unused(self):
-        """Once no worker serves them: close the sockets of addresses dropped."""
+        """Once no worker serves them: close the sockets of addresses dropped, and remove
+        the directories made for them."""
         listeners.close_sockets(self.unused)
+        self.directories.remove_empty()
 
     def close_fresh(self):
-        """The plan is given up: close what was bound for it."""
+        """The plan is given up: close what was bound for it, and remove the directories
+        made for it."""
         listeners.close_sockets(self.fresh)
+        self.directories.remove_empty()
 
 
 def prepare(current: Config, sockets: activation.Sockets, privileged: Optional[bool] = None,
-            handover: activation.Handover = activation.NO_HANDOVER) -> Plan:
+            handover: activation.Handover = activation.NO_HANDOVER,
+            directories: Optional[listeners.MadeDirectories] = None) -> Plan:
     """The Plan for the configuration file of ``current`` read again, served until now
     with ``sockets``; raises ReloadRefused. ``privileged``: whether the worker drops to
     the configured account (as at start: when the daemon runs as root). The sockets of
-    ``handover`` stay as they are, and their roles' addresses are not bound."""
+    ``handover`` stay as they are, and their roles' addresses are not bound.
+    ``directories``: those made for the daemon's Unix sockets until now, to which the
+    ones made for new sockets are added, so that the stop removes them too."""
     if privileged is None:
         privileged = os.geteuid() == 0
     try:
@@ -73,14 +83,19 @@ def prepare(current: Config, sockets: activation.Sockets, privileged: Optional[b
     problem = listeners.privileged_port_problem(bindable)
     if problem:
         raise ReloadRefused(problem)
+    if directories is None:
+        directories = listeners.MadeDirectories()
+    directories.before_binding(listeners.unix_socket_paths(bindable))
     try:
         bound, unused = listeners.rebind_all(bindable, handover.others(sockets))
     except listeners.BindError as exc:
+        directories.remove_empty()
         raise ReloadRefused(str(exc)) from None
     bound = handover.merged(bound)
     kept = {id(sock) for socks in sockets.values() for sock in socks}
     fresh = tuple(sock for socks in bound.values() for sock in socks if id(sock) not in kept)
-    return Plan(config, account if privileged else None, bound, tuple(unused), fresh)
+    return Plan(config, account if privileged else None, bound, tuple(unused), fresh,
+                directories)
 
 
 def _keep_restart_only(current, config):
