@@ -4,8 +4,10 @@ tools."""
 import json
 import os
 import subprocess
+import time
 import urllib.parse
 import urllib.request
+from email.utils import parsedate_to_datetime
 
 import pytest
 
@@ -186,3 +188,18 @@ def test_a_head_over_8_kib_is_answered_431(daemon):
     reply = exchange(daemon.metrics_port, b"GET /metrics HTTP/1.0\r\nX: " + b"x" * 9000
                      + b"\r\n\r\n")
     assert reply.startswith(b"HTTP/1.0 431 ")
+
+
+@pytest.mark.parametrize("request_head", [
+    b"GET /metrics HTTP/1.0\r\n\r\n", b"HEAD /metrics HTTP/1.0\r\n\r\n",
+    b"GET /other HTTP/1.0\r\n\r\n", b"POST /metrics HTTP/1.0\r\n\r\n", b"garbage\r\n\r\n",
+    b"GET /metrics HTTP/1.0\r\nX: " + b"x" * 9000 + b"\r\n\r\n",
+], ids=["200", "head", "404", "405", "400", "431"])
+def test_every_answer_carries_the_date_it_was_sent(daemon, request_head):
+    """RFC 9110 6.6.1: an origin server with a clock sends Date, as the web directory does."""
+    before = int(time.time())
+    head = exchange(daemon.metrics_port, request_head).partition(b"\r\n\r\n")[0]
+    after = time.time()
+    dates = [line[6:] for line in head.split(b"\r\n") if line.startswith(b"Date: ")]
+    assert len(dates) == 1, head
+    assert before <= parsedate_to_datetime(dates[0].decode()).timestamp() <= after

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter
 
 from fingerd.serving.http_head import take_request
-from fingerd.serving.metrics_http import MetricsHandler
+from fingerd.serving.metrics_http import MetricsHandler, busy_answer
 from tests.support.fuzzing import tokens
 
 
@@ -41,11 +41,26 @@ def test_other_methods_are_told_which_are_allowed():
         assert head.startswith(b"HTTP/1.0 405 ") and b"\r\nAllow: GET, HEAD\r\n" in head + b"\r\n"
 
 
+def undated(data):
+    """``data`` without its Date field, the one part that changes between answers."""
+    return re.sub(rb"\r\nDate: [^\r]*", b"", data, count=1)
+
+
 @pytest.mark.parametrize("path", [b"/metrics", b"/other"])
 def test_head_gets_the_head_of_get_and_no_body(path):
-    got = answer(b"GET " + path + b" HTTP/1.0").data
+    got = undated(answer(b"GET " + path + b" HTTP/1.0").data)
     head, _, body = got.partition(b"\r\n\r\n")
-    assert body and answer(b"HEAD " + path + b" HTTP/1.0").data == head + b"\r\n\r\n"
+    assert body and undated(answer(b"HEAD " + path + b" HTTP/1.0").data) == head + b"\r\n\r\n"
+
+
+def test_every_answer_and_the_busy_one_carry_a_date_after_type_and_length():
+    for data in (answer(b"GET /metrics HTTP/1.0").data, answer(b"POST / HTTP/1.0").data,
+                 busy_answer()):
+        head = data.partition(b"\r\n\r\n")[0]
+        assert re.fullmatch(rb"HTTP/1\.0 [0-9]{3} [^\r]+\r\nContent-Type: [^\r]+\r\n"
+                            rb"Content-Length: [0-9]+\r\nDate: [A-Z][a-z]{2}, [0-9]{2} "
+                            rb"[A-Z][a-z]{2} [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
+                            rb"(\r\n[^\r]+)*", head), head
 
 
 @given(st.one_of(st.binary(max_size=200),

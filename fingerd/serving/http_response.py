@@ -1,19 +1,24 @@
-"""HTTP responses, of the web directory and of the metrics endpoint: pure logic, no I/O.
+"""HTTP responses, of the web directory and of the metrics endpoint: no I/O.
 
-Every response closes its connection. The web directory's are HTTP/1.1 and
-carry the headers that keep a browser from reading more into it than they
-say: no type sniffing, no script, no referrer sent on. Its validators are
-entity tags of the body, so an answer that has not changed is confirmed
-with 304 and no body. The metrics endpoint's are HTTP/1.0 with type and
-length and what their status needs (Allow, Retry-After): a scraper reads text.
+Every response closes its connection and carries the Date it was sent
+(RFC 9110 6.6.1: an origin server with a clock sends one). The web
+directory's are HTTP/1.1 and carry the headers that keep a browser from
+reading more into it than they say: no type sniffing, no script, no
+referrer sent on. Its validators are entity tags of the body, so an answer
+that has not changed is confirmed with 304 and no body. The metrics
+endpoint's are HTTP/1.0 with type, length, Date and what their status needs
+(Allow, Retry-After): a scraper reads text.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from email.utils import formatdate
 from typing import NamedTuple
 
+from fingerd.each_second import EachSecond
 from fingerd.serving.http_head import REASONS
 
 #: What every response says besides its own headers: take the type as given, run no
@@ -33,20 +38,34 @@ ALLOW = "Allow: " + ", ".join(METHODS)
 NO_STORE = "Cache-Control: no-store"
 TEXT = "text/plain; charset=utf-8"
 
+#: The Date field and its CRLF, made once a second (its resolution) rather than per request.
+_DATES = EachSecond(lambda second: f"Date: {formatdate(second, usegmt=True)}\r\n")
+
 
 class Framed(NamedTuple):
-    """A response in two parts, made once: a field made per request (the web directory's
-    Date, with its CRLF) goes between them."""
+    """A response in two parts, made once: the Date field, made as it is sent, goes
+    between them (``dated``)."""
 
     before: bytes
     after: bytes
 
 
+def dated(parts: Framed, clock: Callable[[], float] = time.time) -> bytes:
+    """The bytes of the response ``parts`` as sent now: the Date field of this second (by
+    ``clock``) between them."""
+    return parts.before + _DATES.at(int(clock())).text.encode("ascii") + parts.after
+
+
 def framed(status: int, content_type: str | None = None, body: bytes = b"",
            headers: Sequence[str] = (), with_body: bool = True, version: str = "HTTP/1.1",
            always: Sequence[str] = SECURITY_HEADERS) -> Framed:
-    """``response``'s bytes, cut after its type and length, where a field that changes
-    between requests goes."""
+    """A response but its Date, in two parts cut after its type and length, where the
+    Date goes; ``with_body`` false for HEAD, which gets the same head. ``headers`` come
+    after type, length and Date, then ``always``, what every response of the service
+    says.
+
+    A 304 has neither type nor length: it stands for the answer the client has.
+    """
     lines = [f"{version} {status} {REASONS[status]}\r\n"]
     if status != 304:
         if content_type is not None:
@@ -57,19 +76,6 @@ def framed(status: int, content_type: str | None = None, body: bytes = b"",
     after = "".join(rest).encode("latin-1")
     return Framed("".join(lines).encode("latin-1"),
                   after + body if with_body and status != 304 else after)
-
-
-def response(status: int, content_type: str | None = None, body: bytes = b"",
-             headers: Sequence[str] = (), with_body: bool = True, version: str = "HTTP/1.1",
-             always: Sequence[str] = SECURITY_HEADERS) -> bytes:
-    """The bytes of a response; ``with_body`` false for HEAD, which gets the same head.
-    ``headers`` come after type and length, then ``always``, what every response of
-    the service says.
-
-    A 304 has neither type nor length: it stands for the answer the client has.
-    """
-    before, after = framed(status, content_type, body, headers, with_body, version, always)
-    return before + after
 
 
 def entity_tag(body: bytes) -> str:

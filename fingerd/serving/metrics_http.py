@@ -14,7 +14,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from fingerd.serving.gate import ConnectionGate
 from fingerd.serving.http_head import Head, HeadError, take_request
-from fingerd.serving.http_response import ALLOW, METHODS, response
+from fingerd.serving.http_response import ALLOW, METHODS, Framed, dated, framed
 from fingerd.serving.loop import RequestHandler
 from fingerd.serving.service import Answer, ServiceSpec, always
 
@@ -26,35 +26,40 @@ METRICS_PATH = "/metrics"
 METRICS_MAX_CONNECTIONS = 8
 
 
-def _response(status: int, content_type: str, body: bytes, headers: tuple = (),
-              with_body: bool = True) -> bytes:
-    """A response in the endpoint's minimal HTTP/1.0: type, length, ``headers``."""
-    return response(status, content_type, body, headers, with_body, version="HTTP/1.0",
-                    always=())
+def _framed(status: int, content_type: str, body: bytes, headers: tuple = (),
+            with_body: bool = True) -> Framed:
+    """A response in the endpoint's minimal HTTP/1.0, but its Date: type, length,
+    ``headers``."""
+    return framed(status, content_type, body, headers, with_body, version="HTTP/1.0",
+                  always=())
 
 
 class MetricsHandler(RequestHandler):
     def respond(self, head: Head | HeadError, registry: CollectorRegistry) -> Answer:
-        if isinstance(head, HeadError):
-            return Answer("bad_request", _response(head.status, "text/plain", f"{head}\n".encode(),
-                                                   with_body=head.method != "HEAD"))
-        if head.method not in METHODS:
-            return Answer("bad_request", _response(405, "text/plain", b"only GET and HEAD\n",
-                                                   (ALLOW,)))
-        with_body = head.method == "GET"
-        if head.path != METRICS_PATH:
-            return Answer("not_found",
-                          _response(404, "text/plain", b"not found\n", with_body=with_body))
-        body = generate_latest(registry)
-        return Answer("ok", _response(200, CONTENT_TYPE_LATEST, body, with_body=with_body))
+        outcome, parts = _answer(head, registry)
+        return Answer(outcome, dated(parts))
 
 
-_BUSY = _response(503, "text/plain", b"busy\n", ("Retry-After: 1",))
+def _answer(head: Head | HeadError, registry: CollectorRegistry) -> tuple[str, Framed]:
+    """The outcome of ``head`` and its answer but the Date."""
+    if isinstance(head, HeadError):
+        return "bad_request", _framed(head.status, "text/plain", f"{head}\n".encode(),
+                                      with_body=head.method != "HEAD")
+    if head.method not in METHODS:
+        return "bad_request", _framed(405, "text/plain", b"only GET and HEAD\n", (ALLOW,))
+    with_body = head.method == "GET"
+    if head.path != METRICS_PATH:
+        return "not_found", _framed(404, "text/plain", b"not found\n", with_body=with_body)
+    body = generate_latest(registry)
+    return "ok", _framed(200, CONTENT_TYPE_LATEST, body, with_body=with_body)
+
+
+_BUSY = _framed(503, "text/plain", b"busy\n", ("Retry-After: 1",))
 
 
 def busy_answer() -> bytes:
     """Beyond its connection limit a scraper is told so in HTTP, never the finger line."""
-    return _BUSY
+    return dated(_BUSY)
 
 
 def metrics_service(gate: ConnectionGate, request_timeout: float, first_byte_timeout: float,

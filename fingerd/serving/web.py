@@ -16,12 +16,9 @@ reading its head, a lookup, the Date of the second and one join.
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
-from email.utils import formatdate
 from typing import Any, NamedTuple
 
-from fingerd.each_second import EachSecond
 from fingerd.finger.web import Reply, Site
 from fingerd.limits import MAX_CACHED_ANSWER_BYTES, WEB_MAX_AGE_SECONDS
 from fingerd.outcomes import BAD_REQUEST, ERROR, NOT_MODIFIED
@@ -34,6 +31,7 @@ from fingerd.serving.http_response import (
     NO_STORE,
     TEXT,
     Framed,
+    dated,
     entity_tag,
     framed,
     none_match,
@@ -43,15 +41,7 @@ from fingerd.serving.service import Answer, ServiceSpec, always
 
 _CACHE = f"Cache-Control: max-age={WEB_MAX_AGE_SECONDS}"
 
-#: The Date field and its CRLF, made once a second (its resolution) rather than per request.
-_DATES = EachSecond(lambda second: f"Date: {formatdate(second, usegmt=True)}\r\n")
-
 _NOT_ALLOWED = framed(405, TEXT, b"Only GET and HEAD are served here.\n", (ALLOW, NO_STORE))
-
-
-def _dated(parts: Framed) -> bytes:
-    """``parts`` with the Date field of this second between them."""
-    return parts.before + _DATES.at(int(time.time())).text.encode("ascii") + parts.after
 
 
 class Prepared(NamedTuple):
@@ -94,19 +84,19 @@ def answered(head: Head, made: Prepared) -> Answer:
     reply, tag = made.reply, made.tag
     if tag is not None and reply.status == 200 and \
             none_match(head.field("if-none-match"), tag):
-        return Answer(NOT_MODIFIED, _dated(_framed(reply, tag, not_modified=True)),
+        return Answer(NOT_MODIFIED, dated(_framed(reply, tag, not_modified=True)),
                       reply.kind, reply.name)
     parts = made.get if head.method == "GET" else _framed(reply, tag, with_body=False)
-    return Answer(reply.outcome, _dated(parts), reply.kind, reply.name)
+    return Answer(reply.outcome, dated(parts), reply.kind, reply.name)
 
 
 class WebHandler(RequestHandler):
     def respond(self, head: Head | HeadError, site: Site) -> Answer:
         if isinstance(head, HeadError):
-            return Answer(BAD_REQUEST, _dated(framed(
+            return Answer(BAD_REQUEST, dated(framed(
                 head.status, TEXT, f"{head}\n".encode(), (NO_STORE,), head.method != "HEAD")))
         if head.method not in METHODS:
-            return Answer(BAD_REQUEST, _dated(_NOT_ALLOWED))
+            return Answer(BAD_REQUEST, dated(_NOT_ALLOWED))
         return answered(head, prepared(site.answer(head.path, head.query)))
 
 
@@ -140,13 +130,13 @@ _INTERNAL_ERROR_TO_HEAD = framed(500, TEXT, b"Internal error in server\n", (NO_S
 
 def busy_answer() -> bytes:
     """What a client beyond a connection limit is told, before its request is read."""
-    return _dated(_BUSY)
+    return dated(_BUSY)
 
 
 def internal_error(request: Head | HeadError) -> Answer:
     """The answer to ``request`` when making its answer failed."""
-    return Answer(ERROR, _dated(_INTERNAL_ERROR_TO_HEAD if request.method == "HEAD"
-                                else _INTERNAL_ERROR))
+    return Answer(ERROR, dated(_INTERNAL_ERROR_TO_HEAD if request.method == "HEAD"
+                               else _INTERNAL_ERROR))
 
 
 def asks_no_directory(site: Site, head: Head | HeadError) -> bool:
