@@ -14,6 +14,7 @@ from fingerd.serving.http_head import (
     HeadError,
     common_head,
     read_head,
+    request_method,
     take_head,
     take_request,
 )
@@ -157,13 +158,28 @@ def test_at_the_end_of_input_an_unended_head_is_400_and_nothing_is_no_request():
     (b"\r\nBREW / HTTP/2.0\r\n\r\n", "BREW"),
     (b"HEAD / HTTP/1.0\r\nX: a\rb\r\n\r\n", "HEAD"),                  # a bare CR after it
     (b"HEAD / HTTP/1.0\nX: " + b"x" * MAX_HEAD_BYTES, "HEAD"),
-    (b"HEAD /" + b"x" * MAX_HEAD_BYTES, None),                        # not there whole
+    (b"HEAD /" + b"x" * MAX_HEAD_BYTES, "HEAD"),                      # not there whole, begun
+    (b"HEAD /" + b"\x01" * MAX_HEAD_BYTES, None),                     # begun as no request line
     (b"HEAD / HTTP/1.0\rX: y\r\n\r\n", None),                         # a bare CR in it
     (b"HEAD  / HTTP/1.0\r\n\r\n", None),
 ])
-def test_an_error_names_the_method_of_a_request_line_read_whole_and_well_formed(data, method):
+def test_an_error_names_the_method_of_a_request_line_well_formed_or_begun_so(data, method):
     error = take_request(data, False)
     assert isinstance(error, HeadError) and error.method == method
+
+
+@pytest.mark.parametrize("data, method", [
+    (b"", None), (b"\r\n", None), (b"HEA", None), (b"HEAD", None),  # nothing tells it yet
+    (b"HEAD ", "HEAD"), (b"\r\nHEAD /users/al", "HEAD"), (b"HEAD /x HTT", "HEAD"),
+    (b"HEAD / HTTP/1.0\r", "HEAD"), (b"GET /x", "GET"),             # begun, not ended
+    (b"HEAD / HTTP/1.0\r\nHo", "HEAD"),                              # whole, well formed
+    (b"HEAD /\r\n\r\n", None), (b"HEAD /x\x00", None),              # no request line
+    (b"HEAD  /", None), (b"HEAD / HTTP/1.0 x", None),
+])
+def test_the_method_is_known_once_the_request_line_is_begun_as_one(data, method):
+    """What a busy answer, or an error before the line ended, goes by (RFC 9110 9.3.2:
+    the answer to HEAD has no body, whatever its status)."""
+    assert request_method(data) == method
 
 
 def test_take_request_gives_errors_as_values_and_an_empty_list_for_nothing():

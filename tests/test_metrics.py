@@ -190,6 +190,14 @@ def test_a_head_over_8_kib_is_answered_431(daemon):
     assert reply.startswith(b"HTTP/1.0 431 ")
 
 
+def test_a_request_line_over_8_kib_is_431_and_to_head_without_a_body(daemon):
+    """The line never ends within the bound, but what came of it began a HEAD."""
+    get = exchange(daemon.metrics_port, b"GET /metrics" + b"x" * 9000)
+    head = exchange(daemon.metrics_port, b"HEAD /metrics" + b"x" * 9000)
+    assert get.startswith(b"HTTP/1.0 431 ") and get.endswith(b"\r\n\r\nrequest head over 8 KiB\n")
+    assert head.startswith(b"HTTP/1.0 431 ") and head.endswith(b"\r\nConnection: close\r\n\r\n")
+
+
 @pytest.mark.parametrize("request_head", [
     b"GET /metrics HTTP/1.0\r\n\r\n", b"HEAD /metrics HTTP/1.0\r\n\r\n",
     b"GET /other HTTP/1.0\r\n\r\n", b"POST /metrics HTTP/1.0\r\n\r\n", b"garbage\r\n\r\n",

@@ -55,7 +55,7 @@ def test_head_gets_the_head_of_get_and_no_body(path):
 
 def test_every_answer_and_the_busy_one_carry_a_date_after_type_and_length():
     for data in (answer(b"GET /metrics HTTP/1.0").data, answer(b"POST / HTTP/1.0").data,
-                 busy_answer()):
+                 busy_answer(b"")):
         head = data.partition(b"\r\n\r\n")[0]
         assert re.fullmatch(rb"HTTP/1\.0 [0-9]{3} [^\r]+\r\nContent-Type: [^\r]+\r\n"
                             rb"Content-Length: [0-9]+\r\nDate: [A-Z][a-z]{2}, [0-9]{2} "
@@ -87,3 +87,9 @@ def test_an_error_to_head_has_no_body():
     for line in (b"HEAD /metrics HTTP/2.0", b"HEAD /metrics HTTP/1.1"):
         got = answer(line).data
         assert got.startswith((b"HTTP/1.0 505 ", b"HTTP/1.0 400 ")) and got.endswith(b"\r\n\r\n")
+
+
+def test_the_busy_answer_to_what_began_a_head_has_no_body():
+    """Refused at accept, nothing is read and the method is unknown: the body is sent."""
+    assert busy_answer(b"").endswith(b"\r\n\r\nbusy\n")
+    assert busy_answer(b"HEAD /metr").endswith(b"\r\n\r\n")

@@ -147,7 +147,11 @@ def test_an_error_to_what_is_not_a_request_line_has_its_body():
 
 
 def test_busy_and_internal_errors_are_dated_and_to_head_have_no_body():
-    assert DATE.search(busy_answer()) and busy_answer().startswith(b"HTTP/1.1 503 ")
+    for sent in (b"", b"GET / HT", b"HEAD / HTTP/1.1\r\n"):
+        busy = busy_answer(sent)
+        assert DATE.search(busy) and busy.startswith(b"HTTP/1.1 503 ")
+        assert busy.endswith(b"\r\n\r\n" if sent.startswith(b"HEAD ") else
+                             b"Server busy, try again later\n")
     for method in ("GET", "HEAD"):
         head = take_request(f"{method} / HTTP/1.0\r\n\r\n".encode(), False)
         error = internal_error(head).data

@@ -235,6 +235,14 @@ def test_a_head_over_8_kib_is_431_whether_it_arrives_at_once_or_not(web):
     assert_served(reply, 431)
 
 
+@pytest.mark.parametrize("method", [b"GET", b"HEAD"])
+def test_a_request_line_over_8_kib_is_431_and_to_head_without_a_body(web, method):
+    """The line never ends within the bound, but what came of it began a HEAD."""
+    reply = Reply(web.web(method + b" /users/" + b"x" * 9000))
+    assert_served(reply, 431)
+    assert reply.body == (b"" if method == b"HEAD" else b"request head over 8 KiB\n")
+
+
 def test_a_head_of_exactly_8_kib_is_served(web):
     start = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: "
     data = start + b"x" * (8192 - len(start) - 4) + b"\r\n\r\n"
@@ -476,6 +484,23 @@ def test_behind_a_proxy_the_header_names_the_client(make_daemon, ports):
                what="the proxied client in the access log")
     assert d.web(b"GET /api/users/bob HTTP/1.0\r\n\r\n") == b""
     assert d.metric("fingerd_connections_rejected_total", reason="proxy") == 1
+
+
+@pytest.mark.parametrize("method", [b"GET", b"HEAD"])
+def test_a_client_its_proxy_names_beyond_max_per_source_is_told_503_to_head_without_body(
+        make_daemon, ports, method):
+    """Refused once its request's first bytes are read, after the header: a HEAD is known."""
+    d = make_daemon(users=USERS, fingerd__max_per_source="1", web__proxy_protocol="yes") \
+        .listen("web", f"127.0.0.1:{ports.take()}").start()
+    header = b"PROXY TCP4 192.0.2.7 127.0.0.1 5555 8079\r\n"
+    with socket.create_connection(("127.0.0.1", d.web_port), timeout=5) as holder:
+        holder.sendall(header + b"GET / HTTP/1.1\r\n")
+        wait_until(lambda: d.metric("fingerd_connections_active") == 1,
+                   what="the first connection to be held")
+        reply = Reply(d.web(header + method + b" / HTTP/1.0\r\n\r\n"))
+    assert_served(reply, 503)
+    assert reply.body == (b"" if method == b"HEAD" else b"Server busy, try again later\n")
+    assert d.metric("fingerd_connections_rejected_total", reason="per_source") == 1
 
 
 def test_the_web_is_off_unless_listen_is_set(daemon):

@@ -36,6 +36,9 @@ _LEADING_BLANK_LINES = re.compile(rb"(?:\r?\n)*")
 _END = re.compile(rb"\n\r?\n")
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
+#: A request line not ended yet, as far as it came: its method, ended by a space, then
+#: visible characters (the target) and perhaps a space and more (the version).
+_REQUEST_LINE_BEGUN = re.compile(rb"(" + _TOKEN + rb") (?:[\x21-\x7e]+(?: [\x21-\x7e]*)?)?")
 #: A field value: visible characters and obs-text, blanks only between them.
 _VALUE = rb"[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*"
 _FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _VALUE + rb")?[ \t]*")
@@ -57,8 +60,8 @@ _DIGITS = re.compile(r"[0-9]+")
 
 class HeadError(ValueError):
     """A request answered with an error ``status`` (400, 431, 505); the message says why.
-    ``method`` is the request's where its request line was read whole and well formed
-    (``take_request`` reads it), else None: an error to a HEAD has no body either."""
+    ``method`` is the request's where what was read tells it (``request_method``), else
+    None: an error to a HEAD has no body either."""
 
     def __init__(self, status: int, reason: str, method: str | None = None) -> None:
         super().__init__(reason)
@@ -218,18 +221,24 @@ def take_request(buf: bytes | bytearray, eof: bool) -> Head | HeadError | list[b
     try:
         head = take_head(buf, eof)
     except HeadError as exc:
-        return HeadError(exc.status, str(exc), _request_method(buf))
+        return HeadError(exc.status, str(exc), request_method(buf))
     return [] if head is None and eof else head
 
 
-def _request_method(buf: bytes | bytearray) -> str | None:
-    """The method of the request line that begins ``buf`` after its blank lines, when
-    that line is there whole and well formed, whatever follows it."""
+def request_method(buf: bytes | bytearray) -> str | None:
+    """The method of the request that begins ``buf`` after its blank lines, once what was
+    read tells it: its request line there whole and well formed, whatever follows it; or
+    the line not ended yet (cut by the bound, the input's end, or an answer made before
+    the rest came) but begun as one, its method ended by a space (``HEAD /...``).
+
+    None while nothing tells it: nothing read yet, a method not yet ended, or a line
+    that is no request line. The answer to such a request is the one to an unknown
+    method, which has a body: only the answer to HEAD has none (RFC 9110 9.3.2).
+    """
     leading = _LEADING_BLANK_LINES.match(buf)
     assert leading is not None, "the pattern matches the empty string"
     start = leading.end()
     end = buf.find(b"\n", start)
-    if end < 0:
-        return None
-    request = _REQUEST_LINE.fullmatch(bytes(buf[start:end]).removesuffix(b"\r"))
+    line = _REQUEST_LINE if end >= 0 else _REQUEST_LINE_BEGUN
+    request = line.fullmatch(bytes(buf[start:end if end >= 0 else len(buf)]).removesuffix(b"\r"))
     return None if request is None else request.group(1).decode("ascii")

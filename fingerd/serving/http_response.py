@@ -19,7 +19,7 @@ from email.utils import formatdate
 from typing import NamedTuple
 
 from fingerd.each_second import EachSecond
-from fingerd.serving.http_head import REASONS
+from fingerd.serving.http_head import REASONS, request_method
 
 #: What every response says besides its own headers: take the type as given, run no
 #: script and load nothing from elsewhere, send no referrer, be no one's frame.
@@ -76,6 +76,26 @@ def framed(status: int, content_type: str | None = None, body: bytes = b"",
     after = "".join(rest).encode("latin-1")
     return Framed("".join(lines).encode("latin-1"),
                   after + body if with_body and status != 304 else after)
+
+
+def before_the_request(status: int, content_type: str, body: bytes,
+                       headers: Sequence[str] = (), version: str = "HTTP/1.1",
+                       always: Sequence[str] = SECURITY_HEADERS) -> Callable[[bytes], bytes]:
+    """``answer(sent)``: a response made before the request was read whole (503 to a
+    client beyond a connection limit), dated as it is sent; ``sent`` is what the client
+    had sent by then.
+
+    Once ``sent`` tells a HEAD (``request_method``: its request line begins ``HEAD ``),
+    the answer has no body (RFC 9110 9.3.2). With nothing read yet, refused as it is
+    accepted, the method is unknown, and the answer has its body: the answer to any
+    method but HEAD carries one.
+    """
+    to_any = framed(status, content_type, body, headers, True, version, always)
+    to_head = framed(status, content_type, body, headers, False, version, always)
+
+    def answer(sent: bytes) -> bytes:
+        return dated(to_head if request_method(sent) == "HEAD" else to_any)
+    return answer
 
 
 def entity_tag(body: bytes) -> str:

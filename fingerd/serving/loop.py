@@ -242,7 +242,7 @@ class ServingLoop:
                 refused = gate.enter(source)
             if refused is not None:
                 self._rejected.labels(refused).inc()
-                refuse_busy(sock, service.busy_answer())
+                refuse_busy(sock, service.busy_answer(b""))
                 continue
             now = time.monotonic()
             # The query has often arrived with the connection: read before watching.

@@ -14,7 +14,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from fingerd.serving.gate import ConnectionGate
 from fingerd.serving.http_head import Head, HeadError, take_request
-from fingerd.serving.http_response import ALLOW, METHODS, Framed, dated, framed
+from fingerd.serving.http_response import (
+    ALLOW,
+    METHODS,
+    Framed,
+    before_the_request,
+    dated,
+    framed,
+)
 from fingerd.serving.loop import RequestHandler
 from fingerd.serving.service import Answer, ServiceSpec, always
 
@@ -54,12 +61,10 @@ def _answer(head: Head | HeadError, registry: CollectorRegistry) -> tuple[str, F
     return "ok", _framed(200, CONTENT_TYPE_LATEST, body, with_body=with_body)
 
 
-_BUSY = _framed(503, "text/plain", b"busy\n", ("Retry-After: 1",))
-
-
-def busy_answer() -> bytes:
-    """Beyond its connection limit a scraper is told so in HTTP, never the finger line."""
-    return dated(_BUSY)
+#: ``busy_answer(sent)``: beyond its connection limit a scraper is told so in HTTP, never
+#: the finger line; refused at accept, it has sent nothing yet (``before_the_request``).
+busy_answer = before_the_request(503, "text/plain", b"busy\n", ("Retry-After: 1",),
+                                 version="HTTP/1.0", always=())
 
 
 def metrics_service(gate: ConnectionGate, request_timeout: float, first_byte_timeout: float,

@@ -108,7 +108,7 @@ class Pending:
         if refused is not None:
             self._rejected.labels(refused).inc()
             self.unwatch(conn)
-            refuse_busy(conn.sock, self._busy_answer())
+            refuse_busy(conn.sock, self._busy_answer(conn.buf))
             self._gate.leave(conn.source)
             return False
         if conn.source is not None and conn.source != source:

@@ -41,8 +41,8 @@ class Answer(NamedTuple):
 INTERNAL_ERROR = Answer(ERROR, b"Internal error in server\r\n")
 
 
-def busy_line() -> bytes:
-    """``busy_answer`` of the line services: ``BUSY``."""
+def busy_line(_sent: bytes) -> bytes:
+    """``busy_answer`` of the line services: ``BUSY``, whatever was sent."""
     return BUSY
 
 
@@ -110,9 +110,12 @@ class ServiceSpec:
     #: Whether the kernel may hold a new connection until its first bytes arrive
     #: (TCP_DEFER_ACCEPT), for protocols where the client speaks first.
     defers_accept: bool = False
-    #: What a client beyond a connection limit is told, in the service's protocol: made
-    #: as it is told, so that an answer may carry the time (HTTP's Date).
-    busy_answer: Callable[[], bytes] = busy_line
+    #: ``busy_answer(sent)``: what a client beyond a connection limit is told, in the
+    #: service's protocol, ``sent`` being what was read from it (after a PROXY header
+    #: taken): nothing when refused at accept, what followed the header when refused for
+    #: the client it names. Made as it is told, so that an answer may carry the time
+    #: (HTTP's Date) and depend on what was sent (HTTP's to HEAD has no body).
+    busy_answer: Callable[[bytes], bytes] = busy_line
     #: The Answer to a request whose handler failed, in the service's protocol: made for
     #: that request, so that an answer may depend on it (HTTP's to HEAD has no body).
     internal_error: Callable[[Any], Answer] = internal_error_line

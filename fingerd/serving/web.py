@@ -31,6 +31,7 @@ from fingerd.serving.http_response import (
     NO_STORE,
     TEXT,
     Framed,
+    before_the_request,
     dated,
     entity_tag,
     framed,
@@ -122,15 +123,14 @@ class PreparedReplies:
         return prepared(self._site.answer(path, query))
 
 
-_BUSY = framed(503, TEXT, b"Server busy, try again later\n", ("Retry-After: 1", NO_STORE))
+#: ``busy_answer(sent)``: what a client beyond a connection limit is told, ``sent`` being
+#: what was read from it: nothing when refused at accept, the first bytes of its request
+#: when refused after its PROXY header (``before_the_request``).
+busy_answer = before_the_request(503, TEXT, b"Server busy, try again later\n",
+                                 ("Retry-After: 1", NO_STORE))
 _INTERNAL_ERROR = framed(500, TEXT, b"Internal error in server\n", (NO_STORE,))
 _INTERNAL_ERROR_TO_HEAD = framed(500, TEXT, b"Internal error in server\n", (NO_STORE,),
                                  with_body=False)
-
-
-def busy_answer() -> bytes:
-    """What a client beyond a connection limit is told, before its request is read."""
-    return dated(_BUSY)
 
 
 def internal_error(request: Head | HeadError) -> Answer:
