@@ -1,10 +1,12 @@
 """A failure inside a handler: answered, logged once, survived."""
 
 import logging
+import re
 import socket
 import threading
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from fingerd.finger.answer import Rules
 from fingerd.finger.output import Renderer
@@ -12,6 +14,7 @@ from fingerd.metrics import Metrics
 from fingerd.serving.finger import FingerNeeds, finger_service
 from fingerd.serving.gate import ConnectionGate
 from fingerd.serving.loop import ServingLoop
+from fingerd.serving.metrics_http import metrics_service
 from fingerd.serving.pool import Pool
 from tests.support.net import exchange
 
@@ -29,15 +32,13 @@ class FailingOnceDirectory:
         return ["Still here"]
 
 
-@pytest.fixture
-def server():
+def serving(service):
+    """``service`` served on a loopback port by a loop of its own, and its Metrics."""
     metrics = Metrics()
     pool = Pool(2)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
-    service = finger_service(ConnectionGate(8), 5, 5,
-                             FingerNeeds(FailingOnceDirectory(), Rules(), Renderer()))
     srv = ServingLoop([sock], service, pool, metrics)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
@@ -47,6 +48,37 @@ def server():
     pool.stop(5)
     thread.join(5)
     srv.close()
+
+
+@pytest.fixture
+def server():
+    yield from serving(finger_service(ConnectionGate(8), 5, 5,
+                                      FingerNeeds(FailingOnceDirectory(), Rules(), Renderer())))
+
+
+def undated(data):
+    """``data`` without its Date field, which may differ between two answers."""
+    return re.sub(rb"\r\nDate: [^\r]*", b"", data, count=1)
+
+
+class FailingTwiceCollector:
+    """Metrics whose first two collections fail, as a bug in a collector would make them."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def collect(self):
+        self.calls += 1
+        if self.calls <= 2:
+            raise RuntimeError("collector exploded")
+        return []
+
+
+@pytest.fixture
+def metrics_server():
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FailingTwiceCollector())
+    yield from serving(metrics_service(ConnectionGate(8), 5, 5, registry))
 
 
 def test_failure_answers_internal_error_logs_once_and_serves_on(server, caplog):
@@ -63,3 +95,15 @@ def test_failure_answers_internal_error_logs_once_and_serves_on(server, caplog):
     assert value("fingerd_requests_total", {"service": "finger", "outcome": "found"}) == 1
     assert value("fingerd_queries_total", {"kind": "user"}) == 2, \
         "the query answered Internal error is a query read too"
+
+
+def test_a_scrape_whose_answer_fails_is_told_so_in_http(metrics_server):
+    srv, _metrics = metrics_server
+    port = srv.listeners.all[0].sock.getsockname()[1]
+    get = exchange(port, b"GET /metrics HTTP/1.0\r\n\r\n")
+    head, _, body = get.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 500 Internal Server Error\r\n") and b"\r\nDate: " in head
+    assert body == b"internal error\n"
+    to_head = exchange(port, b"HEAD /metrics HTTP/1.0\r\n\r\n")
+    assert undated(to_head) == undated(head + b"\r\n\r\n"), "a HEAD gets the head, no body"
+    assert exchange(port, b"GET /metrics HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 200 OK\r\n")

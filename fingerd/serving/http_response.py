@@ -78,6 +78,20 @@ def framed(status: int, content_type: str | None = None, body: bytes = b"",
                   after + body if with_body and status != 304 else after)
 
 
+def to_method(status: int, content_type: str, body: bytes, headers: Sequence[str] = (),
+              version: str = "HTTP/1.1",
+              always: Sequence[str] = SECURITY_HEADERS) -> Callable[[str | None], bytes]:
+    """``answer(method)``: a response made once, whatever was asked (500 when making the
+    answer failed), dated as it is sent; to a HEAD without its body (RFC 9110 9.3.2),
+    to any other method, or to one not known, with it."""
+    to_any = framed(status, content_type, body, headers, True, version, always)
+    to_head = framed(status, content_type, body, headers, False, version, always)
+
+    def answer(method: str | None) -> bytes:
+        return dated(to_head if method == "HEAD" else to_any)
+    return answer
+
+
 def before_the_request(status: int, content_type: str, body: bytes,
                        headers: Sequence[str] = (), version: str = "HTTP/1.1",
                        always: Sequence[str] = SECURITY_HEADERS) -> Callable[[bytes], bytes]:
@@ -90,12 +104,8 @@ def before_the_request(status: int, content_type: str, body: bytes,
     accepted, the method is unknown, and the answer has its body: the answer to any
     method but HEAD carries one.
     """
-    to_any = framed(status, content_type, body, headers, True, version, always)
-    to_head = framed(status, content_type, body, headers, False, version, always)
-
-    def answer(sent: bytes) -> bytes:
-        return dated(to_head if request_method(sent) == "HEAD" else to_any)
-    return answer
+    answer = to_method(status, content_type, body, headers, version, always)
+    return lambda sent: answer(request_method(sent))
 
 
 def entity_tag(body: bytes) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from fingerd.outcomes import ERROR
 from fingerd.serving.gate import ConnectionGate
 from fingerd.serving.http_head import Head, HeadError, take_request
 from fingerd.serving.http_response import (
@@ -21,6 +22,7 @@ from fingerd.serving.http_response import (
     before_the_request,
     dated,
     framed,
+    to_method,
 )
 from fingerd.serving.loop import RequestHandler
 from fingerd.serving.service import Answer, ServiceSpec, always
@@ -67,6 +69,15 @@ busy_answer = before_the_request(503, "text/plain", b"busy\n", ("Retry-After: 1"
                                  version="HTTP/1.0", always=())
 
 
+_INTERNAL_ERROR = to_method(500, "text/plain", b"internal error\n", version="HTTP/1.0",
+                            always=())
+
+
+def internal_error(head: Head | HeadError) -> Answer:
+    """A scrape whose answer failed is told so in HTTP, never the finger line."""
+    return Answer(ERROR, _INTERNAL_ERROR(head.method))
+
+
 def metrics_service(gate: ConnectionGate, request_timeout: float, first_byte_timeout: float,
                     registry: CollectorRegistry) -> ServiceSpec:
     """Serves the registry's metrics at ``/metrics``; scrapes are not counted.
@@ -77,4 +88,4 @@ def metrics_service(gate: ConnectionGate, request_timeout: float, first_byte_tim
     """
     return ServiceSpec("metrics", MetricsHandler, registry, gate, request_timeout,
                        first_byte_timeout, take_request, answers_inline=always, counted=False,
-                       busy_answer=busy_answer, lingers=True)
+                       busy_answer=busy_answer, internal_error=internal_error, lingers=True)

@@ -36,6 +36,7 @@ from fingerd.serving.http_response import (
     entity_tag,
     framed,
     none_match,
+    to_method,
 )
 from fingerd.serving.loop import RequestHandler
 from fingerd.serving.service import Answer, ServiceSpec, always
@@ -128,15 +129,12 @@ class PreparedReplies:
 #: when refused after its PROXY header (``before_the_request``).
 busy_answer = before_the_request(503, TEXT, b"Server busy, try again later\n",
                                  ("Retry-After: 1", NO_STORE))
-_INTERNAL_ERROR = framed(500, TEXT, b"Internal error in server\n", (NO_STORE,))
-_INTERNAL_ERROR_TO_HEAD = framed(500, TEXT, b"Internal error in server\n", (NO_STORE,),
-                                 with_body=False)
+_INTERNAL_ERROR = to_method(500, TEXT, b"Internal error in server\n", (NO_STORE,))
 
 
 def internal_error(request: Head | HeadError) -> Answer:
     """The answer to ``request`` when making its answer failed."""
-    return Answer(ERROR, dated(_INTERNAL_ERROR_TO_HEAD if request.method == "HEAD"
-                               else _INTERNAL_ERROR))
+    return Answer(ERROR, _INTERNAL_ERROR(request.method))
 
 
 def asks_no_directory(site: Site, head: Head | HeadError) -> bool:
