@@ -118,12 +118,6 @@ def environment(pid):
         return [entry for entry in f.read().split(b"\0") if entry]
 
 
-def ctl(d, *args):
-    return subprocess.run([sys.executable, "-m", "fingerd.ctl", "-c", d.config_file, *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
-
-
 def failed_start(d):
     """fingerd's exit status and its reason, the one line it printed, once it has ended."""
     wait_until(lambda: d.proc.poll() is not None, timeout=20, what="fingerd to exit")
@@ -290,7 +284,7 @@ def test_a_reload_keeps_the_sockets_handed_over(finger_activated, ports):
     inode, backlog = listening_inode(d.proc.pid, handed), backlog_of(handed)
     d.reconfigure(finger__listen=f"127.0.0.1:{moved}", metrics__listen=f"127.0.0.1:{metrics}",
                   fingerd__backlog=str(BACKLOG + 1))
-    result = ctl(d, "reload")
+    result = d.ctl("reload")
     assert result.returncode == 0 and "applied" in result.stdout, result.stdout + result.stderr
     assert exchange(handed, b"alice\r\n") == b"Happy and well\r\n"
     assert listening_inode(d.proc.pid, handed) == inode and backlog_of(handed) == backlog
@@ -312,7 +306,7 @@ def test_a_tcp_socket_for_the_setter_leaves_its_unix_socket_to_fingerd(make_daem
     assert exchange(handed, b"alice\r\nOver TCP\r\n") == b"OK\r\n"
     assert not can_connect(d.setter_port), "the setter's listen address is not bound"
     # fingerd-ctl set connects to [setter] socket, which fingerd still binds.
-    result = ctl(d, "set", "alice", "Over the Unix socket")
+    result = d.ctl("set", "alice", "Over the Unix socket")
     assert result.returncode == 0 and os.path.exists(unix), result.stdout + result.stderr
     assert d.finger(b"alice\r\n") == b"Over the Unix socket\r\n"
 

@@ -6,15 +6,12 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 
 import pytest
 
-from tests.support import ROOT
 from tests.support.net import answer_of, can_connect, exchange, skip_unless_free
 from tests.support.polling import wait_until
 from tests.support.procfs import children, descriptors, threads, zombies_of
@@ -72,12 +69,6 @@ class QueryLoop:
         wait_until(lambda: self.count >= target, what="more queries")
 
 
-def ctl(daemon, *args):
-    return subprocess.run([sys.executable, "-m", "fingerd.ctl", "-c", daemon.config_file, *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
-
-
 def served_by(result):
     """The pid of the worker ``fingerd-ctl reload`` says serves the configuration applied."""
     return int(re.search(r"worker (\d+) serves it", result.stdout).group(1))
@@ -94,7 +85,7 @@ def reload_under_queries(daemon, query=b"alice\r\n", **changes):
     what ``fingerd-ctl reload`` printed."""
     with QueryLoop(79, query) as loop:
         daemon.reconfigure(**changes)
-        result = ctl(daemon, "reload")
+        result = daemon.ctl("reload")
         loop.wait_for_more()
     assert loop.failures == [], f"{len(loop.failures)} of {loop.count} queries failed"
     return loop, result
@@ -195,7 +186,7 @@ def test_statuses_set_during_reloads_are_not_lost(on_port_79):
         for size in ("5", "6", "7"):
             wait_until(lambda n=len(done): len(done) > n, what="a set")
             on_port_79.reconfigure(fingerd__threads=size)
-            assert ctl(on_port_79, "reload").returncode == 0
+            assert on_port_79.ctl("reload").returncode == 0
         wait_until(lambda n=len(done): len(done) > n + 3, what="sets after the reloads")
     finally:
         stop.set()
@@ -215,7 +206,7 @@ def test_reloads_in_a_row_leave_one_worker_and_the_parent_as_they_found_it(on_po
     serving = set()
     for size in ("5", "6", "7", "8", "5"):
         on_port_79.reconfigure(fingerd__threads=size)
-        result = ctl(on_port_79, "reload")
+        result = on_port_79.ctl("reload")
         assert result.returncode == 0, result.stdout + result.stderr
         serving.add(served_by(result))
     assert len(serving) == 5, "each reload by a new worker"
@@ -239,7 +230,7 @@ def test_the_pidfile_and_log_file_wait_for_a_restart_and_the_rest_applies(on_por
 
 
 def test_reload_without_waiting_only_sends_the_signal(on_port_79):
-    result = ctl(on_port_79, "reload", "--no-wait")
+    result = on_port_79.ctl("reload", "--no-wait")
     assert result.returncode == 0
     assert "was asked to read its configuration and users file again" in result.stdout
     wait_until(lambda: "applied: worker" in on_port_79.log(), what="the reload")
@@ -289,7 +280,7 @@ def test_a_spoilt_users_file_keeps_the_entries_and_the_configuration_applies(sti
     assert still.metric("fingerd_reloads_total", outcome="failure") == 0
     spoil(still.users_file)
     still.reconfigure(output__replace="Happy => Glad")
-    result = ctl(still, "reload")
+    result = still.ctl("reload")
     assert result.returncode == 0, result.stderr
     said = f"users file rejected: {still.users_file}{problem}"
     assert re.search(r"configuration \S+ applied: worker \d+ serves it; " + re.escape(said)
@@ -327,7 +318,7 @@ def test_a_hup_alone_keeps_the_entries_of_a_spoilt_users_file(still, kind):
 def test_a_status_set_just_before_the_file_goes_is_still_served_after_the_reload(still):
     assert still.setter(b"alice\r\nSet before\r\n") == b"OK\r\n"
     os.unlink(still.users_file)
-    result = ctl(still, "reload")
+    result = still.ctl("reload")
     assert result.returncode == 0 and "2 users still served" in result.stdout, result.stdout
     wait_until(lambda: still.metric("fingerd_reloads_total", outcome="failure") == 1,
                what="the new worker alone to serve")
@@ -342,7 +333,7 @@ def test_another_users_file_that_cannot_be_served_keeps_the_entries_served(still
         with open(moved, "wb") as f:
             f.write(content)
     still.reconfigure(fingerd__users_file=moved)
-    result = ctl(still, "reload")
+    result = still.ctl("reload")
     assert result.returncode == 0, result.stderr
     assert f"users file rejected: {moved}:" in result.stdout
     wait_until(lambda: still.metric("fingerd_reloads_total", outcome="failure") == 1,
@@ -351,7 +342,7 @@ def test_another_users_file_that_cannot_be_served_keeps_the_entries_served(still
     with open(moved + ".tmp", "wb") as f:
         f.write(b"alice:Moved\n")
     os.rename(moved + ".tmp", moved)
-    assert ctl(still, "reload").returncode == 0
+    assert still.ctl("reload").returncode == 0
     wait_until(lambda: still.finger(b"alice\r\n") == b"Moved\r\n", what="the new file")
     assert still.finger(b"bob\r\n") == b"No such user\r\n"
 
@@ -360,7 +351,7 @@ def test_a_set_while_the_users_file_is_missing_is_refused_and_loses_no_entry(sti
     """The entries served are in no file: a set creating one with its line alone would
     lose the others at the next read. It is refused until the file is back."""
     os.unlink(still.users_file)
-    assert ctl(still, "reload").returncode == 0
+    assert still.ctl("reload").returncode == 0
     assert still.setter(b"alice\r\nAnything\r\n") == \
         b"ERROR users file missing; restore it first\r\n"
     assert not os.path.exists(still.users_file)
@@ -368,7 +359,7 @@ def test_a_set_while_the_users_file_is_missing_is_refused_and_loses_no_entry(sti
     assert still.finger(b"bob\r\n") == b"Sleeping\r\n"
     with open(still.users_file, "wb") as f:
         f.write(b"alice:Back\nbob:Sleeping\n")
-    result = ctl(still, "reload")
+    result = still.ctl("reload")
     assert result.returncode == 0 and "users file" not in result.stdout, result.stdout
     assert still.setter(b"alice\r\nSet again\r\n") == b"OK\r\n"
     assert still.finger(b"alice\r\n") == b"Set again\r\n"
@@ -407,7 +398,7 @@ def test_a_client_the_old_worker_holds_gets_its_answer_after_the_switch(on_port_
         wait_until(lambda: on_port_79.metric("fingerd_connections_active") == 1,
                    what="the old worker to hold the client")
         on_port_79.reconfigure(output__replace="Happy => Glad")
-        result = ctl(on_port_79, "reload")
+        result = on_port_79.ctl("reload")
         assert result.returncode == 0, result.stderr
         old = int(re.search(r"started worker (\d+)", on_port_79.log()).group(1))
         assert os.path.exists(f"/proc/{old}"), "the old worker waits for its client"
