@@ -92,7 +92,7 @@ def defer_accept() -> None:
 
 def answer_cache_off() -> None:
     """Every finger answer and web reply made again."""
-    _replace(finger.AnswerCache, "get", lambda self, line, make, *args: make(*args))
+    _replace(finger.AnswerCache, "get", lambda self, table, line, make, *args: make(*args))
 
 
 def common_head() -> None:
@@ -106,7 +106,7 @@ def web_prepared() -> None:
     _replace(web, "prepared_size",
              lambda target, reply: len(target[0]) + len(target[1]) + len(reply.body))
     _replace(web.PreparedReplies, "_lookup", lambda self, path, query: web.prepared(
-        self._cache.get((path, query), self._site.answer, path, query)))
+        self._cache.get(self._cache.current(), (path, query), self._site.answer, path, query)))
 
 
 def shards() -> None:

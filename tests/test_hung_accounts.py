@@ -9,6 +9,7 @@ service (assembly.Service) on real sockets; in a real daemon, the C library's
 (tests/support/hang_nss.c) never answers them.
 """
 
+import dataclasses
 import logging
 import os
 import pwd
@@ -22,6 +23,7 @@ import pytest
 from fingerd.config import parse_config
 from fingerd.finger.utmp import Session
 from fingerd.metrics import Metrics
+from fingerd.serving import finger
 from fingerd.serving.assembly import Service
 from fingerd.users.store import UserStore
 from tests.support.accounts import made_accounts
@@ -184,6 +186,58 @@ def test_users_of_the_users_file_are_answered_with_every_pool_thread_held(serve,
             assert waiting.recv(100).startswith(b"Login: ada")
     finally:
         held.set()
+
+
+def test_a_user_is_answered_from_the_table_found_in_whatever_a_reload_does_meanwhile(
+        serve, nss):
+    """A user of the users file is answered from the table the reading thread found it in:
+    a reload that removed ``hungry`` between that check and the answer sent the query to
+    the account lookup on the reading thread, which NSS held (up to request_timeout, 60 s
+    here) with every client of the service waiting behind it."""
+    running = serve(request_timeout=60)
+    store, users = running.service.store, running.config.users_file
+    with open(users, "w") as f:
+        f.write("alice:Happy and well\nhungry:Peckish\n")
+    assert store.reload(force=True)
+    server = next(s for s in running.service._servers if s.service.name == "finger")
+    check, reloads = server.service.answers_inline, []
+
+    def then_reload(request):
+        """The check, then a reload without ``hungry`` (as the watcher's), published before
+        the reading thread goes on to answer."""
+        inline = check(request)
+        if inline and not reloads:
+            checked = store.table
+            with open(users, "w") as f:
+                f.write("alice:Happy and well\n")
+            reloads.append(threading.Thread(target=store.reload, args=(True,)))
+            reloads[0].start()
+            wait_until(lambda: store.table is not checked, what="the reload to publish")
+        return inline
+
+    server.service = dataclasses.replace(server.service, answers_inline=then_reload)
+    try:
+        with sent(running.ports["finger"], b"hungry\r\n") as client:
+            assert select.select([client], [], [], 10)[0] == [client], \
+                "the reading thread waits on an account lookup"
+            assert answer_of(client) == b"Peckish\r\n"
+        assert "hungry" not in store.table and nss.stuck == 0
+        assert running.finger(b"alice\r\n") == b"Happy and well\r\n"
+    finally:
+        nss.release.set()
+        for reload in reloads:
+            reload.join(10)
+
+
+def test_a_query_is_parsed_once_with_the_system_accounts(serve, nss, monkeypatch):
+    """Which thread answers a query depends on its name: it was parsed for that check, and
+    again for the answer."""
+    parsed, parse = [], finger.parse_query
+    monkeypatch.setattr(finger, "parse_query", lambda line: parsed.append(line) or parse(line))
+    running = serve(request_timeout=60)
+    assert running.finger(b"/W alice\r\n").endswith(b"Happy and well\r\n")
+    assert running.finger(b"ada\r\n").startswith(b"Login: ada")
+    assert parsed == [b"/W alice", b"ada"], "answered on the reading thread, then by the pool"
 
 
 def test_a_hung_query_is_answered_internal_error_and_the_streak_logged_once(serve, nss,

@@ -2,23 +2,26 @@
 
 An answer from the users file alone never waits, so it is made on the
 reading thread, and once per table and query line (AnswerCache); a forward
-or an account lookup (NSS, plan files) may wait, and goes to the pool.
+or an account lookup (NSS, plan files) may wait, and goes to the pool. With
+the system's accounts, a query is parsed as it is taken (CheckedQuery), since
+its name decides which thread answers it.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
 
-from fingerd.finger.answer import Rules, answer, parse_query
+from fingerd.finger.answer import Query, Rules, answer, parse_query
 from fingerd.finger.output import Renderer
+from fingerd.finger.sources import Directory, FileSource
 from fingerd.limits import MAX_CACHED_ANSWER_BYTES, MAX_QUERY_BYTES
 from fingerd.serving.gate import ConnectionGate
 from fingerd.serving.lines import take_lines
 from fingerd.serving.loop import RequestHandler
-from fingerd.serving.service import INTERNAL_ERROR, Answer, ServiceSpec, never
+from fingerd.serving.service import INTERNAL_ERROR, Answer, ServiceSpec, TakeRequest, never
 
 Lines = list[bytes]
 
@@ -38,12 +41,47 @@ class FingerNeeds:
     forward: Callable[..., Any] | None = None
 
 
+class CheckedQuery(NamedTuple):
+    """A query as finger takes it with the system's accounts, whose lookups may block:
+    parsed once, as it is taken, and checked against the users table of that moment.
+
+    ``table`` is that table when it has the user (who wins over an account of
+    the same name) and no other host is asked: the answer is then made from
+    it alone, on the reading thread, so that a reload meanwhile can neither
+    change it nor send it to an account lookup there. Else None, and the pool
+    answers from the directory (a table held there could not be freed
+    gradually once replaced).
+    """
+
+    line: bytes
+    query: Query
+    table: Mapping[str, str] | None
+
+
+class _Kept(NamedTuple):
+    """One table as a store that never replaces it, for sources.FileSource."""
+
+    table: Mapping[str, str]
+
+
+def answered(query: Query, directory: Any, needs: FingerNeeds) -> Answer:
+    """The Answer to ``query`` from ``directory`` under ``needs``' rules."""
+    outcome, data = answer(query, directory, needs.rules, needs.renderer, needs.forward)
+    return Answer(outcome, data, query.kind, query.user)
+
+
 class FingerHandler(RequestHandler):
     def respond(self, lines: Lines, needs: FingerNeeds) -> Answer:
-        query = parse_query(lines[0])
-        outcome, data = answer(query, needs.directory, needs.rules, needs.renderer,
-                               needs.forward)
-        return Answer(outcome, data, query.kind, query.user)
+        return answered(parse_query(lines[0]), needs.directory, needs)
+
+
+class CheckedQueryHandler(RequestHandler):
+    """FingerHandler of a CheckedQuery: from its table alone when it has one."""
+
+    def respond(self, checked: CheckedQuery, needs: FingerNeeds) -> Answer:
+        table = checked.table
+        directory = needs.directory if table is None else Directory((FileSource(_Kept(table)),))
+        return answered(checked.query, directory, needs)
 
 
 def take_query(buf: bytes, eof: bool) -> Lines | None:
@@ -63,14 +101,28 @@ def from_users_file(lines: Lines) -> bool:
     return _AT not in lines[0]
 
 
-def names_a_user_of(users: Callable[[], Any]) -> Callable[[Lines], bool]:
-    """With the system's accounts, whose lookups may block: whether a query asks no other
-    host and names a user of the users file (``users()``, the current table), which
-    wins over an account of the same name, so that its answer never waits, whatever
+def checking_queries(users: Callable[[], Any]) -> TakeRequest:
+    """``take_request`` of finger with the system's accounts: ``take_query``'s line as a
+    CheckedQuery, checked against ``users()``, the current table."""
+    def take(buf: bytes, eof: bool) -> CheckedQuery | Lines | None:
+        lines = take_lines(buf, 1, MAX_QUERY_BYTES, eof)
+        if not lines:
+            return lines
+        query, table = parse_query(lines[0]), users()
+        return CheckedQuery(lines[0], query,
+                            table if not query.hosts and query.user in table else None)
+    return take
+
+
+def in_its_table(checked: CheckedQuery) -> bool:
+    """Whether the users file answers the query, so that its answer never waits, whatever
     NSS, home directories or forwards hold the pool with."""
-    def from_the_table(lines: Lines) -> bool:
-        return _AT not in lines[0] and parse_query(lines[0]).user in users()
-    return from_the_table
+    return checked.table is not None
+
+
+def forwarded(checked: CheckedQuery) -> bool:
+    """``asks_another_host`` of a CheckedQuery: whether it is to be forwarded."""
+    return bool(checked.query.hosts)
 
 
 def internal_error(lines: Lines) -> Answer:
@@ -80,24 +132,36 @@ def internal_error(lines: Lines) -> Answer:
     return INTERNAL_ERROR._replace(kind=query.kind, name=query.user)
 
 
+def checked_internal_error(checked: CheckedQuery) -> Answer:
+    """``internal_error`` of finger with the system's accounts."""
+    query = checked.query
+    return INTERNAL_ERROR._replace(kind=query.kind, name=query.user)
+
+
 def finger_service(gate: ConnectionGate, request_timeout: float, first_byte_timeout: float,
                    needs: FingerNeeds, lookups_block: bool = False,
                    users: Callable[[], Any] | None = None,
                    proxy_from: tuple | None = None) -> ServiceSpec:
     """The finger service. With ``lookups_block`` (the system's accounts), only answers
-    for users of the users file are made on the reading thread; ``users()``, the store's
-    current table, keys the answer cache."""
+    for users of the users file are made on the reading thread, each from the table
+    its query was checked in (CheckedQuery); ``users()``, the store's current table,
+    keys the answer cache."""
     cache = AnswerCache(users, MAX_CACHED_ANSWER_BYTES) if users else None
-    inline: Callable[[Lines], bool] = from_users_file
-    if lookups_block:
-        inline = names_a_user_of(users) if users is not None else never
-    return ServiceSpec(
+    spec = ServiceSpec(
         "finger", FingerHandler, needs, gate, request_timeout, first_byte_timeout,
-        take_query, answers_inline=inline,
+        take_query, answers_inline=from_users_file,
         waits_outside=never if needs.forward is None else asks_another_host,
         memo=cache.answer if cache is not None else None, defers_accept=True,
         internal_error=internal_error,
         proxy_from=proxy_from)
+    if not lookups_block:
+        return spec
+    if users is None or cache is None:  # no table to find users in
+        return replace(spec, answers_inline=None)
+    return replace(spec, handler=CheckedQueryHandler, take_request=checking_queries(users),
+                   answers_inline=in_its_table,
+                   waits_outside=never if needs.forward is None else forwarded,
+                   memo=cache.answer_checked, internal_error=checked_internal_error)
 
 
 def _no_table() -> None:
@@ -125,7 +189,8 @@ class AnswerCache:
 
     def __init__(self, current_table: Callable[[], Any], limit: int,
                  size_of: Callable[[Any, Any], int] = _answer_size) -> None:
-        self._current = current_table
+        #: The store's current table, read by the callers of ``get``.
+        self.current = current_table
         self._size_of = size_of
         self._limit = limit
         self._table: Callable[[], Any] = _no_table
@@ -135,18 +200,24 @@ class AnswerCache:
     def answer(self, lines: Lines, client: Any,
                make: Callable[[Lines, Any], Answer]) -> Answer:
         """The answer to a query: the service's memo."""
-        return self.get(lines[0], make, lines, client)
+        return self.get(self.current(), lines[0], make, lines, client)
 
-    def get(self, line: Any, make: Callable[..., Any], *args: Any) -> Any:
-        """The answer to ``line`` (any key: the web's keys are request targets): one made
-        from the current table, or ``make(*args)``."""
-        table = self._current()
+    def answer_checked(self, checked: CheckedQuery, client: Any,
+                       make: Callable[[CheckedQuery, Any], Answer]) -> Answer:
+        """The answer to a query found in the table it was checked in, from that table:
+        the memo with the system's accounts."""
+        return self.get(checked.table, checked.line, make, checked, client)
+
+    def get(self, table: Any, line: Any, make: Callable[..., Any], *args: Any) -> Any:
+        """The answer to ``line`` (any key: the web's keys are request targets) from
+        ``table`` (``current()``'s, or the one a query was checked in): one made from it
+        earlier, or ``make(*args)``, kept while ``table`` is current."""
         if self._table() is not table:
             self._forget(table)
         made = self._answers.get(line)
         if made is None:
             made = make(*args)
-            if self._current() is table:
+            if self.current() is table:
                 self._keep(line, made)
         return made
 

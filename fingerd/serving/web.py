@@ -118,7 +118,8 @@ class PreparedReplies:
         return answered(head, self._lookup(head.path, head.query))
 
     def _lookup(self, path: str, query: str) -> Prepared:
-        return self._cache.get((path, query), self._prepared, path, query)
+        cache = self._cache
+        return cache.get(cache.current(), (path, query), self._prepared, path, query)
 
     def _prepared(self, path: str, query: str) -> Prepared:
         return prepared(self._site.answer(path, query))
