@@ -202,6 +202,18 @@ def test_a_restarted_worker_serves_its_predecessors_table_until_redis_is_back(po
         store.close()
 
 
+def test_a_worker_serving_its_predecessors_table_keeps_it_for_its_own_successor(ports):
+    previous = Snapshot(create())
+    previous.save_table(UserTable([("alice", "Kept")]))
+    own = Snapshot(create(), previous=previous.fd)
+    store = RedisStore(f"redis://127.0.0.1:{ports.take()}/0", "test", Metrics(), snapshot=own)
+    try:
+        store.load()
+    finally:
+        store.close()
+    assert dict(Snapshot(create(), previous=own.fd).load_table().items()) == {"alice": "Kept"}
+
+
 def test_a_hash_too_large_is_refused_the_table_kept_and_reported_once(open_store, direct,
                                                                      caplog):
     metrics = Metrics()

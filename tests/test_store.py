@@ -391,7 +391,7 @@ def test_a_set_without_a_file_and_without_users_creates_the_file(tmp_path, metri
     store.set_status("alice", "First")
     with open(path, "rb") as f:
         assert f.read() == b"alice:First\n"
-    assert kept.load() == b"# read at 0.0\nalice:First\n", \
+    assert kept.load() == b"# read at 0.0; save 1: 12 bytes\nalice:First\n", \
         "the file read back is kept for the next worker (no file was ever read whole)"
 
 
@@ -430,6 +430,19 @@ def test_a_status_set_after_the_file_was_read_is_kept_for_the_next_worker(path, 
     store = UserStore(path, metrics, snapshot=kept)
     assert store.load() == Fallback(f"{path}: No such file or directory", 3)
     assert store.table == {"alice": "Set again", "bob": "Sleeping", "carol": "New"}
+
+
+def test_a_worker_serving_its_predecessors_table_keeps_it_for_its_own_successor(path, metrics):
+    """Each worker writes a snapshot of its own: one that took its table from the one before
+    leaves it in its own for the next, the file still spoilt."""
+    first = Snapshot(create())
+    UserStore(path, Metrics(), snapshot=first).load()
+    os.unlink(path)
+    second = Snapshot(create(), previous=first.fd)
+    assert UserStore(path, Metrics(), snapshot=second).load() is not None
+    store = UserStore(path, metrics, snapshot=Snapshot(create(), previous=second.fd))
+    assert store.load() == Fallback(f"{path}: No such file or directory", 2)
+    assert store.table == {"alice": "Happy", "bob": "Sleeping"}
 
 
 def test_a_worker_serving_the_previous_ones_table_says_when_its_file_was_read(path, metrics):

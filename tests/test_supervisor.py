@@ -74,6 +74,7 @@ class FakeWorkers:
         self.waited = []
         self.configured = []
         self.reload = []
+        self.served = []
         self._ends = {}
         self._ended = []
         self.plan = None
@@ -92,6 +93,9 @@ class FakeWorkers:
         self.pids.append(pid)
         self._ends[pid] = (worker_end, log_w)
         return pid, parent_end, log_r
+
+    def serving(self, pid):
+        self.served.append(pid)
 
     def kill(self, pid, signum):
         self.sent.append((pid, signum))
@@ -652,6 +656,18 @@ def test_a_new_worker_that_dies_before_it_is_ready_is_a_refused_reload(
     assert workers.plan is first, "the next worker is started as before"
     assert plan.fresh[0].fileno() == -1 and plan.unused[0].fileno() != -1
     assert workers.sent == []
+
+
+def test_the_next_worker_reads_the_table_of_the_last_one_ready_not_of_one_that_died_first(
+        reloading, workers, reloader):
+    first = workers.pid
+    _, dead = begin_reload(reloading, workers, reloader)
+    workers.end(exited(EXIT_FATAL), pid=dead)
+    reloading.handle_sigchld()
+    _, new = begin_reload(reloading, workers, reloader)
+    workers.ready(new)
+    reloading.step(0)
+    assert workers.served == [first, new]
 
 
 def test_a_new_worker_not_ready_in_time_is_killed_and_the_reload_refused(

@@ -253,6 +253,7 @@ class RedisStore:
         if users is None:
             return False
         self._publish(users)
+        self.keep()  # in this worker's own snapshot, for its successor
         count_read(self._metrics, False)
         log.error("%s: %s; serving the %d users the previous worker served and retrying",
                   self.path, problem, len(users))

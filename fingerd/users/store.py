@@ -88,6 +88,8 @@ class UserStore:
         if users is None:
             return None
         self._publish(users, None)
+        # Kept in this worker's own snapshot, for its successor.
+        self._keep(lambda snapshot: snapshot.save_table(users))
         # The previous worker's last good read is this one's too: the table is its file's.
         self._metrics.last_reload_success.set(self._snapshot.read_at)
         if isinstance(problem, UsersFileError):

@@ -120,3 +120,14 @@ def bound_sockets(pid):
                         address = socket.inet_ntoa(bytes.fromhex(address)[::-1])
                     found.add((protocol, address, int(port, 16)))
     return found
+
+
+def memory_files(pid, name):
+    """How many of ``pid``'s descriptors are anonymous memory files called ``name``."""
+    found = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            found += os.readlink(f"/proc/{pid}/fd/{fd}").startswith(f"/memfd:{name} ")
+        except OSError:
+            continue
+    return found

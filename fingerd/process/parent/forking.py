@@ -40,8 +40,11 @@ class ForkedWorkers:
         self.sockets = sockets
         self.workers = set()  # the pids of the workers not yet reaped
         self._subreaper = None
-        #: Inherited by every worker: the table the last one served (users/snapshot.py).
+        #: The snapshot of the last worker that became ready (users/snapshot.py): the table
+        #: it serves, which the next worker reads. Each writes only its own, made at its fork.
         self.snapshot_fd = snapshot.create()
+        #: The snapshot of each worker not yet ready, by pid: closed if it never is.
+        self._own_snapshots: dict[int, int] = {}
         #: Inherited by every worker, which exports them: the reloads of the configuration.
         self.config_reloads = ConfigReloads()
         #: The pids of this process's children that are not leftovers (the supervisor's
@@ -72,6 +75,7 @@ class ForkedWorkers:
                 log.warning("child subreaper not applied: %s; what a dead worker leaves "
                             "behind is not killed", refused)
         self._kill_leftovers(None)
+        own_snapshot = snapshot.create()
         parent_end, worker_end = channel()
         log_r, log_w = os.pipe()
         # The child starts with the worker's signals blocked: one sent before it is
@@ -88,18 +92,27 @@ class ForkedWorkers:
                 parent_end.close()
                 os.close(log_r)
                 code = worker.run(self.config, self.account, self.sockets, worker_end, log_w,
-                                  restarts, self.snapshot_fd, self.config_reloads.fd, reload,
+                                  restarts, (own_snapshot, self.snapshot_fd),
+                                  self.config_reloads.fd, reload,
                                   new_store=reload and self._new_store)
             except BaseException:
                 log.critical("worker failed", exc_info=True)
             finally:
                 os._exit(code)
         self.workers.add(pid)
+        self._own_snapshots[pid] = own_snapshot
         signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
         worker_end.close()
         os.close(log_w)
         os.set_blocking(log_r, False)
         return pid, parent_end, log_r
+
+    def serving(self, pid):
+        """``pid`` is ready: the next worker reads its snapshot, no longer its predecessor's."""
+        own = self._own_snapshots.pop(pid, None)
+        if own is not None:
+            os.close(self.snapshot_fd)
+            self.snapshot_fd = own
 
     def kill(self, pid, signum):
         """Send ``signum`` unless the process is gone already."""
@@ -132,6 +145,9 @@ class ForkedWorkers:
     def _reaped(self, pid):
         if pid in self.workers:
             self.workers.discard(pid)
+            own = self._own_snapshots.pop(pid, None)
+            if own is not None:  # it never served: its table is no one's to read
+                os.close(own)
             self._kill_leftovers(pid)
 
     def _kill_leftovers(self, pid):

@@ -74,8 +74,7 @@ class Supervisor:
                  reloader: Optional[Callable[[Any, dict[str, list[socket.socket]]], "Plan"]] = None,
                  on_reload: Optional[Callable[[bool, str, float], None]] = None,
                  notify: Callable[[str], None] = lambda message: None) -> None:
-        self.config = config
-        self.sockets = sockets
+        self.config, self.sockets = config, sockets
         self.workers = workers
         self.log_handler = log_handler
         self.on_ready = on_ready
@@ -203,6 +202,7 @@ class Supervisor:
             replacing = self.state is State.REPLACING
             self._move(State.RUNNING)
             sender.move(Phase.RUNNING, self.clock() + HEARTBEAT_TIMEOUT)
+            self.workers.serving(sender.pid)  # its successor takes its table
             if replacing:
                 self.reloads.on_ready(sender)
             else:

@@ -45,18 +45,20 @@ SWITCH_INTERVAL = 0.0005
 
 def run(config: Any, account: Any, sockets: dict[str, list[socket.socket]],
         monitor_sock: socket.socket, log_fd: int, restarts: int,
-        snapshot_fd: Optional[int] = None, counts_fd: Optional[int] = None,
+        snapshots: Optional[tuple[int, int]] = None, counts_fd: Optional[int] = None,
         reload: bool = False, new_store: bool = False) -> int:
     """The worker's life; returns its exit status. Called in the child right after fork.
 
-    A worker that cannot read its users file at its start serves the table
-    the previous one left in the snapshot, and says so once: in the log, or,
-    if it is a ``reload``'s, to the parent with its ready message, for the
-    reload's outcome (the configuration applies all the same). A reload's
-    worker for a ``new_store`` (another Redis server or prefix than the
-    worker serving) that cannot reach it exits with EXIT_FATAL instead, and
-    the reload is refused: the worker serving keeps its copy and goes on
-    trying. For the same server, Redis being down refuses no reload: the new
+    ``snapshots`` are this worker's own snapshot, which it alone writes, and its
+    predecessor's, which it reads (users/snapshot.py). A worker that cannot
+    read its users file at its start serves the table the previous one left
+    there, and says so once: in the log, or, if it is a ``reload``'s, to the
+    parent with its ready message, for the reload's outcome (the
+    configuration applies all the same). A reload's worker for a
+    ``new_store`` (another Redis server or prefix than the worker serving)
+    that cannot reach it exits with EXIT_FATAL instead, and the reload is
+    refused: the worker serving keeps its copy and goes on trying. For the
+    same server, Redis being down refuses no reload: the new
     worker serves the copy, as the one serving does, and goes on trying.
 
     Whatever happens, the log lines queued for the parent are written before it ends.
@@ -77,7 +79,7 @@ def run(config: Any, account: Any, sockets: dict[str, list[socket.socket]],
         if restarts == 0:  # every worker meets the same kernel: said once
             for layer in refused:
                 log.warning("worker confinement: %s; the other layers apply", layer)
-        return _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd,
+        return _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshots,
                      counts_fd, reload, new_store, relay)
     except BaseException:
         log.critical("worker failed", exc_info=True)
@@ -86,9 +88,9 @@ def run(config: Any, account: Any, sockets: dict[str, list[socket.socket]],
         relay.close()
 
 
-def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd, counts_fd,
+def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshots, counts_fd,
           reload, new_store, relay):
-    keep = {log_fd, monitor_sock.fileno(), snapshot_fd, counts_fd} | {
+    keep = {log_fd, monitor_sock.fileno(), *(snapshots or ()), counts_fd} | {
         s.fileno() for ss in sockets.values() for s in ss}
     _close_other_descriptors(keep)
     os.umask(0o027)
@@ -100,7 +102,7 @@ def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshot_fd, 
     monitor = MonitorClient(monitor_sock)
     try:
         store = open_store(config, metrics, writer=monitor.write_status,
-                           snapshot=Snapshot(snapshot_fd) if snapshot_fd is not None else None)
+                           snapshot=Snapshot(*snapshots) if snapshots is not None else None)
         kept = store.load(fallback=not (new_store and config.store_backend == "redis"))
     except (UsersFileError, StoreError) as exc:
         log.critical("%s", exc)
