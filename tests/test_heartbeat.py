@@ -3,10 +3,13 @@ and one that served is not held back by the restart backoff when killed from out
 
 import os
 import signal
+import socket
 
+from fingerd.process.parent.monitor import HEARTBEAT_TIMEOUT
 from tests.support.children import as_nobody
 from tests.support.markers import needs_root
-from tests.support.polling import wait_until
+from tests.support.net import answer_of
+from tests.support.polling import during, wait_until
 from tests.support.procfs import proc_status, worker_of
 
 
@@ -43,3 +46,27 @@ def test_a_worker_that_served_is_restarted_at_once_however_often_it_is_killed(ma
         wait_until(d.ready, what="the next worker serving")
     assert "keeps dying" not in d.log()
     assert d.metric("fingerd_worker_restarts_total") == 4
+
+
+def test_a_parent_stopped_past_the_heartbeat_deadline_reads_the_worker_before_judging_it(
+        make_daemon):
+    """A parent stopped (or stalled on a log write) for longer than HEARTBEAT_TIMEOUT finds
+    the worker's heartbeats waiting once it runs again: the worker served all along, and
+    a client whose query spans the stop is answered."""
+    d = make_daemon(fingerd__request_timeout="10").start()
+    worker = worker_of(d.proc.pid)
+    os.kill(d.proc.pid, signal.SIGSTOP)
+    try:
+        with socket.create_connection(("127.0.0.1", d.finger_port), 10) as client:
+            client.sendall(b"ali")
+            for _ in during(HEARTBEAT_TIMEOUT + 1.5, interval=0.2):
+                assert proc_status(d.proc.pid)["State"].startswith("T"), "the parent stopped"
+            os.kill(d.proc.pid, signal.SIGCONT)
+            client.sendall(b"ce\r\n")
+            assert answer_of(client) == b"Happy and well\r\n"
+        for _ in during(2.0, interval=0.1):
+            assert worker_of(d.proc.pid) == worker, "the worker that served is kept"
+    finally:
+        os.kill(d.proc.pid, signal.SIGCONT)
+    assert "gave no sign of life" not in d.log()
+    assert d.metric("fingerd_worker_restarts_total") == 0

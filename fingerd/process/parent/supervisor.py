@@ -119,7 +119,7 @@ class Supervisor:
         if self.deadline is not None and now >= self.deadline:
             self.start_worker()  # only BACKOFF has a deadline of its own
         for handle in self._handles():
-            if handle.deadline is not None and now >= handle.deadline:
+            if handle.overdue(now):
                 self._on_worker_deadline(handle)
         if self.writes.deadline is not None and now >= self.writes.deadline:
             self.writes.on_deadline()

@@ -6,6 +6,7 @@ along the arrows of ``states.NEXT_PHASE``. The supervisor decides what a deadlin
 reached means (``Supervisor._on_worker_deadline``); the handle only keeps it.
 """
 
+import select
 import selectors
 from collections.abc import Callable
 from typing import Any, Optional
@@ -41,6 +42,17 @@ class WorkerHandle:
             f"worker {self.pid} {self.phase.value} cannot be {phase.value}"
         self.phase = phase
         self.deadline = deadline
+
+    def overdue(self, now: float) -> bool:
+        """Whether its phase has ended by itself at ``now``. A worker starting or running
+        whose word (ready, alive) waits unread on its channel is not: a parent stopped or
+        stalled past the deadline reads it first, rather than kill a worker for its own
+        silence."""
+        if self.deadline is None or now < self.deadline:
+            return False
+        if self.phase not in (Phase.STARTING, Phase.RUNNING) or self.channel is None:
+            return True
+        return not select.select([self.channel], [], [], 0)[0]
 
 
 def _nothing() -> None:
