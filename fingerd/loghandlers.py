@@ -14,6 +14,7 @@ import socket
 import stat
 import sys
 import time
+from collections.abc import Callable
 from typing import Optional, Union, cast
 
 from fingerd import limits
@@ -42,13 +43,16 @@ class LogFileHandler(logging.handlers.WatchedFileHandler):
     there already keeps its mode.
 
     A file that cannot be written (its file system full) costs lines, never the
-    daemon, nor a traceback a line: the first failure says so on standard error in
-    one line, and once a record or a batch is written again, a line after it says
-    in the file that lines may be missing.
+    daemon, nor a traceback a line: the first failure is said in one line by
+    ``tell`` (standard error, or syslog for a detached daemon, whose standard error
+    is /dev/null), and once a record or a batch is written again, a line after it
+    says in the file that lines may be missing.
     """
 
-    def __init__(self, filename: str) -> None:
+    def __init__(self, filename: str,
+                 tell: Optional[Callable[[str], None]] = None) -> None:
         super().__init__(filename)
+        self.tell = tell or _say_on_stderr
         #: Why the last write failed, while writes fail; None while they succeed.
         self.failing: Optional[str] = None
         self._failed_now = False
@@ -119,8 +123,8 @@ class LogFileHandler(logging.handlers.WatchedFileHandler):
         self._failed_now = True
         if self.failing is None:
             self.failing = error.strerror or str(error)
-            say_at_once(f"fingerd: cannot write log file {self.baseFilename}: {self.failing}; "
-                        f"lines may be lost until it can be written\n")
+            self.tell(f"cannot write log file {self.baseFilename}: {self.failing}; "
+                      f"lines may be lost until it can be written")
 
     def write_lines(self, data: bytes) -> None:
         """``data``, whole lines in the log's format, written in one write under the
@@ -162,6 +166,10 @@ def say_at_once(line: str, fd: int = STDERR) -> None:
             os.write(fd, line.encode()[:select.PIPE_BUF])
     except OSError:
         pass
+
+
+def _say_on_stderr(message: str) -> None:
+    say_at_once(f"fingerd: {message}\n")
 
 
 class StderrHandler(logging.Handler):

@@ -56,15 +56,15 @@ def syslog_problem() -> Optional[str]:
 
 def configure(log_file: str, foreground: bool) -> logging.Handler:
     """Send the root logger's records to one destination and return its handler."""
-    return _install(_destination(log_file, foreground))
+    return _install(destination(log_file, foreground))
 
 
-def _destination(log_file: str, foreground: bool) -> logging.Handler:
+def destination(log_file: str, foreground: bool) -> logging.Handler:
     """The handler writing to ``log_file``, else standard error in the foreground, else
     syslog; raises OSError if the log file cannot be opened."""
     handler: logging.Handler
     if log_file:
-        handler = LogFileHandler(log_file)
+        handler = LogFileHandler(log_file, None if foreground else _to_syslog)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
     elif foreground:
         handler = StderrHandler()
@@ -74,6 +74,13 @@ def _destination(log_file: str, foreground: bool) -> logging.Handler:
         handler = SyslogHandler(SYSLOG_SOCKET)
         handler.setFormatter(logging.Formatter("fingerd[%(process)d]: %(message)s"))
     return handler
+
+
+def _to_syslog(message: str) -> None:
+    """``message`` to syslog, never waited for: a detached daemon's word on its log file,
+    which cannot go in that file, nor to a standard error that is /dev/null."""
+    _handle_once(destination("", foreground=False), logging.LogRecord(
+        "fingerd", logging.ERROR, __file__, 0, "%s", (message,), None))
 
 
 def _install(handler: logging.Handler) -> logging.Handler:
@@ -103,14 +110,14 @@ class StartupHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if self.log_file:
             try:
-                handler = _destination(self.log_file, foreground=True)
+                handler = destination(self.log_file, foreground=True)
             except OSError:
                 pass
             else:
                 _handle_once(handler, record)
                 return
         if self.detached and syslog_problem() is None:
-            _handle_once(_destination("", foreground=False), record)
+            _handle_once(destination("", foreground=False), record)
 
 
 def _handle_once(handler: logging.Handler, record: logging.LogRecord) -> None:

@@ -2,6 +2,7 @@
 error, syslog (logsetup, loghandlers; docs/guide.md, "Metrics and logs")."""
 
 import ast
+import contextlib
 import errno
 import fcntl
 import io
@@ -74,14 +75,26 @@ class FillingUp(io.RawIOBase):
         return os.write(self.fd, data)
 
 
-def test_a_log_file_that_cannot_be_written_costs_lines_and_is_said_once(tmp_path, capfd):
-    path = tmp_path / "fingerd.log"
-    handler = logsetup.LogFileHandler(str(path))
-    handler.setFormatter(logging.Formatter(logsetup.LOG_FORMAT))
+@contextlib.contextmanager
+def on_a_full_disk(handler):
+    """``handler`` writing to a file system that is full (the FillingUp it yields) until
+    told otherwise; the handler closed after."""
     opened = handler.stream
     disk = FillingUp(opened.fileno())
     handler.stream = io.TextIOWrapper(io.BufferedWriter(disk, buffer_size=64))
     try:
+        yield disk
+    finally:
+        disk.full = False
+        handler.close()
+        opened.close()
+
+
+def test_a_log_file_that_cannot_be_written_costs_lines_and_is_said_once(tmp_path, capfd):
+    path = tmp_path / "fingerd.log"
+    handler = logsetup.LogFileHandler(str(path))
+    handler.setFormatter(logging.Formatter(logsetup.LOG_FORMAT))
+    with on_a_full_disk(handler) as disk:
         for n in range(5):
             write(handler, f"lost {n}")
         assert capfd.readouterr().err == (
@@ -97,9 +110,31 @@ def test_a_log_file_that_cannot_be_written_costs_lines_and_is_said_once(tmp_path
         write(handler, "and on")
         assert path.read_text().splitlines()[-1].endswith("WARNING and on")
         assert capfd.readouterr().err == ""
-    finally:
-        handler.close()
-        opened.close()
+
+
+def test_a_detached_daemon_says_its_log_file_cannot_be_written_in_syslog(tmp_path, capfd,
+                                                                          monkeypatch):
+    """Detached, standard error is /dev/null: the first failure of the log file is said
+    to syslog, once, never waited for."""
+    syslog = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    syslog.bind(str(tmp_path / "syslog"))
+    monkeypatch.setattr(logsetup, "SYSLOG_SOCKET", str(tmp_path / "syslog"))
+    path = tmp_path / "fingerd.log"
+    handler = logsetup.destination(str(path), foreground=False)
+    with on_a_full_disk(handler), syslog:
+        for n in range(5):
+            write(handler, f"lost {n}")
+        syslog.setblocking(False)
+        said = []
+        for _ in range(10):
+            try:
+                said.append(syslog.recv(65536))
+            except BlockingIOError:
+                break
+        assert said == [b"<27>fingerd[%d]: cannot write log file %s: No space left on "
+                        b"device; lines may be lost until it can be written\0"
+                        % (os.getpid(), bytes(path))]
+        assert capfd.readouterr().err == ""
 
 
 def held_files():
