@@ -12,9 +12,11 @@ Relative paths are taken from the configuration file's directory.
 from __future__ import annotations
 
 import difflib
+import errno
 import ipaddress
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 
 from fingerd.config_keys import (
@@ -306,11 +308,24 @@ def _item(item: object) -> str:
     return str(item)
 
 
+def read_config_file(path: str) -> bytes:
+    """At most MAX_CONFIG_BYTES + 1 bytes of the configuration file at ``path``, which
+    must be a regular file: a FIFO or a device named by mistake (or by another account)
+    is refused, never waited on. Raises OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    with open(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return f.read(MAX_CONFIG_BYTES + 1)
+
+
 def load_config(path: str) -> Config:
     """Read and validate the configuration file at ``path``; raise ConfigError."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
+        data = read_config_file(path)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read configuration: {exc.strerror}"]) from None
     if len(data) > MAX_CONFIG_BYTES:
@@ -326,9 +341,14 @@ def load_config(path: str) -> Config:
 def configured_log_file(config_path: str) -> str:
     """The ``log_file`` of the configuration at ``config_path``, found line by line
     even when the file does not load; "" when it is not set or not readable."""
+    return fingerd_path_setting(raw_text(config_path), config_path, "log_file") or ""
+
+
+def raw_text(path: str) -> str:
+    """The text of the configuration file at ``path`` as far as it reads, for one that may
+    not load (invalid UTF-8 replaced, past MAX_CONFIG_BYTES cut); "" when it cannot be
+    read."""
     try:
-        with open(config_path, "rb") as f:
-            text = f.read(MAX_CONFIG_BYTES).decode("utf-8", "replace")
+        return read_config_file(path)[:MAX_CONFIG_BYTES].decode("utf-8", "replace")
     except OSError:
         return ""
-    return fingerd_path_setting(text, config_path, "log_file") or ""

@@ -16,12 +16,12 @@ from typing import TextIO, TypeVar
 from fingerd.config import (
     DEFAULT_PATH,
     DEFAULT_PIDFILE,
-    MAX_CONFIG_BYTES,
     Address,
     Config,
     ConfigError,
     load_config,
     pidfile_setting,
+    raw_text,
 )
 from fingerd.finger import client
 from fingerd.limits import MAX_USERS_FILE_BYTES, STARTUP_TIMEOUT
@@ -346,12 +346,7 @@ COMMANDS = {"set": cmd_set, "get": cmd_get, "import": cmd_import, "export": cmd_
 def fallback_pidfile(args: argparse.Namespace) -> tuple[str, str]:
     """The pidfile for a configuration that does not load, and where that choice came from:
     the file's own pidfile line, else ``--pidfile``, else the default."""
-    try:
-        with open(args.config, "rb") as f:
-            text = f.read(MAX_CONFIG_BYTES).decode("utf-8", "replace")
-    except OSError:
-        text = ""
-    found = pidfile_setting(text, args.config)
+    found = pidfile_setting(raw_text(args.config), args.config)
     if found:
         return found, "its pidfile line"
     if args.pidfile:

@@ -286,6 +286,22 @@ def test_missing_configuration_fails(tmp_path):
     assert "cannot read configuration" in stderr
 
 
+def test_a_configuration_that_is_no_regular_file_is_refused_never_waited_on(tmp_path):
+    """A FIFO named by -c (made by mistake, or by another account where it may write) is
+    refused at once, by the check, the start and fingerd-ctl alike."""
+    fifo = tmp_path / "fingerd.conf"
+    os.mkfifo(fifo)
+    for args in (("-t",), ("-n",), ()):
+        result = run_fingerd(*args, "-c", str(fifo), timeout=30)
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.endswith(f"{fifo}: cannot read configuration: not a regular file\n")
+    status = subprocess.run([sys.executable, "-m", "fingerd.ctl", "-c", str(fifo),
+                             "--pidfile", str(tmp_path / "fingerd.pid"), "status"], cwd=ROOT,
+                            timeout=30, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    assert status.returncode == 3, status.stderr
+    assert "not a regular file" in status.stderr
+
+
 def test_port_in_use_fails_in_one_line(setup):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", setup.setter_port))
