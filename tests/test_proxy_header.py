@@ -39,6 +39,10 @@ def tcp6(src=IP6_SRC, dst=IP6_DST, sport=65534, dport=79, tlvs=b""):
     (f"PROXY TCP6 {IP6_SRC} {IP6_DST} 8000 79\r\n".encode(), (IP6_SRC, 8000)),
     (b"PROXY TCP6 2020:dead:0:0:0:0:0:0001 ::1 1 2\r\n", ("2020:dead::1", 1)),
     (b"PROXY TCP6 64:ff9b::10.0.0.1 ::1.2.3.4 1 2\r\n", ("64:ff9b::a00:1", 1)),
+    # An IPv4-mapped address as the kernel spells a direct client's, in any Python.
+    (b"PROXY TCP6 ::ffff:1.2.3.4 ::1 1 2\r\n", ("::ffff:1.2.3.4", 1)),
+    (b"PROXY TCP6 0:0:0:0:0:ffff:0102:0304 ::1 1 2\r\n", ("::ffff:1.2.3.4", 1)),
+    (v2(family=0x21, payload=tcp6(src="::ffff:10.0.0.7")), ("::ffff:10.0.0.7", 65534)),
     (b"PROXY UNKNOWN\r\n", None),
     (b"PROXY UNKNOWN whatever 1 2 3\r\n", None),
     (v2(payload=tcp4()), ("10.212.4.33", 4321)),

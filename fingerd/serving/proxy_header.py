@@ -102,7 +102,7 @@ def _v1_address(protocol: bytes, field: bytes) -> str:
         raise ProxyHeaderError(f"v1: not an {protocol.decode()} address") from None
     if address.version != (4 if protocol == b"TCP4" else 6):
         raise ProxyHeaderError(f"v1: not an {protocol.decode()} address")
-    return str(address)
+    return spelled(address)
 
 
 def _v1_port(field: bytes) -> int:
@@ -138,8 +138,16 @@ def _parse_v2(data: bytes) -> ProxyHeader | None:
         raise ProxyHeaderError("v2: address block truncated")
     payload = data[_V2_FIXED.size:end]
     _check_tlvs(payload[block:])
-    host = str(ipaddress.ip_address(payload[:size]))
+    host = spelled(ipaddress.ip_address(payload[:size]))
     return ProxyHeader(end, (host, int.from_bytes(payload[2 * size:2 * size + 2], "big")))
+
+
+def spelled(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """``address`` as the kernel spells a peer's: an IPv4-mapped one with its IPv4 part
+    dotted (``::ffff:1.2.3.4``, which Python before 3.13 writes ``::ffff:102:304``), so
+    that a client has one spelling in the log, named by its proxy or not."""
+    mapped = getattr(address, "ipv4_mapped", None)
+    return f"::ffff:{mapped}" if mapped is not None else str(address)
 
 
 def trusted(host: str,
