@@ -9,6 +9,7 @@ not: ``fingerd`` then exits 0 only when the daemon is really up.
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import sys
@@ -21,6 +22,8 @@ import daemon
 if TYPE_CHECKING:
     from _typeshed import FileDescriptorLike
 
+log = logging.getLogger("fingerd")
+
 #: Seconds the starting process waits for the daemon's word.
 READY_TIMEOUT = 60.0
 
@@ -29,7 +32,11 @@ def detach(preserve: Iterable[FileDescriptorLike]) -> Callable[[str | None], Non
     """Become a daemon keeping the descriptors in ``preserve``; returns ``report(reason)``.
 
     Only the daemon returns. ``report(None)`` tells the waiting process that
-    startup worked, ``report(reason)`` that it failed; it may be called once.
+    startup worked, ``report(reason)`` that it failed; it may be called once. A
+    waiting process that is gone (killed, or ended by SIGQUIT: the signals that stop
+    the daemon wait while it starts) costs the daemon nothing: it serves on, and
+    says once in its log that nobody heard. Python ignores SIGPIPE, so the write
+    fails with EPIPE rather than killing the daemon.
     """
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -46,6 +53,9 @@ def detach(preserve: Iterable[FileDescriptorLike]) -> Callable[[str | None], Non
         message = b"OK\n" if reason is None else f"ERR {reason}\n".encode()
         try:
             os.write(write_end, message)
+        except BrokenPipeError:
+            log.warning("the process that started fingerd is gone: nobody was told that %s",
+                        "it serves" if reason is None else "its start failed")
         finally:
             os.close(write_end)
 

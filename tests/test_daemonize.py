@@ -1,0 +1,76 @@
+"""A detached start (``fingerd`` without ``-n``): the daemon's life once it no longer
+needs the process that started it."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from fingerd.process.pidfile import RUNNING, probe, read_pid
+from tests.support import ROOT
+from tests.support.daemon import end_by_pidfile, run_first
+from tests.support.markers import needs_root
+from tests.support.polling import wait_until
+
+#: Run first by the daemon's interpreter: a worker waits (30 s at most) for the file
+#: ``SERVE_WHEN`` names before it serves, so that a test acts while the start is under
+#: way.
+SERVES_WHEN_TOLD = """\
+import os
+import time
+import fingerd.serving.assembly as assembly
+marker = os.environ["SERVE_WHEN"]
+start = assembly.Service.start
+def start_once_told(self):
+    deadline = time.monotonic() + 30
+    while not os.path.exists(marker) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    start(self)
+assembly.Service.start = start_once_told
+"""
+
+
+@pytest.fixture
+def detached(make_daemon, public_dir):
+    """A configuration for a detached daemon, logging to a file; whatever it started is
+    ended by its pid, and it may have logged no traceback."""
+    log_file = os.path.join(public_dir, "fingerd.log")
+    d = make_daemon(fingerd__log_file=log_file)
+    d.logged = lambda: open(log_file, errors="replace").read() if os.path.exists(
+        log_file) else ""
+    yield d
+    end_by_pidfile(d.pidfile)
+    assert "Traceback" not in d.logged(), d.logged()
+
+
+@needs_root
+def test_the_starting_process_killed_while_it_waits_leaves_the_daemon_serving(detached,
+                                                                              tmp_path):
+    """Its word that the daemon serves finds no reader (EPIPE): the daemon serves on, as
+    only TERM and INT stop it, and says once, as a warning, that nobody was told."""
+    d = detached
+    marker = os.path.join(d.dir, "serve")
+    env = {**os.environ, **run_first(str(tmp_path / "site"), SERVES_WHEN_TOLD),
+           "SERVE_WHEN": marker}
+    starting = subprocess.Popen([sys.executable, "-m", "fingerd", "-c", d.config_file],
+                                cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        daemon = wait_until(lambda: read_pid(d.pidfile) not in (None, starting.pid) and
+                            read_pid(d.pidfile), what="the detached daemon's pidfile")
+    finally:
+        starting.kill()
+    assert starting.wait(10) == -signal.SIGKILL, "killed before it heard a word"
+    open(marker, "w").close()
+    gone = "WARNING the process that started fingerd is gone: nobody was told that it serves"
+    wait_until(lambda: gone in d.logged() or " INFO stopped" in d.logged(), timeout=30,
+               what="the worker ready, and what the daemon made of it")
+    assert " INFO stopped" not in d.logged(), d.logged()
+    assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
+    assert probe(d.pidfile) == (RUNNING, daemon)
+    assert d.logged().count(gone) == 1
+    os.kill(daemon, signal.SIGTERM)
+    wait_until(lambda: " INFO stopped" in d.logged(), timeout=20, what="the daemon to stop")
+    assert not os.path.exists(d.pidfile)
