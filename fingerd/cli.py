@@ -87,6 +87,13 @@ def fail_with(error: Exception) -> int:
 
 def main(argv=None):
     args = parse_args(argv)
+    # Absolute from here on: a detached daemon works in /, and each reload reads the
+    # file again by this path. Where the working directory is gone, it stays as typed,
+    # for the read to fail on.
+    try:
+        args.config = os.path.abspath(args.config)
+    except FileNotFoundError:
+        pass
     starting = not (args.check_config or args.dump_config)
     logsetup.configure_startup(configured_log_file(args.config) if starting else "",
                                starting and not args.foreground)

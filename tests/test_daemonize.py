@@ -74,3 +74,20 @@ def test_the_starting_process_killed_while_it_waits_leaves_the_daemon_serving(de
     os.kill(daemon, signal.SIGTERM)
     wait_until(lambda: " INFO stopped" in d.logged(), timeout=20, what="the daemon to stop")
     assert not os.path.exists(d.pidfile)
+
+
+def test_a_configuration_named_relative_to_where_fingerd_started_is_read_again_at_a_reload(
+        detached):
+    """The daemon works in /: the path it was given is made absolute at start, so that
+    each reload reads the same file again."""
+    d = detached
+    started = subprocess.run([sys.executable, "-m", "fingerd", "-c",
+                              os.path.basename(d.config_file)],
+                             cwd=d.dir, env={**os.environ, "PYTHONPATH": ROOT}, timeout=60,
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    assert started.returncode == 0, started.stderr
+    d.reconfigure(output__replace="Happy => Glad")
+    reloaded = d.ctl("reload")
+    assert (reloaded.returncode, reloaded.stderr) == (0, "")
+    assert f"configuration {d.config_file} applied" in reloaded.stdout
+    assert d.finger(b"alice\r\n") == b"Glad and well\r\n"
