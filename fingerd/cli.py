@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import logging
 import os
 import signal
 import socket
+import stat
 import sys
 from types import SimpleNamespace
 from typing import IO
@@ -152,9 +154,10 @@ def valid(config: Config, dump: bool, verdict: str) -> int:
     cannot be written and the addresses another program holds, which a start would fail
     on (so that a restart refuses before it stops anything)."""
     problems = [f"{config.where('fingerd', key)}: [fingerd] {key}: {path}: {what}: {problem}"
-                for key, path, what in (("pidfile", config.pidfile, "cannot take the pidfile"),
-                                        ("log_file", config.log_file, "cannot open log file"))
-                if path and (problem := cannot_write(path))]
+                for key, path, what, check in (
+                    ("pidfile", config.pidfile, "cannot take the pidfile", cannot_replace),
+                    ("log_file", config.log_file, "cannot open log file", cannot_write))
+                if path and (problem := check(path))]
     problems += held_addresses(config)
     if problems:
         print("\n".join(problems), file=sys.stderr)
@@ -166,23 +169,45 @@ def valid(config: Config, dump: bool, verdict: str) -> int:
 
 
 def cannot_write(path: str) -> str | None:
-    """Why the daemon could not open ``path`` for writing, or None; nothing is made (for
-    ``fingerd -t``): a missing file is one its directory lets it create. Permissions
-    count only for root, which the daemon starts as: another account checking root's
-    configuration cannot tell."""
-    root = os.geteuid() == 0
+    """Why the daemon could not open the log file ``path``, or None; nothing is made (for
+    ``fingerd -t``): a missing file is one its directory lets it create. The open never
+    waits: a FIFO no process reads, which the start would wait on, is a problem.
+    Permissions count only for root, which the daemon starts as: another account
+    checking root's configuration cannot tell."""
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC))
-    except FileNotFoundError as exc:
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            return exc.strerror
-        if root and not os.access(directory, os.W_OK | os.X_OK):
-            return f"{directory}: a file cannot be created there"
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_NOCTTY |
+                         os.O_CLOEXEC))
+    except FileNotFoundError:
+        return cannot_create(path)
     except PermissionError as exc:
-        return exc.strerror if root else None
+        return exc.strerror if os.geteuid() == 0 else None
     except OSError as exc:
         return exc.strerror or str(exc)
+    return None
+
+
+def cannot_replace(path: str) -> str | None:
+    """Why the start could not put its pidfile at ``path``, or None, without opening what
+    is there: the start writes a new file beside it and renames it over whatever is at
+    the path (a FIFO, a symbolic link, another account's file), but a directory."""
+    try:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            return os.strerror(errno.EISDIR)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return cannot_create(path)
+
+
+def cannot_create(path: str) -> str | None:
+    """Why no file could be made at ``path``: its directory missing, or, checked by root,
+    one root may not write."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        return os.strerror(errno.ENOENT)
+    if os.geteuid() == 0 and not os.access(directory, os.W_OK | os.X_OK):
+        return f"{directory}: a file cannot be created there"
     return None
 
 

@@ -6,6 +6,7 @@ import pathlib
 import pwd
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -14,6 +15,7 @@ import pytest
 
 from fingerd.cli import parse_args
 from fingerd.config import load_config, parse_config
+from fingerd.process.pidfile import read_pid
 from tests.support import ROOT
 from tests.support.accounts import NOBODY
 from tests.support.children import main_as_nobody
@@ -98,6 +100,30 @@ def test_check_refuses_a_file_the_start_could_not_make_as_the_start_does(setup, 
     said = checked[0].partition(f"[{section}] {key}: {path}: ")[2].strip()
     assert said and said.partition(": ")[2] in started, (said, started)
     assert said.endswith(reason), said
+
+
+def test_check_waits_on_no_fifo_and_takes_the_pidfile_as_the_start_does(setup, public_dir):
+    """A FIFO at the pidfile's path (another account may make one where others may
+    write): the check opens nothing there, as the start renames its pidfile over it; a
+    FIFO log_file that no process reads, which the start could not open, is said in one
+    line. Either way the check exits at once."""
+    fifo = os.path.join(public_dir, "fifo")
+    os.mkfifo(fifo)
+    setup.reconfigure(fingerd__pidfile=fifo)
+    checked = run_fingerd("-t", "-c", setup.config_file, timeout=20)
+    assert checked.returncode == 0, checked.stderr
+    setup.reconfigure(fingerd__pidfile=setup.pidfile, fingerd__log_file=fifo)
+    refused = refusal("-t", "-c", setup.config_file)
+    assert refused.startswith(f"{setup.config_file}:") and refused.endswith(
+        f": [fingerd] log_file: {fifo}: cannot open log file: No such device or address\n"
+    ) and refused.count("\n") == 1, refused
+    setup.reconfigure(fingerd__pidfile=fifo, fingerd__log_file=None)
+    setup.start()
+    try:
+        assert stat.S_ISREG(os.lstat(fifo).st_mode)
+        assert read_pid(fifo) == setup.proc.pid
+    finally:
+        assert setup.stop() == 0
 
 
 def test_check_takes_missing_directories_the_start_makes_and_makes_none(setup, public_dir):
