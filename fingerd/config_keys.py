@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from typing import Any, Union
 from urllib.parse import parse_qsl, urlsplit
 
-from fingerd.finger.output import HIGH_BYTES_POLICIES
 from fingerd.users.setter_request import POLICIES
 
 DEFAULT_PIDFILE = "/run/fingerd.pid"
 #: Most replacement rules in [output] replace.
 MAX_REPLACEMENTS = 64
+#: What ``[output] high_bytes`` may be (``finger.output.Renderer`` does each): keep
+#: UTF-8, drop non-ASCII, or show it as ``cat -v`` does.
+HIGH_BYTES_POLICIES = ("pass", "strip", "caret")
 
 #: A value's reader: its text (stripped) and the configuration's directory, to its value.
 Reader = Callable[[str, str], Any]

@@ -72,9 +72,9 @@ def cmd_reload(path: str, args: argparse.Namespace) -> int:
         status = reload_status.read(path)
         if status is not None and status["pid"] == pid and status["asked"] >= sent:
             if status["applied"]:
-                print(f"fingerd (pid {pid}): {status['message']}")
+                print(f"fingerd (pid {pid}): {reload_status.shown(status['message'])}")
                 return EXIT_OK
-            say(f"reload refused: {status['message']}", sys.stderr)
+            say(f"reload refused: {reload_status.shown(status['message'])}", sys.stderr)
             return EXIT_FAILED
         if not _alive(pid):
             say(f"fingerd (pid {pid}) exited during the reload", sys.stderr)

@@ -22,8 +22,7 @@ from fingerd.config import (
     load_config,
     parse_config,
 )
-from fingerd.config_keys import valid_host
-from fingerd.finger.output import HIGH_BYTES_POLICIES
+from fingerd.config_keys import HIGH_BYTES_POLICIES, valid_host
 from tests.support import ROOT
 
 

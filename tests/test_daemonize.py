@@ -10,26 +10,9 @@ import pytest
 
 from fingerd.process.pidfile import RUNNING, probe, read_pid
 from tests.support import ROOT
-from tests.support.daemon import end_by_pidfile, run_first
+from tests.support.daemon import end_by_pidfile, held_until
 from tests.support.markers import needs_root
 from tests.support.polling import wait_until
-
-#: Run first by the daemon's interpreter: a worker waits (30 s at most) for the file
-#: ``SERVE_WHEN`` names before it serves, so that a test acts while the start is under
-#: way.
-SERVES_WHEN_TOLD = """\
-import os
-import time
-import fingerd.serving.assembly as assembly
-marker = os.environ["SERVE_WHEN"]
-start = assembly.Service.start
-def start_once_told(self):
-    deadline = time.monotonic() + 30
-    while not os.path.exists(marker) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    start(self)
-assembly.Service.start = start_once_told
-"""
 
 
 @pytest.fixture
@@ -52,8 +35,8 @@ def test_the_starting_process_killed_while_it_waits_leaves_the_daemon_serving(de
     only TERM and INT stop it, and says once, as a warning, that nobody was told."""
     d = detached
     marker = os.path.join(d.dir, "serve")
-    env = {**os.environ, **run_first(str(tmp_path / "site"), SERVES_WHEN_TOLD),
-           "SERVE_WHEN": marker}
+    env = {**os.environ, **held_until(str(tmp_path / "site"),
+                                      "fingerd.serving.assembly:Service.start", marker)}
     starting = subprocess.Popen([sys.executable, "-m", "fingerd", "-c", d.config_file],
                                 cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

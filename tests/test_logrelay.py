@@ -16,8 +16,8 @@ import threading
 import time
 
 from fingerd import limits
-from fingerd.process.logformat import F_SETPIPE_SZ, MAX_RECORD_BYTES
-from fingerd.process.parent.logrelay import LogRelay, clean
+from fingerd.process.logformat import F_SETPIPE_SZ, MAX_RECORD_BYTES, clean
+from fingerd.process.parent.logrelay import LogRelay
 from fingerd.process.worker.logpipe import PipeHandler
 from tests.support import ROOT
 from tests.support.polling import wait_until

@@ -5,8 +5,8 @@ import unicodedata
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fingerd.config_keys import HIGH_BYTES_POLICIES
 from fingerd.finger.output import (
-    HIGH_BYTES_POLICIES,
     Renderer,
     caret,
     sanitize,

@@ -60,9 +60,6 @@ def _removed() -> dict[int, str | None]:
 _LINE_BREAK_RE = re.compile(r"\r\n|\r|\n")
 _NON_ASCII_RE = re.compile(r"[^\x00-\x7f]+")
 
-#: What ``high_bytes`` may be: keep UTF-8, drop non-ASCII, or show it as ``cat -v`` does.
-HIGH_BYTES_POLICIES = ("pass", "strip", "caret")
-
 
 def sanitize(text: str) -> str:
     """``text`` without any character a terminal could act on or a reader not see, TAB

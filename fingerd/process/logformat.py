@@ -6,11 +6,15 @@ access lines: ACCESS_RECORD_START, the lines with ACCESS_LINE_END between
 them, and a newline. The worker (``worker.logpipe``) sends a batch when
 ACCESS_BATCH_LINES wait and at most ACCESS_FLUSH_SECONDS after the first, in
 records of whole lines at most ACCESS_BATCH_BYTES long; the parent
-(``parent.logrelay``) distrusts all of it.
+(``parent.logrelay``) distrusts all of it, and writes each record as ``clean``
+makes it: one inert line, as fingerd-ctl also shows what it reads from the
+daemon.
 """
 
 import fcntl
 from typing import Callable
+
+from fingerd.limits import MAX_WORKER_LOG_CHARS
 
 #: fcntl's F_SETPIPE_SZ, which Python names from 3.10 on (Linux's value).
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -78,3 +82,35 @@ def cut_middle(text: str, limit: int, escape: Callable[[str], str] = str) -> str
     if cut == 0:
         return "".join(head) + "".join(reversed(tail))
     return f"{''.join(head)} [... {cut} characters cut ...] {''.join(reversed(tail))}"
+
+
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(ch: str) -> str:
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    if ch.isprintable():
+        return ch
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def clean(text: str, limit: int = MAX_WORKER_LOG_CHARS) -> str:
+    """``text`` as one inert line of at most about ``limit`` characters.
+
+    Control characters (newlines included), Unicode format characters
+    (direction overrides, zero-width ones), separators other than the space,
+    surrogates and unassigned code points are written as backslash escapes
+    (a backslash itself is left alone: text escaped already, as the access
+    log's, stays as it was). A longer text keeps its beginning and its end
+    (where a traceback says what went wrong) around ``[... N characters cut
+    ...]``. The work is bounded by ``limit``, whatever the length of ``text``.
+    """
+    if len(text) <= limit and text.isprintable():
+        return text
+    return cut_middle(text, limit, _escape_char)

@@ -188,7 +188,7 @@ def read_pid(path: str) -> int | None:
 
     Raises PermissionError if it cannot be read. A symbolic link at the path is
     not followed, and a file of another account's than root's or this one's names
-    no pid (``_vouches``).
+    no pid (``vouches``).
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -200,7 +200,7 @@ def read_pid(path: str) -> int | None:
         raise
     try:
         st = os.fstat(fd)
-        if not (stat.S_ISREG(st.st_mode) and _vouches(st)):
+        if not (stat.S_ISREG(st.st_mode) and vouches(st)):
             return None
         return int(os.read(fd, 32).decode("ascii").strip())
     except (ValueError, UnicodeDecodeError):
@@ -225,7 +225,7 @@ def probe(path: str) -> tuple[str, int | None]:
         pass
     except PermissionError as denied:
         try:
-            held = (_vouches(os.lstat(lock_path(path)))
+            held = (vouches(os.lstat(lock_path(path)))
                     and held_in_lock_table(lock_path(path)))
         except OSError:
             raise denied from None
@@ -234,7 +234,7 @@ def probe(path: str) -> tuple[str, int | None]:
             raise
     else:
         try:
-            if _vouches(os.fstat(fd)):
+            if vouches(os.fstat(fd)):
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             held = True
@@ -248,7 +248,7 @@ def probe(path: str) -> tuple[str, int | None]:
     return NOT_RUNNING, None
 
 
-def _vouches(st: os.stat_result) -> bool:
+def vouches(st: os.stat_result) -> bool:
     """Whether the file ``st`` describes may vouch for the daemon: one of root's or of
     this account's. The daemon's lock file and pidfile are its user's, root's for the
     system's daemon; where another account could make them (a pidfile in a directory

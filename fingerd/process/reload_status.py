@@ -6,7 +6,10 @@ came (``asked``, CLOCK_MONOTONIC, which every process shares), whether it
 was applied and the message it logged. ``fingerd-ctl reload`` notes the time
 before it sends the signal and waits for an outcome asked at that time or
 later: not an earlier reload's, still under way when its HUP came. It is
-replaced whole, as the pidfile is, and removed at stop.
+replaced whole, as the pidfile is, and removed at stop. Where another account
+may write beside the pidfile, it may make this file too: one of another account's
+than root's or the reader's is not read (the pidfile's rule, ``pidfile.vouches``),
+and what the message says is shown with its control characters escaped.
 """
 
 import errno
@@ -14,7 +17,8 @@ import json
 import os
 import stat
 
-from fingerd.process.pidfile import replace_file
+from fingerd.process.logformat import clean
+from fingerd.process.pidfile import replace_file, vouches
 
 #: The status file is the pidfile's path with this after it.
 SUFFIX = ".reload"
@@ -55,7 +59,8 @@ class ReloadStatus:
 
 def read(pidfile_path):
     """The last outcome recorded beside ``pidfile_path`` as a dict, or None. A symbolic
-    link, anything but a regular file and anything that is not such an object are None."""
+    link, anything but a regular file, a file of another account's than root's or this
+    one's (``vouches``) and anything that is not such an object are None."""
     try:
         fd = os.open(path_for(pidfile_path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK |
                      os.O_CLOEXEC)
@@ -64,7 +69,8 @@ def read(pidfile_path):
             return None
         raise
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not (stat.S_ISREG(st.st_mode) and vouches(st)):
             return None
         status = json.loads(os.read(fd, MAX_BYTES))
     except ValueError:
@@ -76,3 +82,10 @@ def read(pidfile_path):
             and type(status.get("asked")) in (int, float)):
         return None
     return status
+
+
+def shown(message: str) -> str:
+    """``message`` for a terminal: each of its lines (a refusal names an error a line)
+    with every control and invisible character escaped, so that nothing it holds (a
+    path, a file's text) can drive the terminal."""
+    return "\n".join(clean(line) for line in message.split("\n"))

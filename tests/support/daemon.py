@@ -176,6 +176,34 @@ def run_first(directory, code):
     return {"PYTHONPATH": os.pathsep.join([directory, ROOT])}
 
 
+#: Run first by a daemon (``held_until``): the call ``HELD_CALL`` names waits for the file
+#: ``HELD_UNTIL`` names, 30 s at most, before it runs.
+_HELD = """\
+import functools, importlib, os, time
+path, _, name = os.environ["HELD_CALL"].rpartition(".")
+module, _, cls = path.partition(":")
+owner = importlib.import_module(module)
+if cls:
+    owner = getattr(owner, cls)
+called, marker = getattr(owner, name), os.environ["HELD_UNTIL"]
+@functools.wraps(called)
+def held(*args, **kwargs):
+    deadline = time.monotonic() + 30
+    while not os.path.exists(marker) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return called(*args, **kwargs)
+setattr(owner, name, held)
+"""
+
+
+def held_until(directory, call, marker):
+    """``env`` for ``Daemon.start`` under which fingerd's ``call`` (``module.function`` or
+    ``module:Class.method``) waits until the file ``marker`` exists (30 s at most): a
+    daemon held at one step of its start or of a reload while a test acts. The code is
+    written in ``directory`` (``run_first``)."""
+    return {**run_first(directory, _HELD), "HELD_CALL": call, "HELD_UNTIL": marker}
+
+
 def _canonical(sample):
     name, brace, labels = sample.partition("{")
     if not brace:

@@ -41,7 +41,7 @@ from fingerd.process.logformat import (
     ACCESS_LINE_END,
     ACCESS_RECORD_START,
     MAX_RECORD_BYTES,
-    cut_middle,
+    clean,
 )
 from fingerd.token_bucket import TokenBucket
 
@@ -57,38 +57,7 @@ MAX_LAST_ERROR_CHARS = 512
 #: Seconds at least between two notices of lines dropped by the rate limit.
 DROP_NOTICE_INTERVAL = 10.0
 
-_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
 log = logging.getLogger("fingerd")
-
-
-def _escape_char(ch):
-    if ch in _ESCAPES:
-        return _ESCAPES[ch]
-    if ch.isprintable():
-        return ch
-    code = ord(ch)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"
-
-
-def clean(text, limit=limits.MAX_WORKER_LOG_CHARS):
-    """``text`` as one inert line of at most about ``limit`` characters.
-
-    Control characters (newlines included), Unicode format characters
-    (direction overrides, zero-width ones), separators other than the space,
-    surrogates and unassigned code points are written as backslash escapes
-    (a backslash itself is left alone: text escaped already, as the access
-    log's, stays as it was). A longer text keeps its beginning and its end
-    (where a traceback says what went wrong) around ``[... N characters cut
-    ...]``. The work is bounded by ``limit``, whatever the length of ``text``.
-    """
-    if len(text) <= limit and text.isprintable():
-        return text
-    return cut_middle(text, limit, _escape_char)
 
 
 class LogRelay:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from fingerd.limits import STARTUP_TIMEOUT
 from fingerd.process.exits_and_signals import describe_exit
-from fingerd.process.parent.logrelay import clean
+from fingerd.process.logformat import clean
 from fingerd.process.parent.states import State
 from fingerd.process.parent.worker_handle import WorkerHandle
 
