@@ -163,14 +163,20 @@ def test_listen_pidfdid_is_checked_where_pidfds_exist():
 
 @pytest.mark.parametrize("fds, names, reason", [
     ("2", "finger", "handed over 2 sockets (LISTEN_FDS=2) but named 1 "
-                    "(LISTEN_FDNAMES=finger)"),
+                    "(LISTEN_FDNAMES='finger')"),
     ("1", "finger:setter", "handed over 1 socket (LISTEN_FDS=1) but named 2"),
     ("2", "finger:gopher", "socket 4 from systemd is named 'gopher' "
-                           "(LISTEN_FDNAMES=finger:gopher): fingerd serves finger, setter, "
+                           "(LISTEN_FDNAMES='finger:gopher'): fingerd serves finger, setter, "
                            "metrics, web; set FileDescriptorName= to one"),
     ("1", None, "handed over 1 socket with no names (no LISTEN_FDNAMES)"),
-    ("x", "finger", "LISTEN_FDS=x: not a number of sockets"),
-    ("²", "finger", "LISTEN_FDS=²: not a number of sockets"),
+    ("x", "finger", "LISTEN_FDS='x': not a number of sockets"),
+    ("²", "finger", "LISTEN_FDS='²': not a number of sockets"),
+    # A newline in what the variables say would begin a second line of the log.
+    ("1\nERROR forged", "finger", "LISTEN_FDS='1\\nERROR forged': not a number of sockets"),
+    ("1", "finger\nERROR: forged", "handed over 1 socket (LISTEN_FDS=1) but named 2 "
+                                   "(LISTEN_FDNAMES='finger\\nERROR: forged')"),
+    ("1", "fing\ner", "socket 3 from systemd is named 'fing\\ner' "
+                      "(LISTEN_FDNAMES='fing\\ner'): fingerd serves"),
 ])
 def test_names_that_do_not_match_fail_with_a_line_naming_them(fds, names, reason):
     environ = {"LISTEN_PID": "42", "LISTEN_FDS": fds}
@@ -377,6 +383,30 @@ def test_a_restart_refuses_no_connection_while_systemd_holds_the_socket(make_dae
 
 @needs_root
 @needs_activate
+def test_an_abstract_unix_socket_for_the_setter_is_named_as_ss_names_it(make_daemon):
+    """The log says ``@NAME``, as ss(8) does, where the name's first byte is a NUL."""
+    name = f"fingerd-setter-{uuid.uuid4().hex}"
+    d = make_daemon()
+    d.start(wait=False, wrapper=activate((f"@{name}", "setter")))
+
+    def set_alice():
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(10)
+                s.connect("\0" + name)
+                s.sendall(b"alice\r\nAbstract\r\n")
+                return answer_of(s)
+        except OSError:  # not listening yet
+            return None
+
+    assert wait_until(set_alice, timeout=30, what="the setter on the abstract socket") == \
+        b"OK\r\n"
+    assert f"setter on @{name} (from systemd)" in d.log()
+    assert "\0" not in d.log()
+
+
+@needs_root
+@needs_activate
 def test_listen_pid_of_another_process_is_ignored(make_daemon, ports):
     d = make_daemon()
     d.start(wrapper=launch("listening", pid="1", port=ports.take()))
@@ -407,7 +437,7 @@ def first_client(argv, port, path):
 @needs_activate
 @pytest.mark.parametrize("wrapper, reason", [
     (lambda port, path: activate((f"127.0.0.1:{port}", "fingr")),
-     "fingerd: socket 3 from systemd is named 'fingr' (LISTEN_FDNAMES=fingr): fingerd "
+     "fingerd: socket 3 from systemd is named 'fingr' (LISTEN_FDNAMES='fingr'): fingerd "
      "serves finger, setter, metrics, web; set FileDescriptorName= to one"),
     (lambda port, path: activate((f"127.0.0.1:{port}", "finger"), datagram=True),
      "fingerd: socket 3 from systemd (finger): not a stream socket (ListenStream=)"),
@@ -420,7 +450,7 @@ def first_client(argv, port, path):
      "fingerd: socket 3 from systemd (finger): not a socket: Socket operation on non-socket"),
     (lambda port, path: launch("listening", names="finger:setter", port=port),
      "fingerd: systemd handed over 1 socket (LISTEN_FDS=1) but named 2 "
-     "(LISTEN_FDNAMES=finger:setter)"),
+     "(LISTEN_FDNAMES='finger:setter')"),
 ], ids=["unknown-name", "datagram", "unix-for-finger", "not-listening", "not-a-socket",
         "count"])
 def test_what_cannot_be_served_fails_the_start_with_one_line(make_daemon, ports, public_dir,

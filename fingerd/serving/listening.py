@@ -34,15 +34,12 @@ _RESOURCE_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
 class Listener:
     """One listening socket of a service, bound elsewhere."""
 
-    __slots__ = ("family", "fd", "quiet", "sock", "unasked", "where")
+    __slots__ = ("family", "fd", "quiet", "sock", "unasked")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.family = sock.family
-        address = sock.getsockname()
-        #: How the log names it: HOST:PORT, or a Unix socket's path.
-        self.where = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
         #: Wake-ups left on which to accept one connection without asking how many
         #: wait, and how many the next ask that finds one leaves (loop._to_accept).
         self.unasked = 0
@@ -58,7 +55,6 @@ class Listeners:
         """``on_ready(listener)`` is called when ``listener`` has connections waiting,
         once ``start`` has registered them (``register(fd, callback)``) for polling."""
         self.all = [Listener(sock) for sock in socks]
-        self.where = ", ".join(listener.where for listener in self.all)
         self.open = True
         #: When accepting resumes after running out of descriptors; None when not paused.
         self.paused_until: float | None = None

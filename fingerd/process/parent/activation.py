@@ -34,7 +34,8 @@ FIRST_FD = 3
 
 
 class ActivationError(Exception):
-    """The sockets handed over cannot be served; the message is one line naming why."""
+    """The sockets handed over cannot be served; the message is one line naming why
+    (what the variables say is quoted, so that a newline in them stays in it)."""
 
 
 def listed(environ: Mapping[str, str], pid: int,
@@ -47,7 +48,7 @@ def listed(environ: Mapping[str, str], pid: int,
         return []
     text = environ.get("LISTEN_FDS", "0")
     if not (text.isascii() and text.isdigit()):
-        raise ActivationError(f"LISTEN_FDS={text}: not a number of sockets")
+        raise ActivationError(f"LISTEN_FDS={text!r}: not a number of sockets")
     count = int(text)
     if count == 0:
         return []
@@ -60,11 +61,11 @@ def listed(environ: Mapping[str, str], pid: int,
     if len(split) != count:
         raise ActivationError(f"systemd handed over {count} socket{'s' * (count > 1)} "
                               f"(LISTEN_FDS={count}) but named {len(split)} "
-                              f"(LISTEN_FDNAMES={names})")
+                              f"(LISTEN_FDNAMES={names!r})")
     for fd, name in enumerate(split, FIRST_FD):
         if name not in ROLES:
             raise ActivationError(f"socket {fd} from systemd is named {name!r} "
-                                  f"(LISTEN_FDNAMES={names}): fingerd serves "
+                                  f"(LISTEN_FDNAMES={names!r}): fingerd serves "
                                   f"{', '.join(ROLES)}; set FileDescriptorName= to one")
     return list(enumerate(split, FIRST_FD))
 
@@ -119,10 +120,13 @@ def adopt(fd: int, role: str) -> socket.socket:
 
 
 def describe(sock: socket.socket) -> str:
-    """``HOST:PORT``, ``[HOST]:PORT`` or the path a listening socket is bound to."""
+    """``HOST:PORT``, ``[HOST]:PORT`` or the path a listening socket is bound to; an
+    abstract Unix socket's name as ss(8) shows it, ``@`` for each NUL (its first
+    character included), which no log line holds."""
     name = sock.getsockname()
     if sock.family == socket.AF_UNIX:
-        return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+        text = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+        return text.replace("\0", "@")
     return f"[{name[0]}]:{name[1]}" if sock.family == socket.AF_INET6 else \
         f"{name[0]}:{name[1]}"
 
