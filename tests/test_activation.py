@@ -25,7 +25,7 @@ from tests.support.children import as_nobody
 from tests.support.markers import needs_ipv6, needs_root, needs_tool
 from tests.support.net import answer_of, can_connect, exchange
 from tests.support.polling import wait_until
-from tests.support.procfs import socket_inodes, worker_of
+from tests.support.procfs import ended, socket_inodes, worker_of
 
 ACTIVATE = "systemd-socket-activate"
 
@@ -273,6 +273,9 @@ def test_a_worker_killed_is_replaced_on_the_same_socket_refusing_no_one(finger_a
     inode = listening_inode(d.proc.pid, handed)
     old = worker_of(d.proc.pid)
     os.kill(old, signal.SIGKILL)
+    # A connection the dying worker took with it is lost to SIGKILL; the test's come once
+    # it holds the socket no more (a zombie holds none), while no worker runs.
+    wait_until(lambda: ended(old), what="the killed worker to end")
     # Clients that come while no worker runs wait in the backlog, none refused.
     clients = [socket.create_connection(("127.0.0.1", handed), timeout=10) for _ in range(5)]
     for client in clients:

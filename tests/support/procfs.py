@@ -79,6 +79,15 @@ def worker_of(daemon_pid, other_than=None):
     return wait_until(find, what="the worker process")
 
 
+def ended(pid):
+    """Whether process ``pid`` has ended: gone, or a zombie not reaped yet (which holds no
+    descriptor any more)."""
+    try:
+        return proc_status(pid)["State"].startswith("Z")
+    except OSError:
+        return True
+
+
 def threads(pid):
     """How many threads ``pid`` runs; 0 once it is gone."""
     try:
