@@ -24,9 +24,8 @@ from fingerd.config import (
     raw_text,
 )
 from fingerd.finger import client
-from fingerd.limits import MAX_USERS_FILE_BYTES, STARTUP_TIMEOUT
+from fingerd.limits import STARTUP_TIMEOUT
 from fingerd.process import pidfile, reload_status
-from fingerd.users.usersfile import UsersFileError, parse_importable
 
 #: Seconds ``stop`` waits for the daemon to exit.
 STOP_TIMEOUT = 20.0
@@ -223,80 +222,35 @@ def cmd_get(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-#: Seconds one call to Redis may take for import and export, which move the whole hash.
-STORE_TIMEOUT = 60.0
-
-
-def _redis_access(config: Config, command: str) -> ModuleType | None:
-    """The module that talks to Redis (imported here only: it imports the client library),
-    or None (reason printed)."""
+def _redis_commands(config: Config, command: str) -> ModuleType | None:
+    """fingerd-ctl's commands on Redis (imported here only: they import the client
+    library), or None (reason printed)."""
     if config.store_backend != "redis":
         say(f"{command} needs [store] backend = redis in {config.path}", sys.stderr)
         return None
     try:
-        return importlib.import_module("fingerd.users.redis_access")
+        return importlib.import_module("fingerd.ctl_redis")
     except ImportError as exc:
         say(f"{command} needs the redis client library ({exc}): pip install 'fingerd[redis]'",
             sys.stderr)
         return None
 
 
+def _complain(message: str) -> None:
+    say(message, sys.stderr)
+
+
 def cmd_import(config: Config, args: argparse.Namespace) -> int:
-    """Check FILE as fingerd checks a users file; only if it is valid, make the Redis hash
-    hold exactly its entries, in one transaction."""
-    store = _redis_access(config, "import")
-    if store is None:
-        return EXIT_FAILED
-    try:
-        with open(args.file, "rb") as f:
-            data = f.read(MAX_USERS_FILE_BYTES + 1)
-        users = parse_importable(data, args.file)
-    except OSError as exc:
-        say(f"{args.file}: cannot read: {exc.strerror or exc}", sys.stderr)
-        return EXIT_FAILED
-    except UsersFileError as exc:
-        print(exc, file=sys.stderr)
-        say(f"nothing imported from {args.file}", sys.stderr)
-        return EXIT_FAILED
-    try:
-        store.replace_users(config.redis_url, config.redis_prefix, users, STORE_TIMEOUT)
-    except store.Unanswered as exc:
-        say(f"{_store_name(config)}: no reply to the import: {exc}; whether {args.file} was "
-            "imported is unknown; see with: fingerd-ctl export", sys.stderr)
-        return EXIT_FAILED
-    except store.redis.RedisError as exc:
-        say(f"{_store_name(config)}: store unavailable: {exc}; nothing imported", sys.stderr)
-        return EXIT_FAILED
-    print(f"{_store_name(config)}: {len(users)} users imported from {args.file}")
-    return EXIT_OK
+    """Replace the Redis hash with a valid users file (ctl_redis.import_file)."""
+    commands = _redis_commands(config, "import")
+    done = commands is not None and commands.import_file(config, args.file, _complain)
+    return EXIT_OK if done else EXIT_FAILED
 
 
 def cmd_export(config: Config, args: argparse.Namespace) -> int:
-    """Print the Redis hash as a users file; entries fingerd would not serve are left out,
-    named on standard error, and make the exit status 1."""
-    store = _redis_access(config, "export")
-    if store is None:
-        return EXIT_FAILED
-    try:
-        with store.connect(config.redis_url, max_connections=1, timeout=STORE_TIMEOUT) as conn:
-            users, unservable = store.read_users(conn, config.redis_prefix)
-    except store.redis.RedisError as exc:
-        say(f"{_store_name(config)}: store unavailable: {exc}", sys.stderr)
-        return EXIT_FAILED
-    schema = importlib.import_module("fingerd.users.redis_schema")
-    sys.stdout.buffer.write("".join(f"{name}:{users[name]}\n" for name in sorted(users))
-                            .encode("utf-8"))
-    sys.stdout.flush()
-    for field, problem in sorted(unservable.items()):
-        say(f"{_store_name(config)}: entry {schema.shown_field(field)} left out: {problem}",
-            sys.stderr)
-    return EXIT_FAILED if unservable else EXIT_OK
-
-
-def _store_name(config: Config) -> str:
-    """How messages name the hash; the schema is imported here only, as redis_access is."""
-    schema = importlib.import_module("fingerd.users.redis_schema")
-    return f"{schema.redacted(config.redis_url)} {schema.users_key(config.redis_prefix)}"
+    """Print the Redis hash as a users file (ctl_redis.export)."""
+    commands = _redis_commands(config, "export")
+    return EXIT_OK if commands is not None and commands.export(config, _complain) else EXIT_FAILED
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
