@@ -47,7 +47,7 @@ def say(message: str, stream: TextIO = sys.stdout) -> None:
 def cmd_status(path: str, args: argparse.Namespace) -> int:
     state, pid = pidfile.probe(path)
     if state == pidfile.RUNNING:
-        print(f"fingerd is running (pid {pid})")
+        print(f"fingerd is running ({_unnamed(path) if pid is None else f'pid {pid}'})")
         return EXIT_OK
     if state == pidfile.DEAD:
         print(f"fingerd is not running, but its pidfile {path} remains (pid {pid})")
@@ -58,9 +58,11 @@ def cmd_status(path: str, args: argparse.Namespace) -> int:
 
 def cmd_reload(path: str, args: argparse.Namespace) -> int:
     state, pid = pidfile.probe(path)
-    if state != pidfile.RUNNING or pid is None:
+    if state != pidfile.RUNNING:
         say("fingerd is not running", sys.stderr)
         return EXIT_NOT_RUNNING
+    if pid is None:
+        return _pid_unknown(path)
     sent = time.monotonic()
     os.kill(pid, signal.SIGHUP)
     if args.no_wait:
@@ -86,9 +88,11 @@ def cmd_reload(path: str, args: argparse.Namespace) -> int:
 
 def cmd_stop(path: str, args: argparse.Namespace) -> int:
     state, pid = pidfile.probe(path)
-    if state != pidfile.RUNNING or pid is None:
+    if state != pidfile.RUNNING:
         print("fingerd is not running")
         return EXIT_OK
+    if pid is None:
+        return _pid_unknown(path)
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
     while pidfile.probe(path)[0] == pidfile.RUNNING or _alive(pid):
@@ -104,6 +108,8 @@ def cmd_reopen(path: str, args: argparse.Namespace) -> int:
     """SIGUSR1: the daemon reopens its log file, as logrotate's postrotate asks once it
     has moved the file. Not running is said on standard output: nothing to reopen."""
     state, pid = pidfile.probe(path)
+    if state == pidfile.RUNNING and pid is None:
+        return _pid_unknown(path)
     try:
         if state == pidfile.RUNNING and pid is not None:
             os.kill(pid, signal.SIGUSR1)
@@ -117,6 +123,23 @@ def cmd_reopen(path: str, args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print("fingerd is not running")
     return EXIT_NOT_RUNNING
+
+
+def _unnamed(path: str) -> str:
+    """Why the daemon holding the lock has no pid (pidfile.probe): said, never taken for
+    a daemon that is not running."""
+    lock = pidfile.lock_path(path)
+    if os.access(lock, os.R_OK):
+        return f"pid unknown: neither its pidfile {path} nor its lock file {lock} names it"
+    return (f"pid unknown: its pidfile {path} names none, and this account may not read "
+            f"its lock file {lock}")
+
+
+def _pid_unknown(path: str) -> int:
+    """Nothing to signal: a failure, or a lack of permission where the lock file, which
+    names the pid, may not be read."""
+    say(f"fingerd is running ({_unnamed(path)})", sys.stderr)
+    return EXIT_FAILED if os.access(pidfile.lock_path(path), os.R_OK) else EXIT_NO_PERMISSION
 
 
 def _alive(pid: int) -> bool:

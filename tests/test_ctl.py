@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 
@@ -71,6 +72,46 @@ def test_detached_daemon_and_every_ctl_command(detached):
     assert (status.returncode, status.stdout) == (3, "fingerd is not running\n")
     assert ctl(d, "reload").returncode == 3
     assert ctl(d, "stop").returncode == 0
+
+
+def test_a_daemon_whose_pidfile_was_removed_is_found_by_its_lock_file(detached):
+    """Its pidfile removed while it runs, the daemon still holds its lock, and the lock
+    file names it: status, reload and stop reach it."""
+    d = detached
+    assert fingerd(d).returncode == 0
+    pid = probe(d.pidfile)[1]
+    os.unlink(d.pidfile)
+    status = ctl(d, "status")
+    assert (status.returncode, status.stdout) == (0, f"fingerd is running (pid {pid})\n")
+    reloaded = ctl(d, "reload")
+    assert reloaded.returncode == 0 and f"fingerd (pid {pid}): " in reloaded.stdout, \
+        reloaded.stderr
+    stopped = ctl(d, "stop")
+    assert (stopped.returncode, stopped.stdout) == (0, f"fingerd (pid {pid}) stopped\n")
+    assert not os.path.exists(f"/proc/{pid}")
+
+
+def test_a_running_daemon_whose_pid_is_nowhere_is_never_said_stopped(detached):
+    """Neither the pidfile nor the lock file names the daemon holding the lock (as one of a
+    version that wrote no pid there): said so, and stop, reload and reopen fail."""
+    d = detached
+    assert fingerd(d).returncode == 0
+    pid = probe(d.pidfile)[1]
+    try:
+        os.unlink(d.pidfile)
+        os.truncate(d.pidfile + ".lock", 0)
+        unknown = (f"fingerd is running (pid unknown: neither its pidfile {d.pidfile} nor "
+                   f"its lock file {d.pidfile}.lock names it)")
+        status = ctl(d, "status")
+        assert (status.returncode, status.stdout) == (0, unknown + "\n")
+        for command in ("stop", "reload", "reopen"):
+            failed = ctl(d, command)
+            assert (failed.returncode, failed.stderr) == (1, f"fingerd-ctl: {unknown}\n"), \
+                command
+        assert d.finger(b"alice\r\n") == b"Happy and well\r\n", "stop left it running"
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not os.path.exists(f"/proc/{pid}"), what="the daemon's end")
 
 
 def dead_pid():

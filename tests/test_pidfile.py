@@ -57,6 +57,23 @@ def test_release_leaves_nothing_behind(path):
     assert probe(path) == (NOT_RUNNING, None)
 
 
+def test_the_lock_file_names_its_holder_once_the_pidfile_is_removed(path):
+    """The daemon names itself in its lock file too, written over the pid of the process
+    that started it (a longer one): removing the pidfile does not lose it."""
+    pidfile = Pidfile(path)
+    pidfile.acquire()
+    try:
+        pidfile.write(1234567)
+        pidfile.write(4321)
+        os.unlink(path)
+        assert probe(path) == (RUNNING, 4321)
+        os.truncate(lock_path(path), 0)  # as a daemon that wrote no pid there left it
+        assert probe(path) == (RUNNING, None)
+    finally:
+        pidfile.release()
+    assert probe(path) == (NOT_RUNNING, None)
+
+
 def test_a_pidfile_without_its_lock_is_dead_and_taken_over(path):
     with open(path, "w") as f:
         f.write("99999999\n")

@@ -17,7 +17,10 @@ kernel's table of locks, which everyone may read, without opening the file.
 The pidfile holds the pid for whoever wants it (``fingerd-ctl``, the init
 script, monitoring). It is written to a new file beside it, renamed into
 place, so whatever was at its path, a symbolic link included, is replaced
-rather than followed or written through.
+rather than followed or written through. The lock file holds the pid too,
+written by the holder itself, so that root still finds the daemon once its
+pidfile is removed: the kernel's table of locks names the process that took
+the lock, which is the one that started the daemon and exited as it detached.
 """
 
 from __future__ import annotations
@@ -83,8 +86,14 @@ class Pidfile:
         raise OSError(errno.EAGAIN, "the lock file keeps being replaced", self.lock_path)
 
     def write(self, pid: int) -> None:
-        """Put a pidfile naming ``pid`` in place, replacing whatever is at the path."""
-        replace_file(self.path, f"{pid}\n".encode("ascii"))
+        """Put a pidfile naming ``pid`` in place, replacing whatever is at the path, and
+        name ``pid`` in the lock file: written over the old pid before the rest is cut
+        off, its first line is always one of the two."""
+        data = f"{pid}\n".encode("ascii")
+        replace_file(self.path, data)
+        if self.fd is not None:
+            os.pwrite(self.fd, data, 0)
+            os.ftruncate(self.fd, len(data))
 
     def release(self) -> None:
         """Remove the pidfile if it still names this process, and the lock file, then
@@ -209,15 +218,27 @@ def read_pid(path: str) -> int | None:
         os.close(fd)
 
 
+def _holder(fd: int) -> int | None:
+    """The pid the lock file open at ``fd`` names on its first line (``Pidfile.write``)."""
+    try:
+        pid = int(os.pread(fd, 32, 0).split(b"\n", 1)[0].decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return pid if pid > 0 else None
+
+
 def probe(path: str) -> tuple[str, int | None]:
     """``(state, pid)``: RUNNING while the lock is held, DEAD if the pidfile outlived
-    its holder, NOT_RUNNING without one.
+    its holder, NOT_RUNNING without one. The pid is the pidfile's; while the lock is
+    held and the pidfile names none (it was removed), the lock file's, which only its
+    owner can read: None when that cannot be told either.
 
     Any account may ask. The lock file is the daemon's user's alone, so another
     account reads the kernel's table of locks instead of taking one (see
     ``held_in_lock_table``). Raises PermissionError only if neither can be read.
     """
     held = False
+    holder = None
     try:
         fd = os.open(lock_path(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK |
                      os.O_CLOEXEC)
@@ -238,11 +259,12 @@ def probe(path: str) -> tuple[str, int | None]:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             held = True
+            holder = _holder(fd)
         finally:
             os.close(fd)
     pid = read_pid(path)
     if held:
-        return RUNNING, pid
+        return RUNNING, holder if pid is None else pid
     if pid is not None or os.path.lexists(path):
         return DEAD, pid
     return NOT_RUNNING, None
