@@ -62,6 +62,33 @@ def test_start_status_reload_stop_status(init):
     assert init.action("stop").returncode == 0
 
 
+#: fingerd, overtaken by a start of its own just before it starts (fingerd -t is left
+#: alone): the init script's check saw no daemon, yet one runs when its start comes.
+OVERTAKEN = """#!/bin/sh
+case " $* " in
+    *" -t "*) ;;
+    *) PYTHONPATH={root} {python} -m fingerd "$@" || exit 1 ;;
+esac
+PYTHONPATH={root} exec {python} -m fingerd "$@"
+"""
+
+
+def test_a_start_overtaken_by_another_start_succeeds(init, public_dir):
+    """Two starts at once: the one that finds the daemon started by the other meanwhile
+    succeeds, as a start on a running service does (LSB)."""
+    overtaken = os.path.join(public_dir, "fingerd-overtaken")
+    with open(overtaken, "w") as f:
+        f.write(OVERTAKEN.format(root=ROOT, python=sys.executable))
+    os.chmod(overtaken, 0o755)
+    init.env["FINGERD"] = overtaken
+    started = init.action("start")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "failed" not in started.stdout and "already running" in started.stdout
+    assert started.stderr == ""
+    assert probe(init.pidfile)[0] == RUNNING
+    assert init.finger(b"alice\r\n") == b"Happy and well\r\n"
+
+
 def test_the_defaults_file_names_the_configuration_when_the_environment_does_not(
         init, public_dir):
     defaults = os.path.join(public_dir, "defaults")

@@ -74,6 +74,7 @@ class Pidfile:
             except BlockingIOError:
                 os.close(fd)
                 pid = read_pid(self.path)
+                # init/fingerd tells a start that another start overtook by these words.
                 raise AlreadyRunning(f"already running (pid {pid}, pidfile {self.path})") \
                     from None
             # A daemon stopping meanwhile removes the file it held: the lock just taken
