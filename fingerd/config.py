@@ -31,7 +31,7 @@ from fingerd.config_keys import (
 )
 
 __all__ = ["DEFAULT_PATH", "DEFAULT_PIDFILE", "MAX_CONFIG_BYTES", "SCHEMA", "SECTIONS", "Address",
-           "Config", "ConfigError", "config_text", "load_config", "parse_config", "pidfile_setting"]
+           "Config", "ConfigError", "config_text", "load_config", "parse_config", "configured_path"]
 
 DEFAULT_PATH = "/etc/fingerd/fingerd.conf"
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -128,7 +128,7 @@ class _Text:
 def _read_text(text: str) -> _Text:
     """Sections, keys, values and their lines in one pass, as configparser (strict, no
     interpolation, no value-less keys) reads them; after a fatal error the pass goes on
-    keeping the first of each thing, for pidfile_setting."""
+    keeping the first of each thing, for configured_path."""
     found = _Text()
     section: str | None = None
     key: str | None = None
@@ -253,13 +253,6 @@ def _clash(a: Address, b: Address) -> bool:
         ipaddress.ip_address(b.host).is_unspecified
 
 
-def pidfile_setting(text: str, path: str) -> str | None:
-    """The ``[fingerd] pidfile`` of a configuration that may be invalid, or None, so
-    that a daemon can still be found and stopped when a typo makes the file fail to
-    load."""
-    return fingerd_path_setting(text, path, "pidfile")
-
-
 def fingerd_path_setting(text: str, path: str, key: str) -> str | None:
     """The path ``[fingerd] key`` of a configuration that may be invalid, or None.
 
@@ -341,14 +334,16 @@ def load_config(path: str) -> Config:
 def configured_log_file(config_path: str) -> str:
     """The ``log_file`` of the configuration at ``config_path``, found line by line
     even when the file does not load; "" when it is not set or not readable."""
-    return fingerd_path_setting(raw_text(config_path), config_path, "log_file") or ""
+    return configured_path(config_path, "log_file") or ""
 
 
-def raw_text(path: str) -> str:
-    """The text of the configuration file at ``path`` as far as it reads, for one that may
-    not load (invalid UTF-8 replaced, past MAX_CONFIG_BYTES cut); "" when it cannot be
-    read."""
+def configured_path(config_path: str, key: str) -> str | None:
+    """The path ``[fingerd] key`` of the configuration at ``config_path``, found line by
+    line even when the file does not load (a typo must not keep the log from a failed
+    start, nor fingerd-ctl from the daemon's pidfile); None when it is not set or the
+    file not readable."""
     try:
-        return read_config_file(path)[:MAX_CONFIG_BYTES].decode("utf-8", "replace")
+        text = read_config_file(config_path)[:MAX_CONFIG_BYTES].decode("utf-8", "replace")
     except OSError:
-        return ""
+        return None
+    return fingerd_path_setting(text, config_path, key)

@@ -19,9 +19,8 @@ from fingerd.config import (
     Address,
     Config,
     ConfigError,
+    configured_path,
     load_config,
-    pidfile_setting,
-    raw_text,
 )
 from fingerd.finger import client
 from fingerd.limits import STARTUP_TIMEOUT
@@ -323,7 +322,7 @@ COMMANDS = {"set": cmd_set, "get": cmd_get, "import": cmd_import, "export": cmd_
 def fallback_pidfile(args: argparse.Namespace) -> tuple[str, str]:
     """The pidfile for a configuration that does not load, and where that choice came from:
     the file's own pidfile line, else ``--pidfile``, else the default."""
-    found = pidfile_setting(raw_text(args.config), args.config)
+    found = configured_path(args.config, "pidfile")
     if found:
         return found, "its pidfile line"
     if args.pidfile:
