@@ -43,10 +43,16 @@ def say(message: str, stream: TextIO = sys.stdout) -> None:
     print(f"fingerd-ctl: {message}", file=stream)
 
 
+def _complain(message: str) -> None:
+    say(message, sys.stderr)
+
+
 def cmd_status(path: str, args: argparse.Namespace) -> int:
     state, pid = pidfile.probe(path)
     if state == pidfile.RUNNING:
         print(f"fingerd is running ({_unnamed(path) if pid is None else f'pid {pid}'})")
+        return EXIT_OK
+    if _elsewhere(path, args, print):
         return EXIT_OK
     if state == pidfile.DEAD:
         print(f"fingerd is not running, but its pidfile {path} remains (pid {pid})")
@@ -58,6 +64,8 @@ def cmd_status(path: str, args: argparse.Namespace) -> int:
 def cmd_reload(path: str, args: argparse.Namespace) -> int:
     state, pid = pidfile.probe(path)
     if state != pidfile.RUNNING:
+        if _elsewhere(path, args):
+            return EXIT_FAILED
         say("fingerd is not running", sys.stderr)
         return EXIT_NOT_RUNNING
     if pid is None:
@@ -88,6 +96,8 @@ def cmd_reload(path: str, args: argparse.Namespace) -> int:
 def cmd_stop(path: str, args: argparse.Namespace) -> int:
     state, pid = pidfile.probe(path)
     if state != pidfile.RUNNING:
+        if _elsewhere(path, args):
+            return EXIT_FAILED
         print("fingerd is not running")
         return EXIT_OK
     if pid is None:
@@ -120,6 +130,8 @@ def cmd_reopen(path: str, args: argparse.Namespace) -> int:
         hint = ": run as root" if isinstance(exc, PermissionError) else ""
         say(f"cannot signal fingerd (pid {pid}): {exc.strerror}{hint}", sys.stderr)
         return EXIT_FAILED
+    if _elsewhere(path, args):
+        return EXIT_FAILED
     print("fingerd is not running")
     return EXIT_NOT_RUNNING
 
@@ -139,6 +151,23 @@ def _pid_unknown(path: str) -> int:
     names the pid, may not be read."""
     say(f"fingerd is running ({_unnamed(path)})", sys.stderr)
     return EXIT_FAILED if os.access(pidfile.lock_path(path), os.R_OK) else EXIT_NO_PERMISSION
+
+
+def _elsewhere(path: str, args: argparse.Namespace,
+               tell: Callable[[str], None] = _complain) -> bool:
+    """Whether a fingerd holds an address of the loaded configuration though ``path``
+    names no daemon running, told: never to be called stopped or not running. Found as
+    root alone, by address_check (the parent's: imported here only, for this case)."""
+    if getattr(args, "loaded", None) is None:
+        return False
+    check = importlib.import_module("fingerd.process.parent.address_check")
+    found: tuple[int, str] | None = check.running_elsewhere(args.loaded)
+    if found:
+        pid, address = found
+        tell(f"fingerd is running (pid {pid}, on {address}), though not by its pidfile {path}: "
+             f"[fingerd] pidfile was changed, or the pidfile removed, since it started; "
+             f"stop it with: kill {pid}")
+    return bool(found)
 
 
 def _alive(pid: int) -> bool:
@@ -258,10 +287,6 @@ def _redis_commands(config: Config, command: str) -> ModuleType | None:
         return None
 
 
-def _complain(message: str) -> None:
-    say(message, sys.stderr)
-
-
 def cmd_import(config: Config, args: argparse.Namespace) -> int:
     """Replace the Redis hash with a valid users file (ctl_redis.import_file)."""
     commands = _redis_commands(config, "import")
@@ -343,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr)
         return _run(PIDFILE_COMMANDS[args.command], path, args)
     if args.command in PIDFILE_COMMANDS:
+        args.loaded = config
         return _run(PIDFILE_COMMANDS[args.command], config.pidfile, args)
     return _run(COMMANDS[args.command], config, args)
 

@@ -114,6 +114,29 @@ def test_a_running_daemon_whose_pid_is_nowhere_is_never_said_stopped(detached):
         wait_until(lambda: not os.path.exists(f"/proc/{pid}"), what="the daemon's end")
 
 
+def test_a_daemon_whose_pidfile_moved_in_the_configuration_is_never_said_stopped(
+        detached, public_dir):
+    """[fingerd] pidfile changed while the daemon runs: the new pidfile names none, but a
+    fingerd holding the configured addresses runs all the same: status says so, stop,
+    reload and reopen fail, and the daemon is left serving."""
+    d = detached
+    assert fingerd(d).returncode == 0
+    pid = probe(d.pidfile)[1]
+    moved = os.path.join(public_dir, "moved.pid")
+    d.reconfigure(fingerd__pidfile=moved)
+    status = ctl(d, "status")
+    said = f"fingerd is running (pid {pid}, on 127.0.0.1:"
+    assert status.returncode == 0 and status.stdout.startswith(said), status.stdout
+    assert f"though not by its pidfile {moved}: " in status.stdout
+    for command in ("stop", "reload", "reopen"):
+        failed = ctl(d, command)
+        assert failed.returncode == 1 and failed.stderr.startswith(f"fingerd-ctl: {said}"), \
+            (command, failed.stdout, failed.stderr)
+        assert failed.stderr.endswith(f"stop it with: kill {pid}\n")
+    assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
+    assert probe(d.pidfile) == (RUNNING, pid)
+
+
 def dead_pid():
     proc = subprocess.Popen(["true"])
     proc.wait()

@@ -17,6 +17,11 @@ listening sockets (/proc/net/tcp, tcp6, unix).
 What cannot be checked is skipped rather than failed: without root, which
 program holds an address while a daemon runs (its descriptors are root's to
 read).
+
+For fingerd-ctl, when the pidfile names no daemon running, the same tables
+tell whether a fingerd holds the configured addresses all the same (its
+pidfile changed in the configuration, or removed with its lock, since it
+started), so that stop does not say it stopped what still runs.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import stat
 from collections.abc import Iterable, Iterator
 
 from fingerd.config import Address, Config
+from fingerd.process.parent.descendants import processes
 from fingerd.process.parent.listeners import socket_directory_problem
 from fingerd.process.pidfile import RUNNING, probe
 from fingerd.serving.peer_owner import proc_address
@@ -184,3 +190,37 @@ def unix_listeners(path: str) -> Iterator[int]:
         fields = line.split(maxsplit=7)
         if len(fields) == 8 and fields[7] == path and int(fields[3], 16) & ACCEPTING:
             yield int(fields[6])
+
+
+def running_elsewhere(config: Config) -> tuple[int, str] | None:
+    """``(pid, address)`` of a fingerd's root parent holding one of ``config``'s
+    addresses, for fingerd-ctl when the pidfile names no daemon running; None when none
+    does, or when this account may not read the holders' descriptors (without root)."""
+    wanted = {inode: str(address)
+              for address in (*config.finger_listen, *config.setter_listen,
+                              *config.metrics_listen, *config.web_listen)
+              for inode in tcp_holders(address)}
+    if config.setter_socket:
+        wanted.update(dict.fromkeys(unix_listeners(config.setter_socket), config.setter_socket))
+    if not wanted:
+        return None
+    holders = {}  # the fingerd processes holding one: their parents, and one they hold
+    for proc in processes():
+        try:
+            held = socket_inodes(proc.pid) & wanted.keys()
+            if held and runs_fingerd(proc.pid):
+                holders[proc.pid] = (proc.ppid, wanted[min(held)])
+        except OSError:
+            continue
+    # The root parent, not its worker or writer child, which hold the sockets too.
+    return next(((pid, address) for pid, (parent, address) in sorted(holders.items())
+                 if parent not in holders), None)
+
+
+def runs_fingerd(pid: int) -> bool:
+    """Whether process ``pid`` runs the fingerd command: its program, or the script its
+    interpreter runs, is named fingerd, or it runs ``python3 -m fingerd``."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        args = f.read().split(b"\0")
+    return (any(os.path.basename(arg) == b"fingerd" for arg in args[:2])
+            or any(pair == (b"-m", b"fingerd") for pair in zip(args, args[1:])))
