@@ -10,7 +10,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from types import ModuleType
 from typing import TextIO, TypeVar
 
 from fingerd.config import (
@@ -273,31 +272,21 @@ def cmd_get(config: Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _redis_commands(config: Config, command: str) -> ModuleType | None:
-    """fingerd-ctl's commands on Redis (imported here only: they import the client
-    library), or None (reason printed)."""
+def cmd_redis(config: Config, args: argparse.Namespace) -> int:
+    """import and export, by ctl_redis: imported here only, since it imports the Redis
+    client library, which the other commands neither need nor may find installed."""
     if config.store_backend != "redis":
-        say(f"{command} needs [store] backend = redis in {config.path}", sys.stderr)
-        return None
+        say(f"{args.command} needs [store] backend = redis in {config.path}", sys.stderr)
+        return EXIT_FAILED
     try:
-        return importlib.import_module("fingerd.ctl_redis")
+        commands = importlib.import_module("fingerd.ctl_redis")
     except ImportError as exc:
-        say(f"{command} needs the redis client library ({exc}): pip install 'fingerd[redis]'",
-            sys.stderr)
-        return None
-
-
-def cmd_import(config: Config, args: argparse.Namespace) -> int:
-    """Replace the Redis hash with a valid users file (ctl_redis.import_file)."""
-    commands = _redis_commands(config, "import")
-    done = commands is not None and commands.import_file(config, args.file, _complain)
+        say(f"{args.command} needs the redis client library ({exc}): "
+            "pip install 'fingerd[redis]'", sys.stderr)
+        return EXIT_FAILED
+    done = (commands.import_file(config, args.file, _complain) if args.command == "import"
+            else commands.export(config, _complain))
     return EXIT_OK if done else EXIT_FAILED
-
-
-def cmd_export(config: Config, args: argparse.Namespace) -> int:
-    """Print the Redis hash as a users file (ctl_redis.export)."""
-    commands = _redis_commands(config, "export")
-    return EXIT_OK if commands is not None and commands.export(config, _complain) else EXIT_FAILED
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -341,7 +330,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 #: Commands that need only the pidfile, so that they work with a broken configuration.
 PIDFILE_COMMANDS = {"status": cmd_status, "reload": cmd_reload, "stop": cmd_stop,
                     "reopen": cmd_reopen}
-COMMANDS = {"set": cmd_set, "get": cmd_get, "import": cmd_import, "export": cmd_export}
+COMMANDS = {"set": cmd_set, "get": cmd_get, "import": cmd_redis, "export": cmd_redis}
 
 
 def fallback_pidfile(args: argparse.Namespace) -> tuple[str, str]:
