@@ -49,7 +49,7 @@ def _complain(message: str) -> None:
 def cmd_status(path: str, args: argparse.Namespace) -> int:
     state, pid = pidfile.probe(path)
     if state == pidfile.RUNNING:
-        print(f"fingerd is running ({_unnamed(path) if pid is None else f'pid {pid}'})")
+        print(f"fingerd is running ({_pid_said(path, pid)})")
         return EXIT_OK
     if _elsewhere(path, args, print):
         return EXIT_OK
@@ -135,9 +135,11 @@ def cmd_reopen(path: str, args: argparse.Namespace) -> int:
     return EXIT_NOT_RUNNING
 
 
-def _unnamed(path: str) -> str:
-    """Why the daemon holding the lock has no pid (pidfile.probe): said, never taken for
-    a daemon that is not running."""
+def _pid_said(path: str, pid: int | None) -> str:
+    """``pid N`` of the daemon holding the lock, or why it has none (pidfile.probe): said,
+    never taken for a daemon that is not running."""
+    if pid is not None:
+        return f"pid {pid}"
     lock = pidfile.lock_path(path)
     if os.access(lock, os.R_OK):
         return f"pid unknown: neither its pidfile {path} nor its lock file {lock} names it"
@@ -148,7 +150,7 @@ def _unnamed(path: str) -> str:
 def _pid_unknown(path: str) -> int:
     """Nothing to signal: a failure, or a lack of permission where the lock file, which
     names the pid, may not be read."""
-    say(f"fingerd is running ({_unnamed(path)})", sys.stderr)
+    say(f"fingerd is running ({_pid_said(path, None)})", sys.stderr)
     return EXIT_FAILED if os.access(pidfile.lock_path(path), os.R_OK) else EXIT_NO_PERMISSION
 
 
@@ -189,7 +191,8 @@ def _ask(config: Config, address: Address, data: bytes, service: str) -> bytes |
         return client.exchange(client.local_host(address), address.port, data,
                                CLIENT_TIMEOUT, client.MAX_ANSWER_BYTES)[0]
     except client.NoAnswer as exc:
-        unreachable(f"the {service} at {address}", exc, config.path, config.pidfile)
+        unreachable(f"the {service} at its configured address {address}", exc, config.path,
+                    config.pidfile)
         return None
 
 
@@ -199,7 +202,9 @@ INIT_SCRIPT = "/etc/init.d/fingerd"
 
 def unreachable(where: str, exc: client.NoAnswer, config_path: str, pidfile_path: str) -> None:
     """Say that ``where`` could not be reached, then whether fingerd runs, from its
-    pidfile, and how to start it when it does not."""
+    pidfile, and how to start it when it does not. A daemon running elsewhere than its
+    configured addresses is one started with sockets from systemd, which fingerd-ctl
+    does not look for."""
     say(f"cannot reach {where}: {exc}", sys.stderr)
     try:
         state, pid = pidfile.probe(pidfile_path)
@@ -208,7 +213,10 @@ def unreachable(where: str, exc: client.NoAnswer, config_path: str, pidfile_path
             sys.stderr)
         return
     if state == pidfile.RUNNING:
-        say(f"fingerd is running (pid {pid}); see its log", sys.stderr)
+        say(f"fingerd is running ({_pid_said(pidfile_path, pid)}) but not answering there: "
+            "fingerd-ctl uses the configured addresses, never sockets systemd handed over "
+            "(socket activation), and they may have changed since the daemon's last start "
+            "or reload; else see its log", sys.stderr)
         return
     config_path = os.path.abspath(config_path)
     start = (f"{INIT_SCRIPT} start" if config_path == DEFAULT_PATH and
@@ -232,8 +240,8 @@ def cmd_set(config: Config, args: argparse.Namespace) -> int:
             reply = client.exchange_unix(config.setter_socket, request, CLIENT_TIMEOUT,
                                          client.MAX_ANSWER_BYTES)[0]
         except client.NoAnswer as exc:
-            unreachable(f"the setter at {config.setter_socket}", exc, config.path,
-                        config.pidfile)
+            unreachable(f"the setter at its configured socket {config.setter_socket}", exc,
+                        config.path, config.pidfile)
             reply = None
     else:
         reply = _ask(config, config.setter_listen[0], request, "setter")

@@ -306,6 +306,23 @@ def test_a_reload_keeps_the_sockets_handed_over(finger_activated, ports):
 
 @needs_root
 @needs_activate
+def test_get_says_it_asked_the_configured_address_not_the_socket_handed_over(
+        finger_activated):
+    """fingerd-ctl get asks [finger] listen, which an activated daemon does not bind: it
+    says so, rather than only sending the operator to a log that holds nothing."""
+    d, _ = finger_activated()
+    got = d.ctl("get", "alice")
+    lines = got.stderr.splitlines()
+    assert (got.returncode, got.stdout, len(lines)) == (1, "", 2), got.stderr
+    assert lines[0] == (f"fingerd-ctl: cannot reach the finger service at its configured "
+                        f"address 127.0.0.1:{d.finger_port}: Connection refused")
+    assert lines[1].startswith(f"fingerd-ctl: fingerd is running (pid {d.proc.pid}) but not "
+                               "answering there: fingerd-ctl uses the configured addresses, "
+                               "never sockets systemd handed over (socket activation)")
+
+
+@needs_root
+@needs_activate
 def test_a_tcp_socket_for_the_setter_leaves_its_unix_socket_to_fingerd(make_daemon, ports,
                                                                        public_dir):
     unix = os.path.join(public_dir, "setter.sock")

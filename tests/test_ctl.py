@@ -240,7 +240,8 @@ def set_through_a_missing_socket(d):
     socket_path = os.path.join(d.dir, "setter.sock")
     d.reconfigure(setter__socket=socket_path)
     result = ctl(d, "set", "alice", "x")
-    first = f"fingerd-ctl: cannot reach the setter at {socket_path}: No such file or directory\n"
+    first = (f"fingerd-ctl: cannot reach the setter at its configured socket {socket_path}: "
+             "No such file or directory\n")
     assert (result.returncode, result.stdout, result.stderr[:len(first)]) == (1, "", first)
     return result.stderr[len(first):]
 
@@ -250,11 +251,13 @@ def test_get_and_set_when_not_running_say_so_and_how_to_start_it(detached):
     start = f"fingerd-ctl: fingerd is not running; start it with: fingerd -c {d.config_file}\n"
     got = ctl(d, "get", "alice")
     assert (got.returncode, got.stdout, got.stderr) == (1, "", (
-        f"fingerd-ctl: cannot reach the finger service at 127.0.0.1:{d.finger_port}: "
+        f"fingerd-ctl: cannot reach the finger service at its configured address "
+        f"127.0.0.1:{d.finger_port}: "
         f"Connection refused\n{start}"))
     refused = ctl(d, "set", "alice", "x")
     assert (refused.returncode, refused.stdout, refused.stderr) == (1, "", (
-        f"fingerd-ctl: cannot reach the setter at 127.0.0.1:{d.setter_port}: "
+        f"fingerd-ctl: cannot reach the setter at its configured address "
+        f"127.0.0.1:{d.setter_port}: "
         f"Connection refused\n{start}"))
     assert set_through_a_missing_socket(d) == start
     with open(d.pidfile, "w") as f:
@@ -287,13 +290,20 @@ def test_the_default_configuration_is_started_by_the_init_script_where_there_is_
     assert hint(other).endswith(f"start it with: fingerd -c {other}"), "it starts another"
 
 
+#: What get and set say after their first line when fingerd runs but not at the
+#: configured address they asked (tests/test_activation.py too).
+RUNNING_ELSEWHERE = (
+    "fingerd-ctl: fingerd is running (pid {pid}) but not answering there: fingerd-ctl uses the "
+    "configured addresses, never sockets systemd handed over (socket activation), and they "
+    "may have changed since the daemon's last start or reload; else see its log\n")
+
+
 def test_set_says_that_a_running_fingerd_does_not_listen_where_it_asked(detached):
     """A daemon started before its configuration was changed, and not reloaded."""
     d = detached
     assert fingerd(d).returncode == 0
     pid = probe(d.pidfile)[1]
-    assert set_through_a_missing_socket(d) == (
-        f"fingerd-ctl: fingerd is running (pid {pid}); see its log\n")
+    assert set_through_a_missing_socket(d) == RUNNING_ELSEWHERE.format(pid=pid)
 
 
 def test_usage_errors_exit_2(detached):
