@@ -159,7 +159,7 @@ def _elsewhere(path: str, args: argparse.Namespace,
     """Whether a fingerd holds an address of the loaded configuration though ``path``
     names no daemon running, told: never to be called stopped or not running. Found as
     root alone, by address_check (the parent's: imported here only, for this case)."""
-    if getattr(args, "loaded", None) is None:
+    if getattr(args, "loaded", None) is None or os.geteuid() != 0:
         return False
     check = importlib.import_module("fingerd.process.parent.address_check")
     found: tuple[int, str] | None = check.running_elsewhere(args.loaded)
