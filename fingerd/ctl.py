@@ -54,7 +54,7 @@ def cmd_status(path: str, args: argparse.Namespace) -> int:
     if _elsewhere(path, args, print):
         return EXIT_OK
     if state == pidfile.DEAD:
-        print(f"fingerd is not running, but its pidfile {path} remains (pid {pid})")
+        print(f"fingerd is not running, but its pidfile {path} remains ({_named(pid)})")
         return EXIT_DEAD
     print("fingerd is not running")
     return EXIT_NOT_RUNNING
@@ -221,8 +221,14 @@ def unreachable(where: str, exc: client.NoAnswer, config_path: str, pidfile_path
     config_path = os.path.abspath(config_path)
     start = (f"{INIT_SCRIPT} start" if config_path == DEFAULT_PATH and
              os.path.exists(INIT_SCRIPT) else f"fingerd -c {config_path}")
-    left = f" (its pidfile {pidfile_path} remains, pid {pid})" if state == pidfile.DEAD else ""
+    left = f" (its pidfile {pidfile_path} remains, {_named(pid)})" if state == pidfile.DEAD \
+        else ""
     say(f"fingerd is not running{left}; start it with: {start}", sys.stderr)
+
+
+def _named(pid: int | None) -> str:
+    """What a pidfile left behind names: its pid, or none (garbage, or no pid at all)."""
+    return f"pid {pid}" if pid is not None else "naming no pid"
 
 
 def cmd_set(config: Config, args: argparse.Namespace) -> int:

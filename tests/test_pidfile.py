@@ -8,6 +8,8 @@ import os
 import stat
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fingerd.process.pidfile import (
     DEAD,
@@ -17,7 +19,9 @@ from fingerd.process.pidfile import (
     Pidfile,
     held_in_lock_table,
     lock_path,
+    pid_in,
     probe,
+    read_pid,
 )
 from tests.support.accounts import become_nobody
 from tests.support.children import as_nobody, holding_child
@@ -75,9 +79,13 @@ def test_the_lock_file_names_its_holder_once_the_pidfile_is_removed(path):
 
 
 def test_a_pidfile_without_its_lock_is_dead_and_taken_over(path):
+    gone = os.fork()
+    if gone == 0:
+        os._exit(0)
+    os.waitpid(gone, 0)
     with open(path, "w") as f:
-        f.write("99999999\n")
-    assert probe(path) == (DEAD, 99999999)
+        f.write(f"{gone}\n")
+    assert probe(path) == (DEAD, gone)
     pidfile = Pidfile(path)
     pidfile.acquire()
     pidfile.write(os.getpid())
@@ -304,3 +312,23 @@ def test_a_lock_and_pidfile_another_account_made_name_no_daemon_to_root(public_d
 
 #: The forged lock's descriptor, kept open by the holding child.
 _forged = []
+
+
+@pytest.mark.parametrize("content, pid", [
+    (b"4242\n", 4242), (b" 17 \n", 17), (b"4194304\n", 4194304),
+    # A process group (0, -1: every process root may signal), a sign, a separator, a
+    # number no process has, a non-ASCII digit: no pid.
+    (b"0\n", None), (b"-1\n", None), (b"+1\n", None), (b"1_0\n", None),
+    (b"4194305\n", None), (b"99999999999999999999\n", None), ("\u0661".encode(), None),
+    (b"", None), (b"\xff\n", None),
+])
+def test_a_pidfile_names_a_pid_a_process_can_have_or_none(path, content, pid):
+    with open(path, "wb") as f:
+        f.write(content)
+    assert read_pid(path) == pid
+
+
+@given(st.binary(max_size=40))
+def test_any_line_is_a_pid_in_range_or_none(line):
+    pid = pid_in(line)
+    assert pid is None or (1 <= pid <= 4194304 and str(pid).encode() == line.strip())

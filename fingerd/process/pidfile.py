@@ -212,20 +212,29 @@ def read_pid(path: str) -> int | None:
         st = os.fstat(fd)
         if not (stat.S_ISREG(st.st_mode) and vouches(st)):
             return None
-        return int(os.read(fd, 32).decode("ascii").strip())
-    except (ValueError, UnicodeDecodeError):
-        return None
+        return pid_in(os.read(fd, 32))
     finally:
         os.close(fd)
 
 
 def _holder(fd: int) -> int | None:
     """The pid the lock file open at ``fd`` names on its first line (``Pidfile.write``)."""
-    try:
-        pid = int(os.pread(fd, 32, 0).split(b"\n", 1)[0].decode("ascii"))
-    except (ValueError, UnicodeDecodeError):
+    return pid_in(os.pread(fd, 32, 0).split(b"\n", 1)[0])
+
+
+#: The largest pid Linux gives (PID_MAX_LIMIT on 64-bit machines).
+PID_MAX_LIMIT = 1 << 22
+
+
+def pid_in(line: bytes) -> int | None:
+    """The pid a pidfile's or lock file's ``line`` names: decimal digits alone (blanks
+    around them aside), 1 to PID_MAX_LIMIT; else None, so that no signal ever goes to a
+    process group (0, -1) or raises for a number no process can have."""
+    digits = line.strip()
+    if not digits.isdigit() or len(digits) > len(str(PID_MAX_LIMIT)):
         return None
-    return pid if pid > 0 else None
+    pid = int(digits)
+    return pid if 0 < pid <= PID_MAX_LIMIT else None
 
 
 def probe(path: str) -> tuple[str, int | None]:
