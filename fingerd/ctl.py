@@ -70,7 +70,9 @@ def cmd_reload(path: str, args: argparse.Namespace) -> int:
     if pid is None:
         return _pid_unknown(path)
     sent = time.monotonic()
-    os.kill(pid, signal.SIGHUP)
+    if not _sent(pid, signal.SIGHUP):
+        say(f"fingerd (pid {pid}) exited before it was asked to reload", sys.stderr)
+        return EXIT_NOT_RUNNING
     if args.no_wait:
         print(f"fingerd (pid {pid}) was asked to read its configuration and users file again")
         return EXIT_OK
@@ -101,7 +103,7 @@ def cmd_stop(path: str, args: argparse.Namespace) -> int:
         return EXIT_OK
     if pid is None:
         return _pid_unknown(path)
-    os.kill(pid, signal.SIGTERM)
+    _sent(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
     while pidfile.probe(path)[0] == pidfile.RUNNING or _alive(pid):
         if time.monotonic() > deadline:
@@ -119,12 +121,9 @@ def cmd_reopen(path: str, args: argparse.Namespace) -> int:
     if state == pidfile.RUNNING and pid is None:
         return _pid_unknown(path)
     try:
-        if state == pidfile.RUNNING and pid is not None:
-            os.kill(pid, signal.SIGUSR1)
+        if state == pidfile.RUNNING and pid is not None and _sent(pid, signal.SIGUSR1):
             print(f"fingerd (pid {pid}) was asked to reopen its log file")
             return EXIT_OK
-    except ProcessLookupError:
-        pass  # it exited meanwhile
     except OSError as exc:
         hint = ": run as root" if isinstance(exc, PermissionError) else ""
         say(f"cannot signal fingerd (pid {pid}): {exc.strerror}{hint}", sys.stderr)
@@ -169,6 +168,15 @@ def _elsewhere(path: str, args: argparse.Namespace,
              f"[fingerd] pidfile was changed, or the pidfile removed, since it started; "
              f"stop it with: kill {pid}")
     return bool(found)
+
+
+def _sent(pid: int, signum: int) -> bool:
+    """``signum`` sent to ``pid``; False if it exited since its pidfile was read."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _alive(pid: int) -> bool:

@@ -6,6 +6,8 @@ import fcntl
 import io
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given
@@ -23,6 +25,7 @@ from fingerd.process.pidfile import (
     probe,
     read_pid,
 )
+from tests.support import ROOT
 from tests.support.accounts import become_nobody
 from tests.support.children import as_nobody, holding_child
 from tests.support.daemon import run_fingerd
@@ -332,3 +335,26 @@ def test_a_pidfile_names_a_pid_a_process_can_have_or_none(path, content, pid):
 def test_any_line_is_a_pid_in_range_or_none(line):
     pid = pid_in(line)
     assert pid is None or (1 <= pid <= 4194304 and str(pid).encode() == line.strip())
+
+
+def test_a_daemon_gone_before_it_is_signalled_is_said_so_without_a_traceback(path):
+    """The lock held, the pidfile naming a process that has exited (a daemon that ends
+    between fingerd-ctl's look and its signal): reload and reopen say it is not running."""
+    gone = os.fork()
+    if gone == 0:
+        os._exit(0)
+    os.waitpid(gone, 0)
+    pidfile = Pidfile(path)
+    pidfile.acquire()
+    pidfile.write(gone)
+    try:
+        for command, said in (("reload", f"fingerd (pid {gone}) exited before it was asked"),
+                              ("reopen", "fingerd is not running")):
+            result = subprocess.run(
+                [sys.executable, "-m", "fingerd.ctl", "-c", path + ".no-such.conf",
+                 "--pidfile", path, command], cwd=ROOT, timeout=60,
+                stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr
+            assert said in result.stdout + result.stderr
+    finally:
+        pidfile.release()
