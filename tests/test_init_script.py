@@ -110,6 +110,12 @@ def test_restart_gives_a_new_daemon(init):
     assert second != first
     assert init.finger(b"alice\r\n") == b"Happy and well\r\n"
     assert init.action("force-reload").returncode == 0
+    assert init.action("try-restart").returncode == 0
+    assert probe(init.pidfile)[1] not in (first, second)
+    # try-restart of a stopped daemon leaves it stopped (LSB).
+    assert init.action("stop").returncode == 0
+    assert init.action("try-restart").returncode == 0
+    assert probe(init.pidfile)[0] != RUNNING
 
 
 def test_unknown_action_is_a_usage_error(init):
@@ -132,10 +138,12 @@ def test_a_broken_configuration_neither_locks_out_nor_stops_the_running_daemon(i
         f.write("treads = 4\n")
     status = init.action("status")
     assert status.returncode == 0 and "is running" in status.stdout
-    refused = init.action("restart")
-    assert refused.returncode == 1
-    assert "unknown key 'treads'" in refused.stderr
-    assert probe(init.pidfile)[1] == pid, "restart left the daemon running"
+    for action in ("restart", "try-restart"):
+        refused = init.action(action)
+        assert refused.returncode == 1
+        assert refused.stderr.startswith("fingerd: not (re)started, fingerd -t finds:\n")
+        assert "unknown key 'treads'" in refused.stderr
+        assert probe(init.pidfile)[1] == pid, f"{action} left the daemon running"
     # start on a running daemon succeeds whatever the file says, and points it out.
     started = init.action("start")
     assert started.returncode == 0

@@ -24,6 +24,8 @@ QUERIES_AT_MOST = 20000
 QUERY_INTERVAL = 0.005
 #: The socket units guide.md ("Sockets from systemd") enables.
 SOCKETS = ("fingerd-finger.socket", "fingerd-setter.socket", "fingerd-metrics.socket")
+#: The package's configuration file.
+CONFIG = "/etc/fingerd/fingerd.conf"
 
 
 @contextlib.contextmanager
@@ -105,7 +107,18 @@ def operate(system, deb, log_file):
     started = system.run("/etc/init.d/fingerd start", timeout=60)
     assert started.returncode == 0 and "(via systemctl)" in started.stdout, started.stdout
     assert system.run("fingerd-ctl status").returncode == 0
+    # A restart with a configuration fingerd -t rejects is refused, with its reason,
+    # before the script hands it to systemctl: the daemon runs on.
     before = main_pid()
+    assert system.run(f"cp {CONFIG} /run/fingerd-tests.conf && echo 'treads = 4' >> {CONFIG}"
+                      ).returncode == 0
+    for action in ("restart", "try-restart"):
+        refused = system.run(f"/etc/init.d/fingerd {action}", timeout=60)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert refused.stderr.startswith("fingerd: not (re)started, fingerd -t finds:\n")
+        assert "unknown key 'treads'" in refused.stderr, refused.stderr
+        assert main_pid() == before and active(system, "fingerd.service") == ["active"]
+    assert system.run(f"mv /run/fingerd-tests.conf {CONFIG}").returncode == 0
     assert system.run("fingerd-ctl reload", timeout=60).returncode == 0
     assert main_pid() == before and active(system, "fingerd.service") == ["active"]
     assert exchange(79, b"alice\r\n") == b"Run by systemd\r\n"
@@ -133,7 +146,7 @@ def operate(system, deb, log_file):
     assert active(system, "fingerd.service") == ["inactive"]
     # fingerd -t meanwhile: the addresses systemd holds are the start's, not another
     # program's, so the configuration is valid, as the start below shows.
-    checked = system.run("fingerd -t -c /etc/fingerd/fingerd.conf")
+    checked = system.run(f"fingerd -t -c {CONFIG}")
     assert (checked.returncode, checked.stderr) == (0, ""), checked.stderr
     assert exchange(79, b"alice\r\n") == b"Run by systemd\r\n"
     assert active(system, "fingerd.service", *SOCKETS) == ["active"] * 4
