@@ -200,7 +200,7 @@ def test_install_serve_set_rotate_remove_purge(installed, tmp_path):
         "/usr/share/doc/fingerd-py/alerts.yml": (0o644, "root", "root"),
         "/usr/share/doc/fingerd-py/grafana-dashboard.json.gz": (0o644, "root", "root"),
         # What an operator reads: how the package differs, and the guide.
-        "/usr/share/doc/fingerd-py/README.Debian": (0o644, "root", "root"),
+        "/usr/share/doc/fingerd-py/README.Debian.gz": (0o644, "root", "root"),
         "/usr/share/doc/fingerd-py/README.md.gz": (0o644, "root", "root"),
         "/usr/share/doc/fingerd-py/guide.md.gz": (0o644, "root", "root"),
         "/usr/share/doc/fingerd-py/hosts.md.gz": (0o644, "root", "root"),

@@ -1,6 +1,7 @@
 """The Debian package on a host where systemd runs (booted.py), used as an operator of
 Debian 12 or 13 uses it: installed, confined by its unit, README's daily commands, its
-sockets as guide.md enables them, removed, installed again and upgraded under a client.
+sockets as guide.md enables them, removed, installed again and upgraded under a client,
+then upgraded over a configuration fingerd -t rejects.
 tests/test_debian_package.py and tests/test_debian13.py run it on their releases.
 """
 
@@ -24,8 +25,13 @@ QUERIES_AT_MOST = 20000
 QUERY_INTERVAL = 0.005
 #: The socket units guide.md ("Sockets from systemd") enables.
 SOCKETS = ("fingerd-finger.socket", "fingerd-setter.socket", "fingerd-metrics.socket")
-#: The package's configuration file.
+#: The package's configuration file, and where it is kept while it is made invalid.
 CONFIG = "/etc/fingerd/fingerd.conf"
+KEPT_CONFIG = "/run/fingerd-tests.conf"
+#: What the init script and the postinst say when fingerd -t rejects that file, and
+#: fingerd -t's line that follows.
+REFUSED = "fingerd: not (re)started, fingerd -t finds:\n"
+REJECTED = "unknown key 'treads'\n"
 
 
 @contextlib.contextmanager
@@ -46,6 +52,17 @@ def booted_for_package(tree, boot_log):
         assert left is None, left
 
 
+@contextlib.contextmanager
+def rejected_configuration(system):
+    """The package's configuration with a key that fingerd -t rejects, put back after."""
+    broken = system.run(f"cp {CONFIG} {KEPT_CONFIG} && echo 'treads = 4' >> {CONFIG}")
+    assert broken.returncode == 0, broken.stderr
+    try:
+        yield
+    finally:
+        system.run(f"mv {KEPT_CONFIG} {CONFIG}")
+
+
 def active(system, *units):
     return system.run("systemctl is-active " + " ".join(units)).stdout.split()
 
@@ -57,7 +74,7 @@ def process_status(system, pid):
 
 def operate(system, deb, log_file):
     """Install the package ``deb`` (its path inside) on the booted ``system`` and use it as
-    README and guide.md say, up to its removal, an install again and an upgrade;
+    README and guide.md say, up to its removal, an install again and upgrades;
     ``log_file`` is where the host reads the daemon's log."""
 
     def log():
@@ -110,15 +127,13 @@ def operate(system, deb, log_file):
     # A restart with a configuration fingerd -t rejects is refused, with its reason,
     # before the script hands it to systemctl: the daemon runs on.
     before = main_pid()
-    assert system.run(f"cp {CONFIG} /run/fingerd-tests.conf && echo 'treads = 4' >> {CONFIG}"
-                      ).returncode == 0
-    for action in ("restart", "try-restart"):
-        refused = system.run(f"/etc/init.d/fingerd {action}", timeout=60)
-        assert refused.returncode == 1, refused.stdout + refused.stderr
-        assert refused.stderr.startswith("fingerd: not (re)started, fingerd -t finds:\n")
-        assert "unknown key 'treads'" in refused.stderr, refused.stderr
-        assert main_pid() == before and active(system, "fingerd.service") == ["active"]
-    assert system.run(f"mv /run/fingerd-tests.conf {CONFIG}").returncode == 0
+    with rejected_configuration(system):
+        for action in ("restart", "try-restart"):
+            refused = system.run(f"/etc/init.d/fingerd {action}", timeout=60)
+            assert refused.returncode == 1, refused.stdout + refused.stderr
+            assert refused.stderr.startswith(REFUSED), refused.stderr
+            assert REJECTED in refused.stderr, refused.stderr
+            assert main_pid() == before and active(system, "fingerd.service") == ["active"]
     assert system.run("fingerd-ctl reload", timeout=60).returncode == 0
     assert main_pid() == before and active(system, "fingerd.service") == ["active"]
     assert exchange(79, b"alice\r\n") == b"Run by systemd\r\n"
@@ -198,3 +213,15 @@ def operate(system, deb, log_file):
     assert not failed, (f"{len(failed)} of {len(answers)} queries failed, seconds after the "
                         f"upgrade began (it took {ended - began:.3f} s): {failed[:3]} ... "
                         f"{failed[-2:]}")
+    # An upgrade with a configuration fingerd -t rejects is refused before systemd stops
+    # anything: the daemon runs on, and dpkg --configure -a finishes the upgrade once the
+    # file is fixed.
+    before = main_pid()
+    with rejected_configuration(system):
+        refused = system.run(f"dpkg -i {deb}", timeout=300)
+        assert refused.returncode != 0, refused.stdout[-3000:] + refused.stderr[-3000:]
+        assert REFUSED in refused.stderr and REJECTED in refused.stderr, refused.stderr
+        assert main_pid() == before and active(system, "fingerd.service") == ["active"]
+    finished = system.run("dpkg --configure -a", timeout=300)
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    assert main_pid() != before and active(system, "fingerd.service") == ["active"]
