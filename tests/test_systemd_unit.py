@@ -47,8 +47,11 @@ def test_the_unit_has_what_the_issue_asks(tmp_path):
     assert unit["RestrictAddressFamilies"] == ["AF_INET AF_INET6 AF_UNIX AF_NETLINK"]
     assert unit["SystemCallFilter"][0].split()[0] == "@system-service"
     assert unit["ProtectSystem"] == ["strict"]
-    for directory in ("StateDirectory", "RuntimeDirectory", "LogsDirectory"):
+    for directory in ("StateDirectory", "RuntimeDirectory"):
         assert unit[directory] == ["fingerd"]
+    # The log directory stays root:adm, as made: LogsDirectory= would chown it to root.
+    assert "LogsDirectory" not in unit
+    assert "-/var/log/fingerd" in unit["ReadWritePaths"][0].split()
 
 
 def test_systemd_analyze_verify_reports_nothing(tmp_path):

@@ -87,11 +87,18 @@ def operate(system, deb, log_file):
     def main_pid():
         return int(system.run("systemctl show -p MainPID --value fingerd").stdout)
 
+    def log_modes():
+        return system.run("stat -c '%a %U:%G %n' /var/log/fingerd /var/log/fingerd/*"
+                          ).stdout.splitlines()
+
     installed = system.run(f"dpkg -i {deb}", timeout=300)
     assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
     # The postinst enabled the unit and started it (Type=notify: started once it answers).
     assert system.run("systemctl is-enabled fingerd").stdout.strip() == "enabled"
     assert active(system, "fingerd.service") == ["active"]
+    # The log directory and file as the postinst made them, a start under the unit after.
+    assert log_modes() == ["750 root:adm /var/log/fingerd",
+                           "640 root:adm /var/log/fingerd/fingerd.log"]
     assert system.run("fingerd-ctl set alice 'Run by systemd'").returncode == 0
     assert exchange(79, b"alice\r\n") == b"Run by systemd\r\n"
     # Under the unit's confinement: its bounding set, no new privileges, a seccomp
