@@ -214,6 +214,12 @@ def test_install_serve_set_rotate_remove_purge(installed, tmp_path):
         "/var/log/fingerd": (0o750, "root", "adm"),
     }
     assert {path: mode_owner(path) for path in expect} == expect
+    # The unit runs the package's commands, not those of a /usr/local/bin first in
+    # systemd's search path.
+    with open("/lib/systemd/system/fingerd.service") as f:
+        commands = [line.partition("=")[2].split()[0] for line in f
+                    if line.startswith("Exec")]
+    assert commands == ["/usr/bin/fingerd", "/usr/bin/fingerd-ctl"]
     verify = run("systemd-analyze", "verify", "/lib/systemd/system/fingerd.service",
                  *(f"/lib/systemd/system/fingerd-{role}.socket" for role in SOCKET_ROLES))
     assert verify.returncode == 0 and verify.stdout + verify.stderr == "", verify.stderr
