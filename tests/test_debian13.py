@@ -1,8 +1,8 @@
 """fingerd on Debian 13 "trixie", the current stable: Python 3.13, python3-daemon 3.1,
 python3-prometheus-client 0.21, in a chroot made with debootstrap. The daemon tests run
 there with deprecation warnings as errors, and the Debian package is built there,
-checked by trixie's lintian, installed, started by its init script, answers, and is
-purged; then, the chroot booted with systemd as its PID 1 (tests/support/booted.py),
+checked by trixie's lintian, installed, started by its init script, answers, is killed
+and purged; then, the chroot booted with systemd as its PID 1 (tests/support/booted.py),
 installed again and run by systemd, with README's daily commands and with its sockets
 held by systemd, removed, installed again and upgraded."""
 
@@ -19,6 +19,7 @@ from tests.support.markers import needs_root, needs_tool
 from tests.support.net import exchange, skip_unless_free
 from tests.support.package_under_systemd import booted_for_package, operate
 from tests.support.polling import wait_until
+from tests.support.procfs import ended, worker_of
 
 RELEASE = "trixie"
 #: What the tests below need inside: the daemon's libraries, pytest, the tools that
@@ -148,10 +149,21 @@ def test_the_package_builds_installs_starts_answers_and_purges_on_trixie(package
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     wait_until(lambda: not os.path.exists(f"/proc/{pid}"), what="the daemon to stop")
     assert chroot.run("/etc/init.d/fingerd status").returncode == 3
+    # A daemon killed (a crash) leaves what a stop removes from /run: the purge removes it.
+    again = chroot.run("/etc/init.d/fingerd start && fingerd-ctl reload", timeout=60)
+    assert again.returncode == 0, again.stdout + again.stderr
+    pid = wait_until(lambda: daemon_pid(chroot), what="the daemon started again")
+    worker = worker_of(pid)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: ended(pid) and ended(worker), what="the killed daemon's end")
+    left = os.listdir(chroot.host_path("/run"))
+    assert {"fingerd.pid", "fingerd.pid.lock", "fingerd.pid.reload"} <= set(left), left
     purged = chroot.run("dpkg --purge fingerd-py", timeout=300)
     assert purged.returncode == 0, purged.stdout[-3000:] + purged.stderr[-3000:]
     for path in ("/etc/fingerd", "/var/lib/fingerd", "/var/log/fingerd"):
         assert not os.path.lexists(chroot.host_path(path)), path
+    left = os.listdir(chroot.host_path("/run"))
+    assert [name for name in left if "fingerd" in name] == []
 
 
 def test_systemd_runs_the_package_confined_with_readmes_commands_its_sockets_and_removal(
