@@ -57,6 +57,8 @@ def test_a_parent_stopped_past_the_heartbeat_deadline_reads_the_worker_before_ju
     worker = worker_of(d.proc.pid)
     os.kill(d.proc.pid, signal.SIGSTOP)
     try:
+        wait_until(lambda: proc_status(d.proc.pid)["State"].startswith("T"),
+                   what="the parent to stop")
         with socket.create_connection(("127.0.0.1", d.finger_port), 10) as client:
             client.sendall(b"ali")
             for _ in during(HEARTBEAT_TIMEOUT + 1.5, interval=0.2):
