@@ -180,6 +180,16 @@ def die(sup, workers, status=exited(1)):
     sup.handle_sigchld()
 
 
+def test_a_first_worker_that_said_it_was_ready_and_died_before_it_was_heard_started(
+        supervisor, workers, reports):
+    """Its ready waits unread on the channel as its death is reaped (it served a client
+    and was killed at once): read first, it is a start, and the worker is restarted."""
+    workers.ready()
+    die(supervisor, workers, killed(signal.SIGKILL))
+    assert supervisor.exit_status is None, "not a start that failed"
+    assert reports == [None] and supervisor.state is State.BACKOFF
+
+
 def test_a_worker_that_says_it_is_ready_is_running_and_startup_is_reported(
         supervisor, workers, reports):
     assert supervisor.state is State.STARTING

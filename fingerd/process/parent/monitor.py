@@ -28,6 +28,8 @@ log = logging.getLogger("fingerd")
 #: Seconds a running worker may go without a heartbeat (it sends one a second) before
 #: it is taken for stopped or wedged, and killed.
 HEARTBEAT_TIMEOUT = 5.0
+#: Messages a dead worker left on its channel that are heard (a ready, heartbeats).
+MAX_LAST_WORDS = 16
 #: Set requests a worker may have waiting behind the write in progress. It asks for
 #: one at a time, so a worker with more is flooding the parent: it is killed.
 MAX_WAITING_SETS = 8
@@ -64,8 +66,10 @@ class Monitor:
                            lambda fd: self._on_log(handle))
 
     def forget(self, handle: WorkerHandle) -> None:
-        """The worker is gone: relay its last log lines, close its channels, drop its
-        sets not yet begun."""
+        """The worker is gone: relay its last log lines, hear its last ready and alive
+        (its death may be reaped before the loop read them: a worker that said it was
+        ready, served and was killed at once started), close its channels, drop its sets
+        not yet begun."""
         self._watched.pop(handle.pid, None)
         if handle.relay.fd is not None:
             for _ in range(1000):
@@ -73,6 +77,15 @@ class Monitor:
                     break
             self._close_log(handle)
         if handle.channel is not None:
+            for _ in range(MAX_LAST_WORDS):
+                data = handle.channel.receive()
+                message = parse_message(data) if data else None
+                if data is None or message is None or message["op"] == "set":
+                    break
+                try:
+                    self._on_request(handle, data)
+                except WorkerMisbehaved:
+                    break
             self._close(handle)
         self.writes.discard_queued(handle.pid)
 

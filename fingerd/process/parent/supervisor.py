@@ -264,10 +264,10 @@ class Supervisor:
                 self.writes.reaped(pid, status)
 
     def _on_worker_exit(self, status: int) -> None:
-        dead, self.live = self.live, None
-        assert dead is not None
-        uptime = self.clock() - dead.started_at
-        self.monitor.forget(dead)
+        assert self.live is not None
+        dead, uptime = self.live, self.clock() - self.live.started_at
+        self.monitor.forget(dead)  # while live: a ready it sent before it died is heard
+        self.live = None
         if self.state is State.STOPPING:
             log.info("worker %d %s", dead.pid, describe_exit(status))
             self._stop_if_done()
