@@ -14,7 +14,7 @@ import tempfile
 import pytest
 
 from tests.support import hang_nss
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, end_by_pidfile
 from tests.support.engines import RedisServer
 from tests.support.fuzzing import register_profiles
 from tests.support.net import Ports
@@ -60,6 +60,19 @@ def make_daemon(public_dir, ports):
         if os.path.exists(daemon.log_file):
             log = daemon.log()
             assert "Traceback" not in log, log[max(0, log.index("Traceback") - 200):][:3000]
+
+
+@pytest.fixture
+def detached(make_daemon, public_dir):
+    """A configuration for a detached daemon, logging to a file; whatever it started is
+    ended by its pid, and it may have logged no traceback."""
+    log_file = os.path.join(public_dir, "fingerd.log")
+    d = make_daemon(fingerd__log_file=log_file)
+    d.logged = lambda: open(log_file, errors="replace").read() if os.path.exists(
+        log_file) else ""
+    yield d
+    end_by_pidfile(d.pidfile)
+    assert "Traceback" not in d.logged(), d.logged()
 
 
 @pytest.fixture

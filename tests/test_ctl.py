@@ -2,7 +2,6 @@
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 
@@ -11,21 +10,12 @@ import pytest
 from fingerd.config import DEFAULT_PATH
 from fingerd.process.pidfile import RUNNING, probe
 from tests.support import ROOT
-from tests.support.daemon import end_by_pidfile
 from tests.support.polling import wait_until
 
 
 def run(module, *args, timeout=60):
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, timeout=timeout,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True)
-
-
-@pytest.fixture
-def detached(make_daemon, public_dir):
-    """A configuration for a detached daemon; whatever it started is ended by its pid."""
-    d = make_daemon(fingerd__log_file=os.path.join(public_dir, "fingerd.log"))
-    yield d
-    end_by_pidfile(d.pidfile)
 
 
 def fingerd(d, *args):
@@ -72,69 +62,6 @@ def test_detached_daemon_and_every_ctl_command(detached):
     assert (status.returncode, status.stdout) == (3, "fingerd is not running\n")
     assert ctl(d, "reload").returncode == 3
     assert ctl(d, "stop").returncode == 0
-
-
-def test_a_daemon_whose_pidfile_was_removed_is_found_by_its_lock_file(detached):
-    """Its pidfile removed while it runs, the daemon still holds its lock, and the lock
-    file names it: status, reload and stop reach it."""
-    d = detached
-    assert fingerd(d).returncode == 0
-    pid = probe(d.pidfile)[1]
-    os.unlink(d.pidfile)
-    status = ctl(d, "status")
-    assert (status.returncode, status.stdout) == (0, f"fingerd is running (pid {pid})\n")
-    reloaded = ctl(d, "reload")
-    assert reloaded.returncode == 0 and f"fingerd (pid {pid}): " in reloaded.stdout, \
-        reloaded.stderr
-    stopped = ctl(d, "stop")
-    assert (stopped.returncode, stopped.stdout) == (0, f"fingerd (pid {pid}) stopped\n")
-    assert not os.path.exists(f"/proc/{pid}")
-
-
-def test_a_running_daemon_whose_pid_is_nowhere_is_never_said_stopped(detached):
-    """Neither the pidfile nor the lock file names the daemon holding the lock (as one of a
-    version that wrote no pid there): said so, and stop, reload and reopen fail."""
-    d = detached
-    assert fingerd(d).returncode == 0
-    pid = probe(d.pidfile)[1]
-    try:
-        os.unlink(d.pidfile)
-        os.truncate(d.pidfile + ".lock", 0)
-        unknown = (f"fingerd is running (pid unknown: neither its pidfile {d.pidfile} nor "
-                   f"its lock file {d.pidfile}.lock names it)")
-        status = ctl(d, "status")
-        assert (status.returncode, status.stdout) == (0, unknown + "\n")
-        for command in ("stop", "reload", "reopen"):
-            failed = ctl(d, command)
-            assert (failed.returncode, failed.stderr) == (1, f"fingerd-ctl: {unknown}\n"), \
-                command
-        assert d.finger(b"alice\r\n") == b"Happy and well\r\n", "stop left it running"
-    finally:
-        os.kill(pid, signal.SIGTERM)
-        wait_until(lambda: not os.path.exists(f"/proc/{pid}"), what="the daemon's end")
-
-
-def test_a_daemon_whose_pidfile_moved_in_the_configuration_is_never_said_stopped(
-        detached, public_dir):
-    """[fingerd] pidfile changed while the daemon runs: the new pidfile names none, but a
-    fingerd holding the configured addresses runs all the same: status says so, stop,
-    reload and reopen fail, and the daemon is left serving."""
-    d = detached
-    assert fingerd(d).returncode == 0
-    pid = probe(d.pidfile)[1]
-    moved = os.path.join(public_dir, "moved.pid")
-    d.reconfigure(fingerd__pidfile=moved)
-    status = ctl(d, "status")
-    said = f"fingerd is running (pid {pid}, on 127.0.0.1:"
-    assert status.returncode == 0 and status.stdout.startswith(said), status.stdout
-    assert f"though not by its pidfile {moved}: " in status.stdout
-    for command in ("stop", "reload", "reopen"):
-        failed = ctl(d, command)
-        assert failed.returncode == 1 and failed.stderr.startswith(f"fingerd-ctl: {said}"), \
-            (command, failed.stdout, failed.stderr)
-        assert failed.stderr.endswith(f"stop it with: kill {pid}\n")
-    assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
-    assert probe(d.pidfile) == (RUNNING, pid)
 
 
 def dead_pid():

@@ -6,26 +6,11 @@ import signal
 import subprocess
 import sys
 
-import pytest
-
 from fingerd.process.pidfile import RUNNING, probe, read_pid
 from tests.support import ROOT
-from tests.support.daemon import end_by_pidfile, held_until
+from tests.support.daemon import held_until
 from tests.support.markers import needs_root
 from tests.support.polling import wait_until
-
-
-@pytest.fixture
-def detached(make_daemon, public_dir):
-    """A configuration for a detached daemon, logging to a file; whatever it started is
-    ended by its pid, and it may have logged no traceback."""
-    log_file = os.path.join(public_dir, "fingerd.log")
-    d = make_daemon(fingerd__log_file=log_file)
-    d.logged = lambda: open(log_file, errors="replace").read() if os.path.exists(
-        log_file) else ""
-    yield d
-    end_by_pidfile(d.pidfile)
-    assert "Traceback" not in d.logged(), d.logged()
 
 
 @needs_root
