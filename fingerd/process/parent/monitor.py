@@ -78,12 +78,11 @@ class Monitor:
             self._close_log(handle)
         if handle.channel is not None:
             for _ in range(MAX_LAST_WORDS):
-                data = handle.channel.receive()
-                message = parse_message(data) if data else None
-                if data is None or message is None or message["op"] == "set":
+                message = parse_message(handle.channel.receive() or b"")
+                if message is None or message["op"] == "set":
                     break
                 try:
-                    self._on_request(handle, data)
+                    self._on_message(handle, message)
                 except WorkerMisbehaved:
                     break
             self._close(handle)
@@ -126,6 +125,9 @@ class Monitor:
         message = parse_message(data)
         if message is None:
             raise WorkerMisbehaved("sent a malformed request")
+        self._on_message(sender, message)
+
+    def _on_message(self, sender: WorkerHandle, message: dict[str, Any]) -> None:
         assert sender.channel is not None
         if message["op"] == "ready":
             if sender.channel.said_ready:
