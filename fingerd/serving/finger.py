@@ -128,13 +128,15 @@ def forwarded(checked: CheckedQuery) -> bool:
 def internal_error(lines: Lines) -> Answer:
     """``internal_error`` of finger: the line, with the query's kind, so that a query
     answered so is counted among the queries read (fingerd_queries_total)."""
-    query = parse_query(lines[0])
-    return INTERNAL_ERROR._replace(kind=query.kind, name=query.user)
+    return _internal_error_to(parse_query(lines[0]))
 
 
 def checked_internal_error(checked: CheckedQuery) -> Answer:
     """``internal_error`` of finger with the system's accounts."""
-    query = checked.query
+    return _internal_error_to(checked.query)
+
+
+def _internal_error_to(query: Query) -> Answer:
     return INTERNAL_ERROR._replace(kind=query.kind, name=query.user)
 
 
