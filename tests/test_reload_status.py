@@ -71,3 +71,15 @@ def test_an_outcome_is_printed_with_its_control_characters_escaped(make_daemon):
 def test_a_message_is_shown_a_line_an_error_each_line_escaped():
     assert reload_status.shown("a.conf:3: bad\nb.conf:1: \x1b[2J\u202e\tx") == (
         "a.conf:3: bad\nb.conf:1: \\x1b[2J\\u202e\\tx")
+
+
+def test_an_outcome_missing_a_field_is_none(tmp_path):
+    """An outcome file of the right owner without ``applied`` (or with it not a boolean) is
+    no outcome: fingerd-ctl reads none rather than fail on it."""
+    pidfile = str(tmp_path / "fingerd.pid")
+    whole = {"pid": 1, "reload": 1, "asked": 1.0, "applied": True, "message": "applied"}
+    for outcome in (whole, {**whole, "applied": "yes"},
+                    {key: value for key, value in whole.items() if key != "applied"}):
+        with open(reload_status.path_for(pidfile), "w") as f:
+            json.dump(outcome, f)
+        assert reload_status.read(pidfile) == (outcome if outcome is whole else None)

@@ -78,7 +78,8 @@ def read(pidfile_path):
     finally:
         os.close(fd)
     if not (isinstance(status, dict) and type(status.get("pid")) is int
-            and type(status.get("reload")) is int and isinstance(status.get("message"), str)
+            and type(status.get("reload")) is int and type(status.get("applied")) is bool
+            and isinstance(status.get("message"), str)
             and type(status.get("asked")) in (int, float)):
         return None
     return status
