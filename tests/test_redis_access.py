@@ -11,7 +11,14 @@ redis = pytest.importorskip("redis")
 pytestmark = needs_tool("redis-server", "redis-server")
 
 # Imported once the skip above has found the client library, which it needs.
-from fingerd.users.redis_access import Unanswered, Writers, call_off, connect  # noqa: E402
+from fingerd.users.redis_access import (  # noqa: E402
+    Connection,
+    Unanswered,
+    Writers,
+    _Identity,
+    call_off,
+    connect,
+)
 
 KEY = "test:users"
 CHANNEL = "test:changes"
@@ -89,3 +96,33 @@ def test_after_a_restart_of_redis_the_client_given_the_same_id_is_not_closed(red
     finally:
         other.close()
         checker.close()
+
+
+class Answering:
+    """A connection whose CLIENT INFO is answered ``answer`` (raised, if an exception)."""
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def on_connect(self):
+        pass
+
+    def send_command(self, *args):
+        pass
+
+    def read_response(self):
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+@pytest.mark.parametrize("answer", [
+    redis.ResponseError("NOPERM"), b"", b"id=x addr=127.0.0.1:4000", b"addr=127.0.0.1:4000",
+    "id=7 addr=127.0.0.1:4000", None,
+])
+def test_a_connection_redis_does_not_name_serves_on_and_cannot_be_called_off(answer):
+    identity = _Identity()
+    identity(Answering(b"id=7 addr=127.0.0.1:4000 laddr=127.0.0.1:6379 name="))
+    assert identity.connection == Connection(7, "127.0.0.1:4000")
+    identity(Answering(answer))
+    assert identity.connection is None

@@ -105,10 +105,12 @@ class _Identity:
         conn.send_command("CLIENT", "INFO")  # type: ignore[no-untyped-call]
         try:
             info = conn.read_response()
-        except redis.ResponseError:  # an ACL refuses it, or Redis before 6.2
-            return  # a write on it cannot be called off
-        fields = dict(item.partition(b"=")[::2] for item in info.split())
-        self.connection = Connection(int(fields[b"id"]), fields[b"addr"].decode())
+            fields = dict(item.partition(b"=")[::2] for item in info.split())
+            self.connection = Connection(int(fields[b"id"]), fields[b"addr"].decode())
+        except (redis.ResponseError, AttributeError, KeyError, TypeError, ValueError):
+            # Refused (an ACL, Redis before 6.2) or not in CLIENT INFO's form: the
+            # connection serves on, but a write on it cannot be called off.
+            pass
 
 
 class Writers:
