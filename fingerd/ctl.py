@@ -27,7 +27,7 @@ from fingerd.process import pidfile, reload_status
 
 #: Seconds ``stop`` waits for the daemon to exit.
 STOP_TIMEOUT = 20.0
-#: Seconds ``reload`` waits for its outcome: a new worker has STARTUP_TIMEOUT to be ready.
+#: Seconds ``reload`` waits for its outcome: STARTUP_TIMEOUT, then the handover (8 s at most).
 RELOAD_TIMEOUT = STARTUP_TIMEOUT + 10.0
 
 EXIT_OK = 0

@@ -53,6 +53,9 @@ STOP_GRACE_SECONDS = 5.0
 #: reload is refused after it.
 STARTUP_TIMEOUT = 30.0
 
+#: Seconds a reload's new worker, ready, waits for the worker it replaces to stop
+#: accepting before it accepts all the same (connections wait in the listen queue).
+HANDOVER_TIMEOUT = 2.0
 #: Seconds the worker waits for the parent to write the users file.
 REPLY_TIMEOUT = 10.0
 

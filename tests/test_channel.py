@@ -137,7 +137,7 @@ REQUESTS = st.one_of(
                            "name": st.one_of(NAMES, TEXT), "status": TEXT,
                            "deadline": st.one_of(st.floats(), st.integers(), JSON)}),
     st.fixed_dictionaries(
-        {"op": st.sampled_from(["ready", "set", "alive", "SET", ""])},
+        {"op": st.sampled_from(["ready", "set", "alive", "closed", "SET", ""])},
         optional={"id": st.one_of(st.integers(), JSON), "name": st.one_of(NAMES, JSON),
                   "status": st.one_of(TEXT, JSON), "served": st.one_of(st.integers(), JSON),
                   "deadline": st.one_of(st.floats(), JSON),
@@ -159,7 +159,7 @@ def test_any_datagram_is_a_request_answered_or_none(data):
     message = parse_message(data)
     if message is None:
         return
-    assert message["op"] in ("ready", "set", "alive")
+    assert message["op"] in ("ready", "set", "alive", "closed")
     if message["op"] == "alive":
         assert type(message["served"]) is int and message["served"] >= 0
     if message["op"] == "set":
@@ -179,6 +179,13 @@ def test_what_an_honest_worker_sends_reads_back(name, status, request_id):
                            "deadline": DEADLINE}
     else:
         assert message is None
+
+
+def test_a_worker_says_it_accepts_no_more_in_a_message_the_parent_reads():
+    parent_end, worker_end = channel()
+    with parent_end, worker_end:
+        MonitorClient(worker_end).not_accepting()
+        assert parse_message(parent_end.recv(MAX_MESSAGE_BYTES)) == {"op": "closed"}
 
 
 def test_a_heartbeat_carries_a_count_of_requests_answered():

@@ -12,7 +12,7 @@ import pytest
 
 from fingerd.limits import REPLY_TIMEOUT, STARTUP_TIMEOUT
 from fingerd.process.channel import MAX_QUEUED_REPLIES, MonitorClient, channel
-from fingerd.process.exits_and_signals import EXIT_FATAL, describe_exit
+from fingerd.process.exits_and_signals import ACCEPT_SIGNAL, EXIT_FATAL, describe_exit
 from fingerd.process.parent.monitor import MAX_WAITING_SETS
 from fingerd.process.parent.reloading import Plan
 from fingerd.process.parent.reloads import ReloadRefused
@@ -114,6 +114,10 @@ class FakeWorkers:
 
     def ready(self, pid=None, users_problem=None):
         MonitorClient(self._ends[pid or self.pid][0]).ready(users_problem)
+
+    def closed(self, pid):
+        """The worker ``pid`` says it accepts no more."""
+        MonitorClient(self._ends[pid][0]).not_accepting()
 
     def log_error(self, message):
         record = logging.makeLogRecord({"levelno": logging.ERROR, "msg": message})
@@ -610,7 +614,11 @@ def test_a_valid_configuration_starts_a_new_worker_and_the_old_retires_once_it_i
     workers.ready(new)
     reloading.step(0)
     assert reloading.state is State.RUNNING and reloading.live.pid == new
-    assert workers.sent == [(old, signal.SIGTERM)]
+    assert workers.sent == [(old, signal.SIGTERM)], "the new one accepts nothing yet"
+    assert reloads == [], "no outcome while the old one may still accept"
+    workers.closed(old)
+    reloading.step(0)
+    assert workers.sent == [(old, signal.SIGTERM), (new, ACCEPT_SIGNAL)]
     assert reloads == [(True, f"configuration fingerd.conf applied: worker {new} serves it")]
     assert plan.unused[0].fileno() != -1, "dropped sockets stay open while the old one lives"
     workers.end(exited(0), pid=old)
@@ -626,10 +634,13 @@ def test_a_users_file_the_new_worker_cannot_serve_is_said_once_and_the_reload_ap
         workers.ready(new, "users file rejected: users: No such file or directory\nforged; "
                            "2 users still served")
         reloading.step(0)
+        workers.closed(old)
+        reloading.step(0)
     said = "users file rejected: users: No such file or directory\\nforged; 2 users still served"
     assert reloads == [(True, f"configuration fingerd.conf applied: worker {new} serves it; "
                               f"{said}")]
-    assert reloading.state is State.RUNNING and workers.sent == [(old, signal.SIGTERM)]
+    assert reloading.state is State.RUNNING
+    assert workers.sent == [(old, signal.SIGTERM), (new, ACCEPT_SIGNAL)]
     assert [(r.levelno, r.getMessage()) for r in caplog.records
             if "users file" in r.getMessage()] == [(logging.ERROR, said)]
 
@@ -647,6 +658,45 @@ def test_a_retiring_worker_that_lingers_is_killed(reloading, workers, reloader, 
     reloading.step(0)
     assert [signum for pid, signum in workers.sent if pid == old] == [signal.SIGTERM,
                                                                       signal.SIGKILL]
+
+
+def test_the_new_worker_accepts_once_the_old_one_is_gone_without_a_word(
+        reloading, workers, reloader, reloads):
+    old, new = begin_reload(reloading, workers, reloader)
+    workers.ready(new)
+    reloading.step(0)
+    workers.closed(new)  # the new worker's own word is not the old one's
+    reloading.step(0)
+    assert workers.sent == [(old, signal.SIGTERM)] and reloads == []
+    workers.end(killed(signal.SIGKILL), pid=old)
+    reloading.handle_sigchld()
+    assert workers.sent == [(old, signal.SIGTERM), (new, ACCEPT_SIGNAL)]
+    assert reloads == [(True, f"configuration fingerd.conf applied: worker {new} serves it")]
+
+
+def test_a_reloads_worker_accepts_at_once_when_the_one_it_replaced_died_meanwhile(
+        reloading, workers, reloader, reloads):
+    old, new = begin_reload(reloading, workers, reloader)
+    workers.end(killed(signal.SIGKILL), pid=old)
+    reloading.handle_sigchld()
+    workers.ready(new)
+    reloading.step(0)
+    assert workers.sent == [(new, ACCEPT_SIGNAL)]
+    assert reloads == [(True, f"configuration fingerd.conf applied: worker {new} serves it")]
+
+
+def test_a_reloads_worker_dead_before_its_handover_is_not_signalled_and_its_successor_serves(
+        reloading, workers, reloader, reloads):
+    old, new = begin_reload(reloading, workers, reloader)
+    workers.ready(new)
+    reloading.step(0)
+    workers.end(killed(signal.SIGKILL), pid=new)
+    reloading.handle_sigchld()
+    workers.closed(old)
+    reloading.step(0)
+    assert (new, ACCEPT_SIGNAL) not in workers.sent, "its pid may be another process's"
+    assert reloads == [(True, "configuration fingerd.conf applied: the next worker starts "
+                              "with it")]
 
 
 def test_a_new_worker_that_dies_before_it_is_ready_is_a_refused_reload(
@@ -720,12 +770,15 @@ def test_each_outcome_says_when_the_last_hup_it_answers_came(reloading, workers,
     reloading.handle_sighup()
     between = time.monotonic()
     reloading.handle_sighup()
+    second = workers.pid
     workers.ready()
     reloading.step(0)
-    assert len(asked) == 1 and before <= asked[0] <= between
-    workers.end(exited(0), pid=first)
+    workers.end(exited(0), pid=first)  # gone without a word: the handover is done
     reloading.handle_sigchld()
+    assert len(asked) == 1 and before <= asked[0] <= between
     workers.ready()
+    reloading.step(0)
+    workers.closed(second)
     reloading.step(0)
     assert len(asked) == 2 and asked[1] >= between
 

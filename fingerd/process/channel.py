@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from fingerd.users.fileio import Signature
 
 MAX_MESSAGE_BYTES = 4096
+#: What a worker says: it is ready, it lives, set this status, it accepts no more.
+OPS = ("ready", "alive", "set", "closed")
 #: Most characters of what a ready message says about the users file: a line, whose
 #: JSON (12 bytes for a character outside the BMP) fits in one message.
 MAX_PROBLEM_CHARS = 300
@@ -84,6 +86,14 @@ class MonitorClient:
         try:
             self._sock.send(json.dumps({"op": "alive", "served": served}).encode(),
                             socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+
+    def not_accepting(self) -> None:
+        """Tell the parent the worker accepts no more (it stops): a reload's new worker
+        accepts from then on. Without the lock, as ``alive``."""
+        try:
+            self._sock.send(b'{"op": "closed"}', socket.MSG_DONTWAIT)
         except OSError:
             pass
 
@@ -139,7 +149,7 @@ def parse_message(data: bytes) -> dict[str, Any] | None:
         message = json.loads(data)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(message, dict) or message.get("op") not in ("ready", "set", "alive"):
+    if not isinstance(message, dict) or message.get("op") not in OPS:
         return None
     if message["op"] == "ready" and not (
             message.get("users") is None or _utf8(message["users"])):

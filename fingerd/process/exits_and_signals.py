@@ -19,8 +19,11 @@ EXIT_SOFTWARE = 70
 HANDLED_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1,
                    signal.SIGCHLD)
 
+#: The parent's word to a reload's worker that the worker it replaces accepts no more,
+#: so that it may: until then it accepts nothing (its handover).
+ACCEPT_SIGNAL = signal.SIGUSR2
 #: Signals the worker's main thread waits for; blocked in every thread.
-WORKER_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+WORKER_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, ACCEPT_SIGNAL)
 #: Signals the worker ignores: SIGUSR1 asks for log files to be reopened, and the
 #: worker has none (the parent writes its lines), yet ``systemctl kill -s USR1`` and
 #: ``killall -USR1`` send it to every process of the daemon, and by default it kills.

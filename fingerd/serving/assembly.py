@@ -13,6 +13,7 @@ import resource
 import socket
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -59,8 +60,9 @@ class Service:
         self._watcher: Watcher | None = None
         self.failed = threading.Event()
 
-    def start(self) -> None:
-        """Start serving on every socket; returns at once."""
+    def start(self, held: bool = False) -> None:
+        """Start serving on every socket, or, ``held``, everything but accepting until
+        ``accept``; returns at once."""
         config = self._config
         self._pool = Pool(config.threads)
         self.metrics.pool_busy.set_function(self._pool.busy)
@@ -114,6 +116,8 @@ class Service:
         self._watcher = Watcher(self.store, config.reload_interval)
         self._watcher.start()
         for server in self._servers:
+            if held:
+                server.listeners.hold()
             name = f"fingerd-{server.service.name}"
             thread = threading.Thread(target=self._serve, args=(server,), name=name, daemon=True)
             thread.start()
@@ -125,15 +129,23 @@ class Service:
         except Exception:
             log.critical("%s server failed; stopping", server.service.name, exc_info=True)
             self.failed.set()
+        finally:
+            server.listeners.close()  # ended, it accepts no more: a stop need not wait
 
     def reload(self) -> None:
         """Read the users file again at once (SIGHUP); nothing before ``start``."""
         if self._watcher is not None:
             self._watcher.poke()
 
-    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
-        """Stop accepting, finish the requests in progress within ``grace`` seconds, close
-        what ``start`` started.
+    def accept(self) -> None:
+        """Accept on every socket ``start`` held; idempotent."""
+        for server in self._servers:
+            server.listeners.open_now()
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS,
+             not_accepting: Callable[[], None] = lambda: None) -> None:
+        """Stop accepting, and once no server does, call ``not_accepting``; finish the
+        requests in progress within ``grace`` seconds, close what ``start`` started.
 
         A client already connected still gets its answer if its query arrives
         within the grace period.
@@ -141,6 +153,8 @@ class Service:
         deadline = time.monotonic() + grace
         for server in self._servers:
             server.begin_shutdown(grace)
+        if all(server.listeners.closed.wait(_left(deadline)) for server in self._servers):
+            not_accepting()
         for server in self._servers:
             server.wait_stopped(_left(deadline) + 1.0)
         if self._pool is not None and not self._pool.stop(_left(deadline)):

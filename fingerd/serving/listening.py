@@ -11,6 +11,7 @@ import errno
 import functools
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -72,6 +73,12 @@ class Listeners:
         self._on_closed: Callable[[float], None] = _ignore
         self._closing = False
         self._drain_until = 0.0
+        #: Whether ``start`` leaves the listeners unpolled until ``open_now``.
+        self._held = False
+        self._opening = False
+        #: Set once this process has closed the listeners: from then on the kernel hands
+        #: their connections to other processes only.
+        self.closed = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         if service.defers_accept and service.request_timeout >= DEFER_ACCEPT_SECONDS:
             for listener in self.all:
@@ -79,21 +86,38 @@ class Listeners:
                                          DEFER_ACCEPT_SECONDS)
             self.deferral = DEFER_ACCEPT_SECONDS
 
+    def hold(self) -> None:
+        """Before the loop starts: accept nothing until ``open_now``. A reload's worker
+        waits so until the worker it replaces has stopped accepting, so that no client
+        connecting after the reload is served with the configuration it replaced."""
+        self._held = True
+
     def start(self, on_closed: Callable[[float], None]) -> None:
-        """Poll every listener, and the wake-up of ``begin_close``: once closed,
-        ``on_closed(drain_until)`` is called with the time the drain of a stop ends."""
+        """Poll every listener, unless held, and the wake-up of ``begin_close`` and
+        ``open_now``: once closed, ``on_closed(drain_until)`` is called with the time the
+        drain of a stop ends."""
         self._on_closed = on_closed
         for listener in self.all:
             listener.sock.setblocking(False)
         self._wake_r.setblocking(False)
         self._register(self._wake_r.fileno(), self._on_wake)
-        self._listen()
+        if not self._held:
+            self._listen()
+
+    def open_now(self) -> None:
+        """From any thread: start accepting, if held; the loop's thread does it.
+        Idempotent, and nothing once closing."""
+        self._opening = True
+        self._wake()
 
     def begin_close(self, grace: float) -> None:
         """From any thread: close the listeners on the loop's thread, which then gives
         requests being read ``grace`` seconds to arrive. Returns at once."""
         self._drain_until = time.monotonic() + grace
         self._closing = True
+        self._wake()
+
+    def _wake(self) -> None:
         try:
             self._wake_w.send(b"x")
         except OSError:
@@ -107,7 +131,8 @@ class Listeners:
 
     def _on_wake(self) -> None:
         """A stop was asked for: close the listening sockets, so that new clients are
-        refused rather than queued, and give requests being read until the drain ends."""
+        refused rather than queued, and give requests being read until the drain ends.
+        Or held listeners are to accept now."""
         try:
             self._wake_r.recv(64)
         except OSError:
@@ -115,6 +140,9 @@ class Listeners:
         if self._closing and self.open:
             self.close()
             self._on_closed(self._drain_until)
+        elif self._opening and self._held and self.open:
+            self._held = False
+            self._listen()
 
     def accepting_again(self) -> None:
         """A connection was accepted after a shortage: say so, once."""
@@ -152,6 +180,7 @@ class Listeners:
         self.paused_until = None
         for listener in self.all:
             listener.sock.close()
+        self.closed.set()
 
     def _listen(self) -> None:
         for listener in self.all:

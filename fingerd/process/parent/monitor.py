@@ -1,9 +1,11 @@
 """The root parent's answers to its workers' requests, as OpenSSH's monitor answers
-its privilege-separated child: ready, alive and set; and the relay of their log lines.
+its privilege-separated child: ready, alive, set and closed; and the relay of their log
+lines.
 
 A worker's channel and log pipe are registered on the parent's selector
 with a callback here. ``ready`` is passed on to the supervisor once per worker; ``alive``
-pushes back a running worker's heartbeat deadline; ``set`` is checked again
+pushes back a running worker's heartbeat deadline; ``closed`` (it accepts no
+more) is passed on to the reloads, for a reload's worker to accept; ``set`` is checked again
 (the parent trusts nothing in a request) and handed to the users file
 writer, whose reply is sent back to the worker that asked. A worker that
 sends what no worker of ours sends, floods set requests or stops reading
@@ -42,17 +44,19 @@ class Monitor:
     """Answers the requests on the workers' channels.
 
     ``kill(pid, signum)`` signals a worker; ``on_ready(handle)`` hears a worker
-    say, once, that it serves.
+    say, once, that it serves, ``on_closed(handle)`` that it accepts no more.
     """
 
     def __init__(self, selector: selectors.BaseSelector, writes: FileWriter,
                  clock: Callable[[], float], kill: Callable[[int, int], None],
-                 on_ready: Callable[[WorkerHandle], None]) -> None:
+                 on_ready: Callable[[WorkerHandle], None],
+                 on_closed: Callable[[WorkerHandle], None]) -> None:
         self._sel = selector
         self.writes = writes
         self._clock = clock
         self._kill = kill
         self._on_ready = on_ready
+        self._on_closed = on_closed
         #: The workers watched, by pid: those not yet forgotten.
         self._watched: dict[int, WorkerHandle] = {}
 
@@ -66,8 +70,8 @@ class Monitor:
                            lambda fd: self._on_log(handle))
 
     def forget(self, handle: WorkerHandle) -> None:
-        """The worker is gone: relay its last log lines, hear its last ready and alive
-        (its death may be reaped before the loop read them: a worker that said it was
+        """The worker is gone: relay its last log lines, hear its last ready, alive and
+        closed (its death may be reaped before the loop read them: a worker that said it was
         ready, served and was killed at once started), close its channels, drop its sets
         not yet begun."""
         self._watched.pop(handle.pid, None)
@@ -137,6 +141,8 @@ class Monitor:
             self._on_ready(sender)
         elif message["op"] == "alive":
             self._on_alive(sender, message["served"])
+        elif message["op"] == "closed":
+            self._on_closed(sender)
         else:
             self._on_set(sender, message)
 

@@ -5,8 +5,11 @@ A HUP reads the configuration again (the supervisor's ``reloader``, in
 production ``reloading.prepare``) and, if it can be applied, starts a new
 worker beside the one serving. Once the new worker is ready the old one
 retires, finishing what it holds, and the sockets of addresses dropped are
-closed when it is gone; if the new worker dies first, or is not ready in
-STARTUP_TIMEOUT, everything goes back to what served before. A users file
+closed when it is gone. The new worker accepts only once the old one says it
+accepts no more, or is gone (the handover; ACCEPT_SIGNAL tells it), and the
+outcome is reported then: no client connecting after it is served with the
+configuration replaced. If the new worker dies before it is ready, or is not
+ready in STARTUP_TIMEOUT, everything goes back to what served before. A users file
 the new worker cannot serve (missing, unreadable, invalid) refuses nothing:
 the new worker serves the entries the old one served, and the outcome says
 what is wrong with the file. One reload at a time: a HUP while a worker
@@ -19,10 +22,10 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 from fingerd.limits import STARTUP_TIMEOUT
-from fingerd.process.exits_and_signals import describe_exit
+from fingerd.process.exits_and_signals import ACCEPT_SIGNAL, describe_exit
 from fingerd.process.logformat import clean
 from fingerd.process.parent.states import State
 from fingerd.process.parent.worker_handle import WorkerHandle
@@ -50,6 +53,15 @@ class Reload:
         self.failure: Optional[str] = None
 
 
+class Handover(NamedTuple):
+    """A reload's worker, ready, waiting for ``old`` (None if it died) to stop accepting;
+    what was wrong with its users file, for the outcome."""
+
+    old: Optional[WorkerHandle]
+    new: WorkerHandle
+    users_problem: Optional[str]
+
+
 class Reloads:
     """The reloads of one supervisor: ``current`` is the one under way, if any."""
 
@@ -64,6 +76,7 @@ class Reloads:
         #: last one the reload under way, or last begun, answers: fingerd-ctl reload
         #: takes the first outcome answering a HUP it sent, not an earlier one's.
         self._asked_at = self._answers = 0.0
+        self._handover: Optional[Handover] = None
 
     @property
     def old(self) -> Optional[WorkerHandle]:
@@ -115,17 +128,34 @@ class Reloads:
         sup.start_worker()
 
     def on_ready(self, new: WorkerHandle) -> None:
-        """The reload's worker is ready: the old one retires."""
+        """The reload's worker is ready: the old one retires, and the new one accepts
+        once the old one does not."""
         reload, self.current = self.current, None
         assert reload is not None
+        said = new.channel.users_problem if new.channel is not None else None
+        self._handover = Handover(reload.old, new, clean(said) if said is not None else None)
         if reload.old is not None:
             self._retire(reload.old, reload.plan.close_unused)
         else:
             reload.plan.close_unused()
-        said = new.channel.users_problem if new.channel is not None else None
-        self._report(True, f"configuration {self._sup.config.path} applied: "
-                           f"worker {new.pid} serves it",
-                     clean(said) if said is not None else None)
+            self._hand_over()
+
+    def on_closed(self, sender: WorkerHandle) -> None:
+        """``sender`` accepts no more: if a reload replaced it, the new worker accepts."""
+        if self._handover is not None and self._handover.old is sender:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """The new worker accepts, if it still serves; the reload's outcome."""
+        handover, self._handover = self._handover, None
+        assert handover is not None
+        sup, new = self._sup, handover.new
+        if new is sup.live:
+            sup.workers.kill(new.pid, ACCEPT_SIGNAL)
+        serving = f"worker {new.pid} serves it" if new is sup.live else \
+            "the next worker starts with it"
+        self._report(True, f"configuration {sup.config.path} applied: {serving}",
+                     handover.users_problem)
 
     def give_up(self) -> None:
         """The reload's worker is not ready in time: it is killed, and its death ends
@@ -171,6 +201,7 @@ class Reloads:
         self._sup.monitor.forget(old)
         log.info("worker %d %s", pid, describe_exit(status))
         old.close_leftovers()
+        self.on_closed(old)
         return True
 
     def stop(self) -> None:
@@ -181,6 +212,7 @@ class Reloads:
             if reload.old is not None:
                 self._retire(reload.old, lambda: None)
             reload.plan.close_unused()
+        self._handover = None
         for old in self.retiring:
             old.close_leftovers()
             old.close_leftovers = lambda: None

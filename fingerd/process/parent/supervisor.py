@@ -91,7 +91,7 @@ class Supervisor:
         self._sel = selectors.DefaultSelector()
         self.writes = FileWriter(self._sel, clock=clock)
         self.monitor = Monitor(self._sel, self.writes, clock, workers.kill,
-                               self._on_worker_ready)
+                               self._on_worker_ready, self.reloads.on_closed)
         # The writer's child is the parent's own, not something a worker left behind.
         workers.spare = self.writes.pids
 

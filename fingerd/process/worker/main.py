@@ -14,12 +14,18 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import Any, Optional
 
-from fingerd.limits import STOP_GRACE_SECONDS
+from fingerd.limits import HANDOVER_TIMEOUT, STOP_GRACE_SECONDS
 from fingerd.metrics import Metrics
 from fingerd.process.channel import MonitorClient
-from fingerd.process.exits_and_signals import EXIT_FATAL, EXIT_SOFTWARE, WORKER_SIGNALS
+from fingerd.process.exits_and_signals import (
+    ACCEPT_SIGNAL,
+    EXIT_FATAL,
+    EXIT_SOFTWARE,
+    WORKER_SIGNALS,
+)
 from fingerd.process.parent_counts import ConfigReloads
 from fingerd.process.worker import confine
 from fingerd.process.worker.logpipe import PipeHandler
@@ -117,21 +123,38 @@ def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshots, co
     signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
     service = Service(config, sockets, store, metrics)
     sys.setswitchinterval(SWITCH_INTERVAL)
-    service.start()
+    service.start(held=reload)
     gc.freeze()
     monitor.ready(kept.rejected() if kept is not None and reload else None)
+    # A reload's worker accepts once the parent says the worker it replaces no longer
+    # does (ACCEPT_SIGNAL), or, should that one be wedged, after HANDOVER_TIMEOUT.
+    held_until = time.monotonic() + HANDOVER_TIMEOUT if reload else None
     while not service.failed.is_set() and os.getppid() == parent:
         monitor.alive(metrics.requests.answered())
-        sig = signal.sigtimedwait(WORKER_SIGNALS, PARENT_CHECK_SECONDS)
-        if sig is None:
+        sig = signal.sigtimedwait(WORKER_SIGNALS, _until(held_until))
+        accept_now = sig is not None and sig.si_signo == ACCEPT_SIGNAL
+        if held_until is not None and (accept_now or time.monotonic() >= held_until):
+            if not accept_now:
+                log.warning("the worker replaced did not say within %.0f s that it stopped "
+                            "accepting; accepting beside it", HANDOVER_TIMEOUT)
+            service.accept()
+            held_until = None
+        if sig is None or accept_now:
             continue
         if sig.si_signo == signal.SIGHUP:
             log.info("reading the users file again")
             service.reload()
         else:
             break
-    service.stop(STOP_GRACE_SECONDS)
+    service.stop(STOP_GRACE_SECONDS, monitor.not_accepting)
     return 1 if service.failed.is_set() else 0
+
+
+def _until(held_until: Optional[float]) -> float:
+    """Seconds to wait for a signal: to the next heartbeat, or to the end of a hold."""
+    if held_until is None:
+        return PARENT_CHECK_SECONDS
+    return max(0.0, min(PARENT_CHECK_SECONDS, held_until - time.monotonic()))
 
 
 #: The parent's log handlers, kept referenced: their descriptors are closed under
