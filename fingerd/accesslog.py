@@ -36,7 +36,8 @@ MAX_LOGGED_NAME = 64
 def escape(text: str) -> str:
     """``text`` as printable ASCII inside double quotes: ``\\"``, ``\\\\``, then ``\\xHH``,
     ``\\uHHHH`` or ``\\UHHHHHHHH`` for a character below U+0100, U+10000 or beyond, as
-    Python writes them, so that each escape has one reading."""
+    Python writes them, so that each escape has one reading: a character, which for
+    finger, whose queries are read as Latin-1, is a byte sent."""
     out = []
     for ch in text[:MAX_LOGGED_NAME]:
         code = ord(ch)

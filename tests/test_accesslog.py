@@ -93,6 +93,16 @@ def test_names_are_logged_escaped_with_log_queries(make_daemon):
     assert "\r" not in d.log() and "\x1b" not in d.log()
 
 
+def test_a_finger_lines_escapes_are_bytes_sent_and_a_web_lines_characters(make_daemon, ports):
+    """As guide.md says: finger reads a query as Latin-1, the web a name as UTF-8 text."""
+    d = make_daemon(fingerd__access_log="yes", fingerd__log_queries="yes").listen(
+        "web", f"127.0.0.1:{ports.take()}").start()
+    d.finger("\u00e9\r\n".encode())
+    assert access_lines(d, 1)[0].endswith(' user="\\xc3\\xa9"')
+    d.web(b"GET /users/%C3%A9 HTTP/1.0\r\n\r\n")
+    assert access_lines(d, 2)[1].endswith(' user="\\xe9"')
+
+
 def test_access_log_is_off_by_default_but_setter_changes_are_always_logged(make_daemon):
     d = make_daemon().start()
     d.finger(b"alice\r\n")
