@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import pwd
 import signal
 import sys
 import time
@@ -15,13 +14,11 @@ from typing import TextIO, TypeVar
 from fingerd.config import (
     DEFAULT_PATH,
     DEFAULT_PIDFILE,
-    Address,
     Config,
     ConfigError,
     configured_path,
     load_config,
 )
-from fingerd.finger import client
 from fingerd.limits import STARTUP_TIMEOUT
 from fingerd.process import pidfile, reload_status
 
@@ -38,7 +35,19 @@ EXIT_NOT_RUNNING = 3
 EXIT_NO_PERMISSION = 4
 
 
-def say(message: str, stream: TextIO = sys.stdout) -> None:
+class OutputFailed(Exception):
+    """Standard output took not what a command printed (a full disk, a closed pipe)."""
+
+
+def out(text: str, end: str = "\n") -> None:
+    """``text`` and ``end`` on standard output, at once; OutputFailed if not taken."""
+    try:
+        print(text, end=end, flush=True)
+    except OSError as exc:
+        raise OutputFailed(exc.strerror) from None
+
+
+def say(message: str, stream: TextIO = sys.stderr) -> None:
     print(f"fingerd-ctl: {message}", file=stream)
 
 
@@ -49,14 +58,14 @@ def _complain(message: str) -> None:
 def cmd_status(path: str, args: argparse.Namespace) -> int:
     state, pid = pidfile.probe(path)
     if state == pidfile.RUNNING:
-        print(f"fingerd is running ({_pid_said(path, pid)})")
+        out(f"fingerd is running ({pid_said(path, pid)})")
         return EXIT_OK
-    if _elsewhere(path, args, print):
+    if _elsewhere(path, args, out):
         return EXIT_OK
     if state == pidfile.DEAD:
-        print(f"fingerd is not running, but its pidfile {path} remains ({_named(pid)})")
+        out(f"fingerd is not running, but its pidfile {path} remains ({named_pid(pid)})")
         return EXIT_DEAD
-    print("fingerd is not running")
+    out("fingerd is not running")
     return EXIT_NOT_RUNNING
 
 
@@ -74,14 +83,14 @@ def cmd_reload(path: str, args: argparse.Namespace) -> int:
         say(f"fingerd (pid {pid}) exited before it was asked to reload", sys.stderr)
         return EXIT_NOT_RUNNING
     if args.no_wait:
-        print(f"fingerd (pid {pid}) was asked to read its configuration and users file again")
+        out(f"fingerd (pid {pid}) was asked to read its configuration and users file again")
         return EXIT_OK
     deadline = time.monotonic() + RELOAD_TIMEOUT
     while time.monotonic() < deadline:
         status = reload_status.read(path)
         if status is not None and status["pid"] == pid and status["asked"] >= sent:
             if status["applied"]:
-                print(f"fingerd (pid {pid}): {reload_status.shown(status['message'])}")
+                out(f"fingerd (pid {pid}): {reload_status.shown(status['message'])}")
                 return EXIT_OK
             say(f"reload refused: {reload_status.shown(status['message'])}", sys.stderr)
             return EXIT_FAILED
@@ -99,7 +108,7 @@ def cmd_stop(path: str, args: argparse.Namespace) -> int:
     if state != pidfile.RUNNING:
         if _elsewhere(path, args):
             return EXIT_FAILED
-        print("fingerd is not running")
+        out("fingerd is not running")
         return EXIT_OK
     if pid is None:
         return _pid_unknown(path)
@@ -110,7 +119,7 @@ def cmd_stop(path: str, args: argparse.Namespace) -> int:
             say(f"fingerd (pid {pid}) did not stop within {STOP_TIMEOUT:.0f} s", sys.stderr)
             return EXIT_FAILED
         time.sleep(0.05)
-    print(f"fingerd (pid {pid}) stopped")
+    out(f"fingerd (pid {pid}) stopped")
     return EXIT_OK
 
 
@@ -122,7 +131,7 @@ def cmd_reopen(path: str, args: argparse.Namespace) -> int:
         return _pid_unknown(path)
     try:
         if state == pidfile.RUNNING and pid is not None and _sent(pid, signal.SIGUSR1):
-            print(f"fingerd (pid {pid}) was asked to reopen its log file")
+            out(f"fingerd (pid {pid}) was asked to reopen its log file")
             return EXIT_OK
     except OSError as exc:
         hint = ": run as root" if isinstance(exc, PermissionError) else ""
@@ -130,11 +139,11 @@ def cmd_reopen(path: str, args: argparse.Namespace) -> int:
         return EXIT_FAILED
     if _elsewhere(path, args):
         return EXIT_FAILED
-    print("fingerd is not running")
+    out("fingerd is not running")
     return EXIT_NOT_RUNNING
 
 
-def _pid_said(path: str, pid: int | None) -> str:
+def pid_said(path: str, pid: int | None) -> str:
     """``pid N`` of the daemon holding the lock, or why it has none (pidfile.probe): said,
     never taken for a daemon that is not running."""
     if pid is not None:
@@ -149,7 +158,7 @@ def _pid_said(path: str, pid: int | None) -> str:
 def _pid_unknown(path: str) -> int:
     """Nothing to signal: a failure, or a lack of permission where the lock file, which
     names the pid, may not be read."""
-    say(f"fingerd is running ({_pid_said(path, None)})", sys.stderr)
+    say(f"fingerd is running ({pid_said(path, None)})", sys.stderr)
     return EXIT_FAILED if os.access(pidfile.lock_path(path), os.R_OK) else EXIT_NO_PERMISSION
 
 
@@ -189,109 +198,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-#: Seconds a set or get may take.
-CLIENT_TIMEOUT = 15.0
-
-
-def _ask(config: Config, address: Address, data: bytes, service: str) -> bytes | None:
-    """The answer of the service at ``address`` to ``data``, or None (reason printed)."""
-    try:
-        return client.exchange(client.local_host(address), address.port, data,
-                               CLIENT_TIMEOUT, client.MAX_ANSWER_BYTES)[0]
-    except client.NoAnswer as exc:
-        unreachable(f"the {service} at its configured address {address}", exc, config.path,
-                    config.pidfile)
-        return None
-
-
-#: The package's init script, suggested to start the default configuration.
-INIT_SCRIPT = "/etc/init.d/fingerd"
-
-
-def unreachable(where: str, exc: client.NoAnswer, config_path: str, pidfile_path: str) -> None:
-    """Say that ``where`` could not be reached, then whether fingerd runs, from its
-    pidfile, and how to start it when it does not. A daemon running elsewhere than its
-    configured addresses is one started with sockets from systemd, which fingerd-ctl
-    does not look for."""
-    say(f"cannot reach {where}: {exc}", sys.stderr)
-    try:
-        state, pid = pidfile.probe(pidfile_path)
-    except OSError as problem:
-        say(f"cannot tell whether fingerd runs ({pidfile_path}): {problem.strerror}",
-            sys.stderr)
-        return
-    if state == pidfile.RUNNING:
-        say(f"fingerd is running ({_pid_said(pidfile_path, pid)}) but not answering there: "
-            "fingerd-ctl uses the configured addresses, never sockets systemd handed over "
-            "(socket activation), and they may have changed since the daemon's last start "
-            "or reload; else see its log", sys.stderr)
-        return
-    config_path = os.path.abspath(config_path)
-    start = (f"{INIT_SCRIPT} start" if config_path == DEFAULT_PATH and
-             os.path.exists(INIT_SCRIPT) else f"fingerd -c {config_path}")
-    left = f" (its pidfile {pidfile_path} remains, {_named(pid)})" if state == pidfile.DEAD \
-        else ""
-    say(f"fingerd is not running{left}; start it with: {start}", sys.stderr)
-
-
-def _named(pid: int | None) -> str:
+def named_pid(pid: int | None) -> str:
     """What a pidfile left behind names: its pid, or none (garbage, or no pid at all)."""
     return f"pid {pid}" if pid is not None else "naming no pid"
 
 
-def cmd_set(config: Config, args: argparse.Namespace) -> int:
-    """Through the setter's Unix socket when there is one, else its first TCP address.
-    ``set STATUS`` alone sets the status of the account running this command."""
-    if args.status is None:
-        args.user, args.status = _own_login(), args.user
-        if args.user is None:
-            say("this account has no login name to set the status of", sys.stderr)
-            return EXIT_FAILED
-    # An argument that is not UTF-8 goes as its bytes, for the setter to refuse.
-    request = f"{args.user}\r\n{args.status}\r\n".encode("utf-8", "surrogateescape")
-    if config.setter_socket:
-        try:
-            reply = client.exchange_unix(config.setter_socket, request, CLIENT_TIMEOUT,
-                                         client.MAX_ANSWER_BYTES)[0]
-        except client.NoAnswer as exc:
-            unreachable(f"the setter at its configured socket {config.setter_socket}", exc,
-                        config.path, config.pidfile)
-            reply = None
-    else:
-        reply = _ask(config, config.setter_listen[0], request, "setter")
-    if reply is None:
-        return EXIT_FAILED
-    text = reply.decode("utf-8", "replace").strip()
-    if text == "OK":
-        print(f'{args.user}: status set to "{args.status}"')
-        return EXIT_OK
-    if not text:
-        say(f"no answer from the setter: whether the status of {args.user} was set is "
-            f"unknown; see with: fingerd-ctl get {args.user}", sys.stderr)
-    else:
-        say(f"refused: {text.removeprefix('ERROR ')}", sys.stderr)
-    return EXIT_FAILED
-
-
-def _own_login() -> str | None:
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return None
-
-
-def cmd_get(config: Config, args: argparse.Namespace) -> int:
-    # Behind a proxy the service reads a PROXY header first: UNKNOWN keeps our own address.
-    header = b"PROXY UNKNOWN\r\n" if config.finger_proxy_protocol else b""
-    address = config.finger_listen[0]
-    reply = _ask(config, address, header + f"{args.user}\r\n".encode("utf-8", "surrogateescape"),
-                 "finger service")
-    if not reply:
-        if reply is not None:
-            say(f"the finger service at {address} answered nothing; see its log", sys.stderr)
-        return EXIT_FAILED
-    sys.stdout.write(reply.decode("utf-8", "replace").replace("\r\n", "\n"))
-    return EXIT_OK
+def cmd_client(config: Config, args: argparse.Namespace) -> int:
+    """set and get, by ctl_client: imported for them only, with the finger client."""
+    commands = importlib.import_module("fingerd.ctl_client")
+    done: int = (commands.cmd_set if args.command == "set" else commands.cmd_get)(config, args)
+    return done
 
 
 def cmd_redis(config: Config, args: argparse.Namespace) -> int:
@@ -352,7 +268,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 #: Commands that need only the pidfile, so that they work with a broken configuration.
 PIDFILE_COMMANDS = {"status": cmd_status, "reload": cmd_reload, "stop": cmd_stop,
                     "reopen": cmd_reopen}
-COMMANDS = {"set": cmd_set, "get": cmd_get, "import": cmd_redis, "export": cmd_redis}
+COMMANDS = {"set": cmd_client, "get": cmd_client, "import": cmd_redis, "export": cmd_redis}
 
 
 def fallback_pidfile(args: argparse.Namespace) -> tuple[str, str]:
@@ -394,7 +310,14 @@ def _run(command: Callable[[_Target, argparse.Namespace], int], target: _Target,
     except PermissionError as exc:
         say(f"{exc.strerror}: run as root", sys.stderr)
         return EXIT_NO_PERMISSION
+    except OutputFailed as exc:
+        # What is left unwritten goes nowhere at exit, rather than fail again there.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        say(f"cannot write standard output: {exc}")
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # As the module fingerd.ctl, which ctl_client and ctl_redis import: one OutputFailed.
+    from fingerd.ctl import main as module_main
+    raise SystemExit(module_main())

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import redis
 
 from fingerd.config import Config
+from fingerd.ctl import OutputFailed, out
 from fingerd.limits import MAX_USERS_FILE_BYTES
 from fingerd.users import redis_access as store
 from fingerd.users.redis_schema import redacted, shown_field, users_key
@@ -46,7 +47,7 @@ def import_file(config: Config, path: str, complain: Callable[[str], None]) -> b
     except redis.RedisError as exc:
         complain(f"{_store_name(config)}: store unavailable: {exc}; nothing imported")
         return False
-    print(f"{_store_name(config)}: {len(users)} users imported from {path}")
+    out(f"{_store_name(config)}: {len(users)} users imported from {path}")
     return True
 
 
@@ -59,9 +60,12 @@ def export(config: Config, complain: Callable[[str], None]) -> bool:
     except redis.RedisError as exc:
         complain(f"{_store_name(config)}: store unavailable: {exc}")
         return False
-    sys.stdout.buffer.write("".join(f"{name}:{users[name]}\n" for name in sorted(users))
-                            .encode("utf-8"))
-    sys.stdout.flush()
+    try:
+        sys.stdout.buffer.write("".join(f"{name}:{users[name]}\n" for name in sorted(users))
+                                .encode("utf-8"))
+        sys.stdout.flush()
+    except OSError as exc:
+        raise OutputFailed(exc.strerror) from None
     for field, problem in sorted(unservable.items()):
         complain(f"{_store_name(config)}: entry {shown_field(field)} left out: {problem}")
     return not unservable

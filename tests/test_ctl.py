@@ -197,7 +197,7 @@ def test_get_and_set_when_not_running_say_so_and_how_to_start_it(detached):
 
 def test_the_default_configuration_is_started_by_the_init_script_where_there_is_one(
         tmp_path, monkeypatch, capsys):
-    from fingerd import ctl
+    from fingerd import ctl_client as ctl
     from fingerd.finger.client import NoAnswer
     init_script = tmp_path / "fingerd"
     monkeypatch.setattr(ctl, "INIT_SCRIPT", str(init_script))
@@ -309,3 +309,26 @@ def test_arguments_that_are_not_utf_8_go_as_their_bytes_for_the_service_to_answe
     got = subprocess.run(base + ["get", b"al\xffice"], cwd=ROOT, timeout=60,
                          stdin=subprocess.DEVNULL, capture_output=True)
     assert (got.returncode, got.stdout, got.stderr) == (0, b"No such user\n", b"")
+
+
+@pytest.mark.parametrize("args", [("status",), ("set", "alice", "Written"), ("get", "alice")])
+def test_a_standard_output_that_takes_nothing_is_said_once_without_a_traceback(
+        make_daemon, args):
+    d = make_daemon().start()
+    with open("/dev/full", "w") as full:
+        result = d.ctl(*args, stdout=full)
+    assert (result.returncode, result.stderr) == (
+        1, "fingerd-ctl: cannot write standard output: No space left on device\n")
+    if args[0] == "set":
+        assert d.finger(b"alice\r\n") == b"Written\r\n", "set all the same"
+
+
+def test_a_closed_pipe_on_standard_output_is_said_once_without_a_traceback(make_daemon):
+    d = make_daemon().start()
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with open(write_end, "w") as closed:
+        result = d.ctl("get", "alice", stdout=closed)
+    assert (result.returncode, result.stderr) == (
+        1, "fingerd-ctl: cannot write standard output: Broken pipe\n")
+

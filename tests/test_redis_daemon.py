@@ -187,6 +187,13 @@ def test_export_prints_a_users_file_and_names_what_it_left_out(configured, direc
     assert ctl(configured, "export").returncode == 0
 
 
+def test_an_export_to_a_full_disk_fails_saying_so_without_a_traceback(configured):
+    with open("/dev/full", "w") as full:
+        exported = configured.ctl("export", stdout=full)
+    assert (exported.returncode, exported.stderr) == (
+        1, "fingerd-ctl: cannot write standard output: No space left on device\n")
+
+
 def test_import_and_export_need_the_redis_backend(make_daemon):
     d = make_daemon()
     refused = ctl(d, "export")

@@ -145,11 +145,12 @@ class Daemon:
     def signal(self, signum):
         self.proc.send_signal(signum)
 
-    def ctl(self, *args):
-        """``fingerd-ctl ARGS`` for this daemon's configuration, run to its end."""
+    def ctl(self, *args, stdout=subprocess.PIPE):
+        """``fingerd-ctl ARGS`` for this daemon's configuration, run to its end; its
+        standard output captured, or where ``stdout`` (a file) says."""
         return subprocess.run([sys.executable, "-m", "fingerd.ctl", "-c", self.config_file,
                                *args], cwd=ROOT, timeout=60, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True)
+                              stdout=stdout, stderr=subprocess.PIPE, text=True)
 
     def stop(self, timeout=10):
         """TERM, then KILL after ``timeout``; returns the exit status."""
