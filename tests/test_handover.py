@@ -1,4 +1,6 @@
-"""A reload's handover (CONTRACT section 8): the reload's worker accepts only once the
+"""When a worker begins to accept. Never before the parent has its ready: a worker that
+answered a client has started, even if it is killed at once (else the daemon took its
+start for failed, and exited). A reload's (CONTRACT section 8) accepts only once the
 worker it replaces accepts no more, and the outcome is reported then, so that no client
 connecting after ``fingerd-ctl reload`` has said "applied" is served with the
 configuration replaced. Connections meanwhile wait in the listen queue: none is refused.
@@ -9,6 +11,7 @@ In process, a held Service on a real socket; then real daemons, as root.
 """
 
 import os
+import pathlib
 import select
 import signal
 import socket
@@ -25,6 +28,7 @@ from fingerd.metrics import Metrics
 from fingerd.serving.assembly import Service
 from fingerd.users.store import UserStore
 from tests.support import ROOT
+from tests.support.daemon import held_until
 from tests.support.markers import needs_root
 from tests.support.net import answer_of, connect_from
 from tests.support.polling import wait_until
@@ -155,3 +159,29 @@ def test_a_stopped_replaced_worker_holds_the_new_one_a_moment_and_the_outcome_un
         if os.path.exists(f"/proc/{old}"):
             os.kill(old, signal.SIGCONT)
     assert reply_from("127.0.0.2", d.finger_port) == b""
+
+
+@needs_root
+def test_a_worker_accepts_nothing_before_the_parent_has_its_ready(make_daemon):
+    d = make_daemon()
+    marker = pathlib.Path(d.dir, "ready may go")  # where the worker's account may look
+    d.start(wait=False, env=held_until(os.path.join(d.dir, "site"),
+                                       "fingerd.process.channel:MonitorClient.ready",
+                                       str(marker)))
+    client = wait_until(lambda: connected(d.finger_port), what="the finger port to listen")
+    with client:
+        client.sendall(QUERY)
+        assert select.select([client], [], [], 1.0)[0] == [], "answered before its ready"
+        marker.touch()
+        assert answer_of(client) == ANSWER
+    wait_until(d.ready, what="the daemon to serve")
+    assert "startup failed" not in d.log()
+
+
+def connected(port):
+    """A connection to ``port`` on loopback, or None while nothing listens there."""
+    try:
+        return socket.create_connection(("127.0.0.1", port), timeout=10)
+    except ConnectionRefusedError:
+        return None
+

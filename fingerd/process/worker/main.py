@@ -123,12 +123,16 @@ def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshots, co
     signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
     service = Service(config, sockets, store, metrics)
     sys.setswitchinterval(SWITCH_INTERVAL)
-    service.start(held=reload)
+    # Nothing is accepted before the parent has the ready: a worker that answered a
+    # client has started, even if it dies at once. A reload's worker accepts once the
+    # parent says the worker it replaces no longer does (ACCEPT_SIGNAL), or, should that
+    # one be wedged, after HANDOVER_TIMEOUT.
+    service.start(held=True)
     gc.freeze()
     monitor.ready(kept.rejected() if kept is not None and reload else None)
-    # A reload's worker accepts once the parent says the worker it replaces no longer
-    # does (ACCEPT_SIGNAL), or, should that one be wedged, after HANDOVER_TIMEOUT.
     held_until = time.monotonic() + HANDOVER_TIMEOUT if reload else None
+    if not reload:
+        service.accept()
     while not service.failed.is_set() and os.getppid() == parent:
         monitor.alive(metrics.requests.answered())
         sig = signal.sigtimedwait(WORKER_SIGNALS, _until(held_until))
