@@ -189,22 +189,37 @@ def test_proc_tables_are_read_by_the_exact_four_tuple():
     assert owner_in_proc_table(six, ("::1", 40003), ("::1", 1079), 6) == 1002
 
 
-@pytest.fixture(params=[("127.0.0.1", "127.0.0.1"), ("::1", "::1"), ("::", "127.0.0.1")],
-                ids=["ipv4", "ipv6", "ipv4-mapped"])
-def connection(request):
-    """A real loopback connection: the server's end, the client's end."""
-    host, target = request.param
+#: Where a test's server listens, and the address its client connects to.
+ENDPOINTS = pytest.mark.parametrize(
+    "endpoints", [("127.0.0.1", "127.0.0.1"), ("::1", "::1"), ("::", "127.0.0.1")],
+    ids=["ipv4", "ipv6", "ipv4-mapped"])
+
+
+def connected(endpoints, reuse_port=False):
+    """A real loopback connection: the server's end, the client's end; with
+    ``reuse_port``, a socket of this account may bind the client's port beside it."""
+    host, target = endpoints
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as listener:
         listener.bind((host, 0))
         listener.listen()
-        client = socket.create_connection((target, listener.getsockname()[1]))
+        client = socket.socket(socket.AF_INET6 if ":" in target else socket.AF_INET)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, int(reuse_port))
+        client.bind((target, 0))
+        client.connect((target, listener.getsockname()[1]))
         server, _peer = listener.accept()
+    return server, client
+
+
+@pytest.fixture
+def connection(endpoints):
+    server, client = connected(endpoints)
     yield server, client
     server.close()
     client.close()
 
 
+@ENDPOINTS
 def test_the_kernel_names_the_clients_owner(connection):
     server, _client = connection
     ends = (server.getpeername(), server.getsockname())
@@ -212,6 +227,7 @@ def test_the_kernel_names_the_clients_owner(connection):
     assert owner_by_proc(*ends) == os.geteuid()
 
 
+@ENDPOINTS
 def test_a_client_gone_is_unknown(connection):
     server, client = connection
     ends = (server.getpeername(), server.getsockname())
@@ -220,18 +236,20 @@ def test_a_client_gone_is_unknown(connection):
     assert owner_by_proc(*ends) is None
 
 
-def test_a_client_gone_is_unknown_though_its_port_now_listens(connection):
+@ENDPOINTS
+def test_a_client_gone_is_unknown_though_its_port_now_listens(endpoints):
     """A client that closes and listens on the port it connected from (or another
-    account that does) is not taken for the owner of the connection it left."""
-    server, client = connection
-    ends = (server.getpeername(), server.getsockname())
-    family = client.family
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    client.close()  # a reset: no TIME_WAIT keeps the port
-    with socket.socket(family) as taken:
-        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        taken.bind(ends[0][:2])
+    account that does) is not taken for the owner of the connection it left. The port
+    is taken before the client closes, so that no other connection of the machine gets
+    it in between."""
+    server, client = connected(endpoints, reuse_port=True)
+    with server, socket.socket(client.family) as taken:
+        ends = (server.getpeername(), server.getsockname())
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        taken.bind(client.getsockname()[:2])
         taken.listen()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # a reset: no TIME_WAIT keeps the port
         assert owner_by_sock_diag(*ends) is None
         assert owner_by_proc(*ends) is None
 
