@@ -1,6 +1,6 @@
 """Shared fixtures: a real fingerd process on free loopback ports, and its directory;
-and the Hypothesis profile of this run (``tests/support/fuzzing.py``: 1,000 examples
-a property under ``CI=true``).
+the daemon tests' runs in other environments; and the Hypothesis profile of this run
+(``tests/support/fuzzing.py``: 1,000 examples a property under ``CI=true``).
 
 The helpers they are built from are in ``tests/support``.
 """
@@ -16,6 +16,7 @@ import pytest
 from tests.support import hang_nss
 from tests.support.daemon import Daemon, end_by_pidfile
 from tests.support.engines import RedisServer
+from tests.support.environments import EnvironmentRuns
 from tests.support.fuzzing import register_profiles
 from tests.support.net import Ports
 
@@ -28,6 +29,15 @@ pytest.register_assert_rewrite("tests.support.package_under_systemd")
 def ports():
     """The session's free loopback ports: none is handed out twice."""
     return Ports()
+
+
+@pytest.fixture(scope="session")
+def environment_runs(request, tmp_path_factory):
+    """The daemon tests' runs in other environments, started together by the first test
+    that asks for its run's ``result``, two at a time (``tests/support/environments.py``)."""
+    runs = EnvironmentRuns(request.session.items, tmp_path_factory)
+    yield runs
+    runs.close()
 
 
 @pytest.fixture

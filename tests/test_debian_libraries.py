@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from tests.support import ROOT
+from tests.support.environments import own_loopback
 
 DEBIAN_PYTHON = "/usr/bin/python3"
 DEBIAN_SITE = "/usr/lib/python3/dist-packages"
@@ -19,6 +20,8 @@ DEBIAN_MODULES = {"daemon": "python3-daemon", "prometheus_client": "python3-prom
                   "pytest": "python3-pytest"}
 #: Tests that start the daemon detached and in the foreground and scrape its metrics.
 DAEMON_TESTS = ("tests/test_metrics.py", "tests/test_lifecycle.py", "tests/test_ctl.py")
+#: What their run took alone, for the longest to start first.
+DAEMON_TESTS_SECONDS = 50
 
 _missing = [package for module, package in DEBIAN_MODULES.items()
             if not os.path.isdir(os.path.join(DEBIAN_SITE, module))]
@@ -29,6 +32,10 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def debian_venv(tmp_path_factory):
+    return made_venv(tmp_path_factory)
+
+
+def made_venv(tmp_path_factory):
     """``python`` of a venv made by Debian's python3 with ``--system-site-packages``."""
     path = tmp_path_factory.mktemp("debian-venv")
     subprocess.run([DEBIAN_PYTHON, "-m", "venv", "--system-site-packages", str(path)],
@@ -36,10 +43,12 @@ def debian_venv(tmp_path_factory):
     return os.path.join(path, "bin", "python")
 
 
-def run(python, *args, timeout=60):
+def run(python, *args, timeout=60, wrapped=list):
+    """``python ARGS`` in the tree, without the caller's PYTHON* variables; ``wrapped``
+    makes the command line what runs it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    return subprocess.run([python, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(wrapped([python, *args]), cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def test_the_venv_imports_debians_packages_and_the_tree(debian_venv):
@@ -85,9 +94,14 @@ def declared_minimums():
     return dict(r.replace(" ", "").split(">=") for r in requirements if ">=" in r)
 
 
-def test_the_daemon_tests_pass_on_debians_libraries(debian_venv):
-    result = run(debian_venv, "-m", "pytest", "-q", "-p", "no:cacheprovider", *DAEMON_TESTS,
-                 timeout=600)
+def run_daemon_tests(tmp_path_factory):
+    """DAEMON_TESTS run in a venv of their own on a loopback of their own: their outcome."""
+    return run(made_venv(tmp_path_factory), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               *DAEMON_TESTS, timeout=600, wrapped=own_loopback)
+
+
+def test_the_daemon_tests_pass_on_debians_libraries(environment_runs):
+    result = environment_runs.result(__name__)
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in summary and "failed" not in summary and "error" not in summary

@@ -6,8 +6,6 @@ Hypothesis), and runs the daemon's tests and the tests of its pure modules."""
 import os
 import shutil
 
-import pytest
-
 from tests.support.chroot import Chroot, assert_pytest_passed
 from tests.support.markers import needs_root, needs_tool
 
@@ -31,15 +29,17 @@ TESTS = ("tests/test_lifecycle.py", "tests/test_ctl.py", "tests/test_metrics.py"
 HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
 CA = "/etc/fingerd-tests-ca.crt"
 
+#: What the run below took alone (install and tests), for the longest to start first.
+DAEMON_TESTS_SECONDS = 115
+
 pytestmark = [needs_root, needs_tool("debootstrap", "debootstrap"), needs_tool("git", "git")]
 
 
-@pytest.fixture(scope="module")
-def bullseye():
-    return Chroot(RELEASE, PACKAGES).make()
-
-
-def test_python_3_9_installs_fingerd_and_passes_its_daemon_and_pure_module_tests(bullseye):
+def run_daemon_tests(tmp_path_factory):
+    """The checkout installed with pip in a new venv of bullseye's Python 3.9, and TESTS
+    run there on a loopback of their own: the install's, the version's and the tests'
+    outcomes (the last two None when the install failed)."""
+    bullseye = Chroot(RELEASE, PACKAGES).make()
     tree = bullseye.copy_checkout("/src")
     env = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
     if os.path.exists(HOST_CA):
@@ -48,9 +48,17 @@ def test_python_3_9_installs_fingerd_and_passes_its_daemon_and_pure_module_tests
     installed = bullseye.run(f"rm -rf /venv && python3 -m venv /venv && "
                              f"/venv/bin/pip install -q --upgrade pip && "
                              f"/venv/bin/pip install -q '{tree}[test]'", timeout=600, env=env)
-    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+    if installed.returncode != 0:
+        return installed, None, None
     version = bullseye.run("/venv/bin/python -c 'import sys; print(sys.version_info[:2])'")
-    assert version.stdout.strip() == "(3, 9)", version.stdout + version.stderr
     result = bullseye.run(f"cd {tree} && /venv/bin/python -m pytest -q -p no:cacheprovider "
-                          f"{' '.join(TESTS)}", timeout=900)
+                          f"{' '.join(TESTS)}", timeout=900, own_loopback=True)
+    return installed, version, result
+
+
+def test_python_3_9_installs_fingerd_and_passes_its_daemon_and_pure_module_tests(
+        environment_runs):
+    installed, version, result = environment_runs.result(__name__)
+    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+    assert version.stdout.strip() == "(3, 9)", version.stdout + version.stderr
     assert_pytest_passed(result)

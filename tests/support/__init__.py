@@ -21,6 +21,8 @@
 - ``source_tree``: a copy of the checkout to build an sdist or a Debian package from.
 - ``users_files``: Hypothesis strategies for names, statuses and valid users files.
 - ``hostile_parent``: a real parent whose workers run test bodies (run as a script).
+- ``environments``: the daemon tests run again in other environments, two runs at a
+  time, each on a loopback of its own.
 
 Pytest fixtures built from these live in ``tests/conftest.py``; tests import
 helpers from here, never from conftest.

@@ -98,15 +98,19 @@ class Chroot:
                 shutil.copy2(source, os.path.join(destination, name), follow_symlinks=False)
         return inside
 
-    def run(self, script, timeout=120, env=None):
-        """Run the shell ``script`` inside, with /proc and /dev mounted for it alone."""
-        mounts = (f'mount -t proc proc "{self.path}/proc" && '
-                  f'mount --rbind /dev "{self.path}/dev" && '
-                  f'exec chroot "{self.path}" env -i '
-                  + " ".join(shlex.quote(f"{k}={v}") for k, v in {**ENV, **(env or {})}.items())
-                  + ' sh -c "$0"')
-        return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                               mounts, script], capture_output=True, text=True,
+    def run(self, script, timeout=120, env=None, own_loopback=False):
+        """Run the shell ``script`` inside, with /proc and /dev mounted for it alone; with
+        ``own_loopback``, in a network namespace of its own whose only interface is its
+        loopback (tests then bind what ports they like, and reach nothing outside)."""
+        namespaces = ["--mount", "--net"] if own_loopback else ["--mount"]
+        setup = (("ip link set lo up && " if own_loopback else "")
+                 + f'mount -t proc proc "{self.path}/proc" && '
+                 f'mount --rbind /dev "{self.path}/dev" && '
+                 f'exec chroot "{self.path}" env -i '
+                 + " ".join(shlex.quote(f"{k}={v}") for k, v in {**ENV, **(env or {})}.items())
+                 + ' sh -c "$0"')
+        return subprocess.run(["unshare", *namespaces, "--propagation", "private", "sh", "-c",
+                               setup, script], capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
 
 
