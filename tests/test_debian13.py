@@ -1,6 +1,6 @@
 """fingerd on Debian 13 "trixie", the current stable: Python 3.13, python3-daemon 3.1,
-python3-prometheus-client 0.21, in a chroot made with debootstrap. The daemon tests run
-there with deprecation warnings as errors, and the Debian package is built there,
+python3-prometheus-client 0.21, in chroots made with debootstrap. The daemon tests run
+in one with deprecation warnings as errors; in another, the Debian package is built,
 checked by trixie's lintian, installed, started by its init script, answers, is killed
 and purged; then, the chroot booted with systemd as its PID 1 (tests/support/booted.py),
 installed again and run by systemd, with README's daily commands and with its sockets
@@ -32,11 +32,23 @@ PACKAGES = ("python3", "python3-daemon", "python3-prometheus-client", "python3-p
 #: Tests that start the daemon detached and in the foreground, answer, set and scrape.
 DAEMON_TESTS = ("tests/test_lifecycle.py", "tests/test_ctl.py", "tests/test_metrics.py",
                 "tests/test_finger_service.py")
-#: What their run took alone, for the longest to start first.
-DAEMON_TESTS_SECONDS = 60
+#: What they need, in a chroot of their own: the daemon's libraries and pytest. Nothing
+#: that the package's tests install, start or boot in theirs (a systemd that empties /tmp,
+#: an init script that ctl's hints name) reaches them, so they run meanwhile.
+DAEMON_PACKAGES = ("python3", "python3-daemon", "python3-prometheus-client",
+                   "python3-pytest", "python3-hypothesis", "procps")
 PIDFILE = "/run/fingerd.pid"
 
 pytestmark = [needs_root, needs_tool("debootstrap", "debootstrap"), needs_tool("git", "git")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def daemon_tests_started(environment_runs):
+    """With this module's first test, the daemon tests' chroot made and the runs in other
+    environments started: trixie's goes on while the package is built, checked and
+    booted."""
+    Chroot(RELEASE, DAEMON_PACKAGES).make()
+    environment_runs.start()
 
 
 @pytest.fixture(scope="module")
@@ -44,31 +56,17 @@ def trixie():
     return Chroot(RELEASE, PACKAGES).make()
 
 
-def test_trixie_has_the_versions_the_package_is_tested_on(trixie):
+@pytest.mark.parametrize("packages", [PACKAGES, DAEMON_PACKAGES],
+                         ids=["package", "daemon_tests"])
+def test_trixie_has_the_versions_the_package_is_tested_on(packages):
     script = ("python3 -c 'import sys, importlib.metadata as m; print(sys.version_info[:2], "
               "m.version(\"python-daemon\"), m.version(\"prometheus_client\"))'")
-    result = trixie.run(script)
+    result = Chroot(RELEASE, packages).make().run(script)
     assert result.returncode == 0, result.stderr
     python, daemon, prometheus = re.match(r"\((\d+, \d+)\) (\S+) (\S+)",
                                           result.stdout).groups()
     assert python == "3, 13"
     assert daemon.startswith("3.") and prometheus.startswith("0.2")
-
-
-def run_daemon_tests(tmp_path_factory):
-    """DAEMON_TESTS run in the chroot on a loopback of their own, deprecation warnings
-    errors: their outcome."""
-    trixie = Chroot(RELEASE, PACKAGES).make()
-    tree = trixie.copy_checkout("/src")
-    return trixie.run(f"cd {tree} && python3 -m pytest -q -p no:cacheprovider "
-                      f"-W error::DeprecationWarning {' '.join(DAEMON_TESTS)}",
-                      timeout=900, env={"PYTHONWARNINGS": "error::DeprecationWarning"},
-                      own_loopback=True)
-
-
-def test_the_daemon_tests_pass_on_trixie_with_deprecations_as_errors(trixie,
-                                                                     environment_runs):
-    assert_pytest_passed(environment_runs.result(__name__))
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +178,18 @@ def test_systemd_runs_the_package_confined_with_readmes_commands_its_sockets_and
         trixie, trixie_deb, tmp_path):
     with booted_for_package(trixie.path, str(tmp_path / "boot.log")) as system:
         operate(system, trixie_deb, trixie.host_path("/var/log/fingerd/fingerd.log"))
+
+
+def run_daemon_tests(tmp_path_factory):
+    """DAEMON_TESTS run in their chroot on a loopback of their own, deprecation warnings
+    errors: their outcome."""
+    chroot = Chroot(RELEASE, DAEMON_PACKAGES).make()
+    tree = chroot.copy_checkout("/src")
+    return chroot.run(f"cd {tree} && python3 -m pytest -q -p no:cacheprovider "
+                      f"-W error::DeprecationWarning {' '.join(DAEMON_TESTS)}",
+                      timeout=900, env={"PYTHONWARNINGS": "error::DeprecationWarning"},
+                      own_loopback=True)
+
+
+def test_the_daemon_tests_pass_on_trixie_with_deprecations_as_errors(environment_runs):
+    assert_pytest_passed(environment_runs.result(__name__))

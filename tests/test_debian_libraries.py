@@ -20,8 +20,6 @@ DEBIAN_MODULES = {"daemon": "python3-daemon", "prometheus_client": "python3-prom
                   "pytest": "python3-pytest"}
 #: Tests that start the daemon detached and in the foreground and scrape its metrics.
 DAEMON_TESTS = ("tests/test_metrics.py", "tests/test_lifecycle.py", "tests/test_ctl.py")
-#: What their run took alone, for the longest to start first.
-DAEMON_TESTS_SECONDS = 50
 
 _missing = [package for module, package in DEBIAN_MODULES.items()
             if not os.path.isdir(os.path.join(DEBIAN_SITE, module))]

@@ -29,9 +29,6 @@ TESTS = ("tests/test_lifecycle.py", "tests/test_ctl.py", "tests/test_metrics.py"
 HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
 CA = "/etc/fingerd-tests-ca.crt"
 
-#: What the run below took alone (install and tests), for the longest to start first.
-DAEMON_TESTS_SECONDS = 115
-
 pytestmark = [needs_root, needs_tool("debootstrap", "debootstrap"), needs_tool("git", "git")]
 
 

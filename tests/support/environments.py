@@ -3,9 +3,10 @@ libraries), two runs at a time, each on a loopback of its own.
 
 Such a run spends a minute or two mostly waiting on its daemons and clients, not on
 the processors (Python 3.9's used 77 s of processor time in 105 s): one after another
-the three took 215 s of the suite's 900. Started together by the first test that asks
-for one, two at a time, they overlap each other and the tests that come between (the
-package built, checked and booted), and each test waits only for its own run.
+the three took 215 s of the suite's 900. Started together (by tests/test_debian13.py's
+first test, or else by the first test that asks for a run's result), two at a time in
+the order their tests come, they overlap each other and the tests that come between
+(the package built, checked and booted), and each test waits only for its own run.
 
 Each run binds ports of its own choosing, and port 79, in a network namespace of its
 own whose only interface is its loopback: none can take a port that another run or
@@ -13,6 +14,7 @@ the rest of the suite holds, nor be skipped because one does.
 """
 
 import concurrent.futures
+import inspect
 import os
 import sys
 
@@ -29,27 +31,33 @@ def own_loopback(argv):
 
 
 class EnvironmentRuns:
-    """The runs of the test modules among ``items`` (a session's) that ask for
-    ``environment_runs``: each module's ``run_daemon_tests(tmp_path_factory)``, the
-    longest first by its ``DAEMON_TESTS_SECONDS`` (what it took alone)."""
+    """The runs of the test modules among ``items`` (a session's) whose tests ask for
+    ``environment_runs``: each module's ``run_daemon_tests(tmp_path_factory)``, in the
+    order their tests come, so that the first asked for are the first done."""
 
     def __init__(self, items, tmp_path_factory):
-        self._modules = {item.module.__name__: item.module for item in items
-                         if "environment_runs" in getattr(item, "fixturenames", ())
-                         and _will_run(item)}
+        self._modules = {}
+        for item in items:
+            function = getattr(item, "function", None)
+            if (function is not None and _will_run(item)
+                    and "environment_runs" in inspect.signature(function).parameters):
+                self._modules.setdefault(item.module.__name__, item.module)
         self._tmp_path_factory = tmp_path_factory
         self._pool = None
         self._runs = {}
 
-    def result(self, module_name):
-        """What the run of the module ``module_name`` returned (or raised), once it has
-        ended; the first call starts them all."""
+    def start(self):
+        """Start every run, unless started already."""
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 AT_ONCE, thread_name_prefix="environment-run")
-            for module in sorted(self._modules.values(),
-                                 key=lambda m: -m.DAEMON_TESTS_SECONDS):
+            for module in self._modules.values():
                 self._start(module)
+
+    def result(self, module_name):
+        """What the run of the module ``module_name`` returned (or raised), once it has
+        ended; the first call starts every run not started yet."""
+        self.start()
         if module_name not in self._runs:
             self._start(sys.modules[module_name])
         return self._runs[module_name].result()
