@@ -32,11 +32,18 @@ def set_until_ok(daemon, data, timeout=30.0):
     wait_until(answered_ok, timeout=timeout, interval=0.2, what=f"OK to {data!r}: {answers}")
 
 
-def test_a_set_the_parent_reads_after_the_worker_gave_up_changes_nothing(make_daemon):
+#: Run first by a daemon: its worker waits 3 s for the parent's answer to a set, not
+#: REPLY_TIMEOUT's 10 s, so that a test need stop the parent only that long.
+SHORT_REPLY_WAIT = "import fingerd.limits\nfingerd.limits.REPLY_TIMEOUT = 3.0\n"
+
+
+def test_a_set_the_parent_reads_after_the_worker_gave_up_changes_nothing(make_daemon,
+                                                                         tmp_path):
     """The parent stopped longer than the worker waits for its answer: the worker cannot
     tell whether the set was written, so the client is told nothing (ERROR would say
     that nothing changed), and the parent, once it runs again, does not carry it out."""
-    d = make_daemon(fingerd__request_timeout="30").start()
+    d = make_daemon(fingerd__request_timeout="30").start(
+        env=run_first(str(tmp_path / "site"), SHORT_REPLY_WAIT))
     os.kill(d.proc.pid, signal.SIGSTOP)
     try:
         told = subprocess.run([sys.executable, "-m", "fingerd.ctl", "-c", d.config_file, "set",
