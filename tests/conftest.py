@@ -5,6 +5,7 @@ the daemon tests' runs in other environments; and the Hypothesis profile of this
 The helpers they are built from are in ``tests/support``.
 """
 
+import contextlib
 import os
 import pathlib
 import shutil
@@ -14,7 +15,7 @@ import tempfile
 import pytest
 
 from tests.support import hang_nss
-from tests.support.daemon import Daemon, end_by_pidfile
+from tests.support.daemon import Daemons, end_by_pidfile
 from tests.support.engines import RedisServer
 from tests.support.environments import EnvironmentRuns
 from tests.support.fuzzing import register_profiles
@@ -40,13 +41,21 @@ def environment_runs(request, tmp_path_factory):
     runs.close()
 
 
+@contextlib.contextmanager
+def _readable_directory():
+    path = tempfile.mkdtemp(prefix="fingerd-test-")
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture
 def public_dir():
     """A temporary directory the unprivileged worker can read (pytest's own are 0700)."""
-    path = tempfile.mkdtemp(prefix="fingerd-test-")
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with _readable_directory() as path:
+        yield path
 
 
 @pytest.fixture
@@ -54,22 +63,22 @@ def make_daemon(public_dir, ports):
     """Build daemons in a readable temporary directory; every one started is stopped by its
     pid, and whatever a test did, no daemon may have logged a traceback: a failure the
     daemon did not expect, which its clients may never have seen."""
-    daemons = []
+    daemons = Daemons(public_dir, ports)
+    yield daemons
+    traceback = daemons.end()
+    assert traceback is None, traceback
 
-    def make(**kw):
-        directory = os.path.join(public_dir, f"d{len(daemons)}")
-        os.mkdir(directory, 0o755)
-        daemon = Daemon(directory, ports, **kw)
-        daemons.append(daemon)
-        return daemon
 
-    yield make
-    for daemon in daemons:
-        daemon.stop()
-    for daemon in daemons:
-        if os.path.exists(daemon.log_file):
-            log = daemon.log()
-            assert "Traceback" not in log, log[max(0, log.index("Traceback") - 200):][:3000]
+@pytest.fixture(scope="module")
+def make_shared_daemon(ports):
+    """``make_daemon`` for a daemon a module's tests share, for tests that only ask it (so
+    that each finds it as a new one would be): stopped by its pid after the module's last
+    test, and it may have logged no traceback."""
+    with _readable_directory() as directory:
+        daemons = Daemons(directory, ports)
+        yield daemons
+        traceback = daemons.end()
+    assert traceback is None, traceback
 
 
 @pytest.fixture

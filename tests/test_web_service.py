@@ -54,10 +54,23 @@ def get(d, path, **kw):
     return request(d, path, **kw)
 
 
-@pytest.fixture
-def web(make_daemon, ports):
-    return make_daemon(users=USERS, finger__list_users="yes", fingerd__request_timeout="1") \
+def web_daemon(make, ports):
+    return make(users=USERS, finger__list_users="yes", fingerd__request_timeout="1") \
         .listen("web", f"127.0.0.1:{ports.take()}").start()
+
+
+@pytest.fixture(scope="module")
+def web(make_shared_daemon, ports):
+    """One daemon for the tests that only ask it: none of them sets a status or counts
+    requests, so that each finds it as a new daemon would be."""
+    return web_daemon(make_shared_daemon, ports)
+
+
+@pytest.fixture
+def own_web(make_daemon, ports):
+    """The same daemon, of the test's own: for a test that sets statuses or counts
+    requests."""
+    return web_daemon(make_daemon, ports)
 
 
 @pytest.fixture
@@ -328,10 +341,10 @@ def test_a_matching_if_none_match_gets_304_without_a_body(web):
     assert get(web, "/users/alice", headers=['If-None-Match: "other"']).status == 200
 
 
-def test_a_status_set_through_the_setter_changes_the_etag(web):
-    tag = get(web, "/users/alice").headers["etag"]
-    assert web.setter(b"alice\r\nGone fishing\r\n") == b"OK\r\n"
-    reply = get(web, "/users/alice", headers=[f"If-None-Match: {tag}"])
+def test_a_status_set_through_the_setter_changes_the_etag(own_web):
+    tag = get(own_web, "/users/alice").headers["etag"]
+    assert own_web.setter(b"alice\r\nGone fishing\r\n") == b"OK\r\n"
+    reply = get(own_web, "/users/alice", headers=[f"If-None-Match: {tag}"])
     assert reply.status == 200 and "Gone fishing" in reply.text()
     assert reply.headers["etag"] != tag
 
@@ -380,17 +393,17 @@ HOSTILE = ['<script>alert("x")</script>', '"><img src=x onerror=alert(1)>',
 
 
 @pytest.mark.parametrize("status", HOSTILE)
-def test_hostile_statuses_are_escaped_in_html_and_exact_in_json(web, status):
-    assert web.setter(f"alice\r\n{status}\r\n".encode()) == b"OK\r\n"
-    shown = web.finger(b"alice\r\n").decode().rstrip("\r\n")
+def test_hostile_statuses_are_escaped_in_html_and_exact_in_json(own_web, status):
+    assert own_web.setter(f"alice\r\n{status}\r\n".encode()) == b"OK\r\n"
+    shown = own_web.finger(b"alice\r\n").decode().rstrip("\r\n")
     for path in ("/", "/users/alice"):
-        page = get(web, path).text()
+        page = get(own_web, path).text()
         assert "<script" not in page and "<img" not in page and "<b>" not in page
         assert shown.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") \
             .replace('"', "&quot;").replace("'", "&#x27;") in page
-    api = get(web, "/api/users/alice")
+    api = get(own_web, "/api/users/alice")
     assert api.json()["answer"] == f"Login: alice\nStatus: {shown}"
-    assert {"user": "alice", "status": shown} in get(web, "/api/users").json()["users"]
+    assert {"user": "alice", "status": shown} in get(own_web, "/api/users").json()["users"]
     assert b"<" not in api.body and b">" not in api.body
     assert "\u202e" not in api.text() and "\u2028" not in api.text()
 
@@ -407,18 +420,18 @@ def test_control_characters_and_ansi_escapes_never_reach_a_page(web, status):
 
 # Limits, metrics, the access log and the PROXY header.
 
-def test_web_requests_are_counted_with_their_outcomes(web):
-    get(web, "/users/alice")
-    get(web, "/users/carol")
-    get(web, "/")
-    tag = get(web, "/users/alice").headers["etag"]
-    get(web, "/users/alice", headers=[f"If-None-Match: {tag}"])
-    request(web, "/", method="POST")
+def test_web_requests_are_counted_with_their_outcomes(own_web):
+    get(own_web, "/users/alice")
+    get(own_web, "/users/carol")
+    get(own_web, "/")
+    tag = get(own_web, "/users/alice").headers["etag"]
+    get(own_web, "/users/alice", headers=[f"If-None-Match: {tag}"])
+    request(own_web, "/", method="POST")
     for outcome, count in (("found", 2), ("not_found", 1), ("listed", 1), ("not_modified", 1),
                            ("bad_request", 1)):
-        assert web.metric("fingerd_requests_total", service="web", outcome=outcome) == count
-    assert web.metric("fingerd_request_duration_seconds_count", service="web") == 6
-    assert web.metric("fingerd_queries_total", kind="verbose") == 0
+        assert own_web.metric("fingerd_requests_total", service="web", outcome=outcome) == count
+    assert own_web.metric("fingerd_request_duration_seconds_count", service="web") == 6
+    assert own_web.metric("fingerd_queries_total", kind="verbose") == 0
 
 
 @needs_tool("promtool", "prometheus")

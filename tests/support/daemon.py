@@ -167,6 +167,37 @@ class Daemon:
         return self.proc.returncode
 
 
+class Daemons:
+    """The daemons a fixture makes, each in a directory of its own in ``directory`` (one
+    the unprivileged worker can read), on ports from ``ports``; called with a ``Daemon``'s
+    keywords, makes one."""
+
+    def __init__(self, directory, ports):
+        self._directory = directory
+        self._ports = ports
+        self._made = []
+
+    def __call__(self, **kw):
+        directory = os.path.join(self._directory, f"d{len(self._made)}")
+        os.mkdir(directory, 0o755)
+        daemon = Daemon(directory, self._ports, **kw)
+        self._made.append(daemon)
+        return daemon
+
+    def end(self):
+        """Stop every one by its pid; then the first traceback one logged, with what came
+        just before it, or None. A traceback is a failure the daemon did not expect, which
+        its clients may never have seen."""
+        for daemon in self._made:
+            daemon.stop()
+        for daemon in self._made:
+            if os.path.exists(daemon.log_file):
+                log = daemon.log()
+                if "Traceback" in log:
+                    return log[max(0, log.index("Traceback") - 200):][:3000]
+        return None
+
+
 def run_first(directory, code):
     """``env`` for ``Daemon.start`` under which fingerd's interpreter runs ``code`` before
     it imports anything of fingerd's (a sitecustomize module, written in ``directory``):
