@@ -121,6 +121,13 @@ def daemon(make_daemon):
     return make_daemon().start()
 
 
+@pytest.fixture(scope="module")
+def shared_daemon(make_shared_daemon):
+    """``daemon``, one for a module's tests that only ask it: that set no status and
+    count nothing exactly."""
+    return make_shared_daemon().start()
+
+
 @pytest.fixture
 def redis_server(public_dir, ports):
     """A real redis-server of the test's own on a free loopback port, ended by its pid."""

@@ -11,25 +11,26 @@ from tests.support.net import exchange
 from tests.support.polling import wait_until
 
 
-def test_known_user(daemon):
-    assert daemon.finger(b"alice\r\n") == b"Happy and well\r\n"
+def test_known_user(shared_daemon):
+    assert shared_daemon.finger(b"alice\r\n") == b"Happy and well\r\n"
 
 
-def test_verbose_known_user_gets_name_and_status(daemon):
-    assert daemon.finger(b"/W alice\r\n") == b"Login: alice\r\nStatus: Happy and well\r\n"
+def test_verbose_known_user_gets_name_and_status(shared_daemon):
+    assert shared_daemon.finger(b"/W alice\r\n") == \
+        b"Login: alice\r\nStatus: Happy and well\r\n"
 
 
-def test_unknown_user(daemon):
-    assert daemon.finger(b"carol\r\n") == b"No such user\r\n"
+def test_unknown_user(shared_daemon):
+    assert shared_daemon.finger(b"carol\r\n") == b"No such user\r\n"
 
 
-def test_bare_lf_query(daemon):
-    assert daemon.finger(b"alice\n") == b"Happy and well\r\n"
+def test_bare_lf_query(shared_daemon):
+    assert shared_daemon.finger(b"alice\n") == b"Happy and well\r\n"
 
 
 @pytest.mark.parametrize("query", [b"\r\n", b"/W\r\n", b"/W \r\n", b" \t\r\n"])
-def test_list_denied_by_default(daemon, query):
-    assert daemon.finger(query) == b"Finger online user list denied\r\n"
+def test_list_denied_by_default(shared_daemon, query):
+    assert shared_daemon.finger(query) == b"Finger online user list denied\r\n"
 
 
 def test_list_when_allowed(make_daemon):
@@ -39,8 +40,8 @@ def test_list_when_allowed(make_daemon):
 
 @pytest.mark.parametrize("query", [b"alice@example.org\r\n", b"@example.org\r\n",
                                    b"/W alice@a@b\r\n", b"a" + b"@localhost" * 100 + b"\r\n"])
-def test_forwarding_denied_by_default(daemon, query):
-    assert daemon.finger(query) == b"Finger forwarding service denied\r\n"
+def test_forwarding_denied_by_default(shared_daemon, query):
+    assert shared_daemon.finger(query) == b"Finger forwarding service denied\r\n"
 
 
 @pytest.fixture
@@ -59,8 +60,8 @@ def test_eof_without_a_query_closes_at_once(patient):
     assert patient.metric("fingerd_connections_rejected_total", reason="timeout") == 0
 
 
-def test_only_the_first_pipelined_query_is_answered(daemon):
-    assert daemon.finger(b"alice\r\nbob\r\n") == b"Happy and well\r\n"
+def test_only_the_first_pipelined_query_is_answered(shared_daemon):
+    assert shared_daemon.finger(b"alice\r\nbob\r\n") == b"Happy and well\r\n"
 
 
 def test_line_longer_than_1024_bytes_is_closed_unanswered(daemon):
@@ -68,12 +69,12 @@ def test_line_longer_than_1024_bytes_is_closed_unanswered(daemon):
     assert daemon.metric("fingerd_connections_rejected_total", reason="line_too_long") == 1
 
 
-def test_line_of_1024_bytes_is_answered(daemon):
-    assert daemon.finger(b"a" * 1024 + b"\r\n") == b"No such user\r\n"
+def test_line_of_1024_bytes_is_answered(shared_daemon):
+    assert shared_daemon.finger(b"a" * 1024 + b"\r\n") == b"No such user\r\n"
 
 
-def test_endless_line_is_cut_off(daemon):
-    with socket.create_connection(("127.0.0.1", daemon.finger_port), timeout=5) as s:
+def test_endless_line_is_cut_off(shared_daemon):
+    with socket.create_connection(("127.0.0.1", shared_daemon.finger_port), timeout=5) as s:
         sent = 0
         try:
             for _ in range(64):

@@ -56,17 +56,17 @@ def test_every_contract_family_is_exported_with_its_type(daemon):
         assert exported.get(name) == kind, name
 
 
-def test_no_created_series_clutter_the_output(daemon):
-    assert "_created" not in body(daemon)
+def test_no_created_series_clutter_the_output(shared_daemon):
+    assert "_created" not in body(shared_daemon)
 
 
-def test_scrapes_are_not_counted_as_a_service(daemon):
-    body(daemon)
-    assert 'service="metrics"' not in body(daemon)
+def test_scrapes_are_not_counted_as_a_service(shared_daemon):
+    body(shared_daemon)
+    assert 'service="metrics"' not in body(shared_daemon)
 
 
-def test_every_family_has_help(daemon):
-    text = body(daemon)
+def test_every_family_has_help(shared_daemon):
+    text = body(shared_daemon)
     for family in types(text):
         assert f"# HELP {family} " in text
 
@@ -92,35 +92,36 @@ def test_query_kinds_and_answer_bytes_are_counted(daemon):
         len(b"Finger online user list denied\r\n") + len(b"Finger forwarding service denied\r\n")
 
 
-def test_pool_and_process_metrics(daemon):
-    assert daemon.metric("fingerd_pool_queue_depth") == 0
-    assert daemon.metric("fingerd_pool_threads_busy") == 0, "a scrape is not pool work"
-    assert daemon.metric("process_cpu_seconds_total") >= 0
-    assert daemon.metric("process_resident_memory_bytes") > 0
-    assert daemon.metric("fingerd_parent_process_cpu_seconds_total") > 0
-    assert daemon.metric("fingerd_build_info", version=__import__("fingerd").__version__) == 1
+def test_pool_and_process_metrics(shared_daemon):
+    assert shared_daemon.metric("fingerd_pool_queue_depth") == 0
+    assert shared_daemon.metric("fingerd_pool_threads_busy") == 0, "a scrape is not pool work"
+    assert shared_daemon.metric("process_cpu_seconds_total") >= 0
+    assert shared_daemon.metric("process_resident_memory_bytes") > 0
+    assert shared_daemon.metric("fingerd_parent_process_cpu_seconds_total") > 0
+    assert shared_daemon.metric("fingerd_build_info",
+                                version=__import__("fingerd").__version__) == 1
 
 
-def test_other_paths_are_not_found_and_other_methods_not_allowed(daemon):
-    assert scrape(daemon, "/").startswith(b"HTTP/1.0 404 ")
-    assert scrape(daemon, "/metricsx").startswith(b"HTTP/1.0 404 ")
-    assert b"fingerd_" not in scrape(daemon, "/other")
-    assert exchange(daemon.metrics_port, b"POST /metrics HTTP/1.0\r\n\r\n").startswith(
+def test_other_paths_are_not_found_and_other_methods_not_allowed(shared_daemon):
+    assert scrape(shared_daemon, "/").startswith(b"HTTP/1.0 404 ")
+    assert scrape(shared_daemon, "/metricsx").startswith(b"HTTP/1.0 404 ")
+    assert b"fingerd_" not in scrape(shared_daemon, "/other")
+    assert exchange(shared_daemon.metrics_port, b"POST /metrics HTTP/1.0\r\n\r\n").startswith(
         b"HTTP/1.0 405 ")
-    assert exchange(daemon.metrics_port, b"garbage\r\n\r\n").startswith(b"HTTP/1.0 400 ")
+    assert exchange(shared_daemon.metrics_port, b"garbage\r\n\r\n").startswith(b"HTTP/1.0 400 ")
 
 
-def test_head_gets_a_scrape_s_head_and_other_methods_are_told_get_and_head(daemon):
-    head = exchange(daemon.metrics_port, b"HEAD /metrics HTTP/1.0\r\n\r\n")
+def test_head_gets_a_scrape_s_head_and_other_methods_are_told_get_and_head(shared_daemon):
+    head = exchange(shared_daemon.metrics_port, b"HEAD /metrics HTTP/1.0\r\n\r\n")
     assert head.startswith(b"HTTP/1.0 200 OK\r\n") and head.endswith(b"\r\n\r\n")
     assert int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]) > 0
     for method in (b"OPTIONS", b"POST"):
-        refused = exchange(daemon.metrics_port, method + b" /metrics HTTP/1.0\r\n\r\n")
+        refused = exchange(shared_daemon.metrics_port, method + b" /metrics HTTP/1.0\r\n\r\n")
         assert refused.startswith(b"HTTP/1.0 405 ") and b"\r\nAllow: GET, HEAD\r\n" in refused
 
 
-def test_query_string_is_ignored(daemon):
-    assert scrape(daemon, "/metrics?x=1").startswith(b"HTTP/1.0 200 OK")
+def test_query_string_is_ignored(shared_daemon):
+    assert scrape(shared_daemon, "/metrics?x=1").startswith(b"HTTP/1.0 200 OK")
 
 
 @needs_tool("promtool", "prometheus")
@@ -184,16 +185,16 @@ def test_a_real_prometheus_sees_requests_rise(daemon, prometheus):
     assert query_prometheus(prometheus, 'up{job="fingerd"}') == 1
 
 
-def test_a_head_over_8_kib_is_answered_431(daemon):
-    reply = exchange(daemon.metrics_port, b"GET /metrics HTTP/1.0\r\nX: " + b"x" * 9000
+def test_a_head_over_8_kib_is_answered_431(shared_daemon):
+    reply = exchange(shared_daemon.metrics_port, b"GET /metrics HTTP/1.0\r\nX: " + b"x" * 9000
                      + b"\r\n\r\n")
     assert reply.startswith(b"HTTP/1.0 431 ")
 
 
-def test_a_request_line_over_8_kib_is_431_and_to_head_without_a_body(daemon):
+def test_a_request_line_over_8_kib_is_431_and_to_head_without_a_body(shared_daemon):
     """The line never ends within the bound, but what came of it began a HEAD."""
-    get = exchange(daemon.metrics_port, b"GET /metrics" + b"x" * 9000)
-    head = exchange(daemon.metrics_port, b"HEAD /metrics" + b"x" * 9000)
+    get = exchange(shared_daemon.metrics_port, b"GET /metrics" + b"x" * 9000)
+    head = exchange(shared_daemon.metrics_port, b"HEAD /metrics" + b"x" * 9000)
     assert get.startswith(b"HTTP/1.0 431 ") and get.endswith(b"\r\n\r\nrequest head over 8 KiB\n")
     assert head.startswith(b"HTTP/1.0 431 ") and head.endswith(b"\r\nConnection: close\r\n\r\n")
 
@@ -203,10 +204,10 @@ def test_a_request_line_over_8_kib_is_431_and_to_head_without_a_body(daemon):
     b"GET /other HTTP/1.0\r\n\r\n", b"POST /metrics HTTP/1.0\r\n\r\n", b"garbage\r\n\r\n",
     b"GET /metrics HTTP/1.0\r\nX: " + b"x" * 9000 + b"\r\n\r\n",
 ], ids=["200", "head", "404", "405", "400", "431"])
-def test_every_answer_carries_the_date_it_was_sent(daemon, request_head):
+def test_every_answer_carries_the_date_it_was_sent(shared_daemon, request_head):
     """RFC 9110 6.6.1: an origin server with a clock sends Date, as the web directory does."""
     before = int(time.time())
-    head = exchange(daemon.metrics_port, request_head).partition(b"\r\n\r\n")[0]
+    head = exchange(shared_daemon.metrics_port, request_head).partition(b"\r\n\r\n")[0]
     after = time.time()
     dates = [line[6:] for line in head.split(b"\r\n") if line.startswith(b"Date: ")]
     assert len(dates) == 1, head
