@@ -34,8 +34,9 @@ def ports():
 
 @pytest.fixture(scope="session")
 def environment_runs(request, tmp_path_factory):
-    """The daemon tests' runs in other environments, started together by the first test
-    that asks for its run's ``result``, two at a time (``tests/support/environments.py``)."""
+    """The daemon tests' runs in other environments, started together by test_debian13's
+    first test or else by the first test that asks for a run's ``result``, two at a time
+    (``tests/support/environments.py``)."""
     runs = EnvironmentRuns(request.session.items, tmp_path_factory)
     yield runs
     runs.close()
