@@ -47,7 +47,7 @@ def out(text: str, end: str = "\n") -> None:
         raise OutputFailed(exc.strerror) from None
 
 
-def say(message: str, stream: TextIO = sys.stderr) -> None:
+def say(message: str, stream: TextIO = sys.stdout) -> None:
     print(f"fingerd-ctl: {message}", file=stream)
 
 
@@ -312,8 +312,10 @@ def _run(command: Callable[[_Target, argparse.Namespace], int], target: _Target,
         return EXIT_NO_PERMISSION
     except OutputFailed as exc:
         # What is left unwritten goes nowhere at exit, rather than fail again there.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        say(f"cannot write standard output: {exc}")
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+        say(f"cannot write standard output: {exc}", sys.stderr)
         return EXIT_FAILED
 
 

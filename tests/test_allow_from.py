@@ -14,22 +14,13 @@ from fingerd.serving.gate import ConnectionGate
 from fingerd.serving.service import ServiceSpec
 from tests.support.daemon import run_fingerd
 from tests.support.markers import needs_ipv6
-from tests.support.net import answer_of, connect_from
+from tests.support.net import answer_of, connect_from, reply_from
 from tests.support.polling import wait_until
 
 REJECTED = "fingerd_connections_rejected_total"
 QUERY = b"alice\r\n"
 ANSWER = b"Happy and well\r\n"
 PAGE = b"GET / HTTP/1.0\r\n\r\n"
-
-
-def reply_from(source, port, data):
-    """Everything the service at ``port`` sends a client at ``source`` that sent ``data``,
-    up to the end of the stream; a reset is an error, not an empty reply."""
-    s = connect_from(source, port)
-    s.settimeout(10)
-    s.sendall(data)
-    return answer_of(s)
 
 
 def v1(client, family="TCP4", server="127.0.0.1"):

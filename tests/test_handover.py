@@ -30,7 +30,7 @@ from fingerd.users.store import UserStore
 from tests.support import ROOT
 from tests.support.daemon import held_until
 from tests.support.markers import needs_root
-from tests.support.net import answer_of, connect_from
+from tests.support.net import answer_of, reply_from
 from tests.support.polling import wait_until
 from tests.support.procfs import worker_of
 
@@ -39,14 +39,6 @@ ANSWER = b"Happy and well\r\n"
 #: Connections the client from the address a reload drops makes at most, one after
 #: another: at about a millisecond each, more than a reload takes.
 MAX_TRIES = 50000
-
-
-def reply_from(source, port, data=QUERY):
-    """What the finger service sends a client at ``source``, to the end of the stream."""
-    s = connect_from(source, port)
-    s.settimeout(10)
-    s.sendall(data)
-    return answer_of(s)
 
 
 def queued(sock):
@@ -86,7 +78,7 @@ def test_a_held_service_leaves_connections_queued_until_it_accepts(held_service)
         service.accept()
         assert answer_of(client) == ANSWER
     service.accept()  # idempotent
-    assert reply_from("127.0.0.1", port) == ANSWER
+    assert reply_from("127.0.0.1", port, QUERY) == ANSWER
 
 
 def test_a_stop_says_it_accepts_no_more_once_this_process_closed_its_listeners(
@@ -102,7 +94,7 @@ def test_a_stop_says_it_accepts_no_more_once_this_process_closed_its_listeners(
 def test_after_reload_says_applied_no_client_is_served_with_the_replaced_configuration(
         make_daemon):
     d = make_daemon(finger__allow_from="127.0.0.2").start()
-    assert reply_from("127.0.0.2", d.finger_port) == ANSWER
+    assert reply_from("127.0.0.2", d.finger_port, QUERY) == ANSWER
     replies, stop = [], threading.Event()
 
     def dropped_client():
@@ -112,7 +104,7 @@ def test_after_reload_says_applied_no_client_is_served_with_the_replaced_configu
             if stop.is_set():
                 return
             began = time.monotonic()
-            replies.append((began, reply_from("127.0.0.2", d.finger_port)))
+            replies.append((began, reply_from("127.0.0.2", d.finger_port, QUERY)))
 
     thread = threading.Thread(target=dropped_client)
     d.reconfigure(finger__allow_from="127.0.0.1")
@@ -121,7 +113,7 @@ def test_after_reload_says_applied_no_client_is_served_with_the_replaced_configu
         result = d.ctl("reload")
         applied = time.monotonic()
         assert result.returncode == 0, result.stdout + result.stderr
-        assert reply_from("127.0.0.1", d.finger_port) == ANSWER, "at once, never refused"
+        assert reply_from("127.0.0.1", d.finger_port, QUERY) == ANSWER, "at once, never refused"
         wait_until(lambda: any(began > applied for began, _ in replies),
                    what="a connection begun after the outcome")
     finally:
@@ -146,7 +138,7 @@ def test_a_stopped_replaced_worker_holds_the_new_one_a_moment_and_the_outcome_un
             wait_until(lambda: "did not say within" in d.log(),
                        what="the new worker accepting without the old one's word",
                        timeout=HANDOVER_TIMEOUT + 20)
-            assert reply_from("127.0.0.1", d.finger_port) == ANSWER
+            assert reply_from("127.0.0.1", d.finger_port, QUERY) == ANSWER
             assert ctl.poll() is None, "an outcome while the replaced worker may accept"
             os.kill(old, signal.SIGCONT)
             out, _ = ctl.communicate(timeout=30)
@@ -158,7 +150,7 @@ def test_a_stopped_replaced_worker_holds_the_new_one_a_moment_and_the_outcome_un
     finally:
         if os.path.exists(f"/proc/{old}"):
             os.kill(old, signal.SIGCONT)
-    assert reply_from("127.0.0.2", d.finger_port) == b""
+    assert reply_from("127.0.0.2", d.finger_port, QUERY) == b""
 
 
 @needs_root

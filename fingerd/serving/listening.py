@@ -87,9 +87,10 @@ class Listeners:
             self.deferral = DEFER_ACCEPT_SECONDS
 
     def hold(self) -> None:
-        """Before the loop starts: accept nothing until ``open_now``. A reload's worker
-        waits so until the worker it replaces has stopped accepting, so that no client
-        connecting after the reload is served with the configuration it replaced."""
+        """Before the loop starts: accept nothing until ``open_now``. A worker waits so
+        until the parent has its ready, and a reload's until the worker it replaces has
+        stopped accepting, so that no client connecting after the reload is served with
+        the configuration it replaced."""
         self._held = True
 
     def start(self, on_closed: Callable[[float], None]) -> None:

@@ -166,7 +166,8 @@ def call_off(client: redis.Redis, connection: Connection | None) -> None:
     then (another host's, anyone's). When none has both, the connection is already gone.
     """
     if connection is None:
-        raise redis.RedisError("the connection it went on is unknown (CLIENT INFO refused)")
+        raise redis.RedisError("the connection it went on is unknown (CLIENT INFO refused or "
+                               "unreadable)")
     client.client_kill_filter(_id=str(connection.id), addr=connection.address)
 
 

@@ -107,6 +107,16 @@ def connect_from(source, port):
     return s
 
 
+def reply_from(source, port, data):
+    """Everything the server on loopback at ``port`` sends a client at the local address
+    ``source`` that sent ``data``, up to the end of the stream; a reset is an error, not
+    an empty reply (as ``ask_from`` takes it)."""
+    s = connect_from(source, port)
+    s.settimeout(10)
+    s.sendall(data)
+    return answer_of(s)
+
+
 def ask_from(source, port, data, timeout=5.0):
     """What the server on 127.0.0.1:``port`` answers ``data`` sent from the local address
     ``source``, until it closes; b"" when the connection is refused or reset."""

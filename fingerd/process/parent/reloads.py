@@ -150,10 +150,10 @@ class Reloads:
         handover, self._handover = self._handover, None
         assert handover is not None
         sup, new = self._sup, handover.new
+        serving = "the next worker starts with it"
         if new is sup.live:
             sup.workers.kill(new.pid, ACCEPT_SIGNAL)
-        serving = f"worker {new.pid} serves it" if new is sup.live else \
-            "the next worker starts with it"
+            serving = f"worker {new.pid} serves it"
         self._report(True, f"configuration {sup.config.path} applied: {serving}",
                      handover.users_problem)
 
