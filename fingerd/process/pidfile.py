@@ -196,9 +196,19 @@ def _same_file(fd: int, path: str) -> bool:
 def read_pid(path: str) -> int | None:
     """The pid in the pidfile at ``path``; None if there is none or it holds no pid.
 
-    Raises PermissionError if it cannot be read. A symbolic link at the path is
-    not followed, and a file of another account's than root's or this one's names
-    no pid (``vouches``).
+    Raises PermissionError if it cannot be read.
+    """
+    data = read_vouched(path, 32)
+    return None if data is None else pid_in(data)
+
+
+def read_vouched(path: str, limit: int) -> bytes | None:
+    """At most ``limit`` bytes of the regular file at ``path``; None if there is none.
+
+    A symbolic link at the path is not followed, and a file of another account's than
+    root's or this one's is taken for none (``vouches``): where others may write
+    beside the pidfile, they may make these files too. Raises OSError (as
+    PermissionError) if it cannot be read.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -212,7 +222,7 @@ def read_pid(path: str) -> int | None:
         st = os.fstat(fd)
         if not (stat.S_ISREG(st.st_mode) and vouches(st)):
             return None
-        return pid_in(os.read(fd, 32))
+        return os.read(fd, limit)
     finally:
         os.close(fd)
 

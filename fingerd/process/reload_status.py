@@ -12,13 +12,11 @@ than root's or the reader's is not read (the pidfile's rule, ``pidfile.vouches``
 and what the message says is shown with its control characters escaped.
 """
 
-import errno
 import json
 import os
-import stat
 
 from fingerd.process.logformat import clean
-from fingerd.process.pidfile import replace_file, vouches
+from fingerd.process.pidfile import read_vouched, replace_file
 
 #: The status file is the pidfile's path with this after it.
 SUFFIX = ".reload"
@@ -61,22 +59,13 @@ def read(pidfile_path):
     """The last outcome recorded beside ``pidfile_path`` as a dict, or None. A symbolic
     link, anything but a regular file, a file of another account's than root's or this
     one's (``vouches``) and anything that is not such an object are None."""
+    data = read_vouched(path_for(pidfile_path), MAX_BYTES)
+    if data is None:
+        return None
     try:
-        fd = os.open(path_for(pidfile_path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK |
-                     os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ELOOP):
-            return None
-        raise
-    try:
-        st = os.fstat(fd)
-        if not (stat.S_ISREG(st.st_mode) and vouches(st)):
-            return None
-        status = json.loads(os.read(fd, MAX_BYTES))
+        status = json.loads(data)
     except ValueError:
         return None
-    finally:
-        os.close(fd)
     if not (isinstance(status, dict) and type(status.get("pid")) is int
             and type(status.get("reload")) is int and type(status.get("applied")) is bool
             and isinstance(status.get("message"), str)
