@@ -24,7 +24,7 @@ from fingerd.config import (
     load_config,
 )
 from fingerd.finger.sources import NOBODY_UID
-from fingerd.process.exits_and_signals import HANDLED_SIGNALS
+from fingerd.process.exits_and_signals import EXIT_CONFIG, HANDLED_SIGNALS
 from fingerd.process.parent import activation, daemonize, notify, reloading
 from fingerd.process.parent.accounts import (
     Account,
@@ -72,19 +72,19 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def fail(message: str) -> int:
+def fail(message: str, status: int = 1) -> int:
     """Say why the start failed on standard error, and once in the log (see
-    ``logsetup.configure_startup``); the exit status."""
+    ``logsetup.configure_startup``); ``status``, the exit status."""
     print(f"fingerd: {message}", file=sys.stderr)
     log.error("startup failed: %s", message)
-    return 1
+    return status
 
 
-def fail_with(error: Exception) -> int:
+def fail_with(error: Exception, status: int) -> int:
     """As ``fail``, for errors whose lines name their file and line themselves."""
     print(error, file=sys.stderr)
     log.error("startup failed: %s", "; ".join(str(error).splitlines()))
-    return 1
+    return status
 
 
 def main(argv=None):
@@ -97,17 +97,20 @@ def main(argv=None):
     except FileNotFoundError:
         pass
     starting = not (args.check_config or args.dump_config)
+    # What no retry mends fails a start with EX_CONFIG, which systemd's unit does not
+    # restart (RestartPreventExitStatus); -t and -T say 1, as ever.
+    misconfigured = EXIT_CONFIG if starting else 1
     logsetup.configure_startup(configured_log_file(args.config) if starting else "",
                                starting and not args.foreground)
     try:
         config = load_config(args.config)
         account = resolve_account(config)
     except (ConfigError, AccountError) as exc:
-        return fail_with(exc)
+        return fail_with(exc, misconfigured)
     if config.store_backend == "redis":
         problem = redis_problem()
         if problem:
-            return fail(f"{config.where('store', 'backend')}: {problem}")
+            return fail(f"{config.where('store', 'backend')}: {problem}", misconfigured)
         if args.check_config or args.dump_config:
             return valid(config, args.dump_config, f"{config.path}: configuration valid; "
                          f"statuses in Redis ({describe_redis(config)}), users_file is not read")
@@ -116,15 +119,15 @@ def main(argv=None):
         fileio.check_users_file(config.users_file)
         count = count_users(config.users_file)
     except UsersFileError as exc:
-        return fail_with(exc)
+        return fail_with(exc, misconfigured)
     except fileio.UnsafeUsersFile as exc:
-        return fail(f"users file {config.users_file}: {exc.strerror}")
+        return fail(f"users file {config.users_file}: {exc.strerror}", misconfigured)
     except OSError as exc:
         return fail(f"{config.users_file}: cannot read users file: {exc.strerror or exc}")
     denied = unreadable_by(account, config.users_file) if os.geteuid() == 0 else None
     if denied is not None:
         return fail(f"{config.users_file}: the worker, run as {account.name}, cannot read the "
-                    f"users file: {denied.strerror}")
+                    f"users file: {denied.strerror}", misconfigured)
     if args.check_config or args.dump_config:
         if count is None:
             print(f"fingerd: {config.users_file}: no users file; starting with no users",
@@ -233,12 +236,12 @@ def serve(config: Config, account: Account, foreground: bool) -> int:
     try:
         handover = activation.take()
     except activation.ActivationError as exc:
-        return fail(str(exc))
+        return fail(str(exc), EXIT_CONFIG)
     systemd = notify.Notifier.from_environment()
     bindable = handover.to_bind(config)
     problem = privileged_port_problem(bindable)
     if problem:
-        return fail(problem)
+        return fail(problem, EXIT_CONFIG)
     # Until the supervisor handles them, signals wait rather than kill a starting daemon.
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     pidfile = Pidfile(config.pidfile)

@@ -28,10 +28,15 @@ def setup(public_dir, ports):
     return Daemon(public_dir, ports)
 
 
-def refusal(*args):
-    """What ``fingerd ARGS`` printed on standard error, once it exited 1."""
+#: The exit status of a start that failed on what no retry mends (EX_CONFIG), which
+#: fingerd.service does not restart; -t and -T say 1, and a start that failed otherwise.
+MISCONFIGURED = 78
+
+
+def refusal(*args, status=1):
+    """What ``fingerd ARGS`` printed on standard error, once it exited ``status``."""
     result = run_fingerd(*args)
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == status, result.stderr
     return result.stderr
 
 
@@ -283,14 +288,15 @@ def test_check_reports_configuration_errors_with_file_and_line(setup):
     assert f"{setup.config_file}:8: [fingerd] unknown key 'bogus'" in lines
 
 
-@pytest.mark.parametrize("option, mode, bad, line", [
-    ("-t", "ab", b"no colon here\n", 3),  # the check names file and line
-    ("-n", "wb", b"bad\n", 1),  # a start fails as it does, before binding
+@pytest.mark.parametrize("option, mode, bad, line, status", [
+    ("-t", "ab", b"no colon here\n", 3, 1),  # the check names file and line
+    ("-n", "wb", b"bad\n", 1, MISCONFIGURED),  # a start fails as it does, before binding
 ])
-def test_users_file_errors_are_reported_with_file_and_line(setup, option, mode, bad, line):
+def test_users_file_errors_are_reported_with_file_and_line(setup, option, mode, bad, line,
+                                                            status):
     with open(setup.users_file, mode) as f:
         f.write(bad)
-    stderr = refusal(option, "-c", setup.config_file)
+    stderr = refusal(option, "-c", setup.config_file, status=status)
     assert stderr.strip() == f"{setup.users_file}:{line}: expected user:status"
 
 
@@ -303,12 +309,12 @@ def test_unknown_user_fails_with_its_line(setup):
 
 def test_unknown_group_fails(setup):
     edit(setup.config_file, "user = nobody", "user = nobody\ngroup = no-such-group-here")
-    stderr = refusal("-n", "-c", setup.config_file)
+    stderr = refusal("-n", "-c", setup.config_file, status=MISCONFIGURED)
     assert "no such group 'no-such-group-here'" in stderr
 
 
 def test_missing_configuration_fails(tmp_path):
-    stderr = refusal("-n", "-c", str(tmp_path / "none.conf"))
+    stderr = refusal("-n", "-c", str(tmp_path / "none.conf"), status=MISCONFIGURED)
     assert "cannot read configuration" in stderr
 
 
@@ -317,9 +323,9 @@ def test_a_configuration_that_is_no_regular_file_is_refused_never_waited_on(tmp_
     refused at once, by the check, the start and fingerd-ctl alike."""
     fifo = tmp_path / "fingerd.conf"
     os.mkfifo(fifo)
-    for args in (("-t",), ("-n",), ()):
+    for args, status in ((("-t",), 1), (("-n",), MISCONFIGURED), ((), MISCONFIGURED)):
         result = run_fingerd(*args, "-c", str(fifo), timeout=30)
-        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert result.returncode == status and result.stderr.count("\n") == 1, result.stderr
         assert result.stderr.endswith(f"{fifo}: cannot read configuration: not a regular file\n")
     status = subprocess.run([sys.executable, "-m", "fingerd.ctl", "-c", str(fifo),
                              "--pidfile", str(tmp_path / "fingerd.pid"), "status"], cwd=ROOT,
@@ -354,7 +360,7 @@ def privileged_port_config(setup):
 def test_privileged_port_without_root_names_the_option(setup):
     config = privileged_port_config(setup)
     if os.geteuid() != 0:
-        stderr = refusal("-n", "-c", config)
+        stderr = refusal("-n", "-c", config, status=MISCONFIGURED)
     else:
         public = tempfile.mkdtemp(prefix="fingerd-test-")
         try:
@@ -378,10 +384,11 @@ def test_privileged_port_without_root_names_the_option(setup):
 
 
 def run_as_nobody_in_a_fork(argv):
-    """Run cli.main as nobody in a forked child; its standard error, once it failed."""
+    """Run cli.main as nobody in a forked child; its standard error, once it failed on
+    what no retry mends."""
     from fingerd import cli
     code, stderr = main_as_nobody(cli.main, argv)
-    assert code == 1, stderr
+    assert code == MISCONFIGURED, stderr
     return stderr
 
 
@@ -407,10 +414,10 @@ def test_a_failed_start_is_written_once_to_the_log_file_too(logged, mode):
     log_file = os.path.join(d.dir, "fingerd.log")
     reasons = []
 
-    def fails():
+    def fails(status=MISCONFIGURED):
         """The reason on standard error, its lines joined as the log's one line has them."""
         result = run_fingerd(*mode, "-c", d.config_file)
-        assert result.returncode == 1
+        assert result.returncode == status
         reasons.append("; ".join(result.stderr.strip().splitlines()).removeprefix("fingerd: "))
         assert logged_lines(log_file) == [f"ERROR startup failed: {reason}"
                                           for reason in reasons]
@@ -421,7 +428,7 @@ def test_a_failed_start_is_written_once_to_the_log_file_too(logged, mode):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", d.setter_port))
         busy.listen(1)
-        assert fails() == (f"cannot listen on 127.0.0.1:{d.setter_port} ([setter] listen): "
+        assert fails(1) == (f"cannot listen on 127.0.0.1:{d.setter_port} ([setter] listen): "
                            "address already in use")
     with open(d.users_file, "ab") as f:
         f.write(b"no colon here\n")
@@ -498,7 +505,8 @@ def test_without_log_file_a_detached_start_that_fails_is_written_to_syslog(setup
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True)
                 stderr = proc.communicate(timeout=30)[1]
-                assert proc.returncode == 1 and stderr.count("\n") == 1, stderr
+                status = MISCONFIGURED if case == "no configuration" else 1
+                assert proc.returncode == status and stderr.count("\n") == 1, stderr
                 if not mode:
                     detached[proc.pid] = (case, stderr.strip().removeprefix("fingerd: "))
         syslog.settimeout(10)

@@ -130,7 +130,7 @@ def test_a_users_file_the_worker_cannot_read_fails_the_check_and_the_start_befor
     checked = fingerd(d, "-t")
     assert (checked.returncode, checked.stdout, checked.stderr) == (1, "", reason)
     started = fingerd(d)
-    assert (started.returncode, started.stderr) == (1, reason)
+    assert (started.returncode, started.stderr) == (78, reason), "EX_CONFIG: not restarted"
     assert not os.path.exists(d.pidfile)
     with open(os.path.join(public_dir, "fingerd.log")) as f:
         log = f.read()

@@ -4,11 +4,13 @@ daemon still serves, sets, reloads and stops with no more than the unit leaves i
 import ctypes
 import os
 import re
+import socket
 import stat
 import subprocess
 import sys
 
 from tests.support import ROOT
+from tests.support.daemon import run_fingerd
 from tests.support.markers import needs_root, needs_tool
 from tests.support.procfs import worker_of
 
@@ -114,3 +116,28 @@ def test_the_daemon_works_with_only_the_units_capabilities(make_daemon):
     assert not os.path.exists(f"/proc/{worker}")
     log = d.log()
     assert "Traceback" not in log and "not applied" not in log, log
+
+
+def test_systemd_restarts_a_failed_start_only_where_a_retry_may_mend_it(make_daemon):
+    """Restart=on-failure, but not for the exit statuses RestartPreventExitStatus= names: a
+    start refused on its configuration (or users file, or an account) exits one of them,
+    so that its reason is said once rather than every RestartSec= until systemd's start
+    limit; one refused on a port another program holds exits another, and is retried."""
+    unit = settings()
+    assert unit["Restart"] == ["on-failure"]
+    prevented = {int(status) for status in unit["RestartPreventExitStatus"][0].split()}
+    d = make_daemon()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", d.setter_port))
+        busy.listen(1)
+        in_use = run_fingerd("-n", "-c", d.config_file)
+    assert in_use.returncode != 0 and in_use.returncode not in prevented, in_use.stderr
+    with open(d.users_file, "ab") as f:
+        f.write(b"no colon here\n")
+    invalid_users = run_fingerd("-n", "-c", d.config_file)
+    assert invalid_users.returncode in prevented, invalid_users.stderr
+    with open(d.config_file, "a") as f:
+        f.write("bogus = 1\n")
+    invalid_config = run_fingerd("-n", "-c", d.config_file)
+    assert invalid_config.returncode in prevented, invalid_config.stderr
+    assert "unknown key 'bogus'" in invalid_config.stderr

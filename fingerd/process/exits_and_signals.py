@@ -1,5 +1,5 @@
-"""What the root parent, the worker and the writer child agree on: the worker's exit
-statuses (and how any exit is told) and the signals each process handles.
+"""What the root parent, the worker and the writer child agree on: the exit statuses
+(and how any exit is told) and the signals each process handles.
 
 It imports nothing of the project, as ``fingerd.limits`` (where the timeouts
 they share are, STARTUP_TIMEOUT and REPLY_TIMEOUT among them), so that no
@@ -9,6 +9,11 @@ module imports the supervisor, or the worker, for a name.
 import os
 import signal
 
+#: Exit status of a start that no retry mends until the operator acts: on the
+#: configuration, the users file, the accounts or systemd's sockets (EX_CONFIG).
+#: fingerd.service does not restart it (RestartPreventExitStatus=); other failures
+#: may pass (a port in use), exit 1 and are restarted.
+EXIT_CONFIG = 78
 #: Exit status of a worker that must not be restarted at once (EX_CONFIG).
 EXIT_FATAL = 78
 #: Exit status of a worker that failed for a reason of its own (EX_SOFTWARE).
