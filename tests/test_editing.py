@@ -279,6 +279,83 @@ def test_an_edit_while_the_new_file_is_synced_is_read_again_and_kept(path, monke
         "copy renamed is announced"
 
 
+def edit_now(path, edit):
+    """An operator's edit, ``carol:Added`` added: saved by rename (``replace_file``), as
+    sed -i and most editors save, or appended in place."""
+    if edit == "rename":
+        with open(path, "rb") as f:
+            replace_file(path, f.read() + b"carol:Added\n")
+    else:
+        with open(path, "ab") as f:
+            f.write(b"carol:Added\n")
+
+
+@pytest.mark.parametrize("edit", ["rename", "in place"])
+@pytest.mark.parametrize("trusted", [False, True])
+def test_an_edit_between_the_last_look_and_the_rename_is_put_back_and_kept(path, edit, trusted):
+    """``before_rename`` runs after the last look, right before the rename: an edit made
+    then is exchanged back into place (RENAME_EXCHANGE), read, and the set made on it."""
+    writer = writer_of(path, trusted)
+    announced = []
+
+    def edit_in_the_instant():
+        announced.append(True)
+        if len(announced) == 1:
+            edit_now(path, edit)
+
+    writer(path, "bob", "Awake", before_rename=edit_in_the_instant)
+    assert open(path, "rb").read() == b"# staff\r\nalice:Happy\r\nbob:Awake\ncarol:Added\n"
+    assert announced == [True, True], "announced for each copy put in place"
+    assert writer.trusted == signature_of(path)
+    assert os.listdir(os.path.dirname(path)) == ["users"], "no temporary file left"
+
+
+def test_a_file_made_between_the_last_look_and_the_rename_is_kept(path):
+    """Where there was no file, one made in the instant is not renamed over
+    (RENAME_NOREPLACE): the set is made on it."""
+    os.unlink(path)
+    announced = []
+
+    def make_in_the_instant():
+        announced.append(True)
+        if len(announced) == 1:
+            with open(path, "wb") as f:
+                f.write(b"carol:Added\n")
+
+    write_status(path, "bob", "Awake", before_rename=make_in_the_instant)
+    assert open(path, "rb").read() == b"carol:Added\nbob:Awake\n"
+    assert announced == [True, True]
+
+
+def test_a_file_removed_between_the_last_look_and_the_rename_stays_removed_but_for_the_set(
+        path):
+    """The set is made on what is there then: no file, so one with the status alone, as a
+    set on a missing users file makes."""
+    write_status(path, "bob", "Awake", before_rename=lambda: os.path.exists(path) and
+                 os.unlink(path))
+    assert open(path, "rb").read() == b"bob:Awake\n"
+    assert os.listdir(os.path.dirname(path)) == ["users"]
+
+
+def test_a_file_edited_in_every_instant_refuses_the_set_and_keeps_each_edit(path):
+    def edit_in_every_instant():
+        edit_now(path, "rename")
+
+    with pytest.raises(StoreError, match="users file changed while it was written; try again"):
+        write_status(path, "bob", "Awake", before_rename=edit_in_every_instant)
+    assert open(path, "rb").read() == (b"# staff\r\nalice:Happy\r\nbob:Sleeping\n"
+                                       b"carol:Added\ncarol:Added\n")
+    assert os.listdir(os.path.dirname(path)) == ["users"]
+
+
+def test_without_renameat2_the_new_file_is_renamed_into_place(path, monkeypatch):
+    """A libc without renameat2 (or a file system without RENAME_EXCHANGE): a plain
+    rename, the instant before it open as it was."""
+    monkeypatch.setattr(fileio, "_renameat2", None)
+    write_status(path, "bob", "Awake", before_rename=lambda: edit_now(path, "rename"))
+    assert open(path, "rb").read() == b"# staff\r\nalice:Happy\r\nbob:Awake\n"
+
+
 @settings(max_examples=60, deadline=None)
 @given(valid_files(), st.data(), STATUSES, st.booleans())
 def test_a_write_gives_the_file_with_status_gives(file, data, status, trusted):

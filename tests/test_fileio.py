@@ -84,3 +84,30 @@ def test_an_attribute_the_new_file_refuses_fails_the_set_and_changes_nothing(use
     assert open(users, "rb").read() == b"alice:Happy\n"
     assert fileio.signature(os.stat(users)) == fileio.signature(before)
     assert sorted(os.listdir(os.path.dirname(users))) == ["users"]
+
+
+def test_a_version_put_in_place_just_before_the_rename_is_put_back(users):
+    """replace_durably's rename is an exchange: what it displaced, if not the version it
+    looked at first, goes back in place, and Superseded says so; nothing is left beside."""
+    before = os.stat(users)
+
+    def operator_saves():
+        with open(users + ".edit", "wb") as f:
+            f.write(b"alice:Edited\n")
+        os.replace(users + ".edit", users)
+
+    with pytest.raises(fileio.Superseded):
+        fileio.replace_durably(users, b"alice:Set\n", before_rename=operator_saves)
+    with open(users, "rb") as f:
+        assert f.read() == b"alice:Edited\n"
+    assert os.stat(users).st_ino != before.st_ino
+    assert not temporaries_beside(users)
+    # With nothing changed, the new version is put in place and the old one removed.
+    fileio.replace_durably(users, b"alice:Set\n")
+    with open(users, "rb") as f:
+        assert f.read() == b"alice:Set\n"
+    assert not temporaries_beside(users)
+
+
+def temporaries_beside(path):
+    return [name for name in os.listdir(os.path.dirname(path)) if name.endswith(".tmp")]

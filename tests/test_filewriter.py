@@ -388,14 +388,14 @@ def test_a_child_killed_right_after_its_rename_is_answered_unknown(sel, writer, 
     """The rename is the moment the file changes: the file holds the new status, so
     ERROR would say what is not so. The parent answers from the note the child sent
     before it renamed, not from a look at the disk."""
-    parent, real = os.getpid(), os.rename
+    parent, real = os.getpid(), fileio._put_in_place
 
     def rename_then_die(*args, **kwargs):
         real(*args, **kwargs)
         if os.getpid() != parent:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    monkeypatch.setattr(os, "rename", rename_then_die)  # the child inherits it
+    monkeypatch.setattr(fileio, "_put_in_place", rename_then_die)  # the child inherits it
     with caplog.at_level(logging.WARNING):
         writer.submit(path, request(1), replies)
         settle(sel, writer, until=lambda: not writer.busy)

@@ -140,17 +140,18 @@ def test_a_missing_file_is_created_private_then_public(users):
 def test_the_new_file_is_on_disk_before_its_rename_and_the_rename_before_the_return(
         users, monkeypatch):
     """The order that makes a crash leave the old file or the new one, whole: the new
-    file created (never an existing one), written, fsynced and closed, then renamed over
-    the old one, then the directory fsynced before the write is reported done. (The old
-    file is opened first, read-only, for its extended attributes.)"""
+    file created (never an existing one), written, fsynced and closed, then put in the
+    old one's place (the two names exchanged atomically, the old one's then removed),
+    then the directory fsynced before the write is reported done. (The old file is
+    opened first, read-only, for its extended attributes.)"""
     calls, names = [], {}
 
-    def recorded(name, real, describe):
+    def recorded(name, real, describe, module=os):
         def call(*args, **kw):
             result = real(*args, **kw)
             calls.append((name, describe(args, result)))
             return result
-        monkeypatch.setattr(os, name, call)
+        monkeypatch.setattr(module, name, call)
 
     def opened(args, fd):
         names[fd] = os.path.basename(args[0])
@@ -159,7 +160,9 @@ def test_the_new_file_is_on_disk_before_its_rename_and_the_rename_before_the_ret
     recorded("open", os.open, opened)
     for name in ("write", "fsync", "close"):
         recorded(name, getattr(os, name), lambda args, _result: names.get(args[0], args[0]))
-    recorded("rename", os.rename, lambda args, _result: (args[0], args[1]))
+    recorded("_rename2", fileio._rename2, lambda args, _result: (args[1], args[2], args[3]),
+             fileio)
+    recorded("unlink", os.unlink, lambda args, _result: args[0])
     fileio.replace_durably(str(users), b"alice:Durable\n")
     monkeypatch.undo()
     directory = users.parent.name
@@ -167,7 +170,8 @@ def test_the_new_file_is_on_disk_before_its_rename_and_the_rename_before_the_ret
     assert [call for call in calls if call[0] != "write" or call[1] != temporary] == [
         ("open", (directory, 0)), ("open", ("users", 0)),
         ("open", (temporary, os.O_CREAT | os.O_EXCL)),
-        ("fsync", temporary), ("close", temporary), ("rename", (temporary, "users")),
+        ("fsync", temporary), ("close", temporary),
+        ("_rename2", (temporary, "users", fileio.RENAME_EXCHANGE)), ("unlink", temporary),
         ("fsync", directory), ("close", "users"), ("close", directory)]
     writes = [i for i, call in enumerate(calls) if call == ("write", temporary)]
     assert writes and writes[-1] < calls.index(("fsync", temporary))

@@ -64,10 +64,11 @@ def write_status(path: str, name: str, status: str, trusted: Optional[Signature]
     wrote itself (the new signature this returns is one). A file that
     anyone else has changed since has another signature, so it is read and
     validated again; so is a file changed while it was read, copied or
-    synced, up to the last look at it before the rename (an edit in the
-    instant between that look and the rename is lost). A file that changes
-    again meanwhile fails the set. ``before_rename`` is replace_durably's,
-    called after that last look: it may call the write off.
+    synced, up to the last look at it before the rename, or in the instant
+    between that look and the rename (replace_durably puts it back). A file
+    that changes again meanwhile fails the set. ``before_rename`` is
+    replace_durably's, called after that last look: it may call the write
+    off. It is called again for a copy made anew after that instant.
     """
     try:
         return _write_status(path, name, status, trusted, before_rename)
@@ -114,6 +115,8 @@ def _write_status(path: str, name: str, status: str, trusted: Optional[Signature
         except fileio.NotDurable as exc:
             raise OutcomeUnknown(f"users file replaced, but not known to survive a crash: "
                                  f"{exc.strerror}") from exc
+        except fileio.Superseded:
+            raise _Changed from None
         except OSError as exc:
             raise StoreError(f"cannot write users file: {exc.strerror or exc}") from exc
     finally:

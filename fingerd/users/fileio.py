@@ -21,6 +21,7 @@ fsynced, so a directory swapped meanwhile cannot redirect the write.
 The directory's own ancestors are not checked.
 """
 
+import ctypes
 import errno
 import os
 import pwd
@@ -41,6 +42,15 @@ TEMPORARY_TOKEN_BYTES = 6
 #: One version of a file (``signature``): device, inode, size, mtime and ctime.
 Signature = tuple[int, int, int, int, int]
 
+#: renameat2's flags (Linux 3.15): fail if the target exists; swap the two names.
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+#: A renameat2 the kernel, file system or a seccomp filter refuses: a plain rename then.
+_NO_RENAMEAT2 = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM)
+_renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+if _renameat2 is not None:
+    _renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                           ctypes.c_uint)
+
 
 class FileTooLarge(OSError):
     """A file larger than the daemon agrees to read."""
@@ -53,6 +63,11 @@ class NotRegularFile(OSError):
 class NotDurable(OSError):
     """The new file was renamed into place, but what makes the rename durable failed
     (the directory's fsync): readers see the new file, which a crash may undo."""
+
+
+class Superseded(OSError):
+    """Another process replaced the file, or wrote to it, after the writer's last look
+    and before its rename: that version was put back in place, and nothing changed."""
 
 
 class UnsafeUsersFile(OSError):
@@ -214,7 +229,8 @@ def replace_durably(path: str, data: Union[bytes, Callable[[int], None]],
     (to copy parts of another file in the kernel rather than through
     memory). ``before_rename()``, called once the new file is on disk, may
     still call the write off by raising: the rename is the moment the file
-    changes.
+    changes. A version put at the path in the instant before it is kept, and
+    Superseded raised (``_put_in_place``).
     """
     directory, name = _split(path)
     dir_fd = _open_directory(directory)
@@ -246,7 +262,9 @@ def replace_durably(path: str, data: Union[bytes, Callable[[int], None]],
             fd = -1
             if before_rename is not None:
                 before_rename()
-            os.rename(tmp[0], name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            _put_in_place(dir_fd, tmp[0], name, old)
+        except NotDurable:
+            raise  # in place, and the version it displaced kept at the temporary name
         except BaseException:
             if fd >= 0:
                 os.close(fd)
@@ -261,6 +279,47 @@ def replace_durably(path: str, data: Union[bytes, Callable[[int], None]],
         if source >= 0:
             os.close(source)
         os.close(dir_fd)
+
+
+def _put_in_place(dir_fd: int, tmp: str, name: str, old: Optional[os.stat_result]) -> None:
+    """Put ``tmp`` in the place of ``name``, the version ``old`` (None: no file); else
+    raise Superseded, ``name`` as it is. The two names are exchanged atomically and
+    the one displaced looked at: another version, renamed there or written to since
+    the last look, is exchanged back rather than lost. Where there was no file, none
+    may have come (RENAME_NOREPLACE). Without renameat2, a plain rename."""
+    try:
+        swapped = _rename2(dir_fd, tmp, name,
+                           RENAME_NOREPLACE if old is None else RENAME_EXCHANGE)
+    except (FileExistsError, FileNotFoundError):
+        raise Superseded(errno.EAGAIN, "the users file changed as it was written") from None
+    if not swapped:
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        return
+    if old is None:
+        return
+    # A rename changes a file's ctime, nothing else of its signature.
+    if signature(os.stat(tmp, dir_fd=dir_fd, follow_symlinks=False))[:4] == signature(old)[:4]:
+        os.unlink(tmp, dir_fd=dir_fd)
+        return
+    try:
+        back = _rename2(dir_fd, tmp, name, RENAME_EXCHANGE)
+    except OSError:
+        back = False
+    if not back:
+        raise NotDurable(errno.EIO, f"the version written meanwhile was not put back: it is {tmp}")
+    raise Superseded(errno.EAGAIN, "the users file changed as it was written")
+
+
+def _rename2(dir_fd: int, source: str, target: str, flags: int) -> bool:
+    """renameat2 within ``dir_fd``; False where it cannot be had (_NO_RENAMEAT2)."""
+    if _renameat2 is None:
+        return False
+    if _renameat2(dir_fd, os.fsencode(source), dir_fd, os.fsencode(target), flags) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in _NO_RENAMEAT2:
+        return False
+    raise OSError(error, os.strerror(error), target)
 
 
 def _open_same(dir_fd: int, name: str, old: os.stat_result) -> int:
