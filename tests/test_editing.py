@@ -1,5 +1,6 @@
 """Setting a status in the users file on disk: validated once, spliced, written durably."""
 
+import errno
 import os
 import stat
 import tempfile
@@ -346,6 +347,26 @@ def test_a_file_edited_in_every_instant_refuses_the_set_and_keeps_each_edit(path
     assert open(path, "rb").read() == (b"# staff\r\nalice:Happy\r\nbob:Sleeping\n"
                                        b"carol:Added\ncarol:Added\n")
     assert os.listdir(os.path.dirname(path)) == ["users"]
+
+
+def test_a_failure_once_the_new_file_is_in_place_leaves_the_outcome_unknown(path,
+                                                                          monkeypatch):
+    """ERROR would say that nothing changed: once the names are exchanged the new file
+    is in place, so a failure to remove the old version is OutcomeUnknown."""
+    real, failed = os.unlink, []
+
+    def failing_once(name, *args, **kwargs):
+        if not failed:
+            failed.append(name)
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", failing_once)
+    with pytest.raises(OutcomeUnknown, match="Input/output error"):
+        write_status(path, "bob", "Awake")
+    monkeypatch.undo()
+    assert open(path, "rb").read() == b"# staff\r\nalice:Happy\r\nbob:Awake\n"
+    assert failed[0].endswith(".tmp")
 
 
 def test_without_renameat2_the_new_file_is_renamed_into_place(path, monkeypatch):

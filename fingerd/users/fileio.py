@@ -284,9 +284,10 @@ def replace_durably(path: str, data: Union[bytes, Callable[[int], None]],
 def _put_in_place(dir_fd: int, tmp: str, name: str, old: Optional[os.stat_result]) -> None:
     """Put ``tmp`` in the place of ``name``, the version ``old`` (None: no file); else
     raise Superseded, ``name`` as it is. The two names are exchanged atomically and
-    the one displaced looked at: another version, renamed there or written to since
-    the last look, is exchanged back rather than lost. Where there was no file, none
-    may have come (RENAME_NOREPLACE). Without renameat2, a plain rename."""
+    the one displaced looked at (a rename changes only its ctime): another version,
+    renamed there or written to since the last look, is exchanged back rather than
+    lost. Where there was no file, none may have come (RENAME_NOREPLACE). Without
+    renameat2, a plain rename."""
     try:
         swapped = _rename2(dir_fd, tmp, name,
                            RENAME_NOREPLACE if old is None else RENAME_EXCHANGE)
@@ -297,14 +298,13 @@ def _put_in_place(dir_fd: int, tmp: str, name: str, old: Optional[os.stat_result
         return
     if old is None:
         return
-    # A rename changes a file's ctime, nothing else of its signature.
-    if signature(os.stat(tmp, dir_fd=dir_fd, follow_symlinks=False))[:4] == signature(old)[:4]:
-        os.unlink(tmp, dir_fd=dir_fd)
-        return
-    try:
+    try:  # the new file is in place: a failure now leaves the outcome unknown
+        if signature(os.stat(tmp, dir_fd=dir_fd, follow_symlinks=False))[:4] == signature(old)[:4]:
+            os.unlink(tmp, dir_fd=dir_fd)
+            return
         back = _rename2(dir_fd, tmp, name, RENAME_EXCHANGE)
-    except OSError:
-        back = False
+    except OSError as exc:
+        raise NotDurable(exc.errno, f"then {tmp}: {exc.strerror}") from None
     if not back:
         raise NotDurable(errno.EIO, f"the version written meanwhile was not put back: it is {tmp}")
     raise Superseded(errno.EAGAIN, "the users file changed as it was written")
