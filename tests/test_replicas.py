@@ -11,7 +11,7 @@ from tests.support.engines import HAProxy, RedisServer
 from tests.support.markers import needs_tool
 from tests.support.net import ask_from
 from tests.support.polling import wait_until
-from tests.support.procfs import worker_of
+from tests.support.procfs import ended, worker_of
 
 redis = pytest.importorskip("redis")
 pytestmark = [needs_tool("redis-server", "redis-server"), needs_tool("haproxy", "haproxy")]
@@ -97,7 +97,10 @@ class QueryLoop(threading.Thread):
         return self.answers
 
 
-def test_a_replica_killed_during_queries_fails_none_beyond_the_one_in_flight(cluster):
+def test_a_replica_killed_during_queries_fails_only_queries_it_held_as_it_died(cluster):
+    """Lost are the query in flight and any that reached the victim's sockets while its
+    processes were being torn down (a loaded machine takes milliseconds: the kernel
+    still completes connections there, then resets them); none begun once both ended."""
     replicas, proxy = cluster(3)
     # Room for the second or so until the victim's first batch of access lines, at
     # thousands of queries a second, and for 300 more after it dies.
@@ -109,14 +112,22 @@ def test_a_replica_killed_during_queries_fails_none_beyond_the_one_in_flight(clu
     # before it dies.
     wait_until(lambda: "kind=user" in victim.log(), what="the victim's access lines")
     worker = worker_of(victim.proc.pid)
+    answered_before = len(loop.answers)
     os.kill(victim.proc.pid, signal.SIGKILL)
     os.kill(worker, signal.SIGKILL)
-    killed_at = len(loop.answers)
-    wait_until(lambda: len(loop.answers) >= killed_at + 300, timeout=30, what="300 more")
+    wait_until(lambda: ended(victim.proc.pid) and ended(worker), interval=0.001,
+               what="the victim to end")
+    # The query in flight now began before the victim had ended.
+    begun_before_the_end = len(loop.answers) + 1
+    wait_until(lambda: len(loop.answers) >= begun_before_the_end + 300, timeout=30,
+               what="300 more")
     answers = loop.finish()
-    failed = [a for a in answers if a != b"Happy and well\r\n"]
-    print(f"{len(answers)} queries, {len(failed)} failed")
-    assert len(failed) <= 1, failed[:5]
+    failed = [i for i, a in enumerate(answers) if a != b"Happy and well\r\n"]
+    print(f"{len(answers)} queries, {len(failed)} failed, {begun_before_the_end - answered_before} "
+          f"begun or answered while the victim was killed")
+    assert all(answers[i] == b"" for i in failed), "a lost query is a reset, never a wrong answer"
+    assert all(answered_before <= i < begun_before_the_end for i in failed), (
+        failed, answered_before, begun_before_the_end)
     assert "kind=user" in victim.log()  # it had its share before it died
     for d in (replicas[0], replicas[2]):
         # Health checks carry a header too: no connection was refused for want of one.
