@@ -304,7 +304,7 @@ def _put_in_place(dir_fd: int, tmp: str, name: str, old: Optional[os.stat_result
             return
         back = _rename2(dir_fd, tmp, name, RENAME_EXCHANGE)
     except OSError as exc:
-        raise NotDurable(exc.errno, f"then {tmp}: {exc.strerror}") from None
+        raise NotDurable(exc.errno, f"{tmp} left beside it: {exc.strerror}") from None
     if not back:
         raise NotDurable(errno.EIO, f"the version written meanwhile was not put back: it is {tmp}")
     raise Superseded(errno.EAGAIN, "the users file changed as it was written")
