@@ -69,15 +69,23 @@ def cmd_status(path: str, args: argparse.Namespace) -> int:
     return EXIT_NOT_RUNNING
 
 
-def cmd_reload(path: str, args: argparse.Namespace) -> int:
+def _running_pid(path: str, args: argparse.Namespace) -> tuple[int | None, int]:
+    """The pid of the daemon to signal, or None and the exit status: EXIT_NOT_RUNNING,
+    for the command to say; or, said, a daemon running elsewhere or one of unknown pid."""
     state, pid = pidfile.probe(path)
     if state != pidfile.RUNNING:
-        if _elsewhere(path, args):
-            return EXIT_FAILED
-        say("fingerd is not running", sys.stderr)
-        return EXIT_NOT_RUNNING
+        return None, EXIT_FAILED if _elsewhere(path, args) else EXIT_NOT_RUNNING
     if pid is None:
-        return _pid_unknown(path)
+        return None, _pid_unknown(path)
+    return pid, EXIT_OK
+
+
+def cmd_reload(path: str, args: argparse.Namespace) -> int:
+    pid, status = _running_pid(path, args)
+    if status == EXIT_NOT_RUNNING:
+        say("fingerd is not running", sys.stderr)
+    if pid is None:
+        return status
     sent = time.monotonic()
     if not _sent(pid, signal.SIGHUP):
         say(f"fingerd (pid {pid}) exited before it was asked to reload", sys.stderr)
@@ -104,14 +112,12 @@ def cmd_reload(path: str, args: argparse.Namespace) -> int:
 
 
 def cmd_stop(path: str, args: argparse.Namespace) -> int:
-    state, pid = pidfile.probe(path)
-    if state != pidfile.RUNNING:
-        if _elsewhere(path, args):
-            return EXIT_FAILED
+    pid, status = _running_pid(path, args)
+    if status == EXIT_NOT_RUNNING:
         out("fingerd is not running")
         return EXIT_OK
     if pid is None:
-        return _pid_unknown(path)
+        return status
     _sent(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
     while pidfile.probe(path)[0] == pidfile.RUNNING or _alive(pid):
