@@ -185,6 +185,26 @@ def test_a_failed_start_says_why_on_a_line_of_its_own(init, ports):
     assert probe(init.pidfile)[0] != RUNNING
 
 
+#: fingerd as an operator racing the init script would leave it: the configuration
+#: made invalid after ``fingerd -t`` passed it, just before the start.
+EDITED_AFTER_THE_CHECK = """#!/bin/sh
+if [ "$1" != -t ]; then printf 'bogus = 1\\n' >> "$CONFIG"; fi
+PYTHONPATH={root} exec {python} -m fingerd "$@"
+"""
+
+
+def test_a_start_refused_on_its_configuration_exits_6_as_lsb_says(init):
+    """fingerd's 78 (EX_CONFIG) is LSB's 6, program is not configured: init scripts say
+    0 to 7."""
+    fingerd = os.path.join(os.path.dirname(init.env["FINGERD_DEFAULTS"]), "bin", "fingerd")
+    with open(fingerd, "w") as f:
+        f.write(EDITED_AFTER_THE_CHECK.format(root=ROOT, python=sys.executable))
+    failed = init.action("start", stderr=subprocess.STDOUT)
+    assert failed.returncode == 6, failed.stdout
+    assert "unknown key 'bogus'" in failed.stdout
+    assert probe(init.pidfile)[0] != RUNNING
+
+
 def held(port):
     """A listening socket of the test's own on 127.0.0.1:``port``."""
     holder = socket.socket()
