@@ -12,6 +12,7 @@ from tests.support.accounts import NOBODY
 from tests.support.acl import ACCESS_ACL, grant_read
 from tests.support.children import as_nobody
 from tests.support.markers import needs_root
+from tests.support.users_files import replace_file
 
 
 @pytest.fixture
@@ -91,13 +92,9 @@ def test_a_version_put_in_place_just_before_the_rename_is_put_back(users):
     looked at first, goes back in place, and Superseded says so; nothing is left beside."""
     before = os.stat(users)
 
-    def operator_saves():
-        with open(users + ".edit", "wb") as f:
-            f.write(b"alice:Edited\n")
-        os.replace(users + ".edit", users)
-
     with pytest.raises(fileio.Superseded):
-        fileio.replace_durably(users, b"alice:Set\n", before_rename=operator_saves)
+        fileio.replace_durably(users, b"alice:Set\n",
+                               before_rename=lambda: replace_file(users, b"alice:Edited\n"))
     with open(users, "rb") as f:
         assert f.read() == b"alice:Edited\n"
     assert os.stat(users).st_ino != before.st_ino

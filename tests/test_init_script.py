@@ -187,10 +187,9 @@ def test_a_failed_start_says_why_on_a_line_of_its_own(init, ports):
 
 #: fingerd as an operator racing the init script would leave it: the configuration
 #: made invalid after ``fingerd -t`` passed it, just before the start.
-EDITED_AFTER_THE_CHECK = """#!/bin/sh
+EDITED_AFTER_THE_CHECK = WRAPPER.replace("#!/bin/sh\n", """#!/bin/sh
 if [ "$1" != -t ]; then printf 'bogus = 1\\n' >> "$CONFIG"; fi
-PYTHONPATH={root} exec {python} -m fingerd "$@"
-"""
+""")
 
 
 def test_a_start_refused_on_its_configuration_exits_6_as_lsb_says(init):
@@ -198,7 +197,8 @@ def test_a_start_refused_on_its_configuration_exits_6_as_lsb_says(init):
     0 to 7."""
     fingerd = os.path.join(os.path.dirname(init.env["FINGERD_DEFAULTS"]), "bin", "fingerd")
     with open(fingerd, "w") as f:
-        f.write(EDITED_AFTER_THE_CHECK.format(root=ROOT, python=sys.executable))
+        f.write(EDITED_AFTER_THE_CHECK.format(root=ROOT, python=sys.executable,
+                                              module="fingerd"))
     failed = init.action("start", stderr=subprocess.STDOUT)
     assert failed.returncode == 6, failed.stdout
     assert "unknown key 'bogus'" in failed.stdout
