@@ -3,6 +3,8 @@
 import json
 import math
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import uuid
@@ -13,14 +15,17 @@ from hypothesis import strategies as st
 
 from fingerd.process.channel import (
     MAX_MESSAGE_BYTES,
+    MAX_NESTING,
     MonitorClient,
     channel,
     error_reply,
+    loads_shallow,
     parse_message,
     set_problem,
     unknown_reply,
 )
 from fingerd.users.editing import OutcomeUnknown, StoreError
+from tests.support import ROOT
 from tests.support.fuzzing import NAMES, tokens
 
 #: A users file in a directory that does not exist: the parent's answer is worked
@@ -111,6 +116,118 @@ def test_a_deeply_nested_request_is_malformed_not_a_crash():
     parent's loop must not end on a worker's message."""
     for opening in (b"[", b'{"a":'):
         assert parse_message(opening * (MAX_MESSAGE_BYTES // len(opening))) is None
+
+
+def frames_below():
+    """How many frames the caller runs on."""
+    frame, depth = sys._getframe(1), 0
+    while frame is not None:
+        frame, depth = frame.f_back, depth + 1
+    return depth
+
+
+def test_nesting_is_refused_before_json_reads_it():
+    """json's decoder recurses once a level; on Python 3.9, overflowing there under
+    Hypothesis aborted the whole process instead of raising RecursionError. With
+    room for 30 more frames, where json.loads raises RecursionError, nothing
+    recurses: the deepest message is a ValueError, and a shallow one reads."""
+    deep = [b"[" * MAX_MESSAGE_BYTES, b'{"a":' * (MAX_MESSAGE_BYTES // 5),
+            b'{"op": "set", "name": "' + b'\\"' * 10 + b'", "s": ' + b"[" * 4000]
+    shallow = rb'{"op": "set", "name": "[{\"}]", "id": 1, "x": [1, "]", "\\"]}'
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(frames_below() + 30)
+    try:
+        with pytest.raises(RecursionError):
+            json.loads(deep[0])
+        for data in deep:
+            with pytest.raises(ValueError, match="nested deeper than 2"):
+                loads_shallow(data)
+        assert loads_shallow(shallow) == {"op": "set", "name": '[{"}]', "id": 1,
+                                          "x": [1, "]", "\\"]}
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+#: A parent reading the deepest message while a garbage collection, due at any depth of
+#: json's decoder, runs a finalizer that recurses a little.
+COLLECTED_MID_DECODE = """
+import gc
+from fingerd.process.channel import MAX_MESSAGE_BYTES, parse_message
+def down(n):
+    return down(n - 1) if n else 0
+class Litter:
+    def __init__(self):
+        self.me = self
+    def __del__(self):
+        down(60)
+for threshold in range(850, 1010, 5):
+    gc.collect()
+    gc.set_threshold(threshold)
+    Litter()
+    assert parse_message(b"[" * MAX_MESSAGE_BYTES) is None
+print("read them all")
+"""
+
+
+def test_a_collection_while_reading_a_deep_message_does_not_abort_the_parent():
+    """A finalizer that a garbage collection runs while json's decoder is deep overflows
+    the stack: on Python 3.11 it fails (RecursionError, "Exception ignored"); on 3.9
+    it leaves the interpreter overflowing, and the decoder, going on past the limit,
+    aborts the process (SIGABRT): the parent's loop, and every worker with it. The
+    parent never lets json go deep (the environment runs give this test 3.9)."""
+    ran = subprocess.run([sys.executable, "-c", COLLECTED_MID_DECODE], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert ran.stdout == "read them all\n"
+    assert "RecursionError" not in ran.stderr, ran.stderr[-3000:]
+
+
+def nesting(value):
+    """How deep arrays and objects nest in ``value``: 0 for a scalar."""
+    if isinstance(value, list):
+        return 1 + max(map(nesting, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(nesting, value.values()), default=0)
+    return 0
+
+
+#: Pieces of JSON with what a scan for brackets can be fooled by: brackets in
+#: strings, escaped quotes and backslashes, a quote as an escape, other encodings.
+JSON_PIECES = [b"[", b"]", b"{", b"}", b'"', b'\\"', b"\\\\", b"\\u0022", b"\\u005b",
+               b":", b",", b"1", b'"a"', b" ", b"\x00", b"\xff", b"\xfe", b"\xef\xbb\xbf"]
+
+
+@given(st.one_of(tokens(JSON_PIECES, max_size=40), st.binary(max_size=200)))
+def test_anything_loads_shallow_or_is_a_value_error(data):
+    try:
+        value = loads_shallow(data)
+    except ValueError:
+        return
+    assert nesting(value) <= MAX_NESTING
+    assert value == json.loads(data)
+
+
+BRACKETY = st.text(st.sampled_from('[]{}"\\:, a\u00e9\U0001f600'), max_size=12)
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), BRACKETY,
+                    st.floats(allow_nan=False, allow_infinity=False))
+
+
+@given(st.one_of(SCALARS, st.lists(SCALARS, max_size=4),
+                 st.dictionaries(BRACKETY, SCALARS, max_size=4)), st.booleans())
+def test_shallow_json_reads_as_json_reads_it(value, ascii_only):
+    assert loads_shallow(json.dumps(value, ensure_ascii=ascii_only).encode()) == value
+
+
+@given(st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                      st.dictionaries(BRACKETY, inner,
+                                                                      max_size=3))))
+def test_json_that_nests_is_refused(value):
+    data = json.dumps(value).encode()
+    if nesting(value) > MAX_NESTING:
+        with pytest.raises(ValueError, match="nested deeper"):
+            loads_shallow(data)
+    else:
+        assert loads_shallow(data) == value
 
 
 def test_a_request_with_a_lone_surrogate_is_malformed_not_a_crash():

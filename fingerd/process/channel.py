@@ -26,6 +26,7 @@ import collections
 import itertools
 import json
 import math
+import re
 import socket
 import threading
 import time
@@ -137,17 +138,46 @@ def signature(value: Sequence[int] | None) -> Signature | None:
     return device, inode, size, mtime, ctime
 
 
+#: A JSON string, escapes and all: what it holds is text, not structure.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+#: What opens or closes an array or an object.
+_BRACKET = re.compile(r"[][{}]")
+#: Levels of arrays and objects a worker's JSON may nest: its object, and a value
+#: of one more a worker of another version might add.
+MAX_NESTING = 2
+
+
+def loads_shallow(data: bytes) -> Any:
+    """``data``, UTF-8 JSON, as json.loads reads it; ValueError for arrays and objects
+    nested deeper than MAX_NESTING, or anything json refuses.
+
+    What a worker sends, on this channel and its log pipe, is one object of
+    scalars, and deeper nesting is refused before json sees it: json's decoder
+    recurses once a level, and Python 3.9 can abort the whole process ("Cannot
+    recover from stack overflow") instead of raising RecursionError when a
+    decode nests past the recursion limit. Read as UTF-8 only: json's own guess
+    of UTF-16 or 32 would read brackets this scan takes as text.
+    """
+    text = data.decode("utf-8")
+    depth = 0
+    for bracket in _BRACKET.finditer(_JSON_STRING.sub('""', text)):
+        depth += 1 if bracket.group() in "[{" else -1
+        if depth > MAX_NESTING:
+            raise ValueError(f"arrays and objects nested deeper than {MAX_NESTING}")
+    return json.loads(text)
+
+
 def parse_message(data: bytes) -> dict[str, Any] | None:
     """The request in a datagram from the worker as a dict, or None if malformed.
 
-    Never raises: nesting deeper than json's recursion limit, and text that no
-    UTF-8 file can hold (a lone surrogate, which JSON can carry), are malformed too.
+    Never raises: deep nesting (``loads_shallow``), and text that no UTF-8 file can hold
+    (a lone surrogate, which JSON can carry), are malformed too.
     """
     if len(data) > MAX_MESSAGE_BYTES:
         return None
     try:
-        message = json.loads(data)
-    except (ValueError, RecursionError):
+        message = loads_shallow(data)
+    except ValueError:
         return None
     if not isinstance(message, dict) or message.get("op") not in OPS:
         return None

@@ -21,7 +21,6 @@ over its bytes: when every line is a time stamp and printable ASCII, the batch
 is tagged and written in one write; else each of its lines is a record.
 """
 
-import json
 import logging
 import os
 import re
@@ -36,6 +35,7 @@ from fingerd.loghandlers import (
     LogFileHandler,
     StderrHandler,
 )
+from fingerd.process.channel import loads_shallow
 from fingerd.process.logformat import (
     ACCESS_BATCH_BYTES,
     ACCESS_LINE_END,
@@ -237,11 +237,11 @@ def _lines_in(record: bytes) -> int:
 def _parse(line):
     """``(level, message)`` of one line from the worker; anything odd is a warning."""
     try:
-        item = json.loads(line)
+        item = loads_shallow(line)
         level, message = item["level"], item["message"]
         if not isinstance(message, str):
             raise TypeError("message")
-    except Exception:  # a hostile line may raise anything json can: RecursionError too
+    except Exception:  # a hostile line may raise anything the parse and lookups can
         return ODD_LEVEL, "unreadable log line: " + line[:200].decode("ascii", "replace")
     if type(level) is not int or level not in KNOWN_LEVELS:
         level = ODD_LEVEL
