@@ -80,12 +80,15 @@ def worker_of(daemon_pid, other_than=None):
 
 
 def ended(pid):
-    """Whether process ``pid`` has ended: gone, or a zombie not reaped yet (which holds no
-    descriptor any more)."""
+    """Whether process ``pid`` has ended: gone, or a zombie not reaped yet whose threads
+    have all ended. Its first thread is a zombie as soon as it has ended itself, while
+    the others, still ending, hold the process's descriptors (a listening socket
+    still completes connections)."""
     try:
-        return proc_status(pid)["State"].startswith("Z")
+        status = proc_status(pid)
     except OSError:
         return True
+    return status["State"].startswith("Z") and status["Threads"] == "1"
 
 
 def threads(pid):
