@@ -138,10 +138,10 @@ def signature(value: Sequence[int] | None) -> Signature | None:
     return device, inode, size, mtime, ctime
 
 
-#: A JSON string, escapes and all: what it holds is text, not structure.
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-#: What opens or closes an array or an object.
-_BRACKET = re.compile(r"[][{}]")
+#: What JSON's structure is made of, in one pass with no going back: a string, escapes
+#: and all (what it holds is text), taken to the end of the text when it is not closed,
+#: or a bracket that opens or closes an array or an object.
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[][{}]', re.DOTALL)
 #: Levels of arrays and objects a worker's JSON may nest: its object, and a value
 #: of one more a worker of another version might add.
 MAX_NESTING = 2
@@ -156,14 +156,19 @@ def loads_shallow(data: bytes) -> Any:
     recurses once a level, and Python 3.9 can abort the whole process ("Cannot
     recover from stack overflow") instead of raising RecursionError when a
     decode nests past the recursion limit. Read as UTF-8 only: json's own guess
-    of UTF-16 or 32 would read brackets this scan takes as text.
+    of UTF-16 or 32 would read brackets this scan takes as text. The scan takes
+    time in proportion to the text, whatever it holds.
     """
     text = data.decode("utf-8")
     depth = 0
-    for bracket in _BRACKET.finditer(_JSON_STRING.sub('""', text)):
-        depth += 1 if bracket.group() in "[{" else -1
-        if depth > MAX_NESTING:
-            raise ValueError(f"arrays and objects nested deeper than {MAX_NESTING}")
+    for token in _TOKEN.finditer(text):
+        first = text[token.start()]
+        if first in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise ValueError(f"arrays and objects nested deeper than {MAX_NESTING}")
+        elif first in "]}":
+            depth -= 1
     return json.loads(text)
 
 
