@@ -138,10 +138,14 @@ def signature(value: Sequence[int] | None) -> Signature | None:
     return device, inode, size, mtime, ctime
 
 
-#: What JSON's structure is made of, in one pass with no going back: a string, escapes
-#: and all (what it holds is text), taken to the end of the text when it is not closed,
-#: or a bracket that opens or closes an array or an object.
-_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[][{}]', re.DOTALL)
+#: A JSON string, escapes and all, to the end of the text when it is not closed: what it
+#: holds is text, not structure. Its closing quote is optional, so that a match never
+#: goes back, and the strings of a text are taken in one pass.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+#: All but what opens or closes an array or an object.
+_NOT_BRACKETS = re.compile(r"[^][{}]+")
+#: How each bracket changes the depth.
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 #: Levels of arrays and objects a worker's JSON may nest: its object, and a value
 #: of one more a worker of another version might add.
 MAX_NESTING = 2
@@ -157,18 +161,13 @@ def loads_shallow(data: bytes) -> Any:
     recover from stack overflow") instead of raising RecursionError when a
     decode nests past the recursion limit. Read as UTF-8 only: json's own guess
     of UTF-16 or 32 would read brackets this scan takes as text. The scan takes
-    time in proportion to the text, whatever it holds.
+    time in proportion to the text, whatever it holds, in a few passes of C code.
     """
     text = data.decode("utf-8")
-    depth = 0
-    for token in _TOKEN.finditer(text):
-        first = text[token.start()]
-        if first in "[{":
-            depth += 1
-            if depth > MAX_NESTING:
-                raise ValueError(f"arrays and objects nested deeper than {MAX_NESTING}")
-        elif first in "]}":
-            depth -= 1
+    brackets = _NOT_BRACKETS.sub("", _STRING.sub("", text))
+    if max(itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets)),
+           default=0) > MAX_NESTING:
+        raise ValueError(f"arrays and objects nested deeper than {MAX_NESTING}")
     return json.loads(text)
 
 
