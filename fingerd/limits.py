@@ -76,7 +76,7 @@ STDERR_CLOSE_SECONDS = 1.0
 WORKER_LOG_READ_BYTES = 262144
 
 #: Worker log lines the parent writes a second on average, and at once. A line
-#: costs one per WORKER_LOG_TOKEN_BYTES of its message begun; lines over the
+#: costs one per WORKER_LOG_TOKEN_BYTES of it begun, all read; lines over the
 #: limit are dropped and counted. With access_log on, every request is a line.
 WORKER_LOG_RATE = 200
 WORKER_LOG_BURST = 2000

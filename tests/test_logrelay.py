@@ -280,6 +280,22 @@ def test_a_bigger_line_costs_more():
     os.close(r)
 
 
+def test_a_line_longer_than_the_log_keeps_costs_all_its_bytes():
+    """The parent reads the whole line before it cuts the message: 25,000 bytes cost 98
+    tokens, though 2048 characters are written."""
+    logger, collect = quiet_logger("test.logrelay.long")
+    r, w = os.pipe()
+    relay = LogRelay(r, 42, logger, rate=1, burst=100, clock=lambda: 0.0, notices=logger)
+    line = (json.dumps({"level": 20, "message": "c" * 24_970}) + "\n").encode()
+    assert len(line) // limits.WORKER_LOG_TOKEN_BYTES == 97
+    os.write(w, line * 2)
+    os.close(w)
+    while relay.feed():
+        pass
+    assert [m[:15] for _l, m in collect.messages] == ["worker[42]: ccc", "worker 42: 1 lo"]
+    os.close(r)
+
+
 def test_each_turn_reads_a_bounded_slice_of_the_pipe():
     logger, collect = quiet_logger("test.logrelay.slice")
     r, w = os.pipe()

@@ -111,8 +111,9 @@ class LogRelay:
         return True
 
     def _emit(self, line):
-        # Counted before it is parsed: a line over the limit costs the parent nothing more.
-        cost = 1 + min(len(line), limits.MAX_WORKER_LOG_CHARS) // limits.WORKER_LOG_TOKEN_BYTES
+        # Counted before it is parsed, for all its bytes (reading a line costs the parent in
+        # proportion), so that a line over the limit costs it nothing more.
+        cost = 1 + len(line) // limits.WORKER_LOG_TOKEN_BYTES
         if not self._bucket.take(cost):
             self._dropped += 1
             return
