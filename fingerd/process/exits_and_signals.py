@@ -14,8 +14,9 @@ import signal
 #: fingerd.service does not restart it (RestartPreventExitStatus=); other failures
 #: may pass (a port in use), exit 1 and are restarted.
 EXIT_CONFIG = 78
-#: Exit status of a worker that must not be restarted at once (EX_CONFIG).
-EXIT_FATAL = 78
+#: Exit status of a worker that cannot work as configured, and so must not be restarted
+#: at once: a start's, for the same reason.
+EXIT_FATAL = EXIT_CONFIG
 #: Exit status of a worker that failed for a reason of its own (EX_SOFTWARE).
 EXIT_SOFTWARE = 70
 
