@@ -83,3 +83,12 @@ def test_an_outcome_missing_a_field_is_none(tmp_path):
         with open(reload_status.path_for(pidfile), "w") as f:
             json.dump(outcome, f)
         assert reload_status.read(pidfile) == (outcome if outcome is whole else None)
+
+
+def test_an_outcome_nested_deeper_than_json_reads_is_none(tmp_path):
+    """Brackets nested past the interpreter's recursion limit, within the bytes read,
+    are no outcome rather than a traceback from fingerd-ctl."""
+    pidfile = str(tmp_path / "fingerd.pid")
+    with open(reload_status.path_for(pidfile), "w") as f:
+        f.write("[" * (reload_status.MAX_BYTES - 1))
+    assert reload_status.read(pidfile) is None

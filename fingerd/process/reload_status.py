@@ -58,13 +58,14 @@ class ReloadStatus:
 def read(pidfile_path):
     """The last outcome recorded beside ``pidfile_path`` as a dict, or None. A symbolic
     link, anything but a regular file, a file of another account's than root's or this
-    one's (``vouches``) and anything that is not such an object are None."""
+    one's (``vouches``) and anything that is not such an object, nested too deep for
+    json's decoder included, are None."""
     data = read_vouched(path_for(pidfile_path), MAX_BYTES)
     if data is None:
         return None
     try:
         status = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not (isinstance(status, dict) and type(status.get("pid")) is int
             and type(status.get("reload")) is int and type(status.get("applied")) is bool
