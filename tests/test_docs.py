@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from fingerd import limits
+from fingerd import limits, outcomes
 from fingerd.config import SCHEMA, parse_config
 from tests import test_query_path, test_set_path
 from tests.support import ROOT
@@ -358,3 +358,27 @@ def test_the_guide_names_every_metric_the_daemon_exports(daemon):
                and re.sub(r"_(total|info|created)$", "", name) not in
                {re.sub(r"_(total|info)$", "", n) for n in named}}
     assert exported and not missing, missing
+
+
+def guide_label_values(metric, label):
+    """The values the guide's metrics table gives ``metric``'s ``label``: a list, or a
+    dict of lists by service (``finger: found, ...; setter: ...``), parenthesised remarks
+    on a value (``refused (the list, 403)``) taken out."""
+    row = next(line for line in read(os.path.join(DOCS, "guide.md")).splitlines()
+               if line.startswith(f"| `{metric}` |"))
+    values = row[row.index(f"`{label}` (") + len(label) + 4:row.rindex(")")]
+    while re.search(r" \([^()]*\)", values):
+        values = re.sub(r" \([^()]*\)", "", values)
+    if ": " not in values:
+        return set(values.split(", "))
+    return {service: set(value.split(", ")) for service, value in
+            (part.split(": ", 1) for part in values.split("; "))}
+
+
+def test_the_guide_names_every_outcome_and_reason_of_the_code_and_no_other():
+    """The values an operator may see of ``outcome`` for each service, and of ``reason``,
+    are the ones outcomes.py defines."""
+    assert guide_label_values("fingerd_requests_total", "outcome") == {
+        service: {*values, outcomes.ERROR} for service, values in outcomes.BY_SERVICE.items()}
+    assert guide_label_values("fingerd_connections_rejected_total", "reason") == set(
+        outcomes.REJECT_REASONS)
