@@ -20,8 +20,9 @@ from tests.support.held import (
     slots_freed,
     while_young,
 )
-from tests.support.markers import needs_ipv6
+from tests.support.markers import needs_ipv6, needs_root, needs_tool
 from tests.support.net import answer_of, exchange
+from tests.support.netns import in_network_namespace
 from tests.support.polling import during, wait_until
 
 BUSY = b"Server busy, try again later\r\n"
@@ -144,6 +145,39 @@ def test_when_full_the_oldest_silent_connection_makes_room_for_a_new_client(make
             assert readable == oldest and oldest[0].recv(10) == b"", \
                 "the silent connection the worker took first, and it alone, was closed"
 
+
+
+@needs_root
+@needs_tool("ip", "iproute2")
+def test_a_connection_made_from_a_syn_cookie_is_young_not_held_back(make_daemon):
+    """A burst that overflows the listen queue is answered with SYN cookies, and a
+    connection made from one is accepted at once, before its query comes, where finger
+    has the kernel hold back silent connections for a second (TCP_DEFER_ACCEPT): it is
+    young, not one held back, so a full service tells a newcomer busy rather than shed it.
+    In a network namespace of its own, where every connection is made from a cookie."""
+    def body():
+        d = make_daemon(fingerd__max_connections="8", fingerd__max_per_source="0",
+                        fingerd__request_timeout="30",
+                        fingerd__first_byte_timeout="30").start()
+
+        @contextlib.contextmanager
+        def full():
+            with held(d.finger_port, 7) as young:
+                wait_until(lambda: d.metric("fingerd_connections_active") == 7,
+                           what="finger full", timeout=15)
+                yield young
+
+        def look(young):
+            newcomer = query_from("127.0.0.1", d.finger_port)
+            for s in young:
+                s.sendall(b"alice\r\n")
+            return newcomer, [answer_of(s) for s in young]
+
+        seen = while_young(full, look, slots_freed(d))
+        return seen, d.metric("fingerd_connections_rejected_total", reason="shed")
+
+    (newcomer, answers), shed = in_network_namespace(body, {"ipv4/tcp_syncookies": "2"})
+    assert (newcomer, answers, shed) == (BUSY, [b"Happy and well\r\n"] * 7, 0)
 
 def test_when_half_full_connections_without_a_whole_request_get_only_first_byte_timeout(
         make_daemon, sources):

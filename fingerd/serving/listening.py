@@ -11,6 +11,7 @@ import errno
 import functools
 import logging
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,24 @@ ACCEPT_PAUSE_SECONDS = 0.1
 DEFER_ACCEPT_SECONDS = 1
 
 _RESOURCE_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+
+#: Linux's struct tcp_info up to tcpi_total_retrans, and where that field is.
+_TCP_INFO_BYTES, _TOTAL_RETRANS = 104, struct.Struct("=I")
+_TOTAL_RETRANS_OFFSET = 100
+
+
+def held_back(sock: socket.socket) -> bool:
+    """Whether the kernel held back ``sock``, accepted with nothing to read, for the
+    deferral (TCP_DEFER_ACCEPT): it then resent its SYN-ACK as the deferral ended,
+    which the connection counts among its retransmissions. One made from a SYN cookie,
+    as when a burst overflows the listen queue, is accepted at once, its request
+    perhaps on the way: that one is young, whatever the deferral."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES)
+    except OSError:
+        return False
+    return (len(info) >= _TCP_INFO_BYTES
+            and _TOTAL_RETRANS.unpack_from(info, _TOTAL_RETRANS_OFFSET)[0] > 0)
 
 
 class Listener:
@@ -60,7 +79,7 @@ class Listeners:
         #: When accepting resumes after running out of descriptors; None when not paused.
         self.paused_until: float | None = None
         #: Seconds a silent client may already have waited in the kernel when
-        #: it is accepted; its deadline is counted from its connect.
+        #: it is accepted (``held_back``); its deadline is counted from its connect.
         self.deferral = 0
         self._name = service.name
         self._rejected = rejected

@@ -15,6 +15,7 @@ from typing import Any
 from fingerd.limits import DRAIN_BYTES
 from fingerd.outcomes import REJECT_PROXY, REJECT_SHED, REJECT_TIMEOUT
 from fingerd.serving.gate import source_of
+from fingerd.serving.listening import held_back
 from fingerd.serving.proxy_header import ProxyHeaderError, parse_proxy_header
 from fingerd.serving.service import ServiceSpec
 
@@ -48,14 +49,15 @@ class Pending:
 
     def watch(self, conn: Any, on_readable: Callable[[Any], None], silent: bool = False) -> None:
         """Wait for the rest of ``conn``'s request. A connection ``silent`` at its first
-        read, nothing received, was held by the kernel for the deferral first: its
-        deadline counts from its connect (one whose buffer is empty because its PROXY
-        header was all it sent was not held), and, awaiting its header, it counts
+        read, nothing received, that the kernel held back for the deferral has its
+        deadline and its age counted from its connect (one whose buffer is empty because
+        its PROXY header was all it sent was not held); awaiting its header, it counts
         against the proxy's address from now on (``take_proxy_header``)."""
         if conn.fd not in self.by_fd:
             if silent:
-                conn.deadline -= self._deferral
-                conn.opened -= self._deferral
+                if self._deferral and held_back(conn.sock):
+                    conn.deadline -= self._deferral
+                    conn.opened -= self._deferral
                 if conn.source is None and not self._claim(conn, source_of(conn.peer[0])):
                     return
             self.by_fd[conn.fd] = conn
