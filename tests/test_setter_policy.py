@@ -628,21 +628,32 @@ def test_under_any_policy_the_rate_limit_is_each_accounts_own(make_daemon, accou
 _held = []
 
 
+#: The bound on one account's connections to the setter: ``max_per_source`` (2 here) where
+#: it is below half the setter's share, else half the share (4 of 64 // 8, where
+#: ``max_per_source`` is 32, its default, and the share would be one account's whole).
+BOUNDS = {"max_per_source": ({"fingerd__max_per_source": "2"}, 2),
+          "half_the_share": ({"fingerd__max_connections": "64"}, 4)}
+
+
 @pytest.mark.parametrize("transport", ["unix", "tcp"])
+@pytest.mark.parametrize("bound", BOUNDS)
 def test_one_account_holding_connections_shuts_no_other_out(make_daemon, accounts, public_dir,
-                                                            transport):
+                                                            transport, bound):
     """``max_per_source`` counts a setter's client by the account the kernel names: every
     local client has a loopback address (or none, on the Unix socket), so counted by
-    address one account's silent connections shut every other out, root's included."""
+    address one account's silent connections shut every other out, root's included.
+    Nor may one account hold more than half the setter's share, whatever
+    ``max_per_source`` allows."""
     socket_path = os.path.join(public_dir, "setter.sock")
-    d = make_daemon(fingerd__max_per_source="2", setter__socket=socket_path).start()
+    settings, most = BOUNDS[bound]
+    d = make_daemon(setter__socket=socket_path, **settings).start()
 
     def hold():
         "abc".encode("idna")  # the codec, imported while its module is readable
         os.setgroups([])
         os.setresgid(accounts.own.gid, accounts.own.gid, accounts.own.gid)
         os.setresuid(accounts.own.uid, accounts.own.uid, accounts.own.uid)
-        for _ in range(3):
+        for _ in range(most + 1):
             if transport == "unix":
                 s = socket.socket(socket.AF_UNIX)
                 s.connect(socket_path)
@@ -652,10 +663,10 @@ def test_one_account_holding_connections_shuts_no_other_out(make_daemon, account
         return len(_held)
 
     with holding_child(hold) as held:
-        assert held == 3
+        assert held == most + 1
         wait_until(lambda: d.metric("fingerd_connections_rejected_total",
                                     reason="per_source") == 1,
-                   what="the account's third connection told busy")
+                   what="the account's connection beyond its bound told busy")
         where = tcp(d) if transport == "tcp" else socket_path
         assert set_as(accounts.other, accounts, where, accounts.other.name, "Not shut out",
                       kind=transport) == b"OK\r\n"

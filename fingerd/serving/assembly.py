@@ -179,13 +179,18 @@ def budgets(max_connections: int, per_source: int, web: bool = False,
     one), the web directory, when it listens, a quarter (at least one),
     finger the rest (at least one); the metrics endpoint has
     METRICS_MAX_CONNECTIONS beside them, so a flood of finger clients
-    cannot hide it from the scraper.
+    cannot hide it from the scraper. One source holds at most ``per_source``
+    of a share and at most half of it, so that it never takes a share whole:
+    the setter's eighth is 32 by default, as ``max_per_source`` is.
     """
     setter = max(1, max_connections // 8)
     web_share = max(1, max_connections // 4) if web else 0
-    return {"finger": ConnectionGate(max(1, max_connections - setter - web_share), per_source),
-            "setter": ConnectionGate(setter, per_source),
-            "web": ConnectionGate(web_share, per_source),
+
+    def share(limit: int) -> ConnectionGate:
+        return ConnectionGate(limit, min(per_source, max(1, limit // 2)) if per_source else 0)
+
+    return {"finger": share(max(1, max_connections - setter - web_share)),
+            "setter": share(setter), "web": share(web_share),
             "metrics": ConnectionGate(METRICS_MAX_CONNECTIONS)}
 
 
