@@ -57,6 +57,12 @@ def tcp6(src=IP6_SRC, dst=IP6_DST, sport=65534, dport=79, tlvs=b""):
     (v2(command=0, family=0x41, payload=b"anything"), None),
     (v2(command=0, family=0xFF), None),
     (v2(command=0, family=0x13, payload=bytes(7)), None),
+    # PROXY with a family the specification defines but fingerd takes no address from
+    # (UDP, Unix): read as UNSPEC, the proxy's own address kept, the block skipped.
+    (v2(family=0x12, payload=tcp4()), None),
+    (v2(family=0x22, payload=tcp6()), None),
+    (v2(family=0x31, payload=b"/proc/source".ljust(216, b"\0")), None),
+    (v2(family=0x32, payload=bytes(216)), None),
 ])
 def test_valid_headers(data, client):
     assert parse_proxy_header(data + b"alice\r\n") == ProxyHeader(len(data), client)
@@ -98,9 +104,8 @@ def test_valid_headers(data, client):
     v2(command=2, payload=tcp4()),
     v2(family=0x41, payload=tcp4()),
     v2(family=0x13, payload=tcp4()),
-    v2(family=0x12, payload=tcp4()),
-    v2(family=0x22, payload=tcp6()),
-    v2(family=0x31, payload=b"/proc/source".ljust(216, b"\0")),
+    v2(family=0x23, payload=tcp6()),
+    v2(family=0x33, payload=bytes(216)),
     v2(family=0x21, payload=tcp4()),
     v2(payload=tcp4()[:11]),
     v2(payload=tcp4(tlvs=b"\x02\x00\x09AUTHORI")),

@@ -37,6 +37,10 @@ _V2_LOCAL, _V2_PROXY = 0x0, 0x1
 #: with the length of their address block.
 _V2_TCP = {0x11: (4, 12), 0x21: (16, 36)}
 _V2_UNSPEC = 0x00
+#: The other family and protocol bytes the specification defines (UDP over IPv4 and
+#: IPv6, Unix stream and datagram): a receiver that does not take an address from them
+#: must read them as UNSPEC, keeping the proxy's own address; any other byte is invalid.
+_V2_AS_UNSPEC = frozenset((0x12, 0x22, 0x31, 0x32))
 
 
 class ProxyHeaderError(ValueError):
@@ -46,7 +50,7 @@ class ProxyHeaderError(ValueError):
 class ProxyHeader(NamedTuple):
     """A complete header: its length in bytes, and the client it names as
     ``(host, port)``, or None when the proxy's own address is to be kept
-    (v1 ``UNKNOWN``, v2 ``LOCAL`` or an unspecified family)."""
+    (v1 ``UNKNOWN``, v2 ``LOCAL``, an unspecified family or one without TCP)."""
 
     length: int
     client: tuple[str, int] | None
@@ -124,14 +128,16 @@ def _parse_v2(data: bytes) -> ProxyHeader | None:
         raise ProxyHeaderError("v2: command neither LOCAL nor PROXY")
     if length > MAX_V2_PAYLOAD:
         raise ProxyHeaderError(f"v2: more than {MAX_V2_PAYLOAD} bytes of addresses and TLVs")
-    if command == _V2_PROXY and family != _V2_UNSPEC and family not in _V2_TCP:
-        raise ProxyHeaderError("v2: not TCP over IPv4 or IPv6")
+    if command == _V2_PROXY and family != _V2_UNSPEC and family not in _V2_TCP \
+            and family not in _V2_AS_UNSPEC:
+        raise ProxyHeaderError("v2: a family and protocol byte the specification does not define")
     if len(data) < _V2_FIXED.size + length:
         return None
     end = _V2_FIXED.size + length
-    if command == _V2_LOCAL or family == _V2_UNSPEC:
-        # The proxy's own connection: its block, family byte included, is skipped unread,
-        # as the specification has a receiver of LOCAL do.
+    if command == _V2_LOCAL or family not in _V2_TCP:
+        # The proxy's own connection, or a client fingerd takes no address from: its
+        # block, family byte included, is skipped unread, as the specification has a
+        # receiver of LOCAL, UNSPEC or a family it does not support do.
         return ProxyHeader(end, None)
     size, block = _V2_TCP[family]
     if length < block:
