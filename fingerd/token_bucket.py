@@ -50,7 +50,7 @@ class TokenBucket:
 
 
 class _KeyBucket(TokenBucket):
-    """A key's bucket, and whether the key was refused since it last could act."""
+    """A key's bucket, and whether the key was refused since its bucket was last full."""
 
     __slots__ = ("refused",)
 
@@ -73,15 +73,16 @@ class RateLimit:
 
     def allow(self, key: Hashable) -> tuple[bool, bool]:
         """``(allowed, first)``: whether ``key`` may act now, and, when it may not,
-        whether this is its first refusal since it last could (to log only that one)."""
+        whether this is its first refusal since it slowed down, its bucket full again (to
+        log only that one: a key kept at the rate by refusals is one run of them)."""
         now = self._clock()
         with self._lock:
             bucket = self._buckets.get(key)
             if bucket is None:
                 bucket = self._remember(key, now)
-            bucket.refill(now)
-            if bucket.take():
+            if bucket.refill(now) >= bucket.burst:
                 bucket.refused = False
+            if bucket.take():
                 return True, False
             first = not bucket.refused
             bucket.refused = True

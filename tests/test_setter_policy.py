@@ -610,6 +610,26 @@ def test_one_account_setting_too_fast_is_told_so_and_others_are_not(make_daemon,
     assert d.setter(f"{own.name}\r\nRoot is not rationed\r\n".encode()) == b"OK\r\n"
 
 
+
+def test_invalid_requests_take_from_the_ration_so_a_flood_of_them_is_logged_once(
+        make_daemon, accounts):
+    """Each refused request is logged, so requests refused as invalid count against the
+    account's ration too: beyond it they are answered ``too many requests``, logged once
+    for the run, and cannot crowd another account's set out of the worker's share of the
+    log (200 lines a second)."""
+    d = make_daemon(users=users_bytes(accounts), setter__rate_limit="0.1").start()
+    own, other = accounts.own, accounts.other
+    assert set_as(own, accounts, tcp(d), "no such name!", "x") == \
+        b"ERROR invalid user name\r\n"
+    for n in range(5):
+        assert set_as(own, accounts, tcp(d), f"bad name {n}", "x") == \
+            b"ERROR too many requests\r\n"
+    assert set_as(other, accounts, tcp(d), other.name, "Logged") == b"OK\r\n"
+    wait_until(lambda: log_lines(d, "set the status of " + other.name), what="the set's line")
+    assert len(log_lines(d, "refused request from")) == 1
+    assert len(log_lines(d, "sets faster than 0.1 a second")) == 1
+    assert (requests(d, "refused"), requests(d, "limited")) == (1, 5)
+
 def test_under_any_policy_the_rate_limit_is_each_accounts_own(make_daemon, accounts):
     """``policy = any`` rations by the account the kernel names, as ``own`` does: one
     user's burst, from the same address, leaves another user's next set alone."""

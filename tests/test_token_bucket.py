@@ -39,7 +39,25 @@ def test_a_burst_then_the_rate():
     assert [limit.allow("alice")[0] for _ in range(4)] == [True, True, True, False]
     clock.now += 0.5
     assert limit.allow("alice") == (True, False), "one token back after half a second"
-    assert limit.allow("alice") == (False, True)
+    assert limit.allow("alice") == (False, False), "not slowed down: the same run"
+    clock.now += 1.5
+    assert limit.allow("alice") == (True, False)
+    assert limit.allow("alice") == (True, False)
+    assert limit.allow("alice") == (True, False)
+    assert limit.allow("alice") == (False, True), "full again, then refused: a new run"
+
+
+def test_a_key_kept_at_the_rate_is_one_run_of_refusals():
+    """A flood allowed a token at a time is refused all along: its first refusal alone is
+    first, however long it lasts, so its warning is logged once."""
+    clock = Clock()
+    limit = RateLimit(5, clock=clock)
+    seen = []
+    for _ in range(1000):
+        clock.now += 0.01
+        seen.append(limit.allow("flood"))
+    assert sum(allowed for allowed, _ in seen) > 50, "the burst, then about 5 a second"
+    assert [first for _, first in seen].count(True) == 1
 
 
 def test_only_the_first_refusal_in_a_row_is_first():

@@ -120,14 +120,17 @@ class SetterHandler(RequestHandler):
             return Answer(SET_FAILED, b"ERROR account lookup failed\r\n", SET_KIND, None,
                           describe(client.uid, None))
         asker = describe(client.uid, requester)
+        request: tuple[str, str] | Refused
         try:
-            name, status = parse_set_request(lines)
+            request = parse_set_request(lines)
         except Refused as exc:
-            log.info("setter: refused request from %s: %s", who(client, requester), exc)
-            return Answer(REFUSED, f"ERROR {exc}\r\n".encode("ascii"), SET_KIND, None, asker)
+            request = exc
+        name = None if isinstance(request, Refused) else request[0]
         # Root is not rationed: it may rewrite the file itself, and scripts it runs may
         # set many statuses at once. Under any policy each account the kernel names has
         # its own ration; only a client whose account cannot be told is rationed by address.
+        # A request refused as invalid takes from it too: each is logged, and a flood of
+        # them would crowd other accounts' sets out of the worker's share of the log.
         if needs.rate_limit is not None and client.uid != 0:
             allowed, first = needs.rate_limit.allow(
                 client.uid if client.uid is not None else client.host)
@@ -137,6 +140,11 @@ class SetterHandler(RequestHandler):
                                 "slows down", who(client, requester), needs.rate_limit.rate)
                 return Answer(SET_LIMITED, b"ERROR too many requests\r\n", SET_KIND, name,
                               asker)
+        if isinstance(request, Refused):
+            log.info("setter: refused request from %s: %s", who(client, requester), request)
+            return Answer(REFUSED, f"ERROR {request}\r\n".encode("ascii"), SET_KIND, None,
+                          asker)
+        name, status = request
         if not may_set(needs.policy, name, requester):
             log.warning("setter: denied %s setting the status of %s", who(client, requester),
                         name)
