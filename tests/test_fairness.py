@@ -103,21 +103,51 @@ def test_a_finger_flood_does_not_hide_the_metrics(make_daemon, sources):
         queries.count(BUSY)
 
 
+SCRAPE = b"GET /metrics HTTP/1.0\r\n\r\n"
+
+
+def test_one_address_cannot_hide_the_metrics_from_another(make_daemon, sources):
+    """Scrapes begun less than 1 s ago from one address hold at most half the endpoint's
+    8 connections (the rest told 503 at once), so a scraper elsewhere is answered."""
+    attacker, other = sources
+    d = dual_stack(make_daemon(fingerd__request_timeout="30"), "metrics").start()
+
+    def look(socks):
+        refused = set()
+
+        def four_refused():
+            readable, _, _ = select.select(socks, [], [], 0)
+            refused.update(s for s in readable if s.recv(12) == b"HTTP/1.0 503")
+            return len(refused) == 4
+
+        wait_until(four_refused, what="4 of the 8 told 503 at once")
+        return query_from(other, d.metrics_port, SCRAPE)
+
+    scraped = while_young(lambda: held(d.metrics_port, 8, attacker, sends=b"GET /met"), look,
+                          lambda: wait_until(d.ready, what="scrapes answered again"))
+    assert scraped.startswith(b"HTTP/1.0 200 "), scraped[:40]
+
+
 def test_a_scraper_beyond_the_metrics_limit_gets_503_not_the_finger_line(make_daemon, sources):
-    """While the endpoint's 8 connections are held by scrapes begun less than 1 s ago."""
+    """While the endpoint's 8 connections are held by scrapes begun less than 1 s ago, 4
+    from each of two addresses."""
     attacker, other = sources
     d = dual_stack(make_daemon(fingerd__request_timeout="30"), "finger", "metrics").start()
-    scrape = b"GET /metrics HTTP/1.0\r\n\r\n"
+
+    @contextlib.contextmanager
+    def full():
+        with held(d.metrics_port, 4, attacker, sends=b"GET /met") as one, \
+                held(d.metrics_port, 4, other, sends=b"GET /met") as two:
+            yield one + two
 
     def look(_held):
-        full = any(query_from(other, d.metrics_port, scrape).startswith(b"HTTP/1.0 503")
+        full = any(query_from(other, d.metrics_port, SCRAPE).startswith(b"HTTP/1.0 503")
                    for _ in during(YOUNG_SECONDS))
-        return full, query_from(attacker, d.metrics_port, scrape), query_from(other,
+        return full, query_from(attacker, d.metrics_port, SCRAPE), query_from(other,
                                                                               d.finger_port)
 
     full, answer, fingered = while_young(
-        lambda: held(d.metrics_port, 8, attacker, sends=b"GET /met"), look,
-        lambda: wait_until(d.ready, what="scrapes answered again"))
+        full, look, lambda: wait_until(d.ready, what="scrapes answered again"))
     assert full, "the metrics endpoint full"
     assert answer.startswith(b"HTTP/1.0 503 Service Unavailable\r\n")
     assert b"\r\nRetry-After: 1\r\n" in answer and b"Server busy" not in answer

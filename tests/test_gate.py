@@ -110,6 +110,7 @@ def test_each_service_has_its_own_share():
     assert (gates["finger"].limit, gates["setter"].limit, gates["metrics"].limit) == (224, 32, 8)
     assert (gates["finger"].per_source, gates["setter"].per_source) == (32, 16), \
         "one source at most half a share"
+    assert budgets(256, 0)["metrics"].per_source == 4, "whatever max_per_source"
     assert (budgets(4, 0)["finger"].limit, budgets(4, 0)["setter"].limit) == (3, 1)
 
 

@@ -181,7 +181,9 @@ def budgets(max_connections: int, per_source: int, web: bool = False,
     METRICS_MAX_CONNECTIONS beside them, so a flood of finger clients
     cannot hide it from the scraper. One source holds at most ``per_source``
     of a share and at most half of it, so that it never takes a share whole:
-    the setter's eighth is 32 by default, as ``max_per_source`` is.
+    the setter's eighth is 32 by default, as ``max_per_source`` is; and half the
+    metrics endpoint's, whatever ``per_source``, so that no one address hides it
+    from a scraper at another.
     """
     setter = max(1, max_connections // 8)
     web_share = max(1, max_connections // 4) if web else 0
@@ -191,7 +193,7 @@ def budgets(max_connections: int, per_source: int, web: bool = False,
 
     return {"finger": share(max(1, max_connections - setter - web_share)),
             "setter": share(setter), "web": share(web_share),
-            "metrics": ConnectionGate(METRICS_MAX_CONNECTIONS)}
+            "metrics": ConnectionGate(METRICS_MAX_CONNECTIONS, METRICS_MAX_CONNECTIONS // 2)}
 
 
 def site_name() -> str:
