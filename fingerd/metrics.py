@@ -59,16 +59,19 @@ class Metrics:
     ``fingerd_parent_process_*``, beside the worker's own ``process_*``;
     ``config_reloads`` the parent's count of configuration reloads
     (process/parent_counts.py); ``access_log_dropped`` reads the count of
-    access log lines dropped (process/worker/logpipe.py's PipeHandler).
+    access log lines dropped (process/worker/logpipe.py's PipeHandler);
+    ``on_first_answer`` is called once, by the first thread to count an answer
+    (RequestCounts).
     """
 
     def __init__(self, outcomes: Mapping[str, Sequence[str]] = BY_SERVICE,
                  registry: Optional[CollectorRegistry] = None, parent_pid: Optional[int] = None,
                  config_reloads: Optional[ReloadCounts] = None,
-                 access_log_dropped: Callable[[], int] = lambda: 0) -> None:
+                 access_log_dropped: Callable[[], int] = lambda: 0,
+                 on_first_answer: Callable[[], None] = lambda: None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.requests = RequestCounts(outcomes)
+        self.requests = RequestCounts(outcomes, on_first_answer)
         r.register(self.requests)
         self.connections_active = Gauge(
             "fingerd_connections_active",
@@ -173,8 +176,9 @@ class Tally:
 
 class ThisThread(threading.local):
     """``tally``: the calling thread's Tally. threading.local runs ``__init__`` once in
-    each thread, the first time that thread reads ``tally``: the tally is made then and
-    handed to ``keep``, for scrapes to sum."""
+    each thread, the first time that thread reads ``tally`` (and at once in the thread
+    that makes this object): the tally is made then and handed to ``keep``, for scrapes
+    to sum."""
 
     def __init__(self, services: Iterable[str], keep: Callable[[Tally], None]) -> None:
         self.tally = Tally(services)
@@ -191,18 +195,31 @@ class RequestCounts(Collector):
     of its own, ``this_thread.tally``, with no lock since no other thread
     writes it and no call into fingerd, and a scrape sums the tallies.
     Every label set is shown from the start, at zero.
+
+    ``on_first_answer`` is called once, by the first thread that answers,
+    as it makes its tally to count that answer (before its client's
+    connection is closed): a thread's first count, and not each count,
+    is the one moment with a call in it.
     """
 
-    def __init__(self, outcomes: Mapping[str, Sequence[str]]) -> None:
+    def __init__(self, outcomes: Mapping[str, Sequence[str]],
+                 on_first_answer: Callable[[], None] = lambda: None) -> None:
         self._outcomes = outcomes
         self._tallies: list[Tally] = []
         self._lock = threading.Lock()
+        #: Called by the next tally kept, then None. None while ``this_thread`` is made:
+        #: the tally it makes at once is the constructing thread's, which answered nothing.
+        self._on_first_answer: Optional[Callable[[], None]] = None
         #: ``this_thread.tally``: the calling thread's Tally, for the serving loop to add to.
         self.this_thread = ThisThread(outcomes, self._keep)
+        self._on_first_answer = on_first_answer
 
     def _keep(self, tally: Tally) -> None:
         with self._lock:
             self._tallies.append(tally)
+            first_answer, self._on_first_answer = self._on_first_answer, None
+        if first_answer is not None:
+            first_answer()
 
     def _copies(self) -> list[tuple[dict[RequestKey, int], dict[str, float], dict[str, int]]]:
         """Each thread's counts as they are now (see Tally)."""

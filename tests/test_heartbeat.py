@@ -48,6 +48,21 @@ def test_a_worker_that_served_is_restarted_at_once_however_often_it_is_killed(ma
     assert d.metric("fingerd_worker_restarts_total") == 4
 
 
+def test_a_worker_killed_as_soon_as_it_answered_is_restarted_at_once(make_daemon):
+    """It says it answered before its first client has the whole answer, not at its next
+    heartbeat (a second later at most): killed within that second, each worker served
+    all the same, and the kills do not push the next start back."""
+    d = make_daemon().start()
+    worker = worker_of(d.proc.pid)
+    for _ in range(4):
+        assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
+        os.kill(worker, signal.SIGKILL)
+        worker = worker_of(d.proc.pid, other_than=worker)
+        wait_until(d.ready, what="the next worker serving")
+    assert "keeps dying" not in d.log()
+    assert d.metric("fingerd_worker_restarts_total") == 4
+
+
 def test_a_parent_stopped_past_the_heartbeat_deadline_reads_the_worker_before_judging_it(
         make_daemon):
     """A parent stopped (or stalled on a log write) for longer than HEARTBEAT_TIMEOUT finds

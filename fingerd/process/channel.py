@@ -90,6 +90,13 @@ class MonitorClient:
         except OSError:
             pass
 
+    def first_answer(self) -> None:
+        """Tell the parent at once that the worker answered a request, as a heartbeat
+        counting it: the restart backoff spares a worker that served, and one killed
+        before its next heartbeat served all the same. Called once, by the thread that
+        answered, before its client's connection is closed (Metrics' on_first_answer)."""
+        self.alive(1)
+
     def not_accepting(self) -> None:
         """Tell the parent the worker accepts no more (it stops): a reload's new worker
         accepts from then on. Without the lock, as ``alive``."""

@@ -28,7 +28,8 @@ class WorkerHandle:
         self.relay = relay
         self.config = config
         self.started_at = started_at
-        #: Whether it has said, in a heartbeat, that it answered a request.
+        #: Whether it has said, in a heartbeat, that it answered a request: it says so at
+        #: its first answer, before that client's connection is closed.
         self.served = False
         #: Closes the sockets no worker serves any more, once this retiring worker is gone.
         self.close_leftovers: Callable[[], None] = _nothing

@@ -101,11 +101,12 @@ def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshots, co
     _close_other_descriptors(keep)
     os.umask(0o027)
     os.chdir("/")
+    monitor = MonitorClient(monitor_sock)
     metrics = Metrics(parent_pid=parent, config_reloads=(
         ConfigReloads(counts_fd) if counts_fd is not None else None),
-        access_log_dropped=lambda: relay.dropped_access_lines)
+        access_log_dropped=lambda: relay.dropped_access_lines,
+        on_first_answer=monitor.first_answer)
     metrics.worker_restarts.inc(restarts)
-    monitor = MonitorClient(monitor_sock)
     try:
         store = open_store(config, metrics, writer=monitor.write_status,
                            snapshot=Snapshot(*snapshots) if snapshots is not None else None)
