@@ -1,6 +1,7 @@
 """Reloading the users file while serving."""
 
 import os
+import re
 import signal
 import time
 
@@ -92,6 +93,23 @@ def test_sighup_reads_the_file_at_once(make_daemon):
         f.write(b"dave:After HUP\n")
     d.signal(signal.SIGHUP)
     wait_until(answers(d, b"dave\r\n", b"After HUP\r\n"), timeout=5, what="dave after HUP")
+
+
+def test_a_hup_refused_because_its_new_worker_cannot_start_reads_the_file_too(make_daemon,
+                                                                             ports):
+    """The users file is read again at once whether the reload applies or not (CONTRACT
+    section 8), and a refusal by a new worker that never became ready is a refusal too:
+    here it cannot reach the Redis server named, which nothing serves."""
+    pytest.importorskip("redis")
+    d = make_daemon(fingerd__reload_interval="3600").start()
+    with open(d.users_file, "ab") as f:
+        f.write(b"dave:Before the HUP\n")
+    d.reconfigure(store__backend="redis", store__redis_url=f"redis://127.0.0.1:{ports.take()}/0")
+    refused = d.ctl("reload")
+    assert refused.returncode == 1
+    assert re.search(r"reload refused: the new worker \d+ exited with status 78", refused.stderr)
+    wait_until(answers(d, b"dave\r\n", b"Before the HUP\r\n"), timeout=5,
+               what="dave, read by the worker still serving")
 
 
 def test_missing_users_file_starts_empty_with_a_warning(make_daemon):

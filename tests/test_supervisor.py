@@ -715,7 +715,7 @@ def test_a_new_worker_that_dies_before_it_is_ready_is_a_refused_reload(
     assert reloading.config is first.config and reloading.sockets is first.sockets
     assert workers.plan is first, "the next worker is started as before"
     assert plan.fresh[0].fileno() == -1 and plan.unused[0].fileno() != -1
-    assert workers.sent == []
+    assert workers.sent == [(old, signal.SIGHUP)], "the users file is read again either way"
 
 
 def test_the_next_worker_reads_the_table_of_the_last_one_ready_not_of_one_that_died_first(
@@ -741,6 +741,7 @@ def test_a_new_worker_not_ready_in_time_is_killed_and_the_reload_refused(
     assert reloads == [(False, f"the new worker {new} not ready after "
                                f"{STARTUP_TIMEOUT:.0f} s")]
     assert reloading.live.pid == old and reloading.state is State.RUNNING
+    assert workers.sent[-1] == (old, signal.SIGHUP), "the users file is read again"
 
 
 def test_a_hup_during_a_reload_reloads_again_once_the_old_worker_is_gone(

@@ -90,8 +90,7 @@ class Reloads:
         self._asked_at = time.monotonic()
         if sup.reloader is None or sup.state is State.STOPPING:
             log.info("SIGHUP: the worker reads the users file again")
-            if sup.live is not None:
-                sup.workers.kill(sup.live.pid, signal.SIGHUP)
+            self._read_users_file(sup.live)
             return
         if sup.state in (State.STARTING, State.REPLACING) or self.retiring:
             log.info("SIGHUP: a reload follows once the worker started is ready and the "
@@ -113,8 +112,7 @@ class Reloads:
                 log.exception("reading the configuration again failed")
             self._report(False, str(exc) if isinstance(exc, ReloadRefused) else
                          f"reading the configuration again failed: {exc!r}")
-            if sup.live is not None:
-                sup.workers.kill(sup.live.pid, signal.SIGHUP)
+            self._read_users_file(sup.live)
             return
         previous = sup.configure(plan)
         if sup.state is State.BACKOFF:
@@ -165,7 +163,8 @@ class Reloads:
 
     def on_failed(self, dead: WorkerHandle, why: str) -> Optional[WorkerHandle]:
         """The reload's worker died before it was ready: back to what served before;
-        the worker that goes on serving, if one does."""
+        the worker that goes on serving, if one does, reads the users file again, as
+        after any refusal (one dead meanwhile has a successor, which reads it)."""
         reload, self.current = self.current, None
         assert reload is not None
         why = reload.failure or why
@@ -174,7 +173,14 @@ class Reloads:
         reload.plan.close_fresh()
         self._report(False, f"the new worker {dead.pid} {why}" + (
             f": {last_error}" if last_error else ""))
+        self._read_users_file(reload.old)
         return reload.old
+
+    def _read_users_file(self, worker: Optional[WorkerHandle]) -> None:
+        """A HUP has the users file read again at once, whatever becomes of the reload:
+        by ``worker``, the one that goes on serving, if there is one."""
+        if worker is not None:
+            self._sup.workers.kill(worker.pid, signal.SIGHUP)
 
     def on_old_exit(self) -> WorkerHandle:
         """The worker serving meanwhile died: the reload goes on without it."""
