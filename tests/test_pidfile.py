@@ -201,6 +201,17 @@ def test_a_second_start_is_still_refused(make_daemon):
     assert f"already running (pid {d.proc.pid}" in again.stderr
 
 
+def test_a_second_start_names_the_daemon_from_its_lock_file_once_the_pidfile_is_removed(
+        make_daemon):
+    """The operator is told which process holds the lock, not ``pid None``: the daemon
+    wrote its pid in the lock file too (fingerd(8), FILES)."""
+    d = make_daemon().start()
+    os.unlink(d.pidfile)
+    again = run_fingerd("-c", d.config_file, "-n")
+    assert (again.returncode, again.stderr) == (
+        1, f"fingerd: already running (pid {d.proc.pid}, pidfile {d.pidfile})\n")
+
+
 def value_as_nobody(body):
     """``body()``'s value, run in a child that has dropped to nobody."""
     result = as_nobody(body)

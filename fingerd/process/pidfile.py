@@ -72,8 +72,12 @@ class Pidfile:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                os.close(fd)
-                pid = read_pid(self.path)
+                # The pidfile's pid or, the pidfile removed, the one the holder wrote in
+                # the lock file too (``write``).
+                try:
+                    pid = read_pid(self.path) or _holder(fd)
+                finally:
+                    os.close(fd)
                 # init/fingerd tells a start that another start overtook by these words.
                 raise AlreadyRunning(f"already running (pid {pid}, pidfile {self.path})") \
                     from None
