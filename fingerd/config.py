@@ -106,6 +106,8 @@ class Config:
 _COMMENT_RE = re.compile(r"(?<!\S)[#;]")
 _SECTION_RE = re.compile(r"\[(.+)\]")
 _OPTION_RE = re.compile(r"(.*?)\s*[=:]\s*(.*)")
+#: What some editors (Notepad, among others) write before the first line of a UTF-8 file.
+_BYTE_ORDER_MARK = "\ufeff"
 
 
 @dataclass
@@ -137,7 +139,9 @@ def _read_text(text: str) -> _Text:
     def fail(number: int, message: str) -> None:
         found.fatal = found.fatal or (number, message)
 
-    for number, line in enumerate(text.split("\n"), 1):
+    # A byte order mark is no part of the first line, as for configparser with
+    # encoding="utf-8-sig", systemd and git: the operator cannot see it to remove it.
+    for number, line in enumerate(text.removeprefix(_BYTE_ORDER_MARK).split("\n"), 1):
         comment = _COMMENT_RE.search(line)
         content = line[:comment.start() if comment else None].strip()
         if not content:

@@ -1,5 +1,6 @@
 """Configuration parsing and validation."""
 
+import codecs
 import configparser
 import dataclasses
 import ipaddress
@@ -240,6 +241,19 @@ def test_non_utf8_file_names_its_line(tmp_path):
     path.write_bytes(b"[fingerd]\nuser = \xff\n")
     with pytest.raises(ConfigError, match=r"f.conf:2: not valid UTF-8"):
         load_config(str(path))
+
+
+def test_a_byte_order_mark_before_the_first_line_is_read_as_no_part_of_it(tmp_path):
+    """As some Windows editors save the file: it loads as it would without the mark, and
+    a failed start still finds its log_file; a mark elsewhere is named in the error."""
+    path = tmp_path / "fingerd.conf"
+    text = "[fingerd]\nthreads = 4\nlog_file = fingerd.log\n"
+    path.write_bytes(codecs.BOM_UTF8 + text.encode())
+    assert load_config(str(path)) == parse_config(text, str(path))
+    assert configured_log_file(str(path)) == str(tmp_path / "fingerd.log")
+    assert errors("[fingerd]\n\ufeffthreads = 4\n") == [
+        "/etc/fingerd/fingerd.conf:2: [fingerd] unknown key '\\ufeffthreads'; "
+        "did you mean 'threads'?"]
 
 
 def test_source_forwarding_and_output_defaults():
