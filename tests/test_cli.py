@@ -20,6 +20,7 @@ from tests.support import ROOT
 from tests.support.accounts import NOBODY
 from tests.support.children import main_as_nobody
 from tests.support.daemon import Daemon, end_by_pidfile, run_fingerd
+from tests.support.markers import needs_ipv6
 
 
 @pytest.fixture
@@ -226,6 +227,23 @@ def test_check_reports_an_address_another_program_holds(setup, option, family, h
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == (f"{setup.config_file}:{line}: [metrics] listen: "
                              f"127.0.0.1:{setup.metrics_port} is in use by another program\n")
+
+
+@pytest.mark.parametrize("address", ("192.0.2.1:{port}", pytest.param(
+    "[2001:db8::1]:{port}", marks=needs_ipv6)), ids=("ipv4", "ipv6"))
+def test_check_refuses_a_host_not_on_this_machine_as_the_start_does(setup, address):
+    """An address no interface has (from the ranges kept for documentation): -t and -T
+    refuse it in the start's words, so that the init script's restart, which checks
+    first, does not stop the running daemon for a start that fails on it."""
+    address = address.format(port=setup.finger_port)
+    setup.reconfigure(finger__listen=address)
+    line = config_line(setup.config_file, f"listen = {address}")
+    checked = [refusal(option, "-c", setup.config_file) for option in ("-t", "-T")]
+    assert checked == [f"{setup.config_file}:{line}: [finger] listen: {address}: no such "
+                       f"address on this machine\n"] * 2
+    assert refusal("-n", "-c", setup.config_file) == (
+        f"fingerd: cannot listen on {address} ([finger] listen): no such address on this "
+        f"machine\n")
 
 
 def test_check_reports_a_setter_socket_another_program_serves_or_a_file_in_its_way(setup,

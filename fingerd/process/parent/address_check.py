@@ -1,12 +1,16 @@
-"""Whether another program holds an address a start would bind, for ``fingerd -t``.
+"""Whether another program holds an address a start would bind, or its host is not on
+this machine, for ``fingerd -t``.
 
 The init script's ``restart`` runs ``fingerd -t`` before it stops anything, so
-an address taken meanwhile by another program refuses the restart and leaves
+an address taken meanwhile by another program, or one edited into the
+configuration that no interface has, refuses the restart and leaves
 the running daemon running, instead of stopping it for a start that fails.
 
-Nothing is bound: a TCP address is held when the kernel's tables of bound
-sockets (/proc/net/tcp, tcp6) show one a start's bind would clash with, and
-the setter's Unix socket when a socket file there is served by someone.
+No configured port is bound: a TCP address is held when the kernel's tables
+of bound sockets (/proc/net/tcp, tcp6) show one a start's bind would clash
+with, and the setter's Unix socket when a socket file there is served by
+someone. A TCP address nobody holds is bound on a port of the kernel's choosing
+instead, closed at once, to tell whether its host is an address of this machine.
 An address held by the running daemon named by the configuration's pidfile
 is no problem, since a restart stops that daemon first; nor is one systemd
 holds for a .socket unit, since a start by systemd is handed that socket
@@ -26,6 +30,7 @@ started), so that stop does not say it stopped what still runs.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import socket
@@ -34,7 +39,7 @@ from collections.abc import Iterable, Iterator
 
 from fingerd.config import Address, Config
 from fingerd.process.parent.descendants import processes
-from fingerd.process.parent.listeners import socket_directory_problem
+from fingerd.process.parent.listeners import NO_SUCH_ADDRESS, bind_tcp, socket_directory_problem
 from fingerd.process.pidfile import RUNNING, probe
 from fingerd.serving.peer_owner import proc_address
 
@@ -46,8 +51,9 @@ ACCEPTING = 0x10000
 
 def held_addresses(config: Config) -> list[str]:
     """``FILE:LINE: [section] key: ...`` for each configured address another program
-    holds, and for a setter socket whose directory a start would refuse or could not
-    make; empty when a start or restart would bind them all."""
+    holds or whose host is not on this machine, and for a setter socket whose directory
+    a start would refuse or could not make; empty when a start or restart would bind
+    them all."""
     daemon = daemon_sockets(config.pidfile)
     if daemon is not None:
         daemon |= systemd_sockets()
@@ -57,9 +63,15 @@ def held_addresses(config: Config) -> list[str]:
                                ("metrics", config.metrics_listen),
                                ("web", config.web_listen)):
         for address in addresses:
+            # One bound already (by a .socket unit with FreeBind=, say) is judged by its
+            # holder alone.
             if tcp_held(address, daemon):
-                problems.append(f"{config.where(section, 'listen')}: [{section}] listen: "
-                                f"{address} is in use by another program")
+                said = f"{address} is in use by another program"
+            elif not any(tcp_holders(address)) and not_local(address):
+                said = f"{address}: {NO_SUCH_ADDRESS}"
+            else:
+                continue
+            problems.append(f"{config.where(section, 'listen')}: [{section}] listen: {said}")
     if config.setter_socket:
         problem = (socket_directory_problem(config.setter_socket, "[setter] socket")
                    or unix_problem(config.setter_socket, daemon))
@@ -118,6 +130,20 @@ def tcp_held(address: Address, daemon: frozenset[int] | None) -> bool:
         return False
     holders = set(tcp_holders(address))
     return bool(holders) and not holders <= daemon
+
+
+def not_local(address: Address) -> bool:
+    """Whether ``address``'s host is no address of this machine, which a start's bind
+    refuses (EADDRNOTAVAIL): told by binding the host alone, as a start binds it, on an
+    ephemeral port (0) closed at once, never on the configured port the running daemon
+    may hold."""
+    family = socket.AF_INET6 if address.family == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            bind_tcp(sock, address.host, 0)
+    except OSError as exc:
+        return exc.errno == errno.EADDRNOTAVAIL
+    return False
 
 
 def tcp_holders(address: Address) -> Iterator[int]:

@@ -24,20 +24,30 @@ class BindError(OSError):
     """A listening socket could not be made; the message is one line for the operator."""
 
 
+#: Why a configured host cannot be listened on (EADDRNOTAVAIL), said by a start and by -t.
+NO_SUCH_ADDRESS = "no such address on this machine"
+
+
 def bind(address: Address, backlog: int, option: str) -> socket.socket:
     """A listening TCP socket on ``address``; ``option`` names the setting, for errors."""
     family = socket.AF_INET6 if address.family == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((address.host, address.port))
+        bind_tcp(sock, address.host, address.port)
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
         raise BindError(_explain(exc, address, option)) from None
     return sock
+
+
+def bind_tcp(sock: socket.socket, host: str, port: int) -> None:
+    """Bind ``sock`` as a start binds its listening sockets: SO_REUSEADDR, and an IPv6
+    one for IPv6 alone (and as ``fingerd -t`` binds a host to tell it is local)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind((host, port))
 
 
 def _explain(exc: OSError, address: Address, option: str) -> str:
@@ -46,7 +56,7 @@ def _explain(exc: OSError, address: Address, option: str) -> str:
     if exc.errno == errno.EADDRINUSE:
         return f"cannot listen on {address} ({option}): address already in use"
     if exc.errno == errno.EADDRNOTAVAIL:
-        return f"cannot listen on {address} ({option}): no such address on this machine"
+        return f"cannot listen on {address} ({option}): {NO_SUCH_ADDRESS}"
     return f"cannot listen on {address} ({option}): {exc.strerror or exc}"
 
 
