@@ -37,6 +37,7 @@ from fingerd.process.parent.forking import ForkedWorkers
 from fingerd.process.parent.listeners import (
     BindError,
     MadeDirectories,
+    SocketPathRefused,
     bind_all,
     close_all,
     privileged_port_problem,
@@ -123,7 +124,8 @@ def main(argv=None):
     except fileio.UnsafeUsersFile as exc:
         return fail(f"users file {config.users_file}: {exc.strerror}", misconfigured)
     except OSError as exc:
-        return fail(f"{config.users_file}: cannot read users file: {exc.strerror or exc}")
+        return fail(f"{config.users_file}: cannot read users file: {exc.strerror or exc}",
+                    misconfigured if lasting(exc) else 1)
     denied = unreadable_by(account, config.users_file) if os.geteuid() == 0 else None
     if denied is not None:
         return fail(f"{config.users_file}: the worker, run as {account.name}, cannot read the "
@@ -135,6 +137,20 @@ def main(argv=None):
         return valid(config, args.dump_config,
                      f"{config.path}: configuration valid; {config.users_file}: {count or 0} users")
     return serve(config, account, args.foreground)
+
+
+#: Why the users file cannot be read that no retry mends until the operator acts, beside
+#: what is no regular file or too large: a start fails on these with EX_CONFIG. Others
+#: (EIO, ENOMEM, EMFILE...) may pass, and exit 1.
+LASTING_READ_ERRORS = frozenset({errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,
+                                 errno.ELOOP, errno.ENAMETOOLONG})
+
+
+def lasting(exc: OSError) -> bool:
+    """Whether ``exc``, met checking or reading the users file, lasts until the operator
+    acts (a directory or FIFO at its path, a file in the way of its directory...)."""
+    return (isinstance(exc, (fileio.NotRegularFile, fileio.FileTooLarge))
+            or exc.errno in LASTING_READ_ERRORS)
 
 
 def remove_leftovers(users_file: str) -> None:
@@ -260,7 +276,7 @@ def serve(config: Config, account: Account, foreground: bool) -> int:
     except BindError as exc:
         made.remove_empty()
         pidfile.release()
-        return fail(str(exc))
+        return fail(str(exc), EXIT_CONFIG if isinstance(exc, SocketPathRefused) else 1)
     reloads = ReloadStatus(config.pidfile)
     # What is served: the configuration and its sockets, then the supervisor, whose
     # reloads replace them (``release`` sees the name's last value).

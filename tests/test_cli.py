@@ -19,7 +19,7 @@ from fingerd.process.pidfile import read_pid
 from tests.support import ROOT
 from tests.support.accounts import NOBODY
 from tests.support.children import main_as_nobody
-from tests.support.daemon import Daemon, end_by_pidfile, run_fingerd
+from tests.support.daemon import Daemon, end_by_pidfile, run_fingerd, run_first
 from tests.support.markers import needs_ipv6
 
 
@@ -95,14 +95,17 @@ def made_in(public_dir, case):
 def test_check_refuses_a_file_the_start_could_not_make_as_the_start_does(setup, public_dir,
                                                                         section, key, case):
     """-t, -T and the start (which reports it once it has bound) say alike what is wrong,
-    and the check makes nothing."""
+    and the check makes nothing. The start exits 78 on the setter's socket's path, which
+    no retry mends until the operator acts (fingerd.service does not restart it), 1 on
+    a pidfile or log file it cannot write, as fingerd(8) says."""
     path, reason = made_in(public_dir, case)
     setup.reconfigure(**{f"{section}__{key}": path})
     before = sorted(os.listdir(public_dir))
     checked = [refusal(option, "-c", setup.config_file) for option in ("-t", "-T")]
     assert checked[0] == checked[1] and checked[0].count("\n") == 1, checked
     assert sorted(os.listdir(public_dir)) == before
-    started = refusal("-n", "-c", setup.config_file)
+    started = refusal("-n", "-c", setup.config_file,
+                      status=MISCONFIGURED if section == "setter" else 1)
     said = checked[0].partition(f"[{section}] {key}: {path}: ")[2].strip()
     assert said and said.partition(": ")[2] in started, (said, started)
     assert said.endswith(reason), said
@@ -316,6 +319,36 @@ def test_users_file_errors_are_reported_with_file_and_line(setup, option, mode, 
         f.write(bad)
     stderr = refusal(option, "-c", setup.config_file, status=status)
     assert stderr.strip() == f"{setup.users_file}:{line}: expected user:status"
+
+
+@pytest.mark.parametrize("make", (os.mkdir, os.mkfifo), ids=("directory", "fifo"))
+def test_a_users_file_that_is_no_regular_file_fails_a_start_as_misconfigured(setup, make):
+    """No retry mends it until the operator acts, so the start exits 78, which
+    fingerd.service does not restart every 2 s; the check says the same and exits 1."""
+    os.unlink(setup.users_file)
+    make(setup.users_file)
+    reason = f"fingerd: {setup.users_file}: cannot read users file: not a regular file\n"
+    assert refusal("-t", "-c", setup.config_file) == reason
+    assert refusal("-n", "-c", setup.config_file, status=MISCONFIGURED) == reason
+
+
+#: Run first by fingerd (``run_first``): every read of the users file fails as on a
+#: failing disk.
+FAILING_READ = ("import errno, os\n"
+                "from fingerd.users import fileio\n"
+                "def read_bounded(*args, **kwargs):\n"
+                "    raise OSError(errno.EIO, os.strerror(errno.EIO))\n"
+                "fileio.read_bounded = read_bounded\n")
+
+
+def test_a_users_file_read_that_fails_for_a_passing_reason_fails_a_start_a_retry_may_mend(
+        setup, public_dir):
+    """An I/O error may pass (a disk or a network file system recovering), so the start
+    exits 1, which fingerd.service retries, with the same words as a lasting one."""
+    env = run_first(os.path.join(public_dir, "first"), FAILING_READ)
+    result = run_fingerd("-n", "-c", setup.config_file, env=env)
+    assert (result.returncode, result.stderr) == (
+        1, f"fingerd: {setup.users_file}: cannot read users file: Input/output error\n")
 
 
 def test_unknown_user_fails_with_its_line(setup):

@@ -14,11 +14,12 @@ from tests.support.net import exchange
 from tests.support.polling import wait_until
 
 
-def run_fingerd(*args, timeout=60):
+def run_fingerd(*args, timeout=60, env=None):
     """``fingerd ARGS`` run to its end (a check, or a start that fails), its output as
-    text."""
+    text; ``env`` adds to the environment it inherits (``run_first``)."""
     return subprocess.run([sys.executable, "-m", "fingerd", *args], cwd=ROOT, timeout=timeout,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True)
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          env=dict(os.environ, **env) if env else None)
 
 
 class Daemon:

@@ -24,6 +24,11 @@ class BindError(OSError):
     """A listening socket could not be made; the message is one line for the operator."""
 
 
+class SocketPathRefused(BindError):
+    """A Unix socket's path fingerd refuses to bind at (its directory unsafe, a file in
+    the way): no retry mends it until the operator acts, so a start exits EX_CONFIG."""
+
+
 #: Why a configured host cannot be listened on (EADDRNOTAVAIL), said by a start and by -t.
 NO_SUCH_ADDRESS = "no such address on this machine"
 
@@ -112,7 +117,8 @@ def bind_unix(path: str, backlog: int, option: str) -> socket.socket:
     directory, name = os.path.split(path)
     in_the_way = _not_a_directory(directory)
     if in_the_way is not None:
-        raise BindError(f"cannot listen on {path} ({option}): {in_the_way} is not a directory")
+        raise SocketPathRefused(f"cannot listen on {path} ({option}): {in_the_way} is not a "
+                                f"directory")
     try:
         with _born(SOCKET_DIRECTORY_MODE):  # whatever the umask (systemd's unit: 0077)
             os.makedirs(directory, SOCKET_DIRECTORY_MODE, exist_ok=True)
@@ -161,7 +167,7 @@ def _open_directory(directory: str, path: str, option: str) -> int:
     try:
         return _safe_directory(directory, option)
     except UnsafeDirectory as exc:
-        raise BindError(f"cannot listen on {path} ({option}): {exc}") from None
+        raise SocketPathRefused(f"cannot listen on {path} ({option}): {exc}") from None
 
 
 def _not_a_directory(directory: str) -> str | None:
@@ -232,8 +238,8 @@ def _remove_stale_in(dir_fd: int, name: str, path: str, option: str) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(mode):
-        raise BindError(f"cannot listen on {path} ({option}): a file that is not a socket "
-                        f"is in the way")
+        raise SocketPathRefused(f"cannot listen on {path} ({option}): a file that is not a "
+                                f"socket is in the way")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         # Non-blocking: a live server with a full backlog must not hang the start.
         probe.setblocking(False)
