@@ -24,7 +24,7 @@ from fingerd.config import (
     load_config,
 )
 from fingerd.finger.sources import NOBODY_UID
-from fingerd.process.exits_and_signals import EXIT_CONFIG, HANDLED_SIGNALS
+from fingerd.process.exits_and_signals import EXIT_CONFIG, HANDLED_SIGNALS, PARENT_IGNORED
 from fingerd.process.parent import activation, daemonize, notify, reloading
 from fingerd.process.parent.accounts import (
     Account,
@@ -260,6 +260,8 @@ def serve(config: Config, account: Account, foreground: bool) -> int:
         return fail(problem, EXIT_CONFIG)
     # Until the supervisor handles them, signals wait rather than kill a starting daemon.
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+    for signum in PARENT_IGNORED:
+        signal.signal(signum, signal.SIG_IGN)
     pidfile = Pidfile(config.pidfile)
     try:
         pidfile.acquire()

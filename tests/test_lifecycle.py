@@ -6,7 +6,7 @@ import socket
 
 from tests.support.net import can_connect
 from tests.support.polling import wait_until
-from tests.support.procfs import descriptors, processes_of, worker_of, zombies_of
+from tests.support.procfs import children, descriptors, processes_of, worker_of, zombies_of
 from tests.support.set_loops import SetLoops
 
 
@@ -145,6 +145,28 @@ def test_sigusr1_reopens_the_log_file(make_daemon, public_dir):
                what="the worker's line in the new file")
     assert "set the status of alice" not in open(log_file + ".1").read()
 
+
+
+def test_sigusr2_to_every_process_of_the_daemon_costs_nothing(make_daemon):
+    """SIGUSR2 is the parent's word to a reload's worker that it may accept. Sent to every
+    process of the daemon (``systemctl kill -s USR2 fingerd``, ``killall -USR2``), it
+    must not kill the root parent, nor the users file writer amid its work: they ignore
+    it, the worker serving already accepts, and a reload's handover still works."""
+    d = make_daemon(fingerd__reload_interval="3600").start()
+    assert d.setter(b"alice\r\nBefore\r\n") == b"OK\r\n"
+    signalled = [d.proc.pid, *children(d.proc.pid)]
+    assert len(signalled) == 3, "the parent, the worker and the writer, which lingers"
+    for pid in signalled:
+        os.kill(pid, signal.SIGUSR2)
+    assert d.setter(b"alice\r\nAfter\r\n") == b"OK\r\n"
+    assert d.finger(b"alice\r\n") == b"After\r\n"
+    worker = worker_of(d.proc.pid)
+    with open(d.users_file, "ab") as f:
+        f.write(b"erin:Reloaded\n")
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: d.finger(b"erin\r\n") == b"Reloaded\r\n", what="the reload")
+    worker_of(d.proc.pid, other_than=worker)
+    assert d.proc.poll() is None and "SIGUSR2" not in d.log(), d.log()[-2000:]
 
 def test_worker_log_lines_are_written_by_the_parent_tagged_with_the_worker_pid(daemon):
     worker = worker_of(daemon.proc.pid)

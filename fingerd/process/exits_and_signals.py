@@ -28,6 +28,10 @@ HANDLED_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1,
 #: The parent's word to a reload's worker that the worker it replaces accepts no more,
 #: so that it may: until then it accepts nothing (its handover).
 ACCEPT_SIGNAL = signal.SIGUSR2
+#: Signals the root parent ignores, and the writer child with it: ACCEPT_SIGNAL, which
+#: ``systemctl kill -s USR2`` and ``killall -USR2`` send to every process of the daemon,
+#: and which by default kills. The worker starts with them set back to their defaults.
+PARENT_IGNORED = (ACCEPT_SIGNAL,)
 #: Signals the worker's main thread waits for; blocked in every thread.
 WORKER_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, ACCEPT_SIGNAL)
 #: Signals the worker ignores: SIGUSR1 asks for log files to be reopened, and the

@@ -14,6 +14,7 @@ from fingerd.process.channel import channel
 from fingerd.process.exits_and_signals import (
     EXIT_SOFTWARE,
     HANDLED_SIGNALS,
+    PARENT_IGNORED,
     WORKER_IGNORED,
     WORKER_SIGNALS,
 )
@@ -86,7 +87,7 @@ class ForkedWorkers:
             code = EXIT_SOFTWARE
             try:
                 signal.set_wakeup_fd(-1)
-                for signum in HANDLED_SIGNALS:
+                for signum in HANDLED_SIGNALS + PARENT_IGNORED:
                     signal.signal(signum, signal.SIG_IGN if signum in WORKER_IGNORED
                                   else signal.SIG_DFL)
                 parent_end.close()
