@@ -232,10 +232,11 @@ def test_check_reports_an_address_another_program_holds(setup, option, family, h
                              f"127.0.0.1:{setup.metrics_port} is in use by another program\n")
 
 
-@pytest.mark.parametrize("address", ("192.0.2.1:{port}", pytest.param(
+@pytest.mark.parametrize("address", ("203.0.113.1:{port}", pytest.param(
     "[2001:db8::1]:{port}", marks=needs_ipv6)), ids=("ipv4", "ipv6"))
 def test_check_refuses_a_host_not_on_this_machine_as_the_start_does(setup, address):
-    """An address no interface has (from the ranges kept for documentation): -t and -T
+    """An address no interface has (from the ranges kept for documentation; not 192.0.2.0/24,
+    where the machines the tests run on have theirs): -t and -T
     refuse it in the start's words, so that the init script's restart, which checks
     first, does not stop the running daemon for a start that fails on it."""
     address = address.format(port=setup.finger_port)
