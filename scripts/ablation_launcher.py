@@ -136,8 +136,8 @@ def metric_tallies() -> None:
     counts = metrics.RequestCounts
     build = counts.__init__
 
-    def __init__(self: Any, outcomes: dict) -> None:
-        build(self, outcomes)
+    def __init__(self: Any, outcomes: dict, *rest: Any) -> None:
+        build(self, outcomes, *rest)
         registry = CollectorRegistry()
         self.by_outcome = Counter("r", "", ["service", "outcome"], registry=registry)
         duration = Histogram("d", "", ["service"], registry=registry,
