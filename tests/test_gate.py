@@ -109,7 +109,7 @@ def test_each_service_has_its_own_share():
     gates = budgets(256, 32)
     assert (gates["finger"].limit, gates["setter"].limit, gates["metrics"].limit) == (224, 32, 8)
     assert (gates["finger"].per_source, gates["setter"].per_source) == (32, 16), \
-        "one source at most half a share"
+        "one account at most half the setter's share"
     assert budgets(256, 0)["metrics"].per_source == 4, "whatever max_per_source"
     assert (budgets(4, 0)["finger"].limit, budgets(4, 0)["setter"].limit) == (3, 1)
 
@@ -118,7 +118,8 @@ def test_the_web_directory_takes_a_quarter_only_when_it_listens():
     gates = budgets(256, 32, web=True)
     assert (gates["finger"].limit, gates["web"].limit, gates["setter"].limit) == (160, 64, 32)
     assert gates["web"].per_source == 32
-    assert budgets(3, 5, web=True)["setter"].per_source == 1
+    assert budgets(16, 5)["setter"].per_source == 1, "half of 2"
+    assert budgets(8, 5)["setter"].per_source == 5, "a share of 1 cannot be halved"
     assert budgets(256, 32)["web"].limit == 0
     small = budgets(3, 0, web=True)
     assert (small["finger"].limit, small["web"].limit, small["setter"].limit) == (1, 1, 1)

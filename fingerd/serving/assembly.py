@@ -179,20 +179,18 @@ def budgets(max_connections: int, per_source: int, web: bool = False,
     one), the web directory, when it listens, a quarter (at least one),
     finger the rest (at least one); the metrics endpoint has
     METRICS_MAX_CONNECTIONS beside them, so a flood of finger clients
-    cannot hide it from the scraper. One source holds at most ``per_source``
-    of a share and at most half of it, so that it never takes a share whole:
-    the setter's eighth is 32 by default, as ``max_per_source`` is; and half the
-    metrics endpoint's, whatever ``per_source``, so that no one address hides it
-    from a scraper at another.
+    cannot hide it from the scraper. One account holds at most ``per_source``
+    of the setter's share and at most half of it, since the share is 32 by
+    default, as ``max_per_source`` is: one account would take it whole. One
+    address holds at most half the metrics endpoint's, whatever ``per_source``,
+    so that no one address hides it from a scraper at another.
     """
     setter = max(1, max_connections // 8)
     web_share = max(1, max_connections // 4) if web else 0
-
-    def share(limit: int) -> ConnectionGate:
-        return ConnectionGate(limit, min(per_source, max(1, limit // 2)) if per_source else 0)
-
-    return {"finger": share(max(1, max_connections - setter - web_share)),
-            "setter": share(setter), "web": share(web_share),
+    setter_per_source = min(per_source, setter // 2) if per_source and setter > 1 else per_source
+    return {"finger": ConnectionGate(max(1, max_connections - setter - web_share), per_source),
+            "setter": ConnectionGate(setter, setter_per_source),
+            "web": ConnectionGate(web_share, per_source),
             "metrics": ConnectionGate(METRICS_MAX_CONNECTIONS, METRICS_MAX_CONNECTIONS // 2)}
 
 
