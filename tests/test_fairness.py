@@ -300,6 +300,26 @@ def test_a_burst_of_sets_gets_every_answer_or_the_busy_line(make_daemon):
 
 
 
+
+def test_clients_keeping_one_connection_each_are_never_over_max_per_source(make_daemon):
+    """An answer made on a pool thread (a system account's lookup) frees its slot before
+    the client can read the end of it: four clients from one address, each connecting
+    again as soon as it has read its last answer, are never told busy under
+    ``max_per_source = 4``."""
+    d = make_daemon(fingerd__max_per_source="4", finger__system_users="yes").start()
+    replies = [[] for _ in range(4)]
+
+    def one(mine):
+        for _ in range(300):
+            mine.append(exchange(d.finger_port, b"nosuch\r\n", timeout=15))
+
+    threads = [threading.Thread(target=one, args=(mine,)) for mine in replies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert collections.Counter(sum(replies, [])) == {b"No such user\r\n": 1200}
+
 def test_a_slot_answered_on_a_pool_thread_is_free_for_the_next_client(make_daemon):
     """The setter answers on the pool, whose threads hand their slot back to the setter's
     reading thread: with a share of one slot and one a source, each set in a row is

@@ -337,11 +337,11 @@ class ServingLoop:
         self._finish(conn, answer, self.service.gate.hand_back)
 
     def _finish(self, conn: Connection, answer: Answer, free: Callable[[Any], None]) -> None:
-        """Count, close and free the connection's slot (``free``: the gate's ``leave`` on
+        """Count, free the connection's slot and close (``free``: the gate's ``leave`` on
         the reading thread, ``hand_back`` on a pool thread): the one end of every answer.
 
-        Counting comes before the close, so a client that has read its answer
-        finds it counted.
+        Both come before the end of the stream: a client that has read its answer
+        finds it counted, and its next connection finds the slot free.
         """
         service = self.service
         try:
@@ -355,10 +355,10 @@ class ServingLoop:
                 if self._access_log is not None:
                     self._access_log.log(service.name, conn.peer, answer, seconds)
         finally:
+            free(conn.source)
             if service.lingers:
                 drain(conn.sock)
             conn.sock.close()
-            free(conn.source)
 
 def _to_accept(listener: Listener) -> int:
     """How many to accept now. Asking (``_queued``) is one of a query's 7 system calls
