@@ -110,6 +110,15 @@ def test_sessions_wrap_idle_after_a_host_and_pad_to_the_longest_line():
     ]
 
 
+
+def test_a_line_break_in_utmp_starts_no_line_of_its_own():
+    """A host (from a remote host's DNS) or a terminal holding a line break stays within
+    its session's line, for the output rules to clean: it cannot forge a ``Login:``."""
+    forged = "\nLogin: root\t\t\tName: forged"
+    lines = where_lines((session("pts/9", "evil.example" + forged, 0),
+                         session("pts/1" + forged, "", 30, False)), None, NOW)
+    assert len(lines) == 3 and not any(line.startswith("Login") for line in lines), lines
+
 def test_never_logged_in_without_sessions_or_last_login():
     assert where_lines((), None, NOW) == ["Never logged in."]
 

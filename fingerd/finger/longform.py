@@ -178,16 +178,25 @@ def shows_last_login(sessions: Sequence[Where], last: Optional[Where]) -> bool:
 
 def session_lines(session: Where, width: int) -> list[str]:
     """``On since ...`` for one session: where from, how long idle (on a line of its own
-    after a host), ``(messages off)`` when the terminal refuses write(1)."""
-    text = f"On since {stamp(session.time, year=False)} on {session.line}"
-    if session.host:
-        text += f" from {session.host}"
+    after a host), ``(messages off)`` when the terminal refuses write(1). Each line is
+    made on its own: a line break in utmp's terminal or host (a remote host's name
+    comes from its DNS) stays in its line, which the output rules clean, and never
+    starts a line of its own."""
+    lines = [f"On since {stamp(session.time, year=False)} on {session.line}"
+             + (f" from {session.host}" if session.host else "")]
     idle = idle_text(session.idle)
     if idle:
-        text += ("\n" if session.host else "") + " " * (width - len(session.line) + 3) + idle
+        padded = " " * (width - len(session.line) + 3) + idle
+        if session.host:
+            lines.append(padded)
+        else:
+            lines[-1] += padded
     if not session.writable:
-        text += ("\n    " if idle else "") + " (messages off)"
-    return text.split("\n")
+        if idle:
+            lines.append("     (messages off)")
+        else:
+            lines[-1] += " (messages off)"
+    return lines
 
 
 def where_lines(sessions: Sequence[Where], last: Optional[Where], now: float) -> list[str]:
