@@ -353,16 +353,19 @@ def drain(handler: logging.Handler) -> None:
         handler.flush()
 
 
-def reopen(handler: logging.Handler) -> None:
-    """Reopen the log file now if logrotate moved it (SIGUSR1).
+def reopen(handler: logging.Handler) -> bool:
+    """Reopen the log file now if logrotate moved it (SIGUSR1); False when ``handler``
+    writes no file (standard error, syslog), so that nothing is said to be reopened.
 
     WatchedFileHandler also notices on its next record; this makes it immediate.
     """
-    if isinstance(handler, logging.handlers.WatchedFileHandler):
-        handler.acquire()
-        try:
-            handler.reopenIfNeeded()
-        except OSError:
-            handler.handleError(None)  # type: ignore[arg-type]
-        finally:
-            handler.release()
+    if not isinstance(handler, logging.handlers.WatchedFileHandler):
+        return False
+    handler.acquire()
+    try:
+        handler.reopenIfNeeded()
+    except OSError:
+        handler.handleError(None)  # type: ignore[arg-type]
+    finally:
+        handler.release()
+    return True

@@ -168,6 +168,14 @@ def test_sigusr2_to_every_process_of_the_daemon_costs_nothing(make_daemon):
     worker_of(d.proc.pid, other_than=worker)
     assert d.proc.poll() is None and "SIGUSR2" not in d.log(), d.log()[-2000:]
 
+
+def test_sigusr1_without_a_log_file_says_there_is_none_to_reopen(make_daemon):
+    """Logging to standard error (no ``log_file``), a reopen claims no file reopened."""
+    d = make_daemon().start()
+    d.signal(signal.SIGUSR1)
+    wait_until(lambda: "SIGUSR1: no log_file to reopen" in d.log(), what="the reopen's line")
+    assert "log file reopened" not in d.log()
+
 def test_worker_log_lines_are_written_by_the_parent_tagged_with_the_worker_pid(daemon):
     worker = worker_of(daemon.proc.pid)
     daemon.setter(b"alice\r\nx\x01\r\n")

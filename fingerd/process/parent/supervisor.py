@@ -225,8 +225,8 @@ class Supervisor:
         self.reloads.hup()
 
     def handle_sigusr1(self) -> None:
-        loghandlers.reopen(self.log_handler)
-        log.info("SIGUSR1: log file reopened")
+        log.info("SIGUSR1: %s", "log file reopened" if loghandlers.reopen(self.log_handler)
+                 else "no log_file to reopen")
 
     def handle_sigterm(self) -> None:
         if self.state not in (State.STARTING, State.RUNNING, State.REPLACING, State.BACKOFF):
