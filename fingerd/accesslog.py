@@ -37,7 +37,9 @@ def escape(text: str) -> str:
     """``text`` as printable ASCII inside double quotes: ``\\"``, ``\\\\``, then ``\\xHH``,
     ``\\uHHHH`` or ``\\UHHHHHHHH`` for a character below U+0100, U+10000 or beyond, as
     Python writes them, so that each escape has one reading: a character, which for
-    finger, whose queries are read as Latin-1, is a byte sent."""
+    finger, whose queries are read as Latin-1, is a byte sent. A text longer than
+    MAX_LOGGED_NAME is cut, marked by ``...`` after the closing quote, where no name can
+    put it."""
     out = []
     for ch in text[:MAX_LOGGED_NAME]:
         code = ord(ch)
@@ -52,7 +54,7 @@ def escape(text: str) -> str:
         else:
             out.append(f"\\U{code:08x}")
     suffix = "..." if len(text) > MAX_LOGGED_NAME else ""
-    return '"' + "".join(out) + suffix + '"'
+    return '"' + "".join(out) + '"' + suffix
 
 
 #: An access line's fields: (time the request ended, its seconds, service, peer

@@ -28,7 +28,9 @@ def access_lines(d, count):
 
 def test_escape_makes_any_text_one_printable_line():
     assert escape('al"ice\\\n\x1b[2J\u202e\xff') == '"al\\"ice\\\\\\x0a\\x1b[2J\\u202e\\xff"'
-    assert escape("x" * 100) == '"' + "x" * 64 + '..."'
+    assert escape("x" * 100) == '"' + "x" * 64 + '"...'
+    assert escape("x" * 61 + "...") == '"' + "x" * 61 + '..."', "a name that ends in dots"
+    assert escape("x" * 64) == '"' + "x" * 64 + '"', "64 characters are not cut"
 
 
 def test_escape_tells_a_character_beyond_u_ffff_from_one_below_it_and_a_digit():
