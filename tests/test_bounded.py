@@ -4,6 +4,7 @@ import threading
 
 import pytest
 
+from fingerd.finger import sources
 from fingerd.finger.bounded import BoundedCalls, Unfinished
 from tests.support.polling import wait_until
 
@@ -109,3 +110,85 @@ def test_once_a_running_call_is_stuck_a_call_beyond_the_limit_fails_at_once(stuc
     with pytest.raises(Unfinished, match=r"^too many account lookups in progress$"):
         calls.call(30, str, "waits at most until the first is stuck")
     assert calls.abandoned() == 0 and len(stuck.threads) == 1
+
+
+class SlowListing:
+    """A system accounts source whose listing waits for ``release`` (a long utmp), then
+    gives ``outcome``'s value or raises it; it counts the listings made."""
+
+    def __init__(self, outcome=(("alice", "alice: On since"),)):
+        self.release = threading.Event()
+        self.outcome = outcome
+        self.made = 0
+
+    def lookup(self, name, verbose):
+        return None
+
+    def listing(self):
+        self.made += 1
+        self.release.wait(30)
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return list(self.outcome)
+
+
+def list_at_once(bounded, source, monkeypatch, count=5):
+    """``count`` list queries at once, the first making the listing and the others
+    waiting for it before it is released: what each got, a value or what it raised."""
+    waiting = []
+    wait = sources._Shared.wait
+
+    def counted(shared, timeout):
+        waiting.append(shared)
+        return wait(shared, timeout)
+
+    monkeypatch.setattr(sources._Shared, "wait", counted)
+    got = []
+
+    def ask():
+        try:
+            got.append(bounded.listing())
+        except Exception as exc:
+            got.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(count)]
+    threads[0].start()
+    wait_until(lambda: source.made == 1, what="the listing begun")
+    for thread in threads[1:]:
+        thread.start()
+    wait_until(lambda: len(waiting) == count - 1, what="the other queries waiting")
+    source.release.set()
+    for thread in threads:
+        thread.join(30)
+    return got
+
+
+def test_list_queries_meanwhile_share_the_listing_being_made(monkeypatch):
+    """Several listings at once, each slower than a hung lookup may be, would fail the
+    lookups of everyone else: queries that come while one is made wait for it."""
+    source = SlowListing()
+    got = list_at_once(sources.BoundedSource(source, 10, 2), source, monkeypatch)
+    assert got == [[("alice", "alice: On since")]] * 5 and source.made == 1
+
+
+def test_the_listing_s_failure_is_every_waiting_query_s(monkeypatch):
+    source = SlowListing(OSError(5, "Input/output error"))
+    bounded = sources.BoundedSource(source, 10, 2)
+    got = list_at_once(bounded, source, monkeypatch)
+    assert [type(error) for error in got] == [OSError] * 5 and source.made == 1
+    source.outcome = ()
+    assert bounded.listing() == [] and source.made == 2, "the next query lists again"
+
+
+def test_a_query_waits_for_the_listing_no_longer_than_its_own_timeout():
+    source = SlowListing()
+    bounded = sources.BoundedSource(source, 0.2, 2)
+    try:
+        first = threading.Thread(target=lambda: pytest.raises(Unfinished, bounded.listing))
+        first.start()
+        wait_until(lambda: source.made == 1, what="the listing begun")
+        with pytest.raises(Unfinished):
+            bounded.listing()
+        first.join(30)
+    finally:
+        source.release.set()

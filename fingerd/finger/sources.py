@@ -149,6 +149,11 @@ class BoundedSource:
     answer as an internal error. The first of a streak is logged, naming
     what hung; the rest are not, until an answer is made in time again with
     no call left stuck, which is logged once too.
+
+    List queries that come while a listing is being made share it rather than
+    each make their own: a listing reads every login record and looks up each
+    account, and several at once (a long utmp) would each take longer than a
+    hung lookup may (bounded.STUCK_AFTER), failing the lookups of everyone else.
     """
 
     def __init__(self, source: Source, timeout: float, limit: int) -> None:
@@ -157,12 +162,30 @@ class BoundedSource:
         self._calls = BoundedCalls(limit, "account lookup")
         self._lock = threading.Lock()
         self._failing = False
+        #: The listing being made, which list queries coming meanwhile wait for.
+        self._listing: Optional[_Shared] = None
 
     def lookup(self, name: str, verbose: bool) -> Optional[list[str]]:
         return self._bounded(f"looking up {name!r}", self.source.lookup, name, verbose)
 
     def listing(self) -> list[tuple[str, str]]:
-        return self._bounded("listing the logged-in accounts", self._listed)
+        with self._lock:
+            shared, making = self._listing, self._listing is None
+            if making:
+                shared = self._listing = _Shared()
+        assert shared is not None
+        if not making:
+            return shared.wait(self.timeout)
+        try:
+            shared.value = self._bounded("listing the logged-in accounts", self._listed)
+        except BaseException as exc:
+            shared.error = exc
+            raise
+        finally:
+            with self._lock:
+                self._listing = None
+            shared.done.set()
+        return shared.value
 
     def _listed(self) -> list[tuple[str, str]]:
         return list(self.source.listing())
@@ -184,6 +207,23 @@ class BoundedSource:
             if recovered:
                 log.info("system accounts: lookups finish in time again")
         return value
+
+
+class _Shared:
+    """A listing being made, for the queries that wait for it: its value, or what it
+    raised, once ``done`` is set."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: list[tuple[str, str]] = []
+        self.error: Optional[BaseException] = None
+
+    def wait(self, timeout: float) -> list[tuple[str, str]]:
+        if not self.done.wait(timeout):
+            raise Unfinished(f"listing the logged-in accounts took longer than {timeout:g} s")
+        if self.error is not None:
+            raise self.error
+        return self.value
 
 
 def full_name(entry: pwd.struct_passwd) -> str:
