@@ -170,10 +170,10 @@ class BoundedSource:
 
     def listing(self) -> list[tuple[str, str]]:
         with self._lock:
-            shared, making = self._listing, self._listing is None
-            if making:
+            shared = self._listing
+            making = shared is None
+            if shared is None:
                 shared = self._listing = _Shared()
-        assert shared is not None
         if not making:
             return shared.wait(self.timeout)
         try:

@@ -63,11 +63,12 @@ def held_addresses(config: Config) -> list[str]:
                                ("metrics", config.metrics_listen),
                                ("web", config.web_listen)):
         for address in addresses:
+            holders = set(tcp_holders(address))
             # One bound already (by a .socket unit with FreeBind=, say) is judged by its
             # holder alone.
-            if tcp_held(address, daemon):
+            if held_by_another(holders, daemon):
                 said = f"{address} is in use by another program"
-            elif not any(tcp_holders(address)) and not_local(address):
+            elif not holders and not_local(address):
                 said = f"{address}: {NO_SUCH_ADDRESS}"
             else:
                 continue
@@ -123,13 +124,11 @@ def socket_inodes(pid: int) -> frozenset[int]:
     return frozenset(inodes)
 
 
-def tcp_held(address: Address, daemon: frozenset[int] | None) -> bool:
-    """Whether a socket not the daemon's is bound where a start would bind ``address``;
-    False for whatever cannot be told (see the module's docstring)."""
-    if daemon is None:
-        return False
-    holders = set(tcp_holders(address))
-    return bool(holders) and not holders <= daemon
+def held_by_another(holders: set[int], daemon: frozenset[int] | None) -> bool:
+    """Whether a socket not the daemon's is among ``holders``, the sockets bound where a
+    start would bind an address (``tcp_holders``); False for whatever cannot be told (see
+    the module's docstring)."""
+    return daemon is not None and bool(holders) and not holders <= daemon
 
 
 def not_local(address: Address) -> bool:
