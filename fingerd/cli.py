@@ -47,7 +47,7 @@ from fingerd.process.parent.listeners import (
 from fingerd.process.parent.supervisor import Supervisor
 from fingerd.process.pidfile import AlreadyRunning, Pidfile
 from fingerd.process.reload_status import ReloadStatus
-from fingerd.users import fileio
+from fingerd.users import fileio, redis_password
 from fingerd.users.backends import redis_problem
 from fingerd.users.redis_schema import redacted, users_key
 from fingerd.users.usersfile import UsersFileError, parse_users
@@ -112,10 +112,19 @@ def main(argv=None):
         problem = redis_problem()
         if problem:
             return fail(f"{config.where('store', 'backend')}: {problem}", misconfigured)
+        try:
+            connected = redis_password.with_password(config)
+        except ConfigError as exc:
+            return fail_with(exc, misconfigured)
+        warning = redis_password.exposed(config)
         if args.check_config or args.dump_config:
+            if warning:
+                print(f"fingerd: {warning}", file=sys.stderr)
             return valid(config, args.dump_config, f"{config.path}: configuration valid; "
                          f"statuses in Redis ({describe_redis(config)}), users_file is not read")
-        return serve(config, account, args.foreground)
+        if warning:
+            log.warning("%s", warning)
+        return serve(connected, account, args.foreground)
     try:
         fileio.check_users_file(config.users_file)
         count = count_users(config.users_file)

@@ -91,6 +91,7 @@ class Config:
     web_allow_from: tuple[Network, ...]
     store_backend: str
     redis_url: str
+    redis_password_file: str
     redis_prefix: str
     high_bytes: str
     replacements: tuple[tuple[str, str], ...]

@@ -364,6 +364,7 @@ SCHEMA: tuple[tuple[str, str, str, Reader, str], ...] = (
     ("web", "allow_from", "", _networks, "web_allow_from"),
     ("store", "backend", "file", _choice("file", "redis"), "store_backend"),
     ("store", "redis_url", "redis://127.0.0.1:6379/0", _redis_url, "redis_url"),
+    ("store", "redis_password_file", "", resolve_path, "redis_password_file"),
     ("store", "redis_prefix", "fingerd", _redis_prefix, "redis_prefix"),
     ("output", "high_bytes", "pass", _choice(*HIGH_BYTES_POLICIES), "high_bytes"),
     ("output", "replace", "", _replacements, "replacements"),

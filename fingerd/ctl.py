@@ -228,6 +228,11 @@ def cmd_redis(config: Config, args: argparse.Namespace) -> int:
         say(f"{args.command} needs the redis client library ({exc}): "
             "pip install 'fingerd[redis]'", sys.stderr)
         return EXIT_FAILED
+    try:
+        config = commands.with_password(config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_NO_PERMISSION if "Permission denied" in str(exc) else EXIT_FAILED
     done = (commands.import_file(config, args.file, _complain) if args.command == "import"
             else commands.export(config, _complain))
     return EXIT_OK if done else EXIT_FAILED

@@ -16,6 +16,7 @@ from fingerd.config import Config
 from fingerd.ctl import OutputFailed, out
 from fingerd.limits import MAX_USERS_FILE_BYTES
 from fingerd.users import redis_access as store
+from fingerd.users.redis_password import with_password as with_password  # for ctl.cmd_redis
 from fingerd.users.redis_schema import redacted, shown_field, users_key
 from fingerd.users.usersfile import UsersFileError, parse_importable
 

@@ -4,12 +4,15 @@ import os
 import signal
 import subprocess
 import sys
+from urllib.parse import quote
 
 import pytest
 
+from fingerd.ctl import EXIT_NO_PERMISSION
 from fingerd.limits import MAX_STORE_ENTRIES
 from tests.support import ROOT
-from tests.support.markers import needs_tool
+from tests.support.engines import RedisServer
+from tests.support.markers import needs_root, needs_tool
 from tests.support.polling import wait_until
 from tests.support.resp_relay import ExecDelayRelay
 
@@ -238,3 +241,91 @@ def test_while_redis_is_down_a_reload_applies_and_the_copy_is_served(configured,
     redis_server.start()
     wait_until(lambda: d.setter(b"alice\r\nBack\r\n") == b"OK\r\n", what="a set accepted")
     assert d.finger(b"alice\r\n") == b"Back\r\n"
+
+
+#: A password Redis asks for, and another it is changed to.
+PASSWORD, NEW_PASSWORD = "s3cret:/@pass", "n3w%20secret"
+
+
+@pytest.fixture
+def guarded(public_dir, ports, tmp_path):
+    """A Redis that asks for PASSWORD, which only root's password file holds; the file,
+    in a directory only root reads (pytest's own), so that as root the worker cannot."""
+    server = RedisServer(public_dir, ports.take(), "--requirepass", PASSWORD).start()
+    client = redis.Redis.from_url(server.url, password=PASSWORD, socket_timeout=5)
+    client.hset("dir:users", mapping={"alice": "Behind a password"})
+    secret = tmp_path / "redis-password"
+    secret.write_text(PASSWORD + "\n")
+    secret.chmod(0o600)
+    yield server, client, secret
+    client.close()
+    server.stop()
+
+
+def test_the_password_comes_from_a_file_only_root_reads(make_daemon, guarded):
+    server, client, secret = guarded
+    d = make_daemon(store__backend="redis", store__redis_url=server.url,
+                    store__redis_prefix="dir", store__redis_password_file=str(secret))
+    checked = run("fingerd", "-t", "-c", d.config_file)
+    assert checked.returncode == 0, checked.stderr
+    d.start()
+    assert d.finger(b"alice\r\n") == b"Behind a password\r\n"
+    assert d.setter(b"carol\r\nSet past a password\r\n") == b"OK\r\n"
+    assert client.hget("dir:users", "carol") == b"Set past a password"
+    exported = ctl(d, "export")
+    assert exported.returncode == 0, exported.stderr
+    assert "carol:Set past a password\n" in exported.stdout
+    # Changed in Redis and in the file: a reload's worker connects with the new one.
+    client.config_set("requirepass", NEW_PASSWORD)
+    secret.write_text(NEW_PASSWORD + "\n")
+    assert d.ctl("reload").returncode == 0
+    assert d.setter(b"carol\r\nSet past the new one\r\n") == b"OK\r\n"
+    assert d.finger(b"carol\r\n") == b"Set past the new one\r\n"
+    # A file gone refuses the reload, naming it; the worker serving goes on.
+    secret.unlink()
+    refused = d.ctl("reload")
+    assert refused.returncode == 1
+    line = f"[store] redis_password_file: {secret}: No such file or directory"
+    assert line in refused.stderr and line in d.log()
+    assert d.setter(b"carol\r\nStill set\r\n") == b"OK\r\n"
+    for output in (checked.stdout, checked.stderr, exported.stderr, refused.stderr, d.log()):
+        for password in (PASSWORD, NEW_PASSWORD, quote(PASSWORD, safe=""),
+                         quote(NEW_PASSWORD, safe="")):
+            assert password not in output
+
+
+def test_a_wrong_password_fails_the_start_without_showing_it(make_daemon, guarded):
+    server, _client, secret = guarded
+    secret.write_text("wrong\n")
+    d = make_daemon(store__backend="redis", store__redis_url=server.url,
+                    store__redis_prefix="dir", store__redis_password_file=str(secret))
+    started = run("fingerd", "-n", "-c", d.config_file)
+    assert started.returncode != 0
+    assert "store unavailable" in started.stderr and "wrong" not in started.stderr
+
+
+@needs_root
+def test_an_account_that_cannot_read_the_password_file_is_told_so(make_daemon, guarded):
+    """Here root without the capabilities that pass over a file's permissions, and the
+    file another account's (as nobody, this machine's Python finds no redis library)."""
+    server, _client, secret = guarded
+    os.chown(secret, 65534, 65534)
+    d = make_daemon(store__backend="redis", store__redis_url=server.url,
+                    store__redis_prefix="dir", store__redis_password_file=str(secret))
+    exported = subprocess.run(
+        ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search",
+         sys.executable, "-m", "fingerd.ctl", "-c", d.config_file, "export"], cwd=ROOT,
+        timeout=60, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    assert exported.returncode == EXIT_NO_PERMISSION, exported.stderr
+    assert f"[store] redis_password_file: {secret}: Permission denied" in exported.stderr
+    assert exported.stdout == ""
+
+
+def test_a_password_in_a_configuration_every_account_reads_is_warned_of(make_daemon,
+                                                                        redis_server):
+    d = make_daemon(store__backend="redis", store__redis_url=redis_server.url + "?password=x")
+    os.chmod(d.config_file, 0o644)
+    checked = run("fingerd", "-t", "-c", d.config_file)
+    assert checked.returncode == 0
+    assert "[store] redis_url holds the Redis password, and every account may read" in \
+        checked.stderr

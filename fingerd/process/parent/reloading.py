@@ -21,6 +21,7 @@ from fingerd.config import Config, ConfigError, load_config
 from fingerd.process.parent import activation, listeners
 from fingerd.process.parent.accounts import AccountError, resolve_account
 from fingerd.process.parent.reloads import ReloadRefused
+from fingerd.users import redis_password
 from fingerd.users.backends import redis_problem
 
 log = logging.getLogger("fingerd")
@@ -68,7 +69,7 @@ def prepare(current: Config, sockets: activation.Sockets, privileged: Optional[b
     if privileged is None:
         privileged = os.geteuid() == 0
     try:
-        config = load_config(current.path)
+        config = redis_password.with_password(load_config(current.path))
         account = resolve_account(config)
     except ConfigError as exc:
         raise ReloadRefused("; ".join(exc.errors)) from None
