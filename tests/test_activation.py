@@ -584,3 +584,14 @@ def test_with_the_sockets_drop_in_the_service_scores_lower_without_net_bind_serv
     assert unit_settings("fingerd-sockets.conf")["CapabilityBoundingSet"] == [
         "~CAP_NET_BIND_SERVICE"]
     assert exposure(tmp_path / "fingerd.service", tmp_path) < alone <= 2.5
+
+
+def test_a_setter_socket_systemd_holds_in_the_runtime_directory_outlives_the_service():
+    """fingerd(8) has ListenStream= name the path of [setter] socket, /run/fingerd/... in
+    the package's configuration: the service's RuntimeDirectory=. systemd removes that
+    directory at every stop and restart of the service unless told to keep it, taking
+    with it the path of the socket its .socket unit still listens on (fingerd-ctl set
+    then finds no such file, seen under systemd 257)."""
+    unit = unit_settings("fingerd.service")
+    assert unit["RuntimeDirectory"] == ["fingerd"]
+    assert unit["RuntimeDirectoryPreserve"] == ["yes"]
