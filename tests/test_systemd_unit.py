@@ -141,3 +141,35 @@ def test_systemd_restarts_a_failed_start_only_where_a_retry_may_mend_it(make_dae
     invalid_config = run_fingerd("-n", "-c", d.config_file)
     assert invalid_config.returncode in prevented, invalid_config.stderr
     assert "unknown key 'bogus'" in invalid_config.stderr
+
+
+CLONE_NEWNET = 0x40000000
+
+
+@needs_root
+def test_root_without_net_bind_service_is_told_the_capability_not_to_be_root(make_daemon):
+    """With the drop-in fingerd-sockets.conf the unit has no CAP_NET_BIND_SERVICE; a role
+    whose .socket unit hands nothing over (stopped, or failed at systemd's start limit)
+    binds its port below 1024 itself, and cannot. The start names the capability, where
+    it told root to start as root, and exits with a status systemd does not retry: a
+    retry every RestartSec= cannot mend it."""
+    capabilities = [name for name in settings()["CapabilityBoundingSet"][0].split()
+                    if name != "CAP_NET_BIND_SERVICE"]
+    prevented = {int(status) for status in settings()["RestartPreventExitStatus"][0].split()}
+    d = make_daemon(finger__listen="0.0.0.0:79")
+    drop = keep_only(capabilities)
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec():
+        # A network namespace of its own: port 79 is never bound on the machine's.
+        if libc.unshare(CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
+        drop()
+
+    started = subprocess.run([sys.executable, "-m", "fingerd", "-n", "-c", d.config_file],
+                             cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True,
+                             text=True, timeout=60, preexec_fn=preexec)
+    assert started.returncode in prevented, started.stderr
+    assert started.stderr.count("\n") == 1, started.stderr
+    assert "0.0.0.0:79 ([finger] listen)" in started.stderr
+    assert "CAP_NET_BIND_SERVICE" in started.stderr and "need root" not in started.stderr

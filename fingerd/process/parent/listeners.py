@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 
 from fingerd.config import Address, Config
+from fingerd.process.parent.low_ports import may_bind_low_ports, needs_capability
 from fingerd.users.fileio import unsafe_ownership
 
 UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
@@ -56,7 +57,7 @@ def bind_tcp(sock: socket.socket, host: str, port: int) -> None:
 
 
 def _explain(exc: OSError, address: Address, option: str) -> str:
-    if exc.errno == errno.EACCES and address.port < 1024:
+    if exc.errno == errno.EACCES and address.port < 1024 and os.geteuid() != 0:
         return _needs_root(address, option, 1024)
     if exc.errno == errno.EADDRINUSE:
         return f"cannot listen on {address} ({option}): address already in use"
@@ -79,7 +80,8 @@ def _plan(config: Config) -> tuple[tuple[str, str, tuple[Address, ...]], ...]:
 
 def privileged_port_problem(config: Config) -> str | None:
     """Why this process may not bind a configured port, or None; checked before anything else."""
-    if os.geteuid() == 0:
+    root = os.geteuid() == 0
+    if root and may_bind_low_ports():
         return None
     try:
         with open(UNPRIVILEGED_PORT_START) as f:
@@ -89,7 +91,7 @@ def privileged_port_problem(config: Config) -> str | None:
     for _, option, addresses in _plan(config):
         for address in addresses:
             if address.port < first_free:
-                return _needs_root(address, option, first_free)
+                return (needs_capability if root else _needs_root)(address, option, first_free)
     return None
 
 
