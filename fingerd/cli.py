@@ -336,9 +336,11 @@ def serve(config: Config, account: Account, foreground: bool) -> int:
     def listening(role, configured):
         return ", ".join([*handover.described(role), *map(str, configured)])
 
-    log.info("fingerd %s starting: finger on %s, setter on %s%s", __version__,
+    log.info("fingerd %s starting: finger on %s, setter on %s%s%s", __version__,
              listening("finger", bindable.finger_listen),
              listening("setter", [*bindable.setter_listen, *unix_socket_paths(bindable)]),
+             ", metrics on " + listening("metrics", bindable.metrics_listen)
+             if sockets["metrics"] else "",
              ", web on " + listening("web", bindable.web_listen) if sockets["web"] else "")
 
     if config.store_backend != "redis":

@@ -241,7 +241,9 @@ def test_metrics_and_web_serve_on_sockets_handed_over_and_bind_neither_address(m
     assert page.startswith(b"HTTP/1.1 200 OK\r\n") and b"Happy and well" in page, page
     assert not can_connect(d.metrics_port) and not can_connect(d.web_port)
     assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
-    assert f"web on 127.0.0.1:{web} (from systemd)" in d.log()
+    # Where each is served, as for finger and the setter: metrics too.
+    assert f", metrics on 127.0.0.1:{metrics} (from systemd), web on 127.0.0.1:{web} " \
+           f"(from systemd)" in d.log()
 
 
 @needs_root
