@@ -166,6 +166,10 @@ def test_a_subscription_redis_refuses_is_the_store_down_said_once(account, direc
     messages = [r.getMessage() for r in caplog.records]
     assert sum("store unavailable" in m for m in messages) == 1, messages
     assert sum("store reachable" in m for m in messages) == 1, messages
+    # The outage began with the connection closed; what kept Redis away is said too, once
+    # however many times it was met.
+    assert sum("still unreachable" in m and "'subscribe'" in m for m in messages) == 1, \
+        messages
 
 
 def test_a_first_start_where_redis_refuses_the_subscription_fails_with_the_reason(account,

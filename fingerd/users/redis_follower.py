@@ -53,6 +53,8 @@ HINT_WAIT = 0.1
 #: it: a Redis that accepts connections and answers nothing is found out within this
 #: and STORE_TIMEOUT_SECONDS.
 PING_INTERVAL = 1.0
+#: Reasons for Redis being away logged in one outage at most: each new one is logged once.
+MAX_REASONS = 8
 #: Hints the follower takes at once, re-read in one call.
 HINT_BATCH = 1000
 #: The follower's connections, apart from the sets' so that sets waiting for Redis never
@@ -86,6 +88,8 @@ class Follower:
         self.up = False
         #: (field, value) of the entries reported as skipped, so that each is reported once.
         self._reported: frozenset[tuple[bytes, bytes | int]] = frozenset()
+        #: Why Redis could not be reached, as logged since it went away.
+        self._reasons: set[str] = set()
         #: Why the last whole read refused the hash (too large), until one is served.
         self._refused: str | None = None
         #: When the subscription last brought a message, and when the PING not answered
@@ -266,11 +270,27 @@ class Follower:
         self._metrics.store_up.set(1 if up else 0)
         served = len(self._store.table)
         if up and not was:
+            self._reasons.clear()
             log.info("%s: store reachable; serving its %d users", self._store.path, served)
         elif was and not up:
+            self.reported(problem)
             log.error("%s: %s: %s; serving the last copy of %d users and retrying",
                       self._store.path, UNAVAILABLE, problem, served)
             self._store.keep()
+        elif not up and self.reported(problem):
+            # The reason first logged may be only how the outage began (the connection
+            # closed): what keeps Redis away (a password or an ACL refused, a key of
+            # another type) is said too, once.
+            log.error("%s: still unreachable: %s; retrying", self._store.path, problem)
+
+    def reported(self, problem: Exception | None) -> bool:
+        """Note ``problem`` as a reason Redis is away that the log gives: whether it is
+        one not noted before in this outage (and within MAX_REASONS)."""
+        reason = str(problem)
+        if problem is None or reason in self._reasons or len(self._reasons) >= MAX_REASONS:
+            return False
+        self._reasons.add(reason)
+        return True
 
 
 def count_read(metrics: Metrics, success: bool) -> None:

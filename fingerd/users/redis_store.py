@@ -126,6 +126,7 @@ class RedisStore:
         except redis.RedisError as exc:
             if not (fallback and self._load_snapshot(f"{UNAVAILABLE}: {exc}")):
                 raise StoreError(f"{self.path}: {UNAVAILABLE}: {exc}") from None
+            self._follower.reported(exc)
             self._metrics.store_up.set(0)
         else:
             self.keep()
