@@ -1,5 +1,6 @@
 """The Redis store, in-process, against a real redis-server of the test's own."""
 
+import gc
 import logging
 import subprocess
 import sys
@@ -329,3 +330,24 @@ def test_a_connection_imports_no_module_the_worker_would_import_after_dropping_r
     result = subprocess.run([sys.executable, "-c", CONNECT_WITHOUT_IMPORTS, redis_server.url],
                             capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 0 and result.stdout == "True\n", result.stderr[-3000:]
+
+
+def test_reconnections_redis_refuses_leave_no_connection_open(open_store, direct):
+    metrics = Metrics()
+    open_store(metrics)
+    # With the collector off, a connection is closed only where fingerd closes it.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        direct.delete(KEY)
+        direct.set(KEY, "a string, not a hash")  # every whole read refused WRONGTYPE
+        direct.publish(CHANNEL, "*")
+        wait_until(lambda: sample(metrics, "fingerd_reloads_total", outcome="failure") >= 5,
+                   timeout=10, what="five reconnections refused")
+        own = direct.client_id()
+        others = [c for c in direct.client_list() if int(c["id"]) != own]
+    finally:
+        if collecting:
+            gc.enable()
+    # At most the subscription and the reader of a reconnection under way.
+    assert len(others) <= 2, others

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 import redis
@@ -173,13 +174,17 @@ class Follower:
     def _close(self) -> None:
         subscription, writers = self._subscription, self.writers
         self._subscription = None
-        closings: list[PubSub | redis.Redis | Writers] = (
-            [] if subscription is None else [subscription.pubsub, subscription.reader])
+        # The reader's own close() leaves its pool's connection open (the client was
+        # given the pool), until the garbage collector finds it: each reconnection
+        # Redis took and then refused would leave one more connection behind.
+        closings: list[Callable[[], object]] = (
+            [] if subscription is None else
+            [subscription.pubsub.close, subscription.reader.connection_pool.disconnect])
         if writers is not None:
-            closings.append(writers)
+            closings.append(writers.close)
         for closing in closings:
             try:
-                closing.close()
+                closing()
             except (redis.RedisError, OSError):
                 pass
 
