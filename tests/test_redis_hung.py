@@ -41,3 +41,20 @@ def test_a_redis_that_answers_nothing_is_found_down_and_sets_are_refused(
         relay.stop()
     assert took < NOTICED_WITHIN, f"found down {took:.1f} s after the hang began"
     assert d.log().count("store unavailable: ") == 1, d.log()
+
+
+def test_a_set_whose_connection_cannot_be_made_for_a_hang_is_refused(make_daemon,
+                                                                     redis_server, ports):
+    relay = ExecDelayRelay(ports.take(), redis_server.port, 0.0).start()
+    try:
+        d = make_daemon(fingerd__reload_interval="3600", store__backend="redis",
+                        store__redis_url=relay.url, store__redis_prefix="hung").start()
+        assert d.metric("fingerd_store_up") == 1
+        # No set yet: the sets' connections are made at their first use, here on a Redis
+        # that takes connections and answers nothing. No write went on one.
+        relay.hang()
+        answer = d.setter(b"alice\r\nDuring the hang\r\n", timeout=30)
+    finally:
+        relay.stop()
+    assert answer == b"ERROR store unavailable\r\n", d.log()
+    assert "is unknown" not in d.log()

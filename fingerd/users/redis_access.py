@@ -98,8 +98,12 @@ class _Identity:
 
     def __init__(self) -> None:
         self.connection: Connection | None = None
+        #: Whether the client's connection was made and noted, and has not failed since
+        #: (its owner says when it did).
+        self.ready = False
 
     def __call__(self, conn: AbstractConnection) -> None:
+        self.ready = False
         conn.on_connect()  # type: ignore[no-untyped-call]
         self.connection = None
         conn.send_command("CLIENT", "INFO")  # type: ignore[no-untyped-call]
@@ -111,6 +115,7 @@ class _Identity:
             # Refused (an ACL, Redis before 6.2) or not in CLIENT INFO's form: the
             # connection serves on, but a write on it cannot be called off.
             pass
+        self.ready = True
 
 
 class Writers:
@@ -139,13 +144,19 @@ class Writers:
         except queue.Empty:
             raise redis.ConnectionError("no connection free for a set") from None
         try:
+            if not identity.ready:
+                # Connected first, apart: a connection that cannot be made or noted
+                # (Redis hung, gone) has carried no write, and the set is refused,
+                # not left unanswered for a write never sent.
+                _connect_now(client, identity)
             with client.pipeline(transaction=True) as pipe:
                 pipe.hset(key, name, status)
                 pipe.publish(channel, name)
                 pipe.execute()
-        except redis.ResponseError:
+        except (redis.ResponseError, _NotConnected):
             raise
         except redis.RedisError as exc:
+            identity.ready = False
             raise Unanswered(exc, identity.connection) from None
         finally:
             self._free.put((client, identity))
@@ -154,6 +165,22 @@ class Writers:
         """Close the connections no set is using; one in use is left to its set."""
         for client in self._all:
             client.connection_pool.disconnect(inuse_connections=False)
+
+
+class _NotConnected(redis.ConnectionError):
+    """A connection for a write could not be made: nothing was sent."""
+
+
+def _connect_now(client: redis.Redis, identity: _Identity) -> None:
+    """Make ``client``'s connection, noted by ``identity``, with a PING on it; raises
+    _NotConnected when it cannot be made (a PING refused on a connection made is not
+    a failure)."""
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        if not (isinstance(exc, redis.ResponseError) and identity.ready):
+            identity.ready = False
+            raise _NotConnected(f"cannot connect for a set: {exc}") from None
 
 
 def call_off(client: redis.Redis, connection: Connection | None) -> None:
