@@ -329,3 +329,30 @@ def test_a_password_in_a_configuration_every_account_reads_is_warned_of(make_dae
     assert checked.returncode == 0
     assert "[store] redis_url holds the Redis password, and every account may read" in \
         checked.stderr
+
+
+def test_a_reload_that_cannot_reach_redis_serves_what_the_old_worker_served_last(
+        make_daemon, redis_server, direct):
+    """Redis goes on serving the old worker's connections and refuses new ones (the
+    account's password changed): the new worker serves the copy, with every status set
+    and hinted since the old worker started, not the table it had then."""
+    direct.execute_command("ACL", "SETUSER", "fd", "on", ">pw", "~*", "&*", "+@all")
+    d = make_daemon(store__backend="redis", store__redis_prefix="dir",
+                    store__redis_url=f"redis://fd:pw@127.0.0.1:{redis_server.port}/0").start()
+    assert d.setter(b"carol\r\nSet here\r\n") == b"OK\r\n"
+    direct.hset("dir:users", "dave", "Set elsewhere")
+    direct.publish("dir:changes", "dave")
+    direct.hdel("dir:users", "bob")
+    direct.publish("dir:changes", "bob")
+    wait_until(lambda: d.finger(b"dave\r\n") == b"Set elsewhere\r\n" and
+               d.finger(b"bob\r\n") == b"No such user\r\n", what="the hints followed")
+    direct.execute_command("ACL", "SETUSER", "fd", "resetpass", ">another")
+    reloaded = d.ctl("reload")
+    assert reloaded.returncode == 0, reloaded.stderr
+    wait_until(lambda: "users the previous worker served" in d.log(),
+               what="the new worker serving the copy", timeout=10)
+    assert d.finger(b"carol\r\n") == b"Set here\r\n"
+    assert d.finger(b"dave\r\n") == b"Set elsewhere\r\n"
+    assert d.finger(b"bob\r\n") == b"No such user\r\n"
+    assert d.finger(b"alice\r\n") == b"From Redis\r\n"
+    assert "serving the 3 users the previous worker served" in d.log()

@@ -160,7 +160,7 @@ class RedisStore:
             with self._lock:
                 overtaken = self._sets.end(name)
                 if written:
-                    self._publish(self.table.with_status(name, status))
+                    self._publish(self.table.with_status(name, status), [(name, status)])
                     if overtaken:
                         self._reread.add(name)
         if not written:
@@ -222,9 +222,12 @@ class RedisStore:
                        ) -> list[Skipped]:
         """Serve what read_fields found for ``names``; returns the entries skipped."""
         with self._lock:
-            users, skipped = with_fields(self.table, names, values)
+            previous = self.table
+            users, skipped = with_fields(previous, names, values)
             self._sets.read(names)
-            self._publish(users)
+            changed = [name for name in names if users.get(name) != previous.get(name)]
+            sets = [(name, users[name]) for name in changed if name in users]
+            self._publish(users, sets if len(sets) == len(changed) else None)
         return skipped
 
     def take_rereads(self) -> set[str]:
@@ -234,9 +237,20 @@ class RedisStore:
             self._reread = set()
         return names
 
-    def _publish(self, users: UserTable) -> None:
+    def _publish(self, users: UserTable, sets: list[tuple[str, str]] | None = None) -> None:
+        """Serve ``users`` and keep it for the next worker, as the file store does at each
+        change: as records of ``sets`` when they are all that changed, else whole. A
+        worker that starts while Redis cannot be reached serves what this one served
+        last, not the table it had when it started or when Redis last went away."""
         self.table = users
         self._metrics.users.set(len(users))
+        if self._snapshot is None:
+            return
+        try:
+            if sets is None or not all(self._snapshot.add_set(*entry) for entry in sets):
+                self._snapshot.save_table(users)
+        except OSError as exc:
+            log.warning("cannot keep the table for the next worker: %s", exc)
 
     # Across worker restarts.
 
@@ -253,8 +267,7 @@ class RedisStore:
         users = self._snapshot.load_table() if self._snapshot is not None else None
         if users is None:
             return False
-        self._publish(users)
-        self.keep()  # in this worker's own snapshot, for its successor
+        self._publish(users)  # kept in this worker's own snapshot, for its successor
         count_read(self._metrics, False)
         log.error("%s: %s; serving the %d users the previous worker served and retrying",
                   self.path, problem, len(users))
