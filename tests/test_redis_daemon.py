@@ -356,3 +356,17 @@ def test_a_reload_that_cannot_reach_redis_serves_what_the_old_worker_served_last
     assert d.finger(b"bob\r\n") == b"No such user\r\n"
     assert d.finger(b"alice\r\n") == b"From Redis\r\n"
     assert "serving the 3 users the previous worker served" in d.log()
+
+
+def test_a_refused_reload_has_the_worker_read_the_hash_again_and_say_so(make_daemon,
+                                                                        redis_server, direct):
+    d = make_daemon(fingerd__reload_interval="3600", store__backend="redis",
+                    store__redis_url=redis_server.url, store__redis_prefix="dir").start()
+    direct.hset("dir:users", "carol", "Written without a hint")
+    d.reconfigure(fingerd__threads="many")
+    refused = ctl(d, "reload")
+    assert refused.returncode == 1, refused.stdout
+    wait_until(lambda: d.finger(b"carol\r\n") == b"Written without a hint\r\n",
+               what="the whole hash read by the worker serving")
+    assert f"reading redis://127.0.0.1:{redis_server.port}/0 dir:users again" in d.log()
+    assert "users file" not in d.log()

@@ -147,7 +147,7 @@ def _live(config, parent, sockets, monitor_sock, log_fd, restarts, snapshots, co
         if sig is None or accept_now:
             continue
         if sig.si_signo == signal.SIGHUP:
-            log.info("reading the users file again")
+            log.info("reading %s again", store.path)  # the users file, or the Redis hash
             service.reload()
         else:
             break
