@@ -48,6 +48,26 @@ def test_needs_more_until_the_blank_line():
     assert head(b"GET / HTTP/1.1\r\nHost: x\r\n\r") is None
 
 
+@pytest.mark.parametrize("data", [
+    b"SSH-2.0-OpenSSH_9.2\r\n", b"GET / HTTP/1.1 x\r\nHost: a\r\n", b"GET /\r\n",
+    b"\r\n\r\n GET", b"\x16\x03\x01", b"GET  /", b"GET /\r", b"GET / HTTP/1.1 ",
+    b"GET / HTTP/11", b"GET / XTTP", b"\r\r",
+])
+def test_a_request_line_that_cannot_be_one_is_400_before_the_head_ends(data):
+    with pytest.raises(HeadError) as error:
+        take_head(data, False)
+    assert (error.value.status, str(error.value)) == (400, "malformed request line")
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"\r", b"\r\n\r", b"G", b"GET", b"GET ", b"GET /x", b"GET /x ", b"GET /x HTTP/",
+    b"GET /x HTTP/1.", b"GET /x HTTP/1.1", b"GET /x HTTP/1.1\r", b"GET /x HTTP/1.1\r\nHo",
+    b"GET /x HTTP/2.", b"\n\r\nHEAD /",
+])
+def test_what_may_yet_become_a_request_line_waits(data):
+    assert take_head(data, False) is None
+
+
 def test_bytes_after_the_head_are_not_read():
     assert head(b"GET / HTTP/1.0\r\n\r\nGET /other HTTP/1.0\r\n\r\n").path == "/"
 

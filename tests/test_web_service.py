@@ -216,6 +216,23 @@ def test_a_malformed_request_is_400(web, data):
     assert_served(reply, 400, "text/plain; charset=utf-8")
 
 
+@pytest.mark.parametrize("data", [
+    b"SSH-2.0-OpenSSH_9.2\r\n",                                      # a whole line, no request
+    b"GET / HTTP/1.1 extra\r\nHost: x\r\n",                          # and the head goes on
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(32)),  # a TLS hello
+])
+def test_what_cannot_become_a_request_is_400_before_any_blank_line(web, data):
+    """The client waits for an answer to what it sent and sends no blank line: it is
+    told 400 at once, not held until request_timeout and closed unanswered."""
+    reply = Reply(web.web(data, timeout=0.8))
+    assert_served(reply, 400, "text/plain; charset=utf-8")
+    assert reply.body == b"malformed request line\n"
+
+
+def test_other_versions_are_505_before_any_blank_line(web):
+    assert_served(Reply(web.web(b"GET / HTTP/2.0\r\n", timeout=0.8)), 505)
+
+
 def test_a_head_the_client_ends_early_is_400_at_once(web):
     reply = Reply(web.web(b"GET / HTTP/1.0\r\nHost: x\r\n", shut_write=True, timeout=0.9))
     assert_served(reply, 400)

@@ -23,6 +23,8 @@ from typing import NamedTuple
 
 #: Largest request head read, its blank line included.
 MAX_HEAD_BYTES = 8192
+#: Bytes of the request line judged as they arrive, before the head ends.
+EARLY_LINE_BYTES = 256
 
 #: Reason phrases of the statuses the daemon's HTTP services send.
 REASONS = {
@@ -39,6 +41,11 @@ _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/([0-9])\.([
 #: A request line not ended yet, as far as it came: its method, ended by a space, then
 #: visible characters (the target) and perhaps a space and more (the version).
 _REQUEST_LINE_BEGUN = re.compile(rb"(" + _TOKEN + rb") (?:[\x21-\x7e]+(?: [\x21-\x7e]*)?)?")
+#: What may yet become a request line and its CR: a beginning of one, or a CR that an LF
+#: may make a blank line. Anything else cannot, whatever follows it.
+_REQUEST_LINE_PREFIX = re.compile(
+    rb"\r|(?:" + _TOKEN + rb"(?: (?:[\x21-\x7e]+(?: (?:H(?:T(?:T(?:P(?:/(?:[0-9]"
+    rb"(?:\.(?:[0-9]\r?)?)?)?)?)?)?)?)?)?)?)?)?")
 #: A field value: visible characters and obs-text, blanks only between them.
 _VALUE = rb"[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*"
 _FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(" + _VALUE + rb")?[ \t]*")
@@ -97,8 +104,28 @@ def take_head(buf: bytes | bytearray, eof: bool) -> Head | None:
     reading of all it has sent.
     """
     if not eof and len(buf) < MAX_HEAD_BYTES and not _ended(buf):
+        _check_request_line(buf)
         return None
     return common_head(buf) or read_head(buf, eof)
+
+
+def _check_request_line(buf: bytes | bytearray) -> None:
+    """Raise the HeadError of the request line at the start of ``buf`` (after its blank
+    lines) as soon as its first EARLY_LINE_BYTES tell it, before the head ends: the
+    line there whole and not a request line HTTP/1.x serves, or begun as none can be
+    (a TLS hello, an SSH banner). A client that sends no request is told so at once,
+    rather than held until ``request_timeout`` and closed unanswered. ``read_head``
+    asks this first, so a head reads the same however its bytes arrive; the window
+    keeps a head sent a byte at a time from costing a reading of its line a byte."""
+    leading = _LEADING_BLANK_LINES.match(buf)
+    assert leading is not None, "the pattern matches the empty string"
+    start = leading.end()
+    window = min(start + EARLY_LINE_BYTES, MAX_HEAD_BYTES)
+    end = buf.find(b"\n", start, window)
+    if end >= 0:
+        _request_line(bytes(buf[start:end]).removesuffix(b"\r"))
+    elif not _REQUEST_LINE_PREFIX.fullmatch(bytes(buf[start:window])):
+        raise HeadError(400, "malformed request line")
 
 
 def _ended(buf: bytes | bytearray) -> bool:
@@ -129,6 +156,7 @@ def common_head(buf: bytes | bytearray) -> Head | None:
 
 def read_head(buf: bytes | bytearray, eof: bool) -> Head | None:
     """``take_head`` for any head, common or not: the strict reading, line by line."""
+    _check_request_line(buf)
     leading = _LEADING_BLANK_LINES.match(buf)
     assert leading is not None, "the pattern matches the empty string"
     start = leading.end()
@@ -149,8 +177,9 @@ def read_head(buf: bytes | bytearray, eof: bool) -> Head | None:
     return _parse(lines)
 
 
-def _parse(lines: list[bytes]) -> Head:
-    request = _REQUEST_LINE.fullmatch(lines[0])
+def _request_line(line: bytes) -> tuple[str, str, str, tuple[int, int]]:
+    """``(method, path, query, version)`` of a request line without its line ending."""
+    request = _REQUEST_LINE.fullmatch(line)
     if request is None:
         raise HeadError(400, "malformed request line")
     method, target = request.group(1).decode("ascii"), request.group(2).decode("ascii")
@@ -158,6 +187,11 @@ def _parse(lines: list[bytes]) -> Head:
     if version[0] != 1:
         raise HeadError(505, "only HTTP/1.0 and HTTP/1.1 are served")
     path, query = _split_target(target)
+    return method, path, query, version
+
+
+def _parse(lines: list[bytes]) -> Head:
+    method, path, query, version = _request_line(lines[0])
     fields = []
     for line in lines[1:]:
         field = _FIELD.fullmatch(line)
