@@ -403,6 +403,26 @@ def test_an_error_to_what_is_not_a_request_line_has_its_body(web):
     assert reply.body == b"malformed request line\n"
 
 
+def test_a_list_finger_cuts_says_so_in_json_as_on_the_page(make_daemon, ports):
+    """Past finger's 64 KiB the list is cut: finger and the page end with a note, and
+    the JSON says ``"more": true``, so that a script can tell it has not got them all."""
+    many = b"".join(b"u%03d:%s\n" % (i, b"x" * 200) for i in range(400))
+    d = make_daemon(users=many, finger__list_users="yes").listen(
+        "web", f"127.0.0.1:{ports.take()}").start()
+    listed = get(d, "/api/users")
+    assert_served(listed, 200, "application/json")
+    page = get(d, "/").text()
+    assert "(more users not shown)" in page
+    assert listed.json()["more"] is True
+    assert len(listed.json()["users"]) == page.count("<tr>") - 1 < 400
+    assert d.finger(b"\r\n").endswith(b"(more users not shown)\r\n")
+
+
+def test_a_whole_list_has_no_more_in_json(web):
+    assert get(web, "/api/users").json() == {"users": [
+        {"user": "alice", "status": "Happy and well"}, {"user": "bob", "status": "Sleeping"}]}
+
+
 # Hostile statuses, set through the setter as a local user would.
 
 HOSTILE = ['<script>alert("x")</script>', '"><img src=x onerror=alert(1)>',

@@ -131,11 +131,16 @@ class Site:
                      PAGE_KIND, name)
 
     def _api_list(self) -> Reply:
+        """The list as finger shows it; where finger's is cut (and ends with its note),
+        ``"more": true`` says so, as the page's note does."""
         if not self.rules.list_users:
             return _json(403, REFUSED, {"error": LIST_DENIED})
-        entries, _cut = self._entries()
-        return _json(200, LISTED, {"users": [{"user": name, "status": status}
-                                             for name, status in entries]})
+        entries, cut = self._entries()
+        listed: dict[str, object] = {"users": [{"user": name, "status": status}
+                                               for name, status in entries]}
+        if cut:
+            listed["more"] = True
+        return _json(200, LISTED, listed)
 
     def _api_user(self, name: str) -> Reply:
         """The user's JSON; where not found, ``"user"`` echoes ``name`` only when it is a
