@@ -77,6 +77,30 @@ def test_an_address_in_use_is_refused_and_the_sockets_are_untouched(serving, por
     assert sockets["setter"][0].fileno() != -1
 
 
+@pytest.mark.parametrize("held, wanted", [("127.0.0.1", "0.0.0.0"), ("0.0.0.0", "127.0.0.1")])
+def test_an_address_this_daemon_holds_on_the_port_is_named_with_restart(tmp_path, ports, held,
+                                                                        wanted):
+    """From a host to the wildcard on the same port, or back: the socket the change drops
+    holds the port until the reload is over, so the refusal says whose it is and that a
+    restart makes the change."""
+    finger, setter = ports.take(), ports.take()
+    path = tmp_path / "fingerd.conf"
+    config = load_config(write_config(path, f"{held}:{finger}", f"127.0.0.1:{setter}"))
+    sockets = bind_all(config)
+    try:
+        write_config(path, f"{wanted}:{finger}", f"127.0.0.1:{setter}")
+        with pytest.raises(ReloadRefused) as refused:
+            prepare(config, sockets, privileged=False)
+        assert str(refused.value) == (
+            f"cannot listen on {wanted}:{finger} ([finger] listen): address already in use; "
+            f"this daemon's own {held}:{finger} holds that port until the reload is over (new "
+            f"addresses are bound before old ones are closed): restart fingerd to make this "
+            f"change")
+        assert sockets["finger"][0].fileno() != -1
+    finally:
+        close_all(sockets)
+
+
 def test_an_unknown_account_is_refused(serving):
     path, config, sockets, finger, setter = serving
     path.write_text(path.read_text().replace("user = nobody", "user = no-such-account"))

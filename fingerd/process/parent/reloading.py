@@ -15,9 +15,11 @@ says, once, that these wait for a restart.
 import dataclasses
 import logging
 import os
+import socket
 from typing import Optional
 
 from fingerd.config import Config, ConfigError, load_config
+from fingerd.config_keys import Address
 from fingerd.process.parent import activation, listeners
 from fingerd.process.parent.accounts import AccountError, resolve_account
 from fingerd.process.parent.reloads import ReloadRefused
@@ -91,12 +93,30 @@ def prepare(current: Config, sockets: activation.Sockets, privileged: Optional[b
         bound, unused = listeners.rebind_all(bindable, handover.others(sockets))
     except listeners.BindError as exc:
         directories.remove_empty()
-        raise ReloadRefused(str(exc)) from None
+        ours = _holding_the_port(bindable, sockets)
+        raise ReloadRefused(f"{exc}; this daemon's own {', '.join(ours)} holds that port until "
+                            "the reload is over (new addresses are bound before old ones "
+                            "are closed): restart fingerd to make this change" if ours
+                            else str(exc)) from None
     bound = handover.merged(bound)
     kept = {id(sock) for socks in sockets.values() for sock in socks}
     fresh = tuple(sock for socks in bound.values() for sock in socks if id(sock) not in kept)
     return Plan(config, account if privileged else None, bound, tuple(unused), fresh,
                 directories)
+
+
+def _holding_the_port(config, sockets):
+    """The TCP addresses of ``sockets`` that ``config`` drops and that keep one of its new
+    addresses from being bound: the same port and family, one of the two a wildcard."""
+    wanted = {(a.family, a.host, a.port) for a in (*config.finger_listen,
+              *config.setter_listen, *config.metrics_listen, *config.web_listen)}
+    held = {(6 if sock.family == socket.AF_INET6 else 4, *sock.getsockname()[:2])
+            for socks in sockets.values() for sock in socks
+            if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.fileno() != -1}
+    wildcards = ("0.0.0.0", "::")
+    return [str(Address(host, port)) for family, host, port in sorted(held - wanted)
+            if any((f, p) == (family, port) and (host in wildcards or h in wildcards)
+                   for f, h, p in wanted - held)]
 
 
 def _keep_restart_only(current, config):
