@@ -114,7 +114,8 @@ def cmd_reload(path: str, args: argparse.Namespace) -> int:
 def cmd_stop(path: str, args: argparse.Namespace) -> int:
     pid, status = _running_pid(path, args)
     if status == EXIT_NOT_RUNNING:
-        out("fingerd is not running")
+        removed = pidfile.remove_stale(path)
+        out(f"fingerd is not running{f'; removed its stale pidfile {path}' if removed else ''}")
         return EXIT_OK
     if pid is None:
         return status

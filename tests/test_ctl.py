@@ -93,7 +93,11 @@ def test_a_pidfile_naming_another_live_process_never_gets_it_signalled(detached)
         status = ctl(d, "status")
         assert status.returncode == 1 and f"remains (pid {bystander.pid})" in status.stdout
         stopped = ctl(d, "stop")
-        assert (stopped.returncode, stopped.stdout) == (0, "fingerd is not running\n")
+        assert (stopped.returncode, stopped.stdout) == (
+            0, f"fingerd is not running; removed its stale pidfile {d.pidfile}\n")
+        assert ctl(d, "status").returncode == 3
+        with open(d.pidfile, "w") as f:
+            f.write(f"{bystander.pid}\n")
         assert ctl(d, "reload").returncode == 3
         assert ctl(d, "reopen").returncode == 3
         assert bystander.poll() is None, "the bystander was signalled"

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -60,6 +61,19 @@ def test_start_status_reload_stop_status(init):
     assert init.action("status").returncode == 3
     assert init.action("reload").returncode == 7
     assert init.action("stop").returncode == 0
+
+
+def test_stop_after_the_daemon_died_leaves_it_stopped_not_dead(init):
+    """A daemon killed leaves its pidfile: status says dead (1) until a stop, after
+    which it says stopped (3), as LSB asks of a stop."""
+    assert init.action("start").returncode == 0
+    pid = probe(init.pidfile)[1]
+    os.killpg(os.getpgid(pid), signal.SIGKILL)
+    wait_until(lambda: probe(init.pidfile)[0] != RUNNING, what="the daemon to die")
+    assert init.action("status").returncode == 1
+    assert init.action("stop").returncode == 0
+    assert not os.path.lexists(init.pidfile)
+    assert init.action("status").returncode == 3
 
 
 #: fingerd, overtaken by a start of its own just before it starts (fingerd -t is left

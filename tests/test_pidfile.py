@@ -24,6 +24,7 @@ from fingerd.process.pidfile import (
     pid_in,
     probe,
     read_pid,
+    remove_stale,
 )
 from tests.support import ROOT
 from tests.support.accounts import become_nobody
@@ -53,6 +54,31 @@ def test_the_lock_is_a_private_file_beside_a_public_pidfile(path):
     finally:
         pidfile.release()
     assert probe(path) == (DEAD, 4321), "the pidfile names another process: it stays"
+
+
+def test_a_stale_pidfile_is_removed_only_while_no_daemon_holds_the_lock(path):
+    with open(path, "w") as f:
+        f.write("4321\n")
+    holder = Pidfile(path)
+    holder.acquire()
+    try:
+        assert not remove_stale(path), "a daemon holds the lock: its pidfile stays"
+        assert open(path).read() == "4321\n"
+    finally:
+        holder.release()
+    assert remove_stale(path)
+    assert not os.path.lexists(path) and not os.path.lexists(lock_path(path))
+    assert not remove_stale(path), "nothing left to remove"
+    assert not os.path.lexists(lock_path(path)), "no lock file made for nothing"
+
+
+@needs_root
+def test_a_stale_pidfile_of_another_account_is_left(path):
+    with open(path, "w") as f:
+        f.write("4321\n")
+    os.chown(path, 65534, 65534)
+    assert not remove_stale(path)
+    assert os.path.exists(path) and not os.path.lexists(lock_path(path))
 
 
 def test_release_leaves_nothing_behind(path):

@@ -119,6 +119,27 @@ class Pidfile:
         self.fd = None
 
 
+def remove_stale(path: str) -> bool:
+    """Remove the pidfile at ``path`` that a daemon no longer running left behind, one of
+    root's or this account's (``vouches``), so that the init script's status says
+    stopped after a stop. Done holding the daemon's lock, so that a daemon starting
+    meanwhile keeps its own. Whether one was removed; never raises OSError."""
+    try:
+        if not vouches(os.lstat(path)):
+            return False
+        held = Pidfile(path)
+        held.acquire()
+    except (OSError, AlreadyRunning):
+        return False
+    try:
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        held.release()
+
+
 def replace_file(path: str, data: bytes, mode: int = PIDFILE_MODE) -> None:
     """Put a file holding ``data`` at ``path``: written beside it, renamed into place, so
     that whatever was there, a symbolic link included, is replaced, never written through."""
