@@ -4,6 +4,7 @@ import gc
 import logging
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -217,6 +218,42 @@ def test_a_worker_serving_its_predecessors_table_keeps_it_for_its_own_successor(
     finally:
         store.close()
     assert dict(Snapshot(create(), previous=own.fd).load_table().items()) == {"alice": "Kept"}
+
+
+class PausedSave(Snapshot):
+    """A snapshot whose whole saves, once ``go`` is cleared, wait for it (``saving`` says
+    one does), so that what else writes the snapshot meanwhile is seen."""
+
+    def __init__(self):
+        super().__init__(create())
+        self.saving, self.go = threading.Event(), threading.Event()
+        self.go.set()
+
+    def save(self, data, read_at=None):
+        self.saving.set()
+        assert self.go.wait(10), "the test never let the save go on"
+        super().save(data, read_at)
+
+
+def test_a_change_published_while_the_table_is_kept_is_kept_too(ports):
+    """The follower keeps the table when Redis goes away; a set published meanwhile is
+    recorded after that table, not wiped by a table taken before it."""
+    snapshot = PausedSave()
+    store = RedisStore(f"redis://127.0.0.1:{ports.take()}/0", "test", Metrics(),
+                       snapshot=snapshot)
+    store.publish_all(UserTable([("alice", "Kept")]))
+    snapshot.go.clear()
+    keeping = threading.Thread(target=store.keep)
+    keeping.start()
+    assert snapshot.saving.wait(10)
+    publishing = threading.Thread(target=store.publish_fields, args=(["carol"], [b"Here"]))
+    publishing.start()
+    publishing.join(0.5)  # done at once where nothing orders it after the save
+    snapshot.go.set()
+    keeping.join(10)
+    publishing.join(10)
+    kept = Snapshot(create(), previous=snapshot.fd).load_table()
+    assert dict(kept.items()) == {"alice": "Kept", "carol": "Here"}
 
 
 def test_a_hash_too_large_is_refused_the_table_kept_and_reported_once(open_store, direct,

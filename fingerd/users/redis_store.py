@@ -255,12 +255,16 @@ class RedisStore:
     # Across worker restarts.
 
     def keep(self) -> None:
-        """Keep the table for a worker that starts while Redis is away."""
+        """Keep the table for a worker that starts while Redis is away. Under the lock, as
+        each change's record is written (``_publish``): the follower calls this when Redis
+        goes away, while a set may be publishing, whose record would otherwise be written
+        into a table being replaced, or wiped by a table taken from before it."""
         if self._snapshot is not None:
-            try:
-                self._snapshot.save_table(self.table)
-            except OSError as exc:
-                log.warning("cannot keep the table for the next worker: %s", exc)
+            with self._lock:
+                try:
+                    self._snapshot.save_table(self.table)
+                except OSError as exc:
+                    log.warning("cannot keep the table for the next worker: %s", exc)
 
     def _load_snapshot(self, problem: str) -> bool:
         """After ``problem`` at a worker's start: serve the previous worker's table, if any."""
