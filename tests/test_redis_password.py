@@ -86,6 +86,17 @@ def test_a_missing_file_or_a_fifo_is_an_error_and_never_waited_on(tmp_path):
         with_password(config(tmp_path))
 
 
+def test_a_directory_is_an_error_and_leaves_no_descriptor_open(tmp_path):
+    """The root parent reads it at each reload: it keeps no descriptor for a refused one."""
+    (tmp_path / "password").mkdir()
+    before = sorted(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(ConfigError) as raised:
+            with_password(config(tmp_path))
+    assert sorted(os.listdir("/proc/self/fd")) == before
+    assert str(raised.value).endswith("/password: not a regular file")
+
+
 @pytest.mark.parametrize("url", ["redis://:other@127.0.0.1/0", "redis://u:other@127.0.0.1/0",
                                  "redis://127.0.0.1/0?password=other"])
 def test_a_password_given_twice_is_an_error(tmp_path, url):

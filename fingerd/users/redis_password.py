@@ -33,9 +33,16 @@ def read_password(path: str) -> str:
     file must be a regular file (a FIFO is refused, never waited on). Raises OSError,
     with ``strerror`` saying what is wrong."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    with open(fd, "rb") as f:
+    try:
+        # Checked before open() takes the descriptor: it refuses a directory's without
+        # closing it, and the root parent would keep one more at each reload.
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
+        f = open(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
         data = f.read(MAX_PASSWORD_BYTES + 1)
     if len(data) > MAX_PASSWORD_BYTES:
         raise OSError(errno.EFBIG, f"larger than {MAX_PASSWORD_BYTES} bytes")
