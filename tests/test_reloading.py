@@ -6,11 +6,13 @@ import json
 import logging
 import os
 import socket
+from types import MappingProxyType
 
 import pytest
 
 from fingerd.config import load_config
 from fingerd.process import reload_status
+from fingerd.process.parent.activation import Handover
 from fingerd.process.parent.listeners import bind_all, close_all
 from fingerd.process.parent.reloading import prepare
 from fingerd.process.parent.reloads import ReloadRefused
@@ -97,6 +99,25 @@ def test_an_address_this_daemon_holds_on_the_port_is_named_with_restart(tmp_path
             f"addresses are bound before old ones are closed): restart fingerd to make this "
             f"change")
         assert sockets["finger"][0].fileno() != -1
+    finally:
+        close_all(sockets)
+
+
+def test_a_port_a_socket_from_systemd_holds_is_not_blamed_on_the_reload(tmp_path, ports):
+    """systemd's socket stays through a reload and a restart alike: the refusal is the
+    address in use alone, without telling the operator to restart."""
+    finger, setter, web = ports.take(), ports.take(), ports.take()
+    path = tmp_path / "fingerd.conf"
+    config = load_config(write_config(path, f"127.0.0.1:{finger}", f"127.0.0.1:{setter}"))
+    from_systemd = socket.create_server(("127.0.0.1", web))
+    handover = Handover(MappingProxyType({"web": (from_systemd,)}))
+    sockets = handover.merged(bind_all(handover.to_bind(config)))
+    try:
+        write_config(path, f"0.0.0.0:{web}", f"127.0.0.1:{setter}")
+        with pytest.raises(ReloadRefused) as refused:
+            prepare(config, sockets, privileged=False, handover=handover)
+        assert str(refused.value) == (
+            f"cannot listen on 0.0.0.0:{web} ([finger] listen): address already in use")
     finally:
         close_all(sockets)
 

@@ -93,7 +93,7 @@ def prepare(current: Config, sockets: activation.Sockets, privileged: Optional[b
         bound, unused = listeners.rebind_all(bindable, handover.others(sockets))
     except listeners.BindError as exc:
         directories.remove_empty()
-        ours = _holding_the_port(bindable, sockets)
+        ours = _holding_the_port(bindable, handover.others(sockets))
         raise ReloadRefused(f"{exc}; this daemon's own {', '.join(ours)} holds that port until "
                             "the reload is over (new addresses are bound before old ones "
                             "are closed): restart fingerd to make this change" if ours
@@ -107,7 +107,8 @@ def prepare(current: Config, sockets: activation.Sockets, privileged: Optional[b
 
 def _holding_the_port(config, sockets):
     """The TCP addresses of ``sockets`` that ``config`` drops and that keep one of its new
-    addresses from being bound: the same port and family, one of the two a wildcard."""
+    addresses from being bound: the same port and family, one of the two a wildcard.
+    ``sockets`` leaves out systemd's, which the reload keeps and a restart does not free."""
     wanted = {(a.family, a.host, a.port) for a in (*config.finger_listen,
               *config.setter_listen, *config.metrics_listen, *config.web_listen)}
     held = {(6 if sock.family == socket.AF_INET6 else 4, *sock.getsockname()[:2])
