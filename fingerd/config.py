@@ -307,17 +307,24 @@ def _item(item: object) -> str:
 
 
 def read_config_file(path: str) -> bytes:
-    """At most MAX_CONFIG_BYTES + 1 bytes of the configuration file at ``path``, which
-    must be a regular file: a FIFO or a device named by mistake (or by another account)
-    is refused, never waited on. Raises OSError."""
+    """At most MAX_CONFIG_BYTES + 1 bytes of the configuration file at ``path``
+    (``read_regular``). Raises OSError."""
+    return read_regular(path, MAX_CONFIG_BYTES + 1)
+
+
+def read_regular(path: str, limit: int) -> bytes:
+    """At most ``limit`` bytes of the file at ``path``, a file the configuration is or
+    names, which must be a regular file: a FIFO or a device named by mistake (or by
+    another account) is refused, never waited on; a directory is refused as one, its
+    descriptor closed (open() would keep it: one more at each reload). Raises OSError."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    with open(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-        if not stat.S_ISREG(mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        return f.read(MAX_CONFIG_BYTES + 1)
+    try:
+        with open(fd, "rb", closefd=False) as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file")
+            return f.read(limit)
+    finally:
+        os.close(fd)
 
 
 def load_config(path: str) -> Config:

@@ -6,8 +6,10 @@ import os
 
 import pytest
 
+from fingerd.config import read_config_file
 from fingerd.users import fileio
 from fingerd.users.editing import StatusWriter, StoreError
+from fingerd.users.redis_password import read_password
 from tests.support.accounts import NOBODY
 from tests.support.acl import ACCESS_ACL, grant_read
 from tests.support.children import as_nobody
@@ -108,3 +110,22 @@ def test_a_version_put_in_place_just_before_the_rename_is_put_back(users):
 
 def temporaries_beside(path):
     return [name for name in os.listdir(os.path.dirname(path)) if name.endswith(".tmp")]
+
+
+def _open_descriptors():
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("read", [
+    fileio.read_bounded,
+    read_config_file,
+    read_password,
+], ids=["users file", "configuration", "Redis password"])
+def test_a_directory_where_a_file_is_read_costs_no_descriptor(tmp_path, read):
+    """Refused as a directory, each time, and closed: the worker's watcher meets a users
+    file replaced by a directory at each look, the parent one at each reload."""
+    before = _open_descriptors()
+    for _ in range(3):
+        with pytest.raises(IsADirectoryError):
+            read(str(tmp_path))
+    assert _open_descriptors() == before

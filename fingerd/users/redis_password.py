@@ -17,7 +17,7 @@ import stat
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
-from fingerd.config import ConfigError
+from fingerd.config import ConfigError, read_regular
 
 if TYPE_CHECKING:
     from fingerd.config import Config
@@ -32,18 +32,7 @@ def read_password(path: str) -> str:
     """The password in the file at ``path``: its one line, without the line break. The
     file must be a regular file (a FIFO is refused, never waited on). Raises OSError,
     with ``strerror`` saying what is wrong."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    try:
-        # Checked before open() takes the descriptor: it refuses a directory's without
-        # closing it, and the root parent would keep one more at each reload.
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        f = open(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-    with f:
-        data = f.read(MAX_PASSWORD_BYTES + 1)
+    data = read_regular(path, MAX_PASSWORD_BYTES + 1)
     if len(data) > MAX_PASSWORD_BYTES:
         raise OSError(errno.EFBIG, f"larger than {MAX_PASSWORD_BYTES} bytes")
     line = data[:-1] if data.endswith(b"\n") else data
