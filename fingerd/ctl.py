@@ -232,8 +232,7 @@ def cmd_redis(config: Config, args: argparse.Namespace) -> int:
     try:
         config = commands.with_password(config)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_NO_PERMISSION if "Permission denied" in str(exc) else EXIT_FAILED
+        return _not_loaded(exc)
     done = (commands.import_file(config, args.file, _complain) if args.command == "import"
             else commands.export(config, _complain))
     return EXIT_OK if done else EXIT_FAILED
@@ -294,14 +293,21 @@ def fallback_pidfile(args: argparse.Namespace) -> tuple[str, str]:
     return DEFAULT_PIDFILE, "the default"
 
 
+def _not_loaded(exc: ConfigError) -> int:
+    """Say why the configuration (or a file it names) does not load; the exit status for
+    it: 4 where this account may not read it, 1 otherwise."""
+    print(exc, file=sys.stderr)
+    return EXIT_NO_PERMISSION if "Permission denied" in str(exc) else EXIT_FAILED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        status = _not_loaded(exc)
         if args.command not in PIDFILE_COMMANDS:
-            return EXIT_NO_PERMISSION if "Permission denied" in str(exc) else EXIT_FAILED
+            return status
         path, source = fallback_pidfile(args)
         say(f"the configuration does not load; using the pidfile {path} ({source})",
             sys.stderr)

@@ -236,8 +236,8 @@ class PausedSave(Snapshot):
 
 
 def test_a_change_published_while_the_table_is_kept_is_kept_too(ports):
-    """The follower keeps the table when Redis goes away; a set published meanwhile is
-    recorded after that table, not wiped by a table taken before it."""
+    """A set published while the whole table is kept is recorded after that table, not
+    wiped by a table taken before it."""
     snapshot = PausedSave()
     store = RedisStore(f"redis://127.0.0.1:{ports.take()}/0", "test", Metrics(),
                        snapshot=snapshot)

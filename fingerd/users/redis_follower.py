@@ -281,7 +281,6 @@ class Follower:
             self.reported(problem)
             log.error("%s: %s: %s; serving the last copy of %d users and retrying",
                       self._store.path, UNAVAILABLE, problem, served)
-            self._store.keep()
         elif not up and self.reported(problem):
             # The reason first logged may be only how the outage began (the connection
             # closed): what keeps Redis away (a password or an ACL refused, a key of

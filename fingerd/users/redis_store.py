@@ -116,6 +116,7 @@ class RedisStore:
         keeps trying), with ``fallback``; a first start, or one without,
         raises StoreError rather than serve an empty table.
         """
+        before = self.table
         try:
             self._follower.read_first()
         except HashTooLarge as exc:
@@ -129,7 +130,8 @@ class RedisStore:
             self._follower.reported(exc)
             self._metrics.store_up.set(0)
         else:
-            self.keep()
+            if self.table is before:  # a read that publishes keeps its table itself
+                self.keep()
             self._follower.set_up(True)
         self._follower.start()
 
@@ -255,10 +257,10 @@ class RedisStore:
     # Across worker restarts.
 
     def keep(self) -> None:
-        """Keep the table for a worker that starts while Redis is away. Under the lock, as
-        each change's record is written (``_publish``): the follower calls this when Redis
-        goes away, while a set may be publishing, whose record would otherwise be written
-        into a table being replaced, or wiped by a table taken from before it."""
+        """Keep the table for a worker that starts while Redis is away, where no change
+        has kept it (``_publish`` keeps each one). Under the lock, as each change's
+        record is written: a set published meanwhile would otherwise be written into a
+        table being replaced, or wiped by a table taken from before it."""
         if self._snapshot is not None:
             with self._lock:
                 try:
