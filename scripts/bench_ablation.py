@@ -22,10 +22,14 @@ over the rounds.
   then --sets sets in a row through the setter, their median latency, the
   daemon's CPU per set (writers included) and the query p99 meanwhile. A
   probe asks for one user every 2 ms throughout, from the client core.
+- starts (mechanisms that act on a worker's start): seconds from the
+  daemon's launch to its first finger answer, then those a ``fingerd-ctl
+  reload`` takes (a new worker started, ready and accepting), on the small
+  users file of the queries, --start-rounds rounds, each daemon started anew.
 
     python3 scripts/bench_ablation.py [--clients 1,16,128] [--queries 20000] [--rounds 5]
         [--variants MECHANISM,...] [--users 1000000] [--sets 15] [--file-rounds 3]
-        [--phases queries,files] [--access-log] [--out FILE.md]
+        [--start-rounds 10] [--phases queries,files,starts] [--access-log] [--out FILE.md]
 
 Prints the Markdown tables; also writes them to --out. Loopback only; every
 process started is ended by its pid.
@@ -37,6 +41,7 @@ import argparse
 import multiprocessing
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +55,7 @@ from ablation_launcher import ALL_ON, PATCHES  # noqa: E402
 from bench import (  # noqa: E402
     ANSWER,
     QUERY,
+    ROOT,
     STATUS,
     USER,
     EpollC,
@@ -346,6 +352,48 @@ def file_table(points: dict) -> str:
         f"{total('sets_set_errors')}.")
 
 
+# Starts and reloads.
+
+#: The mechanisms that act on a worker's start, measured there.
+START_MECHANISMS = ("kept-invisible-runs",)
+#: The figures of the starts phase, as its table shows them.
+START_FIGURES = (("start_s", "launch to first answer, s"),
+                 ("reload_s", "fingerd-ctl reload, s"))
+
+
+def start_and_reload(server: Ablated) -> dict:
+    """Launch ``server`` and time its first answer (polled every 50 ms, as bench.py
+    polls), then a ``fingerd-ctl reload``; stop it."""
+    started = time.monotonic()
+    server.start()
+    try:
+        launched = time.monotonic() - started
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-m", "fingerd.ctl", "-c", server.config, "reload"],
+                       cwd=ROOT, check=True, timeout=60, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL)
+        return {"start_s": launched, "reload_s": time.monotonic() - started}
+    finally:
+        server.stop()
+
+
+def start_phase(work: str, names: list, rounds: int) -> dict:
+    """``{variant: [figures of each round]}`` for all-on and ``names``."""
+    servers = make_servers(work, [ALL_ON, *names], small_users)
+    return interleaved(servers, rounds, start_and_reload)
+
+
+def start_table(points: dict) -> str:
+    out = ["| mechanism off | " + " | ".join(label for _, label in START_FIGURES) + " |",
+           "|---|" + "---:|" * len(START_FIGURES),
+           "| (all on: the figure) | " + " | ".join(
+               spread([p[key] for p in points[ALL_ON]], form="{:.3g}")
+               for key, _ in START_FIGURES) + " |"]
+    out += [f"| {name} | " + " | ".join(gain(points, name, key) for key, _ in START_FIGURES)
+            + " |" for name in START_MECHANISMS if name in points]
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", default="1,16,128")
@@ -354,10 +402,11 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--sets", type=int, default=15)
     parser.add_argument("--file-rounds", type=int, default=3)
-    parser.add_argument("--phases", default="queries,files")
+    parser.add_argument("--start-rounds", type=int, default=10)
+    parser.add_argument("--phases", default="queries,files,starts")
     parser.add_argument("--variants", default=",".join([*PATCHES, *BASELINES]),
-                        help="what is measured beside all-on (the files phase takes those "
-                             "among FILE_MECHANISMS)")
+                        help="what is measured beside all-on (the files and starts phases take "
+                             "those among FILE_MECHANISMS and START_MECHANISMS)")
     parser.add_argument("--access-log", action="store_true",
                         help="every fingerd with access_log = yes (the queries phase): the "
                              "access log's mechanisms act only then")
@@ -391,6 +440,14 @@ def main() -> None:
                      f"{args.file_rounds} interleaved rounds of a reload and {args.sets} sets "
                      f"per variant; the first row gives all-on's figures, the others what "
                      f"turning the mechanism off costs, as above.\n\n{file_table(points)}")
+    if "starts" in phases:
+        os.mkdir(os.path.join(work, "starts"), 0o755)
+        points = start_phase(os.path.join(work, "starts"),
+                             [name for name in variants if name in START_MECHANISMS],
+                             args.start_rounds)
+        parts.append(f"## Starts and reloads\n\n{args.start_rounds} interleaved rounds, each "
+                     f"daemon launched anew on the queries' users file; gains as above."
+                     f"\n\n{start_table(points)}")
     parts.append(f"{time.monotonic() - started:.0f} s in all.")
     text = "\n\n".join(parts) + "\n"
     if args.out:

@@ -31,7 +31,8 @@ PACKAGES = ("python3", "python3-daemon", "python3-prometheus-client", "python3-p
             "sysvinit-utils", "procps", "systemd", "systemd-sysv", "dbus")
 #: Tests that start the daemon detached and in the foreground, answer, set and scrape.
 DAEMON_TESTS = ("tests/test_lifecycle.py", "tests/test_ctl.py", "tests/test_metrics.py",
-                "tests/test_finger_service.py")
+                "tests/test_finger_service.py",
+                "tests/test_output.py::test_the_kept_runs_are_this_pythons_invisible_characters")
 #: What they need, in a chroot of their own: the daemon's libraries and pytest. Nothing
 #: that the package's tests install, start or boot in theirs (a systemd that empties /tmp,
 #: an init script that ctl's hints name) reaches them, so they run meanwhile.

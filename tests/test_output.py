@@ -6,10 +6,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fingerd.config_keys import HIGH_BYTES_POLICIES
+from fingerd.finger import output
 from fingerd.finger.output import (
+    CHECKED_UNICODE,
+    INVISIBLE_RUNS,
+    LATER_INVISIBLE,
     Renderer,
     caret,
+    invisible_points,
     sanitize,
+    scan_invisible,
     split_lines,
 )
 from tests.support.invisible import INVISIBLE
@@ -104,6 +110,28 @@ def test_every_format_character_and_separator_is_removed():
     for policy in HIGH_BYTES_POLICIES:
         assert Renderer(high_bytes=policy).render(["x" + "y".join(INVISIBLE)]) == \
             b"x" + b"y" * (len(INVISIBLE) - 1) + b"\r\n"
+
+
+def test_the_kept_runs_are_this_pythons_invisible_characters():
+    """Run on Python 3.9 (tests/test_python39.py), 3.11 and 3.13 (tests/test_debian13.py):
+    Unicode 13.0, 14.0 and 15.1."""
+    points = invisible_points()
+    assert points == sorted(set(points))
+    assert all(last + 1 < first for (_, last), (first, _) in zip(INVISIBLE_RUNS,
+                                                                 INVISIBLE_RUNS[1:]))
+    assert set(points) == set(scan_invisible()) | set(LATER_INVISIBLE)
+    assert {chr(point) for point in points} == set(INVISIBLE)
+
+
+def test_a_newer_unicode_database_is_read_whole(monkeypatch):
+    scans = []
+    monkeypatch.setattr(output, "scan_invisible",
+                        lambda: scans.append(1) or scan_invisible())
+    newer = ".".join(map(str, (CHECKED_UNICODE[0] + 1, 0, 0)))
+    assert set(invisible_points(newer)) == set(invisible_points())
+    assert scans == [1]
+    assert invisible_points(".".join(map(str, CHECKED_UNICODE))) == invisible_points()
+    assert scans == [1]
 
 
 def test_the_invisible_characters_the_attack_used_are_among_them():

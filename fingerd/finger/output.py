@@ -39,20 +39,51 @@ SURROGATES = range(0xD800, 0xE000)
 REPLACEMENT = "\ufffd"
 
 
+#: The code points of INVISIBLE_CATEGORIES in Unicode 13.0 to 15.1 (Python 3.9 to 3.13),
+#: with LATER_INVISIBLE: the same on each, since none left those categories. Kept here,
+#: first and last of each run, because finding them in the database passes over every
+#: code point (0.14 to 0.35 s of each worker's start here, most of it). tests/test_output.py
+#: checks them against the database of the Python that runs it.
+INVISIBLE_RUNS = (
+    (0x00AD, 0x00AD), (0x0600, 0x0605), (0x061C, 0x061C), (0x06DD, 0x06DD),
+    (0x070F, 0x070F), (0x0890, 0x0891), (0x08E2, 0x08E2), (0x180E, 0x180E),
+    (0x200B, 0x200F), (0x2028, 0x202E), (0x2060, 0x2064), (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB), (0x110BD, 0x110BD), (0x110CD, 0x110CD),
+    (0x13430, 0x1343F), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+)
+#: The newest Unicode database INVISIBLE_RUNS were checked against: a newer one, which
+#: may have assigned more, is read whole instead.
+CHECKED_UNICODE = (15, 1, 0)
+
+
+def invisible_points(unicode_version: str = unicodedata.unidata_version) -> list[int]:
+    """The code points of INVISIBLE_CATEGORIES and LATER_INVISIBLE in the Unicode
+    database of ``unicode_version`` (this Python's): INVISIBLE_RUNS up to
+    CHECKED_UNICODE, else those this Python's database holds."""
+    if tuple(map(int, unicode_version.split("."))) <= CHECKED_UNICODE:
+        return [point for first, last in INVISIBLE_RUNS for point in range(first, last + 1)]
+    return [*scan_invisible(), *LATER_INVISIBLE]
+
+
+def scan_invisible() -> list[int]:
+    """The code points of INVISIBLE_CATEGORIES in this Python's Unicode database, found
+    by a pass over every code point."""
+    categories = map(unicodedata.category, map(chr, range(sys.maxunicode + 1)))
+    return [point for point, category in enumerate(categories)
+            if category in INVISIBLE_CATEGORIES]
+
+
 @cache
 def _removed() -> dict[int, str | None]:
-    """The translate table deleting every control but TAB, every character of
-    INVISIBLE_CATEGORIES in this Python's Unicode database and LATER_INVISIBLE,
+    """The translate table deleting every control but TAB and every invisible point,
     and replacing SURROGATES.
 
-    Built once a process, on first use: a pass over all code points takes about
-    0.1 s, which a command that only reads the configuration should not pay.
-    Never mutated once built, so every thread may use it.
+    Built once a process, on first use, so that a command that only reads the
+    configuration never builds it. Never mutated once built, so every thread may
+    use it.
     """
-    categories = map(unicodedata.category, map(chr, range(sys.maxunicode + 1)))
-    invisible = [point for point, category in enumerate(categories)
-                 if category in INVISIBLE_CATEGORIES]
-    table: dict[int, str | None] = dict.fromkeys([*_CONTROLS, *invisible, *LATER_INVISIBLE])
+    table: dict[int, str | None] = dict.fromkeys([*_CONTROLS, *invisible_points()])
     table.update(dict.fromkeys(SURROGATES, REPLACEMENT))
     return table
 
