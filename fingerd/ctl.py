@@ -101,6 +101,9 @@ def cmd_reload(path: str, args: argparse.Namespace) -> int:
                 out(f"fingerd (pid {pid}): {reload_status.shown(status['message'])}")
                 return EXIT_OK
             say(f"reload refused: {reload_status.shown(status['message'])}", sys.stderr)
+            unshown = getattr(args, "unshown", None)
+            if unshown is not None and str(unshown) in status["message"]:
+                args.unshown = None
             return EXIT_FAILED
         if not _alive(pid):
             say(f"fingerd (pid {pid}) exited during the reload", sys.stderr)
@@ -305,13 +308,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        status = _not_loaded(exc)
         if args.command not in PIDFILE_COMMANDS:
-            return status
+            return _not_loaded(exc)
+        # Said once: by the outcome of a reload waited for, when the daemon finds it too.
+        args.unshown = exc if args.command == "reload" and not args.no_wait else None
+        if args.unshown is None:
+            _not_loaded(exc)
         path, source = fallback_pidfile(args)
         say(f"the configuration does not load; using the pidfile {path} ({source})",
             sys.stderr)
-        return _run(PIDFILE_COMMANDS[args.command], path, args)
+        status = _run(PIDFILE_COMMANDS[args.command], path, args)
+        if args.unshown is not None:
+            _not_loaded(args.unshown)
+        return status
     if args.command in PIDFILE_COMMANDS:
         args.loaded = config
         return _run(PIDFILE_COMMANDS[args.command], config.pidfile, args)

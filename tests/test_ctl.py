@@ -270,6 +270,23 @@ def test_status_reload_and_stop_work_from_the_pidfile_when_the_configuration_bre
     assert not os.path.exists(f"/proc/{pid}")
 
 
+def test_a_reload_refused_for_a_broken_configuration_says_its_fault_once(detached):
+    """The daemon's refusal names the fault fingerd-ctl found loading the file: said
+    once; with nothing running to say it, fingerd-ctl says it."""
+    d = detached
+    assert fingerd(d).returncode == 0
+    break_config(d)
+    refused = ctl(d, "reload")
+    assert refused.returncode == 1
+    assert refused.stderr.count("unknown key 'treads'") == 1, refused.stderr
+    assert "fingerd-ctl: reload refused: " in refused.stderr
+    assert ctl(d, "stop").returncode == 0
+    for args in (("reload",), ("reload", "--no-wait"), ("status",)):
+        alone = ctl(d, *args)
+        assert alone.returncode == 3, alone.stderr
+        assert alone.stderr.count("unknown key 'treads'") == 1, (args, alone.stderr)
+
+
 def test_without_a_pidfile_line_the_pidfile_option_then_the_default_is_used(detached):
     d = detached
     assert fingerd(d).returncode == 0
