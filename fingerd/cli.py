@@ -14,7 +14,7 @@ import sys
 from types import SimpleNamespace
 from typing import IO
 
-from fingerd import __version__, logsetup
+from fingerd import __version__, loghandlers, logsetup
 from fingerd.config import (
     DEFAULT_PATH,
     Config,
@@ -204,7 +204,7 @@ def cannot_write(path: str) -> str | None:
     checking root's configuration cannot tell."""
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_NOCTTY |
-                         os.O_CLOEXEC))
+                         os.O_CLOEXEC | loghandlers.not_followed(path)))
     except FileNotFoundError:
         return cannot_create(path)
     except PermissionError as exc:

@@ -5,6 +5,7 @@ parent's loop). ``logsetup`` chooses among them.
 """
 
 import collections
+import errno
 import io
 import logging
 import logging.handlers
@@ -60,7 +61,10 @@ class LogFileHandler(logging.handlers.WatchedFileHandler):
         self._mid_line = False
 
     def _open(self) -> io.TextIOWrapper:
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+        # Never waited on (a FIFO no process reads, or whose reader stops, costs lines),
+        # nor through a symbolic link another account could have put in the directory.
+        flags = (os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+                 | not_followed(self.baseFilename))
         try:
             fd = os.open(self.baseFilename, flags | os.O_CREAT | os.O_EXCL, LOG_FILE_MODE)
         except FileExistsError:
@@ -154,6 +158,20 @@ class LogFileHandler(logging.handlers.WatchedFileHandler):
             written = os.write(fd, view)
             self._mid_line = view[written - 1] != ord("\n")
             view = view[written:]
+
+
+def not_followed(path: str) -> int:
+    """O_NOFOLLOW unless ``path`` is a symbolic link of root's (``/dev/stderr``); raises
+    for one of another account's: root would write, even create, what it names."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return os.O_NOFOLLOW
+    if not stat.S_ISLNK(st.st_mode):
+        return os.O_NOFOLLOW
+    if st.st_uid not in (0, os.geteuid()):
+        raise OSError(errno.ELOOP, f"a symbolic link of uid {st.st_uid}'s, not followed", path)
+    return 0
 
 
 def say_at_once(line: str, fd: int = STDERR) -> None:
