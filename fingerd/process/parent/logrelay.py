@@ -6,8 +6,9 @@ pipe, and the parent writes it to wherever the daemon logs.
 
 Access log lines (accesslog.py) travel in batches instead (the pipe's format
 and bounds are in ``fingerd.process.logformat``): a few system calls for a
-thousand lines rather than for each. A worker killed loses the lines of its
-last second at most.
+thousand lines rather than for each. A worker killed loses the lines it had not
+yet written to the pipe: its last second's, and the batches waiting in it
+when the parent had fallen behind.
 
 The parent trusts nothing in that pipe: the worker may be hostile. Of a
 record it keeps a level, reduced to one of the five standard ones, and a
