@@ -3,6 +3,7 @@
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -250,3 +251,37 @@ def test_local_answers_never_wait_behind_forwards_to_a_silent_host(make_daemon, 
         for asker in askers:
             asker.join(60)
     assert sorted(answers) == [b""] * 2 + [b"127.0.0.7: Connection refused\r\n"] * 6
+
+
+@pytest.mark.parametrize("system_users", ["no", "yes"])
+def test_a_forward_waiting_for_a_thread_takes_no_longer_than_forward_timeout(make_daemon,
+                                                                              upstreams,
+                                                                              system_users):
+    """forward_timeout counts from the query's arrival: forwards queued behind others to a
+    silent host (one thread for forwards here) are answered when it has passed, not one
+    forward_timeout each in turn, so none holds its client, and its connection's slot,
+    longer than that. With the system's accounts too, whose queries are taken otherwise."""
+    d = make_daemon(fingerd__threads="4", finger__forwarding="yes",
+                    finger__forward_timeout="2", finger__system_users=system_users).start()
+    upstreams("127.0.0.5")
+    answers = []
+
+    def forward():
+        started = time.monotonic()
+        answer = d.finger(b"x@127.0.0.5\r\n", timeout=30)
+        answers.append((time.monotonic() - started, answer))
+
+    askers = [threading.Thread(target=forward) for _ in range(4)]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join(40)
+    assert len(answers) == 4
+    assert max(took for took, _ in answers) < 3.5, answers
+    not_asked = b"127.0.0.5: not asked, other forwards held every thread for 2 s\r\n"
+    assert b"127.0.0.5: no answer within 2 s\r\n" in [answer for _, answer in answers]
+    assert [answer for _, answer in answers].count(not_asked) >= 2, answers
+    assert all(answer == not_asked or answer.startswith(b"127.0.0.5: no answer within ")
+               for _, answer in answers), answers
+    assert d.metric("fingerd_requests_total", service="finger",
+                    outcome="forward_failed") == 4

@@ -82,7 +82,7 @@ class BoundedCalls:
                 if not done.is_set():
                     abandoned = True
                     self._abandoned += 1
-                    raise Unfinished(f"{self.what} took longer than {timeout:g} s")
+                    raise Unfinished(f"{self.what} took longer than {round(timeout, 2):g} s")
         if raised:
             raise raised[0]
         return returned[0]

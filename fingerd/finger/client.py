@@ -81,7 +81,7 @@ def _exchange(connect: Callable[[], socket.socket], data: bytes, timeout: float,
                 if size > max_bytes:
                     return b"".join(chunks)[:max_bytes], True
     except socket.timeout:
-        raise NoAnswer(f"no answer within {timeout:g} s") from None
+        raise NoAnswer(f"no answer within {round(timeout, 2):g} s") from None
     except (socket.gaierror, UnicodeError):
         raise NoAnswer("unknown host") from None
     except OSError as exc:

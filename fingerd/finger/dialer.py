@@ -40,7 +40,7 @@ class Dialer:
         """Look ``host`` up and connect to its addresses in turn, all within ``timeout``
         seconds. Raises NoRoute (an OSError), or socket.gaierror for an unknown host."""
         deadline = time.monotonic() + timeout
-        error: OSError = NoRoute(f"no answer within {timeout:g} s")
+        error: OSError = NoRoute(f"no answer within {round(timeout, 2):g} s")
         for family, kind, proto, _name, address in self.lookup(host, port, timeout):
             left = deadline - time.monotonic()
             if left <= 0:
@@ -52,7 +52,7 @@ class Dialer:
                 return sock
             except socket.timeout:
                 sock.close()
-                error = NoRoute(f"no answer within {timeout:g} s")
+                error = NoRoute(f"no answer within {round(timeout, 2):g} s")
             except OSError as exc:
                 sock.close()
                 error = exc

@@ -9,6 +9,7 @@ never an exception and never a hang.
 """
 
 import re
+import time
 from typing import Optional
 
 from fingerd.config_keys import valid_host
@@ -37,6 +38,9 @@ def forwarded_line(query: Query) -> Optional[bytes]:
         return None
     return (b"/W " if query.verbose else b"") + user
 
+#: Least time left for a forward worth starting: below it, the query is answered at once.
+MIN_FORWARD_SECONDS = 0.05
+
 
 class Forwarder:
     """Asks upstream servers; its name lookups are bounded in time and in number
@@ -49,16 +53,26 @@ class Forwarder:
         self.max_bytes = max_bytes
         self.dialer = dialer or Dialer()
 
-    def __call__(self, query: Query) -> tuple[bool, list[str]]:
-        """``(ok, lines)``: the upstream's answer, or one line saying why there is none."""
+    def __call__(self, query: Query, read_at: Optional[float] = None) -> tuple[bool, list[str]]:
+        """``(ok, lines)``: the upstream's answer, or one line saying why there is none.
+
+        ``read_at`` is when the query was read (time.monotonic): ``timeout`` counts from
+        then, so that a forward that waited for a thread (forwards to silent hosts hold
+        them) has only what is left, and one that waited it all is not sent at all."""
         host = query.hosts[-1]
         if not valid_host(host):
             return False, [f"{host[:64]}: not a host name"]
         line = forwarded_line(query)
         if line is None:
             return False, [f"{host}: not asked, the user holds a control character"]
+        timeout = self.timeout
+        if read_at is not None:
+            timeout -= time.monotonic() - read_at
+            if timeout < MIN_FORWARD_SECONDS:
+                return False, [f"{host}: not asked, other forwards held every thread for "
+                               f"{self.timeout:g} s"]
         try:
-            data, cut = client.finger(host, self.port, line, self.timeout, self.max_bytes,
+            data, cut = client.finger(host, self.port, line, timeout, self.max_bytes,
                                       self.dialer)
         except client.NoAnswer as exc:
             return False, [f"{host}: {exc}"]

@@ -9,6 +9,8 @@ its name decides which thread answers it.
 
 from __future__ import annotations
 
+import functools
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -56,6 +58,19 @@ class CheckedQuery(NamedTuple):
     line: bytes
     query: Query
     table: Mapping[str, str] | None
+    #: When a query to be forwarded was read (time.monotonic), else None.
+    read_at: float | None = None
+
+
+class ForwardLines(list[bytes]):
+    """The lines of a query to be forwarded, with when it was read (time.monotonic):
+    its ``forward_timeout`` counts from then, its wait for a pool thread included."""
+
+    __slots__ = ("read_at",)
+
+    def __init__(self, lines: Lines, read_at: float) -> None:
+        super().__init__(lines)
+        self.read_at = read_at
 
 
 class _Kept(NamedTuple):
@@ -64,15 +79,21 @@ class _Kept(NamedTuple):
     table: Mapping[str, str]
 
 
-def answered(query: Query, directory: Any, needs: FingerNeeds) -> Answer:
-    """The Answer to ``query`` from ``directory`` under ``needs``' rules."""
-    outcome, data = answer(query, directory, needs.rules, needs.renderer, needs.forward)
+def answered(query: Query, directory: Any, needs: FingerNeeds,
+             read_at: float | None = None) -> Answer:
+    """The Answer to ``query`` from ``directory`` under ``needs``' rules; a forward counts
+    its time from ``read_at`` when given."""
+    forward = needs.forward
+    if read_at is not None and forward is not None:
+        forward = functools.partial(forward, read_at=read_at)
+    outcome, data = answer(query, directory, needs.rules, needs.renderer, forward)
     return Answer(outcome, data, query.kind, query.user)
 
 
 class FingerHandler(RequestHandler):
     def respond(self, lines: Lines, needs: FingerNeeds) -> Answer:
-        return answered(parse_query(lines[0]), needs.directory, needs)
+        read_at = lines.read_at if lines.__class__ is ForwardLines else None
+        return answered(parse_query(lines[0]), needs.directory, needs, read_at)
 
 
 class CheckedQueryHandler(RequestHandler):
@@ -81,12 +102,21 @@ class CheckedQueryHandler(RequestHandler):
     def respond(self, checked: CheckedQuery, needs: FingerNeeds) -> Answer:
         table = checked.table
         directory = needs.directory if table is None else Directory((FileSource(_Kept(table)),))
-        return answered(checked.query, directory, needs)
+        return answered(checked.query, directory, needs, checked.read_at)
 
 
 def take_query(buf: bytes, eof: bool) -> Lines | None:
     """A finger request: one line of at most MAX_QUERY_BYTES."""
     return take_lines(buf, 1, MAX_QUERY_BYTES, eof)
+
+
+def take_forwardable(buf: bytes, eof: bool) -> Lines | None:
+    """``take_query`` with forwarding on: a query naming a host comes with when it was
+    read (ForwardLines)."""
+    lines = take_lines(buf, 1, MAX_QUERY_BYTES, eof)
+    if lines and _AT in lines[0]:
+        return ForwardLines(lines, time.monotonic())
+    return lines
 
 
 def asks_another_host(lines: Lines) -> bool:
@@ -109,8 +139,9 @@ def checking_queries(users: Callable[[], Any]) -> TakeRequest:
         if not lines:
             return lines
         query, table = parse_query(lines[0]), users()
-        return CheckedQuery(lines[0], query,
-                            table if not query.hosts and query.user in table else None)
+        if query.hosts:
+            return CheckedQuery(lines[0], query, None, time.monotonic())
+        return CheckedQuery(lines[0], query, table if query.user in table else None)
     return take
 
 
@@ -151,7 +182,7 @@ def finger_service(gate: ConnectionGate, request_timeout: float, first_byte_time
     cache = AnswerCache(users, MAX_CACHED_ANSWER_BYTES) if users else None
     spec = ServiceSpec(
         "finger", FingerHandler, needs, gate, request_timeout, first_byte_timeout,
-        take_query, answers_inline=from_users_file,
+        take_query if needs.forward is None else take_forwardable, answers_inline=from_users_file,
         waits_outside=never if needs.forward is None else asks_another_host,
         memo=cache.answer if cache is not None else None, defers_accept=True,
         internal_error=internal_error,
