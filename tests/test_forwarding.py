@@ -285,3 +285,31 @@ def test_a_forward_waiting_for_a_thread_takes_no_longer_than_forward_timeout(mak
                for _, answer in answers), answers
     assert d.metric("fingerd_requests_total", service="finger",
                     outcome="forward_failed") == 4
+
+
+@pytest.mark.parametrize("system_users", ["no", "yes"])
+def test_forwards_to_a_silent_host_never_fill_fingers_connections(make_daemon, upstreams,
+                                                                 system_users):
+    """Forwards in progress hold at most half of finger's share of max_connections (14
+    here, so 7): the others are answered at once without asking, and a local query
+    meanwhile is answered, not told the server is busy."""
+    d = make_daemon(fingerd__max_connections="16", fingerd__threads="4",
+                    finger__forwarding="yes", finger__forward_timeout="5",
+                    finger__system_users=system_users).start()
+    upstream = upstreams("127.0.0.5")
+    answers = []
+    askers = [threading.Thread(target=lambda: answers.append(
+        d.finger(b"x@127.0.0.5\r\n", timeout=120))) for _ in range(14)]
+    for asker in askers:
+        asker.start()
+    try:
+        wait_until(lambda: len(upstream.held) == 1 and
+                   d.metric("fingerd_connections_active") + len(answers) >= 14,
+                   what="fourteen forwards read, one waiting on the silent host")
+        assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
+        assert sorted(answers) == \
+            [b"127.0.0.5: not asked, too many forwards in progress\r\n"] * 7
+    finally:
+        for asker in askers:
+            asker.join(120)
+    assert len(answers) == 14

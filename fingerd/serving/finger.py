@@ -9,6 +9,7 @@ its name decides which thread answers it.
 
 from __future__ import annotations
 
+import collections
 import functools
 import time
 import weakref
@@ -41,6 +42,43 @@ class FingerNeeds:
     rules: Rules
     renderer: Renderer
     forward: Callable[..., Any] | None = None
+    #: The forwards in progress (finger_service makes it when forwarding is on).
+    forwards: Forwards | None = None
+
+
+class Forwards:
+    """Forwards read and not yet answered, at most ``limit`` at once: each may hold its
+    connection's slot for ``forward_timeout``, and without a bound forwards to silent
+    hosts filled finger's share of ``max_connections``, so that local queries were
+    answered ``Server busy``. A forward beyond it is answered at once without asking.
+    The reading thread counts them (``enter``); a pool thread hands one back
+    (``leave``) on a deque, whose ``append`` and ``popleft`` are atomic, as
+    ConnectionGate's slots are."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._taken = 0
+        self._handed_back: collections.deque[None] = collections.deque()
+
+    def enter(self) -> bool:
+        """Count one more forward, unless ``limit`` are in progress. The reading thread's."""
+        handed_back = self._handed_back
+        while handed_back:
+            handed_back.popleft()
+            self._taken -= 1
+        if self._taken >= self.limit:
+            return False
+        self._taken += 1
+        return True
+
+    def leave(self) -> None:
+        """One forward counted by ``enter`` is answered. Any thread's."""
+        self._handed_back.append(None)
+
+
+def too_many_forwards(query: Query) -> tuple[bool, list[str]]:
+    """The Forward of a query beyond ``Forwards.limit``: one line, nothing asked."""
+    return False, [f"{query.hosts[-1]}: not asked, too many forwards in progress"]
 
 
 class CheckedQuery(NamedTuple):
@@ -60,23 +98,40 @@ class CheckedQuery(NamedTuple):
     table: Mapping[str, str] | None
     #: When a query to be forwarded was read (time.monotonic), else None.
     read_at: float | None = None
+    #: Whether a query to be forwarded was counted in Forwards (else it is not asked).
+    counted: bool = False
 
 
 class ForwardLines(list[bytes]):
     """The lines of a query to be forwarded, with when it was read (time.monotonic):
-    its ``forward_timeout`` counts from then, its wait for a pool thread included."""
+    its ``forward_timeout`` counts from then, its wait for a pool thread included;
+    and whether it was counted in Forwards (else it is answered without asking)."""
 
-    __slots__ = ("read_at",)
+    __slots__ = ("counted", "read_at")
 
-    def __init__(self, lines: Lines, read_at: float) -> None:
+    def __init__(self, lines: Lines, read_at: float, counted: bool) -> None:
         super().__init__(lines)
         self.read_at = read_at
+        self.counted = counted
 
 
 class _Kept(NamedTuple):
     """One table as a store that never replaces it, for sources.FileSource."""
 
     table: Mapping[str, str]
+
+
+def forward_answered(query: Query, directory: Any, needs: FingerNeeds, read_at: float,
+                     counted: bool) -> Answer:
+    """``answered`` for a query to be forwarded: counted in ``needs.forwards`` (handed back
+    here, whatever happens), or answered without asking."""
+    if not counted:
+        return answered(query, directory, replace(needs, forward=too_many_forwards))
+    try:
+        return answered(query, directory, needs, read_at)
+    finally:
+        if needs.forwards is not None:
+            needs.forwards.leave()
 
 
 def answered(query: Query, directory: Any, needs: FingerNeeds,
@@ -92,8 +147,10 @@ def answered(query: Query, directory: Any, needs: FingerNeeds,
 
 class FingerHandler(RequestHandler):
     def respond(self, lines: Lines, needs: FingerNeeds) -> Answer:
-        read_at = lines.read_at if lines.__class__ is ForwardLines else None
-        return answered(parse_query(lines[0]), needs.directory, needs, read_at)
+        if lines.__class__ is ForwardLines:
+            return forward_answered(parse_query(lines[0]), needs.directory, needs,
+                                    lines.read_at, lines.counted)
+        return answered(parse_query(lines[0]), needs.directory, needs)
 
 
 class CheckedQueryHandler(RequestHandler):
@@ -102,7 +159,10 @@ class CheckedQueryHandler(RequestHandler):
     def respond(self, checked: CheckedQuery, needs: FingerNeeds) -> Answer:
         table = checked.table
         directory = needs.directory if table is None else Directory((FileSource(_Kept(table)),))
-        return answered(checked.query, directory, needs, checked.read_at)
+        if checked.read_at is not None and needs.forwards is not None:
+            return forward_answered(checked.query, directory, needs, checked.read_at,
+                                    checked.counted)
+        return answered(checked.query, directory, needs)
 
 
 def take_query(buf: bytes, eof: bool) -> Lines | None:
@@ -110,19 +170,21 @@ def take_query(buf: bytes, eof: bool) -> Lines | None:
     return take_lines(buf, 1, MAX_QUERY_BYTES, eof)
 
 
-def take_forwardable(buf: bytes, eof: bool) -> Lines | None:
-    """``take_query`` with forwarding on: a query naming a host comes with when it was
-    read (ForwardLines)."""
-    lines = take_lines(buf, 1, MAX_QUERY_BYTES, eof)
-    if lines and _AT in lines[0]:
-        return ForwardLines(lines, time.monotonic())
-    return lines
+def taking_forwards(forwards: Forwards) -> TakeRequest:
+    """``take_query`` with forwarding on: a query naming a host comes as ForwardLines,
+    counted in ``forwards`` if it may be."""
+    def take(buf: bytes, eof: bool) -> Lines | None:
+        lines = take_lines(buf, 1, MAX_QUERY_BYTES, eof)
+        if lines and _AT in lines[0]:
+            return ForwardLines(lines, time.monotonic(), forwards.enter())
+        return lines
+    return take
 
 
 def asks_another_host(lines: Lines) -> bool:
     """Whether the query is to be forwarded (with forwarding on): its answer waits on
-    another server for up to ``forward_timeout``."""
-    return _AT in lines[0]
+    another server for up to ``forward_timeout``. One beyond Forwards' limit does not."""
+    return isinstance(lines, ForwardLines) and lines.counted
 
 
 def from_users_file(lines: Lines) -> bool:
@@ -131,17 +193,20 @@ def from_users_file(lines: Lines) -> bool:
     return _AT not in lines[0]
 
 
-def checking_queries(users: Callable[[], Any]) -> TakeRequest:
+def checking_queries(users: Callable[[], Any], forwards: Forwards | None) -> TakeRequest:
     """``take_request`` of finger with the system's accounts: ``take_query``'s line as a
-    CheckedQuery, checked against ``users()``, the current table."""
+    CheckedQuery, checked against ``users()``, the current table; one to be forwarded
+    counted in ``forwards`` (None: forwarding is off)."""
     def take(buf: bytes, eof: bool) -> CheckedQuery | Lines | None:
         lines = take_lines(buf, 1, MAX_QUERY_BYTES, eof)
         if not lines:
             return lines
         query, table = parse_query(lines[0]), users()
-        if query.hosts:
-            return CheckedQuery(lines[0], query, None, time.monotonic())
-        return CheckedQuery(lines[0], query, table if query.user in table else None)
+        if not query.hosts:
+            return CheckedQuery(lines[0], query, table if query.user in table else None)
+        if forwards is None:  # refused
+            return CheckedQuery(lines[0], query, None)
+        return CheckedQuery(lines[0], query, None, time.monotonic(), forwards.enter())
     return take
 
 
@@ -153,7 +218,7 @@ def in_its_table(checked: CheckedQuery) -> bool:
 
 def forwarded(checked: CheckedQuery) -> bool:
     """``asks_another_host`` of a CheckedQuery: whether it is to be forwarded."""
-    return bool(checked.query.hosts)
+    return checked.counted
 
 
 def internal_error(lines: Lines) -> Answer:
@@ -180,9 +245,14 @@ def finger_service(gate: ConnectionGate, request_timeout: float, first_byte_time
     its query was checked in (CheckedQuery); ``users()``, the store's current table,
     keys the answer cache."""
     cache = AnswerCache(users, MAX_CACHED_ANSWER_BYTES) if users else None
+    forwards = None
+    if needs.forward is not None:  # forwards hold at most half of finger's connections
+        forwards = Forwards(max(1, gate.limit // 2))
+        needs = replace(needs, forwards=forwards)
     spec = ServiceSpec(
         "finger", FingerHandler, needs, gate, request_timeout, first_byte_timeout,
-        take_query if needs.forward is None else take_forwardable, answers_inline=from_users_file,
+        take_query if forwards is None else taking_forwards(forwards),
+        answers_inline=from_users_file,
         waits_outside=never if needs.forward is None else asks_another_host,
         memo=cache.answer if cache is not None else None, defers_accept=True,
         internal_error=internal_error,
@@ -191,7 +261,8 @@ def finger_service(gate: ConnectionGate, request_timeout: float, first_byte_time
         return spec
     if users is None or cache is None:  # no table to find users in
         return replace(spec, answers_inline=None)
-    return replace(spec, handler=CheckedQueryHandler, take_request=checking_queries(users),
+    return replace(spec, handler=CheckedQueryHandler,
+                   take_request=checking_queries(users, forwards),
                    answers_inline=in_its_table,
                    waits_outside=never if needs.forward is None else forwarded,
                    memo=cache.answer_checked, internal_error=checked_internal_error)
