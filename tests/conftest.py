@@ -32,8 +32,8 @@ pytest.register_assert_rewrite("tests.support.package_under_systemd")
 def pytest_sessionstart(session):
     """Compile fingerd's modules, and the helpers tests run as programs, once: every
     daemon, ``fingerd -t`` and ``fingerd-ctl`` a test starts imports them anew, and
-    where PYTHONDONTWRITEBYTECODE is set, as on the machines that run the suite, none
-    of them writes what it compiled, so each compiled them all again (0.15 s a
+    where PYTHONDONTWRITEBYTECODE is set (as on the machine this suite was timed on)
+    none of them writes what it compiled, so each compiled them all again (0.15 s a
     process; a clean clone has no __pycache__, which git and every copy of the tree
     for a build ignore)."""
     for package in ("fingerd", os.path.join("tests", "support")):
