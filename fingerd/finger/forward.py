@@ -38,6 +38,7 @@ def forwarded_line(query: Query) -> Optional[bytes]:
         return None
     return (b"/W " if query.verbose else b"") + user
 
+
 #: Least time left for a forward worth starting: below it, the query is answered at once.
 MIN_FORWARD_SECONDS = 0.05
 

@@ -9,7 +9,6 @@ its name decides which thread answers it.
 
 from __future__ import annotations
 
-import collections
 import functools
 import time
 import weakref
@@ -42,42 +41,17 @@ class FingerNeeds:
     rules: Rules
     renderer: Renderer
     forward: Callable[..., Any] | None = None
-    #: The forwards in progress (finger_service makes it when forwarding is on).
-    forwards: Forwards | None = None
-
-
-class Forwards:
-    """Forwards read and not yet answered, at most ``limit`` at once: each may hold its
-    connection's slot for ``forward_timeout``, and without a bound forwards to silent
-    hosts filled finger's share of ``max_connections``, so that local queries were
-    answered ``Server busy``. A forward beyond it is answered at once without asking.
-    The reading thread counts them (``enter``); a pool thread hands one back
-    (``leave``) on a deque, whose ``append`` and ``popleft`` are atomic, as
-    ConnectionGate's slots are."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._taken = 0
-        self._handed_back: collections.deque[None] = collections.deque()
-
-    def enter(self) -> bool:
-        """Count one more forward, unless ``limit`` are in progress. The reading thread's."""
-        handed_back = self._handed_back
-        while handed_back:
-            handed_back.popleft()
-            self._taken -= 1
-        if self._taken >= self.limit:
-            return False
-        self._taken += 1
-        return True
-
-    def leave(self) -> None:
-        """One forward counted by ``enter`` is answered. Any thread's."""
-        self._handed_back.append(None)
+    #: The forwards read and not yet answered, at most half of finger's share of
+    #: ``max_connections`` (finger_service makes it when forwarding is on): each may hold
+    #: its connection's slot for ``forward_timeout``, and without a bound forwards to
+    #: silent hosts filled the share, so that local queries were answered ``Server busy``.
+    #: The reading thread takes a slot as it takes the query; the pool thread that
+    #: answers it hands it back. A forward beyond them is answered at once, not asked.
+    forwards: ConnectionGate | None = None
 
 
 def too_many_forwards(query: Query) -> tuple[bool, list[str]]:
-    """The Forward of a query beyond ``Forwards.limit``: one line, nothing asked."""
+    """The Forward of a query beyond ``FingerNeeds.forwards``: one line, nothing asked."""
     return False, [f"{query.hosts[-1]}: not asked, too many forwards in progress"]
 
 
@@ -98,14 +72,14 @@ class CheckedQuery(NamedTuple):
     table: Mapping[str, str] | None
     #: When a query to be forwarded was read (time.monotonic), else None.
     read_at: float | None = None
-    #: Whether a query to be forwarded was counted in Forwards (else it is not asked).
+    #: Whether a query to be forwarded has a slot among the forwards (else it is not asked).
     counted: bool = False
 
 
 class ForwardLines(list[bytes]):
     """The lines of a query to be forwarded, with when it was read (time.monotonic):
     its ``forward_timeout`` counts from then, its wait for a pool thread included;
-    and whether it was counted in Forwards (else it is answered without asking)."""
+    and whether it has a slot among the forwards (else it is answered without asking)."""
 
     __slots__ = ("counted", "read_at")
 
@@ -123,15 +97,15 @@ class _Kept(NamedTuple):
 
 def forward_answered(query: Query, directory: Any, needs: FingerNeeds, read_at: float,
                      counted: bool) -> Answer:
-    """``answered`` for a query to be forwarded: counted in ``needs.forwards`` (handed back
-    here, whatever happens), or answered without asking."""
+    """``answered`` for a query to be forwarded: with its slot in ``needs.forwards``
+    (handed back here, whatever happens), or answered without asking."""
     if not counted:
         return answered(query, directory, replace(needs, forward=too_many_forwards))
     try:
         return answered(query, directory, needs, read_at)
     finally:
         if needs.forwards is not None:
-            needs.forwards.leave()
+            needs.forwards.hand_back(None)
 
 
 def answered(query: Query, directory: Any, needs: FingerNeeds,
@@ -170,20 +144,21 @@ def take_query(buf: bytes, eof: bool) -> Lines | None:
     return take_lines(buf, 1, MAX_QUERY_BYTES, eof)
 
 
-def taking_forwards(forwards: Forwards) -> TakeRequest:
+def taking_forwards(forwards: ConnectionGate) -> TakeRequest:
     """``take_query`` with forwarding on: a query naming a host comes as ForwardLines,
-    counted in ``forwards`` if it may be."""
+    with a slot in ``forwards`` if one is free."""
     def take(buf: bytes, eof: bool) -> Lines | None:
         lines = take_lines(buf, 1, MAX_QUERY_BYTES, eof)
         if lines and _AT in lines[0]:
-            return ForwardLines(lines, time.monotonic(), forwards.enter())
+            return ForwardLines(lines, time.monotonic(), forwards.enter(None) is None)
         return lines
     return take
 
 
 def asks_another_host(lines: Lines) -> bool:
     """Whether the query is to be forwarded (with forwarding on): its answer waits on
-    another server for up to ``forward_timeout``. One beyond Forwards' limit does not."""
+    another server for up to ``forward_timeout``. One without a slot among the
+    forwards does not."""
     return isinstance(lines, ForwardLines) and lines.counted
 
 
@@ -193,10 +168,11 @@ def from_users_file(lines: Lines) -> bool:
     return _AT not in lines[0]
 
 
-def checking_queries(users: Callable[[], Any], forwards: Forwards | None) -> TakeRequest:
+def checking_queries(users: Callable[[], Any], forwards: ConnectionGate | None
+                     ) -> TakeRequest:
     """``take_request`` of finger with the system's accounts: ``take_query``'s line as a
     CheckedQuery, checked against ``users()``, the current table; one to be forwarded
-    counted in ``forwards`` (None: forwarding is off)."""
+    with a slot in ``forwards`` if one is free (None: forwarding is off)."""
     def take(buf: bytes, eof: bool) -> CheckedQuery | Lines | None:
         lines = take_lines(buf, 1, MAX_QUERY_BYTES, eof)
         if not lines:
@@ -206,7 +182,8 @@ def checking_queries(users: Callable[[], Any], forwards: Forwards | None) -> Tak
             return CheckedQuery(lines[0], query, table if query.user in table else None)
         if forwards is None:  # refused
             return CheckedQuery(lines[0], query, None)
-        return CheckedQuery(lines[0], query, None, time.monotonic(), forwards.enter())
+        return CheckedQuery(lines[0], query, None, time.monotonic(),
+                            forwards.enter(None) is None)
     return take
 
 
@@ -247,7 +224,7 @@ def finger_service(gate: ConnectionGate, request_timeout: float, first_byte_time
     cache = AnswerCache(users, MAX_CACHED_ANSWER_BYTES) if users else None
     forwards = None
     if needs.forward is not None:  # forwards hold at most half of finger's connections
-        forwards = Forwards(max(1, gate.limit // 2))
+        forwards = ConnectionGate(max(1, gate.limit // 2))
         needs = replace(needs, forwards=forwards)
     spec = ServiceSpec(
         "finger", FingerHandler, needs, gate, request_timeout, first_byte_timeout,

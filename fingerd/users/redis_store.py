@@ -241,11 +241,26 @@ class RedisStore:
 
     def _publish(self, users: UserTable, sets: list[tuple[str, str]] | None = None) -> None:
         """Serve ``users`` and keep it for the next worker, as the file store does at each
-        change: as records of ``sets`` when they are all that changed, else whole. A
-        worker that starts while Redis cannot be reached serves what this one served
-        last, not the table it had when it started or when Redis last went away."""
+        change (``_keep``). A worker that starts while Redis cannot be reached serves what
+        this one served last, not the table it had when it started or when Redis last
+        went away."""
         self.table = users
         self._metrics.users.set(len(users))
+        self._keep(users, sets)
+
+    # Across worker restarts.
+
+    def keep(self) -> None:
+        """Keep the whole table for a worker that starts while Redis is away, where no
+        change has kept it."""
+        with self._lock:
+            self._keep(self.table)
+
+    def _keep(self, users: UserTable, sets: list[tuple[str, str]] | None = None) -> None:
+        """Keep ``users`` for a worker that starts while Redis is away: as records of
+        ``sets`` when they are all that changed, else whole. Under the lock, as every
+        change is: a set published meanwhile would otherwise be written into a table
+        being replaced, or wiped by a table taken from before it."""
         if self._snapshot is None:
             return
         try:
@@ -253,20 +268,6 @@ class RedisStore:
                 self._snapshot.save_table(users)
         except OSError as exc:
             log.warning("cannot keep the table for the next worker: %s", exc)
-
-    # Across worker restarts.
-
-    def keep(self) -> None:
-        """Keep the table for a worker that starts while Redis is away, where no change
-        has kept it (``_publish`` keeps each one). Under the lock, as each change's
-        record is written: a set published meanwhile would otherwise be written into a
-        table being replaced, or wiped by a table taken from before it."""
-        if self._snapshot is not None:
-            with self._lock:
-                try:
-                    self._snapshot.save_table(self.table)
-                except OSError as exc:
-                    log.warning("cannot keep the table for the next worker: %s", exc)
 
     def _load_snapshot(self, problem: str) -> bool:
         """After ``problem`` at a worker's start: serve the previous worker's table, if any."""
