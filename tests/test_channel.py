@@ -37,15 +37,20 @@ NOWHERE = os.path.join(tempfile.gettempdir(), f"fingerd-test-{uuid.uuid4().hex}"
 DEADLINE = 12345.5
 
 
+#: The client a set is made by, as the setter names it for the parent's log line.
+BY = "127.0.0.1 (uid 1000, alice)"
+
+
 def set_message(name, status, request_id=1):
     return json.dumps({"op": "set", "id": request_id, "name": name, "status": status,
-                       "deadline": DEADLINE}).encode()
+                       "by": BY, "deadline": DEADLINE}).encode()
 
 
 def test_ready_and_set_requests():
     assert parse_message(b'{"op": "ready"}') == {"op": "ready"}
     assert parse_message(set_message("alice", "Happy")) == {
-        "op": "set", "id": 1, "name": "alice", "status": "Happy", "deadline": DEADLINE}
+        "op": "set", "id": 1, "name": "alice", "status": "Happy", "by": BY,
+        "deadline": DEADLINE}
 
 
 def test_a_ready_message_may_say_what_is_wrong_with_the_users_file_as_text():
@@ -71,7 +76,7 @@ def test_a_set_never_delivered_is_an_error_and_one_unanswered_an_unknown_outcome
     parent_end, worker_end = channel()
     parent_end.close()
     with worker_end, pytest.raises(StoreError, match="cannot be reached"):
-        MonitorClient(worker_end).write_status("users", "alice", "Happy")
+        MonitorClient(worker_end).write_status("users", "alice", "Happy", BY)
     for end_it, said in ((lambda parent: parent.close(), "the parent process is gone"),
                          (lambda parent: None, "did not answer: timed out")):
         parent_end, worker_end = channel()
@@ -81,7 +86,7 @@ def test_a_set_never_delivered_is_an_error_and_one_unanswered_an_unknown_outcome
                                                      end_it(parent_end)))
             taken.start()
             with pytest.raises(OutcomeUnknown, match=said):
-                client.write_status("users", "alice", "Happy")
+                client.write_status("users", "alice", "Happy", BY)
             taken.join(10)
 
 
@@ -92,16 +97,27 @@ def test_a_set_the_parent_says_has_an_unknown_outcome_is_one():
                                                   parent_end.send(unknown_reply(1, "why"))))
         answer.start()
         with pytest.raises(OutcomeUnknown, match="^why$"):
-            MonitorClient(worker_end).write_status("users", "alice", "Happy")
+            MonitorClient(worker_end).write_status("users", "alice", "Happy", BY)
         answer.join(10)
 
 
 def test_a_set_carries_a_finite_deadline():
     for deadline in ('"1"', "true", "null", "NaN", "Infinity", "-Infinity", "[1]"):
-        data = ('{"op": "set", "id": 1, "name": "alice", "status": "x", "deadline": '
-                f'{deadline}}}').encode()
+        data = ('{"op": "set", "id": 1, "name": "alice", "status": "x", "by": "b", '
+                f'"deadline": {deadline}}}').encode()
         assert parse_message(data) is None, data
-    assert parse_message(b'{"op": "set", "id": 1, "name": "alice", "status": "x"}') is None
+    assert parse_message(b'{"op": "set", "id": 1, "name": "alice", "status": "x", '
+                         b'"by": "b", "deadline": 1}') is not None
+    assert parse_message(b'{"op": "set", "id": 1, "name": "alice", "status": "x", '
+                         b'"by": "b"}') is None
+
+
+def test_a_set_names_its_client_as_text_for_the_parents_log():
+    request = {"op": "set", "id": 1, "name": "alice", "status": "x", "deadline": 1}
+    assert parse_message(json.dumps(request).encode()) is None
+    for by in (1, None, [], "\ud800"):
+        assert parse_message(json.dumps(dict(request, by=by)).encode()) is None, by
+    assert parse_message(json.dumps(dict(request, by="b")).encode()) is not None
 
 
 def test_malformed_requests_are_none():
@@ -293,7 +309,7 @@ def test_what_an_honest_worker_sends_reads_back(name, status, request_id):
     message = parse_message(data)
     if len(data) <= MAX_MESSAGE_BYTES:
         assert message == {"op": "set", "id": request_id, "name": name, "status": status,
-                           "deadline": DEADLINE}
+                           "by": BY, "deadline": DEADLINE}
     else:
         assert message is None
 

@@ -64,9 +64,13 @@ def test_load_reads_the_whole_hash(open_store):
 
 
 def test_a_set_is_acknowledged_by_redis_served_here_and_by_every_other_store(open_store,
-                                                                            direct):
+                                                                            direct, caplog):
+    """And logged by the store that wrote it, with its client."""
     here, there = open_store(), open_store()
-    here.set_status("carol", "New here")
+    with caplog.at_level(logging.INFO, logger="fingerd.users.redis_store"):
+        here.set_status("carol", "New here", "127.0.0.1 (uid 0, root)")
+    assert [r.getMessage() for r in caplog.records] == [
+        "setter: 127.0.0.1 (uid 0, root) set the status of carol"]
     assert direct.hget(KEY, "carol") == b"New here"
     assert here.table["carol"] == "New here"
     wait_until(lambda: there.table.get("carol") == "New here", timeout=2,
@@ -129,12 +133,12 @@ def test_while_redis_is_down_the_last_copy_is_served_and_sets_are_refused(
         redis_server.stop()
         wait_until(lambda: sample(metrics, "fingerd_store_up") == 0, what="store down")
         with pytest.raises(StoreError, match="^store unavailable$"):
-            store.set_status("alice", "Gone")
+            store.set_status("alice", "Gone", "a test")
         assert dict(store.table.items()) == {"alice": "Happy", "bob": "Sleeping"}
         redis_server.start()  # no persistence: an empty Redis
         wait_until(lambda: sample(metrics, "fingerd_store_up") == 1, what="store up")
         wait_until(lambda: len(store.table) == 0, what="the empty hash read")
-        store.set_status("alice", "Back")
+        store.set_status("alice", "Back", "a test")
     assert direct.hget(KEY, "alice") == b"Back"
     messages = [r.getMessage() for r in caplog.records]
     assert sum("store unavailable" in m and "retrying" in m for m in messages) == 1
@@ -160,7 +164,7 @@ def test_a_subscription_redis_refuses_is_the_store_down_said_once(account, direc
             for _ in during(2.0):
                 assert sample(metrics, "fingerd_store_up") == 0
             with pytest.raises(StoreError, match="^store unavailable$"):
-                store.set_status("alice", "Refused")
+                store.set_status("alice", "Refused", "a test")
             direct.execute_command("ACL", "SETUSER", "fd", "+subscribe")
             wait_until(lambda: sample(metrics, "fingerd_store_up") == 1, what="store up")
     finally:

@@ -23,22 +23,19 @@ from tests.support.polling import wait_until
 #: The modules a set crosses today, in the worker (the serving loop, the setter's share
 #: and framing, its service, the kernel's word on the client's account, the bound on the
 #: lookup of that account, the pool, the request and the users file's grammar, the store,
-#: its table and the snapshot kept for the next worker, the channel to the parent, the
-#: log pipe), in the root parent (its loop, the monitor, the file writer and the writer
-#: child's handle, the log relay, its token bucket and the line's escaping, the handler
-#: that writes the log line) and in the writer child (its loop, the edit of the file, the
-#: durable write).
+#: its table and the snapshot kept for the next worker, the channel to the parent), in the
+#: root parent (its loop, the monitor, the file writer and the writer child's handle, the
+#: escaping of the client the log line names, the handler that writes the line) and in
+#: the writer child (its loop, the edit of the file, the durable write).
 PATH = {
     "fingerd.serving.loop", "fingerd.serving.gate", "fingerd.serving.lines",
     "fingerd.serving.setter", "fingerd.serving.peer_owner", "fingerd.serving.pool",
     "fingerd.finger.bounded",
     "fingerd.users.setter_request", "fingerd.users.usersfile", "fingerd.users.store",
     "fingerd.users.table", "fingerd.users.snapshot", "fingerd.process.channel",
-    "fingerd.process.worker.logpipe",
     "fingerd.process.parent.supervisor", "fingerd.process.parent.monitor",
     "fingerd.process.parent.filewriter", "fingerd.process.parent.writer_handle",
-    "fingerd.process.parent.logrelay",
-    "fingerd.token_bucket", "fingerd.process.logformat", "fingerd.loghandlers",
+    "fingerd.process.logformat", "fingerd.loghandlers",
     "fingerd.process.writer.child", "fingerd.users.editing", "fingerd.users.fileio",
 }
 #: What a set whose lines come after the worker accepted its connection crosses as

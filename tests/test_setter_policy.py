@@ -18,6 +18,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from typing import NamedTuple
 
 import pytest
@@ -632,6 +633,48 @@ def test_invalid_requests_take_from_the_ration_so_a_flood_of_them_is_logged_once
     assert len(log_lines(d, "refused request from")) == 1
     assert len(log_lines(d, "sets faster than 0.1 a second")) == 1
     assert (requests(d, "refused"), requests(d, "limited")) == (1, 5)
+
+#: Sets made while refused requests flood the setter, each of which must be logged.
+SETS_IN_A_FLOOD = 20
+
+
+def test_no_flood_of_refused_requests_drops_the_record_of_a_set(make_daemon):
+    """Without a rate limit each refused request is a line of the worker's, and the
+    parent drops the worker's lines past 200 a second. A set's line is the parent's
+    own, written as it writes the file, and no flood of the worker's crowds it out."""
+    d = make_daemon().start()
+    flooding = threading.Event()
+
+    def flood():
+        deadline = time.monotonic() + 60
+        for _ in range(100_000):
+            if flooding.is_set() or time.monotonic() > deadline:
+                return
+            try:
+                d.setter(b"no such name!\r\nx\r\n", timeout=5)
+            except OSError:
+                pass
+
+    threads = [threading.Thread(target=flood) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: "log lines dropped (rate limit)" in d.log(), timeout=30,
+                   what="the worker's lines to be dropped")
+        for n in range(SETS_IN_A_FLOOD):
+            assert d.setter(b"bob\r\nin the flood %d\r\n" % n) == b"OK\r\n"
+    finally:
+        flooding.set()
+        for thread in threads:
+            thread.join(10)
+
+    def sets():
+        return log_lines(d, "setter: 127.0.0.1 (uid 0, root) set the status of bob")
+
+    wait_until(lambda: len(sets()) >= SETS_IN_A_FLOOD, timeout=10,
+               what=f"{SETS_IN_A_FLOOD} sets in the log: {len(sets())} so far")
+    assert len(sets()) == SETS_IN_A_FLOOD
+
 
 def test_under_any_policy_the_rate_limit_is_each_accounts_own(make_daemon, accounts):
     """``policy = any`` rations by the account the kernel names, as ``own`` does: one

@@ -109,14 +109,18 @@ def test_removed_file_keeps_the_table(store, path, metrics):
     assert sample(metrics, "fingerd_reloads_total", outcome="failure") == 1
 
 
-def test_set_status_edits_the_file_before_publishing(store, path):
-    store.set_status("alice", "Away")
+def test_set_status_edits_the_file_before_publishing(store, path, caplog):
+    """And, written by the store itself, is logged by it with its client."""
+    with caplog.at_level(logging.INFO, logger="fingerd.users.store"):
+        store.set_status("alice", "Away", "127.0.0.1 (uid 0, root)")
     assert open(path, "rb").read() == b"# staff\nalice:Away\nbob:Sleeping\n"
     assert store.table["alice"] == "Away"
+    assert [r.getMessage() for r in caplog.records] == [
+        "setter: 127.0.0.1 (uid 0, root) set the status of alice"]
 
 
 def test_set_status_creates_a_user(store, path):
-    store.set_status("carol", "Hello")
+    store.set_status("carol", "Hello", "a test")
     assert parse_users(open(path, "rb").read())["carol"] == "Hello"
     assert store.table["carol"] == "Hello"
 
@@ -124,18 +128,18 @@ def test_set_status_creates_a_user(store, path):
 def test_set_status_creates_a_missing_file(tmp_path, metrics):
     store = UserStore(str(tmp_path / "users"), metrics)
     store.load()
-    store.set_status("alice", "Hi")
+    store.set_status("alice", "Hi", "a test")
     assert (tmp_path / "users").read_bytes() == b"alice:Hi\n"
 
 
 def test_own_write_is_not_read_again(store):
-    store.set_status("alice", "Away")
+    store.set_status("alice", "Away", "a test")
     assert store.reload() is False
 
 
 def test_set_status_keeps_the_mode(store, path):
     os.chmod(path, 0o640)
-    store.set_status("alice", "Away")
+    store.set_status("alice", "Away", "a test")
     assert os.stat(path).st_mode & 0o7777 == 0o640
 
 
@@ -144,21 +148,21 @@ def test_set_status_keeps_the_owner_and_group(store, path):
     # The owner is root: a file another user could write is refused (test_users_file_safety).
     os.chown(path, 0, 65534)
     os.chmod(path, 0o640)
-    store.set_status("alice", "Away")
+    store.set_status("alice", "Away", "a test")
     st = os.stat(path)
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 65534, 0o640)
 
 
 def test_set_status_keeps_an_edit_not_yet_reloaded(store, path):
     replace_file(path, b"alice:Happy\nbob:Sleeping\nzed:Added by hand\n")
-    store.set_status("alice", "Away")
+    store.set_status("alice", "Away", "a test")
     assert store.table == {"alice": "Away", "bob": "Sleeping", "zed": "Added by hand"}
 
 
 def test_set_status_refuses_to_overwrite_an_invalid_file(store, path):
     replace_file(path, b"broken\n")
     with pytest.raises(StoreError, match="users file on disk has errors"):
-        store.set_status("alice", "Away")
+        store.set_status("alice", "Away", "a test")
     assert open(path, "rb").read() == b"broken\n"
     assert store.table["alice"] == "Happy"
 
@@ -169,7 +173,7 @@ def test_failed_write_changes_neither_memory_nor_file(store, path, tmp_path):
         if os.access(str(tmp_path), os.W_OK):
             pytest.skip("this user can write a read-only directory (root); see the tmpfs test")
         with pytest.raises(StoreError, match="cannot write users file"):
-            store.set_status("alice", "Away")
+            store.set_status("alice", "Away", "a test")
     finally:
         os.chmod(tmp_path, 0o700)
     assert store.table["alice"] == "Happy"
@@ -180,7 +184,7 @@ def test_failed_write_changes_neither_memory_nor_file(store, path, tmp_path):
 def test_concurrent_setters_lose_no_update(store, path):
     def set_many(t):
         for i in range(20):
-            store.set_status(f"user{t}_{i}", f"status {t} {i}")
+            store.set_status(f"user{t}_{i}", f"status {t} {i}", "a test")
 
     threads = [threading.Thread(target=set_many, args=(t,)) for t in range(8)]
     for t in threads:
@@ -299,7 +303,7 @@ def test_a_fifo_or_device_at_the_path_is_an_unreadable_file_never_a_hang(store, 
     assert problem in caplog.text
     assert store.table["alice"] == "Happy"
     with pytest.raises(StoreError, match=problem):
-        store.set_status("alice", "Blocked?")
+        store.set_status("alice", "Blocked?", "a test")
     assert sample(metrics, "fingerd_reloads_total", outcome="failure") == 1
 
 
@@ -378,7 +382,7 @@ def test_without_fallback_a_missing_file_starts_empty(path, metrics):
 def test_a_set_while_the_file_is_missing_and_users_are_served_is_refused(store, path):
     os.unlink(path)
     with pytest.raises(StoreError, match="^users file missing; restore it first$"):
-        store.set_status("alice", "Alone?")
+        store.set_status("alice", "Alone?", "a test")
     assert not os.path.exists(path)
     assert store.table == {"alice": "Happy", "bob": "Sleeping"}
 
@@ -388,7 +392,7 @@ def test_a_set_without_a_file_and_without_users_creates_the_file(tmp_path, metri
     kept = Snapshot(create())
     store = UserStore(path, metrics, snapshot=kept)
     store.load()
-    store.set_status("alice", "First")
+    store.set_status("alice", "First", "a test")
     with open(path, "rb") as f:
         assert f.read() == b"alice:First\n"
     assert kept.load() == b"# read at 0.0; save 1: 12 bytes\nalice:First\n", \
@@ -423,9 +427,9 @@ def test_a_status_set_after_the_file_was_read_is_kept_for_the_next_worker(path, 
     kept = Snapshot(create())
     first = UserStore(path, Metrics(), snapshot=kept)
     first.load()
-    first.set_status("alice", "Set since")
-    first.set_status("carol", "New")
-    first.set_status("alice", "Set again")
+    first.set_status("alice", "Set since", "a test")
+    first.set_status("carol", "New", "a test")
+    first.set_status("alice", "Set again", "a test")
     os.unlink(path)
     store = UserStore(path, metrics, snapshot=kept)
     assert store.load() == Fallback(f"{path}: No such file or directory", 3)
@@ -454,7 +458,7 @@ def test_a_worker_serving_the_previous_ones_table_says_when_its_file_was_read(pa
     first.load()
     read_at = first_metrics.registry.get_sample_value(
         "fingerd_last_reload_success_timestamp_seconds")
-    first.set_status("alice", "Set since")
+    first.set_status("alice", "Set since", "a test")
     with open(path, "a") as f:
         f.write("-bad line\n")
     store = UserStore(path, metrics, snapshot=Snapshot(kept.fd))
@@ -470,7 +474,7 @@ def test_sets_past_the_records_bound_save_the_whole_table_instead(path, metrics,
     first = UserStore(path, Metrics(), snapshot=kept)
     first.load()
     for n in range(10):
-        first.set_status("alice", f"status {n}")
+        first.set_status("alice", f"status {n}", "a test")
     assert kept.load().count(snapshot.SET_MARK) < 10
     os.unlink(path)
     store = UserStore(path, metrics, snapshot=kept)
@@ -493,7 +497,7 @@ def test_the_snapshot_follows_each_table_served_file_and_sets_alike(path, metric
     first.load()
     replace_file(path, b"carol:Edited\n")
     assert first.reload()
-    first.set_status("dave", "Set after the edit")
+    first.set_status("dave", "Set after the edit", "a test")
     replace_file(path, b"broken\n")
     assert first.reload() is False
     assert kept.load_table() == first.table == {"carol": "Edited", "dave": "Set after the edit"}

@@ -351,14 +351,14 @@ def reply_to(sup, workers, pid=None):
 
 
 def invalid_set(n):
-    return {"op": "set", "id": n, "name": "-not a name", "status": "x",
+    return {"op": "set", "id": n, "name": "-not a name", "status": "x", "by": "127.0.0.1",
             "deadline": time.monotonic() + REPLY_TIMEOUT}
 
 
-def valid_set(n, deadline=None):
-    """A set of alice's status the worker waits for until ``deadline`` (CLOCK_MONOTONIC;
-    REPLY_TIMEOUT from now by default)."""
-    return {"op": "set", "id": n, "name": "alice", "status": f"status {n}",
+def valid_set(n, deadline=None, by="127.0.0.1 (uid 1000, alice)"):
+    """A set of alice's status made ``by`` a client, which the worker waits for until
+    ``deadline`` (CLOCK_MONOTONIC; REPLY_TIMEOUT from now by default)."""
+    return {"op": "set", "id": n, "name": "alice", "status": f"status {n}", "by": by,
             "deadline": time.monotonic() + REPLY_TIMEOUT if deadline is None else deadline}
 
 
@@ -456,11 +456,15 @@ def writing(clock, workers, listener, users_file):
     end_writes(sup)
 
 
-def test_a_set_is_answered_once_its_write_is_done(writing, workers, users_file):
-    send_request(workers, valid_set(1))
-    reply = reply_to(writing, workers)
+def test_a_set_is_answered_once_its_write_is_done(writing, workers, users_file, caplog):
+    """And the parent logs it, as the worker names its client, made inert."""
+    with caplog.at_level(logging.INFO, logger="fingerd"):
+        send_request(workers, valid_set(1, by="127.0.0.1 (uid 1000, alice)\nforged"))
+        reply = reply_to(writing, workers)
     assert reply["id"] == 1 and reply["ok"]
     assert open(users_file, "rb").read() == b"alice:status 1\n"
+    assert [r.getMessage() for r in caplog.records if "set the status" in r.getMessage()] == [
+        "setter: 127.0.0.1 (uid 1000, alice)\\nforged set the status of alice"]
 
 
 def test_a_set_read_after_its_deadline_is_answered_too_late_and_not_written(

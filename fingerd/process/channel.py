@@ -105,16 +105,17 @@ class MonitorClient:
         except OSError:
             pass
 
-    def write_status(self, path: str, name: str, status: str
+    def write_status(self, path: str, name: str, status: str, by: str
                      ) -> tuple[Signature | None, Signature | None]:
-        """Ask the parent to set the status; returns its signatures. Raises StoreError
+        """Ask the parent to set the status, which it logs as made ``by`` this client
+        once written; returns its signatures. Raises StoreError
         when the parent refused, or never had the request; OutcomeUnknown when it took
         the request and no answer came (it died, or did not answer in time), since the
         file may have been written all the same, or when it says so (unknown_reply)."""
         with self._lock:
             request_id = next(self._ids)
             message = json.dumps({"op": "set", "id": request_id, "name": name,
-                                  "status": status,
+                                  "status": status, "by": by,
                                   "deadline": time.monotonic() + self._timeout}).encode()
             try:
                 self._sock.send(message)
@@ -200,7 +201,8 @@ def parse_message(data: bytes) -> dict[str, Any] | None:
         return None
     if message["op"] == "set" and not (
             isinstance(message.get("id"), int) and _utf8(message.get("name"))
-            and _utf8(message.get("status")) and _finite(message.get("deadline"))):
+            and _utf8(message.get("status")) and _utf8(message.get("by"))
+            and _finite(message.get("deadline"))):
         return None
     return message
 

@@ -109,7 +109,8 @@ class SetterNeeds:
 
 
 class SetterHandler(RequestHandler):
-    """Sets a status when the policy lets this client, and says so once in the log."""
+    """Sets a status when the policy lets this client; whoever writes it logs it
+    (the root parent, for the users file)."""
 
     def respond(self, lines: list[bytes], needs: SetterNeeds) -> Answer:
         client = self.client_address
@@ -150,7 +151,7 @@ class SetterHandler(RequestHandler):
                         name)
             return Answer(SET_DENIED, b"ERROR permission denied\r\n", SET_KIND, name, asker)
         try:
-            needs.store.set_status(name, status)
+            needs.store.set_status(name, status, who(client, requester))
         except StoreError as exc:
             log.error("setter: request from %s failed: %s: %s", who(client, requester),
                       needs.store.path, exc)
@@ -162,7 +163,6 @@ class SetterHandler(RequestHandler):
                       "written is unknown, and the client is told nothing",
                       who(client, requester), needs.store.path, exc, name)
             return Answer(SET_FAILED, b"", SET_KIND, name, asker)
-        log.info("setter: %s set the status of %s", who(client, requester), name)
         return Answer(SET_OK, b"OK\r\n", SET_KIND, name, asker)
 
 

@@ -19,9 +19,10 @@ if TYPE_CHECKING:
 
     #: The store ``open_store`` builds.
     ConfiguredStore = Union[UserStore, RedisStore]
-    #: Writes a status to the users file: ``writer(path, name, status)``, returning the
-    #: file's signatures before and after.
-    Writer = Callable[[str, str, str], tuple[Optional[Signature], Optional[Signature]]]
+    #: Writes a status to the users file and logs it: ``writer(path, name, status, by)``,
+    #: returning the file's signatures before and after.
+    Writer = Callable[[str, str, str, str],
+                      tuple[Optional[Signature], Optional[Signature]]]
 
 
 def open_store(config: Config, metrics: Metrics, writer: Writer | None = None,

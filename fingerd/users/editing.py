@@ -27,6 +27,11 @@ from fingerd.users.usersfile import FileBytes, UsersFileError, check_users, spli
 COPY_CHUNK = 256 * 1024
 
 
+#: The log line of a status written, with the client as the setter names it (address,
+#: uid and login) and the user whose status it is; written by the process that made the
+#: write, never relayed, so that no flood of other lines crowds it out.
+SET_DONE = "setter: %s set the status of %s"
+
 #: A file's signatures before a write (None: there was no file) and after it.
 Written = tuple[Optional[Signature], Signature]
 

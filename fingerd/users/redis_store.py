@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from fingerd.limits import MAX_STORE_ENTRIES, STORE_TIMEOUT_SECONDS
-from fingerd.users.editing import OutcomeUnknown, StoreError
+from fingerd.users.editing import SET_DONE, OutcomeUnknown, StoreError
 from fingerd.users.redis_access import (
     HashTooLarge,
     Skipped,
@@ -143,8 +143,9 @@ class RedisStore:
         self._follower.resync()
         return False
 
-    def set_status(self, name: str, status: str) -> None:
-        """Set ``name``'s status in Redis, hint every fingerd, then serve it here.
+    def set_status(self, name: str, status: str, by: str) -> None:
+        """Set ``name``'s status in Redis, hint every fingerd, then serve it here, and
+        log it as made ``by`` this client (setter.who).
 
         Raises StoreError (``store unavailable``), with nothing changed here,
         while Redis is known to be away, or when it does not hold the status
@@ -167,6 +168,7 @@ class RedisStore:
                         self._reread.add(name)
         if not written:
             raise StoreError(UNAVAILABLE)
+        log.info(SET_DONE, by, name)
 
     def _write(self, writers: Writers, name: str, status: str) -> bool:
         """Whether Redis holds ``status`` for ``name`` once the write is done.

@@ -15,7 +15,7 @@ import time
 from typing import Any, NamedTuple, Optional
 
 from fingerd.users import fileio
-from fingerd.users.editing import StatusWriter, StoreError
+from fingerd.users.editing import SET_DONE, StatusWriter, StoreError, Written
 from fingerd.users.table import UserTable, free_gradually
 from fingerd.users.usersfile import UsersFileError, parse_users
 
@@ -35,12 +35,26 @@ class Fallback(NamedTuple):
         return f"users file rejected: {self.reason}; {self.users} users still served"
 
 
+class _WrittenHere:
+    """A store's own writer, which logs each set it wrote as the parent does a worker's."""
+
+    def __init__(self) -> None:
+        self._writer = StatusWriter()
+
+    def __call__(self, path: str, name: str, status: str, by: str) -> Written:
+        written = self._writer(path, name, status)
+        log.info(SET_DONE, by, name)
+        return written
+
+
 class UserStore:
     """Lock-protected table of user statuses backed by the users file at ``path``."""
 
     def __init__(self, path, metrics, writer=None, snapshot=None):
         self.path = path
-        self._writer = writer or StatusWriter()
+        #: ``writer(path, name, status, by)`` writes a set and logs it: the parent on
+        #: the worker's behalf, or, by default, this process.
+        self._writer = writer or _WrittenHere()
         #: Where the last good table is kept for the next worker (snapshot.py), or None.
         self._snapshot = snapshot
         self._metrics = metrics
@@ -156,11 +170,12 @@ class UserStore:
         free_gradually(replaced)
         return True
 
-    def set_status(self, name, status):
+    def set_status(self, name, status, by):
         """Set ``name``'s status (creating the user), durably, then publish it.
 
         The file is written by ``writer`` (a StatusWriter in this process,
-        or the privileged parent on the worker's behalf). Raises StoreError,
+        or the privileged parent on the worker's behalf), which logs the set
+        as made ``by`` this client (setter.who). Raises StoreError,
         with memory and file unchanged, when it cannot be written, or when the
         file is missing while users are served: a file created with this one
         line would lose every other entry at the next read. (The check and the
@@ -172,7 +187,7 @@ class UserStore:
         with self._lock:
             if self.table and _missing(self.path):
                 raise StoreError("users file missing; restore it first")
-            old_sig, new_sig = self._writer(self.path, name, status)
+            old_sig, new_sig = self._writer(self.path, name, status, by)
             if old_sig is not None and old_sig == self._signature:
                 users, data = self.table.with_status(name, status), None
             else:

@@ -33,6 +33,7 @@ LIFETIME = 60.0
 
 def set_request(n, name="alice"):
     return json.dumps({"op": "set", "id": n, "name": name, "status": f"status {n}",
+                       "by": "127.0.0.1 (uid 0, root)",
                        "deadline": time.monotonic() + LIFETIME}).encode()
 
 
@@ -79,7 +80,8 @@ def busy(sock, parent):
 def one_set(sock, parent):
     """One honest set, as the real worker asks for it; its answer in DIRECTORY/reply."""
     try:
-        reply = MonitorClient(sock, timeout=LIFETIME).write_status(None, "alice", "Set slowly")
+        reply = MonitorClient(sock, timeout=LIFETIME).write_status(None, "alice", "Set slowly",
+                                                                  "127.0.0.1 (uid 0, root)")
         result = {"ok": True, "reply": list(reply)}
     except Exception as exc:
         result = {"ok": False, "error": str(exc)}

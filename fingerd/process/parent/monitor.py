@@ -21,9 +21,11 @@ import time
 from typing import Any, Callable
 
 from fingerd.process.channel import WorkerMisbehaved, error_reply, parse_message, set_problem
+from fingerd.process.logformat import clean
 from fingerd.process.parent.filewriter import FileWriter
 from fingerd.process.parent.states import Phase
 from fingerd.process.parent.worker_handle import WorkerHandle
+from fingerd.users.editing import SET_DONE
 
 log = logging.getLogger("fingerd")
 
@@ -35,6 +37,9 @@ MAX_LAST_WORDS = 16
 #: Set requests a worker may have waiting behind the write in progress. It asks for
 #: one at a time, so a worker with more is flooding the parent: it is killed.
 MAX_WAITING_SETS = 8
+#: Most characters of a set's client as the parent logs it (an address, a uid and a
+#: login fit many times over); what a worker sends beyond is cut.
+MAX_CLIENT_CHARS = 200
 #: The phases of a worker that serves, or is about to: once another's set is written,
 #: it reads the users file again, at once. One stopping finishes with what it has.
 READS_SETS_AGAIN = (Phase.STARTING, Phase.RUNNING, Phase.REPLACED)
@@ -166,14 +171,21 @@ class Monitor:
             # that is past is answered as too late, and never written.
             within = message["deadline"] - time.monotonic()
             self.writes.submit(sender.config.users_file, message,
-                               lambda reply: self._reply(sender, reply), owner=sender.pid,
-                               within=within)
+                               lambda reply: self._reply(sender, reply, message),
+                               owner=sender.pid, within=within)
 
-    def _reply(self, sender: WorkerHandle, reply: bytes) -> None:
-        """Send a write's reply to the worker that asked, if it is still there; a status
-        written, or perhaps written (outcome unknown), is read again by every other
-        worker that serves or is about to."""
+    def _reply(self, sender: WorkerHandle, reply: bytes, request: dict[str, Any]) -> None:
+        """Log a status written, as the request names its client, and send the reply to
+        the worker that asked, if it is still there; a status written, or perhaps
+        written (outcome unknown), is read again by every other worker that serves or
+        is about to.
+
+        The parent logs the set itself, not the worker: the worker's lines are
+        rate-limited as one stream, and a flood of other lines (refused requests,
+        say) would drop the record of a change to the file with them."""
         answer = json.loads(reply)
+        if answer["ok"]:
+            log.info(SET_DONE, clean(request["by"], MAX_CLIENT_CHARS), request["name"])
         if answer["ok"] or answer.get("unknown"):
             for other in self._watched.values():
                 if other is not sender and other.phase in READS_SETS_AGAIN:
