@@ -177,6 +177,8 @@ def test_a_killed_worker_loses_at_most_its_last_second(make_daemon):
 
 
 def test_lines_the_parent_cannot_take_are_counted_and_said_once(make_daemon):
+    """Said when the run of losses begins, and, once the parent reads again, how many
+    lines it cost."""
     d = make_daemon(fingerd__access_log="yes", fingerd__threads="8").start()
     parent = d.proc.pid
     answered = [0] * 6
@@ -207,6 +209,10 @@ def test_lines_the_parent_cannot_take_are_counted_and_said_once(make_daemon):
                what="every line written or counted")
     assert accounted() == sum(answered)
     assert d.log().count("access log lines dropped: the parent does not read them") == 1
+    wait_until(lambda: re.findall(r"run of access log losses ended: (\d+) lines", d.log()),
+               what="the end of the run of losses")
+    assert re.findall(r"run of access log losses ended: (\d+) lines dropped", d.log()) == [
+        str(int(d.metric("fingerd_access_log_dropped_lines_total")))]
 
 
 def test_after_a_rotation_and_usr1_lines_go_to_the_new_file(make_daemon, tmp_path):

@@ -15,6 +15,7 @@ from fingerd.process.logformat import (
     ACCESS_BATCH_BYTES,
     ACCESS_BATCH_LINES,
     ACCESS_LINE_END,
+    ACCESS_LOSSES_ENDED,
     ACCESS_LOSSES_WARNING,
     ACCESS_RECORD_START,
 )
@@ -29,6 +30,8 @@ STAMP = "2026-12-06 01:02:03,456"
 #: An access line as the parent writes it from a batch, its fields captured.
 WRITTEN = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) fingerd\[(\d+)\]: INFO "
                      r"worker\[(\d+)\]: (access .*)")
+#: The end of a run of losses as the log says it, the count captured.
+ENDED = re.escape(ACCESS_LOSSES_ENDED).replace("%d", r"(\d+)")
 WORKER_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} fingerd\[\d+\]: "
                          r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) worker\[(\d+)\]: (.*)")
 
@@ -171,6 +174,10 @@ def test_a_parent_that_does_not_read_loses_batches_counts_them_and_warns_once(tm
     assert 1 <= len(warnings) and 10 * len(warnings) < batches_lost, \
         "said once a run of losses, not once a batch"
     assert WORKER_LINE.fullmatch(warnings[0]).group(1) == "WARNING"
+    ended = [re.search(ENDED, text) for text in written]
+    told = [int(match.group(1)) for match in ended if match]
+    assert len(told) == len(warnings), "each run's end is told"
+    assert sum(told) == handler.dropped_access_lines, "with what the run cost"
     assert len(access) + handler.dropped_access_lines == total, "every line written or counted"
     numbers = [int(re.search(r'user="n(\d+)"', text).group(1)) for text in access]
     assert numbers == sorted(numbers)

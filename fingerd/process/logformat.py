@@ -45,6 +45,9 @@ PIPE_BYTES = 1 << 20
 #: Said when access lines begin to be lost, once a run of losses.
 ACCESS_LOSSES_WARNING = ("access log lines dropped: the parent does not read them in time "
                          "(counted in fingerd_access_log_dropped_lines_total)")
+#: Said when a run of losses ends (the parent reads in time again, or the worker stops):
+#: how many lines it cost, which the metric, counting since the worker started, cannot say.
+ACCESS_LOSSES_ENDED = "the run of access log losses ended: %d lines dropped"
 #: How a record of access lines begins on the pipe (a record of the others, "{"),
 #: and what is between two of its lines (no line holds one).
 ACCESS_RECORD_START = b"\x1e"

@@ -24,6 +24,7 @@ from fingerd.process.logformat import (
     ACCESS_BATCH_LINES,
     ACCESS_FLUSH_SECONDS,
     ACCESS_LINE_END,
+    ACCESS_LOSSES_ENDED,
     ACCESS_LOSSES_WARNING,
     ACCESS_RECORD_START,
     F_SETPIPE_SZ,
@@ -66,7 +67,8 @@ class PipeHandler(logging.Handler):
     ACCESS_FLUSH_SECONDS by the writing thread, which makes the lines of each
     batch it takes. When MAX_QUEUED_BATCHES wait already, a batch's lines are
     dropped and counted in ``dropped_access_lines``; a warning says so when a
-    run of such losses begins (it ends once no batch waits).
+    run of such losses begins, and another how many lines it cost when it ends
+    (once no batch waits, or the handler closes).
     """
 
     def __init__(self, fd, capacity=MAX_QUEUED_RECORDS, clock=time.monotonic):
@@ -80,6 +82,8 @@ class PipeHandler(logging.Handler):
         self._batch_began = 0.0
         self._batches_queued = 0
         self._losing_access_lines = False
+        #: Access lines dropped in the run of losses under way, told when it ends.
+        self._lost_in_run = 0
         #: Access lines dropped since the start, the parent not reading them in time.
         self.dropped_access_lines = 0
         try:
@@ -133,9 +137,11 @@ class PipeHandler(logging.Handler):
         self._lose(len(entries))
 
     def _lose(self, count: int) -> None:
-        """Count ``count`` access lines lost; the first loss of a run is told."""
+        """Count ``count`` access lines lost; the first loss of a run is told, and the
+        run's count once it ends (``_send_batch``)."""
         with self._batch_lock:
             self.dropped_access_lines += count
+            self._lost_in_run += count
             begins, self._losing_access_lines = not self._losing_access_lines, True
         if begins:
             try:
@@ -194,17 +200,24 @@ class PipeHandler(logging.Handler):
                 return
 
     def _send_batch(self, entries: list[Entry]) -> bool:
-        """Make the lines of ``entries`` and write them; False once the pipe is gone."""
+        """Make the lines of ``entries`` and write them; False once the pipe is gone.
+        Once no batch waits, a run of losses ends, and how many lines it lost is told."""
+        sent = False
         try:
             for record in _batch_records(lines_of(entries)):
                 if not self._send(record):
                     return False
+            sent = True
             return True
         finally:
             with self._batch_lock:
                 self._batches_queued -= 1
+                lost = 0
                 if not self._batches_queued:
                     self._losing_access_lines = False  # caught up: a run of losses ends
+                    lost, self._lost_in_run = self._lost_in_run, 0
+            if lost and sent:
+                self._send(_line(logging.WARNING, ACCESS_LOSSES_ENDED % lost))
 
     def _send(self, data: bytes) -> bool:
         """Write ``data`` whole to the pipe; False once the pipe is gone."""
@@ -236,4 +249,6 @@ class PipeHandler(logging.Handler):
         except queue.Full:
             pass
         self._writer.join(timeout)
+        if not self._writer.is_alive() and self._lost_in_run:
+            self._send(_line(logging.WARNING, ACCESS_LOSSES_ENDED % self._lost_in_run))
         super().close()
