@@ -1,11 +1,12 @@
 """A call that may block is waited for at most its deadline, and stuck ones are bounded."""
 
+import logging
 import threading
 
 import pytest
 
 from fingerd.finger import sources
-from fingerd.finger.bounded import BoundedCalls, Unfinished
+from fingerd.finger.bounded import BoundedCalls, HangLog, Unfinished
 from tests.support.polling import wait_until
 
 
@@ -161,6 +162,28 @@ def list_at_once(bounded, source, monkeypatch, count=5):
     for thread in threads:
         thread.join(30)
     return got
+
+
+def test_a_streak_of_hung_calls_is_logged_once_and_its_end_once(stuck, caplog):
+    """Its end only once no abandoned call is left: one still hung would fail the next."""
+    calls = BoundedCalls(4, "name lookup")
+    hangs = HangLog(calls, logging.getLogger("test.hangs"), "forwarding", "told the client")
+    with caplog.at_level(logging.INFO, logger="test.hangs"):
+        for host in ("a", "b"):
+            with pytest.raises(Unfinished) as raised:
+                calls.call(0.05, stuck, host)
+            hangs.unfinished(f"looking up {host!r}", raised.value)
+        assert calls.call(1, str, "quick") == "quick"
+        hangs.finished()  # two calls still hung: the streak goes on
+        stuck.release.set()
+        wait_until(lambda: calls.abandoned() == 0, what="the hung calls to end")
+        hangs.finished()
+        hangs.finished()
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "forwarding: looking up 'a': name lookup took longer than 0.05 s "
+                          "(told the client; more such failures are not logged until lookups "
+                          "finish in time again)"),
+        (logging.INFO, "forwarding: lookups finish in time again")]
 
 
 def test_list_queries_meanwhile_share_the_listing_being_made(monkeypatch):

@@ -1,5 +1,6 @@
 """Forwarding to real finger servers on loopback addresses' port 79."""
 
+import os
 import socket
 import subprocess
 import threading
@@ -8,6 +9,7 @@ import time
 import pytest
 
 from tests.support import in_fingerd
+from tests.support.daemon import run_first
 from tests.support.markers import needs_root, needs_tool
 from tests.support.net import exchange, skip_unless_free
 from tests.support.polling import wait_until
@@ -313,3 +315,47 @@ def test_forwards_to_a_silent_host_never_fill_fingers_connections(make_daemon, u
         for asker in askers:
             asker.join(120)
     assert len(answers) == 14
+
+
+#: Run first by a daemon: a name lookup (not of an address) of a host under ``.hung``
+#: waits until the file DNS_BACK names exists (30 s at most), as behind a DNS server
+#: that does not answer, and then looks up localhost.
+HUNG_DNS = """\
+import os, socket, time
+_lookup, _back = socket.getaddrinfo, os.environ["DNS_BACK"]
+def getaddrinfo(host, *args, **kwargs):
+    if str(host).endswith(".hung") and not kwargs.get("flags", 0) & socket.AI_NUMERICHOST:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(_back) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        host = "localhost"
+    return _lookup(host, *args, **kwargs)
+socket.getaddrinfo = getaddrinfo
+"""
+
+
+def test_hung_name_lookups_are_logged_once_and_their_end_once(make_daemon):
+    """As hung account lookups are: a DNS server that does not answer fails every
+    forward to a name for as long as it hangs, and a line each would be a flood."""
+    d = make_daemon(finger__forwarding="yes", finger__forward_timeout="1")
+    back = os.path.join(d.dir, "dns-back")
+    d.start(env={**run_first(os.path.join(d.dir, "site"), HUNG_DNS), "DNS_BACK": back})
+    for host in (b"a.hung", b"b.hung", b"a.hung"):
+        answer = d.finger(b"x@" + host + b"\r\n", timeout=10)
+        assert answer.startswith(host + b": name lookup took longer than "), answer
+    hung = ("forwarding: looking up 'a.hung': name lookup took longer than 1 s (the query "
+            "answered that the host was not reached; more such failures are not logged "
+            "until lookups finish in time again)")
+    wait_until(lambda: hung in d.log(), what="the hang in the log")
+    with open(back, "w"):
+        pass
+
+    def lookups_back():
+        d.finger(b"x@localhost\r\n", timeout=10)
+        return "forwarding: lookups finish in time again" in d.log()
+
+    wait_until(lookups_back, what="the end of the hang in the log")
+    assert d.log().count("more such failures are not logged") == 1
+    assert d.log().count("forwarding: lookups finish in time again") == 1
+    assert d.metric("fingerd_requests_total", service="finger",
+                    outcome="forward_failed") >= 3

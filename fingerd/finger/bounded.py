@@ -14,6 +14,7 @@ its caller, so that the callers' other work goes on.
 """
 
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -100,3 +101,38 @@ class BoundedCalls:
             slot = next(self._ids)
             self._started[slot] = time.monotonic()
             return slot
+
+
+class HangLog:
+    """Says in the log when ``calls`` begin to hang, once, and once when they finish in
+    time again with none left stuck: a hung LDAP or DNS server fails every call for as
+    long as it hangs, and a line each would be a flood.
+
+    ``subject`` begins each line (``system accounts``); ``consequence`` says what a
+    caller that gave up answered."""
+
+    def __init__(self, calls: BoundedCalls, logger: logging.Logger, subject: str,
+                 consequence: str) -> None:
+        self._calls = calls
+        self._log = logger
+        self._subject = subject
+        self._consequence = consequence
+        self._lock = threading.Lock()
+        self._failing = False
+
+    def unfinished(self, what: str, exc: Unfinished) -> None:
+        """``what`` (``looking up 'alice'``) raised ``exc``: said if it begins a streak."""
+        with self._lock:
+            first, self._failing = not self._failing, True
+        if first:
+            self._log.warning("%s: %s: %s (%s; more such failures are not logged until "
+                              "lookups finish in time again)", self._subject, what, exc,
+                              self._consequence)
+
+    def finished(self) -> None:
+        """A call finished in time: the streak ends once no abandoned call is left."""
+        if self._failing and self._calls.abandoned() == 0:
+            with self._lock:
+                recovered, self._failing = self._failing, False
+            if recovered:
+                self._log.info("%s: lookups finish in time again", self._subject)

@@ -9,12 +9,15 @@ once, those abandoned by their callers included.
 """
 
 import functools
+import logging
 import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fingerd.finger.bounded import BoundedCalls, Unfinished
+from fingerd.finger.bounded import BoundedCalls, HangLog, Unfinished
+
+log = logging.getLogger(__name__)
 
 
 class NoRoute(OSError):
@@ -34,6 +37,8 @@ class Dialer:
     def __init__(self, max_lookups: int = MAX_LOOKUPS,
                  getaddrinfo: Callable[..., AddrInfo] = socket.getaddrinfo) -> None:
         self._lookups = BoundedCalls(max_lookups, "name lookup")
+        self._hangs = HangLog(self._lookups, log, "forwarding",
+                              "the query answered that the host was not reached")
         self._getaddrinfo = getaddrinfo
 
     def connect(self, host: str, port: int, timeout: float) -> socket.socket:
@@ -67,7 +72,13 @@ class Dialer:
         except socket.gaierror:
             pass
         try:
-            return self._lookups.call(timeout, functools.partial(
+            found = self._lookups.call(timeout, functools.partial(
                 self._getaddrinfo, host, port, type=socket.SOCK_STREAM))
         except Unfinished as exc:
+            self._hangs.unfinished(f"looking up {host!r}", exc)
             raise NoRoute(str(exc)) from None
+        except (OSError, UnicodeError):
+            self._hangs.finished()  # an answer in time, if not an address
+            raise
+        self._hangs.finished()
+        return found

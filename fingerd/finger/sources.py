@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Optional, Protocol, TypeVar
 
 from fingerd.finger import logins
-from fingerd.finger.bounded import BoundedCalls, Unfinished
+from fingerd.finger.bounded import BoundedCalls, HangLog, Unfinished
 from fingerd.finger.homefiles import opted_out, read_user_file
 from fingerd.finger.longform import Person, Where, long_answer, parse_gecos
 from fingerd.finger.utmp import Session
@@ -160,8 +160,9 @@ class BoundedSource:
         self.source = source
         self.timeout = timeout
         self._calls = BoundedCalls(limit, "account lookup")
+        self._hangs = HangLog(self._calls, log, "system accounts",
+                              "answered 'Internal error in server'")
         self._lock = threading.Lock()
-        self._failing = False
         #: The listing being made, which list queries coming meanwhile wait for.
         self._listing: Optional[_Shared] = None
 
@@ -194,18 +195,9 @@ class BoundedSource:
         try:
             value = self._calls.call(self.timeout, fn, *args)
         except Unfinished as exc:
-            with self._lock:
-                first, self._failing = not self._failing, True
-            if first:
-                log.warning("system accounts: %s: %s (answered 'Internal error in server'; "
-                            "more such failures are not logged until lookups finish in time "
-                            "again)", what, exc)
+            self._hangs.unfinished(what, exc)
             raise
-        if self._failing and self._calls.abandoned() == 0:
-            with self._lock:
-                recovered, self._failing = self._failing, False
-            if recovered:
-                log.info("system accounts: lookups finish in time again")
+        self._hangs.finished()
         return value
 
 
