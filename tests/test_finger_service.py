@@ -64,6 +64,13 @@ def test_only_the_first_pipelined_query_is_answered(shared_daemon):
     assert shared_daemon.finger(b"alice\r\nbob\r\n") == b"Happy and well\r\n"
 
 
+@pytest.mark.parametrize("after", [4000, 5000, 60000])
+def test_bytes_sent_after_the_query_do_not_destroy_its_answer(shared_daemon, after):
+    """What comes with the query in one read is read with it; more is read and dropped
+    before the close, which with input unread would send a reset instead of the answer."""
+    assert shared_daemon.finger(b"alice\r\n" + b"x" * after) == b"Happy and well\r\n"
+
+
 def test_line_longer_than_1024_bytes_is_closed_unanswered(daemon):
     assert daemon.finger(b"a" * 1025 + b"\r\n") == b""
     assert daemon.metric("fingerd_connections_rejected_total", reason="line_too_long") == 1

@@ -356,7 +356,7 @@ class ServingLoop:
                     self._access_log.log(service.name, conn.peer, answer, seconds)
         finally:
             free(conn.source)
-            if service.lingers:
+            if service.lingers or len(conn.buf) >= _READ_SIZE:  # more may be unread
                 drain(conn.sock)
             conn.sock.close()
 
@@ -389,8 +389,8 @@ def _queued(listener: Listener) -> int:
 
 
 def drain(sock: Any) -> None:
-    """Send FIN after the answer, then read and drop up to LINGER_DRAIN_BYTES of what the
-    client sent that was never read, without waiting for more."""
+    """Send FIN after the answer, then drop up to LINGER_DRAIN_BYTES of input never read (a
+    lingering service's, or past a query's read) without waiting: a close would reset."""
     try:
         sock.shutdown(socket.SHUT_WR)
         for _ in range(LINGER_DRAIN_BYTES // DRAIN_BYTES):
