@@ -165,6 +165,8 @@ def test_a_refusing_or_unknown_host_gets_a_one_line_error(forwarder):
     answer = forwarder.finger(b"x@" + b"a" * 64 + b".invalid\r\n")
     assert answer.endswith(b": unknown host\r\n") or answer.endswith(b": not a host name\r\n")
     assert forwarder.finger(b"x@..\r\n") == b"..: not a host name\r\n"
+    assert forwarder.finger(b"x@127.0.0.17\x00\r\n") == b"127.0.0.17\\x00: not a host name\r\n"
+    assert forwarder.finger(b"x@a\x1bb\r\n") == b"a\\x1bb: not a host name\r\n"
 
 
 def test_a_huge_hostile_answer_is_cut_and_filtered(forwarder, upstreams):

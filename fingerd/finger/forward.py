@@ -62,7 +62,9 @@ class Forwarder:
         them) has only what is left, and one that waited it all is not sent at all."""
         host = query.hosts[-1]
         if not valid_host(host):
-            return False, [f"{host[:64]}: not a host name"]
+            # Escaped: the output drops control characters, which would make a host
+            # such as "127.0.0.1\0" read as a valid one.
+            return False, [f"{repr(host[:64])[1:-1]}: not a host name"]
         line = forwarded_line(query)
         if line is None:
             return False, [f"{host}: not asked, the user holds a control character"]
