@@ -37,11 +37,7 @@ from fingerd.accesslog import AccessLog
 from fingerd.finger.bounded import Unfinished
 from fingerd.limits import ACCEPTS_PER_TURN, DRAIN_BYTES, LINGER_DRAIN_BYTES
 from fingerd.metrics import Metrics, bucket_of
-from fingerd.outcomes import (
-    REJECT_BUSY,
-    REJECT_PROXY,
-    REJECT_TOO_LONG,
-)
+from fingerd.outcomes import REJECT_BUSY, REJECT_PROXY, REJECT_TOO_LONG
 from fingerd.serving.allow import close_unheard
 from fingerd.serving.gate import source_of
 from fingerd.serving.lines import LineTooLong
@@ -390,9 +386,13 @@ def _queued(listener: Listener) -> int:
 
 def drain(sock: Any) -> None:
     """Send FIN after the answer, then drop up to LINGER_DRAIN_BYTES of input never read (a
-    lingering service's, or past a query's read) without waiting: a close would reset."""
+    lingering service's, or past a query's read) without waiting: a close would reset. A
+    pool thread's socket has a timeout, under which Python polls before each read even
+    with MSG_DONTWAIT: made non-blocking first, lest kept-open clients hold the pool."""
     try:
         sock.shutdown(socket.SHUT_WR)
+        if sock.gettimeout() is not None:
+            sock.setblocking(False)
         for _ in range(LINGER_DRAIN_BYTES // DRAIN_BYTES):
             if not sock.recv(DRAIN_BYTES, socket.MSG_DONTWAIT):
                 return
