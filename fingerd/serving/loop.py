@@ -305,8 +305,8 @@ class ServingLoop:
         return answer
 
     def _answer_inline(self, conn: Connection, request: Any) -> None:
-        """Answer on the reading thread, never waiting: an answer too big for the
-        socket's buffer is finished by the pool."""
+        """Answer on the reading thread, never waiting: the rest of an answer too big for
+        the socket's buffer is sent by the pool, as a slow call (its reader may not read)."""
         answer = self._respond(conn, request, True)
         try:
             sent = conn.sock.send(answer.data, self._send_flags)
@@ -315,7 +315,7 @@ class ServingLoop:
         except OSError:
             sent = len(answer.data)
         if sent < len(answer.data):
-            self._pool.submit(self._send, conn, answer, sent)
+            self._pool.submit_slow("send", self._send, conn, answer, sent)
         else:
             self._finish(conn, answer, self.service.gate.leave)
 

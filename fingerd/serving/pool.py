@@ -7,7 +7,9 @@ the servers submit only connections that passed the connection gate.
 
 A call that may wait long on something outside the process (a forward to a
 silent finger server holds its thread for ``forward_timeout``, a set waits on
-the parent's write) is submitted as slow, in a lane named for its service:
+the parent's write, the rest of an answer too big for its socket's buffer waits
+on a client that may not read it) is submitted as slow, in a lane named for its
+service (``send`` for those answers):
 each lane's slow calls hold at most a quarter of the threads (one at least),
 the others waiting in a queue of the lane's own, so that a flood of them
 never keeps every other request waiting for a thread, nor another service's
