@@ -200,6 +200,12 @@ def test_any_other_method_is_405_with_allow(web, method):
     assert reply.headers["allow"] == "GET, HEAD"
 
 
+def test_connect_to_an_authority_is_another_method_405(web):
+    reply = request(web, "127.0.0.1:79", method="CONNECT")
+    assert_served(reply, 405)
+    assert reply.headers["allow"] == "GET, HEAD"
+
+
 @pytest.mark.parametrize("data", [
     b"garbage\r\n\r\n",
     b"GET /\r\n\r\n",

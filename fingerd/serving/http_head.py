@@ -186,7 +186,9 @@ def _request_line(line: bytes) -> tuple[str, str, str, tuple[int, int]]:
     version = (int(request.group(3)), int(request.group(4)))
     if version[0] != 1:
         raise HeadError(505, "only HTTP/1.0 and HTTP/1.1 are served")
-    path, query = _split_target(target)
+    # CONNECT's target is an authority (RFC 9112 3.2.3): a request of a method not
+    # served here, answered 405 as any other, not a malformed one.
+    path, query = (target, "") if method == "CONNECT" else _split_target(target)
     return method, path, query, version
 
 
