@@ -121,6 +121,23 @@ def test_missing_users_file_starts_empty_with_a_warning(make_daemon):
     wait_until(answers(d, b"alice\r\n", b"Arrived\r\n"), what="the file to appear")
 
 
+def test_a_start_without_a_users_file_is_not_a_failed_reload(make_daemon):
+    """The warning at start was followed, at the first check of the file, by an ERROR
+    and a failed reload counted (FingerdReloadsFailing and FingerdUsersFileStale fired)
+    for a start the contract says is made with a warning; a file served and then
+    removed is a failure still."""
+    d = make_daemon(users=None).start()
+    for _ in during(1.0):  # five reload intervals of 0.2 s
+        assert d.metric("fingerd_reloads_total", outcome="failure") == 0
+        assert "users file missing" not in d.log()
+    replace_file(d.users_file, b"alice:Arrived\n")
+    wait_until(answers(d, b"alice\r\n", b"Arrived\r\n"), what="the file to appear")
+    os.unlink(d.users_file)
+    wait_until(lambda: d.metric("fingerd_reloads_total", outcome="failure") == 1,
+               what="the removal counted as a failed reload")
+    assert "users file missing; keeping 1 users" in d.log()
+
+
 def test_a_unix_socket_a_reload_drops_is_removed_once_its_worker_is_gone(make_daemon,
                                                                          public_dir):
     """Closed without its file, the socket stayed on disk, refusing connections, after

@@ -88,6 +88,9 @@ class UserStore:
                     raise
                 log.warning("%s: no users file; starting with no users", self.path)
                 self._publish(UserTable(), None)
+                # Said once: the checks that follow find it missing still, which is no
+                # failed reload (nor an error in the log) until a file has been served.
+                self._failed_signature = "missing"
                 return None
             self._publish(users, sig)
             read_at = self._count_success()
