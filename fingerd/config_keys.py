@@ -303,12 +303,15 @@ def _redis_prefix(text: str, base: str) -> str:
 
 
 def _replacements(text: str, base: str) -> tuple[tuple[str, str], ...]:
-    """``OLD => NEW`` pairs, one a line (continuation lines indented under ``replace =``)."""
+    """``OLD => NEW`` pairs, one a line (continuation lines indented under ``replace =``);
+    ``OLD =>`` removes OLD (its line's blanks at the end were stripped as it was read)."""
     rules = []
     for line in text.splitlines():
         if not line.strip():
             continue
         old, arrow, new = line.strip().partition(" => ")
+        if not arrow and line.strip().endswith(" =>"):
+            old, arrow, new = line.strip()[:-3], " =>", ""
         if not arrow or not old:
             raise InvalidValue(f"expected OLD => NEW on each line, got {line.strip()[:60]!r}")
         rules.append((old, new))

@@ -498,6 +498,7 @@ def test_the_effective_configuration_names_every_section_and_key():
 @pytest.mark.parametrize("rules", [
     "replace =\n  a;b => c#d\n  [x] => y\n\n  e  =>  f g\n",
     "replace=#a => b\n  c => d;f\n",
+    "replace = a =>\n  b  =>\n  c => d =>\n",
 ])
 def test_replacement_rules_read_back_whatever_they_hold(rules):
     config = parse_config(f"[output]\n{rules}", PATH)

@@ -153,6 +153,13 @@ def test_status_is_filtered_before_the_wire(make_daemon):
     assert d.finger(b"alice\r\n") == b"evilgnp.exe\r\n"
 
 
+def test_a_replacement_with_nothing_after_its_arrow_removes_its_text(make_daemon):
+    """``OLD =>`` was refused (expected OLD => NEW, got 'OLD =>': the blank after the
+    arrow is stripped as the line is read), so no rule could remove a word."""
+    d = make_daemon(users=b"alice:Happy and well!!!\n", output__replace="!!! =>").start()
+    assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
+
+
 def test_requests_are_counted_by_outcome(daemon):
     daemon.finger(b"alice\r\n")
     daemon.finger(b"nobody\r\n")
