@@ -192,6 +192,9 @@ def parse_config(text: str, path: str) -> Config:
     for section, key, default, convert, attr in SCHEMA:
         given = found.value(section, key)
         try:
+            if given is not None and "\0" in given:
+                # No path, name or address holds one: the system calls would raise.
+                raise InvalidValue("a NUL byte in the value")
             values[attr] = convert((default if given is None else given).strip(), base)
         except InvalidValue as exc:
             errors.append(f"{path}:{found.key_lines.get((section, key), 0)}: "
@@ -264,7 +267,7 @@ def fingerd_path_setting(text: str, path: str, key: str) -> str | None:
     Whatever else is wrong in the file is ignored.
     """
     given = _read_text(text).value("fingerd", key)
-    if given is None:
+    if given is None or "\0" in given:
         return None
     return resolve_path(given.strip(), os.path.dirname(os.path.abspath(path))) or None
 

@@ -1,0 +1,49 @@
+"""Values the system calls cannot take are refused by the check, named by file, line and
+key, never met as a traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ROOT
+from tests.support.daemon import Daemon, run_fingerd
+
+#: EX_CONFIG, the exit status of a start that failed on its configuration.
+MISCONFIGURED = 78
+
+
+@pytest.fixture
+def setup(public_dir, ports):
+    return Daemon(public_dir, ports)
+
+
+def with_nul(daemon, *keys):
+    """Set each [fingerd] ``key`` to a path holding a NUL byte; the line of the last."""
+    daemon.reconfigure(**{f"fingerd__{key}": "/tmp/a\0b" for key in keys})
+    with open(daemon.config_file) as f:
+        return next(number for number, line in enumerate(f, 1)
+                    if line.startswith(f"{keys[-1]} ="))
+
+
+@pytest.mark.parametrize("key", ("users_file", "pidfile", "log_file"))
+def test_a_nul_byte_in_a_path_is_an_error_of_its_line(setup, key):
+    """It raised ValueError (embedded null byte) out of os.stat: a traceback, exit 1."""
+    line = with_nul(setup, key)
+    result = run_fingerd("-t", "-c", setup.config_file)
+    assert (result.returncode, result.stderr) == (
+        1, f"{setup.config_file}:{line}: [fingerd] {key}: a NUL byte in the value\n")
+
+
+def test_a_failed_start_and_fingerd_ctl_pass_over_a_nul_byte_in_a_path(setup):
+    """The failed start looks for log_file, fingerd-ctl for the pidfile, in a
+    configuration that does not load: each raised ValueError there."""
+    with_nul(setup, "log_file", "pidfile")
+    start = run_fingerd("-n", "-c", setup.config_file)
+    assert start.returncode == MISCONFIGURED, start.stderr
+    assert "Traceback" not in start.stderr and "a NUL byte in the value" in start.stderr
+    status = subprocess.run([sys.executable, "-m", "fingerd.ctl", "-c", setup.config_file,
+                             "status"], cwd=ROOT, timeout=60, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True)
+    assert status.returncode == 3 and "Traceback" not in status.stderr, status.stderr
+
