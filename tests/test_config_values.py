@@ -47,3 +47,15 @@ def test_a_failed_start_and_fingerd_ctl_pass_over_a_nul_byte_in_a_path(setup):
                             capture_output=True, text=True)
     assert status.returncode == 3 and "Traceback" not in status.stderr, status.stderr
 
+
+def test_group_root_is_refused_as_user_root_is(setup):
+    """``user = root`` was refused, ``group = root`` taken: the worker ran with gid 0,
+    opening whatever root's group may (a file of mode 0640 or 0660, root's by group)."""
+    setup.reconfigure(fingerd__group="root")
+    with open(setup.config_file) as f:
+        line = next(number for number, text in enumerate(f, 1) if text.startswith("group ="))
+    for option, status in (("-t", 1), ("-n", MISCONFIGURED)):
+        result = run_fingerd(option, "-c", setup.config_file)
+        assert (result.returncode, result.stderr) == (status, (
+            f"{setup.config_file}:{line}: [fingerd] group: 'root' is gid 0 (root); the worker "
+            f"must run unprivileged: name a group of its own in [fingerd] group\n"))

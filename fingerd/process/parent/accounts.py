@@ -42,6 +42,13 @@ def resolve_account(config: "Config") -> Account:
         except KeyError:
             raise AccountError(f"{config.where('fingerd', 'group')}: [fingerd] group: "
                                f"no such group {config.group!r}") from None
+    if gid == 0:
+        # Group root opens what is root's by group: no less a privilege than the user.
+        key, what = ("group", f"{config.group!r} is") if config.group else \
+            ("user", f"{config.user!r} has as its primary group")
+        raise AccountError(f"{config.where('fingerd', key)}: [fingerd] {key}: {what} "
+                           f"gid 0 (root); the worker must run unprivileged: name "
+                           f"a group of its own in [fingerd] group")
     if config.setter_admin_group:
         try:
             grp.getgrnam(config.setter_admin_group)
