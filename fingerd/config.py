@@ -235,7 +235,8 @@ _LISTENERS = tuple((attr, section, key) for section, key, _d, _c, attr in SCHEMA
 
 def _shared_addresses(values: dict[str, object], lines: dict[tuple[str, str], int],
                       path: str) -> list[str]:
-    """Errors for two services given one address: the second bind would fail at start.
+    """Errors for two services given one address, or one service's list a wildcard and
+    another address of its port: the second bind would fail at start.
 
     A wildcard takes its port on every address of its family (IPv6 sockets
     are bound IPv6-only), so it clashes with any other address there.
@@ -247,7 +248,7 @@ def _shared_addresses(values: dict[str, object], lines: dict[tuple[str, str], in
         assert isinstance(addresses, tuple)
         for address in addresses:
             for other_section, other in seen:
-                if other_section != section and _clash(address, other):
+                if _clash(address, other):
                     errors.append(f"{path}:{lines.get((section, key), 0)}: [{section}] {key}: "
                                   f"{address} is also [{other_section}]'s {other}")
             seen.append((section, address))

@@ -352,13 +352,17 @@ def test_comments_blank_lines_and_spacing_change_nothing(lines, inserts, upper, 
 
 
 #: Listening addresses as written, and as read (IP addresses made from numbers, which
-#: Hypothesis draws much faster than its ip_addresses()).
+#: Hypothesis draws much faster than its ip_addresses()); never a wildcard beside another
+#: address of its family and port, which would be refused.
 ADDRESSES = st.lists(st.one_of(
     st.tuples(st.integers(0, 2 ** 32 - 1).map(lambda n: str(ipaddress.IPv4Address(n))),
               st.integers(1, 65535)).map(lambda a: (f"{a[0]}:{a[1]}", Address(*a))),
     st.tuples(st.integers(0, 2 ** 128 - 1).map(lambda n: str(ipaddress.IPv6Address(n))),
               st.integers(1, 65535)).map(lambda a: (f"[{a[0]}]:{a[1]}", Address(*a)))),
-    min_size=1, max_size=4, unique_by=lambda a: a[1])
+    min_size=1, max_size=4, unique_by=lambda a: a[1]).filter(
+        lambda items: not any(a.port == b.port and a.family == b.family and a != b
+                              and ipaddress.ip_address(a.host).is_unspecified
+                              for _, a in items for _, b in items))
 ALNUM = string.ascii_letters + string.digits
 LABELS = st.builds(lambda first, middle: first + (middle + "z" if middle else ""),
                    st.text(ALNUM, min_size=1, max_size=5), st.text(ALNUM + "-", max_size=10))

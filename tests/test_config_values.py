@@ -59,3 +59,19 @@ def test_group_root_is_refused_as_user_root_is(setup):
         assert (result.returncode, result.stderr) == (status, (
             f"{setup.config_file}:{line}: [fingerd] group: 'root' is gid 0 (root); the worker "
             f"must run unprivileged: name a group of its own in [fingerd] group\n"))
+
+
+def test_a_wildcard_and_another_address_of_its_port_in_one_list_are_refused(setup):
+    """The check said the configuration was valid, and the start then failed on its own
+    second bind: 'cannot listen on 127.0.0.1:P ([finger] listen): address already in
+    use', as if another program held the port."""
+    port = setup.finger_port
+    setup.listen("finger", f"0.0.0.0:{port}", f"127.0.0.1:{port}")
+    with open(setup.config_file) as f:
+        line = next(number for number, text in enumerate(f, 1)
+                    if text.startswith("listen = 0.0.0.0:"))
+    for option, status in (("-t", 1), ("-n", MISCONFIGURED)):
+        result = run_fingerd(option, "-c", setup.config_file)
+        assert (result.returncode, result.stderr) == (status, (
+            f"{setup.config_file}:{line}: [finger] listen: 127.0.0.1:{port} is also "
+            f"[finger]'s 0.0.0.0:{port}\n"))
