@@ -201,6 +201,11 @@ def parse_config(text: str, path: str) -> Config:
                           f"[{section}] {key}: {exc}")
     if not errors:
         errors.extend(_shared_addresses(values, found.key_lines, path))
+        if values["max_uid"] < values["min_uid"]:  # type: ignore[operator]
+            key = "max_uid" if ("finger", "max_uid") in found.key_lines else "min_uid"
+            errors.append(f"{path}:{found.key_lines[('finger', key)]}: [finger] {key}: "
+                          f"max_uid {values['max_uid']} is below min_uid {values['min_uid']}: "
+                          f"no account would be shown")
     if errors:
         raise ConfigError(errors)
     return Config(**values)  # type: ignore[arg-type]

@@ -75,3 +75,14 @@ def test_a_wildcard_and_another_address_of_its_port_in_one_list_are_refused(setu
         assert (result.returncode, result.stderr) == (status, (
             f"{setup.config_file}:{line}: [finger] listen: 127.0.0.1:{port} is also "
             f"[finger]'s 0.0.0.0:{port}\n"))
+
+
+def test_max_uid_below_min_uid_is_refused(setup):
+    """Taken without a word: with system_users no account was ever shown."""
+    setup.reconfigure(finger__min_uid="2000", finger__max_uid="1000")
+    with open(setup.config_file) as f:
+        line = next(number for number, text in enumerate(f, 1) if text.startswith("max_uid"))
+    result = run_fingerd("-t", "-c", setup.config_file)
+    assert (result.returncode, result.stderr) == (1, (
+        f"{setup.config_file}:{line}: [finger] max_uid: max_uid 1000 is below min_uid 2000: "
+        f"no account would be shown\n"))
