@@ -104,6 +104,11 @@ class Config:
         return f"{self.path}:{line}" if line else self.path
 
 
+#: The keys whose values may go on over indented lines: lists, whose items are stripped.
+#: Any other value spanning lines is a key indented by mistake, which a path took in
+#: (``users_file = users`` then ``  threads = 4`` named a file ``users\nthreads = 4``).
+_MULTILINE_KEYS = frozenset({"listen", "forward_allow", "proxy_from", "allow_from",
+                             "plan_files", "replace"})
 _COMMENT_RE = re.compile(r"(?<!\S)[#;]")
 _SECTION_RE = re.compile(r"\[(.+)\]")
 _OPTION_RE = re.compile(r"(.*?)\s*[=:]\s*(.*)")
@@ -195,6 +200,14 @@ def parse_config(text: str, path: str) -> Config:
             if given is not None and "\0" in given:
                 # No path, name or address holds one: the system calls would raise.
                 raise InvalidValue("a NUL byte in the value")
+            if given is not None and "\n" in given.strip() and key not in _MULTILINE_KEYS:
+                # The line taken in, not the value: redis_url's may hold a password.
+                taken = "" if key == "redis_url" else \
+                    next(line for line in given.strip().split("\n")[1:] if line.strip())
+                raise InvalidValue(f"the indented line {taken[:60]!r} after it goes on with its "
+                                   f"value; a key of its own is not indented" if taken else
+                                   "an indented line after it goes on with its value; a key "
+                                   "of its own is not indented")
             values[attr] = convert((default if given is None else given).strip(), base)
         except InvalidValue as exc:
             errors.append(f"{path}:{found.key_lines.get((section, key), 0)}: "

@@ -86,3 +86,23 @@ def test_max_uid_below_min_uid_is_refused(setup):
     assert (result.returncode, result.stderr) == (1, (
         f"{setup.config_file}:{line}: [finger] max_uid: max_uid 1000 is below min_uid 2000: "
         f"no account would be shown\n"))
+
+
+def test_a_key_indented_under_a_path_is_refused_not_taken_into_the_path(setup):
+    """The path took the indented line in: 'users_file = users' then '  threads = 4'
+    named a users file 'users\\nthreads = 4', which the check called valid and the
+    start served as missing, with no users, and fingerd -T wrote back as two keys.
+    A list still goes on over indented lines."""
+    setup.reconfigure(fingerd__users_file=f"{setup.users_file}\n  threads = 4",
+                      finger__allow_from="127.0.0.0/8,\n  ::1")
+    with open(setup.config_file) as f:
+        line = next(number for number, text in enumerate(f, 1)
+                    if text.startswith("users_file ="))
+    result = run_fingerd("-t", "-c", setup.config_file)
+    assert (result.returncode, result.stderr) == (1, (
+        f"{setup.config_file}:{line}: [fingerd] users_file: the indented line 'threads = 4' "
+        f"after it goes on with its value; a key of its own is not indented\n"))
+    setup.reconfigure(fingerd__users_file=setup.users_file)
+    result = run_fingerd("-T", "-c", setup.config_file)
+    assert result.returncode == 0, result.stderr
+    assert "\nallow_from = 127.0.0.0/8, ::1\n" in result.stdout
