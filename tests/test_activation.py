@@ -486,6 +486,22 @@ def test_what_cannot_be_served_fails_the_start_with_one_line(make_daemon, ports,
     assert not can_connect(d.finger_port) and not can_connect(d.setter_port)
 
 
+@needs_root
+@needs_activate
+def test_a_setter_socket_on_an_address_not_loopback_fails_the_start(make_daemon, ports,
+                                                                    public_dir):
+    # As [setter] listen refuses it: ListenStream=1079 alone listens on every address.
+    d = make_daemon()
+    port = ports.take()
+    d.start(wait=False, wrapper=activate((f"0.0.0.0:{port}", "setter")))
+    first_client(d.proc.args, port, None)
+    assert failed_start(d) == (
+        78, f"fingerd: socket 3 from systemd (setter): listens on 0.0.0.0:{port}, not a "
+            f"loopback address; the setter must stay local: set ListenStream= to "
+            f"127.0.0.1:PORT or [::1]:PORT")
+    assert not can_connect(d.finger_port) and not can_connect(d.setter_port)
+
+
 # Telling systemd.
 
 @needs_root

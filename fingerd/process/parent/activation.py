@@ -17,6 +17,7 @@ descriptors.
 """
 
 import dataclasses
+import ipaddress
 import os
 import socket
 from collections.abc import Mapping, MutableMapping, Sequence
@@ -115,8 +116,23 @@ def adopt(fd: int, role: str) -> socket.socket:
                               f"serves on")
     if sock.family not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
         raise ActivationError(f"{which}: neither TCP nor Unix-domain")
+    if role == "setter" and sock.family != socket.AF_UNIX and not _loopback(sock):
+        # As [setter] listen, which takes loopback addresses only: ListenStream=1079
+        # alone would put it on every address of the host.
+        raise ActivationError(f"{which}: listens on {describe(sock)}, not a loopback "
+                              f"address; the setter must stay local: set ListenStream= "
+                              f"to 127.0.0.1:PORT or [::1]:PORT")
     sock.set_inheritable(False)
     return sock
+
+
+def _loopback(sock: socket.socket) -> bool:
+    """Whether the TCP socket ``sock`` is bound to a loopback address (an IPv4-mapped
+    one included), which only this host's clients reach."""
+    address = ipaddress.ip_address(sock.getsockname()[0].partition("%")[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 def describe(sock: socket.socket) -> str:
