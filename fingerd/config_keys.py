@@ -86,6 +86,14 @@ def resolve_path(text: str, base: str) -> str:
     return os.path.normpath(os.path.join(base, text)) if text else ""
 
 
+def _required_path(text: str, base: str) -> str:
+    """A path resolve_path takes, which may not be empty: a file the daemon cannot do
+    without (an empty one would name the directory it happens to run in)."""
+    if not text:
+        raise InvalidValue("expected a path; leave the line out for the default")
+    return resolve_path(text, base)
+
+
 #: Most bytes of a Unix socket's path: sockaddr_un's sun_path (108 on Linux) but its NUL.
 MAX_UNIX_PATH_BYTES = 107
 
@@ -324,8 +332,8 @@ def _replacements(text: str, base: str) -> tuple[tuple[str, str], ...]:
 SCHEMA: tuple[tuple[str, str, str, Reader, str], ...] = (
     ("fingerd", "user", "nobody", _account(True), "user"),
     ("fingerd", "group", "", _account(False), "group"),
-    ("fingerd", "pidfile", DEFAULT_PIDFILE, resolve_path, "pidfile"),
-    ("fingerd", "users_file", "/etc/fingerd/users", resolve_path, "users_file"),
+    ("fingerd", "pidfile", DEFAULT_PIDFILE, _required_path, "pidfile"),
+    ("fingerd", "users_file", "/etc/fingerd/users", _required_path, "users_file"),
     ("fingerd", "reload_interval", "30", _seconds(0.1, 86400), "reload_interval"),
     ("fingerd", "threads", "16", _integer(1, 1024), "threads"),
     ("fingerd", "max_connections", "256", _integer(1, 65536), "max_connections"),

@@ -143,6 +143,25 @@ def test_check_takes_missing_directories_the_start_makes_and_makes_none(setup, p
     assert not os.path.exists(os.path.join(public_dir, "run")) and not os.path.exists(log_file)
 
 
+@pytest.mark.parametrize("key", ["pidfile", "users_file"])
+def test_an_empty_pidfile_or_users_file_is_refused_by_the_check_as_by_the_start(setup, key):
+    """Empty, either would name the directory fingerd runs in: the start failed saying
+    ": cannot take the pidfile (.NAME.tmp): Is a directory", a .lock left behind, or took
+    that directory, or the one it is in, for the users file, which -t passed as valid."""
+    setup.reconfigure(**{f"fingerd__{key}": ""})
+    reason = f": [fingerd] {key}: expected a path; leave the line out for the default\n"
+    checked = refusal("-t", "-c", setup.config_file)
+    assert checked.endswith(reason) and checked.count("\n") == 1, checked
+    with tempfile.TemporaryDirectory() as work:
+        os.chmod(work, 0o755)
+        started = subprocess.run([sys.executable, "-m", "fingerd", "-n", "-c", setup.config_file],
+                                 cwd=work, env=dict(os.environ, PYTHONPATH=ROOT), timeout=60,
+                                 stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        assert started.returncode == MISCONFIGURED and started.stderr.endswith(reason), \
+            started.stderr
+        assert os.listdir(work) == []
+
+
 def dumped(config_file):
     """``fingerd -T``'s standard output, once it exited 0 saying the configuration valid on
     standard error, read back as a configuration (from elsewhere: its paths are resolved)."""
