@@ -296,6 +296,18 @@ def fallback_pidfile(args: argparse.Namespace) -> tuple[str, str]:
     return DEFAULT_PIDFILE, "the default"
 
 
+def _guessed_unread(config: str, source: str, path: str) -> bool:
+    """Whether the default pidfile ``path``, taken because this account may not read the
+    configuration, which may name another, names no daemon running: then nothing is
+    known, since a daemon that runs is never to be called stopped or not running."""
+    if source != "the default" or not os.path.exists(config) or os.access(config, os.R_OK):
+        return False
+    try:
+        return pidfile.probe(path)[0] != pidfile.RUNNING
+    except OSError:
+        return True
+
+
 def _not_loaded(exc: ConfigError) -> int:
     """Say why the configuration (or a file it names) does not load; the exit status for
     it: 4 where this account may not read it, 1 otherwise."""
@@ -310,13 +322,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         if args.command not in PIDFILE_COMMANDS:
             return _not_loaded(exc)
+        path, source = fallback_pidfile(args)
+        guessed = _guessed_unread(args.config, source, path)
         # Said once: by the outcome of a reload waited for, when the daemon finds it too.
-        args.unshown = exc if args.command == "reload" and not args.no_wait else None
+        args.unshown = exc if (args.command == "reload" and not args.no_wait
+                               and not guessed) else None
         if args.unshown is None:
             _not_loaded(exc)
-        path, source = fallback_pidfile(args)
         say(f"the configuration does not load; using the pidfile {path} ({source})",
             sys.stderr)
+        if guessed:
+            say(f"no fingerd runs by {path}, but this account may not read {args.config}, "
+                f"which may name another pidfile: whether fingerd runs cannot be told; run "
+                f"as root, or give --pidfile", sys.stderr)
+            return EXIT_NO_PERMISSION
         status = _run(PIDFILE_COMMANDS[args.command], path, args)
         if args.unshown is not None:
             _not_loaded(args.unshown)

@@ -6,7 +6,12 @@ stopped or not running, and is never left running by a stop that says it stopped
 import os
 import signal
 
+import pytest
+
+from fingerd import ctl
+from fingerd.config import DEFAULT_PIDFILE
 from fingerd.process.pidfile import RUNNING, probe
+from tests.support.children import main_as_nobody
 from tests.support.daemon import run_fingerd
 from tests.support.polling import wait_until
 
@@ -71,4 +76,26 @@ def test_a_daemon_whose_pidfile_moved_in_the_configuration_is_never_said_stopped
             (command, failed.stdout, failed.stderr)
         assert failed.stderr.endswith(f"stop it with: kill {pid}\n")
     assert d.finger(b"alice\r\n") == b"Happy and well\r\n"
+    assert probe(d.pidfile) == (RUNNING, pid)
+
+
+def test_a_configuration_this_account_may_not_read_never_has_its_daemon_said_stopped(
+        detached):
+    """Another account than root may not read a configuration of mode 0600, which names
+    the daemon's pidfile: the default one names no daemon, which is no reason to say
+    that none runs (status said "fingerd is not running", exit 3; stop "not running",
+    exit 0)."""
+    if probe(DEFAULT_PIDFILE)[0] == RUNNING:
+        pytest.skip(f"a fingerd runs by {DEFAULT_PIDFILE} on this machine")
+    d = detached
+    assert run_fingerd("-c", d.config_file).returncode == 0
+    pid = probe(d.pidfile)[1]
+    os.chmod(d.config_file, 0o600)
+    for command in ("status", "stop", "reload", "reopen"):
+        code, stderr = main_as_nobody(ctl.main, ["-c", d.config_file, command])
+        assert code == ctl.EXIT_NO_PERMISSION, (command, stderr)
+        assert stderr.endswith(
+            f"fingerd-ctl: no fingerd runs by {DEFAULT_PIDFILE}, but this account may not "
+            f"read {d.config_file}, which may name another pidfile: whether fingerd runs "
+            f"cannot be told; run as root, or give --pidfile\n"), (command, stderr)
     assert probe(d.pidfile) == (RUNNING, pid)
