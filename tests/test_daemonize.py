@@ -6,6 +6,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from fingerd.process.pidfile import RUNNING, probe, read_pid
 from tests.support import ROOT
 from tests.support.daemon import held_until
@@ -59,3 +61,21 @@ def test_a_configuration_named_relative_to_where_fingerd_started_is_read_again_a
     assert (reloaded.returncode, reloaded.stderr) == (0, "")
     assert f"configuration {d.config_file} applied" in reloaded.stdout
     assert d.finger(b"alice\r\n") == b"Glad and well\r\n"
+
+
+def test_a_detached_start_that_fails_leaves_no_setter_socket_nor_its_directory(detached,
+                                                                               ports):
+    """The worker fails once the parent has bound and detached: the process that was
+    started held the listening sockets too while it waited, so that the daemon found the
+    setter's Unix socket still served and left it, and the directories made for it."""
+    pytest.importorskip("redis")
+    d = detached
+    made = os.path.join(d.dir, "run")
+    d.reconfigure(setter__socket=os.path.join(made, "fingerd", "setter.sock"),
+                  store__backend="redis", store__redis_url=f"redis://127.0.0.1:{ports.take()}/0")
+    started = subprocess.run([sys.executable, "-m", "fingerd", "-c", d.config_file],
+                             cwd=ROOT, timeout=60, stdin=subprocess.DEVNULL,
+                             capture_output=True, text=True)
+    assert started.returncode == 1 and "during startup" in started.stderr, started.stderr
+    wait_until(lambda: " INFO stopped" in d.logged(), timeout=20, what="the daemon to stop")
+    assert not os.path.lexists(made), list(os.walk(made))

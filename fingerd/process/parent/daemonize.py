@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -38,10 +39,17 @@ def detach(preserve: Iterable[FileDescriptorLike]) -> Callable[[str | None], Non
     says once in its log that nobody heard. Python ignores SIGPIPE, so the write
     fails with EPIPE rather than killing the daemon.
     """
+    preserve = list(preserve)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid > 0:
         os.close(write_end)
+        # The daemon alone holds the listening sockets: a copy kept here would keep one
+        # it closes listening, so that at a failed start the daemon found the setter's
+        # Unix socket still served, and left it and the directories made for it behind.
+        for item in preserve:
+            if isinstance(item, socket.socket):
+                item.close()
         os._exit(_wait_for_word(read_end, pid))
     os.close(read_end)
     context = daemon.DaemonContext(
