@@ -92,3 +92,16 @@ def test_an_outcome_nested_deeper_than_json_reads_is_none(tmp_path):
     with open(reload_status.path_for(pidfile), "w") as f:
         f.write("[" * (reload_status.MAX_BYTES - 1))
     assert reload_status.read(pidfile) is None
+
+
+def test_a_directory_in_the_way_of_the_outcome_keeps_nothing_of_the_stop(make_daemon):
+    """A directory at PIDFILE.reload (made where another account may write beside the
+    pidfile): the stop ended in a traceback before it removed the pidfile and its lock,
+    and never logged that it stopped."""
+    d = make_daemon()
+    os.mkdir(reload_status.path_for(d.pidfile))
+    d.start()
+    assert d.stop() == 0, d.log()
+    assert not os.path.exists(d.pidfile) and not os.path.exists(d.pidfile + ".lock")
+    assert "cannot remove the reload's outcome: Is a directory" in d.log()
+    assert "Traceback" not in d.log() and " stopped" in d.log(), d.log()

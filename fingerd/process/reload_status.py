@@ -13,10 +13,13 @@ and what the message says is shown with its control characters escaped.
 """
 
 import json
+import logging
 import os
 
 from fingerd.process.logformat import clean
 from fingerd.process.pidfile import read_vouched, replace_file
+
+log = logging.getLogger(__name__)
 
 #: The status file is the pidfile's path with this after it.
 SUFFIX = ".reload"
@@ -49,10 +52,15 @@ class ReloadStatus:
         replace_file(self.path, data)
 
     def remove(self):
+        """Remove the file at stop; what is in the way (a directory, where another account
+        may write beside the pidfile) is logged, and keeps nothing else of the stop."""
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+        except OSError as exc:
+            log.warning("%s: cannot remove the reload's outcome: %s", self.path,
+                        exc.strerror or exc)
 
 
 def read(pidfile_path):
