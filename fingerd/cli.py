@@ -45,7 +45,7 @@ from fingerd.process.parent.listeners import (
     unix_socket_paths,
 )
 from fingerd.process.parent.supervisor import Supervisor
-from fingerd.process.pidfile import AlreadyRunning, Pidfile
+from fingerd.process.pidfile import AlreadyRunning, Pidfile, lock_path
 from fingerd.process.reload_status import ReloadStatus
 from fingerd.users import fileio, redis_password
 from fingerd.users.backends import redis_problem
@@ -218,13 +218,15 @@ def cannot_replace(path: str) -> str | None:
     """Why the start could not put its pidfile at ``path``, or None, without opening what
     is there: the start writes a new file beside it and renames it over whatever is at
     the path (a FIFO, a symbolic link, another account's file), but a directory."""
-    try:
-        if stat.S_ISDIR(os.lstat(path).st_mode):
-            return os.strerror(errno.EISDIR)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        return exc.strerror or str(exc)
+    # Its lock file is opened where it is, which a directory refuses too.
+    for where, said in ((path, ""), (lock_path(path), f"{lock_path(path)}: ")):
+        try:
+            if stat.S_ISDIR(os.lstat(where).st_mode):
+                return said + os.strerror(errno.EISDIR)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            return said + (exc.strerror or str(exc))
     return cannot_create(path)
 
 

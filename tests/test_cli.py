@@ -111,6 +111,18 @@ def test_check_refuses_a_file_the_start_could_not_make_as_the_start_does(setup, 
     assert said.endswith(reason), said
 
 
+def test_check_refuses_a_directory_in_the_way_of_the_pidfile_s_lock_as_the_start_does(setup):
+    """The lock file is opened where it is: a directory there failed the start (exit 1)
+    while -t said the configuration valid."""
+    lock = setup.pidfile + ".lock"
+    os.mkdir(lock)
+    checked = refusal("-t", "-c", setup.config_file)
+    assert checked.endswith(f": [fingerd] pidfile: {setup.pidfile}: cannot take the pidfile: "
+                            f"{lock}: Is a directory\n") and checked.count("\n") == 1, checked
+    started = refusal("-n", "-c", setup.config_file)
+    assert f"cannot take the pidfile ({lock}): Is a directory" in started, started
+
+
 def test_check_waits_on_no_fifo_and_takes_the_pidfile_as_the_start_does(setup, public_dir):
     """A FIFO at the pidfile's path (another account may make one where others may
     write): the check opens nothing there, as the start renames its pidfile over it; a
