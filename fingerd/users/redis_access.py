@@ -144,15 +144,16 @@ class Writers:
         except queue.Empty:
             raise redis.ConnectionError("no connection free for a set") from None
         try:
-            if not identity.ready:
-                # Connected first, apart: a connection that cannot be made or noted
-                # (Redis hung, gone) has carried no write, and the set is refused,
-                # not left unanswered for a write never sent.
-                _connect_now(client, identity)
-            with client.pipeline(transaction=True) as pipe:
-                pipe.hset(key, name, status)
-                pipe.publish(channel, name)
-                pipe.execute()
+            try:
+                _transaction(client, identity, key, channel, name, status)
+            except redis.ReadOnlyError:
+                # A replica, no longer the primary: after a failover a proxy (or a name
+                # that follows the primary) sends new connections to the new one, and
+                # this one would be refused for good. Nothing was applied: it is made
+                # again and the set tried once more on it.
+                identity.ready = False
+                client.connection_pool.disconnect()
+                _transaction(client, identity, key, channel, name, status)
         except (redis.ResponseError, _NotConnected):
             raise
         except redis.RedisError as exc:
@@ -165,6 +166,20 @@ class Writers:
         """Close the connections no set is using; one in use is left to its set."""
         for client in self._all:
             client.connection_pool.disconnect(inuse_connections=False)
+
+
+def _transaction(client: redis.Redis, identity: _Identity, key: str, channel: str,
+                 name: str, status: str) -> None:
+    """Set_status's transaction on ``client``, connected first when it is not ready."""
+    if not identity.ready:
+        # Connected first, apart: a connection that cannot be made or noted (Redis
+        # hung, gone) has carried no write, and the set is refused, not left
+        # unanswered for a write never sent.
+        _connect_now(client, identity)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hset(key, name, status)
+        pipe.publish(channel, name)
+        pipe.execute()
 
 
 class _NotConnected(redis.ConnectionError):

@@ -90,6 +90,12 @@ a Redis that accepts connections and answers nothing."""
         for thread in list(self._threads):
             thread.join(10)
 
+    def switch(self, upstream: int) -> None:
+        """Relay the connections made from now on to 127.0.0.1:``upstream``, those made
+        before staying where they are: a proxy that sends new connections to a new
+        primary after a failover (HAProxy checking ``role:master``)."""
+        self._upstream = upstream
+
     def hang(self) -> None:
         """From now on pass nothing on, either way, and answer nothing, while accepting
         connections still: a Redis that hangs."""
