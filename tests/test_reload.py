@@ -151,3 +151,23 @@ def test_a_unix_socket_a_reload_drops_is_removed_once_its_worker_is_gone(make_da
                what="the worker serving the socket gone")
     wait_until(lambda: not os.path.exists(path), what="the socket's file removed")
     assert d.setter(b"alice\r\nStill set by TCP\r\n") == b"OK\r\n"
+
+
+def test_a_fixed_file_a_set_reads_first_counts_as_a_good_read(make_daemon):
+    """A file fixed after a failed reload, then read whole by a set before the next check
+    (which then finds it unchanged): the read is counted and timed as a reload's, or the
+    failure would be the metrics' last word (FingerdUsersFileStale)."""
+    d = make_daemon(fingerd__reload_interval="3600").start()
+    first = d.metric("fingerd_last_reload_success_timestamp_seconds")
+    replace_file(d.users_file, b"alice:new\nthis line is bad\n")
+    d.signal(signal.SIGHUP)  # its new worker counts from nothing: the failure, then
+    wait_until(lambda: d.metric("fingerd_reloads_total", outcome="failure") == 1,
+               what="the failed reload")
+    successes = d.metric("fingerd_reloads_total", outcome="success")
+    fixed_at = time.time()
+    replace_file(d.users_file, b"alice:Fixed by hand\n")
+    assert d.setter(b"bob\r\nSet after the fix\r\n") == b"OK\r\n"
+    assert d.finger(b"alice\r\n") == b"Fixed by hand\r\n"
+    assert d.metric("fingerd_reloads_total", outcome="success") == successes + 1
+    assert first < fixed_at <= d.metric("fingerd_last_reload_success_timestamp_seconds")
+    assert f"{d.users_file}: read 2 users" in d.log()

@@ -200,12 +200,20 @@ class UserStore:
                 except (OSError, UsersFileError):
                     users, data, new_sig = self.table.with_status(name, status), None, None
             self._publish(users, new_sig)
+            # A file someone else changed, read whole and good: the read the next check
+            # would have made and counted (it finds the file unchanged now), so counted
+            # here; after a failed one, the metrics' last word. (A file this set made,
+            # where there was none, is no one else's.)
+            edited = data is not None and old_sig is not None
+            read_at = self._count_success() if edited else None
             # For the next worker: the file read back, or this set after what it kept.
             if data is not None:
-                self._keep(lambda snapshot: snapshot.save(data))
+                self._keep(lambda snapshot: snapshot.save(data, read_at))
             else:
                 self._keep(lambda snapshot: snapshot.add_set(name, status)
                            or snapshot.save_table(users))
+        if edited:
+            log.info("%s: read %d users", self.path, len(users))
 
     def _publish(self, users, sig):
         self.table = users
