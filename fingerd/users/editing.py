@@ -31,6 +31,9 @@ COPY_CHUNK = 256 * 1024
 #: uid and login) and the user whose status it is; written by the process that made the
 #: write, never relayed, so that no flood of other lines crowds it out.
 SET_DONE = "setter: %s set the status of %s"
+#: The log line of a write whose outcome is unknown (its file in place, not known durable;
+#: or its writer ended as it renamed it): the file may hold the status, and is read again.
+SET_MAYBE = "setter: %s may have set the status of %s: %s"
 
 #: A file's signatures before a write (None: there was no file) and after it.
 Written = tuple[Optional[Signature], Signature]

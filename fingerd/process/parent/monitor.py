@@ -25,7 +25,7 @@ from fingerd.process.logformat import clean
 from fingerd.process.parent.filewriter import FileWriter
 from fingerd.process.parent.states import Phase
 from fingerd.process.parent.worker_handle import WorkerHandle
-from fingerd.users.editing import SET_DONE
+from fingerd.users.editing import SET_DONE, SET_MAYBE
 
 log = logging.getLogger("fingerd")
 
@@ -175,10 +175,10 @@ class Monitor:
                                owner=sender.pid, within=within)
 
     def _reply(self, sender: WorkerHandle, reply: bytes, request: dict[str, Any]) -> None:
-        """Log a status written, as the request names its client, and send the reply to
-        the worker that asked, if it is still there; a status written, or perhaps
-        written (outcome unknown), is read again by every other worker that serves or
-        is about to.
+        """Log a status written, or perhaps written (outcome unknown), as the request
+        names its client, and send the reply to the worker that asked, if it is still
+        there; such a status is read again by every other worker that serves or is
+        about to.
 
         The parent logs the set itself, not the worker: the worker's lines are
         rate-limited as one stream, and a flood of other lines (refused requests,
@@ -186,6 +186,9 @@ class Monitor:
         answer = json.loads(reply)
         if answer["ok"]:
             log.info(SET_DONE, clean(request["by"], MAX_CLIENT_CHARS), request["name"])
+        elif answer.get("unknown"):
+            log.warning(SET_MAYBE, clean(request["by"], MAX_CLIENT_CHARS), request["name"],
+                        answer["error"])
         if answer["ok"] or answer.get("unknown"):
             for other in self._watched.values():
                 if other is not sender and other.phase in READS_SETS_AGAIN:
