@@ -1,5 +1,6 @@
 """One fingerd with ``[store] backend = redis``, and fingerd-ctl import and export."""
 
+import datetime
 import os
 import signal
 import subprocess
@@ -14,10 +15,15 @@ from tests.support import ROOT
 from tests.support.engines import RedisServer
 from tests.support.markers import needs_root, needs_tool
 from tests.support.polling import wait_until
+from tests.support.procfs import worker_of
 from tests.support.resp_relay import ExecDelayRelay
 
 redis = pytest.importorskip("redis")
 pytestmark = needs_tool("redis-server", "redis-server")
+
+#: Seconds a restarted worker may take to be ready, its read of Redis included: well
+#: under the second table.FREE_WAIT would add.
+READY_WITHIN = 0.5
 
 
 def run(module, *args, timeout=60):
@@ -370,3 +376,22 @@ def test_a_refused_reload_has_the_worker_read_the_hash_again_and_say_so(make_dae
                what="the whole hash read by the worker serving")
     assert f"reading redis://127.0.0.1:{redis_server.port}/0 dir:users again" in d.log()
     assert "users file" not in d.log()
+
+
+def test_a_worker_restarted_after_a_crash_is_ready_at_once(configured):
+    """Its first read of the hash replaces the empty table it began with: that table is
+    freed without waiting on the start (table.free_gradually waits up to 1 s for a table
+    someone still holds), so clients of a crashed worker wait no longer than for one
+    read of Redis."""
+    d = configured.start()
+    old = worker_of(d.proc.pid)
+    os.kill(old, signal.SIGKILL)
+    new = worker_of(d.proc.pid, other_than=old)
+    wait_until(lambda: f"worker {new} ready" in d.log(), what="the new worker ready")
+    times = {}
+    for line in d.log().splitlines():
+        for event in (f"started worker {new}", f"worker {new} ready"):
+            if line.endswith(event):
+                times[event] = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+    took = (times[f"worker {new} ready"] - times[f"started worker {new}"]).total_seconds()
+    assert took < READY_WITHIN, f"ready {took:.3f} s after it was started"

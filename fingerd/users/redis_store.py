@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -116,7 +117,9 @@ class RedisStore:
         keeps trying), with ``fallback``; a first start, or one without,
         raises StoreError rather than serve an empty table.
         """
-        before = self.table
+        # Not held: the first read replaces this table and frees it (free_gradually),
+        # which would wait a second for a table still held, with the worker not ready.
+        before = weakref.ref(self.table)
         try:
             self._follower.read_first()
         except HashTooLarge as exc:
@@ -130,7 +133,7 @@ class RedisStore:
             self._follower.reported(exc)
             self._metrics.store_up.set(0)
         else:
-            if self.table is before:  # a read that publishes keeps its table itself
+            if self.table is before():  # a read that publishes keeps its table itself
                 self.keep()
             self._follower.set_up(True)
         self._follower.start()
