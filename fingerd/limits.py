@@ -23,6 +23,10 @@ STORE_TIMEOUT_SECONDS = 2.0
 #: Most bytes of user list one empty query gets before the list is cut.
 MAX_LIST_BYTES = 64 * 1024
 
+#: Most characters of one answer line after each of the operator's replacements: 64
+#: rules of "a => aa" would otherwise double a status 64 times.
+MAX_REPLACED_LINE_CHARS = 64 * 1024
+
 #: Bytes of query lines and answers each finger listener keeps rendered (AnswerCache).
 MAX_CACHED_ANSWER_BYTES = 1024 * 1024
 

@@ -18,6 +18,7 @@ from fingerd.finger.output import (
     scan_invisible,
     split_lines,
 )
+from fingerd.limits import MAX_REPLACED_LINE_CHARS
 from tests.support.invisible import INVISIBLE
 
 
@@ -155,3 +156,11 @@ def test_no_format_character_or_separator_ever_reaches_the_wire(text, policy):
 
 def test_a_replacement_cannot_add_an_invisible_character():
     assert Renderer([("smile", "\u200b\u202e:)")]).render(["smile"]) == b":)\r\n"
+
+
+def test_replacements_never_make_a_line_longer_than_the_bound():
+    """Each rule's result is cut at MAX_REPLACED_LINE_CHARS: twelve rules doubling each
+    'a' would make a status of 256 of them a line of a million characters."""
+    renderer = Renderer([("a", "aa")] * 12)
+    assert renderer.render(["a" * 256]) == b"a" * MAX_REPLACED_LINE_CHARS + b"\r\n"
+    assert renderer.render(["b"]) == b"b\r\n"

@@ -16,6 +16,8 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from functools import cache
 
+from fingerd.limits import MAX_REPLACED_LINE_CHARS
+
 #: Unicode categories never sent: the format characters (bidirectional
 #: controls, zero-width spaces and joiners, the soft hyphen, tag characters,
 #: the byte order mark), invisible yet able to make a line display as
@@ -125,10 +127,11 @@ def _strip_high(text: str) -> str:
 class Renderer:
     """Turns answer lines into wire bytes under the operator's output rules.
 
-    ``replacements`` are ``(old, new)`` pairs applied in order to every line;
-    control and invisible characters are removed after them, so no replacement
-    can introduce one. Construction builds the removal table if this process has
-    none yet, so that no answer waits for it.
+    ``replacements`` are ``(old, new)`` pairs applied in order to every line, which
+    each leaves at most MAX_REPLACED_LINE_CHARS long; control and invisible
+    characters are removed after them, so no replacement can introduce one.
+    Construction builds the removal table if this process has none yet, so that no
+    answer waits for it.
     """
 
     def __init__(self, replacements: Iterable[tuple[str, str]] = (),
@@ -141,7 +144,7 @@ class Renderer:
 
     def line(self, text: str) -> str:
         for old, new in self.replacements:
-            text = text.replace(old, new)
+            text = text.replace(old, new)[:MAX_REPLACED_LINE_CHARS]
         text = text.translate(self._removed)
         return self._high(text) if self._high else text
 
