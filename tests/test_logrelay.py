@@ -267,6 +267,41 @@ def test_lines_over_the_rate_are_dropped_and_counted_in_one_later_line():
     os.close(r)
 
 
+def test_records_of_changes_have_a_ration_of_their_own():
+    """A worker's record of a change (a set, with backend = redis) is not dropped with a
+    flood of others; one marking every record so is rationed all the same."""
+    logger, collect = quiet_logger("test.logrelay.changes")
+    r, w = os.pipe()
+    handler = PipeHandler(w)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for n in range(50):
+        handler.handle(record(f"refused {n}"))
+    change = record("setter: 127.0.0.1 (uid 0, root) set the status of alice")
+    change.change = True
+    handler.handle(change)
+    handler.close()
+    os.close(w)
+    relay = LogRelay(r, 42, logger, rate=1, burst=10, clock=lambda: 0.0, notices=logger)
+    while relay.feed():
+        pass
+    os.close(r)
+    messages = [m for _l, m in collect.messages]
+    assert messages == [f"worker[42]: refused {n}" for n in range(10)] + [
+        "worker 42: 40 log lines dropped (rate limit)",
+        "worker[42]: setter: 127.0.0.1 (uid 0, root) set the status of alice"]
+    r, w = os.pipe()
+    os.write(w, (json.dumps({"level": 20, "message": "forged", "change": True}) + "\n"
+                 ).encode() * 30)
+    os.close(w)
+    collect.messages.clear()
+    relay = LogRelay(r, 42, logger, rate=1, burst=10, clock=lambda: 0.0, notices=logger)
+    while relay.feed():
+        pass
+    os.close(r)
+    assert [m for _l, m in collect.messages] == ["worker[42]: forged"] * 10 + [
+        "worker 42: 20 log lines dropped (rate limit)"]
+
+
 def test_a_bigger_line_costs_more():
     logger, collect = quiet_logger("test.logrelay.cost")
     r, w = os.pipe()

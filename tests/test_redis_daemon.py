@@ -17,6 +17,7 @@ from tests.support.markers import needs_root, needs_tool
 from tests.support.polling import wait_until
 from tests.support.procfs import worker_of
 from tests.support.resp_relay import ExecDelayRelay
+from tests.support.set_floods import SETS_IN_A_FLOOD, refused_requests_flooding
 
 redis = pytest.importorskip("redis")
 pytestmark = needs_tool("redis-server", "redis-server")
@@ -54,6 +55,23 @@ def test_statuses_come_from_redis_and_the_users_file_is_not_read(configured, dir
     assert d.setter(b"carol\r\nSet through the setter\r\n") == b"OK\r\n"
     assert direct.hget("dir:users", "carol") == b"Set through the setter"
     assert d.finger(b"carol\r\n") == b"Set through the setter\r\n"
+
+
+def test_no_flood_of_refused_requests_drops_the_record_of_a_set(configured):
+    """The worker writes Redis and logs the set; the parent rations the record of a
+    change apart from the worker's other lines, which a flood makes it drop."""
+    d = configured.start()
+    with refused_requests_flooding(d):
+        for n in range(SETS_IN_A_FLOOD):
+            assert d.setter(b"bob\r\nin the flood %d\r\n" % n) == b"OK\r\n"
+
+    def sets():
+        return [line for line in d.log().splitlines()
+                if "setter: 127.0.0.1 (uid 0, root) set the status of bob" in line]
+
+    wait_until(lambda: len(sets()) >= SETS_IN_A_FLOOD, timeout=10,
+               what=f"{SETS_IN_A_FLOOD} sets in the log: {len(sets())} so far")
+    assert len(sets()) == SETS_IN_A_FLOOD
 
 
 def test_check_config_says_the_users_file_is_not_read(configured):

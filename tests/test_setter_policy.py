@@ -18,7 +18,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from typing import NamedTuple
 
 import pytest
@@ -33,6 +32,7 @@ from tests.support.children import holding_child
 from tests.support.markers import needs_ipv6, needs_root, needs_tool
 from tests.support.net import can_connect
 from tests.support.polling import during, wait_until
+from tests.support.set_floods import SETS_IN_A_FLOOD, refused_requests_flooding
 
 pytestmark = [needs_root, needs_tool("setpriv", "util-linux")]
 
@@ -634,39 +634,14 @@ def test_invalid_requests_take_from_the_ration_so_a_flood_of_them_is_logged_once
     assert len(log_lines(d, "sets faster than 0.1 a second")) == 1
     assert (requests(d, "refused"), requests(d, "limited")) == (1, 5)
 
-#: Sets made while refused requests flood the setter, each of which must be logged.
-SETS_IN_A_FLOOD = 20
-
-
 def test_no_flood_of_refused_requests_drops_the_record_of_a_set(make_daemon):
     """Without a rate limit each refused request is a line of the worker's, and the
     parent drops the worker's lines past 200 a second. A set's line is the parent's
     own, written as it writes the file, and no flood of the worker's crowds it out."""
     d = make_daemon().start()
-    flooding = threading.Event()
-
-    def flood():
-        deadline = time.monotonic() + 60
-        for _ in range(100_000):
-            if flooding.is_set() or time.monotonic() > deadline:
-                return
-            try:
-                d.setter(b"no such name!\r\nx\r\n", timeout=5)
-            except OSError:
-                pass
-
-    threads = [threading.Thread(target=flood) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    try:
-        wait_until(lambda: "log lines dropped (rate limit)" in d.log(), timeout=30,
-                   what="the worker's lines to be dropped")
+    with refused_requests_flooding(d):
         for n in range(SETS_IN_A_FLOOD):
             assert d.setter(b"bob\r\nin the flood %d\r\n" % n) == b"OK\r\n"
-    finally:
-        flooding.set()
-        for thread in threads:
-            thread.join(10)
 
     def sets():
         return log_lines(d, "setter: 127.0.0.1 (uid 0, root) set the status of bob")

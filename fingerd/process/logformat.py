@@ -48,6 +48,11 @@ ACCESS_LOSSES_WARNING = ("access log lines dropped: the parent does not read the
 #: Said when a run of losses ends (the parent reads in time again, or the worker stops):
 #: how many lines it cost, which the metric, counting since the worker started, cannot say.
 ACCESS_LOSSES_ENDED = "the run of access log losses ended: %d lines dropped"
+#: How a record of a change (a status set) ends on the pipe: the parent rations such
+#: records apart from the others, so that no flood of other lines (refused requests)
+#: drops the record of a change. A worker that marks every record so gains nothing:
+#: they share that second ration.
+CHANGE_RECORD_END = b', "change": true}'
 #: How a record of access lines begins on the pipe (a record of the others, "{"),
 #: and what is between two of its lines (no line holds one).
 ACCESS_RECORD_START = b"\x1e"

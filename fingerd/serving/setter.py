@@ -35,7 +35,7 @@ from fingerd.serving.loop import RequestHandler
 from fingerd.serving.peer_owner import OwnerLookup
 from fingerd.serving.service import Answer, Peer, ServiceSpec
 from fingerd.token_bucket import RateLimit
-from fingerd.users.editing import OutcomeUnknown, StoreError
+from fingerd.users.editing import CHANGE, OutcomeUnknown, StoreError
 from fingerd.users.setter_request import (
     OWN,
     Refused,
@@ -161,7 +161,7 @@ class SetterHandler(RequestHandler):
             # ERROR would say that nothing changed: the client is told nothing instead.
             log.error("setter: request from %s: %s: %s; whether the status of %s was "
                       "written is unknown, and the client is told nothing",
-                      who(client, requester), needs.store.path, exc, name)
+                      who(client, requester), needs.store.path, exc, name, extra=CHANGE)
             return Answer(SET_FAILED, b"", SET_KIND, name, asker)
         return Answer(SET_OK, b"OK\r\n", SET_KIND, name, asker)
 

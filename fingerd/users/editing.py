@@ -15,6 +15,7 @@ the worker's answers when both shared a core. Copying in the kernel
 
 import functools
 import os
+import types
 from collections.abc import Callable
 from typing import Optional
 
@@ -29,8 +30,11 @@ COPY_CHUNK = 256 * 1024
 
 #: The log line of a status written, with the client as the setter names it (address,
 #: uid and login) and the user whose status it is; written by the process that made the
-#: write, never relayed, so that no flood of other lines crowds it out.
+#: write: the root parent for the users file; for Redis the worker, with CHANGE.
 SET_DONE = "setter: %s set the status of %s"
+#: The ``extra`` of a worker's log record of a change: the parent rations such records
+#: apart from the worker's others (logrelay.py), so that no flood of them drops it.
+CHANGE = types.MappingProxyType({"change": True})
 #: The log line of a write whose outcome is unknown (its file in place, not known durable;
 #: or its writer ended as it renamed it): the file may hold the status, and is read again.
 SET_MAYBE = "setter: %s may have set the status of %s: %s"

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from fingerd.limits import MAX_STORE_ENTRIES, STORE_TIMEOUT_SECONDS
-from fingerd.users.editing import SET_DONE, OutcomeUnknown, StoreError
+from fingerd.users.editing import CHANGE, SET_DONE, OutcomeUnknown, StoreError
 from fingerd.users.redis_access import (
     HashTooLarge,
     Skipped,
@@ -171,7 +171,7 @@ class RedisStore:
                         self._reread.add(name)
         if not written:
             raise StoreError(UNAVAILABLE)
-        log.info(SET_DONE, by, name)
+        log.info(SET_DONE, by, name, extra=CHANGE)
 
     def _write(self, writers: Writers, name: str, status: str) -> bool:
         """Whether Redis holds ``status`` for ``name`` once the write is done.

@@ -16,7 +16,8 @@ message, which it escapes (no control character, newline or invisible
 formatting character reaches the log: one record is one line), cuts to a
 bounded length and tags ``worker[PID]: ``, so that no worker line reads as
 the parent's. Lines beyond a rate are dropped and counted, the count written
-as a line of the parent's own. The parent reads a bounded slice of the pipe
+as a line of the parent's own; records of changes (a status set) have a ration of their
+own, so that a flood of others never drops them. The parent reads a bounded slice of the pipe
 a turn of its loop. A batch of access lines is checked whole, in a few passes
 over its bytes: when every line is a time stamp and printable ASCII, the batch
 is tagged and written in one write; else each of its lines is a record.
@@ -41,6 +42,7 @@ from fingerd.process.logformat import (
     ACCESS_BATCH_BYTES,
     ACCESS_LINE_END,
     ACCESS_RECORD_START,
+    CHANGE_RECORD_END,
     MAX_RECORD_BYTES,
     clean,
 )
@@ -73,6 +75,8 @@ class LogRelay:
         self._logger = logger or logging.getLogger("fingerd.worker")
         self._notices = notices or log
         self._bucket = TokenBucket(rate, burst, clock())
+        #: The ration of records of changes (CHANGE_RECORD_END), apart from the others'.
+        self._changes = TokenBucket(rate, burst, clock())
         self._clock = clock
         self._dropped = 0
         self._noticed_at = None
@@ -99,23 +103,32 @@ class LogRelay:
             return False
         lines = (self._buf + chunk).split(b"\n")
         self._buf = lines.pop()[-MAX_PARTIAL_BYTES:]
-        self._bucket.refill(self._clock())
+        now = self._clock()
+        self._bucket.refill(now)
+        self._changes.refill(now)
         for i, line in enumerate(lines):
             if self._bucket.tokens < 1:
-                # The rest of this slice is over the limit: counted, never looked at.
-                self._dropped += sum(map(_lines_in, lines[i:]))
+                # The rest of this slice is over the limit: counted, never parsed; only
+                # records of changes, on their own ration, are looked for.
+                for rest in lines[i:]:
+                    if rest.endswith(CHANGE_RECORD_END):
+                        self._emit(rest, self._changes)
+                    else:
+                        self._dropped += _lines_in(rest)
                 break
             if line.startswith(ACCESS_RECORD_START):
                 self._emit_access(line)
+            elif line.endswith(CHANGE_RECORD_END):
+                self._emit(line, self._changes)
             else:
-                self._emit(line)
+                self._emit(line, self._bucket)
         return True
 
-    def _emit(self, line):
+    def _emit(self, line, bucket):
         # Counted before it is parsed, for all its bytes (reading a line costs the parent in
         # proportion), so that a line over the limit costs it nothing more.
         cost = 1 + len(line) // limits.WORKER_LOG_TOKEN_BYTES
-        if not self._bucket.take(cost):
+        if not bucket.take(cost):
             self._dropped += 1
             return
         level, message = _parse(line)

@@ -36,8 +36,11 @@ from fingerd.process.logformat import (
 )
 
 
-def _line(level, message):
-    return (json.dumps({"level": level, "message": message}) + "\n").encode()
+def _line(level, message, change=False):
+    """A record as the pipe carries it; one of a ``change`` ends CHANGE_RECORD_END."""
+    record = {"level": level, "message": message, "change": True} if change else \
+        {"level": level, "message": message}
+    return (json.dumps(record) + "\n").encode()
 
 
 def _batch_records(lines: list[str]) -> list[bytes]:
@@ -166,7 +169,7 @@ class PipeHandler(logging.Handler):
             text = self.format(record)
             if len(text) > MAX_RECORD_BYTES:
                 text = cut_middle(text, MAX_RECORD_BYTES)
-            data = _line(record.levelno, text)
+            data = _line(record.levelno, text, getattr(record, "change", False) is True)
             if self._dropped:
                 self._queue.put_nowait(self._dropped_notice())
                 self._dropped = 0
