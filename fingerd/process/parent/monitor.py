@@ -184,12 +184,12 @@ class Monitor:
         rate-limited as one stream, and a flood of other lines (refused requests,
         say) would drop the record of a change to the file with them."""
         answer = json.loads(reply)
-        if answer["ok"]:
-            log.info(SET_DONE, clean(request["by"], MAX_CLIENT_CHARS), request["name"])
-        elif answer.get("unknown"):
-            log.warning(SET_MAYBE, clean(request["by"], MAX_CLIENT_CHARS), request["name"],
-                        answer["error"])
         if answer["ok"] or answer.get("unknown"):
+            by = clean(request["by"], MAX_CLIENT_CHARS)
+            if answer["ok"]:
+                log.info(SET_DONE, by, request["name"])
+            else:
+                log.warning(SET_MAYBE, by, request["name"], answer["error"])
             for other in self._watched.values():
                 if other is not sender and other.phase in READS_SETS_AGAIN:
                     self._kill(other.pid, signal.SIGHUP)

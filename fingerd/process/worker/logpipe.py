@@ -38,8 +38,9 @@ from fingerd.process.logformat import (
 
 def _line(level, message, change=False):
     """A record as the pipe carries it; one of a ``change`` ends CHANGE_RECORD_END."""
-    record = {"level": level, "message": message, "change": True} if change else \
-        {"level": level, "message": message}
+    record = {"level": level, "message": message}
+    if change:
+        record["change"] = True
     return (json.dumps(record) + "\n").encode()
 
 
